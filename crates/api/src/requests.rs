@@ -1,0 +1,241 @@
+//! Request bodies of `POST /tools/*` and the admin API.
+//!
+//! Field names and defaults are the original gateway's; additions are optional so that an
+//! agent written for the original keeps working. Unknown fields are ignored (serde's default).
+//! `agent_id` is accepted everywhere: with authentication off it names the acting agent;
+//! with authentication on it must match the token's agent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST /tools/file_read`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileReadRequest {
+    /// The task whose namespace holds the file.
+    pub task_id: String,
+    /// Path relative to the task's namespace.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/file_write`: create or replace a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileWriteRequest {
+    pub task_id: String,
+    pub path: String,
+    /// The full new content (UTF-8 text).
+    pub content: String,
+    /// Optimistic concurrency: write only if the file is at this version (0 = create only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/file_edit`: replace `old_string` by `new_string`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileEditRequest {
+    pub task_id: String,
+    pub path: String,
+    /// Text to find; must occur exactly once unless `replace_all`.
+    #[serde(alias = "old_content")]
+    pub old_string: String,
+    /// Replacement text.
+    #[serde(alias = "new_content")]
+    pub new_string: String,
+    /// Replace every occurrence instead of requiring exactly one.
+    #[serde(default)]
+    pub replace_all: bool,
+    /// Optimistic concurrency, as for `file_write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/delete_file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteFileRequest {
+    pub task_id: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/list_files`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListFilesRequest {
+    pub task_id: String,
+    /// Only paths under this directory prefix (normalised like a path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/claim_file`: take (or refresh) the lease on a path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimFileRequest {
+    pub task_id: String,
+    pub path: String,
+    /// Lease length in seconds, 1–3600; the gateway's `FILE_LOCK_TIMEOUT` (60) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_sec: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/renew_file`: extend a lease the caller holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewFileRequest {
+    pub task_id: String,
+    pub path: String,
+    /// New lease length in seconds, 1–3600; the gateway's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_sec: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/release_file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseFileRequest {
+    pub task_id: String,
+    pub path: String,
+    /// Admin only: release whoever holds it.
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/log_step`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogStepRequest {
+    pub task_id: String,
+    /// A JSON object (≤ 64 KiB). `timestamp` and `task_id` are set by the server.
+    pub step: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/subscribe_logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscribeLogsRequest {
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/join_collaboration` (alias `join_collab`) and `leave_collaboration`
+/// (alias `leave_collab`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollaborationRequest {
+    pub task_id: String,
+    /// The joining agent; required by the original, optional here when a token names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /admin/tasks`: create a task (for deployments without an orchestrator).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateTaskRequest {
+    /// The task id; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Defaults to `"pending"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<f64>,
+}
+
+/// `PATCH /admin/tasks/{id}`: change some fields of a task. Absent fields are kept;
+/// `null` clears a nullable field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateTaskRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub description: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub assigned_agent_id: Option<Option<String>>,
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub complexity: Option<Option<f64>>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        T: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_accepts_the_agents_aliases() {
+        let r: FileEditRequest = serde_json::from_value(serde_json::json!({
+            "task_id": "t", "path": "a.py", "old_content": "x", "new_content": "y"
+        }))
+        .unwrap();
+        assert_eq!((r.old_string.as_str(), r.new_string.as_str()), ("x", "y"));
+        assert!(!r.replace_all);
+    }
+
+    #[test]
+    fn claim_timeout_is_optional() {
+        let r: ClaimFileRequest =
+            serde_json::from_value(serde_json::json!({"task_id": "t", "path": "a"})).unwrap();
+        assert_eq!(r.timeout_sec, None);
+    }
+
+    #[test]
+    fn update_distinguishes_null_from_absent() {
+        let r: UpdateTaskRequest =
+            serde_json::from_value(serde_json::json!({"assigned_agent_id": null})).unwrap();
+        assert_eq!(r.assigned_agent_id, Some(None));
+        assert_eq!(r.description, None);
+    }
+}

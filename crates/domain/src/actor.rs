@@ -1,0 +1,69 @@
+//! Who is acting: resolved once per request by the door (REST extractor, MCP, stream) and
+//! passed to every operation, which checks it the same way whichever door it came through.
+
+use crate::error::{DomainError, Result};
+use crate::ids::{AgentId, TaskId};
+
+/// What an actor may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads and writes the tasks in its scope.
+    Agent,
+    /// Reads only.
+    Observer,
+    /// Everything, including task administration and forced lock release.
+    Admin,
+}
+
+/// The acting agent of one request.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub agent: AgentId,
+    pub role: Role,
+    /// Tasks this actor may touch; `None` means every task.
+    pub tasks: Option<Vec<String>>,
+    /// Correlates the audit record with the request's logs.
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// An actor with every right (authentication off, tools, tests).
+    pub fn trusted(agent: AgentId) -> Actor {
+        Actor {
+            agent,
+            role: Role::Admin,
+            tasks: None,
+            request_id: None,
+        }
+    }
+
+    /// Refuses a task outside the actor's scope.
+    pub fn ensure_task(&self, task: &TaskId) -> Result<()> {
+        match &self.tasks {
+            Some(list) if !list.iter().any(|t| t == task.as_str() || t == "*") => Err(
+                DomainError::Forbidden(format!("not allowed to access task '{task}'")),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses mutations by read-only actors, and tasks outside the scope.
+    pub fn ensure_write(&self, task: &TaskId) -> Result<()> {
+        self.ensure_task(task)?;
+        if self.role == Role::Observer {
+            return Err(DomainError::Forbidden(
+                "observers cannot change anything".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn ensure_admin(&self) -> Result<()> {
+        if self.role != Role::Admin {
+            return Err(DomainError::Forbidden(
+                "this action needs the admin role".into(),
+            ));
+        }
+        Ok(())
+    }
+}

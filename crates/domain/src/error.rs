@@ -1,0 +1,179 @@
+//! The domain's one error type. A variant exists where a caller (or the wire) distinguishes
+//! it; each maps to one stable [`ErrorCode`]. The domain knows no HTTP status: the gateway
+//! maps codes to statuses through the table in `mcp-api`.
+//!
+//! Backend failures are classified at the store boundary: a lost connection or a timeout is
+//! [`DomainError::Unavailable`] (retry later), anything else is [`DomainError::Internal`].
+
+use chrono::{DateTime, Utc};
+use mcp_api::ErrorCode;
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("task '{0}' not found")]
+    TaskNotFound(String),
+    #[error("file '{0}' not found")]
+    FileNotFound(String),
+    #[error("agent '{0}' not found")]
+    AgentNotFound(String),
+    #[error("task '{0}' already exists")]
+    TaskExists(String),
+    #[error("version conflict: expected {expected:?}, current {current:?}")]
+    VersionConflict {
+        expected: Option<i64>,
+        /// The file's current version, `None` when it does not exist.
+        current: Option<i64>,
+    },
+    #[error("'{path}' is locked by {holder} until {expires_at}")]
+    Locked {
+        path: String,
+        holder: String,
+        expires_at: DateTime<Utc>,
+    },
+    #[error("stale fence {fence}: the file has seen fence {last_fence}")]
+    StaleFence { fence: i64, last_fence: i64 },
+    #[error("lock on '{path}' is not held by {agent}")]
+    LockNotHeld {
+        path: String,
+        agent: String,
+        /// The current holder, if another agent holds it.
+        holder: Option<String>,
+    },
+    #[error("old_string does not occur in the file")]
+    EditNoMatch,
+    #[error("old_string occurs {count} times; give more context or set replace_all")]
+    EditAmbiguous { count: usize },
+    #[error("{what} is {actual} bytes, over the limit of {limit}")]
+    TooLarge {
+        what: &'static str,
+        actual: usize,
+        limit: usize,
+    },
+    #[error("{backend} is unavailable")]
+    Unavailable {
+        backend: &'static str,
+        /// Kept for the log line; never sent to a client.
+        cause: String,
+    },
+    #[error("internal error")]
+    Internal(String),
+}
+
+pub type Result<T, E = DomainError> = std::result::Result<T, E>;
+
+impl DomainError {
+    /// The stable wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DomainError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            DomainError::InvalidPath(_) => ErrorCode::InvalidPath,
+            DomainError::Forbidden(_) => ErrorCode::Forbidden,
+            DomainError::TaskNotFound(_) => ErrorCode::TaskNotFound,
+            DomainError::FileNotFound(_) => ErrorCode::FileNotFound,
+            DomainError::AgentNotFound(_) => ErrorCode::AgentNotFound,
+            DomainError::TaskExists(_) => ErrorCode::AlreadyExists,
+            DomainError::VersionConflict { .. } => ErrorCode::VersionConflict,
+            DomainError::Locked { .. } => ErrorCode::Locked,
+            DomainError::StaleFence { .. } => ErrorCode::StaleFence,
+            DomainError::LockNotHeld { .. } => ErrorCode::LockNotHeld,
+            DomainError::EditNoMatch => ErrorCode::EditNoMatch,
+            DomainError::EditAmbiguous { .. } => ErrorCode::EditAmbiguous,
+            DomainError::TooLarge { .. } => ErrorCode::TooLarge,
+            DomainError::Unavailable { .. } => ErrorCode::Unavailable,
+            DomainError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Context for the error body, beside `detail` and `code`.
+    pub fn context(&self) -> Map<String, Value> {
+        let v = match self {
+            DomainError::VersionConflict { expected, current } => {
+                json!({"expected_version": expected, "current_version": current})
+            }
+            DomainError::Locked {
+                path,
+                holder,
+                expires_at,
+            } => json!({"path": path, "holder": holder, "expires_at": expires_at}),
+            DomainError::StaleFence { fence, last_fence } => {
+                json!({"fence": fence, "last_fence": last_fence})
+            }
+            DomainError::LockNotHeld { holder, .. } => json!({"holder": holder}),
+            DomainError::EditAmbiguous { count } => json!({"occurrences": count}),
+            DomainError::TooLarge { limit, .. } => json!({"limit": limit}),
+            DomainError::Unavailable { .. } => json!({"retry_after": 1}),
+            _ => json!({}),
+        };
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// The sentence for the client: the Display text, except for internals.
+    pub fn detail(&self) -> String {
+        self.to_string()
+    }
+
+    pub(crate) fn internal(what: impl std::fmt::Display) -> DomainError {
+        DomainError::Internal(what.to_string())
+    }
+}
+
+impl From<sqlx::Error> for DomainError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => DomainError::Unavailable {
+                backend: "postgres",
+                cause: e.to_string(),
+            },
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    // 57P01 admin_shutdown, 57P03 cannot_connect_now, 08xxx connection errors.
+                    c.starts_with("08") || c == "57P01" || c == "57P03"
+                }) =>
+            {
+                DomainError::Unavailable {
+                    backend: "postgres",
+                    cause: e.to_string(),
+                }
+            }
+            _ => DomainError::Internal(format!("postgres: {e}")),
+        }
+    }
+}
+
+impl From<redis::RedisError> for DomainError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::BusyLoadingError
+                    | redis::ErrorKind::TryAgain
+                    | redis::ErrorKind::ClusterDown
+            )
+        {
+            DomainError::Unavailable {
+                backend: "redis",
+                cause: e.to_string(),
+            }
+        } else {
+            DomainError::Internal(format!("redis: {e}"))
+        }
+    }
+}

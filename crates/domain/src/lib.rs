@@ -1,0 +1,25 @@
+//! The domain of the MCP Gateway: what the operations mean, and where state is kept.
+//!
+//! * [`ids`] and [`path`] — validated input: `TaskId`, `AgentId`, and `FilePath`, the one
+//!   normalisation of file paths (the key of a file, its lease and its events).
+//! * [`actor`] — who is acting and what they may touch; every operation checks it.
+//! * [`ops`] — [`Service`]: one function per tool and resource (files, leases, step logs,
+//!   collaboration, tasks, agents, health). REST, MCP and streams all call these.
+//! * [`store`] — the durable store (Postgres: truth) and the hot store (Redis: caches, leases,
+//!   streams, outbox). Every SQL statement and Redis key lives there.
+//! * [`events`] — the event envelope every change emits.
+//! * [`error`] — [`DomainError`], each variant mapped to a stable wire code.
+
+pub mod actor;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod ops;
+pub mod path;
+pub mod store;
+
+pub use actor::{Actor, Role};
+pub use error::{DomainError, Result};
+pub use ids::{AgentId, TaskId};
+pub use ops::{Limits, Service};
+pub use path::FilePath;

@@ -1,0 +1,376 @@
+//! `file_read`, `file_write`, `file_edit`, `delete_file`, `list_files`.
+//!
+//! Writes are write-through: the conditional change commits in Postgres (version, fence and
+//! revision in one statement), then the hot copy is refreshed and the event emitted, then the
+//! caller is answered. A path leased by another agent refuses writes (`locked`); the lease
+//! holder's writes carry its fence, which the database checks.
+
+use super::Service;
+use crate::actor::Actor;
+use crate::error::{DomainError, Result};
+use crate::ids::TaskId;
+use crate::path::FilePath;
+use crate::store::postgres::{Committed, FileChange, RevisionOp};
+use crate::store::redis::{CacheFile, Emit};
+use mcp_api::EventType;
+use mcp_api::requests::{
+    DeleteFileRequest, FileEditRequest, FileReadRequest, FileWriteRequest, ListFilesRequest,
+};
+use mcp_api::responses::{
+    DeleteFileResponse, FileEditResponse, FileReadResponse, FileWriteResponse, ListFilesResponse,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// How often an edit is retried when another writer commits between its read and its write.
+const EDIT_ATTEMPTS: usize = 8;
+
+pub(crate) fn sha256_hex(content: &str) -> String {
+    hex::encode(Sha256::digest(content.as_bytes()))
+}
+
+fn check_expected(expected: Option<i64>) -> Result<()> {
+    match expected {
+        Some(v) if v < 0 => Err(DomainError::InvalidArgument(
+            "expected_version must be 0 (create only) or a positive version".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A file's current content as read.
+struct Current {
+    version: i64,
+    content: String,
+    sha256: String,
+    size: i64,
+}
+
+impl Service {
+    fn check_file_size(&self, len: usize) -> Result<()> {
+        if len > self.limits.max_file_bytes {
+            return Err(DomainError::TooLarge {
+                what: "file",
+                actual: len,
+                limit: self.limits.max_file_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The fence a write by `actor` carries: its own lease's, or none when the path is free.
+    async fn writer_fence(
+        &self,
+        actor: &Actor,
+        task: &TaskId,
+        path: &FilePath,
+    ) -> Result<Option<i64>> {
+        match self
+            .hot
+            .lease_for_write(task, path, actor.agent.as_str())
+            .await?
+        {
+            None => Ok(None),
+            Some(lease) if lease.owner == actor.agent.as_str() => Ok(Some(lease.fence)),
+            Some(lease) => Err(DomainError::Locked {
+                path: path.to_string(),
+                holder: lease.owner,
+                expires_at: lease.expires_at,
+            }),
+        }
+    }
+
+    /// Commits a change and then refreshes the hot copy and emits the event.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_change(
+        &self,
+        actor: &Actor,
+        task: &TaskId,
+        path: &FilePath,
+        op: RevisionOp,
+        content: &str,
+        expected_version: Option<i64>,
+        diff: Option<&str>,
+    ) -> Result<(Committed, String)> {
+        let fence = self.writer_fence(actor, task, path).await?;
+        let sha256 = sha256_hex(content);
+        let size = content.len() as i64;
+        let committed = self
+            .pg
+            .change_file(&FileChange {
+                task,
+                path,
+                op,
+                content,
+                sha256: &sha256,
+                size,
+                agent: actor.agent.as_str(),
+                fence,
+                expected_version,
+                diff,
+                request_id: actor.request_id.as_deref(),
+            })
+            .await?;
+        let (kind, mut data) = match op {
+            RevisionOp::Write => (
+                EventType::FileWritten,
+                json!({"path": path.as_str(), "size": size}),
+            ),
+            RevisionOp::Edit => (
+                EventType::FileEdited,
+                json!({"path": path.as_str(), "size": size, "diff": diff}),
+            ),
+            RevisionOp::Delete => (EventType::FileDeleted, json!({"path": path.as_str()})),
+        };
+        data["version"] = json!(committed.version);
+        data["sha256"] = json!(sha256);
+        if let Some(f) = fence {
+            data["fence"] = json!(f);
+        }
+        let refreshed = self
+            .hot
+            .file_changed(
+                path,
+                &CacheFile {
+                    version: committed.version,
+                    deleted: op == RevisionOp::Delete,
+                    content,
+                    sha256: &sha256,
+                    size,
+                    updated_by: actor.agent.as_str(),
+                    updated_at: committed.updated_at,
+                    ttl_secs: self.limits.file_cache_ttl_secs,
+                },
+                &Emit {
+                    task,
+                    agent: actor.agent.as_str(),
+                    envelope: crate::events::envelope(kind, task, actor.agent.as_str(), data),
+                    audit: None,
+                    events_cap: self.limits.events_stream_cap,
+                },
+            )
+            .await;
+        if let Err(e) = refreshed {
+            // The change is durable and the stale hot copy was dropped before the commit, so
+            // reads stay correct; only this change's event is lost. Answer success.
+            tracing::warn!(task = %task, path = %path, error = %e, "hot refresh after commit failed");
+        }
+        Ok((committed, sha256))
+    }
+
+    /// The file's current content: the hot copy, else Postgres (refilling the hot copy).
+    async fn current(&self, task: &TaskId, path: &FilePath) -> Result<Current> {
+        if let Some(hot) = self.hot.file(task, path).await? {
+            if hot.deleted {
+                return Err(DomainError::FileNotFound(path.to_string()));
+            }
+            return Ok(Current {
+                version: hot.version,
+                content: hot.content,
+                sha256: hot.sha256,
+                size: hot.size,
+            });
+        }
+        let Some(stored) = self.pg.file(task, path).await? else {
+            return Err(DomainError::FileNotFound(path.to_string()));
+        };
+        self.hot
+            .cache_file(
+                task,
+                path,
+                &CacheFile {
+                    version: stored.version,
+                    deleted: stored.deleted,
+                    content: &stored.content,
+                    sha256: &stored.sha256,
+                    size: stored.size,
+                    updated_by: stored.updated_by.as_deref().unwrap_or(""),
+                    updated_at: stored.updated_at,
+                    ttl_secs: self.limits.file_cache_ttl_secs,
+                },
+            )
+            .await?;
+        if stored.deleted {
+            return Err(DomainError::FileNotFound(path.to_string()));
+        }
+        Ok(Current {
+            version: stored.version,
+            content: stored.content,
+            sha256: stored.sha256,
+            size: stored.size,
+        })
+    }
+
+    pub async fn file_read(&self, actor: &Actor, req: FileReadRequest) -> Result<FileReadResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_task(&task)?;
+        let path = FilePath::parse(&req.path)?;
+        let cur = self.current(&task, &path).await?;
+        Ok(FileReadResponse {
+            success: true,
+            task_id: task.to_string(),
+            path: path.to_string(),
+            content: cur.content,
+            version: cur.version,
+            sha256: cur.sha256,
+            size: cur.size,
+        })
+    }
+
+    pub async fn file_write(
+        &self,
+        actor: &Actor,
+        req: FileWriteRequest,
+    ) -> Result<FileWriteResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_write(&task)?;
+        let path = FilePath::parse(&req.path)?;
+        self.check_file_size(req.content.len())?;
+        check_expected(req.expected_version)?;
+        let (committed, sha256) = self
+            .commit_change(
+                actor,
+                &task,
+                &path,
+                RevisionOp::Write,
+                &req.content,
+                req.expected_version,
+                None,
+            )
+            .await?;
+        Ok(FileWriteResponse {
+            success: true,
+            task_id: task.to_string(),
+            path: path.to_string(),
+            bytes: req.content.len() as i64,
+            version: committed.version,
+            sha256,
+        })
+    }
+
+    /// Replaces `old_string` by `new_string`. Atomic: the write is conditional on the version
+    /// the edit was computed from; if another writer got there first, the edit is recomputed
+    /// on the new content (unless the caller pinned `expected_version`).
+    pub async fn file_edit(&self, actor: &Actor, req: FileEditRequest) -> Result<FileEditResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_write(&task)?;
+        let path = FilePath::parse(&req.path)?;
+        check_expected(req.expected_version)?;
+        if req.old_string.is_empty() {
+            return Err(DomainError::InvalidArgument(
+                "old_string must not be empty".into(),
+            ));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let cur = self.current(&task, &path).await?;
+            if let Some(expected) = req.expected_version.filter(|v| *v != cur.version) {
+                return Err(DomainError::VersionConflict {
+                    expected: Some(expected),
+                    current: Some(cur.version),
+                });
+            }
+            let count = cur.content.matches(req.old_string.as_str()).count();
+            match count {
+                0 => return Err(DomainError::EditNoMatch),
+                n if n > 1 && !req.replace_all => {
+                    return Err(DomainError::EditAmbiguous { count: n });
+                }
+                _ => {}
+            }
+            let new_content = if req.replace_all {
+                cur.content.replace(&req.old_string, &req.new_string)
+            } else {
+                cur.content.replacen(&req.old_string, &req.new_string, 1)
+            };
+            self.check_file_size(new_content.len())?;
+            let diff = similar::TextDiff::from_lines(&cur.content, &new_content)
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("a/{path}"), &format!("b/{path}"))
+                .to_string();
+            let result = self
+                .commit_change(
+                    actor,
+                    &task,
+                    &path,
+                    RevisionOp::Edit,
+                    &new_content,
+                    Some(cur.version),
+                    Some(&diff),
+                )
+                .await;
+            match result {
+                Ok((committed, sha256)) => {
+                    return Ok(FileEditResponse {
+                        success: true,
+                        task_id: task.to_string(),
+                        path: path.to_string(),
+                        version: committed.version,
+                        sha256,
+                        bytes: new_content.len() as i64,
+                        replacements: count as i64,
+                        diff,
+                    });
+                }
+                Err(DomainError::VersionConflict { .. })
+                    if req.expected_version.is_none() && attempt < EDIT_ATTEMPTS =>
+                {
+                    // Our read was stale (another writer committed, or the hot copy lagged):
+                    // drop it and recompute from the database.
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub async fn delete_file(
+        &self,
+        actor: &Actor,
+        req: DeleteFileRequest,
+    ) -> Result<DeleteFileResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_write(&task)?;
+        let path = FilePath::parse(&req.path)?;
+        check_expected(req.expected_version)?;
+        let (committed, _) = self
+            .commit_change(
+                actor,
+                &task,
+                &path,
+                RevisionOp::Delete,
+                "",
+                req.expected_version,
+                None,
+            )
+            .await?;
+        Ok(DeleteFileResponse {
+            success: true,
+            task_id: task.to_string(),
+            path: path.to_string(),
+            deleted: true,
+            version: committed.version,
+        })
+    }
+
+    pub async fn list_files(
+        &self,
+        actor: &Actor,
+        req: ListFilesRequest,
+    ) -> Result<ListFilesResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_task(&task)?;
+        let prefix = match req.prefix.as_deref() {
+            None | Some("") | Some(".") | Some("/") => None,
+            Some(p) => Some(FilePath::parse(p)?),
+        };
+        let files = self.pg.list_files(&task, prefix.as_ref()).await?;
+        Ok(ListFilesResponse {
+            success: true,
+            task_id: task.to_string(),
+            files,
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! `claim_file`, `renew_file`, `release_file`: leases with fencing tokens.
+//!
+//! The lease lives in Redis (one script decides: free -> granted, same owner -> re-entrant,
+//! other owner -> `locked`). A new grant takes a fencing token from the Postgres sequence,
+//! so tokens stay monotonic across Redis restarts and gateway instances.
+
+use super::Service;
+use crate::actor::Actor;
+use crate::error::{DomainError, Result};
+use crate::ids::TaskId;
+use crate::path::FilePath;
+use crate::store::redis::{ClaimOutcome, Lease};
+use mcp_api::EventType;
+use mcp_api::requests::{ClaimFileRequest, ReleaseFileRequest, RenewFileRequest};
+use mcp_api::responses::{LockResponse, ReleaseResponse};
+use serde_json::json;
+use std::time::Duration;
+
+impl Service {
+    /// The lease length asked for (or the default), validated.
+    fn lease_ttl(&self, timeout_sec: Option<i64>) -> Result<(Duration, i64)> {
+        let timeout_sec = timeout_sec.unwrap_or(self.limits.default_lock_timeout_secs);
+        let max = self.limits.max_lock_timeout_secs;
+        if !(1..=max).contains(&timeout_sec) {
+            return Err(DomainError::InvalidArgument(format!(
+                "timeout_sec must be between 1 and {max}"
+            )));
+        }
+        Ok((Duration::from_secs(timeout_sec as u64), timeout_sec))
+    }
+
+    fn lock_response(
+        task: &TaskId,
+        path: &FilePath,
+        lease: Lease,
+        timeout_sec: i64,
+    ) -> LockResponse {
+        LockResponse {
+            success: true,
+            task_id: task.to_string(),
+            path: path.to_string(),
+            locked: true,
+            owner: lease.owner,
+            fence: lease.fence,
+            lock_token: lease.token,
+            expires_at: lease.expires_at,
+            timeout_sec,
+        }
+    }
+
+    pub async fn claim_file(&self, actor: &Actor, req: ClaimFileRequest) -> Result<LockResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_write(&task)?;
+        let path = FilePath::parse(&req.path)?;
+        let (ttl, timeout_sec) = self.lease_ttl(req.timeout_sec)?;
+        let owner = actor.agent.as_str();
+        let mut outcome = self.hot.claim(&task, &path, owner, ttl, None).await?;
+        if let ClaimOutcome::NeedFence = outcome {
+            let fence = self.pg.next_fence().await?;
+            let token = uuid::Uuid::new_v4().to_string();
+            outcome = self
+                .hot
+                .claim(&task, &path, owner, ttl, Some((fence, &token)))
+                .await?;
+        }
+        let (lease, kind) = match outcome {
+            ClaimOutcome::Granted(lease) => (lease, EventType::LockAcquired),
+            ClaimOutcome::Reentrant(lease) => (lease, EventType::LockRenewed),
+            ClaimOutcome::HeldByOther { owner, expires_at } => {
+                return Err(DomainError::Locked {
+                    path: path.to_string(),
+                    holder: owner,
+                    expires_at,
+                });
+            }
+            ClaimOutcome::NeedFence => {
+                return Err(DomainError::internal("claim asked for a fence twice"));
+            }
+        };
+        let data = json!({
+            "path": path.as_str(), "owner": owner, "fence": lease.fence,
+            "expires_at": lease.expires_at, "timeout_sec": timeout_sec,
+        });
+        let audit = json!({"action": "claim_file", "path": path.as_str(), "fence": lease.fence});
+        self.emit(actor, &task, kind, data, Some(audit)).await?;
+        Ok(Self::lock_response(&task, &path, lease, timeout_sec))
+    }
+
+    pub async fn renew_file(&self, actor: &Actor, req: RenewFileRequest) -> Result<LockResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_write(&task)?;
+        let path = FilePath::parse(&req.path)?;
+        let (ttl, timeout_sec) = self.lease_ttl(req.timeout_sec)?;
+        let lease = self
+            .hot
+            .renew(&task, &path, actor.agent.as_str(), ttl)
+            .await?
+            .map_err(|holder| DomainError::LockNotHeld {
+                path: path.to_string(),
+                agent: actor.agent.to_string(),
+                holder,
+            })?;
+        let data = json!({
+            "path": path.as_str(), "owner": actor.agent.as_str(), "fence": lease.fence,
+            "expires_at": lease.expires_at, "timeout_sec": timeout_sec,
+        });
+        let audit = json!({"action": "renew_file", "path": path.as_str(), "fence": lease.fence});
+        self.emit(actor, &task, EventType::LockRenewed, data, Some(audit))
+            .await?;
+        Ok(Self::lock_response(&task, &path, lease, timeout_sec))
+    }
+
+    pub async fn release_file(
+        &self,
+        actor: &Actor,
+        req: ReleaseFileRequest,
+    ) -> Result<ReleaseResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_write(&task)?;
+        let path = FilePath::parse(&req.path)?;
+        if req.force {
+            actor.ensure_admin()?;
+        }
+        let (holder, fence) = self
+            .hot
+            .release(&task, &path, actor.agent.as_str(), req.force)
+            .await?
+            .map_err(|holder| DomainError::LockNotHeld {
+                path: path.to_string(),
+                agent: actor.agent.to_string(),
+                holder,
+            })?;
+        let forced = holder != actor.agent.as_str();
+        let data =
+            json!({"path": path.as_str(), "owner": holder, "fence": fence, "forced": forced});
+        let action = if forced {
+            "force_release_file"
+        } else {
+            "release_file"
+        };
+        let audit =
+            json!({"action": action, "path": path.as_str(), "fence": fence, "holder": holder});
+        self.emit(actor, &task, EventType::LockReleased, data, Some(audit))
+            .await?;
+        Ok(ReleaseResponse {
+            success: true,
+            task_id: task.to_string(),
+            path: path.to_string(),
+            locked: false,
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! `log_step`, `subscribe_logs` and the `tasks://{id}/logs` resource.
+//!
+//! A step is appended to the task's capped Redis stream and to the sync outbox in one atomic
+//! script (with its event); the push loop persists it to Postgres idempotently on its stream
+//! id. Reading pages newest-first through the stream and continues into Postgres for steps
+//! the stream no longer holds.
+
+use super::Service;
+use crate::actor::Actor;
+use crate::error::{DomainError, Result};
+use crate::ids::TaskId;
+use crate::store::redis::Emit;
+use chrono::{SecondsFormat, Utc};
+use mcp_api::EventType;
+use mcp_api::requests::{LogStepRequest, SubscribeLogsRequest};
+use mcp_api::responses::{LogStepResponse, LoggedStep, SubscribeLogsResponse, TaskLogs};
+use serde_json::{Value, json};
+
+/// Most steps one page returns.
+pub const MAX_LOG_PAGE: usize = 1000;
+const STEP_ID_PLACEHOLDER: &str = "\u{0}step-id\u{0}";
+
+/// Splits a stream id `"<ms>-<seq>"` into its numbers.
+pub fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+impl Service {
+    pub async fn log_step(&self, actor: &Actor, req: LogStepRequest) -> Result<LogStepResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_write(&task)?;
+        let Value::Object(mut step) = req.step else {
+            return Err(DomainError::InvalidArgument(
+                "step must be a JSON object".into(),
+            ));
+        };
+        let size = serde_json::to_vec(&step)
+            .map_err(DomainError::internal)?
+            .len();
+        if size > self.limits.max_step_bytes {
+            return Err(DomainError::TooLarge {
+                what: "step",
+                actual: size,
+                limit: self.limits.max_step_bytes,
+            });
+        }
+        // Server-set fields: never trusted from the client.
+        step.insert(
+            "timestamp".into(),
+            json!(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)),
+        );
+        step.insert("task_id".into(), json!(task.as_str()));
+        step.insert("agent_id".into(), json!(actor.agent.as_str()));
+        let step = Value::Object(step);
+        let step_json = step.to_string();
+        let (prefix, suffix) = crate::events::envelope_around(
+            EventType::StepLogged,
+            &task,
+            actor.agent.as_str(),
+            json!({"id": STEP_ID_PLACEHOLDER, "step": step}),
+            STEP_ID_PLACEHOLDER,
+        );
+        let (id, _event_id) = self
+            .hot
+            .log_step(
+                &Emit {
+                    task: &task,
+                    agent: actor.agent.as_str(),
+                    envelope: prefix,
+                    audit: None,
+                    events_cap: self.limits.events_stream_cap,
+                },
+                &suffix,
+                &step_json,
+                self.limits.logs_stream_cap,
+            )
+            .await?;
+        Ok(LogStepResponse {
+            success: true,
+            task_id: task.to_string(),
+            step,
+            id,
+        })
+    }
+
+    pub async fn subscribe_logs(
+        &self,
+        actor: &Actor,
+        req: SubscribeLogsRequest,
+    ) -> Result<SubscribeLogsResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_task(&task)?;
+        let channel = self.hot.keys().channel(&task);
+        let stream_url = format!("/tasks/{task}/events");
+        Ok(SubscribeLogsResponse {
+            success: true,
+            task_id: task.to_string(),
+            message: format!(
+                "Subscribe to Redis channel {channel} or stream {stream_url} (Server-Sent Events)"
+            ),
+            channel,
+            stream_url,
+        })
+    }
+
+    /// Up to `limit` steps older than `before` (a step id), oldest first.
+    pub async fn task_logs(
+        &self,
+        actor: &Actor,
+        task_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<TaskLogs> {
+        let task = TaskId::parse(task_id)?;
+        actor.ensure_task(&task)?;
+        if !(1..=MAX_LOG_PAGE).contains(&limit) {
+            return Err(DomainError::InvalidArgument(format!(
+                "limit must be between 1 and {MAX_LOG_PAGE}"
+            )));
+        }
+        let before_num = match before {
+            Some(b) => Some(parse_stream_id(b).ok_or_else(|| {
+                DomainError::InvalidArgument("before must be a step id like 1700000000000-0".into())
+            })?),
+            None => None,
+        };
+        let mut steps: Vec<LoggedStep> = self
+            .hot
+            .steps_before(&task, before, limit)
+            .await?
+            .into_iter()
+            .map(|(id, s)| LoggedStep {
+                id,
+                step: serde_json::from_str(&s).unwrap_or(Value::String(s)),
+            })
+            .collect();
+        if steps.len() < limit {
+            let older_than = steps
+                .last()
+                .and_then(|s| parse_stream_id(&s.id))
+                .or(before_num);
+            let rest = self
+                .pg
+                .steps_before(&task, older_than, limit - steps.len())
+                .await?;
+            steps.extend(rest.into_iter().map(|(id, step)| LoggedStep { id, step }));
+        }
+        steps.reverse();
+        Ok(TaskLogs {
+            success: true,
+            task_id: task.to_string(),
+            steps,
+        })
+    }
+}

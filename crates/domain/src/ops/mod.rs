@@ -1,0 +1,108 @@
+//! The operations: one function per tool or resource, shared by every door (REST, MCP,
+//! streams). Each validates its input (ids, paths, limits), checks the actor, talks to the
+//! stores, emits its event, and returns the wire response. Nothing here knows HTTP.
+
+mod agents;
+mod collab;
+mod files;
+mod health;
+mod locks;
+mod logs;
+mod tasks;
+
+pub use health::HealthReport;
+
+use crate::actor::Actor;
+use crate::error::Result;
+use crate::ids::TaskId;
+use crate::store::postgres::PgStore;
+use crate::store::redis::{Emit, RedisStore};
+use mcp_api::EventType;
+use serde_json::Value;
+
+/// Limits and lifetimes the operations enforce.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest file content, in bytes (`too_large` above).
+    pub max_file_bytes: usize,
+    /// Largest step object, serialised, in bytes.
+    pub max_step_bytes: usize,
+    /// Entries kept in a task's event stream (the resume window of live streams).
+    pub events_stream_cap: usize,
+    /// Entries kept in a task's step-log stream (older ones are read from Postgres).
+    pub logs_stream_cap: usize,
+    /// Lifetime of a cached task row, in seconds.
+    pub task_cache_ttl_secs: u64,
+    /// Lifetime of a file's hot copy, in seconds.
+    pub file_cache_ttl_secs: u64,
+    /// Lease length when `claim_file` names none, in seconds (`FILE_LOCK_TIMEOUT`).
+    pub default_lock_timeout_secs: i64,
+    /// Longest lease `claim_file` grants, in seconds.
+    pub max_lock_timeout_secs: i64,
+    /// An agent seen within this many seconds is `active`.
+    pub active_window_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 8 * 1024 * 1024,
+            max_step_bytes: 64 * 1024,
+            events_stream_cap: 10_000,
+            logs_stream_cap: 10_000,
+            task_cache_ttl_secs: 3600,
+            file_cache_ttl_secs: 3600,
+            default_lock_timeout_secs: 60,
+            max_lock_timeout_secs: 3600,
+            active_window_secs: 300,
+        }
+    }
+}
+
+/// The gateway's domain: both stores and the limits. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    pub pg: PgStore,
+    pub hot: RedisStore,
+    pub limits: Limits,
+}
+
+impl Service {
+    pub fn new(pg: PgStore, hot: RedisStore, limits: Limits) -> Service {
+        Service { pg, hot, limits }
+    }
+
+    /// Emits an event for a change that has no other Redis write to ride with.
+    async fn emit(
+        &self,
+        actor: &Actor,
+        task: &TaskId,
+        kind: EventType,
+        data: Value,
+        audit: Option<Value>,
+    ) -> Result<String> {
+        self.hot
+            .emit(&Emit {
+                task,
+                agent: actor.agent.as_str(),
+                envelope: crate::events::envelope(kind, task, actor.agent.as_str(), data),
+                audit: audit.map(|a| audit_record(actor, task, a)),
+                events_cap: self.limits.events_stream_cap,
+            })
+            .await
+    }
+}
+
+/// An audit record for the outbox: the actor, the task, the time, and the action's fields.
+fn audit_record(actor: &Actor, task: &TaskId, fields: Value) -> String {
+    let mut record = serde_json::json!({
+        "actor": actor.agent.as_str(),
+        "task_id": task.as_str(),
+        "request_id": actor.request_id,
+        "at": chrono::Utc::now(),
+    });
+    if let (Some(r), Value::Object(f)) = (record.as_object_mut(), fields) {
+        r.extend(f);
+    }
+    record.to_string()
+}

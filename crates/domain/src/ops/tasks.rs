@@ -1,0 +1,78 @@
+//! The `tasks://{id}/state` resource and the admin API that creates and updates tasks.
+//! Reads come from the hot cache (TTL), falling back to Postgres and refilling on a miss.
+
+use super::Service;
+use crate::actor::Actor;
+use crate::error::{DomainError, Result};
+use crate::ids::TaskId;
+use mcp_api::EventType;
+use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
+use mcp_api::responses::TaskState;
+use serde_json::json;
+
+impl Service {
+    pub async fn task_state(&self, actor: &Actor, task_id: &str) -> Result<TaskState> {
+        let task = TaskId::parse(task_id)?;
+        actor.ensure_task(&task)?;
+        if let Some(state) = self.hot.task(&task).await? {
+            return Ok(state);
+        }
+        let state = self
+            .pg
+            .task(&task)
+            .await?
+            .ok_or_else(|| DomainError::TaskNotFound(task.to_string()))?;
+        self.hot
+            .cache_task(&state, self.limits.task_cache_ttl_secs)
+            .await?;
+        Ok(state)
+    }
+
+    pub async fn create_task(&self, actor: &Actor, req: CreateTaskRequest) -> Result<TaskState> {
+        actor.ensure_admin()?;
+        let id = match req.id.as_deref() {
+            Some(id) => TaskId::parse(id)?,
+            None => TaskId::parse(&uuid::Uuid::new_v4().to_string())?,
+        };
+        let state = self.pg.create_task(&id, &req, actor.agent.as_str()).await?;
+        self.hot
+            .cache_task(&state, self.limits.task_cache_ttl_secs)
+            .await?;
+        self.emit(
+            actor,
+            &id,
+            EventType::TaskCreated,
+            json!({"task": state}),
+            None,
+        )
+        .await?;
+        Ok(state)
+    }
+
+    pub async fn update_task(
+        &self,
+        actor: &Actor,
+        task_id: &str,
+        req: UpdateTaskRequest,
+    ) -> Result<TaskState> {
+        actor.ensure_admin()?;
+        let task = TaskId::parse(task_id)?;
+        let state = self
+            .pg
+            .update_task(&task, &req, actor.agent.as_str())
+            .await?
+            .ok_or_else(|| DomainError::TaskNotFound(task.to_string()))?;
+        self.hot
+            .cache_task(&state, self.limits.task_cache_ttl_secs)
+            .await?;
+        self.emit(
+            actor,
+            &task,
+            EventType::TaskUpdated,
+            json!({"changes": req, "task": state}),
+            None,
+        )
+        .await?;
+        Ok(state)
+    }
+}

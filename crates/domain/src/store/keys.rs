@@ -1,0 +1,113 @@
+//! Every Redis key and channel name the gateway uses, built in one place.
+//!
+//! Keys that belong to a task put the task id in braces (`lock:{t1}:src/a.py`): task ids
+//! cannot contain `}`, so a key names exactly one (task, path) pair, and in a Redis Cluster all
+//! of a task's keys share one slot (scripts touch several of them at once). A deployment-wide
+//! prefix (empty by default) lets tests and tenants share one Redis without collisions.
+//! `task:{id}` and the channel `task:{id}:updates` keep the original's names (without braces)
+//! because other systems (the orchestrator) read and publish them.
+
+use crate::ids::{AgentId, TaskId};
+use crate::path::FilePath;
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Hot copy of a file: hash {version, content, sha256, size, updated_by, updated_at, deleted}.
+    pub fn file(&self, task: &TaskId, path: &FilePath) -> String {
+        format!("{}file:{{{task}}}:{path}", self.prefix)
+    }
+
+    /// A file's lease: hash {owner, fence, token, acquired_at, expires_at}, with a TTL.
+    pub fn lock(&self, task: &TaskId, path: &FilePath) -> String {
+        format!("{}lock:{{{task}}}:{path}", self.prefix)
+    }
+
+    /// The task's step log stream (capped).
+    pub fn logs(&self, task: &TaskId) -> String {
+        format!("{}logs:{{{task}}}", self.prefix)
+    }
+
+    /// The task's event stream (capped): the resume source of live streams.
+    pub fn events(&self, task: &TaskId) -> String {
+        format!("{}events:{{{task}}}", self.prefix)
+    }
+
+    /// Collaboration members: hash agent -> joined_at (ms).
+    pub fn collab_members(&self, task: &TaskId) -> String {
+        format!("{}collaboration:{{{task}}}", self.prefix)
+    }
+
+    /// Collaboration activity: hash agent -> last_active (ms).
+    pub fn collab_activity(&self, task: &TaskId) -> String {
+        format!("{}collaboration_activity:{{{task}}}", self.prefix)
+    }
+
+    /// An agent's presence: hash {last_seen (ms), task}.
+    pub fn agent(&self, agent: &str) -> String {
+        format!("{}agent:{{{agent}}}", self.prefix)
+    }
+
+    /// The tasks whose collaboration an agent is part of (set).
+    pub fn agent_tasks(&self, agent: &AgentId) -> String {
+        format!("{}agent_tasks:{{{agent}}}", self.prefix)
+    }
+
+    /// Cached task row (JSON), the original's name.
+    pub fn task(&self, task: &TaskId) -> String {
+        format!("{}task:{task}", self.prefix)
+    }
+
+    /// The sync outbox stream: records the push loop persists to Postgres.
+    pub fn outbox(&self) -> String {
+        format!("{}outbox", self.prefix)
+    }
+
+    /// The task's pub/sub channel, the seed's name.
+    pub fn channel(&self, task: &TaskId) -> String {
+        format!("{}task:{task}:updates", self.prefix)
+    }
+
+    /// Pattern matching every task channel (for one subscription per process).
+    pub fn channel_pattern(&self) -> String {
+        format!("{}task:*:updates", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unambiguous_and_prefixed() {
+        let k = Keys::new("p:");
+        let a = k.lock(
+            &TaskId::parse("a:b").unwrap(),
+            &FilePath::parse("c").unwrap(),
+        );
+        let b = k.lock(
+            &TaskId::parse("a").unwrap(),
+            &FilePath::parse("b:c").unwrap(),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, "p:lock:{a:b}:c");
+        assert_eq!(
+            k.channel(&TaskId::parse("t1").unwrap()),
+            "p:task:t1:updates"
+        );
+    }
+}

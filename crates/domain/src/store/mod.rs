@@ -1,0 +1,7 @@
+//! The two stores behind the domain: [`postgres::PgStore`] (durable truth) and
+//! [`redis::RedisStore`] (hot state). Every SQL statement and every Redis key, script and
+//! channel lives in this module and nowhere else.
+
+pub mod keys;
+pub mod postgres;
+pub mod redis;

@@ -1,0 +1,513 @@
+//! The durable store: PostgreSQL, the source of truth. Kept here: files and every revision,
+//! tasks, agents, collaboration membership, persisted step logs, the audit log, and the
+//! fence sequence. File changes are one statement each (CTEs): the conditional upsert, its
+//! revision and its audit record commit together or not at all, and the version and fence
+//! checks run inside the database, so no read-then-write race exists.
+
+use crate::error::{DomainError, Result};
+use crate::ids::TaskId;
+use crate::path::FilePath;
+use chrono::{DateTime, Utc};
+use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
+use mcp_api::responses::{Collaborator, FileInfo, TaskState};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// How to reach Postgres.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing as `unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+/// Which kind of change a revision records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionOp {
+    Write,
+    Edit,
+    Delete,
+}
+
+impl RevisionOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            RevisionOp::Write => "write",
+            RevisionOp::Edit => "edit",
+            RevisionOp::Delete => "delete",
+        }
+    }
+
+    fn audit_action(self) -> &'static str {
+        match self {
+            RevisionOp::Write => "file_write",
+            RevisionOp::Edit => "file_edit",
+            RevisionOp::Delete => "delete_file",
+        }
+    }
+}
+
+/// One conditional change of a file.
+pub struct FileChange<'a> {
+    pub task: &'a TaskId,
+    pub path: &'a FilePath,
+    pub op: RevisionOp,
+    /// New content ('' for a delete).
+    pub content: &'a str,
+    pub sha256: &'a str,
+    pub size: i64,
+    pub agent: &'a str,
+    /// The writer's lease fence, when it holds the lease.
+    pub fence: Option<i64>,
+    /// `None`: any version; `Some(0)`: only if the file does not exist; `Some(n)`: only at n.
+    pub expected_version: Option<i64>,
+    /// Unified diff, stored for edits.
+    pub diff: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+}
+
+/// A committed change.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A file as stored.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub version: i64,
+    pub content: String,
+    pub sha256: String,
+    pub size: i64,
+    pub updated_by: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted: bool,
+}
+
+/// The revision and audit rows written with every file change.
+const CHANGE_TAIL: &str = "
+, rev AS (
+    INSERT INTO file_revisions (task_id, path, version, op, agent_id, fence, content, diff)
+    SELECT $1, $2, version, $9, $6, $7, CASE WHEN $9 = 'write' THEN $3 END, $10 FROM up
+), aud AS (
+    INSERT INTO audit_log (actor, action, task_id, path, version, fence, request_id)
+    SELECT $6, $11, $1, $2, version, $7, $12 FROM up
+)
+SELECT version, updated_at FROM up";
+
+/// Create or replace (`expected_version` absent or 0).
+const UPSERT_FILE: &str = "
+WITH up AS (
+    INSERT INTO files AS f (task_id, path, version, content, sha256, size, updated_by, updated_at,
+                            last_fence, deleted)
+    VALUES ($1, $2, 1, $3, $4, $5, $6, now(), COALESCE($7, 0), false)
+    ON CONFLICT (task_id, path) DO UPDATE SET
+        version = f.version + 1, content = EXCLUDED.content, sha256 = EXCLUDED.sha256,
+        size = EXCLUDED.size, updated_by = EXCLUDED.updated_by, updated_at = now(),
+        last_fence = GREATEST(f.last_fence, EXCLUDED.last_fence), deleted = false
+    WHERE ($8::bigint IS NULL OR ($8 = 0 AND f.deleted))
+      AND ($7::bigint IS NULL OR $7 >= f.last_fence)
+    RETURNING f.version, f.updated_at
+)";
+
+/// Change an existing, live file (at `expected_version` when given); also used for deletes.
+const UPDATE_FILE: &str = "
+WITH up AS (
+    UPDATE files f SET
+        version = f.version + 1, content = $3, sha256 = $4, size = $5, updated_by = $6,
+        updated_at = now(), last_fence = GREATEST(f.last_fence, COALESCE($7, 0)),
+        deleted = ($9 = 'delete')
+    WHERE f.task_id = $1 AND f.path = $2 AND NOT f.deleted
+      AND ($8::bigint IS NULL OR f.version = $8)
+      AND ($7::bigint IS NULL OR $7 >= f.last_fence)
+    RETURNING f.version, f.updated_at
+)";
+
+const TASK_COLUMNS: &str =
+    "id, title, description, status, assigned_agent_id, complexity, created_at, updated_at";
+
+fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<TaskState> {
+    Ok(TaskState {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        description: r.try_get("description")?,
+        status: r.try_get("status")?,
+        assigned_agent_id: r.try_get("assigned_agent_id")?,
+        complexity: r.try_get("complexity")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects a pool (creating the database first if it does not exist yet). Connections are
+    /// made lazily, so the process starts while Postgres is down and recovers when it returns.
+    pub async fn connect(cfg: &PgConfig) -> Result<PgStore> {
+        let opts = PgConnectOptions::from_str(&cfg.url)
+            .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(cfg.acquire_timeout)
+            .connect_lazy_with(opts);
+        Ok(PgStore { pool })
+    }
+
+    /// Creates the database named in `url` when it is missing (connecting to `postgres`).
+    pub async fn create_database_if_missing(url: &str) -> Result<()> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?;
+        let Some(name) = opts.get_database().map(str::to_owned) else {
+            return Ok(());
+        };
+        let mut conn = sqlx::PgConnection::connect_with(&opts.clone().database("postgres")).await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await?;
+        if !exists {
+            let quoted = name.replace('"', "\"\"");
+            let created = sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))
+                .execute(&mut conn)
+                .await;
+            match created {
+                Ok(_) => {}
+                // Another process created it in the meantime.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations (idempotent; safe from several processes at once).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => DomainError::from(e),
+            other => DomainError::internal(format!("migration: {other}")),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A new fencing token (monotonic for the whole deployment).
+    pub async fn next_fence(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT nextval('lock_fence_seq')")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Applies a conditional file change; refuses it with `version_conflict`, `stale_fence` or
+    /// `file_not_found` when its condition does not hold.
+    pub async fn change_file(&self, c: &FileChange<'_>) -> Result<Committed> {
+        let head = match (c.op, c.expected_version) {
+            (RevisionOp::Delete, _) | (_, Some(1..)) => UPDATE_FILE,
+            _ => UPSERT_FILE,
+        };
+        let sql = format!("{head}{CHANGE_TAIL}");
+        let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(&sql)
+            .bind(c.task.as_str())
+            .bind(c.path.as_str())
+            .bind(c.content)
+            .bind(c.sha256)
+            .bind(c.size)
+            .bind(c.agent)
+            .bind(c.fence)
+            .bind(c.expected_version)
+            .bind(c.op.as_str())
+            .bind(c.diff)
+            .bind(c.op.audit_action())
+            .bind(c.request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some((version, updated_at)) = row {
+            return Ok(Committed {
+                version,
+                updated_at,
+            });
+        }
+        // Refused: say why.
+        let current: Option<(i64, bool, i64)> = sqlx::query_as(
+            "SELECT version, deleted, last_fence FROM files WHERE task_id = $1 AND path = $2",
+        )
+        .bind(c.task.as_str())
+        .bind(c.path.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let (version, deleted, last_fence) = current.unwrap_or((0, true, 0));
+        if let Some(fence) = c.fence.filter(|f| *f < last_fence) {
+            return Err(DomainError::StaleFence { fence, last_fence });
+        }
+        if c.op == RevisionOp::Delete && deleted {
+            return Err(DomainError::FileNotFound(c.path.to_string()));
+        }
+        Err(DomainError::VersionConflict {
+            expected: c.expected_version,
+            current: (!deleted).then_some(version),
+        })
+    }
+
+    pub async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>> {
+        let row = sqlx::query(
+            "SELECT version, content, sha256, size, updated_by, updated_at, deleted
+             FROM files WHERE task_id = $1 AND path = $2",
+        )
+        .bind(task.as_str())
+        .bind(path.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredFile {
+                version: r.try_get("version")?,
+                content: r.try_get("content")?,
+                sha256: r.try_get("sha256")?,
+                size: r.try_get("size")?,
+                updated_by: r.try_get("updated_by")?,
+                updated_at: r.try_get("updated_at")?,
+                deleted: r.try_get("deleted")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Live files of a task, by path; only those under `prefix` (a directory) when given.
+    pub async fn list_files(
+        &self,
+        task: &TaskId,
+        prefix: Option<&FilePath>,
+    ) -> Result<Vec<FileInfo>> {
+        let rows = sqlx::query(
+            "SELECT path, version, size, sha256, updated_by, updated_at FROM files
+             WHERE task_id = $1 AND NOT deleted
+               AND ($2::text IS NULL OR path = $2 OR left(path, length($2) + 1) = $2 || '/')
+             ORDER BY path",
+        )
+        .bind(task.as_str())
+        .bind(prefix.map(FilePath::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FileInfo {
+                    path: r.try_get("path")?,
+                    version: r.try_get("version")?,
+                    size: r.try_get("size")?,
+                    sha256: r.try_get("sha256")?,
+                    updated_by: r.try_get("updated_by")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
+        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(task.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    pub async fn create_task(
+        &self,
+        id: &TaskId,
+        req: &CreateTaskRequest,
+        actor: &str,
+    ) -> Result<TaskState> {
+        let sql = format!(
+            "WITH t AS (
+                INSERT INTO tasks (id, title, description, status, assigned_agent_id, complexity)
+                VALUES ($1, $2, $3, COALESCE($4, 'pending'), $5, $6)
+                RETURNING {TASK_COLUMNS}
+            ), aud AS (
+                INSERT INTO audit_log (actor, action, task_id) SELECT $7, 'task_create', id FROM t
+            )
+            SELECT * FROM t"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(&req.title)
+            .bind(&req.description)
+            .bind(&req.status)
+            .bind(&req.assigned_agent_id)
+            .bind(req.complexity)
+            .bind(actor)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    DomainError::TaskExists(id.to_string())
+                }
+                other => other.into(),
+            })?;
+        task_from_row(&row)
+    }
+
+    pub async fn update_task(
+        &self,
+        id: &TaskId,
+        req: &UpdateTaskRequest,
+        actor: &str,
+    ) -> Result<Option<TaskState>> {
+        let sql = format!(
+            "WITH t AS (
+                UPDATE tasks SET
+                    title = COALESCE($2, title),
+                    description = CASE WHEN $3 THEN $4 ELSE description END,
+                    status = COALESCE($5, status),
+                    assigned_agent_id = CASE WHEN $6 THEN $7 ELSE assigned_agent_id END,
+                    complexity = CASE WHEN $8 THEN $9 ELSE complexity END,
+                    updated_at = now()
+                WHERE id = $1
+                RETURNING {TASK_COLUMNS}
+            ), aud AS (
+                INSERT INTO audit_log (actor, action, task_id) SELECT $10, 'task_update', id FROM t
+            )
+            SELECT * FROM t"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(&req.title)
+            .bind(req.description.is_some())
+            .bind(req.description.clone().flatten())
+            .bind(&req.status)
+            .bind(req.assigned_agent_id.is_some())
+            .bind(req.assigned_agent_id.clone().flatten())
+            .bind(req.complexity.is_some())
+            .bind(req.complexity.flatten())
+            .bind(actor)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Records a join (a re-join after leaving starts a new session). Returns the join time.
+    pub async fn join(&self, task: &TaskId, agent: &str) -> Result<DateTime<Utc>> {
+        let joined: DateTime<Utc> = sqlx::query_scalar(
+            "WITH c AS (
+                INSERT INTO collaborators AS c (task_id, agent_id, joined_at, last_active)
+                VALUES ($1, $2, now(), now())
+                ON CONFLICT (task_id, agent_id) DO UPDATE SET
+                    joined_at = CASE WHEN c.left_at IS NULL THEN c.joined_at ELSE now() END,
+                    last_active = now(), left_at = NULL
+                RETURNING joined_at
+            ), a AS (
+                INSERT INTO agents (id, current_task_id, last_seen) VALUES ($2, $1, now())
+                ON CONFLICT (id) DO UPDATE SET current_task_id = $1, last_seen = now(),
+                    updated_at = now()
+            ), aud AS (
+                INSERT INTO audit_log (actor, action, task_id) VALUES ($2, 'join_collab', $1)
+            )
+            SELECT joined_at FROM c",
+        )
+        .bind(task.as_str())
+        .bind(agent)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(joined)
+    }
+
+    /// Records a leave; `false` when the agent was not a member.
+    pub async fn leave(&self, task: &TaskId, agent: &str) -> Result<bool> {
+        let left: Option<String> = sqlx::query_scalar(
+            "WITH c AS (
+                UPDATE collaborators SET left_at = now(), last_active = now()
+                WHERE task_id = $1 AND agent_id = $2 AND left_at IS NULL
+                RETURNING agent_id
+            ), a AS (
+                UPDATE agents SET last_seen = now(), updated_at = now() WHERE id = $2
+            ), aud AS (
+                INSERT INTO audit_log (actor, action, task_id) VALUES ($2, 'leave_collab', $1)
+            )
+            SELECT agent_id FROM c",
+        )
+        .bind(task.as_str())
+        .bind(agent)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(left.is_some())
+    }
+
+    pub async fn collaborators(&self, task: &TaskId) -> Result<Vec<Collaborator>> {
+        let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT agent_id, joined_at, last_active FROM collaborators
+             WHERE task_id = $1 AND left_at IS NULL ORDER BY joined_at, agent_id",
+        )
+        .bind(task.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(agent_id, joined_at, last_active)| Collaborator {
+                agent_id,
+                joined_at,
+                last_active,
+            })
+            .collect())
+    }
+
+    /// An agent's durable record: (last seen, current task, tasks it collaborates on), or
+    /// `None` when the agent never joined anything.
+    pub async fn agent(
+        &self,
+        agent: &str,
+    ) -> Result<Option<(Option<DateTime<Utc>>, Option<String>, Vec<String>)>> {
+        let row: Option<(Option<DateTime<Utc>>, Option<String>)> =
+            sqlx::query_as("SELECT last_seen, current_task_id FROM agents WHERE id = $1")
+                .bind(agent)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((last_seen, current)) = row else {
+            return Ok(None);
+        };
+        let tasks: Vec<String> = sqlx::query_scalar(
+            "SELECT task_id FROM collaborators WHERE agent_id = $1 AND left_at IS NULL ORDER BY task_id",
+        )
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((last_seen, current, tasks)))
+    }
+
+    /// Newest-first persisted steps strictly older than `before` (stream id numbers).
+    pub async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>> {
+        let (ms, seq) = before.unwrap_or((i64::MAX, i64::MAX));
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT stream_id, step FROM step_logs
+             WHERE task_id = $1 AND (id_ms, id_seq) < ($2, $3)
+             ORDER BY id_ms DESC, id_seq DESC LIMIT $4",
+        )
+        .bind(task.as_str())
+        .bind(ms)
+        .bind(seq)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+}

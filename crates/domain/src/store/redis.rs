@@ -1,0 +1,528 @@
+//! The hot store: Redis. Kept here: hot copies of files and task rows (caches, refilled from
+//! Postgres on a miss), file leases (authoritative while they live; fences come from Postgres),
+//! the capped step-log and event streams, collaboration membership and presence, and the sync
+//! outbox (records the push loop persists to Postgres). Every multi-key change is one Lua
+//! script, so it is atomic and one round trip.
+
+use super::keys::Keys;
+use crate::error::{DomainError, Result};
+use crate::ids::{AgentId, TaskId};
+use crate::path::FilePath;
+use chrono::{DateTime, TimeZone, Utc};
+use mcp_api::responses::{Collaborator, TaskState};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+const EMIT: &str = include_str!("lua/emit.lua");
+const CACHE_FILE: &str = include_str!("lua/cache_file.lua");
+
+static EMIT_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{EMIT}\nreturn emit(ARGV[3])")));
+static FILE_CHANGED_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{EMIT}\n{CACHE_FILE}\ncache_file(KEYS[6], ARGV[7], ARGV[8], 9)\nreturn emit(ARGV[3])"
+    ))
+});
+static CACHE_FILE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CACHE_FILE}\nreturn cache_file(KEYS[1], ARGV[1], ARGV[2], 3)"
+    ))
+});
+static LOG_STEP_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{EMIT}\n{}",
+        r#"
+local sid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 's', ARGV[8])
+redis.call('XADD', KEYS[5], '*', 'kind', 'step', 'task', ARGV[5], 'sid', sid, 'agent', ARGV[4], 'step', ARGV[8])
+local eid = emit(ARGV[3] .. sid .. ARGV[9])
+return {sid, eid}
+"#
+    ))
+});
+static CLAIM_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+static RENEW_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
+static WRITER_CHECK_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/writer_check.lua")));
+static RELEASE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+
+/// How to reach Redis and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prefix of every key and channel (tests use a unique one each).
+    pub key_prefix: String,
+    /// Upper bound for one command's answer; past it the request fails as `unavailable`.
+    pub response_timeout: Duration,
+    /// Upper bound for (re)connecting.
+    pub connect_timeout: Duration,
+}
+
+/// An event to emit: the envelope (without id) and who/where, plus an optional audit record.
+pub struct Emit<'a> {
+    pub task: &'a TaskId,
+    pub agent: &'a str,
+    /// The envelope JSON object without `id`.
+    pub envelope: String,
+    /// Audit record for the outbox (JSON), if this change is audited through Redis.
+    pub audit: Option<String>,
+    /// Cap of the task's event stream.
+    pub events_cap: usize,
+}
+
+/// A file's hot copy.
+#[derive(Debug, Clone)]
+pub struct HotFile {
+    pub version: i64,
+    pub deleted: bool,
+    pub content: String,
+    pub sha256: String,
+    pub size: i64,
+}
+
+/// A file's state to cache (also the tombstone of a deleted file).
+pub struct CacheFile<'a> {
+    pub version: i64,
+    pub deleted: bool,
+    pub content: &'a str,
+    pub sha256: &'a str,
+    pub size: i64,
+    pub updated_by: &'a str,
+    pub updated_at: DateTime<Utc>,
+    pub ttl_secs: u64,
+}
+
+/// A live lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub owner: String,
+    pub fence: i64,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer of the claim script.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    Granted(Lease),
+    /// Already held by the same owner: refreshed.
+    Reentrant(Lease),
+    HeldByOther {
+        owner: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// Free, but a fence is needed to take it.
+    NeedFence,
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+pub(crate) fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn parse_ms(s: &str) -> DateTime<Utc> {
+    ms_to_time(s.parse::<f64>().unwrap_or(0.0) as i64)
+}
+
+impl RedisStore {
+    /// Connects (bounded by `connect_timeout`). The connection manager reconnects by itself
+    /// after an outage; while Redis is away, commands fail fast as `unavailable`.
+    pub async fn connect(cfg: &RedisConfig) -> Result<RedisStore> {
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
+        let mgr_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(cfg.connect_timeout)
+            .set_response_timeout(cfg.response_timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(500);
+        let conn = tokio::time::timeout(
+            cfg.connect_timeout * 2,
+            ConnectionManager::new_with_config(client, mgr_cfg),
+        )
+        .await
+        .map_err(|_| DomainError::Unavailable {
+            backend: "redis",
+            cause: "connect timed out".into(),
+        })??;
+        Ok(RedisStore {
+            conn,
+            keys: Keys::new(cfg.key_prefix.clone()),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A connection handle (cheap: multiplexed). For the sync loops and tests.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// `maxmemory-policy`, when the server lets us read it.
+    pub async fn maxmemory_policy(&self) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        let v: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut c)
+            .await;
+        match v {
+            Ok(v) => Ok(v.get(1).cloned()),
+            Err(e) if e.kind() == redis::ErrorKind::ResponseError => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn emit_invocation<'s>(&self, script: &'s Script, e: &Emit<'_>) -> redis::ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(self.keys.events(e.task))
+            .key(self.keys.agent(e.agent))
+            .key(self.keys.collab_members(e.task))
+            .key(self.keys.collab_activity(e.task))
+            .key(self.keys.outbox())
+            .arg(self.keys.channel(e.task))
+            .arg(e.events_cap)
+            .arg(e.envelope.as_str())
+            .arg(e.agent)
+            .arg(e.task.as_str())
+            .arg(e.audit.as_deref().unwrap_or(""));
+        inv
+    }
+
+    /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
+    pub async fn emit(&self, e: &Emit<'_>) -> Result<String> {
+        let mut c = self.conn.clone();
+        Ok(self
+            .emit_invocation(&EMIT_SCRIPT, e)
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
+    /// in one atomic step.
+    pub async fn file_changed(
+        &self,
+        path: &FilePath,
+        file: &CacheFile<'_>,
+        e: &Emit<'_>,
+    ) -> Result<String> {
+        let mut c = self.conn.clone();
+        let mut inv = self.emit_invocation(&FILE_CHANGED_SCRIPT, e);
+        inv.key(self.keys.file(e.task, path))
+            .arg(file.version)
+            .arg(file.ttl_secs);
+        push_file_fields(&mut inv, file);
+        Ok(inv.invoke_async(&mut c).await?)
+    }
+
+    /// Refills a file's hot copy after a miss (never backwards).
+    pub async fn cache_file(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        file: &CacheFile<'_>,
+    ) -> Result<()> {
+        let mut c = self.conn.clone();
+        let mut inv = CACHE_FILE_SCRIPT.prepare_invoke();
+        inv.key(self.keys.file(task, path))
+            .arg(file.version)
+            .arg(file.ttl_secs);
+        push_file_fields(&mut inv, file);
+        let _: i64 = inv.invoke_async(&mut c).await?;
+        Ok(())
+    }
+
+    pub async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
+        let mut c = self.conn.clone();
+        let mut m: HashMap<String, String> = c.hgetall(self.keys.file(task, path)).await?;
+        let Some(version) = m.get("version").and_then(|v| v.parse().ok()) else {
+            return Ok(None);
+        };
+        Ok(Some(HotFile {
+            version,
+            deleted: m.get("deleted").is_some_and(|d| d == "1"),
+            content: m.remove("content").unwrap_or_default(),
+            sha256: m.remove("sha256").unwrap_or_default(),
+            size: m.get("size").and_then(|s| s.parse().ok()).unwrap_or(0),
+        }))
+    }
+
+    /// The live lease on a path, if any, read before a durable change by `writer`; when the
+    /// writer may write, the hot copy is dropped (see `writer_check.lua`).
+    pub async fn lease_for_write(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        writer: &str,
+    ) -> Result<Option<Lease>> {
+        let mut c = self.conn.clone();
+        let v: (Option<String>, Option<String>, Option<String>) = WRITER_CHECK_SCRIPT
+            .key(self.keys.lock(task, path))
+            .key(self.keys.file(task, path))
+            .arg(writer)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match v {
+            (Some(owner), Some(fence), expires) => Some(Lease {
+                owner,
+                fence: fence.parse().unwrap_or(0),
+                token: String::new(),
+                expires_at: parse_ms(&expires.unwrap_or_default()),
+            }),
+            _ => None,
+        })
+    }
+
+    pub async fn claim(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<(i64, &str)>,
+    ) -> Result<ClaimOutcome> {
+        let mut c = self.conn.clone();
+        let (fence_arg, token_arg) = match fence {
+            Some((f, t)) => (f.to_string(), t.to_owned()),
+            None => (String::new(), String::new()),
+        };
+        let r: Vec<String> = CLAIM_SCRIPT
+            .key(self.keys.lock(task, path))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .arg(fence_arg)
+            .arg(token_arg)
+            .invoke_async(&mut c)
+            .await?;
+        let lease = |r: &[String]| Lease {
+            owner: owner.to_owned(),
+            fence: r[1].parse().unwrap_or(0),
+            token: r[2].clone(),
+            expires_at: parse_ms(&r[3]),
+        };
+        Ok(match r.first().map(String::as_str) {
+            Some("granted") => ClaimOutcome::Granted(lease(&r)),
+            Some("reentrant") => ClaimOutcome::Reentrant(lease(&r)),
+            Some("held") => ClaimOutcome::HeldByOther {
+                owner: r[1].clone(),
+                expires_at: parse_ms(r.get(2).map(String::as_str).unwrap_or("0")),
+            },
+            Some("need_fence") => ClaimOutcome::NeedFence,
+            other => {
+                return Err(DomainError::internal(format!(
+                    "claim script answered {other:?}"
+                )));
+            }
+        })
+    }
+
+    /// Renews the owner's lease. `Err(holder)` when the caller does not hold it.
+    pub async fn renew(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Result<Lease, Option<String>>> {
+        let mut c = self.conn.clone();
+        let r: Vec<String> = RENEW_SCRIPT
+            .key(self.keys.lock(task, path))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match r.first().map(String::as_str) {
+            Some("renewed") => Ok(Lease {
+                owner: owner.to_owned(),
+                fence: r[1].parse().unwrap_or(0),
+                token: r[2].clone(),
+                expires_at: parse_ms(&r[3]),
+            }),
+            _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
+        })
+    }
+
+    /// Releases the owner's lease (any lease with `force`). `Ok(fence)` of the released lease,
+    /// `Err(holder)` when not held by the caller.
+    pub async fn release(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        force: bool,
+    ) -> Result<Result<(String, i64), Option<String>>> {
+        let mut c = self.conn.clone();
+        let r: Vec<String> = RELEASE_SCRIPT
+            .key(self.keys.lock(task, path))
+            .arg(owner)
+            .arg(if force { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match r.first().map(String::as_str) {
+            Some("released") => Ok((r[1].clone(), r[2].parse().unwrap_or(0))),
+            _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
+        })
+    }
+
+    /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
+    /// atomic step. `envelope` is split around the step id, which only Redis knows.
+    /// Returns (step id, event id).
+    pub async fn log_step(
+        &self,
+        e: &Emit<'_>,
+        envelope_suffix: &str,
+        step_json: &str,
+        logs_cap: usize,
+    ) -> Result<(String, String)> {
+        let mut c = self.conn.clone();
+        let mut inv = self.emit_invocation(&LOG_STEP_SCRIPT, e);
+        inv.key(self.keys.logs(e.task))
+            .arg(logs_cap)
+            .arg(step_json)
+            .arg(envelope_suffix);
+        Ok(inv.invoke_async(&mut c).await?)
+    }
+
+    /// Newest-first page of steps strictly older than `before` (a stream id), from the stream.
+    pub async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut c = self.conn.clone();
+        let end = before.map_or_else(|| "+".to_owned(), |b| format!("({b}"));
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.keys.logs(task))
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|e| {
+                let step: Option<String> = e.get("s");
+                step.map(|s| (e.id, s))
+            })
+            .collect())
+    }
+
+    pub async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c.get(self.keys.task(task)).await?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    pub async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()> {
+        let mut c = self.conn.clone();
+        let id = TaskId::parse(&task.id)?;
+        let json = serde_json::to_string(task).map_err(DomainError::internal)?;
+        let _: () = c.set_ex(self.keys.task(&id), json, ttl_secs).await?;
+        Ok(())
+    }
+
+    /// Records membership (members, activity, the agent's task set).
+    pub async fn join(
+        &self,
+        task: &TaskId,
+        agent: &AgentId,
+        joined_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut c = self.conn.clone();
+        let ms = joined_at.timestamp_millis();
+        let _: () = redis::pipe()
+            .atomic()
+            .hset(self.keys.collab_members(task), agent.as_str(), ms)
+            .hset(self.keys.collab_activity(task), agent.as_str(), ms)
+            .sadd(self.keys.agent_tasks(agent), task.as_str())
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn leave(&self, task: &TaskId, agent: &AgentId) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .hdel(self.keys.collab_members(task), agent.as_str())
+            .hdel(self.keys.collab_activity(task), agent.as_str())
+            .srem(self.keys.agent_tasks(agent), task.as_str())
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// The task's collaborators, or `None` when Redis holds no membership for it (a cold cache
+    /// after a flush and an empty session look alike; the caller then asks Postgres).
+    pub async fn collaborators(&self, task: &TaskId) -> Result<Option<Vec<Collaborator>>> {
+        let mut c = self.conn.clone();
+        let (members, activity): (HashMap<String, i64>, HashMap<String, i64>) = redis::pipe()
+            .hgetall(self.keys.collab_members(task))
+            .hgetall(self.keys.collab_activity(task))
+            .query_async(&mut c)
+            .await?;
+        if members.is_empty() {
+            return Ok(None);
+        }
+        let mut out: Vec<Collaborator> = members
+            .into_iter()
+            .map(|(agent, joined)| Collaborator {
+                last_active: ms_to_time(*activity.get(&agent).unwrap_or(&joined)),
+                joined_at: ms_to_time(joined),
+                agent_id: agent,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.joined_at, &a.agent_id).cmp(&(b.joined_at, &b.agent_id)));
+        Ok(Some(out))
+    }
+
+    /// An agent's presence: (last seen, last task) and the tasks it collaborates on.
+    pub async fn presence(
+        &self,
+        agent: &AgentId,
+    ) -> Result<(Option<DateTime<Utc>>, Option<String>, Vec<String>)> {
+        let mut c = self.conn.clone();
+        let ((seen, task), mut tasks): ((Option<i64>, Option<String>), Vec<String>) = redis::pipe()
+            .hget(self.keys.agent(agent.as_str()), &["last_seen", "task"])
+            .smembers(self.keys.agent_tasks(agent))
+            .query_async(&mut c)
+            .await?;
+        tasks.sort();
+        Ok((seen.map(ms_to_time), task, tasks))
+    }
+}
+
+fn push_file_fields(inv: &mut redis::ScriptInvocation<'_>, f: &CacheFile<'_>) {
+    inv.arg("deleted")
+        .arg(if f.deleted { "1" } else { "0" })
+        .arg("content")
+        .arg(f.content)
+        .arg("sha256")
+        .arg(f.sha256)
+        .arg("size")
+        .arg(f.size)
+        .arg("updated_by")
+        .arg(f.updated_by)
+        .arg("updated_at")
+        .arg(f.updated_at.timestamp_millis());
+}

@@ -1,0 +1,141 @@
+//! The gateway's configuration: flags, each with an environment variable. Nothing below
+//! `main` reads the environment; everything arrives through [`GatewayConfig`].
+
+use clap::{Args, Parser, Subcommand};
+use mcp_domain::Limits;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-gateway",
+    version,
+    about = "Shared task state for cooperating AI agents"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: GatewayConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    #[arg(long, env = "MCP_GATEWAY_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (also read from `PORT` when this is unset).
+    #[arg(long, env = "MCP_GATEWAY_PORT")]
+    pub port: Option<u16>,
+    /// The platform's port variable, used when `MCP_GATEWAY_PORT` is unset.
+    #[arg(long = "legacy-port", env = "PORT", hide = true)]
+    pub legacy_port: Option<u16>,
+    /// Allow listening on a non-loopback address without authentication.
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED_REMOTE", default_value_t = false)]
+    pub allow_unauthenticated_remote: bool,
+
+    /// PostgreSQL URL (the database is created if missing).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/mcp_gateway"
+    )]
+    pub database_url: String,
+    /// Largest number of pooled Postgres connections.
+    #[arg(long, env = "PG_MAX_CONNECTIONS", default_value_t = 32)]
+    pub pg_max_connections: u32,
+    /// How long a request waits for a Postgres connection before answering 503, in ms.
+    #[arg(long, env = "PG_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub pg_acquire_timeout_ms: u64,
+
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel (to share one Redis between deployments).
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
+    pub redis_key_prefix: String,
+    /// How long one Redis command may take before the request answers 503, in ms.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 2000)]
+    pub redis_timeout_ms: u64,
+
+    /// Upper bound of one request (past it: 503 with Retry-After), in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+    /// How long start-up waits for the backends before giving up, in seconds.
+    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
+    pub startup_timeout_secs: u64,
+
+    /// Lifetime of a cached task row, in seconds.
+    #[arg(long, env = "TASK_CACHE_TTL", default_value_t = 3600)]
+    pub task_cache_ttl: u64,
+    /// Lifetime of a file's hot copy in Redis, in seconds.
+    #[arg(long, env = "FILE_CACHE_TTL", default_value_t = 3600)]
+    pub file_cache_ttl: u64,
+    /// Default lease of `claim_file` when the request names none, in seconds.
+    #[arg(long, env = "FILE_LOCK_TIMEOUT", default_value_t = 60)]
+    pub file_lock_timeout: i64,
+    /// Longest lease `claim_file` grants, in seconds.
+    #[arg(long, env = "MAX_LOCK_TIMEOUT", default_value_t = 3600)]
+    pub max_lock_timeout: i64,
+    /// Largest file, in bytes.
+    #[arg(long, env = "MAX_FILE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_file_bytes: usize,
+    /// Largest step object, in bytes.
+    #[arg(long, env = "MAX_STEP_BYTES", default_value_t = 64 * 1024)]
+    pub max_step_bytes: usize,
+    /// Largest request body, in bytes (default: room for the largest file, JSON-escaped).
+    #[arg(long, env = "MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Entries kept in each task's event stream (the resume window of live streams).
+    #[arg(long, env = "EVENTS_STREAM_MAXLEN", default_value_t = 10_000)]
+    pub events_stream_maxlen: usize,
+    /// Entries kept in each task's step-log stream (older steps are read from Postgres).
+    #[arg(long, env = "LOGS_STREAM_MAXLEN", default_value_t = 10_000)]
+    pub logs_stream_maxlen: usize,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl GatewayConfig {
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port.or(self.legacy_port).unwrap_or(8001))
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_step_bytes: self.max_step_bytes,
+            events_stream_cap: self.events_stream_maxlen,
+            logs_stream_cap: self.logs_stream_maxlen,
+            task_cache_ttl_secs: self.task_cache_ttl,
+            file_cache_ttl_secs: self.file_cache_ttl,
+            default_lock_timeout_secs: self.file_lock_timeout,
+            max_lock_timeout_secs: self.max_lock_timeout,
+            ..Limits::default()
+        }
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+            .unwrap_or(2 * self.max_file_bytes + 64 * 1024)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// A configuration with every default, for tests and embedding.
+    pub fn defaults() -> GatewayConfig {
+        Cli::parse_from(["mcp-gateway"]).config
+    }
+}

@@ -1,0 +1,71 @@
+//! `ApiError`: the one way an error leaves the gateway. Status from the code table in
+//! `mcp-api`, body `{"detail","code",...context}`, `Retry-After` on 429/503. Server-side
+//! causes are logged here, once, and never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mcp_api::{ErrorBody, ErrorCode};
+use mcp_domain::DomainError;
+use serde_json::{Map, Value};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub detail: String,
+    pub context: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            detail: detail.into(),
+            context: Map::new(),
+        }
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(ErrorCode::Unavailable, detail);
+        e.context.insert("retry_after".into(), Value::from(1));
+        e
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> ApiError {
+        match &e {
+            DomainError::Unavailable { backend, cause } => {
+                tracing::warn!(backend, cause, "backend unavailable");
+            }
+            DomainError::Internal(cause) => tracing::error!(cause, "internal error"),
+            _ => {}
+        }
+        ApiError {
+            code: e.code(),
+            detail: e.detail(),
+            context: e.context(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.context.get("retry_after").and_then(Value::as_u64);
+        let body = ErrorBody {
+            detail: self.detail,
+            code: self.code,
+            context: self.context,
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if self.code.is_retryable() {
+            let secs = retry_after.unwrap_or(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

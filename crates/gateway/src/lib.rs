@@ -1,0 +1,178 @@
+//! The MCP Gateway HTTP service.
+//!
+//! * [`config`] — [`GatewayConfig`]: every flag and environment variable.
+//! * [`routes`] — the HTTP surface: `/tools/*`, `/resources/*`, `/admin/*`, `/health`; one
+//!   `router()` per area. Handlers are thin: extract, one call into [`mcp_domain::Service`],
+//!   answer.
+//! * [`extract`] — where a request becomes an [`mcp_domain::Actor`].
+//! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
+//! * this file — start-up (backends, migrations), [`serve`] with graceful shutdown.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+pub use config::GatewayConfig;
+pub use error::ApiError;
+
+use anyhow::Context;
+use mcp_domain::Service;
+use mcp_domain::store::postgres::{PgConfig, PgStore};
+use mcp_domain::store::redis::{RedisConfig, RedisStore};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    /// Upper bound of one request (503 past it).
+    pub request_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(service: Service, cfg: &GatewayConfig) -> AppState {
+        AppState {
+            service,
+            request_timeout: cfg.request_timeout(),
+            max_body_bytes: cfg.max_body_bytes(),
+        }
+    }
+}
+
+/// Retries `f` until it succeeds or `deadline` passes (backends may start after us).
+async fn with_retry<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = mcp_domain::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what} not ready yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("{what}: {e:?}")),
+        }
+    }
+}
+
+/// Connects Postgres (creating the database if needed) and applies the migrations.
+pub async fn connect_postgres(cfg: &GatewayConfig) -> anyhow::Result<PgStore> {
+    let startup = Duration::from_secs(cfg.startup_timeout_secs);
+    with_retry("postgres", startup, || {
+        PgStore::create_database_if_missing(&cfg.database_url)
+    })
+    .await?;
+    let pg = PgStore::connect(&PgConfig {
+        url: cfg.database_url.clone(),
+        max_connections: cfg.pg_max_connections,
+        acquire_timeout: Duration::from_millis(cfg.pg_acquire_timeout_ms),
+    })
+    .await
+    .context("DATABASE_URL")?;
+    with_retry("postgres migrations", startup, || pg.migrate()).await?;
+    Ok(pg)
+}
+
+/// Connects both stores and builds the domain service.
+pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
+    let pg = connect_postgres(cfg).await?;
+    let redis_cfg = RedisConfig {
+        url: cfg.redis_url.clone(),
+        key_prefix: cfg.redis_key_prefix.clone(),
+        response_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+        connect_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+    };
+    let startup = Duration::from_secs(cfg.startup_timeout_secs);
+    let hot = with_retry("redis", startup, || RedisStore::connect(&redis_cfg)).await?;
+    Ok(Service::new(pg, hot, cfg.limits()))
+}
+
+/// Refuses an unauthenticated gateway on a non-loopback address unless explicitly allowed.
+pub fn check_exposure(cfg: &GatewayConfig) -> anyhow::Result<()> {
+    let addr = cfg.listen_addr();
+    if !addr.ip().is_loopback() && !cfg.allow_unauthenticated_remote {
+        anyhow::bail!(
+            "refusing to listen on {addr} without authentication; \
+             set ALLOW_UNAUTHENTICATED_REMOTE=true to accept that risk"
+        );
+    }
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address WITHOUT authentication");
+    }
+    Ok(())
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then stops accepting and finishes
+/// in-flight requests.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = routes::router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .context("http server")
+}
+
+/// Start-up and run: backends, migrations, listener; returns after a graceful shutdown.
+pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    check_exposure(&cfg)?;
+    let service = connect(&cfg).await?;
+    let addr = cfg.listen_addr();
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "mcp-gateway listening (authentication off)");
+    serve_on(listener, AppState::new(service, &cfg), shutdown).await
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        token.cancel();
+    });
+}
+
+/// Starts logging (text or JSON lines; `RUST_LOG` filters, default `info`).
+pub fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

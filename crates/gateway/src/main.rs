@@ -1,0 +1,23 @@
+//! `mcp-gateway`: parse the configuration, start logging, run the chosen command.
+
+use clap::Parser;
+use mcp_gateway::config::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    mcp_gateway::init_tracing(&cli.config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            mcp_gateway::connect_postgres(&cli.config).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            let shutdown = CancellationToken::new();
+            mcp_gateway::cancel_on_signal(shutdown.clone());
+            mcp_gateway::serve(cli.config, shutdown).await
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `GET /health`: pings Redis and Postgres for real; 200 when the gateway can serve
+//! (`healthy`, or `degraded` with warnings), 503 `unhealthy` otherwise.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use mcp_api::responses::Health;
+use std::time::Duration;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health", get(health))
+}
+
+async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
+    let r = s.service.health(Duration::from_secs(2)).await;
+    let word = |ok: bool| if ok { "connected" } else { "disconnected" }.to_owned();
+    let serving = r.redis_ok && r.postgres_ok;
+    let status = match (serving, r.warnings.is_empty()) {
+        (false, _) => "unhealthy",
+        (true, true) => "healthy",
+        (true, false) => "degraded",
+    };
+    let code = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(Health {
+            status: status.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            redis: word(r.redis_ok),
+            postgres: word(r.postgres_ok),
+            warnings: r.warnings,
+        }),
+    )
+}

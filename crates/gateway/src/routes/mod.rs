@@ -1,0 +1,52 @@
+//! The HTTP surface: one `router()` per area, assembled here with the shared layers (request
+//! id, body limit, request timeout -> 503, tracing) and a JSON 404 fallback.
+
+mod admin;
+mod health;
+mod resources;
+mod tools;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use mcp_api::ErrorCode;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.max_body_bytes;
+    Router::new()
+        .merge(tools::router())
+        .merge(resources::router())
+        .merge(admin::router())
+        .merge(health::router())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+/// Bounds the time to a response: past it the caller gets 503 `unavailable` with
+/// `Retry-After` instead of a hang. (Streams are bounded only until their headers.)
+async fn request_timeout(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    tokio::time::timeout(state.request_timeout, next.run(req))
+        .await
+        .map_err(|_| ApiError::unavailable("the request timed out waiting for a backend"))
+}

@@ -1,0 +1,117 @@
+//! `GET /resources/*`: the MCP resources over plain HTTP (`tasks://{id}/state|logs|files`,
+//! `workspace://{id}/{path}`, `agents://{id}/status`, `collaboration://{id}`).
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Caller;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use mcp_api::requests::{FileReadRequest, ListFilesRequest};
+use mcp_api::responses::*;
+use serde::Deserialize;
+
+type Reply<T> = Result<Json<T>, ApiError>;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/resources/tasks/{task_id}/state", get(task_state))
+        .route("/resources/tasks/{task_id}/logs", get(task_logs))
+        .route("/resources/tasks/{task_id}/files", get(task_files))
+        .route(
+            "/resources/workspace/{task_id}/{*path}",
+            get(workspace_file),
+        )
+        .route("/resources/agents/{agent_id}/status", get(agent_status))
+        .route("/resources/collaboration/{task_id}", get(collaboration))
+}
+
+/// Query parameters every resource accepts.
+#[derive(Debug, Deserialize)]
+struct AgentQuery {
+    /// The acting agent (with authentication off).
+    agent_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    agent_id: Option<String>,
+    /// Steps older than this step id.
+    before: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    limit: Option<usize>,
+}
+
+async fn task_state(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(task_id): Path<String>,
+    Query(q): Query<AgentQuery>,
+) -> Reply<TaskState> {
+    let actor = caller.actor(Some(&task_id), q.agent_id.as_deref())?;
+    Ok(Json(s.service.task_state(&actor, &task_id).await?))
+}
+
+async fn task_logs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(task_id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Reply<TaskLogs> {
+    let actor = caller.actor(Some(&task_id), q.agent_id.as_deref())?;
+    let limit = q.limit.unwrap_or(100);
+    Ok(Json(
+        s.service
+            .task_logs(&actor, &task_id, q.before.as_deref(), limit)
+            .await?,
+    ))
+}
+
+async fn task_files(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(task_id): Path<String>,
+    Query(q): Query<AgentQuery>,
+) -> Reply<ListFilesResponse> {
+    let actor = caller.actor(Some(&task_id), q.agent_id.as_deref())?;
+    let req = ListFilesRequest {
+        task_id,
+        prefix: None,
+        agent_id: None,
+    };
+    Ok(Json(s.service.list_files(&actor, req).await?))
+}
+
+async fn workspace_file(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((task_id, path)): Path<(String, String)>,
+    Query(q): Query<AgentQuery>,
+) -> Reply<FileReadResponse> {
+    let actor = caller.actor(Some(&task_id), q.agent_id.as_deref())?;
+    let req = FileReadRequest {
+        task_id,
+        path,
+        agent_id: None,
+    };
+    Ok(Json(s.service.file_read(&actor, req).await?))
+}
+
+async fn agent_status(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(agent_id): Path<String>,
+) -> Reply<AgentStatus> {
+    let actor = caller.actor(None, Some(&agent_id))?;
+    Ok(Json(s.service.agent_status(&actor, &agent_id).await?))
+}
+
+async fn collaboration(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(task_id): Path<String>,
+    Query(q): Query<AgentQuery>,
+) -> Reply<CollaborationState> {
+    let actor = caller.actor(Some(&task_id), q.agent_id.as_deref())?;
+    Ok(Json(s.service.collaboration(&actor, &task_id).await?))
+}
