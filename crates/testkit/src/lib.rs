@@ -1,0 +1,313 @@
+//! The test harness, shared by every crate's integration tests.
+//!
+//! Tests talk to the real Postgres and Redis named by `DATABASE_URL` / `REDIS_URL`
+//! (defaults: the local servers), and each isolates itself so that tests run in parallel on
+//! shared servers: [`TestDb`] is a fresh database, dropped at the end; [`TestRedis`] is a
+//! unique key prefix, whose keys are deleted at the end. Nothing else is ever flushed or
+//! dropped. [`TestGateway`] runs a real gateway on an ephemeral port over both.
+//! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages).
+
+use mcp_domain::Service;
+use mcp_gateway::{AppState, GatewayConfig};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The Postgres server tests use (any database on it; tests create their own).
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The Redis server tests use.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    // Replace the path of the URL (the database name), keeping any query string.
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A fresh database, dropped (with its connections) when this guard drops.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let name = format!("mcpgw_t_{}", uuid::Uuid::new_v4().simple());
+        let url = with_database(&database_url(), &name);
+        mcp_domain::store::postgres::PgStore::create_database_if_missing(&url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot create a test database on {}: {e:?}", database_url())
+            });
+        TestDb { name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = with_database(&database_url(), "postgres");
+        let name = self.name.clone();
+        // Drop runs outside any runtime we may use; do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A unique Redis key prefix; its keys are deleted when this guard drops.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl TestRedis {
+    pub fn new() -> TestRedis {
+        TestRedis::on(redis_url())
+    }
+
+    pub fn on(url: String) -> TestRedis {
+        TestRedis {
+            url,
+            prefix: format!("t{}:", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+}
+
+impl Default for TestRedis {
+    fn default() -> Self {
+        TestRedis::new()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let pattern = format!("{}*", self.prefix);
+        let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut c =
+                redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut c)?;
+            for chunk in keys.chunks(500) {
+                let _: () = redis::cmd("DEL").arg(chunk).query(&mut c)?;
+            }
+            Ok(())
+        })
+        .join();
+    }
+}
+
+/// A gateway served on an ephemeral port, over its own database and key prefix.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub service: Service,
+    pub config: GatewayConfig,
+    shutdown: CancellationToken,
+    pub redis: TestRedis,
+    pub db: TestDb,
+}
+
+impl TestGateway {
+    pub async fn spawn() -> TestGateway {
+        TestGateway::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with a configuration adjusted by `tweak` (limits, timeouts, backends).
+    pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+        let db = TestDb::create().await;
+        let redis = TestRedis::new();
+        TestGateway::spawn_on(db, redis, tweak).await
+    }
+
+    /// Spawns over an existing database and key prefix (e.g. a second instance).
+    pub async fn spawn_on(
+        db: TestDb,
+        redis: TestRedis,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> TestGateway {
+        let mut config = GatewayConfig::defaults();
+        config.database_url = db.url.clone();
+        config.redis_url = redis.url.clone();
+        config.redis_key_prefix = redis.prefix.clone();
+        config.pg_max_connections = 8;
+        config.port = Some(0);
+        tweak(&mut config);
+        let service = mcp_gateway::connect(&config)
+            .await
+            .expect("gateway connects to the test backends");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let state = AppState::new(service.clone(), &config);
+        tokio::spawn(mcp_gateway::serve_on(listener, state, shutdown.clone()));
+        TestGateway {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            service,
+            config,
+            shutdown,
+            redis,
+            db,
+        }
+    }
+
+    /// `POST /tools/{tool}` with a JSON body: (status, body).
+    pub async fn tool(&self, tool: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/tools/{tool}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET {path}`: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A throwaway `redis-server` on a free port, which a test may stop and start again.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one; `None` when no `redis-server` binary is on the PATH.
+    pub fn start() -> Option<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.restart().then_some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port; waits until it answers.
+    pub fn restart(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Kills the server (an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}
