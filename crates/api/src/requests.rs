@@ -29,6 +29,11 @@ pub struct FileWriteRequest {
     /// Optimistic concurrency: write only if the file is at this version (0 = create only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
+    /// The fencing token of the caller's lease (from `claim_file`). A lease holder's writes
+    /// carry it by themselves; a client presents it to have a late write refused
+    /// (`stale_fence`) once a newer lease has written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
@@ -50,6 +55,11 @@ pub struct FileEditRequest {
     /// Optimistic concurrency, as for `file_write`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
+    /// The fencing token of the caller's lease (from `claim_file`). A lease holder's writes
+    /// carry it by themselves; a client presents it to have a late write refused
+    /// (`stale_fence`) once a newer lease has written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
@@ -61,6 +71,11 @@ pub struct DeleteFileRequest {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
+    /// The fencing token of the caller's lease (from `claim_file`). A lease holder's writes
+    /// carry it by themselves; a client presents it to have a late write refused
+    /// (`stale_fence`) once a newer lease has written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }

@@ -58,20 +58,24 @@ impl Service {
         Ok(())
     }
 
-    /// The fence a write by `actor` carries: its own lease's, or none when the path is free.
+    /// The fence a write by `actor` carries: the one it presents, else its own lease's, else
+    /// none (an unlocked write). A path leased by another agent refuses the write.
     async fn writer_fence(
         &self,
         actor: &Actor,
         task: &TaskId,
         path: &FilePath,
+        presented: Option<i64>,
     ) -> Result<Option<i64>> {
         match self
             .hot
             .lease_for_write(task, path, actor.agent.as_str())
             .await?
         {
-            None => Ok(None),
-            Some(lease) if lease.owner == actor.agent.as_str() => Ok(Some(lease.fence)),
+            None => Ok(presented),
+            Some(lease) if lease.owner == actor.agent.as_str() => {
+                Ok(presented.or(Some(lease.fence)))
+            }
             Some(lease) => Err(DomainError::Locked {
                 path: path.to_string(),
                 holder: lease.owner,
@@ -90,9 +94,10 @@ impl Service {
         op: RevisionOp,
         content: &str,
         expected_version: Option<i64>,
+        presented_fence: Option<i64>,
         diff: Option<&str>,
     ) -> Result<(Committed, String)> {
-        let fence = self.writer_fence(actor, task, path).await?;
+        let fence = self.writer_fence(actor, task, path, presented_fence).await?;
         let sha256 = sha256_hex(content);
         let size = content.len() as i64;
         let committed = self
@@ -235,6 +240,7 @@ impl Service {
                 RevisionOp::Write,
                 &req.content,
                 req.expected_version,
+                req.fence,
                 None,
             )
             .await?;
@@ -298,6 +304,7 @@ impl Service {
                     RevisionOp::Edit,
                     &new_content,
                     Some(cur.version),
+                    req.fence,
                     Some(&diff),
                 )
                 .await;
@@ -343,6 +350,7 @@ impl Service {
                 RevisionOp::Delete,
                 "",
                 req.expected_version,
+                req.fence,
                 None,
             )
             .await?;
