@@ -86,6 +86,12 @@ impl Keys {
     pub fn channel_pattern(&self) -> String {
         format!("{}task:*:updates", self.prefix)
     }
+
+    /// Marker set by the sync pull loop once the task cache is warm; when it is missing
+    /// (Redis lost its data), the next pull rebuilds the whole cache from Postgres.
+    pub fn sync_warm(&self) -> String {
+        format!("{}sync:warm", self.prefix)
+    }
 }
 
 #[cfg(test)]

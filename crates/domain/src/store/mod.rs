@@ -5,3 +5,5 @@
 pub mod keys;
 pub mod postgres;
 pub mod redis;
+pub mod sync_pg;
+pub mod sync_redis;

@@ -1,0 +1,294 @@
+//! The durable side of the sync service (crates/sync): every statement the push and pull loops
+//! run against Postgres. Push: outbox records (steps, audit records) inserted in batches,
+//! idempotently (steps on their (task, stream id), audit records on `source_id`, the outbox
+//! entry id), so a redelivered or twice-claimed entry is written once; records that cannot be
+//! persisted go to `dead_letters`. Pull: tasks and agents paged by `(updated_at, id)` after a
+//! watermark (keyset paging, never `DESC LIMIT`), and task deletions from the `task_deletions`
+//! tombstones a trigger writes.
+
+use super::postgres::PgStore;
+use crate::error::Result;
+use chrono::{DateTime, Utc};
+use mcp_api::responses::TaskState;
+use serde_json::Value;
+use sqlx::Row;
+
+/// A step from the outbox, ready to insert.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub task_id: String,
+    /// The step's id in `logs:{task}` (`<ms>-<seq>`), its idempotency key with the task.
+    pub stream_id: String,
+    pub id_ms: i64,
+    pub id_seq: i64,
+    pub agent_id: Option<String>,
+    pub step: Value,
+    pub logged_at: DateTime<Utc>,
+}
+
+/// An audit record from the outbox, ready to insert.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// The outbox entry id: the idempotency key.
+    pub source_id: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub task_id: Option<String>,
+    pub path: Option<String>,
+    pub version: Option<i64>,
+    pub fence: Option<i64>,
+    pub request_id: Option<String>,
+    /// The whole record as it arrived.
+    pub detail: Value,
+}
+
+/// An outbox entry that could not be persisted, kept for an operator.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub source_id: String,
+    pub kind: Option<String>,
+    /// The entry's fields as a JSON object of strings.
+    pub payload: String,
+    pub error: String,
+}
+
+/// One batch of outbox records, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxBatch {
+    pub steps: Vec<StepRecord>,
+    pub audits: Vec<AuditRecord>,
+    pub dead: Vec<DeadLetter>,
+}
+
+impl OutboxBatch {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.audits.is_empty() && self.dead.is_empty()
+    }
+}
+
+/// An agent row as the pull loop sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub current_task_id: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const INSERT_STEPS: &str = "
+INSERT INTO step_logs (task_id, stream_id, id_ms, id_seq, agent_id, step, logged_at)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                     $6::jsonb[], $7::timestamptz[])
+ON CONFLICT (task_id, stream_id) DO NOTHING";
+
+const INSERT_AUDITS: &str = "
+INSERT INTO audit_log (source_id, at, actor, action, task_id, path, version, fence, request_id,
+                       detail)
+SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::jsonb[])
+ON CONFLICT (source_id) DO NOTHING";
+
+const INSERT_DEAD: &str = "
+INSERT INTO dead_letters (source_id, kind, payload, error)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+ON CONFLICT (source_id) DO NOTHING";
+
+async fn insert_steps<'c, E>(ex: E, steps: &[StepRecord]) -> Result<u64>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    if steps.is_empty() {
+        return Ok(0);
+    }
+    let r = sqlx::query(INSERT_STEPS)
+        .bind(steps.iter().map(|s| s.task_id.clone()).collect::<Vec<_>>())
+        .bind(
+            steps
+                .iter()
+                .map(|s| s.stream_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(steps.iter().map(|s| s.id_ms).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.id_seq).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.agent_id.clone()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.step.clone()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.logged_at).collect::<Vec<_>>())
+        .execute(ex)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+async fn insert_audits<'c, E>(ex: E, audits: &[AuditRecord]) -> Result<u64>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    if audits.is_empty() {
+        return Ok(0);
+    }
+    let r = sqlx::query(INSERT_AUDITS)
+        .bind(
+            audits
+                .iter()
+                .map(|a| a.source_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(audits.iter().map(|a| a.at).collect::<Vec<_>>())
+        .bind(audits.iter().map(|a| a.actor.clone()).collect::<Vec<_>>())
+        .bind(audits.iter().map(|a| a.action.clone()).collect::<Vec<_>>())
+        .bind(audits.iter().map(|a| a.task_id.clone()).collect::<Vec<_>>())
+        .bind(audits.iter().map(|a| a.path.clone()).collect::<Vec<_>>())
+        .bind(audits.iter().map(|a| a.version).collect::<Vec<_>>())
+        .bind(audits.iter().map(|a| a.fence).collect::<Vec<_>>())
+        .bind(
+            audits
+                .iter()
+                .map(|a| a.request_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(audits.iter().map(|a| a.detail.clone()).collect::<Vec<_>>())
+        .execute(ex)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+async fn insert_dead<'c, E>(ex: E, dead: &[DeadLetter]) -> Result<u64>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    let r = sqlx::query(INSERT_DEAD)
+        .bind(dead.iter().map(|d| d.source_id.clone()).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.kind.clone()).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.payload.clone()).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.error.clone()).collect::<Vec<_>>())
+        .execute(ex)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+impl PgStore {
+    /// Writes a whole batch (steps, audit records, dead letters) in one transaction; records
+    /// already present are skipped. Either all of it commits or none of it does.
+    pub async fn persist_outbox_batch(&self, batch: &OutboxBatch) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        insert_steps(&mut *tx, &batch.steps).await?;
+        insert_audits(&mut *tx, &batch.audits).await?;
+        insert_dead(&mut *tx, &batch.dead).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts one step on its own (the fallback when a batch fails). `true` when new.
+    pub async fn insert_step(&self, step: &StepRecord) -> Result<bool> {
+        Ok(insert_steps(self.pool(), std::slice::from_ref(step)).await? > 0)
+    }
+
+    /// Inserts one audit record on its own (the fallback when a batch fails). `true` when new.
+    pub async fn insert_audit(&self, audit: &AuditRecord) -> Result<bool> {
+        Ok(insert_audits(self.pool(), std::slice::from_ref(audit)).await? > 0)
+    }
+
+    /// Records an entry that cannot be persisted. `true` when new.
+    pub async fn insert_dead_letter(&self, dead: &DeadLetter) -> Result<bool> {
+        Ok(insert_dead(self.pool(), std::slice::from_ref(dead)).await? > 0)
+    }
+
+    /// Dead letters, oldest first: (source id, kind, payload, error).
+    pub async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT source_id, kind, payload, error FROM dead_letters ORDER BY id")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Up to `limit` tasks with `(updated_at, id)` strictly after `after`, in that order
+    /// (keyset paging: call again from the last row until a short page).
+    pub async fn tasks_after(
+        &self,
+        after: (DateTime<Utc>, &str),
+        limit: usize,
+    ) -> Result<Vec<TaskState>> {
+        let rows = sqlx::query(
+            "SELECT id, title, description, status, assigned_agent_id, complexity, created_at,
+                    updated_at
+             FROM tasks WHERE (updated_at, id) > ($1, $2)
+             ORDER BY updated_at, id LIMIT $3",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskState {
+                    id: r.try_get("id")?,
+                    title: r.try_get("title")?,
+                    description: r.try_get("description")?,
+                    status: r.try_get("status")?,
+                    assigned_agent_id: r.try_get("assigned_agent_id")?,
+                    complexity: r.try_get("complexity")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` agents with `(updated_at, id)` strictly after `after`, in that order.
+    pub async fn agents_after(
+        &self,
+        after: (DateTime<Utc>, &str),
+        limit: usize,
+    ) -> Result<Vec<AgentRow>> {
+        Ok(sqlx::query_as::<_, AgentRow>(
+            "SELECT id, current_task_id, last_seen, updated_at
+             FROM agents WHERE (updated_at, id) > ($1, $2)
+             ORDER BY updated_at, id LIMIT $3",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Tasks deleted after `since` that do not exist again (a re-created id keeps its cache):
+    /// (task id, deletion time), oldest first.
+    pub async fn task_deletions_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>> {
+        Ok(sqlx::query_as(
+            "SELECT d.task_id, max(d.deleted_at) AS at FROM task_deletions d
+             WHERE d.deleted_at > $1
+               AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.task_id)
+             GROUP BY d.task_id ORDER BY at",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Drops deletion tombstones older than `before` (their cache entries expired long ago).
+    pub async fn prune_task_deletions(&self, before: DateTime<Utc>) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM task_deletions WHERE deleted_at < $1")
+                .bind(before)
+                .execute(self.pool())
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// The database's clock (watermarks are compared with its timestamps, not ours).
+    pub async fn db_now(&self) -> Result<DateTime<Utc>> {
+        Ok(sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(self.pool())
+            .await?)
+    }
+}

@@ -1,0 +1,371 @@
+//! The hot side of the sync service (crates/sync): the outbox consumer group and the task
+//! cache the pull loop keeps fresh.
+//!
+//! Push: the outbox stream is read through one consumer group, so several sync processes
+//! share it without reading an entry twice; an entry stays pending until the loop has
+//! committed it to Postgres, then it is acknowledged and deleted in one step. Entries left
+//! pending by a crashed consumer are claimed after an idle time (`XAUTOCLAIM`).
+//!
+//! Pull: a task row is cached only when it is newer than what the cache holds, and its
+//! `task_updated` event is emitted by the same script, so two sync processes racing on one
+//! row publish it once, and a late, older copy never overwrites a newer one.
+
+use super::redis::RedisStore;
+use crate::error::Result;
+use crate::ids::TaskId;
+use mcp_api::responses::TaskState;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingReply, StreamReadReply};
+use redis::{AsyncCommands, Script};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+const EMIT: &str = include_str!("lua/emit.lua");
+
+/// Caches a task row unless the cache holds the same or a newer `updated_at`, and emits its
+/// event when asked. KEYS[1..5] and ARGV[1..6] are the emit fragment's; KEYS[6] the task's
+/// cache key; ARGV[7] the row (JSON), ARGV[8] its `updated_at` normalised
+/// (`YYYY-MM-DDTHH:MM:SS` + 9 fraction digits, comparable as text), ARGV[9] the TTL, ARGV[10]
+/// '1' to emit. Answers 1 (cached), 0 (same row held), -1 (a newer row held).
+static REFRESH_TASK_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{EMIT}\n{}",
+        r#"
+local function norm(s)
+  if type(s) ~= 'string' then return '' end
+  local base, frac = string.match(s, '^(%d+%-%d+%-%d+T%d+:%d+:%d+)%.?(%d*)')
+  if not base then return '' end
+  return base .. string.sub(frac .. '000000000', 1, 9)
+end
+local cur = redis.call('GET', KEYS[6])
+if cur then
+  local ok, row = pcall(cjson.decode, cur)
+  local held = ''
+  if ok and type(row) == 'table' then held = norm(row['updated_at']) end
+  if held == ARGV[8] then return 0 end
+  if held > ARGV[8] then return -1 end
+end
+redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[9])
+if ARGV[10] == '1' then emit(ARGV[3]) end
+return 1
+"#
+    ))
+});
+
+/// Moves an agent's presence forward (never backwards) from its durable row.
+/// KEYS[1] presence hash; ARGV[1] last seen (ms); ARGV[2] current task or ''.
+static REFRESH_AGENT_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'last_seen') or '0') or 0
+if tonumber(ARGV[1]) <= cur then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'task', ARGV[2]) end
+return 1
+"#,
+    )
+});
+
+/// One outbox entry: its id and its fields (non-UTF-8 bytes replaced).
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub fields: HashMap<String, String>,
+}
+
+/// How much the outbox holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxDepth {
+    /// Entries in the stream (delivered or not; committed ones are deleted).
+    pub length: u64,
+    /// Entries delivered to a consumer and not yet acknowledged.
+    pub pending: u64,
+}
+
+/// A task row to cache; with an envelope (JSON without `id`) its event is emitted when the
+/// row is newer than the cache.
+pub struct TaskRefresh<'a> {
+    pub id: TaskId,
+    pub task: &'a TaskState,
+    pub envelope: Option<String>,
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Cached (and emitted, when asked).
+    Changed,
+    /// The cache already held this row.
+    Unchanged,
+    /// The cache holds a newer row; nothing done.
+    Older,
+}
+
+fn value_to_string(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn entry_from(s: StreamId) -> OutboxEntry {
+    OutboxEntry {
+        fields: s
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_string(v)))
+            .collect(),
+        id: s.id,
+    }
+}
+
+fn is_nogroup(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
+}
+
+/// `updated_at` in the form the refresh script compares.
+fn normalised(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%f").to_string()
+}
+
+impl RedisStore {
+    /// Creates the consumer group on the outbox (and the stream), unless it exists.
+    pub async fn outbox_create_group(&self, group: &str) -> Result<()> {
+        let mut c = self.connection();
+        let r: redis::RedisResult<()> = c
+            .xgroup_create_mkstream(self.keys().outbox(), group, "0")
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn outbox_read(
+        &self,
+        group: &str,
+        consumer: &str,
+        from: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        let key = self.keys().outbox();
+        for attempt in 0..2 {
+            let mut c = self.connection();
+            let r: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(group)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(from)
+                .query_async(&mut c)
+                .await;
+            match r {
+                Ok(reply) => {
+                    return Ok(reply
+                        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(entry_from))
+                        .into_iter()
+                        .flatten()
+                        .collect());
+                }
+                // Redis lost the stream and its group: make them again.
+                Err(e) if attempt == 0 && is_nogroup(&e) => {
+                    self.outbox_create_group(group).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// This consumer's own delivered, unacknowledged entries (after a failed commit).
+    pub async fn outbox_read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.outbox_read(group, consumer, "0", count).await
+    }
+
+    /// Up to `count` entries never delivered to any consumer of the group (no blocking).
+    pub async fn outbox_read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.outbox_read(group, consumer, ">", count).await
+    }
+
+    /// Takes over up to `count` entries pending in another consumer for longer than
+    /// `min_idle` (a crashed or stuck pusher's).
+    pub async fn outbox_claim_idle(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        let mut c = self.connection();
+        let r: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+            .arg(self.keys().outbox())
+            .arg(group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await;
+        match r {
+            Ok(reply) => Ok(reply.claimed.into_iter().map(entry_from).collect()),
+            Err(e) if is_nogroup(&e) => {
+                self.outbox_create_group(group).await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Acknowledges and deletes committed entries, in one step.
+    pub async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys().outbox();
+        let mut c = self.connection();
+        let _: () = redis::pipe()
+            .atomic()
+            .xack(&key, group, ids)
+            .ignore()
+            .xdel(&key, ids)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// The outbox's length and the group's pending count.
+    pub async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth> {
+        let key = self.keys().outbox();
+        let mut c = self.connection();
+        let length: u64 = c.xlen(&key).await?;
+        let pending: redis::RedisResult<StreamPendingReply> = c.xpending(&key, group).await;
+        let pending = match pending {
+            Ok(p) => p.count() as u64,
+            Err(e) if is_nogroup(&e) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(OutboxDepth { length, pending })
+    }
+
+    /// Caches task rows that are newer than the cache (emitting their events when they carry
+    /// an envelope), in one round trip. One answer per row, in order.
+    pub async fn refresh_tasks(
+        &self,
+        rows: &[TaskRefresh<'_>],
+        agent: &str,
+        ttl_secs: u64,
+        events_cap: usize,
+    ) -> Result<Vec<Refreshed>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys();
+        let mut invocations = Vec::with_capacity(rows.len());
+        for r in rows {
+            let json =
+                serde_json::to_string(r.task).map_err(crate::error::DomainError::internal)?;
+            let mut inv = REFRESH_TASK_SCRIPT.prepare_invoke();
+            inv.key(keys.events(&r.id))
+                .key(keys.agent(agent))
+                .key(keys.collab_members(&r.id))
+                .key(keys.collab_activity(&r.id))
+                .key(keys.outbox())
+                .key(keys.task(&r.id))
+                .arg(keys.channel(&r.id))
+                .arg(events_cap)
+                .arg(r.envelope.as_deref().unwrap_or("{}"))
+                .arg(agent)
+                .arg(r.id.as_str())
+                .arg("")
+                .arg(json)
+                .arg(normalised(&r.task.updated_at))
+                .arg(ttl_secs)
+                .arg(if r.envelope.is_some() { "1" } else { "0" });
+            invocations.push(inv);
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&REFRESH_TASK_SCRIPT).ignore();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let mut c = self.connection();
+        let answers: Vec<i64> = pipe.query_async(&mut c).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                1 => Refreshed::Changed,
+                0 => Refreshed::Unchanged,
+                _ => Refreshed::Older,
+            })
+            .collect())
+    }
+
+    /// Drops cached task rows (deleted tasks).
+    pub async fn delete_cached_tasks(&self, ids: &[TaskId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.connection();
+        let keys: Vec<String> = ids.iter().map(|id| self.keys().task(id)).collect();
+        let _: () = c.del(keys).await?;
+        Ok(())
+    }
+
+    /// Moves agents' presence forward from their durable rows: (agent, last seen ms, task).
+    pub async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()> {
+        if agents.is_empty() {
+            return Ok(());
+        }
+        let mut invocations = Vec::with_capacity(agents.len());
+        for (agent, seen_ms, task) in agents {
+            let mut inv = REFRESH_AGENT_SCRIPT.prepare_invoke();
+            inv.key(self.keys().agent(agent))
+                .arg(*seen_ms)
+                .arg(task.as_deref().unwrap_or(""));
+            invocations.push(inv);
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&REFRESH_AGENT_SCRIPT).ignore();
+        for inv in &invocations {
+            pipe.invoke_script(inv).ignore();
+        }
+        let mut c = self.connection();
+        let _: () = pipe.query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Whether the task cache is known to be warm (the marker survives only while Redis keeps
+    /// its data).
+    pub async fn sync_is_warm(&self) -> Result<bool> {
+        let mut c = self.connection();
+        Ok(c.exists(self.keys().sync_warm()).await?)
+    }
+
+    /// Records that the task cache was warmed.
+    pub async fn set_sync_warm(&self) -> Result<()> {
+        let mut c = self.connection();
+        let now = chrono::Utc::now().timestamp_millis();
+        let _: () = c.set(self.keys().sync_warm(), now).await?;
+        Ok(())
+    }
+}
