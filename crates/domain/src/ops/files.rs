@@ -97,7 +97,9 @@ impl Service {
         presented_fence: Option<i64>,
         diff: Option<&str>,
     ) -> Result<(Committed, String)> {
-        let fence = self.writer_fence(actor, task, path, presented_fence).await?;
+        let fence = self
+            .writer_fence(actor, task, path, presented_fence)
+            .await?;
         let sha256 = sha256_hex(content);
         let size = content.len() as i64;
         let committed = self

@@ -1,0 +1,293 @@
+//! Leases: re-entrancy, conflicts, compare-and-act release/renew, fencing, expiry.
+
+use crate::{assert_error, ok};
+use mcp_testkit::TestGateway;
+use serde_json::{Value, json};
+
+fn req(agent: &str, path: &str, extra: Value) -> Value {
+    let mut b = json!({"task_id": "t", "path": path, "agent_id": agent});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    b
+}
+
+#[tokio::test]
+async fn owner_reclaiming_refreshes_the_same_lease() {
+    let gw = TestGateway::spawn().await;
+    let first = ok(gw
+        .tool(
+            "claim_file",
+            req("coder", "a.py", json!({"timeout_sec": 30})),
+        )
+        .await);
+    assert_eq!(
+        (first["locked"].as_bool(), first["owner"].as_str()),
+        (Some(true), Some("coder"))
+    );
+    let again = ok(gw
+        .tool(
+            "claim_file",
+            req("coder", "./a.py", json!({"timeout_sec": 120})),
+        )
+        .await);
+    assert_eq!(again["fence"], first["fence"]);
+    assert_eq!(again["lock_token"], first["lock_token"]);
+    assert!(again["expires_at"].as_str() > first["expires_at"].as_str());
+    assert_eq!(again["timeout_sec"], 120);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(
+            gw.service
+                .hot
+                .keys()
+                .lock(&"t".parse_task(), &"a.py".parse_path()),
+        )
+        .query_async(&mut gw.redis.connection().await)
+        .await
+        .unwrap();
+    assert!(ttl > 60_000, "the re-claim did not refresh the TTL: {ttl}");
+}
+
+#[tokio::test]
+async fn another_agent_is_refused_claim_write_renew_and_release() {
+    let gw = TestGateway::spawn().await;
+    let lease = ok(gw.tool("claim_file", req("coder", "a.py", json!({}))).await);
+    assert_eq!(lease["timeout_sec"], 60, "the default lease is 60 s");
+    let c = gw.tool("claim_file", req("qa", "a.py", json!({}))).await;
+    assert_error(&c, 409, "locked");
+    assert_eq!(c.1["holder"], "coder");
+    assert!(c.1["expires_at"].is_string());
+    assert_error(
+        &gw.tool("file_write", req("qa", "a.py", json!({"content": "x"})))
+            .await,
+        409,
+        "locked",
+    );
+    assert_error(
+        &gw.tool("delete_file", req("qa", "a.py", json!({}))).await,
+        409,
+        "locked",
+    );
+    assert_error(
+        &gw.tool("renew_file", req("qa", "a.py", json!({}))).await,
+        409,
+        "lock_not_held",
+    );
+    let rel = gw.tool("release_file", req("qa", "a.py", json!({}))).await;
+    assert_error(&rel, 409, "lock_not_held");
+    assert_eq!(rel.1["holder"], "coder");
+    // The holder writes (its write carries the fence) and releases.
+    ok(gw
+        .tool(
+            "file_write",
+            req("coder", "a.py", json!({"content": "mine"})),
+        )
+        .await);
+    let (fence,): (i64,) = sqlx::query_as("SELECT last_fence FROM files WHERE path = 'a.py'")
+        .fetch_one(gw.service.pg.pool())
+        .await
+        .unwrap();
+    assert_eq!(fence, lease["fence"].as_i64().unwrap());
+    let renewed = ok(gw
+        .tool(
+            "renew_file",
+            req("coder", "a.py", json!({"timeout_sec": 10})),
+        )
+        .await);
+    assert_eq!(renewed["fence"], lease["fence"]);
+    let released = ok(gw
+        .tool("release_file", req("coder", "a.py", json!({})))
+        .await);
+    assert_eq!(released["locked"], false);
+    assert_error(
+        &gw.tool("release_file", req("coder", "a.py", json!({})))
+            .await,
+        409,
+        "lock_not_held",
+    );
+    // Free again: the other agent may take it, with a higher fence.
+    let qa = ok(gw.tool("claim_file", req("qa", "a.py", json!({}))).await);
+    assert!(qa["fence"].as_i64() > lease["fence"].as_i64());
+}
+
+#[tokio::test]
+async fn lease_length_is_validated() {
+    let gw = TestGateway::spawn().await;
+    for bad in [json!(0), json!(-5), json!(100000), json!("ten"), json!(1.5)] {
+        assert_error(
+            &gw.tool("claim_file", req("a", "f", json!({"timeout_sec": bad})))
+                .await,
+            400,
+            "invalid_argument",
+        );
+    }
+    assert_error(
+        &gw.tool("renew_file", req("a", "f", json!({"timeout_sec": 0})))
+            .await,
+        400,
+        "invalid_argument",
+    );
+    ok(gw
+        .tool("claim_file", req("a", "f", json!({"timeout_sec": 3600})))
+        .await);
+}
+
+#[tokio::test]
+async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale() {
+    let gw = TestGateway::spawn().await;
+    let old = ok(gw
+        .tool("claim_file", req("slow", "f", json!({"timeout_sec": 1})))
+        .await);
+    let old_fence = old["fence"].as_i64().unwrap();
+    ok(gw
+        .tool("file_write", req("slow", "f", json!({"content": "v1"})))
+        .await);
+    // Real Redis TTLs cannot be paused: wait out the one-second lease.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let new = ok(gw
+        .tool("claim_file", req("fast", "f", json!({"timeout_sec": 60})))
+        .await);
+    assert!(new["fence"].as_i64().unwrap() > old_fence);
+    // While the new holder holds it, the old holder is refused as locked.
+    assert_error(
+        &gw.tool(
+            "file_write",
+            req("slow", "f", json!({"content": "late", "fence": old_fence})),
+        )
+        .await,
+        409,
+        "locked",
+    );
+    ok(gw
+        .tool("file_write", req("fast", "f", json!({"content": "v2"})))
+        .await);
+    ok(gw.tool("release_file", req("fast", "f", json!({}))).await);
+    // Once free, the old holder's late write still carries its old fence: the database refuses it.
+    let late = gw
+        .tool(
+            "file_write",
+            req("slow", "f", json!({"content": "late", "fence": old_fence})),
+        )
+        .await;
+    assert_error(&late, 409, "stale_fence");
+    assert_eq!(late.1["fence"], old_fence);
+    assert_eq!(late.1["last_fence"], new["fence"]);
+    let late_edit = gw
+        .tool(
+            "file_edit",
+            req(
+                "slow",
+                "f",
+                json!({"old_string": "v2", "new_string": "x", "fence": old_fence}),
+            ),
+        )
+        .await;
+    assert_error(&late_edit, 409, "stale_fence");
+    let r = ok(gw
+        .tool("file_read", json!({"task_id": "t", "path": "f"}))
+        .await);
+    assert_eq!(r["content"], "v2");
+}
+
+#[tokio::test]
+async fn fences_increase_across_paths_and_tasks() {
+    let gw = TestGateway::spawn().await;
+    let mut last = 0;
+    for (i, path) in ["a", "b", "c", "d"].iter().enumerate() {
+        let task = format!("t{i}");
+        let l = ok(gw
+            .tool(
+                "claim_file",
+                json!({"task_id": task, "path": path, "agent_id": "x"}),
+            )
+            .await);
+        let f = l["fence"].as_i64().unwrap();
+        assert!(f > last);
+        last = f;
+    }
+}
+
+#[tokio::test]
+async fn locks_are_per_task_and_the_original_clients_lock_as_their_task() {
+    let gw = TestGateway::spawn().await;
+    // The original client sends only task_id: the task is the owner.
+    let l = ok(gw
+        .tool("claim_file", json!({"task_id": "t", "path": "a"}))
+        .await);
+    assert_eq!(l["owner"], "t");
+    ok(gw
+        .tool("claim_file", json!({"task_id": "t", "path": "a"}))
+        .await);
+    ok(gw
+        .tool("claim_file", json!({"task_id": "other", "path": "a"}))
+        .await);
+    ok(gw
+        .tool(
+            "file_write",
+            json!({"task_id": "t", "path": "a", "content": "x"}),
+        )
+        .await);
+    ok(gw
+        .tool("release_file", json!({"task_id": "t", "path": "a"}))
+        .await);
+}
+
+#[tokio::test]
+async fn lock_changes_are_events_and_audited_through_the_outbox() {
+    let gw = TestGateway::spawn().await;
+    ok(gw.tool("claim_file", req("coder", "a", json!({}))).await);
+    ok(gw.tool("release_file", req("coder", "a", json!({}))).await);
+    let mut conn = gw.redis.connection().await;
+    let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{}events:{{t}}", gw.redis.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let kinds: Vec<String> = events
+        .ids
+        .iter()
+        .map(|e| {
+            let raw: String = e.get("e").unwrap();
+            serde_json::from_str::<Value>(&raw).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["lock_acquired", "lock_released"]);
+    let outbox: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{}outbox", gw.redis.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let actions: Vec<String> = outbox
+        .ids
+        .iter()
+        .map(|e| {
+            let raw: String = e.get("payload").unwrap();
+            serde_json::from_str::<Value>(&raw).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(actions, ["claim_file", "release_file"]);
+}
+
+trait ParseHelpers {
+    fn parse_task(&self) -> mcp_domain::TaskId;
+    fn parse_path(&self) -> mcp_domain::FilePath;
+}
+
+impl ParseHelpers for str {
+    fn parse_task(&self) -> mcp_domain::TaskId {
+        mcp_domain::TaskId::parse(self).unwrap()
+    }
+    fn parse_path(&self) -> mcp_domain::FilePath {
+        mcp_domain::FilePath::parse(self).unwrap()
+    }
+}
