@@ -25,6 +25,8 @@ pub enum ErrorCode {
     AgentNotFound,
     /// The route does not exist.
     NotFound,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
     /// `expected_version` did not match the file's current version.
     VersionConflict,
     /// Another owner holds the lock on this path.
@@ -53,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for tests and documentation.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidPath,
         ErrorCode::Unauthorized,
@@ -62,6 +64,7 @@ impl ErrorCode {
         ErrorCode::FileNotFound,
         ErrorCode::AgentNotFound,
         ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::VersionConflict,
         ErrorCode::Locked,
         ErrorCode::StaleFence,
@@ -84,6 +87,7 @@ impl ErrorCode {
             Unauthorized => 401,
             Forbidden => 403,
             TaskNotFound | FileNotFound | AgentNotFound | NotFound => 404,
+            MethodNotAllowed => 405,
             VersionConflict | Locked | StaleFence | LockNotHeld | EditNoMatch | EditAmbiguous
             | AlreadyExists => 409,
             TooLarge | QuotaExceeded => 413,
@@ -105,6 +109,7 @@ impl ErrorCode {
             FileNotFound => "file_not_found",
             AgentNotFound => "agent_not_found",
             NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
             VersionConflict => "version_conflict",
             Locked => "locked",
             StaleFence => "stale_fence",

@@ -25,7 +25,11 @@ pub enum DomainError {
     AgentNotFound(String),
     #[error("task '{0}' already exists")]
     TaskExists(String),
-    #[error("version conflict: expected {expected:?}, current {current:?}")]
+    #[error(
+        "version conflict: expected version {}, current version {}",
+        show(expected),
+        show(current)
+    )]
     VersionConflict {
         expected: Option<i64>,
         /// The file's current version, `None` when it does not exist.
@@ -64,6 +68,11 @@ pub enum DomainError {
     },
     #[error("internal error")]
     Internal(String),
+}
+
+/// A version for a sentence: the number, or "none" when the file does not exist.
+fn show(v: &Option<i64>) -> String {
+    v.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

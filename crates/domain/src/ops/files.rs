@@ -74,7 +74,8 @@ impl Service {
         {
             None => Ok(presented),
             Some(lease) if lease.owner == actor.agent.as_str() => {
-                Ok(presented.or(Some(lease.fence)))
+                // A holder never writes with a fence above its own lease's.
+                Ok(Some(presented.map_or(lease.fence, |p| p.min(lease.fence))))
             }
             Some(lease) => Err(DomainError::Locked {
                 path: path.to_string(),

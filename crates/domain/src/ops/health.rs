@@ -19,12 +19,12 @@ impl Service {
         let policy = tokio::time::timeout(timeout, self.hot.maxmemory_policy());
         let (redis, pg, policy) = tokio::join!(redis, pg, policy);
         let mut warnings = Vec::new();
-        if let Ok(Ok(Some(p))) = policy {
-            if p != "noeviction" {
-                warnings.push(format!(
-                    "redis maxmemory-policy is '{p}': leases may be evicted; set it to 'noeviction'"
-                ));
-            }
+        if let Ok(Ok(Some(p))) = policy
+            && p != "noeviction"
+        {
+            warnings.push(format!(
+                "redis maxmemory-policy is '{p}': leases may be evicted; set it to 'noeviction'"
+            ));
         }
         HealthReport {
             redis_ok: matches!(redis, Ok(Ok(()))),

@@ -1,8 +1,9 @@
 //! Every Redis key and channel name the gateway uses, built in one place.
 //!
 //! Keys that belong to a task put the task id in braces (`lock:{t1}:src/a.py`): task ids
-//! cannot contain `}`, so a key names exactly one (task, path) pair, and in a Redis Cluster all
-//! of a task's keys share one slot (scripts touch several of them at once). A deployment-wide
+//! cannot contain `}`, so a key names exactly one (task, path) pair. (Scripts also touch the
+//! agent's presence key and the global outbox, so a Redis Cluster is not supported: one Redis
+//! primary, with replicas if wanted.) A deployment-wide
 //! prefix (empty by default) lets tests and tenants share one Redis without collisions.
 //! `task:{id}` and the channel `task:{id}:updates` keep the original's names (without braces)
 //! because other systems (the orchestrator) read and publish them.

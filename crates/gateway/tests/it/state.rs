@@ -337,4 +337,15 @@ async fn health_pings_both_backends_and_unknown_routes_are_json_404() {
     assert!(h["version"].is_string());
     assert_error(&gw.get("/nope").await, 404, "not_found");
     assert_error(&gw.tool("no_such_tool", json!({})).await, 404, "not_found");
+    let wrong_method = gw
+        .http
+        .get(format!("{}/tools/file_read", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
+    assert_eq!(
+        wrong_method.json::<Value>().await.unwrap()["code"],
+        "method_not_allowed"
+    );
 }
