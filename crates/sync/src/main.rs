@@ -1,0 +1,77 @@
+//! `mcp-sync`: parse the configuration, start logging, connect both stores, run the push and
+//! pull loops until SIGINT/SIGTERM, then flush the outbox.
+
+use anyhow::Context;
+use clap::Parser;
+use mcp_domain::store::postgres::{PgConfig, PgStore};
+use mcp_domain::store::redis::{RedisConfig, RedisStore};
+use mcp_sync::SyncConfig;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = SyncConfig::parse();
+    init_tracing(&cfg.log_format);
+    PgStore::create_database_if_missing(&cfg.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("DATABASE_URL")?;
+    let pg = PgStore::connect(&PgConfig {
+        url: cfg.database_url.clone(),
+        max_connections: cfg.pg_max_connections,
+        acquire_timeout: Duration::from_secs(5),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    pg.migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrations: {e:?}"))?;
+    let hot = RedisStore::connect(&RedisConfig {
+        url: cfg.redis_url.clone(),
+        key_prefix: cfg.redis_key_prefix.clone(),
+        response_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+        connect_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("REDIS_URL: {e:?}"))?;
+    let cancel = CancellationToken::new();
+    let settings = cfg.settings();
+    tracing::info!(consumer = %settings.push.consumer, "mcp-sync running");
+    let loops = mcp_sync::spawn(pg, hot, settings, cancel.clone());
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; flushing the outbox");
+    cancel.cancel();
+    loops.await.context("sync loops")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,310 @@
+//! The pull loop: Postgres → the Redis hot cache, missing no change.
+//!
+//! Tasks (and agents) are read by `(updated_at, id)` after a watermark, page by page until a
+//! short page (keyset paging: a burst larger than a page is still read in full). Each pull
+//! starts `overlap` before the watermark, because `updated_at` is set when a transaction
+//! starts and a row may commit after newer ones were already read; rows seen before with the
+//! same `updated_at` are skipped without a round trip. A row is cached, and its `task_updated`
+//! event emitted, only when it is newer than what the cache holds (decided inside Redis), so
+//! several sync processes publish each change once. Deletions come from the `task_deletions`
+//! tombstones. The first pull, and any pull after Redis lost its data (the warm marker is
+//! gone), rebuilds the whole cache without emitting events.
+
+use crate::Result;
+use chrono::{DateTime, Utc};
+use mcp_api::EventType;
+use mcp_api::responses::TaskState;
+use mcp_domain::TaskId;
+use mcp_domain::store::postgres::PgStore;
+use mcp_domain::store::redis::RedisStore;
+use mcp_domain::store::sync_redis::{Refreshed, TaskRefresh};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How the pull loop reads and how often.
+#[derive(Debug, Clone)]
+pub struct PullSettings {
+    /// Time between pulls.
+    pub interval: Duration,
+    /// Rows per query.
+    pub page_size: usize,
+    /// How far before the watermark each pull starts again (late commits).
+    pub overlap: Duration,
+    /// Lifetime of a cached task row, in seconds.
+    pub task_ttl_secs: u64,
+    /// Cap of a task's event stream.
+    pub events_cap: usize,
+    /// The agent id events carry.
+    pub agent: String,
+}
+
+/// What one pull did.
+#[derive(Debug, Clone, Default)]
+pub struct PullOutcome {
+    /// The whole cache was rebuilt (first pull, or Redis lost its data).
+    pub warmed: bool,
+    /// Task rows read from Postgres.
+    pub read: usize,
+    /// Task rows written to the cache (events emitted for them unless warming).
+    pub changed: usize,
+    /// Cached rows of deleted tasks dropped.
+    pub deleted: usize,
+    /// Agent rows read.
+    pub agents: usize,
+    /// Longest time between a changed row's `updated_at` and its caching.
+    pub lag: Option<Duration>,
+}
+
+/// The pull loop. Step it with [`PullLoop::try_run_once`] or run it with [`PullLoop::run`].
+pub struct PullLoop {
+    pg: PgStore,
+    hot: RedisStore,
+    settings: PullSettings,
+    /// Highest `(updated_at, id)` of a task read; `None` until the cache is warm.
+    tasks_mark: Option<(DateTime<Utc>, String)>,
+    agents_mark: Option<DateTime<Utc>>,
+    deletions_mark: Option<DateTime<Utc>>,
+    /// Tasks read within the overlap window, with the `updated_at` read.
+    recent: HashMap<String, DateTime<Utc>>,
+}
+
+/// Earlier than any row (and still a valid Postgres timestamp, unlike `DateTime::MIN_UTC`).
+fn beginning() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or_default()
+}
+
+fn lag_of(t: DateTime<Utc>) -> Duration {
+    (Utc::now() - t).to_std().unwrap_or_default()
+}
+
+impl PullLoop {
+    pub fn new(pg: PgStore, hot: RedisStore, settings: PullSettings) -> PullLoop {
+        PullLoop {
+            pg,
+            hot,
+            settings,
+            tasks_mark: None,
+            agents_mark: None,
+            deletions_mark: None,
+            recent: HashMap::new(),
+        }
+    }
+
+    fn overlap(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.overlap).unwrap_or_default()
+    }
+
+    /// One pull: a full rebuild when the cache is cold, otherwise the changes since the
+    /// watermark (minus the overlap), the deletions, and the agents.
+    pub async fn try_run_once(&mut self) -> Result<PullOutcome> {
+        let mut outcome = PullOutcome::default();
+        let warm = self.tasks_mark.is_some() && self.hot.sync_is_warm().await?;
+        if !warm {
+            self.warm(&mut outcome).await?;
+        } else {
+            let from = self
+                .tasks_mark
+                .as_ref()
+                .map(|(t, _)| *t - self.overlap())
+                .unwrap_or_default();
+            self.pull_tasks(from, true, &mut outcome).await?;
+        }
+        self.pull_deletions(&mut outcome).await?;
+        self.pull_agents(&mut outcome).await?;
+        if outcome.read > 0 || outcome.deleted > 0 || outcome.warmed {
+            tracing::info!(
+                warmed = outcome.warmed,
+                read = outcome.read,
+                changed = outcome.changed,
+                deleted = outcome.deleted,
+                agents = outcome.agents,
+                lag_ms = outcome.lag.map(|l| l.as_millis() as u64),
+                "sync pull"
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn warm(&mut self, outcome: &mut PullOutcome) -> Result<()> {
+        self.recent.clear();
+        self.tasks_mark = None;
+        self.agents_mark = None;
+        let now = self.pg.db_now().await?;
+        // Entries of tasks deleted longer ago than a TTL have expired from the cache.
+        self.deletions_mark = Some(now - chrono::Duration::seconds(self.ttl_secs_i64()));
+        self.pull_tasks(beginning(), false, outcome).await?;
+        self.hot.set_sync_warm().await?;
+        if self.tasks_mark.is_none() {
+            // No task yet: start from the database's clock.
+            self.tasks_mark = Some((now - self.overlap(), String::new()));
+        }
+        outcome.warmed = true;
+        Ok(())
+    }
+
+    fn ttl_secs_i64(&self) -> i64 {
+        i64::try_from(self.settings.task_ttl_secs).unwrap_or(i64::MAX / 2_000_000)
+    }
+
+    async fn pull_tasks(
+        &mut self,
+        from: DateTime<Utc>,
+        emit: bool,
+        outcome: &mut PullOutcome,
+    ) -> Result<()> {
+        let mut after = (from, String::new());
+        loop {
+            let rows = self
+                .pg
+                .tasks_after((after.0, &after.1), self.settings.page_size)
+                .await?;
+            let short = rows.len() < self.settings.page_size;
+            if let Some(last) = rows.last() {
+                after = (last.updated_at, last.id.clone());
+            }
+            outcome.read += rows.len();
+            self.cache_page(&rows, emit, outcome).await?;
+            if let Some(last) = rows.last() {
+                let newer = self
+                    .tasks_mark
+                    .as_ref()
+                    .is_none_or(|(t, id)| (last.updated_at, &last.id) > (*t, id));
+                if newer {
+                    self.tasks_mark = Some((last.updated_at, last.id.clone()));
+                }
+            }
+            if short {
+                break;
+            }
+        }
+        if let Some((mark, _)) = &self.tasks_mark {
+            let floor = *mark - self.overlap();
+            self.recent.retain(|_, t| *t >= floor);
+        }
+        Ok(())
+    }
+
+    async fn cache_page(
+        &mut self,
+        rows: &[TaskState],
+        emit: bool,
+        outcome: &mut PullOutcome,
+    ) -> Result<()> {
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in rows {
+            if emit && self.recent.get(&row.id) == Some(&row.updated_at) {
+                continue;
+            }
+            let Ok(id) = TaskId::parse(&row.id) else {
+                tracing::warn!(task = %row.id, "task id is not valid; not cached");
+                continue;
+            };
+            let envelope = emit.then(|| {
+                mcp_domain::events::envelope(
+                    EventType::TaskUpdated,
+                    &id,
+                    &self.settings.agent,
+                    json!({"task": row, "source": "sync"}),
+                )
+            });
+            batch.push(TaskRefresh {
+                id,
+                task: row,
+                envelope,
+            });
+        }
+        let answers = self
+            .hot
+            .refresh_tasks(
+                &batch,
+                &self.settings.agent,
+                self.settings.task_ttl_secs,
+                self.settings.events_cap,
+            )
+            .await?;
+        for (r, a) in batch.iter().zip(answers) {
+            self.recent.insert(r.task.id.clone(), r.task.updated_at);
+            if a == Refreshed::Changed {
+                outcome.changed += 1;
+                if emit {
+                    let lag = lag_of(r.task.updated_at);
+                    outcome.lag = Some(outcome.lag.map_or(lag, |l| l.max(lag)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn pull_deletions(&mut self, outcome: &mut PullOutcome) -> Result<()> {
+        let since = self.deletions_mark.unwrap_or_default() - self.overlap();
+        let gone = self.pg.task_deletions_since(since).await?;
+        let Some((_, last)) = gone.last() else {
+            return Ok(());
+        };
+        let last = *last;
+        let ids: Vec<TaskId> = gone
+            .iter()
+            .filter_map(|(id, _)| TaskId::parse(id).ok())
+            .collect();
+        self.hot.delete_cached_tasks(&ids).await?;
+        for (id, _) in &gone {
+            self.recent.remove(id);
+        }
+        outcome.deleted = ids.len();
+        if self.deletions_mark.is_none_or(|m| last > m) {
+            self.deletions_mark = Some(last);
+        }
+        Ok(())
+    }
+
+    async fn pull_agents(&mut self, outcome: &mut PullOutcome) -> Result<()> {
+        let from = self.agents_mark.map_or(beginning(), |m| m - self.overlap());
+        let mut after = (from, String::new());
+        loop {
+            let rows = self
+                .pg
+                .agents_after((after.0, &after.1), self.settings.page_size)
+                .await?;
+            let short = rows.len() < self.settings.page_size;
+            outcome.agents += rows.len();
+            let presence: Vec<(String, i64, Option<String>)> = rows
+                .iter()
+                .filter_map(|a| {
+                    a.last_seen.map(|s| {
+                        (
+                            a.id.clone(),
+                            s.timestamp_millis(),
+                            a.current_task_id.clone(),
+                        )
+                    })
+                })
+                .collect();
+            self.hot.refresh_agents(&presence).await?;
+            if let Some(last) = rows.last() {
+                after = (last.updated_at, last.id.clone());
+                if self.agents_mark.is_none_or(|m| last.updated_at > m) {
+                    self.agents_mark = Some(last.updated_at);
+                }
+            }
+            if short {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls every `interval` until `cancel`.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            if let Err(e) = self.try_run_once().await {
+                tracing::warn!(error = %e, "sync pull failed; retrying");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(self.settings.interval) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The push loop: Redis outbox → Postgres, losing nothing and writing nothing twice.
+//!
+//! One iteration reads a batch through the consumer group — first this consumer's own
+//! unacknowledged entries (a commit that failed), then entries another consumer left pending
+//! past `claim_idle` (a crashed pusher's), then new ones — checks every entry on its own,
+//! writes the batch in one transaction, and only after the commit acknowledges and deletes the
+//! entries. Inserts are idempotent, so an entry delivered twice (claimed while its first
+//! consumer was only slow) is written once. A malformed entry goes to `dead_letters`; if the
+//! transaction still fails for a reason other than an outage, each entry is written on its
+//! own and those Postgres refuses become dead letters, so one poison entry never blocks its
+//! batch.
+
+use crate::Result;
+use crate::decode::{Decoded, dead_letter, decode};
+use mcp_domain::DomainError;
+use mcp_domain::store::postgres::PgStore;
+use mcp_domain::store::redis::RedisStore;
+use mcp_domain::store::sync_pg::OutboxBatch;
+use mcp_domain::store::sync_redis::{OutboxDepth, OutboxEntry};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How the push loop reads and how often.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Consumer group on the outbox, shared by every sync process.
+    pub group: String,
+    /// This process's name in the group (unique per process).
+    pub consumer: String,
+    /// Most entries one transaction writes; a backlog past it triggers an early run.
+    pub batch_size: usize,
+    /// Time between runs when the backlog is small.
+    pub interval: Duration,
+    /// Entries pending in another consumer for this long are taken over.
+    pub claim_idle: Duration,
+}
+
+/// What one iteration did.
+#[derive(Debug, Clone, Default)]
+pub struct PushOutcome {
+    /// Entries read (own pending + claimed + new).
+    pub read: usize,
+    /// Of those, taken over from another consumer.
+    pub claimed: usize,
+    /// Steps and audit records written (or already present).
+    pub persisted: usize,
+    /// Entries sent to `dead_letters`.
+    pub dead: usize,
+    /// The outbox after the iteration.
+    pub depth: OutboxDepth,
+}
+
+/// The push loop. Step it with [`PushLoop::try_run_once`] or run it with [`PushLoop::run`].
+pub struct PushLoop {
+    pg: PgStore,
+    hot: RedisStore,
+    settings: PushSettings,
+    group_ready: bool,
+}
+
+fn is_outage(e: &DomainError) -> bool {
+    matches!(e, DomainError::Unavailable { .. })
+}
+
+impl PushLoop {
+    pub fn new(pg: PgStore, hot: RedisStore, settings: PushSettings) -> PushLoop {
+        PushLoop {
+            pg,
+            hot,
+            settings,
+            group_ready: false,
+        }
+    }
+
+    pub fn settings(&self) -> &PushSettings {
+        &self.settings
+    }
+
+    async fn read_batch(&mut self) -> Result<(Vec<OutboxEntry>, usize)> {
+        let s = &self.settings;
+        let mut entries = self
+            .hot
+            .outbox_read_pending(&s.group, &s.consumer, s.batch_size)
+            .await?;
+        let mut claimed = 0;
+        if entries.len() < s.batch_size {
+            let c = self
+                .hot
+                .outbox_claim_idle(
+                    &s.group,
+                    &s.consumer,
+                    s.claim_idle,
+                    s.batch_size - entries.len(),
+                )
+                .await?;
+            claimed = c.len();
+            entries.extend(c);
+        }
+        if entries.len() < s.batch_size {
+            let fresh = self
+                .hot
+                .outbox_read_new(&s.group, &s.consumer, s.batch_size - entries.len())
+                .await?;
+            entries.extend(fresh);
+        }
+        let mut seen = HashSet::new();
+        entries.retain(|e| seen.insert(e.id.clone()));
+        Ok((entries, claimed))
+    }
+
+    /// One iteration: read, persist, acknowledge. On an outage nothing is acknowledged and
+    /// the entries are read again next time.
+    pub async fn try_run_once(&mut self) -> Result<PushOutcome> {
+        if !self.group_ready {
+            self.hot.outbox_create_group(&self.settings.group).await?;
+            self.group_ready = true;
+        }
+        let (entries, claimed) = self.read_batch().await?;
+        let mut outcome = PushOutcome {
+            read: entries.len(),
+            claimed,
+            ..PushOutcome::default()
+        };
+        if !entries.is_empty() {
+            let decoded: Vec<Decoded> = entries.iter().map(decode).collect();
+            let mut batch = OutboxBatch::default();
+            for d in &decoded {
+                match d {
+                    Decoded::Step(s) => batch.steps.push(s.clone()),
+                    Decoded::Audit(a) => batch.audits.push(a.clone()),
+                    Decoded::Dead(x) => batch.dead.push(x.clone()),
+                }
+            }
+            match self.pg.persist_outbox_batch(&batch).await {
+                Ok(()) => {
+                    outcome.persisted = batch.steps.len() + batch.audits.len();
+                    outcome.dead = batch.dead.len();
+                }
+                Err(e) if is_outage(&e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, entries = entries.len(),
+                        "outbox batch refused; writing its entries one by one");
+                    let (persisted, dead) = self.persist_one_by_one(&entries, &decoded).await?;
+                    outcome.persisted = persisted;
+                    outcome.dead = dead;
+                }
+            }
+            let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+            self.hot.outbox_ack(&self.settings.group, &ids).await?;
+        }
+        outcome.depth = self.hot.outbox_depth(&self.settings.group).await?;
+        if outcome.read > 0 {
+            tracing::info!(
+                batch = outcome.read,
+                claimed = outcome.claimed,
+                persisted = outcome.persisted,
+                dead_letters = outcome.dead,
+                outbox_length = outcome.depth.length,
+                outbox_pending = outcome.depth.pending,
+                "sync push"
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn persist_one_by_one(
+        &self,
+        entries: &[OutboxEntry],
+        decoded: &[Decoded],
+    ) -> Result<(usize, usize)> {
+        let (mut persisted, mut dead) = (0, 0);
+        for (entry, d) in entries.iter().zip(decoded) {
+            let r = match d {
+                Decoded::Step(s) => self.pg.insert_step(s).await.map(|_| ()),
+                Decoded::Audit(a) => self.pg.insert_audit(a).await.map(|_| ()),
+                Decoded::Dead(x) => {
+                    self.pg.insert_dead_letter(x).await?;
+                    dead += 1;
+                    continue;
+                }
+            };
+            match r {
+                Ok(()) => persisted += 1,
+                Err(e) if is_outage(&e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(entry = %entry.id, error = %e, "outbox entry dead-lettered");
+                    self.pg
+                        .insert_dead_letter(&dead_letter(entry, e.to_string()))
+                        .await?;
+                    dead += 1;
+                }
+            }
+        }
+        Ok((persisted, dead))
+    }
+
+    /// Runs until `cancel`, every `interval` and at once while the backlog is over a batch;
+    /// then flushes what the outbox holds.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let poll = self.settings.interval.min(Duration::from_millis(250));
+        while !cancel.is_cancelled() {
+            let full = match self.try_run_once().await {
+                Ok(o) => o.read >= self.settings.batch_size,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync push failed; retrying");
+                    false
+                }
+            };
+            if full {
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + self.settings.interval;
+            while tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                let backlog = self
+                    .hot
+                    .outbox_depth(&self.settings.group)
+                    .await
+                    .map(|d| d.length.saturating_sub(d.pending))
+                    .unwrap_or(0);
+                if backlog >= self.settings.batch_size as u64 {
+                    break;
+                }
+            }
+        }
+        self.flush().await;
+    }
+
+    /// Writes what the outbox holds before shutting down (bounded: a few batches).
+    pub async fn flush(&mut self) {
+        for _ in 0..20 {
+            match self.try_run_once().await {
+                Ok(o) if o.read > 0 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync push flush failed");
+                    break;
+                }
+            }
+        }
+    }
+}

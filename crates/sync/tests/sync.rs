@@ -1,0 +1,366 @@
+//! The sync loops against real Postgres and Redis (each test: its own database and key
+//! prefix). Loops are stepped with `try_run_once`; no test depends on timing. Rows are
+//! written with plain SQL where the orchestrator would write them directly.
+
+use mcp_domain::store::postgres::{PgConfig, PgStore};
+use mcp_domain::store::redis::{RedisConfig, RedisStore};
+use mcp_domain::{Actor, AgentId, Limits, Service};
+use mcp_sync::{PullLoop, PullSettings, PushLoop, PushSettings, SyncSettings};
+use mcp_testkit::{TestDb, TestRedis};
+use redis::AsyncCommands;
+use serde_json::json;
+use std::time::Duration;
+
+struct Env {
+    pg: PgStore,
+    hot: RedisStore,
+    redis: TestRedis,
+    _db: TestDb,
+}
+
+async fn env() -> Env {
+    let db = TestDb::create().await;
+    let redis = TestRedis::new();
+    let pg = PgStore::connect(&PgConfig {
+        url: db.url.clone(),
+        max_connections: 8,
+        acquire_timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap();
+    pg.migrate().await.unwrap();
+    let hot = RedisStore::connect(&RedisConfig {
+        url: redis.url.clone(),
+        key_prefix: redis.prefix.clone(),
+        response_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    Env {
+        pg,
+        hot,
+        redis,
+        _db: db,
+    }
+}
+
+fn push_settings(consumer: &str, batch_size: usize, claim_idle: Duration) -> PushSettings {
+    PushSettings {
+        consumer: consumer.into(),
+        batch_size,
+        claim_idle,
+        ..SyncSettings::default().push
+    }
+}
+
+fn pull_settings() -> PullSettings {
+    PullSettings {
+        page_size: 1000,
+        overlap: Duration::from_secs(10),
+        ..SyncSettings::default().pull
+    }
+}
+
+impl Env {
+    fn push(&self, consumer: &str, batch: usize, claim_idle: Duration) -> PushLoop {
+        PushLoop::new(
+            self.pg.clone(),
+            self.hot.clone(),
+            push_settings(consumer, batch, claim_idle),
+        )
+    }
+
+    fn pull(&self) -> PullLoop {
+        PullLoop::new(self.pg.clone(), self.hot.clone(), pull_settings())
+    }
+
+    /// Logs `n` steps through the real operation, spread over a few tasks.
+    async fn log_steps(&self, n: usize) {
+        let service = Service::new(self.pg.clone(), self.hot.clone(), Limits::default());
+        let actor = Actor::trusted(AgentId::parse("agent-1").unwrap());
+        for i in 0..n {
+            service
+                .log_step(
+                    &actor,
+                    mcp_api::requests::LogStepRequest {
+                        task_id: format!("task-{}", i % 7),
+                        step: json!({"n": i}),
+                        agent_id: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn xadd(&self, fields: &[(&str, &str)]) -> String {
+        let mut c = self.redis.connection().await;
+        c.xadd(self.hot.keys().outbox(), "*", fields).await.unwrap()
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.pg.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn exec(&self, sql: &str) {
+        sqlx::query(sql).execute(self.pg.pool()).await.unwrap();
+    }
+
+    async fn cached_tasks(&self) -> usize {
+        let mut c = self.redis.connection().await;
+        let keys: Vec<String> = c
+            .keys(format!("{}task:*", self.redis.prefix))
+            .await
+            .unwrap();
+        keys.len()
+    }
+
+    async fn cached(&self, id: &str) -> bool {
+        let mut c = self.redis.connection().await;
+        c.exists(format!("{}task:{id}", self.redis.prefix))
+            .await
+            .unwrap()
+    }
+
+    async fn outbox_len(&self) -> u64 {
+        let mut c = self.redis.connection().await;
+        c.xlen(self.hot.keys().outbox()).await.unwrap()
+    }
+}
+
+/// Steps the loop until a run reads nothing.
+async fn drain(p: &mut PushLoop) -> usize {
+    let mut total = 0;
+    loop {
+        let o = p.try_run_once().await.unwrap();
+        if o.read == 0 {
+            return total;
+        }
+        total += o.read;
+    }
+}
+
+#[tokio::test]
+async fn a_poison_entry_is_dead_lettered_and_its_batch_mates_commit() {
+    let env = env().await;
+    env.log_steps(10).await;
+    // Not JSON at all: caught before the transaction.
+    env.xadd(&[
+        ("kind", "step"),
+        ("task", "task-x"),
+        ("sid", "1700000000000-0"),
+        ("step", "{not json"),
+    ])
+    .await;
+    // Valid JSON that Postgres refuses (jsonb has no \u0000): fails the batch transaction.
+    env.xadd(&[
+        ("kind", "step"),
+        ("task", "task-x"),
+        ("sid", "1700000000000-1"),
+        ("step", r#"{"bad":"\u0000"}"#),
+    ])
+    .await;
+    env.xadd(&[("kind", "mystery")]).await;
+    env.log_steps(5).await;
+
+    let mut push = env.push("c1", 100, Duration::from_secs(30));
+    let o = push.try_run_once().await.unwrap();
+    assert_eq!(o.read, 18);
+    assert_eq!(o.persisted, 15);
+    assert_eq!(o.dead, 3);
+    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 15);
+    let dead = env.pg.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 3);
+    assert!(dead.iter().any(|d| d.3.contains("not JSON")));
+    assert!(dead.iter().any(|d| d.1.as_deref() == Some("mystery")));
+    // Everything was acknowledged: nothing is read again.
+    assert_eq!(env.outbox_len().await, 0);
+    assert_eq!(push.try_run_once().await.unwrap().read, 0);
+}
+
+#[tokio::test]
+async fn logged_steps_and_audit_records_reach_postgres_exactly_once() {
+    let env = env().await;
+    env.log_steps(5_000).await;
+    env.xadd(&[(
+        "kind",
+        "audit",
+    ), (
+        "payload",
+        r#"{"actor":"a1","action":"claim_file","task_id":"task-1","path":"src/a.py","fence":3,"at":"2026-11-24T10:00:00Z"}"#,
+    )])
+    .await;
+    let mut push = env.push("c1", 500, Duration::from_secs(30));
+    assert_eq!(drain(&mut push).await, 5_001);
+    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 5_000);
+    assert_eq!(
+        env.scalar("SELECT count(DISTINCT (step->>'n')) FROM step_logs")
+            .await,
+        5_000
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM audit_log WHERE source_id IS NOT NULL AND fence = 3")
+            .await,
+        1
+    );
+    assert_eq!(env.outbox_len().await, 0);
+}
+
+#[tokio::test]
+async fn two_push_loops_on_one_outbox_write_each_step_once() {
+    let env = env().await;
+    env.log_steps(5_000).await;
+    // A zero claim time makes each loop steal the other's in-flight entries: the worst case
+    // for duplicates, which the idempotent inserts must absorb.
+    let mut a = env.push("a", 300, Duration::ZERO);
+    let mut b = env.push("b", 300, Duration::ZERO);
+    let (ra, rb) = tokio::join!(drain(&mut a), drain(&mut b));
+    assert!(ra + rb >= 5_000);
+    // Whatever one stopped early on is finished by the other.
+    drain(&mut a).await;
+    drain(&mut b).await;
+    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 5_000);
+    assert_eq!(
+        env.scalar("SELECT count(DISTINCT (step->>'n')) FROM step_logs")
+            .await,
+        5_000
+    );
+    assert_eq!(env.outbox_len().await, 0);
+}
+
+#[tokio::test]
+async fn a_crashed_consumers_pending_entries_are_claimed() {
+    let env = env().await;
+    env.log_steps(120).await;
+    env.hot.outbox_create_group("mcp-sync").await.unwrap();
+    // A consumer reads 100 entries and dies before committing.
+    let taken = env
+        .hot
+        .outbox_read_new("mcp-sync", "crashed", 100)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 100);
+    assert_eq!(env.hot.outbox_depth("mcp-sync").await.unwrap().pending, 100);
+    // With a long idle time they are left alone...
+    let mut patient = env.push("patient", 500, Duration::from_secs(3600));
+    let o = patient.try_run_once().await.unwrap();
+    assert_eq!((o.read, o.claimed), (20, 0));
+    // ...past it, they are taken over and written.
+    let mut other = env.push("other", 500, Duration::ZERO);
+    let o = other.try_run_once().await.unwrap();
+    assert_eq!((o.read, o.claimed), (100, 100));
+    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 120);
+    assert_eq!(o.depth.pending, 0);
+    assert_eq!(o.depth.length, 0);
+}
+
+#[tokio::test]
+async fn a_burst_of_ten_thousand_tasks_between_two_pulls_is_cached_in_full() {
+    let env = env().await;
+    env.exec("INSERT INTO tasks (id, title) VALUES ('before', 'x')")
+        .await;
+    let mut pull = env.pull();
+    let o = pull.try_run_once().await.unwrap();
+    assert!(o.warmed);
+    assert_eq!(env.cached_tasks().await, 1);
+    env.exec(
+        "INSERT INTO tasks (id, title) SELECT 'burst-' || g, 'b' FROM generate_series(1, 10000) g",
+    )
+    .await;
+    let o = pull.try_run_once().await.unwrap();
+    assert!(!o.warmed);
+    assert_eq!(o.changed, 10_000);
+    assert_eq!(env.cached_tasks().await, 10_001);
+    // Nothing changed since: the next pull publishes nothing.
+    assert_eq!(pull.try_run_once().await.unwrap().changed, 0);
+}
+
+#[tokio::test]
+async fn a_row_committed_late_with_an_older_updated_at_is_picked_up() {
+    let env = env().await;
+    let mut pull = env.pull();
+    pull.try_run_once().await.unwrap();
+    env.exec("INSERT INTO tasks (id, title) VALUES ('new', 'x')")
+        .await;
+    assert_eq!(pull.try_run_once().await.unwrap().changed, 1);
+    // Committed after 'new' was read, stamped 3 s earlier (its transaction began then).
+    env.exec(
+        "INSERT INTO tasks (id, title, updated_at) VALUES ('late', 'x', now() - interval '3 s')",
+    )
+    .await;
+    let o = pull.try_run_once().await.unwrap();
+    assert_eq!(o.changed, 1);
+    assert!(env.cached("late").await);
+    let mut c = env.redis.connection().await;
+    let events: u64 = c
+        .xlen(format!("{}events:{{late}}", env.redis.prefix))
+        .await
+        .unwrap();
+    assert_eq!(events, 1, "one task_updated event for the late row");
+}
+
+#[tokio::test]
+async fn a_deleted_task_leaves_the_cache() {
+    let env = env().await;
+    env.exec("INSERT INTO tasks (id, title) VALUES ('keep', 'x'), ('gone', 'x')")
+        .await;
+    let mut pull = env.pull();
+    pull.try_run_once().await.unwrap();
+    assert!(env.cached("gone").await);
+    env.exec("DELETE FROM tasks WHERE id = 'gone'").await;
+    let o = pull.try_run_once().await.unwrap();
+    assert_eq!(o.deleted, 1);
+    assert!(!env.cached("gone").await);
+    assert!(env.cached("keep").await);
+}
+
+#[tokio::test]
+async fn after_redis_loses_its_keys_a_pull_rebuilds_the_cache() {
+    let env = env().await;
+    env.exec("INSERT INTO tasks (id, title) SELECT 't' || g, 'x' FROM generate_series(1, 50) g")
+        .await;
+    let mut pull = env.pull();
+    pull.try_run_once().await.unwrap();
+    assert_eq!(env.cached_tasks().await, 50);
+    // Only this test's keys.
+    let mut c = env.redis.connection().await;
+    let keys: Vec<String> = c.keys(format!("{}*", env.redis.prefix)).await.unwrap();
+    let _: () = c.del(keys).await.unwrap();
+    assert_eq!(env.cached_tasks().await, 0);
+    let o = pull.try_run_once().await.unwrap();
+    assert!(o.warmed);
+    assert_eq!(env.cached_tasks().await, 50);
+}
+
+#[tokio::test]
+async fn two_pull_loops_publish_each_change_once() {
+    let env = env().await;
+    let (mut a, mut b) = (env.pull(), env.pull());
+    a.try_run_once().await.unwrap();
+    b.try_run_once().await.unwrap();
+    env.exec("INSERT INTO tasks (id, title) VALUES ('t1', 'x')")
+        .await;
+    assert_eq!(a.try_run_once().await.unwrap().changed, 1);
+    assert_eq!(b.try_run_once().await.unwrap().changed, 0);
+    // A row the gateway cached itself is recognised as unchanged too.
+    env.exec("INSERT INTO tasks (id, title) VALUES ('t2', 'x')")
+        .await;
+    let row = env
+        .pg
+        .task(&mcp_domain::TaskId::parse("t2").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    env.hot.cache_task(&row, 60).await.unwrap();
+    assert_eq!(a.try_run_once().await.unwrap().changed, 0);
+    let mut c = env.redis.connection().await;
+    let events: u64 = c
+        .xlen(format!("{}events:{{t1}}", env.redis.prefix))
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+}
