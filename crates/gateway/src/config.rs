@@ -104,6 +104,11 @@ pub struct GatewayConfig {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Run the sync loops (outbox push, task cache pull) inside this process; turn off when a
+    /// separate `mcp-sync` runs.
+    #[arg(long, env = "RUN_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_sync: bool,
 }
 
 impl GatewayConfig {

@@ -138,7 +138,25 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "mcp-gateway listening (authentication off)");
-    serve_on(listener, AppState::new(service, &cfg), shutdown).await
+    // The sync loops stop after the server has drained, then flush the outbox.
+    let sync_cancel = CancellationToken::new();
+    let sync = cfg.run_sync.then(|| {
+        let mut settings = mcp_sync::SyncSettings::default();
+        settings.pull.task_ttl_secs = cfg.task_cache_ttl;
+        settings.pull.events_cap = cfg.events_stream_maxlen;
+        mcp_sync::spawn(
+            service.pg.clone(),
+            service.hot.clone(),
+            settings,
+            sync_cancel.clone(),
+        )
+    });
+    let served = serve_on(listener, AppState::new(service, &cfg), shutdown).await;
+    sync_cancel.cancel();
+    if let Some(sync) = sync {
+        let _ = sync.await;
+    }
+    served
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
