@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod process;
 pub mod pull;
 pub mod push;
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = SyncConfig::parse();
-    init_tracing(&cfg.log_format);
+    mcp_sync::process::init_tracing(&cfg.log_format);
     PgStore::create_database_if_missing(&cfg.database_url)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -39,39 +39,9 @@ async fn main() -> anyhow::Result<()> {
     let settings = cfg.settings();
     tracing::info!(consumer = %settings.push.consumer, "mcp-sync running");
     let loops = mcp_sync::spawn(pg, hot, settings, cancel.clone());
-    shutdown_signal().await;
+    mcp_sync::process::shutdown_signal().await;
     tracing::info!("shutdown requested; flushing the outbox");
     cancel.cancel();
     loops.await.context("sync loops")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
-fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
