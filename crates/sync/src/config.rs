@@ -49,6 +49,12 @@ pub struct SyncConfig {
     /// Entries pending in another consumer for this long are taken over, in ms.
     #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 30_000)]
     pub claim_idle_ms: u64,
+    /// Also pull as soon as Postgres notifies a change to tasks or agents (LISTEN/NOTIFY).
+    #[arg(long, env = "PULL_ON_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pull_on_notify: bool,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `127.0.0.1:9101`.
+    #[arg(long, env = "SYNC_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Rows per query of the pull loop.
     #[arg(long, env = "PULL_PAGE_SIZE", default_value_t = 1000)]
     pub pull_page_size: usize,
@@ -84,6 +90,7 @@ impl SyncConfig {
                 task_ttl_secs: self.task_cache_ttl,
                 events_cap: self.events_stream_maxlen,
                 agent: defaults.pull.agent,
+                listen: self.pull_on_notify,
             },
         }
     }

@@ -74,6 +74,7 @@ impl Default for SyncSettings {
                 task_ttl_secs: 3600,
                 events_cap: 10_000,
                 agent: "mcp-sync".into(),
+                listen: true,
             },
         }
     }

@@ -1,5 +1,6 @@
 //! `mcp-sync`: parse the configuration, start logging, connect both stores, run the push and
-//! pull loops until SIGINT/SIGTERM, then flush the outbox.
+//! pull loops (and `/metrics` when `SYNC_METRICS_ADDR` is set) until SIGINT/SIGTERM, then
+//! flush the outbox.
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let cfg = SyncConfig::parse();
     mcp_sync::process::init_tracing(&cfg.log_format);
+    mcp_sync::process::metrics_handle();
     PgStore::create_database_if_missing(&cfg.database_url)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -38,6 +40,13 @@ async fn main() -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let settings = cfg.settings();
     tracing::info!(consumer = %settings.push.consumer, "mcp-sync running");
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("SYNC_METRICS_ADDR {addr}"))?;
+        tracing::info!(%addr, "serving /metrics");
+        tokio::spawn(mcp_sync::process::serve_metrics(listener, cancel.clone()));
+    }
     let loops = mcp_sync::spawn(pg, hot, settings, cancel.clone());
     mcp_sync::process::shutdown_signal().await;
     tracing::info!("shutdown requested; flushing the outbox");

@@ -8,7 +8,9 @@
 //! event emitted, only when it is newer than what the cache holds (decided inside Redis), so
 //! several sync processes publish each change once. Deletions come from the `task_deletions`
 //! tombstones. The first pull, and any pull after Redis lost its data (the warm marker is
-//! gone), rebuilds the whole cache without emitting events.
+//! gone), rebuilds the whole cache without emitting events. Besides its interval, the loop
+//! pulls as soon as Postgres notifies a change (LISTEN/NOTIFY on a statement trigger); the
+//! interval still runs, so a lost notification only delays a change to the next tick.
 
 use crate::Result;
 use chrono::{DateTime, Utc};
@@ -17,6 +19,7 @@ use mcp_api::responses::TaskState;
 use mcp_domain::TaskId;
 use mcp_domain::store::postgres::PgStore;
 use mcp_domain::store::redis::RedisStore;
+use mcp_domain::store::sync_pg::ChangeListener;
 use mcp_domain::store::sync_redis::{Refreshed, TaskRefresh};
 use serde_json::json;
 use std::collections::HashMap;
@@ -38,7 +41,15 @@ pub struct PullSettings {
     pub events_cap: usize,
     /// The agent id events carry.
     pub agent: String,
+    /// Also pull as soon as Postgres notifies a change (LISTEN/NOTIFY), not only every
+    /// `interval`.
+    pub listen: bool,
 }
+
+/// How often deletion tombstones past their use are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// After the change listener failed, how long before connecting it again.
+const LISTEN_RETRY: Duration = Duration::from_secs(5);
 
 /// What one pull did.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +79,8 @@ pub struct PullLoop {
     deletions_mark: Option<DateTime<Utc>>,
     /// Tasks read within the overlap window, with the `updated_at` read.
     recent: HashMap<String, DateTime<Utc>>,
+    /// When tombstones were last pruned.
+    pruned_at: Option<tokio::time::Instant>,
 }
 
 /// Earlier than any row (and still a valid Postgres timestamp, unlike `DateTime::MIN_UTC`).
@@ -89,6 +102,7 @@ impl PullLoop {
             agents_mark: None,
             deletions_mark: None,
             recent: HashMap::new(),
+            pruned_at: None,
         }
     }
 
@@ -113,6 +127,8 @@ impl PullLoop {
         }
         self.pull_deletions(&mut outcome).await?;
         self.pull_agents(&mut outcome).await?;
+        self.prune_tombstones().await?;
+        record_pull_metrics(&outcome);
         if outcome.read > 0 || outcome.deleted > 0 || outcome.warmed {
             tracing::info!(
                 warmed = outcome.warmed,
@@ -259,6 +275,23 @@ impl PullLoop {
         Ok(())
     }
 
+    /// Drops deletion tombstones no pull can need any more: older than a cache lifetime (a
+    /// deleted task's cached row is refreshed by nobody, so it has expired by then) plus the
+    /// overlap. At most once a minute.
+    async fn prune_tombstones(&mut self) -> Result<()> {
+        if self.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return Ok(());
+        }
+        let now = self.pg.db_now().await?;
+        let before = now - chrono::Duration::seconds(self.ttl_secs_i64()) - self.overlap();
+        let pruned = self.pg.prune_task_deletions(before).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "sync: old deletion tombstones dropped");
+        }
+        self.pruned_at = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+
     async fn pull_agents(&mut self, outcome: &mut PullOutcome) -> Result<()> {
         let from = self.agents_mark.map_or(beginning(), |m| m - self.overlap());
         let mut after = (from, String::new());
@@ -295,16 +328,60 @@ impl PullLoop {
         Ok(())
     }
 
-    /// Pulls every `interval` until `cancel`.
+    /// Pulls every `interval`, and at once when Postgres notifies a change, until `cancel`.
     pub async fn run(mut self, cancel: CancellationToken) {
+        let mut listener: Option<ChangeListener> = None;
+        let mut listen_at = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
+            if self.settings.listen
+                && listener.is_none()
+                && tokio::time::Instant::now() >= listen_at
+            {
+                // Listening first: a change committed during the pull below still wakes us.
+                match self.pg.listen_changes().await {
+                    Ok(l) => listener = Some(l),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sync: cannot listen for changes; polling");
+                        listen_at = tokio::time::Instant::now() + LISTEN_RETRY;
+                    }
+                }
+            }
             if let Err(e) = self.try_run_once().await {
+                metrics::counter!("mcp_sync_errors_total", "loop" => "pull").increment(1);
                 tracing::warn!(error = %e, "sync pull failed; retrying");
             }
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(self.settings.interval) => {}
+                woke = notified => {
+                    if let Err(e) = woke {
+                        tracing::warn!(error = %e, "sync: change listener lost; polling");
+                        listener = None;
+                        listen_at = tokio::time::Instant::now() + LISTEN_RETRY;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Exports one pull: the lag (longest time from a row's `updated_at` to its caching; 0 when
+/// nothing changed), rows read and cached, deletions, rebuilds.
+fn record_pull_metrics(outcome: &PullOutcome) {
+    let lag = outcome.lag.map_or(0.0, |l| l.as_secs_f64());
+    metrics::gauge!("mcp_sync_lag_seconds", "loop" => "pull").set(lag);
+    metrics::gauge!("mcp_sync_last_run_timestamp_seconds", "loop" => "pull")
+        .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+    metrics::counter!("mcp_sync_pulled_rows_total").increment(outcome.read as u64);
+    metrics::counter!("mcp_sync_cache_changes_total").increment(outcome.changed as u64);
+    metrics::counter!("mcp_sync_deletions_total").increment(outcome.deleted as u64);
+    if outcome.warmed {
+        metrics::counter!("mcp_sync_rebuilds_total").increment(1);
     }
 }

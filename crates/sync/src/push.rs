@@ -122,6 +122,7 @@ impl PushLoop {
             claimed,
             ..PushOutcome::default()
         };
+        let oldest_ms = entries.iter().filter_map(|e| entry_millis(&e.id)).min();
         if !entries.is_empty() {
             let decoded: Vec<Decoded> = entries.iter().map(decode).collect();
             let mut batch = OutboxBatch::default();
@@ -150,6 +151,7 @@ impl PushLoop {
             self.hot.outbox_ack(&self.settings.group, &ids).await?;
         }
         outcome.depth = self.hot.outbox_depth(&self.settings.group).await?;
+        record_push_metrics(&outcome, oldest_ms);
         if outcome.read > 0 {
             tracing::info!(
                 batch = outcome.read,
@@ -203,6 +205,7 @@ impl PushLoop {
             let full = match self.try_run_once().await {
                 Ok(o) => o.read >= self.settings.batch_size,
                 Err(e) => {
+                    metrics::counter!("mcp_sync_errors_total", "loop" => "push").increment(1);
                     tracing::warn!(error = %e, "sync push failed; retrying");
                     false
                 }
@@ -242,5 +245,40 @@ impl PushLoop {
                 }
             }
         }
+    }
+}
+
+/// The time (ms since the epoch) a stream entry id `<ms>-<seq>` was added.
+fn entry_millis(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+}
+
+/// Exports one iteration: batch size, entries persisted and dead-lettered, the outbox depth,
+/// and the lag (age of the oldest entry just committed; 0 when the outbox had nothing new).
+fn record_push_metrics(outcome: &PushOutcome, oldest_ms: Option<u64>) {
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let lag = oldest_ms.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0);
+    metrics::gauge!("mcp_sync_lag_seconds", "loop" => "push").set(lag);
+    metrics::gauge!("mcp_sync_last_run_timestamp_seconds", "loop" => "push")
+        .set(now_ms as f64 / 1000.0);
+    metrics::gauge!("mcp_outbox_length").set(outcome.depth.length as f64);
+    metrics::gauge!("mcp_outbox_pending").set(outcome.depth.pending as f64);
+    if outcome.read > 0 {
+        metrics::histogram!("mcp_sync_batch_size").record(outcome.read as f64);
+        metrics::counter!("mcp_sync_persisted_total").increment(outcome.persisted as u64);
+        metrics::counter!("mcp_sync_claimed_total").increment(outcome.claimed as u64);
+        metrics::counter!("mcp_sync_dead_letters_total").increment(outcome.dead as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entry_millis_reads_the_time_part() {
+        assert_eq!(
+            super::entry_millis("1700000000123-4"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(super::entry_millis("garbage"), None);
     }
 }

@@ -1,6 +1,6 @@
 //! The real `mcp-sync` binary: killed with SIGKILL in the middle of pushing, restarted, and
 //! still every step lands in Postgres exactly once (the restart claims what the dead process
-//! left pending; inserts are idempotent).
+//! left pending; inserts are idempotent). It also serves its metrics on `SYNC_METRICS_ADDR`.
 
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
@@ -10,8 +10,9 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn start(db: &TestDb, redis: &TestRedis, consumer: &str) -> Child {
+fn start(db: &TestDb, redis: &TestRedis, consumer: &str, metrics_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mcp-sync"))
+        .env("SYNC_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
         .env("DATABASE_URL", &db.url)
         .env("REDIS_URL", &redis.url)
         .env("REDIS_KEY_PREFIX", &redis.prefix)
@@ -24,6 +25,13 @@ fn start(db: &TestDb, redis: &TestRedis, consumer: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("mcp-sync starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
 }
 
 async fn count(pg: &PgStore, sql: &str) -> i64 {
@@ -79,17 +87,32 @@ async fn a_killed_and_restarted_sync_writes_every_step_exactly_once() {
             .unwrap();
     }
     const COUNT: &str = "SELECT count(*) FROM step_logs";
-    let mut first = start(&db, &redis, "first");
+    let mut first = start(&db, &redis, "first", free_port());
     let seen = wait_for(&pg, COUNT, 1).await;
     first.kill().expect("SIGKILL"); // Unix: SIGKILL, no flush.
     let _ = first.wait();
     assert!(seen >= 1, "the first process wrote nothing");
 
-    let mut second = start(&db, &redis, "second");
+    let port = free_port();
+    let mut second = start(&db, &redis, "second", port);
     let done = wait_for(&pg, COUNT, total).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("the sync process serves /metrics")
+        .text()
+        .await
+        .unwrap();
     second.kill().expect("kill");
     let _ = second.wait();
     assert_eq!(done, total);
+    // The second process wrote what the first left (claimed or new), and says so.
+    let persisted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp_sync_persisted_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(persisted.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(metrics.contains("mcp_sync_lag_seconds{loop=\"push\"}"));
+    assert!(metrics.contains("mcp_sync_lag_seconds{loop=\"pull\"}"));
     assert_eq!(count(&pg, COUNT).await, total);
     assert_eq!(
         count(&pg, "SELECT count(DISTINCT (step->>'n')) FROM step_logs").await,

@@ -364,3 +364,60 @@ async fn two_pull_loops_publish_each_change_once() {
         .unwrap();
     assert_eq!(events, 1);
 }
+
+#[tokio::test]
+async fn old_deletion_tombstones_are_pruned_and_recent_ones_kept() {
+    let env = env().await;
+    env.exec("INSERT INTO tasks (id, title) VALUES ('old', 'x'), ('new', 'x')")
+        .await;
+    env.exec("DELETE FROM tasks").await;
+    // One tombstone older than a cache lifetime plus the overlap (1 h + 10 s here).
+    env.exec(
+        "UPDATE task_deletions SET deleted_at = clock_timestamp() - interval '2 hours'
+         WHERE task_id = 'old'",
+    )
+    .await;
+    env.pull().try_run_once().await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT task_id FROM task_deletions")
+        .fetch_all(env.pg.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["new".to_owned()]);
+}
+
+/// The loop runs with an interval far longer than the test may take, so only the
+/// notification can make it pull the new row.
+#[tokio::test]
+async fn a_notified_change_is_pulled_without_waiting_for_the_interval() {
+    let env = env().await;
+    let settings = PullSettings {
+        interval: Duration::from_secs(3600),
+        ..pull_settings()
+    };
+    let pull = PullLoop::new(env.pg.clone(), env.hot.clone(), settings);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(pull.run(cancel.clone()));
+    // The first pull warms the cache (and sets the warm marker); then the loop waits.
+    let mut c = env.redis.connection().await;
+    while !c
+        .exists::<_, bool>(env.hot.keys().sync_warm())
+        .await
+        .unwrap()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.exec("INSERT INTO tasks (id, title) VALUES ('notified', 'x')")
+        .await;
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while !env.cached("notified").await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    cancel.cancel();
+    running.await.unwrap();
+    assert!(
+        waited.is_ok(),
+        "the notification did not wake the pull loop"
+    );
+}

@@ -77,11 +77,14 @@ impl Service {
                 // A holder never writes with a fence above its own lease's.
                 Ok(Some(presented.map_or(lease.fence, |p| p.min(lease.fence))))
             }
-            Some(lease) => Err(DomainError::Locked {
-                path: path.to_string(),
-                holder: lease.owner,
-                expires_at: lease.expires_at,
-            }),
+            Some(lease) => {
+                metrics::counter!("mcp_lock_conflicts_total", "op" => "write").increment(1);
+                Err(DomainError::Locked {
+                    path: path.to_string(),
+                    holder: lease.owner,
+                    expires_at: lease.expires_at,
+                })
+            }
         }
     }
 

@@ -33,3 +33,32 @@ impl Service {
         }
     }
 }
+
+impl Service {
+    /// Sets the gauges that describe the backends (Redis memory and its ratio to the limit,
+    /// outbox length, backend reachability) for a metrics scrape; a probe that fails or
+    /// times out reports its backend down and leaves the other gauges as they were.
+    pub async fn export_backend_gauges(&self, timeout: Duration) {
+        let memory = tokio::time::timeout(timeout, self.hot.memory_usage());
+        let outbox = tokio::time::timeout(timeout, self.hot.outbox_length());
+        let pg = tokio::time::timeout(timeout, self.pg.ping());
+        let (memory, outbox, pg) = tokio::join!(memory, outbox, pg);
+        let redis_up = match memory {
+            Ok(Ok((used, limit))) => {
+                metrics::gauge!("mcp_redis_used_memory_bytes").set(used as f64);
+                if limit > 0 {
+                    metrics::gauge!("mcp_redis_memory_ratio").set(used as f64 / limit as f64);
+                }
+                true
+            }
+            _ => false,
+        };
+        if let Ok(Ok(len)) = outbox {
+            metrics::gauge!("mcp_outbox_length").set(len as f64);
+        }
+        let up = |ok: bool| if ok { 1.0 } else { 0.0 };
+        metrics::gauge!("mcp_backend_up", "backend" => "redis").set(up(redis_up));
+        metrics::gauge!("mcp_backend_up", "backend" => "postgres")
+            .set(up(matches!(pg, Ok(Ok(())))));
+    }
+}

@@ -67,6 +67,7 @@ impl Service {
             ClaimOutcome::Granted(lease) => (lease, EventType::LockAcquired),
             ClaimOutcome::Reentrant(lease) => (lease, EventType::LockRenewed),
             ClaimOutcome::HeldByOther { owner, expires_at } => {
+                metrics::counter!("mcp_lock_conflicts_total", "op" => "claim").increment(1);
                 return Err(DomainError::Locked {
                     path: path.to_string(),
                     holder: owner,

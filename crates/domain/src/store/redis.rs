@@ -190,6 +190,30 @@ impl RedisStore {
         }
     }
 
+    /// Entries waiting in the sync outbox (delivered to a pusher or not).
+    pub async fn outbox_length(&self) -> Result<u64> {
+        let mut c = self.conn.clone();
+        Ok(c.xlen(self.keys.outbox()).await?)
+    }
+
+    /// Memory in use and the limit it is measured against (`maxmemory`, or the machine's
+    /// memory when Redis has no limit), from `INFO memory`.
+    pub async fn memory_usage(&self) -> Result<(u64, u64)> {
+        let mut c = self.conn.clone();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let limit = match field("maxmemory") {
+            0 => field("total_system_memory"),
+            m => m,
+        };
+        Ok((field("used_memory"), limit))
+    }
+
     fn emit_invocation<'s>(&self, script: &'s Script, e: &Emit<'_>) -> redis::ScriptInvocation<'s> {
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.events(e.task))

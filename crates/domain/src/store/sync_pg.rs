@@ -13,6 +13,24 @@ use mcp_api::responses::TaskState;
 use serde_json::Value;
 use sqlx::Row;
 
+/// The channel the `*_notify_sync` triggers notify (migration `..._sync_notify.sql`).
+pub const CHANGES_CHANNEL: &str = "mcp_sync_changes";
+
+/// Notifications that tasks or agents changed.
+pub struct ChangeListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl ChangeListener {
+    /// Waits for the next change notification, then takes every one already buffered (a
+    /// burst wakes the loop once). Errors when the connection is lost and cannot be restored.
+    pub async fn changed(&mut self) -> Result<()> {
+        self.listener.recv().await?;
+        while self.listener.next_buffered().is_some() {}
+        Ok(())
+    }
+}
+
 /// A step from the outbox, ready to insert.
 #[derive(Debug, Clone)]
 pub struct StepRecord {
@@ -283,6 +301,14 @@ impl PgStore {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    /// A dedicated connection listening for [`CHANGES_CHANNEL`] (a trigger notifies it when
+    /// tasks or agents change), so the pull loop wakes at once instead of at its next tick.
+    pub async fn listen_changes(&self) -> Result<ChangeListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(self.pool()).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        Ok(ChangeListener { listener })
     }
 
     /// The database's clock (watermarks are compared with its timestamps, not ours).

@@ -1,8 +1,9 @@
 //! The HTTP surface: one `router()` per area, assembled here with the shared layers (request
-//! id, body limit, request timeout -> 503, tracing) and a JSON 404 fallback.
+//! id, body limit, request timeout -> 503, tracing, request metrics) and a JSON 404 fallback.
 
 mod admin;
 mod health;
+mod metrics;
 mod resources;
 mod tools;
 
@@ -17,12 +18,16 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
+    // Installs the process's metrics recorder before the first request is measured.
+    mcp_sync::process::metrics_handle();
     let max_body = state.max_body_bytes;
     Router::new()
         .merge(tools::router())
         .merge(resources::router())
         .merge(admin::router())
         .merge(health::router())
+        .merge(metrics::router())
+        .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
