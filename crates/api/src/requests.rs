@@ -10,19 +10,26 @@ use serde_json::Value;
 
 /// `POST /tools/file_read`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct FileReadRequest {
     /// The task whose namespace holds the file.
     pub task_id: String,
     /// Path relative to the task's namespace.
     pub path: String,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/file_write`: create or replace a file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct FileWriteRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
+    /// File path relative to the task's namespace, normalised (`./a.py` is `a.py`); `..`,
+    /// absolute paths, backslashes and control characters are refused (`invalid_path`).
     pub path: String,
     /// The full new content (UTF-8 text).
     pub content: String,
@@ -34,14 +41,20 @@ pub struct FileWriteRequest {
     /// (`stale_fence`) once a newer lease has written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<i64>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/file_edit`: replace `old_string` by `new_string`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct FileEditRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
+    /// File path relative to the task's namespace, normalised (`./a.py` is `a.py`); `..`,
+    /// absolute paths, backslashes and control characters are refused (`invalid_path`).
     pub path: String,
     /// Text to find; must occur exactly once unless `replace_all`.
     #[serde(alias = "old_content")]
@@ -60,15 +73,23 @@ pub struct FileEditRequest {
     /// (`stale_fence`) once a newer lease has written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<i64>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/delete_file`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct DeleteFileRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
+    /// File path relative to the task's namespace, normalised (`./a.py` is `a.py`); `..`,
+    /// absolute paths, backslashes and control characters are refused (`invalid_path`).
     pub path: String,
+    /// Optimistic concurrency: act only if the file is at this version (`0`: only if it does
+    /// not exist); otherwise `version_conflict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
     /// The fencing token of the caller's lease (from `claim_file`). A lease holder's writes
@@ -76,71 +97,107 @@ pub struct DeleteFileRequest {
     /// (`stale_fence`) once a newer lease has written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<i64>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/list_files`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ListFilesRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
     /// Only paths under this directory prefix (normalised like a path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/claim_file`: take (or refresh) the lease on a path.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ClaimFileRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
+    /// File path relative to the task's namespace, normalised (`./a.py` is `a.py`); `..`,
+    /// absolute paths, backslashes and control characters are refused (`invalid_path`).
     pub path: String,
     /// Lease length in seconds, 1–3600; the gateway's `FILE_LOCK_TIMEOUT` (60) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_sec: Option<i64>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/renew_file`: extend a lease the caller holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct RenewFileRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
+    /// File path relative to the task's namespace, normalised (`./a.py` is `a.py`); `..`,
+    /// absolute paths, backslashes and control characters are refused (`invalid_path`).
     pub path: String,
     /// New lease length in seconds, 1–3600; the gateway's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_sec: Option<i64>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/release_file`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ReleaseFileRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
+    /// File path relative to the task's namespace, normalised (`./a.py` is `a.py`); `..`,
+    /// absolute paths, backslashes and control characters are refused (`invalid_path`).
     pub path: String,
     /// Admin only: release whoever holds it.
     #[serde(default)]
     pub force: bool,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/log_step`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct LogStepRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
     /// A JSON object (≤ 64 KiB). `timestamp` and `task_id` are set by the server.
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(with = "serde_json::Map<String, Value>")
+    )]
     pub step: Value,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
 
 /// `POST /tools/subscribe_logs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct SubscribeLogsRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
 }
@@ -148,7 +205,9 @@ pub struct SubscribeLogsRequest {
 /// `POST /tools/join_collaboration` (alias `join_collab`) and `leave_collaboration`
 /// (alias `leave_collab`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CollaborationRequest {
+    /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
     /// The joining agent; required by the original, optional here when a token names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,10 +7,15 @@ use serde_json::Value;
 
 /// `file_read`: the original's `{success, task_id, path, content}` plus version and digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct FileReadResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The normalised path.
     pub path: String,
+    /// The file content (UTF-8 text).
     pub content: String,
     /// Monotonic per file, starting at 1.
     pub version: i64,
@@ -22,23 +27,35 @@ pub struct FileReadResponse {
 
 /// `file_write`: the original's `{success, task_id, path, bytes}` plus the new version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct FileWriteResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The normalised path.
     pub path: String,
     /// Bytes written.
     pub bytes: i64,
+    /// The file's version: 1 at creation, +1 on every write, edit and delete.
     pub version: i64,
+    /// Hex SHA-256 of the content's UTF-8 bytes.
     pub sha256: String,
 }
 
 /// `file_edit`: the new version and the unified diff of the change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct FileEditResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The normalised path.
     pub path: String,
+    /// The file's version: 1 at creation, +1 on every write, edit and delete.
     pub version: i64,
+    /// Hex SHA-256 of the content's UTF-8 bytes.
     pub sha256: String,
     /// Size in bytes after the edit.
     pub bytes: i64,
@@ -50,10 +67,15 @@ pub struct FileEditResponse {
 
 /// `delete_file`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct DeleteFileResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The normalised path.
     pub path: String,
+    /// Always `true`: the file is now a tombstone.
     pub deleted: bool,
     /// The version of the deletion (the file's last version + 1).
     pub version: i64,
@@ -61,53 +83,80 @@ pub struct DeleteFileResponse {
 
 /// One entry of a task's file listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct FileInfo {
+    /// The normalised path.
     pub path: String,
+    /// The file's version: 1 at creation, +1 on every write, edit and delete.
     pub version: i64,
+    /// Size of the content in bytes.
     pub size: i64,
+    /// Hex SHA-256 of the content's UTF-8 bytes.
     pub sha256: String,
+    /// The agent of the last change, when known.
     pub updated_by: Option<String>,
+    /// Time of the last change.
     pub updated_at: DateTime<Utc>,
 }
 
 /// `list_files` and `GET /resources/tasks/{id}/files`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ListFilesResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// Live files (deleted ones are left out), by path.
     pub files: Vec<FileInfo>,
 }
 
 /// `claim_file` / `renew_file`: the original's `{success, task_id, path, locked:true}` plus
 /// the lease: owner, fencing token and expiry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct LockResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The normalised path.
     pub path: String,
+    /// Whether the caller now holds the lease.
     pub locked: bool,
+    /// The lease holder: the acting agent.
     pub owner: String,
     /// Fencing token: monotonic across the whole deployment; writes carry it.
     pub fence: i64,
     /// Opaque id of this lease (the same across re-entrant claims and renewals).
     pub lock_token: String,
+    /// When the lease ends unless renewed.
     pub expires_at: DateTime<Utc>,
+    /// The lease length granted, in seconds.
     pub timeout_sec: i64,
 }
 
 /// `release_file`: the original's `{success, task_id, path, locked:false}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ReleaseResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The normalised path.
     pub path: String,
+    /// Whether the caller now holds the lease.
     pub locked: bool,
 }
 
 /// `log_step`: the original's `{success, task_id, step}` plus the stream id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct LogStepResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
     /// The stored step, with server-set `timestamp`, `task_id` and `agent_id`.
     pub step: Value,
@@ -118,74 +167,112 @@ pub struct LogStepResponse {
 /// `subscribe_logs`: where to listen. `channel` is the Redis pub/sub channel of the
 /// original; `stream_url` the gateway's live event stream for the task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct SubscribeLogsResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The Redis pub/sub channel of the task's events (`task:{task_id}:updates`).
     pub channel: String,
+    /// A human-readable hint.
     pub message: String,
+    /// The gateway's live event stream of the task (Server-Sent Events).
     pub stream_url: String,
 }
 
 /// `join_collaboration` / `leave_collaboration`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CollaborationResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The agent.
     pub agent_id: String,
 }
 
 /// A collaborator of a task's session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Collaborator {
+    /// The agent.
     pub agent_id: String,
+    /// When the agent joined.
     pub joined_at: DateTime<Utc>,
+    /// The agent's last activity in this task.
     pub last_active: DateTime<Utc>,
 }
 
 /// `GET /resources/collaboration/{task_id}`: `agents` is the original's list of agent ids;
 /// `members` adds join time and last activity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CollaborationState {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// The ids of the members (the original's field).
     pub agents: Vec<String>,
+    /// The members with join time and last activity.
     pub members: Vec<Collaborator>,
 }
 
 /// The task row, snake_case, as the orchestrator's `tasks` table holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct TaskState {
+    /// The task id.
     pub id: String,
+    /// Short title.
     pub title: String,
+    /// Longer description.
     pub description: Option<String>,
+    /// Status (`pending` unless set).
     pub status: String,
+    /// The agent the task is assigned to.
     pub assigned_agent_id: Option<String>,
+    /// Estimated complexity.
     pub complexity: Option<f64>,
+    /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Last update time.
     pub updated_at: DateTime<Utc>,
 }
 
 /// One logged step with its stream id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct LoggedStep {
+    /// The step's stream id.
     pub id: String,
+    /// The stored step object.
     pub step: Value,
 }
 
 /// `GET /resources/tasks/{id}/logs`: newest-last page of steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct TaskLogs {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
+    /// The task acted on.
     pub task_id: String,
+    /// Steps, oldest first.
     pub steps: Vec<LoggedStep>,
 }
 
 /// `GET /resources/agents/{id}/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct AgentStatus {
+    /// The agent.
     pub agent_id: String,
     /// `active` (seen within the activity window), `idle`, or `offline` (never seen here).
     pub status: String,
+    /// Last time the agent acted, if ever.
     pub last_seen: Option<DateTime<Utc>>,
     /// Tasks whose collaboration the agent is part of.
     pub tasks: Vec<String>,
@@ -195,12 +282,15 @@ pub struct AgentStatus {
 
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Health {
     /// `healthy`, `degraded` (serving, with a warning) or `unhealthy`.
     pub status: String,
+    /// The gateway's version.
     pub version: String,
     /// `connected` or `disconnected`.
     pub redis: String,
+    /// `connected` or `disconnected`.
     pub postgres: String,
     /// Human-readable warnings (e.g. a Redis eviction policy that may evict locks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
