@@ -28,6 +28,30 @@ impl Service {
         Ok(state)
     }
 
+    /// A page of the ids of the tasks the actor may see, in id order, after `after`: the
+    /// task list behind MCP `resources/list`.
+    pub async fn task_ids(
+        &self,
+        actor: &Actor,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        match &actor.tasks {
+            Some(scope) if !scope.iter().any(|t| t == "*") => {
+                let mut ids: Vec<String> = scope
+                    .iter()
+                    .filter(|t| after.is_none_or(|a| t.as_str() > a))
+                    .cloned()
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                ids.truncate(limit);
+                Ok(ids)
+            }
+            _ => self.pg.task_ids(after, limit).await,
+        }
+    }
+
     pub async fn create_task(&self, actor: &Actor, req: CreateTaskRequest) -> Result<TaskState> {
         actor.ensure_admin()?;
         let id = match req.id.as_deref() {

@@ -93,6 +93,29 @@ impl Keys {
     pub fn sync_warm(&self) -> String {
         format!("{}sync:warm", self.prefix)
     }
+
+    /// An MCP session's state (the client's `initialize` parameters, JSON), with a TTL: any
+    /// gateway instance restores the session from it.
+    pub fn mcp_session(&self, session: &str) -> String {
+        format!("{}mcp_session:{{{session}}}", self.prefix)
+    }
+
+    /// The resource subscriptions an MCP session holds (set of `index key \x1f entry`), so that
+    /// closing the session removes them from the indexes below.
+    pub fn mcp_session_subs(&self, session: &str) -> String {
+        format!("{}mcp_session_subs:{{{session}}}", self.prefix)
+    }
+
+    /// Index of the MCP resource subscriptions on a task's resources (set of
+    /// `session \x1f resource key \x1f uri as subscribed`).
+    pub fn mcp_task_subs(&self, task: &TaskId) -> String {
+        format!("{}mcp_subs:{{{task}}}", self.prefix)
+    }
+
+    /// Index of the MCP subscriptions on an agent's status resource (same entries).
+    pub fn mcp_agent_subs(&self, agent: &AgentId) -> String {
+        format!("{}mcp_agent_subs:{{{agent}}}", self.prefix)
+    }
 }
 
 #[cfg(test)]

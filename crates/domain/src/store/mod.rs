@@ -3,6 +3,7 @@
 //! channel lives in this module and nowhere else.
 
 pub mod keys;
+pub mod mcp;
 pub mod postgres;
 pub mod redis;
 pub mod sync_pg;

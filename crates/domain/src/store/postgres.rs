@@ -328,6 +328,17 @@ impl PgStore {
         row.as_ref().map(task_from_row).transpose()
     }
 
+    /// Task ids after `after` in id order, at most `limit` (a page of the task list).
+    pub async fn task_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM tasks WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after.unwrap_or(""))
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
     pub async fn create_task(
         &self,
         id: &TaskId,

@@ -1,0 +1,256 @@
+//! What the MCP door (`/mcp`) shares between gateway instances, in Redis: session state (so a
+//! session opened on one instance is served by any other) and the resource subscriptions of
+//! those sessions (so the instance that holds a session's notification stream learns what a
+//! `resources/subscribe` on another instance asked for). Also the process's one pattern
+//! subscription to the task channels, from which resource-update notifications are derived.
+//!
+//! Nothing here is durable truth: a lost session makes the client initialise again, a lost
+//! subscription stops its notifications. Everything carries a TTL.
+
+use super::keys::Keys;
+use super::redis::RedisStore;
+use crate::error::{DomainError, Result};
+use crate::ids::{AgentId, TaskId};
+use futures::{Stream, StreamExt};
+use mcp_api::Event;
+use redis::Script;
+use redis::aio::ConnectionManager;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Separates the fields of an index entry; ids, canonical keys and URIs never contain it.
+const SEP: char = '\u{1f}';
+
+/// Removes a session, its subscription list, and each of its entries from the indexes.
+static DROP_SESSION_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local entries = redis.call('SMEMBERS', KEYS[2])
+for _, e in ipairs(entries) do
+  local sep = string.find(e, '\31', 1, true)
+  if sep then
+    redis.call('SREM', string.sub(e, 1, sep - 1), string.sub(e, sep + 1))
+  end
+end
+return redis.call('DEL', KEYS[1], KEYS[2])
+"#,
+    )
+});
+
+/// Which index a subscription lives in: the task's or the agent's.
+#[derive(Debug, Clone, Copy)]
+pub enum SubScope<'a> {
+    Task(&'a TaskId),
+    Agent(&'a AgentId),
+}
+
+/// One session's subscription to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub session: String,
+    /// The resource's canonical key (normalised URI), what events are matched against.
+    pub key: String,
+    /// The URI exactly as the client subscribed to it, what the notification names.
+    pub uri: String,
+}
+
+/// The Redis side of the MCP door. Cheap to clone.
+#[derive(Clone)]
+pub struct McpStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    /// For the pub/sub connection (a dedicated connection; commands use `conn`).
+    client: redis::Client,
+}
+
+impl McpStore {
+    /// Shares the hot store's connection and key prefix; `url` opens the pub/sub connection.
+    pub fn new(hot: &RedisStore, url: &str) -> Result<McpStore> {
+        let client = redis::Client::open(url)
+            .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
+        Ok(McpStore {
+            conn: hot.connection(),
+            keys: hot.keys().clone(),
+            client,
+        })
+    }
+
+    /// Saves a session's state for `ttl`.
+    pub async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.keys.mcp_session(session))
+            .arg(state)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// A session's state, extending its life by `ttl` (and that of its subscription list).
+    pub async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        let secs = ttl.as_secs().max(1);
+        let (state, _): (Option<String>, i64) = redis::pipe()
+            .cmd("GETEX")
+            .arg(self.keys.mcp_session(session))
+            .arg("EX")
+            .arg(secs)
+            .cmd("EXPIRE")
+            .arg(self.keys.mcp_session_subs(session))
+            .arg(secs)
+            .query_async(&mut c)
+            .await?;
+        Ok(state)
+    }
+
+    /// Forgets a session and every subscription it held.
+    pub async fn drop_session(&self, session: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: i64 = DROP_SESSION_SCRIPT
+            .key(self.keys.mcp_session(session))
+            .key(self.keys.mcp_session_subs(session))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    fn index(&self, scope: SubScope<'_>) -> String {
+        match scope {
+            SubScope::Task(t) => self.keys.mcp_task_subs(t),
+            SubScope::Agent(a) => self.keys.mcp_agent_subs(a),
+        }
+    }
+
+    fn entry(session: &str, key: &str, uri: &str) -> String {
+        format!("{session}{SEP}{key}{SEP}{uri}")
+    }
+
+    /// Records that `session` subscribes to the resource `key` (as `uri`), for `ttl`.
+    pub async fn subscribe(
+        &self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        let index = self.index(scope);
+        let entry = Self::entry(session, key, uri);
+        let own = self.keys.mcp_session_subs(session);
+        let secs = ttl.as_secs().max(1);
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .sadd(&index, &entry)
+            .ignore()
+            .expire(&index, secs as i64)
+            .ignore()
+            .sadd(&own, format!("{index}{SEP}{entry}"))
+            .ignore()
+            .expire(&own, secs as i64)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the subscription `subscribe` recorded (nothing when there is none).
+    pub async fn unsubscribe(
+        &self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+    ) -> Result<()> {
+        let index = self.index(scope);
+        let entry = Self::entry(session, key, uri);
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .srem(&index, &entry)
+            .ignore()
+            .srem(
+                self.keys.mcp_session_subs(session),
+                format!("{index}{SEP}{entry}"),
+            )
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Every subscription to a resource of this task (or agent).
+    pub async fn subscribers(&self, scope: SubScope<'_>) -> Result<Vec<Subscriber>> {
+        let mut c = self.conn.clone();
+        let entries: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.index(scope))
+            .query_async(&mut c)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| {
+                let mut parts = e.splitn(3, SEP);
+                Some(Subscriber {
+                    session: parts.next()?.to_owned(),
+                    key: parts.next()?.to_owned(),
+                    uri: parts.next()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    /// Events of every task, from one pattern subscription on a dedicated connection. Returns
+    /// once Redis has confirmed the subscription, so every event published afterwards is in
+    /// the stream. The stream ends when the connection is lost.
+    pub async fn events(
+        &self,
+        timeout: Duration,
+    ) -> Result<impl Stream<Item = Event> + Send + 'static> {
+        let subscribe = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.psubscribe(self.keys.channel_pattern()).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::time::timeout(timeout, subscribe)
+            .await
+            .map_err(|_| DomainError::Unavailable {
+                backend: "redis",
+                cause: "pub/sub subscription timed out".into(),
+            })??;
+        Ok(pubsub.into_on_message().filter_map(|msg| async move {
+            let payload: String = msg.get_payload().ok()?;
+            serde_json::from_str::<Event>(&payload).ok()
+        }))
+    }
+
+    /// Events of one task appended at or after `since_ms` (Redis time, ms), oldest first, at
+    /// most `limit`: a subscriber's catch-up for the moments before its registration.
+    pub async fn events_since(
+        &self,
+        task: &TaskId,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let mut c = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.events(task))
+            .arg(format!("{}-0", since_ms.max(0)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut c)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                let raw: String = entry.get("e")?;
+                let mut event: Event = serde_json::from_str(&raw).ok()?;
+                event.id = Some(entry.id);
+                Some(event)
+            })
+            .collect())
+    }
+}
