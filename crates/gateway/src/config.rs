@@ -101,6 +101,25 @@ pub struct GatewayConfig {
     #[arg(long, env = "LOGS_STREAM_MAXLEN", default_value_t = 10_000)]
     pub logs_stream_maxlen: usize,
 
+    /// `Host` values `/mcp` accepts (comma-separated host or host:port; `*` = any). Protects
+    /// against DNS rebinding; list the names clients use to reach a deployed gateway.
+    #[arg(
+        long,
+        env = "MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub mcp_allowed_hosts: Vec<String>,
+    /// Browser origins `/mcp` accepts (comma-separated `scheme://host[:port]`, `:*` = any
+    /// port). A request with another `Origin` gets 403; one without `Origin` passes.
+    #[arg(
+        long,
+        env = "MCP_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*"
+    )]
+    pub mcp_allowed_origins: Vec<String>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -137,6 +156,26 @@ impl GatewayConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The settings of `/mcp`.
+    pub fn mcp(&self) -> crate::mcp::McpConfig {
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        };
+        let hosts = list(&self.mcp_allowed_hosts);
+        crate::mcp::McpConfig {
+            allowed_hosts: if hosts.iter().any(|h| h == "*") {
+                Vec::new()
+            } else {
+                hosts
+            },
+            allowed_origins: list(&self.mcp_allowed_origins),
+            max_body_bytes: self.max_body_bytes(),
+        }
     }
 
     /// A configuration with every default, for tests and embedding.

@@ -5,12 +5,15 @@
 //!   `router()` per area. Handlers are thin: extract, one call into [`mcp_domain::Service`],
 //!   answer.
 //! * [`extract`] — where a request becomes an [`mcp_domain::Actor`].
+//! * [`mcp`] — the Model Context Protocol at `/mcp` (rmcp, Streamable HTTP): the same tools
+//!   and resources, with resource subscriptions.
 //! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
 //! * this file — start-up (backends, migrations), [`serve`] with graceful shutdown.
 
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod mcp;
 pub mod routes;
 
 pub use config::GatewayConfig;
@@ -34,11 +37,16 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// `/mcp`: its settings and its process-wide subscribers.
+    pub mcp: mcp::McpState,
 }
 
 impl AppState {
     pub fn new(service: Service, cfg: &GatewayConfig) -> AppState {
+        let store = mcp_domain::store::mcp::McpStore::new(&service.hot, &cfg.redis_url)
+            .expect("REDIS_URL parsed when the hot store connected");
         AppState {
+            mcp: mcp::McpState::new(cfg.mcp(), store),
             service,
             request_timeout: cfg.request_timeout(),
             max_body_bytes: cfg.max_body_bytes(),
@@ -119,12 +127,17 @@ pub async fn serve_on(
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Long-lived MCP streams would hold the drain open: end them when shutdown starts.
+    let mcp_shutdown = state.mcp.shutdown.clone();
     let app = routes::router(state);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .with_graceful_shutdown(async move {
+        shutdown.cancelled().await;
+        mcp_shutdown.cancel();
+    })
     .await
     .context("http server")
 }

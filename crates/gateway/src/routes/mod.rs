@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(crate::mcp::router(&state))
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,87 @@
+//! The Model Context Protocol door: `/mcp`, Streamable HTTP, protocol generations 2025-11-25
+//! (and the earlier ones rmcp knows) and 2026-07-28 on one endpoint, served by the official
+//! Rust SDK `rmcp`, which stays behind this module.
+//!
+//! * [`handler`] — the `ServerHandler`: tools, resources, subscriptions; the caller of every
+//!   request comes from its HTTP parts through [`crate::extract::Caller`], as for REST.
+//! * [`tools`] — the tool list (from `mcp_api::TOOLS`, with JSON Schemas) and dispatch to the
+//!   same `Service` methods as `POST /tools/*`.
+//! * [`resources`] — resource URIs, templates, reads, and which resources an event changes.
+//! * [`notify`] — resource-update notifications from the task channels.
+//! * [`sessions`] — 2025-11-25 sessions kept in Redis, so any instance serves any request.
+//!
+//! Instances share nothing in memory: 2026-07-28 requests are stateless, and a 2025-11-25
+//! session is restored from Redis by whichever instance receives its request. Host and
+//! `Origin` are checked by rmcp against [`McpConfig`] (a foreign origin gets 403).
+
+pub mod handler;
+pub mod notify;
+pub mod resources;
+pub mod sessions;
+pub mod tools;
+
+use crate::AppState;
+use axum::Router;
+use mcp_domain::store::mcp::McpStore;
+use notify::Hub;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The settings of `/mcp`.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// Accepted `Host` values (host or host:port); empty = any host.
+    pub allowed_hosts: Vec<String>,
+    /// Accepted browser origins (`scheme://host[:port|:*]`); a request without `Origin` passes.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// What `/mcp` keeps per gateway process.
+#[derive(Clone)]
+pub struct McpState {
+    pub config: McpConfig,
+    pub hub: Arc<Hub>,
+    /// Ends the MCP streams when the gateway shuts down (they would hold the drain open).
+    pub shutdown: CancellationToken,
+}
+
+impl McpState {
+    pub fn new(config: McpConfig, store: McpStore) -> McpState {
+        let shutdown = CancellationToken::new();
+        McpState {
+            config,
+            hub: Hub::new(store, shutdown.clone()),
+            shutdown,
+        }
+    }
+}
+
+/// `/mcp` for the gateway's router.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let mcp = &state.mcp;
+    let mut config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(true)
+        .with_max_request_body_bytes(mcp.config.max_body_bytes)
+        .with_cancellation_token(mcp.shutdown.child_token())
+        .with_allowed_origins(mcp.config.allowed_origins.clone())
+        .enforce_origin_validation();
+    config = if mcp.config.allowed_hosts.is_empty() {
+        config.disable_allowed_hosts()
+    } else {
+        config.with_allowed_hosts(mcp.config.allowed_hosts.clone())
+    };
+    config.session_store = Some(Arc::new(sessions::RedisSessionStore::new(
+        mcp.hub.store().clone(),
+    )));
+    let handler_state = state.clone();
+    let hub = mcp.hub.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(handler::GatewayMcp::new(handler_state.clone(), hub.clone())),
+        Arc::new(sessions::GatewaySessions::new(mcp.hub.clone())),
+        config,
+    );
+    Router::new().route_service("/mcp", service)
+}

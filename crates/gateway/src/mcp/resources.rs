@@ -1,0 +1,337 @@
+//! MCP resources: the URIs (`tasks://{id}/state|logs|files`, `workspace://{id}/{path}`,
+//! `agents://{id}/status`, `collaboration://{id}`), their templates, reading one (the same
+//! `Service` methods as `GET /resources/*`), and which resources an event changes (what
+//! subscribers are notified of).
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Caller;
+use mcp_api::requests::{FileReadRequest, ListFilesRequest};
+use mcp_api::{ErrorCode, Event, EventType};
+use mcp_domain::store::mcp::SubScope;
+use mcp_domain::{AgentId, FilePath, TaskId};
+use rmcp::model::{MetaObject, ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
+use serde::Serialize;
+
+const JSON: &str = "application/json";
+
+/// A parsed resource URI. Ids and paths are validated and normalised, so
+/// [`ResourceUri::key`] is one string per resource whatever spelling the client used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceUri {
+    TaskState(TaskId),
+    TaskLogs(TaskId),
+    TaskFiles(TaskId),
+    Workspace(TaskId, FilePath),
+    AgentStatus(AgentId),
+    Collaboration(TaskId),
+}
+
+impl ResourceUri {
+    /// Parses a URI; `invalid_argument` (or `invalid_path`) when it names no resource.
+    pub fn parse(uri: &str) -> Result<ResourceUri, ApiError> {
+        let unknown = || {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("'{uri}' is not a resource of this server"),
+            )
+        };
+        let (scheme, rest) = uri.split_once("://").ok_or_else(unknown)?;
+        let task = |id: &str| TaskId::parse(&percent_decode(id)?).map_err(ApiError::from);
+        match scheme {
+            "tasks" => {
+                let (id, what) = rest.split_once('/').ok_or_else(unknown)?;
+                match what {
+                    "state" => Ok(ResourceUri::TaskState(task(id)?)),
+                    "logs" => Ok(ResourceUri::TaskLogs(task(id)?)),
+                    "files" => Ok(ResourceUri::TaskFiles(task(id)?)),
+                    _ => Err(unknown()),
+                }
+            }
+            "workspace" => {
+                let (id, path) = rest.split_once('/').ok_or_else(unknown)?;
+                let path = FilePath::parse(&percent_decode(path)?)?;
+                Ok(ResourceUri::Workspace(task(id)?, path))
+            }
+            "agents" => {
+                let (id, what) = rest.split_once('/').ok_or_else(unknown)?;
+                if what != "status" {
+                    return Err(unknown());
+                }
+                Ok(ResourceUri::AgentStatus(AgentId::parse(&percent_decode(
+                    id,
+                )?)?))
+            }
+            "collaboration" => Ok(ResourceUri::Collaboration(task(rest)?)),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// The canonical spelling: subscriptions are matched on it.
+    pub fn key(&self) -> String {
+        match self {
+            ResourceUri::TaskState(t) => format!("tasks://{t}/state"),
+            ResourceUri::TaskLogs(t) => format!("tasks://{t}/logs"),
+            ResourceUri::TaskFiles(t) => format!("tasks://{t}/files"),
+            ResourceUri::Workspace(t, p) => format!("workspace://{t}/{p}"),
+            ResourceUri::AgentStatus(a) => format!("agents://{a}/status"),
+            ResourceUri::Collaboration(t) => format!("collaboration://{t}"),
+        }
+    }
+
+    /// The task the resource belongs to (none for an agent's status).
+    pub fn task(&self) -> Option<&TaskId> {
+        match self {
+            ResourceUri::TaskState(t)
+            | ResourceUri::TaskLogs(t)
+            | ResourceUri::TaskFiles(t)
+            | ResourceUri::Workspace(t, _)
+            | ResourceUri::Collaboration(t) => Some(t),
+            ResourceUri::AgentStatus(_) => None,
+        }
+    }
+
+    /// The subscription index this resource is kept in.
+    pub fn scope(&self) -> SubScope<'_> {
+        match self {
+            ResourceUri::AgentStatus(a) => SubScope::Agent(a),
+            _ => SubScope::Task(self.task().expect("every other resource has a task")),
+        }
+    }
+
+    /// Reads the resource as `caller`, through the same operations as `GET /resources/*`.
+    pub async fn read(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        uri: &str,
+    ) -> Result<ReadResourceResult, ApiError> {
+        let s = &state.service;
+        let actor = match self {
+            ResourceUri::AgentStatus(a) => caller.actor(None, Some(a.as_str()))?,
+            _ => caller.actor(self.task().map(TaskId::as_str), None)?,
+        };
+        let contents = match self {
+            ResourceUri::TaskState(t) => json(uri, &s.task_state(&actor, t.as_str()).await?)?,
+            ResourceUri::TaskLogs(t) => {
+                json(uri, &s.task_logs(&actor, t.as_str(), None, 100).await?)?
+            }
+            ResourceUri::TaskFiles(t) => {
+                let req = ListFilesRequest {
+                    task_id: t.to_string(),
+                    prefix: None,
+                    agent_id: None,
+                };
+                json(uri, &s.list_files(&actor, req).await?)?
+            }
+            ResourceUri::Workspace(t, p) => {
+                let req = FileReadRequest {
+                    task_id: t.to_string(),
+                    path: p.to_string(),
+                    agent_id: None,
+                };
+                let file = s.file_read(&actor, req).await?;
+                let mut meta = MetaObject::new();
+                meta.0.insert("version".into(), file.version.into());
+                meta.0.insert("sha256".into(), file.sha256.clone().into());
+                meta.0.insert("size".into(), file.size.into());
+                ResourceContents::text(file.content, uri)
+                    .with_mime_type(mime_of(p.as_str()))
+                    .with_meta(meta)
+            }
+            ResourceUri::AgentStatus(a) => json(uri, &s.agent_status(&actor, a.as_str()).await?)?,
+            ResourceUri::Collaboration(t) => {
+                json(uri, &s.collaboration(&actor, t.as_str()).await?)?
+            }
+        };
+        Ok(ReadResourceResult::new(vec![contents]))
+    }
+}
+
+/// A JSON resource body.
+fn json<T: Serialize>(uri: &str, value: &T) -> Result<ResourceContents, ApiError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| ApiError::from(mcp_domain::DomainError::Internal(e.to_string())))?;
+    Ok(ResourceContents::text(text, uri).with_mime_type(JSON))
+}
+
+/// A text MIME type from a file name's extension (the content is always UTF-8 text).
+fn mime_of(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("json") => "application/json",
+        Some("md") => "text/markdown",
+        Some("html" | "htm") => "text/html",
+        Some("css") => "text/css",
+        Some("js" | "mjs") => "text/javascript",
+        Some("py") => "text/x-python",
+        Some("rs") => "text/x-rust",
+        Some("csv") => "text/csv",
+        Some("xml") => "application/xml",
+        Some("yaml" | "yml") => "application/yaml",
+        _ => "text/plain",
+    }
+}
+
+/// Decodes `%XX` escapes (a URI template expands reserved characters that way); the result
+/// must be UTF-8.
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            "the resource URI holds a malformed percent-escape",
+        )
+    };
+    if !s.contains('%') {
+        return Ok(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// The resource templates (RFC 6570), one per kind of resource.
+pub fn templates() -> Vec<ResourceTemplate> {
+    let t = |uri: &str, name: &str, description: &str, mime: &str| {
+        ResourceTemplate::new(uri, name)
+            .with_description(description)
+            .with_mime_type(mime)
+    };
+    vec![
+        t(
+            "tasks://{task_id}/state",
+            "task-state",
+            "The task row: status, assigned agent, complexity, timestamps.",
+            JSON,
+        ),
+        t(
+            "tasks://{task_id}/logs",
+            "task-logs",
+            "The task's newest 100 execution steps, oldest first.",
+            JSON,
+        ),
+        t(
+            "tasks://{task_id}/files",
+            "task-files",
+            "The task's files: path, version, size, sha256, last writer.",
+            JSON,
+        ),
+        t(
+            "workspace://{task_id}/{+path}",
+            "workspace-file",
+            "One file of the task's workspace: its content (version and sha256 in _meta).",
+            "text/plain",
+        ),
+        t(
+            "agents://{agent_id}/status",
+            "agent-status",
+            "An agent's health (active, idle, offline), last activity and current tasks.",
+            JSON,
+        ),
+        t(
+            "collaboration://{task_id}",
+            "collaboration",
+            "Who is co-working on the task: members with join time and last activity.",
+            JSON,
+        ),
+    ]
+}
+
+/// The concrete resources of one task (listed by `resources/list`).
+pub fn task_resources(task: &str) -> Vec<Resource> {
+    let r = |uri: String, name: String, description: &str| {
+        Resource::new(uri, name)
+            .with_description(description)
+            .with_mime_type(JSON)
+    };
+    vec![
+        r(
+            format!("tasks://{task}/state"),
+            format!("{task} state"),
+            "The task row.",
+        ),
+        r(
+            format!("tasks://{task}/logs"),
+            format!("{task} logs"),
+            "The task's newest execution steps.",
+        ),
+        r(
+            format!("tasks://{task}/files"),
+            format!("{task} files"),
+            "The task's files.",
+        ),
+        r(
+            format!("collaboration://{task}"),
+            format!("{task} collaboration"),
+            "Who is co-working on the task.",
+        ),
+    ]
+}
+
+/// The canonical keys of the resources an event changes.
+pub fn changed_by(event: &Event) -> Vec<String> {
+    let task = &event.task_id;
+    let path = event.data.get("path").and_then(|p| p.as_str());
+    let mut keys = Vec::new();
+    match &event.kind {
+        EventType::FileWritten | EventType::FileEdited | EventType::FileDeleted => {
+            if let Some(path) = path {
+                keys.push(format!("workspace://{task}/{path}"));
+            }
+            keys.push(format!("tasks://{task}/files"));
+        }
+        EventType::StepLogged => keys.push(format!("tasks://{task}/logs")),
+        EventType::AgentJoined | EventType::AgentLeft => {
+            keys.push(format!("collaboration://{task}"))
+        }
+        EventType::TaskCreated | EventType::TaskUpdated => {
+            keys.push(format!("tasks://{task}/state"))
+        }
+        // Leases change no resource's content; foreign events name none we know.
+        EventType::LockAcquired
+        | EventType::LockRenewed
+        | EventType::LockReleased
+        | EventType::Other(_) => {}
+    }
+    // Any action of an agent moves its last activity.
+    if let Some(agent) = &event.agent_id {
+        keys.push(format!("agents://{agent}/status"));
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_to_one_canonical_key() {
+        let k = |u: &str| ResourceUri::parse(u).map(|r| r.key()).map_err(|e| e.code);
+        assert_eq!(
+            k("workspace://t1/./src//a.py"),
+            Ok("workspace://t1/src/a.py".into())
+        );
+        assert_eq!(
+            k("workspace://t1/my%20file.py"),
+            Ok("workspace://t1/my file.py".into())
+        );
+        assert_eq!(k("tasks://t1/state"), Ok("tasks://t1/state".into()));
+        assert_eq!(k("collaboration://t1"), Ok("collaboration://t1".into()));
+        assert_eq!(k("agents://a1/status"), Ok("agents://a1/status".into()));
+        assert_eq!(k("workspace://t1/../x"), Err(ErrorCode::InvalidPath));
+        assert_eq!(k("tasks://t1/other"), Err(ErrorCode::InvalidArgument));
+        assert_eq!(k("tasks://bad id/state"), Err(ErrorCode::InvalidArgument));
+        assert_eq!(k("http://x/y"), Err(ErrorCode::InvalidArgument));
+        assert_eq!(k("workspace://t1/%zz"), Err(ErrorCode::InvalidArgument));
+    }
+}

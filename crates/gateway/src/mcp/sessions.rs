@@ -1,0 +1,168 @@
+//! Sessions of the 2025-11-25 protocol generation (the `initialize` handshake and the
+//! `Mcp-Session-Id` header), made instance-independent:
+//!
+//! * [`RedisSessionStore`] keeps each session's `initialize` parameters in Redis, so when a
+//!   request of a session reaches an instance that has not seen it, rmcp restores the session
+//!   there transparently (no session affinity needed at the load balancer).
+//! * [`GatewaySessions`] is rmcp's in-memory session manager plus one thing: the session's
+//!   standalone SSE stream (`GET /mcp`) also carries the `notifications/resources/updated` that
+//!   [`super::notify::Hub`] routes to it, wherever the `resources/subscribe` was received.
+//!
+//! The 2026-07-28 generation has no sessions; its requests never come here.
+
+use super::notify::Hub;
+use futures::{Stream, StreamExt};
+use mcp_domain::store::mcp::McpStore;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager, SessionState,
+    SessionStore, SessionStoreError,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How long an idle session's state is kept in Redis (each use extends it).
+pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Session state in Redis (`mcp_session:{id}`), shared by every gateway instance.
+pub struct RedisSessionStore {
+    store: McpStore,
+}
+
+impl RedisSessionStore {
+    pub fn new(store: McpStore) -> RedisSessionStore {
+        RedisSessionStore { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        match self.store.load_session(session_id, SESSION_TTL).await? {
+            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        let json = serde_json::to_string(state)?;
+        Ok(self
+            .store
+            .save_session(session_id, &json, SESSION_TTL)
+            .await?)
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        Ok(self.store.drop_session(session_id).await?)
+    }
+}
+
+/// rmcp's local session manager, whose standalone streams also carry resource updates.
+pub struct GatewaySessions {
+    inner: LocalSessionManager,
+    hub: Arc<Hub>,
+}
+
+impl GatewaySessions {
+    pub fn new(hub: Arc<Hub>) -> GatewaySessions {
+        GatewaySessions {
+            inner: LocalSessionManager::default(),
+            hub,
+        }
+    }
+
+    /// `stream`, with the session's resource updates merged in; ends when `stream` ends.
+    async fn with_updates(
+        &self,
+        id: &SessionId,
+        stream: impl Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+    ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
+        let updates = ReceiverStream::new(self.hub.attach_stream(id).await);
+        let main = stream
+            .map(Some)
+            .chain(futures::stream::once(futures::future::ready(None)));
+        futures::stream::select(main, updates.map(Some))
+            .take_while(|m| futures::future::ready(m.is_some()))
+            .filter_map(futures::future::ready)
+    }
+}
+
+impl SessionManager for GatewaySessions {
+    type Error = LocalSessionManagerError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        self.inner.create_session().await
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        self.inner.initialize_session(id, message).await
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        self.inner.has_session(id).await
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        self.hub.detach_stream(id);
+        self.inner.close_session(id).await
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.inner.create_stream(id, message).await
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        self.inner.accept_message(id, message).await
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let stream = self.inner.create_standalone_stream(id).await?;
+        Ok(self.with_updates(id, stream).await)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        // Event ids of the standalone stream carry no request part (`12`, not `12/3`).
+        let standalone = !last_event_id.contains('/');
+        let stream = self.inner.resume(id, last_event_id).await?;
+        Ok(if standalone {
+            self.with_updates(id, stream).await.left_stream()
+        } else {
+            stream.right_stream()
+        })
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        self.inner.restore_session(id).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
+}
