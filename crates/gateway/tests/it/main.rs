@@ -4,6 +4,7 @@
 mod contract;
 mod files;
 mod locks;
+mod mcp;
 mod metrics;
 mod outage;
 mod state;

@@ -1,0 +1,628 @@
+//! `/mcp` with a real MCP client (rmcp's, over Streamable HTTP) against running gateways, for
+//! both protocol generations: 2025-11-25 (`initialize`, sessions, `resources/subscribe`) and
+//! 2026-07-28 (`server/discover`, stateless, `subscriptions/listen`).
+//!
+//! The golden tool list is `tests/golden/mcp_tools.json`; regenerate it with
+//! `UPDATE_GOLDEN=1 cargo nextest run -p mcp-gateway --test it mcp::` and review the diff.
+
+use mcp_testkit::TestGateway;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProtocolVersion, ReadResourceRequestParams, ResourceContents, ResourceUpdatedNotificationParam,
+    ServerNotification, SubscribeRequestParams, SubscriptionFilter,
+};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt, NotificationContext, RoleClient, RunningService,
+};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, ServiceError};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The two protocol generations `/mcp` serves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Generation {
+    /// 2025-11-25: `initialize`, `Mcp-Session-Id`, `resources/subscribe`.
+    Sessions,
+    /// 2026-07-28: `server/discover`, stateless requests, `subscriptions/listen`.
+    Stateless,
+}
+
+/// A client that forwards `notifications/resources/updated` (2025-11-25) to a channel.
+#[derive(Clone)]
+struct Client {
+    updates: mpsc::UnboundedSender<String>,
+    version: ProtocolVersion,
+}
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("mcp-gateway-tests", "0"),
+        )
+        .with_protocol_version(self.version.clone())
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.updates.send(params.uri);
+    }
+}
+
+type Connected = (
+    RunningService<RoleClient, Client>,
+    mpsc::UnboundedReceiver<String>,
+);
+
+/// Connects an MCP client to `url`; `fresh_connections` makes every HTTP request open a new
+/// TCP connection (so a round-robin proxy alternates them between instances).
+async fn connect_to(url: &str, generation: Generation, fresh_connections: bool) -> Connected {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (version, lifecycle) = match generation {
+        Generation::Sessions => (
+            ProtocolVersion::V_2025_11_25,
+            ClientLifecycleMode::Initialize,
+        ),
+        Generation::Stateless => (
+            ProtocolVersion::V_2026_07_28,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        ),
+    };
+    let mut http = reqwest013::Client::builder();
+    if fresh_connections {
+        http = http.pool_max_idle_per_host(0);
+    }
+    let transport = StreamableHttpClientTransport::with_client(
+        http.build().expect("http client"),
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()),
+    );
+    let client = Client {
+        updates: tx,
+        version,
+    };
+    let running = client
+        .serve_with_lifecycle(transport, lifecycle)
+        .await
+        .expect("the MCP client connects");
+    (running, rx)
+}
+
+async fn connect(gw: &TestGateway, generation: Generation) -> Connected {
+    connect_to(&format!("{}/mcp", gw.base), generation, false).await
+}
+
+fn args(v: Value) -> rmcp::model::JsonObject {
+    v.as_object().expect("an object").clone()
+}
+
+async fn call(
+    client: &RunningService<RoleClient, Client>,
+    tool: &str,
+    arguments: Value,
+) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(arguments)))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+/// A successful call's structured content.
+#[track_caller]
+fn ok(result: CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "tool error: {result:?}");
+    let value = result.structured_content.expect("structured content");
+    assert_eq!(value["success"], true, "{value}");
+    value
+}
+
+/// A tool error's code.
+#[track_caller]
+fn error_code(result: &CallToolResult) -> String {
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "expected a tool error: {result:?}"
+    );
+    let body = result.structured_content.as_ref().expect("error body");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body["code"].as_str().expect("a code").to_owned()
+}
+
+async fn read(client: &RunningService<RoleClient, Client>, uri: &str) -> (String, Option<String>) {
+    let result = client
+        .read_resource(ReadResourceRequestParams::new(uri))
+        .await
+        .unwrap_or_else(|e| panic!("read {uri}: {e}"));
+    match result.contents.into_iter().next().expect("contents") {
+        ResourceContents::TextResourceContents {
+            text, mime_type, ..
+        } => (text, mime_type),
+        other => panic!("unexpected contents {other:?}"),
+    }
+}
+
+async fn every_tool_and_resource(generation: Generation) {
+    let gw = TestGateway::spawn().await;
+    let (status, _) = gw
+        .http
+        .post(format!("{}/admin/tasks", gw.base))
+        .json(&json!({"id": "t1", "title": "MCP"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .expect("create task");
+    assert_eq!(status, 201);
+    let (client, _) = connect(&gw, generation).await;
+
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    let expected: Vec<&str> = mcp_api::TOOLS.iter().map(|t| t.name).collect();
+    assert_eq!(names, expected);
+    assert!(tools.iter().all(|t| t.output_schema.is_some()));
+
+    let t = |extra: Value| {
+        let mut b = json!({"task_id": "t1", "agent_id": "coder"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let w = ok(call(
+        &client,
+        "file_write",
+        t(json!({"path": "./src/a.py", "content": "x = 1\n"})),
+    )
+    .await);
+    assert_eq!(
+        (w["path"].as_str(), w["version"].as_i64()),
+        (Some("src/a.py"), Some(1))
+    );
+    let r = ok(call(&client, "file_read", t(json!({"path": "src/a.py"}))).await);
+    assert_eq!(r["content"], "x = 1\n");
+    let e = ok(call(
+        &client,
+        "file_edit",
+        t(json!({"path": "src/a.py", "old_string": "1", "new_string": "2"})),
+    )
+    .await);
+    assert_eq!(e["version"], 2);
+    assert!(e["diff"].as_str().unwrap().contains("+x = 2"));
+    let l = ok(call(&client, "list_files", t(json!({}))).await);
+    assert_eq!(l["files"][0]["path"], "src/a.py");
+    let c = ok(call(
+        &client,
+        "claim_file",
+        t(json!({"path": "src/a.py", "timeout_sec": 30})),
+    )
+    .await);
+    assert_eq!(
+        (c["locked"].as_bool(), c["owner"].as_str()),
+        (Some(true), Some("coder"))
+    );
+    let n = ok(call(&client, "renew_file", t(json!({"path": "src/a.py"}))).await);
+    assert_eq!(n["fence"], c["fence"]);
+    let rl = ok(call(&client, "release_file", t(json!({"path": "src/a.py"}))).await);
+    assert_eq!(rl["locked"], false);
+    let s = ok(call(
+        &client,
+        "log_step",
+        t(json!({"step": {"action": "edit", "task_id": "x"}})),
+    )
+    .await);
+    assert_eq!(s["step"]["task_id"], "t1");
+    let sub = ok(call(&client, "subscribe_logs", t(json!({}))).await);
+    assert!(
+        sub["channel"]
+            .as_str()
+            .unwrap()
+            .ends_with("task:t1:updates")
+    );
+    let j = ok(call(&client, "join_collaboration", t(json!({}))).await);
+    assert_eq!(j["agent_id"], "coder");
+    ok(call(&client, "join_collab", t(json!({"agent_id": "qa"}))).await);
+    ok(call(&client, "leave_collab", t(json!({"agent_id": "qa"}))).await);
+    ok(call(
+        &client,
+        "file_write",
+        t(json!({"path": "gone.txt", "content": "bye"})),
+    )
+    .await);
+    let d = ok(call(&client, "delete_file", t(json!({"path": "gone.txt"}))).await);
+    assert_eq!(d["deleted"], true);
+
+    // Resources: listed, as templates, and each one readable.
+    let listed = client.list_all_resources().await.expect("resources/list");
+    let uris: Vec<&str> = listed.iter().map(|r| r.uri.as_str()).collect();
+    for uri in [
+        "tasks://t1/state",
+        "tasks://t1/logs",
+        "tasks://t1/files",
+        "collaboration://t1",
+    ] {
+        assert!(uris.contains(&uri), "{uri} not listed in {uris:?}");
+    }
+    let templates = client
+        .list_all_resource_templates()
+        .await
+        .expect("resources/templates/list");
+    let templates: Vec<&str> = templates.iter().map(|t| t.uri_template.as_str()).collect();
+    assert_eq!(
+        templates,
+        [
+            "tasks://{task_id}/state",
+            "tasks://{task_id}/logs",
+            "tasks://{task_id}/files",
+            "workspace://{task_id}/{+path}",
+            "agents://{agent_id}/status",
+            "collaboration://{task_id}",
+        ]
+    );
+    let json_of = |(text, mime): (String, Option<String>)| {
+        assert_eq!(mime.as_deref(), Some("application/json"));
+        serde_json::from_str::<Value>(&text).expect("JSON resource")
+    };
+    assert_eq!(
+        json_of(read(&client, "tasks://t1/state").await)["title"],
+        "MCP"
+    );
+    let logs = json_of(read(&client, "tasks://t1/logs").await);
+    assert_eq!(logs["steps"][0]["step"]["action"], "edit");
+    let files = json_of(read(&client, "tasks://t1/files").await);
+    assert_eq!(files["files"].as_array().map(Vec::len), Some(1));
+    let (content, mime) = read(&client, "workspace://t1/src/a.py").await;
+    assert_eq!(
+        (content.as_str(), mime.as_deref()),
+        ("x = 2\n", Some("text/x-python"))
+    );
+    let collab = json_of(read(&client, "collaboration://t1").await);
+    assert_eq!(collab["agents"], json!(["coder"]));
+    let agent = json_of(read(&client, "agents://coder/status").await);
+    assert_eq!(agent["status"], "active");
+
+    // A missing resource is a protocol error carrying the REST code.
+    let missing = client
+        .read_resource(ReadResourceRequestParams::new("workspace://t1/nope.txt"))
+        .await
+        .expect_err("missing file");
+    let ServiceError::McpError(err) = missing else {
+        panic!("unexpected error {missing:?}")
+    };
+    assert_eq!(
+        err.data.as_ref().map(|d| d["code"].clone()),
+        Some(json!("file_not_found"))
+    );
+
+    // Refusals are tool errors with the REST codes, never transport failures.
+    ok(call(
+        &client,
+        "claim_file",
+        json!({"task_id": "t1", "path": "src/a.py", "agent_id": "qa"}),
+    )
+    .await);
+    let locked = call(
+        &client,
+        "file_write",
+        t(json!({"path": "src/a.py", "content": "y"})),
+    )
+    .await;
+    assert_eq!(error_code(&locked), "locked");
+    assert_eq!(locked.structured_content.as_ref().unwrap()["holder"], "qa");
+    let bad = call(&client, "file_read", t(json!({"path": "../etc/passwd"}))).await;
+    assert_eq!(error_code(&bad), "invalid_path");
+    let missing_field = call(&client, "file_write", t(json!({"path": "a"}))).await;
+    assert_eq!(error_code(&missing_field), "invalid_argument");
+    let conflict = call(
+        &client,
+        "file_write",
+        t(json!({"path": "new.txt", "content": "", "expected_version": 3})),
+    )
+    .await;
+    assert_eq!(error_code(&conflict), "version_conflict");
+
+    // The REST door sees what the MCP door wrote: one implementation behind both.
+    let (status, body) = gw
+        .tool("file_read", json!({"task_id": "t1", "path": "src/a.py"}))
+        .await;
+    assert_eq!((status, body["version"].as_i64()), (200, Some(2)));
+    client.cancel().await.expect("client stops");
+}
+
+#[tokio::test]
+async fn every_tool_and_resource_2025_11_25() {
+    every_tool_and_resource(Generation::Sessions).await;
+}
+
+#[tokio::test]
+async fn every_tool_and_resource_2026_07_28() {
+    every_tool_and_resource(Generation::Stateless).await;
+}
+
+/// Waits for an update naming `uri`, writing through REST until one arrives: a 2025-11-25
+/// client opens its notification stream in the background after `initialize`, so the first
+/// writes may precede it.
+async fn write_until_notified(
+    gw: &TestGateway,
+    updates: &mut mpsc::UnboundedReceiver<String>,
+    uri: &str,
+) {
+    for attempt in 0..40 {
+        let (status, _) = gw
+            .tool(
+                "file_write",
+                json!({"task_id": "t1", "path": "a.py", "content": format!("v{attempt}")}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        if let Ok(Some(got)) =
+            tokio::time::timeout(Duration::from_millis(500), updates.recv()).await
+        {
+            assert_eq!(got, uri);
+            return;
+        }
+    }
+    panic!("no notifications/resources/updated for {uri}");
+}
+
+#[tokio::test]
+async fn a_2025_11_25_subscriber_hears_of_a_rest_write() {
+    let gw = TestGateway::spawn().await;
+    let (client, mut updates) = connect(&gw, Generation::Sessions).await;
+    let uri = "workspace://t1/./a.py";
+    #[allow(deprecated)]
+    client
+        .subscribe(SubscribeRequestParams::new(uri))
+        .await
+        .expect("resources/subscribe");
+    write_until_notified(&gw, &mut updates, uri).await;
+    client.cancel().await.expect("client stops");
+}
+
+#[tokio::test]
+async fn a_2026_07_28_listener_hears_of_a_rest_write() {
+    let gw = TestGateway::spawn().await;
+    let (client, _) = connect(&gw, Generation::Stateless).await;
+    let uri = "workspace://t1/a.py";
+    let mut subscription = client
+        .listen(
+            SubscriptionFilter::builder()
+                .resource_subscription(uri)
+                .build(),
+        )
+        .await
+        .expect("subscriptions/listen");
+    assert_eq!(
+        subscription.acknowledged().resource_subscriptions,
+        Some(vec![uri.to_owned()])
+    );
+    let (status, _) = gw
+        .tool(
+            "file_write",
+            json!({"task_id": "t1", "path": "a.py", "content": "x"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a notification in time")
+        .expect("the subscription is open")
+        .expect("a notification");
+    match next {
+        ServerNotification::ResourceUpdatedNotification(n) => assert_eq!(n.params.uri, uri),
+        other => panic!("unexpected notification {other:?}"),
+    }
+    subscription.cancel().await.expect("unsubscribe");
+    client.cancel().await.expect("client stops");
+}
+
+/// A TCP proxy that sends each new connection to the next backend in turn: a load balancer
+/// without session affinity.
+async fn round_robin(backends: Vec<std::net::SocketAddr>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backend = backends[next % backends.len()];
+            next += 1;
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}/mcp")
+}
+
+async fn alternating_instances(generation: Generation) {
+    let a = TestGateway::spawn().await;
+    let b = TestGateway::spawn_on(
+        // The same database and key prefix as `a` (their guards drop nothing that exists
+        // apart from `a`'s keys, which `a` removes anyway).
+        mcp_testkit::TestDb {
+            name: "mcpgw_t_shared_not_owned".into(),
+            url: a.db.url.clone(),
+        },
+        mcp_testkit::TestRedis {
+            url: a.redis.url.clone(),
+            prefix: a.redis.prefix.clone(),
+        },
+        |_| {},
+    )
+    .await;
+    let url = round_robin(vec![a.addr, b.addr]).await;
+    let (client, mut updates) = connect_to(&url, generation, true).await;
+    for i in 0..6 {
+        let w = ok(call(
+            &client,
+            "file_write",
+            json!({"task_id": "t1", "path": "n.txt", "content": format!("{i}")}),
+        )
+        .await);
+        assert_eq!(w["version"], i + 1);
+        let r = ok(call(
+            &client,
+            "file_read",
+            json!({"task_id": "t1", "path": "n.txt"}),
+        )
+        .await);
+        assert_eq!(r["content"], format!("{i}"));
+    }
+    let uri = "workspace://t1/a.py";
+    match generation {
+        Generation::Sessions => {
+            #[allow(deprecated)]
+            client
+                .subscribe(SubscribeRequestParams::new(uri))
+                .await
+                .expect("resources/subscribe");
+            // Writes through either instance reach the instance holding the stream.
+            write_until_notified(&b, &mut updates, uri).await;
+            write_until_notified(&a, &mut updates, uri).await;
+        }
+        Generation::Stateless => {
+            let mut subscription = client
+                .listen(
+                    SubscriptionFilter::builder()
+                        .resource_subscription(uri)
+                        .build(),
+                )
+                .await
+                .expect("subscriptions/listen");
+            for gw in [&a, &b] {
+                let (status, _) = gw
+                    .tool(
+                        "file_write",
+                        json!({"task_id": "t1", "path": "a.py", "content": "x"}),
+                    )
+                    .await;
+                assert_eq!(status, 200);
+                let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+                    .await
+                    .expect("a notification in time")
+                    .expect("open")
+                    .expect("a notification");
+                assert!(matches!(
+                    next,
+                    ServerNotification::ResourceUpdatedNotification(_)
+                ));
+            }
+        }
+    }
+    client.cancel().await.expect("client stops");
+}
+
+#[tokio::test]
+async fn requests_alternate_between_two_instances_2025_11_25() {
+    alternating_instances(Generation::Sessions).await;
+}
+
+#[tokio::test]
+async fn requests_alternate_between_two_instances_2026_07_28() {
+    alternating_instances(Generation::Stateless).await;
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused() {
+    let gw = TestGateway::spawn().await;
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "0"}}
+    });
+    let post = |origin: Option<&str>| {
+        let mut r = gw
+            .http
+            .post(format!("{}/mcp", gw.base))
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    let foreign = post(Some("https://evil.example")).await.expect("request");
+    assert_eq!(foreign.status().as_u16(), 403);
+    let local = post(Some("http://localhost:6274")).await.expect("request");
+    assert_eq!(local.status().as_u16(), 200);
+    let none = post(None).await.expect("request");
+    assert_eq!(none.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_and_configured_hosts_pass() {
+    let gw = TestGateway::spawn_with(|c| {
+        c.mcp_allowed_hosts = vec!["gateway.internal".into()];
+    })
+    .await;
+    let get = |host: &str| {
+        gw.http
+            .post(format!("{}/mcp", gw.base))
+            .header("host", host)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+            .send()
+    };
+    assert_eq!(
+        get("evil.example")
+            .await
+            .expect("request")
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_ne!(
+        get("gateway.internal:8001")
+            .await
+            .expect("request")
+            .status()
+            .as_u16(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused() {
+    let gw = TestGateway::spawn_with(|c| c.max_body_bytes = Some(1024)).await;
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                     "params": {"name": "file_write", "arguments": {"content": "x".repeat(4096)}}});
+    let r = gw
+        .http
+        .post(format!("{}/mcp", gw.base))
+        .header("accept", "application/json, text/event-stream")
+        .json(&big)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 413);
+}
+
+#[tokio::test]
+async fn the_tool_list_matches_the_golden_file() {
+    let gw = TestGateway::spawn().await;
+    let (client, _) = connect(&gw, Generation::Stateless).await;
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let got = serde_json::to_string_pretty(&tools).expect("JSON") + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mcp_tools.json");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).expect("golden dir");
+        std::fs::write(&path, &got).expect("write golden");
+    }
+    let want = std::fs::read_to_string(&path)
+        .expect("tests/golden/mcp_tools.json (create it with UPDATE_GOLDEN=1)");
+    assert_eq!(
+        got, want,
+        "the MCP tool list changed; if intended, regenerate with UPDATE_GOLDEN=1"
+    );
+    client.cancel().await.expect("client stops");
+}
