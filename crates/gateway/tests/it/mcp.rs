@@ -332,6 +332,21 @@ async fn every_tool_and_resource(generation: Generation) {
         .tool("file_read", json!({"task_id": "t1", "path": "src/a.py"}))
         .await;
     assert_eq!((status, body["version"].as_i64()), (200, Some(2)));
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for series in [
+        r#"mcp_mcp_tool_calls_total{tool="file_write",outcome="ok"}"#,
+        r#"mcp_mcp_tool_calls_total{tool="file_write",outcome="locked"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
     client.cancel().await.expect("client stops");
 }
 
