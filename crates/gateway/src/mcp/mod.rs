@@ -12,7 +12,8 @@
 //!
 //! Instances share nothing in memory: 2026-07-28 requests are stateless, and a 2025-11-25
 //! session is restored from Redis by whichever instance receives its request. Host and
-//! `Origin` are checked by rmcp against [`McpConfig`] (a foreign origin gets 403).
+//! `Origin` are checked by rmcp against [`McpConfig`] (a foreign origin gets 403); credentials
+//! are checked first by the REST door's `Caller` extraction (its HTTP error, e.g. 401).
 
 pub mod handler;
 pub mod notify;
@@ -21,7 +22,11 @@ pub mod sessions;
 pub mod tools;
 
 use crate::AppState;
+use crate::extract::Caller;
 use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use mcp_domain::store::mcp::McpStore;
 use notify::Hub;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -83,5 +88,18 @@ pub fn router(state: &AppState) -> Router<AppState> {
         Arc::new(sessions::GatewaySessions::new(mcp.hub.clone())),
         config,
     );
-    Router::new().route_service("/mcp", service)
+    Router::new()
+        .route_service("/mcp", service)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+}
+
+/// Refuses, at the HTTP level and before rmcp sees it, a request whose credentials the REST
+/// door would refuse (the same `Caller` extraction); each MCP request derives its actor from
+/// the same parts again.
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    if let Err(e) = Caller::from_request_parts(&mut parts, &state).await {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
 }
