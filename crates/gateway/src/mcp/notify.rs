@@ -126,10 +126,12 @@ impl Hub {
         session: &str,
     ) -> mpsc::Receiver<ServerSseMessage> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        self.streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(session.to_owned(), tx);
+        {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            // Streams whose client went away without closing its session.
+            streams.retain(|_, tx| !tx.is_closed());
+            streams.insert(session.to_owned(), tx);
+        }
         self.ensure_events().await;
         rx
     }

@@ -314,6 +314,49 @@ pub fn changed_by(event: &Event) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn event(kind: EventType, data: serde_json::Value) -> Event {
+        Event {
+            id: None,
+            kind,
+            task_id: "t1".into(),
+            agent_id: Some("a1".into()),
+            timestamp: chrono::Utc::now(),
+            data,
+        }
+    }
+
+    #[test]
+    fn events_name_the_resources_they_change() {
+        let changed = |kind, data| changed_by(&event(kind, data));
+        assert_eq!(
+            changed(
+                EventType::FileEdited,
+                serde_json::json!({"path": "src/a.py"})
+            ),
+            [
+                "workspace://t1/src/a.py",
+                "tasks://t1/files",
+                "agents://a1/status"
+            ]
+        );
+        assert_eq!(
+            changed(EventType::StepLogged, serde_json::json!({})),
+            ["tasks://t1/logs", "agents://a1/status"]
+        );
+        assert_eq!(
+            changed(EventType::AgentJoined, serde_json::json!({})),
+            ["collaboration://t1", "agents://a1/status"]
+        );
+        assert_eq!(
+            changed(EventType::TaskUpdated, serde_json::json!({})),
+            ["tasks://t1/state", "agents://a1/status"]
+        );
+        assert_eq!(
+            changed(EventType::LockAcquired, serde_json::json!({"path": "x"})),
+            ["agents://a1/status"]
+        );
+    }
+
     #[test]
     fn uris_parse_to_one_canonical_key() {
         let k = |u: &str| ResourceUri::parse(u).map(|r| r.key()).map_err(|e| e.code);

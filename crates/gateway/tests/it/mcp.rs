@@ -641,3 +641,57 @@ async fn the_tool_list_matches_the_golden_file() {
     );
     client.cancel().await.expect("client stops");
 }
+
+#[tokio::test]
+async fn closing_a_session_drops_its_subscriptions() {
+    use mcp_domain::TaskId;
+    use mcp_domain::store::mcp::{McpStore, SubScope};
+    let gw = TestGateway::spawn().await;
+    let store = McpStore::new(&gw.service.hot, &gw.config.redis_url).expect("store");
+    let t1 = TaskId::parse("t1").unwrap();
+    let ttl = Duration::from_secs(60);
+    store
+        .subscribe(
+            "s1",
+            SubScope::Task(&t1),
+            "tasks://t1/logs",
+            "tasks://t1/logs",
+            ttl,
+        )
+        .await
+        .unwrap();
+    store
+        .subscribe(
+            "s2",
+            SubScope::Task(&t1),
+            "tasks://t1/logs",
+            "tasks://t1/logs",
+            ttl,
+        )
+        .await
+        .unwrap();
+    store.save_session("s1", "{}", ttl).await.unwrap();
+    store.drop_session("s1").await.unwrap();
+    let left = store.subscribers(SubScope::Task(&t1)).await.unwrap();
+    assert_eq!(
+        left.iter().map(|s| s.session.as_str()).collect::<Vec<_>>(),
+        ["s2"]
+    );
+    assert_eq!(store.load_session("s1", ttl).await.unwrap(), None);
+    store
+        .unsubscribe(
+            "s2",
+            SubScope::Task(&t1),
+            "tasks://t1/logs",
+            "tasks://t1/logs",
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .subscribers(SubScope::Task(&t1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
