@@ -2,6 +2,7 @@
 //! prefix). Loops are stepped with `try_run_once`; no test depends on timing. Rows are
 //! written with plain SQL where the orchestrator would write them directly.
 
+use futures::StreamExt;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
 use mcp_domain::{Actor, AgentId, Limits, Service};
@@ -79,19 +80,24 @@ impl Env {
     async fn log_steps(&self, n: usize) {
         let service = Service::new(self.pg.clone(), self.hot.clone(), Limits::default());
         let actor = Actor::trusted(AgentId::parse("agent-1").unwrap());
-        for i in 0..n {
-            service
-                .log_step(
-                    &actor,
-                    mcp_api::requests::LogStepRequest {
-                        task_id: format!("task-{}", i % 7),
-                        step: json!({"n": i}),
-                        agent_id: None,
-                    },
-                )
-                .await
-                .unwrap();
-        }
+        futures::stream::iter(0..n)
+            .for_each_concurrent(16, |i| {
+                let (service, actor) = (&service, &actor);
+                async move {
+                    service
+                        .log_step(
+                            actor,
+                            mcp_api::requests::LogStepRequest {
+                                task_id: format!("task-{}", i % 7),
+                                step: json!({"n": i}),
+                                agent_id: None,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+            .await;
     }
 
     async fn xadd(&self, fields: &[(&str, &str)]) -> String {
@@ -185,7 +191,7 @@ async fn a_poison_entry_is_dead_lettered_and_its_batch_mates_commit() {
 #[tokio::test]
 async fn logged_steps_and_audit_records_reach_postgres_exactly_once() {
     let env = env().await;
-    env.log_steps(5_000).await;
+    env.log_steps(50_000).await;
     env.xadd(&[(
         "kind",
         "audit",
@@ -195,12 +201,12 @@ async fn logged_steps_and_audit_records_reach_postgres_exactly_once() {
     )])
     .await;
     let mut push = env.push("c1", 500, Duration::from_secs(30));
-    assert_eq!(drain(&mut push).await, 5_001);
-    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 5_000);
+    assert_eq!(drain(&mut push).await, 50_001);
+    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 50_000);
     assert_eq!(
         env.scalar("SELECT count(DISTINCT (step->>'n')) FROM step_logs")
             .await,
-        5_000
+        50_000
     );
     assert_eq!(
         env.scalar("SELECT count(*) FROM audit_log WHERE source_id IS NOT NULL AND fence = 3")
