@@ -98,3 +98,67 @@ pub struct Event {
     #[serde(default)]
     pub data: Value,
 }
+
+/// A position in a task's event stream: a Redis stream entry id `"<ms>-<seq>"`. Event ids,
+/// `Last-Event-ID`, `since` and `resume_from` are all stream ids; ordering them is ordering
+/// the events of one task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// Before every event: resuming from it replays the whole (capped) stream.
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    /// Parses `"<ms>-<seq>"`, or `"0"` for [`StreamId::ZERO`].
+    pub fn parse(s: &str) -> Option<StreamId> {
+        if s == "0" {
+            return Some(StreamId::ZERO);
+        }
+        let (ms, seq) = s.split_once('-')?;
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return None;
+        }
+        Some(StreamId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_parse_and_order() {
+        assert_eq!(StreamId::parse("0"), Some(StreamId::ZERO));
+        let a = StreamId::parse("1700000000000-2").unwrap();
+        let b = StreamId::parse("1700000000001-0").unwrap();
+        assert!(a < b);
+        assert_eq!(a.to_string(), "1700000000000-2");
+        for bad in ["", "-", "1-", "-1", "a-1", "1-2-3", "1", "+1-0", " 1-0"] {
+            assert_eq!(StreamId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_events_parse_without_id() {
+        let e: Event = serde_json::from_str(
+            r#"{"type":"task_assigned","taskId":"t1","timestamp":"2024-01-01T00:00:00.000Z","data":{"agent":"coder"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.kind, EventType::Other("task_assigned".into()));
+        assert_eq!(e.id, None);
+        assert_eq!(e.agent_id, None);
+    }
+}

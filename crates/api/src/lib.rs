@@ -7,17 +7,20 @@
 //! * [`requests`] — the JSON bodies of `POST /tools/*` and the admin API, field for field
 //!   compatible with the original Python gateway (extra fields are additions, never renames).
 //! * [`responses`] — the success bodies, again a superset of the original's.
-//! * [`event`] — the event envelope carried by Redis streams, pub/sub and the live streams.
+//! * [`event`] — the event envelope carried by Redis streams, pub/sub and the live streams,
+//!   and [`StreamId`], the resume point.
+//! * [`live`] — the WebSocket messages and SSE control messages of the live streams.
 //!
 //! This crate depends on `serde` and `chrono` only, so a client never compiles sqlx or redis.
 
 pub mod error;
 pub mod event;
+pub mod live;
 pub mod requests;
 pub mod responses;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use event::{Event, EventType};
+pub use event::{Event, EventType, StreamId};
 
 /// A tool of the gateway: its wire name (the route `POST /tools/{name}` and the MCP tool
 /// name), its aliases, and whether it changes state.

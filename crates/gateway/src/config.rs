@@ -120,6 +120,17 @@ pub struct GatewayConfig {
     )]
     pub mcp_allowed_origins: Vec<String>,
 
+    /// Live streams: events queued per watcher; a watcher that falls further behind is cut
+    /// off (it resumes from its last event id).
+    #[arg(long, env = "LIVE_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub live_queue_capacity: usize,
+    /// Live streams: interval of SSE keep-alive comments and WebSocket pings, in seconds.
+    #[arg(long, env = "LIVE_KEEPALIVE_SECS", default_value_t = 15)]
+    pub live_keepalive_secs: u64,
+    /// Live streams: most task subscriptions on one WebSocket.
+    #[arg(long, env = "LIVE_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub live_ws_max_subscriptions: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,

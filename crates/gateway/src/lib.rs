@@ -7,6 +7,7 @@
 //! * [`extract`] — where a request becomes an [`mcp_domain::Actor`].
 //! * [`mcp`] — the Model Context Protocol at `/mcp` (rmcp, Streamable HTTP): the same tools
 //!   and resources, with resource subscriptions.
+//! * [`live`] — live event streams (SSE, WebSocket) and their fan-out [`live::Hub`].
 //! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
 //! * this file — start-up (backends, migrations), [`serve`] with graceful shutdown.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod mcp;
+pub mod live;
 pub mod routes;
 
 pub use config::GatewayConfig;
@@ -39,17 +41,33 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// `/mcp`: its settings and its process-wide subscribers.
     pub mcp: mcp::McpState,
+    /// Live event streams: the fan-out hub and its knobs.
+    pub live: live::LiveState,
 }
 
 impl AppState {
+    /// Builds the state and starts the live-event hub's Redis subscription (so it must run
+    /// inside a Tokio runtime).
     pub fn new(service: Service, cfg: &GatewayConfig) -> AppState {
         let store = mcp_domain::store::mcp::McpStore::new(&service.hot, &cfg.redis_url)
             .expect("REDIS_URL parsed when the hot store connected");
+        let hub = live::Hub::start(
+            service.clone(),
+            live::HubConfig {
+                queue_capacity: cfg.live_queue_capacity,
+                ..live::HubConfig::default()
+            },
+        );
         AppState {
             mcp: mcp::McpState::new(cfg.mcp(), store),
             service,
             request_timeout: cfg.request_timeout(),
             max_body_bytes: cfg.max_body_bytes(),
+            live: live::LiveState {
+                hub,
+                keepalive: Duration::from_secs(cfg.live_keepalive_secs.max(1)),
+                ws_max_subscriptions: cfg.live_ws_max_subscriptions,
+            },
         }
     }
 }
@@ -120,8 +138,8 @@ pub fn check_exposure(cfg: &GatewayConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves on `listener` until `shutdown` is cancelled, then stops accepting and finishes
-/// in-flight requests.
+/// Serves on `listener` until `shutdown` is cancelled, then stops accepting, ends the live
+/// streams (each with a reconnect hint) and finishes in-flight requests.
 pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
@@ -129,17 +147,26 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     // Long-lived MCP streams would hold the drain open: end them when shutdown starts.
     let mcp_shutdown = state.mcp.shutdown.clone();
+    let hub = state.live.hub.clone();
     let app = routes::router(state);
-    axum::serve(
+    // Live streams never finish by themselves: end them (with a reconnect hint) when
+    // shutdown starts, or the graceful drain would wait for them forever.
+    let closing_hub = hub.clone();
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.cancelled().await;
         mcp_shutdown.cancel();
+        closing_hub.close();
     })
     .await
-    .context("http server")
+    .context("http server");
+    hub.close();
+    // WebSockets live outside the HTTP server's drain: give them time to say goodbye.
+    hub.wait_idle(Duration::from_secs(3)).await;
+    served
 }
 
 /// Start-up and run: backends, migrations, listener; returns after a graceful shutdown.

@@ -97,7 +97,8 @@ impl Service {
             success: true,
             task_id: task.to_string(),
             message: format!(
-                "Subscribe to Redis channel {channel} or stream {stream_url} (Server-Sent Events)"
+                "Subscribe to Redis channel {channel}, or stream {stream_url} (Server-Sent Events) \
+                 or subscribe on /ws (WebSocket)"
             ),
             channel,
             stream_url,

@@ -6,6 +6,7 @@ mod agents;
 mod collab;
 mod files;
 mod health;
+mod live;
 mod locks;
 mod logs;
 mod tasks;

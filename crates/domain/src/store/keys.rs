@@ -88,6 +88,16 @@ impl Keys {
         format!("{}task:*:updates", self.prefix)
     }
 
+    /// The task a channel matched by [`Keys::channel_pattern`] belongs to; `None` for a name
+    /// that is not a task channel under this prefix or names an invalid task id.
+    pub fn task_of_channel(&self, channel: &str) -> Option<TaskId> {
+        let task = channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("task:")?
+            .strip_suffix(":updates")?;
+        TaskId::parse(task).ok()
+    }
+
     /// Marker set by the sync pull loop once the task cache is warm; when it is missing
     /// (Redis lost its data), the next pull rebuilds the whole cache from Postgres.
     pub fn sync_warm(&self) -> String {
@@ -139,5 +149,9 @@ mod tests {
             k.channel(&TaskId::parse("t1").unwrap()),
             "p:task:t1:updates"
         );
+        let t = TaskId::parse("a:updates").unwrap();
+        assert_eq!(k.task_of_channel(&k.channel(&t)), Some(t));
+        assert_eq!(k.task_of_channel("task:t1:updates"), None);
+        assert_eq!(k.task_of_channel("p:task:bad id:updates"), None);
     }
 }

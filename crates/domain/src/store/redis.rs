@@ -9,6 +9,7 @@ use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
 use chrono::{DateTime, TimeZone, Utc};
+use mcp_api::StreamId;
 use mcp_api::responses::{Collaborator, TaskState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -123,6 +124,11 @@ pub enum ClaimOutcome {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// For connections of their own: the pub/sub subscription of the live-event hub.
+    client: redis::Client,
+    /// Bound of (re)connecting and of one command, for those connections too.
+    connect_timeout: Duration,
+    response_timeout: Duration,
     keys: Keys,
 }
 
@@ -147,7 +153,7 @@ impl RedisStore {
             .set_max_delay(500);
         let conn = tokio::time::timeout(
             cfg.connect_timeout * 2,
-            ConnectionManager::new_with_config(client, mgr_cfg),
+            ConnectionManager::new_with_config(client.clone(), mgr_cfg),
         )
         .await
         .map_err(|_| DomainError::Unavailable {
@@ -156,6 +162,9 @@ impl RedisStore {
         })??;
         Ok(RedisStore {
             conn,
+            client,
+            connect_timeout: cfg.connect_timeout,
+            response_timeout: cfg.response_timeout,
             keys: Keys::new(cfg.key_prefix.clone()),
         })
     }
@@ -451,6 +460,79 @@ impl RedisStore {
             .collect())
     }
 
+    /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
+    /// (entry id, envelope JSON without `id`). The replay source of live streams.
+    pub async fn events_after(
+        &self,
+        task: &TaskId,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut c = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.events(task))
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|e| {
+                let envelope: Option<String> = e.get("e");
+                envelope.map(|env| (e.id, env))
+            })
+            .collect())
+    }
+
+    /// The id of the task's newest event, `None` when its stream is empty or missing.
+    pub async fn events_tail(&self, task: &TaskId) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.keys.events(task))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await?;
+        Ok(reply.ids.into_iter().next().map(|e| e.id))
+    }
+
+    /// Whether the task has an event stream (it has seen a change, and Redis still holds it).
+    pub async fn events_exist(&self, task: &TaskId) -> Result<bool> {
+        let mut c = self.conn.clone();
+        Ok(c.exists(self.keys.events(task)).await?)
+    }
+
+    /// A connection of its own, subscribed (`PSUBSCRIBE`) to every task channel under this
+    /// prefix. The live-event hub holds exactly one per process; when Redis goes away the
+    /// subscription ends and the hub opens a new one.
+    pub async fn subscribe_updates(&self) -> Result<UpdatesSubscription> {
+        let timeout = |cause: &str| DomainError::Unavailable {
+            backend: "redis",
+            cause: cause.into(),
+        };
+        let mut pubsub = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| timeout("pub/sub connect timed out"))??;
+        tokio::time::timeout(
+            self.response_timeout,
+            pubsub.psubscribe(self.keys.channel_pattern()),
+        )
+        .await
+        .map_err(|_| timeout("PSUBSCRIBE timed out"))??;
+        let (sink, stream) = pubsub.split();
+        Ok(UpdatesSubscription {
+            sink,
+            stream,
+            keys: self.keys.clone(),
+            timeout: self.response_timeout,
+        })
+    }
+
     pub async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
         let mut c = self.conn.clone();
         let v: Option<String> = c.get(self.keys.task(task)).await?;
@@ -533,6 +615,57 @@ impl RedisStore {
             .await?;
         tasks.sort();
         Ok((seen.map(ms_to_time), task, tasks))
+    }
+}
+
+/// The process-wide subscription to every task's `task:{id}:updates` channel.
+pub struct UpdatesSubscription {
+    sink: redis::aio::PubSubSink,
+    stream: redis::aio::PubSubStream,
+    keys: Keys,
+    timeout: Duration,
+}
+
+impl UpdatesSubscription {
+    /// The next message: (its task, the payload as published). `None` once the connection
+    /// is lost. Messages on channels that name no valid task are skipped.
+    pub async fn next(&mut self) -> Option<(TaskId, String)> {
+        use futures::StreamExt;
+        loop {
+            let msg = self.stream.next().await?;
+            let Some(task) = self.keys.task_of_channel(msg.get_channel_name()) else {
+                continue;
+            };
+            let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
+            return Some((task, payload));
+        }
+    }
+
+    /// A handle that checks the connection is alive (a subscribed connection only sees
+    /// traffic when someone publishes, so a silent half-open one needs probing).
+    pub fn pinger(&self) -> UpdatesPinger {
+        UpdatesPinger {
+            sink: self.sink.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Pings the subscription's connection; see [`UpdatesSubscription::pinger`].
+pub struct UpdatesPinger {
+    sink: redis::aio::PubSubSink,
+    timeout: Duration,
+}
+
+impl UpdatesPinger {
+    pub async fn ping(&mut self) -> Result<()> {
+        let _: redis::Value = tokio::time::timeout(self.timeout, self.sink.ping())
+            .await
+            .map_err(|_| DomainError::Unavailable {
+                backend: "redis",
+                cause: "pub/sub PING timed out".into(),
+            })??;
+        Ok(())
     }
 }
 

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::router())
         .merge(admin::router())
         .merge(health::router())
+        .merge(crate::live::router())
         .merge(metrics::router())
         .merge(crate::mcp::router(&state))
         .route_layer(middleware::from_fn(metrics::track))

@@ -3,6 +3,7 @@
 
 mod contract;
 mod files;
+mod live;
 mod locks;
 mod mcp;
 mod metrics;

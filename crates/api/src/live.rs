@@ -1,0 +1,91 @@
+//! The live-stream wire contract: the WebSocket messages of `GET /ws` and the bodies of the
+//! SSE control messages of `GET /tasks/{task_id}/events`.
+//!
+//! SSE: each event is `id: <stream id>`, `event: <type>`, `data: <envelope JSON>` (events
+//! that foreign systems only published have no `id:` line); comment lines keep the
+//! connection alive; a stream the server ends on purpose ends with `event: cutoff` whose data
+//! is a [`Cutoff`]. WebSocket: one JSON object per text frame, tagged by `op`.
+
+use crate::event::Event;
+use serde::{Deserialize, Serialize};
+
+/// Why the server ended a stream (or one WebSocket subscription). Every reason means the
+/// same to a client: reconnect (after `retry_after_ms`) and resume from `resume_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutoffReason {
+    /// The watcher did not keep up: its bounded queue filled.
+    SlowConsumer,
+    /// The gateway is shutting down.
+    Shutdown,
+    /// Redis could not be read to replay or catch up.
+    Unavailable,
+}
+
+/// The data of a final `event: cutoff` SSE message (and the fields of the WebSocket
+/// `cutoff` message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cutoff {
+    pub reason: CutoffReason,
+    /// A sentence for humans.
+    pub detail: String,
+    /// Resume from here (`Last-Event-ID` / `since`): the position the stream had reached.
+    pub resume_from: String,
+    /// How long to wait before reconnecting.
+    pub retry_after_ms: u64,
+}
+
+/// A message from a WebSocket client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Start receiving a task's events, replaying those after `since` first.
+    Subscribe {
+        task_id: String,
+        /// A stream id; absent: only events from now on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+        /// Only these event types; absent: all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        types: Option<Vec<String>>,
+        /// The acting agent, when authentication is off (as `?agent_id=` on REST).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
+    },
+    Unsubscribe {
+        task_id: String,
+    },
+    Ping,
+}
+
+/// A message from the server on a WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The subscription is live; events after `since` follow.
+    Subscribed {
+        task_id: String,
+        since: String,
+    },
+    Unsubscribed {
+        task_id: String,
+    },
+    Event {
+        task_id: String,
+        event: Event,
+    },
+    Pong,
+    /// A request was refused (`code` from the error table); `task_id` when it names one.
+    Error {
+        code: String,
+        detail: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_id: Option<String>,
+    },
+    /// The server ended one subscription; subscribe again with `since: resume_from`.
+    Cutoff {
+        task_id: String,
+        #[serde(flatten)]
+        cutoff: Cutoff,
+    },
+}

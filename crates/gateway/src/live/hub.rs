@@ -1,0 +1,498 @@
+//! The fan-out hub: ONE Redis subscription per gateway process (`PSUBSCRIBE` on every task's
+//! `task:{id}:updates` channel), fanned out in memory to every watcher of the task.
+//!
+//! Each watcher owns a bounded queue. The hub never waits for a watcher: it `try_send`s, and
+//! a watcher whose queue is full is cut off on the spot (its sender dropped, a flag set); the
+//! watcher drains what it had, then reports [`CutoffReason::SlowConsumer`] with the position
+//! it reached, from which the client resumes. Memory per watcher is therefore bounded by the
+//! queue capacity (events are shared `Arc`s, parsed and serialised once for all watchers).
+//!
+//! The subscription reconnects by itself after a Redis outage (exponential back-off, and a
+//! `PING` every few seconds to notice a silent connection). Once it is subscribed again, every
+//! watcher gets [`Delivery::Resync`] and catches up from the task's event stream, so the
+//! events written during the outage are not lost (only foreign events, which were merely
+//! published, are).
+//!
+//! Public API (used by SSE, WebSocket and the MCP resource subscriptions):
+//! [`Hub::subscribe`] gives a raw [`Subscription`] (live deliveries only);
+//! [`Hub::watch`](crate::live::Hub::watch) gives a [`Watch`](crate::live::Watch) (replay
+//! from a resume point, then live, no gap, no duplicate).
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use mcp_api::live::CutoffReason;
+use mcp_api::{Event, EventType, StreamId};
+use mcp_domain::{Service, TaskId};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often the subscription's connection is probed with `PING`.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// First wait before reconnecting after an outage (doubles up to `max_reconnect_delay`).
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
+/// The hub's knobs.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Deliveries queued per watcher; one more and the watcher is cut off.
+    pub queue_capacity: usize,
+    /// Longest wait between two attempts to resubscribe after an outage.
+    pub max_reconnect_delay: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            queue_capacity: 1024,
+            max_reconnect_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One event as it reached the hub, shared by every watcher of its task.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// Its stream id; `None` for a foreign event that was only published.
+    pub id: Option<StreamId>,
+    pub event: Event,
+    /// The envelope as JSON, serialised once.
+    pub json: String,
+}
+
+impl LiveEvent {
+    pub fn new(event: Event) -> LiveEvent {
+        let id = event.id.as_deref().and_then(StreamId::parse);
+        let json = serde_json::to_string(&event).expect("an event always serialises");
+        LiveEvent { id, event, json }
+    }
+}
+
+/// What a watcher's queue carries.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Event(Arc<LiveEvent>),
+    /// The hub was resubscribed after an outage: live events may have been missed, read
+    /// the stream from your position.
+    Resync,
+}
+
+/// Counters for tests and diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubStats {
+    /// Watchers registered now.
+    pub watchers: usize,
+    /// Watchers cut off for being slow, since start.
+    pub slow_cutoffs: u64,
+    /// Deliveries waiting in all queues now.
+    pub queued: usize,
+    /// The largest number waiting in one queue now (never above `queue_capacity`).
+    pub max_queued: usize,
+    pub queue_capacity: usize,
+    /// Whether the Redis subscription is up.
+    pub connected: bool,
+}
+
+/// A watcher's entry in the hub.
+struct Slot {
+    tx: mpsc::Sender<Delivery>,
+    /// Set when the hub cut the watcher off for being slow.
+    cut: Arc<AtomicBool>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) service: Service,
+    config: HubConfig,
+    slots: Mutex<HashMap<TaskId, HashMap<u64, Slot>>>,
+    next_id: AtomicU64,
+    watchers: AtomicUsize,
+    slow_cutoffs: AtomicU64,
+    connected: AtomicBool,
+    /// Cancelled by [`Hub::close`]: the subscription stops and every watcher ends.
+    closing: CancellationToken,
+}
+
+/// The per-process fan-out of live events. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Hub {
+    /// Creates the hub and starts its Redis subscription (in the background: watchers may
+    /// register before it is up; they get a [`Delivery::Resync`] once it is).
+    pub fn start(service: Service, config: HubConfig) -> Hub {
+        let inner = Arc::new(Inner {
+            service: service.clone(),
+            config,
+            slots: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            watchers: AtomicUsize::new(0),
+            slow_cutoffs: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            closing: CancellationToken::new(),
+        });
+        tokio::spawn(run_subscription(
+            Arc::downgrade(&inner),
+            service,
+            inner.closing.clone(),
+            inner.config.max_reconnect_delay,
+        ));
+        Hub { inner }
+    }
+
+    /// Registers a watcher of `task`: live deliveries from now on, through a queue of
+    /// `queue_capacity`. Subscribe BEFORE reading the stream for a replay, so that nothing
+    /// falls between the two (a [`Watch`](crate::live::Watch) does this for you).
+    pub fn subscribe(&self, task: &TaskId) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
+        let cut = Arc::new(AtomicBool::new(false));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut slots = self.inner.slots.lock().expect("hub lock");
+            if !self.inner.closing.is_cancelled() {
+                slots.entry(task.clone()).or_default().insert(
+                    id,
+                    Slot {
+                        tx,
+                        cut: cut.clone(),
+                    },
+                );
+            }
+            // When closing, `tx` is dropped here: the subscription ends at once.
+        }
+        self.inner.watchers.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("mcp_live_watchers").increment(1.0);
+        Subscription {
+            task: task.clone(),
+            id,
+            rx,
+            cut,
+            hub: self.inner.clone(),
+        }
+    }
+
+    /// Ends every watcher (they report [`CutoffReason::Shutdown`]) and stops the
+    /// subscription. Called when the server shuts down.
+    pub fn close(&self) {
+        self.inner.closing.cancel();
+        self.inner.slots.lock().expect("hub lock").clear();
+    }
+
+    /// Cancelled once [`Hub::close`] was called.
+    pub fn closing(&self) -> CancellationToken {
+        self.inner.closing.clone()
+    }
+
+    /// Waits until no watcher is registered, at most `timeout` (shutdown lets streams send
+    /// their last message).
+    pub async fn wait_idle(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inner.watchers.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let slots = self.inner.slots.lock().expect("hub lock");
+        let queued: Vec<usize> = slots
+            .values()
+            .flat_map(|m| m.values())
+            .map(|s| s.tx.max_capacity() - s.tx.capacity())
+            .collect();
+        HubStats {
+            watchers: self.inner.watchers.load(Ordering::Relaxed),
+            slow_cutoffs: self.inner.slow_cutoffs.load(Ordering::Relaxed),
+            queued: queued.iter().sum(),
+            max_queued: queued.iter().copied().max().unwrap_or(0),
+            queue_capacity: self.inner.config.queue_capacity,
+            connected: self.inner.connected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands a published message to the task's watchers (what the subscription does with
+    /// each message; public so that tests can drive the hub without Redis timing).
+    pub fn dispatch(&self, task: &TaskId, payload: &str) {
+        self.inner.dispatch(task, payload);
+    }
+}
+
+impl Inner {
+    fn dispatch(&self, task: &TaskId, payload: &str) {
+        let has_watchers = self
+            .slots
+            .lock()
+            .expect("hub lock")
+            .get(task)
+            .is_some_and(|m| !m.is_empty());
+        if !has_watchers {
+            return;
+        }
+        let Some(event) = parse_published(task, payload) else {
+            tracing::debug!(task = %task, "ignored a message that is not an event");
+            return;
+        };
+        let delivery = Delivery::Event(Arc::new(LiveEvent::new(event)));
+        let mut slots = self.slots.lock().expect("hub lock");
+        let Some(watchers) = slots.get_mut(task) else {
+            return;
+        };
+        watchers.retain(|_, slot| match slot.tx.try_send(delivery.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                slot.cut.store(true, Ordering::Relaxed);
+                self.slow_cutoffs.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if watchers.is_empty() {
+            slots.remove(task);
+        }
+    }
+
+    /// Tells every watcher to catch up from the stream (after a resubscription).
+    fn resync_all(&self) {
+        let mut slots = self.slots.lock().expect("hub lock");
+        for watchers in slots.values_mut() {
+            watchers.retain(|_, slot| match slot.tx.try_send(Delivery::Resync) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    slot.cut.store(true, Ordering::Relaxed);
+                    self.slow_cutoffs.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
+        slots.retain(|_, w| !w.is_empty());
+    }
+}
+
+/// A watcher's registration: its queue of live deliveries. Dropping it unregisters.
+pub struct Subscription {
+    task: TaskId,
+    id: u64,
+    rx: mpsc::Receiver<Delivery>,
+    cut: Arc<AtomicBool>,
+    hub: Arc<Inner>,
+}
+
+impl Subscription {
+    pub fn task(&self) -> &TaskId {
+        &self.task
+    }
+
+    /// The next delivery, in publication order; `None` once the hub ended this subscription
+    /// and its queue is drained (see [`Subscription::end_reason`]).
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// A delivery if one is queued, without waiting. `Err(true)` when ended and drained.
+    pub fn try_recv(&mut self) -> Result<Delivery, bool> {
+        match self.rx.try_recv() {
+            Ok(d) => Ok(d),
+            Err(mpsc::error::TryRecvError::Empty) => Err(false),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(true),
+        }
+    }
+
+    /// Why the hub ended this subscription.
+    pub fn end_reason(&self) -> CutoffReason {
+        if self.cut.load(Ordering::Relaxed) {
+            CutoffReason::SlowConsumer
+        } else {
+            CutoffReason::Shutdown
+        }
+    }
+
+    /// Deliveries waiting in this subscription's queue.
+    pub fn queued(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut slots = self.hub.slots.lock().expect("hub lock");
+        if let Some(watchers) = slots.get_mut(&self.task) {
+            watchers.remove(&self.id);
+            if watchers.is_empty() {
+                slots.remove(&self.task);
+            }
+        }
+        drop(slots);
+        self.hub.watchers.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("mcp_live_watchers").decrement(1.0);
+    }
+}
+
+/// The subscription loop: subscribe, dispatch, probe; on loss, reconnect with back-off and
+/// resync every watcher. Ends when the hub closes or is dropped.
+async fn run_subscription(
+    hub: Weak<Inner>,
+    service: Service,
+    closing: CancellationToken,
+    max_delay: Duration,
+) {
+    let mut delay = FIRST_RECONNECT_DELAY;
+    let mut reported_outage = false;
+    loop {
+        let subscribed = tokio::select! {
+            _ = closing.cancelled() => return,
+            s = service.hot.subscribe_updates() => s,
+        };
+        let mut sub = match subscribed {
+            Ok(sub) => sub,
+            Err(e) => {
+                if !reported_outage {
+                    tracing::warn!(error = %e, "live events: cannot subscribe to Redis; retrying");
+                    reported_outage = true;
+                }
+                tokio::select! {
+                    _ = closing.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(max_delay);
+                if hub.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        delay = FIRST_RECONNECT_DELAY;
+        if reported_outage {
+            tracing::info!("live events: resubscribed to Redis; watchers catch up");
+        }
+        {
+            let Some(inner) = hub.upgrade() else { return };
+            inner.connected.store(true, Ordering::Relaxed);
+            inner.resync_all();
+        }
+        let mut pinger = sub.pinger();
+        let mut probe = tokio::time::interval(PING_INTERVAL);
+        probe.reset();
+        loop {
+            tokio::select! {
+                _ = closing.cancelled() => return,
+                msg = sub.next() => match msg {
+                    Some((task, payload)) => {
+                        let Some(inner) = hub.upgrade() else { return };
+                        inner.dispatch(&task, &payload);
+                    }
+                    None => {
+                        tracing::warn!("live events: Redis subscription lost; reconnecting");
+                        break;
+                    }
+                },
+                _ = probe.tick() => {
+                    if hub.strong_count() == 0 {
+                        return;
+                    }
+                    if let Err(e) = pinger.ping().await {
+                        tracing::warn!(error = %e, "live events: Redis subscription silent; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+        // The loss was just reported; the next successful subscribe says so.
+        reported_outage = true;
+        if let Some(inner) = hub.upgrade() {
+            inner.connected.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads a message published on a task channel: the gateway's own envelope (with its stream
+/// id), or a foreign one in the seed's shape `{"type","taskId","timestamp","data"}` (no id;
+/// a missing `taskId` is the channel's task, a missing or unreadable `timestamp` is now).
+/// `None` when it is not an event at all (no `type`).
+pub fn parse_published(task: &TaskId, payload: &str) -> Option<Event> {
+    let value: Value = serde_json::from_str(payload).ok()?;
+    let obj = value.as_object()?;
+    let kind = obj.get("type")?.as_str()?;
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(Event {
+        // Only a well-formed stream id is a position in the stream.
+        id: text("id").filter(|id| StreamId::parse(id).is_some()),
+        kind: EventType::parse(kind),
+        task_id: text("taskId").unwrap_or_else(|| task.to_string()),
+        agent_id: text("agentId"),
+        timestamp: obj
+            .get("timestamp")
+            .and_then(parse_timestamp)
+            .unwrap_or_else(Utc::now),
+        data: obj.get("data").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// RFC 3339; an ISO time without offset (Python's `isoformat()`), taken as UTC; or epoch
+/// milliseconds / seconds.
+fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|n| n.and_utc())
+            }),
+        Value::Number(n) => {
+            let n = n.as_f64()?;
+            let ms = if n > 1e11 { n } else { n * 1000.0 };
+            Utc.timestamp_millis_opt(ms as i64).single()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> TaskId {
+        TaskId::parse("t1").unwrap()
+    }
+
+    #[test]
+    fn own_events_keep_their_stream_id() {
+        let e = parse_published(
+            &t(),
+            r#"{"id":"1700000000000-3","type":"file_written","taskId":"t1","agentId":"a","timestamp":"2024-01-01T00:00:00Z","data":{"path":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id.as_deref(), Some("1700000000000-3"));
+        assert_eq!(e.kind, EventType::FileWritten);
+        assert_eq!(e.agent_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn foreign_events_in_the_seed_shape_are_read_leniently() {
+        let e = parse_published(
+            &t(),
+            r#"{"type":"task_assigned","timestamp":"2024-05-01T10:00:00.123456","data":{"agent":"qa"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id, None);
+        assert_eq!(e.task_id, "t1");
+        assert_eq!(e.kind, EventType::Other("task_assigned".into()));
+        assert_eq!(e.timestamp.to_rfc3339(), "2024-05-01T10:00:00.123456+00:00");
+        let e = parse_published(
+            &t(),
+            r#"{"type":"x","id":"not-an-id","timestamp":1700000000}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id, None);
+        assert_eq!(e.timestamp.timestamp(), 1_700_000_000);
+        assert!(parse_published(&t(), r#"{"hello":1}"#).is_none());
+        assert!(parse_published(&t(), "not json").is_none());
+    }
+}

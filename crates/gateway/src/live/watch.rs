@@ -1,0 +1,230 @@
+//! [`Watch`]: one watcher of one task — replay from a resume point, then live events, with no
+//! gap and no duplicate. SSE, WebSocket and the MCP resource subscriptions all consume a
+//! `Watch`; none of them touches the stream or the hub directly.
+//!
+//! How there is no gap: the watch subscribes to the hub FIRST, then reads the task's stream
+//! (`XRANGE` after its position, in pages) until a short page says it reached the end; from
+//! then on it takes live events from its queue and drops those whose id is not after its
+//! position (they were replayed). Before each page it empties its queue of stream events,
+//! which that page (read later) covers, so a long replay does not fill the queue. After a
+//! Redis outage the hub sends `Resync` and the watch replays again from its position.
+//!
+//! The position only ever moves forward, over every stream event seen (delivered, or skipped
+//! by the type filter); it is the `resume_from` of the final [`WatchItem::End`].
+
+use super::hub::{Delivery, Hub, LiveEvent, Subscription};
+use mcp_api::StreamId;
+use mcp_api::live::{Cutoff, CutoffReason};
+use mcp_domain::{Actor, DomainError, TaskId};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events read from the stream per `XRANGE`.
+const PAGE: usize = 256;
+/// Longest wait between two attempts to read a replay page (100 ms, doubling, up to this).
+const REPLAY_RETRY_MAX: Duration = Duration::from_millis(1600);
+/// What a client should wait before reconnecting after an end.
+const RETRY_AFTER_MS: u64 = 1000;
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Replay every event after this id first.
+    After(StreamId),
+    /// Only events written from now on.
+    Now,
+}
+
+/// What a watch yields.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    Event(Arc<LiveEvent>),
+    /// The last item: the watch ended; resume with `cutoff.resume_from`.
+    End(Cutoff),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Replay,
+    Live,
+    Ended,
+}
+
+/// One watcher of one task. See the module documentation.
+pub struct Watch {
+    hub: Hub,
+    actor: Actor,
+    task: TaskId,
+    sub: Subscription,
+    /// Only these event types are yielded; `None`: all.
+    types: Option<HashSet<String>>,
+    position: StreamId,
+    mode: Mode,
+    /// Read but not yet yielded (a replay page, foreign events met while replaying).
+    pending: VecDeque<Arc<LiveEvent>>,
+    /// Set when the hub ended the subscription: yield what is pending, then end.
+    ended: Option<CutoffReason>,
+}
+
+impl Hub {
+    /// Starts watching `task` as `actor` (who must already be allowed to: see
+    /// `Service::open_events`). Subscribes first, then fixes the start position; fails only
+    /// when Redis cannot be read.
+    pub async fn watch(
+        &self,
+        actor: Actor,
+        task: TaskId,
+        start: StartAt,
+        types: Option<HashSet<String>>,
+    ) -> Result<Watch, DomainError> {
+        let sub = self.subscribe(&task);
+        let (position, mode) = match start {
+            StartAt::After(id) => (id, Mode::Replay),
+            StartAt::Now => (
+                self.inner.service.events_tail(&actor, &task).await?,
+                Mode::Live,
+            ),
+        };
+        Ok(Watch {
+            hub: self.clone(),
+            actor,
+            task,
+            sub,
+            types,
+            position,
+            mode,
+            pending: VecDeque::new(),
+            ended: None,
+        })
+    }
+}
+
+impl Watch {
+    pub fn task(&self) -> &TaskId {
+        &self.task
+    }
+
+    /// The position reached: every stream event up to it was yielded or filtered out.
+    pub fn position(&self) -> StreamId {
+        self.position
+    }
+
+    /// The next item; `None` after [`WatchItem::End`]. Cancel-safe only between items
+    /// (dropping a pending call may lose a replay page; drop the whole watch instead).
+    pub async fn next(&mut self) -> Option<WatchItem> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                if self.wanted(&ev) {
+                    return Some(WatchItem::Event(ev));
+                }
+                continue;
+            }
+            if let Some(reason) = self.ended {
+                return self.end(reason);
+            }
+            match self.mode {
+                Mode::Ended => return None,
+                Mode::Replay => {
+                    self.drain_for_replay();
+                    if self.ended.is_some() {
+                        continue;
+                    }
+                    let page = match self.read_page().await {
+                        Ok(page) => page,
+                        Err(e) => {
+                            tracing::warn!(task = %self.task, error = %e, "live events: replay failed");
+                            return self.end(CutoffReason::Unavailable);
+                        }
+                    };
+                    if page.len() < PAGE {
+                        self.mode = Mode::Live;
+                    }
+                    for (id, event) in page {
+                        self.position = self.position.max(id);
+                        self.pending.push_back(Arc::new(LiveEvent::new(event)));
+                    }
+                }
+                Mode::Live => match self.sub.recv().await {
+                    Some(Delivery::Event(ev)) => match ev.id {
+                        Some(id) if id <= self.position => {}
+                        Some(id) => {
+                            self.position = id;
+                            self.pending.push_back(ev);
+                        }
+                        None => self.pending.push_back(ev),
+                    },
+                    Some(Delivery::Resync) => self.mode = Mode::Replay,
+                    None => self.ended = Some(self.sub.end_reason()),
+                },
+            }
+        }
+    }
+
+    /// The next replay page. Retried briefly: right after an outage the hub may be
+    /// resubscribed before the shared connection has reconnected.
+    async fn read_page(&self) -> Result<Vec<(StreamId, mcp_api::Event)>, DomainError> {
+        let service = &self.hub.inner.service;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let page = service
+                .events_after(&self.actor, &self.task, self.position, PAGE)
+                .await;
+            match page {
+                Err(DomainError::Unavailable { .. }) if delay <= REPLAY_RETRY_MAX => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Before reading a replay page: empty the queue. Stream events in it were appended
+    /// before the page is read, so the page covers them; foreign events are kept; a
+    /// `Resync` needs nothing more than the replay under way.
+    fn drain_for_replay(&mut self) {
+        loop {
+            match self.sub.try_recv() {
+                Ok(Delivery::Event(ev)) if ev.id.is_none() => self.pending.push_back(ev),
+                Ok(_) => {}
+                Err(false) => return,
+                Err(true) => {
+                    self.ended = Some(self.sub.end_reason());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wanted(&self, ev: &LiveEvent) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|t| t.contains(ev.event.kind.as_str()))
+    }
+
+    fn end(&mut self, reason: CutoffReason) -> Option<WatchItem> {
+        self.mode = Mode::Ended;
+        self.ended = None;
+        self.pending.clear();
+        let label = match reason {
+            CutoffReason::SlowConsumer => "slow_consumer",
+            CutoffReason::Shutdown => "shutdown",
+            CutoffReason::Unavailable => "unavailable",
+        };
+        metrics::counter!("mcp_live_cutoffs_total", "reason" => label).increment(1);
+        let detail = match reason {
+            CutoffReason::SlowConsumer => {
+                "the watcher did not keep up with the events; reconnect and resume"
+            }
+            CutoffReason::Shutdown => "the gateway is shutting down; reconnect and resume",
+            CutoffReason::Unavailable => "the event stream could not be read; reconnect later",
+        };
+        Some(WatchItem::End(Cutoff {
+            reason,
+            detail: detail.to_owned(),
+            resume_from: self.position.to_string(),
+            retry_after_ms: RETRY_AFTER_MS,
+        }))
+    }
+}
