@@ -14,8 +14,8 @@
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod mcp;
 pub mod live;
+pub mod mcp;
 pub mod routes;
 
 pub use config::GatewayConfig;
