@@ -15,11 +15,9 @@
 //! ```
 
 use futures::StreamExt;
-use mcp_domain::store::postgres::{PgConfig, PgStore};
-use mcp_domain::store::redis::{RedisConfig, RedisStore};
-use mcp_domain::{Actor, AgentId, Limits, Service};
+use mcp_domain::{Actor, AgentId};
 use mcp_sync::{PullLoop, PushLoop, SyncSettings};
-use mcp_testkit::{TestDb, TestRedis};
+use mcp_testkit::TestStores;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -58,44 +56,14 @@ fn args() -> Args {
     a
 }
 
-struct Env {
-    pg: PgStore,
-    hot: RedisStore,
-    redis: TestRedis,
-    _db: TestDb,
-}
-
-async fn env() -> Env {
-    let db = TestDb::create().await;
-    let redis = TestRedis::new();
-    let pg = PgStore::connect(&PgConfig {
-        url: db.url.clone(),
-        max_connections: 16,
-        acquire_timeout: Duration::from_secs(10),
-    })
-    .await
-    .expect("postgres");
-    pg.migrate().await.expect("migrations");
-    let hot = RedisStore::connect(&RedisConfig {
-        url: redis.url.clone(),
-        key_prefix: redis.prefix.clone(),
-        response_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(5),
-    })
-    .await
-    .expect("redis");
-    Env {
-        pg,
-        hot,
-        redis,
-        _db: db,
-    }
+async fn env() -> TestStores {
+    TestStores::with_pool(16).await
 }
 
 /// Rows per second of the push loop, and of the raw multi-row insert floor.
 async fn push_throughput(a: &Args) -> (f64, f64) {
     let e = env().await;
-    let service = Service::new(e.pg.clone(), e.hot.clone(), Limits::default());
+    let service = e.service();
     let actor = Actor::trusted(AgentId::parse("bench").expect("agent id"));
     // Fill the outbox (not measured), 32 writers at a time.
     futures::stream::iter(0..a.steps)

@@ -2,10 +2,9 @@
 //! still every step lands in Postgres exactly once (the restart claims what the dead process
 //! left pending; inserts are idempotent). It also serves its metrics on `SYNC_METRICS_ADDR`.
 
-use mcp_domain::store::postgres::{PgConfig, PgStore};
-use mcp_domain::store::redis::{RedisConfig, RedisStore};
-use mcp_domain::{Actor, AgentId, Limits, Service};
-use mcp_testkit::{TestDb, TestRedis};
+use mcp_domain::store::postgres::PgStore;
+use mcp_domain::{Actor, AgentId};
+use mcp_testkit::{TestDb, TestRedis, TestStores};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,25 +51,9 @@ async fn wait_for(pg: &PgStore, sql: &str, n: i64) -> i64 {
 
 #[tokio::test]
 async fn a_killed_and_restarted_sync_writes_every_step_exactly_once() {
-    let db = TestDb::create().await;
-    let redis = TestRedis::new();
-    let pg = PgStore::connect(&PgConfig {
-        url: db.url.clone(),
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(10),
-    })
-    .await
-    .unwrap();
-    pg.migrate().await.unwrap();
-    let hot = RedisStore::connect(&RedisConfig {
-        url: redis.url.clone(),
-        key_prefix: redis.prefix.clone(),
-        response_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
-    let service = Service::new(pg.clone(), hot, Limits::default());
+    let stores = TestStores::with_pool(4).await;
+    let (db, redis, pg) = (&stores.db, &stores.redis, &stores.pg);
+    let service = stores.service();
     let actor = Actor::trusted(AgentId::parse("agent-1").unwrap());
     let total = 3_000;
     for i in 0..total {
@@ -87,15 +70,15 @@ async fn a_killed_and_restarted_sync_writes_every_step_exactly_once() {
             .unwrap();
     }
     const COUNT: &str = "SELECT count(*) FROM step_logs";
-    let mut first = start(&db, &redis, "first", free_port());
-    let seen = wait_for(&pg, COUNT, 1).await;
+    let mut first = start(db, redis, "first", free_port());
+    let seen = wait_for(pg, COUNT, 1).await;
     first.kill().expect("SIGKILL"); // Unix: SIGKILL, no flush.
     let _ = first.wait();
     assert!(seen >= 1, "the first process wrote nothing");
 
     let port = free_port();
-    let mut second = start(&db, &redis, "second", port);
-    let done = wait_for(&pg, COUNT, total).await;
+    let mut second = start(db, redis, "second", port);
+    let done = wait_for(pg, COUNT, total).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("the sync process serves /metrics")
@@ -113,9 +96,9 @@ async fn a_killed_and_restarted_sync_writes_every_step_exactly_once() {
     assert!(persisted.is_some_and(|n| n >= 1.0), "{metrics}");
     assert!(metrics.contains("mcp_sync_lag_seconds{loop=\"push\"}"));
     assert!(metrics.contains("mcp_sync_lag_seconds{loop=\"pull\"}"));
-    assert_eq!(count(&pg, COUNT).await, total);
+    assert_eq!(count(pg, COUNT).await, total);
     assert_eq!(
-        count(&pg, "SELECT count(DISTINCT (step->>'n')) FROM step_logs").await,
+        count(pg, "SELECT count(DISTINCT (step->>'n')) FROM step_logs").await,
         total
     );
 }

@@ -3,47 +3,25 @@
 //! written with plain SQL where the orchestrator would write them directly.
 
 use futures::StreamExt;
-use mcp_domain::store::postgres::{PgConfig, PgStore};
-use mcp_domain::store::redis::{RedisConfig, RedisStore};
-use mcp_domain::{Actor, AgentId, Limits, Service};
+use mcp_domain::{Actor, AgentId};
 use mcp_sync::{PullLoop, PullSettings, PushLoop, PushSettings, SyncSettings};
-use mcp_testkit::{TestDb, TestRedis};
+use mcp_testkit::TestStores;
 use redis::AsyncCommands;
 use serde_json::json;
 use std::time::Duration;
 
-struct Env {
-    pg: PgStore,
-    hot: RedisStore,
-    redis: TestRedis,
-    _db: TestDb,
+/// This test's stores (a fresh database and key prefix), with the shorthands below.
+struct Env(TestStores);
+
+impl std::ops::Deref for Env {
+    type Target = TestStores;
+    fn deref(&self) -> &TestStores {
+        &self.0
+    }
 }
 
 async fn env() -> Env {
-    let db = TestDb::create().await;
-    let redis = TestRedis::new();
-    let pg = PgStore::connect(&PgConfig {
-        url: db.url.clone(),
-        max_connections: 8,
-        acquire_timeout: Duration::from_secs(10),
-    })
-    .await
-    .unwrap();
-    pg.migrate().await.unwrap();
-    let hot = RedisStore::connect(&RedisConfig {
-        url: redis.url.clone(),
-        key_prefix: redis.prefix.clone(),
-        response_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
-    Env {
-        pg,
-        hot,
-        redis,
-        _db: db,
-    }
+    Env(TestStores::new().await)
 }
 
 fn push_settings(consumer: &str, batch_size: usize, claim_idle: Duration) -> PushSettings {
@@ -78,7 +56,7 @@ impl Env {
 
     /// Logs `n` steps through the real operation, spread over a few tasks.
     async fn log_steps(&self, n: usize) {
-        let service = Service::new(self.pg.clone(), self.hot.clone(), Limits::default());
+        let service = self.service();
         let actor = Actor::trusted(AgentId::parse("agent-1").unwrap());
         futures::stream::iter(0..n)
             .for_each_concurrent(16, |i| {

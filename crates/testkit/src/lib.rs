@@ -4,10 +4,13 @@
 //! (defaults: the local servers), and each isolates itself so that tests run in parallel on
 //! shared servers: [`TestDb`] is a fresh database, dropped at the end; [`TestRedis`] is a
 //! unique key prefix, whose keys are deleted at the end. Nothing else is ever flushed or
-//! dropped. [`TestGateway`] runs a real gateway on an ephemeral port over both.
+//! dropped. [`TestStores`] connects the domain's stores to both; [`TestGateway`] runs a real
+//! gateway on an ephemeral port over both.
 //! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages).
 
-use mcp_domain::Service;
+use mcp_domain::store::postgres::{PgConfig, PgStore};
+use mcp_domain::store::redis::{RedisConfig, RedisStore};
+use mcp_domain::{Limits, Service};
 use mcp_gateway::{AppState, GatewayConfig};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -133,6 +136,49 @@ impl Drop for TestRedis {
             Ok(())
         })
         .join();
+    }
+}
+
+/// The domain's stores over a fresh, migrated database and a fresh key prefix (for tests of
+/// the sync loops and of the stores themselves, below the HTTP layer).
+pub struct TestStores {
+    pub pg: PgStore,
+    pub hot: RedisStore,
+    pub redis: TestRedis,
+    pub db: TestDb,
+}
+
+impl TestStores {
+    pub async fn new() -> TestStores {
+        TestStores::with_pool(8).await
+    }
+
+    /// With at most `max_connections` pooled Postgres connections.
+    pub async fn with_pool(max_connections: u32) -> TestStores {
+        let db = TestDb::create().await;
+        let redis = TestRedis::new();
+        let pg = PgStore::connect(&PgConfig {
+            url: db.url.clone(),
+            max_connections,
+            acquire_timeout: Duration::from_secs(10),
+        })
+        .await
+        .expect("postgres");
+        pg.migrate().await.expect("migrations");
+        let hot = RedisStore::connect(&RedisConfig {
+            url: redis.url.clone(),
+            key_prefix: redis.prefix.clone(),
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("redis");
+        TestStores { pg, hot, redis, db }
+    }
+
+    /// The operations over these stores, with the default limits.
+    pub fn service(&self) -> Service {
+        Service::new(self.pg.clone(), self.hot.clone(), Limits::default())
     }
 }
 
