@@ -17,6 +17,7 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A client of one gateway. Cheap to clone (the connection pool is shared); use one per
@@ -30,6 +31,8 @@ struct Inner {
     http: reqwest::Client,
     base: Url,
     config: ClientConfig,
+    /// Retries made so far (all calls), for callers and tests that want to see them.
+    retries: AtomicU64,
 }
 
 impl std::fmt::Debug for GatewayClient {
@@ -98,7 +101,12 @@ impl GatewayClient {
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(GatewayClient {
-            inner: Arc::new(Inner { http, base, config }),
+            inner: Arc::new(Inner {
+                http,
+                base,
+                config,
+                retries: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -120,6 +128,11 @@ impl GatewayClient {
     /// The gateway's base URL.
     pub fn base_url(&self) -> &Url {
         &self.inner.base
+    }
+
+    /// How many retries this client (and its clones) made so far.
+    pub fn retry_count(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
     }
 
     // ---- tools ------------------------------------------------------------------------
@@ -236,8 +249,7 @@ impl GatewayClient {
 
     /// `GET /resources/agents/{agent_id}/status`.
     pub async fn agent_status(&self, agent_id: &str) -> Result<AgentStatus> {
-        let mut url = self.url(&["resources", "agents", agent_id, "status"]);
-        url.set_query(None);
+        let url = self.url(&["resources", "agents", agent_id, "status"]);
         self.get(url).await
     }
 
@@ -380,6 +392,7 @@ impl GatewayClient {
                 });
             }
             let wait = policy.delay(attempt - 1, &outcome);
+            self.inner.retries.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("mcp_client_retries_total", "code" => outcome.code().as_str())
                 .increment(1);
             tracing::debug!(%url, attempt, ?wait, error = %outcome, "retrying");
@@ -517,12 +530,14 @@ mod tests {
         );
         let c = client("http://h:1", Some("a 1"));
         assert_eq!(
-            c.resource(&["workspace", "t", "dir", "a b.py"], &[]).as_str(),
+            c.resource(&["workspace", "t", "dir", "a b.py"], &[])
+                .as_str(),
             "http://h:1/resources/workspace/t/dir/a%20b.py?agent_id=a+1"
         );
         let c = client("http://h:1", None);
         assert_eq!(
-            c.resource(&["tasks", "t", "logs"], &[("limit", "5")]).as_str(),
+            c.resource(&["tasks", "t", "logs"], &[("limit", "5")])
+                .as_str(),
             "http://h:1/resources/tasks/t/logs?limit=5"
         );
     }
@@ -530,10 +545,7 @@ mod tests {
     #[test]
     fn only_http_urls_are_accepted() {
         for bad in ["https://h", "ftp://h", "not a url", "mailto:x@y"] {
-            assert!(
-                GatewayClient::new(ClientConfig::new(bad)).is_err(),
-                "{bad}"
-            );
+            assert!(GatewayClient::new(ClientConfig::new(bad)).is_err(), "{bad}");
         }
     }
 }

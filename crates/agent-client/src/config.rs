@@ -195,7 +195,9 @@ mod tests {
     #[test]
     fn use_mcp_chooses_the_mode() {
         let local = WorkspaceMode::from_lookup(env(&[("MCP_LOCAL_WORKSPACE", "/tmp/w")]));
-        assert!(matches!(local, Ok(WorkspaceMode::Local { root }) if root == PathBuf::from("/tmp/w")));
+        assert!(
+            matches!(local, Ok(WorkspaceMode::Local { root }) if root == std::path::Path::new("/tmp/w"))
+        );
         let gw = WorkspaceMode::from_lookup(env(&[
             ("USE_MCP", "true"),
             ("MCP_GATEWAY_URL", "http://gw:1"),

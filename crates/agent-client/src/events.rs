@@ -282,9 +282,7 @@ impl EventSubscription {
         match m.event.as_str() {
             "cutoff" => {
                 let c: Option<Cutoff> = serde_json::from_str(&m.data).ok();
-                let (reason, resume) = c
-                    .map(|c| (c.reason, c.resume_from))
-                    .unwrap_or((None, None));
+                let (reason, resume) = c.map(|c| (c.reason, c.resume_from)).unwrap_or((None, None));
                 if let Some(r) = resume.filter(|r| !r.is_empty()) {
                     self.last_id = Some(r);
                 }
@@ -327,18 +325,13 @@ impl EventSubscription {
         loop {
             if self.failures > 0 {
                 let backoff = self.opts.backoff.backoff(self.failures - 1);
-                tokio::time::sleep(backoff.max(self.server_retry.unwrap_or_default()))
-                    .await;
+                tokio::time::sleep(backoff.max(self.server_retry.unwrap_or_default())).await;
             } else if self.connected_once {
                 // A clean end (cut-off, server restart): come back promptly, but never spin.
                 let pause = self.server_retry.unwrap_or(Duration::from_millis(100));
                 tokio::time::sleep(pause).await;
             }
-            match self
-                .client
-                .open_stream(&url, self.last_id.as_deref())
-                .await
-            {
+            match self.client.open_stream(&url, self.last_id.as_deref()).await {
                 Ok(resp) => {
                     if self.connected_once {
                         self.reconnects += 1;

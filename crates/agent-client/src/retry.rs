@@ -127,7 +127,10 @@ mod tests {
                 .base_delay
                 .saturating_mul(1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX))
                 .min(p.max_delay);
-            assert!(d <= full && d >= full / 2, "retry {retry}: {d:?} vs {full:?}");
+            assert!(
+                d <= full && d >= full / 2,
+                "retry {retry}: {d:?} vs {full:?}"
+            );
         }
     }
 

@@ -297,7 +297,9 @@ fn arguments(tool: &str) -> Option<(Map<String, Value>, Vec<&'static str>)> {
             json!({"path": path, "expected_version": expected}),
             vec!["path"],
         ),
-        "claim_file" | "renew_file" => (json!({"path": path, "timeout_sec": timeout}), vec!["path"]),
+        "claim_file" | "renew_file" => {
+            (json!({"path": path, "timeout_sec": timeout}), vec!["path"])
+        }
         "release_file" => (json!({"path": path}), vec!["path"]),
         "log_step" => (
             json!({"step": {

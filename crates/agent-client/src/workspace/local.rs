@@ -63,9 +63,8 @@ impl LocalWorkspace {
     }
 
     async fn read_text(&self, path: &str, on_disk: &Path) -> Result<String> {
-        let not_found = || {
-            ClientError::refused(ErrorCode::FileNotFound, format!("file not found: {path}"))
-        };
+        let not_found =
+            || ClientError::refused(ErrorCode::FileNotFound, format!("file not found: {path}"));
         match tokio::fs::metadata(on_disk).await {
             Ok(m) if m.is_file() => {}
             Ok(_) => return Err(not_found()),
@@ -104,10 +103,7 @@ impl LocalWorkspace {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = parent.join(format!(
-            "{TMP_PREFIX}{}-{name}",
-            rand::random::<u64>()
-        ));
+        let tmp = parent.join(format!("{TMP_PREFIX}{}-{name}", rand::random::<u64>()));
         tokio::fs::write(&tmp, content.as_bytes()).await?;
         if let Err(e) = tokio::fs::rename(&tmp, on_disk).await {
             let _ = tokio::fs::remove_file(&tmp).await;

@@ -101,10 +101,9 @@ impl DualWorkspace {
     /// The workspace of `task_id` in `mode`.
     pub fn for_mode(mode: WorkspaceMode, task_id: &str) -> Result<DualWorkspace> {
         Ok(match mode {
-            WorkspaceMode::Gateway(config) => DualWorkspace::Gateway(GatewayWorkspace::new(
-                GatewayClient::new(config)?,
-                task_id,
-            )),
+            WorkspaceMode::Gateway(config) => {
+                DualWorkspace::Gateway(GatewayWorkspace::new(GatewayClient::new(config)?, task_id))
+            }
             WorkspaceMode::Local { root } => {
                 DualWorkspace::Local(LocalWorkspace::for_task(root, task_id)?)
             }

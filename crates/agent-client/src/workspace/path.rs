@@ -147,7 +147,17 @@ mod tests {
         assert_eq!(normalise("./a.py").unwrap(), "a.py");
         assert_eq!(normalise("x//a.py").unwrap(), "x/a.py");
         assert_eq!(normalise("x/./a.py/").unwrap(), "x/a.py");
-        for bad in ["..", "../x", "a/../b", "/etc/passwd", "a\\b", "a\0b", "%2e%2e/x", "", "."] {
+        for bad in [
+            "..",
+            "../x",
+            "a/../b",
+            "/etc/passwd",
+            "a\\b",
+            "a\0b",
+            "%2e%2e/x",
+            "",
+            ".",
+        ] {
             assert_eq!(
                 normalise(bad).unwrap_err().code(),
                 ErrorCode::InvalidPath,

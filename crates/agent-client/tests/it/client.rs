@@ -1,0 +1,368 @@
+//! Every client method against a running gateway: the typed success bodies, and refusals
+//! carrying the gateway's status, code and context.
+
+use crate::client_as;
+use mcp_agent_client::{ClientConfig, ClientError, ErrorCode, GatewayClient, LogsQuery};
+use mcp_api::requests::*;
+use mcp_testkit::TestGateway;
+use serde_json::json;
+
+fn write(task: &str, path: &str, content: &str) -> FileWriteRequest {
+    FileWriteRequest {
+        task_id: task.into(),
+        path: path.into(),
+        content: content.into(),
+        expected_version: None,
+        fence: None,
+        agent_id: None,
+    }
+}
+
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(
+    r: Result<T, ClientError>,
+    status: u16,
+    code: ErrorCode,
+) -> ClientError {
+    let e = r.expect_err("expected a refusal");
+    assert_eq!(e.code(), code, "{e}");
+    assert_eq!(e.status(), Some(status), "{e}");
+    assert!(!e.detail().is_empty());
+    e
+}
+
+#[tokio::test]
+async fn health_reports_both_backends() {
+    let gw = TestGateway::spawn().await;
+    let h = client_as(&gw, "a").health().await.unwrap();
+    assert_ne!(h.status, "unhealthy");
+    assert_eq!(
+        (h.redis.as_str(), h.postgres.as_str()),
+        ("connected", "connected")
+    );
+}
+
+#[tokio::test]
+async fn file_tools_and_resources() {
+    let gw = TestGateway::spawn().await;
+    let c = client_as(&gw, "coder");
+
+    let w = c
+        .file_write(write("t1", "./src//app.py", "print(1)\n"))
+        .await
+        .unwrap();
+    assert!(w.success);
+    assert_eq!((w.path.as_str(), w.version, w.bytes), ("src/app.py", 1, 9));
+
+    let r = c
+        .file_read(FileReadRequest {
+            task_id: "t1".into(),
+            path: "src/app.py".into(),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.content.as_str(), r.version, r.sha256.as_str()),
+        ("print(1)\n", 1, w.sha256.as_str())
+    );
+
+    let e = c
+        .file_edit(FileEditRequest {
+            task_id: "t1".into(),
+            path: "src/app.py".into(),
+            old_string: "1".into(),
+            new_string: "2".into(),
+            replace_all: false,
+            expected_version: Some(1),
+            fence: None,
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((e.version, e.replacements), (2, 1));
+    assert!(
+        e.diff.contains("-print(1)") && e.diff.contains("+print(2)"),
+        "{}",
+        e.diff
+    );
+
+    c.file_write(write("t1", "docs/readme.md", "hi"))
+        .await
+        .unwrap();
+    let l = c
+        .list_files(ListFilesRequest {
+            task_id: "t1".into(),
+            prefix: Some("src".into()),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(l.files.len(), 1);
+    assert_eq!(l.files[0].path, "src/app.py");
+    assert_eq!(l.files[0].updated_by.as_deref(), Some("coder"));
+
+    let all = c.task_files("t1").await.unwrap();
+    let mut paths: Vec<_> = all.files.iter().map(|f| f.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["docs/readme.md", "src/app.py"]);
+
+    let ws = c.workspace_file("t1", "src/app.py").await.unwrap();
+    assert_eq!((ws.content.as_str(), ws.version), ("print(2)\n", 2));
+
+    let d = c
+        .delete_file(DeleteFileRequest {
+            task_id: "t1".into(),
+            path: "docs/readme.md".into(),
+            expected_version: None,
+            fence: None,
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(d.deleted);
+    assert_eq!(d.version, 2);
+
+    // Refusals keep the gateway's status, code and context.
+    assert_refused(
+        c.workspace_file("t1", "docs/readme.md").await,
+        404,
+        ErrorCode::FileNotFound,
+    );
+    assert_refused(
+        c.file_read(FileReadRequest {
+            task_id: "t1".into(),
+            path: "../etc/passwd".into(),
+            agent_id: None,
+        })
+        .await,
+        400,
+        ErrorCode::InvalidPath,
+    );
+    let mut stale = write("t1", "src/app.py", "x");
+    stale.expected_version = Some(1);
+    let e = assert_refused(c.file_write(stale).await, 409, ErrorCode::VersionConflict);
+    assert_eq!(e.context().unwrap()["current_version"], 2);
+    let e = assert_refused(
+        c.file_edit(FileEditRequest {
+            task_id: "t1".into(),
+            path: "src/app.py".into(),
+            old_string: "nope".into(),
+            new_string: "x".into(),
+            replace_all: false,
+            expected_version: None,
+            fence: None,
+            agent_id: None,
+        })
+        .await,
+        409,
+        ErrorCode::EditNoMatch,
+    );
+    assert!(e.to_string().contains("edit_no_match"));
+}
+
+#[tokio::test]
+async fn lock_tools_name_the_holder() {
+    let gw = TestGateway::spawn().await;
+    let a = client_as(&gw, "agent-a");
+    let b = client_as(&gw, "agent-b");
+    let claim = |timeout_sec| ClaimFileRequest {
+        task_id: "t1".into(),
+        path: "a.py".into(),
+        timeout_sec,
+        agent_id: None,
+    };
+    let lease = a.claim_file(claim(Some(30))).await.unwrap();
+    assert!(lease.locked);
+    assert_eq!((lease.owner.as_str(), lease.timeout_sec), ("agent-a", 30));
+
+    let e = assert_refused(b.claim_file(claim(None)).await, 409, ErrorCode::Locked);
+    assert_eq!(e.context().unwrap()["holder"], "agent-a");
+    let e = assert_refused(
+        b.file_write(write("t1", "a.py", "x")).await,
+        409,
+        ErrorCode::Locked,
+    );
+    assert_eq!(e.context().unwrap()["holder"], "agent-a");
+
+    let renewed = a
+        .renew_file(RenewFileRequest {
+            task_id: "t1".into(),
+            path: "a.py".into(),
+            timeout_sec: Some(40),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((renewed.fence, renewed.timeout_sec), (lease.fence, 40));
+
+    let release = |c: GatewayClient| async move {
+        c.release_file(ReleaseFileRequest {
+            task_id: "t1".into(),
+            path: "a.py".into(),
+            force: false,
+            agent_id: None,
+        })
+        .await
+    };
+    assert_refused(release(b.clone()).await, 409, ErrorCode::LockNotHeld);
+    let r = release(a.clone()).await.unwrap();
+    assert!(!r.locked);
+    assert!(b.claim_file(claim(None)).await.unwrap().fence > lease.fence);
+    assert_refused(
+        a.claim_file(claim(Some(0))).await,
+        400,
+        ErrorCode::InvalidArgument,
+    );
+}
+
+#[tokio::test]
+async fn logs_collaboration_tasks_and_agents() {
+    let gw = TestGateway::spawn().await;
+    let c = client_as(&gw, "coder");
+
+    let task = c
+        .create_task(&CreateTaskRequest {
+            id: Some("t1".into()),
+            title: "Fix the bug".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((task.id.as_str(), task.status.as_str()), ("t1", "pending"));
+    assert_refused(
+        c.create_task(&CreateTaskRequest {
+            id: Some("t1".into()),
+            ..Default::default()
+        })
+        .await,
+        409,
+        ErrorCode::AlreadyExists,
+    );
+    let updated = c
+        .update_task(
+            "t1",
+            &UpdateTaskRequest {
+                status: Some("in_progress".into()),
+                assigned_agent_id: Some(Some("coder".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.status, "in_progress");
+    let state = c.task_state("t1").await.unwrap();
+    assert_eq!(state.assigned_agent_id.as_deref(), Some("coder"));
+    assert_refused(c.task_state("nope").await, 404, ErrorCode::TaskNotFound);
+
+    let joined = c
+        .join_collaboration(CollaborationRequest {
+            task_id: "t1".into(),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(joined.agent_id, "coder");
+    let collab = c.collaboration("t1").await.unwrap();
+    assert_eq!(collab.agents, ["coder"]);
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = c
+            .log_step(LogStepRequest {
+                task_id: "t1".into(),
+                step: json!({"action": "think", "n": i, "task_id": "forged"}),
+                agent_id: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.step["task_id"], "t1");
+        assert_eq!(s.step["agent_id"], "coder");
+        ids.push(s.id);
+    }
+    let logs = c.task_logs("t1", &LogsQuery::default()).await.unwrap();
+    assert_eq!(
+        logs.steps.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        ids.iter().collect::<Vec<_>>()
+    );
+    let page = c
+        .task_logs(
+            "t1",
+            &LogsQuery {
+                before: Some(ids[2].clone()),
+                limit: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.steps.len(), 1);
+    assert_eq!(page.steps[0].id, ids[1]);
+    assert_refused(
+        c.task_logs(
+            "t1",
+            &LogsQuery {
+                before: None,
+                limit: Some(0),
+            },
+        )
+        .await,
+        400,
+        ErrorCode::InvalidArgument,
+    );
+
+    let sub = c
+        .subscribe_logs(SubscribeLogsRequest {
+            task_id: "t1".into(),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(sub.channel.ends_with("task:t1:updates"), "{}", sub.channel);
+    assert_eq!(sub.stream_url, "/tasks/t1/events");
+
+    let status = c.agent_status("coder").await.unwrap();
+    assert_eq!(status.status, "active");
+    assert_eq!(status.tasks, ["t1"]);
+    assert_refused(c.agent_status("ghost").await, 404, ErrorCode::AgentNotFound);
+
+    let left = c
+        .leave_collaboration(CollaborationRequest {
+            task_id: "t1".into(),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.agent_id, "coder");
+    assert!(c.collaboration("t1").await.unwrap().agents.is_empty());
+}
+
+#[tokio::test]
+async fn the_bearer_token_is_sent_and_unknown_routes_are_refused() {
+    let gw = TestGateway::spawn().await;
+    // Authentication is not enforced yet; the token must at least not disturb a call.
+    let c = GatewayClient::new(ClientConfig::new(gw.base.clone()).with_token("t0k3n")).unwrap();
+    c.file_write(write("t1", "a", "x")).await.unwrap();
+    // A base URL with a path the gateway does not serve: 404 `not_found`, not a decode error.
+    let c = GatewayClient::new(ClientConfig::new(format!("{}/nope/", gw.base))).unwrap();
+    assert_refused(
+        c.file_write(write("t1", "a", "x")).await,
+        404,
+        ErrorCode::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn requests_without_an_agent_act_as_the_task() {
+    let gw = TestGateway::spawn().await;
+    let c = GatewayClient::new(ClientConfig::new(gw.base.clone())).unwrap();
+    let lease = c
+        .claim_file(ClaimFileRequest {
+            task_id: "t9".into(),
+            path: "a".into(),
+            timeout_sec: None,
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(lease.owner, "t9");
+}
