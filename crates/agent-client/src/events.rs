@@ -230,6 +230,17 @@ impl EventSubscription {
         self.response.is_some()
     }
 
+    /// Opens the connection now (it is otherwise opened by the first
+    /// [`EventSubscription::next`]). After this returns, every event the task emits will be
+    /// delivered: a caller can take a snapshot (list files, read logs) without a gap between
+    /// the snapshot and the live events.
+    pub async fn connect_now(&mut self) -> Result<()> {
+        if self.response.is_none() {
+            self.connect().await?;
+        }
+        Ok(())
+    }
+
     /// The next event, reconnecting as needed. Errors only as the module documentation says;
     /// after an error the subscription may be polled again (it starts a fresh attempt).
     pub async fn next(&mut self) -> Result<Event> {

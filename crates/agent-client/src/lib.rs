@@ -94,6 +94,7 @@ pub use logger::ExecutionLogger;
 pub use mcp_api::{ErrorCode, Event, EventType};
 pub use retry::RetryPolicy;
 pub use tools::{AgentTools, ToolOutcome, ToolSpec};
+pub use workspace::path;
 pub use workspace::{
     Change, DualWorkspace, FileContent, FileEntry, GatewayWorkspace, LocalWorkspace, Workspace,
 };

@@ -1,0 +1,218 @@
+//! The command line: global options (each with its environment variable) and the commands.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Command-line tool of the MCP Gateway: tasks, files, locks, logs, live events, checkouts.
+///
+/// Exit codes: 0 success; 1 other failure (internal error, unexpected answer, local I/O);
+/// 2 usage error; 3 not found (task, file, agent, route); 4 conflict (locked, version
+/// conflict, stale fence, lock not held, edit no match/ambiguous, already exists); 5 invalid
+/// input (bad argument or path, too large); 6 gateway unavailable (unreachable, 503, rate
+/// limited, retries exhausted); 7 unauthorized or forbidden.
+#[derive(Debug, Parser)]
+#[command(name = "mcpctl", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every command.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Base URL of the gateway.
+    #[arg(
+        long,
+        global = true,
+        env = "MCP_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8001"
+    )]
+    pub url: String,
+    /// Bearer token (the gateway's JWT when authentication is on).
+    #[arg(long, global = true, env = "MCP_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The acting agent (sent as `agent_id`; used while the gateway runs without authentication).
+    #[arg(long, global = true, env = "MCP_AGENT_ID")]
+    pub agent: Option<String>,
+    /// Upper bound of one request, seconds.
+    #[arg(long, global = true, env = "MCP_GATEWAY_TIMEOUT", default_value = "30")]
+    pub timeout: String,
+    /// Attempts per call, the first included (1 = no retry).
+    #[arg(long, global = true, env = "MCP_GATEWAY_RETRIES", default_value_t = 4)]
+    pub retries: u32,
+    /// Print JSON (one object, or one object per line for streams) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress messages on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the gateway and its backends (exit 6 when unhealthy).
+    Health,
+    /// Create and show tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Read, write, edit, list and delete a task's files.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Claim, renew and release file leases.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// A task's execution log.
+    #[command(subcommand)]
+    Logs(LogsCommand),
+    /// Print a task's live events as they happen (until interrupted).
+    Watch {
+        task: String,
+        /// Only these event types (comma-separated, e.g. `file_written,step_logged`).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+        /// Replay the events after this event id first (`0` = all that are kept).
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Copy a task's files into a directory; with `--follow`, keep it in sync.
+    Checkout {
+        task: String,
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
+        /// Only files under this directory of the task.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Keep applying the gateway's changes (writes, edits, deletes) until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// With `--follow`: stop after this many applied changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Create a task (admin API).
+    Create {
+        /// The task id (generated when absent).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "")]
+        title: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Initial status (default `pending`).
+        #[arg(long)]
+        status: Option<String>,
+        /// Agent the task is assigned to.
+        #[arg(long)]
+        assign: Option<String>,
+        #[arg(long)]
+        complexity: Option<f64>,
+    },
+    /// Show a task's state.
+    Show { task: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FileCommand {
+    /// Print a file's content.
+    Read { task: String, path: String },
+    /// Write a file from `--content` or standard input.
+    Write {
+        task: String,
+        path: String,
+        /// The content; read from standard input when absent.
+        #[arg(long)]
+        content: Option<String>,
+        /// Only if the file is at this version (0 = only if it does not exist).
+        #[arg(long)]
+        expected_version: Option<i64>,
+        /// Present this lease fence (from `lock claim`).
+        #[arg(long)]
+        fence: Option<i64>,
+    },
+    /// Replace `--old` by `--new` in a file; prints the diff.
+    Edit {
+        task: String,
+        path: String,
+        #[arg(long)]
+        old: String,
+        #[arg(long)]
+        new: String,
+        /// Replace every occurrence.
+        #[arg(long)]
+        replace_all: bool,
+        #[arg(long)]
+        expected_version: Option<i64>,
+        #[arg(long)]
+        fence: Option<i64>,
+    },
+    /// List files (optionally under a directory).
+    Ls {
+        task: String,
+        prefix: Option<String>,
+    },
+    /// Delete a file.
+    Rm {
+        task: String,
+        path: String,
+        #[arg(long)]
+        expected_version: Option<i64>,
+        #[arg(long)]
+        fence: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Take (or refresh) the lease on a path.
+    Claim {
+        task: String,
+        path: String,
+        /// Lease length, seconds (the gateway's default when absent).
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+    /// Extend a lease you hold.
+    Renew {
+        task: String,
+        path: String,
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+    /// Release a lease you hold (`--force`: whoever holds it; admin only).
+    Release {
+        task: String,
+        path: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Print the newest steps, oldest first.
+    Tail {
+        task: String,
+        /// How many steps (1-1000).
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+    },
+    /// Print the newest steps, then new ones as they are logged (until interrupted).
+    Follow {
+        task: String,
+        /// How many past steps to print first.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        /// Stop after this many new steps.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}

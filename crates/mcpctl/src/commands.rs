@@ -1,0 +1,245 @@
+//! The one-call commands: health, tasks, files, locks. Each makes one client call and prints
+//! the gateway's answer (`--json`: the body as it is).
+
+use crate::cli::{FileCommand, LockCommand, TaskCommand};
+use crate::{EXIT_OK, EXIT_UNAVAILABLE, Out};
+use mcp_agent_client::{ClientError, GatewayClient};
+use mcp_api::requests::*;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// `health`: exit 0 when the gateway can serve, 6 when it is unhealthy.
+pub async fn health(c: &GatewayClient, out: Out) -> Result<u8, ClientError> {
+    let h = c.health().await?;
+    out.emit(&to_json(&h), || {
+        let mut s = format!(
+            "{} (version {}): redis {}, postgres {}",
+            h.status, h.version, h.redis, h.postgres
+        );
+        for w in &h.warnings {
+            s.push_str(&format!("\nwarning: {w}"));
+        }
+        s
+    });
+    Ok(if h.status == "unhealthy" {
+        EXIT_UNAVAILABLE
+    } else {
+        EXIT_OK
+    })
+}
+
+pub async fn task(c: &GatewayClient, cmd: TaskCommand, out: Out) -> Result<u8, ClientError> {
+    let t = match cmd {
+        TaskCommand::Create {
+            id,
+            title,
+            description,
+            status,
+            assign,
+            complexity,
+        } => {
+            let t = c
+                .create_task(&CreateTaskRequest {
+                    id,
+                    title,
+                    description,
+                    status,
+                    assigned_agent_id: assign,
+                    complexity,
+                })
+                .await?;
+            out.progress(format!("created task {}", t.id));
+            t
+        }
+        TaskCommand::Show { task } => c.task_state(&task).await?,
+    };
+    out.emit(&to_json(&t), || {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        format!(
+            "id:          {}\ntitle:       {}\nstatus:      {}\nassigned to: {}\ncomplexity:  {}\ncreated:     {}\nupdated:     {}\ndescription: {}",
+            t.id,
+            t.title,
+            t.status,
+            opt(&t.assigned_agent_id),
+            t.complexity.map_or_else(|| "-".into(), |c| c.to_string()),
+            t.created_at.to_rfc3339(),
+            t.updated_at.to_rfc3339(),
+            opt(&t.description),
+        )
+    });
+    Ok(EXIT_OK)
+}
+
+pub async fn file(c: &GatewayClient, cmd: FileCommand, out: Out) -> Result<u8, ClientError> {
+    match cmd {
+        FileCommand::Read { task, path } => {
+            let r = c
+                .file_read(FileReadRequest {
+                    task_id: task,
+                    path,
+                    agent_id: None,
+                })
+                .await?;
+            if out.json {
+                out.emit(&to_json(&r), String::new);
+            } else {
+                // The content exactly as stored, for pipes.
+                print!("{}", r.content);
+            }
+        }
+        FileCommand::Write {
+            task,
+            path,
+            content,
+            expected_version,
+            fence,
+        } => {
+            let content = match content {
+                Some(c) => c,
+                None => {
+                    let mut s = String::new();
+                    tokio::io::stdin().read_to_string(&mut s).await?;
+                    s
+                }
+            };
+            let r = c
+                .file_write(FileWriteRequest {
+                    task_id: task,
+                    path,
+                    content,
+                    expected_version,
+                    fence,
+                    agent_id: None,
+                })
+                .await?;
+            out.emit(&to_json(&r), || {
+                format!("wrote {}: version {}, {} bytes", r.path, r.version, r.bytes)
+            });
+        }
+        FileCommand::Edit {
+            task,
+            path,
+            old,
+            new,
+            replace_all,
+            expected_version,
+            fence,
+        } => {
+            let r = c
+                .file_edit(FileEditRequest {
+                    task_id: task,
+                    path,
+                    old_string: old,
+                    new_string: new,
+                    replace_all,
+                    expected_version,
+                    fence,
+                    agent_id: None,
+                })
+                .await?;
+            out.emit(&to_json(&r), || {
+                format!(
+                    "{}edited {}: {} replacement(s), version {}",
+                    r.diff, r.path, r.replacements, r.version
+                )
+            });
+        }
+        FileCommand::Ls { task, prefix } => {
+            let r = c
+                .list_files(ListFilesRequest {
+                    task_id: task,
+                    prefix,
+                    agent_id: None,
+                })
+                .await?;
+            out.emit(&to_json(&r), || {
+                let mut s = format!(
+                    "{:>7} {:>10}  {:<16} {:<20}  PATH",
+                    "VERSION", "SIZE", "UPDATED BY", "UPDATED AT"
+                );
+                for f in &r.files {
+                    s.push_str(&format!(
+                        "\n{:>7} {:>10}  {:<16} {:<20}  {}",
+                        f.version,
+                        f.size,
+                        f.updated_by.as_deref().unwrap_or("-"),
+                        f.updated_at.format("%Y-%m-%d %H:%M:%S"),
+                        f.path
+                    ));
+                }
+                s
+            });
+        }
+        FileCommand::Rm {
+            task,
+            path,
+            expected_version,
+            fence,
+        } => {
+            let r = c
+                .delete_file(DeleteFileRequest {
+                    task_id: task,
+                    path,
+                    expected_version,
+                    fence,
+                    agent_id: None,
+                })
+                .await?;
+            out.emit(&to_json(&r), || {
+                format!("deleted {} (version {})", r.path, r.version)
+            });
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn lock(c: &GatewayClient, cmd: LockCommand, out: Out) -> Result<u8, ClientError> {
+    let lease = match cmd {
+        LockCommand::Claim { task, path, ttl } => {
+            c.claim_file(ClaimFileRequest {
+                task_id: task,
+                path,
+                timeout_sec: ttl,
+                agent_id: None,
+            })
+            .await?
+        }
+        LockCommand::Renew { task, path, ttl } => {
+            c.renew_file(RenewFileRequest {
+                task_id: task,
+                path,
+                timeout_sec: ttl,
+                agent_id: None,
+            })
+            .await?
+        }
+        LockCommand::Release { task, path, force } => {
+            let r = c
+                .release_file(ReleaseFileRequest {
+                    task_id: task,
+                    path,
+                    force,
+                    agent_id: None,
+                })
+                .await?;
+            out.emit(&to_json(&r), || format!("released {}", r.path));
+            return Ok(EXIT_OK);
+        }
+    };
+    out.emit(&to_json(&lease), || {
+        format!(
+            "locked {} for {}: {} s, fence {}, expires {}",
+            lease.path,
+            lease.owner,
+            lease.timeout_sec,
+            lease.fence,
+            lease.expires_at.to_rfc3339()
+        )
+    });
+    Ok(EXIT_OK)
+}
