@@ -1,0 +1,452 @@
+//! End-to-end tests of the real `mcpctl` binary against a running gateway (real Postgres and
+//! Redis): each command's exit code, its text output and its `--json` output.
+
+use mcp_agent_client::{ClientConfig, GatewayClient};
+use mcp_testkit::TestGateway;
+use serde_json::{Value, json};
+use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
+
+/// What a run of the binary produced.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+}
+
+fn command(base: &str, agent: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpctl"));
+    cmd.args(args)
+        .env("MCP_GATEWAY_URL", base)
+        .env("MCP_AGENT_ID", agent)
+        .env("MCP_GATEWAY_RETRIES", "2")
+        .env_remove("MCP_GATEWAY_TOKEN")
+        .env_remove("MCP_GATEWAY_TIMEOUT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run_as(gw: &TestGateway, agent: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    run_at(&gw.base, agent, args, stdin).await
+}
+
+async fn run_at(base: &str, agent: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = command(base, agent, args).spawn().expect("mcpctl runs");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn run(gw: &TestGateway, args: &[&str]) -> Run {
+    run_as(gw, "cli", args, None).await
+}
+
+fn client(gw: &TestGateway, agent: &str) -> GatewayClient {
+    GatewayClient::new(ClientConfig::new(gw.base.clone()).with_agent(agent)).unwrap()
+}
+
+#[track_caller]
+fn assert_failed(r: &Run, code: i32, error_code: &str) {
+    assert_eq!(r.code, code, "{r:?}");
+    assert!(!r.stderr.is_empty(), "a failure says why on stderr: {r:?}");
+    if r.stdout.trim_start().starts_with('{') {
+        let j = r.json();
+        assert_eq!(j["success"], false, "{r:?}");
+        assert_eq!(j["error"]["code"], error_code, "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_text_and_json() {
+    let gw = TestGateway::spawn().await;
+    let r = run(&gw, &["health"]).await.ok();
+    assert!(
+        r.stdout.contains("redis connected, postgres connected"),
+        "{r:?}"
+    );
+    let j = run(&gw, &["health", "--json"]).await.ok().json();
+    assert_eq!(
+        (j["redis"].as_str(), j["postgres"].as_str()),
+        (Some("connected"), Some("connected"))
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_and_an_unreachable_gateway() {
+    let r = run_at("http://127.0.0.1:9", "cli", &["file", "read"], None).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let r = run_at(&base, "cli", &["--json", "file", "read", "t1", "a"], None).await;
+    assert_failed(&r, 6, "unavailable");
+    assert_eq!(r.json()["error"]["attempts"], 2);
+    let r = run_at("https://example.invalid", "cli", &["health"], None).await;
+    assert_eq!(r.code, 2, "{r:?}");
+}
+
+#[tokio::test]
+async fn task_create_and_show() {
+    let gw = TestGateway::spawn().await;
+    let j = run(
+        &gw,
+        &[
+            "task", "create", "--id", "t1", "--title", "Fix it", "--json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        (j["id"].as_str(), j["status"].as_str()),
+        (Some("t1"), Some("pending"))
+    );
+    let again = run(&gw, &["--json", "task", "create", "--id", "t1"]).await;
+    assert_failed(&again, 4, "already_exists");
+
+    let r = run(&gw, &["task", "show", "t1"]).await.ok();
+    assert!(r.stdout.contains("title:       Fix it"), "{r:?}");
+    assert!(r.stdout.contains("status:      pending"), "{r:?}");
+    assert_eq!(
+        run(&gw, &["task", "show", "t1", "--json"])
+            .await
+            .ok()
+            .json()["title"],
+        "Fix it"
+    );
+    assert_failed(
+        &run(&gw, &["--json", "task", "show", "nope"]).await,
+        3,
+        "task_not_found",
+    );
+}
+
+#[tokio::test]
+async fn file_commands() {
+    let gw = TestGateway::spawn().await;
+    let content = "def f():\n    return 1\n";
+    let r = run_as(
+        &gw,
+        "cli",
+        &["file", "write", "t1", "./src//f.py"],
+        Some(content),
+    )
+    .await
+    .ok();
+    assert_eq!(r.stdout.trim(), "wrote src/f.py: version 1, 22 bytes");
+
+    let r = run(&gw, &["file", "read", "t1", "src/f.py"]).await.ok();
+    assert_eq!(r.stdout, content, "read prints the content exactly");
+    let j = run(&gw, &["file", "read", "t1", "src/f.py", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (j["content"].as_str(), j["version"].as_i64()),
+        (Some(content), Some(1))
+    );
+
+    let r = run(
+        &gw,
+        &[
+            "file", "edit", "t1", "src/f.py", "--old", "return 1", "--new", "return 2",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        r.stdout.contains("-    return 1") && r.stdout.contains("+    return 2"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("edited src/f.py: 1 replacement(s), version 2"),
+        "{r:?}"
+    );
+    assert_failed(
+        &run(
+            &gw,
+            &[
+                "--json", "file", "edit", "t1", "src/f.py", "--old", "zzz", "--new", "y",
+            ],
+        )
+        .await,
+        4,
+        "edit_no_match",
+    );
+
+    run(
+        &gw,
+        &["file", "write", "t1", "README.md", "--content", "hi"],
+    )
+    .await
+    .ok();
+    let r = run(&gw, &["file", "ls", "t1"]).await.ok();
+    let lines: Vec<_> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{r:?}");
+    assert!(lines[0].contains("PATH"));
+    assert!(r.stdout.contains("src/f.py") && r.stdout.contains("README.md"));
+    let j = run(&gw, &["file", "ls", "t1", "src", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(j["files"].as_array().unwrap().len(), 1);
+    assert_eq!(j["files"][0]["updated_by"], "cli");
+
+    assert_failed(
+        &run(
+            &gw,
+            &[
+                "--json",
+                "file",
+                "write",
+                "t1",
+                "src/f.py",
+                "--content",
+                "x",
+                "--expected-version",
+                "1",
+            ],
+        )
+        .await,
+        4,
+        "version_conflict",
+    );
+    assert_failed(
+        &run(
+            &gw,
+            &[
+                "--json",
+                "file",
+                "write",
+                "t1",
+                "../escape",
+                "--content",
+                "x",
+            ],
+        )
+        .await,
+        5,
+        "invalid_path",
+    );
+
+    let j = run(&gw, &["file", "rm", "t1", "README.md", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(j["deleted"], true);
+    let r = run(&gw, &["file", "read", "t1", "README.md"]).await;
+    assert_failed(&r, 3, "file_not_found");
+    assert!(r.stderr.contains("file_not_found"), "{r:?}");
+    assert_failed(
+        &run(&gw, &["--json", "file", "rm", "t1", "README.md"]).await,
+        3,
+        "file_not_found",
+    );
+}
+
+#[tokio::test]
+async fn lock_commands() {
+    let gw = TestGateway::spawn().await;
+    let j = run_as(
+        &gw,
+        "agent-a",
+        &["--json", "lock", "claim", "t1", "a.py", "--ttl", "30"],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        (j["owner"].as_str(), j["timeout_sec"].as_i64()),
+        (Some("agent-a"), Some(30))
+    );
+    let fence = j["fence"].as_i64().unwrap();
+
+    let r = run_as(
+        &gw,
+        "agent-b",
+        &["--json", "lock", "claim", "t1", "a.py"],
+        None,
+    )
+    .await;
+    assert_failed(&r, 4, "locked");
+    assert_eq!(r.json()["error"]["holder"], "agent-a");
+    let r = run_as(
+        &gw,
+        "agent-b",
+        &["file", "write", "t1", "a.py", "--content", "x"],
+        None,
+    )
+    .await;
+    assert_failed(&r, 4, "locked");
+
+    let r = run_as(
+        &gw,
+        "agent-a",
+        &["lock", "renew", "t1", "a.py", "--ttl", "40"],
+        None,
+    )
+    .await
+    .ok();
+    assert!(
+        r.stdout
+            .contains(&format!("locked a.py for agent-a: 40 s, fence {fence}")),
+        "{r:?}"
+    );
+    let fence_arg = fence.to_string();
+    run_as(
+        &gw,
+        "agent-a",
+        &[
+            "file",
+            "write",
+            "t1",
+            "a.py",
+            "--content",
+            "mine",
+            "--fence",
+            &fence_arg,
+        ],
+        None,
+    )
+    .await
+    .ok();
+
+    assert_failed(
+        &run_as(
+            &gw,
+            "agent-b",
+            &["--json", "lock", "release", "t1", "a.py"],
+            None,
+        )
+        .await,
+        4,
+        "lock_not_held",
+    );
+    let r = run_as(&gw, "agent-a", &["lock", "release", "t1", "a.py"], None)
+        .await
+        .ok();
+    assert_eq!(r.stdout.trim(), "released a.py");
+    run_as(&gw, "agent-b", &["lock", "claim", "t1", "a.py"], None)
+        .await
+        .ok();
+    assert_failed(
+        &run_as(
+            &gw,
+            "agent-b",
+            &["--json", "lock", "claim", "t1", "a.py", "--ttl", "0"],
+            None,
+        )
+        .await,
+        5,
+        "invalid_argument",
+    );
+}
+
+#[tokio::test]
+async fn logs_tail() {
+    let gw = TestGateway::spawn().await;
+    let mut log = client(&gw, "coder").execution_logger("t1").await.unwrap();
+    for i in 0..3 {
+        log.log("run_tests", json!({"n": i}), format!("pass {i}"))
+            .await
+            .unwrap();
+    }
+    let j = run(&gw, &["logs", "tail", "t1", "-n", "2", "--json"])
+        .await
+        .ok()
+        .json();
+    let steps = j["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1]["step"]["observation"], "pass 2");
+    let r = run(&gw, &["logs", "tail", "t1"]).await.ok();
+    let lines: Vec<_> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{r:?}");
+    assert!(
+        lines[0].contains("coder") && lines[0].contains("run_tests") && lines[0].contains("pass 0"),
+        "{r:?}"
+    );
+    log.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn checkout_copies_the_files() {
+    let gw = TestGateway::spawn().await;
+    let c = client(&gw, "coder");
+    let ws = c.workspace("t1");
+    use mcp_agent_client::Workspace;
+    ws.write("src/main.rs", "fn main() {}\n").await.unwrap();
+    ws.write("src/lib/mod.rs", "pub mod x;\n").await.unwrap();
+    ws.write("README.md", "# t1\n").await.unwrap();
+    ws.write("gone.txt", "x").await.unwrap();
+    ws.delete("gone.txt").await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("mcpctl-co-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.display().to_string();
+    let r = run(&gw, &["checkout", "t1", &d]).await.ok();
+    assert!(r.stdout.contains("checked out 3 file(s) of t1"), "{r:?}");
+    assert!(
+        r.stderr.contains("checkout: [3/3]"),
+        "progress on stderr: {r:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/lib/mod.rs")).unwrap(),
+        "pub mod x;\n"
+    );
+    assert!(!dir.join("gone.txt").exists());
+
+    let sub = dir.join("only-src");
+    let j = run(
+        &gw,
+        &[
+            "checkout",
+            "t1",
+            &sub.display().to_string(),
+            "--prefix",
+            "src",
+            "--json",
+            "-q",
+        ],
+    )
+    .await
+    .ok();
+    assert!(j.stderr.is_empty(), "--quiet: {j:?}");
+    let files = j.json()["files"].as_array().unwrap().clone();
+    assert_eq!(files.len(), 2);
+    assert!(!sub.join("README.md").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
