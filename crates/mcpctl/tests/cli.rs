@@ -450,3 +450,158 @@ async fn checkout_copies_the_files() {
     assert!(!sub.join("README.md").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts a streaming command and waits until its stderr says it is live (`ready`).
+async fn start_streaming(gw: &TestGateway, args: &[&str], ready: &str) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command(&gw.base, "cli", args).spawn().expect("mcpctl runs");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let wait = async {
+        let mut seen = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(ready) {
+                return;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        panic!("mcpctl ended before saying {ready:?}; stderr: {seen}");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .expect("mcpctl gets ready");
+    // Keep draining stderr so the child never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+async fn finish(child: tokio::process::Child) -> Run {
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("mcpctl ends after --count")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn watch_prints_live_events() {
+    let gw = TestGateway::spawn().await;
+    assert_failed(
+        &run(&gw, &["--json", "watch", "t1"]).await,
+        3,
+        "task_not_found",
+    );
+    run(&gw, &["task", "create", "--id", "t1"]).await.ok();
+    let child = start_streaming(
+        &gw,
+        &["watch", "t1", "--count", "2", "--json"],
+        "watching t1",
+    )
+    .await;
+    let ws = client(&gw, "coder").workspace("t1");
+    use mcp_agent_client::Workspace;
+    ws.write("a.py", "1").await.unwrap();
+    ws.edit("a.py", "1", "2", false).await.unwrap();
+    let r = finish(child).await.ok();
+    let events: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{r:?}");
+    assert_eq!(
+        (events[0]["type"].as_str(), events[1]["type"].as_str()),
+        (Some("file_written"), Some("file_edited"))
+    );
+    assert_eq!(events[1]["data"]["path"], "a.py");
+
+    // Text output, replaying from the start and filtered by type.
+    let r = run(
+        &gw,
+        &[
+            "watch",
+            "t1",
+            "--since",
+            "0",
+            "--types",
+            "file_edited",
+            "--count",
+            "1",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        r.stdout.contains("file_edited")
+            && r.stdout.contains("coder")
+            && r.stdout.contains("a.py v2"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn logs_follow_prints_past_then_new_steps_once() {
+    let gw = TestGateway::spawn().await;
+    let mut log = client(&gw, "coder").execution_logger("t1").await.unwrap();
+    log.log("before", json!({}), "old").await.unwrap();
+    let child = start_streaming(
+        &gw,
+        &["logs", "follow", "t1", "--count", "2", "--json"],
+        "following the log",
+    )
+    .await;
+    log.log("after", json!({}), "new 1").await.unwrap();
+    log.log("after", json!({}), "new 2").await.unwrap();
+    let r = finish(child).await.ok();
+    let steps: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let observations: Vec<_> = steps
+        .iter()
+        .map(|s| s["step"]["observation"].as_str().unwrap())
+        .collect();
+    assert_eq!(observations, ["old", "new 1", "new 2"], "{r:?}");
+    log.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn checkout_follow_keeps_the_directory_in_sync() {
+    let gw = TestGateway::spawn().await;
+    let ws = client(&gw, "coder").workspace("t1");
+    use mcp_agent_client::Workspace;
+    ws.write("keep.txt", "v1").await.unwrap();
+    ws.write("drop.txt", "bye").await.unwrap();
+    let dir = std::env::temp_dir().join(format!("mcpctl-fo-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.display().to_string();
+    let child = start_streaming(
+        &gw,
+        &["checkout", "t1", &d, "--follow", "--count", "3"],
+        "following t1",
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("drop.txt")).unwrap(),
+        "bye"
+    );
+
+    ws.write("src/new.rs", "fn new() {}").await.unwrap();
+    ws.edit("keep.txt", "v1", "v2", false).await.unwrap();
+    ws.delete("drop.txt").await.unwrap();
+    let r = finish(child).await.ok();
+    assert!(r.stdout.contains("updated src/new.rs (version 1)"), "{r:?}");
+    assert!(r.stdout.contains("removed drop.txt"), "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/new.rs")).unwrap(),
+        "fn new() {}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("keep.txt")).unwrap(), "v2");
+    assert!(!dir.join("drop.txt").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

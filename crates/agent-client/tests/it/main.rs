@@ -2,6 +2,7 @@
 //! Redis (`mcp-testkit`). One test binary, one module per area.
 
 mod client;
+mod events;
 mod lock;
 mod retry;
 mod tools;
