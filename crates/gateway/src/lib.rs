@@ -49,8 +49,6 @@ impl AppState {
     /// Builds the state and starts the live-event hub's Redis subscription (so it must run
     /// inside a Tokio runtime).
     pub fn new(service: Service, cfg: &GatewayConfig) -> AppState {
-        let store = mcp_domain::store::mcp::McpStore::new(&service.hot, &cfg.redis_url)
-            .expect("REDIS_URL parsed when the hot store connected");
         let hub = live::Hub::start(
             service.clone(),
             live::HubConfig {
@@ -59,7 +57,11 @@ impl AppState {
             },
         );
         AppState {
-            mcp: mcp::McpState::new(cfg.mcp(), store),
+            mcp: mcp::McpState::new(
+                cfg.mcp(),
+                mcp_domain::store::mcp::McpStore::new(&service.hot),
+                hub.clone(),
+            ),
             service,
             request_timeout: cfg.request_timeout(),
             max_body_bytes: cfg.max_body_bytes(),

@@ -1,17 +1,16 @@
 //! What the MCP door (`/mcp`) shares between gateway instances, in Redis: session state (so a
 //! session opened on one instance is served by any other) and the resource subscriptions of
 //! those sessions (so the instance that holds a session's notification stream learns what a
-//! `resources/subscribe` on another instance asked for). Also the process's one pattern
-//! subscription to the task channels, from which resource-update notifications are derived.
+//! `resources/subscribe` on another instance asked for), and the catch-up read of a task's
+//! recent events for a new listener.
 //!
 //! Nothing here is durable truth: a lost session makes the client initialise again, a lost
 //! subscription stops its notifications. Everything carries a TTL.
 
 use super::keys::Keys;
 use super::redis::RedisStore;
-use crate::error::{DomainError, Result};
+use crate::error::Result;
 use crate::ids::{AgentId, TaskId};
-use futures::{Stream, StreamExt};
 use mcp_api::Event;
 use redis::Script;
 use redis::aio::ConnectionManager;
@@ -59,20 +58,15 @@ pub struct Subscriber {
 pub struct McpStore {
     conn: ConnectionManager,
     keys: Keys,
-    /// For the pub/sub connection (a dedicated connection; commands use `conn`).
-    client: redis::Client,
 }
 
 impl McpStore {
-    /// Shares the hot store's connection and key prefix; `url` opens the pub/sub connection.
-    pub fn new(hot: &RedisStore, url: &str) -> Result<McpStore> {
-        let client = redis::Client::open(url)
-            .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
-        Ok(McpStore {
+    /// Shares the hot store's connection and key prefix.
+    pub fn new(hot: &RedisStore) -> McpStore {
+        McpStore {
             conn: hot.connection(),
             keys: hot.keys().clone(),
-            client,
-        })
+        }
     }
 
     /// Saves a session's state for `ttl`.
@@ -199,30 +193,6 @@ impl McpStore {
                 })
             })
             .collect())
-    }
-
-    /// Events of every task, from one pattern subscription on a dedicated connection. Returns
-    /// once Redis has confirmed the subscription, so every event published afterwards is in
-    /// the stream. The stream ends when the connection is lost.
-    pub async fn events(
-        &self,
-        timeout: Duration,
-    ) -> Result<impl Stream<Item = Event> + Send + 'static> {
-        let subscribe = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.psubscribe(self.keys.channel_pattern()).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::time::timeout(timeout, subscribe)
-            .await
-            .map_err(|_| DomainError::Unavailable {
-                backend: "redis",
-                cause: "pub/sub subscription timed out".into(),
-            })??;
-        Ok(pubsub.into_on_message().filter_map(|msg| async move {
-            let payload: String = msg.get_payload().ok()?;
-            serde_json::from_str::<Event>(&payload).ok()
-        }))
     }
 
     /// Events of one task appended at or after `since_ms` (Redis time, ms), oldest first, at

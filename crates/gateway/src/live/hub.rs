@@ -15,6 +15,8 @@
 //!
 //! Public API (used by SSE, WebSocket and the MCP resource subscriptions):
 //! [`Hub::subscribe`] gives a raw [`Subscription`] (live deliveries only);
+//! [`Hub::tap`] gives a [`Tap`]: the live deliveries of every task (MCP notifications, whose
+//! subscribers are not known per task in advance);
 //! [`Hub::watch`](crate::live::Hub::watch) gives a [`Watch`](crate::live::Watch) (replay
 //! from a resume point, then live, no gap, no duplicate).
 
@@ -107,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) service: Service,
     config: HubConfig,
     slots: Mutex<HashMap<TaskId, HashMap<u64, Slot>>>,
+    /// Taps: receivers of every task's deliveries.
+    taps: Mutex<HashMap<u64, Slot>>,
     next_id: AtomicU64,
     watchers: AtomicUsize,
     slow_cutoffs: AtomicU64,
@@ -129,6 +133,7 @@ impl Hub {
             service: service.clone(),
             config,
             slots: Mutex::new(HashMap::new()),
+            taps: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             watchers: AtomicUsize::new(0),
             slow_cutoffs: AtomicU64::new(0),
@@ -180,6 +185,36 @@ impl Hub {
     pub fn close(&self) {
         self.inner.closing.cancel();
         self.inner.slots.lock().expect("hub lock").clear();
+        self.inner.taps.lock().expect("hub lock").clear();
+    }
+
+    /// Registers a tap: the live deliveries of every task, through a queue of
+    /// `queue_capacity` (cut off like a watcher when full). Taps are not watchers: they do not
+    /// count in [`HubStats::watchers`] and shutdown does not wait for them.
+    pub fn tap(&self) -> Tap {
+        let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
+        let cut = Arc::new(AtomicBool::new(false));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        if !self.inner.closing.is_cancelled() {
+            self.inner.taps.lock().expect("hub lock").insert(
+                id,
+                Slot {
+                    tx,
+                    cut: cut.clone(),
+                },
+            );
+        }
+        Tap {
+            id,
+            rx,
+            cut,
+            hub: self.inner.clone(),
+        }
+    }
+
+    /// Whether the Redis subscription is up (deliveries flow).
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
     }
 
     /// Cancelled once [`Hub::close`] was called.
@@ -230,7 +265,8 @@ impl Inner {
             .expect("hub lock")
             .get(task)
             .is_some_and(|m| !m.is_empty());
-        if !has_watchers {
+        let has_taps = !self.taps.lock().expect("hub lock").is_empty();
+        if !has_watchers && !has_taps {
             return;
         }
         let Some(event) = parse_published(task, payload) else {
@@ -238,11 +274,24 @@ impl Inner {
             return;
         };
         let delivery = Delivery::Event(Arc::new(LiveEvent::new(event)));
+        if has_taps {
+            let mut taps = self.taps.lock().expect("hub lock");
+            taps.retain(|_, slot| self.offer(slot, &delivery));
+        }
         let mut slots = self.slots.lock().expect("hub lock");
         let Some(watchers) = slots.get_mut(task) else {
             return;
         };
-        watchers.retain(|_, slot| match slot.tx.try_send(delivery.clone()) {
+        watchers.retain(|_, slot| self.offer(slot, &delivery));
+        if watchers.is_empty() {
+            slots.remove(task);
+        }
+    }
+
+    /// Queues a delivery for one receiver; `false` when it must be dropped (gone, or cut off
+    /// for being slow).
+    fn offer(&self, slot: &Slot, delivery: &Delivery) -> bool {
+        match slot.tx.try_send(delivery.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 slot.cut.store(true, Ordering::Relaxed);
@@ -250,9 +299,6 @@ impl Inner {
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
-        if watchers.is_empty() {
-            slots.remove(task);
         }
     }
 
@@ -260,17 +306,43 @@ impl Inner {
     fn resync_all(&self) {
         let mut slots = self.slots.lock().expect("hub lock");
         for watchers in slots.values_mut() {
-            watchers.retain(|_, slot| match slot.tx.try_send(Delivery::Resync) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    slot.cut.store(true, Ordering::Relaxed);
-                    self.slow_cutoffs.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+            watchers.retain(|_, slot| self.offer(slot, &Delivery::Resync));
         }
         slots.retain(|_, w| !w.is_empty());
+        drop(slots);
+        let mut taps = self.taps.lock().expect("hub lock");
+        taps.retain(|_, slot| self.offer(slot, &Delivery::Resync));
+    }
+}
+
+/// A tap's registration: the live deliveries of every task. Dropping it unregisters.
+pub struct Tap {
+    id: u64,
+    rx: mpsc::Receiver<Delivery>,
+    cut: Arc<AtomicBool>,
+    hub: Arc<Inner>,
+}
+
+impl Tap {
+    /// The next delivery, in publication order; `None` once the hub ended this tap (closing,
+    /// or cut off for being slow: see [`Tap::end_reason`]) and its queue is drained.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// Why the hub ended this tap.
+    pub fn end_reason(&self) -> CutoffReason {
+        if self.cut.load(Ordering::Relaxed) {
+            CutoffReason::SlowConsumer
+        } else {
+            CutoffReason::Shutdown
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.hub.taps.lock().expect("hub lock").remove(&self.id);
     }
 }
 

@@ -13,7 +13,7 @@ mod sse;
 pub mod watch;
 mod ws;
 
-pub use hub::{Delivery, Hub, HubConfig, HubStats, LiveEvent, Subscription};
+pub use hub::{Delivery, Hub, HubConfig, HubStats, LiveEvent, Subscription, Tap};
 pub use watch::{StartAt, Watch, WatchItem};
 
 use crate::AppState;

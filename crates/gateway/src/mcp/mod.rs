@@ -7,7 +7,7 @@
 //! * [`tools`] — the tool list (from `mcp_api::TOOLS`, with JSON Schemas) and dispatch to the
 //!   same `Service` methods as `POST /tools/*`.
 //! * [`resources`] — resource URIs, templates, reads, and which resources an event changes.
-//! * [`notify`] — resource-update notifications from the task channels.
+//! * [`notify`] — resource-update notifications, from the live-event hub's tap.
 //! * [`sessions`] — 2025-11-25 sessions kept in Redis, so any instance serves any request.
 //!
 //! Instances share nothing in memory: 2026-07-28 requests are stateless, and a 2025-11-25
@@ -54,11 +54,12 @@ pub struct McpState {
 }
 
 impl McpState {
-    pub fn new(config: McpConfig, store: McpStore) -> McpState {
+    /// `live` is the process's live-event hub, the source of resource-update notifications.
+    pub fn new(config: McpConfig, store: McpStore, live: crate::live::Hub) -> McpState {
         let shutdown = CancellationToken::new();
         McpState {
             config,
-            hub: Hub::new(store, shutdown.clone()),
+            hub: Hub::new(store, live, shutdown.clone()),
             shutdown,
         }
     }

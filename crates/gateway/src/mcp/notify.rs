@@ -1,8 +1,10 @@
 //! Resource-update notifications: which MCP subscribers of this process hear of a change.
 //!
-//! One pattern subscription per process to the task channels (`task:*:updates`, started when
-//! the first subscriber arrives) feeds [`Hub::dispatch`]. Each event names the resources it
-//! changes ([`super::resources::changed_by`]); two kinds of local subscriber are told:
+//! The process's live-event hub ([`crate::live::Hub`], the one Redis subscription that also
+//! feeds SSE and WebSocket) gives this module a [`Tap`] on every task's events, taken when the
+//! first subscriber arrives; each event goes through [`Hub::dispatch`]. Each event names the
+//! resources it changes ([`super::resources::changed_by`]); two kinds of local subscriber are
+//! told:
 //!
 //! * **listeners** (protocol 2026-07-28): an open `subscriptions/listen` request served by this
 //!   process, with its set of resource URIs, kept here in memory;
@@ -10,12 +12,13 @@
 //!   held by this process. The session's `resources/subscribe` may have reached any instance,
 //!   so its subscriptions are read from Redis (one set per task or agent), not from memory.
 //!
-//! Notifications are hints to re-read: one lost while Redis reconnects is not replayed, and a
-//! listener may hear of a change made just before it subscribed (its catch-up reads the task's
-//! recent events). A slow subscriber is skipped rather than waited for.
+//! Notifications are hints to re-read: one lost while Redis reconnects (or while this module
+//! lags so far behind that the live hub cuts its tap off) is not replayed, and a listener may
+//! hear of a change made just before it subscribed (its catch-up reads the task's recent
+//! events). A slow subscriber is skipped rather than waited for.
 
 use super::resources::{ResourceUri, changed_by};
-use futures::StreamExt;
+use crate::live::{self, Delivery, Tap};
 use mcp_api::Event;
 use mcp_domain::AgentId;
 use mcp_domain::TaskId;
@@ -30,13 +33,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How long a new subscriber waits for the process's event subscription to be confirmed.
+/// How long a new subscriber waits for the live hub's Redis subscription to be up.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause before re-subscribing after the pub/sub connection is lost.
-const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// Notifications buffered per session stream before new ones are dropped.
 const STREAM_BUFFER: usize = 64;
 
@@ -49,25 +50,26 @@ struct Listener {
 /// The process's MCP subscribers and its event subscription.
 pub struct Hub {
     store: McpStore,
+    /// The process's live-event hub, source of the events.
+    live: live::Hub,
     listeners: Mutex<HashMap<u64, Listener>>,
     /// Session id -> the sender into that session's standalone stream on this process.
     streams: Mutex<HashMap<String, mpsc::Sender<ServerSseMessage>>>,
     next_id: AtomicU64,
-    /// True while the event subscription is confirmed by Redis.
-    ready: watch::Sender<bool>,
+    /// Whether the tap's reader runs.
     started: Mutex<bool>,
-    /// Stops the event subscription (when the gateway shuts down).
+    /// Stops the tap's reader (when the gateway shuts down).
     cancel: CancellationToken,
 }
 
 impl Hub {
-    pub fn new(store: McpStore, cancel: CancellationToken) -> Arc<Hub> {
+    pub fn new(store: McpStore, live: live::Hub, cancel: CancellationToken) -> Arc<Hub> {
         Arc::new(Hub {
             store,
+            live,
             listeners: Mutex::default(),
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
-            ready: watch::channel(false).0,
             started: Mutex::new(false),
             cancel,
         })
@@ -77,18 +79,22 @@ impl Hub {
         &self.store
     }
 
-    /// Starts the event subscription if needed and waits (bounded) until Redis confirms it,
-    /// so that a change made after this returns is seen.
+    /// Taps the live hub if not done yet, and waits (bounded) until its Redis subscription is
+    /// up, so that a change made after this returns is seen.
     async fn ensure_events(self: &Arc<Self>) {
         {
             let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
             if !*started {
                 *started = true;
-                tokio::spawn(pump(Arc::downgrade(self), self.cancel.clone()));
+                // Tapped here, synchronously: deliveries from now on are queued for the reader.
+                let tap = self.live.tap();
+                tokio::spawn(read_tap(Arc::downgrade(self), tap, self.cancel.clone()));
             }
         }
-        let mut ready = self.ready.subscribe();
-        let _ = tokio::time::timeout(READY_TIMEOUT, ready.wait_for(|r| *r)).await;
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while !self.live.is_connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Registers a listener; it is dropped when the returned guard is.
@@ -242,42 +248,24 @@ fn updated_message(uri: &str) -> ServerSseMessage {
     ))
 }
 
-/// The process's event subscription: (re)subscribes, dispatches, until cancelled or the hub
-/// is gone.
-async fn pump(hub: Weak<Hub>, cancel: CancellationToken) {
+/// Reads the tap until the gateway shuts down: each event to [`Hub::dispatch`]. A tap the
+/// live hub cut off (this reader lagged) is replaced; the events it dropped are not replayed.
+async fn read_tap(hub: Weak<Hub>, mut tap: Tap, cancel: CancellationToken) {
     loop {
-        let Some(store) = hub.upgrade().map(|h| h.store.clone()) else {
-            return;
-        };
-        let events = tokio::select! {
-            events = store.events(READY_TIMEOUT) => events,
+        let delivery = tokio::select! {
+            d = tap.recv() => d,
             () = cancel.cancelled() => return,
         };
-        match events {
-            Ok(events) => {
-                if let Some(h) = hub.upgrade() {
-                    h.ready.send_replace(true);
-                }
-                let mut events = std::pin::pin!(events);
-                loop {
-                    let next = tokio::select! {
-                        next = events.next() => next,
-                        () = cancel.cancelled() => return,
-                    };
-                    let Some(event) = next else { break };
-                    let Some(h) = hub.upgrade() else { return };
-                    h.dispatch(&event).await;
-                }
-                if let Some(h) = hub.upgrade() {
-                    h.ready.send_replace(false);
-                }
-                tracing::warn!("MCP event subscription lost; re-subscribing");
+        let Some(h) = hub.upgrade() else { return };
+        match delivery {
+            Some(Delivery::Event(live)) => h.dispatch(&live.event).await,
+            // Redis came back after an outage; what was published meanwhile is gone.
+            Some(Delivery::Resync) => {}
+            None if h.live.closing().is_cancelled() => return,
+            None => {
+                tracing::warn!(reason = ?tap.end_reason(), "MCP notifications lagged; re-tapping");
+                tap = h.live.tap();
             }
-            Err(e) => tracing::warn!(error = %e, "MCP event subscription failed; retrying"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(RECONNECT_DELAY) => {}
-            () = cancel.cancelled() => return,
         }
     }
 }

@@ -647,7 +647,7 @@ async fn closing_a_session_drops_its_subscriptions() {
     use mcp_domain::TaskId;
     use mcp_domain::store::mcp::{McpStore, SubScope};
     let gw = TestGateway::spawn().await;
-    let store = McpStore::new(&gw.service.hot, &gw.config.redis_url).expect("store");
+    let store = McpStore::new(&gw.service.hot);
     let t1 = TaskId::parse("t1").unwrap();
     let ttl = Duration::from_secs(60);
     store
