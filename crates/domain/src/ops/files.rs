@@ -23,7 +23,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// How often an edit is retried when another writer commits between its read and its write.
-const EDIT_ATTEMPTS: usize = 8;
+/// Every lost race means another writer's change landed, so this bounds the wait of one edit
+/// among that many concurrent writers of the file (with a short random pause that grows per
+/// attempt, so the losers of one race do not collide again at once).
+const EDIT_ATTEMPTS: usize = 32;
 
 pub(crate) fn sha256_hex(content: &str) -> String {
     hex::encode(Sha256::digest(content.as_bytes()))
@@ -332,6 +335,8 @@ impl Service {
                 {
                     // Our read was stale (another writer committed, or the hot copy lagged):
                     // drop it and recompute from the database.
+                    let pause_us = rand::random_range(0..=attempt as u64 * 500);
+                    tokio::time::sleep(std::time::Duration::from_micros(pause_us)).await;
                     continue;
                 }
                 Err(e) => return Err(e),
