@@ -181,6 +181,13 @@ async fn a_watcher_on_b_sees_every_write_made_through_a_in_order() {
         None,
     )
     .await;
+    let metrics = reqwest::get(format!("{}/metrics", b.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("mcp_live_watchers"), "{metrics}");
     let before = stream_ids(&a, "t").await.len();
     let mut step_ids = vec![];
     for i in 0..30 {
@@ -527,6 +534,16 @@ async fn a_slow_consumer_is_cut_off_resumably_with_a_bounded_queue() {
         "the stream ends after the cutoff"
     );
     assert_eq!(cutoff["reason"], "slow_consumer");
+    let metrics = reqwest::get(format!("{}/metrics", b.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"mcp_live_cutoffs_total{reason="slow_consumer"}"#),
+        "{metrics}"
+    );
     assert!(
         !got.is_empty() && got.len() < written,
         "{} of {written}",
@@ -640,4 +657,48 @@ async fn shutdown_closes_streams_with_a_reconnect_hint() {
         .expect("the server drains")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_hub_cuts_off_a_full_queue_and_never_holds_more_than_its_capacity() {
+    use mcp_api::live::CutoffReason;
+    use mcp_gateway::live::{Delivery, Hub, HubConfig};
+    let gw = TestGateway::spawn().await;
+    let hub = Hub::start(
+        gw.service.clone(),
+        HubConfig {
+            queue_capacity: 4,
+            ..HubConfig::default()
+        },
+    );
+    let task = mcp_domain::TaskId::parse("t").unwrap();
+    let mut slow = hub.subscribe(&task);
+    let mut fast = hub.subscribe(&task);
+    let id = |i: usize| StreamId::parse(&format!("1-{i}")).unwrap();
+    for i in 0..10 {
+        let payload = json!({"id": id(i).to_string(), "type": "step_logged", "taskId": "t",
+            "timestamp": "2026-01-01T00:00:00Z", "data": {}});
+        hub.dispatch(&task, &payload.to_string());
+        match fast.recv().await {
+            Some(Delivery::Event(e)) => assert_eq!(e.id, Some(id(i)), "the fast one keeps up"),
+            other => panic!("{other:?}"),
+        }
+        let stats = hub.stats();
+        assert!(stats.max_queued <= 4, "bounded: {stats:?}");
+    }
+    assert_eq!(slow.queued(), 4, "the slow one holds its capacity, no more");
+    assert_eq!(hub.stats().slow_cutoffs, 1);
+    for i in 0..4 {
+        match slow.recv().await {
+            Some(Delivery::Event(e)) => assert_eq!(e.id, Some(id(i)), "what it had, in order"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(slow.recv().await.is_none(), "then the end");
+    assert_eq!(slow.end_reason(), CutoffReason::SlowConsumer);
+    drop(slow);
+    assert_eq!(hub.stats().watchers, 1);
+    hub.close();
+    assert!(fast.recv().await.is_none());
+    assert_eq!(fast.end_reason(), CutoffReason::Shutdown);
 }
