@@ -1,7 +1,7 @@
 //! Measures the MCP door against the REST door on one gateway: the latency of sequential
 //! `file_write` calls through REST, MCP 2025-11-25 (session) and MCP 2026-07-28 (stateless),
-//! and the delay from a REST write's answer to the `notifications/resources/updated` of a
-//! 2026-07-28 listener.
+//! and the time from sending a REST write to the `notifications/resources/updated` of a
+//! 2026-07-28 listener (compare with the REST write's own latency).
 //!
 //! ```sh
 //! cargo run --release -p mcp-gateway --example mcp_bench -- --runs 3 --calls 500
@@ -109,6 +109,7 @@ async fn run(calls: usize) -> [(f64, f64); 4] {
         .expect("listen");
     let mut delays = Vec::with_capacity(calls / 2);
     for i in 0..calls / 2 {
+        let t = Instant::now();
         let (status, _) = gw
             .tool(
                 "file_write",
@@ -116,7 +117,6 @@ async fn run(calls: usize) -> [(f64, f64); 4] {
             )
             .await;
         assert_eq!(status, 200);
-        let t = Instant::now();
         loop {
             match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
                 Ok(Ok(Some(ServerNotification::ResourceUpdatedNotification(_)))) => break,
@@ -153,7 +153,7 @@ async fn main() {
         "REST file_write",
         "MCP 2025-11-25 file_write",
         "MCP 2026-07-28 file_write",
-        "REST write -> listener notified (after the answer)",
+        "REST write sent -> 2026-07-28 listener notified",
     ];
     let mut all = Vec::new();
     for r in 0..runs {
