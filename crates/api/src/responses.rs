@@ -296,3 +296,26 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
+
+/// One audit record: who did what, where, with which version and fence, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The acting agent (the token's agent when authentication is on).
+    pub actor: String,
+    pub action: String,
+    pub task_id: Option<String>,
+    pub path: Option<String>,
+    pub version: Option<i64>,
+    pub fence: Option<i64>,
+    /// The request's `x-request-id`.
+    pub request_id: Option<String>,
+}
+
+/// `GET /admin/audit`: matching records, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditLog {
+    pub success: bool,
+    pub entries: Vec<AuditEntry>,
+}

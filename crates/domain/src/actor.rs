@@ -37,13 +37,31 @@ impl Actor {
         }
     }
 
-    /// Refuses a task outside the actor's scope.
-    pub fn ensure_task(&self, task: &TaskId) -> Result<()> {
+    /// Whether `task` is in the actor's scope.
+    pub fn may_access(&self, task: &str) -> bool {
         match &self.tasks {
-            Some(list) if !list.iter().any(|t| t == task.as_str() || t == "*") => Err(
-                DomainError::Forbidden(format!("not allowed to access task '{task}'")),
-            ),
-            _ => Ok(()),
+            Some(list) => list.iter().any(|t| t == task || t == "*"),
+            None => true,
+        }
+    }
+
+    /// The tasks the actor is limited to, `None` when it may access every task.
+    pub fn scope(&self) -> Option<&[String]> {
+        match &self.tasks {
+            Some(list) if !list.iter().any(|t| t == "*") => Some(list),
+            _ => None,
+        }
+    }
+
+    /// Refuses a task outside the actor's scope. The message names only the caller's own
+    /// input, never what exists.
+    pub fn ensure_task(&self, task: &TaskId) -> Result<()> {
+        if self.may_access(task.as_str()) {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden(format!(
+                "not allowed to access task '{task}'"
+            )))
         }
     }
 

@@ -60,6 +60,12 @@ pub enum DomainError {
         actual: usize,
         limit: usize,
     },
+    #[error("the task's {what} quota of {limit} would be exceeded")]
+    QuotaExceeded {
+        /// `files` or `bytes`.
+        what: String,
+        limit: i64,
+    },
     #[error("{backend} is unavailable")]
     Unavailable {
         backend: &'static str,
@@ -95,6 +101,7 @@ impl DomainError {
             DomainError::EditNoMatch => ErrorCode::EditNoMatch,
             DomainError::EditAmbiguous { .. } => ErrorCode::EditAmbiguous,
             DomainError::TooLarge { .. } => ErrorCode::TooLarge,
+            DomainError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             DomainError::Unavailable { .. } => ErrorCode::Unavailable,
             DomainError::Internal(_) => ErrorCode::Internal,
         }
@@ -117,6 +124,7 @@ impl DomainError {
             DomainError::LockNotHeld { holder, .. } => json!({"holder": holder}),
             DomainError::EditAmbiguous { count } => json!({"occurrences": count}),
             DomainError::TooLarge { limit, .. } => json!({"limit": limit}),
+            DomainError::QuotaExceeded { what, limit } => json!({"quota": what, "limit": limit}),
             DomainError::Unavailable { .. } => json!({"retry_after": 1}),
             _ => json!({}),
         };

@@ -9,7 +9,9 @@ use chrono::Utc;
 use mcp_api::responses::AgentStatus;
 
 impl Service {
-    pub async fn agent_status(&self, _actor: &Actor, agent_id: &str) -> Result<AgentStatus> {
+    /// Any caller may ask about any agent, but the answer names only tasks in the caller's
+    /// scope (an agent's other tasks are none of its business).
+    pub async fn agent_status(&self, actor: &Actor, agent_id: &str) -> Result<AgentStatus> {
         let agent = AgentId::parse(agent_id)?;
         let (mut last_seen, mut current, mut tasks) = self.hot.presence(&agent).await?;
         if last_seen.is_none() && tasks.is_empty() {
@@ -18,6 +20,8 @@ impl Service {
             };
             (last_seen, current, tasks) = (seen, cur, t);
         }
+        tasks.retain(|t| actor.may_access(t));
+        current = current.filter(|t| actor.may_access(t));
         let status = match last_seen {
             Some(t) if (Utc::now() - t).num_seconds() <= self.limits.active_window_secs => "active",
             Some(_) => "idle",

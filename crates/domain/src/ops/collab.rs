@@ -19,7 +19,10 @@ impl Service {
     ) -> Result<CollaborationResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
-        let joined_at = self.pg.join(&task, actor.agent.as_str()).await?;
+        let joined_at = self
+            .pg
+            .join(&task, actor.agent.as_str(), actor.request_id.as_deref())
+            .await?;
         self.hot.join(&task, &actor.agent, joined_at).await?;
         self.emit(
             actor,
@@ -44,7 +47,10 @@ impl Service {
     ) -> Result<CollaborationResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
-        let was_member = self.pg.leave(&task, actor.agent.as_str()).await?;
+        let was_member = self
+            .pg
+            .leave(&task, actor.agent.as_str(), actor.request_id.as_deref())
+            .await?;
         self.hot.leave(&task, &actor.agent).await?;
         if was_member {
             self.emit(

@@ -123,6 +123,8 @@ impl Service {
                 expected_version,
                 diff,
                 request_id: actor.request_id.as_deref(),
+                max_task_files: self.limits.max_task_files,
+                max_task_bytes: self.limits.max_task_bytes,
             })
             .await?;
         let (kind, mut data) = match op {

@@ -3,6 +3,7 @@
 //! stores, emits its event, and returns the wire response. Nothing here knows HTTP.
 
 mod agents;
+mod audit;
 mod collab;
 mod files;
 mod health;
@@ -42,6 +43,10 @@ pub struct Limits {
     pub max_lock_timeout_secs: i64,
     /// An agent seen within this many seconds is `active`.
     pub active_window_secs: i64,
+    /// Most live files one task may hold (`quota_exceeded` above); `None`: unlimited.
+    pub max_task_files: Option<i64>,
+    /// Most live bytes one task may hold; `None`: unlimited.
+    pub max_task_bytes: Option<i64>,
 }
 
 impl Default for Limits {
@@ -56,6 +61,8 @@ impl Default for Limits {
             default_lock_timeout_secs: 60,
             max_lock_timeout_secs: 3600,
             active_window_secs: 300,
+            max_task_files: Some(10_000),
+            max_task_bytes: Some(1024 * 1024 * 1024),
         }
     }
 }

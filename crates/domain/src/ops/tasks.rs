@@ -58,7 +58,11 @@ impl Service {
             Some(id) => TaskId::parse(id)?,
             None => TaskId::parse(&uuid::Uuid::new_v4().to_string())?,
         };
-        let state = self.pg.create_task(&id, &req, actor.agent.as_str()).await?;
+        actor.ensure_task(&id)?;
+        let state = self
+            .pg
+            .create_task(&id, &req, actor.agent.as_str(), actor.request_id.as_deref())
+            .await?;
         self.hot
             .cache_task(&state, self.limits.task_cache_ttl_secs)
             .await?;
@@ -81,9 +85,15 @@ impl Service {
     ) -> Result<TaskState> {
         actor.ensure_admin()?;
         let task = TaskId::parse(task_id)?;
+        actor.ensure_task(&task)?;
         let state = self
             .pg
-            .update_task(&task, &req, actor.agent.as_str())
+            .update_task(
+                &task,
+                &req,
+                actor.agent.as_str(),
+                actor.request_id.as_deref(),
+            )
             .await?
             .ok_or_else(|| DomainError::TaskNotFound(task.to_string()))?;
         self.hot

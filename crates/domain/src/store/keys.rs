@@ -98,6 +98,12 @@ impl Keys {
         TaskId::parse(task).ok()
     }
 
+    /// A request-rate window of one subject (an agent, or `ip:<addr>` with authentication
+    /// off): a counter whose TTL is the rest of the window. Shared by every gateway instance.
+    pub fn rate(&self, subject: &str) -> String {
+        format!("{}rate:{{{subject}}}", self.prefix)
+    }
+
     /// Marker set by the sync pull loop once the task cache is warm; when it is missing
     /// (Redis lost its data), the next pull rebuilds the whole cache from Postgres.
     pub fn sync_warm(&self) -> String {

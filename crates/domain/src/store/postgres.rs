@@ -9,7 +9,7 @@ use crate::ids::TaskId;
 use crate::path::FilePath;
 use chrono::{DateTime, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
-use mcp_api::responses::{Collaborator, FileInfo, TaskState};
+use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Row};
@@ -70,6 +70,24 @@ pub struct FileChange<'a> {
     /// Unified diff, stored for edits.
     pub diff: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    /// The task's quotas (live files, live bytes); `None`: unlimited. Enforced by the
+    /// `files_track_usage` trigger inside the same statement.
+    pub max_task_files: Option<i64>,
+    pub max_task_bytes: Option<i64>,
+}
+
+/// Which audit records to return (every field optional but `limit`).
+#[derive(Debug, Default)]
+pub struct AuditFilter<'a> {
+    pub task: Option<&'a str>,
+    /// Only these tasks (the caller's scope), when the caller does not see every task.
+    pub tasks_in: Option<&'a [String]>,
+    pub agent: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub since: Option<DateTime<Utc>>,
+    /// Records older than this id (paging).
+    pub before_id: Option<i64>,
+    pub limit: i64,
 }
 
 /// A committed change.
@@ -102,12 +120,20 @@ const CHANGE_TAIL: &str = "
 )
 SELECT version, updated_at FROM up";
 
+/// The quota settings the usage trigger reads, local to this statement's transaction. Every
+/// change statement reads a row of `cfg`, so the settings are in place before its row changes.
+const QUOTA_CFG: &str = "
+WITH cfg AS (
+    SELECT set_config('mcp.max_task_files', COALESCE($13::bigint::text, ''), true) AS f,
+           set_config('mcp.max_task_bytes', COALESCE($14::bigint::text, ''), true) AS b
+)";
+
 /// Create or replace (`expected_version` absent or 0).
 const UPSERT_FILE: &str = "
-WITH up AS (
+, up AS (
     INSERT INTO files AS f (task_id, path, version, content, sha256, size, updated_by, updated_at,
                             last_fence, deleted)
-    VALUES ($1, $2, 1, $3, $4, $5, $6, now(), COALESCE($7, 0), false)
+    SELECT $1, $2, 1, $3, $4, $5, $6, now(), COALESCE($7, 0), false FROM cfg
     ON CONFLICT (task_id, path) DO UPDATE SET
         version = f.version + 1, content = EXCLUDED.content, sha256 = EXCLUDED.sha256,
         size = EXCLUDED.size, updated_by = EXCLUDED.updated_by, updated_at = now(),
@@ -119,16 +145,37 @@ WITH up AS (
 
 /// Change an existing, live file (at `expected_version` when given); also used for deletes.
 const UPDATE_FILE: &str = "
-WITH up AS (
+, up AS (
     UPDATE files f SET
         version = f.version + 1, content = $3, sha256 = $4, size = $5, updated_by = $6,
         updated_at = now(), last_fence = GREATEST(f.last_fence, COALESCE($7, 0)),
         deleted = ($9 = 'delete')
+    FROM cfg
     WHERE f.task_id = $1 AND f.path = $2 AND NOT f.deleted
       AND ($8::bigint IS NULL OR f.version = $8)
       AND ($7::bigint IS NULL OR $7 >= f.last_fence)
     RETURNING f.version, f.updated_at
 )";
+
+/// The usage trigger's refusal (SQLSTATE `MCPQ1`, message `files`/`bytes`, detail = the limit)
+/// becomes `QuotaExceeded`; any other error is classified as usual.
+fn quota_error(e: sqlx::Error) -> DomainError {
+    let sqlx::Error::Database(db) = &e else {
+        return e.into();
+    };
+    if db.code().as_deref() == Some("MCPQ1") {
+        let limit = db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.detail())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        return DomainError::QuotaExceeded {
+            what: db.message().to_owned(),
+            limit,
+        };
+    }
+    e.into()
+}
 
 const TASK_COLUMNS: &str =
     "id, title, description, status, assigned_agent_id, complexity, created_at, updated_at";
@@ -224,7 +271,7 @@ impl PgStore {
             (RevisionOp::Delete, _) | (_, Some(1..)) => UPDATE_FILE,
             _ => UPSERT_FILE,
         };
-        let sql = format!("{head}{CHANGE_TAIL}");
+        let sql = format!("{QUOTA_CFG}{head}{CHANGE_TAIL}");
         let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(&sql)
             .bind(c.task.as_str())
             .bind(c.path.as_str())
@@ -238,8 +285,11 @@ impl PgStore {
             .bind(c.diff)
             .bind(c.op.audit_action())
             .bind(c.request_id)
+            .bind(c.max_task_files)
+            .bind(c.max_task_bytes)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .map_err(quota_error)?;
         if let Some((version, updated_at)) = row {
             return Ok(Committed {
                 version,
@@ -344,6 +394,7 @@ impl PgStore {
         id: &TaskId,
         req: &CreateTaskRequest,
         actor: &str,
+        request_id: Option<&str>,
     ) -> Result<TaskState> {
         let sql = format!(
             "WITH t AS (
@@ -351,7 +402,8 @@ impl PgStore {
                 VALUES ($1, $2, $3, COALESCE($4, 'pending'), $5, $6)
                 RETURNING {TASK_COLUMNS}
             ), aud AS (
-                INSERT INTO audit_log (actor, action, task_id) SELECT $7, 'task_create', id FROM t
+                INSERT INTO audit_log (actor, action, task_id, request_id)
+                SELECT $7, 'task_create', id, $8 FROM t
             )
             SELECT * FROM t"
         );
@@ -363,6 +415,7 @@ impl PgStore {
             .bind(&req.assigned_agent_id)
             .bind(req.complexity)
             .bind(actor)
+            .bind(request_id)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| match e {
@@ -379,6 +432,7 @@ impl PgStore {
         id: &TaskId,
         req: &UpdateTaskRequest,
         actor: &str,
+        request_id: Option<&str>,
     ) -> Result<Option<TaskState>> {
         let sql = format!(
             "WITH t AS (
@@ -392,7 +446,8 @@ impl PgStore {
                 WHERE id = $1
                 RETURNING {TASK_COLUMNS}
             ), aud AS (
-                INSERT INTO audit_log (actor, action, task_id) SELECT $10, 'task_update', id FROM t
+                INSERT INTO audit_log (actor, action, task_id, request_id)
+                SELECT $10, 'task_update', id, $11 FROM t
             )
             SELECT * FROM t"
         );
@@ -407,13 +462,19 @@ impl PgStore {
             .bind(req.complexity.is_some())
             .bind(req.complexity.flatten())
             .bind(actor)
+            .bind(request_id)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
     /// Records a join (a re-join after leaving starts a new session). Returns the join time.
-    pub async fn join(&self, task: &TaskId, agent: &str) -> Result<DateTime<Utc>> {
+    pub async fn join(
+        &self,
+        task: &TaskId,
+        agent: &str,
+        request_id: Option<&str>,
+    ) -> Result<DateTime<Utc>> {
         let joined: DateTime<Utc> = sqlx::query_scalar(
             "WITH c AS (
                 INSERT INTO collaborators AS c (task_id, agent_id, joined_at, last_active)
@@ -427,19 +488,26 @@ impl PgStore {
                 ON CONFLICT (id) DO UPDATE SET current_task_id = $1, last_seen = now(),
                     updated_at = now()
             ), aud AS (
-                INSERT INTO audit_log (actor, action, task_id) VALUES ($2, 'join_collab', $1)
+                INSERT INTO audit_log (actor, action, task_id, request_id)
+                VALUES ($2, 'join_collab', $1, $3)
             )
             SELECT joined_at FROM c",
         )
         .bind(task.as_str())
         .bind(agent)
+        .bind(request_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(joined)
     }
 
     /// Records a leave; `false` when the agent was not a member.
-    pub async fn leave(&self, task: &TaskId, agent: &str) -> Result<bool> {
+    pub async fn leave(
+        &self,
+        task: &TaskId,
+        agent: &str,
+        request_id: Option<&str>,
+    ) -> Result<bool> {
         let left: Option<String> = sqlx::query_scalar(
             "WITH c AS (
                 UPDATE collaborators SET left_at = now(), last_active = now()
@@ -448,12 +516,14 @@ impl PgStore {
             ), a AS (
                 UPDATE agents SET last_seen = now(), updated_at = now() WHERE id = $2
             ), aud AS (
-                INSERT INTO audit_log (actor, action, task_id) VALUES ($2, 'leave_collab', $1)
+                INSERT INTO audit_log (actor, action, task_id, request_id)
+                VALUES ($2, 'leave_collab', $1, $3)
             )
             SELECT agent_id FROM c",
         )
         .bind(task.as_str())
         .bind(agent)
+        .bind(request_id)
         .fetch_optional(&self.pool)
         .await?;
         Ok(left.is_some())
@@ -498,6 +568,45 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(Some((last_seen, current, tasks)))
+    }
+
+    /// Audit records matching `q`, newest first.
+    pub async fn audit(&self, q: &AuditFilter<'_>) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, task_id, path, version, fence, request_id
+             FROM audit_log
+             WHERE ($1::text IS NULL OR task_id = $1)
+               AND ($2::text[] IS NULL OR task_id = ANY($2))
+               AND ($3::text IS NULL OR actor = $3)
+               AND ($4::text IS NULL OR action = $4)
+               AND ($5::timestamptz IS NULL OR at >= $5)
+               AND ($6::bigint IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7",
+        )
+        .bind(q.task)
+        .bind(q.tasks_in)
+        .bind(q.agent)
+        .bind(q.action)
+        .bind(q.since)
+        .bind(q.before_id)
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    task_id: r.try_get("task_id")?,
+                    path: r.try_get("path")?,
+                    version: r.try_get("version")?,
+                    fence: r.try_get("fence")?,
+                    request_id: r.try_get("request_id")?,
+                })
+            })
+            .collect()
     }
 
     /// Newest-first persisted steps strictly older than `before` (stream id numbers).

@@ -49,6 +49,21 @@ static RENEW_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
 static WRITER_CHECK_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/writer_check.lua")));
+/// One hit on a fixed rate window: counts it, starts the window (TTL) on its first hit, and
+/// answers the count and the window's remaining milliseconds.
+static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+"#,
+    )
+});
 static RELEASE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
 
@@ -531,6 +546,20 @@ impl RedisStore {
             keys: self.keys.clone(),
             timeout: self.response_timeout,
         })
+    }
+
+    /// Counts one request of `subject` in its current window of length `window`: (requests in
+    /// the window so far, this one included; time until the window ends). One script, so
+    /// concurrent requests on any gateway instance count exactly once each.
+    pub async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
+        let mut c = self.conn.clone();
+        let (n, ttl_ms): (u64, i64) = RATE_SCRIPT
+            .prepare_invoke()
+            .key(self.keys.rate(subject))
+            .arg(window.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await?;
+        Ok((n, Duration::from_millis(ttl_ms.max(0) as u64)))
     }
 
     pub async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
