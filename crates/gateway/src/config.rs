@@ -1,6 +1,7 @@
 //! The gateway's configuration: flags, each with an environment variable. Nothing below
 //! `main` reads the environment; everything arrives through [`GatewayConfig`].
 
+use crate::auth::Secret;
 use clap::{Args, Parser, Subcommand};
 use mcp_domain::Limits;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +26,25 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Print a bearer token signed with `JWT_SECRET`.
+    Token(TokenArgs),
+}
+
+/// `mcp-gateway token`: mint a token for an agent.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The agent the token names (`agent_id` claim).
+    #[arg(long)]
+    pub agent: String,
+    /// A task the token may touch; repeat it or separate with commas; `*` for every task.
+    #[arg(long = "task", required = true, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// `agent` (read and write), `observer` (read only) or `admin`.
+    #[arg(long, default_value = "agent")]
+    pub role: String,
+    /// Lifetime: `90s`, `15m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -41,6 +61,26 @@ pub struct GatewayConfig {
     /// Allow listening on a non-loopback address without authentication.
     #[arg(long, env = "ALLOW_UNAUTHENTICATED_REMOTE", default_value_t = false)]
     pub allow_unauthenticated_remote: bool,
+
+    /// HS256 secret of bearer tokens; authentication is on when it is set (at least 16 bytes,
+    /// 32 or more recommended).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Accept tokens without a `tasks` claim (the original gateway's `agent_id` + `exp`
+    /// tokens); they reach every task, with the role they name (default `agent`).
+    #[arg(long, env = "ACCEPT_LEGACY_TOKENS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub accept_legacy_tokens: bool,
+    /// Requests one agent may make per rate window, on all gateway instances together
+    /// (0: no limit). With authentication off the client address is the agent.
+    #[arg(long, env = "RATE_LIMIT_REQUESTS", default_value_t = 1200)]
+    pub rate_limit_requests: u64,
+    /// Length of the rate window, in seconds.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECS", default_value_t = 60)]
+    pub rate_limit_window_secs: u64,
+    /// Browser origins allowed to call the gateway (comma-separated, `*` for any); empty: no
+    /// CORS headers, so browsers refuse cross-origin calls.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_origins: Vec<String>,
 
     /// PostgreSQL URL (the database is created if missing).
     #[arg(
@@ -94,6 +134,12 @@ pub struct GatewayConfig {
     /// Largest request body, in bytes (default: room for the largest file, JSON-escaped).
     #[arg(long, env = "MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Most live files in one task (413 `quota_exceeded` past it; 0: no limit).
+    #[arg(long, env = "MAX_TASK_FILES", default_value_t = 10_000)]
+    pub max_task_files: i64,
+    /// Most live bytes in one task (413 `quota_exceeded` past it; 0: no limit).
+    #[arg(long, env = "MAX_TASK_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_task_bytes: i64,
     /// Entries kept in each task's event stream (the resume window of live streams).
     #[arg(long, env = "EVENTS_STREAM_MAXLEN", default_value_t = 10_000)]
     pub events_stream_maxlen: usize,
@@ -156,6 +202,8 @@ impl GatewayConfig {
             file_cache_ttl_secs: self.file_cache_ttl,
             default_lock_timeout_secs: self.file_lock_timeout,
             max_lock_timeout_secs: self.max_lock_timeout,
+            max_task_files: (self.max_task_files > 0).then_some(self.max_task_files),
+            max_task_bytes: (self.max_task_bytes > 0).then_some(self.max_task_bytes),
             ..Limits::default()
         }
     }
@@ -187,6 +235,15 @@ impl GatewayConfig {
             allowed_origins: list(&self.mcp_allowed_origins),
             max_body_bytes: self.max_body_bytes(),
         }
+    }
+
+    /// The CORS origins configured (blank entries dropped).
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect()
     }
 
     /// A configuration with every default, for tests and embedding.

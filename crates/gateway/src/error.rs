@@ -1,5 +1,6 @@
 //! `ApiError`: the one way an error leaves the gateway. Status from the code table in
-//! `mcp-api`, body `{"detail","code",...context}`, `Retry-After` on 429/503. Server-side
+//! `mcp-api`, body `{"detail","code",...context}`, `Retry-After` on 429/503,
+//! `WWW-Authenticate` on 401. Server-side
 //! causes are logged here, once, and never sent.
 
 use axum::Json;
@@ -39,6 +40,9 @@ impl From<DomainError> for ApiError {
                 tracing::warn!(backend, cause, "backend unavailable");
             }
             DomainError::Internal(cause) => tracing::error!(cause, "internal error"),
+            DomainError::Forbidden(_) => {
+                metrics::counter!("mcp_auth_refused_total", "reason" => "forbidden").increment(1);
+            }
             _ => {}
         }
         ApiError {
@@ -65,6 +69,12 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&secs) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        if self.code == ErrorCode::Unauthorized {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mcp-gateway\""),
+            );
         }
         resp
     }

@@ -1,52 +1,199 @@
-//! The one place where a request becomes an [`Actor`]. Every handler receives its actor
-//! through [`ToolCall`] (tools: JSON body) or [`Caller`] (resources), so authentication
-//! plugs in here without touching a handler.
+//! The one place where a request becomes an [`Actor`]. Every door — REST tools
+//! ([`ToolCall`]), resources and admin routes ([`Caller`]), and the MCP endpoint and live
+//! streams, which call [`Caller::resolve`] with the request's parts — goes through here, so
+//! authentication, the rate limit and the acting agent are decided the same way everywhere.
 //!
-//! Authentication is not built yet: every caller is trusted. The acting agent is the body's
-//! (or query's) `agent_id`, else the task id itself (the original's clients send only
-//! `task_id`).
+//! * **Authentication on** (`JWT_SECRET` set): the request must carry `Authorization: Bearer
+//!   <token>` (or, for a `GET` only — browsers' `EventSource` and WebSocket cannot set headers
+//!   — an `access_token` query parameter). The token's agent is the actor, with the token's
+//!   role and task scope. A request naming another `agent_id` (body or query) is refused
+//!   with 403 `forbidden`, as is a task outside the scope. Bad tokens: 401 `unauthorized`.
+//! * **Authentication off**: every caller is trusted (admin, every task). The acting agent is
+//!   the body's (or query's) `agent_id`, else the task id itself (the original's clients send
+//!   only `task_id`).
+//!
+//! Then the per-agent rate limit (429 `rate_limited` with `Retry-After`), counted in Redis
+//! per agent — per client address with authentication off.
 
+use crate::AppState;
+use crate::auth::Identity;
 use crate::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use mcp_api::ErrorCode;
 use mcp_api::requests::*;
-use mcp_domain::{Actor, AgentId, TaskId};
+use mcp_domain::{Actor, AgentId, DomainError, TaskId};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::net::SocketAddr;
 
-/// What the request tells about its caller, before a task is known.
+/// Who is calling, before a task is known: the verified token's identity (authentication
+/// on) or nobody in particular (off), and the request id for the audit trail.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The token's identity; `None` with authentication off.
+    identity: Option<Identity>,
     /// The `x-request-id` header (set by the request-id layer), for the audit trail.
     request_id: Option<String>,
 }
 
 impl Caller {
-    /// The actor for a request on `task_id`, naming `agent_id` (if any).
-    pub fn actor(&self, task_id: Option<&str>, agent_id: Option<&str>) -> Result<Actor, ApiError> {
-        let agent = match (agent_id, task_id) {
-            (Some(a), _) => AgentId::parse(a)?,
-            (None, Some(t)) => AgentId::for_task(&TaskId::parse(t)?),
-            (None, None) => AgentId::parse("anonymous")?,
+    /// Authenticates the request and counts it against its agent's rate. The result is
+    /// cached in the request's extensions, so a request is resolved (and counted) once
+    /// whichever extractor or middleware asks first.
+    pub async fn resolve(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(c.clone());
+        }
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            // A client-chosen id is kept only if it is short and plain (it goes to the audit).
+            .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned);
+        let identity = match &state.auth {
+            None => None,
+            Some(auth) => {
+                let now = chrono::Utc::now().timestamp();
+                let verified = bearer_token(parts)
+                    .ok_or(crate::auth::AuthError::Missing)
+                    .and_then(|t| auth.verify(t, now));
+                match verified {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        metrics::counter!("mcp_auth_refused_total", "reason" => e.reason())
+                            .increment(1);
+                        return Err(ApiError::new(ErrorCode::Unauthorized, e.to_string()));
+                    }
+                }
+            }
         };
-        let mut actor = Actor::trusted(agent);
-        actor.request_id = self.request_id.clone();
+        let caller = Caller {
+            identity,
+            request_id,
+        };
+        caller.check_rate(state, parts).await?;
+        Ok(caller)
+    }
+
+    /// Counts the request in its subject's window; 429 past the limit. A Redis failure lets
+    /// the request through (the operation itself will meet the outage and answer 503).
+    async fn check_rate(&self, state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+        let Some(limit) = state.rate_limit else {
+            return Ok(());
+        };
+        let subject = match &self.identity {
+            Some(id) => id.agent.to_string(),
+            None => match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+                Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+                None => "ip:unknown".to_owned(),
+            },
+        };
+        match state.service.hot.rate_hit(&subject, limit.window).await {
+            Ok((n, _)) if n <= limit.requests => Ok(()),
+            Ok((_, rest)) => {
+                metrics::counter!("mcp_rate_limited_total").increment(1);
+                let secs = rest.as_millis().div_ceil(1000).max(1) as u64;
+                let mut e = ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "over {} requests per {} s; retry after {secs} s",
+                        limit.requests,
+                        limit.window.as_secs()
+                    ),
+                );
+                e.context.insert("retry_after".into(), Value::from(secs));
+                Err(e)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "rate limit not checked: redis unavailable");
+                Ok(())
+            }
+        }
+    }
+
+    /// The verified identity, when authentication is on.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// The actor for a request on `task_id` (if it names one) that names `agent_id` (if it
+    /// does). With authentication on: the token's agent, role and scope; another `agent_id`,
+    /// or a task outside the scope, is 403 `forbidden`.
+    pub fn actor(&self, task_id: Option<&str>, agent_id: Option<&str>) -> Result<Actor, ApiError> {
+        let Some(id) = &self.identity else {
+            let agent = match (agent_id, task_id) {
+                (Some(a), _) => AgentId::parse(a)?,
+                (None, Some(t)) => AgentId::for_task(&TaskId::parse(t)?),
+                (None, None) => AgentId::parse("anonymous")?,
+            };
+            let mut actor = Actor::trusted(agent);
+            actor.request_id = self.request_id.clone();
+            return Ok(actor);
+        };
+        if let Some(claimed) = agent_id.filter(|a| *a != id.agent.as_str()) {
+            return Err(DomainError::Forbidden(format!(
+                "agent_id '{claimed}' is not the authenticated agent"
+            ))
+            .into());
+        }
+        let actor = Actor {
+            agent: id.agent.clone(),
+            role: id.role,
+            tasks: id.tasks.clone(),
+            request_id: self.request_id.clone(),
+        };
+        if let Some(t) = task_id {
+            actor.ensure_task(&TaskId::parse(t)?)?;
+        }
         Ok(actor)
+    }
+
+    /// The actor of an admin route: the token's (the operation checks the role), or with
+    /// authentication off the trusted agent `admin`.
+    pub fn admin_actor(&self) -> Result<Actor, ApiError> {
+        match &self.identity {
+            Some(_) => self.actor(None, None),
+            None => self.actor(None, Some("admin")),
+        }
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+/// The bearer token: the `Authorization` header, or for a `GET` the `access_token` query
+/// parameter.
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
+        let h = h.to_str().ok()?;
+        let (scheme, token) = h.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    if parts.method != Method::GET {
+        return None;
+    }
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("access_token="))
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Caller {
-            request_id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        })
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::resolve(state, parts).await?;
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
     }
 }
 
@@ -109,10 +256,11 @@ pub async fn json_body<T: DeserializeOwned, S: Send + Sync>(
     })
 }
 
-impl<S: Send + Sync, T: ToolRequest> FromRequest<S> for ToolCall<T> {
+impl<T: ToolRequest> FromRequest<AppState> for ToolCall<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Authenticate before reading the body: an unauthenticated caller costs no parsing.
         let (mut parts, body) = req.into_parts();
         let caller = Caller::from_request_parts(&mut parts, state).await?;
         let body: T = json_body(Request::from_parts(parts, body), state).await?;

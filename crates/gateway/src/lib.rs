@@ -4,13 +4,16 @@
 //! * [`routes`] — the HTTP surface: `/tools/*`, `/resources/*`, `/admin/*`, `/health`; one
 //!   `router()` per area. Handlers are thin: extract, one call into [`mcp_domain::Service`],
 //!   answer.
-//! * [`extract`] — where a request becomes an [`mcp_domain::Actor`].
+//! * [`extract`] — where a request becomes an [`mcp_domain::Actor`]: authentication, the
+//!   per-agent rate limit, the acting agent and its task scope ([`extract::Caller::resolve`]).
+//! * [`auth`] — HS256 bearer tokens: verification and minting.
 //! * [`mcp`] — the Model Context Protocol at `/mcp` (rmcp, Streamable HTTP): the same tools
 //!   and resources, with resource subscriptions.
 //! * [`live`] — live event streams (SSE, WebSocket) and their fan-out [`live::Hub`].
 //! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
 //! * this file — start-up (backends, migrations), [`serve`] with graceful shutdown.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -21,12 +24,14 @@ pub mod routes;
 pub use config::GatewayConfig;
 pub use error::ApiError;
 
+use crate::auth::{Authenticator, MIN_SECRET_BYTES};
 use anyhow::Context;
 use mcp_domain::Service;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +48,20 @@ pub struct AppState {
     pub mcp: mcp::McpState,
     /// Live event streams: the fan-out hub and its knobs.
     pub live: live::LiveState,
+    /// Token verification; `None`: authentication is off and every caller is trusted.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Requests per agent per window (`RATE_LIMIT_REQUESTS`/`RATE_LIMIT_WINDOW_SECS`).
+    pub rate_limit: Option<RateLimit>,
+    /// Browser origins allowed by CORS (empty: none).
+    pub cors_origins: Vec<String>,
+}
+
+/// The per-agent request rate: at most `requests` per fixed `window`, counted in Redis so
+/// that it holds across gateway instances.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub window: Duration,
 }
 
 impl AppState {
@@ -70,6 +89,17 @@ impl AppState {
                 keepalive: Duration::from_secs(cfg.live_keepalive_secs.max(1)),
                 ws_max_subscriptions: cfg.live_ws_max_subscriptions,
             },
+            auth: cfg
+                .jwt_secret
+                .clone()
+                .map(|s| Arc::new(Authenticator::new(s, cfg.accept_legacy_tokens))),
+            rate_limit: (cfg.rate_limit_requests > 0 && cfg.rate_limit_window_secs > 0).then(
+                || RateLimit {
+                    requests: cfg.rate_limit_requests,
+                    window: Duration::from_secs(cfg.rate_limit_window_secs),
+                },
+            ),
+            cors_origins: cfg.cors_origins(),
         }
     }
 }
@@ -125,9 +155,26 @@ pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
     Ok(Service::new(pg, hot, cfg.limits()))
 }
 
-/// Refuses an unauthenticated gateway on a non-loopback address unless explicitly allowed.
+/// Refuses an unauthenticated gateway on a non-loopback address unless explicitly allowed,
+/// and a secret too short to resist guessing; says at start which mode it runs in.
 pub fn check_exposure(cfg: &GatewayConfig) -> anyhow::Result<()> {
     let addr = cfg.listen_addr();
+    if let Some(secret) = &cfg.jwt_secret {
+        let len = secret.expose().len();
+        if len < MIN_SECRET_BYTES {
+            anyhow::bail!("JWT_SECRET is {len} bytes; it must be at least {MIN_SECRET_BYTES}");
+        }
+        if len < 32 {
+            tracing::warn!("JWT_SECRET is shorter than 32 bytes; use a longer random secret");
+        }
+        tracing::info!(
+            %addr,
+            legacy_tokens = cfg.accept_legacy_tokens,
+            "authentication ON: every request needs a bearer token (HS256)"
+        );
+        return Ok(());
+    }
+    tracing::warn!(%addr, "authentication OFF: every caller is trusted (set JWT_SECRET to turn it on)");
     if !addr.ip().is_loopback() && !cfg.allow_unauthenticated_remote {
         anyhow::bail!(
             "refusing to listen on {addr} without authentication; \
@@ -179,7 +226,12 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(%addr, "mcp-gateway listening (authentication off)");
+    let mode = if cfg.jwt_secret.is_some() {
+        "on"
+    } else {
+        "off"
+    };
+    tracing::info!(%addr, authentication = mode, "mcp-gateway listening");
     // The sync loops stop after the server has drained, then flush the outbox.
     let sync_cancel = CancellationToken::new();
     let sync = cfg.run_sync.then(|| {
@@ -199,6 +251,29 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
         let _ = sync.await;
     }
     served
+}
+
+/// `mcp-gateway token`: a token signed with the configured `JWT_SECRET`.
+pub fn mint_token(cfg: &GatewayConfig, args: &config::TokenArgs) -> anyhow::Result<String> {
+    let secret = cfg
+        .jwt_secret
+        .clone()
+        .context("JWT_SECRET is not set: there is nothing to sign tokens with")?;
+    let role = auth::parse_role(&args.role)
+        .with_context(|| format!("--role '{}': use agent, observer or admin", args.role))?;
+    let ttl = auth::parse_ttl(&args.ttl).map_err(anyhow::Error::msg)?;
+    mcp_domain::AgentId::parse(&args.agent).context("--agent")?;
+    let tasks: Vec<String> = args.tasks.iter().map(|t| t.trim().to_owned()).collect();
+    for t in tasks.iter().filter(|t| *t != "*") {
+        mcp_domain::TaskId::parse(t).with_context(|| format!("--task '{t}'"))?;
+    }
+    let auth = Authenticator::new(secret, cfg.accept_legacy_tokens);
+    let scope = (!tasks.iter().any(|t| t == "*")).then_some(tasks);
+    let mut claims = Authenticator::claims_for(&args.agent, scope, role, ttl);
+    if claims.tasks.is_none() {
+        claims.tasks = Some(auth::TaskScope::One("*".into()));
+    }
+    Ok(auth.mint(&claims))
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -14,6 +14,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Token(args) => {
+            println!("{}", mcp_gateway::mint_token(&cli.config, &args)?);
+            Ok(())
+        }
         Command::Serve => {
             let shutdown = CancellationToken::new();
             mcp_gateway::cancel_on_signal(shutdown.clone());

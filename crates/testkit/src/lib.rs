@@ -5,12 +5,15 @@
 //! shared servers: [`TestDb`] is a fresh database, dropped at the end; [`TestRedis`] is a
 //! unique key prefix, whose keys are deleted at the end. Nothing else is ever flushed or
 //! dropped. [`TestStores`] connects the domain's stores to both; [`TestGateway`] runs a real
-//! gateway on an ephemeral port over both.
+//! gateway on an ephemeral port over both, with authentication off ([`TestGateway::spawn`]) or
+//! on ([`TestGateway::spawn_secured`], whose [`TestGateway::token`] mints tokens and
+//! [`TestGateway::call`] sends them).
 //! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages).
 
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
-use mcp_domain::{Limits, Service};
+use mcp_domain::{Limits, Role, Service};
+use mcp_gateway::auth::{Authenticator, Claims, Secret};
 use mcp_gateway::{AppState, GatewayConfig};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -194,9 +197,105 @@ pub struct TestGateway {
     pub db: TestDb,
 }
 
+/// The secret of [`TestGateway::spawn_secured`] gateways.
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+/// An answer: status, headers, JSON body (`Null` when the body is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
 impl TestGateway {
     pub async fn spawn() -> TestGateway {
         TestGateway::spawn_with(|_| {}).await
+    }
+
+    /// A gateway with authentication on (secret [`TEST_JWT_SECRET`]).
+    pub async fn spawn_secured() -> TestGateway {
+        TestGateway::spawn_secured_with(|_| {}).await
+    }
+
+    /// A gateway with authentication on and a configuration adjusted by `tweak`.
+    pub async fn spawn_secured_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+        TestGateway::spawn_with(|c| {
+            c.jwt_secret = Some(TEST_JWT_SECRET.parse().expect("secret"));
+            tweak(c);
+        })
+        .await
+    }
+
+    fn authenticator(&self) -> Authenticator {
+        let secret = self
+            .config
+            .jwt_secret
+            .clone()
+            .unwrap_or_else(|| TEST_JWT_SECRET.parse::<Secret>().expect("secret"));
+        Authenticator::new(secret, true)
+    }
+
+    /// A token for `agent` on `tasks` (`["*"]` for every task) with `role`, valid for an hour.
+    pub fn token(&self, agent: &str, tasks: &[&str], role: Role) -> String {
+        let tasks = tasks.iter().map(|t| t.to_string()).collect();
+        self.mint(&Authenticator::claims_for(
+            agent,
+            Some(tasks),
+            role,
+            Duration::from_secs(3600),
+        ))
+    }
+
+    /// A token with exactly these claims, signed with the gateway's secret.
+    pub fn mint(&self, claims: &Claims) -> String {
+        self.authenticator().mint(claims)
+    }
+
+    /// Any request: `method` on `path`, with a bearer `token` and a JSON `body` when given.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `POST /tools/{tool}` with a bearer token: (status, body).
+    pub async fn tool_as(&self, token: &str, tool: &str, body: Value) -> (u16, Value) {
+        let a = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/tools/{tool}"),
+                Some(token),
+                Some(&body),
+            )
+            .await;
+        (a.status, a.body)
+    }
+
+    /// `GET {path}` with a bearer token: (status, body).
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        let a = self
+            .call(reqwest::Method::GET, path, Some(token), None)
+            .await;
+        (a.status, a.body)
     }
 
     /// Spawns with a configuration adjusted by `tweak` (limits, timeouts, backends).

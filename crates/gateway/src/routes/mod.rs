@@ -1,5 +1,8 @@
 //! The HTTP surface: one `router()` per area, assembled here with the shared layers (request
-//! id, body limit, request timeout -> 503, tracing, request metrics) and a JSON 404 fallback.
+//! id, CORS, tracing, body limit, request timeout -> 503, request metrics) and a JSON 404
+//! fallback. Authentication and the rate limit are not a layer: they happen in the extractors
+//! (`extract.rs`), which every authenticated route uses (`/mcp` and the live streams too);
+//! `/health` and `/metrics` need no token.
 
 mod admin;
 mod health;
@@ -11,9 +14,11 @@ use crate::AppState;
 use crate::error::ApiError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use mcp_api::ErrorCode;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -38,9 +43,40 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
+        .layer(cors(&state.cors_origins))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// CORS: off (no headers, so browsers refuse cross-origin calls) unless `CORS_ORIGINS` names
+/// origins; `*` allows any origin (bearer tokens are not cookies, so no credentials mode).
+fn cors(origins: &[String]) -> CorsLayer {
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+            HeaderName::from_static("mcp-session-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn not_found() -> ApiError {

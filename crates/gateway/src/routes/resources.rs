@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
 /// Query parameters every resource accepts.
 #[derive(Debug, Deserialize)]
 struct AgentQuery {
-    /// The acting agent (with authentication off).
+    /// The acting agent (with authentication off; with it on, only the token's agent).
     agent_id: Option<String>,
 }
 
@@ -102,7 +102,8 @@ async fn agent_status(
     caller: Caller,
     Path(agent_id): Path<String>,
 ) -> Reply<AgentStatus> {
-    let actor = caller.actor(None, Some(&agent_id))?;
+    // Anyone may ask about any agent; the answer lists only tasks in the caller's scope.
+    let actor = caller.actor(None, None)?;
     Ok(Json(s.service.agent_status(&actor, &agent_id).await?))
 }
 
