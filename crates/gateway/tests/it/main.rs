@@ -1,13 +1,17 @@
 //! Integration tests of the gateway over real Postgres and Redis (see `mcp-testkit`): every
 //! route and every error code. One test binary, one module per area.
 
+mod audit;
 mod contract;
 mod files;
+mod fuzz;
+mod limits;
 mod live;
 mod locks;
 mod mcp;
 mod metrics;
 mod outage;
+mod security;
 mod state;
 
 use serde_json::Value;
