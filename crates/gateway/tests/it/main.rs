@@ -12,6 +12,7 @@ mod mcp;
 mod metrics;
 mod outage;
 mod security;
+mod security_doors;
 mod state;
 
 use serde_json::Value;
