@@ -10,12 +10,14 @@
 //! * [`event`] — the event envelope carried by Redis streams, pub/sub and the live streams,
 //!   and [`StreamId`], the resume point.
 //! * [`live`] — the WebSocket messages and SSE control messages of the live streams.
+//! * [`names`] — what an id may be and what a file path means (normalisation, refusals).
 //!
 //! This crate depends on `serde` and `chrono` only, so a client never compiles sqlx or redis.
 
 pub mod error;
 pub mod event;
 pub mod live;
+pub mod names;
 pub mod requests;
 pub mod responses;
 

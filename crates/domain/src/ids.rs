@@ -4,15 +4,10 @@
 use crate::error::DomainError;
 use std::fmt;
 
-/// The longest accepted identifier, in characters.
-pub const MAX_ID_LEN: usize = 128;
-
-fn is_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-')
-}
+use mcp_api::names::MAX_ID_LEN;
 
 fn parse_id(kind: &str, raw: &str) -> Result<String, DomainError> {
-    if raw.is_empty() || raw.len() > MAX_ID_LEN || !raw.chars().all(is_id_char) {
+    if !mcp_api::names::is_valid_id(raw) {
         return Err(DomainError::InvalidArgument(format!(
             "{kind} must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9._:@-]"
         )));
