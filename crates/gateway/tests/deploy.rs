@@ -1,0 +1,322 @@
+//! The container files, checked as far as a machine without a Docker engine allows:
+//! `docker-compose.yml` has the services, health checks, ordering, persistence and loopback-only
+//! ports it promises, and sets no environment variable that its binary does not read; the
+//! `Dockerfile` builds and runs binaries that the workspace has.
+//!
+//! When a `docker compose` or `docker-compose` command is installed, `config` validates the file
+//! too; otherwise that step is skipped with a note.
+
+use clap::CommandFactory;
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("compose file");
+    let mut v: Value = serde_yaml::from_str(&text).expect("compose is YAML");
+    v.apply_merge().expect("merge keys resolve");
+    v
+}
+
+fn service<'a>(c: &'a Value, name: &str) -> &'a Value {
+    let s = &c["services"][name];
+    assert!(s.is_mapping(), "service {name} is missing");
+    s
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("{x:?}"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env_keys(s: &Value) -> BTreeSet<String> {
+    s["environment"]
+        .as_mapping()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env_names_of(cmd: clap::Command) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    // Read by the logging set-up rather than by clap.
+    names.insert("RUST_LOG".into());
+    names
+}
+
+fn gateway_env() -> BTreeSet<String> {
+    env_names_of(mcp_gateway::config::Cli::command())
+}
+
+fn sync_env() -> BTreeSet<String> {
+    env_names_of(mcp_sync::SyncConfig::command())
+}
+
+fn depends(s: &Value, on: &str) -> String {
+    s["depends_on"][on]["condition"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no depends_on {on} with a condition"))
+        .to_owned()
+}
+
+fn health_test(s: &Value) -> String {
+    strings(&s["healthcheck"]["test"]).join(" ")
+}
+
+#[test]
+fn compose_has_the_promised_services_and_guarantees() {
+    let c = compose();
+    for name in [
+        "postgres",
+        "redis",
+        "migrate",
+        "mcp-sync",
+        "mcp-gateway",
+        "proxy",
+    ] {
+        service(&c, name);
+    }
+
+    let pg = service(&c, "postgres");
+    assert!(health_test(pg).contains("pg_isready"));
+    assert!(
+        strings(&pg["volumes"])
+            .iter()
+            .any(|v| v.ends_with(":/var/lib/postgresql/data"))
+    );
+
+    let redis = service(&c, "redis");
+    let cmd = strings(&redis["command"]);
+    let flag = |f: &str| {
+        cmd.iter()
+            .position(|a| a == f)
+            .and_then(|i| cmd.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| panic!("redis has no {f}"))
+    };
+    assert_eq!(flag("--appendonly"), "yes");
+    assert!(["everysec", "always"].contains(&flag("--appendfsync").as_str()));
+    assert_eq!(flag("--maxmemory-policy"), "noeviction");
+    assert!(health_test(redis).contains("ping"));
+    assert!(
+        strings(&redis["volumes"])
+            .iter()
+            .any(|v| v.ends_with(":/data"))
+    );
+
+    let migrate = service(&c, "migrate");
+    assert_eq!(strings(&migrate["command"]), ["mcp-gateway", "migrate"]);
+    assert_eq!(depends(migrate, "postgres"), "service_healthy");
+
+    let gw = service(&c, "mcp-gateway");
+    assert_eq!(depends(gw, "postgres"), "service_healthy");
+    assert_eq!(depends(gw, "redis"), "service_healthy");
+    assert_eq!(depends(gw, "migrate"), "service_completed_successfully");
+    assert!(health_test(gw).contains("/health"));
+    assert_eq!(gw["environment"]["RUN_SYNC"].as_str(), Some("false"));
+    assert!(
+        gw["environment"]["JWT_SECRET"].is_string(),
+        "the gateway runs with auth on"
+    );
+    let port = gw["environment"]["MCP_GATEWAY_PORT"]
+        .as_str()
+        .expect("port");
+    let ports = strings(&gw["ports"]);
+    assert!(!ports.is_empty());
+    for p in &ports {
+        assert!(
+            p.starts_with("127.0.0.1:"),
+            "{p} is not published on loopback only"
+        );
+        assert!(
+            p.ends_with(&format!(":{port}")),
+            "{p} does not reach port {port}"
+        );
+    }
+
+    let sync = service(&c, "mcp-sync");
+    assert_eq!(depends(sync, "redis"), "service_healthy");
+    assert_eq!(depends(sync, "migrate"), "service_completed_successfully");
+    let metrics = sync["environment"]["SYNC_METRICS_ADDR"]
+        .as_str()
+        .expect("metrics addr");
+    let metrics_port = metrics.rsplit(':').next().unwrap();
+    assert!(health_test(sync).contains(&format!(":{metrics_port}/metrics")));
+
+    let proxy = service(&c, "proxy");
+    for p in strings(&proxy["ports"]) {
+        assert!(
+            p.starts_with("127.0.0.1:"),
+            "{p} is not published on loopback only"
+        );
+    }
+    let conf = std::fs::read_to_string(root().join("deploy/nginx/mcp-gateway.conf")).unwrap();
+    assert!(conf.contains(&format!("mcp-gateway:{port}")));
+    assert!(
+        conf.contains("proxy_buffering off"),
+        "live streams need unbuffered proxying"
+    );
+}
+
+#[test]
+fn compose_sets_only_variables_the_binaries_read() {
+    let c = compose();
+    let (gateway, sync) = (gateway_env(), sync_env());
+    assert!(gateway.contains("DATABASE_URL") && sync.contains("DATABASE_URL"));
+    for (name, known) in [
+        ("mcp-gateway", &gateway),
+        ("migrate", &gateway),
+        ("mcp-sync", &sync),
+    ] {
+        let unknown: Vec<String> = env_keys(service(&c, name))
+            .into_iter()
+            .filter(|k| !known.contains(k))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{name} sets variables nothing reads: {unknown:?}"
+        );
+    }
+}
+
+/// The names after `for b in` in the Dockerfile's copy loop.
+fn dockerfile_binaries(dockerfile: &str) -> Vec<String> {
+    dockerfile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("&& for b in "))
+        .and_then(|rest| rest.split_once(';'))
+        .map(|(names, _)| names.split_whitespace().map(str::to_owned).collect())
+        .expect("the Dockerfile copies its binaries with `for b in …;`")
+}
+
+fn workspace_binaries() -> BTreeSet<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success());
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_dockerfile_builds_and_runs_the_workspace_binaries() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let copied = dockerfile_binaries(&dockerfile);
+    let bins = workspace_binaries();
+    for required in ["mcp-gateway", "mcp-sync"] {
+        assert!(bins.contains(required), "the workspace lost {required}");
+        assert!(
+            copied.iter().any(|b| b == required),
+            "the image lacks {required}"
+        );
+    }
+    for b in &copied {
+        assert!(
+            bins.contains(b),
+            "the Dockerfile copies {b}, which the workspace does not build"
+        );
+        assert!(
+            dockerfile.contains(&format!(" -p {b}")),
+            "the Dockerfile copies {b} without building its package"
+        );
+    }
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    assert!(dockerfile.contains(r#"CMD ["mcp-gateway"]"#));
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "runs as root"
+    );
+    let port = mcp_gateway::GatewayConfig::defaults().listen_addr().port();
+    assert!(dockerfile.contains(&format!("EXPOSE {port}")));
+    assert!(dockerfile.contains(&format!("http://127.0.0.1:{port}/health")));
+    // Every command compose runs is a binary the image has.
+    let c = compose();
+    for (name, s) in c["services"].as_mapping().unwrap() {
+        if s["image"].as_str() == Some("mcp-gateway:local") {
+            let cmd = strings(&s["command"]);
+            assert!(
+                copied.contains(&cmd[0]),
+                "{name:?} runs {}, not in the image",
+                cmd[0]
+            );
+        }
+    }
+}
+
+/// `docker compose config` (or `docker-compose config`) where one is installed.
+#[test]
+fn compose_validates_with_docker_compose_when_installed() {
+    let attempts: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
+    for cmd in attempts {
+        let probe = std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg("version")
+            .output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            continue;
+        }
+        // In a scratch copy with `.env.example` as the `.env` a user would write.
+        let dir = std::env::temp_dir().join(format!("mcp-compose-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("deploy/nginx")).unwrap();
+        for (from, to) in [
+            ("docker-compose.yml", "docker-compose.yml"),
+            (".env.example", ".env"),
+            (
+                "deploy/nginx/mcp-gateway.conf",
+                "deploy/nginx/mcp-gateway.conf",
+            ),
+        ] {
+            std::fs::copy(root().join(from), dir.join(to)).unwrap();
+        }
+        let out = std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .args(["config", "--quiet"])
+            .current_dir(&dir)
+            .env("POSTGRES_PASSWORD", "check")
+            .env("JWT_SECRET", "check")
+            .output()
+            .expect("compose runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "{} config: {}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    eprintln!("note: no docker compose here; docker-compose.yml checked by parsing only");
+}
