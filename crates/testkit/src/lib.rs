@@ -10,9 +10,11 @@
 //! [`TestGateway::call`] sends them).
 //! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages).
 
+/// The roles a test token can carry ([`TestGateway::token`]).
+pub use mcp_domain::Role;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
-use mcp_domain::{Limits, Role, Service};
+use mcp_domain::{Limits, Service};
 use mcp_gateway::auth::{Authenticator, Claims, Secret};
 use mcp_gateway::{AppState, GatewayConfig};
 use serde_json::Value;

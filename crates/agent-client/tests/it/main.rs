@@ -1,6 +1,7 @@
 //! Integration tests of the agent client against a real gateway over real Postgres and
 //! Redis (`mcp-testkit`). One test binary, one module per area.
 
+mod auth;
 mod client;
 mod events;
 mod lock;
