@@ -366,3 +366,69 @@ async fn requests_without_an_agent_act_as_the_task() {
         .unwrap();
     assert_eq!(lease.owner, "t9");
 }
+
+#[tokio::test]
+async fn the_execution_logger_joins_logs_and_leaves() {
+    let gw = TestGateway::spawn().await;
+    let c = client_as(&gw, "coder");
+    let mut log = c.execution_logger("t1").await.unwrap();
+    assert_eq!(log.agent_id(), "coder");
+    assert_eq!(c.collaboration("t1").await.unwrap().agents, ["coder"]);
+
+    let first = log
+        .log("file_read", json!({"path": "a.py"}), "print(1)")
+        .await
+        .unwrap();
+    let mut extra = serde_json::Map::new();
+    extra.insert("thought".into(), json!("run the tests next"));
+    log.log_with("run_tests", json!("pytest -q"), json!({"passed": 3}), extra)
+        .await
+        .unwrap();
+    assert_eq!(log.steps(), 2);
+    assert_eq!(first.step["step"], 1);
+    let steps = c
+        .task_logs("t1", &LogsQuery::default())
+        .await
+        .unwrap()
+        .steps;
+    assert_eq!(steps.len(), 2);
+    let s = &steps[1].step;
+    assert_eq!(
+        (
+            s["step"].as_i64(),
+            s["action"].as_str(),
+            s["action_input"].as_str(),
+            s["observation"]["passed"].as_i64(),
+            s["thought"].as_str(),
+            s["agent_id"].as_str(),
+        ),
+        (
+            Some(2),
+            Some("run_tests"),
+            Some("pytest -q"),
+            Some(3),
+            Some("run the tests next"),
+            Some("coder")
+        )
+    );
+    let e = log
+        .log_raw(json!(["not", "an", "object"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+
+    let left = log.finish().await.unwrap();
+    assert_eq!(left.agent_id, "coder");
+    assert!(c.collaboration("t1").await.unwrap().agents.is_empty());
+
+    // Dropped without finish(): it still leaves (in the background).
+    drop(c.execution_logger("t1").await.unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !c.collaboration("t1").await.unwrap().agents.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped logger never left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
