@@ -172,6 +172,8 @@ pub struct EventSubscription {
     task_id: String,
     opts: SubscribeOptions,
     last_id: Option<String>,
+    /// Where to resume when no event was seen yet (see [`start_position`]).
+    start_hint: Option<String>,
     response: Option<reqwest::Response>,
     parser: SseParser,
     pending: VecDeque<Event>,
@@ -189,6 +191,7 @@ impl std::fmt::Debug for EventSubscription {
         f.debug_struct("EventSubscription")
             .field("task_id", &self.task_id)
             .field("last_id", &self.last_id)
+            .field("start_hint", &self.start_hint)
             .field("connected", &self.response.is_some())
             .finish()
     }
@@ -202,6 +205,7 @@ impl GatewayClient {
             client: self.clone(),
             task_id: task_id.to_owned(),
             last_id: opts.since.clone(),
+            start_hint: None,
             opts,
             response: None,
             parser: SseParser::new(),
@@ -342,8 +346,14 @@ impl EventSubscription {
                 let pause = self.server_retry.unwrap_or(Duration::from_millis(100));
                 tokio::time::sleep(pause).await;
             }
-            match self.client.open_stream(&url, self.last_id.as_deref()).await {
+            let resume = self.last_id.as_deref().or(self.start_hint.as_deref());
+            match self.client.open_stream(&url, resume).await {
                 Ok(resp) => {
+                    if self.last_id.is_none() && self.start_hint.is_none() {
+                        // Nothing seen yet: should this connection drop before the first
+                        // event, resume from shortly before it opened rather than from "now".
+                        self.start_hint = start_position(resp.headers());
+                    }
                     if self.connected_once {
                         self.reconnects += 1;
                     }
@@ -368,6 +378,18 @@ impl EventSubscription {
             }
         }
     }
+}
+
+/// A resume position just before a connection opened: the stream id of the server's `Date`
+/// (whole seconds) minus two seconds, so clock rounding cannot skip an event. Stream ids are
+/// `<ms>-<seq>` of the Redis clock, which the gateway host shares (or keeps in sync with).
+/// Resuming from it may replay a few events from just before the subscription; it never skips
+/// one.
+fn start_position(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let date = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let at = chrono::DateTime::parse_from_rfc2822(date).ok()?;
+    let ms = at.timestamp_millis().checked_sub(2000)?;
+    (ms > 0).then(|| format!("{ms}-0"))
 }
 
 #[cfg(test)]
@@ -418,6 +440,17 @@ mod tests {
         assert_eq!(whole.len(), 1);
         assert_eq!(whole[0].data, "é1\ntwo");
         assert_eq!(whole[0].event, "step_logged");
+    }
+
+    #[test]
+    fn the_start_position_is_two_seconds_before_the_servers_date() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(start_position(&h), None);
+        h.insert(
+            reqwest::header::DATE,
+            "Tue, 24 Nov 2026 06:53:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(start_position(&h).as_deref(), Some("1795503215000-0"));
     }
 
     #[test]

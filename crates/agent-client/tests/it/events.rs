@@ -238,3 +238,30 @@ async fn a_cut_off_slow_consumer_resumes_without_gap() {
         "the gateway should have cut the slow watcher off at least once"
     );
 }
+
+#[tokio::test]
+async fn a_connection_lost_before_the_first_event_resumes_without_gap() {
+    let gw = TestGateway::spawn().await;
+    let relay = Relay::to(gw.addr).await;
+    let via_relay = GatewayClient::new(
+        ClientConfig::new(format!("http://{}", relay.addr)).with_agent("watcher"),
+    )
+    .unwrap();
+    create_task(&via_relay, "t1").await;
+    let writer = client_as(&gw, "coder").workspace("t1");
+
+    let mut sub = via_relay.subscribe(
+        "t1",
+        SubscribeOptions {
+            types: vec!["file_written".into()],
+            ..SubscribeOptions::default()
+        },
+    );
+    sub.connect_now().await.unwrap();
+    relay.cut();
+    // Written after the subscription opened, while it is disconnected, before any event.
+    writer.write("a", "1").await.unwrap();
+    let e = next(&mut sub).await;
+    assert_eq!(e.data["path"], "a");
+    assert_eq!(sub.reconnects(), 1);
+}
