@@ -605,3 +605,63 @@ async fn checkout_follow_keeps_the_directory_in_sync() {
     assert!(!dir.join("drop.txt").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_token_is_sent_and_refusals_exit_7() {
+    let gw = TestGateway::spawn_secured().await;
+    let token = gw.token("coder", &["t1"], mcp_testkit::Role::Agent);
+    let mut cmd = command(
+        &gw.base,
+        "",
+        &["--json", "file", "write", "t1", "a", "--content", "x"],
+    );
+    cmd.env("MCP_GATEWAY_TOKEN", &token);
+    let out = cmd.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let r = run(&gw, &["--json", "file", "read", "t1", "a"]).await;
+    assert_failed(&r, 7, "unauthorized");
+    // With authentication on, an agent other than the token's is refused.
+    let r = run(
+        &gw,
+        &[
+            "--json",
+            "--token",
+            &token,
+            "--agent",
+            "someone-else",
+            "file",
+            "read",
+            "t1",
+            "a",
+        ],
+    )
+    .await;
+    assert_failed(&r, 7, "forbidden");
+    let r = run_as(
+        &gw,
+        "",
+        &["--json", "--token", &token, "file", "read", "t2", "a"],
+        None,
+    )
+    .await;
+    assert_failed(&r, 7, "forbidden");
+    let r = run_as(
+        &gw,
+        "",
+        &["--token", &token, "file", "read", "t1", "a"],
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(r.stdout, "x");
+    let r = run(
+        &gw,
+        &[
+            "--token", &token, "--agent", "coder", "file", "read", "t1", "a",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(r.stdout, "x", "the token's own agent may be named");
+}

@@ -150,3 +150,46 @@ async fn refusals_are_not_retried() {
     assert_eq!(e.code(), ErrorCode::FileNotFound);
     assert_eq!(c.retry_count(), 0);
 }
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_with_retry_after() {
+    let gw = TestGateway::spawn_with(|c| {
+        c.rate_limit_requests = 2;
+        c.rate_limit_window_secs = 1;
+    })
+    .await;
+    let impatient = client_with_retry(&gw, "a", RetryPolicy::none());
+    let patient = client_with_retry(&gw, "a", patient(10));
+    let read = || FileReadRequest {
+        task_id: "t1".into(),
+        path: "missing".into(),
+        agent_id: None,
+    };
+    // Exhaust the window, then see the refusal as it is.
+    let mut limited = None;
+    for _ in 0..5 {
+        if let Err(e) = impatient.file_read(read()).await {
+            if e.code() == ErrorCode::RateLimited {
+                limited = Some(e);
+                break;
+            }
+        }
+    }
+    match limited.expect("the limit is reached") {
+        ClientError::Refused {
+            status,
+            retry_after,
+            ..
+        } => {
+            assert_eq!(status, 429);
+            assert!(retry_after.is_some_and(|r| r >= Duration::from_secs(1)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The patient client gets through every time (file_not_found is the real answer).
+    for _ in 0..5 {
+        let e = patient.file_read(read()).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::FileNotFound);
+    }
+    assert!(patient.retry_count() >= 1);
+}
