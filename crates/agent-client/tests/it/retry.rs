@@ -168,11 +168,11 @@ async fn rate_limits_are_waited_out_with_retry_after() {
     // Exhaust the window, then see the refusal as it is.
     let mut limited = None;
     for _ in 0..5 {
-        if let Err(e) = impatient.file_read(read()).await {
-            if e.code() == ErrorCode::RateLimited {
-                limited = Some(e);
-                break;
-            }
+        if let Err(e) = impatient.file_read(read()).await
+            && e.code() == ErrorCode::RateLimited
+        {
+            limited = Some(e);
+            break;
         }
     }
     match limited.expect("the limit is reached") {
