@@ -1,0 +1,453 @@
+//! The scenarios. Each drives the gateway through [`Gateway`] (which times every call and
+//! records every acknowledgement) until its work or its duration is done.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::Config;
+use crate::client::Gateway;
+
+/// A file body of `bytes` bytes with a marker that `file_edit` replaces exactly once.
+pub fn payload(bytes: usize, tag: &str) -> String {
+    let head = format!("# {tag}\nMARKER\n");
+    let mut s = head;
+    while s.len() < bytes {
+        s.push_str("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n");
+    }
+    s.truncate(bytes.max(20));
+    s
+}
+
+fn step(bytes: usize, agent: &str, n: u64) -> serde_json::Value {
+    json!({"action": "work", "agent": agent, "n": n, "pad": "x".repeat(bytes.saturating_sub(60))})
+}
+
+pub fn task_id(cfg: &Config, i: usize) -> String {
+    format!("lt-{}-t{i}", cfg.run_id)
+}
+
+/// The seed's scenario: waves of tasks, each worked by a coder and a QA agent.
+pub async fn waves(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
+    for wave in 0..cfg.waves {
+        let mut flows = Vec::new();
+        for t in 0..cfg.tasks {
+            let task = format!("lt-{}-w{wave}-t{t}", cfg.run_id);
+            gw.create_task(&task).await?;
+            for (role, path) in [("coder", "src/main.py"), ("qa", "tests/test_main.py")] {
+                let gw = gw.clone();
+                let task = task.clone();
+                let agent = format!("{role}-w{wave}-t{t}");
+                let (bytes, steps, step_bytes) = (cfg.payload, cfg.steps, cfg.step_bytes);
+                flows.push(tokio::spawn(async move {
+                    work_a_task(&gw, &agent, &task, path, bytes, steps, step_bytes).await
+                }));
+            }
+        }
+        for f in flows {
+            f.await?;
+        }
+    }
+    Ok(())
+}
+
+/// join, claim, write, read, edit, log steps, release, leave.
+async fn work_a_task(
+    gw: &Gateway,
+    agent: &str,
+    task: &str,
+    path: &str,
+    bytes: usize,
+    steps: u64,
+    step_bytes: usize,
+) {
+    let _ = gw
+        .tool("join_collaboration", json!({"task_id": task}), agent)
+        .await;
+    let lease = gw.claim(agent, task, path, 60).await.ok().flatten();
+    let fence = lease.map(|(f, _)| f);
+    let _ = gw
+        .file_write(agent, task, path, &payload(bytes, agent), fence, None)
+        .await;
+    let _ = gw.file_read(agent, task, path, None).await;
+    let _ = gw
+        .file_edit(agent, task, path, "MARKER", "EDITED", fence)
+        .await;
+    for n in 0..steps {
+        let _ = gw
+            .log_step(agent, task, step(step_bytes, agent, n), None)
+            .await;
+    }
+    if let Some((_, i)) = lease {
+        let _ = gw.release(agent, task, path, i).await;
+    }
+    let _ = gw
+        .tool("leave_collaboration", json!({"task_id": task}), agent)
+        .await;
+}
+
+/// Untimed set-up of `steady` and `tool`: the tasks, and one file per agent.
+async fn setup_files(gw: &Gateway, cfg: &Config, files: usize) -> anyhow::Result<()> {
+    for t in 0..cfg.tasks {
+        gw.create_task(&task_id(cfg, t)).await?;
+    }
+    let sem = Arc::new(Semaphore::new(cfg.connections.max(1)));
+    let mut jobs = Vec::new();
+    for a in 0..files {
+        let gw = gw.clone();
+        let task = task_id(cfg, a % cfg.tasks);
+        let body = payload(cfg.payload, &format!("agent-{a}"));
+        let permit = sem.clone().acquire_owned().await?;
+        jobs.push(tokio::spawn(async move {
+            let _p = permit;
+            let r = gw
+                .file_write(
+                    &format!("agent-{a}"),
+                    &task,
+                    &format!("agents/agent-{a}.txt"),
+                    &body,
+                    None,
+                    None,
+                )
+                .await;
+            match r {
+                Ok(a) if a.ok() => Ok(()),
+                Ok(a) => Err(anyhow::anyhow!("set-up write: {} {}", a.status, a.body)),
+                Err(e) => Err(anyhow::anyhow!("set-up write: {e}")),
+            }
+        }));
+    }
+    for j in jobs {
+        j.await??;
+    }
+    Ok(())
+}
+
+/// `agents` agents over `tasks` tasks, each calling `rate` times a second for `duration`,
+/// open loop (latency counted from the intended start, so a stalled gateway shows).
+/// Mix per agent, by its call number: 5/10 `file_read` of its file, 3/10 `log_step`,
+/// 1/10 `file_write`, 1/10 `claim_file` + fenced `file_write` + `release_file`.
+pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
+    setup_files(gw, cfg, cfg.agents).await?;
+    gw.stats.reset();
+    let total_rate = cfg.agents as f64 * cfg.rate;
+    let interval = Duration::from_secs_f64(1.0 / total_rate);
+    let sem = Arc::new(Semaphore::new(cfg.connections.max(1)));
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs_f64(cfg.duration);
+    let mut i: u64 = 0;
+    let mut jobs = tokio::task::JoinSet::new();
+    loop {
+        let due = start + interval.mul_f64(i as f64);
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let permit = sem.clone().acquire_owned().await?;
+        let a = (i % cfg.agents as u64) as usize;
+        let k = i / cfg.agents as u64;
+        let gw = gw.clone();
+        let task = task_id(cfg, a % cfg.tasks);
+        let (bytes, step_bytes) = (cfg.payload, cfg.step_bytes);
+        let since = Some(due.into_std());
+        jobs.spawn(async move {
+            let _p = permit;
+            let agent = format!("agent-{a}");
+            let path = format!("agents/agent-{a}.txt");
+            match k % 10 {
+                0..=4 => {
+                    let _ = gw.file_read(&agent, &task, &path, since).await;
+                }
+                5..=7 => {
+                    let _ = gw
+                        .log_step(&agent, &task, step(step_bytes, &agent, k), since)
+                        .await;
+                }
+                8 => {
+                    let _ = gw
+                        .file_write(&agent, &task, &path, &payload(bytes, &agent), None, since)
+                        .await;
+                }
+                _ => {
+                    if let Ok(Some((fence, lease))) = gw.claim(&agent, &task, &path, 30).await {
+                        let _ = gw
+                            .file_write(
+                                &agent,
+                                &task,
+                                &path,
+                                &payload(bytes, &agent),
+                                Some(fence),
+                                None,
+                            )
+                            .await;
+                        let _ = gw.release(&agent, &task, &path, lease).await;
+                    }
+                }
+            }
+        });
+        while jobs.try_join_next().is_some() {}
+        i += 1;
+    }
+    while jobs.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Many agents on few files: claim (409 `locked` is an expected outcome), two fenced writes,
+/// release, again, for `duration`.
+pub async fn contention(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
+    let mut gw = gw.clone();
+    gw.expect_locked = true;
+    let task = task_id(cfg, 0);
+    gw.create_task(&task).await?;
+    let end = Instant::now() + Duration::from_secs_f64(cfg.duration);
+    let mut jobs = Vec::new();
+    for a in 0..cfg.agents {
+        let gw = gw.clone();
+        let task = task.clone();
+        let (files, bytes) = (cfg.files.max(1), cfg.payload);
+        jobs.push(tokio::spawn(async move {
+            let agent = format!("agent-{a}");
+            let mut n = a;
+            while Instant::now() < end {
+                let path = format!("shared/file-{}.txt", n % files);
+                n += 1;
+                match gw.claim(&agent, &task, &path, 30).await {
+                    Ok(Some((fence, lease))) => {
+                        let body = payload(bytes, &agent);
+                        let _ = gw
+                            .file_write(&agent, &task, &path, &body, Some(fence), None)
+                            .await;
+                        let _ = gw
+                            .file_write(&agent, &task, &path, &body, Some(fence), None)
+                            .await;
+                        let _ = gw.release(&agent, &task, &path, lease).await;
+                    }
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        }));
+    }
+    for j in jobs {
+        j.await?;
+    }
+    Ok(())
+}
+
+/// One tool as fast as `connections` closed-loop workers can call it, for `duration`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// `file_read` of a hot file (one file per worker, written in the set-up).
+    FileRead,
+    /// `log_step` of a `--step-bytes` step.
+    LogStep,
+    /// `claim_file` then `release_file` of the worker's own path (no contention).
+    ClaimRelease,
+    /// `file_write` (write-through) of `--payload` bytes to the worker's own path.
+    FileWrite,
+}
+
+pub async fn tool(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
+    let workers = cfg.connections.max(1);
+    setup_files(gw, cfg, workers).await?;
+    gw.stats.reset();
+    let end = Instant::now() + Duration::from_secs_f64(cfg.duration);
+    let mut jobs = Vec::new();
+    for w in 0..workers {
+        let gw = gw.clone();
+        let (op, bytes, step_bytes) = (cfg.op, cfg.payload, cfg.step_bytes);
+        let task = task_id(cfg, w % cfg.tasks);
+        jobs.push(tokio::spawn(async move {
+            let agent = format!("agent-{w}");
+            let path = format!("agents/agent-{w}.txt");
+            let body = payload(bytes, &agent);
+            let mut n = 0u64;
+            while Instant::now() < end {
+                match op {
+                    Op::FileRead => {
+                        let _ = gw.file_read(&agent, &task, &path, None).await;
+                    }
+                    Op::LogStep => {
+                        let _ = gw
+                            .log_step(&agent, &task, step(step_bytes, &agent, n), None)
+                            .await;
+                    }
+                    Op::ClaimRelease => {
+                        let lock_path = format!("locks/agent-{w}.txt");
+                        if let Ok(Some((_, lease))) = gw.claim(&agent, &task, &lock_path, 30).await
+                        {
+                            let _ = gw.release(&agent, &task, &lock_path, lease).await;
+                        }
+                    }
+                    Op::FileWrite => {
+                        let _ = gw.file_write(&agent, &task, &path, &body, None, None).await;
+                    }
+                }
+                n += 1;
+            }
+        }));
+    }
+    for j in jobs {
+        j.await?;
+    }
+    Ok(())
+}
+
+/// What the watchers saw.
+#[derive(Debug, Default, Serialize)]
+pub struct WatchReport {
+    pub watchers: usize,
+    pub connected: usize,
+    /// Steps acknowledged on the watched tasks.
+    pub steps_written: u64,
+    /// step_logged events expected in total (each watcher, every step of its task).
+    pub deliveries_expected: u64,
+    pub deliveries_received: u64,
+    /// Expected deliveries that never arrived.
+    pub deliveries_missing: u64,
+    /// Deliveries of an id the watcher had already received.
+    pub deliveries_duplicated: u64,
+    pub gateway_rss_mb_before: Option<f64>,
+    pub gateway_rss_mb_with_watchers: Option<f64>,
+}
+
+/// `watchers` SSE subscribers (`GET /tasks/{id}/events?types=step_logged`) spread over the
+/// tasks while `agents` agents log steps at `rate` each for `duration`; every watcher must
+/// receive every step of its task, once.
+pub async fn watchers(gw: &Gateway, cfg: &Config) -> anyhow::Result<WatchReport> {
+    let mut rep = WatchReport {
+        watchers: cfg.watchers,
+        gateway_rss_mb_before: cfg.gateway_pid.and_then(rss_mb),
+        ..Default::default()
+    };
+    for t in 0..cfg.tasks {
+        gw.create_task(&task_id(cfg, t)).await?;
+    }
+    let connected = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for w in 0..cfg.watchers {
+        let task = task_id(cfg, w % cfg.tasks);
+        let req = gw.get_builder(&format!("/tasks/{task}/events?types=step_logged"));
+        let connected = connected.clone();
+        let stop = stop.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut ids: Vec<String> = Vec::new();
+            let Ok(resp) = req.timeout(Duration::from_secs(3600)).send().await else {
+                return (task, None);
+            };
+            if !resp.status().is_success() {
+                return (task, None);
+            }
+            connected.fetch_add(1, Ordering::Relaxed);
+            let mut stream = resp.bytes_stream();
+            let mut buf = Vec::new();
+            loop {
+                let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+                match next {
+                    Ok(Some(Ok(chunk))) => {
+                        buf.extend_from_slice(&chunk);
+                        while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
+                            let msg: Vec<u8> = buf.drain(..pos + 2).collect();
+                            for line in String::from_utf8_lossy(&msg).lines() {
+                                if let Some(data) = line.strip_prefix("data: ")
+                                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
+                                    && let Some(id) = v["data"]["id"].as_str()
+                                {
+                                    ids.push(id.to_string());
+                                }
+                            }
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(_) if stop.load(Ordering::Relaxed) => break,
+                    Err(_) => {}
+                }
+            }
+            (task, Some(ids))
+        }));
+    }
+    // Wait until every watcher has its response headers (or 30 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (connected.load(Ordering::Relaxed) as usize) < cfg.watchers && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rep.connected = connected.load(Ordering::Relaxed) as usize;
+    rep.gateway_rss_mb_with_watchers = cfg.gateway_pid.and_then(rss_mb);
+    // Writers: `agents` agents at `rate` each (open loop), until `duration`.
+    let total_rate = (cfg.agents as f64 * cfg.rate).max(0.1);
+    let interval = Duration::from_secs_f64(1.0 / total_rate);
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs_f64(cfg.duration);
+    let mut i = 0u64;
+    let mut jobs = tokio::task::JoinSet::new();
+    loop {
+        let due = start + interval.mul_f64(i as f64);
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let gw = gw.clone();
+        let a = (i % cfg.agents as u64) as usize;
+        let task = task_id(cfg, a % cfg.tasks);
+        let step_bytes = cfg.step_bytes;
+        jobs.spawn(async move {
+            let agent = format!("agent-{a}");
+            let _ = gw
+                .log_step(
+                    &agent,
+                    &task,
+                    step(step_bytes, &agent, i),
+                    Some(due.into_std()),
+                )
+                .await;
+        });
+        while jobs.try_join_next().is_some() {}
+        i += 1;
+    }
+    while jobs.join_next().await.is_some() {}
+    if let Some(rss) = cfg.gateway_pid.and_then(rss_mb) {
+        rep.gateway_rss_mb_with_watchers =
+            Some(rep.gateway_rss_mb_with_watchers.unwrap_or(0.0).max(rss));
+    }
+    // Let the last events arrive: stop once no watcher has received anything for 200 ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = gw.ledger.lock().expect("ledger").steps.clone();
+    rep.steps_written = written.values().map(|v| v.len() as u64).sum();
+    for w in watchers {
+        let (task, ids) = w.await?;
+        let expected = written.get(&task).cloned().unwrap_or_default();
+        rep.deliveries_expected += expected.len() as u64;
+        let Some(ids) = ids else {
+            rep.deliveries_missing += expected.len() as u64;
+            continue;
+        };
+        rep.deliveries_received += ids.len() as u64;
+        let mut seen = std::collections::HashSet::new();
+        for id in &ids {
+            if !seen.insert(id.as_str()) {
+                rep.deliveries_duplicated += 1;
+            }
+        }
+        rep.deliveries_missing += expected
+            .iter()
+            .filter(|id| !seen.contains(id.as_str()))
+            .count() as u64;
+    }
+    Ok(rep)
+}
+
+/// Resident memory of a process, MiB (Linux `/proc`).
+pub fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

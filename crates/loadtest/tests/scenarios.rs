@@ -1,0 +1,304 @@
+//! Each scenario, short, against a real gateway (in-process, over its own database and key
+//! prefix, with the sync loops running), with its audit passing; and corrupted audit inputs
+//! that the audit must refuse, so a clean audit means something.
+
+use std::time::Duration;
+
+use clap::Parser;
+use mcp_loadtest::audit::{AuditOptions, audit};
+use mcp_loadtest::client::LeaseRecord;
+use mcp_loadtest::{Config, Gateway, Report, run};
+use mcp_testkit::TestGateway;
+use tokio_util_cancel::Cancel;
+
+mod tokio_util_cancel {
+    /// Stops the sync loops when the test ends.
+    pub struct Cancel(pub tokio::task::JoinHandle<()>);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+}
+
+/// A gateway with the sync loops running (push every 100 ms, so the audit need not wait 5 s).
+async fn gateway() -> (TestGateway, Cancel) {
+    let gw = TestGateway::spawn().await;
+    let mut settings = mcp_sync::SyncSettings::default();
+    settings.push.interval = Duration::from_millis(100);
+    let loops = mcp_sync::spawn(
+        gw.service.pg.clone(),
+        gw.service.hot.clone(),
+        settings,
+        Default::default(),
+    );
+    (gw, Cancel(loops))
+}
+
+async fn run_ok(gw: &TestGateway, args: &[&str]) -> (Report, mcp_loadtest::Ledger) {
+    let mut argv = vec![
+        "mcp-loadtest",
+        "--quiet",
+        "--base",
+        &gw.base,
+        "--audit-wait",
+        "15",
+    ];
+    argv.extend_from_slice(args);
+    let cfg = Config::try_parse_from(argv).expect("flags");
+    let (report, ledger) = run(cfg).await.expect("run");
+    let text = mcp_loadtest::render(&report);
+    let audit = report.audit.as_ref().expect("audited");
+    assert!(audit.ok, "audit failed:\n{text}");
+    assert!(report.requests > 0, "{text}");
+    assert!(report.errors.is_empty(), "errors:\n{text}");
+    (report, ledger)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_audit_clean_counting_steps_in_postgres() {
+    let (gw, _loops) = gateway().await;
+    let db = gw.db.url.clone();
+    let (report, ledger) = run_ok(
+        &gw,
+        &[
+            "--scenario",
+            "waves",
+            "--waves",
+            "2",
+            "--tasks",
+            "2",
+            "--steps",
+            "3",
+            "--database-url",
+            &db,
+        ],
+    )
+    .await;
+    let audit = report.audit.unwrap();
+    assert_eq!(audit.steps_via, "postgres");
+    // 2 waves x 2 tasks x 2 agents x 3 steps; each agent writes then edits its file.
+    assert_eq!(audit.steps_checked, 24);
+    assert_eq!(ledger.writes.len(), 16);
+    assert_eq!(ledger.leases.len(), 8);
+    for tool in [
+        "join_collaboration",
+        "claim_file",
+        "file_write",
+        "file_read",
+        "file_edit",
+        "log_step",
+        "release_file",
+        "leave_collaboration",
+    ] {
+        assert!(report.tools.contains_key(tool), "{tool} missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_audit_clean_reading_steps_through_the_gateway() {
+    let (gw, _loops) = gateway().await;
+    let (report, ledger) = run_ok(
+        &gw,
+        &[
+            "--scenario",
+            "steady",
+            "--agents",
+            "20",
+            "--tasks",
+            "3",
+            "--rate",
+            "5",
+            "--duration",
+            "2",
+            "--connections",
+            "8",
+            "--payload",
+            "512",
+        ],
+    )
+    .await;
+    assert_eq!(report.audit.as_ref().unwrap().steps_via, "gateway");
+    assert!(!ledger.steps.is_empty());
+    assert!(report.metrics_after.outbox_length.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_counts_conflicts_apart_and_fences_check_out() {
+    let (gw, _loops) = gateway().await;
+    let (report, ledger) = run_ok(
+        &gw,
+        &[
+            "--scenario",
+            "contention",
+            "--agents",
+            "8",
+            "--files",
+            "2",
+            "--duration",
+            "1.5",
+            "--payload",
+            "256",
+        ],
+    )
+    .await;
+    assert!(ledger.leases.len() > 1);
+    assert!(ledger.writes.iter().all(|w| w.fence.is_some()));
+    assert!(report.audit.unwrap().leases_checked > 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_receive_every_step_once() {
+    let (gw, _loops) = gateway().await;
+    let (report, _) = run_ok(
+        &gw,
+        &[
+            "--scenario",
+            "watchers",
+            "--watchers",
+            "20",
+            "--tasks",
+            "2",
+            "--agents",
+            "4",
+            "--rate",
+            "10",
+            "--duration",
+            "1",
+            "--step-bytes",
+            "100",
+        ],
+    )
+    .await;
+    let w = report.watchers.unwrap();
+    assert_eq!(w.connected, 20);
+    assert!(w.steps_written > 0);
+    assert_eq!(w.deliveries_missing, 0);
+    assert_eq!(w.deliveries_received, w.deliveries_expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_scenario_runs_each_op() {
+    let (gw, _loops) = gateway().await;
+    for (op, tool) in [
+        ("file-read", "file_read"),
+        ("log-step", "log_step"),
+        ("claim-release", "release_file"),
+        ("file-write", "file_write"),
+    ] {
+        let (report, _) = run_ok(
+            &gw,
+            &[
+                "--scenario",
+                "tool",
+                "--op",
+                op,
+                "--connections",
+                "4",
+                "--tasks",
+                "2",
+                "--duration",
+                "0.5",
+            ],
+        )
+        .await;
+        assert!(report.tools[tool].count > 0, "{op}");
+    }
+}
+
+/// The audit fails on: a version acknowledged above what is stored, a step never logged, two
+/// holders whose leases overlap, and a write acknowledged with a stale fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_audit_inputs_fail_the_audit() {
+    let (gw, _loops) = gateway().await;
+    let db = gw.db.url.clone();
+    let (_, ledger) = run_ok(
+        &gw,
+        &[
+            "--scenario",
+            "waves",
+            "--waves",
+            "1",
+            "--tasks",
+            "2",
+            "--steps",
+            "2",
+            "--database-url",
+            &db,
+        ],
+    )
+    .await;
+    let client = Gateway::new(&gw.base, None, 4).unwrap();
+    let opts = AuditOptions {
+        database_url: Some(db.clone()),
+        wait: Duration::from_millis(500),
+    };
+    assert!(
+        audit(&client, &ledger, &opts).await.ok,
+        "the honest ledger passes"
+    );
+
+    // A fabricated acknowledged version, higher than the stored one.
+    let mut bad = ledger.clone();
+    bad.writes[0].version += 5;
+    let r = audit(&client, &bad, &opts).await;
+    assert!(!r.ok);
+    assert!(
+        r.failures.iter().any(|f| f.contains("readable version")),
+        "{:?}",
+        r.failures
+    );
+
+    // A step id nobody logged.
+    let mut bad = ledger.clone();
+    let (task, ids) = bad.steps.iter_mut().next().unwrap();
+    ids.push("1-0".into());
+    let task = task.clone();
+    let r = audit(&client, &bad, &opts).await;
+    assert!(!r.ok);
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.starts_with(&task) && f.contains("1-0")),
+        "{:?}",
+        r.failures
+    );
+
+    // A second holder granted before the first one released.
+    let mut bad = ledger.clone();
+    let first = bad.leases[0].clone();
+    bad.leases.push(LeaseRecord {
+        owner: "intruder".into(),
+        fence: first.fence + 1_000,
+        claim_sent_us: first.claim_ack_us,
+        claim_ack_us: first.claim_ack_us + 1,
+        release_sent_us: None,
+        ..first
+    });
+    let r = audit(&client, &bad, &opts).await;
+    assert!(!r.ok);
+    assert!(
+        r.failures.iter().any(|f| f.contains("was granted fence")),
+        "{:?}",
+        r.failures
+    );
+
+    // A later version acknowledged with a lower fence.
+    let mut bad = ledger.clone();
+    let mut w = bad
+        .writes
+        .iter()
+        .find(|w| w.fence.is_some())
+        .unwrap()
+        .clone();
+    w.version += 1;
+    w.fence = Some(w.fence.unwrap() - 1);
+    bad.writes.push(w);
+    let r = audit(&client, &bad, &opts).await;
+    assert!(!r.ok);
+    assert!(
+        r.failures.iter().any(|f| f.contains("stale fence")),
+        "{:?}",
+        r.failures
+    );
+}
