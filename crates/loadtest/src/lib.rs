@@ -149,6 +149,10 @@ pub struct Report {
     pub sync_lag_max_seconds: Option<f64>,
     pub redis_memory_ratio_max: Option<f64>,
     pub gateway_rss_mb: Option<f64>,
+    /// CPU seconds used during the load (set-up included) by this generator and, with
+    /// `--gateway-pid`, by the gateway: which side the two shared cores went to.
+    pub cpu_seconds_generator: Option<f64>,
+    pub cpu_seconds_gateway: Option<f64>,
     pub watchers: Option<scenarios::WatchReport>,
     /// The seed's rollback triggers.
     pub triggers: Vec<Trigger>,
@@ -226,6 +230,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<(Report, Ledger)> {
     };
 
     let t0 = Instant::now();
+    let cpu0 = (
+        scenarios::cpu_seconds(None),
+        cfg.gateway_pid
+            .and_then(|p| scenarios::cpu_seconds(Some(p))),
+    );
     let mut watch = None;
     match cfg.scenario {
         Scenario::Waves => scenarios::waves(&gw, &cfg).await?,
@@ -241,6 +250,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<(Report, Ledger)> {
         _ => t0.elapsed().as_secs_f64(),
     };
     let gateway_rss_mb = cfg.gateway_pid.and_then(scenarios::rss_mb);
+    let cpu_seconds_generator = scenarios::cpu_seconds(None).zip(cpu0.0).map(|(b, a)| b - a);
+    let cpu_seconds_gateway = cfg
+        .gateway_pid
+        .and_then(|p| scenarios::cpu_seconds(Some(p)))
+        .zip(cpu0.1)
+        .map(|(b, a)| b - a);
     let _ = stop_tx.send(true);
     let (lag_max, mem_max) = progress.await.unwrap_or((None, None));
     let tally = gw.stats.take();
@@ -338,6 +353,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<(Report, Ledger)> {
         sync_lag_max_seconds: lag_max,
         redis_memory_ratio_max: mem_max,
         gateway_rss_mb,
+        cpu_seconds_generator,
+        cpu_seconds_gateway,
         watchers: watch,
         triggers,
         verdict,
@@ -397,6 +414,11 @@ pub fn render(r: &Report) -> String {
         r.metrics_after.outbox_length,
         r.redis_memory_ratio_max,
         r.gateway_rss_mb
+    );
+    let _ = writeln!(
+        s,
+        "CPU seconds during the load: generator {:?}, gateway {:?}",
+        r.cpu_seconds_generator, r.cpu_seconds_gateway
     );
     if let Some(w) = &r.watchers {
         let _ = writeln!(
