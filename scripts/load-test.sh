@@ -10,7 +10,10 @@
 #   (mcp_loadtest_<random> on PG_URL, default postgres://postgres@127.0.0.1:5432) and a fresh
 #   Redis key prefix (loadtest-<random>: on REDIS_URL), passes its pid (resident memory) and
 #   its database (steps counted in Postgres) to the load test, and removes all of it afterwards
-#   (unless --keep). The gateway runs with its defaults (sync loops inside, RUST_LOG=warn).
+#   (unless --keep). The gateway runs with its defaults (sync loops inside, RUST_LOG=warn)
+#   except the per-agent rate limit, set so high that it never refuses (RATE_LIMIT_REQUESTS,
+#   default here 1e9): with authentication off the whole load is one agent (the client
+#   address), which the default 1,200/min would cut to 20 req/s. The check still runs.
 # --floors: before the load test, measures the floors on the same servers at the same
 #   concurrency (--connections, default 64): Redis GET/SET of --payload bytes with
 #   redis-benchmark, and single-row upserts of --payload bytes with pgbench (custom script,
@@ -67,6 +70,7 @@ if $spawn; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   DATABASE_URL="$PG_URL/$db" REDIS_URL="$REDIS_URL" REDIS_KEY_PREFIX="$prefix" \
     MCP_GATEWAY_HOST=127.0.0.1 MCP_GATEWAY_PORT="$port" RUST_LOG="${RUST_LOG:-warn}" \
+    RATE_LIMIT_REQUESTS="${RATE_LIMIT_REQUESTS:-1000000000}" \
     "$bin/mcp-gateway" & gw_pid=$!
   base="http://127.0.0.1:$port"
   for _ in $(seq 1 300); do

@@ -139,12 +139,7 @@ async fn check_writes(gw: &Gateway, ledger: &Ledger, r: &mut AuditResult) {
         let gw = gw.clone();
         async move {
             let body = serde_json::json!({"task_id": task, "path": path});
-            let resp = gw
-                .http()
-                .post(format!("{}/tools/file_read", gw.base))
-                .json(&body)
-                .send()
-                .await;
+            let resp = gw.post_builder("/tools/file_read").json(&body).send().await;
             let got = match resp {
                 Ok(resp) => {
                     let status = resp.status().as_u16();

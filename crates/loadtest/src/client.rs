@@ -105,23 +105,24 @@ impl Gateway {
         self.start.elapsed().as_micros() as u64
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// `GET {path}` with the token (for streams and scrapes, not timed).
+    pub fn get_builder(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.get(format!("{}{path}", self.base)))
     }
 
-    pub fn get_builder(&self, path: &str) -> reqwest::RequestBuilder {
-        let mut b = self.http.get(format!("{}{path}", self.base));
-        if let Some(a) = &self.auth {
-            b = b.header(AUTHORIZATION, a.clone());
+    /// `POST {path}` with the token (for the audit's reads, not timed).
+    pub fn post_builder(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.post(format!("{}{path}", self.base)))
+    }
+
+    fn authed(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(a) => b.header(AUTHORIZATION, a.clone()),
+            None => b,
         }
-        b
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Answer, String> {
-        let req = match &self.auth {
-            Some(a) => req.header(AUTHORIZATION, a.clone()),
-            None => req,
-        };
         let resp = req.send().await.map_err(|_| "transport".to_string())?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|_| "transport".to_string())?;
@@ -158,8 +159,7 @@ impl Gateway {
         }
         let started = since.unwrap_or_else(Instant::now);
         let req = self
-            .http
-            .post(format!("{}/tools/{tool}", self.base))
+            .post_builder(&format!("/tools/{tool}"))
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).expect("json"));
         let r = self.send(req).await;
@@ -179,15 +179,13 @@ impl Gateway {
 
     /// `GET {path}` (not timed).
     pub async fn get(&self, path: &str) -> Result<Answer, String> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(self.get_builder(path)).await
     }
 
     /// `POST /admin/tasks` (set-up, not timed); an existing task is fine.
     pub async fn create_task(&self, id: &str) -> anyhow::Result<()> {
         let req = self
-            .http
-            .post(format!("{}/admin/tasks", self.base))
+            .post_builder("/admin/tasks")
             .json(&serde_json::json!({"id": id, "title": format!("load test {id}")}));
         match self.send(req).await {
             Ok(a) if a.ok() || a.code() == Some("already_exists") => Ok(()),

@@ -21,9 +21,14 @@ mod tokio_util_cancel {
     }
 }
 
-/// A gateway with the sync loops running (push every 100 ms, so the audit need not wait 5 s).
+/// A gateway with the sync loops running (push every 100 ms, so the audit need not wait 5 s)
+/// and no per-agent rate limit (with authentication off every request here is one agent, the
+/// client address).
 async fn gateway() -> (TestGateway, Cancel) {
-    let gw = TestGateway::spawn().await;
+    with_loops(TestGateway::spawn_with(|c| c.rate_limit_requests = 0).await)
+}
+
+fn with_loops(gw: TestGateway) -> (TestGateway, Cancel) {
     let mut settings = mcp_sync::SyncSettings::default();
     settings.push.interval = Duration::from_millis(100);
     let loops = mcp_sync::spawn(
@@ -93,6 +98,34 @@ async fn waves_audit_clean_counting_steps_in_postgres() {
     ] {
         assert!(report.tools.contains_key(tool), "{tool} missing");
     }
+}
+
+/// With authentication on, every call carries the bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_with_a_bearer_token() {
+    let (gw, _loops) =
+        with_loops(TestGateway::spawn_secured_with(|c| c.rate_limit_requests = 0).await);
+    let token = gw.token("loadtest", &["*"], mcp_domain::Role::Admin);
+    let db = gw.db.url.clone();
+    let (report, _) = run_ok(
+        &gw,
+        &[
+            "--scenario",
+            "waves",
+            "--waves",
+            "1",
+            "--tasks",
+            "2",
+            "--steps",
+            "2",
+            "--token",
+            &token,
+            "--database-url",
+            &db,
+        ],
+    )
+    .await;
+    assert_eq!(report.audit.unwrap().steps_checked, 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
