@@ -166,6 +166,14 @@ impl From<sqlx::Error> for DomainError {
                     cause: e.to_string(),
                 }
             }
+            // 22021 character_not_in_repertoire (a NUL in text), 22P05 untranslatable_character
+            // (`\u0000` in jsonb): text Postgres cannot store is the caller's input, refused
+            // before anything was written.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                DomainError::InvalidArgument("text must not contain NUL characters (U+0000)".into())
+            }
             _ => DomainError::Internal(format!("postgres: {e}")),
         }
     }

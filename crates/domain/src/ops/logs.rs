@@ -26,6 +26,16 @@ pub fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// Whether a JSON value holds a NUL character in any string or key.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 impl Service {
     pub async fn log_step(&self, actor: &Actor, req: LogStepRequest) -> Result<LogStepResponse> {
         let task = TaskId::parse(&req.task_id)?;
@@ -38,6 +48,12 @@ impl Service {
         let size = serde_json::to_vec(&step)
             .map_err(DomainError::internal)?
             .len();
+        // Postgres jsonb cannot hold U+0000; refused now rather than dead-lettered by the push.
+        if step.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+            return Err(DomainError::InvalidArgument(
+                "step must not contain NUL characters (U+0000)".into(),
+            ));
+        }
         if size > self.limits.max_step_bytes {
             return Err(DomainError::TooLarge {
                 what: "step",

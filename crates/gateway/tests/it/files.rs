@@ -501,3 +501,41 @@ async fn malformed_requests_get_400() {
     let body: serde_json::Value = raw.json().await.unwrap();
     assert_eq!(body["code"], "invalid_argument");
 }
+
+/// Postgres text and jsonb cannot hold U+0000: such input is refused as the caller's error
+/// (never a 500), and nothing is written.
+#[tokio::test]
+async fn nul_characters_are_refused_as_bad_input() {
+    let gw = TestGateway::spawn().await;
+    assert_error(
+        &gw.tool(
+            "file_write",
+            json!({"task_id": "t", "path": "n.txt", "content": "a\u{0}b"}),
+        )
+        .await,
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &gw.tool("file_read", json!({"task_id": "t", "path": "n.txt"}))
+            .await,
+        404,
+        "file_not_found",
+    );
+    assert_error(
+        &gw.tool(
+            "log_step",
+            json!({"task_id": "t", "step": {"observation": ["ok", {"x": "a\u{0}"}]}}),
+        )
+        .await,
+        400,
+        "invalid_argument",
+    );
+    // A backslash followed by "u0000" is ordinary text.
+    ok(gw
+        .tool(
+            "log_step",
+            json!({"task_id": "t", "step": {"observation": "\\u0000"}}),
+        )
+        .await);
+}
