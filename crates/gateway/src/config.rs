@@ -71,7 +71,8 @@ pub struct GatewayConfig {
     #[arg(long, env = "ACCEPT_LEGACY_TOKENS", default_value_t = true, action = clap::ArgAction::Set)]
     pub accept_legacy_tokens: bool,
     /// Requests one agent may make per rate window, on all gateway instances together
-    /// (0: no limit). With authentication off the client address is the agent.
+    /// (0: no limit). With authentication off the client address is the agent, and loopback
+    /// clients are not limited.
     #[arg(long, env = "RATE_LIMIT_REQUESTS", default_value_t = 1200)]
     pub rate_limit_requests: u64,
     /// Length of the rate window, in seconds.

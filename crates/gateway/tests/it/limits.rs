@@ -228,3 +228,19 @@ async fn concurrent_writers_cannot_overshoot_a_quota() {
         .unwrap();
     assert_eq!(live, 5);
 }
+
+/// With authentication off every local agent shares 127.0.0.1: loopback is not throttled.
+#[tokio::test]
+async fn without_authentication_loopback_callers_are_not_rate_limited() {
+    let gw = TestGateway::spawn_with(|c| {
+        c.rate_limit_requests = 3;
+        c.rate_limit_window_secs = 60;
+    })
+    .await;
+    for n in 0..10 {
+        let r = gw
+            .tool("log_step", json!({"task_id": "t", "step": {"n": n}}))
+            .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+}
