@@ -153,13 +153,23 @@ async fn refusals_are_not_retried() {
 
 #[tokio::test]
 async fn rate_limits_are_waited_out_with_retry_after() {
-    let gw = TestGateway::spawn_with(|c| {
+    // The limit counts per authenticated agent (without authentication, loopback is exempt).
+    let gw = TestGateway::spawn_secured_with(|c| {
         c.rate_limit_requests = 2;
         c.rate_limit_window_secs = 1;
     })
     .await;
-    let impatient = client_with_retry(&gw, "a", RetryPolicy::none());
-    let patient = client_with_retry(&gw, "a", patient(10));
+    let token = gw.token("a", &["t1"], mcp_testkit::Role::Agent);
+    let client = |retry: RetryPolicy| {
+        GatewayClient::new(
+            ClientConfig::new(gw.base.clone())
+                .with_token(token.clone())
+                .with_retry(retry),
+        )
+        .expect("client")
+    };
+    let impatient = client(RetryPolicy::none());
+    let patient = client(patient(10));
     let read = || FileReadRequest {
         task_id: "t1".into(),
         path: "missing".into(),
