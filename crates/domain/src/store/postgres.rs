@@ -180,7 +180,7 @@ fn quota_error(e: sqlx::Error) -> DomainError {
 const TASK_COLUMNS: &str =
     "id, title, description, status, assigned_agent_id, complexity, created_at, updated_at";
 
-fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<TaskState> {
+pub(super) fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<TaskState> {
     Ok(TaskState {
         id: r.try_get("id")?,
         title: r.try_get("title")?,

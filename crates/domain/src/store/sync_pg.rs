@@ -6,12 +6,11 @@
 //! watermark (keyset paging, never `DESC LIMIT`), and task deletions from the `task_deletions`
 //! tombstones a trigger writes.
 
-use super::postgres::PgStore;
+use super::postgres::{PgStore, task_from_row};
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::TaskState;
 use serde_json::Value;
-use sqlx::Row;
 
 /// The channel the `*_notify_sync` triggers notify (migration `..._sync_notify.sql`).
 pub const CHANGES_CHANNEL: &str = "mcp_sync_changes";
@@ -241,20 +240,7 @@ impl PgStore {
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TaskState {
-                    id: r.try_get("id")?,
-                    title: r.try_get("title")?,
-                    description: r.try_get("description")?,
-                    status: r.try_get("status")?,
-                    assigned_agent_id: r.try_get("assigned_agent_id")?,
-                    complexity: r.try_get("complexity")?,
-                    created_at: r.try_get("created_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(task_from_row).collect()
     }
 
     /// Up to `limit` agents with `(updated_at, id)` strictly after `after`, in that order.
