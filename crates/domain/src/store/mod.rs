@@ -1,10 +1,38 @@
-//! The two stores behind the domain: [`postgres::PgStore`] (durable truth) and
-//! [`redis::RedisStore`] (hot state). Every SQL statement and every Redis key, script and
-//! channel lives in this module and nowhere else.
+//! Where state is kept, behind two seams (DESIGN §1):
+//!
+//! * the **durable store** ([`DurableStore`] = [`durable::DurableOps`] +
+//!   [`durable::DurableSync`]): the source of truth. [`postgres::PgStore`] for deployments,
+//!   [`sqlite::SqliteStore`] for the embedded mode;
+//! * the **hot store** ([`HotStore`] = [`hot::HotOps`] + [`hot::HotSync`] +
+//!   [`hot::McpSessions`]): caches, leases, streams, pub/sub, the sync outbox.
+//!   [`redis::RedisStore`] for deployments (shared by every gateway instance),
+//!   [`memory::MemoryStore`] for the embedded mode (one process).
+//!
+//! Every SQL statement, Redis key, script and channel lives in this module and nowhere else.
+//! One behaviour suite (`crates/testkit/tests/stores.rs`) runs against every backend, so the
+//! embedded mode cannot drift from the deployed one.
 
+pub mod durable;
+pub mod hot;
 pub mod keys;
 pub mod mcp;
 pub mod postgres;
 pub mod redis;
 pub mod sync_pg;
 pub mod sync_redis;
+
+use std::sync::Arc;
+
+/// The durable store: everything the operations and the sync loops need from it.
+pub trait DurableStore: durable::DurableOps + durable::DurableSync {}
+impl<T: durable::DurableOps + durable::DurableSync> DurableStore for T {}
+
+/// The hot store: everything the operations, the sync loops and the MCP door need from it.
+pub trait HotStore: hot::HotOps + hot::HotSync + hot::McpSessions {}
+impl<T: hot::HotOps + hot::HotSync + hot::McpSessions> HotStore for T {}
+
+/// A shared handle on a durable store.
+pub type Durable = Arc<dyn DurableStore>;
+
+/// A shared handle on a hot store.
+pub type Hot = Arc<dyn HotStore>;

@@ -1,0 +1,313 @@
+//! The durable seam: what the domain and the sync loops need from the source of truth, and
+//! the records that cross it. Two backends implement it: [`super::postgres::PgStore`]
+//! (deployments) and [`super::sqlite::SqliteStore`] (embedded mode). Both pass one behaviour
+//! suite (`crates/testkit/tests/stores.rs`).
+//!
+//! The contract every backend keeps:
+//! * a file change is conditional and atomic: the version and fence checks, the new row, its
+//!   revision and its audit record commit together or not at all, and a refusal says why
+//!   (`version_conflict`, `stale_fence`, `file_not_found`, `quota_exceeded`);
+//! * versions only grow, across delete and re-create (a deleted file keeps a tombstone row);
+//! * fences come from one monotonic sequence;
+//! * outbox records are written idempotently (steps on (task, stream id), audit records on
+//!   their source id), so a redelivered entry lands once;
+//! * tasks and agents page by `(updated_at, id)` and every change of them wakes
+//!   [`DurableSync::listen_changes`] listeners.
+
+use crate::error::Result;
+use crate::ids::TaskId;
+use crate::path::FilePath;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
+use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState};
+use serde_json::Value;
+
+/// Which kind of change a revision records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionOp {
+    Write,
+    Edit,
+    Delete,
+}
+
+impl RevisionOp {
+    /// The revision's `op` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionOp::Write => "write",
+            RevisionOp::Edit => "edit",
+            RevisionOp::Delete => "delete",
+        }
+    }
+
+    /// The audit record's `action`.
+    pub fn audit_action(self) -> &'static str {
+        match self {
+            RevisionOp::Write => "file_write",
+            RevisionOp::Edit => "file_edit",
+            RevisionOp::Delete => "delete_file",
+        }
+    }
+}
+
+/// One conditional change of a file.
+pub struct FileChange<'a> {
+    pub task: &'a TaskId,
+    pub path: &'a FilePath,
+    pub op: RevisionOp,
+    /// New content ('' for a delete).
+    pub content: &'a str,
+    pub sha256: &'a str,
+    pub size: i64,
+    pub agent: &'a str,
+    /// The writer's lease fence, when it holds the lease.
+    pub fence: Option<i64>,
+    /// `None`: any version; `Some(0)`: only if the file does not exist; `Some(n)`: only at n.
+    pub expected_version: Option<i64>,
+    /// Unified diff, stored for edits.
+    pub diff: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    /// The task's quotas (live files, live bytes); `None`: unlimited. A change that grows the
+    /// task past one is refused as `quota_exceeded`; shrinking changes always pass.
+    pub max_task_files: Option<i64>,
+    pub max_task_bytes: Option<i64>,
+}
+
+/// Which audit records to return (every field optional but `limit`).
+#[derive(Debug, Default)]
+pub struct AuditFilter<'a> {
+    pub task: Option<&'a str>,
+    /// Only these tasks (the caller's scope), when the caller does not see every task.
+    pub tasks_in: Option<&'a [String]>,
+    pub agent: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub since: Option<DateTime<Utc>>,
+    /// Records older than this id (paging).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// A committed change.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A file as stored.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub version: i64,
+    pub content: String,
+    pub sha256: String,
+    pub size: i64,
+    pub updated_by: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted: bool,
+}
+
+/// An agent's durable record: (last seen, current task, tasks it collaborates on).
+pub type AgentRecord = (Option<DateTime<Utc>>, Option<String>, Vec<String>);
+
+/// A step from the outbox, ready to insert.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub task_id: String,
+    /// The step's id in the task's log stream (`<ms>-<seq>`), its idempotency key with the
+    /// task.
+    pub stream_id: String,
+    pub id_ms: i64,
+    pub id_seq: i64,
+    pub agent_id: Option<String>,
+    pub step: Value,
+    pub logged_at: DateTime<Utc>,
+}
+
+/// An audit record from the outbox, ready to insert.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// The outbox entry id: the idempotency key.
+    pub source_id: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub task_id: Option<String>,
+    pub path: Option<String>,
+    pub version: Option<i64>,
+    pub fence: Option<i64>,
+    pub request_id: Option<String>,
+    /// The whole record as it arrived.
+    pub detail: Value,
+}
+
+/// An outbox entry that could not be persisted, kept for an operator.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub source_id: String,
+    pub kind: Option<String>,
+    /// The entry's fields as a JSON object of strings.
+    pub payload: String,
+    pub error: String,
+}
+
+/// One batch of outbox records, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxBatch {
+    pub steps: Vec<StepRecord>,
+    pub audits: Vec<AuditRecord>,
+    pub dead: Vec<DeadLetter>,
+}
+
+impl OutboxBatch {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.audits.is_empty() && self.dead.is_empty()
+    }
+}
+
+/// An agent row as the pull loop sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub current_task_id: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the operations ([`crate::Service`]) need from the durable store.
+#[async_trait]
+pub trait DurableOps: Send + Sync + 'static {
+    /// The backend's name as `/health` and the start-up log report it (`postgres`, `sqlite`).
+    fn backend(&self) -> &'static str;
+
+    /// Applies the schema migrations (idempotent).
+    async fn migrate(&self) -> Result<()>;
+
+    async fn ping(&self) -> Result<()>;
+
+    /// A new fencing token (monotonic for the whole deployment).
+    async fn next_fence(&self) -> Result<i64>;
+
+    /// Applies a conditional file change; refuses it with `version_conflict`, `stale_fence`,
+    /// `file_not_found` or `quota_exceeded` when its condition does not hold.
+    async fn change_file(&self, c: &FileChange<'_>) -> Result<Committed>;
+
+    /// A file's row (also a deleted file's tombstone).
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>>;
+
+    /// Live files of a task, by path; only those under `prefix` (a directory) when given.
+    async fn list_files(&self, task: &TaskId, prefix: Option<&FilePath>) -> Result<Vec<FileInfo>>;
+
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>>;
+
+    /// Task ids after `after` in id order, at most `limit` (a page of the task list).
+    async fn task_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
+    /// Creates a task (status `pending` unless given) with its audit record; `task_exists`
+    /// when the id is taken.
+    async fn create_task(
+        &self,
+        id: &TaskId,
+        req: &CreateTaskRequest,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> Result<TaskState>;
+
+    /// Updates the fields the request names (a `Some(None)` clears a nullable one) and
+    /// `updated_at`, with its audit record; `None` when the task does not exist.
+    async fn update_task(
+        &self,
+        id: &TaskId,
+        req: &UpdateTaskRequest,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> Result<Option<TaskState>>;
+
+    /// Records a join (a re-join after leaving starts a new session; joining twice keeps the
+    /// first join time), the agent's presence and an audit record. Returns the join time.
+    async fn join(
+        &self,
+        task: &TaskId,
+        agent: &str,
+        request_id: Option<&str>,
+    ) -> Result<DateTime<Utc>>;
+
+    /// Records a leave (and an audit record); `false` when the agent was not a member.
+    async fn leave(&self, task: &TaskId, agent: &str, request_id: Option<&str>) -> Result<bool>;
+
+    /// Current members, by join time then agent id.
+    async fn collaborators(&self, task: &TaskId) -> Result<Vec<Collaborator>>;
+
+    /// An agent's durable record, or `None` when the agent never joined anything.
+    async fn agent(&self, agent: &str) -> Result<Option<AgentRecord>>;
+
+    /// Audit records matching `q`, newest first.
+    async fn audit(&self, q: &AuditFilter<'_>) -> Result<Vec<AuditEntry>>;
+
+    /// Newest-first persisted steps strictly older than `before` (stream id numbers).
+    async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>>;
+}
+
+/// Wakes when tasks or agents changed in the durable store.
+#[async_trait]
+pub trait ChangeListener: Send {
+    /// Waits for the next change notification, then takes every one already buffered (a
+    /// burst wakes the loop once). Errors when the listener is lost and cannot be restored.
+    async fn changed(&mut self) -> Result<()>;
+}
+
+/// What the sync loops (`crates/sync`) need from the durable store.
+#[async_trait]
+pub trait DurableSync: Send + Sync + 'static {
+    /// Writes a whole batch (steps, audit records, dead letters) in one transaction; records
+    /// already present are skipped. Either all of it commits or none of it does.
+    async fn persist_outbox_batch(&self, batch: &OutboxBatch) -> Result<()>;
+
+    /// Inserts one step on its own (the fallback when a batch fails). `true` when new.
+    async fn insert_step(&self, step: &StepRecord) -> Result<bool>;
+
+    /// Inserts one audit record on its own (the fallback when a batch fails). `true` when new.
+    async fn insert_audit(&self, audit: &AuditRecord) -> Result<bool>;
+
+    /// Records an entry that cannot be persisted. `true` when new.
+    async fn insert_dead_letter(&self, dead: &DeadLetter) -> Result<bool>;
+
+    /// Dead letters, oldest first: (source id, kind, payload, error).
+    async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>>;
+
+    /// Up to `limit` tasks with `(updated_at, id)` strictly after `after`, in that order
+    /// (keyset paging: call again from the last row until a short page).
+    async fn tasks_after(
+        &self,
+        after: (DateTime<Utc>, &str),
+        limit: usize,
+    ) -> Result<Vec<TaskState>>;
+
+    /// Up to `limit` agents with `(updated_at, id)` strictly after `after`, in that order.
+    async fn agents_after(
+        &self,
+        after: (DateTime<Utc>, &str),
+        limit: usize,
+    ) -> Result<Vec<AgentRow>>;
+
+    /// Tasks deleted after `since` that do not exist again (a re-created id keeps its cache):
+    /// (task id, deletion time), oldest first.
+    async fn task_deletions_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>>;
+
+    /// Drops deletion tombstones older than `before`. Returns how many.
+    async fn prune_task_deletions(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// A listener woken whenever tasks or agents change.
+    async fn listen_changes(&self) -> Result<Box<dyn ChangeListener>>;
+
+    /// The store's clock (watermarks are compared with its timestamps, not ours).
+    async fn db_now(&self) -> Result<DateTime<Utc>>;
+}

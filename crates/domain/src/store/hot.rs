@@ -1,0 +1,410 @@
+//! The hot seam: caches, leases, streams, pub/sub, presence, the sync outbox and the MCP
+//! session state, and the records that cross it. Two backends implement it:
+//! [`super::redis::RedisStore`] (shared by every gateway instance) and
+//! [`super::memory::MemoryStore`] (embedded mode: one process). Both pass one behaviour suite
+//! (`crates/testkit/tests/stores.rs`).
+//!
+//! The contract every backend keeps:
+//! * each method is atomic: no other call observes half of it (Redis: one Lua script or
+//!   MULTI; in-process: one critical section);
+//! * a hot copy (file or task row) never moves backwards in version / `updated_at`;
+//! * a lease is re-entrant for its owner, refused to others while it lives, and released or
+//!   renewed only by its owner (or by force); it expires on its own;
+//! * stream ids are `<ms>-<seq>` and strictly increase per stream; capped streams keep at
+//!   least their cap of newest entries;
+//! * every emitted event is appended to the task's event stream and published, with the
+//!   entry id spliced in as `id`, to every [`UpdatesSource`];
+//! * outbox entries are delivered to one consumer of a group at a time, stay pending until
+//!   acknowledged, and can be claimed from an idle consumer.
+
+use crate::error::Result;
+use crate::ids::{AgentId, TaskId};
+use crate::path::FilePath;
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use mcp_api::responses::{Collaborator, TaskState};
+use mcp_api::{Event, StreamId};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// An event to emit: the envelope (without id) and who/where, plus an optional audit record.
+pub struct Emit<'a> {
+    pub task: &'a TaskId,
+    pub agent: &'a str,
+    /// The envelope JSON object without `id`.
+    pub envelope: String,
+    /// Audit record for the outbox (JSON), if this change is audited through the outbox.
+    pub audit: Option<String>,
+    /// Cap of the task's event stream.
+    pub events_cap: usize,
+}
+
+/// A file's hot copy.
+#[derive(Debug, Clone)]
+pub struct HotFile {
+    pub version: i64,
+    pub deleted: bool,
+    pub content: String,
+    pub sha256: String,
+    pub size: i64,
+}
+
+/// A file's state to cache (also the tombstone of a deleted file).
+pub struct CacheFile<'a> {
+    pub version: i64,
+    pub deleted: bool,
+    pub content: &'a str,
+    pub sha256: &'a str,
+    pub size: i64,
+    pub updated_by: &'a str,
+    pub updated_at: DateTime<Utc>,
+    pub ttl_secs: u64,
+}
+
+/// A live lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub owner: String,
+    pub fence: i64,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer of a claim.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    Granted(Lease),
+    /// Already held by the same owner: refreshed.
+    Reentrant(Lease),
+    HeldByOther {
+        owner: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// Free, but a fence is needed to take it.
+    NeedFence,
+}
+
+/// An agent's hot presence: (last seen, last task, the tasks it collaborates on, sorted).
+pub type Presence = (Option<DateTime<Utc>>, Option<String>, Vec<String>);
+
+/// One outbox entry: its id and its fields.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub fields: HashMap<String, String>,
+}
+
+/// How much the outbox holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxDepth {
+    /// Entries in the stream (delivered or not; committed ones are deleted).
+    pub length: u64,
+    /// Entries delivered to a consumer and not yet acknowledged.
+    pub pending: u64,
+}
+
+/// A task row to cache; with an envelope (JSON without `id`) its event is emitted when the
+/// row is newer than the cache.
+pub struct TaskRefresh<'a> {
+    pub id: TaskId,
+    pub task: &'a TaskState,
+    pub envelope: Option<String>,
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Cached (and emitted, when asked).
+    Changed,
+    /// The cache already held this row.
+    Unchanged,
+    /// The cache holds a newer row; nothing done.
+    Older,
+}
+
+/// Which index an MCP subscription lives in: the task's or the agent's.
+#[derive(Debug, Clone, Copy)]
+pub enum SubScope<'a> {
+    Task(&'a TaskId),
+    Agent(&'a AgentId),
+}
+
+/// One MCP session's subscription to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub session: String,
+    /// The resource's canonical key (normalised URI), what events are matched against.
+    pub key: String,
+    /// The URI exactly as the client subscribed to it, what the notification names.
+    pub uri: String,
+}
+
+/// Milliseconds since the epoch as a time (0 for out of range).
+pub fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The process-wide subscription to every task's update channel.
+#[async_trait]
+pub trait UpdatesSource: Send {
+    /// The next message: (its task, the payload as published). `None` once the subscription
+    /// is lost (the caller subscribes again and resynchronises its watchers).
+    async fn next(&mut self) -> Option<(TaskId, String)>;
+
+    /// A handle that checks the subscription is alive (a silent, half-open connection only
+    /// shows itself when probed).
+    fn pinger(&self) -> Box<dyn UpdatesPing>;
+}
+
+/// See [`UpdatesSource::pinger`].
+#[async_trait]
+pub trait UpdatesPing: Send {
+    async fn ping(&mut self) -> Result<()>;
+}
+
+/// What the operations ([`crate::Service`]) and the gateway need from the hot store.
+#[async_trait]
+pub trait HotOps: Send + Sync + 'static {
+    /// The backend's name as `/health` and the start-up log report it (`redis`, `in-process`).
+    fn backend(&self) -> &'static str;
+
+    /// Whether several gateway processes can share this store.
+    fn shared(&self) -> bool;
+
+    async fn ping(&self) -> Result<()>;
+
+    /// The eviction policy, when the backend has one and lets us read it.
+    async fn maxmemory_policy(&self) -> Result<Option<String>>;
+
+    /// Entries waiting in the sync outbox (delivered to a pusher or not).
+    async fn outbox_length(&self) -> Result<u64>;
+
+    /// Memory in use and the limit it is measured against (bytes).
+    async fn memory_usage(&self) -> Result<(u64, u64)>;
+
+    /// Appends the event to the task's stream, publishes it, touches the agent's presence and
+    /// (if it is a member) its collaboration activity, queues the audit record. Returns the
+    /// event id.
+    async fn emit(&self, e: &Emit<'_>) -> Result<String>;
+
+    /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
+    /// in one atomic step.
+    async fn file_changed(
+        &self,
+        path: &FilePath,
+        file: &CacheFile<'_>,
+        e: &Emit<'_>,
+    ) -> Result<String>;
+
+    /// Refills a file's hot copy after a miss (never backwards).
+    async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()>;
+
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>>;
+
+    /// The live lease on a path, if any, read before a durable change by `writer`; when the
+    /// writer may write (no lease, or its own), the hot copy is dropped in the same step, so
+    /// no reader keeps serving the old version should the refresh after the commit fail.
+    async fn lease_for_write(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        writer: &str,
+    ) -> Result<Option<Lease>>;
+
+    /// Claims a lease for `ttl`: free and with a fence → granted; held by `owner` →
+    /// re-entrant (TTL refreshed, same fence and token); held by another → refused; free
+    /// without a fence → `NeedFence`, nothing changed.
+    async fn claim(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<(i64, &str)>,
+    ) -> Result<ClaimOutcome>;
+
+    /// Renews the owner's lease. `Err(holder)` when the caller does not hold it.
+    async fn renew(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, Option<String>>>;
+
+    /// Releases the owner's lease (any lease with `force`). `Ok((holder, fence))` of the
+    /// released lease, `Err(holder)` when not held by the caller.
+    async fn release(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        force: bool,
+    ) -> Result<std::result::Result<(String, i64), Option<String>>>;
+
+    /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
+    /// atomic step. The event's envelope is `e.envelope` + step id + `envelope_suffix` (the
+    /// step id is only known inside). Returns (step id, event id).
+    async fn log_step(
+        &self,
+        e: &Emit<'_>,
+        envelope_suffix: &str,
+        step_json: &str,
+        logs_cap: usize,
+    ) -> Result<(String, String)>;
+
+    /// Newest-first page of steps strictly older than `before` (a stream id): (id, step JSON).
+    async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, String)>>;
+
+    /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
+    /// (entry id, envelope JSON without `id`). The replay source of live streams.
+    async fn events_after(
+        &self,
+        task: &TaskId,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(String, String)>>;
+
+    /// The id of the task's newest event, `None` when its stream is empty or missing.
+    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>>;
+
+    /// Whether the task has an event stream (it has seen a change the store still holds).
+    async fn events_exist(&self, task: &TaskId) -> Result<bool>;
+
+    /// A subscription to every task's update channel. The live-event hub holds one per
+    /// process.
+    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>>;
+
+    /// Counts one request of `subject` in its current fixed window of length `window`:
+    /// (requests in the window so far, this one included; time until the window ends).
+    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)>;
+
+    /// The cached task row.
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>>;
+
+    /// Caches a task row for `ttl_secs` (unconditionally; the pull loop's refresh is the
+    /// ordered one).
+    async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()>;
+
+    /// Records membership (members, activity, the agent's task set).
+    async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()>;
+
+    async fn leave(&self, task: &TaskId, agent: &AgentId) -> Result<()>;
+
+    /// The task's collaborators by join time then id, or `None` when the store holds no
+    /// membership for it (the caller then asks the durable store).
+    async fn collaborators(&self, task: &TaskId) -> Result<Option<Vec<Collaborator>>>;
+
+    /// An agent's presence.
+    async fn presence(&self, agent: &AgentId) -> Result<Presence>;
+}
+
+/// What the sync loops need from the hot store: the outbox consumer group and the ordered
+/// cache refresh.
+#[async_trait]
+pub trait HotSync: Send + Sync + 'static {
+    /// Creates the consumer group on the outbox (and the outbox), unless it exists.
+    async fn outbox_create_group(&self, group: &str) -> Result<()>;
+
+    /// This consumer's own delivered, unacknowledged entries (after a failed commit).
+    async fn outbox_read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Up to `count` entries never delivered to any consumer of the group (no blocking); they
+    /// become pending in `consumer`.
+    async fn outbox_read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Takes over up to `count` entries pending in any consumer for longer than `min_idle`.
+    async fn outbox_claim_idle(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Acknowledges and deletes committed entries, in one step.
+    async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()>;
+
+    /// The outbox's length and the group's pending count.
+    async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth>;
+
+    /// Caches task rows that are newer (by `updated_at`) than the cache, emitting their events
+    /// (as `agent`) when they carry an envelope. One answer per row, in order.
+    async fn refresh_tasks(
+        &self,
+        rows: &[TaskRefresh<'_>],
+        agent: &str,
+        ttl_secs: u64,
+        events_cap: usize,
+    ) -> Result<Vec<Refreshed>>;
+
+    /// Drops cached task rows (deleted tasks).
+    async fn delete_cached_tasks(&self, ids: &[TaskId]) -> Result<()>;
+
+    /// Moves agents' presence forward (never backwards): (agent, last seen ms, task).
+    async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()>;
+
+    /// Whether the task cache is known to be warm (the marker lives only as long as the
+    /// store's data).
+    async fn sync_is_warm(&self) -> Result<bool>;
+
+    /// Records that the task cache was warmed.
+    async fn set_sync_warm(&self) -> Result<()>;
+}
+
+/// What the MCP door (`/mcp`) shares between gateway instances: session state (so any
+/// instance serves a session) and resource subscriptions. Nothing here is durable truth:
+/// everything carries a TTL.
+#[async_trait]
+pub trait McpSessions: Send + Sync + 'static {
+    /// Saves a session's state for `ttl`.
+    async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()>;
+
+    /// A session's state, extending its life by `ttl` (and that of its subscription list).
+    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>>;
+
+    /// Forgets a session and every subscription it held.
+    async fn drop_session(&self, session: &str) -> Result<()>;
+
+    /// Records that `session` subscribes to the resource `key` (as `uri`), for `ttl`.
+    async fn subscribe(
+        &self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+        ttl: Duration,
+    ) -> Result<()>;
+
+    /// Removes the subscription `subscribe` recorded (nothing when there is none).
+    async fn unsubscribe(
+        &self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+    ) -> Result<()>;
+
+    /// Every subscription to a resource of this task (or agent).
+    async fn subscribers(&self, scope: SubScope<'_>) -> Result<Vec<Subscriber>>;
+
+    /// Events of one task appended at or after `since_ms` (store time, ms), oldest first, at
+    /// most `limit`, with their ids: a subscriber's catch-up for the moments before its
+    /// registration.
+    async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>>;
+}
