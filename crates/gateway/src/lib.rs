@@ -27,6 +27,7 @@ pub use error::ApiError;
 use crate::auth::{Authenticator, MIN_SECRET_BYTES};
 use anyhow::Context;
 use mcp_domain::Service;
+use mcp_domain::store::durable::DurableOps;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
 use std::future::Future;
@@ -76,11 +77,7 @@ impl AppState {
             },
         );
         AppState {
-            mcp: mcp::McpState::new(
-                cfg.mcp(),
-                mcp_domain::store::mcp::McpStore::new(&service.hot),
-                hub.clone(),
-            ),
+            mcp: mcp::McpState::new(cfg.mcp(), service.hot.clone(), hub.clone()),
             service,
             request_timeout: cfg.request_timeout(),
             max_body_bytes: cfg.max_body_bytes(),
@@ -152,7 +149,7 @@ pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
     };
     let startup = Duration::from_secs(cfg.startup_timeout_secs);
     let hot = with_retry("redis", startup, || RedisStore::connect(&redis_cfg)).await?;
-    Ok(Service::new(pg, hot, cfg.limits()))
+    Ok(Service::new(Arc::new(pg), Arc::new(hot), cfg.limits()))
 }
 
 /// Refuses an unauthenticated gateway on a non-loopback address unless explicitly allowed,
@@ -239,7 +236,7 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
         settings.pull.task_ttl_secs = cfg.task_cache_ttl;
         settings.pull.events_cap = cfg.events_stream_maxlen;
         mcp_sync::spawn(
-            service.pg.clone(),
+            service.durable.clone(),
             service.hot.clone(),
             settings,
             sync_cancel.clone(),

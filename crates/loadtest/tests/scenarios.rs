@@ -32,7 +32,7 @@ fn with_loops(gw: TestGateway) -> (TestGateway, Cancel) {
     let mut settings = mcp_sync::SyncSettings::default();
     settings.push.interval = Duration::from_millis(100);
     let loops = mcp_sync::spawn(
-        gw.service.pg.clone(),
+        gw.service.durable.clone(),
         gw.service.hot.clone(),
         settings,
         Default::default(),

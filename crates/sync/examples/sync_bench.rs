@@ -86,7 +86,8 @@ async fn push_throughput(a: &Args) -> (f64, f64) {
         .await;
     let mut settings = SyncSettings::default().push;
     settings.batch_size = a.batch;
-    let mut push = PushLoop::new(e.pg.clone(), e.hot.clone(), settings);
+    let (durable, hot) = e.handles();
+    let mut push = PushLoop::new(durable, hot, settings);
     let started = Instant::now();
     let mut persisted = 0;
     loop {
@@ -142,8 +143,8 @@ async fn pull_lag(a: &Args, listen: bool) -> Vec<f64> {
     let mut settings = SyncSettings::default().pull;
     settings.listen = listen;
     let cancel = CancellationToken::new();
-    let running =
-        tokio::spawn(PullLoop::new(e.pg.clone(), e.hot.clone(), settings).run(cancel.clone()));
+    let (durable, hot) = e.handles();
+    let running = tokio::spawn(PullLoop::new(durable, hot, settings).run(cancel.clone()));
     // Receipts, by the title the update set.
     let client = redis::Client::open(e.redis.url.as_str()).expect("redis url");
     let mut pubsub = client.get_async_pubsub().await.expect("pubsub");

@@ -6,8 +6,8 @@
 //! `payload`, a JSON object with at least `actor` and `action`.
 
 use chrono::{DateTime, TimeZone, Utc};
-use mcp_domain::store::sync_pg::{AuditRecord, DeadLetter, StepRecord};
-use mcp_domain::store::sync_redis::OutboxEntry;
+use mcp_domain::store::durable::{AuditRecord, DeadLetter, StepRecord};
+use mcp_domain::store::hot::OutboxEntry;
 use serde_json::Value;
 
 /// What one entry becomes.

@@ -25,8 +25,7 @@ pub use pull::{PullLoop, PullOutcome, PullSettings};
 pub use push::{PushLoop, PushOutcome, PushSettings};
 
 use mcp_domain::DomainError;
-use mcp_domain::store::postgres::PgStore;
-use mcp_domain::store::redis::RedisStore;
+use mcp_domain::store::{Durable, Hot};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -82,13 +81,13 @@ impl Default for SyncSettings {
 
 /// Runs both loops until `cancel`; the handle completes once the push loop has flushed.
 pub fn spawn(
-    pg: PgStore,
-    hot: RedisStore,
+    durable: Durable,
+    hot: Hot,
     settings: SyncSettings,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
-    let push = PushLoop::new(pg.clone(), hot.clone(), settings.push);
-    let pull = PullLoop::new(pg, hot, settings.pull);
+    let push = PushLoop::new(durable.clone(), hot.clone(), settings.push);
+    let pull = PullLoop::new(durable, hot, settings.pull);
     tokio::spawn(async move {
         tokio::join!(push.run(cancel.clone()), pull.run(cancel));
     })

@@ -4,9 +4,11 @@
 
 use anyhow::Context;
 use clap::Parser;
+use mcp_domain::store::durable::DurableOps;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
 use mcp_sync::SyncConfig;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(%addr, "serving /metrics");
         tokio::spawn(mcp_sync::process::serve_metrics(listener, cancel.clone()));
     }
-    let loops = mcp_sync::spawn(pg, hot, settings, cancel.clone());
+    let loops = mcp_sync::spawn(Arc::new(pg), Arc::new(hot), settings, cancel.clone());
     mcp_sync::process::shutdown_signal().await;
     tracing::info!("shutdown requested; flushing the outbox");
     cancel.cancel();

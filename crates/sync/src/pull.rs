@@ -17,10 +17,9 @@ use chrono::{DateTime, Utc};
 use mcp_api::EventType;
 use mcp_api::responses::TaskState;
 use mcp_domain::TaskId;
-use mcp_domain::store::postgres::PgStore;
-use mcp_domain::store::redis::RedisStore;
-use mcp_domain::store::sync_pg::ChangeListener;
-use mcp_domain::store::sync_redis::{Refreshed, TaskRefresh};
+use mcp_domain::store::durable::ChangeListener;
+use mcp_domain::store::hot::{Refreshed, TaskRefresh};
+use mcp_domain::store::{Durable, Hot};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -70,8 +69,8 @@ pub struct PullOutcome {
 
 /// The pull loop. Step it with [`PullLoop::try_run_once`] or run it with [`PullLoop::run`].
 pub struct PullLoop {
-    pg: PgStore,
-    hot: RedisStore,
+    durable: Durable,
+    hot: Hot,
     settings: PullSettings,
     /// Highest `(updated_at, id)` of a task read; `None` until the cache is warm.
     tasks_mark: Option<(DateTime<Utc>, String)>,
@@ -93,9 +92,9 @@ fn lag_of(t: DateTime<Utc>) -> Duration {
 }
 
 impl PullLoop {
-    pub fn new(pg: PgStore, hot: RedisStore, settings: PullSettings) -> PullLoop {
+    pub fn new(durable: Durable, hot: Hot, settings: PullSettings) -> PullLoop {
         PullLoop {
-            pg,
+            durable,
             hot,
             settings,
             tasks_mark: None,
@@ -147,7 +146,7 @@ impl PullLoop {
         self.recent.clear();
         self.tasks_mark = None;
         self.agents_mark = None;
-        let now = self.pg.db_now().await?;
+        let now = self.durable.db_now().await?;
         // Entries of tasks deleted longer ago than a TTL have expired from the cache.
         self.deletions_mark = Some(now - chrono::Duration::seconds(self.ttl_secs_i64()));
         self.pull_tasks(beginning(), false, outcome).await?;
@@ -173,7 +172,7 @@ impl PullLoop {
         let mut after = (from, String::new());
         loop {
             let rows = self
-                .pg
+                .durable
                 .tasks_after((after.0, &after.1), self.settings.page_size)
                 .await?;
             let short = rows.len() < self.settings.page_size;
@@ -255,7 +254,7 @@ impl PullLoop {
 
     async fn pull_deletions(&mut self, outcome: &mut PullOutcome) -> Result<()> {
         let since = self.deletions_mark.unwrap_or_default() - self.overlap();
-        let gone = self.pg.task_deletions_since(since).await?;
+        let gone = self.durable.task_deletions_since(since).await?;
         let Some((_, last)) = gone.last() else {
             return Ok(());
         };
@@ -282,9 +281,9 @@ impl PullLoop {
         if self.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
             return Ok(());
         }
-        let now = self.pg.db_now().await?;
+        let now = self.durable.db_now().await?;
         let before = now - chrono::Duration::seconds(self.ttl_secs_i64()) - self.overlap();
-        let pruned = self.pg.prune_task_deletions(before).await?;
+        let pruned = self.durable.prune_task_deletions(before).await?;
         if pruned > 0 {
             tracing::info!(pruned, "sync: old deletion tombstones dropped");
         }
@@ -297,7 +296,7 @@ impl PullLoop {
         let mut after = (from, String::new());
         loop {
             let rows = self
-                .pg
+                .durable
                 .agents_after((after.0, &after.1), self.settings.page_size)
                 .await?;
             let short = rows.len() < self.settings.page_size;
@@ -330,7 +329,7 @@ impl PullLoop {
 
     /// Pulls every `interval`, and at once when Postgres notifies a change, until `cancel`.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut listener: Option<ChangeListener> = None;
+        let mut listener: Option<Box<dyn ChangeListener>> = None;
         let mut listen_at = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
             if self.settings.listen
@@ -338,7 +337,7 @@ impl PullLoop {
                 && tokio::time::Instant::now() >= listen_at
             {
                 // Listening first: a change committed during the pull below still wakes us.
-                match self.pg.listen_changes().await {
+                match self.durable.listen_changes().await {
                     Ok(l) => listener = Some(l),
                     Err(e) => {
                         tracing::warn!(error = %e, "sync: cannot listen for changes; polling");

@@ -13,10 +13,9 @@
 use crate::Result;
 use crate::decode::{Decoded, dead_letter, decode};
 use mcp_domain::DomainError;
-use mcp_domain::store::postgres::PgStore;
-use mcp_domain::store::redis::RedisStore;
-use mcp_domain::store::sync_pg::OutboxBatch;
-use mcp_domain::store::sync_redis::{OutboxDepth, OutboxEntry};
+use mcp_domain::store::durable::OutboxBatch;
+use mcp_domain::store::hot::{OutboxDepth, OutboxEntry};
+use mcp_domain::store::{Durable, Hot};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -53,8 +52,8 @@ pub struct PushOutcome {
 
 /// The push loop. Step it with [`PushLoop::try_run_once`] or run it with [`PushLoop::run`].
 pub struct PushLoop {
-    pg: PgStore,
-    hot: RedisStore,
+    durable: Durable,
+    hot: Hot,
     settings: PushSettings,
     group_ready: bool,
 }
@@ -64,9 +63,9 @@ fn is_outage(e: &DomainError) -> bool {
 }
 
 impl PushLoop {
-    pub fn new(pg: PgStore, hot: RedisStore, settings: PushSettings) -> PushLoop {
+    pub fn new(durable: Durable, hot: Hot, settings: PushSettings) -> PushLoop {
         PushLoop {
-            pg,
+            durable,
             hot,
             settings,
             group_ready: false,
@@ -133,7 +132,7 @@ impl PushLoop {
                     Decoded::Dead(x) => batch.dead.push(x.clone()),
                 }
             }
-            match self.pg.persist_outbox_batch(&batch).await {
+            match self.durable.persist_outbox_batch(&batch).await {
                 Ok(()) => {
                     outcome.persisted = batch.steps.len() + batch.audits.len();
                     outcome.dead = batch.dead.len();
@@ -174,10 +173,10 @@ impl PushLoop {
         let (mut persisted, mut dead) = (0, 0);
         for (entry, d) in entries.iter().zip(decoded) {
             let r = match d {
-                Decoded::Step(s) => self.pg.insert_step(s).await.map(|_| ()),
-                Decoded::Audit(a) => self.pg.insert_audit(a).await.map(|_| ()),
+                Decoded::Step(s) => self.durable.insert_step(s).await.map(|_| ()),
+                Decoded::Audit(a) => self.durable.insert_audit(a).await.map(|_| ()),
                 Decoded::Dead(x) => {
-                    self.pg.insert_dead_letter(x).await?;
+                    self.durable.insert_dead_letter(x).await?;
                     dead += 1;
                     continue;
                 }
@@ -187,7 +186,7 @@ impl PushLoop {
                 Err(e) if is_outage(&e) => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(entry = %entry.id, error = %e, "outbox entry dead-lettered");
-                    self.pg
+                    self.durable
                         .insert_dead_letter(&dead_letter(entry, e.to_string()))
                         .await?;
                     dead += 1;

@@ -3,11 +3,13 @@
 //! written with plain SQL where the orchestrator would write them directly.
 
 use futures::StreamExt;
+use mcp_domain::store::prelude::*;
 use mcp_domain::{Actor, AgentId};
 use mcp_sync::{PullLoop, PullSettings, PushLoop, PushSettings, SyncSettings};
 use mcp_testkit::TestStores;
 use redis::AsyncCommands;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// This test's stores (a fresh database and key prefix), with the shorthands below.
@@ -44,14 +46,18 @@ fn pull_settings() -> PullSettings {
 impl Env {
     fn push(&self, consumer: &str, batch: usize, claim_idle: Duration) -> PushLoop {
         PushLoop::new(
-            self.pg.clone(),
-            self.hot.clone(),
+            Arc::new(self.pg.clone()),
+            Arc::new(self.hot.clone()),
             push_settings(consumer, batch, claim_idle),
         )
     }
 
     fn pull(&self) -> PullLoop {
-        PullLoop::new(self.pg.clone(), self.hot.clone(), pull_settings())
+        PullLoop::new(
+            Arc::new(self.pg.clone()),
+            Arc::new(self.hot.clone()),
+            pull_settings(),
+        )
     }
 
     /// Logs `n` steps through the real operation, spread over a few tasks.
@@ -378,7 +384,11 @@ async fn a_notified_change_is_pulled_without_waiting_for_the_interval() {
         interval: Duration::from_secs(3600),
         ..pull_settings()
     };
-    let pull = PullLoop::new(env.pg.clone(), env.hot.clone(), settings);
+    let pull = PullLoop::new(
+        Arc::new(env.pg.clone()),
+        Arc::new(env.hot.clone()),
+        settings,
+    );
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(pull.run(cancel.clone()));
     // The first pull warms the cache (and sets the warm marker); then the loop waits.

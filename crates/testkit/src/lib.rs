@@ -12,14 +12,17 @@
 
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
+use mcp_domain::store::durable::DurableOps;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
+use mcp_domain::store::{Durable, Hot};
 use mcp_domain::{Limits, Service};
 use mcp_gateway::auth::{Authenticator, Claims, Secret};
 use mcp_gateway::{AppState, GatewayConfig};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -181,9 +184,15 @@ impl TestStores {
         TestStores { pg, hot, redis, db }
     }
 
+    /// Both stores as the shared handles the service and the sync loops take.
+    pub fn handles(&self) -> (Durable, Hot) {
+        (Arc::new(self.pg.clone()), Arc::new(self.hot.clone()))
+    }
+
     /// The operations over these stores, with the default limits.
     pub fn service(&self) -> Service {
-        Service::new(self.pg.clone(), self.hot.clone(), Limits::default())
+        let (durable, hot) = self.handles();
+        Service::new(durable, hot, Limits::default())
     }
 }
 
@@ -193,6 +202,8 @@ pub struct TestGateway {
     pub base: String,
     pub http: reqwest::Client,
     pub service: Service,
+    /// A pool on the gateway's database, for tests that check rows directly.
+    pub pg: PgStore,
     pub config: GatewayConfig,
     shutdown: CancellationToken,
     pub redis: TestRedis,
@@ -330,11 +341,19 @@ impl TestGateway {
         let shutdown = CancellationToken::new();
         let state = AppState::new(service.clone(), &config);
         tokio::spawn(mcp_gateway::serve_on(listener, state, shutdown.clone()));
+        let pg = PgStore::connect(&PgConfig {
+            url: db.url.clone(),
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(10),
+        })
+        .await
+        .expect("postgres");
         TestGateway {
             addr,
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             service,
+            pg,
             config,
             shutdown,
             redis,

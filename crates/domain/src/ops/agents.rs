@@ -15,7 +15,7 @@ impl Service {
         let agent = AgentId::parse(agent_id)?;
         let (mut last_seen, mut current, mut tasks) = self.hot.presence(&agent).await?;
         if last_seen.is_none() && tasks.is_empty() {
-            let Some((seen, cur, t)) = self.pg.agent(agent.as_str()).await? else {
+            let Some((seen, cur, t)) = self.durable.agent(agent.as_str()).await? else {
                 return Err(DomainError::AgentNotFound(agent.to_string()));
             };
             (last_seen, current, tasks) = (seen, cur, t);

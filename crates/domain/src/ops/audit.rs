@@ -7,7 +7,7 @@ use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
-use crate::store::postgres::AuditFilter;
+use crate::store::durable::AuditFilter;
 use mcp_api::requests::AuditQuery;
 use mcp_api::responses::AuditLog;
 
@@ -31,7 +31,7 @@ impl Service {
         }
         let agent = q.agent.as_deref().map(AgentId::parse).transpose()?;
         let entries = self
-            .pg
+            .durable
             .audit(&AuditFilter {
                 task: task.as_ref().map(TaskId::as_str),
                 tasks_in: actor.scope(),

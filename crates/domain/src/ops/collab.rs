@@ -20,7 +20,7 @@ impl Service {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
         let joined_at = self
-            .pg
+            .durable
             .join(&task, actor.agent.as_str(), actor.request_id.as_deref())
             .await?;
         self.hot.join(&task, &actor.agent, joined_at).await?;
@@ -48,7 +48,7 @@ impl Service {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
         let was_member = self
-            .pg
+            .durable
             .leave(&task, actor.agent.as_str(), actor.request_id.as_deref())
             .await?;
         self.hot.leave(&task, &actor.agent).await?;
@@ -74,7 +74,7 @@ impl Service {
         actor.ensure_task(&task)?;
         let members = match self.hot.collaborators(&task).await? {
             Some(m) => m,
-            None => self.pg.collaborators(&task).await?,
+            None => self.durable.collaborators(&task).await?,
         };
         Ok(CollaborationState {
             success: true,

@@ -10,8 +10,8 @@ use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
-use crate::store::postgres::{Committed, FileChange, RevisionOp};
-use crate::store::redis::{CacheFile, Emit};
+use crate::store::durable::{Committed, FileChange, RevisionOp};
+use crate::store::hot::{CacheFile, Emit};
 use mcp_api::EventType;
 use mcp_api::requests::{
     DeleteFileRequest, FileEditRequest, FileReadRequest, FileWriteRequest, ListFilesRequest,
@@ -110,7 +110,7 @@ impl Service {
         let sha256 = sha256_hex(content);
         let size = content.len() as i64;
         let committed = self
-            .pg
+            .durable
             .change_file(&FileChange {
                 task,
                 path,
@@ -187,7 +187,7 @@ impl Service {
                 size: hot.size,
             });
         }
-        let Some(stored) = self.pg.file(task, path).await? else {
+        let Some(stored) = self.durable.file(task, path).await? else {
             return Err(DomainError::FileNotFound(path.to_string()));
         };
         self.hot
@@ -387,7 +387,7 @@ impl Service {
             None | Some("") | Some(".") | Some("/") => None,
             Some(p) => Some(FilePath::parse(p)?),
         };
-        let files = self.pg.list_files(&task, prefix.as_ref()).await?;
+        let files = self.durable.list_files(&task, prefix.as_ref()).await?;
         Ok(ListFilesResponse {
             success: true,
             task_id: task.to_string(),

@@ -15,7 +15,7 @@ pub struct HealthReport {
 impl Service {
     pub async fn health(&self, timeout: Duration) -> HealthReport {
         let redis = tokio::time::timeout(timeout, self.hot.ping());
-        let pg = tokio::time::timeout(timeout, self.pg.ping());
+        let pg = tokio::time::timeout(timeout, self.durable.ping());
         let policy = tokio::time::timeout(timeout, self.hot.maxmemory_policy());
         let (redis, pg, policy) = tokio::join!(redis, pg, policy);
         let mut warnings = Vec::new();
@@ -41,7 +41,7 @@ impl Service {
     pub async fn export_backend_gauges(&self, timeout: Duration) {
         let memory = tokio::time::timeout(timeout, self.hot.memory_usage());
         let outbox = tokio::time::timeout(timeout, self.hot.outbox_length());
-        let pg = tokio::time::timeout(timeout, self.pg.ping());
+        let pg = tokio::time::timeout(timeout, self.durable.ping());
         let (memory, outbox, pg) = tokio::join!(memory, outbox, pg);
         let redis_up = match memory {
             Ok(Ok((used, limit))) => {

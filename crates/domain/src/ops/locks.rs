@@ -9,7 +9,7 @@ use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
-use crate::store::redis::{ClaimOutcome, Lease};
+use crate::store::hot::{ClaimOutcome, Lease};
 use mcp_api::EventType;
 use mcp_api::requests::{ClaimFileRequest, ReleaseFileRequest, RenewFileRequest};
 use mcp_api::responses::{LockResponse, ReleaseResponse};
@@ -56,7 +56,7 @@ impl Service {
         let owner = actor.agent.as_str();
         let mut outcome = self.hot.claim(&task, &path, owner, ttl, None).await?;
         if let ClaimOutcome::NeedFence = outcome {
-            let fence = self.pg.next_fence().await?;
+            let fence = self.durable.next_fence().await?;
             let token = uuid::Uuid::new_v4().to_string();
             outcome = self
                 .hot

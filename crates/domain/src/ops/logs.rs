@@ -9,7 +9,7 @@ use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
-use crate::store::redis::Emit;
+use crate::store::hot::Emit;
 use chrono::{SecondsFormat, Utc};
 use mcp_api::EventType;
 use mcp_api::requests::{LogStepRequest, SubscribeLogsRequest};
@@ -107,14 +107,18 @@ impl Service {
     ) -> Result<SubscribeLogsResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_task(&task)?;
-        let channel = self.hot.keys().channel(&task);
+        let channel = self.hot.channel(&task);
         let stream_url = format!("/tasks/{task}/events");
+        let redis = if self.hot.shared() {
+            format!("Subscribe to Redis channel {channel}, or stream")
+        } else {
+            "Stream".to_owned()
+        };
         Ok(SubscribeLogsResponse {
             success: true,
             task_id: task.to_string(),
             message: format!(
-                "Subscribe to Redis channel {channel}, or stream {stream_url} (Server-Sent Events) \
-                 or subscribe on /ws (WebSocket)"
+                "{redis} {stream_url} (Server-Sent Events) or subscribe on /ws (WebSocket)"
             ),
             channel,
             stream_url,
@@ -158,7 +162,7 @@ impl Service {
                 .and_then(|s| parse_stream_id(&s.id))
                 .or(before_num);
             let rest = self
-                .pg
+                .durable
                 .steps_before(&task, older_than, limit - steps.len())
                 .await?;
             steps.extend(rest.into_iter().map(|(id, step)| LoggedStep { id, step }));

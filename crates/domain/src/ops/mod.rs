@@ -17,8 +17,8 @@ pub use health::HealthReport;
 use crate::actor::Actor;
 use crate::error::Result;
 use crate::ids::TaskId;
-use crate::store::postgres::PgStore;
-use crate::store::redis::{Emit, RedisStore};
+use crate::store::hot::Emit;
+use crate::store::{Durable, Hot};
 use mcp_api::EventType;
 use serde_json::Value;
 
@@ -67,17 +67,21 @@ impl Default for Limits {
     }
 }
 
-/// The gateway's domain: both stores and the limits. Cheap to clone.
+/// The gateway's domain: both stores (whichever backends) and the limits. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {
-    pub pg: PgStore,
-    pub hot: RedisStore,
+    pub durable: Durable,
+    pub hot: Hot,
     pub limits: Limits,
 }
 
 impl Service {
-    pub fn new(pg: PgStore, hot: RedisStore, limits: Limits) -> Service {
-        Service { pg, hot, limits }
+    pub fn new(durable: Durable, hot: Hot, limits: Limits) -> Service {
+        Service {
+            durable,
+            hot,
+            limits,
+        }
     }
 
     /// Emits an event for a change that has no other Redis write to ride with.

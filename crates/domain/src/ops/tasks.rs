@@ -18,7 +18,7 @@ impl Service {
             return Ok(state);
         }
         let state = self
-            .pg
+            .durable
             .task(&task)
             .await?
             .ok_or_else(|| DomainError::TaskNotFound(task.to_string()))?;
@@ -48,7 +48,7 @@ impl Service {
                 ids.truncate(limit);
                 Ok(ids)
             }
-            _ => self.pg.task_ids(after, limit).await,
+            _ => self.durable.task_ids(after, limit).await,
         }
     }
 
@@ -60,7 +60,7 @@ impl Service {
         };
         actor.ensure_task(&id)?;
         let state = self
-            .pg
+            .durable
             .create_task(&id, &req, actor.agent.as_str(), actor.request_id.as_deref())
             .await?;
         self.hot
@@ -87,7 +87,7 @@ impl Service {
         let task = TaskId::parse(task_id)?;
         actor.ensure_task(&task)?;
         let state = self
-            .pg
+            .durable
             .update_task(
                 &task,
                 &req,

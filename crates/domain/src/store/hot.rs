@@ -171,6 +171,10 @@ pub trait HotOps: Send + Sync + 'static {
     /// Whether several gateway processes can share this store.
     fn shared(&self) -> bool;
 
+    /// The pub/sub channel a task's events are published on (the seed's
+    /// `task:{id}:updates`, under the deployment's key prefix).
+    fn channel(&self, task: &TaskId) -> String;
+
     async fn ping(&self) -> Result<()>;
 
     /// The eviction policy, when the backend has one and lets us read it.

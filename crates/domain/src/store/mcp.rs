@@ -1,4 +1,4 @@
-//! What the MCP door (`/mcp`) shares between gateway instances, in Redis: session state (so a
+//! [`McpSessions`] in Redis: what the MCP door (`/mcp`) shares between gateway instances: session state (so a
 //! session opened on one instance is served by any other) and the resource subscriptions of
 //! those sessions (so the instance that holds a session's notification stream learns what a
 //! `resources/subscribe` on another instance asked for), and the catch-up read of a task's
@@ -7,13 +7,13 @@
 //! Nothing here is durable truth: a lost session makes the client initialise again, a lost
 //! subscription stops its notifications. Everything carries a TTL.
 
-use super::keys::Keys;
+use super::hot::{McpSessions, SubScope, Subscriber};
 use super::redis::RedisStore;
 use crate::error::Result;
-use crate::ids::{AgentId, TaskId};
+use crate::ids::TaskId;
+use async_trait::async_trait;
 use mcp_api::Event;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -36,44 +36,26 @@ return redis.call('DEL', KEYS[1], KEYS[2])
     )
 });
 
-/// Which index a subscription lives in: the task's or the agent's.
-#[derive(Debug, Clone, Copy)]
-pub enum SubScope<'a> {
-    Task(&'a TaskId),
-    Agent(&'a AgentId),
-}
-
-/// One session's subscription to one resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscriber {
-    pub session: String,
-    /// The resource's canonical key (normalised URI), what events are matched against.
-    pub key: String,
-    /// The URI exactly as the client subscribed to it, what the notification names.
-    pub uri: String,
-}
-
-/// The Redis side of the MCP door. Cheap to clone.
-#[derive(Clone)]
-pub struct McpStore {
-    conn: ConnectionManager,
-    keys: Keys,
-}
-
-impl McpStore {
-    /// Shares the hot store's connection and key prefix.
-    pub fn new(hot: &RedisStore) -> McpStore {
-        McpStore {
-            conn: hot.connection(),
-            keys: hot.keys().clone(),
+impl RedisStore {
+    fn subs_index(&self, scope: SubScope<'_>) -> String {
+        match scope {
+            SubScope::Task(t) => self.keys().mcp_task_subs(t),
+            SubScope::Agent(a) => self.keys().mcp_agent_subs(a),
         }
     }
+}
 
+fn entry(session: &str, key: &str, uri: &str) -> String {
+    format!("{session}{SEP}{key}{SEP}{uri}")
+}
+
+#[async_trait]
+impl McpSessions for RedisStore {
     /// Saves a session's state for `ttl`.
-    pub async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()> {
-        let mut c = self.conn.clone();
+    async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()> {
+        let mut c = self.connection();
         let _: () = redis::cmd("SET")
-            .arg(self.keys.mcp_session(session))
+            .arg(self.keys().mcp_session(session))
             .arg(state)
             .arg("EX")
             .arg(ttl.as_secs().max(1))
@@ -83,16 +65,16 @@ impl McpStore {
     }
 
     /// A session's state, extending its life by `ttl` (and that of its subscription list).
-    pub async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>> {
-        let mut c = self.conn.clone();
+    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>> {
+        let mut c = self.connection();
         let secs = ttl.as_secs().max(1);
         let (state, _): (Option<String>, i64) = redis::pipe()
             .cmd("GETEX")
-            .arg(self.keys.mcp_session(session))
+            .arg(self.keys().mcp_session(session))
             .arg("EX")
             .arg(secs)
             .cmd("EXPIRE")
-            .arg(self.keys.mcp_session_subs(session))
+            .arg(self.keys().mcp_session_subs(session))
             .arg(secs)
             .query_async(&mut c)
             .await?;
@@ -100,29 +82,18 @@ impl McpStore {
     }
 
     /// Forgets a session and every subscription it held.
-    pub async fn drop_session(&self, session: &str) -> Result<()> {
-        let mut c = self.conn.clone();
+    async fn drop_session(&self, session: &str) -> Result<()> {
+        let mut c = self.connection();
         let _: i64 = DROP_SESSION_SCRIPT
-            .key(self.keys.mcp_session(session))
-            .key(self.keys.mcp_session_subs(session))
+            .key(self.keys().mcp_session(session))
+            .key(self.keys().mcp_session_subs(session))
             .invoke_async(&mut c)
             .await?;
         Ok(())
     }
 
-    fn index(&self, scope: SubScope<'_>) -> String {
-        match scope {
-            SubScope::Task(t) => self.keys.mcp_task_subs(t),
-            SubScope::Agent(a) => self.keys.mcp_agent_subs(a),
-        }
-    }
-
-    fn entry(session: &str, key: &str, uri: &str) -> String {
-        format!("{session}{SEP}{key}{SEP}{uri}")
-    }
-
     /// Records that `session` subscribes to the resource `key` (as `uri`), for `ttl`.
-    pub async fn subscribe(
+    async fn subscribe(
         &self,
         session: &str,
         scope: SubScope<'_>,
@@ -130,11 +101,11 @@ impl McpStore {
         uri: &str,
         ttl: Duration,
     ) -> Result<()> {
-        let index = self.index(scope);
-        let entry = Self::entry(session, key, uri);
-        let own = self.keys.mcp_session_subs(session);
+        let index = self.subs_index(scope);
+        let entry = entry(session, key, uri);
+        let own = self.keys().mcp_session_subs(session);
         let secs = ttl.as_secs().max(1);
-        let mut c = self.conn.clone();
+        let mut c = self.connection();
         let _: () = redis::pipe()
             .atomic()
             .sadd(&index, &entry)
@@ -151,22 +122,22 @@ impl McpStore {
     }
 
     /// Removes the subscription `subscribe` recorded (nothing when there is none).
-    pub async fn unsubscribe(
+    async fn unsubscribe(
         &self,
         session: &str,
         scope: SubScope<'_>,
         key: &str,
         uri: &str,
     ) -> Result<()> {
-        let index = self.index(scope);
-        let entry = Self::entry(session, key, uri);
-        let mut c = self.conn.clone();
+        let index = self.subs_index(scope);
+        let entry = entry(session, key, uri);
+        let mut c = self.connection();
         let _: () = redis::pipe()
             .atomic()
             .srem(&index, &entry)
             .ignore()
             .srem(
-                self.keys.mcp_session_subs(session),
+                self.keys().mcp_session_subs(session),
                 format!("{index}{SEP}{entry}"),
             )
             .ignore()
@@ -176,10 +147,10 @@ impl McpStore {
     }
 
     /// Every subscription to a resource of this task (or agent).
-    pub async fn subscribers(&self, scope: SubScope<'_>) -> Result<Vec<Subscriber>> {
-        let mut c = self.conn.clone();
+    async fn subscribers(&self, scope: SubScope<'_>) -> Result<Vec<Subscriber>> {
+        let mut c = self.connection();
         let entries: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.index(scope))
+            .arg(self.subs_index(scope))
             .query_async(&mut c)
             .await?;
         Ok(entries
@@ -197,15 +168,10 @@ impl McpStore {
 
     /// Events of one task appended at or after `since_ms` (Redis time, ms), oldest first, at
     /// most `limit`: a subscriber's catch-up for the moments before its registration.
-    pub async fn events_since(
-        &self,
-        task: &TaskId,
-        since_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
-        let mut c = self.conn.clone();
+    async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>> {
+        let mut c = self.connection();
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys.events(task))
+            .arg(self.keys().events(task))
             .arg(format!("{}-0", since_ms.max(0)))
             .arg("+")
             .arg("COUNT")

@@ -36,3 +36,10 @@ pub type Durable = Arc<dyn DurableStore>;
 
 /// A shared handle on a hot store.
 pub type Hot = Arc<dyn HotStore>;
+
+/// The store traits, for code that calls a concrete backend's methods
+/// (`use mcp_domain::store::prelude::*`).
+pub mod prelude {
+    pub use super::durable::{DurableOps as _, DurableSync as _};
+    pub use super::hot::{HotOps as _, HotSync as _, McpSessions as _};
+}

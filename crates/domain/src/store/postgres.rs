@@ -4,9 +4,13 @@
 //! revision and its audit record commit together or not at all, and the version and fence
 //! checks run inside the database, so no read-then-write race exists.
 
+use super::durable::{
+    AgentRecord, AuditFilter, Committed, DurableOps, FileChange, RevisionOp, StoredFile,
+};
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState};
@@ -25,88 +29,6 @@ pub struct PgConfig {
     pub max_connections: u32,
     /// How long a request waits for a pooled connection before failing as `unavailable`.
     pub acquire_timeout: Duration,
-}
-
-/// Which kind of change a revision records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevisionOp {
-    Write,
-    Edit,
-    Delete,
-}
-
-impl RevisionOp {
-    fn as_str(self) -> &'static str {
-        match self {
-            RevisionOp::Write => "write",
-            RevisionOp::Edit => "edit",
-            RevisionOp::Delete => "delete",
-        }
-    }
-
-    fn audit_action(self) -> &'static str {
-        match self {
-            RevisionOp::Write => "file_write",
-            RevisionOp::Edit => "file_edit",
-            RevisionOp::Delete => "delete_file",
-        }
-    }
-}
-
-/// One conditional change of a file.
-pub struct FileChange<'a> {
-    pub task: &'a TaskId,
-    pub path: &'a FilePath,
-    pub op: RevisionOp,
-    /// New content ('' for a delete).
-    pub content: &'a str,
-    pub sha256: &'a str,
-    pub size: i64,
-    pub agent: &'a str,
-    /// The writer's lease fence, when it holds the lease.
-    pub fence: Option<i64>,
-    /// `None`: any version; `Some(0)`: only if the file does not exist; `Some(n)`: only at n.
-    pub expected_version: Option<i64>,
-    /// Unified diff, stored for edits.
-    pub diff: Option<&'a str>,
-    pub request_id: Option<&'a str>,
-    /// The task's quotas (live files, live bytes); `None`: unlimited. Enforced by the
-    /// `files_track_usage` trigger inside the same statement.
-    pub max_task_files: Option<i64>,
-    pub max_task_bytes: Option<i64>,
-}
-
-/// Which audit records to return (every field optional but `limit`).
-#[derive(Debug, Default)]
-pub struct AuditFilter<'a> {
-    pub task: Option<&'a str>,
-    /// Only these tasks (the caller's scope), when the caller does not see every task.
-    pub tasks_in: Option<&'a [String]>,
-    pub agent: Option<&'a str>,
-    pub action: Option<&'a str>,
-    pub since: Option<DateTime<Utc>>,
-    /// Records older than this id (paging).
-    pub before_id: Option<i64>,
-    pub limit: i64,
-}
-
-/// A committed change.
-#[derive(Debug, Clone, Copy)]
-pub struct Committed {
-    pub version: i64,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A file as stored.
-#[derive(Debug, Clone)]
-pub struct StoredFile {
-    pub version: i64,
-    pub content: String,
-    pub sha256: String,
-    pub size: i64,
-    pub updated_by: Option<String>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted: bool,
 }
 
 /// The revision and audit rows written with every file change.
@@ -243,22 +165,29 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+#[async_trait]
+impl DurableOps for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
 
     /// Applies the embedded migrations (idempotent; safe from several processes at once).
-    pub async fn migrate(&self) -> Result<()> {
+    async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => DomainError::from(e),
             other => DomainError::internal(format!("migration: {other}")),
         })
     }
 
-    pub async fn ping(&self) -> Result<()> {
+    async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
     /// A new fencing token (monotonic for the whole deployment).
-    pub async fn next_fence(&self) -> Result<i64> {
+    async fn next_fence(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT nextval('lock_fence_seq')")
             .fetch_one(&self.pool)
             .await?)
@@ -266,7 +195,7 @@ impl PgStore {
 
     /// Applies a conditional file change; refuses it with `version_conflict`, `stale_fence` or
     /// `file_not_found` when its condition does not hold.
-    pub async fn change_file(&self, c: &FileChange<'_>) -> Result<Committed> {
+    async fn change_file(&self, c: &FileChange<'_>) -> Result<Committed> {
         let head = match (c.op, c.expected_version) {
             (RevisionOp::Delete, _) | (_, Some(1..)) => UPDATE_FILE,
             _ => UPSERT_FILE,
@@ -317,7 +246,7 @@ impl PgStore {
         })
     }
 
-    pub async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>> {
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>> {
         let row = sqlx::query(
             "SELECT version, content, sha256, size, updated_by, updated_at, deleted
              FROM files WHERE task_id = $1 AND path = $2",
@@ -341,11 +270,7 @@ impl PgStore {
     }
 
     /// Live files of a task, by path; only those under `prefix` (a directory) when given.
-    pub async fn list_files(
-        &self,
-        task: &TaskId,
-        prefix: Option<&FilePath>,
-    ) -> Result<Vec<FileInfo>> {
+    async fn list_files(&self, task: &TaskId, prefix: Option<&FilePath>) -> Result<Vec<FileInfo>> {
         let rows = sqlx::query(
             "SELECT path, version, size, sha256, updated_by, updated_at FROM files
              WHERE task_id = $1 AND NOT deleted
@@ -370,7 +295,7 @@ impl PgStore {
             .collect()
     }
 
-    pub async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
         let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
             .bind(task.as_str())
             .fetch_optional(&self.pool)
@@ -379,7 +304,7 @@ impl PgStore {
     }
 
     /// Task ids after `after` in id order, at most `limit` (a page of the task list).
-    pub async fn task_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+    async fn task_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let ids: Vec<(String,)> =
             sqlx::query_as("SELECT id FROM tasks WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(after.unwrap_or(""))
@@ -389,7 +314,7 @@ impl PgStore {
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
-    pub async fn create_task(
+    async fn create_task(
         &self,
         id: &TaskId,
         req: &CreateTaskRequest,
@@ -427,7 +352,7 @@ impl PgStore {
         task_from_row(&row)
     }
 
-    pub async fn update_task(
+    async fn update_task(
         &self,
         id: &TaskId,
         req: &UpdateTaskRequest,
@@ -469,7 +394,7 @@ impl PgStore {
     }
 
     /// Records a join (a re-join after leaving starts a new session). Returns the join time.
-    pub async fn join(
+    async fn join(
         &self,
         task: &TaskId,
         agent: &str,
@@ -502,12 +427,7 @@ impl PgStore {
     }
 
     /// Records a leave; `false` when the agent was not a member.
-    pub async fn leave(
-        &self,
-        task: &TaskId,
-        agent: &str,
-        request_id: Option<&str>,
-    ) -> Result<bool> {
+    async fn leave(&self, task: &TaskId, agent: &str, request_id: Option<&str>) -> Result<bool> {
         let left: Option<String> = sqlx::query_scalar(
             "WITH c AS (
                 UPDATE collaborators SET left_at = now(), last_active = now()
@@ -529,7 +449,7 @@ impl PgStore {
         Ok(left.is_some())
     }
 
-    pub async fn collaborators(&self, task: &TaskId) -> Result<Vec<Collaborator>> {
+    async fn collaborators(&self, task: &TaskId) -> Result<Vec<Collaborator>> {
         let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT agent_id, joined_at, last_active FROM collaborators
              WHERE task_id = $1 AND left_at IS NULL ORDER BY joined_at, agent_id",
@@ -549,10 +469,7 @@ impl PgStore {
 
     /// An agent's durable record: (last seen, current task, tasks it collaborates on), or
     /// `None` when the agent never joined anything.
-    pub async fn agent(
-        &self,
-        agent: &str,
-    ) -> Result<Option<(Option<DateTime<Utc>>, Option<String>, Vec<String>)>> {
+    async fn agent(&self, agent: &str) -> Result<Option<AgentRecord>> {
         let row: Option<(Option<DateTime<Utc>>, Option<String>)> =
             sqlx::query_as("SELECT last_seen, current_task_id FROM agents WHERE id = $1")
                 .bind(agent)
@@ -571,7 +488,7 @@ impl PgStore {
     }
 
     /// Audit records matching `q`, newest first.
-    pub async fn audit(&self, q: &AuditFilter<'_>) -> Result<Vec<AuditEntry>> {
+    async fn audit(&self, q: &AuditFilter<'_>) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "SELECT id, at, actor, action, task_id, path, version, fence, request_id
              FROM audit_log
@@ -610,7 +527,7 @@ impl PgStore {
     }
 
     /// Newest-first persisted steps strictly older than `before` (stream id numbers).
-    pub async fn steps_before(
+    async fn steps_before(
         &self,
         task: &TaskId,
         before: Option<(i64, i64)>,

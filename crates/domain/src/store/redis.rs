@@ -4,11 +4,16 @@
 //! outbox (records the push loop persists to Postgres). Every multi-key change is one Lua
 //! script, so it is atomic and one round trip.
 
+use super::hot::{
+    CacheFile, ClaimOutcome, Emit, HotFile, HotOps, Lease, Presence, UpdatesPing, UpdatesSource,
+    ms_to_time,
+};
 use super::keys::Keys;
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
-use chrono::{DateTime, TimeZone, Utc};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use mcp_api::StreamId;
 use mcp_api::responses::{Collaborator, TaskState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -79,63 +84,6 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
 }
 
-/// An event to emit: the envelope (without id) and who/where, plus an optional audit record.
-pub struct Emit<'a> {
-    pub task: &'a TaskId,
-    pub agent: &'a str,
-    /// The envelope JSON object without `id`.
-    pub envelope: String,
-    /// Audit record for the outbox (JSON), if this change is audited through Redis.
-    pub audit: Option<String>,
-    /// Cap of the task's event stream.
-    pub events_cap: usize,
-}
-
-/// A file's hot copy.
-#[derive(Debug, Clone)]
-pub struct HotFile {
-    pub version: i64,
-    pub deleted: bool,
-    pub content: String,
-    pub sha256: String,
-    pub size: i64,
-}
-
-/// A file's state to cache (also the tombstone of a deleted file).
-pub struct CacheFile<'a> {
-    pub version: i64,
-    pub deleted: bool,
-    pub content: &'a str,
-    pub sha256: &'a str,
-    pub size: i64,
-    pub updated_by: &'a str,
-    pub updated_at: DateTime<Utc>,
-    pub ttl_secs: u64,
-}
-
-/// A live lease.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Lease {
-    pub owner: String,
-    pub fence: i64,
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// The answer of the claim script.
-#[derive(Debug)]
-pub enum ClaimOutcome {
-    Granted(Lease),
-    /// Already held by the same owner: refreshed.
-    Reentrant(Lease),
-    HeldByOther {
-        owner: String,
-        expires_at: DateTime<Utc>,
-    },
-    /// Free, but a fence is needed to take it.
-    NeedFence,
-}
-
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -145,10 +93,6 @@ pub struct RedisStore {
     connect_timeout: Duration,
     response_timeout: Duration,
     keys: Keys,
-}
-
-pub(crate) fn ms_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 fn parse_ms(s: &str) -> DateTime<Utc> {
@@ -193,51 +137,6 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    pub async fn ping(&self) -> Result<()> {
-        let mut c = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
-        Ok(())
-    }
-
-    /// `maxmemory-policy`, when the server lets us read it.
-    pub async fn maxmemory_policy(&self) -> Result<Option<String>> {
-        let mut c = self.conn.clone();
-        let v: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut c)
-            .await;
-        match v {
-            Ok(v) => Ok(v.get(1).cloned()),
-            Err(e) if e.kind() == redis::ErrorKind::ResponseError => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Entries waiting in the sync outbox (delivered to a pusher or not).
-    pub async fn outbox_length(&self) -> Result<u64> {
-        let mut c = self.conn.clone();
-        Ok(c.xlen(self.keys.outbox()).await?)
-    }
-
-    /// Memory in use and the limit it is measured against (`maxmemory`, or the machine's
-    /// memory when Redis has no limit), from `INFO memory`.
-    pub async fn memory_usage(&self) -> Result<(u64, u64)> {
-        let mut c = self.conn.clone();
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let limit = match field("maxmemory") {
-            0 => field("total_system_memory"),
-            m => m,
-        };
-        Ok((field("used_memory"), limit))
-    }
-
     fn emit_invocation<'s>(&self, script: &'s Script, e: &Emit<'_>) -> redis::ScriptInvocation<'s> {
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.events(e.task))
@@ -253,9 +152,69 @@ impl RedisStore {
             .arg(e.audit.as_deref().unwrap_or(""));
         inv
     }
+}
+
+#[async_trait]
+impl HotOps for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn channel(&self, task: &TaskId) -> String {
+        self.keys.channel(task)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// `maxmemory-policy`, when the server lets us read it.
+    async fn maxmemory_policy(&self) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        let v: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut c)
+            .await;
+        match v {
+            Ok(v) => Ok(v.get(1).cloned()),
+            Err(e) if e.kind() == redis::ErrorKind::ResponseError => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Entries waiting in the sync outbox (delivered to a pusher or not).
+    async fn outbox_length(&self) -> Result<u64> {
+        let mut c = self.conn.clone();
+        Ok(c.xlen(self.keys.outbox()).await?)
+    }
+
+    /// Memory in use and the limit it is measured against (`maxmemory`, or the machine's
+    /// memory when Redis has no limit), from `INFO memory`.
+    async fn memory_usage(&self) -> Result<(u64, u64)> {
+        let mut c = self.conn.clone();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let limit = match field("maxmemory") {
+            0 => field("total_system_memory"),
+            m => m,
+        };
+        Ok((field("used_memory"), limit))
+    }
 
     /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
-    pub async fn emit(&self, e: &Emit<'_>) -> Result<String> {
+    async fn emit(&self, e: &Emit<'_>) -> Result<String> {
         let mut c = self.conn.clone();
         Ok(self
             .emit_invocation(&EMIT_SCRIPT, e)
@@ -265,7 +224,7 @@ impl RedisStore {
 
     /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
     /// in one atomic step.
-    pub async fn file_changed(
+    async fn file_changed(
         &self,
         path: &FilePath,
         file: &CacheFile<'_>,
@@ -281,12 +240,7 @@ impl RedisStore {
     }
 
     /// Refills a file's hot copy after a miss (never backwards).
-    pub async fn cache_file(
-        &self,
-        task: &TaskId,
-        path: &FilePath,
-        file: &CacheFile<'_>,
-    ) -> Result<()> {
+    async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()> {
         let mut c = self.conn.clone();
         let mut inv = CACHE_FILE_SCRIPT.prepare_invoke();
         inv.key(self.keys.file(task, path))
@@ -297,7 +251,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
         let mut c = self.conn.clone();
         let mut m: HashMap<String, String> = c.hgetall(self.keys.file(task, path)).await?;
         let Some(version) = m.get("version").and_then(|v| v.parse().ok()) else {
@@ -314,7 +268,7 @@ impl RedisStore {
 
     /// The live lease on a path, if any, read before a durable change by `writer`; when the
     /// writer may write, the hot copy is dropped (see `writer_check.lua`).
-    pub async fn lease_for_write(
+    async fn lease_for_write(
         &self,
         task: &TaskId,
         path: &FilePath,
@@ -338,7 +292,7 @@ impl RedisStore {
         })
     }
 
-    pub async fn claim(
+    async fn claim(
         &self,
         task: &TaskId,
         path: &FilePath,
@@ -382,7 +336,7 @@ impl RedisStore {
     }
 
     /// Renews the owner's lease. `Err(holder)` when the caller does not hold it.
-    pub async fn renew(
+    async fn renew(
         &self,
         task: &TaskId,
         path: &FilePath,
@@ -409,7 +363,7 @@ impl RedisStore {
 
     /// Releases the owner's lease (any lease with `force`). `Ok(fence)` of the released lease,
     /// `Err(holder)` when not held by the caller.
-    pub async fn release(
+    async fn release(
         &self,
         task: &TaskId,
         path: &FilePath,
@@ -432,7 +386,7 @@ impl RedisStore {
     /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
     /// atomic step. `envelope` is split around the step id, which only Redis knows.
     /// Returns (step id, event id).
-    pub async fn log_step(
+    async fn log_step(
         &self,
         e: &Emit<'_>,
         envelope_suffix: &str,
@@ -449,7 +403,7 @@ impl RedisStore {
     }
 
     /// Newest-first page of steps strictly older than `before` (a stream id), from the stream.
-    pub async fn steps_before(
+    async fn steps_before(
         &self,
         task: &TaskId,
         before: Option<&str>,
@@ -477,7 +431,7 @@ impl RedisStore {
 
     /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
     /// (entry id, envelope JSON without `id`). The replay source of live streams.
-    pub async fn events_after(
+    async fn events_after(
         &self,
         task: &TaskId,
         after: StreamId,
@@ -503,7 +457,7 @@ impl RedisStore {
     }
 
     /// The id of the task's newest event, `None` when its stream is empty or missing.
-    pub async fn events_tail(&self, task: &TaskId) -> Result<Option<String>> {
+    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>> {
         let mut c = self.conn.clone();
         let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
             .arg(self.keys.events(task))
@@ -517,7 +471,7 @@ impl RedisStore {
     }
 
     /// Whether the task has an event stream (it has seen a change, and Redis still holds it).
-    pub async fn events_exist(&self, task: &TaskId) -> Result<bool> {
+    async fn events_exist(&self, task: &TaskId) -> Result<bool> {
         let mut c = self.conn.clone();
         Ok(c.exists(self.keys.events(task)).await?)
     }
@@ -525,7 +479,7 @@ impl RedisStore {
     /// A connection of its own, subscribed (`PSUBSCRIBE`) to every task channel under this
     /// prefix. The live-event hub holds exactly one per process; when Redis goes away the
     /// subscription ends and the hub opens a new one.
-    pub async fn subscribe_updates(&self) -> Result<UpdatesSubscription> {
+    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
         let timeout = |cause: &str| DomainError::Unavailable {
             backend: "redis",
             cause: cause.into(),
@@ -540,18 +494,18 @@ impl RedisStore {
         .await
         .map_err(|_| timeout("PSUBSCRIBE timed out"))??;
         let (sink, stream) = pubsub.split();
-        Ok(UpdatesSubscription {
+        Ok(Box::new(UpdatesSubscription {
             sink,
             stream,
             keys: self.keys.clone(),
             timeout: self.response_timeout,
-        })
+        }))
     }
 
     /// Counts one request of `subject` in its current window of length `window`: (requests in
     /// the window so far, this one included; time until the window ends). One script, so
     /// concurrent requests on any gateway instance count exactly once each.
-    pub async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
+    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
         let mut c = self.conn.clone();
         let (n, ttl_ms): (u64, i64) = RATE_SCRIPT
             .prepare_invoke()
@@ -562,13 +516,13 @@ impl RedisStore {
         Ok((n, Duration::from_millis(ttl_ms.max(0) as u64)))
     }
 
-    pub async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
         let mut c = self.conn.clone();
         let v: Option<String> = c.get(self.keys.task(task)).await?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
-    pub async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()> {
+    async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()> {
         let mut c = self.conn.clone();
         let id = TaskId::parse(&task.id)?;
         let json = serde_json::to_string(task).map_err(DomainError::internal)?;
@@ -577,12 +531,7 @@ impl RedisStore {
     }
 
     /// Records membership (members, activity, the agent's task set).
-    pub async fn join(
-        &self,
-        task: &TaskId,
-        agent: &AgentId,
-        joined_at: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()> {
         let mut c = self.conn.clone();
         let ms = joined_at.timestamp_millis();
         let _: () = redis::pipe()
@@ -595,7 +544,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn leave(&self, task: &TaskId, agent: &AgentId) -> Result<()> {
+    async fn leave(&self, task: &TaskId, agent: &AgentId) -> Result<()> {
         let mut c = self.conn.clone();
         let _: () = redis::pipe()
             .atomic()
@@ -609,7 +558,7 @@ impl RedisStore {
 
     /// The task's collaborators, or `None` when Redis holds no membership for it (a cold cache
     /// after a flush and an empty session look alike; the caller then asks Postgres).
-    pub async fn collaborators(&self, task: &TaskId) -> Result<Option<Vec<Collaborator>>> {
+    async fn collaborators(&self, task: &TaskId) -> Result<Option<Vec<Collaborator>>> {
         let mut c = self.conn.clone();
         let (members, activity): (HashMap<String, i64>, HashMap<String, i64>) = redis::pipe()
             .hgetall(self.keys.collab_members(task))
@@ -632,10 +581,7 @@ impl RedisStore {
     }
 
     /// An agent's presence: (last seen, last task) and the tasks it collaborates on.
-    pub async fn presence(
-        &self,
-        agent: &AgentId,
-    ) -> Result<(Option<DateTime<Utc>>, Option<String>, Vec<String>)> {
+    async fn presence(&self, agent: &AgentId) -> Result<Presence> {
         let mut c = self.conn.clone();
         let ((seen, task), mut tasks): ((Option<i64>, Option<String>), Vec<String>) = redis::pipe()
             .hget(self.keys.agent(agent.as_str()), &["last_seen", "task"])
@@ -648,17 +594,17 @@ impl RedisStore {
 }
 
 /// The process-wide subscription to every task's `task:{id}:updates` channel.
-pub struct UpdatesSubscription {
+struct UpdatesSubscription {
     sink: redis::aio::PubSubSink,
     stream: redis::aio::PubSubStream,
     keys: Keys,
     timeout: Duration,
 }
 
-impl UpdatesSubscription {
-    /// The next message: (its task, the payload as published). `None` once the connection
-    /// is lost. Messages on channels that name no valid task are skipped.
-    pub async fn next(&mut self) -> Option<(TaskId, String)> {
+#[async_trait]
+impl UpdatesSource for UpdatesSubscription {
+    /// Messages on channels that name no valid task are skipped.
+    async fn next(&mut self) -> Option<(TaskId, String)> {
         use futures::StreamExt;
         loop {
             let msg = self.stream.next().await?;
@@ -670,24 +616,23 @@ impl UpdatesSubscription {
         }
     }
 
-    /// A handle that checks the connection is alive (a subscribed connection only sees
-    /// traffic when someone publishes, so a silent half-open one needs probing).
-    pub fn pinger(&self) -> UpdatesPinger {
-        UpdatesPinger {
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Box::new(UpdatesPinger {
             sink: self.sink.clone(),
             timeout: self.timeout,
-        }
+        })
     }
 }
 
-/// Pings the subscription's connection; see [`UpdatesSubscription::pinger`].
-pub struct UpdatesPinger {
+/// Pings the subscription's connection; see [`UpdatesSource::pinger`].
+struct UpdatesPinger {
     sink: redis::aio::PubSubSink,
     timeout: Duration,
 }
 
-impl UpdatesPinger {
-    pub async fn ping(&mut self) -> Result<()> {
+#[async_trait]
+impl UpdatesPing for UpdatesPinger {
+    async fn ping(&mut self) -> Result<()> {
         let _: redis::Value = tokio::time::timeout(self.timeout, self.sink.ping())
             .await
             .map_err(|_| DomainError::Unavailable {

@@ -6,91 +6,30 @@
 //! watermark (keyset paging, never `DESC LIMIT`), and task deletions from the `task_deletions`
 //! tombstones a trigger writes.
 
+use super::durable::{
+    AgentRow, AuditRecord, ChangeListener, DeadLetter, DurableSync, OutboxBatch, StepRecord,
+};
 use super::postgres::{PgStore, task_from_row};
 use crate::error::Result;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::TaskState;
-use serde_json::Value;
 
 /// The channel the `*_notify_sync` triggers notify (migration `..._sync_notify.sql`).
 pub const CHANGES_CHANNEL: &str = "mcp_sync_changes";
 
-/// Notifications that tasks or agents changed.
-pub struct ChangeListener {
+/// Postgres notifications that tasks or agents changed.
+struct PgChangeListener {
     listener: sqlx::postgres::PgListener,
 }
 
-impl ChangeListener {
-    /// Waits for the next change notification, then takes every one already buffered (a
-    /// burst wakes the loop once). Errors when the connection is lost and cannot be restored.
-    pub async fn changed(&mut self) -> Result<()> {
+#[async_trait]
+impl ChangeListener for PgChangeListener {
+    async fn changed(&mut self) -> Result<()> {
         self.listener.recv().await?;
         while self.listener.next_buffered().is_some() {}
         Ok(())
     }
-}
-
-/// A step from the outbox, ready to insert.
-#[derive(Debug, Clone)]
-pub struct StepRecord {
-    pub task_id: String,
-    /// The step's id in `logs:{task}` (`<ms>-<seq>`), its idempotency key with the task.
-    pub stream_id: String,
-    pub id_ms: i64,
-    pub id_seq: i64,
-    pub agent_id: Option<String>,
-    pub step: Value,
-    pub logged_at: DateTime<Utc>,
-}
-
-/// An audit record from the outbox, ready to insert.
-#[derive(Debug, Clone)]
-pub struct AuditRecord {
-    /// The outbox entry id: the idempotency key.
-    pub source_id: String,
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    pub action: String,
-    pub task_id: Option<String>,
-    pub path: Option<String>,
-    pub version: Option<i64>,
-    pub fence: Option<i64>,
-    pub request_id: Option<String>,
-    /// The whole record as it arrived.
-    pub detail: Value,
-}
-
-/// An outbox entry that could not be persisted, kept for an operator.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub source_id: String,
-    pub kind: Option<String>,
-    /// The entry's fields as a JSON object of strings.
-    pub payload: String,
-    pub error: String,
-}
-
-/// One batch of outbox records, written in one transaction.
-#[derive(Debug, Clone, Default)]
-pub struct OutboxBatch {
-    pub steps: Vec<StepRecord>,
-    pub audits: Vec<AuditRecord>,
-    pub dead: Vec<DeadLetter>,
-}
-
-impl OutboxBatch {
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty() && self.audits.is_empty() && self.dead.is_empty()
-    }
-}
-
-/// An agent row as the pull loop sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AgentRow {
-    pub id: String,
-    pub current_task_id: Option<String>,
-    pub last_seen: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
 }
 
 const INSERT_STEPS: &str = "
@@ -186,10 +125,11 @@ where
     Ok(r.rows_affected())
 }
 
-impl PgStore {
+#[async_trait]
+impl DurableSync for PgStore {
     /// Writes a whole batch (steps, audit records, dead letters) in one transaction; records
     /// already present are skipped. Either all of it commits or none of it does.
-    pub async fn persist_outbox_batch(&self, batch: &OutboxBatch) -> Result<()> {
+    async fn persist_outbox_batch(&self, batch: &OutboxBatch) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         insert_steps(&mut *tx, &batch.steps).await?;
         insert_audits(&mut *tx, &batch.audits).await?;
@@ -199,22 +139,22 @@ impl PgStore {
     }
 
     /// Inserts one step on its own (the fallback when a batch fails). `true` when new.
-    pub async fn insert_step(&self, step: &StepRecord) -> Result<bool> {
+    async fn insert_step(&self, step: &StepRecord) -> Result<bool> {
         Ok(insert_steps(self.pool(), std::slice::from_ref(step)).await? > 0)
     }
 
     /// Inserts one audit record on its own (the fallback when a batch fails). `true` when new.
-    pub async fn insert_audit(&self, audit: &AuditRecord) -> Result<bool> {
+    async fn insert_audit(&self, audit: &AuditRecord) -> Result<bool> {
         Ok(insert_audits(self.pool(), std::slice::from_ref(audit)).await? > 0)
     }
 
     /// Records an entry that cannot be persisted. `true` when new.
-    pub async fn insert_dead_letter(&self, dead: &DeadLetter) -> Result<bool> {
+    async fn insert_dead_letter(&self, dead: &DeadLetter) -> Result<bool> {
         Ok(insert_dead(self.pool(), std::slice::from_ref(dead)).await? > 0)
     }
 
     /// Dead letters, oldest first: (source id, kind, payload, error).
-    pub async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>> {
+    async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>> {
         Ok(
             sqlx::query_as("SELECT source_id, kind, payload, error FROM dead_letters ORDER BY id")
                 .fetch_all(self.pool())
@@ -224,7 +164,7 @@ impl PgStore {
 
     /// Up to `limit` tasks with `(updated_at, id)` strictly after `after`, in that order
     /// (keyset paging: call again from the last row until a short page).
-    pub async fn tasks_after(
+    async fn tasks_after(
         &self,
         after: (DateTime<Utc>, &str),
         limit: usize,
@@ -244,7 +184,7 @@ impl PgStore {
     }
 
     /// Up to `limit` agents with `(updated_at, id)` strictly after `after`, in that order.
-    pub async fn agents_after(
+    async fn agents_after(
         &self,
         after: (DateTime<Utc>, &str),
         limit: usize,
@@ -263,7 +203,7 @@ impl PgStore {
 
     /// Tasks deleted after `since` that do not exist again (a re-created id keeps its cache):
     /// (task id, deletion time), oldest first.
-    pub async fn task_deletions_since(
+    async fn task_deletions_since(
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<(String, DateTime<Utc>)>> {
@@ -279,7 +219,7 @@ impl PgStore {
     }
 
     /// Drops deletion tombstones older than `before` (their cache entries expired long ago).
-    pub async fn prune_task_deletions(&self, before: DateTime<Utc>) -> Result<u64> {
+    async fn prune_task_deletions(&self, before: DateTime<Utc>) -> Result<u64> {
         Ok(
             sqlx::query("DELETE FROM task_deletions WHERE deleted_at < $1")
                 .bind(before)
@@ -291,14 +231,14 @@ impl PgStore {
 
     /// A dedicated connection listening for [`CHANGES_CHANNEL`] (a trigger notifies it when
     /// tasks or agents change), so the pull loop wakes at once instead of at its next tick.
-    pub async fn listen_changes(&self) -> Result<ChangeListener> {
+    async fn listen_changes(&self) -> Result<Box<dyn ChangeListener>> {
         let mut listener = sqlx::postgres::PgListener::connect_with(self.pool()).await?;
         listener.listen(CHANGES_CHANNEL).await?;
-        Ok(ChangeListener { listener })
+        Ok(Box::new(PgChangeListener { listener }))
     }
 
     /// The database's clock (watermarks are compared with its timestamps, not ours).
-    pub async fn db_now(&self) -> Result<DateTime<Utc>> {
+    async fn db_now(&self) -> Result<DateTime<Utc>> {
         Ok(sqlx::query_scalar("SELECT clock_timestamp()")
             .fetch_one(self.pool())
             .await?)

@@ -10,13 +10,13 @@
 //! `task_updated` event is emitted by the same script, so two sync processes racing on one
 //! row publish it once, and a late, older copy never overwrites a newer one.
 
+use super::hot::{HotSync, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh};
 use super::redis::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
-use mcp_api::responses::TaskState;
+use async_trait::async_trait;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingReply, StreamReadReply};
 use redis::{AsyncCommands, Script};
-use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -66,41 +66,6 @@ return 1
     )
 });
 
-/// One outbox entry: its id and its fields (non-UTF-8 bytes replaced).
-#[derive(Debug, Clone)]
-pub struct OutboxEntry {
-    pub id: String,
-    pub fields: HashMap<String, String>,
-}
-
-/// How much the outbox holds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OutboxDepth {
-    /// Entries in the stream (delivered or not; committed ones are deleted).
-    pub length: u64,
-    /// Entries delivered to a consumer and not yet acknowledged.
-    pub pending: u64,
-}
-
-/// A task row to cache; with an envelope (JSON without `id`) its event is emitted when the
-/// row is newer than the cache.
-pub struct TaskRefresh<'a> {
-    pub id: TaskId,
-    pub task: &'a TaskState,
-    pub envelope: Option<String>,
-}
-
-/// What a refresh found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refreshed {
-    /// Cached (and emitted, when asked).
-    Changed,
-    /// The cache already held this row.
-    Unchanged,
-    /// The cache holds a newer row; nothing done.
-    Older,
-}
-
 fn value_to_string(v: &redis::Value) -> String {
     match v {
         redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
@@ -131,21 +96,6 @@ fn normalised(t: &chrono::DateTime<chrono::Utc>) -> String {
 }
 
 impl RedisStore {
-    /// Creates the consumer group on the outbox (and the stream), unless it exists.
-    pub async fn outbox_create_group(&self, group: &str) -> Result<()> {
-        let mut c = self.connection();
-        let r: redis::RedisResult<()> = c
-            .xgroup_create_mkstream(self.keys().outbox(), group, "0")
-            .await;
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     async fn outbox_read(
         &self,
         group: &str,
@@ -184,9 +134,27 @@ impl RedisStore {
         }
         Ok(Vec::new())
     }
+}
+
+#[async_trait]
+impl HotSync for RedisStore {
+    /// Creates the consumer group on the outbox (and the stream), unless it exists.
+    async fn outbox_create_group(&self, group: &str) -> Result<()> {
+        let mut c = self.connection();
+        let r: redis::RedisResult<()> = c
+            .xgroup_create_mkstream(self.keys().outbox(), group, "0")
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 
     /// This consumer's own delivered, unacknowledged entries (after a failed commit).
-    pub async fn outbox_read_pending(
+    async fn outbox_read_pending(
         &self,
         group: &str,
         consumer: &str,
@@ -196,7 +164,7 @@ impl RedisStore {
     }
 
     /// Up to `count` entries never delivered to any consumer of the group (no blocking).
-    pub async fn outbox_read_new(
+    async fn outbox_read_new(
         &self,
         group: &str,
         consumer: &str,
@@ -207,7 +175,7 @@ impl RedisStore {
 
     /// Takes over up to `count` entries pending in another consumer for longer than
     /// `min_idle` (a crashed or stuck pusher's).
-    pub async fn outbox_claim_idle(
+    async fn outbox_claim_idle(
         &self,
         group: &str,
         consumer: &str,
@@ -236,7 +204,7 @@ impl RedisStore {
     }
 
     /// Acknowledges and deletes committed entries, in one step.
-    pub async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()> {
+    async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -254,7 +222,7 @@ impl RedisStore {
     }
 
     /// The outbox's length and the group's pending count.
-    pub async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth> {
+    async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth> {
         let key = self.keys().outbox();
         let mut c = self.connection();
         let length: u64 = c.xlen(&key).await?;
@@ -269,7 +237,7 @@ impl RedisStore {
 
     /// Caches task rows that are newer than the cache (emitting their events when they carry
     /// an envelope), in one round trip. One answer per row, in order.
-    pub async fn refresh_tasks(
+    async fn refresh_tasks(
         &self,
         rows: &[TaskRefresh<'_>],
         agent: &str,
@@ -321,7 +289,7 @@ impl RedisStore {
     }
 
     /// Drops cached task rows (deleted tasks).
-    pub async fn delete_cached_tasks(&self, ids: &[TaskId]) -> Result<()> {
+    async fn delete_cached_tasks(&self, ids: &[TaskId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -332,7 +300,7 @@ impl RedisStore {
     }
 
     /// Moves agents' presence forward from their durable rows: (agent, last seen ms, task).
-    pub async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()> {
+    async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()> {
         if agents.is_empty() {
             return Ok(());
         }
@@ -356,13 +324,13 @@ impl RedisStore {
 
     /// Whether the task cache is known to be warm (the marker survives only while Redis keeps
     /// its data).
-    pub async fn sync_is_warm(&self) -> Result<bool> {
+    async fn sync_is_warm(&self) -> Result<bool> {
         let mut c = self.connection();
         Ok(c.exists(self.keys().sync_warm()).await?)
     }
 
     /// Records that the task cache was warmed.
-    pub async fn set_sync_warm(&self) -> Result<()> {
+    async fn set_sync_warm(&self) -> Result<()> {
         let mut c = self.connection();
         let now = chrono::Utc::now().timestamp_millis();
         let _: () = c.set(self.keys().sync_warm(), now).await?;

@@ -27,7 +27,7 @@ use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use mcp_domain::store::mcp::McpStore;
+use mcp_domain::store::Hot;
 use notify::Hub;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ pub struct McpState {
 
 impl McpState {
     /// `live` is the process's live-event hub, the source of resource-update notifications.
-    pub fn new(config: McpConfig, store: McpStore, live: crate::live::Hub) -> McpState {
+    pub fn new(config: McpConfig, store: Hot, live: crate::live::Hub) -> McpState {
         let shutdown = CancellationToken::new();
         McpState {
             config,
@@ -79,7 +79,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     } else {
         config.with_allowed_hosts(mcp.config.allowed_hosts.clone())
     };
-    config.session_store = Some(Arc::new(sessions::RedisSessionStore::new(
+    config.session_store = Some(Arc::new(sessions::HotSessionStore::new(
         mcp.hub.store().clone(),
     )));
     let handler_state = state.clone();

@@ -22,7 +22,8 @@ use crate::live::{self, Delivery, Tap};
 use mcp_api::Event;
 use mcp_domain::AgentId;
 use mcp_domain::TaskId;
-use mcp_domain::store::mcp::{McpStore, SubScope};
+use mcp_domain::store::Hot;
+use mcp_domain::store::hot::SubScope;
 use rmcp::model::{
     ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerJsonRpcMessage,
     ServerNotification,
@@ -49,7 +50,7 @@ struct Listener {
 
 /// The process's MCP subscribers and its event subscription.
 pub struct Hub {
-    store: McpStore,
+    store: Hot,
     /// The process's live-event hub, source of the events.
     live: live::Hub,
     listeners: Mutex<HashMap<u64, Listener>>,
@@ -63,7 +64,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(store: McpStore, live: live::Hub, cancel: CancellationToken) -> Arc<Hub> {
+    pub fn new(store: Hot, live: live::Hub, cancel: CancellationToken) -> Arc<Hub> {
         Arc::new(Hub {
             store,
             live,
@@ -75,7 +76,7 @@ impl Hub {
         })
     }
 
-    pub fn store(&self) -> &McpStore {
+    pub fn store(&self) -> &Hot {
         &self.store
     }
 

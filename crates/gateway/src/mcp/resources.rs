@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::extract::Caller;
 use mcp_api::requests::{FileReadRequest, ListFilesRequest};
 use mcp_api::{ErrorCode, Event, EventType};
-use mcp_domain::store::mcp::SubScope;
+use mcp_domain::store::hot::SubScope;
 use mcp_domain::{AgentId, FilePath, TaskId};
 use rmcp::model::{MetaObject, ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! Sessions of the 2025-11-25 protocol generation (the `initialize` handshake and the
 //! `Mcp-Session-Id` header), made instance-independent:
 //!
-//! * [`RedisSessionStore`] keeps each session's `initialize` parameters in Redis, so when a
+//! * [`HotSessionStore`] keeps each session's `initialize` parameters in Redis, so when a
 //!   request of a session reaches an instance that has not seen it, rmcp restores the session
 //!   there transparently (no session affinity needed at the load balancer).
 //! * [`GatewaySessions`] is rmcp's in-memory session manager plus one thing: the session's
@@ -12,7 +12,7 @@
 
 use super::notify::Hub;
 use futures::{Stream, StreamExt};
-use mcp_domain::store::mcp::McpStore;
+use mcp_domain::store::Hot;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
@@ -29,18 +29,18 @@ use tokio_stream::wrappers::ReceiverStream;
 pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Session state in Redis (`mcp_session:{id}`), shared by every gateway instance.
-pub struct RedisSessionStore {
-    store: McpStore,
+pub struct HotSessionStore {
+    store: Hot,
 }
 
-impl RedisSessionStore {
-    pub fn new(store: McpStore) -> RedisSessionStore {
-        RedisSessionStore { store }
+impl HotSessionStore {
+    pub fn new(store: Hot) -> HotSessionStore {
+        HotSessionStore { store }
     }
 }
 
 #[async_trait::async_trait]
-impl SessionStore for RedisSessionStore {
+impl SessionStore for HotSessionStore {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
         match self.store.load_session(session_id, SESSION_TTL).await? {
             Some(json) => Ok(Some(serde_json::from_str(&json)?)),

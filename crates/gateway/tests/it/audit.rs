@@ -60,7 +60,7 @@ async fn mutations_are_audited_with_the_token_agent_and_the_request_id() {
 
     // Lease and step records travel through the outbox: run the push loop once.
     let mut push = mcp_sync::PushLoop::new(
-        gw.service.pg.clone(),
+        gw.service.durable.clone(),
         gw.service.hot.clone(),
         mcp_sync::SyncSettings::default().push,
     );
@@ -94,7 +94,7 @@ async fn mutations_are_audited_with_the_token_agent_and_the_request_id() {
     // Steps are their own record (step_logs: agent, task, time, stream id), not duplicated.
     let steps: Vec<String> =
         sqlx::query_scalar("SELECT agent_id FROM step_logs WHERE task_id = 't1'")
-            .fetch_all(gw.service.pg.pool())
+            .fetch_all(gw.pg.pool())
             .await
             .unwrap();
     assert_eq!(steps, vec!["alice".to_owned()]);

@@ -172,7 +172,7 @@ async fn success_bodies_of_the_original_routes() {
         "the original's agents list holds agent ids"
     );
     sqlx::query("INSERT INTO tasks (id, title, description, status, assigned_agent_id, complexity) VALUES ('t1', 'T', 'd', 'pending', 'coder', 2.5)")
-        .execute(gw.service.pg.pool())
+        .execute(gw.pg.pool())
         .await
         .unwrap();
     let (status, state) = gw.get("/resources/tasks/t1/state").await;

@@ -47,7 +47,7 @@ async fn write_then_read_round_trips_with_version_and_digest() {
     // The durable copy is in Postgres, not only in Redis.
     let (content,): (String,) =
         sqlx::query_as("SELECT content FROM files WHERE task_id = 't1' AND path = 'src/a.py'")
-            .fetch_one(gw.service.pg.pool())
+            .fetch_one(gw.pg.pool())
             .await
             .unwrap();
     assert_eq!(content, "print('hé')\n");
@@ -149,7 +149,7 @@ async fn traversal_corpus_is_refused_everywhere_and_writes_nothing() {
         "invalid_path",
     );
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM files")
-        .fetch_one(gw.service.pg.pool())
+        .fetch_one(gw.pg.pool())
         .await
         .unwrap();
     assert_eq!(n, 0, "a refused path wrote something");
@@ -274,7 +274,7 @@ async fn twenty_racing_writers_with_one_expected_version_have_one_winner() {
     assert_eq!(winners[0].1["version"], 2);
     assert!(r["content"].as_str().unwrap().starts_with('w'));
     let (revs,): (i64,) = sqlx::query_as("SELECT count(*) FROM file_revisions WHERE path = 'race'")
-        .fetch_one(gw.service.pg.pool())
+        .fetch_one(gw.pg.pool())
         .await
         .unwrap();
     assert_eq!(revs, 2);
@@ -323,7 +323,7 @@ async fn edits_match_exactly_once_and_return_a_diff() {
     let (diffs,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM file_revisions WHERE op = 'edit' AND diff IS NOT NULL",
     )
-    .fetch_one(gw.service.pg.pool())
+    .fetch_one(gw.pg.pool())
     .await
     .unwrap();
     assert_eq!(diffs, 3);

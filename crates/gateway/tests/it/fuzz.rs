@@ -204,7 +204,7 @@ fn random_paths_and_bodies_never_break_the_gateway_or_reach_another_task() {
 
     // Nothing reached t2, and every key t1 holds is its own normal form.
     rt.block_on(async {
-        let pool = gw.service.pg.pool();
+        let pool = gw.pg.pool();
         let rows: Vec<(String, String)> = sqlx::query_as("SELECT task_id, path FROM files")
             .fetch_all(pool)
             .await
@@ -358,7 +358,7 @@ async fn the_traversal_corpus_is_refused_everywhere_a_path_is_accepted() {
     assert_eq!(status, 403, "{text}");
     assert!(!text.contains("TOP-SECRET"));
     let files: Vec<String> = sqlx::query_scalar("SELECT path FROM files WHERE task_id = 't1'")
-        .fetch_all(gw.service.pg.pool())
+        .fetch_all(gw.pg.pool())
         .await
         .unwrap();
     assert!(files.is_empty(), "{files:?}");

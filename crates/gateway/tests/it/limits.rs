@@ -118,7 +118,7 @@ async fn oversized_bodies_files_and_steps_get_413_and_leave_nothing_behind() {
         413,
         "too_large",
     );
-    let pool = gw.service.pg.pool();
+    let pool = gw.pg.pool();
     let files: Vec<(String, i64)> = sqlx::query_as("SELECT path, version FROM files")
         .fetch_all(pool)
         .await
@@ -187,7 +187,7 @@ async fn task_quotas_refuse_growth_but_allow_shrinking() {
     assert_eq!(write("d", "1".into()).await.0, 200);
     let usage: (i64, i64) =
         sqlx::query_as("SELECT files, bytes FROM task_usage WHERE task_id = 'q'")
-            .fetch_one(gw.service.pg.pool())
+            .fetch_one(gw.pg.pool())
             .await
             .unwrap();
     assert_eq!(usage, (3, 71));
@@ -195,7 +195,7 @@ async fn task_quotas_refuse_growth_but_allow_shrinking() {
     let d_revisions: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM file_revisions WHERE task_id = 'q' AND path = 'd'",
     )
-    .fetch_one(gw.service.pg.pool())
+    .fetch_one(gw.pg.pool())
     .await
     .unwrap();
     assert_eq!(d_revisions, 1);
@@ -223,7 +223,7 @@ async fn concurrent_writers_cannot_overshoot_a_quota() {
     );
     assert_eq!(ok, 5);
     let live: i64 = sqlx::query_scalar("SELECT count(*) FROM files WHERE task_id = 'q'")
-        .fetch_one(gw.service.pg.pool())
+        .fetch_one(gw.pg.pool())
         .await
         .unwrap();
     assert_eq!(live, 5);

@@ -37,9 +37,7 @@ async fn owner_reclaiming_refreshes_the_same_lease() {
     assert_eq!(again["timeout_sec"], 120);
     let ttl: i64 = redis::cmd("PTTL")
         .arg(
-            gw.service
-                .hot
-                .keys()
+            mcp_domain::store::keys::Keys::new(gw.redis.prefix.clone())
                 .lock(&"t".parse_task(), &"a.py".parse_path()),
         )
         .query_async(&mut gw.redis.connection().await)
@@ -84,7 +82,7 @@ async fn another_agent_is_refused_claim_write_renew_and_release() {
         )
         .await);
     let (fence,): (i64,) = sqlx::query_as("SELECT last_fence FROM files WHERE path = 'a.py'")
-        .fetch_one(gw.service.pg.pool())
+        .fetch_one(gw.pg.pool())
         .await
         .unwrap();
     assert_eq!(fence, lease["fence"].as_i64().unwrap());

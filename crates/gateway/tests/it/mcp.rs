@@ -645,9 +645,9 @@ async fn the_tool_list_matches_the_golden_file() {
 #[tokio::test]
 async fn closing_a_session_drops_its_subscriptions() {
     use mcp_domain::TaskId;
-    use mcp_domain::store::mcp::{McpStore, SubScope};
+    use mcp_domain::store::hot::SubScope;
     let gw = TestGateway::spawn().await;
-    let store = McpStore::new(&gw.service.hot);
+    let store = gw.service.hot.clone();
     let t1 = TaskId::parse("t1").unwrap();
     let ttl = Duration::from_secs(60);
     store

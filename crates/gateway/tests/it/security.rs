@@ -117,7 +117,7 @@ async fn send(gw: &TestGateway, r: &Route, token: Option<&str>) -> Answer {
 /// Everything a request could change: the durable rows and every Redis key of the test's
 /// prefix (but the rate counters, which count refused requests too).
 async fn snapshot(gw: &TestGateway) -> Vec<String> {
-    let pool = gw.service.pg.pool();
+    let pool = gw.pg.pool();
     let mut out = Vec::new();
     for sql in [
         "SELECT task_id || '|' || path || '|' || version || '|' || deleted || '|' || content FROM files",
@@ -411,7 +411,7 @@ async fn the_token_agent_acts_and_another_agent_id_is_refused() {
     assert_eq!(w.0, 200, "{}", w.1);
     let (by,): (String,) =
         sqlx::query_as("SELECT updated_by FROM files WHERE task_id = 't1' AND path = 'z'")
-            .fetch_one(gw.service.pg.pool())
+            .fetch_one(gw.pg.pool())
             .await
             .unwrap();
     assert_eq!(by, "alice");

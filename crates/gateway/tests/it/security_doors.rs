@@ -147,7 +147,7 @@ async fn sse_status(gw: &TestGateway, task: &str, token: Option<&str>) -> u16 {
 }
 
 async fn durable_state(gw: &TestGateway) -> Vec<String> {
-    let pool = gw.service.pg.pool();
+    let pool = gw.pg.pool();
     let mut out = Vec::new();
     for sql in [
         "SELECT task_id || '|' || path || '|' || version || '|' || deleted FROM files",
@@ -341,7 +341,7 @@ async fn streams_and_mcp_refuse_bad_or_insufficient_credentials_and_change_nothi
     assert_eq!(ws_subscribe(&mut ws, "t1").await.0, "subscribed");
     let by: String =
         sqlx::query_scalar("SELECT updated_by FROM files WHERE task_id = 't1' AND path = 'a.txt'")
-            .fetch_one(gw.service.pg.pool())
+            .fetch_one(gw.pg.pool())
             .await
             .unwrap();
     assert_eq!(by, "alice");

@@ -217,7 +217,7 @@ async fn collaboration_membership_and_agent_status() {
         json!([])
     );
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM collaborators WHERE left_at IS NULL")
-        .fetch_one(gw.service.pg.pool())
+        .fetch_one(gw.pg.pool())
         .await
         .unwrap();
     assert_eq!(n, 1, "membership is durable");
@@ -248,7 +248,7 @@ async fn task_state_comes_from_cache_or_postgres_and_admin_api_changes_it() {
     );
     // The orchestrator writes the shared tasks table directly.
     sqlx::query("INSERT INTO tasks (id, title, status, complexity) VALUES ('t1', 'Fix bug', 'in_progress', 3.5)")
-        .execute(gw.service.pg.pool())
+        .execute(gw.pg.pool())
         .await
         .unwrap();
     let s = gw.get("/resources/tasks/t1/state").await;
