@@ -24,15 +24,20 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin mcp
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin mcp \
+    && install -d -o 10001 -g 10001 /var/lib/mcp-gateway
 COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
 # In a container the gateway listens on every interface; the port is published by compose (or
 # `docker run -p`) on 127.0.0.1 only. Set JWT_SECRET: without it the gateway refuses to listen
 # beyond loopback.
+# Without DATABASE_URL/REDIS_URL the image runs the embedded mode (one container) and keeps
+# its SQLite file in the volume below.
 ENV MCP_GATEWAY_HOST=0.0.0.0 \
     MCP_GATEWAY_PORT=8001 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    DATA_DIR=/var/lib/mcp-gateway
+VOLUME ["/var/lib/mcp-gateway"]
 EXPOSE 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8001/health || exit 1

@@ -288,13 +288,25 @@ pub struct Health {
     pub status: String,
     /// The gateway's version.
     pub version: String,
-    /// `connected` or `disconnected`.
+    /// The hot store: `connected` or `disconnected` (the original's name; in the embedded
+    /// mode it reports the in-process store).
     pub redis: String,
-    /// `connected` or `disconnected`.
+    /// The durable store: `connected` or `disconnected` (the original's name; in the
+    /// embedded mode it reports the SQLite file).
     pub postgres: String,
+    /// Which backends serve: `{"durable": "postgres"|"sqlite", "hot": "redis"|"in-process"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<HealthBackends>,
     /// Human-readable warnings (e.g. a Redis eviction policy that may evict locks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// The backends behind `/health`'s two stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthBackends {
+    pub durable: String,
+    pub hot: String,
 }
 
 /// One audit record: who did what, where, with which version and fence, when.

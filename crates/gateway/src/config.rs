@@ -5,6 +5,7 @@ use crate::auth::Secret;
 use clap::{Args, Parser, Subcommand};
 use mcp_domain::Limits;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -83,13 +84,13 @@ pub struct GatewayConfig {
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_origins: Vec<String>,
 
-    /// PostgreSQL URL (the database is created if missing).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/mcp_gateway"
-    )]
-    pub database_url: String,
+    /// PostgreSQL URL (the database is created if missing). Unset: the embedded mode's
+    /// SQLite file `DATA_DIR/mcp-gateway.db`; a `sqlite:PATH` URL names another file.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory of the embedded mode's SQLite file (created if missing).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
     /// Largest number of pooled Postgres connections.
     #[arg(long, env = "PG_MAX_CONNECTIONS", default_value_t = 32)]
     pub pg_max_connections: u32,
@@ -97,9 +98,9 @@ pub struct GatewayConfig {
     #[arg(long, env = "PG_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub pg_acquire_timeout_ms: u64,
 
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    /// Redis URL. Unset: the in-process hot layer (embedded mode: one gateway process only).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel (to share one Redis between deployments).
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
     pub redis_key_prefix: String,
@@ -188,7 +189,40 @@ pub struct GatewayConfig {
     pub run_sync: bool,
 }
 
+/// Where the source of truth lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurableBackend {
+    Postgres(String),
+    /// The embedded mode's SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// A set variable: trimmed, and `None` when blank (an empty `DATABASE_URL=` in `.env` means
+/// unset).
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
 impl GatewayConfig {
+    /// The durable store `DATABASE_URL` names: Postgres, or a SQLite file (`sqlite:PATH`, or
+    /// `DATA_DIR/mcp-gateway.db` when unset).
+    pub fn durable_backend(&self) -> DurableBackend {
+        match set(&self.database_url) {
+            None => DurableBackend::Sqlite(self.data_dir.join("mcp-gateway.db")),
+            Some(url) => match url.strip_prefix("sqlite:") {
+                Some(path) => DurableBackend::Sqlite(PathBuf::from(
+                    path.strip_prefix("//").unwrap_or(path),
+                )),
+                None => DurableBackend::Postgres(url.to_owned()),
+            },
+        }
+    }
+
+    /// The Redis `REDIS_URL` names; `None`: the in-process hot layer.
+    pub fn redis(&self) -> Option<&str> {
+        set(&self.redis_url)
+    }
+
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port.or(self.legacy_port).unwrap_or(8001))
     }

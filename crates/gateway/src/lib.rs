@@ -11,7 +11,8 @@
 //!   and resources, with resource subscriptions.
 //! * [`live`] — live event streams (SSE, WebSocket) and their fan-out [`live::Hub`].
 //! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
-//! * this file — start-up (backends, migrations), [`serve`] with graceful shutdown.
+//! * this file — start-up (the stores `DATABASE_URL`/`REDIS_URL` name, or the embedded ones;
+//!   migrations), [`serve`] with graceful shutdown.
 
 pub mod auth;
 pub mod config;
@@ -27,9 +28,13 @@ pub use error::ApiError;
 use crate::auth::{Authenticator, MIN_SECRET_BYTES};
 use anyhow::Context;
 use mcp_domain::Service;
+use crate::config::DurableBackend;
 use mcp_domain::store::durable::DurableOps;
+use mcp_domain::store::memory::MemoryStore;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
+use mcp_domain::store::sqlite::{SqliteConfig, SqliteStore};
+use mcp_domain::store::{Durable, Hot};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,14 +126,14 @@ where
 }
 
 /// Connects Postgres (creating the database if needed) and applies the migrations.
-pub async fn connect_postgres(cfg: &GatewayConfig) -> anyhow::Result<PgStore> {
+async fn connect_postgres(cfg: &GatewayConfig, url: &str) -> anyhow::Result<PgStore> {
     let startup = Duration::from_secs(cfg.startup_timeout_secs);
     with_retry("postgres", startup, || {
-        PgStore::create_database_if_missing(&cfg.database_url)
+        PgStore::create_database_if_missing(url)
     })
     .await?;
     let pg = PgStore::connect(&PgConfig {
-        url: cfg.database_url.clone(),
+        url: url.to_owned(),
         max_connections: cfg.pg_max_connections,
         acquire_timeout: Duration::from_millis(cfg.pg_acquire_timeout_ms),
     })
@@ -138,18 +143,62 @@ pub async fn connect_postgres(cfg: &GatewayConfig) -> anyhow::Result<PgStore> {
     Ok(pg)
 }
 
-/// Connects both stores and builds the domain service.
+/// Opens the durable store the configuration names (Postgres, or the embedded mode's SQLite
+/// file) and applies its migrations.
+pub async fn connect_durable(cfg: &GatewayConfig) -> anyhow::Result<Durable> {
+    Ok(match cfg.durable_backend() {
+        DurableBackend::Postgres(url) => Arc::new(connect_postgres(cfg, &url).await?),
+        DurableBackend::Sqlite(path) => {
+            let store = SqliteStore::open(&SqliteConfig::at(path.clone()))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+                .with_context(|| format!("opening the SQLite file {}", path.display()))?;
+            store
+                .migrate()
+                .await
+                .map_err(|e| anyhow::anyhow!("SQLite migrations: {e:?}"))?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Connects both stores the configuration names and builds the domain service.
 pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
-    let pg = connect_postgres(cfg).await?;
-    let redis_cfg = RedisConfig {
-        url: cfg.redis_url.clone(),
-        key_prefix: cfg.redis_key_prefix.clone(),
-        response_timeout: Duration::from_millis(cfg.redis_timeout_ms),
-        connect_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+    let durable = connect_durable(cfg).await?;
+    let hot: Hot = match cfg.redis() {
+        Some(url) => {
+            let redis_cfg = RedisConfig {
+                url: url.to_owned(),
+                key_prefix: cfg.redis_key_prefix.clone(),
+                response_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+                connect_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+            };
+            let startup = Duration::from_secs(cfg.startup_timeout_secs);
+            Arc::new(with_retry("redis", startup, || RedisStore::connect(&redis_cfg)).await?)
+        }
+        None => Arc::new(MemoryStore::new()),
     };
-    let startup = Duration::from_secs(cfg.startup_timeout_secs);
-    let hot = with_retry("redis", startup, || RedisStore::connect(&redis_cfg)).await?;
-    Ok(Service::new(Arc::new(pg), Arc::new(hot), cfg.limits()))
+    Ok(Service::new(durable, hot, cfg.limits()))
+}
+
+/// Says at start which stores serve, and that an embedded one allows a single instance.
+fn announce_stores(cfg: &GatewayConfig, service: &Service) {
+    let (durable, hot) = (service.durable.backend(), service.hot.backend());
+    tracing::info!(durable, hot, "stores connected");
+    if !service.durable.shared() || !service.hot.shared() {
+        let file = match cfg.durable_backend() {
+            DurableBackend::Sqlite(path) => path.display().to_string(),
+            DurableBackend::Postgres(_) => "-".into(),
+        };
+        tracing::warn!(
+            durable,
+            hot,
+            sqlite_file = %file,
+            "embedded mode: SINGLE INSTANCE ONLY. State lives in this process and its local \
+             file; do not start a second gateway on it. Set DATABASE_URL and REDIS_URL to run \
+             several gateways."
+        );
+    }
 }
 
 /// Refuses an unauthenticated gateway on a non-loopback address unless explicitly allowed,
@@ -219,6 +268,7 @@ pub async fn serve_on(
 pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_exposure(&cfg)?;
     let service = connect(&cfg).await?;
+    announce_stores(&cfg, &service);
     let addr = cfg.listen_addr();
     let listener = TcpListener::bind(addr)
         .await
@@ -231,7 +281,12 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     tracing::info!(%addr, authentication = mode, "mcp-gateway listening");
     // The sync loops stop after the server has drained, then flush the outbox.
     let sync_cancel = CancellationToken::new();
-    let sync = cfg.run_sync.then(|| {
+    // The in-process outbox and task cache have no other process to sync them.
+    let run_sync = cfg.run_sync || !service.hot.shared();
+    if !cfg.run_sync && run_sync {
+        tracing::warn!("RUN_SYNC=false ignored: the in-process hot layer is synced by this process");
+    }
+    let sync = run_sync.then(|| {
         let mut settings = mcp_sync::SyncSettings::default();
         settings.pull.task_ttl_secs = cfg.task_cache_ttl;
         settings.pull.events_cap = cfg.events_stream_maxlen;

@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
     mcp_gateway::init_tracing(&cli.config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            mcp_gateway::connect_postgres(&cli.config).await?;
+            mcp_gateway::connect_durable(&cli.config).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

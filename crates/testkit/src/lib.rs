@@ -147,6 +147,32 @@ impl Drop for TestRedis {
     }
 }
 
+/// A fresh directory under the system's temporary directory, removed with everything in it
+/// when dropped (for SQLite files and the embedded gateway's `DATA_DIR`).
+pub struct TestDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let path = std::env::temp_dir().join(format!("mcp-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TestDir { path }
+    }
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        TestDir::new()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// The domain's stores over a fresh, migrated database and a fresh key prefix (for tests of
 /// the sync loops and of the stores themselves, below the HTTP layer).
 pub struct TestStores {
@@ -325,8 +351,8 @@ impl TestGateway {
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> TestGateway {
         let mut config = GatewayConfig::defaults();
-        config.database_url = db.url.clone();
-        config.redis_url = redis.url.clone();
+        config.database_url = Some(db.url.clone());
+        config.redis_url = Some(redis.url.clone());
         config.redis_key_prefix = redis.prefix.clone();
         config.pg_max_connections = 8;
         config.port = Some(0);

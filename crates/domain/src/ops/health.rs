@@ -1,4 +1,4 @@
-//! Health: really pings both backends (concurrently, bounded) and checks that Redis will not
+//! Health: really pings both stores (concurrently, bounded) and checks that Redis will not
 //! evict leases.
 
 use super::Service;
@@ -7,17 +7,17 @@ use std::time::Duration;
 /// What `/health` reports.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
-    pub redis_ok: bool,
-    pub postgres_ok: bool,
+    pub hot_ok: bool,
+    pub durable_ok: bool,
     pub warnings: Vec<String>,
 }
 
 impl Service {
     pub async fn health(&self, timeout: Duration) -> HealthReport {
-        let redis = tokio::time::timeout(timeout, self.hot.ping());
-        let pg = tokio::time::timeout(timeout, self.durable.ping());
+        let hot = tokio::time::timeout(timeout, self.hot.ping());
+        let durable = tokio::time::timeout(timeout, self.durable.ping());
         let policy = tokio::time::timeout(timeout, self.hot.maxmemory_policy());
-        let (redis, pg, policy) = tokio::join!(redis, pg, policy);
+        let (hot, durable, policy) = tokio::join!(hot, durable, policy);
         let mut warnings = Vec::new();
         if let Ok(Ok(Some(p))) = policy
             && p != "noeviction"
@@ -27,8 +27,8 @@ impl Service {
             ));
         }
         HealthReport {
-            redis_ok: matches!(redis, Ok(Ok(()))),
-            postgres_ok: matches!(pg, Ok(Ok(()))),
+            hot_ok: matches!(hot, Ok(Ok(()))),
+            durable_ok: matches!(durable, Ok(Ok(()))),
             warnings,
         }
     }
@@ -41,9 +41,9 @@ impl Service {
     pub async fn export_backend_gauges(&self, timeout: Duration) {
         let memory = tokio::time::timeout(timeout, self.hot.memory_usage());
         let outbox = tokio::time::timeout(timeout, self.hot.outbox_length());
-        let pg = tokio::time::timeout(timeout, self.durable.ping());
-        let (memory, outbox, pg) = tokio::join!(memory, outbox, pg);
-        let redis_up = match memory {
+        let durable = tokio::time::timeout(timeout, self.durable.ping());
+        let (memory, outbox, durable) = tokio::join!(memory, outbox, durable);
+        let hot_up = match memory {
             Ok(Ok((used, limit))) => {
                 metrics::gauge!("mcp_redis_used_memory_bytes").set(used as f64);
                 if limit > 0 {
@@ -57,8 +57,8 @@ impl Service {
             metrics::gauge!("mcp_outbox_length").set(len as f64);
         }
         let up = |ok: bool| if ok { 1.0 } else { 0.0 };
-        metrics::gauge!("mcp_backend_up", "backend" => "redis").set(up(redis_up));
-        metrics::gauge!("mcp_backend_up", "backend" => "postgres")
-            .set(up(matches!(pg, Ok(Ok(())))));
+        metrics::gauge!("mcp_backend_up", "backend" => self.hot.backend()).set(up(hot_up));
+        metrics::gauge!("mcp_backend_up", "backend" => self.durable.backend())
+            .set(up(matches!(durable, Ok(Ok(())))));
     }
 }

@@ -1,4 +1,4 @@
-//! `GET /health`: pings Redis and Postgres for real; 200 when the gateway can serve
+//! `GET /health`: pings both stores (Redis and Postgres, or the embedded ones) for real; 200 when the gateway can serve
 //! (`healthy`, or `degraded` with warnings), 503 `unhealthy` otherwise.
 
 use crate::AppState;
@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use mcp_api::responses::Health;
+use mcp_api::responses::{Health, HealthBackends};
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
@@ -16,7 +16,7 @@ pub fn router() -> Router<AppState> {
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     let r = s.service.health(Duration::from_secs(2)).await;
     let word = |ok: bool| if ok { "connected" } else { "disconnected" }.to_owned();
-    let serving = r.redis_ok && r.postgres_ok;
+    let serving = r.hot_ok && r.durable_ok;
     let status = match (serving, r.warnings.is_empty()) {
         (false, _) => "unhealthy",
         (true, true) => "healthy",
@@ -32,8 +32,12 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
         Json(Health {
             status: status.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            redis: word(r.redis_ok),
-            postgres: word(r.postgres_ok),
+            redis: word(r.hot_ok),
+            postgres: word(r.durable_ok),
+            backends: Some(HealthBackends {
+                durable: s.service.durable.backend().into(),
+                hot: s.service.hot.backend().into(),
+            }),
             warnings: r.warnings,
         }),
     )

@@ -1,0 +1,249 @@
+//! The embedded mode end to end (issue 9): the real `mcp-gateway` binary, started the way the
+//! README says (`cargo run -p mcp-gateway`, so: no `DATABASE_URL`, no `REDIS_URL`), with an
+//! environment that holds nothing else but a data directory and a port. It must say at start
+//! that it is a single instance, serve the original contract's routes from its SQLite file and
+//! in-process hot layer, stream their events live, and keep the files and the persisted steps
+//! across a restart.
+
+use mcp_testkit::TestDir;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The gateway binary in embedded mode, on a free port over `data`; its log lines are
+/// collected.
+struct Embedded {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Embedded {
+    async fn start(data: &TestDir) -> Embedded {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+            // Nothing from the test's environment (which names the test Postgres and Redis).
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATA_DIR", &data.path)
+            .env("MCP_GATEWAY_PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gateway binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let gw = Embedded {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        gw.wait_healthy().await;
+        gw
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/health", self.base)).await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the embedded gateway did not become healthy; its log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn tool(&self, tool: &str, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(format!("{}/tools/{tool}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{tool}: {body}");
+        assert_eq!(body["success"], true, "{tool}: {body}");
+        body
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// SIGTERM, and wait for the graceful exit (which flushes the outbox).
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the gateway did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_original_contract_with_no_backends() {
+    let data = TestDir::new();
+    let gw = Embedded::start(&data).await;
+    {
+        let log = gw.log.lock().unwrap().join("\n");
+        assert!(log.contains("SINGLE INSTANCE"), "{log}");
+    }
+    assert!(data.path.join("mcp-gateway.db").exists(), "the SQLite file");
+    let (status, health) = gw.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["backends"], json!({"durable": "sqlite", "hot": "in-process"}));
+
+    // A live watcher of the task, before anything happens.
+    let events = reqwest::Client::new()
+        .get(format!("{}/tasks/t1/events", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+
+    // The original contract's routes.
+    let file = |extra: Value| {
+        let mut b = json!({"task_id": "t1", "path": "src/app.py", "agent_id": "coder"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let w = gw.tool("file_write", file(json!({"content": "print(1)\n"}))).await;
+    assert_eq!((w["bytes"].as_i64(), w["version"].as_i64()), (Some(9), Some(1)));
+    let r = gw.tool("file_read", file(json!({}))).await;
+    assert_eq!(r["content"], "print(1)\n");
+    let c = gw.tool("claim_file", file(json!({"timeout_sec": 60}))).await;
+    assert_eq!(c["locked"], true);
+    // Another agent is refused while the lease lives: same codes as the deployed mode.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/tools/file_write", gw.base))
+        .json(&json!({"task_id": "t1", "path": "src/app.py", "content": "x", "agent_id": "qa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["code"], "locked", "{refused}");
+    let rel = gw.tool("release_file", file(json!({}))).await;
+    assert_eq!(rel["locked"], false);
+    let edit = gw
+        .tool(
+            "file_edit",
+            file(json!({"old_string": "1", "new_string": "2"})),
+        )
+        .await;
+    assert_eq!(edit["version"], 2);
+    for i in 0..3 {
+        let l = gw
+            .tool(
+                "log_step",
+                json!({"task_id": "t1", "agent_id": "coder", "step": {"action": "run", "i": i}}),
+            )
+            .await;
+        assert_eq!(l["step"]["task_id"], "t1");
+        assert!(l["step"]["timestamp"].is_string());
+    }
+    let s = gw.tool("subscribe_logs", json!({"task_id": "t1"})).await;
+    assert_eq!(s["stream_url"], "/tasks/t1/events");
+    for tool in ["join_collaboration", "join_collab"] {
+        let j = gw.tool(tool, json!({"task_id": "t1", "agent_id": tool})).await;
+        assert_eq!(j["agent_id"], tool);
+    }
+    gw.tool(
+        "leave_collaboration",
+        json!({"task_id": "t1", "agent_id": "join_collab"}),
+    )
+    .await;
+    let (status, collab) = gw.get("/resources/collaboration/t1").await;
+    assert_eq!(status, 200);
+    assert_eq!(collab["agents"], json!(["join_collaboration"]));
+    let created = reqwest::Client::new()
+        .post(format!("{}/admin/tasks", gw.base))
+        .json(&json!({"id": "t1", "title": "Ship it", "assigned_agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let (status, state) = gw.get("/resources/tasks/t1/state").await;
+    assert_eq!(status, 200);
+    assert_eq!((state["id"].as_str(), state["title"].as_str()), (Some("t1"), Some("Ship it")));
+    let (status, missing) = gw.get("/resources/tasks/nope/state").await;
+    assert_eq!((status, missing["code"].as_str()), (404, Some("task_not_found")));
+
+    // The watcher saw the changes live, in order.
+    let mut events = events;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("agent_left") {
+        let chunk = tokio::time::timeout_at(deadline.into(), events.chunk())
+            .await
+            .expect("live events arrive")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let order: Vec<usize> = ["file_written", "lock_acquired", "lock_released", "file_edited", "step_logged", "agent_joined", "agent_left"]
+        .iter()
+        .map(|kind| seen.find(kind).unwrap_or_else(|| panic!("no {kind} in {seen}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{seen}");
+
+    // A restart keeps the files, the task and (flushed at shutdown) the steps.
+    gw.stop();
+    let gw = Embedded::start(&data).await;
+    let r = gw.tool("file_read", file(json!({}))).await;
+    assert_eq!((r["content"].as_str(), r["version"].as_i64()), (Some("print(2)\n"), Some(2)));
+    let (_, state) = gw.get("/resources/tasks/t1/state").await;
+    assert_eq!(state["title"], "Ship it");
+    let (status, logs) = gw.get("/resources/tasks/t1/logs").await;
+    assert_eq!(status, 200, "{logs}");
+    let steps = logs["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{logs}");
+    assert_eq!(steps[2]["step"]["i"], 2);
+    gw.stop();
+}

@@ -1,0 +1,712 @@
+//! The durable store's contract (`store/durable.rs`), on every durable backend.
+
+use crate::fixtures::{DurableFixture, durable};
+use chrono::{Duration as TimeDelta, Utc};
+use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
+use mcp_domain::store::durable::{
+    AuditFilter, AuditRecord, DeadLetter, FileChange, OutboxBatch, RevisionOp, StepRecord,
+};
+use mcp_domain::{DomainError, FilePath, TaskId};
+use serde_json::json;
+use std::time::Duration;
+
+crate::per_backend!(durable; [postgres, sqlite];
+    versions_grow_and_conditions_hold,
+    fences_are_monotonic_and_refuse_stale_writers,
+    quotas_refuse_growth_but_never_shrinking,
+    nul_characters_are_invalid_arguments,
+    concurrent_conditional_writers_have_one_winner,
+    listing_respects_directories,
+    every_change_is_audited_and_filterable,
+    tasks_create_update_and_page,
+    collaboration_join_leave_rejoin,
+    outbox_records_land_once,
+    change_listeners_wake_on_task_and_agent_changes,
+);
+
+fn task(id: &str) -> TaskId {
+    TaskId::parse(id).unwrap()
+}
+
+fn path(p: &str) -> FilePath {
+    FilePath::parse(p).unwrap()
+}
+
+/// A change of `content` by agent `a1`, with no condition, fence or quota.
+fn change<'a>(t: &'a TaskId, p: &'a FilePath, op: RevisionOp, content: &'a str) -> FileChange<'a> {
+    FileChange {
+        task: t,
+        path: p,
+        op,
+        content,
+        sha256: "sha",
+        size: content.len() as i64,
+        agent: "a1",
+        fence: None,
+        expected_version: None,
+        diff: None,
+        request_id: None,
+        max_task_files: None,
+        max_task_bytes: None,
+    }
+}
+
+async fn versions_grow_and_conditions_hold(f: &DurableFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t1"), path("src/a.py"));
+    assert!(s.file(&t, &p).await.unwrap().is_none());
+    let v1 = s
+        .change_file(&FileChange {
+            expected_version: Some(0),
+            ..change(&t, &p, RevisionOp::Write, "one")
+        })
+        .await
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    // Create-only on an existing file: refused, with the current version.
+    let err = s
+        .change_file(&FileChange {
+            expected_version: Some(0),
+            ..change(&t, &p, RevisionOp::Write, "again")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::VersionConflict {
+                expected: Some(0),
+                current: Some(1)
+            }
+        ),
+        "{err:?}"
+    );
+    let v2 = s
+        .change_file(&change(&t, &p, RevisionOp::Write, "two"))
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert!(v2.updated_at >= v1.updated_at);
+    let v3 = s
+        .change_file(&FileChange {
+            expected_version: Some(2),
+            diff: Some("@@ -1 +1 @@"),
+            ..change(&t, &p, RevisionOp::Edit, "three")
+        })
+        .await
+        .unwrap();
+    assert_eq!(v3.version, 3);
+    let err = s
+        .change_file(&FileChange {
+            expected_version: Some(2),
+            ..change(&t, &p, RevisionOp::Edit, "late")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::VersionConflict {
+                expected: Some(2),
+                current: Some(3)
+            }
+        ),
+        "{err:?}"
+    );
+    let stored = s.file(&t, &p).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.content.as_str(), stored.deleted),
+        (3, "three", false)
+    );
+    assert_eq!(stored.updated_by.as_deref(), Some("a1"));
+    assert_eq!(stored.size, 5);
+    // Delete keeps a tombstone at the next version; deleting again finds nothing.
+    let v4 = s
+        .change_file(&change(&t, &p, RevisionOp::Delete, ""))
+        .await
+        .unwrap();
+    assert_eq!(v4.version, 4);
+    let tomb = s.file(&t, &p).await.unwrap().unwrap();
+    assert!(tomb.deleted);
+    let err = s
+        .change_file(&change(&t, &p, RevisionOp::Delete, ""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
+    // An edit of a deleted file at its old version: conflict, no current version.
+    let err = s
+        .change_file(&FileChange {
+            expected_version: Some(3),
+            ..change(&t, &p, RevisionOp::Edit, "x")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::VersionConflict {
+                expected: Some(3),
+                current: None
+            }
+        ),
+        "{err:?}"
+    );
+    // Re-creating continues the versions.
+    let v5 = s
+        .change_file(&FileChange {
+            expected_version: Some(0),
+            ..change(&t, &p, RevisionOp::Write, "back")
+        })
+        .await
+        .unwrap();
+    assert_eq!(v5.version, 5);
+    // Deleting a file that never existed.
+    let err = s
+        .change_file(&change(&t, &path("nope"), RevisionOp::Delete, ""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
+    // Another task's file of the same path is another file.
+    assert!(s.file(&task("t2"), &p).await.unwrap().is_none());
+}
+
+async fn fences_are_monotonic_and_refuse_stale_writers(f: &DurableFixture) {
+    let s = &f.store;
+    let mut last = 0;
+    for _ in 0..20 {
+        let fence = s.next_fence().await.unwrap();
+        assert!(fence > last, "{fence} after {last}");
+        last = fence;
+    }
+    let (t, p) = (task("t1"), path("a"));
+    let high = s.next_fence().await.unwrap();
+    s.change_file(&FileChange {
+        fence: Some(high),
+        ..change(&t, &p, RevisionOp::Write, "x")
+    })
+    .await
+    .unwrap();
+    let err = s
+        .change_file(&FileChange {
+            fence: Some(high - 1),
+            ..change(&t, &p, RevisionOp::Write, "late")
+        })
+        .await
+        .unwrap_err();
+    match err {
+        DomainError::StaleFence { fence, last_fence } => {
+            assert_eq!((fence, last_fence), (high - 1, high))
+        }
+        other => panic!("{other:?}"),
+    }
+    // A stale fence is reported before a version conflict.
+    let err = s
+        .change_file(&FileChange {
+            fence: Some(high - 1),
+            expected_version: Some(7),
+            ..change(&t, &p, RevisionOp::Edit, "late")
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::StaleFence { .. }), "{err:?}");
+    // The same fence again, and a write without a lease, pass.
+    let same = s
+        .change_file(&FileChange {
+            fence: Some(high),
+            ..change(&t, &p, RevisionOp::Write, "y")
+        })
+        .await
+        .unwrap();
+    let free = s
+        .change_file(&change(&t, &p, RevisionOp::Write, "z"))
+        .await
+        .unwrap();
+    assert_eq!((same.version, free.version), (2, 3));
+    // Deletes are fenced too.
+    let err = s
+        .change_file(&FileChange {
+            fence: Some(1),
+            ..change(&t, &p, RevisionOp::Delete, "")
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::StaleFence { .. }), "{err:?}");
+}
+
+/// `c` under the quotas (live files, live bytes).
+fn quota(c: FileChange<'_>, files: i64, bytes: i64) -> FileChange<'_> {
+    FileChange {
+        max_task_files: Some(files),
+        max_task_bytes: Some(bytes),
+        ..c
+    }
+}
+
+async fn quotas_refuse_growth_but_never_shrinking(f: &DurableFixture) {
+    let s = &f.store;
+    let (t, a, b, c) = (task("q"), path("a"), path("b"), path("c"));
+    s.change_file(&quota(change(&t, &a, RevisionOp::Write, "1234"), 2, 10))
+        .await
+        .unwrap();
+    s.change_file(&quota(change(&t, &b, RevisionOp::Write, "1234"), 2, 10))
+        .await
+        .unwrap();
+    let err = s
+        .change_file(&quota(change(&t, &c, RevisionOp::Write, "1"), 2, 10))
+        .await
+        .unwrap_err();
+    match &err {
+        DomainError::QuotaExceeded { what, limit } => {
+            assert_eq!((what.as_str(), *limit), ("files", 2))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        s.file(&t, &c).await.unwrap().is_none(),
+        "a refused change left a row"
+    );
+    let err = s
+        .change_file(&quota(change(&t, &a, RevisionOp::Write, "123456789"), 2, 10))
+        .await
+        .unwrap_err();
+    match &err {
+        DomainError::QuotaExceeded { what, limit } => {
+            assert_eq!((what.as_str(), *limit), ("bytes", 10))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.file(&t, &a).await.unwrap().unwrap().version, 1);
+    // Shrinking passes even under a lowered quota; deleting frees room.
+    s.change_file(&quota(change(&t, &a, RevisionOp::Write, "12"), 1, 1))
+        .await
+        .unwrap();
+    s.change_file(&quota(change(&t, &b, RevisionOp::Delete, ""), 1, 1))
+        .await
+        .unwrap();
+    s.change_file(&quota(change(&t, &c, RevisionOp::Write, "1"), 2, 10))
+        .await
+        .unwrap();
+    // Another task has its own usage.
+    s.change_file(&quota(change(&task("q2"), &a, RevisionOp::Write, "1"), 1, 1))
+        .await
+        .unwrap();
+}
+
+async fn nul_characters_are_invalid_arguments(f: &DurableFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), path("a"));
+    let err = s
+        .change_file(&change(&t, &p, RevisionOp::Write, "a\0b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::InvalidArgument(_)), "{err:?}");
+    assert!(s.file(&t, &p).await.unwrap().is_none());
+}
+
+async fn concurrent_conditional_writers_have_one_winner(f: &DurableFixture) {
+    let s = f.store.clone();
+    let (t, p) = (task("race"), path("f"));
+    s.change_file(&change(&t, &p, RevisionOp::Write, "base"))
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let (t, p) = (t.clone(), p.clone());
+        writers.push(tokio::spawn(async move {
+            let content = format!("writer {i}");
+            s.change_file(&FileChange {
+                expected_version: Some(1),
+                ..change(&t, &p, RevisionOp::Edit, &content)
+            })
+            .await
+        }));
+    }
+    let mut won = 0;
+    for w in writers {
+        match w.await.unwrap() {
+            Ok(c) => {
+                assert_eq!(c.version, 2);
+                won += 1;
+            }
+            Err(DomainError::VersionConflict {
+                current: Some(2), ..
+            }) => {}
+            Err(e) => panic!("unexpected refusal: {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // Unconditional writers all land, each at its own version.
+    let mut writers = Vec::new();
+    for i in 0..10 {
+        let s = s.clone();
+        let (t, p) = (t.clone(), p.clone());
+        writers.push(tokio::spawn(async move {
+            let content = format!("w{i}");
+            s.change_file(&change(&t, &p, RevisionOp::Write, &content))
+                .await
+                .unwrap()
+                .version
+        }));
+    }
+    let mut versions = Vec::new();
+    for w in writers {
+        versions.push(w.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (3..13).collect::<Vec<_>>());
+}
+
+async fn listing_respects_directories(f: &DurableFixture) {
+    let s = &f.store;
+    let t = task("t");
+    for p in ["src/a.py", "src/b/c.py", "srcx/d.py", "src", "top.md"] {
+        s.change_file(&change(&t, &path(p), RevisionOp::Write, "x"))
+            .await
+            .unwrap();
+    }
+    s.change_file(&change(&t, &path("src/gone.py"), RevisionOp::Write, "x"))
+        .await
+        .unwrap();
+    s.change_file(&change(&t, &path("src/gone.py"), RevisionOp::Delete, ""))
+        .await
+        .unwrap();
+    let all: Vec<String> = s
+        .list_files(&t, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(all, ["src", "src/a.py", "src/b/c.py", "srcx/d.py", "top.md"]);
+    let under: Vec<String> = s
+        .list_files(&t, Some(&path("src")))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(under, ["src", "src/a.py", "src/b/c.py"]);
+    let info = &s.list_files(&t, Some(&path("top.md"))).await.unwrap()[0];
+    assert_eq!((info.version, info.size, info.updated_by.as_deref()), (1, 1, Some("a1")));
+    assert!(s.list_files(&task("empty"), None).await.unwrap().is_empty());
+}
+
+async fn every_change_is_audited_and_filterable(f: &DurableFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), path("a"));
+    let fence = s.next_fence().await.unwrap();
+    s.change_file(&FileChange {
+        fence: Some(fence),
+        request_id: Some("r1"),
+        ..change(&t, &p, RevisionOp::Write, "x")
+    })
+    .await
+    .unwrap();
+    s.change_file(&FileChange {
+        agent: "a2",
+        ..change(&t, &p, RevisionOp::Delete, "")
+    })
+    .await
+    .unwrap();
+    s.change_file(&change(&task("other"), &p, RevisionOp::Write, "x"))
+        .await
+        .unwrap();
+    let all = s
+        .audit(&AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let write = all.iter().find(|e| e.action == "file_write" && e.task_id.as_deref() == Some("t")).unwrap();
+    assert_eq!(write.actor, "a1");
+    assert_eq!(write.path.as_deref(), Some("a"));
+    assert_eq!((write.version, write.fence), (Some(1), Some(fence)));
+    assert_eq!(write.request_id.as_deref(), Some("r1"));
+    let by_agent = s
+        .audit(&AuditFilter {
+            agent: Some("a2"),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_agent.len(), 1);
+    assert_eq!(by_agent[0].action, "delete_file");
+    assert_eq!(by_agent[0].version, Some(2));
+    let scope = vec!["other".to_owned()];
+    let scoped = s
+        .audit(&AuditFilter {
+            tasks_in: Some(&scope),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(scoped.len(), 1);
+    let page = s
+        .audit(&AuditFilter {
+            task: Some("t"),
+            before_id: Some(all[0].id),
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(page[0].id < all[0].id);
+    let recent = s
+        .audit(&AuditFilter {
+            since: Some(Utc::now() + TimeDelta::hours(1)),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(recent.is_empty());
+    let actions = s
+        .audit(&AuditFilter {
+            action: Some("file_write"),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(actions.len(), 2);
+}
+
+async fn tasks_create_update_and_page(f: &DurableFixture) {
+    let s = &f.store;
+    let before = s.db_now().await.unwrap();
+    let created = s
+        .create_task(
+            &task("t1"),
+            &CreateTaskRequest {
+                title: "Build it".into(),
+                description: Some("desc".into()),
+                assigned_agent_id: Some("coder".into()),
+                complexity: Some(0.5),
+                ..CreateTaskRequest::default()
+            },
+            "admin",
+            Some("req-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.id, "t1");
+    assert_eq!(created.status, "pending");
+    assert_eq!(created.description.as_deref(), Some("desc"));
+    assert!(created.created_at >= before - TimeDelta::seconds(1));
+    let err = s
+        .create_task(&task("t1"), &CreateTaskRequest::default(), "admin", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::TaskExists(_)), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let updated = s
+        .update_task(
+            &task("t1"),
+            &UpdateTaskRequest {
+                status: Some("in_progress".into()),
+                description: Some(None),
+                ..UpdateTaskRequest::default()
+            },
+            "admin",
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.status, "in_progress");
+    assert_eq!(updated.title, "Build it", "absent fields are kept");
+    assert_eq!(updated.description, None, "null clears");
+    assert_eq!(updated.assigned_agent_id.as_deref(), Some("coder"));
+    assert!(updated.updated_at > created.updated_at);
+    assert_eq!(s.task(&task("t1")).await.unwrap().unwrap(), updated);
+    assert!(
+        s.update_task(&task("nope"), &UpdateTaskRequest::default(), "admin", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.task(&task("nope")).await.unwrap().is_none());
+    for id in ["t3", "t2", "t4"] {
+        s.create_task(&task(id), &CreateTaskRequest::default(), "admin", None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.task_ids(None, 2).await.unwrap(), ["t1", "t2"]);
+    assert_eq!(s.task_ids(Some("t2"), 10).await.unwrap(), ["t3", "t4"]);
+    // Keyset paging by (updated_at, id): t1 was updated last.
+    let start = (before - TimeDelta::seconds(1), "");
+    let page = s.tasks_after(start, 10).await.unwrap();
+    assert_eq!(page.len(), 4);
+    assert_eq!(page.last().unwrap().id, "t1");
+    assert!(page.windows(2).all(|w| (w[0].updated_at, &w[0].id) < (w[1].updated_at, &w[1].id)));
+    let first = &page[0];
+    let rest = s
+        .tasks_after((first.updated_at, first.id.as_str()), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 3);
+    let audits = s
+        .audit(&AuditFilter {
+            task: Some("t1"),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audits.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["task_update", "task_create"]);
+    assert_eq!(audits[1].request_id.as_deref(), Some("req-1"));
+}
+
+async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
+    let s = &f.store;
+    let t = task("t");
+    assert!(s.agent("a1").await.unwrap().is_none());
+    let first = s.join(&t, "a1", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = s.join(&t, "a1", None).await.unwrap();
+    assert_eq!(first, again, "joining twice keeps the join time");
+    s.join(&t, "a2", None).await.unwrap();
+    s.join(&task("u"), "a1", None).await.unwrap();
+    let members: Vec<String> = s
+        .collaborators(&t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.agent_id)
+        .collect();
+    assert_eq!(members, ["a1", "a2"]);
+    let (seen, current, tasks) = s.agent("a1").await.unwrap().unwrap();
+    assert!(seen.is_some());
+    assert_eq!(current.as_deref(), Some("u"));
+    assert_eq!(tasks, ["t", "u"]);
+    assert!(s.leave(&t, "a1", None).await.unwrap());
+    assert!(!s.leave(&t, "a1", None).await.unwrap(), "not a member any more");
+    assert!(!s.leave(&t, "ghost", None).await.unwrap());
+    let members: Vec<String> = s
+        .collaborators(&t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.agent_id)
+        .collect();
+    assert_eq!(members, ["a2"]);
+    assert_eq!(s.agent("a1").await.unwrap().unwrap().2, ["u"]);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let rejoined = s.join(&t, "a1", None).await.unwrap();
+    assert!(rejoined > first, "a re-join starts a new session");
+    let actions: Vec<String> = s
+        .audit(&AuditFilter {
+            task: Some("t"),
+            agent: Some("a1"),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["join_collab", "leave_collab", "leave_collab", "join_collab", "join_collab"]
+    );
+    let agents = s
+        .agents_after((Utc::now() - TimeDelta::hours(1), ""), 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = agents.iter().map(|a| a.id.as_str()).collect();
+    assert!(ids.contains(&"a1") && ids.contains(&"a2"), "{ids:?}");
+}
+
+fn step(task: &str, ms: i64, seq: i64) -> StepRecord {
+    StepRecord {
+        task_id: task.into(),
+        stream_id: format!("{ms}-{seq}"),
+        id_ms: ms,
+        id_seq: seq,
+        agent_id: Some("a1".into()),
+        step: json!({"n": ms * 10 + seq}),
+        logged_at: Utc::now(),
+    }
+}
+
+async fn outbox_records_land_once(f: &DurableFixture) {
+    let s = &f.store;
+    let audit = AuditRecord {
+        source_id: "9-0".into(),
+        at: Utc::now(),
+        actor: "a1".into(),
+        action: "claim_file".into(),
+        task_id: Some("t".into()),
+        path: Some("a".into()),
+        version: None,
+        fence: Some(4),
+        request_id: None,
+        detail: json!({"action": "claim_file"}),
+    };
+    let batch = OutboxBatch {
+        steps: vec![step("t", 1, 0), step("t", 1, 1), step("t", 2, 0), step("u", 1, 0)],
+        audits: vec![audit.clone()],
+        dead: vec![DeadLetter {
+            source_id: "8-0".into(),
+            kind: Some("bogus".into()),
+            payload: "{}".into(),
+            error: "unknown kind".into(),
+        }],
+    };
+    s.persist_outbox_batch(&batch).await.unwrap();
+    s.persist_outbox_batch(&batch).await.unwrap();
+    assert!(!s.insert_step(&step("t", 1, 0)).await.unwrap());
+    assert!(s.insert_step(&step("t", 3, 0)).await.unwrap());
+    assert!(!s.insert_audit(&audit).await.unwrap());
+    let newest: Vec<String> = s
+        .steps_before(&task("t"), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(newest, ["3-0", "2-0", "1-1", "1-0"]);
+    let page = s.steps_before(&task("t"), Some((2, 0)), 10).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0], ("1-1".to_owned(), json!({"n": 11})));
+    let audits = s
+        .audit(&AuditFilter {
+            action: Some("claim_file"),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].fence, Some(4));
+    let dead = s.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(!s.insert_dead_letter(&batch.dead[0]).await.unwrap());
+    assert_eq!(dead[0].0, "8-0");
+}
+
+async fn change_listeners_wake_on_task_and_agent_changes(f: &DurableFixture) {
+    let s = &f.store;
+    let mut listener = s.listen_changes().await.unwrap();
+    s.create_task(&task("t"), &CreateTaskRequest::default(), "admin", None)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), listener.changed())
+        .await
+        .expect("woken by a task change")
+        .unwrap();
+    s.join(&task("t"), "a1", None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), listener.changed())
+        .await
+        .expect("woken by an agent change")
+        .unwrap();
+}

@@ -1,0 +1,162 @@
+//! One fixture per backend, each over fresh, isolated state: a new Postgres database, a new
+//! Redis key prefix, a new SQLite file in a temporary directory, a new in-process store.
+
+use mcp_domain::store::hot::HotFile;
+use mcp_domain::store::memory::MemoryStore;
+use mcp_domain::store::postgres::{PgConfig, PgStore};
+use mcp_domain::store::redis::{RedisConfig, RedisStore};
+use mcp_domain::store::sqlite::{SqliteConfig, SqliteStore};
+use mcp_domain::store::{Durable, Hot};
+use mcp_domain::{FilePath, Limits, Service, TaskId};
+use mcp_testkit::{TestDb, TestDir, TestRedis};
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The backends (and, for the service tests, backend combinations) a test runs on; the
+/// lower-case names become the test names.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    postgres,
+    sqlite,
+    redis,
+    memory,
+    /// Postgres + Redis.
+    deployed,
+    /// SQLite + in-process.
+    embedded,
+}
+
+/// Whatever must live as long as the store (a database dropped after, a prefix cleaned up, a
+/// directory removed).
+type Keep = Box<dyn Any + Send + Sync>;
+
+pub struct DurableFixture {
+    pub store: Durable,
+    _keep: Keep,
+}
+
+pub struct HotFixture {
+    pub store: Hot,
+    _keep: Keep,
+}
+
+pub struct ServiceFixture {
+    pub service: Service,
+    hot: HotFixture,
+    _durable: DurableFixture,
+}
+
+async fn postgres() -> DurableFixture {
+    let db = TestDb::create().await;
+    let pg = PgStore::connect(&PgConfig {
+        url: db.url.clone(),
+        max_connections: 8,
+        acquire_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("postgres");
+    DurableFixture {
+        store: Arc::new(pg),
+        _keep: Box::new(db),
+    }
+    .migrated()
+    .await
+}
+
+async fn sqlite() -> DurableFixture {
+    let dir = TestDir::new();
+    let store = SqliteStore::open(&SqliteConfig::at(dir.path.join("gateway.db")))
+        .await
+        .expect("sqlite");
+    DurableFixture {
+        store: Arc::new(store),
+        _keep: Box::new(dir),
+    }
+    .migrated()
+    .await
+}
+
+impl DurableFixture {
+    async fn migrated(self) -> DurableFixture {
+        self.store.migrate().await.expect("migrations");
+        self
+    }
+}
+
+async fn redis() -> HotFixture {
+    let prefix = TestRedis::new();
+    let store = RedisStore::connect(&RedisConfig {
+        url: prefix.url.clone(),
+        key_prefix: prefix.prefix.clone(),
+        response_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("redis");
+    HotFixture {
+        store: Arc::new(store),
+        _keep: Box::new(prefix),
+    }
+}
+
+fn memory() -> HotFixture {
+    HotFixture {
+        store: Arc::new(MemoryStore::new()),
+        _keep: Box::new(()),
+    }
+}
+
+pub async fn durable(backend: Backend) -> DurableFixture {
+    match backend {
+        Backend::postgres => postgres().await,
+        Backend::sqlite => sqlite().await,
+        other => panic!("{other:?} is not a durable backend"),
+    }
+}
+
+pub async fn hot(backend: Backend) -> HotFixture {
+    match backend {
+        Backend::redis => redis().await,
+        Backend::memory => memory(),
+        other => panic!("{other:?} is not a hot backend"),
+    }
+}
+
+pub async fn service(backend: Backend) -> ServiceFixture {
+    let (durable, hot) = match backend {
+        Backend::deployed => (postgres().await, redis().await),
+        Backend::embedded => (sqlite().await, memory()),
+        other => panic!("{other:?} is not a backend combination"),
+    };
+    ServiceFixture {
+        service: Service::new(durable.store.clone(), hot.store.clone(), Limits::default()),
+        hot,
+        _durable: durable,
+    }
+}
+
+impl ServiceFixture {
+    pub async fn hot_file(&self, task: &str, path: &str) -> Option<HotFile> {
+        self.hot
+            .store
+            .file(&TaskId::parse(task).unwrap(), &FilePath::parse(path).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Drops a file's hot copy, as an expiry or a Redis restart would: a writer's check
+    /// drops it when no lease is held.
+    pub async fn drop_hot_file(&self, task: &str, path: &str) {
+        let (task, path) = (TaskId::parse(task).unwrap(), FilePath::parse(path).unwrap());
+        let lease = self
+            .hot
+            .store
+            .lease_for_write(&task, &path, "nobody")
+            .await
+            .unwrap();
+        assert!(lease.is_none());
+        assert!(self.hot_file(task.as_str(), path.as_str()).await.is_none());
+    }
+}

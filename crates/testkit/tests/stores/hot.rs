@@ -1,0 +1,583 @@
+//! The hot store's contract (`store/hot.rs`), on every hot backend.
+
+use crate::fixtures::{HotFixture, hot};
+use chrono::{Duration as TimeDelta, Utc};
+use mcp_api::responses::TaskState;
+use mcp_api::{Event, EventType, StreamId};
+use mcp_domain::events::envelope;
+use mcp_domain::store::hot::{CacheFile, ClaimOutcome, Emit, Refreshed, SubScope, TaskRefresh};
+use mcp_domain::{AgentId, FilePath, TaskId};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+crate::per_backend!(hot; [redis, memory];
+    hot_copies_never_move_backwards,
+    writers_drop_the_hot_copy_unless_another_holds_the_lease,
+    leases_are_reentrant_exclusive_and_expire,
+    events_are_appended_published_and_replayed,
+    steps_page_newest_first_and_reach_the_outbox,
+    streams_keep_at_least_their_cap,
+    presence_and_collaboration,
+    rate_windows_count_and_reset,
+    task_rows_refresh_in_order,
+    outbox_group_delivers_once_and_hands_over,
+    mcp_sessions_and_subscriptions,
+);
+
+fn task(id: &str) -> TaskId {
+    TaskId::parse(id).unwrap()
+}
+
+fn path(p: &str) -> FilePath {
+    FilePath::parse(p).unwrap()
+}
+
+fn cached(version: i64, content: &str) -> CacheFile<'_> {
+    CacheFile {
+        version,
+        deleted: false,
+        content,
+        sha256: "sha",
+        size: content.len() as i64,
+        updated_by: "a1",
+        updated_at: Utc::now(),
+        ttl_secs: 60,
+    }
+}
+
+fn emit<'a>(t: &'a TaskId, agent: &'a str, data: Value) -> Emit<'a> {
+    Emit {
+        task: t,
+        agent,
+        envelope: envelope(EventType::FileWritten, t, agent, data),
+        audit: None,
+        events_cap: 1000,
+    }
+}
+
+async fn hot_copies_never_move_backwards(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), path("a"));
+    assert!(s.file(&t, &p).await.unwrap().is_none());
+    s.cache_file(&t, &p, &cached(2, "two")).await.unwrap();
+    s.cache_file(&t, &p, &cached(1, "one")).await.unwrap();
+    let f2 = s.file(&t, &p).await.unwrap().unwrap();
+    assert_eq!((f2.version, f2.content.as_str(), f2.deleted), (2, "two", false));
+    assert_eq!((f2.sha256.as_str(), f2.size), ("sha", 3));
+    let id = s
+        .file_changed(&p, &cached(3, "three"), &emit(&t, "a1", json!({"v": 3})))
+        .await
+        .unwrap();
+    assert!(StreamId::parse(&id).is_some(), "{id}");
+    assert_eq!(s.file(&t, &p).await.unwrap().unwrap().content, "three");
+    // A late refresh after a newer commit: the event still goes out, the copy stays.
+    s.file_changed(&p, &cached(2, "stale"), &emit(&t, "a1", json!({"v": 2})))
+        .await
+        .unwrap();
+    assert_eq!(s.file(&t, &p).await.unwrap().unwrap().version, 3);
+    assert_eq!(s.events_after(&t, StreamId::ZERO, 10).await.unwrap().len(), 2);
+    let tomb = CacheFile {
+        deleted: true,
+        ..cached(4, "")
+    };
+    s.cache_file(&t, &p, &tomb).await.unwrap();
+    let gone = s.file(&t, &p).await.unwrap().unwrap();
+    assert!(gone.deleted);
+    assert_eq!(gone.version, 4);
+    // Expiry.
+    let short = CacheFile {
+        ttl_secs: 1,
+        ..cached(1, "x")
+    };
+    s.cache_file(&t, &path("b"), &short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(s.file(&t, &path("b")).await.unwrap().is_none(), "expired");
+}
+
+async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), path("a"));
+    s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
+    assert!(s.lease_for_write(&t, &p, "a1").await.unwrap().is_none());
+    assert!(s.file(&t, &p).await.unwrap().is_none(), "free: copy dropped");
+    let ttl = Duration::from_secs(30);
+    assert!(matches!(
+        s.claim(&t, &p, "a1", ttl, Some((7, "tok"))).await.unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
+    s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
+    let other = s.lease_for_write(&t, &p, "a2").await.unwrap().unwrap();
+    assert_eq!((other.owner.as_str(), other.fence), ("a1", 7));
+    assert!(other.expires_at > Utc::now());
+    assert!(
+        s.file(&t, &p).await.unwrap().is_some(),
+        "refused writer keeps the copy"
+    );
+    let own = s.lease_for_write(&t, &p, "a1").await.unwrap().unwrap();
+    assert_eq!(own.fence, 7);
+    assert!(s.file(&t, &p).await.unwrap().is_none(), "holder: copy dropped");
+}
+
+async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), path("a"));
+    let ttl = Duration::from_secs(30);
+    assert!(matches!(
+        s.claim(&t, &p, "a1", ttl, None).await.unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    let granted = match s.claim(&t, &p, "a1", ttl, Some((5, "tok5"))).await.unwrap() {
+        ClaimOutcome::Granted(l) => l,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (granted.owner.as_str(), granted.fence, granted.token.as_str()),
+        ("a1", 5, "tok5")
+    );
+    let expected = Utc::now() + TimeDelta::seconds(30);
+    assert!((granted.expires_at - expected).num_seconds().abs() <= 2);
+    match s.claim(&t, &p, "a1", ttl * 2, None).await.unwrap() {
+        ClaimOutcome::Reentrant(l) => {
+            assert_eq!((l.fence, l.token.as_str()), (5, "tok5"));
+            assert!(l.expires_at > granted.expires_at);
+        }
+        other => panic!("{other:?}"),
+    }
+    match s.claim(&t, &p, "a2", ttl, Some((6, "tok6"))).await.unwrap() {
+        ClaimOutcome::HeldByOther { owner, expires_at } => {
+            assert_eq!(owner, "a1");
+            assert!(expires_at > Utc::now());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.renew(&t, &p, "a2", ttl).await.unwrap(),
+        Err(Some("a1".to_owned()))
+    );
+    let renewed = s.renew(&t, &p, "a1", ttl).await.unwrap().unwrap();
+    assert_eq!(renewed.fence, 5);
+    assert_eq!(
+        s.release(&t, &p, "a2", false).await.unwrap(),
+        Err(Some("a1".to_owned()))
+    );
+    assert_eq!(
+        s.release(&t, &p, "a1", false).await.unwrap(),
+        Ok(("a1".to_owned(), 5))
+    );
+    assert_eq!(s.release(&t, &p, "a1", false).await.unwrap(), Err(None));
+    assert_eq!(s.renew(&t, &p, "a1", ttl).await.unwrap(), Err(None));
+    // Force release by anyone.
+    s.claim(&t, &p, "a1", ttl, Some((8, "t8"))).await.unwrap();
+    assert_eq!(
+        s.release(&t, &p, "admin", true).await.unwrap(),
+        Ok(("a1".to_owned(), 8))
+    );
+    // Expiry frees the path.
+    s.claim(&t, &p, "a1", Duration::from_millis(200), Some((9, "t9")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
+    assert!(matches!(
+        s.claim(&t, &p, "a2", ttl, None).await.unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    // Paths and tasks are independent leases.
+    assert!(matches!(
+        s.claim(&t, &path("b"), "a3", ttl, Some((10, "t10")))
+            .await
+            .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
+    assert!(matches!(
+        s.claim(&task("u"), &path("b"), "a4", ttl, Some((11, "t11")))
+            .await
+            .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
+}
+
+async fn events_are_appended_published_and_replayed(f: &HotFixture) {
+    let s = &f.store;
+    let (t, u) = (task("t"), task("u"));
+    let mut sub = s.subscribe_updates().await.unwrap();
+    sub.pinger().ping().await.unwrap();
+    assert!(!s.events_exist(&t).await.unwrap());
+    assert_eq!(s.events_tail(&t).await.unwrap(), None);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(s.emit(&emit(&t, "a1", json!({"i": i}))).await.unwrap());
+    }
+    s.emit(&emit(&u, "a1", json!({"i": 99}))).await.unwrap();
+    let parsed: Vec<StreamId> = ids.iter().map(|i| StreamId::parse(i).unwrap()).collect();
+    assert!(parsed.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(s.events_exist(&t).await.unwrap());
+    assert_eq!(s.events_tail(&t).await.unwrap().as_deref(), Some(ids[4].as_str()));
+    // Published in order, each with its stream id spliced in.
+    for (i, id) in ids.iter().enumerate() {
+        let (task_of, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("published")
+            .expect("subscription alive");
+        assert_eq!(task_of, t);
+        let event: Event = serde_json::from_str(&payload).unwrap();
+        assert_eq!(event.id.as_deref(), Some(id.as_str()));
+        assert_eq!(event.data, json!({"i": i}));
+        assert_eq!(event.kind, EventType::FileWritten);
+    }
+    let (task_of, _) = sub.next().await.unwrap();
+    assert_eq!(task_of, u);
+    // Replay strictly after a position, oldest first, bounded.
+    let after = s.events_after(&t, parsed[1], 2).await.unwrap();
+    let got: Vec<&str> = after.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[3].as_str()]);
+    let envelope: Value = serde_json::from_str(&after[0].1).unwrap();
+    assert_eq!(envelope["data"], json!({"i": 2}));
+    assert!(envelope.get("id").is_none(), "stored without id");
+    assert!(s.events_after(&t, parsed[4], 10).await.unwrap().is_empty());
+    // The MCP catch-up read: events at or after a time.
+    let since = s.events_since(&t, parsed[3].ms as i64, 10).await.unwrap();
+    assert!(since.len() >= 2);
+    assert_eq!(since.last().unwrap().id.as_deref(), Some(ids[4].as_str()));
+    assert!(
+        s.events_since(&t, parsed[4].ms as i64 + 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
+    let s = &f.store;
+    let t = task("t");
+    s.outbox_create_group("g").await.unwrap();
+    let mut sub = s.subscribe_updates().await.unwrap();
+    let mut step_ids = Vec::new();
+    for i in 0..4 {
+        let (head, tail) = mcp_domain::events::envelope_around(
+            EventType::StepLogged,
+            &t,
+            "a1",
+            json!({"step_id": "\u{1}", "n": i}),
+            "\u{1}",
+        );
+        let e = Emit {
+            envelope: head,
+            ..emit(&t, "a1", Value::Null)
+        };
+        let (sid, eid) = s
+            .log_step(&e, &tail, &json!({"n": i}).to_string(), 1000)
+            .await
+            .unwrap();
+        let (_, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let event: Event = serde_json::from_str(&payload).unwrap();
+        assert_eq!(event.id.as_deref(), Some(eid.as_str()));
+        assert_eq!(event.data["step_id"], json!(sid), "the step id is spliced in");
+        step_ids.push(sid);
+    }
+    let newest = s.steps_before(&t, None, 3).await.unwrap();
+    let got: Vec<&str> = newest.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(got, [&step_ids[3], &step_ids[2], &step_ids[1]]);
+    assert_eq!(newest[0].1, json!({"n": 3}).to_string());
+    let older = s.steps_before(&t, Some(&step_ids[1]), 10).await.unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].0, step_ids[0]);
+    // Each step is in the outbox with what the push loop needs.
+    let entries = s.outbox_read_new("g", "c1", 100).await.unwrap();
+    assert_eq!(entries.len(), 4);
+    let first = &entries[0].fields;
+    assert_eq!(first.get("kind").map(String::as_str), Some("step"));
+    assert_eq!(first.get("task").map(String::as_str), Some("t"));
+    assert_eq!(first.get("sid"), Some(&step_ids[0]));
+    assert_eq!(first.get("agent").map(String::as_str), Some("a1"));
+    assert_eq!(
+        first.get("step").map(String::as_str),
+        Some(json!({"n": 0}).to_string().as_str())
+    );
+    assert_eq!(s.outbox_length().await.unwrap(), 4);
+}
+
+async fn streams_keep_at_least_their_cap(f: &HotFixture) {
+    let s = &f.store;
+    let t = task("t");
+    let mut last = String::new();
+    for i in 0..300 {
+        last = s
+            .emit(&Emit {
+                events_cap: 10,
+                ..emit(&t, "a1", json!({"i": i}))
+            })
+            .await
+            .unwrap();
+    }
+    let kept = s.events_after(&t, StreamId::ZERO, 1000).await.unwrap();
+    assert!(kept.len() >= 10, "kept {}", kept.len());
+    assert!(kept.len() < 300, "never trimmed");
+    assert_eq!(kept.last().unwrap().0, last);
+}
+
+async fn presence_and_collaboration(f: &HotFixture) {
+    let s = &f.store;
+    let (t, u) = (task("t"), task("u"));
+    let (a1, a2) = (AgentId::parse("a1").unwrap(), AgentId::parse("a2").unwrap());
+    assert!(s.collaborators(&t).await.unwrap().is_none());
+    let (seen, current, tasks) = s.presence(&a1).await.unwrap();
+    assert!(seen.is_none() && current.is_none() && tasks.is_empty());
+    let joined = Utc::now() - TimeDelta::seconds(60);
+    s.join(&t, &a1, joined).await.unwrap();
+    s.join(&t, &a2, joined + TimeDelta::seconds(1)).await.unwrap();
+    s.join(&u, &a1, joined).await.unwrap();
+    let members = s.collaborators(&t).await.unwrap().unwrap();
+    let ids: Vec<&str> = members.iter().map(|c| c.agent_id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2"]);
+    assert_eq!(
+        members[0].joined_at.timestamp_millis(),
+        joined.timestamp_millis()
+    );
+    assert_eq!(members[0].last_active, members[0].joined_at);
+    // Emitting as a member touches its activity and its presence.
+    s.emit(&emit(&t, "a1", json!({}))).await.unwrap();
+    let members = s.collaborators(&t).await.unwrap().unwrap();
+    assert!(members[0].last_active > members[0].joined_at);
+    let (seen, current, tasks) = s.presence(&a1).await.unwrap();
+    assert!(seen.unwrap() > Utc::now() - TimeDelta::seconds(10));
+    assert_eq!(current.as_deref(), Some("t"));
+    assert_eq!(tasks, ["t", "u"]);
+    // A non-member's event touches presence only.
+    s.emit(&emit(&t, "a3", json!({}))).await.unwrap();
+    assert_eq!(s.collaborators(&t).await.unwrap().unwrap().len(), 2);
+    let a3 = AgentId::parse("a3").unwrap();
+    assert!(s.presence(&a3).await.unwrap().0.is_some());
+    s.leave(&t, &a1).await.unwrap();
+    let ids: Vec<String> = s
+        .collaborators(&t)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.agent_id)
+        .collect();
+    assert_eq!(ids, ["a2"]);
+    assert_eq!(s.presence(&a1).await.unwrap().2, ["u"]);
+    s.leave(&t, &a2).await.unwrap();
+    assert!(s.collaborators(&t).await.unwrap().is_none());
+    // Presence moves forward only.
+    let future = Utc::now() + TimeDelta::hours(1);
+    s.refresh_agents(&[("a2".into(), future.timestamp_millis(), Some("u".into()))])
+        .await
+        .unwrap();
+    s.refresh_agents(&[("a2".into(), 1, Some("t".into()))])
+        .await
+        .unwrap();
+    let (seen, current, _) = s.presence(&a2).await.unwrap();
+    assert_eq!(seen.unwrap().timestamp_millis(), future.timestamp_millis());
+    assert_eq!(current.as_deref(), Some("u"));
+}
+
+async fn rate_windows_count_and_reset(f: &HotFixture) {
+    let s = &f.store;
+    let window = Duration::from_millis(400);
+    let (n1, left) = s.rate_hit("agent:a1", window).await.unwrap();
+    assert_eq!(n1, 1);
+    assert!(left <= window && left > Duration::ZERO, "{left:?}");
+    assert_eq!(s.rate_hit("agent:a1", window).await.unwrap().0, 2);
+    assert_eq!(s.rate_hit("agent:a2", window).await.unwrap().0, 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.rate_hit("agent:a1", window).await.unwrap().0, 1, "a new window");
+}
+
+fn task_row(id: &str, title: &str, updated_at: chrono::DateTime<Utc>) -> TaskState {
+    TaskState {
+        id: id.into(),
+        title: title.into(),
+        description: None,
+        status: "pending".into(),
+        assigned_agent_id: None,
+        complexity: None,
+        created_at: updated_at,
+        updated_at,
+    }
+}
+
+/// A refresh of `row` that emits its `task_updated` event when it changes the cache.
+fn refresh(row: &TaskState) -> TaskRefresh<'_> {
+    let id = TaskId::parse(&row.id).unwrap();
+    TaskRefresh {
+        envelope: Some(envelope(
+            EventType::TaskUpdated,
+            &id,
+            "sync",
+            json!({"title": row.title}),
+        )),
+        id,
+        task: row,
+    }
+}
+
+async fn task_rows_refresh_in_order(f: &HotFixture) {
+    let s = &f.store;
+    let t = task("t");
+    let now = Utc::now();
+    let v1 = task_row("t", "one", now);
+    let v2 = task_row("t", "two", now + TimeDelta::microseconds(1));
+    let mut sub = s.subscribe_updates().await.unwrap();
+    assert!(s.task(&t).await.unwrap().is_none());
+    assert!(!s.sync_is_warm().await.unwrap());
+    let answers = s
+        .refresh_tasks(
+            &[refresh(&v1), refresh(&v1), refresh(&v2), refresh(&v1)],
+            "sync",
+            60,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        [
+            Refreshed::Changed,
+            Refreshed::Unchanged,
+            Refreshed::Changed,
+            Refreshed::Older
+        ]
+    );
+    assert_eq!(s.task(&t).await.unwrap().unwrap(), v2);
+    // One event per change, none for the others.
+    for title in ["one", "two"] {
+        let (_, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let event: Event = serde_json::from_str(&payload).unwrap();
+        assert_eq!(event.data["title"], title);
+    }
+    assert_eq!(s.events_after(&t, StreamId::ZERO, 10).await.unwrap().len(), 2);
+    // Without an envelope (warming): cached, not emitted.
+    let u = task_row("u", "quiet", now);
+    let quiet = TaskRefresh {
+        id: task("u"),
+        task: &u,
+        envelope: None,
+    };
+    assert_eq!(
+        s.refresh_tasks(&[quiet], "sync", 60, 100).await.unwrap(),
+        [Refreshed::Changed]
+    );
+    assert!(!s.events_exist(&task("u")).await.unwrap());
+    // An unconditional cache write, and drops.
+    s.cache_task(&v1, 60).await.unwrap();
+    assert_eq!(s.task(&t).await.unwrap().unwrap().title, "one");
+    s.delete_cached_tasks(&[t.clone(), task("u")]).await.unwrap();
+    assert!(s.task(&t).await.unwrap().is_none());
+    assert!(s.task(&task("u")).await.unwrap().is_none());
+    s.set_sync_warm().await.unwrap();
+    assert!(s.sync_is_warm().await.unwrap());
+}
+
+async fn outbox_group_delivers_once_and_hands_over(f: &HotFixture) {
+    let s = &f.store;
+    let t = task("t");
+    s.outbox_create_group("g").await.unwrap();
+    s.outbox_create_group("g").await.unwrap();
+    for i in 0..5 {
+        s.emit(&Emit {
+            audit: Some(json!({"action": "claim_file", "i": i}).to_string()),
+            ..emit(&t, "a1", json!({}))
+        })
+        .await
+        .unwrap();
+    }
+    let depth = s.outbox_depth("g").await.unwrap();
+    assert_eq!((depth.length, depth.pending), (5, 0));
+    let first = s.outbox_read_new("g", "c1", 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(first[0].fields.get("kind").map(String::as_str), Some("audit"));
+    let payload: Value = serde_json::from_str(&first[0].fields["payload"]).unwrap();
+    assert_eq!(payload["i"], 0);
+    let rest = s.outbox_read_new("g", "c2", 10).await.unwrap();
+    assert_eq!(rest.len(), 2, "never delivered twice");
+    assert!(s.outbox_read_new("g", "c1", 10).await.unwrap().is_empty());
+    assert_eq!(s.outbox_depth("g").await.unwrap().pending, 5);
+    let mine: Vec<String> = s
+        .outbox_read_pending("g", "c1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let first_ids: Vec<String> = first.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(mine, first_ids);
+    // c2 crashed: after the idle time its entries are taken over.
+    assert!(
+        s.outbox_claim_idle("g", "c1", Duration::from_secs(3600), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let taken = s
+        .outbox_claim_idle("g", "c1", Duration::from_millis(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 5, "every idle entry, c1's own included");
+    assert_eq!(s.outbox_read_pending("g", "c2", 10).await.unwrap().len(), 0);
+    let all: Vec<String> = taken.iter().map(|e| e.id.clone()).collect();
+    s.outbox_ack("g", &all[..4]).await.unwrap();
+    let depth = s.outbox_depth("g").await.unwrap();
+    assert_eq!((depth.length, depth.pending), (1, 1));
+    s.outbox_ack("g", &all[4..]).await.unwrap();
+    s.outbox_ack("g", &[]).await.unwrap();
+    let depth = s.outbox_depth("g").await.unwrap();
+    assert_eq!((depth.length, depth.pending), (0, 0));
+    assert_eq!(s.outbox_length().await.unwrap(), 0);
+    // A group that was never created is created on first read, from the outbox's start.
+    s.emit(&Emit {
+        audit: Some("{}".into()),
+        ..emit(&t, "a1", json!({}))
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.outbox_read_new("fresh", "c", 10).await.unwrap().len(), 1);
+}
+
+async fn mcp_sessions_and_subscriptions(f: &HotFixture) {
+    let s = &f.store;
+    let ttl = Duration::from_secs(60);
+    assert_eq!(s.load_session("s1", ttl).await.unwrap(), None);
+    s.save_session("s1", "{\"v\":1}", ttl).await.unwrap();
+    assert_eq!(
+        s.load_session("s1", ttl).await.unwrap().as_deref(),
+        Some("{\"v\":1}")
+    );
+    let t = task("t");
+    let a = AgentId::parse("a1").unwrap();
+    s.subscribe("s1", SubScope::Task(&t), "tasks://t/logs", "tasks://t/logs", ttl)
+        .await
+        .unwrap();
+    s.subscribe("s1", SubScope::Agent(&a), "agents://a1/status", "agents://a1/status", ttl)
+        .await
+        .unwrap();
+    s.subscribe("s2", SubScope::Task(&t), "tasks://t/logs", "tasks://t/logs?x", ttl)
+        .await
+        .unwrap();
+    let mut subs = s.subscribers(SubScope::Task(&t)).await.unwrap();
+    subs.sort_by(|a, b| a.session.cmp(&b.session));
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[1].uri, "tasks://t/logs?x");
+    assert_eq!(subs[1].key, "tasks://t/logs");
+    s.unsubscribe("s2", SubScope::Task(&t), "tasks://t/logs", "tasks://t/logs?x")
+        .await
+        .unwrap();
+    assert_eq!(s.subscribers(SubScope::Task(&t)).await.unwrap().len(), 1);
+    s.drop_session("s1").await.unwrap();
+    assert_eq!(s.load_session("s1", ttl).await.unwrap(), None);
+    assert!(s.subscribers(SubScope::Task(&t)).await.unwrap().is_empty());
+    assert!(s.subscribers(SubScope::Agent(&a)).await.unwrap().is_empty());
+    // Sessions expire.
+    s.save_session("s3", "{}", Duration::from_secs(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(s.load_session("s3", ttl).await.unwrap(), None);
+}

@@ -1,0 +1,34 @@
+//! The store behaviour suite (DESIGN §1): one set of tests that every backend of each seam
+//! passes, so the embedded mode cannot drift from the deployed one.
+//!
+//! * `durable.rs` — [`DurableStore`](mcp_domain::store::DurableStore): Postgres and SQLite.
+//! * `hot.rs` — [`HotStore`](mcp_domain::store::HotStore): Redis and in-process.
+//! * `service.rs` — the operations over each backend combination the gateway supports
+//!   (Postgres + Redis, SQLite + in-process): the interplay of both stores.
+//!
+//! Each test is written once, as a function of its fixture, and instantiated per backend by
+//! the `per_backend!` macro (test names end in the backend: `…::postgres`, `…::sqlite`).
+
+mod durable;
+mod fixtures;
+mod hot;
+mod service;
+
+/// Instantiates each listed test once per backend: `per_backend!(fixture_fn; backend, …; test, …)`
+/// makes `mod test { #[tokio::test] async fn backend() { test(fixture_fn(Backend::backend).await) } }`.
+#[macro_export]
+macro_rules! per_backend {
+    ($fixture:path; [$($backend:ident),+]; $($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $backend() {
+                        let fixture = $fixture($crate::fixtures::Backend::$backend).await;
+                        super::$test(&fixture).await;
+                    }
+                )+
+            }
+        )+
+    };
+}

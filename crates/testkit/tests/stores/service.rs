@@ -1,0 +1,207 @@
+//! The operations over each backend combination the gateway supports: what only shows when
+//! both stores work together (write-through and refill, leases fenced by the durable
+//! sequence, steps that move from the hot stream to the durable log, the task cache the pull
+//! loop keeps).
+
+use crate::fixtures::{ServiceFixture, service};
+use mcp_api::requests::{
+    ClaimFileRequest, CreateTaskRequest, FileEditRequest, FileReadRequest, FileWriteRequest,
+    LogStepRequest, UpdateTaskRequest,
+};
+use mcp_domain::{Actor, AgentId, DomainError, TaskId};
+use mcp_sync::{PullLoop, PushLoop, SyncSettings};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+crate::per_backend!(service; [deployed, embedded];
+    files_write_through_and_refill,
+    an_expired_holder_is_fenced_out,
+    steps_move_from_the_hot_stream_to_the_durable_log,
+    task_changes_reach_the_cache_and_the_watchers,
+);
+
+fn agent(name: &str) -> Actor {
+    Actor::trusted(AgentId::parse(name).unwrap())
+}
+
+fn req<T: DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+async fn files_write_through_and_refill(f: &ServiceFixture) {
+    let svc = &f.service;
+    let a1 = agent("a1");
+    let w = svc
+        .file_write(
+            &a1,
+            req::<FileWriteRequest>(json!({"task_id": "t", "path": "./src/a.py", "content": "x = 1\n"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((w.path.as_str(), w.version), ("src/a.py", 1));
+    let r = svc
+        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})))
+        .await
+        .unwrap();
+    assert_eq!((r.content.as_str(), r.version), ("x = 1\n", 1));
+    assert_eq!(r.sha256, w.sha256);
+    let e = svc
+        .file_edit(
+            &a1,
+            req::<FileEditRequest>(json!({
+                "task_id": "t", "path": "src/a.py", "old_string": "1", "new_string": "2"
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.version, 2);
+    // The hot copy follows every commit; dropped, it is refilled from the durable store.
+    let hot = f.hot_file("t", "src/a.py").await.unwrap();
+    assert_eq!((hot.version, hot.content.as_str()), (2, "x = 2\n"));
+    f.drop_hot_file("t", "src/a.py").await;
+    let r = svc
+        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})))
+        .await
+        .unwrap();
+    assert_eq!((r.content.as_str(), r.version), ("x = 2\n", 2));
+    assert_eq!(f.hot_file("t", "src/a.py").await.unwrap().version, 2, "refilled");
+    let err = svc
+        .file_write(
+            &a1,
+            req::<FileWriteRequest>(json!({
+                "task_id": "t", "path": "src/a.py", "content": "y", "expected_version": 1
+            })),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DomainError::VersionConflict { current: Some(2), .. }),
+        "{err:?}"
+    );
+    let err = svc
+        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "nope"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
+}
+
+async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {
+    let svc = &f.service;
+    let (a1, a2) = (agent("a1"), agent("a2"));
+    let claim = |who: &str, secs: i64| {
+        req::<ClaimFileRequest>(json!({"task_id": "t", "path": "a", "timeout_sec": secs, "agent_id": who}))
+    };
+    let first = svc.claim_file(&a1, claim("a1", 1)).await.unwrap();
+    let err = svc.claim_file(&a2, claim("a2", 30)).await.unwrap_err();
+    assert!(matches!(err, DomainError::Locked { .. }), "{err:?}");
+    let err = svc
+        .file_write(
+            &a2,
+            req::<FileWriteRequest>(json!({"task_id": "t", "path": "a", "content": "a2"})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::Locked { .. }), "{err:?}");
+    svc.file_write(
+        &a1,
+        req::<FileWriteRequest>(json!({"task_id": "t", "path": "a", "content": "a1"})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = svc.claim_file(&a2, claim("a2", 30)).await.unwrap();
+    assert!(second.fence > first.fence, "fences come from one sequence");
+    svc.file_write(
+        &a2,
+        req::<FileWriteRequest>(json!({"task_id": "t", "path": "a", "content": "a2"})),
+    )
+    .await
+    .unwrap();
+    // The expired holder's late write, presenting its old fence, is refused.
+    let err = svc
+        .file_write(
+            &a1,
+            req::<FileWriteRequest>(json!({
+                "task_id": "t", "path": "a", "content": "late", "fence": first.fence
+            })),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DomainError::Locked { .. } | DomainError::StaleFence { .. }),
+        "{err:?}"
+    );
+    let r = svc
+        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "a"})))
+        .await
+        .unwrap();
+    assert_eq!(r.content, "a2");
+}
+
+async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
+    let svc = &f.service;
+    let a1 = agent("a1");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let r = svc
+            .log_step(
+                &a1,
+                req::<LogStepRequest>(json!({"task_id": "t", "step": {"n": i}})),
+            )
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    let mut settings = SyncSettings::default().push;
+    settings.batch_size = 7;
+    let mut push = PushLoop::new(f.service.durable.clone(), f.service.hot.clone(), settings);
+    let mut moved = 0;
+    for _ in 0..20 {
+        moved += push.try_run_once().await.unwrap().persisted;
+        if moved >= 30 {
+            break;
+        }
+    }
+    assert_eq!(moved, 30);
+    let depth = f.service.hot.outbox_depth("mcp-sync").await.unwrap();
+    assert_eq!((depth.length, depth.pending), (0, 0));
+    let durable = f.service.durable.steps_before(&TaskId::parse("t").unwrap(), None, 100).await.unwrap();
+    assert_eq!(durable.len(), 30);
+    assert_eq!(durable[0].0, ids[29]);
+    // Pages read the same whichever store serves them.
+    let page = svc.task_logs(&a1, "t", Some(&ids[10]), 5).await.unwrap();
+    let got: Vec<&str> = page.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(got, ids[5..10].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(page.steps[0].step, json!({"n": 5}));
+}
+
+async fn task_changes_reach_the_cache_and_the_watchers(f: &ServiceFixture) {
+    let svc = &f.service;
+    let admin = agent("admin");
+    svc.create_task(&admin, req::<CreateTaskRequest>(json!({"id": "t", "title": "one"})))
+        .await
+        .unwrap();
+    assert_eq!(svc.task_state(&admin, "t").await.unwrap().title, "one");
+    let mut pull = PullLoop::new(
+        f.service.durable.clone(),
+        f.service.hot.clone(),
+        SyncSettings::default().pull,
+    );
+    pull.try_run_once().await.unwrap();
+    let t = TaskId::parse("t").unwrap();
+    assert!(f.service.hot.sync_is_warm().await.unwrap());
+    let before = f.service.hot.events_tail(&t).await.unwrap();
+    svc.update_task(
+        &admin,
+        "t",
+        req::<UpdateTaskRequest>(json!({"title": "two"})),
+    )
+    .await
+    .unwrap();
+    pull.try_run_once().await.unwrap();
+    assert_eq!(f.service.hot.task(&t).await.unwrap().unwrap().title, "two");
+    assert_eq!(svc.task_state(&admin, "t").await.unwrap().title, "two");
+    let tail = f.service.hot.events_tail(&t).await.unwrap();
+    assert_ne!(tail, before, "the change was announced");
+}
