@@ -16,6 +16,7 @@ pub mod durable;
 pub mod hot;
 pub mod keys;
 pub mod mcp;
+pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod sync_pg;

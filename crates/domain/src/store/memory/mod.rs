@@ -1,0 +1,463 @@
+//! The hot store of the embedded mode: everything [`super::redis::RedisStore`] keeps in Redis,
+//! kept in this process. It answers exactly as the Redis store does (the same scripts'
+//! semantics, the same edge cases); what differs is only what one process cannot share:
+//! [`HotOps::shared`] is false, and the data lives as long as the process.
+//!
+//! * One [`std::sync::Mutex`] guards the whole state and every method is one critical section
+//!   (never held across an `.await`): what a Lua script makes atomic in Redis is atomic here.
+//! * Stream ids are `XADD *`'s: `<ms>-<seq>`, strictly increasing per stream even within one
+//!   millisecond or when the clock steps back. Capped streams are trimmed exactly to their cap
+//!   (Redis's `MAXLEN ~` may keep a few more).
+//! * Entries with a TTL (leases, hot file copies, cached task rows, rate windows, MCP sessions
+//!   and subscription sets) are absent once expired, on every access; expired entries nobody
+//!   reads are swept at most once a second, inside whatever call comes next.
+//! * Pub/sub is a bounded broadcast channel. A subscriber that falls behind by more than its
+//!   capacity loses its subscription ([`UpdatesSource::next`] answers `None`), as a Redis
+//!   client dropped for its output buffer would: the live-event hub subscribes again and
+//!   resynchronises its watchers.
+
+mod outbox;
+mod state;
+mod stream;
+mod ttl;
+
+#[cfg(test)]
+mod tests;
+
+use crate::error::{DomainError, Result};
+use crate::ids::{AgentId, TaskId};
+use crate::path::FilePath;
+use crate::store::hot::{
+    CacheFile, ClaimOutcome, Emit, HotFile, HotOps, HotSync, Lease, McpSessions, OutboxDepth,
+    OutboxEntry, Presence, Refreshed, SubScope, Subscriber, TaskRefresh, UpdatesPing,
+    UpdatesSource,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mcp_api::responses::{Collaborator, TaskState};
+use mcp_api::{Event, StreamId};
+use state::{Now, State};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Messages a subscriber may fall behind by before it loses its subscription.
+pub const UPDATES_CAPACITY: usize = 4096;
+
+/// Memory estimate: the fixed cost counted per string, beside its bytes.
+const STRING_OVERHEAD: usize = 24;
+/// Memory estimate: the fixed cost counted per map entry or stream entry.
+const ENTRY_OVERHEAD: usize = 48;
+
+const BACKEND: &str = "in-process";
+
+struct Inner {
+    state: Mutex<State>,
+}
+
+/// The in-process hot store. Cheap to clone (every clone shares the state); creating one
+/// needs no Tokio runtime.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::with_updates_capacity(UPDATES_CAPACITY)
+    }
+
+    /// A store whose update subscribers may fall behind by `capacity` messages (at least 1,
+    /// at most 2^20).
+    pub fn with_updates_capacity(capacity: usize) -> MemoryStore {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::new(capacity)),
+            }),
+        }
+    }
+
+    /// Runs `f` as one critical section, after sweeping expired entries when due. A poisoned
+    /// lock (a panic inside an earlier section) is taken over: every section leaves the state
+    /// consistent at each step, as a failed Redis script leaves its keys.
+    fn with<T>(&self, f: impl FnOnce(&mut State, &Now) -> T) -> T {
+        let mut state = self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Now::get();
+        state.maybe_sweep(now.at);
+        f(&mut state, &now)
+    }
+}
+
+/// The machine's memory (`MemTotal` of /proc/meminfo, bytes), 0 when unreadable.
+fn total_memory() -> u64 {
+    static TOTAL: OnceLock<u64> = OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                info.lines().find_map(|l| {
+                    let kb = l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?;
+                    kb.trim().parse::<u64>().ok()
+                })
+            })
+            .map_or(0, |kb| kb.saturating_mul(1024))
+    })
+}
+
+/// The subscription [`HotOps::subscribe_updates`] answers.
+struct Updates {
+    rx: broadcast::Receiver<(TaskId, String)>,
+    store: Weak<Inner>,
+    lost: bool,
+}
+
+#[async_trait]
+impl UpdatesSource for Updates {
+    async fn next(&mut self) -> Option<(TaskId, String)> {
+        if self.lost {
+            return None;
+        }
+        match self.rx.recv().await {
+            Ok(m) => Some(m),
+            // Lagged: messages were lost, so the subscription is; closed: the store is gone.
+            Err(_) => {
+                self.lost = true;
+                None
+            }
+        }
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Box::new(Pinger {
+            store: self.store.clone(),
+        })
+    }
+}
+
+struct Pinger {
+    store: Weak<Inner>,
+}
+
+#[async_trait]
+impl UpdatesPing for Pinger {
+    async fn ping(&mut self) -> Result<()> {
+        match self.store.upgrade() {
+            Some(_) => Ok(()),
+            None => Err(DomainError::Unavailable {
+                backend: BACKEND,
+                cause: "the in-process store was dropped".into(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl HotOps for MemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn maxmemory_policy(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    async fn outbox_length(&self) -> Result<u64> {
+        Ok(self.with(|s, _| s.outbox_len() as u64))
+    }
+
+    async fn memory_usage(&self) -> Result<(u64, u64)> {
+        let used = self.with(|s, _| s.bytes() as u64);
+        Ok((used, total_memory()))
+    }
+
+    async fn emit(&self, e: &Emit<'_>) -> Result<String> {
+        self.with(|s, now| s.emit(e, now))
+    }
+
+    async fn file_changed(
+        &self,
+        path: &FilePath,
+        file: &CacheFile<'_>,
+        e: &Emit<'_>,
+    ) -> Result<String> {
+        self.with(|s, now| s.file_changed(path, file, e, now))
+    }
+
+    async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()> {
+        self.with(|s, now| s.cache_file(task, path, file, now));
+        Ok(())
+    }
+
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
+        Ok(self.with(|s, now| s.file(task, path, now)))
+    }
+
+    async fn lease_for_write(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        writer: &str,
+    ) -> Result<Option<Lease>> {
+        Ok(self.with(|s, now| s.lease_for_write(task, path, writer, now)))
+    }
+
+    async fn claim(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<(i64, &str)>,
+    ) -> Result<ClaimOutcome> {
+        Ok(self.with(|s, now| s.claim(task, path, owner, ttl, fence, now)))
+    }
+
+    async fn renew(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, Option<String>>> {
+        Ok(self.with(|s, now| s.renew(task, path, owner, ttl, now)))
+    }
+
+    async fn release(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        force: bool,
+    ) -> Result<std::result::Result<(String, i64), Option<String>>> {
+        Ok(self.with(|s, now| s.release(task, path, owner, force, now)))
+    }
+
+    async fn log_step(
+        &self,
+        e: &Emit<'_>,
+        envelope_suffix: &str,
+        step_json: &str,
+        logs_cap: usize,
+    ) -> Result<(String, String)> {
+        self.with(|s, now| s.log_step(e, envelope_suffix, step_json, logs_cap, now))
+    }
+
+    async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, String)>> {
+        self.with(|s, _| s.steps_before(task, before, count))
+    }
+
+    async fn events_after(
+        &self,
+        task: &TaskId,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(String, String)>> {
+        self.with(|s, _| s.events_after(task, after, count))
+    }
+
+    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>> {
+        Ok(self.with(|s, _| s.events_tail(task)))
+    }
+
+    async fn events_exist(&self, task: &TaskId) -> Result<bool> {
+        Ok(self.with(|s, _| s.events_exist(task)))
+    }
+
+    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
+        let rx = self.with(|s, _| s.updates_receiver());
+        Ok(Box::new(Updates {
+            rx,
+            store: Arc::downgrade(&self.inner),
+            lost: false,
+        }))
+    }
+
+    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
+        Ok(self.with(|s, now| s.rate_hit(subject, window, now)))
+    }
+
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
+        Ok(self.with(|s, now| s.task(task, now)))
+    }
+
+    async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()> {
+        self.with(|s, now| s.cache_task(task, ttl_secs, now))
+    }
+
+    async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()> {
+        self.with(|s, _| s.join(task, agent, joined_at.timestamp_millis()));
+        Ok(())
+    }
+
+    async fn leave(&self, task: &TaskId, agent: &AgentId) -> Result<()> {
+        self.with(|s, _| s.leave(task, agent));
+        Ok(())
+    }
+
+    async fn collaborators(&self, task: &TaskId) -> Result<Option<Vec<Collaborator>>> {
+        Ok(self.with(|s, _| s.collaborators(task)))
+    }
+
+    async fn presence(&self, agent: &AgentId) -> Result<Presence> {
+        Ok(self.with(|s, _| s.presence(agent)))
+    }
+}
+
+#[async_trait]
+impl HotSync for MemoryStore {
+    async fn outbox_create_group(&self, group: &str) -> Result<()> {
+        self.with(|s, _| s.outbox_mut().create_group(group));
+        Ok(())
+    }
+
+    async fn outbox_read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        Ok(self.with(|s, now| s.outbox_mut().read_pending(group, consumer, count, now.at)))
+    }
+
+    async fn outbox_read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        Ok(self.with(|s, now| s.outbox_mut().read_new(group, consumer, count, now.at)))
+    }
+
+    async fn outbox_claim_idle(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.with(|s, now| {
+            s.outbox_mut()
+                .claim_idle(group, consumer, min_idle, count, now.at)
+        })
+    }
+
+    async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.with(|s, _| s.outbox_mut().ack(group, ids))
+    }
+
+    async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth> {
+        Ok(self.with(|s, _| s.outbox_mut().depth(group)))
+    }
+
+    async fn refresh_tasks(
+        &self,
+        rows: &[TaskRefresh<'_>],
+        agent: &str,
+        ttl_secs: u64,
+        events_cap: usize,
+    ) -> Result<Vec<Refreshed>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with(|s, now| s.refresh_tasks(rows, agent, ttl_secs, events_cap, now))
+    }
+
+    async fn delete_cached_tasks(&self, ids: &[TaskId]) -> Result<()> {
+        self.with(|s, now| s.delete_cached_tasks(ids, now));
+        Ok(())
+    }
+
+    async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()> {
+        self.with(|s, _| s.refresh_agents(agents));
+        Ok(())
+    }
+
+    async fn sync_is_warm(&self) -> Result<bool> {
+        Ok(self.with(|s, _| s.sync_is_warm()))
+    }
+
+    async fn set_sync_warm(&self) -> Result<()> {
+        self.with(|s, now| s.set_sync_warm(now));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl McpSessions for MemoryStore {
+    async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()> {
+        self.with(|s, now| s.save_session(session, state, ttl, now));
+        Ok(())
+    }
+
+    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>> {
+        Ok(self.with(|s, now| s.load_session(session, ttl, now)))
+    }
+
+    async fn drop_session(&self, session: &str) -> Result<()> {
+        self.with(|s, now| s.drop_session(session, now));
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        self.with(|s, now| s.subscribe(session, scope, key, uri, ttl, now));
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+    ) -> Result<()> {
+        self.with(|s, now| s.unsubscribe(session, scope, key, uri, now));
+        Ok(())
+    }
+
+    async fn subscribers(&self, scope: SubScope<'_>) -> Result<Vec<Subscriber>> {
+        Ok(self.with(|s, now| s.subscribers(scope, now)))
+    }
+
+    async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.with(|s, _| s.events_since(task, since_ms, limit)))
+    }
+}

@@ -1,0 +1,1040 @@
+//! Everything the in-process hot store holds, and every operation on it. Each method here is
+//! what one Redis script (or one atomic pipeline) does; [`super::MemoryStore`] runs each under
+//! the one lock, so none is observed half done. Entries are named by the Redis store's key
+//! names ([`Keys`] without prefix) where the Redis store gives them a TTL.
+
+use super::outbox::Outbox;
+use super::stream::{self, MAX_ID, Stream, invalid_id, parse_id};
+use super::ttl::{TtlMap, deadline};
+use super::{ENTRY_OVERHEAD, STRING_OVERHEAD};
+use crate::error::{DomainError, Result};
+use crate::ids::{AgentId, TaskId};
+use crate::path::FilePath;
+use crate::store::hot::{
+    CacheFile, ClaimOutcome, Emit, HotFile, Lease, Presence, Refreshed, SubScope, Subscriber,
+    TaskRefresh, ms_to_time,
+};
+use crate::store::keys::Keys;
+use chrono::Utc;
+use mcp_api::responses::{Collaborator, TaskState};
+use mcp_api::{Event, StreamId};
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// Expired entries nobody reads are dropped at most this often (inside some call).
+pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Bound of the broadcast channel's capacity (its ring is allocated up front).
+const MAX_UPDATES_CAPACITY: usize = 1 << 20;
+
+/// Separates the fields of an MCP subscription entry (as in the Redis store).
+const SEP: char = '\u{1f}';
+
+/// The time of one call: monotonic for TTLs and idle times, wall-clock milliseconds for stream
+/// ids, lease expiries and presence.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Now {
+    pub(super) at: Instant,
+    pub(super) ms: i64,
+}
+
+impl Now {
+    pub(super) fn get() -> Now {
+        Now {
+            at: Instant::now(),
+            ms: Utc::now().timestamp_millis(),
+        }
+    }
+}
+
+/// A file's hot copy: the fields of the Redis hash that are read back.
+struct FileCopy {
+    version: i64,
+    deleted: bool,
+    content: String,
+    sha256: String,
+    size: i64,
+}
+
+struct LeaseRec {
+    owner: String,
+    fence: i64,
+    token: String,
+    expires_at: i64,
+}
+
+#[derive(Default)]
+struct AgentRec {
+    last_seen: Option<i64>,
+    task: Option<String>,
+}
+
+/// The event an [`State::emit_event`] appends.
+struct EmitArgs<'a> {
+    task: &'a TaskId,
+    agent: &'a str,
+    envelope: String,
+    audit: Option<&'a str>,
+    events_cap: usize,
+}
+
+pub(super) struct State {
+    keys: Keys,
+    /// Hot file copies, by `file:{task}:path`.
+    files: TtlMap<FileCopy>,
+    /// Leases, by `lock:{task}:path`.
+    leases: TtlMap<LeaseRec>,
+    /// Cached task rows (JSON), by `task:id`.
+    tasks: TtlMap<String>,
+    /// Rate windows' counters, by `rate:{subject}`.
+    rates: TtlMap<u64>,
+    /// MCP session states, by `mcp_session:{id}`.
+    sessions: TtlMap<String>,
+    /// MCP subscription indexes (task's, agent's) and sessions' subscription lists, by key.
+    sets: TtlMap<BTreeSet<String>>,
+    /// Event streams (envelopes without id), by task.
+    events: HashMap<String, Stream<String>>,
+    /// Step-log streams (step JSON), by task.
+    logs: HashMap<String, Stream<String>>,
+    outbox: Outbox,
+    /// Collaboration members: task → agent → joined (ms).
+    members: HashMap<String, HashMap<String, i64>>,
+    /// Collaboration activity: task → agent → last active (ms).
+    activity: HashMap<String, HashMap<String, i64>>,
+    /// Presence, by agent.
+    agents: HashMap<String, AgentRec>,
+    /// The tasks an agent collaborates on.
+    agent_tasks: HashMap<String, BTreeSet<String>>,
+    /// When the task cache was marked warm (ms).
+    sync_warm: Option<i64>,
+    /// Where every emitted event is published.
+    updates: broadcast::Sender<(TaskId, String)>,
+    last_sweep: Option<Instant>,
+}
+
+/// `string.sub(s, 2)`: the envelope without its leading `{`, byte-wise.
+fn without_first_byte(s: &str) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(s.as_bytes().get(1..).unwrap_or_default())
+}
+
+/// A TTL in whole seconds, as `EXPIRE`/`EX` take it.
+fn secs(ttl_secs: u64, now: Instant) -> Option<Instant> {
+    deadline(now, Duration::from_secs(ttl_secs))
+}
+
+/// `ttl.as_secs().max(1)`: the MCP entries' TTL, whole seconds and at least one.
+fn mcp_deadline(ttl: Duration, now: Instant) -> Option<Instant> {
+    secs(ttl.as_secs().max(1), now)
+}
+
+/// The refresh script's `norm`: `YYYY-MM-DDTHH:MM:SS` + 9 fraction digits (padded or cut),
+/// comparable as text; empty when `s` does not start that way.
+fn norm_updated_at(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    let lit = |i: &mut usize, c: u8| {
+        if b.get(*i) == Some(&c) {
+            *i += 1;
+            true
+        } else {
+            false
+        }
+    };
+    let base_ok = digits(&mut i)
+        && lit(&mut i, b'-')
+        && digits(&mut i)
+        && lit(&mut i, b'-')
+        && digits(&mut i)
+        && lit(&mut i, b'T')
+        && digits(&mut i)
+        && lit(&mut i, b':')
+        && digits(&mut i)
+        && lit(&mut i, b':')
+        && digits(&mut i);
+    if !base_ok {
+        return String::new();
+    }
+    let base_end = i;
+    lit(&mut i, b'.');
+    let frac_start = i;
+    digits(&mut i);
+    let frac = format!("{}000000000", &s[frac_start..i]);
+    format!("{}{}", &s[..base_end], &frac[..9])
+}
+
+/// `updated_at` in the form the refresh compares.
+fn normalised(t: &chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%f").to_string()
+}
+
+fn parse_index_entry(e: &str) -> Option<Subscriber> {
+    let mut parts = e.splitn(3, SEP);
+    Some(Subscriber {
+        session: parts.next()?.to_owned(),
+        key: parts.next()?.to_owned(),
+        uri: parts.next()?.to_owned(),
+    })
+}
+
+fn string_bytes(s: &str) -> usize {
+    s.len() + STRING_OVERHEAD
+}
+
+impl State {
+    pub(super) fn new(updates_capacity: usize) -> State {
+        let (updates, _) = broadcast::channel(updates_capacity.clamp(1, MAX_UPDATES_CAPACITY));
+        State {
+            keys: Keys::default(),
+            files: TtlMap::default(),
+            leases: TtlMap::default(),
+            tasks: TtlMap::default(),
+            rates: TtlMap::default(),
+            sessions: TtlMap::default(),
+            sets: TtlMap::default(),
+            events: HashMap::new(),
+            logs: HashMap::new(),
+            outbox: Outbox::default(),
+            members: HashMap::new(),
+            activity: HashMap::new(),
+            agents: HashMap::new(),
+            agent_tasks: HashMap::new(),
+            sync_warm: None,
+            updates,
+            last_sweep: None,
+        }
+    }
+
+    pub(super) fn updates_receiver(&self) -> broadcast::Receiver<(TaskId, String)> {
+        self.updates.subscribe()
+    }
+
+    // ----- housekeeping -----
+
+    /// Sweeps when the last sweep is at least [`SWEEP_EVERY`] old.
+    pub(super) fn maybe_sweep(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+        {
+            self.sweep(now);
+        }
+    }
+
+    /// Drops every expired entry; answers how many.
+    pub(super) fn sweep(&mut self, now: Instant) -> usize {
+        self.last_sweep = Some(now);
+        self.files.sweep(now)
+            + self.leases.sweep(now)
+            + self.tasks.sweep(now)
+            + self.rates.sweep(now)
+            + self.sessions.sweep(now)
+            + self.sets.sweep(now)
+    }
+
+    /// Entries that expire, swept or not yet (for tests).
+    #[cfg(test)]
+    pub(super) fn expiring_entries(&self) -> usize {
+        self.files.len()
+            + self.leases.len()
+            + self.tasks.len()
+            + self.rates.len()
+            + self.sessions.len()
+            + self.sets.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_last_sweep(&mut self, at: Option<Instant>) {
+        self.last_sweep = at;
+    }
+
+    /// Bytes held, roughly: the strings' lengths plus a fixed overhead per string and entry.
+    pub(super) fn bytes(&self) -> usize {
+        let files: usize = self
+            .files
+            .iter()
+            .map(|(k, f)| {
+                string_bytes(k)
+                    + string_bytes(&f.content)
+                    + string_bytes(&f.sha256)
+                    + ENTRY_OVERHEAD
+            })
+            .sum();
+        let leases: usize = self
+            .leases
+            .iter()
+            .map(|(k, l)| string_bytes(k) + string_bytes(&l.owner) + string_bytes(&l.token))
+            .map(|b| b + ENTRY_OVERHEAD)
+            .sum();
+        let strings = |m: &TtlMap<String>| -> usize {
+            m.iter()
+                .map(|(k, v)| string_bytes(k) + string_bytes(v) + ENTRY_OVERHEAD)
+                .sum()
+        };
+        let rates: usize = self
+            .rates
+            .iter()
+            .map(|(k, _)| string_bytes(k) + ENTRY_OVERHEAD)
+            .sum();
+        let sets: usize = self
+            .sets
+            .iter()
+            .map(|(k, s)| {
+                string_bytes(k) + ENTRY_OVERHEAD + s.iter().map(|e| string_bytes(e)).sum::<usize>()
+            })
+            .sum();
+        let streams = |m: &HashMap<String, Stream<String>>| -> usize {
+            m.iter()
+                .map(|(k, s)| {
+                    string_bytes(k)
+                        + ENTRY_OVERHEAD
+                        + s.values()
+                            .map(|v| string_bytes(v) + ENTRY_OVERHEAD)
+                            .sum::<usize>()
+                })
+                .sum()
+        };
+        let hashes = |m: &HashMap<String, HashMap<String, i64>>| -> usize {
+            m.iter()
+                .map(|(k, h)| {
+                    string_bytes(k)
+                        + ENTRY_OVERHEAD
+                        + h.keys()
+                            .map(|a| string_bytes(a) + ENTRY_OVERHEAD)
+                            .sum::<usize>()
+                })
+                .sum()
+        };
+        let agents: usize = self
+            .agents
+            .iter()
+            .map(|(k, a)| {
+                string_bytes(k) + ENTRY_OVERHEAD + a.task.as_deref().map_or(0, string_bytes)
+            })
+            .sum();
+        let agent_tasks: usize = self
+            .agent_tasks
+            .iter()
+            .map(|(k, s)| {
+                string_bytes(k) + ENTRY_OVERHEAD + s.iter().map(|t| string_bytes(t)).sum::<usize>()
+            })
+            .sum();
+        files
+            + leases
+            + strings(&self.tasks)
+            + rates
+            + strings(&self.sessions)
+            + sets
+            + streams(&self.events)
+            + streams(&self.logs)
+            + self.outbox.bytes()
+            + hashes(&self.members)
+            + hashes(&self.activity)
+            + agents
+            + agent_tasks
+    }
+
+    // ----- events -----
+
+    /// `emit.lua`: appends to the task's capped event stream, publishes with the id spliced
+    /// in, touches the agent's presence and (if a member) its collaboration activity, queues
+    /// the audit record (none when empty).
+    fn emit_event(&mut self, a: EmitArgs<'_>, now: &Now) -> Result<String> {
+        let task = a.task.as_str();
+        let stream = self.events.entry(task.to_owned()).or_default();
+        let id = stream.next_id(now.ms)?;
+        let payload = format!("{{\"id\":\"{id}\",{}", without_first_byte(&a.envelope));
+        stream.push(id, a.envelope, Some(a.events_cap));
+        // No receiver is not an error: nobody listens.
+        let _ = self.updates.send((a.task.clone(), payload));
+        let agent = self.agents.entry(a.agent.to_owned()).or_default();
+        agent.last_seen = Some(now.ms);
+        agent.task = Some(task.to_owned());
+        if self
+            .members
+            .get(task)
+            .is_some_and(|m| m.contains_key(a.agent))
+        {
+            self.activity
+                .entry(task.to_owned())
+                .or_default()
+                .insert(a.agent.to_owned(), now.ms);
+        }
+        if let Some(audit) = a.audit.filter(|x| !x.is_empty()) {
+            self.outbox.add(
+                vec![
+                    ("kind".into(), "audit".into()),
+                    ("payload".into(), audit.to_owned()),
+                ],
+                now.ms,
+            )?;
+        }
+        Ok(id.to_string())
+    }
+
+    pub(super) fn emit(&mut self, e: &Emit<'_>, now: &Now) -> Result<String> {
+        self.emit_event(
+            EmitArgs {
+                task: e.task,
+                agent: e.agent,
+                envelope: e.envelope.clone(),
+                audit: e.audit.as_deref(),
+                events_cap: e.events_cap,
+            },
+            now,
+        )
+    }
+
+    pub(super) fn log_step(
+        &mut self,
+        e: &Emit<'_>,
+        envelope_suffix: &str,
+        step_json: &str,
+        logs_cap: usize,
+        now: &Now,
+    ) -> Result<(String, String)> {
+        let task = e.task.as_str();
+        let sid = self.logs.entry(task.to_owned()).or_default().add(
+            step_json.to_owned(),
+            now.ms,
+            Some(logs_cap),
+        )?;
+        let sid = sid.to_string();
+        self.outbox.add(
+            vec![
+                ("kind".into(), "step".into()),
+                ("task".into(), task.to_owned()),
+                ("sid".into(), sid.clone()),
+                ("agent".into(), e.agent.to_owned()),
+                ("step".into(), step_json.to_owned()),
+            ],
+            now.ms,
+        )?;
+        let eid = self.emit_event(
+            EmitArgs {
+                task: e.task,
+                agent: e.agent,
+                envelope: format!("{}{sid}{envelope_suffix}", e.envelope),
+                audit: e.audit.as_deref(),
+                events_cap: e.events_cap,
+            },
+            now,
+        )?;
+        Ok((sid, eid))
+    }
+
+    pub(super) fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, String)>> {
+        // `XREVRANGE logs (before - COUNT count`: the end is parsed (and checked) first.
+        let end = match before {
+            None => MAX_ID,
+            Some(b) => stream::before(parse_id(b, u64::MAX).ok_or_else(invalid_id)?)?,
+        };
+        let Some(s) = self.logs.get(task.as_str()) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.range(StreamId::ZERO, end)
+            .rev()
+            .take(count)
+            .map(|(id, step)| (id.to_string(), step.clone()))
+            .collect())
+    }
+
+    pub(super) fn events_after(
+        &self,
+        task: &TaskId,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let start = stream::after(after)?;
+        let Some(s) = self.events.get(task.as_str()) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.range(start, MAX_ID)
+            .take(count)
+            .map(|(id, env)| (id.to_string(), env.clone()))
+            .collect())
+    }
+
+    pub(super) fn events_tail(&self, task: &TaskId) -> Option<String> {
+        self.events
+            .get(task.as_str())
+            .and_then(Stream::last_entry)
+            .map(|id| id.to_string())
+    }
+
+    pub(super) fn events_exist(&self, task: &TaskId) -> bool {
+        self.events.contains_key(task.as_str())
+    }
+
+    pub(super) fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Vec<Event> {
+        let Some(s) = self.events.get(task.as_str()) else {
+            return Vec::new();
+        };
+        let start = StreamId {
+            ms: u64::try_from(since_ms).unwrap_or(0),
+            seq: 0,
+        };
+        s.range(start, MAX_ID)
+            .take(limit)
+            .filter_map(|(id, raw)| {
+                let mut event: Event = serde_json::from_str(raw).ok()?;
+                event.id = Some(id.to_string());
+                Some(event)
+            })
+            .collect()
+    }
+
+    // ----- files and leases -----
+
+    /// `cache_file.lua`: replaces the hot copy unless it holds the same or a newer version.
+    fn cache_file_at(&mut self, key: &str, f: &CacheFile<'_>, now: &Now) {
+        let current = self.files.get(key, now.at).map_or(0, |c| c.version);
+        if f.version <= current {
+            return;
+        }
+        self.files.insert(
+            key,
+            FileCopy {
+                version: f.version,
+                deleted: f.deleted,
+                content: f.content.to_owned(),
+                sha256: f.sha256.to_owned(),
+                size: f.size,
+            },
+            secs(f.ttl_secs, now.at),
+        );
+    }
+
+    pub(super) fn cache_file(
+        &mut self,
+        task: &TaskId,
+        path: &FilePath,
+        f: &CacheFile<'_>,
+        now: &Now,
+    ) {
+        let key = self.keys.file(task, path);
+        self.cache_file_at(&key, f, now);
+    }
+
+    pub(super) fn file_changed(
+        &mut self,
+        path: &FilePath,
+        f: &CacheFile<'_>,
+        e: &Emit<'_>,
+        now: &Now,
+    ) -> Result<String> {
+        let key = self.keys.file(e.task, path);
+        self.cache_file_at(&key, f, now);
+        self.emit(e, now)
+    }
+
+    pub(super) fn file(&mut self, task: &TaskId, path: &FilePath, now: &Now) -> Option<HotFile> {
+        let key = self.keys.file(task, path);
+        self.files.get(&key, now.at).map(|f| HotFile {
+            version: f.version,
+            deleted: f.deleted,
+            content: f.content.clone(),
+            sha256: f.sha256.clone(),
+            size: f.size,
+        })
+    }
+
+    /// `writer_check.lua`.
+    pub(super) fn lease_for_write(
+        &mut self,
+        task: &TaskId,
+        path: &FilePath,
+        writer: &str,
+        now: &Now,
+    ) -> Option<Lease> {
+        let lease = self
+            .leases
+            .get(&self.keys.lock(task, path), now.at)
+            .map(|l| Lease {
+                owner: l.owner.clone(),
+                fence: l.fence,
+                // The script reads no token.
+                token: String::new(),
+                expires_at: ms_to_time(l.expires_at),
+            });
+        if lease.as_ref().is_none_or(|l| l.owner == writer) {
+            self.files.remove(&self.keys.file(task, path), now.at);
+        }
+        lease
+    }
+
+    /// `claim.lua`.
+    pub(super) fn claim(
+        &mut self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<(i64, &str)>,
+        now: &Now,
+    ) -> ClaimOutcome {
+        let key = self.keys.lock(task, path);
+        let ttl_ms = ttl.as_millis() as u64;
+        let exp = now
+            .ms
+            .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        let until = deadline(now.at, Duration::from_millis(ttl_ms));
+        if let Some(l) = self.leases.get_mut(&key, now.at) {
+            if l.owner != owner {
+                return ClaimOutcome::HeldByOther {
+                    owner: l.owner.clone(),
+                    expires_at: ms_to_time(l.expires_at),
+                };
+            }
+            l.expires_at = exp;
+            let lease = Lease {
+                owner: owner.to_owned(),
+                fence: l.fence,
+                token: l.token.clone(),
+                expires_at: ms_to_time(exp),
+            };
+            self.leases.expire(&key, until, now.at);
+            return ClaimOutcome::Reentrant(lease);
+        }
+        let Some((fence, token)) = fence else {
+            return ClaimOutcome::NeedFence;
+        };
+        self.leases.insert(
+            &key,
+            LeaseRec {
+                owner: owner.to_owned(),
+                fence,
+                token: token.to_owned(),
+                expires_at: exp,
+            },
+            until,
+        );
+        ClaimOutcome::Granted(Lease {
+            owner: owner.to_owned(),
+            fence,
+            token: token.to_owned(),
+            expires_at: ms_to_time(exp),
+        })
+    }
+
+    /// `renew.lua`.
+    pub(super) fn renew(
+        &mut self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        ttl: Duration,
+        now: &Now,
+    ) -> std::result::Result<Lease, Option<String>> {
+        let key = self.keys.lock(task, path);
+        let ttl_ms = ttl.as_millis() as u64;
+        let exp = now
+            .ms
+            .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        let lease = match self.leases.get_mut(&key, now.at) {
+            None => return Err(None),
+            Some(l) if l.owner != owner => {
+                return Err(Some(l.owner.clone()).filter(|h| !h.is_empty()));
+            }
+            Some(l) => {
+                l.expires_at = exp;
+                Lease {
+                    owner: owner.to_owned(),
+                    fence: l.fence,
+                    token: l.token.clone(),
+                    expires_at: ms_to_time(exp),
+                }
+            }
+        };
+        self.leases.expire(
+            &key,
+            deadline(now.at, Duration::from_millis(ttl_ms)),
+            now.at,
+        );
+        Ok(lease)
+    }
+
+    /// `release.lua`.
+    pub(super) fn release(
+        &mut self,
+        task: &TaskId,
+        path: &FilePath,
+        owner: &str,
+        force: bool,
+        now: &Now,
+    ) -> std::result::Result<(String, i64), Option<String>> {
+        let key = self.keys.lock(task, path);
+        match self.leases.get(&key, now.at) {
+            None => return Err(None),
+            Some(l) if l.owner != owner && !force => {
+                return Err(Some(l.owner.clone()).filter(|h| !h.is_empty()));
+            }
+            Some(_) => {}
+        }
+        match self.leases.remove(&key, now.at) {
+            Some(l) => Ok((l.owner, l.fence)),
+            None => Err(None),
+        }
+    }
+
+    // ----- rate windows, tasks -----
+
+    /// The rate script: counts the hit, starts the window on its first hit.
+    pub(super) fn rate_hit(
+        &mut self,
+        subject: &str,
+        window: Duration,
+        now: &Now,
+    ) -> (u64, Duration) {
+        let key = self.keys.rate(subject);
+        let window_ms = (window.as_millis().max(1)) as u64;
+        let n = {
+            let n = self.rates.get_or_insert_with(&key, now.at, || 0);
+            *n += 1;
+            *n
+        };
+        let left = match self.rates.deadline_of(&key, now.at) {
+            Some(Some(d)) => d.saturating_duration_since(now.at).as_millis() as u64,
+            _ => {
+                self.rates.expire(
+                    &key,
+                    deadline(now.at, Duration::from_millis(window_ms)),
+                    now.at,
+                );
+                window_ms
+            }
+        };
+        (n, Duration::from_millis(left))
+    }
+
+    pub(super) fn task(&mut self, task: &TaskId, now: &Now) -> Option<TaskState> {
+        let key = self.keys.task(task);
+        self.tasks
+            .get(&key, now.at)
+            .and_then(|s| serde_json::from_str(s).ok())
+    }
+
+    pub(super) fn cache_task(&mut self, task: &TaskState, ttl_secs: u64, now: &Now) -> Result<()> {
+        let id = TaskId::parse(&task.id)?;
+        let json = serde_json::to_string(task).map_err(DomainError::internal)?;
+        if ttl_secs == 0 {
+            return Err(zero_expiry());
+        }
+        let key = self.keys.task(&id);
+        self.tasks.insert(&key, json, secs(ttl_secs, now.at));
+        Ok(())
+    }
+
+    pub(super) fn refresh_tasks(
+        &mut self,
+        rows: &[TaskRefresh<'_>],
+        agent: &str,
+        ttl_secs: u64,
+        events_cap: usize,
+        now: &Now,
+    ) -> Result<Vec<Refreshed>> {
+        let jsons = rows
+            .iter()
+            .map(|r| serde_json::to_string(r.task).map_err(DomainError::internal))
+            .collect::<Result<Vec<String>>>()?;
+        let mut answers = Vec::with_capacity(rows.len());
+        // Like the pipelined scripts: a row that fails does not stop the others; the call
+        // then fails.
+        let mut failed = false;
+        for (r, json) in rows.iter().zip(jsons) {
+            let key = self.keys.task(&r.id);
+            let new = normalised(&r.task.updated_at);
+            if let Some(cur) = self.tasks.get(&key, now.at) {
+                let held = serde_json::from_str::<serde_json::Value>(cur)
+                    .ok()
+                    .and_then(|v| v.get("updated_at")?.as_str().map(norm_updated_at))
+                    .unwrap_or_default();
+                if held == new {
+                    answers.push(Refreshed::Unchanged);
+                    continue;
+                }
+                if held > new {
+                    answers.push(Refreshed::Older);
+                    continue;
+                }
+            }
+            if ttl_secs == 0 {
+                failed = true;
+                continue;
+            }
+            self.tasks.insert(&key, json, secs(ttl_secs, now.at));
+            if let Some(envelope) = &r.envelope {
+                self.emit_event(
+                    EmitArgs {
+                        task: &r.id,
+                        agent,
+                        envelope: envelope.clone(),
+                        audit: None,
+                        events_cap,
+                    },
+                    now,
+                )?;
+            }
+            answers.push(Refreshed::Changed);
+        }
+        if failed {
+            return Err(zero_expiry());
+        }
+        Ok(answers)
+    }
+
+    pub(super) fn delete_cached_tasks(&mut self, ids: &[TaskId], now: &Now) {
+        for id in ids {
+            self.tasks.remove(&self.keys.task(id), now.at);
+        }
+    }
+
+    pub(super) fn sync_is_warm(&self) -> bool {
+        self.sync_warm.is_some()
+    }
+
+    pub(super) fn set_sync_warm(&mut self, now: &Now) {
+        self.sync_warm = Some(now.ms);
+    }
+
+    // ----- collaboration and presence -----
+
+    pub(super) fn join(&mut self, task: &TaskId, agent: &AgentId, joined_ms: i64) {
+        let (t, a) = (task.as_str(), agent.as_str());
+        self.members
+            .entry(t.to_owned())
+            .or_default()
+            .insert(a.to_owned(), joined_ms);
+        self.activity
+            .entry(t.to_owned())
+            .or_default()
+            .insert(a.to_owned(), joined_ms);
+        self.agent_tasks
+            .entry(a.to_owned())
+            .or_default()
+            .insert(t.to_owned());
+    }
+
+    pub(super) fn leave(&mut self, task: &TaskId, agent: &AgentId) {
+        let (t, a) = (task.as_str(), agent.as_str());
+        for hash in [&mut self.members, &mut self.activity] {
+            if let Some(h) = hash.get_mut(t) {
+                h.remove(a);
+                if h.is_empty() {
+                    hash.remove(t);
+                }
+            }
+        }
+        if let Some(s) = self.agent_tasks.get_mut(a) {
+            s.remove(t);
+            if s.is_empty() {
+                self.agent_tasks.remove(a);
+            }
+        }
+    }
+
+    pub(super) fn collaborators(&self, task: &TaskId) -> Option<Vec<Collaborator>> {
+        let members = self.members.get(task.as_str()).filter(|m| !m.is_empty())?;
+        let activity = self.activity.get(task.as_str());
+        let mut out: Vec<Collaborator> = members
+            .iter()
+            .map(|(agent, &joined)| Collaborator {
+                last_active: ms_to_time(
+                    activity
+                        .and_then(|a| a.get(agent))
+                        .copied()
+                        .unwrap_or(joined),
+                ),
+                joined_at: ms_to_time(joined),
+                agent_id: agent.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| (a.joined_at, &a.agent_id).cmp(&(b.joined_at, &b.agent_id)));
+        Some(out)
+    }
+
+    pub(super) fn presence(&self, agent: &AgentId) -> Presence {
+        let rec = self.agents.get(agent.as_str());
+        let tasks = self
+            .agent_tasks
+            .get(agent.as_str())
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        (
+            rec.and_then(|r| r.last_seen).map(ms_to_time),
+            rec.and_then(|r| r.task.clone()),
+            tasks,
+        )
+    }
+
+    /// The agent-refresh script, per agent: presence moves forward only.
+    pub(super) fn refresh_agents(&mut self, agents: &[(String, i64, Option<String>)]) {
+        for (agent, seen_ms, task) in agents {
+            let rec = self.agents.get(agent.as_str());
+            let cur = rec.and_then(|r| r.last_seen).unwrap_or(0);
+            if *seen_ms <= cur {
+                continue;
+            }
+            let rec = self.agents.entry(agent.clone()).or_default();
+            rec.last_seen = Some(*seen_ms);
+            if let Some(t) = task.as_deref().filter(|t| !t.is_empty()) {
+                rec.task = Some(t.to_owned());
+            }
+        }
+    }
+
+    // ----- the outbox -----
+
+    pub(super) fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    pub(super) fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    // ----- MCP sessions -----
+
+    pub(super) fn save_session(&mut self, session: &str, state: &str, ttl: Duration, now: &Now) {
+        let key = self.keys.mcp_session(session);
+        self.sessions
+            .insert(&key, state.to_owned(), mcp_deadline(ttl, now.at));
+    }
+
+    pub(super) fn load_session(
+        &mut self,
+        session: &str,
+        ttl: Duration,
+        now: &Now,
+    ) -> Option<String> {
+        let until = mcp_deadline(ttl, now.at);
+        let key = self.keys.mcp_session(session);
+        let state = self.sessions.get(&key, now.at).cloned();
+        self.sessions.expire(&key, until, now.at);
+        self.sets
+            .expire(&self.keys.mcp_session_subs(session), until, now.at);
+        state
+    }
+
+    pub(super) fn drop_session(&mut self, session: &str, now: &Now) {
+        let own = self.keys.mcp_session_subs(session);
+        if let Some(entries) = self.sets.remove(&own, now.at) {
+            for e in entries {
+                if let Some((index, entry)) = e.split_once(SEP) {
+                    self.set_remove(index, entry, now);
+                }
+            }
+        }
+        self.sessions
+            .remove(&self.keys.mcp_session(session), now.at);
+    }
+
+    fn index(&self, scope: SubScope<'_>) -> String {
+        match scope {
+            SubScope::Task(t) => self.keys.mcp_task_subs(t),
+            SubScope::Agent(a) => self.keys.mcp_agent_subs(a),
+        }
+    }
+
+    /// `SREM`: an emptied set is removed.
+    fn set_remove(&mut self, key: &str, member: &str, now: &Now) {
+        if let Some(s) = self.sets.get_mut(key, now.at) {
+            s.remove(member);
+            if s.is_empty() {
+                self.sets.remove(key, now.at);
+            }
+        }
+    }
+
+    /// `SADD` then `EXPIRE`.
+    fn set_add(&mut self, key: &str, member: String, until: Option<Instant>, now: &Now) {
+        self.sets
+            .get_or_insert_with(key, now.at, BTreeSet::new)
+            .insert(member);
+        self.sets.expire(key, until, now.at);
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+        ttl: Duration,
+        now: &Now,
+    ) {
+        let index = self.index(scope);
+        let entry = format!("{session}{SEP}{key}{SEP}{uri}");
+        let own = self.keys.mcp_session_subs(session);
+        let until = mcp_deadline(ttl, now.at);
+        self.set_add(&index, entry.clone(), until, now);
+        self.set_add(&own, format!("{index}{SEP}{entry}"), until, now);
+    }
+
+    pub(super) fn unsubscribe(
+        &mut self,
+        session: &str,
+        scope: SubScope<'_>,
+        key: &str,
+        uri: &str,
+        now: &Now,
+    ) {
+        let index = self.index(scope);
+        let entry = format!("{session}{SEP}{key}{SEP}{uri}");
+        self.set_remove(&index, &entry, now);
+        let own = self.keys.mcp_session_subs(session);
+        self.set_remove(&own, &format!("{index}{SEP}{entry}"), now);
+    }
+
+    pub(super) fn subscribers(&mut self, scope: SubScope<'_>, now: &Now) -> Vec<Subscriber> {
+        let index = self.index(scope);
+        self.sets
+            .get(&index, now.at)
+            .map(|s| s.iter().filter_map(|e| parse_index_entry(e)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What Redis answers `SET … EX 0`.
+fn zero_expiry() -> DomainError {
+    DomainError::internal("in-process store: invalid expire time in 'set' command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_matches_the_refresh_script() {
+        assert_eq!(
+            norm_updated_at("2024-01-02T03:04:05.123Z"),
+            "2024-01-02T03:04:05123000000"
+        );
+        assert_eq!(
+            norm_updated_at("2024-01-02T03:04:05Z"),
+            "2024-01-02T03:04:05000000000"
+        );
+        assert_eq!(
+            norm_updated_at("2024-01-02T03:04:05.1234567891Z"),
+            "2024-01-02T03:04:05123456789"
+        );
+        assert_eq!(norm_updated_at("yesterday"), "");
+        let t: chrono::DateTime<Utc> = "2024-01-02T03:04:05.5Z".parse().unwrap();
+        assert_eq!(
+            norm_updated_at(serde_json::to_value(t).unwrap().as_str().unwrap()),
+            normalised(&t)
+        );
+    }
+}

@@ -1,0 +1,750 @@
+//! What is specific to the in-process backend: its ids, its clocks, its sweeping, its
+//! broadcast channel and its consumer groups. (The behaviour shared with Redis is checked by
+//! the cross-backend suite.)
+
+use super::state::{Now, SWEEP_EVERY, State};
+use super::stream::next_id;
+use super::*;
+use crate::store::hot::{CacheFile, ms_to_time};
+use std::time::Instant;
+
+fn task(s: &str) -> TaskId {
+    TaskId::parse(s).unwrap()
+}
+
+fn path(s: &str) -> FilePath {
+    FilePath::parse(s).unwrap()
+}
+
+fn ev<'a>(t: &'a TaskId, agent: &'a str, audit: Option<&str>) -> Emit<'a> {
+    Emit {
+        task: t,
+        agent,
+        envelope: format!(
+            r#"{{"type":"file_written","taskId":"{t}","agentId":"{agent}","timestamp":"2024-01-01T00:00:00Z","data":{{}}}}"#
+        ),
+        audit: audit.map(str::to_owned),
+        events_cap: 100,
+    }
+}
+
+fn file(version: i64, ttl_secs: u64) -> CacheFile<'static> {
+    CacheFile {
+        version,
+        deleted: false,
+        content: "hello",
+        sha256: "abc",
+        size: 5,
+        updated_by: "a1",
+        updated_at: Utc::now(),
+        ttl_secs,
+    }
+}
+
+fn id(s: &str) -> StreamId {
+    StreamId::parse(s).unwrap()
+}
+
+#[test]
+fn new_needs_no_runtime_and_clones_share_state() {
+    let a = MemoryStore::new();
+    let b = a.clone();
+    a.with(|s, now| s.set_sync_warm(now));
+    assert!(b.with(|s, _| s.sync_is_warm()));
+}
+
+#[test]
+fn next_id_is_xadd_star() {
+    let last = StreamId { ms: 100, seq: 7 };
+    assert_eq!(next_id(last, 101), Some(StreamId { ms: 101, seq: 0 }));
+    // Same millisecond, and a clock that stepped back: the sequence moves on.
+    assert_eq!(next_id(last, 100), Some(StreamId { ms: 100, seq: 8 }));
+    assert_eq!(next_id(last, 5), Some(StreamId { ms: 100, seq: 8 }));
+    let full = StreamId {
+        ms: 100,
+        seq: u64::MAX,
+    };
+    assert_eq!(next_id(full, 100), Some(StreamId { ms: 101, seq: 0 }));
+    assert_eq!(next_id(stream::MAX_ID, 0), None);
+}
+
+#[test]
+fn stream_ids_strictly_increase_within_one_millisecond() {
+    let mut s = State::new(16);
+    let t = task("t1");
+    let now = Now::get();
+    // The same instant for every call: one millisecond.
+    let ids: Vec<StreamId> = (0..5)
+        .map(|_| id(&s.emit(&ev(&t, "a1", Some("{}")), &now).unwrap()))
+        .collect();
+    assert_eq!(ids[0].ms, now.ms as u64);
+    for w in ids.windows(2) {
+        assert_eq!(
+            w[1],
+            StreamId {
+                ms: w[0].ms,
+                seq: w[0].seq + 1
+            }
+        );
+    }
+    // A clock that went back does not make ids go back.
+    let earlier = Now {
+        at: now.at,
+        ms: now.ms - 10_000,
+    };
+    let back = id(&s.emit(&ev(&t, "a1", None), &earlier).unwrap());
+    assert!(back > ids[4]);
+    // The step log and the outbox number their own entries.
+    let (sid, eid) = s
+        .log_step(&ev(&t, "a1", None), "}", "{}", 10, &now)
+        .unwrap();
+    assert_eq!(
+        id(&sid),
+        StreamId {
+            ms: now.ms as u64,
+            seq: 0
+        }
+    );
+    assert!(id(&eid) > back);
+}
+
+#[tokio::test]
+async fn stream_ids_strictly_increase_through_the_store() {
+    let store = MemoryStore::new();
+    let t = task("t1");
+    let mut last = StreamId::ZERO;
+    for _ in 0..500 {
+        let next = id(&store.emit(&ev(&t, "a1", None)).await.unwrap());
+        assert!(next > last, "{next} after {last}");
+        last = next;
+    }
+    let tail = store.events_tail(&t).await.unwrap().unwrap();
+    assert_eq!(id(&tail), last);
+}
+
+#[test]
+fn capped_streams_keep_their_newest_entries_and_exist_once_emptied() {
+    let mut s = State::new(16);
+    let t = task("t1");
+    let now = Now::get();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let mut e = ev(&t, "a1", None);
+        e.events_cap = 3;
+        ids.push(s.emit(&e, &now).unwrap());
+    }
+    let kept: Vec<String> = s
+        .events_after(&t, StreamId::ZERO, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(kept, ids[2..]);
+    let u = task("t2");
+    let mut e = ev(&u, "a1", None);
+    e.events_cap = 0;
+    s.emit(&e, &now).unwrap();
+    assert!(s.events_exist(&u));
+    assert_eq!(s.events_tail(&u), None);
+}
+
+/// `now` moved on by `ms` milliseconds (both clocks).
+fn after_ms(now: &Now, ms: u64) -> Now {
+    Now {
+        at: now.at + Duration::from_millis(ms),
+        ms: now.ms + ms as i64,
+    }
+}
+
+#[test]
+fn leases_live_for_their_ttl() {
+    let mut s = State::new(16);
+    let (t, p) = (task("t1"), path("a.txt"));
+    let ttl = Duration::from_millis(60);
+    let t0 = Now::get();
+    let granted = s.claim(&t, &p, "a1", ttl, Some((1, "tok")), &t0);
+    assert!(
+        matches!(granted, ClaimOutcome::Granted(ref l) if l.expires_at == ms_to_time(t0.ms + 60))
+    );
+    let held = s.claim(&t, &p, "a2", ttl, Some((2, "x")), &after_ms(&t0, 59));
+    assert!(matches!(held, ClaimOutcome::HeldByOther { ref owner, .. } if owner == "a1"));
+    // Renewed at 40 ms: lives until 100.
+    let renewed = s.renew(&t, &p, "a1", ttl, &after_ms(&t0, 40)).unwrap();
+    assert_eq!((renewed.fence, renewed.token.as_str()), (1, "tok"));
+    // Claimed again at 80 ms: re-entrant, same fence and token, lives until 140.
+    let again = s.claim(&t, &p, "a1", ttl, None, &after_ms(&t0, 80));
+    assert!(matches!(again, ClaimOutcome::Reentrant(ref l) if l.fence == 1 && l.token == "tok"));
+    let live = s
+        .lease_for_write(&t, &p, "a1", &after_ms(&t0, 139))
+        .unwrap();
+    assert_eq!(
+        (live.owner.as_str(), live.fence, live.expires_at),
+        ("a1", 1, ms_to_time(t0.ms + 140))
+    );
+    assert_eq!(s.lease_for_write(&t, &p, "a1", &after_ms(&t0, 140)), None);
+    let late = after_ms(&t0, 140);
+    assert_eq!(s.renew(&t, &p, "a1", ttl, &late), Err(None));
+    assert_eq!(s.release(&t, &p, "a1", true, &late), Err(None));
+    let again = s.claim(&t, &p, "a2", ttl, Some((2, "x")), &late);
+    assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
+    // A zero TTL grants a lease that is gone at once, as PEXPIRE 0 deletes the key.
+    let q = path("b.txt");
+    let zero = s.claim(&t, &q, "a1", Duration::ZERO, Some((3, "z")), &late);
+    assert!(matches!(zero, ClaimOutcome::Granted(_)));
+    assert_eq!(s.release(&t, &q, "a1", false, &late), Err(None));
+}
+
+#[tokio::test]
+async fn leases_expire_on_the_clock() {
+    let store = MemoryStore::new();
+    let (t, p) = (task("t1"), path("a.txt"));
+    let ttl = Duration::from_millis(50);
+    let granted = store
+        .claim(&t, &p, "a1", ttl, Some((1, "tok")))
+        .await
+        .unwrap();
+    assert!(matches!(granted, ClaimOutcome::Granted(_)));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(store.renew(&t, &p, "a1", ttl).await.unwrap(), Err(None));
+    assert!(store.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
+    let again = store
+        .claim(&t, &p, "a2", ttl, Some((2, "x")))
+        .await
+        .unwrap();
+    assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
+}
+
+#[test]
+fn hot_copies_and_task_rows_expire() {
+    let mut s = State::new(16);
+    let (t, p) = (task("t1"), path("a.txt"));
+    let now = Now::get();
+    s.cache_file(&t, &p, &file(2, 5), &now);
+    // Never backwards.
+    s.cache_file(&t, &p, &file(1, 5), &now);
+    assert_eq!(s.file(&t, &p, &now).unwrap().version, 2);
+    let row = TaskState {
+        id: "t1".into(),
+        title: "x".into(),
+        description: None,
+        status: "pending".into(),
+        assigned_agent_id: None,
+        complexity: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    s.cache_task(&row, 5, &now).unwrap();
+    assert!(s.task(&t, &now).is_some());
+    assert!(s.cache_task(&row, 0, &now).is_err());
+    let later = Now {
+        at: now.at + Duration::from_secs(5),
+        ms: now.ms + 5000,
+    };
+    assert!(s.file(&t, &p, &later).is_none());
+    assert!(s.task(&t, &later).is_none());
+    // An expired copy is no newer than anything: an older version may fill the cache again.
+    s.cache_file(&t, &p, &file(1, 5), &later);
+    assert_eq!(s.file(&t, &p, &later).unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn rate_windows_expire() {
+    let store = MemoryStore::new();
+    let long = Duration::from_secs(60);
+    assert_eq!(store.rate_hit("a1", long).await.unwrap(), (1, long));
+    let (n, left) = store.rate_hit("a1", long).await.unwrap();
+    assert_eq!(n, 2);
+    assert!(left <= long);
+    assert_eq!(store.rate_hit("a2", long).await.unwrap().0, 1);
+    let short = Duration::from_millis(50);
+    assert_eq!(store.rate_hit("a3", short).await.unwrap(), (1, short));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(store.rate_hit("a3", short).await.unwrap(), (1, short));
+    // A zero window lasts a millisecond.
+    assert_eq!(
+        store.rate_hit("a4", Duration::ZERO).await.unwrap(),
+        (1, Duration::from_millis(1))
+    );
+}
+
+#[tokio::test]
+async fn mcp_entries_expire_in_whole_seconds() {
+    let store = MemoryStore::new();
+    let t = task("t1");
+    // As in Redis, a TTL under a second lasts a second.
+    let ttl = Duration::from_millis(50);
+    store.save_session("s1", "{}", ttl).await.unwrap();
+    store
+        .subscribe("s1", SubScope::Task(&t), "k", "u", ttl)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(
+        store.load_session("s1", ttl).await.unwrap().as_deref(),
+        Some("{}")
+    );
+    assert_eq!(
+        store.subscribers(SubScope::Task(&t)).await.unwrap().len(),
+        1
+    );
+    let later = Now {
+        at: Instant::now() + Duration::from_secs(2),
+        ms: 0,
+    };
+    store.with(|s, _| {
+        assert_eq!(s.load_session("s1", ttl, &later), None);
+        assert!(s.subscribers(SubScope::Task(&t), &later).is_empty());
+    });
+}
+
+#[test]
+fn sweeping_removes_expired_entries() {
+    let mut s = State::new(16);
+    let (t, p) = (task("t1"), path("a.txt"));
+    let now = Now::get();
+    s.claim(
+        &t,
+        &p,
+        "a1",
+        Duration::from_millis(50),
+        Some((1, "x")),
+        &now,
+    );
+    s.cache_file(&t, &p, &file(1, 1), &now);
+    s.cache_task(
+        &TaskState {
+            id: "t1".into(),
+            title: "x".into(),
+            description: None,
+            status: "pending".into(),
+            assigned_agent_id: None,
+            complexity: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        },
+        1,
+        &now,
+    )
+    .unwrap();
+    s.rate_hit("a1", Duration::from_millis(50), &now);
+    s.save_session("s1", "{}", Duration::from_secs(1), &now);
+    s.subscribe(
+        "s1",
+        SubScope::Task(&t),
+        "k",
+        "u",
+        Duration::from_secs(1),
+        &now,
+    );
+    // The long-lived one stays.
+    s.rate_hit("a2", Duration::from_secs(60), &now);
+    assert_eq!(s.expiring_entries(), 8);
+    assert_eq!(s.sweep(now.at + Duration::from_millis(500)), 2);
+    assert_eq!(s.sweep(now.at + Duration::from_secs(2)), 5);
+    assert_eq!(s.expiring_entries(), 1);
+}
+
+#[test]
+fn calls_sweep_at_most_once_a_second() {
+    let store = MemoryStore::new();
+    let (t, p) = (task("t1"), path("a.txt"));
+    store.with(|s, now| {
+        s.claim(&t, &p, "a1", Duration::from_millis(50), Some((1, "x")), now);
+        s.rate_hit("a1", Duration::from_millis(50), now);
+        s.rate_hit("a2", Duration::from_secs(60), now);
+    });
+    std::thread::sleep(Duration::from_millis(80));
+    // The last sweep was under a second ago: the expired entries nobody read are still held.
+    store.with(|s, _| assert_eq!(s.expiring_entries(), 3));
+    // Once a sweep is due, whatever call comes next drops them.
+    store.with(|s, _| s.set_last_sweep(Instant::now().checked_sub(SWEEP_EVERY)));
+    store.with(|s, _| assert_eq!(s.expiring_entries(), 1));
+}
+
+#[tokio::test]
+async fn subscribers_get_each_event_with_its_id() {
+    let store = MemoryStore::new();
+    let mut sub = store.subscribe_updates().await.unwrap();
+    let t = task("t1");
+    let e = ev(&t, "a1", None);
+    let eid = store.emit(&e).await.unwrap();
+    let (got, payload) = sub.next().await.unwrap();
+    assert_eq!(got, t);
+    assert_eq!(payload, format!("{{\"id\":\"{eid}\",{}", &e.envelope[1..]));
+    let event: Event = serde_json::from_str(&payload).unwrap();
+    assert_eq!(event.id, Some(eid));
+    assert!(sub.pinger().ping().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_loses_its_subscription() {
+    let store = MemoryStore::with_updates_capacity(2);
+    let mut slow = store.subscribe_updates().await.unwrap();
+    let t = task("t1");
+    for _ in 0..5 {
+        store.emit(&ev(&t, "a1", None)).await.unwrap();
+    }
+    assert!(slow.next().await.is_none());
+    // Lost for good: it does not resume after the gap.
+    store.emit(&ev(&t, "a1", None)).await.unwrap();
+    assert!(slow.next().await.is_none());
+    // A new subscription works.
+    let mut fresh = store.subscribe_updates().await.unwrap();
+    let eid = store.emit(&ev(&t, "a1", None)).await.unwrap();
+    assert!(fresh.next().await.unwrap().1.contains(&eid));
+}
+
+#[tokio::test]
+async fn a_dropped_store_ends_subscriptions_and_pings() {
+    let store = MemoryStore::new();
+    let mut sub = store.subscribe_updates().await.unwrap();
+    let mut pinger = sub.pinger();
+    drop(store);
+    assert!(sub.next().await.is_none());
+    assert!(pinger.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn consumer_groups_deliver_once_keep_pending_and_claim_idle() {
+    let store = MemoryStore::new();
+    let t = task("t1");
+    for i in 0..3 {
+        store
+            .emit(&ev(&t, "a1", Some(&format!("{{\"n\":{i}}}"))))
+            .await
+            .unwrap();
+    }
+    // No group yet: reading creates it and delivers from the start.
+    let first = store.outbox_read_new("g", "c1", 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].fields["kind"], "audit");
+    assert_eq!(first[0].fields["payload"], "{\"n\":0}");
+    let second = store.outbox_read_new("g", "c2", 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].fields["payload"], "{\"n\":2}");
+    assert!(
+        store
+            .outbox_read_new("g", "c1", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let depth = store.outbox_depth("g").await.unwrap();
+    assert_eq!((depth.length, depth.pending), (3, 3));
+    // Another group sees everything.
+    assert_eq!(store.outbox_read_new("h", "c1", 0).await.unwrap().len(), 3);
+    assert_eq!(store.outbox_depth("nope").await.unwrap().pending, 0);
+
+    // Own pending entries, oldest first.
+    let ids = |v: &[OutboxEntry]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    let pending = store.outbox_read_pending("g", "c1", 10).await.unwrap();
+    assert_eq!(ids(&pending), ids(&first));
+    assert_eq!(
+        ids(&store.outbox_read_pending("g", "c1", 1).await.unwrap()),
+        ids(&first[..1])
+    );
+
+    // Nothing is idle long enough yet.
+    let idle = Duration::from_secs(30);
+    assert!(
+        store
+            .outbox_claim_idle("g", "c2", idle, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = Instant::now() + idle;
+    store.with(|s, _| {
+        let outbox = s.outbox_mut();
+        // Reading its own pending entries restarts their idle time.
+        outbox.read_pending("g", "c2", 10, later);
+        let claimed = outbox.claim_idle("g", "c2", idle, 10, later).unwrap();
+        assert_eq!(ids(&claimed), ids(&first));
+        // Delivered to c1 and read again as pending (twice or once), then claimed.
+        assert_eq!(outbox.deliveries("g", &first[0].id), Some(("c2".into(), 4)));
+        assert_eq!(outbox.deliveries("g", &first[1].id), Some(("c2".into(), 3)));
+        // Claimed entries are idle again from the claim on.
+        assert!(
+            outbox
+                .claim_idle("g", "c1", idle, 10, later)
+                .unwrap()
+                .is_empty()
+        );
+    });
+    assert!(
+        store
+            .outbox_read_pending("g", "c1", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .outbox_read_pending("g", "c2", 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // min_idle 0 takes everything, at most `count`.
+    assert_eq!(
+        store
+            .outbox_claim_idle("g", "c3", Duration::ZERO, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .outbox_claim_idle("g", "c3", Duration::ZERO, 0)
+            .await
+            .is_err()
+    );
+
+    // An invalid id acknowledges nothing.
+    let mut all = ids(&second);
+    all.extend(ids(&first));
+    let mut bad = all.clone();
+    bad.push("nope".into());
+    assert!(store.outbox_ack("g", &bad).await.is_err());
+    assert_eq!(store.outbox_depth("g").await.unwrap().pending, 3);
+    store.outbox_ack("g", &all).await.unwrap();
+    let depth = store.outbox_depth("g").await.unwrap();
+    assert_eq!((depth.length, depth.pending), (0, 0));
+    assert_eq!(store.outbox_length().await.unwrap(), 0);
+
+    // The other group's pending entries are gone from the stream: not read again, and
+    // dropped when claimed.
+    assert!(
+        store
+            .outbox_read_pending("h", "c1", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.outbox_depth("h").await.unwrap().pending, 3);
+    assert!(
+        store
+            .outbox_claim_idle("h", "c2", Duration::ZERO, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.outbox_depth("h").await.unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn log_step_writes_log_outbox_and_event() {
+    let store = MemoryStore::new();
+    let t = task("t1");
+    let mut e = ev(&t, "a1", None);
+    e.envelope = r#"{"type":"step_logged","data":{"id":""#.into();
+    let (sid, eid) = store
+        .log_step(&e, r#""}}"#, r#"{"n":1}"#, 10)
+        .await
+        .unwrap();
+    let (sid2, _) = store
+        .log_step(&e, r#""}}"#, r#"{"n":2}"#, 10)
+        .await
+        .unwrap();
+    let out = store.outbox_read_new("g", "c", 10).await.unwrap();
+    assert_eq!(out.len(), 2);
+    let f = &out[0].fields;
+    assert_eq!(
+        (
+            &*f["kind"],
+            &*f["task"],
+            &*f["sid"],
+            &*f["agent"],
+            &*f["step"]
+        ),
+        ("step", "t1", sid.as_str(), "a1", r#"{"n":1}"#)
+    );
+    let events = store.events_after(&t, StreamId::ZERO, 10).await.unwrap();
+    assert_eq!(
+        events[0],
+        (
+            eid,
+            format!(r#"{{"type":"step_logged","data":{{"id":"{sid}"}}}}"#)
+        )
+    );
+    // Newest first, strictly before.
+    let steps = store.steps_before(&t, None, 10).await.unwrap();
+    assert_eq!(steps[0].0, sid2);
+    assert_eq!(steps[1].0, sid);
+    let older = store.steps_before(&t, Some(&sid2), 10).await.unwrap();
+    assert_eq!(older, vec![(sid.clone(), r#"{"n":1}"#.to_owned())]);
+    assert!(store.steps_before(&t, None, 0).await.unwrap().is_empty());
+    // As XREVRANGE: nothing precedes 0-0, and a malformed id is refused.
+    assert!(store.steps_before(&t, Some("0-0"), 10).await.is_err());
+    assert!(store.steps_before(&t, Some("x-1"), 10).await.is_err());
+    assert!(store.events_after(&t, stream::MAX_ID, 10).await.is_err());
+}
+
+#[tokio::test]
+async fn refresh_tasks_moves_the_cache_forward_only() {
+    let store = MemoryStore::new();
+    let t = task("t1");
+    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+    let row = |updated: &str| TaskState {
+        id: "t1".into(),
+        title: "x".into(),
+        description: None,
+        status: "pending".into(),
+        assigned_agent_id: None,
+        complexity: None,
+        created_at: at("2024-01-01T00:00:00Z"),
+        updated_at: at(updated),
+    };
+    let (a, b) = (row("2024-01-01T00:00:01.5Z"), row("2024-01-01T00:00:02Z"));
+    fn refresh(r: &TaskState, env: bool) -> TaskRefresh<'_> {
+        TaskRefresh {
+            id: TaskId::parse(&r.id).unwrap(),
+            task: r,
+            envelope: env.then(|| r#"{"type":"task_updated"}"#.to_owned()),
+        }
+    }
+    let got = store
+        .refresh_tasks(&[refresh(&a, true), refresh(&a, true)], "sync", 60, 10)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![Refreshed::Changed, Refreshed::Unchanged]);
+    assert_eq!(
+        store
+            .events_after(&t, StreamId::ZERO, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let got = store
+        .refresh_tasks(&[refresh(&b, false), refresh(&a, true)], "sync", 60, 10)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![Refreshed::Changed, Refreshed::Older]);
+    assert_eq!(
+        store.task(&t).await.unwrap().unwrap().updated_at,
+        b.updated_at
+    );
+    assert_eq!(
+        store
+            .events_after(&t, StreamId::ZERO, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (seen, task_of, _) = store
+        .presence(&AgentId::parse("sync").unwrap())
+        .await
+        .unwrap();
+    assert!(seen.is_some());
+    assert_eq!(task_of.as_deref(), Some("t1"));
+}
+
+#[tokio::test]
+async fn dropping_a_session_removes_its_subscriptions() {
+    let store = MemoryStore::new();
+    let t = task("t1");
+    let a = AgentId::parse("a1").unwrap();
+    let ttl = Duration::from_secs(60);
+    store.save_session("s1", "{}", ttl).await.unwrap();
+    store
+        .subscribe("s1", SubScope::Task(&t), "k1", "u1", ttl)
+        .await
+        .unwrap();
+    store
+        .subscribe("s1", SubScope::Agent(&a), "k2", "u2", ttl)
+        .await
+        .unwrap();
+    store
+        .subscribe("s2", SubScope::Task(&t), "k1", "u1", ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.subscribers(SubScope::Task(&t)).await.unwrap().len(),
+        2
+    );
+    store.drop_session("s1").await.unwrap();
+    assert_eq!(
+        store.subscribers(SubScope::Task(&t)).await.unwrap(),
+        vec![Subscriber {
+            session: "s2".into(),
+            key: "k1".into(),
+            uri: "u1".into()
+        }]
+    );
+    assert!(
+        store
+            .subscribers(SubScope::Agent(&a))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.load_session("s1", ttl).await.unwrap(), None);
+    store
+        .unsubscribe("s2", SubScope::Task(&t), "k1", "u1")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .subscribers(SubScope::Task(&t))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.with(|s, _| assert_eq!(s.expiring_entries(), 0));
+}
+
+#[tokio::test]
+async fn events_since_reads_from_a_millisecond_with_ids() {
+    let store = MemoryStore::new();
+    let t = task("t1");
+    let first = store.emit(&ev(&t, "a1", None)).await.unwrap();
+    let second = store.emit(&ev(&t, "a1", None)).await.unwrap();
+    let all = store.events_since(&t, 0, 10).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| e.id.clone().unwrap())
+            .collect::<Vec<_>>(),
+        vec![first.clone(), second.clone()]
+    );
+    let from = id(&second).ms as i64;
+    let tail = store.events_since(&t, from, 10).await.unwrap();
+    assert_eq!(tail.last().unwrap().id.as_deref(), Some(second.as_str()));
+    assert!(
+        store
+            .events_since(&t, from + 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.events_since(&t, 0, 1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn memory_usage_grows_with_what_is_held() {
+    let store = MemoryStore::new();
+    let (before, _) = store.memory_usage().await.unwrap();
+    let t = task("t1");
+    store
+        .cache_file(
+            &t,
+            &path("big.txt"),
+            &CacheFile {
+                content: &"x".repeat(10_000),
+                ..file(1, 60)
+            },
+        )
+        .await
+        .unwrap();
+    let (after, total) = store.memory_usage().await.unwrap();
+    assert!(after >= before + 10_000);
+    if std::path::Path::new("/proc/meminfo").exists() {
+        assert!(total > 0);
+    }
+    assert_eq!(store.backend(), "in-process");
+    assert!(!store.shared());
+    assert_eq!(store.maxmemory_policy().await.unwrap(), None);
+}
