@@ -177,6 +177,10 @@ impl HotOps for MemoryStore {
         false
     }
 
+    fn channel(&self, task: &TaskId) -> String {
+        crate::store::keys::Keys::default().channel(task)
+    }
+
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
