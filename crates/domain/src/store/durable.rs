@@ -180,6 +180,9 @@ pub trait DurableOps: Send + Sync + 'static {
     /// The backend's name as `/health` and the start-up log report it (`postgres`, `sqlite`).
     fn backend(&self) -> &'static str;
 
+    /// Whether several gateway processes (on several machines) can share this store.
+    fn shared(&self) -> bool;
+
     /// Applies the schema migrations (idempotent).
     async fn migrate(&self) -> Result<()>;
 

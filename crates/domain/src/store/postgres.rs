@@ -173,6 +173,10 @@ impl DurableOps for PgStore {
         "postgres"
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     /// Applies the embedded migrations (idempotent; safe from several processes at once).
     async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(|e| match e {
