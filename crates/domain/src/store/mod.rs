@@ -18,6 +18,7 @@ pub mod keys;
 pub mod mcp;
 pub mod postgres;
 pub mod redis;
+pub mod sqlite;
 pub mod sync_pg;
 pub mod sync_redis;
 
