@@ -142,10 +142,50 @@ impl DomainError {
     pub(crate) fn internal(what: impl std::fmt::Display) -> DomainError {
         DomainError::Internal(what.to_string())
     }
+
+    /// Text a store cannot keep: a NUL character (Postgres refuses it in text and jsonb; the
+    /// SQLite store refuses it too, so both backends answer alike).
+    pub(crate) fn nul_text() -> DomainError {
+        DomainError::InvalidArgument("text must not contain NUL characters (U+0000)".into())
+    }
+
+    /// Classifies a failure of the embedded SQLite store: the write lock not obtained in time
+    /// (`SQLITE_BUSY`, `SQLITE_LOCKED`, or the one writer connection not free in time), an I/O
+    /// failure, a full disk or a file that cannot be opened is [`DomainError::Unavailable`];
+    /// anything else is [`DomainError::Internal`]. (Constraint violations the caller expects,
+    /// such as a duplicate task id, are classified by the store where they can occur.)
+    pub(crate) fn from_sqlite(e: sqlx::Error) -> DomainError {
+        // Primary result codes (the low byte of the extended code): 5 SQLITE_BUSY, 6
+        // SQLITE_LOCKED, 10 SQLITE_IOERR, 13 SQLITE_FULL, 14 SQLITE_CANTOPEN, 15 SQLITE_PROTOCOL.
+        let unavailable = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14 | 15)),
+            _ => false,
+        };
+        if unavailable {
+            DomainError::Unavailable {
+                backend: "sqlite",
+                cause: e.to_string(),
+            }
+        } else {
+            DomainError::Internal(format!("sqlite: {e}"))
+        }
+    }
 }
 
 impl From<sqlx::Error> for DomainError {
     fn from(e: sqlx::Error) -> Self {
+        if matches!(&e, sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some())
+        {
+            return DomainError::from_sqlite(e);
+        }
         match &e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -172,7 +212,7 @@ impl From<sqlx::Error> for DomainError {
             sqlx::Error::Database(db)
                 if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
             {
-                DomainError::InvalidArgument("text must not contain NUL characters (U+0000)".into())
+                DomainError::nul_text()
             }
             _ => DomainError::Internal(format!("postgres: {e}")),
         }

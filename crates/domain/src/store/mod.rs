@@ -19,6 +19,7 @@ pub mod mcp;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod sqlite;
 pub mod sync_pg;
 pub mod sync_redis;
 
