@@ -57,6 +57,17 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
 }
 
+impl SqliteConfig {
+    /// The file at `path`, with 4 read connections and a 5 s busy timeout.
+    pub fn at(path: impl Into<PathBuf>) -> SqliteConfig {
+        SqliteConfig {
+            path: path.into(),
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The embedded durable store. Cheap to clone: clones share the pools and the notifier.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -367,6 +378,10 @@ impl SqliteStore {
 impl DurableOps for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn shared(&self) -> bool {
+        false
     }
 
     async fn migrate(&self) -> Result<()> {
