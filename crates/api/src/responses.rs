@@ -304,6 +304,7 @@ pub struct Health {
 
 /// The backends behind `/health`'s two stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct HealthBackends {
     pub durable: String,
     pub hot: String,

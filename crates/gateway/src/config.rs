@@ -210,9 +210,9 @@ impl GatewayConfig {
         match set(&self.database_url) {
             None => DurableBackend::Sqlite(self.data_dir.join("mcp-gateway.db")),
             Some(url) => match url.strip_prefix("sqlite:") {
-                Some(path) => DurableBackend::Sqlite(PathBuf::from(
-                    path.strip_prefix("//").unwrap_or(path),
-                )),
+                Some(path) => {
+                    DurableBackend::Sqlite(PathBuf::from(path.strip_prefix("//").unwrap_or(path)))
+                }
                 None => DurableBackend::Postgres(url.to_owned()),
             },
         }

@@ -26,9 +26,9 @@ pub use config::GatewayConfig;
 pub use error::ApiError;
 
 use crate::auth::{Authenticator, MIN_SECRET_BYTES};
+use crate::config::DurableBackend;
 use anyhow::Context;
 use mcp_domain::Service;
-use crate::config::DurableBackend;
 use mcp_domain::store::durable::DurableOps;
 use mcp_domain::store::memory::MemoryStore;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
@@ -284,7 +284,9 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     // The in-process outbox and task cache have no other process to sync them.
     let run_sync = cfg.run_sync || !service.hot.shared();
     if !cfg.run_sync && run_sync {
-        tracing::warn!("RUN_SYNC=false ignored: the in-process hot layer is synced by this process");
+        tracing::warn!(
+            "RUN_SYNC=false ignored: the in-process hot layer is synced by this process"
+        );
     }
     let sync = run_sync.then(|| {
         let mut settings = mcp_sync::SyncSettings::default();

@@ -135,9 +135,20 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
     let (status, health) = gw.get("/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "healthy", "{health}");
-    assert_eq!(health["backends"], json!({"durable": "sqlite", "hot": "in-process"}));
+    assert_eq!(
+        health["backends"],
+        json!({"durable": "sqlite", "hot": "in-process"})
+    );
 
-    // A live watcher of the task, before anything happens.
+    // The task, and a live watcher of it before anything else happens.
+    let created = reqwest::Client::new()
+        .post(format!("{}/admin/tasks", gw.base))
+        .json(&json!({"id": "t1", "title": "Ship it", "assigned_agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
     let events = reqwest::Client::new()
         .get(format!("{}/tasks/t1/events", gw.base))
         .send()
@@ -153,11 +164,18 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
             .extend(extra.as_object().unwrap().clone());
         b
     };
-    let w = gw.tool("file_write", file(json!({"content": "print(1)\n"}))).await;
-    assert_eq!((w["bytes"].as_i64(), w["version"].as_i64()), (Some(9), Some(1)));
+    let w = gw
+        .tool("file_write", file(json!({"content": "print(1)\n"})))
+        .await;
+    assert_eq!(
+        (w["bytes"].as_i64(), w["version"].as_i64()),
+        (Some(9), Some(1))
+    );
     let r = gw.tool("file_read", file(json!({}))).await;
     assert_eq!(r["content"], "print(1)\n");
-    let c = gw.tool("claim_file", file(json!({"timeout_sec": 60}))).await;
+    let c = gw
+        .tool("claim_file", file(json!({"timeout_sec": 60})))
+        .await;
     assert_eq!(c["locked"], true);
     // Another agent is refused while the lease lives: same codes as the deployed mode.
     let refused = reqwest::Client::new()
@@ -191,7 +209,9 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
     let s = gw.tool("subscribe_logs", json!({"task_id": "t1"})).await;
     assert_eq!(s["stream_url"], "/tasks/t1/events");
     for tool in ["join_collaboration", "join_collab"] {
-        let j = gw.tool(tool, json!({"task_id": "t1", "agent_id": tool})).await;
+        let j = gw
+            .tool(tool, json!({"task_id": "t1", "agent_id": tool}))
+            .await;
         assert_eq!(j["agent_id"], tool);
     }
     gw.tool(
@@ -202,18 +222,17 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
     let (status, collab) = gw.get("/resources/collaboration/t1").await;
     assert_eq!(status, 200);
     assert_eq!(collab["agents"], json!(["join_collaboration"]));
-    let created = reqwest::Client::new()
-        .post(format!("{}/admin/tasks", gw.base))
-        .json(&json!({"id": "t1", "title": "Ship it", "assigned_agent_id": "coder"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
     let (status, state) = gw.get("/resources/tasks/t1/state").await;
     assert_eq!(status, 200);
-    assert_eq!((state["id"].as_str(), state["title"].as_str()), (Some("t1"), Some("Ship it")));
+    assert_eq!(
+        (state["id"].as_str(), state["title"].as_str()),
+        (Some("t1"), Some("Ship it"))
+    );
     let (status, missing) = gw.get("/resources/tasks/nope/state").await;
-    assert_eq!((status, missing["code"].as_str()), (404, Some("task_not_found")));
+    assert_eq!(
+        (status, missing["code"].as_str()),
+        (404, Some("task_not_found"))
+    );
 
     // The watcher saw the changes live, in order.
     let mut events = events;
@@ -227,17 +246,31 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
             .expect("the stream stays open");
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let order: Vec<usize> = ["file_written", "lock_acquired", "lock_released", "file_edited", "step_logged", "agent_joined", "agent_left"]
-        .iter()
-        .map(|kind| seen.find(kind).unwrap_or_else(|| panic!("no {kind} in {seen}")))
-        .collect();
+    let order: Vec<usize> = [
+        "file_written",
+        "lock_acquired",
+        "lock_released",
+        "file_edited",
+        "step_logged",
+        "agent_joined",
+        "agent_left",
+    ]
+    .iter()
+    .map(|kind| {
+        seen.find(kind)
+            .unwrap_or_else(|| panic!("no {kind} in {seen}"))
+    })
+    .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{seen}");
 
     // A restart keeps the files, the task and (flushed at shutdown) the steps.
     gw.stop();
     let gw = Embedded::start(&data).await;
     let r = gw.tool("file_read", file(json!({}))).await;
-    assert_eq!((r["content"].as_str(), r["version"].as_i64()), (Some("print(2)\n"), Some(2)));
+    assert_eq!(
+        (r["content"].as_str(), r["version"].as_i64()),
+        (Some("print(2)\n"), Some(2))
+    );
     let (_, state) = gw.get("/resources/tasks/t1/state").await;
     assert_eq!(state["title"], "Ship it");
     let (status, logs) = gw.get("/resources/tasks/t1/logs").await;

@@ -266,7 +266,11 @@ async fn quotas_refuse_growth_but_never_shrinking(f: &DurableFixture) {
         "a refused change left a row"
     );
     let err = s
-        .change_file(&quota(change(&t, &a, RevisionOp::Write, "123456789"), 2, 10))
+        .change_file(&quota(
+            change(&t, &a, RevisionOp::Write, "123456789"),
+            2,
+            10,
+        ))
         .await
         .unwrap_err();
     match &err {
@@ -287,9 +291,13 @@ async fn quotas_refuse_growth_but_never_shrinking(f: &DurableFixture) {
         .await
         .unwrap();
     // Another task has its own usage.
-    s.change_file(&quota(change(&task("q2"), &a, RevisionOp::Write, "1"), 1, 1))
-        .await
-        .unwrap();
+    s.change_file(&quota(
+        change(&task("q2"), &a, RevisionOp::Write, "1"),
+        1,
+        1,
+    ))
+    .await
+    .unwrap();
 }
 
 async fn nul_characters_are_invalid_arguments(f: &DurableFixture) {
@@ -378,7 +386,10 @@ async fn listing_respects_directories(f: &DurableFixture) {
         .into_iter()
         .map(|f| f.path)
         .collect();
-    assert_eq!(all, ["src", "src/a.py", "src/b/c.py", "srcx/d.py", "top.md"]);
+    assert_eq!(
+        all,
+        ["src", "src/a.py", "src/b/c.py", "srcx/d.py", "top.md"]
+    );
     let under: Vec<String> = s
         .list_files(&t, Some(&path("src")))
         .await
@@ -388,7 +399,10 @@ async fn listing_respects_directories(f: &DurableFixture) {
         .collect();
     assert_eq!(under, ["src", "src/a.py", "src/b/c.py"]);
     let info = &s.list_files(&t, Some(&path("top.md"))).await.unwrap()[0];
-    assert_eq!((info.version, info.size, info.updated_by.as_deref()), (1, 1, Some("a1")));
+    assert_eq!(
+        (info.version, info.size, info.updated_by.as_deref()),
+        (1, 1, Some("a1"))
+    );
     assert!(s.list_files(&task("empty"), None).await.unwrap().is_empty());
 }
 
@@ -421,7 +435,10 @@ async fn every_change_is_audited_and_filterable(f: &DurableFixture) {
         .unwrap();
     assert_eq!(all.len(), 3);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
-    let write = all.iter().find(|e| e.action == "file_write" && e.task_id.as_deref() == Some("t")).unwrap();
+    let write = all
+        .iter()
+        .find(|e| e.action == "file_write" && e.task_id.as_deref() == Some("t"))
+        .unwrap();
     assert_eq!(write.actor, "a1");
     assert_eq!(write.path.as_deref(), Some("a"));
     assert_eq!((write.version, write.fence), (Some(1), Some(fence)));
@@ -540,12 +557,15 @@ async fn tasks_create_update_and_page(f: &DurableFixture) {
     }
     assert_eq!(s.task_ids(None, 2).await.unwrap(), ["t1", "t2"]);
     assert_eq!(s.task_ids(Some("t2"), 10).await.unwrap(), ["t3", "t4"]);
-    // Keyset paging by (updated_at, id): t1 was updated last.
+    // Keyset paging by (updated_at, id): t1 was updated before the others were created.
     let start = (before - TimeDelta::seconds(1), "");
     let page = s.tasks_after(start, 10).await.unwrap();
-    assert_eq!(page.len(), 4);
-    assert_eq!(page.last().unwrap().id, "t1");
-    assert!(page.windows(2).all(|w| (w[0].updated_at, &w[0].id) < (w[1].updated_at, &w[1].id)));
+    let order: Vec<&str> = page.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(order, ["t1", "t3", "t2", "t4"]);
+    assert!(
+        page.windows(2)
+            .all(|w| (w[0].updated_at, &w[0].id) < (w[1].updated_at, &w[1].id))
+    );
     let first = &page[0];
     let rest = s
         .tasks_after((first.updated_at, first.id.as_str()), 10)
@@ -588,7 +608,10 @@ async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
     assert_eq!(current.as_deref(), Some("u"));
     assert_eq!(tasks, ["t", "u"]);
     assert!(s.leave(&t, "a1", None).await.unwrap());
-    assert!(!s.leave(&t, "a1", None).await.unwrap(), "not a member any more");
+    assert!(
+        !s.leave(&t, "a1", None).await.unwrap(),
+        "not a member any more"
+    );
     assert!(!s.leave(&t, "ghost", None).await.unwrap());
     let members: Vec<String> = s
         .collaborators(&t)
@@ -616,7 +639,13 @@ async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
         .collect();
     assert_eq!(
         actions,
-        ["join_collab", "leave_collab", "leave_collab", "join_collab", "join_collab"]
+        [
+            "join_collab",
+            "leave_collab",
+            "leave_collab",
+            "join_collab",
+            "join_collab"
+        ]
     );
     let agents = s
         .agents_after((Utc::now() - TimeDelta::hours(1), ""), 10)
@@ -653,7 +682,12 @@ async fn outbox_records_land_once(f: &DurableFixture) {
         detail: json!({"action": "claim_file"}),
     };
     let batch = OutboxBatch {
-        steps: vec![step("t", 1, 0), step("t", 1, 1), step("t", 2, 0), step("u", 1, 0)],
+        steps: vec![
+            step("t", 1, 0),
+            step("t", 1, 1),
+            step("t", 2, 0),
+            step("u", 1, 0),
+        ],
         audits: vec![audit.clone()],
         dead: vec![DeadLetter {
             source_id: "8-0".into(),

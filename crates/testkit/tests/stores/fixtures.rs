@@ -141,7 +141,10 @@ impl ServiceFixture {
     pub async fn hot_file(&self, task: &str, path: &str) -> Option<HotFile> {
         self.hot
             .store
-            .file(&TaskId::parse(task).unwrap(), &FilePath::parse(path).unwrap())
+            .file(
+                &TaskId::parse(task).unwrap(),
+                &FilePath::parse(path).unwrap(),
+            )
             .await
             .unwrap()
     }

@@ -62,7 +62,10 @@ async fn hot_copies_never_move_backwards(f: &HotFixture) {
     s.cache_file(&t, &p, &cached(2, "two")).await.unwrap();
     s.cache_file(&t, &p, &cached(1, "one")).await.unwrap();
     let f2 = s.file(&t, &p).await.unwrap().unwrap();
-    assert_eq!((f2.version, f2.content.as_str(), f2.deleted), (2, "two", false));
+    assert_eq!(
+        (f2.version, f2.content.as_str(), f2.deleted),
+        (2, "two", false)
+    );
     assert_eq!((f2.sha256.as_str(), f2.size), ("sha", 3));
     let id = s
         .file_changed(&p, &cached(3, "three"), &emit(&t, "a1", json!({"v": 3})))
@@ -75,7 +78,10 @@ async fn hot_copies_never_move_backwards(f: &HotFixture) {
         .await
         .unwrap();
     assert_eq!(s.file(&t, &p).await.unwrap().unwrap().version, 3);
-    assert_eq!(s.events_after(&t, StreamId::ZERO, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        s.events_after(&t, StreamId::ZERO, 10).await.unwrap().len(),
+        2
+    );
     let tomb = CacheFile {
         deleted: true,
         ..cached(4, "")
@@ -99,7 +105,10 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
     let (t, p) = (task("t"), path("a"));
     s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
     assert!(s.lease_for_write(&t, &p, "a1").await.unwrap().is_none());
-    assert!(s.file(&t, &p).await.unwrap().is_none(), "free: copy dropped");
+    assert!(
+        s.file(&t, &p).await.unwrap().is_none(),
+        "free: copy dropped"
+    );
     let ttl = Duration::from_secs(30);
     assert!(matches!(
         s.claim(&t, &p, "a1", ttl, Some((7, "tok"))).await.unwrap(),
@@ -115,7 +124,10 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
     );
     let own = s.lease_for_write(&t, &p, "a1").await.unwrap().unwrap();
     assert_eq!(own.fence, 7);
-    assert!(s.file(&t, &p).await.unwrap().is_none(), "holder: copy dropped");
+    assert!(
+        s.file(&t, &p).await.unwrap().is_none(),
+        "holder: copy dropped"
+    );
 }
 
 async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
@@ -131,7 +143,11 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        (granted.owner.as_str(), granted.fence, granted.token.as_str()),
+        (
+            granted.owner.as_str(),
+            granted.fence,
+            granted.token.as_str()
+        ),
         ("a1", 5, "tok5")
     );
     let expected = Utc::now() + TimeDelta::seconds(30);
@@ -212,7 +228,10 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
     let parsed: Vec<StreamId> = ids.iter().map(|i| StreamId::parse(i).unwrap()).collect();
     assert!(parsed.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     assert!(s.events_exist(&t).await.unwrap());
-    assert_eq!(s.events_tail(&t).await.unwrap().as_deref(), Some(ids[4].as_str()));
+    assert_eq!(
+        s.events_tail(&t).await.unwrap().as_deref(),
+        Some(ids[4].as_str())
+    );
     // Published in order, each with its stream id spliced in.
     for (i, id) in ids.iter().enumerate() {
         let (task_of, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
@@ -275,7 +294,11 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
             .unwrap();
         let event: Event = serde_json::from_str(&payload).unwrap();
         assert_eq!(event.id.as_deref(), Some(eid.as_str()));
-        assert_eq!(event.data["step_id"], json!(sid), "the step id is spliced in");
+        assert_eq!(
+            event.data["step_id"],
+            json!(sid),
+            "the step id is spliced in"
+        );
         step_ids.push(sid);
     }
     let newest = s.steps_before(&t, None, 3).await.unwrap();
@@ -328,7 +351,9 @@ async fn presence_and_collaboration(f: &HotFixture) {
     assert!(seen.is_none() && current.is_none() && tasks.is_empty());
     let joined = Utc::now() - TimeDelta::seconds(60);
     s.join(&t, &a1, joined).await.unwrap();
-    s.join(&t, &a2, joined + TimeDelta::seconds(1)).await.unwrap();
+    s.join(&t, &a2, joined + TimeDelta::seconds(1))
+        .await
+        .unwrap();
     s.join(&u, &a1, joined).await.unwrap();
     let members = s.collaborators(&t).await.unwrap().unwrap();
     let ids: Vec<&str> = members.iter().map(|c| c.agent_id.as_str()).collect();
@@ -386,7 +411,11 @@ async fn rate_windows_count_and_reset(f: &HotFixture) {
     assert_eq!(s.rate_hit("agent:a1", window).await.unwrap().0, 2);
     assert_eq!(s.rate_hit("agent:a2", window).await.unwrap().0, 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(s.rate_hit("agent:a1", window).await.unwrap().0, 1, "a new window");
+    assert_eq!(
+        s.rate_hit("agent:a1", window).await.unwrap().0,
+        1,
+        "a new window"
+    );
 }
 
 fn task_row(id: &str, title: &str, updated_at: chrono::DateTime<Utc>) -> TaskState {
@@ -454,7 +483,10 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
         let event: Event = serde_json::from_str(&payload).unwrap();
         assert_eq!(event.data["title"], title);
     }
-    assert_eq!(s.events_after(&t, StreamId::ZERO, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        s.events_after(&t, StreamId::ZERO, 10).await.unwrap().len(),
+        2
+    );
     // Without an envelope (warming): cached, not emitted.
     let u = task_row("u", "quiet", now);
     let quiet = TaskRefresh {
@@ -470,7 +502,9 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
     // An unconditional cache write, and drops.
     s.cache_task(&v1, 60).await.unwrap();
     assert_eq!(s.task(&t).await.unwrap().unwrap().title, "one");
-    s.delete_cached_tasks(&[t.clone(), task("u")]).await.unwrap();
+    s.delete_cached_tasks(&[t.clone(), task("u")])
+        .await
+        .unwrap();
     assert!(s.task(&t).await.unwrap().is_none());
     assert!(s.task(&task("u")).await.unwrap().is_none());
     s.set_sync_warm().await.unwrap();
@@ -494,7 +528,10 @@ async fn outbox_group_delivers_once_and_hands_over(f: &HotFixture) {
     assert_eq!((depth.length, depth.pending), (5, 0));
     let first = s.outbox_read_new("g", "c1", 3).await.unwrap();
     assert_eq!(first.len(), 3);
-    assert_eq!(first[0].fields.get("kind").map(String::as_str), Some("audit"));
+    assert_eq!(
+        first[0].fields.get("kind").map(String::as_str),
+        Some("audit")
+    );
     let payload: Value = serde_json::from_str(&first[0].fields["payload"]).unwrap();
     assert_eq!(payload["i"], 0);
     let rest = s.outbox_read_new("g", "c2", 10).await.unwrap();
@@ -554,30 +591,55 @@ async fn mcp_sessions_and_subscriptions(f: &HotFixture) {
     );
     let t = task("t");
     let a = AgentId::parse("a1").unwrap();
-    s.subscribe("s1", SubScope::Task(&t), "tasks://t/logs", "tasks://t/logs", ttl)
-        .await
-        .unwrap();
-    s.subscribe("s1", SubScope::Agent(&a), "agents://a1/status", "agents://a1/status", ttl)
-        .await
-        .unwrap();
-    s.subscribe("s2", SubScope::Task(&t), "tasks://t/logs", "tasks://t/logs?x", ttl)
-        .await
-        .unwrap();
+    s.subscribe(
+        "s1",
+        SubScope::Task(&t),
+        "tasks://t/logs",
+        "tasks://t/logs",
+        ttl,
+    )
+    .await
+    .unwrap();
+    s.subscribe(
+        "s1",
+        SubScope::Agent(&a),
+        "agents://a1/status",
+        "agents://a1/status",
+        ttl,
+    )
+    .await
+    .unwrap();
+    s.subscribe(
+        "s2",
+        SubScope::Task(&t),
+        "tasks://t/logs",
+        "tasks://t/logs?x",
+        ttl,
+    )
+    .await
+    .unwrap();
     let mut subs = s.subscribers(SubScope::Task(&t)).await.unwrap();
     subs.sort_by(|a, b| a.session.cmp(&b.session));
     assert_eq!(subs.len(), 2);
     assert_eq!(subs[1].uri, "tasks://t/logs?x");
     assert_eq!(subs[1].key, "tasks://t/logs");
-    s.unsubscribe("s2", SubScope::Task(&t), "tasks://t/logs", "tasks://t/logs?x")
-        .await
-        .unwrap();
+    s.unsubscribe(
+        "s2",
+        SubScope::Task(&t),
+        "tasks://t/logs",
+        "tasks://t/logs?x",
+    )
+    .await
+    .unwrap();
     assert_eq!(s.subscribers(SubScope::Task(&t)).await.unwrap().len(), 1);
     s.drop_session("s1").await.unwrap();
     assert_eq!(s.load_session("s1", ttl).await.unwrap(), None);
     assert!(s.subscribers(SubScope::Task(&t)).await.unwrap().is_empty());
     assert!(s.subscribers(SubScope::Agent(&a)).await.unwrap().is_empty());
     // Sessions expire.
-    s.save_session("s3", "{}", Duration::from_secs(1)).await.unwrap();
+    s.save_session("s3", "{}", Duration::from_secs(1))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(s.load_session("s3", ttl).await.unwrap(), None);
 }

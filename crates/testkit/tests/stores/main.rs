@@ -14,21 +14,23 @@ mod fixtures;
 mod hot;
 mod service;
 
-/// Instantiates each listed test once per backend: `per_backend!(fixture_fn; backend, …; test, …)`
-/// makes `mod test { #[tokio::test] async fn backend() { test(fixture_fn(Backend::backend).await) } }`.
+/// Instantiates each listed test once per backend:
+/// `per_backend!(fixture; [backend, …]; test, …)` makes, for each test,
+/// `mod test { #[tokio::test] async fn backend() { test(&fixture(Backend::backend).await) } }`.
 #[macro_export]
 macro_rules! per_backend {
-    ($fixture:path; [$($backend:ident),+]; $($test:ident),+ $(,)?) => {
-        $(
-            mod $test {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $backend() {
-                        let fixture = $fixture($crate::fixtures::Backend::$backend).await;
-                        super::$test(&fixture).await;
-                    }
-                )+
-            }
-        )+
+    ($fixture:ident; $backends:tt; $($test:ident),+ $(,)?) => {
+        $( $crate::per_backend!(@one $fixture; $backends; $test); )+
+    };
+    (@one $fixture:ident; [$($backend:ident),+]; $test:ident) => {
+        mod $test {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $backend() {
+                    let fixture = super::$fixture($crate::fixtures::Backend::$backend).await;
+                    super::$test(&fixture).await;
+                }
+            )+
+        }
     };
 }

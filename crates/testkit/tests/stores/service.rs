@@ -35,13 +35,18 @@ async fn files_write_through_and_refill(f: &ServiceFixture) {
     let w = svc
         .file_write(
             &a1,
-            req::<FileWriteRequest>(json!({"task_id": "t", "path": "./src/a.py", "content": "x = 1\n"})),
+            req::<FileWriteRequest>(
+                json!({"task_id": "t", "path": "./src/a.py", "content": "x = 1\n"}),
+            ),
         )
         .await
         .unwrap();
     assert_eq!((w.path.as_str(), w.version), ("src/a.py", 1));
     let r = svc
-        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})))
+        .file_read(
+            &a1,
+            req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})),
+        )
         .await
         .unwrap();
     assert_eq!((r.content.as_str(), r.version), ("x = 1\n", 1));
@@ -61,11 +66,18 @@ async fn files_write_through_and_refill(f: &ServiceFixture) {
     assert_eq!((hot.version, hot.content.as_str()), (2, "x = 2\n"));
     f.drop_hot_file("t", "src/a.py").await;
     let r = svc
-        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})))
+        .file_read(
+            &a1,
+            req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})),
+        )
         .await
         .unwrap();
     assert_eq!((r.content.as_str(), r.version), ("x = 2\n", 2));
-    assert_eq!(f.hot_file("t", "src/a.py").await.unwrap().version, 2, "refilled");
+    assert_eq!(
+        f.hot_file("t", "src/a.py").await.unwrap().version,
+        2,
+        "refilled"
+    );
     let err = svc
         .file_write(
             &a1,
@@ -76,11 +88,20 @@ async fn files_write_through_and_refill(f: &ServiceFixture) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, DomainError::VersionConflict { current: Some(2), .. }),
+        matches!(
+            err,
+            DomainError::VersionConflict {
+                current: Some(2),
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = svc
-        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "nope"})))
+        .file_read(
+            &a1,
+            req::<FileReadRequest>(json!({"task_id": "t", "path": "nope"})),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
@@ -90,7 +111,9 @@ async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {
     let svc = &f.service;
     let (a1, a2) = (agent("a1"), agent("a2"));
     let claim = |who: &str, secs: i64| {
-        req::<ClaimFileRequest>(json!({"task_id": "t", "path": "a", "timeout_sec": secs, "agent_id": who}))
+        req::<ClaimFileRequest>(
+            json!({"task_id": "t", "path": "a", "timeout_sec": secs, "agent_id": who}),
+        )
     };
     let first = svc.claim_file(&a1, claim("a1", 1)).await.unwrap();
     let err = svc.claim_file(&a2, claim("a2", 30)).await.unwrap_err();
@@ -129,11 +152,17 @@ async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, DomainError::Locked { .. } | DomainError::StaleFence { .. }),
+        matches!(
+            err,
+            DomainError::Locked { .. } | DomainError::StaleFence { .. }
+        ),
         "{err:?}"
     );
     let r = svc
-        .file_read(&a1, req::<FileReadRequest>(json!({"task_id": "t", "path": "a"})))
+        .file_read(
+            &a1,
+            req::<FileReadRequest>(json!({"task_id": "t", "path": "a"})),
+        )
         .await
         .unwrap();
     assert_eq!(r.content, "a2");
@@ -166,22 +195,34 @@ async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
     assert_eq!(moved, 30);
     let depth = f.service.hot.outbox_depth("mcp-sync").await.unwrap();
     assert_eq!((depth.length, depth.pending), (0, 0));
-    let durable = f.service.durable.steps_before(&TaskId::parse("t").unwrap(), None, 100).await.unwrap();
+    let durable = f
+        .service
+        .durable
+        .steps_before(&TaskId::parse("t").unwrap(), None, 100)
+        .await
+        .unwrap();
     assert_eq!(durable.len(), 30);
     assert_eq!(durable[0].0, ids[29]);
     // Pages read the same whichever store serves them.
     let page = svc.task_logs(&a1, "t", Some(&ids[10]), 5).await.unwrap();
     let got: Vec<&str> = page.steps.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(got, ids[5..10].iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(page.steps[0].step, json!({"n": 5}));
+    assert_eq!(
+        got,
+        ids[5..10].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(page.steps[0].step["n"], 5);
+    assert_eq!(page.steps[0].step["agent_id"], "a1");
 }
 
 async fn task_changes_reach_the_cache_and_the_watchers(f: &ServiceFixture) {
     let svc = &f.service;
     let admin = agent("admin");
-    svc.create_task(&admin, req::<CreateTaskRequest>(json!({"id": "t", "title": "one"})))
-        .await
-        .unwrap();
+    svc.create_task(
+        &admin,
+        req::<CreateTaskRequest>(json!({"id": "t", "title": "one"})),
+    )
+    .await
+    .unwrap();
     assert_eq!(svc.task_state(&admin, "t").await.unwrap().title, "one");
     let mut pull = PullLoop::new(
         f.service.durable.clone(),
