@@ -14,7 +14,7 @@
 //! * tasks and agents page by `(updated_at, id)` and every change of them wakes
 //!   [`DurableSync::listen_changes`] listeners.
 
-use crate::error::Result;
+use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
 use async_trait::async_trait;
@@ -72,6 +72,25 @@ pub struct FileChange<'a> {
     /// task past one is refused as `quota_exceeded`; shrinking changes always pass.
     pub max_task_files: Option<i64>,
     pub max_task_bytes: Option<i64>,
+}
+
+impl FileChange<'_> {
+    /// Why this change was refused, given the file's current row (version, deleted,
+    /// last fence; `None` when it has none): a stale fence first, then a delete of a missing
+    /// file, else a version conflict. Every backend answers with this one rule.
+    pub fn refusal(&self, current: Option<(i64, bool, i64)>) -> DomainError {
+        let (version, deleted, last_fence) = current.unwrap_or((0, true, 0));
+        if let Some(fence) = self.fence.filter(|f| *f < last_fence) {
+            return DomainError::StaleFence { fence, last_fence };
+        }
+        if self.op == RevisionOp::Delete && deleted {
+            return DomainError::FileNotFound(self.path.to_string());
+        }
+        DomainError::VersionConflict {
+            expected: self.expected_version,
+            current: (!deleted).then_some(version),
+        }
+    }
 }
 
 /// Which audit records to return (every field optional but `limit`).

@@ -8,8 +8,14 @@
 //! `task:{id}` and the channel `task:{id}:updates` keep the original's names (without braces)
 //! because other systems (the orchestrator) read and publish them.
 
+use super::hot::{SubScope, Subscriber};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
+use chrono::{DateTime, Utc};
+
+/// Separates the fields of an MCP subscription index entry; ids, canonical keys and URIs
+/// never contain it.
+const SEP: char = '\u{1f}';
 
 /// Builds key names under one prefix.
 #[derive(Debug, Clone, Default)]
@@ -132,6 +138,47 @@ impl Keys {
     pub fn mcp_agent_subs(&self, agent: &AgentId) -> String {
         format!("{}mcp_agent_subs:{{{agent}}}", self.prefix)
     }
+
+    /// The index a subscription of `scope` lives in.
+    pub fn mcp_subs(&self, scope: SubScope<'_>) -> String {
+        match scope {
+            SubScope::Task(t) => self.mcp_task_subs(t),
+            SubScope::Agent(a) => self.mcp_agent_subs(a),
+        }
+    }
+}
+
+// The encodings both hot stores share (the in-process one keeps Redis's layout).
+
+/// An MCP subscription index entry: `session \x1f key \x1f uri`.
+pub fn subscription_entry(session: &str, key: &str, uri: &str) -> String {
+    format!("{session}{SEP}{key}{SEP}{uri}")
+}
+
+/// The entry of a session's own list: which index holds which entry.
+pub fn session_entry(index: &str, entry: &str) -> String {
+    format!("{index}{SEP}{entry}")
+}
+
+/// The (index, entry) a session's own list names.
+pub fn split_session_entry(e: &str) -> Option<(&str, &str)> {
+    e.split_once(SEP)
+}
+
+/// The subscription an index entry records.
+pub fn parse_subscription_entry(e: &str) -> Option<Subscriber> {
+    let mut parts = e.splitn(3, SEP);
+    Some(Subscriber {
+        session: parts.next()?.to_owned(),
+        key: parts.next()?.to_owned(),
+        uri: parts.next()?.to_owned(),
+    })
+}
+
+/// A task row's `updated_at` as the ordered refresh compares it: fixed-width text
+/// (`YYYY-MM-DDTHH:MM:SS` + 9 fraction digits), so text order is time order.
+pub fn comparable_time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%f").to_string()
 }
 
 #[cfg(test)]

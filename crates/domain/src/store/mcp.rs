@@ -8,6 +8,7 @@
 //! subscription stops its notifications. Everything carries a TTL.
 
 use super::hot::{McpSessions, SubScope, Subscriber};
+use super::keys::{parse_subscription_entry, session_entry, subscription_entry};
 use super::redis::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
@@ -16,9 +17,6 @@ use mcp_api::Event;
 use redis::Script;
 use std::sync::LazyLock;
 use std::time::Duration;
-
-/// Separates the fields of an index entry; ids, canonical keys and URIs never contain it.
-const SEP: char = '\u{1f}';
 
 /// Removes a session, its subscription list, and each of its entries from the indexes.
 static DROP_SESSION_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -35,19 +33,6 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 "#,
     )
 });
-
-impl RedisStore {
-    fn subs_index(&self, scope: SubScope<'_>) -> String {
-        match scope {
-            SubScope::Task(t) => self.keys().mcp_task_subs(t),
-            SubScope::Agent(a) => self.keys().mcp_agent_subs(a),
-        }
-    }
-}
-
-fn entry(session: &str, key: &str, uri: &str) -> String {
-    format!("{session}{SEP}{key}{SEP}{uri}")
-}
 
 #[async_trait]
 impl McpSessions for RedisStore {
@@ -101,8 +86,8 @@ impl McpSessions for RedisStore {
         uri: &str,
         ttl: Duration,
     ) -> Result<()> {
-        let index = self.subs_index(scope);
-        let entry = entry(session, key, uri);
+        let index = self.keys().mcp_subs(scope);
+        let entry = subscription_entry(session, key, uri);
         let own = self.keys().mcp_session_subs(session);
         let secs = ttl.as_secs().max(1);
         let mut c = self.connection();
@@ -112,7 +97,7 @@ impl McpSessions for RedisStore {
             .ignore()
             .expire(&index, secs as i64)
             .ignore()
-            .sadd(&own, format!("{index}{SEP}{entry}"))
+            .sadd(&own, session_entry(&index, &entry))
             .ignore()
             .expire(&own, secs as i64)
             .ignore()
@@ -129,8 +114,8 @@ impl McpSessions for RedisStore {
         key: &str,
         uri: &str,
     ) -> Result<()> {
-        let index = self.subs_index(scope);
-        let entry = entry(session, key, uri);
+        let index = self.keys().mcp_subs(scope);
+        let entry = subscription_entry(session, key, uri);
         let mut c = self.connection();
         let _: () = redis::pipe()
             .atomic()
@@ -138,7 +123,7 @@ impl McpSessions for RedisStore {
             .ignore()
             .srem(
                 self.keys().mcp_session_subs(session),
-                format!("{index}{SEP}{entry}"),
+                session_entry(&index, &entry),
             )
             .ignore()
             .query_async(&mut c)
@@ -150,19 +135,12 @@ impl McpSessions for RedisStore {
     async fn subscribers(&self, scope: SubScope<'_>) -> Result<Vec<Subscriber>> {
         let mut c = self.connection();
         let entries: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.subs_index(scope))
+            .arg(self.keys().mcp_subs(scope))
             .query_async(&mut c)
             .await?;
         Ok(entries
             .into_iter()
-            .filter_map(|e| {
-                let mut parts = e.splitn(3, SEP);
-                Some(Subscriber {
-                    session: parts.next()?.to_owned(),
-                    key: parts.next()?.to_owned(),
-                    uri: parts.next()?.to_owned(),
-                })
-            })
+            .filter_map(|e| parse_subscription_entry(&e))
             .collect())
     }
 

@@ -237,17 +237,7 @@ impl DurableOps for PgStore {
         .bind(c.path.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        let (version, deleted, last_fence) = current.unwrap_or((0, true, 0));
-        if let Some(fence) = c.fence.filter(|f| *f < last_fence) {
-            return Err(DomainError::StaleFence { fence, last_fence });
-        }
-        if c.op == RevisionOp::Delete && deleted {
-            return Err(DomainError::FileNotFound(c.path.to_string()));
-        }
-        Err(DomainError::VersionConflict {
-            expected: c.expected_version,
-            current: (!deleted).then_some(version),
-        })
+        Err(c.refusal(current))
     }
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>> {

@@ -355,23 +355,6 @@ impl SqliteStore {
     fn notify(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
-
-    /// The refusal of a change whose condition does not hold, classified as Postgres does:
-    /// a stale fence first, then a delete of a missing file, else a version conflict.
-    fn refusal(c: &FileChange<'_>, cur: Option<&Current>) -> DomainError {
-        let (version, deleted, last_fence) =
-            cur.map_or((0, true, 0), |r| (r.version, r.deleted, r.last_fence));
-        if let Some(fence) = c.fence.filter(|f| *f < last_fence) {
-            return DomainError::StaleFence { fence, last_fence };
-        }
-        if c.op == RevisionOp::Delete && deleted {
-            return DomainError::FileNotFound(c.path.to_string());
-        }
-        DomainError::VersionConflict {
-            expected: c.expected_version,
-            current: (!deleted).then_some(version),
-        }
-    }
 }
 
 #[async_trait]
@@ -453,7 +436,7 @@ impl DurableOps for SqliteStore {
         };
         if !allowed {
             tx.rollback().await.db()?;
-            return Err(Self::refusal(c, cur.as_ref()));
+            return Err(c.refusal(cur.as_ref().map(|r| (r.version, r.deleted, r.last_fence))));
         }
         let deleted = c.op == RevisionOp::Delete;
         let version: i64 = match &cur {

@@ -11,6 +11,7 @@
 //! row publish it once, and a late, older copy never overwrites a newer one.
 
 use super::hot::{HotSync, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh};
+use super::keys::comparable_time;
 use super::redis::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
@@ -88,11 +89,6 @@ fn entry_from(s: StreamId) -> OutboxEntry {
 
 fn is_nogroup(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
-}
-
-/// `updated_at` in the form the refresh script compares.
-fn normalised(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%f").to_string()
 }
 
 impl RedisStore {
@@ -266,7 +262,7 @@ impl HotSync for RedisStore {
                 .arg(r.id.as_str())
                 .arg("")
                 .arg(json)
-                .arg(normalised(&r.task.updated_at))
+                .arg(comparable_time(&r.task.updated_at))
                 .arg(ttl_secs)
                 .arg(if r.envelope.is_some() { "1" } else { "0" });
             invocations.push(inv);

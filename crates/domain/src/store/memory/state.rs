@@ -14,7 +14,10 @@ use crate::store::hot::{
     CacheFile, ClaimOutcome, Emit, HotFile, Lease, Presence, Refreshed, SubScope, Subscriber,
     TaskRefresh, ms_to_time,
 };
-use crate::store::keys::Keys;
+use crate::store::keys::{
+    Keys, comparable_time, parse_subscription_entry, session_entry, split_session_entry,
+    subscription_entry,
+};
 use chrono::Utc;
 use mcp_api::responses::{Collaborator, TaskState};
 use mcp_api::{Event, StreamId};
@@ -27,9 +30,6 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Bound of the broadcast channel's capacity (its ring is allocated up front).
 const MAX_UPDATES_CAPACITY: usize = 1 << 20;
-
-/// Separates the fields of an MCP subscription entry (as in the Redis store).
-const SEP: char = '\u{1f}';
 
 /// The time of one call: monotonic for TTLs and idle times, wall-clock milliseconds for stream
 /// ids, lease expiries and presence.
@@ -168,20 +168,6 @@ fn norm_updated_at(s: &str) -> String {
     digits(&mut i);
     let frac = format!("{}000000000", &s[frac_start..i]);
     format!("{}{}", &s[..base_end], &frac[..9])
-}
-
-/// `updated_at` in the form the refresh compares.
-fn normalised(t: &chrono::DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%f").to_string()
-}
-
-fn parse_index_entry(e: &str) -> Option<Subscriber> {
-    let mut parts = e.splitn(3, SEP);
-    Some(Subscriber {
-        session: parts.next()?.to_owned(),
-        key: parts.next()?.to_owned(),
-        uri: parts.next()?.to_owned(),
-    })
 }
 
 fn string_bytes(s: &str) -> usize {
@@ -755,7 +741,7 @@ impl State {
         let mut failed = false;
         for (r, json) in rows.iter().zip(jsons) {
             let key = self.keys.task(&r.id);
-            let new = normalised(&r.task.updated_at);
+            let new = comparable_time(&r.task.updated_at);
             if let Some(cur) = self.tasks.get(&key, now.at) {
                 let held = serde_json::from_str::<serde_json::Value>(cur)
                     .ok()
@@ -932,20 +918,13 @@ impl State {
         let own = self.keys.mcp_session_subs(session);
         if let Some(entries) = self.sets.remove(&own, now.at) {
             for e in entries {
-                if let Some((index, entry)) = e.split_once(SEP) {
+                if let Some((index, entry)) = split_session_entry(&e) {
                     self.set_remove(index, entry, now);
                 }
             }
         }
         self.sessions
             .remove(&self.keys.mcp_session(session), now.at);
-    }
-
-    fn index(&self, scope: SubScope<'_>) -> String {
-        match scope {
-            SubScope::Task(t) => self.keys.mcp_task_subs(t),
-            SubScope::Agent(a) => self.keys.mcp_agent_subs(a),
-        }
     }
 
     /// `SREM`: an emptied set is removed.
@@ -975,12 +954,12 @@ impl State {
         ttl: Duration,
         now: &Now,
     ) {
-        let index = self.index(scope);
-        let entry = format!("{session}{SEP}{key}{SEP}{uri}");
+        let index = self.keys.mcp_subs(scope);
+        let entry = subscription_entry(session, key, uri);
         let own = self.keys.mcp_session_subs(session);
         let until = mcp_deadline(ttl, now.at);
         self.set_add(&index, entry.clone(), until, now);
-        self.set_add(&own, format!("{index}{SEP}{entry}"), until, now);
+        self.set_add(&own, session_entry(&index, &entry), until, now);
     }
 
     pub(super) fn unsubscribe(
@@ -991,18 +970,22 @@ impl State {
         uri: &str,
         now: &Now,
     ) {
-        let index = self.index(scope);
-        let entry = format!("{session}{SEP}{key}{SEP}{uri}");
+        let index = self.keys.mcp_subs(scope);
+        let entry = subscription_entry(session, key, uri);
         self.set_remove(&index, &entry, now);
         let own = self.keys.mcp_session_subs(session);
-        self.set_remove(&own, &format!("{index}{SEP}{entry}"), now);
+        self.set_remove(&own, &session_entry(&index, &entry), now);
     }
 
     pub(super) fn subscribers(&mut self, scope: SubScope<'_>, now: &Now) -> Vec<Subscriber> {
-        let index = self.index(scope);
+        let index = self.keys.mcp_subs(scope);
         self.sets
             .get(&index, now.at)
-            .map(|s| s.iter().filter_map(|e| parse_index_entry(e)).collect())
+            .map(|s| {
+                s.iter()
+                    .filter_map(|e| parse_subscription_entry(e))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -1034,7 +1017,7 @@ mod tests {
         let t: chrono::DateTime<Utc> = "2024-01-02T03:04:05.5Z".parse().unwrap();
         assert_eq!(
             norm_updated_at(serde_json::to_value(t).unwrap().as_str().unwrap()),
-            normalised(&t)
+            comparable_time(&t)
         );
     }
 }
