@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs mcp-loadtest (release build) against a gateway.
 #
-#   scripts/load-test.sh [--spawn] [--floors] [--keep] [mcp-loadtest flags…]
+#   scripts/load-test.sh [--spawn | --embedded] [--floors] [--keep] [mcp-loadtest flags…]
 #
 # Without --spawn: against MCP_GATEWAY_URL (default http://127.0.0.1:8001); every other flag
 # goes to mcp-loadtest (`--scenario`, `--agents`, `--duration`, `--report FILE`, `--token`, …;
@@ -14,6 +14,9 @@
 #   except the per-agent rate limit, set so high that it never refuses (RATE_LIMIT_REQUESTS,
 #   default here 1e9): with authentication off the whole load is one agent (the client
 #   address), which the default 1,200/min would cut to 20 req/s. The check still runs.
+# --embedded: like --spawn, but the gateway runs in embedded mode (no DATABASE_URL, no
+#   REDIS_URL: a SQLite file in a fresh temporary DATA_DIR and the in-process hot layer);
+#   the audit counts the steps through the gateway. No --floors.
 # --floors: before the load test, measures the floors on the same servers at the same
 #   concurrency (--connections, default 64): Redis GET/SET of --payload bytes with
 #   redis-benchmark, and single-row upserts of --payload bytes with pgbench (custom script,
@@ -22,12 +25,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-spawn=false floors=false keep=false
+spawn=false embedded=false floors=false keep=false
 args=()
 connections=64 payload=4096
 while [ $# -gt 0 ]; do
   case "$1" in
     --spawn) spawn=true ;;
+    --embedded) spawn=true embedded=true ;;
     --floors) floors=true ;;
     --keep) keep=true ;;
     --connections) connections="$2"; args+=("$1" "$2"); shift ;;
@@ -47,12 +51,13 @@ bin=$(mktemp -d /tmp/mcp-loadtest-bin.XXXXXX)
 cp "$CARGO_TARGET_DIR/release/mcp-loadtest" "$bin/"
 $spawn && cp "$CARGO_TARGET_DIR/release/mcp-gateway" "$bin/"
 
-gw_pid="" db="" prefix=""
+gw_pid="" db="" prefix="" data_dir=""
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 cleanup() {
   if [ -n "$gw_pid" ]; then kill "$gw_pid" 2>/dev/null || true; wait "$gw_pid" 2>/dev/null || true; fi
   rm -rf "$bin"
+  if [ -n "$data_dir" ] && ! $keep; then rm -rf "$data_dir"; fi
   if ! $keep; then
     if [ -n "$db" ]; then psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
     if [ -n "$prefix" ]; then
@@ -64,7 +69,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if $spawn; then
+if $embedded; then
+  data_dir=$(mktemp -d /tmp/mcp-loadtest-data.XXXXXX)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  env -u DATABASE_URL -u REDIS_URL DATA_DIR="$data_dir" \
+    MCP_GATEWAY_HOST=127.0.0.1 MCP_GATEWAY_PORT="$port" RUST_LOG="${RUST_LOG:-warn}" \
+    RATE_LIMIT_REQUESTS="${RATE_LIMIT_REQUESTS:-1000000000}" \
+    "$bin/mcp-gateway" & gw_pid=$!
+  base="http://127.0.0.1:$port"
+  for _ in $(seq 1 300); do
+    curl -fsS "$base/health" >/dev/null 2>&1 && break
+    kill -0 "$gw_pid" 2>/dev/null || { echo "gateway exited" >&2; exit 2; }
+    sleep 0.1
+  done
+  echo "embedded gateway pid $gw_pid at $base (DATA_DIR $data_dir)" >&2
+  args=(--base "$base" --gateway-pid "$gw_pid" "${args[@]}")
+elif $spawn; then
   id=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
   db="mcp_loadtest_$id" prefix="loadtest-$id:"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -83,7 +103,7 @@ if $spawn; then
 fi
 
 if $floors; then
-  $spawn || { echo "--floors needs --spawn (it uses the spawned database)" >&2; exit 2; }
+  { $spawn && ! $embedded; } || { echo "--floors needs --spawn (it uses the spawned database)" >&2; exit 2; }
   echo "== floor: redis-benchmark GET/SET, $payload bytes, $connections connections" >&2
   redis-benchmark -u "$REDIS_URL" -c "$connections" -n 100000 -d "$payload" -t get,set -q \
     -r 1000 2>/dev/null | tr '\r' '\n' | grep -E '^(GET|SET):' | tail -2 >&2
