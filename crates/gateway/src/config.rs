@@ -91,6 +91,10 @@ pub struct GatewayConfig {
     /// Directory of the embedded mode's SQLite file (created if missing).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// SQLite commits: `full` syncs each to disk before answering (survives a power loss);
+    /// `normal` syncs at checkpoints (survives a crash of the process only; faster writes).
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    pub sqlite_synchronous: String,
     /// Largest number of pooled Postgres connections.
     #[arg(long, env = "PG_MAX_CONNECTIONS", default_value_t = 32)]
     pub pg_max_connections: u32,

@@ -149,10 +149,13 @@ pub async fn connect_durable(cfg: &GatewayConfig) -> anyhow::Result<Durable> {
     Ok(match cfg.durable_backend() {
         DurableBackend::Postgres(url) => Arc::new(connect_postgres(cfg, &url).await?),
         DurableBackend::Sqlite(path) => {
-            let store = SqliteStore::open(&SqliteConfig::at(path.clone()))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
-                .with_context(|| format!("opening the SQLite file {}", path.display()))?;
+            let store = SqliteStore::open(&SqliteConfig {
+                sync_every_commit: cfg.sqlite_synchronous == "full",
+                ..SqliteConfig::at(path.clone())
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .with_context(|| format!("opening the SQLite file {}", path.display()))?;
             store
                 .migrate()
                 .await

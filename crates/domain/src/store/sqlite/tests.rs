@@ -32,6 +32,7 @@ async fn open(path: &Path) -> SqliteStore {
         path: path.to_owned(),
         max_connections: 4,
         busy_timeout: Duration::from_secs(10),
+        sync_every_commit: true,
     })
     .await
     .expect("open");
@@ -494,6 +495,7 @@ async fn a_held_write_lock_is_unavailable_not_an_error() {
             path,
             max_connections: 2,
             busy_timeout: Duration::from_millis(200),
+            sync_every_commit: true,
         })
         .await
         .unwrap();
