@@ -5,8 +5,9 @@
 //! * [`actor`] — who is acting and what they may touch; every operation checks it.
 //! * [`ops`] — [`Service`]: one function per tool and resource (files, leases, step logs,
 //!   collaboration, tasks, agents, health). REST, MCP and streams all call these.
-//! * [`store`] — the durable store (Postgres: truth) and the hot store (Redis: caches, leases,
-//!   streams, outbox). Every SQL statement and Redis key lives there.
+//! * [`store`] — the two seams and their backends: the durable store (the truth: Postgres, or
+//!   SQLite in the embedded mode) and the hot store (caches, leases, streams, outbox: Redis, or
+//!   in-process). Every SQL statement and Redis key lives there.
 //! * [`events`] — the event envelope every change emits.
 //! * [`error`] — [`DomainError`], each variant mapped to a stable wire code.
 

@@ -1,5 +1,6 @@
-//! The sync service of the MCP Gateway (DESIGN §7): the loops that keep Postgres (the truth)
-//! and Redis (the hot layer) in step.
+//! The sync service of the MCP Gateway (DESIGN §7): the loops that keep the durable store (the
+//! truth: Postgres, or the embedded SQLite file) and the hot store (Redis, or in-process) in
+//! step. They see the stores only through their seams (`mcp_domain::store`).
 //!
 //! * [`push`] — [`PushLoop`]: the Redis outbox (steps, audit records) → Postgres, in batches,
 //!   through a consumer group, acknowledged only after commit; poison entries become dead

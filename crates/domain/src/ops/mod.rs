@@ -1,6 +1,10 @@
 //! The operations: one function per tool or resource, shared by every door (REST, MCP,
 //! streams). Each validates its input (ids, paths, limits), checks the actor, talks to the
 //! stores, emits its event, and returns the wire response. Nothing here knows HTTP.
+//!
+//! The docs below name the two stores by their deployed backends, "Postgres" (the durable store)
+//! and "Redis" (the hot store); the embedded backends (SQLite, in-process) keep the same
+//! contracts (`store/durable.rs`, `store/hot.rs`), so every sentence holds for them too.
 
 mod agents;
 mod audit;
