@@ -290,3 +290,46 @@ impl GatewayConfig {
         Cli::parse_from(["mcp-gateway"]).config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(database_url: Option<&str>, redis_url: Option<&str>) -> GatewayConfig {
+        let mut cfg = GatewayConfig::defaults();
+        cfg.database_url = database_url.map(str::to_owned);
+        cfg.redis_url = redis_url.map(str::to_owned);
+        cfg.data_dir = PathBuf::from("var/state");
+        cfg
+    }
+
+    #[test]
+    fn unset_or_blank_urls_mean_the_embedded_stores() {
+        let embedded = DurableBackend::Sqlite(PathBuf::from("var/state/mcp-gateway.db"));
+        assert_eq!(with(None, None).durable_backend(), embedded);
+        assert_eq!(with(Some("  "), None).durable_backend(), embedded);
+        assert_eq!(with(None, None).redis(), None);
+        assert_eq!(with(None, Some("")).redis(), None);
+    }
+
+    #[test]
+    fn urls_name_their_backends() {
+        let pg = "postgres://u@db:5432/mcp";
+        assert_eq!(
+            with(Some(pg), None).durable_backend(),
+            DurableBackend::Postgres(pg.into())
+        );
+        assert_eq!(
+            with(Some("sqlite:///srv/mcp.db"), None).durable_backend(),
+            DurableBackend::Sqlite(PathBuf::from("/srv/mcp.db"))
+        );
+        assert_eq!(
+            with(Some("sqlite:rel/mcp.db"), None).durable_backend(),
+            DurableBackend::Sqlite(PathBuf::from("rel/mcp.db"))
+        );
+        assert_eq!(
+            with(None, Some(" redis://cache:6379 ")).redis(),
+            Some("redis://cache:6379")
+        );
+    }
+}

@@ -284,12 +284,12 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     tracing::info!(%addr, authentication = mode, "mcp-gateway listening");
     // The sync loops stop after the server has drained, then flush the outbox.
     let sync_cancel = CancellationToken::new();
-    // The in-process outbox and task cache have no other process to sync them.
-    let run_sync = cfg.run_sync || !service.hot.shared();
+    // An embedded store has no other process that could sync it (an in-process outbox and
+    // task cache; a local SQLite file that a separate mcp-sync cannot reach).
+    let embedded = !service.hot.shared() || !service.durable.shared();
+    let run_sync = cfg.run_sync || embedded;
     if !cfg.run_sync && run_sync {
-        tracing::warn!(
-            "RUN_SYNC=false ignored: the in-process hot layer is synced by this process"
-        );
+        tracing::warn!("RUN_SYNC=false ignored: an embedded store is synced by this process");
     }
     let sync = run_sync.then(|| {
         let mut settings = mcp_sync::SyncSettings::default();
