@@ -234,6 +234,8 @@ pub struct TestGateway {
     shutdown: CancellationToken,
     pub redis: TestRedis,
     pub db: TestDb,
+    /// The data directory of an embedded gateway ([`TestGateway::spawn_embedded`]).
+    pub data: Option<TestDir>,
 }
 
 /// The secret of [`TestGateway::spawn_secured`] gateways.
@@ -249,6 +251,21 @@ pub struct Answer {
 impl TestGateway {
     pub async fn spawn() -> TestGateway {
         TestGateway::spawn_with(|_| {}).await
+    }
+
+    /// A gateway in embedded mode: no `DATABASE_URL`, no `REDIS_URL`, so a SQLite file in a
+    /// fresh directory and the in-process hot layer. (`db`, `redis` and `pg` are then unused.)
+    pub async fn spawn_embedded() -> TestGateway {
+        let data = TestDir::new();
+        let dir = data.path.clone();
+        let mut gw = TestGateway::spawn_with(move |c| {
+            c.database_url = None;
+            c.redis_url = None;
+            c.data_dir = dir;
+        })
+        .await;
+        gw.data = Some(data);
+        gw
     }
 
     /// A gateway with authentication on (secret [`TEST_JWT_SECRET`]).
@@ -384,6 +401,7 @@ impl TestGateway {
             shutdown,
             redis,
             db,
+            data: None,
         }
     }
 

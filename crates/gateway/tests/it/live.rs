@@ -264,12 +264,24 @@ async fn unknown_tasks_are_404_and_bad_resume_points_400() {
 async fn a_watcher_that_resumes_gets_exactly_the_missed_events() {
     let a = TestGateway::spawn().await;
     let b = Peer::spawn(&a.config, |_| {}).await;
+    resume_gets_exactly_the_missed_events(&a, &b.base).await;
+}
+
+#[tokio::test]
+async fn a_watcher_that_resumes_gets_exactly_the_missed_events_in_embedded_mode() {
+    // One process: the watcher's "other instance" is the same one.
+    let a = TestGateway::spawn_embedded().await;
+    resume_gets_exactly_the_missed_events(&a, &a.base).await;
+}
+
+/// Writes through `a`, watches through `b_base` (another instance, or `a` itself).
+async fn resume_gets_exactly_the_missed_events(a: &TestGateway, b_base: &str) {
     let mut ids = vec![];
     for i in 0..6 {
         ids.push(log_step(&a.base, "t", i).await);
     }
     // Replay from the start, read three, and hang up mid-stream.
-    let mut sse = SseReader::open(&format!("{}/tasks/t/events?since=0", b.base), None).await;
+    let mut sse = SseReader::open(&format!("{b_base}/tasks/t/events?since=0"), None).await;
     let mut seen = vec![];
     for _ in 0..3 {
         seen.push(sse.next().await.unwrap().id.unwrap());
@@ -295,11 +307,11 @@ async fn a_watcher_that_resumes_gets_exactly_the_missed_events() {
         Some(sentinel.as_str()),
         "nothing extra"
     );
-    let step_event_ids: Vec<String> = stream_ids(&a, "t").await;
+    let step_event_ids: Vec<String> = stream_ids(a, "t").await;
     assert_eq!(seen, step_event_ids[..10], "no gap, no duplicate");
     // ?since= alone works the same.
     let mut sse = SseReader::open(
-        &format!("{}/tasks/t/events?since={}", b.base, step_event_ids[8]),
+        &format!("{b_base}/tasks/t/events?since={}", step_event_ids[8]),
         None,
     )
     .await;

@@ -149,8 +149,7 @@ async fn read(client: &RunningService<RoleClient, Client>, uri: &str) -> (String
     }
 }
 
-async fn every_tool_and_resource(generation: Generation) {
-    let gw = TestGateway::spawn().await;
+async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
     let (status, _) = gw
         .http
         .post(format!("{}/admin/tasks", gw.base))
@@ -352,12 +351,18 @@ async fn every_tool_and_resource(generation: Generation) {
 
 #[tokio::test]
 async fn every_tool_and_resource_2025_11_25() {
-    every_tool_and_resource(Generation::Sessions).await;
+    every_tool_and_resource(TestGateway::spawn().await, Generation::Sessions).await;
+}
+
+#[tokio::test]
+async fn every_tool_and_resource_in_embedded_mode() {
+    every_tool_and_resource(TestGateway::spawn_embedded().await, Generation::Sessions).await;
+    every_tool_and_resource(TestGateway::spawn_embedded().await, Generation::Stateless).await;
 }
 
 #[tokio::test]
 async fn every_tool_and_resource_2026_07_28() {
-    every_tool_and_resource(Generation::Stateless).await;
+    every_tool_and_resource(TestGateway::spawn().await, Generation::Stateless).await;
 }
 
 /// Waits for an update naming `uri`, writing through REST until one arrives: a 2025-11-25
@@ -388,7 +393,15 @@ async fn write_until_notified(
 
 #[tokio::test]
 async fn a_2025_11_25_subscriber_hears_of_a_rest_write() {
-    let gw = TestGateway::spawn().await;
+    for gw in [
+        TestGateway::spawn().await,
+        TestGateway::spawn_embedded().await,
+    ] {
+        subscriber_hears_of_a_rest_write(gw).await;
+    }
+}
+
+async fn subscriber_hears_of_a_rest_write(gw: TestGateway) {
     let (client, mut updates) = connect(&gw, Generation::Sessions).await;
     let uri = "workspace://t1/./a.py";
     #[allow(deprecated)]
