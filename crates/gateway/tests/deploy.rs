@@ -199,6 +199,28 @@ fn compose_sets_only_variables_the_binaries_read() {
     }
 }
 
+#[test]
+fn env_example_lists_every_variable_the_binaries_read() {
+    let example = std::fs::read_to_string(root().join(".env.example")).expect(".env.example");
+    // `NAME=value`, or commented out as `# NAME=value` (an optional or unset one).
+    let listed: BTreeSet<String> = example
+        .lines()
+        .map(|l| l.trim_start_matches('#').trim())
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .filter(|k| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .collect();
+    let missing: Vec<String> = gateway_env()
+        .union(&sync_env())
+        .filter(|k| !listed.contains(*k))
+        .cloned()
+        .collect();
+    assert!(missing.is_empty(), ".env.example does not list {missing:?}");
+}
+
 /// The names after `for b in` in the Dockerfile's copy loop.
 fn dockerfile_binaries(dockerfile: &str) -> Vec<String> {
     dockerfile
