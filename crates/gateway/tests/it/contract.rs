@@ -7,6 +7,12 @@ use mcp_testkit::TestGateway;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+crate::in_both_modes!(
+    success_bodies_of_the_additions,
+    error_bodies_carry_detail_and_code_only_plus_context,
+    every_registered_tool_has_a_route,
+);
+
 /// The shape of a JSON object: field name -> JSON type.
 fn shape(v: &Value) -> BTreeMap<String, &'static str> {
     v.as_object()
@@ -195,9 +201,7 @@ async fn success_bodies_of_the_original_routes() {
     assert!(health["status"].is_string() && health["version"].is_string());
 }
 
-#[tokio::test]
-async fn success_bodies_of_the_additions() {
-    let gw = TestGateway::spawn().await;
+async fn success_bodies_of_the_additions(gw: TestGateway) {
     ok(gw
         .tool(
             "file_write",
@@ -258,9 +262,7 @@ async fn success_bodies_of_the_additions() {
     );
 }
 
-#[tokio::test]
-async fn error_bodies_carry_detail_and_code_only_plus_context() {
-    let gw = TestGateway::spawn().await;
+async fn error_bodies_carry_detail_and_code_only_plus_context(gw: TestGateway) {
     let (status, body) = gw
         .tool("file_read", json!({"task_id": "t", "path": "missing"}))
         .await;
@@ -283,9 +285,7 @@ async fn error_bodies_carry_detail_and_code_only_plus_context() {
     );
 }
 
-#[tokio::test]
-async fn every_registered_tool_has_a_route() {
-    let gw = TestGateway::spawn().await;
+async fn every_registered_tool_has_a_route(gw: TestGateway) {
     for tool in mcp_api::TOOLS {
         for name in std::iter::once(&tool.name).chain(tool.aliases) {
             let (status, body) = gw.tool(name, json!({})).await;

@@ -4,6 +4,16 @@ use crate::{assert_error, ok};
 use mcp_testkit::TestGateway;
 use serde_json::json;
 
+crate::in_both_modes!(
+    equivalent_spellings_name_one_file,
+    tasks_cannot_see_each_others_files,
+    expected_version_guards_writes,
+    concurrent_edits_of_different_lines_all_land,
+    deletes_hide_the_file_and_versions_continue,
+    malformed_requests_get_400,
+    nul_characters_are_refused_as_bad_input,
+);
+
 const TRAVERSAL: &[&str] = &[
     "..",
     "../x",
@@ -53,9 +63,7 @@ async fn write_then_read_round_trips_with_version_and_digest() {
     assert_eq!(content, "print('hé')\n");
 }
 
-#[tokio::test]
-async fn equivalent_spellings_name_one_file() {
-    let gw = TestGateway::spawn().await;
+async fn equivalent_spellings_name_one_file(gw: TestGateway) {
     ok(gw
         .tool(
             "file_write",
@@ -172,9 +180,7 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Va
     )
 }
 
-#[tokio::test]
-async fn tasks_cannot_see_each_others_files() {
-    let gw = TestGateway::spawn().await;
+async fn tasks_cannot_see_each_others_files(gw: TestGateway) {
     ok(gw
         .tool(
             "file_write",
@@ -206,9 +212,7 @@ async fn tasks_cannot_see_each_others_files() {
     assert_eq!(r["content"], "a");
 }
 
-#[tokio::test]
-async fn expected_version_guards_writes() {
-    let gw = TestGateway::spawn().await;
+async fn expected_version_guards_writes(gw: TestGateway) {
     let t = |v: serde_json::Value| {
         let mut b = json!({"task_id": "t", "path": "f", "content": "c"});
         b.as_object_mut()
@@ -348,9 +352,7 @@ async fn edits_match_exactly_once_and_return_a_diff() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_edits_of_different_lines_all_land() {
-    let gw = TestGateway::spawn().await;
+async fn concurrent_edits_of_different_lines_all_land(gw: TestGateway) {
     let content: String = (0..10).map(|i| format!("line{i}\n")).collect();
     ok(gw
         .tool(
@@ -372,9 +374,7 @@ async fn concurrent_edits_of_different_lines_all_land() {
     assert_eq!(r["version"], 11);
 }
 
-#[tokio::test]
-async fn deletes_hide_the_file_and_versions_continue() {
-    let gw = TestGateway::spawn().await;
+async fn deletes_hide_the_file_and_versions_continue(gw: TestGateway) {
     ok(gw
         .tool(
             "file_write",
@@ -462,9 +462,7 @@ async fn oversized_files_and_steps_are_refused_and_leave_nothing() {
     assert_error(&r, 413, "too_large");
 }
 
-#[tokio::test]
-async fn malformed_requests_get_400() {
-    let gw = TestGateway::spawn().await;
+async fn malformed_requests_get_400(gw: TestGateway) {
     assert_error(
         &gw.tool("file_write", json!({"task_id": "t", "path": "a"}))
             .await,
@@ -504,9 +502,7 @@ async fn malformed_requests_get_400() {
 
 /// Postgres text and jsonb cannot hold U+0000: such input is refused as the caller's error
 /// (never a 500), and nothing is written.
-#[tokio::test]
-async fn nul_characters_are_refused_as_bad_input() {
-    let gw = TestGateway::spawn().await;
+async fn nul_characters_are_refused_as_bad_input(gw: TestGateway) {
     assert_error(
         &gw.tool(
             "file_write",

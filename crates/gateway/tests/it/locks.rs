@@ -4,6 +4,13 @@ use crate::{assert_error, ok};
 use mcp_testkit::TestGateway;
 use serde_json::{Value, json};
 
+crate::in_both_modes!(
+    lease_length_is_validated,
+    an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale,
+    fences_increase_across_paths_and_tasks,
+    locks_are_per_task_and_the_original_clients_lock_as_their_task,
+);
+
 fn req(agent: &str, path: &str, extra: Value) -> Value {
     let mut b = json!({"task_id": "t", "path": path, "agent_id": agent});
     b.as_object_mut()
@@ -108,9 +115,7 @@ async fn another_agent_is_refused_claim_write_renew_and_release() {
     assert!(qa["fence"].as_i64() > lease["fence"].as_i64());
 }
 
-#[tokio::test]
-async fn lease_length_is_validated() {
-    let gw = TestGateway::spawn().await;
+async fn lease_length_is_validated(gw: TestGateway) {
     for bad in [json!(0), json!(-5), json!(100000), json!("ten"), json!(1.5)] {
         assert_error(
             &gw.tool("claim_file", req("a", "f", json!({"timeout_sec": bad})))
@@ -130,9 +135,7 @@ async fn lease_length_is_validated() {
         .await);
 }
 
-#[tokio::test]
-async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale() {
-    let gw = TestGateway::spawn().await;
+async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: TestGateway) {
     let old = ok(gw
         .tool("claim_file", req("slow", "f", json!({"timeout_sec": 1})))
         .await);
@@ -187,9 +190,7 @@ async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale() {
     assert_eq!(r["content"], "v2");
 }
 
-#[tokio::test]
-async fn fences_increase_across_paths_and_tasks() {
-    let gw = TestGateway::spawn().await;
+async fn fences_increase_across_paths_and_tasks(gw: TestGateway) {
     let mut last = 0;
     for (i, path) in ["a", "b", "c", "d"].iter().enumerate() {
         let task = format!("t{i}");
@@ -205,9 +206,7 @@ async fn fences_increase_across_paths_and_tasks() {
     }
 }
 
-#[tokio::test]
-async fn locks_are_per_task_and_the_original_clients_lock_as_their_task() {
-    let gw = TestGateway::spawn().await;
+async fn locks_are_per_task_and_the_original_clients_lock_as_their_task(gw: TestGateway) {
     // The original client sends only task_id: the task is the owner.
     let l = ok(gw
         .tool("claim_file", json!({"task_id": "t", "path": "a"}))

@@ -1,5 +1,6 @@
 //! Integration tests of the gateway over real Postgres and Redis (see `mcp-testkit`): every
-//! route and every error code. One test binary, one module per area.
+//! route and every error code. One test binary, one module per area. Tests that speak only
+//! HTTP also run on an embedded gateway (SQLite + in-process), through `in_both_modes!`.
 
 mod audit;
 mod contract;
@@ -16,6 +17,28 @@ mod security_doors;
 mod state;
 
 use serde_json::Value;
+
+/// Runs a test that speaks only HTTP once per mode: `deployed` (Postgres + Redis) and
+/// `embedded` (SQLite + in-process): `in_both_modes!(test, …)` makes `test::deployed` and
+/// `test::embedded`, each calling `test(gateway)`. The same API, semantics and error codes.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn deployed() {
+                    super::$name(mcp_testkit::TestGateway::spawn().await).await;
+                }
+
+                #[tokio::test]
+                async fn embedded() {
+                    super::$name(mcp_testkit::TestGateway::spawn_embedded().await).await;
+                }
+            }
+        )+
+    };
+}
 
 /// Asserts an error answer: status, `code`, and a non-empty `detail`.
 #[track_caller]

@@ -5,6 +5,8 @@ use futures::StreamExt;
 use mcp_testkit::TestGateway;
 use serde_json::{Value, json};
 
+crate::in_both_modes!(logs_resource_pages_in_order,);
+
 #[tokio::test]
 async fn log_step_sets_timestamp_task_and_agent_itself() {
     let gw = TestGateway::spawn().await;
@@ -51,9 +53,7 @@ async fn log_step_sets_timestamp_task_and_agent_itself() {
     );
 }
 
-#[tokio::test]
-async fn logs_resource_pages_in_order() {
-    let gw = TestGateway::spawn().await;
+async fn logs_resource_pages_in_order(gw: TestGateway) {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
