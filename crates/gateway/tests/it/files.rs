@@ -1,10 +1,14 @@
 //! Files: normalisation, traversal, isolation, versions, races, edits, deletes, limits.
 
 use crate::{assert_error, ok};
+use mcp_domain::store::durable::AuditFilter;
+use mcp_domain::{FilePath, TaskId};
 use mcp_testkit::TestGateway;
 use serde_json::json;
 
 crate::in_both_modes!(
+    write_then_read_round_trips_with_version_and_digest,
+    twenty_racing_writers_with_one_expected_version_have_one_winner,
     equivalent_spellings_name_one_file,
     tasks_cannot_see_each_others_files,
     expected_version_guards_writes,
@@ -36,9 +40,7 @@ const TRAVERSAL: &[&str] = &[
     "///",
 ];
 
-#[tokio::test]
-async fn write_then_read_round_trips_with_version_and_digest() {
-    let gw = TestGateway::spawn().await;
+async fn write_then_read_round_trips_with_version_and_digest(gw: TestGateway) {
     let w = ok(gw
         .tool(
             "file_write",
@@ -54,13 +56,18 @@ async fn write_then_read_round_trips_with_version_and_digest() {
     assert_eq!(r["version"], 1);
     assert_eq!(r["sha256"], w["sha256"]);
     assert_eq!(r["size"], w["bytes"]);
-    // The durable copy is in Postgres, not only in Redis.
-    let (content,): (String,) =
-        sqlx::query_as("SELECT content FROM files WHERE task_id = 't1' AND path = 'src/a.py'")
-            .fetch_one(gw.pg.pool())
-            .await
-            .unwrap();
-    assert_eq!(content, "print('hé')\n");
+    // The durable store has it, not only the hot one.
+    let stored = gw
+        .service
+        .durable
+        .file(
+            &TaskId::parse("t1").unwrap(),
+            &FilePath::parse("src/a.py").unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("a durable row");
+    assert_eq!(stored.content, "print('hé')\n");
 }
 
 async fn equivalent_spellings_name_one_file(gw: TestGateway) {
@@ -253,9 +260,7 @@ async fn expected_version_guards_writes(gw: TestGateway) {
     assert_eq!(missing.1["current_version"], json!(null));
 }
 
-#[tokio::test]
-async fn twenty_racing_writers_with_one_expected_version_have_one_winner() {
-    let gw = TestGateway::spawn().await;
+async fn twenty_racing_writers_with_one_expected_version_have_one_winner(gw: TestGateway) {
     ok(gw
         .tool(
             "file_write",
@@ -277,11 +282,20 @@ async fn twenty_racing_writers_with_one_expected_version_have_one_winner() {
     assert_eq!(r["version"], 2);
     assert_eq!(winners[0].1["version"], 2);
     assert!(r["content"].as_str().unwrap().starts_with('w'));
-    let (revs,): (i64,) = sqlx::query_as("SELECT count(*) FROM file_revisions WHERE path = 'race'")
-        .fetch_one(gw.pg.pool())
+    // One committed change per version (each with its revision and audit record, in the same
+    // transaction): the losers left nothing.
+    let audited = gw
+        .service
+        .durable
+        .audit(&AuditFilter {
+            task: Some("t"),
+            action: Some("file_write"),
+            limit: 100,
+            ..AuditFilter::default()
+        })
         .await
         .unwrap();
-    assert_eq!(revs, 2);
+    assert_eq!(audited.len(), 2);
 }
 
 #[tokio::test]
