@@ -69,10 +69,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if $embedded; then
-  data_dir=$(mktemp -d /tmp/mcp-loadtest-data.XXXXXX)
+if $spawn; then
+  if $embedded; then
+    data_dir=$(mktemp -d /tmp/mcp-loadtest-data.XXXXXX)
+    backends=(env -u DATABASE_URL -u REDIS_URL DATA_DIR="$data_dir")
+    where="embedded: DATA_DIR $data_dir"
+  else
+    id=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    db="mcp_loadtest_$id" prefix="loadtest-$id:"
+    backends=(env DATABASE_URL="$PG_URL/$db" REDIS_URL="$REDIS_URL" REDIS_KEY_PREFIX="$prefix")
+    where="database $db, prefix $prefix"
+    args=(--database-url "$PG_URL/$db" "${args[@]}")
+  fi
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  env -u DATABASE_URL -u REDIS_URL DATA_DIR="$data_dir" \
+  "${backends[@]}" \
     MCP_GATEWAY_HOST=127.0.0.1 MCP_GATEWAY_PORT="$port" RUST_LOG="${RUST_LOG:-warn}" \
     RATE_LIMIT_REQUESTS="${RATE_LIMIT_REQUESTS:-1000000000}" \
     "$bin/mcp-gateway" & gw_pid=$!
@@ -82,24 +92,8 @@ if $embedded; then
     kill -0 "$gw_pid" 2>/dev/null || { echo "gateway exited" >&2; exit 2; }
     sleep 0.1
   done
-  echo "embedded gateway pid $gw_pid at $base (DATA_DIR $data_dir)" >&2
+  echo "gateway pid $gw_pid at $base ($where)" >&2
   args=(--base "$base" --gateway-pid "$gw_pid" "${args[@]}")
-elif $spawn; then
-  id=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  db="mcp_loadtest_$id" prefix="loadtest-$id:"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  DATABASE_URL="$PG_URL/$db" REDIS_URL="$REDIS_URL" REDIS_KEY_PREFIX="$prefix" \
-    MCP_GATEWAY_HOST=127.0.0.1 MCP_GATEWAY_PORT="$port" RUST_LOG="${RUST_LOG:-warn}" \
-    RATE_LIMIT_REQUESTS="${RATE_LIMIT_REQUESTS:-1000000000}" \
-    "$bin/mcp-gateway" & gw_pid=$!
-  base="http://127.0.0.1:$port"
-  for _ in $(seq 1 300); do
-    curl -fsS "$base/health" >/dev/null 2>&1 && break
-    kill -0 "$gw_pid" 2>/dev/null || { echo "gateway exited" >&2; exit 2; }
-    sleep 0.1
-  done
-  echo "gateway pid $gw_pid at $base (database $db, prefix $prefix)" >&2
-  args=(--base "$base" --gateway-pid "$gw_pid" --database-url "$PG_URL/$db" "${args[@]}")
 fi
 
 if $floors; then

@@ -147,22 +147,15 @@ impl McpSessions for RedisStore {
     /// Events of one task appended at or after `since_ms` (Redis time, ms), oldest first, at
     /// most `limit`: a subscriber's catch-up for the moments before its registration.
     async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>> {
-        let mut c = self.connection();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys().events(task))
-            .arg(format!("{}-0", since_ms.max(0)))
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit)
-            .query_async(&mut c)
+        let from = format!("{}-0", since_ms.max(0));
+        let entries = self
+            .stream_range("XRANGE", self.keys().events(task), &from, "+", limit, "e")
             .await?;
-        Ok(reply
-            .ids
+        Ok(entries
             .into_iter()
-            .filter_map(|entry| {
-                let raw: String = entry.get("e")?;
+            .filter_map(|(id, raw)| {
                 let mut event: Event = serde_json::from_str(&raw).ok()?;
-                event.id = Some(entry.id);
+                event.id = Some(id);
                 Some(event)
             })
             .collect())

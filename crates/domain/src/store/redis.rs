@@ -152,6 +152,36 @@ impl RedisStore {
             .arg(e.audit.as_deref().unwrap_or(""));
         inv
     }
+
+    /// `XRANGE key start end COUNT count` (or `XREVRANGE key end start …`, newest first): the
+    /// entries that carry `field`, as (entry id, its value).
+    pub(super) async fn stream_range(
+        &self,
+        command: &str,
+        key: String,
+        start: &str,
+        end: &str,
+        count: usize,
+        field: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let mut c = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd(command)
+            .arg(key)
+            .arg(start)
+            .arg(end)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|e| {
+                let value: Option<String> = e.get(field);
+                value.map(|v| (e.id, v))
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -409,24 +439,9 @@ impl HotOps for RedisStore {
         before: Option<&str>,
         count: usize,
     ) -> Result<Vec<(String, String)>> {
-        let mut c = self.conn.clone();
         let end = before.map_or_else(|| "+".to_owned(), |b| format!("({b}"));
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(self.keys.logs(task))
-            .arg(end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut c)
-            .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .filter_map(|e| {
-                let step: Option<String> = e.get("s");
-                step.map(|s| (e.id, s))
-            })
-            .collect())
+        self.stream_range("XREVRANGE", self.keys.logs(task), &end, "-", count, "s")
+            .await
     }
 
     /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
@@ -437,37 +452,17 @@ impl HotOps for RedisStore {
         after: StreamId,
         count: usize,
     ) -> Result<Vec<(String, String)>> {
-        let mut c = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys.events(task))
-            .arg(format!("({after}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut c)
-            .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .filter_map(|e| {
-                let envelope: Option<String> = e.get("e");
-                envelope.map(|env| (e.id, env))
-            })
-            .collect())
+        let from = format!("({after}");
+        self.stream_range("XRANGE", self.keys.events(task), &from, "+", count, "e")
+            .await
     }
 
     /// The id of the task's newest event, `None` when its stream is empty or missing.
     async fn events_tail(&self, task: &TaskId) -> Result<Option<String>> {
-        let mut c = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(self.keys.events(task))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut c)
+        let newest = self
+            .stream_range("XREVRANGE", self.keys.events(task), "+", "-", 1, "e")
             .await?;
-        Ok(reply.ids.into_iter().next().map(|e| e.id))
+        Ok(newest.into_iter().next().map(|(id, _)| id))
     }
 
     /// Whether the task has an event stream (it has seen a change, and Redis still holds it).

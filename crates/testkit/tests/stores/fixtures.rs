@@ -44,7 +44,7 @@ pub struct HotFixture {
 
 pub struct ServiceFixture {
     pub service: Service,
-    hot: HotFixture,
+    _hot: HotFixture,
     _durable: DurableFixture,
 }
 
@@ -132,15 +132,15 @@ pub async fn service(backend: Backend) -> ServiceFixture {
     };
     ServiceFixture {
         service: Service::new(durable.store.clone(), hot.store.clone(), Limits::default()),
-        hot,
+        _hot: hot,
         _durable: durable,
     }
 }
 
 impl ServiceFixture {
     pub async fn hot_file(&self, task: &str, path: &str) -> Option<HotFile> {
-        self.hot
-            .store
+        self.service
+            .hot
             .file(
                 &TaskId::parse(task).unwrap(),
                 &FilePath::parse(path).unwrap(),
@@ -154,8 +154,8 @@ impl ServiceFixture {
     pub async fn drop_hot_file(&self, task: &str, path: &str) {
         let (task, path) = (TaskId::parse(task).unwrap(), FilePath::parse(path).unwrap());
         let lease = self
+            .service
             .hot
-            .store
             .lease_for_write(&task, &path, "nobody")
             .await
             .unwrap();
