@@ -31,8 +31,12 @@ pub enum ErrorCode {
     VersionConflict,
     /// Another owner holds the lock on this path.
     Locked,
-    /// The write carried a fence older than one the file has already seen.
+    /// The write carried a fence that is not its writer's live lease's on the path (forged,
+    /// another lease's, expired or released), or one older than the file has already seen.
     StaleFence,
+    /// A change without a lease and without `expected_version` of a file that was written
+    /// under a lease: claim the path, or make the change conditional.
+    LeaseRequired,
     /// Release or renew of a lock the caller does not hold.
     LockNotHeld,
     /// `file_edit`: `old_string` does not occur in the file.
@@ -55,7 +59,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for tests and documentation.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidPath,
         ErrorCode::Unauthorized,
@@ -68,6 +72,7 @@ impl ErrorCode {
         ErrorCode::VersionConflict,
         ErrorCode::Locked,
         ErrorCode::StaleFence,
+        ErrorCode::LeaseRequired,
         ErrorCode::LockNotHeld,
         ErrorCode::EditNoMatch,
         ErrorCode::EditAmbiguous,
@@ -88,8 +93,8 @@ impl ErrorCode {
             Forbidden => 403,
             TaskNotFound | FileNotFound | AgentNotFound | NotFound => 404,
             MethodNotAllowed => 405,
-            VersionConflict | Locked | StaleFence | LockNotHeld | EditNoMatch | EditAmbiguous
-            | AlreadyExists => 409,
+            VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
+            | EditAmbiguous | AlreadyExists => 409,
             TooLarge | QuotaExceeded => 413,
             RateLimited => 429,
             Unavailable => 503,
@@ -113,6 +118,7 @@ impl ErrorCode {
             VersionConflict => "version_conflict",
             Locked => "locked",
             StaleFence => "stale_fence",
+            LeaseRequired => "lease_required",
             LockNotHeld => "lock_not_held",
             EditNoMatch => "edit_no_match",
             EditAmbiguous => "edit_ambiguous",

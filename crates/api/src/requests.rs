@@ -36,9 +36,9 @@ pub struct FileWriteRequest {
     /// Optimistic concurrency: write only if the file is at this version (0 = create only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
-    /// The fencing token of the caller's lease (from `claim_file`). A lease holder's writes
-    /// carry it by themselves; a client presents it to have a late write refused
-    /// (`stale_fence`) once a newer lease has written.
+    /// The fencing token of the caller's live lease on this path (from `claim_file`). A lease
+    /// holder's writes carry it by themselves; a presented fence that is not the caller's live
+    /// lease's (expired, released, another's, forged) is refused (`stale_fence`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<i64>,
     /// The acting agent. With authentication off it names the actor (default: the task id);
@@ -68,9 +68,9 @@ pub struct FileEditRequest {
     /// Optimistic concurrency, as for `file_write`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
-    /// The fencing token of the caller's lease (from `claim_file`). A lease holder's writes
-    /// carry it by themselves; a client presents it to have a late write refused
-    /// (`stale_fence`) once a newer lease has written.
+    /// The fencing token of the caller's live lease on this path (from `claim_file`). A lease
+    /// holder's writes carry it by themselves; a presented fence that is not the caller's live
+    /// lease's (expired, released, another's, forged) is refused (`stale_fence`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<i64>,
     /// The acting agent. With authentication off it names the actor (default: the task id);
@@ -92,9 +92,9 @@ pub struct DeleteFileRequest {
     /// not exist); otherwise `version_conflict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
-    /// The fencing token of the caller's lease (from `claim_file`). A lease holder's writes
-    /// carry it by themselves; a client presents it to have a late write refused
-    /// (`stale_fence`) once a newer lease has written.
+    /// The fencing token of the caller's live lease on this path (from `claim_file`). A lease
+    /// holder's writes carry it by themselves; a presented fence that is not the caller's live
+    /// lease's (expired, released, another's, forged) is refused (`stale_fence`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<i64>,
     /// The acting agent. With authentication off it names the actor (default: the task id);

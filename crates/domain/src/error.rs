@@ -43,6 +43,21 @@ pub enum DomainError {
     },
     #[error("stale fence {fence}: the file has seen fence {last_fence}")]
     StaleFence { fence: i64, last_fence: i64 },
+    /// A presented fence that is not the fence of the writer's own live lease on the path
+    /// (the fence rule, part 1): forged, another path's or agent's, expired or released.
+    #[error("{}", fence_not_held(*fence, *lease_fence))]
+    FenceNotHeld {
+        fence: i64,
+        /// The fence of the writer's live lease on the path, `None` when it holds none.
+        lease_fence: Option<i64>,
+    },
+    /// A change with neither a fence nor `expected_version` of a file that has been written
+    /// under a lease, while nobody holds it (the fence rule, part 3).
+    #[error(
+        "'{path}' has been written under a lease (fence {last_fence}) and nobody holds it now: \
+         claim the path, or write with expected_version"
+    )]
+    LeaseRequired { path: String, last_fence: i64 },
     #[error("lock on '{path}' is not held by {agent}")]
     LockNotHeld {
         path: String,
@@ -76,6 +91,19 @@ pub enum DomainError {
     Internal(String),
 }
 
+/// Why a presented fence was refused, for a sentence.
+fn fence_not_held(fence: i64, lease_fence: Option<i64>) -> String {
+    match lease_fence {
+        None => format!(
+            "stale fence {fence}: no live lease of yours on this path (never granted, expired \
+             or released); claim the path again, or write with expected_version"
+        ),
+        Some(own) => format!(
+            "stale fence {fence}: not your lease's fence (your lease on this path has fence {own})"
+        ),
+    }
+}
+
 /// A version for a sentence: the number, or "none" when the file does not exist.
 fn show(v: &Option<i64>) -> String {
     v.map_or_else(|| "none".to_owned(), |v| v.to_string())
@@ -96,7 +124,10 @@ impl DomainError {
             DomainError::TaskExists(_) => ErrorCode::AlreadyExists,
             DomainError::VersionConflict { .. } => ErrorCode::VersionConflict,
             DomainError::Locked { .. } => ErrorCode::Locked,
-            DomainError::StaleFence { .. } => ErrorCode::StaleFence,
+            DomainError::StaleFence { .. } | DomainError::FenceNotHeld { .. } => {
+                ErrorCode::StaleFence
+            }
+            DomainError::LeaseRequired { .. } => ErrorCode::LeaseRequired,
             DomainError::LockNotHeld { .. } => ErrorCode::LockNotHeld,
             DomainError::EditNoMatch => ErrorCode::EditNoMatch,
             DomainError::EditAmbiguous { .. } => ErrorCode::EditAmbiguous,
@@ -120,6 +151,12 @@ impl DomainError {
             } => json!({"path": path, "holder": holder, "expires_at": expires_at}),
             DomainError::StaleFence { fence, last_fence } => {
                 json!({"fence": fence, "last_fence": last_fence})
+            }
+            DomainError::FenceNotHeld { fence, lease_fence } => {
+                json!({"fence": fence, "lease_fence": lease_fence})
+            }
+            DomainError::LeaseRequired { path, last_fence } => {
+                json!({"path": path, "last_fence": last_fence})
             }
             DomainError::LockNotHeld { holder, .. } => json!({"holder": holder}),
             DomainError::EditAmbiguous { count } => json!({"occurrences": count}),

@@ -50,8 +50,8 @@ pub fn exit_code(e: &ClientError) -> u8 {
     use ErrorCode::*;
     match e.code() {
         TaskNotFound | FileNotFound | AgentNotFound | NotFound => EXIT_NOT_FOUND,
-        VersionConflict | Locked | StaleFence | LockNotHeld | EditNoMatch | EditAmbiguous
-        | AlreadyExists => EXIT_CONFLICT,
+        VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
+        | EditAmbiguous | AlreadyExists => EXIT_CONFLICT,
         InvalidArgument | InvalidPath | TooLarge | QuotaExceeded => EXIT_INVALID,
         Unavailable | RateLimited => EXIT_UNAVAILABLE,
         Unauthorized | Forbidden => EXIT_DENIED,

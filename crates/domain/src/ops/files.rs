@@ -3,7 +3,9 @@
 //! Writes are write-through: the conditional change commits in Postgres (version, fence and
 //! revision in one statement), then the hot copy is refreshed and the event emitted, then the
 //! caller is answered. A path leased by another agent refuses writes (`locked`); the lease
-//! holder's writes carry its fence, which the database checks.
+//! holder's writes carry its fence, which the database checks. The fence rule
+//! (docs/ARCHITECTURE.md): a presented fence must be the writer's own live lease's; a change
+//! without a lease of a file written under one must be conditional (the durable store checks).
 
 use super::Service;
 use crate::actor::Actor;
@@ -41,6 +43,17 @@ fn check_expected(expected: Option<i64>) -> Result<()> {
     }
 }
 
+/// A presented fence is a number `claim_file` answered: positive (the fence rule, part 1;
+/// whether it is the writer's live lease's is checked against the lease).
+fn check_fence(fence: Option<i64>) -> Result<()> {
+    match fence {
+        Some(f) if f <= 0 => Err(DomainError::InvalidArgument(
+            "fence must be the positive fence claim_file answered".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A file's current content as read.
 struct Current {
     version: i64,
@@ -61,8 +74,11 @@ impl Service {
         Ok(())
     }
 
-    /// The fence a write by `actor` carries: the one it presents, else its own lease's, else
-    /// none (an unlocked write). A path leased by another agent refuses the write.
+    /// The fence a write by `actor` carries (the fence rule, parts 1 and 2): its own live
+    /// lease's, whether it presents it or not; none for an unleased write. A presented fence
+    /// that is not its live lease's on this path (none held, or another fence) is refused
+    /// (`stale_fence`), so a forged fence never reaches the database and never raises
+    /// `last_fence`. A path leased by another agent refuses the write (`locked`).
     async fn writer_fence(
         &self,
         actor: &Actor,
@@ -75,11 +91,20 @@ impl Service {
             .lease_for_write(task, path, actor.agent.as_str())
             .await?
         {
-            None => Ok(presented),
-            Some(lease) if lease.owner == actor.agent.as_str() => {
-                // A holder never writes with a fence above its own lease's.
-                Ok(Some(presented.map_or(lease.fence, |p| p.min(lease.fence))))
-            }
+            None => match presented {
+                None => Ok(None),
+                Some(fence) => Err(DomainError::FenceNotHeld {
+                    fence,
+                    lease_fence: None,
+                }),
+            },
+            Some(lease) if lease.owner == actor.agent.as_str() => match presented {
+                Some(fence) if fence != lease.fence => Err(DomainError::FenceNotHeld {
+                    fence,
+                    lease_fence: Some(lease.fence),
+                }),
+                _ => Ok(Some(lease.fence)),
+            },
             Some(lease) => {
                 metrics::counter!("mcp_lock_conflicts_total", "op" => "write").increment(1);
                 Err(DomainError::Locked {
@@ -243,6 +268,7 @@ impl Service {
         let path = FilePath::parse(&req.path)?;
         self.check_file_size(req.content.len())?;
         check_expected(req.expected_version)?;
+        check_fence(req.fence)?;
         let (committed, sha256) = self
             .commit_change(
                 actor,
@@ -273,6 +299,7 @@ impl Service {
         actor.ensure_write(&task)?;
         let path = FilePath::parse(&req.path)?;
         check_expected(req.expected_version)?;
+        check_fence(req.fence)?;
         if req.old_string.is_empty() {
             return Err(DomainError::InvalidArgument(
                 "old_string must not be empty".into(),
@@ -355,6 +382,7 @@ impl Service {
         actor.ensure_write(&task)?;
         let path = FilePath::parse(&req.path)?;
         check_expected(req.expected_version)?;
+        check_fence(req.fence)?;
         let (committed, _) = self
             .commit_change(
                 actor,

@@ -61,7 +61,9 @@ pub struct FileChange<'a> {
     pub sha256: &'a str,
     pub size: i64,
     pub agent: &'a str,
-    /// The writer's lease fence, when it holds the lease.
+    /// The writer's lease fence, when it holds the lease (the operation has checked that it
+    /// is the fence of the writer's live lease). `None`: an unleased change, which a file
+    /// written under a lease (`last_fence` > 0) accepts only with `expected_version`.
     pub fence: Option<i64>,
     /// `None`: any version; `Some(0)`: only if the file does not exist; `Some(n)`: only at n.
     pub expected_version: Option<i64>,
@@ -75,9 +77,18 @@ pub struct FileChange<'a> {
 }
 
 impl FileChange<'_> {
+    /// Whether this change may touch a file whose `last_fence` is `last_fence` without a
+    /// lease (the fence rule, part 3): it carries a fence, or a condition, or the file has
+    /// never been written under a lease. Unleased collaboration keeps last-write-wins; a
+    /// blind change can never overwrite what a lease holder wrote.
+    pub fn lease_ok(&self, last_fence: i64) -> bool {
+        self.fence.is_some() || self.expected_version.is_some() || last_fence <= 0
+    }
+
     /// Why this change was refused, given the file's current row (version, deleted,
     /// last fence; `None` when it has none): a stale fence first, then a delete of a missing
-    /// file, else a version conflict. Every backend answers with this one rule.
+    /// file, then a blind change of a file written under a lease, else a version conflict.
+    /// Every backend answers with this one rule.
     pub fn refusal(&self, current: Option<(i64, bool, i64)>) -> DomainError {
         let (version, deleted, last_fence) = current.unwrap_or((0, true, 0));
         if let Some(fence) = self.fence.filter(|f| *f < last_fence) {
@@ -85,6 +96,12 @@ impl FileChange<'_> {
         }
         if self.op == RevisionOp::Delete && deleted {
             return DomainError::FileNotFound(self.path.to_string());
+        }
+        if !self.lease_ok(last_fence) {
+            return DomainError::LeaseRequired {
+                path: self.path.to_string(),
+                last_fence,
+            };
         }
         DomainError::VersionConflict {
             expected: self.expected_version,

@@ -62,6 +62,7 @@ const UPSERT_FILE: &str = "
         last_fence = GREATEST(f.last_fence, EXCLUDED.last_fence), deleted = false
     WHERE ($8::bigint IS NULL OR ($8 = 0 AND f.deleted))
       AND ($7::bigint IS NULL OR $7 >= f.last_fence)
+      AND ($7::bigint IS NOT NULL OR $8::bigint IS NOT NULL OR f.last_fence <= 0)
     RETURNING f.version, f.updated_at
 )";
 
@@ -76,6 +77,7 @@ const UPDATE_FILE: &str = "
     WHERE f.task_id = $1 AND f.path = $2 AND NOT f.deleted
       AND ($8::bigint IS NULL OR f.version = $8)
       AND ($7::bigint IS NULL OR $7 >= f.last_fence)
+      AND ($7::bigint IS NOT NULL OR $8::bigint IS NOT NULL OR f.last_fence <= 0)
     RETURNING f.version, f.updated_at
 )";
 

@@ -427,7 +427,11 @@ impl DurableOps for SqliteStore {
             })
         })
         .transpose()?;
-        let fence_ok = |cur: &Current| c.fence.is_none_or(|f| f >= cur.last_fence);
+        // The fence order, and the fence rule's part 3 (a blind change of a file written
+        // under a lease needs a lease or a condition), as in Postgres's statements.
+        let fence_ok = |cur: &Current| {
+            c.fence.is_none_or(|f| f >= cur.last_fence) && c.lease_ok(cur.last_fence)
+        };
         // The same two paths as Postgres's statements: create-or-replace (no expected version,
         // or 0: only over a missing or deleted file), or change a live file (deletes, and
         // writes at an expected version).

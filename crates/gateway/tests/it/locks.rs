@@ -9,6 +9,8 @@ crate::in_both_modes!(
     an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale,
     fences_increase_across_paths_and_tasks,
     locks_are_per_task_and_the_original_clients_lock_as_their_task,
+    forged_fences_are_refused_and_never_lock_holders_out,
+    a_pausing_holder_cannot_overwrite_a_newer_holders_work,
 );
 
 fn req(agent: &str, path: &str, extra: Value) -> Value {
@@ -163,7 +165,8 @@ async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: 
         .tool("file_write", req("fast", "f", json!({"content": "v2"})))
         .await);
     ok(gw.tool("release_file", req("fast", "f", json!({}))).await);
-    // Once free, the old holder's late write still carries its old fence: the database refuses it.
+    // Once free, the old holder's late write still carries its old fence, which is no live
+    // lease's any more: refused.
     let late = gw
         .tool(
             "file_write",
@@ -172,7 +175,7 @@ async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: 
         .await;
     assert_error(&late, 409, "stale_fence");
     assert_eq!(late.1["fence"], old_fence);
-    assert_eq!(late.1["last_fence"], new["fence"]);
+    assert_eq!(late.1["lease_fence"], Value::Null);
     let late_edit = gw
         .tool(
             "file_edit",
@@ -188,6 +191,167 @@ async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: 
         .tool("file_read", json!({"task_id": "t", "path": "f"}))
         .await);
     assert_eq!(r["content"], "v2");
+}
+
+async fn forged_fences_are_refused_and_never_lock_holders_out(gw: TestGateway) {
+    // A forged fence on a free path: the largest number, a large one, negative, zero.
+    for forged in [json!(i64::MAX), json!(1_000_000), json!(-1), json!(0)] {
+        let w = gw
+            .tool(
+                "file_write",
+                req("mallory", "f", json!({"content": "x", "fence": forged})),
+            )
+            .await;
+        if forged.as_i64().unwrap() > 0 {
+            assert_error(&w, 409, "stale_fence");
+            assert!(
+                w.1["detail"].as_str().unwrap().contains("no live lease"),
+                "{}",
+                w.1
+            );
+        } else {
+            assert_error(&w, 400, "invalid_argument");
+        }
+    }
+    assert_error(
+        &gw.tool(
+            "delete_file",
+            req("mallory", "f", json!({"fence": i64::MAX})),
+        )
+        .await,
+        409,
+        "stale_fence",
+    );
+    assert_error(
+        &gw.tool("file_read", json!({"task_id": "t", "path": "f"}))
+            .await,
+        404,
+        "file_not_found",
+    );
+    // The real holder writes, edits and deletes, presenting its fence or not.
+    let lease = ok(gw.tool("claim_file", req("coder", "f", json!({}))).await);
+    let fence = lease["fence"].as_i64().unwrap();
+    ok(gw
+        .tool(
+            "file_write",
+            req("coder", "f", json!({"content": "v1", "fence": fence})),
+        )
+        .await);
+    ok(gw
+        .tool(
+            "file_edit",
+            req(
+                "coder",
+                "f",
+                json!({"old_string": "v1", "new_string": "v2", "fence": fence}),
+            ),
+        )
+        .await);
+    // Another agent presenting the holder's fence is refused (the path is the holder's).
+    assert_error(
+        &gw.tool(
+            "file_write",
+            req("mallory", "f", json!({"content": "x", "fence": fence})),
+        )
+        .await,
+        409,
+        "locked",
+    );
+    // The holder's own fence, but not its lease's (forged upwards): refused, with the reason.
+    let up = gw
+        .tool(
+            "file_write",
+            req("coder", "f", json!({"content": "x", "fence": fence + 1})),
+        )
+        .await;
+    assert_error(&up, 409, "stale_fence");
+    assert!(
+        up.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not your lease's fence"),
+        "{}",
+        up.1
+    );
+    assert_eq!(up.1["lease_fence"], fence);
+    ok(gw
+        .tool("delete_file", req("coder", "f", json!({"fence": fence})))
+        .await);
+    ok(gw
+        .tool("file_write", req("coder", "f", json!({"content": "v4"})))
+        .await);
+}
+
+async fn a_pausing_holder_cannot_overwrite_a_newer_holders_work(gw: TestGateway) {
+    let old = ok(gw
+        .tool("claim_file", req("slow", "f", json!({"timeout_sec": 1})))
+        .await);
+    let old_fence = old["fence"].as_i64().unwrap();
+    ok(gw
+        .tool("file_write", req("slow", "f", json!({"content": "v1"})))
+        .await);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    ok(gw
+        .tool("claim_file", req("fast", "f", json!({"timeout_sec": 1})))
+        .await);
+    ok(gw
+        .tool("file_write", req("fast", "f", json!({"content": "v2"})))
+        .await);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    // Both leases expired; the pausing holder wakes up and writes.
+    assert_error(
+        &gw.tool(
+            "file_write",
+            req("slow", "f", json!({"content": "late", "fence": old_fence})),
+        )
+        .await,
+        409,
+        "stale_fence",
+    );
+    let blind = gw
+        .tool("file_write", req("slow", "f", json!({"content": "late"})))
+        .await;
+    assert_error(&blind, 409, "lease_required");
+    assert!(
+        blind.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expected_version"),
+        "{}",
+        blind.1
+    );
+    assert_error(
+        &gw.tool("delete_file", req("slow", "f", json!({}))).await,
+        409,
+        "lease_required",
+    );
+    assert_error(
+        &gw.tool(
+            "file_write",
+            req(
+                "slow",
+                "f",
+                json!({"content": "late", "expected_version": 1}),
+            ),
+        )
+        .await,
+        409,
+        "version_conflict",
+    );
+    let r = ok(gw
+        .tool("file_read", json!({"task_id": "t", "path": "f"}))
+        .await);
+    assert_eq!(
+        (r["content"].as_str(), r["version"].as_i64()),
+        (Some("v2"), Some(2))
+    );
+    // Conditional on what it has read, it may write.
+    ok(gw
+        .tool(
+            "file_write",
+            req("slow", "f", json!({"content": "v3", "expected_version": 2})),
+        )
+        .await);
 }
 
 async fn fences_increase_across_paths_and_tasks(gw: TestGateway) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 crate::per_backend!(durable; [postgres, sqlite];
     versions_grow_and_conditions_hold,
     fences_are_monotonic_and_refuse_stale_writers,
+    blind_changes_of_a_fenced_file_need_a_lease_or_a_condition,
     quotas_refuse_growth_but_never_shrinking,
     nul_characters_are_invalid_arguments,
     concurrent_conditional_writers_have_one_winner,
@@ -209,7 +210,7 @@ async fn fences_are_monotonic_and_refuse_stale_writers(f: &DurableFixture) {
         .await
         .unwrap_err();
     assert!(matches!(err, DomainError::StaleFence { .. }), "{err:?}");
-    // The same fence again, and a write without a lease, pass.
+    // The same fence again, and a conditional write without a lease, pass.
     let same = s
         .change_file(&FileChange {
             fence: Some(high),
@@ -218,7 +219,10 @@ async fn fences_are_monotonic_and_refuse_stale_writers(f: &DurableFixture) {
         .await
         .unwrap();
     let free = s
-        .change_file(&change(&t, &p, RevisionOp::Write, "z"))
+        .change_file(&FileChange {
+            expected_version: Some(2),
+            ..change(&t, &p, RevisionOp::Write, "z")
+        })
         .await
         .unwrap();
     assert_eq!((same.version, free.version), (2, 3));
@@ -231,6 +235,102 @@ async fn fences_are_monotonic_and_refuse_stale_writers(f: &DurableFixture) {
         .await
         .unwrap_err();
     assert!(matches!(err, DomainError::StaleFence { .. }), "{err:?}");
+}
+
+/// The fence rule, part 3 (docs/ARCHITECTURE.md "The fence rule"): once a file has been
+/// written under a lease (`last_fence` > 0), a change without a fence must be conditional
+/// (`expected_version`), else it is refused with `lease_required` and changes nothing; a file
+/// never written under a lease keeps last-write-wins.
+async fn blind_changes_of_a_fenced_file_need_a_lease_or_a_condition(f: &DurableFixture) {
+    let s = &f.store;
+    let t = task("t1");
+    // Never fenced: blind writes and deletes pass, as before.
+    let free = path("free");
+    for content in ["a", "b"] {
+        s.change_file(&change(&t, &free, RevisionOp::Write, content))
+            .await
+            .unwrap();
+    }
+    s.change_file(&change(&t, &free, RevisionOp::Delete, ""))
+        .await
+        .unwrap();
+    // Written under a lease.
+    let p = path("fenced");
+    let fence = s.next_fence().await.unwrap();
+    s.change_file(&FileChange {
+        fence: Some(fence),
+        ..change(&t, &p, RevisionOp::Write, "holder")
+    })
+    .await
+    .unwrap();
+    for blind in [
+        change(&t, &p, RevisionOp::Write, "late"),
+        change(&t, &p, RevisionOp::Delete, ""),
+    ] {
+        match s.change_file(&blind).await.unwrap_err() {
+            DomainError::LeaseRequired { path, last_fence } => {
+                assert_eq!((path.as_str(), last_fence), ("fenced", fence));
+            }
+            other => panic!("{:?}: {other:?}", blind.op),
+        }
+    }
+    let row = s.file(&t, &p).await.unwrap().unwrap();
+    assert_eq!((row.version, row.content.as_str()), (1, "holder"));
+    // A conditional change passes when nothing changed, and conflicts when something did.
+    let err = s
+        .change_file(&FileChange {
+            expected_version: Some(7),
+            ..change(&t, &p, RevisionOp::Write, "late")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::VersionConflict {
+                current: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let v2 = s
+        .change_file(&FileChange {
+            expected_version: Some(1),
+            ..change(&t, &p, RevisionOp::Edit, "edited")
+        })
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    // The fence is remembered across a conditional delete: re-creating the file blindly is
+    // refused, re-creating it only-if-absent (`expected_version: 0`) is a condition and passes.
+    s.change_file(&FileChange {
+        expected_version: Some(2),
+        ..change(&t, &p, RevisionOp::Delete, "")
+    })
+    .await
+    .unwrap();
+    let err = s
+        .change_file(&change(&t, &p, RevisionOp::Write, "blind"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::LeaseRequired { .. }), "{err:?}");
+    let v4 = s
+        .change_file(&FileChange {
+            expected_version: Some(0),
+            ..change(&t, &p, RevisionOp::Write, "again")
+        })
+        .await
+        .unwrap();
+    assert_eq!(v4.version, 4);
+    // A newer holder's fence passes, without a condition.
+    let next = s.next_fence().await.unwrap();
+    s.change_file(&FileChange {
+        fence: Some(next),
+        ..change(&t, &p, RevisionOp::Write, "next holder")
+    })
+    .await
+    .unwrap();
 }
 
 /// `c` under the quotas (live files, live bytes).

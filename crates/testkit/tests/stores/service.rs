@@ -5,8 +5,8 @@
 
 use crate::fixtures::{ServiceFixture, service};
 use mcp_api::requests::{
-    ClaimFileRequest, CreateTaskRequest, FileEditRequest, FileReadRequest, FileWriteRequest,
-    LogStepRequest, UpdateTaskRequest,
+    ClaimFileRequest, CreateTaskRequest, DeleteFileRequest, FileEditRequest, FileReadRequest,
+    FileWriteRequest, LogStepRequest, UpdateTaskRequest,
 };
 use mcp_domain::{Actor, AgentId, DomainError, TaskId};
 use mcp_sync::{PullLoop, PushLoop, SyncSettings};
@@ -17,6 +17,8 @@ use std::time::Duration;
 crate::per_backend!(service; [deployed, embedded];
     files_write_through_and_refill,
     an_expired_holder_is_fenced_out,
+    presented_fences_must_be_the_writers_live_lease,
+    an_expired_holder_cannot_overwrite_a_newer_holders_work,
     steps_move_from_the_hot_stream_to_the_durable_log,
     task_changes_reach_the_cache_and_the_watchers,
 );
@@ -166,6 +168,185 @@ async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {
         .await
         .unwrap();
     assert_eq!(r.content, "a2");
+}
+
+/// The fence rule, part 1: a presented fence must be the fence of the writer's own live lease
+/// on the path. A forged fence (the largest number, a negative one, 0) on a free path, another
+/// agent's fence, a fence of another path: refused, nothing changed, and the real holder's
+/// write, edit and delete pass afterwards (a forged fence never raised `last_fence`).
+async fn presented_fences_must_be_the_writers_live_lease(f: &ServiceFixture) {
+    let svc = &f.service;
+    let (a1, a2) = (agent("a1"), agent("a2"));
+    let write = |path: &str, fence: i64| {
+        req::<FileWriteRequest>(
+            json!({"task_id": "t", "path": path, "content": "forged", "fence": fence}),
+        )
+    };
+    for forged in [i64::MAX, 1_000_000, -1, 0] {
+        let err = svc.file_write(&a2, write("a", forged)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DomainError::FenceNotHeld { .. } | DomainError::InvalidArgument(_)
+            ),
+            "fence {forged}: {err:?}"
+        );
+    }
+    let err = svc
+        .delete_file(
+            &a2,
+            req::<DeleteFileRequest>(json!({"task_id": "t", "path": "a", "fence": i64::MAX})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
+    let t = TaskId::parse("t").unwrap();
+    let a = mcp_domain::FilePath::parse("a").unwrap();
+    assert!(f.service.durable.file(&t, &a).await.unwrap().is_none());
+    // The real holder.
+    let claim = |who: &str, path: &str| {
+        req::<ClaimFileRequest>(json!({"task_id": "t", "path": path, "agent_id": who}))
+    };
+    let lease = svc.claim_file(&a1, claim("a1", "a")).await.unwrap();
+    let w = svc.file_write(&a1, write("a", lease.fence)).await.unwrap();
+    assert_eq!(w.version, 1);
+    svc.file_edit(
+        &a1,
+        req::<FileEditRequest>(json!({
+            "task_id": "t", "path": "a", "old_string": "forged", "new_string": "mine",
+            "fence": lease.fence
+        })),
+    )
+    .await
+    .unwrap();
+    // Another agent presenting the holder's fence: the path is the holder's.
+    let err = svc
+        .file_write(&a2, write("a", lease.fence))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::Locked { .. }), "{err:?}");
+    // The holder's fence on another path (free, or its own lease there): not that lease's.
+    let err = svc
+        .file_write(&a1, write("b", lease.fence))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
+    let b = svc.claim_file(&a1, claim("a1", "b")).await.unwrap();
+    let err = svc
+        .file_write(&a1, write("b", lease.fence))
+        .await
+        .unwrap_err();
+    match err {
+        DomainError::FenceNotHeld { fence, lease_fence } => {
+            assert_eq!((fence, lease_fence), (lease.fence, Some(b.fence)))
+        }
+        other => panic!("{other:?}"),
+    }
+    // A forged fence from the holder itself, higher than its lease's: refused too.
+    let err = svc
+        .file_write(&a1, write("a", lease.fence + 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
+    let d = svc
+        .delete_file(
+            &a1,
+            req::<DeleteFileRequest>(json!({"task_id": "t", "path": "a", "fence": lease.fence})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.version, 3);
+    let row = f.service.durable.file(&t, &a).await.unwrap().unwrap();
+    assert!(row.deleted);
+}
+
+/// The fence rule, parts 1 and 3: a holder whose lease expired cannot overwrite what a newer
+/// holder wrote, whether it presents its old fence or none; a conditional write gets
+/// `version_conflict`, and passes only once it is based on the current version.
+async fn an_expired_holder_cannot_overwrite_a_newer_holders_work(f: &ServiceFixture) {
+    let svc = &f.service;
+    let (a1, a2) = (agent("a1"), agent("a2"));
+    let claim = |who: &str, secs: i64| {
+        req::<ClaimFileRequest>(
+            json!({"task_id": "t", "path": "a", "timeout_sec": secs, "agent_id": who}),
+        )
+    };
+    let write = |content: &str, extra: Value| {
+        let mut b = json!({"task_id": "t", "path": "a", "content": content});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        req::<FileWriteRequest>(b)
+    };
+    let old = svc.claim_file(&a1, claim("a1", 1)).await.unwrap();
+    svc.file_write(&a1, write("v1", json!({}))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // The pausing holder's lease is gone: its old fence is no longer a live lease's.
+    let err = svc
+        .file_write(&a1, write("late", json!({"fence": old.fence})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
+    let new = svc.claim_file(&a2, claim("a2", 1)).await.unwrap();
+    assert!(new.fence > old.fence);
+    svc.file_write(&a2, write("v2", json!({}))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Nobody holds it now. With the old fence, without a fence, or as a blind delete: refused.
+    let err = svc
+        .file_write(&a1, write("late", json!({"fence": old.fence})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
+    let err = svc
+        .file_write(&a1, write("late", json!({})))
+        .await
+        .unwrap_err();
+    match err {
+        DomainError::LeaseRequired { last_fence, .. } => assert_eq!(last_fence, new.fence),
+        other => panic!("{other:?}"),
+    }
+    let err = svc
+        .delete_file(
+            &a1,
+            req::<DeleteFileRequest>(json!({"task_id": "t", "path": "a"})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::LeaseRequired { .. }), "{err:?}");
+    // Conditional on the version it last saw (1): the newer holder's version 2 is there.
+    let err = svc
+        .file_write(&a1, write("late", json!({"expected_version": 1})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::VersionConflict {
+                current: Some(2),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let r = svc
+        .file_read(
+            &a1,
+            req::<FileReadRequest>(json!({"task_id": "t", "path": "a"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.content.as_str(), r.version), ("v2", 2));
+    // An edit is conditional: it passes on top of the newer holder's work.
+    let e = svc
+        .file_edit(
+            &a1,
+            req::<FileEditRequest>(json!({
+                "task_id": "t", "path": "a", "old_string": "v2", "new_string": "v3"
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.version, 3);
 }
 
 async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
