@@ -131,7 +131,8 @@ async fn setup_files(gw: &Gateway, cfg: &Config, files: usize) -> anyhow::Result
 /// `agents` agents over `tasks` tasks, each calling `rate` times a second for `duration`,
 /// open loop (latency counted from the intended start, so a stalled gateway shows).
 /// Mix per agent, by its call number: 5/10 `file_read` of its file, 3/10 `log_step`,
-/// 1/10 `file_write`, 1/10 `claim_file` + fenced `file_write` + `release_file`.
+/// 1/10 `file_write`, 1/10 `claim_file` + fenced `file_write` + `release_file` (of a second
+/// file: a file written under a lease takes no blind unleased write, `lease_required`).
 pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
     setup_files(gw, cfg, cfg.agents).await?;
     gw.stats.reset();
@@ -174,6 +175,7 @@ pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
                         .await;
                 }
                 _ => {
+                    let path = format!("agents/agent-{a}.leased.txt");
                     if let Ok(Some((fence, lease))) = gw.claim(&agent, &task, &path, 30).await {
                         let _ = gw
                             .file_write(
