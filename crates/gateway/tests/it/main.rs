@@ -4,6 +4,7 @@
 
 mod audit;
 mod contract;
+mod fence_scenario;
 mod files;
 mod fuzz;
 mod limits;

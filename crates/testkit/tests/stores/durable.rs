@@ -519,6 +519,8 @@ async fn every_change_is_audited_and_filterable(f: &DurableFixture) {
     .unwrap();
     s.change_file(&FileChange {
         agent: "a2",
+        // Unleased, so conditional: the file was written under a lease (the fence rule).
+        expected_version: Some(1),
         ..change(&t, &p, RevisionOp::Delete, "")
     })
     .await
