@@ -86,6 +86,22 @@ if ! redis_answers; then
   redis_answers || { echo "test.sh: the private Redis did not start (see $tmp/redis.log)" >&2; exit 1; }
 fi
 
+# The console tests drive a real headless Chromium through chromedriver (Debian's `chromium`
+# and `chromium-driver`; CHROMIUM / CHROMEDRIVER name other binaries).
+chromium_bin="${CHROMIUM:-/usr/bin/chromium}"
+chromedriver_bin="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+if [ ! -x "$chromium_bin" ] || [ ! -x "$chromedriver_bin" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing chromium and chromium-driver for the console tests" >&2
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+    apt_install || { apt-get update >/dev/null && apt_install; } || {
+      echo "test.sh: could not install chromium and chromium-driver with apt-get" >&2; exit 1; }
+  else
+    echo "test.sh: the console tests need $chromium_bin and $chromedriver_bin: install Debian's chromium and chromium-driver (or set CHROMIUM / CHROMEDRIVER)" >&2
+    exit 1
+  fi
+fi
+
 echo "test.sh: Postgres $DATABASE_URL, Redis $REDIS_URL" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -10,6 +10,7 @@
 //! * [`mcp`] — the Model Context Protocol at `/mcp` (rmcp, Streamable HTTP): the same tools
 //!   and resources, with resource subscriptions.
 //! * [`live`] — live event streams (SSE, WebSocket) and their fan-out [`live::Hub`].
+//! * [`ui`] — the web console at `/ui/` (assets compiled into the binary).
 //! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
 //! * this file — start-up (the stores `DATABASE_URL`/`REDIS_URL` name, or the embedded ones;
 //!   migrations), [`serve`] with graceful shutdown.
@@ -21,6 +22,7 @@ pub mod extract;
 pub mod live;
 pub mod mcp;
 pub mod routes;
+pub mod ui;
 
 pub use config::GatewayConfig;
 pub use error::ApiError;

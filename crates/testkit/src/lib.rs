@@ -8,10 +8,13 @@
 //! gateway on an ephemeral port over both, with authentication off ([`TestGateway::spawn`]) or
 //! on ([`TestGateway::spawn_secured`], whose [`TestGateway::token`] mints tokens and
 //! [`TestGateway::call`] sends them).
+//! [`browser::Browser`] is a headless Chromium driven through WebDriver (console tests).
 //! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages).
 
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
+pub mod browser;
+
 use mcp_domain::store::durable::DurableOps;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
@@ -232,6 +235,8 @@ pub struct TestGateway {
     pub pg: PgStore,
     pub config: GatewayConfig,
     shutdown: CancellationToken,
+    /// The serving task, awaited by [`TestGateway::restart`] so the port is free again.
+    server: tokio::task::JoinHandle<()>,
     pub redis: TestRedis,
     pub db: TestDb,
     /// The data directory of an embedded gateway ([`TestGateway::spawn_embedded`]).
@@ -382,8 +387,7 @@ impl TestGateway {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let state = AppState::new(service.clone(), &config);
-        tokio::spawn(mcp_gateway::serve_on(listener, state, shutdown.clone()));
+        let server = serve(listener, &service, &config, &shutdown);
         let pg = PgStore::connect(&PgConfig {
             url: db.url.clone(),
             max_connections: 4,
@@ -399,6 +403,7 @@ impl TestGateway {
             pg,
             config,
             shutdown,
+            server,
             redis,
             db,
             data: None,
@@ -429,6 +434,56 @@ impl TestGateway {
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+impl TestGateway {
+    /// Stops this gateway (a graceful shutdown, as on SIGTERM) and starts a new one with the
+    /// same configuration on the same address, as an operator's restart would. (Deployed mode:
+    /// an embedded gateway's in-process state would not survive it.)
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    /// Stops serving (a graceful shutdown); [`TestGateway::start`] serves again.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        let old = std::mem::replace(&mut self.server, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(Duration::from_secs(10), old).await;
+    }
+
+    /// Serves again on the same address, over a new connection to the same backends.
+    pub async fn start(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot bind {} again: {e}", self.addr),
+            }
+        };
+        self.service = mcp_gateway::connect(&self.config)
+            .await
+            .expect("gateway reconnects to its backends");
+        self.shutdown = CancellationToken::new();
+        self.server = serve(listener, &self.service, &self.config, &self.shutdown);
+    }
+}
+
+/// Serves a gateway on `listener` until `shutdown`.
+fn serve(
+    listener: tokio::net::TcpListener,
+    service: &Service,
+    config: &GatewayConfig,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let state = AppState::new(service.clone(), config);
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = mcp_gateway::serve_on(listener, state, shutdown).await;
+    })
 }
 
 impl Drop for TestGateway {

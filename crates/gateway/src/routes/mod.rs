@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(crate::live::router())
         .merge(metrics::router())
+        .merge(crate::ui::router())
         .merge(crate::mcp::router(&state))
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)

@@ -1,0 +1,272 @@
+//! The web console at `/ui/`, checked the way a person sees it: in a real headless Chromium
+//! (`mcp_testkit::browser`), against a real gateway. Events made through REST must appear on
+//! the open page without a reload; an edit shows its diff lines; a lease shows its holder and
+//! a countdown and goes away on release; a restart of the gateway leaves no gap and no
+//! duplicate in the open page's timeline.
+
+use crate::{in_both_modes, ok};
+use mcp_testkit::browser::Browser;
+use mcp_testkit::{TestDb, TestGateway, TestRedis};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long a change may take to reach the open page (the acceptance bound).
+const LIVE_BOUND: Duration = Duration::from_secs(1);
+/// How long the tests wait before calling something missing.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+async fn ui_assets(gw: TestGateway) {
+    let page = gw
+        .http
+        .get(format!("{}/ui/", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(page.text().await.unwrap().contains("/ui/console.js"));
+    for (path, kind) in [
+        ("/ui/console.js", "text/javascript"),
+        ("/ui/console.css", "text/css"),
+    ] {
+        let r = gw
+            .http
+            .get(format!("{}{path}", gw.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        assert!(r.text().await.unwrap().len() > 1000, "{path} is empty");
+    }
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/ui", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/ui/");
+}
+
+in_both_modes!(ui_assets);
+
+/// Creates the task (so its stream exists) and opens its page, live.
+async fn open_task(browser: &Browser, gw: &TestGateway, task: &str) {
+    let created = gw
+        .http
+        .post(format!("{}/admin/tasks", gw.base))
+        .json(&json!({"id": task, "title": "console test", "assigned_agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    browser.goto(&format!("{}/ui/#/task/{task}", gw.base)).await;
+    browser
+        .wait_for(
+            "the live stream",
+            "document.getElementById('conn').classList.contains('live')",
+            PATIENCE,
+        )
+        .await;
+}
+
+/// The `n` fields of the step rows on the page, newest first, and their event ids.
+async fn steps_on_page(browser: &Browser) -> Vec<(i64, String)> {
+    let v = browser
+        .eval(
+            "return [...document.querySelectorAll('.ev[data-type=step_logged]')].map(e => \
+             [Number((e.textContent.match(/n=(\\d+)/) || [])[1]), e.dataset.id]);",
+            json!([]),
+        )
+        .await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_i64().unwrap_or(-1),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn log(gw: &TestGateway, task: &str, n: i64) -> Value {
+    ok(gw
+        .tool(
+            "log_step",
+            json!({"task_id": task, "agent_id": "coder", "step": {"action": "test", "n": n}}),
+        )
+        .await)
+}
+
+async fn live_events_reach_the_open_page(gw: TestGateway) {
+    let browser = Browser::start().await;
+    let task = "console-live";
+    open_task(&browser, &gw, task).await;
+
+    // A step logged through REST appears without a reload, within the bound.
+    log(&gw, task, 1).await;
+    let (_, took) = browser
+        .wait_for(
+            "the logged step",
+            "document.querySelector('.ev[data-type=step_logged]')",
+            PATIENCE,
+        )
+        .await;
+    assert!(took <= LIVE_BOUND, "the step took {took:?} to appear");
+    assert_eq!(steps_on_page(&browser).await.len(), 1);
+
+    // An edit shows its diff lines; the file appears in the files panel with its version.
+    ok(gw
+        .tool(
+            "file_write",
+            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py",
+                   "content": "def main():\n    return 1\n"}),
+        )
+        .await);
+    ok(gw
+        .tool(
+            "file_edit",
+            json!({"task_id": task, "agent_id": "qa", "path": "src/app.py",
+                   "old_string": "return 1", "new_string": "return 2"}),
+        )
+        .await);
+    let (diff, _) = browser
+        .wait_for(
+            "the edit's diff",
+            "[...document.querySelectorAll('.ev[data-type=file_edited] pre.diff span')]\
+             .map(s => s.className + ' ' + s.textContent).join('\\n')",
+            PATIENCE,
+        )
+        .await;
+    let diff = diff.as_str().unwrap();
+    assert!(diff.contains("del -    return 1"), "{diff}");
+    assert!(diff.contains("add +    return 2"), "{diff}");
+    browser
+        .wait_for(
+            "the file at version 2",
+            "/src\\/app\\.py/.test(document.getElementById('files').textContent) && \
+             /v2/.test(document.getElementById('files').textContent)",
+            PATIENCE,
+        )
+        .await;
+
+    // A lease shows its holder and a countdown, and goes away on release.
+    ok(gw
+        .tool(
+            "claim_file",
+            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py", "timeout_sec": 120}),
+        )
+        .await);
+    let (lease, _) = browser
+        .wait_for(
+            "the lease",
+            "(l => l && [l.firstChild.textContent, l.querySelector('.left').textContent])\
+             (document.querySelector('#leases li.lease'))",
+            PATIENCE,
+        )
+        .await;
+    let (who, left) = (lease[0].as_str().unwrap(), lease[1].as_str().unwrap());
+    assert!(
+        who.contains("src/app.py") && who.contains("coder") && who.contains("fence "),
+        "{who}"
+    );
+    if let Ok(dir) = std::env::var("CONSOLE_SHOTS") {
+        browser
+            .screenshot(&std::path::Path::new(&dir).join("lease.png"))
+            .await;
+    }
+    let secs: u32 = left
+        .strip_suffix(" s")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no countdown: {left:?}"));
+    assert!((1..=120).contains(&secs), "{left}");
+    ok(gw
+        .tool(
+            "release_file",
+            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py"}),
+        )
+        .await);
+    browser
+        .wait_for(
+            "the lease to go",
+            "!document.querySelector('#leases li.lease')",
+            PATIENCE,
+        )
+        .await;
+}
+
+in_both_modes!(live_events_reach_the_open_page);
+
+/// The page stays open while its gateway restarts and events happen elsewhere meanwhile: it
+/// resumes from its last event, with no gap and no duplicate.
+#[tokio::test]
+async fn the_open_page_resumes_after_a_gateway_restart() {
+    let mut a = TestGateway::spawn().await;
+    // A second instance on the same backends, to act while `a` is down.
+    let b = TestGateway::spawn_on(
+        TestDb {
+            name: a.db.name.clone(),
+            url: a.db.url.clone(),
+        },
+        TestRedis {
+            url: a.redis.url.clone(),
+            prefix: a.redis.prefix.clone(),
+        },
+        |_| {},
+    )
+    .await;
+    let browser = Browser::start().await;
+    let task = "console-restart";
+    open_task(&browser, &a, task).await;
+    for n in 1..=3 {
+        log(&a, task, n).await;
+    }
+    browser
+        .wait_for(
+            "three steps",
+            "document.querySelectorAll('.ev[data-type=step_logged]').length === 3",
+            PATIENCE,
+        )
+        .await;
+
+    a.stop().await;
+    for n in 4..=6 {
+        log(&b, task, n).await;
+    }
+    a.start().await;
+    for n in 7..=8 {
+        log(&a, task, n).await;
+    }
+    browser
+        .wait_for(
+            "eight steps",
+            "document.querySelectorAll('.ev[data-type=step_logged]').length >= 8",
+            PATIENCE,
+        )
+        .await;
+    // Give a duplicate the time to show up, should the resume replay too much.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let steps = steps_on_page(&browser).await;
+    let ns: Vec<i64> = steps.iter().map(|s| s.0).collect();
+    assert_eq!(
+        ns,
+        vec![8, 7, 6, 5, 4, 3, 2, 1],
+        "gap or duplicate: {steps:?}"
+    );
+    let mut ids: Vec<&String> = steps.iter().map(|s| &s.1).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "duplicate event ids: {steps:?}");
+}

@@ -1,0 +1,636 @@
+// The gateway's web console: the page a team lead keeps open while agents work.
+//
+// Plain JavaScript, no build step, served from the gateway binary at /ui/. Hash routes:
+//   #/            the tasks view (every task the token may see, live)
+//   #/task/{id}   one task: its live timeline, files, leases, members
+// Data comes from the gateway's own REST resources and its SSE stream
+// (GET /tasks/{id}/events), read with fetch() so the bearer token travels in a header and never
+// in a URL. A stream resumes from its last event id after any disconnect (Last-Event-ID), and
+// events are deduplicated by id, so a reconnect or a gateway restart leaves no gap and no
+// duplicate. The timeline keeps a window of the newest events, not every event forever.
+'use strict';
+
+const TOKEN_KEY = 'mcp-gateway-token';
+const THEME_KEY = 'mcp-gateway-theme';
+/** Timeline rows kept in the page; older ones are dropped (the counters keep counting). */
+const WINDOW = 500;
+/** Reconnect back-off bounds, ms. */
+const RETRY_MIN = 500;
+const RETRY_MAX = 5000;
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/** Builds an element; children are nodes or text (never parsed as HTML). */
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+const enc = encodeURIComponent;
+
+function fmtTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  return d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+}
+
+function fmtAgo(iso) {
+  const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (s < 60) return `${Math.floor(s)} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return new Date(iso).toLocaleDateString();
+}
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** Compares two stream ids "<ms>-<seq>" numerically; -1, 0 or 1. */
+function cmpId(a, b) {
+  const [am, as] = a.split('-').map(BigInt);
+  const [bm, bs] = b.split('-').map(BigInt);
+  if (am !== bm) return am < bm ? -1 : 1;
+  if (as !== bs) return as < bs ? -1 : 1;
+  return 0;
+}
+
+/** Presence from the last activity: active (< 1 min), idle (< 10 min), offline. */
+function presence(iso) {
+  const s = (Date.now() - new Date(iso).getTime()) / 1000;
+  return s < 60 ? 'active' : s < 600 ? 'idle' : 'offline';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token and API
+
+const Token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY) || '',
+  set: (t) => sessionStorage.setItem(TOKEN_KEY, t),
+  clear: () => sessionStorage.removeItem(TOKEN_KEY),
+};
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.detail) || `HTTP ${status}`);
+    this.status = status;
+    this.code = body && body.code;
+  }
+}
+
+function authHeaders(extra) {
+  const headers = Object.assign({ Accept: 'application/json' }, extra || {});
+  const t = Token.get();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  return headers;
+}
+
+async function api(path) {
+  const resp = await fetch(path, { headers: authHeaders(), cache: 'no-store' });
+  let body = null;
+  try { body = await resp.json(); } catch (_) { /* not JSON */ }
+  if (!resp.ok) {
+    if (resp.status === 401) askToken('The gateway needs a bearer token.');
+    throw new ApiError(resp.status, body);
+  }
+  return body;
+}
+
+function askToken(why) {
+  const dlg = document.getElementById('token-dialog');
+  if (dlg.open) return;
+  const p = dlg.querySelector('p');
+  if (why) p.dataset.why = why;
+  document.getElementById('token-input').value = '';
+  dlg.showModal();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The live stream of one task: SSE read through fetch, resumed by id, deduplicated.
+
+class TaskStream {
+  /**
+   * @param {string} taskId
+   * @param {(ev: object) => void} onEvent  every new event once, in stream order
+   * @param {(state: string, text: string) => void} onStatus  'live' | 'retry' | 'closed'
+   */
+  constructor(taskId, onEvent, onStatus) {
+    this.taskId = taskId;
+    this.onEvent = onEvent;
+    this.onStatus = onStatus;
+    this.lastId = null; // the newest event id delivered
+    this.abort = null;
+    this.stopped = false;
+    this.retry = RETRY_MIN;
+  }
+
+  start() { this.loop(); }
+
+  stop() {
+    this.stopped = true;
+    if (this.abort) this.abort.abort();
+  }
+
+  async loop() {
+    while (!this.stopped) {
+      let wait = this.retry;
+      try {
+        wait = await this.once();
+        this.retry = RETRY_MIN;
+      } catch (err) {
+        if (this.stopped) return;
+        if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+          this.onStatus('closed', err.message);
+          return;
+        }
+        // Gateway down, network gone, or a task that does not exist yet: try again.
+        this.retry = Math.min(this.retry * 2, RETRY_MAX);
+      }
+      if (this.stopped) return;
+      this.onStatus('retry', `reconnecting in ${(wait / 1000).toFixed(1)} s`);
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
+  /** One connection; resolves with the delay before the next one. */
+  async once() {
+    this.abort = new AbortController();
+    const headers = authHeaders({ Accept: 'text/event-stream' });
+    // First connection: the whole (capped) history; later ones: after the last event seen.
+    let url = `/tasks/${enc(this.taskId)}/events`;
+    if (this.lastId) headers['Last-Event-ID'] = this.lastId;
+    else url += '?since=0';
+    const resp = await fetch(url, { headers, signal: this.abort.signal, cache: 'no-store' });
+    if (!resp.ok) {
+      let body = null;
+      try { body = await resp.json(); } catch (_) { /* not JSON */ }
+      if (resp.status === 401) askToken('The gateway needs a bearer token.');
+      throw new ApiError(resp.status, body);
+    }
+    this.onStatus('live', this.lastId ? `live · resumed after ${this.lastId}` : 'live');
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    let next = this.retry;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value.replace(/\r\n?/g, '\n');
+      let cut;
+      while ((cut = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, cut);
+        buf = buf.slice(cut + 2);
+        const msg = parseSse(block);
+        if (!msg) continue;
+        if (msg.retry) next = msg.retry;
+        if (msg.event === 'cutoff') {
+          // The server ended the stream on purpose and names where to resume.
+          try {
+            const c = JSON.parse(msg.data);
+            if (c.resume_from && (!this.lastId || cmpId(c.resume_from, this.lastId) > 0)) {
+              this.lastId = c.resume_from;
+            }
+          } catch (_) { /* keep our own position */ }
+          continue;
+        }
+        this.deliver(msg);
+      }
+    }
+    return next;
+  }
+
+  deliver(msg) {
+    let ev;
+    try { ev = JSON.parse(msg.data); } catch (_) { return; }
+    const id = msg.id || ev.id;
+    if (id) {
+      if (this.lastId && cmpId(id, this.lastId) <= 0) return; // already shown
+      this.lastId = id;
+      ev.id = id;
+    }
+    this.onEvent(ev);
+  }
+}
+
+function parseSse(block) {
+  const msg = { data: '' };
+  let any = false;
+  for (const line of block.split('\n')) {
+    if (!line || line.startsWith(':')) continue;
+    const i = line.indexOf(':');
+    const field = i < 0 ? line : line.slice(0, i);
+    let value = i < 0 ? '' : line.slice(i + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    any = true;
+    if (field === 'data') msg.data += (msg.data ? '\n' : '') + value;
+    else if (field === 'id') msg.id = value;
+    else if (field === 'event') msg.event = value;
+    else if (field === 'retry') msg.retry = Number(value) || undefined;
+  }
+  return any && (msg.data || msg.event) ? msg : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering one event of the timeline
+
+/** Event types that are refusals: shown as conflicts. */
+function isConflict(ev) {
+  return /_refused$|conflict/.test(ev.type) || (ev.data && ev.data.refused === true);
+}
+
+function diffBlock(diff) {
+  const pre = h('pre', { class: 'diff' });
+  for (const line of String(diff).split('\n')) {
+    if (line === '') continue;
+    const cls = line.startsWith('@@') ? 'hunk'
+      : line.startsWith('+++') || line.startsWith('---') ? 'hunk'
+      : line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : '';
+    pre.append(h('span', { class: cls }, line));
+  }
+  return pre;
+}
+
+function stepFields(step) {
+  const skip = new Set(['timestamp', 'task_id', 'agent_id']);
+  const parts = [];
+  for (const [k, v] of Object.entries(step || {})) {
+    if (skip.has(k)) continue;
+    const text = typeof v === 'string' ? v : JSON.stringify(v);
+    parts.push(`${k}=${text.length > 120 ? text.slice(0, 117) + '…' : text}`);
+  }
+  return parts.join('  ');
+}
+
+function describe(ev) {
+  const d = ev.data || {};
+  const fence = d.fence !== undefined ? h('span', { class: 'chip' }, `fence ${d.fence}`) : null;
+  switch (ev.type) {
+    case 'step_logged':
+      return [h('span', { class: 'fields' }, stepFields(d.step))];
+    case 'file_written':
+      return [h('code', {}, d.path), ' ', h('span', { class: 'chip' }, `v${d.version}`), ' ',
+        h('span', { class: 'muted' }, fmtBytes(d.size || 0)), ' ', fence];
+    case 'file_edited':
+      return [h('code', {}, d.path), ' ', h('span', { class: 'chip' }, `v${d.version}`), ' ', fence,
+        d.diff ? diffBlock(d.diff) : null];
+    case 'file_deleted':
+      return [h('code', {}, d.path), ' ', h('span', { class: 'chip' }, `v${d.version}`), ' ', fence];
+    case 'lock_acquired':
+    case 'lock_renewed':
+      return [h('code', {}, d.path), ' by ', h('b', {}, d.owner || ev.agentId), ' ', fence,
+        d.expires_at ? h('span', { class: 'muted' }, ` until ${fmtTime(d.expires_at)}`) : null];
+    case 'lock_released':
+      return [h('code', {}, d.path), ' ', fence];
+    case 'agent_joined':
+    case 'agent_left':
+      return [h('b', {}, d.agent_id || ev.agentId)];
+    case 'task_created':
+    case 'task_updated': {
+      const t = d.task || d;
+      return [t.title ? h('b', {}, t.title) : null, ' ', t.status ? h('span', { class: 'chip' }, t.status) : null,
+        t.assigned_agent_id ? h('span', { class: 'muted' }, ` assigned to ${t.assigned_agent_id}`) : null];
+    }
+    default: {
+      const text = JSON.stringify(d);
+      return [h('span', { class: 'fields' }, text.length > 300 ? text.slice(0, 297) + '…' : text)];
+    }
+  }
+}
+
+function eventRow(ev) {
+  return h('div', { class: 'ev' + (isConflict(ev) ? ' conflict' : ''), dataset: { id: ev.id || '', type: ev.type } },
+    h('span', { class: 't', title: ev.timestamp }, fmtTime(ev.timestamp)),
+    h('span', { class: 'who', title: ev.agentId || '' }, ev.agentId || h('span', { class: 'muted' }, '—')),
+    h('span', { class: 'what' }, h('span', { class: `kind ${ev.type}` }, ev.type.replace(/_/g, ' ')), ' ',
+      ...describe(ev)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+let current = null; // the view on screen: { stop() }
+
+function setConn(state, text) {
+  const c = document.getElementById('conn');
+  c.className = 'conn ' + (state || '');
+  c.textContent = text || '';
+}
+
+/** The tasks view: every task the token may see, newest activity first; live. */
+function tasksView(root) {
+  let stopped = false;
+  let timer = null;
+  const search = h('input', { type: 'search', id: 'task-search', placeholder: 'Search tasks (/)', 'aria-label': 'Search tasks' });
+  const open = h('form', { class: 'toolbar', onsubmit: (e) => {
+    e.preventDefault();
+    const id = openInput.value.trim();
+    if (id) location.hash = `#/task/${enc(id)}`;
+  } });
+  const openInput = h('input', { id: 'open-task', placeholder: 'task id', 'aria-label': 'Open a task by id' });
+  open.append(openInput, h('button', { type: 'submit' }, 'Open task'));
+  const body = h('div', { class: 'body' }, h('div', { class: 'empty' }, 'Loading…'));
+  root.append(h('section', { class: 'page' },
+    h('h1', {}, 'Tasks'),
+    h('div', { class: 'toolbar' }, search, open),
+    h('div', { class: 'panel', style: 'flex:1' }, body)));
+
+  async function refresh() {
+    if (stopped) return;
+    const q = search.value.trim();
+    try {
+      const page = await api(`/resources/tasks?limit=200${q ? `&q=${enc(q)}` : ''}`);
+      renderTasks(body, page.tasks || []);
+      setConn('live', 'up to date');
+    } catch (err) {
+      body.replaceChildren(h('div', { class: 'empty error' }, err.message));
+    }
+    if (!stopped) timer = setTimeout(refresh, 1000);
+  }
+  search.addEventListener('input', () => { clearTimeout(timer); refresh(); });
+  refresh();
+  return { stop() { stopped = true; clearTimeout(timer); } };
+}
+
+function renderTasks(body, tasks) {
+  if (!tasks.length) {
+    body.replaceChildren(h('div', { class: 'empty' }, 'No task yet. Agents create one by writing to it.'));
+    return;
+  }
+  const selected = body.querySelector('tr.sel');
+  const selId = selected && selected.dataset.id;
+  const rows = tasks.map((t) => h('tr', {
+    tabindex: '0', dataset: { id: t.task_id },
+    class: t.task_id === selId ? 'sel' : '',
+    onclick: () => { location.hash = `#/task/${enc(t.task_id)}`; },
+  },
+  h('td', {}, h('a', { href: `#/task/${enc(t.task_id)}` }, t.task_id), t.title ? h('div', { class: 'muted' }, t.title) : null),
+  h('td', {}, h('span', { class: 'chip' }, t.status || '')),
+  h('td', {}, t.assigned_agent_id || h('span', { class: 'muted' }, '—')),
+  h('td', {}, (t.agents || []).join(', ')),
+  h('td', { class: 'num' }, t.lease_count ?? ''),
+  h('td', { class: 'num' }, t.file_count ?? ''),
+  h('td', { class: 'num' }, t.step_count ?? ''),
+  h('td', { title: t.last_activity || '' }, t.last_activity ? fmtAgo(t.last_activity) : '')));
+  body.replaceChildren(h('table', {},
+    h('thead', {}, h('tr', {}, h('th', {}, 'Task'), h('th', {}, 'Status'), h('th', {}, 'Assigned'),
+      h('th', {}, 'Agents'), h('th', { class: 'num' }, 'Leases'), h('th', { class: 'num' }, 'Files'),
+      h('th', { class: 'num' }, 'Steps'), h('th', {}, 'Last activity'))),
+    h('tbody', {}, rows)));
+}
+
+/** The task view: live timeline, files, leases, members. */
+function taskView(root, taskId) {
+  const counts = { events: 0, steps: 0, conflicts: 0 };
+  const leases = new Map(); // path -> { owner, fence, expires_at }
+  const pending = []; // events received, not yet drawn
+  let follow = true;
+
+  const title = h('h1', {}, h('a', { href: '#/' }, 'Tasks'), ' / ', h('span', { id: 'task-title' }, taskId),
+    h('span', { class: 'chip', id: 'task-status' }, '…'));
+  const countsEl = h('span', { class: 'muted', id: 'counts' });
+  const timeline = h('div', { class: 'timeline', id: 'timeline', tabindex: '0', 'aria-label': 'Timeline' });
+  const filesBody = h('div', { class: 'body', id: 'files' });
+  const leasesBody = h('div', { class: 'body', id: 'leases' });
+  const membersBody = h('div', { class: 'body', id: 'members' });
+  root.append(h('section', { class: 'page' }, title,
+    h('div', { class: 'grid' },
+      h('div', { class: 'panel' }, h('h2', {}, 'Timeline', countsEl), timeline),
+      h('div', { class: 'side' },
+        h('div', { class: 'panel' }, h('h2', {}, 'Leases'), leasesBody),
+        h('div', { class: 'panel' }, h('h2', {}, 'Members'), membersBody),
+        h('div', { class: 'panel' }, h('h2', {}, 'Files'), filesBody)))));
+  timeline.append(h('div', { class: 'empty', id: 'timeline-empty' }, 'Waiting for events…'));
+
+  function drawCounts() {
+    countsEl.textContent = `${counts.events} events · ${counts.steps} steps · ${counts.conflicts} conflicts`;
+    countsEl.classList.toggle('error', counts.conflicts > 0);
+  }
+
+  // Leases from the stream: claims add, releases remove, expiry is counted down here.
+  function trackLease(ev) {
+    const d = ev.data || {};
+    if (ev.type === 'lock_acquired' || ev.type === 'lock_renewed') {
+      leases.set(d.path, { owner: d.owner || ev.agentId, fence: d.fence, expires_at: d.expires_at });
+    } else if (ev.type === 'lock_released') {
+      leases.delete(d.path);
+    }
+  }
+
+  function drawLeases() {
+    const now = Date.now();
+    const items = [];
+    for (const [path, l] of [...leases.entries()].sort()) {
+      const left = Math.round((new Date(l.expires_at).getTime() - now) / 1000);
+      if (left < -5) { leases.delete(path); continue; }
+      items.push(h('li', { class: 'lease' + (left <= 0 ? ' expired' : ''), dataset: { path } },
+        h('span', {}, h('code', {}, path), ' ', h('b', {}, l.owner), ' ', h('span', { class: 'chip' }, `fence ${l.fence}`)),
+        h('span', { class: 'left' }, left > 0 ? `${left} s` : 'expired')));
+    }
+    leasesBody.replaceChildren(items.length ? h('ul', { class: 'plain' }, items) : h('div', { class: 'empty' }, 'No lease held.'));
+  }
+
+  let filesTimer = null;
+  async function loadFiles() {
+    try {
+      const r = await api(`/resources/tasks/${enc(taskId)}/files`);
+      const files = r.files || [];
+      filesBody.replaceChildren(files.length
+        ? h('ul', { class: 'plain tree' }, files.map((f) => h('li', { title: `sha256 ${f.sha256}` },
+          h('span', {}, f.path), h('span', { class: 'muted' }, `v${f.version} · ${f.updated_by || '—'} · ${fmtAgo(f.updated_at)}`))))
+        : h('div', { class: 'empty' }, 'No file yet.'));
+    } catch (err) {
+      filesBody.replaceChildren(h('div', { class: 'empty error' }, err.message));
+    }
+  }
+  async function loadMembers() {
+    try {
+      const r = await api(`/resources/collaboration/${enc(taskId)}`);
+      const members = r.members || [];
+      membersBody.replaceChildren(members.length
+        ? h('ul', { class: 'plain' }, members.map((m) => {
+          const p = presence(m.last_active);
+          return h('li', {}, h('span', { class: `status-${p}` }, m.agent_id), h('span', { class: 'muted' }, `${p} · ${fmtAgo(m.last_active)}`));
+        }))
+        : h('div', { class: 'empty' }, 'Nobody has joined.'));
+    } catch (err) {
+      membersBody.replaceChildren(h('div', { class: 'empty error' }, err.message));
+    }
+  }
+  async function loadState() {
+    try {
+      const s = await api(`/resources/tasks/${enc(taskId)}/state`);
+      document.getElementById('task-status').textContent = s.status;
+    } catch (err) {
+      document.getElementById('task-status').textContent = err.status === 404 ? 'no task row' : '?';
+    }
+  }
+  function soon(fn) {
+    clearTimeout(filesTimer);
+    filesTimer = setTimeout(fn, 150);
+  }
+
+  // Drawing is batched once per frame, whatever the event rate: only the newest WINDOW rows
+  // of a burst are built, and the DOM never holds more than WINDOW rows.
+  let frame = 0;
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(draw);
+  }
+  function draw() {
+    frame = 0;
+    if (!pending.length) return;
+    const empty = document.getElementById('timeline-empty');
+    if (empty) empty.remove();
+    const batch = pending.splice(0, pending.length).slice(-WINDOW);
+    const frag = document.createDocumentFragment();
+    for (let i = batch.length - 1; i >= 0; i--) frag.append(eventRow(batch[i]));
+    const before = timeline.scrollHeight;
+    const top = timeline.scrollTop;
+    timeline.prepend(frag);
+    while (timeline.childElementCount > WINDOW) timeline.lastElementChild.remove();
+    // Reading older events: keep them where they are on the screen.
+    if (!follow) timeline.scrollTop = top + (timeline.scrollHeight - before);
+    drawCounts();
+    drawLeases();
+  }
+  timeline.addEventListener('scroll', () => { follow = timeline.scrollTop < 8; });
+
+  const stream = new TaskStream(taskId, (ev) => {
+    counts.events++;
+    if (ev.type === 'step_logged') counts.steps++;
+    if (isConflict(ev)) counts.conflicts++;
+    trackLease(ev);
+    if (ev.type.startsWith('file_')) soon(loadFiles);
+    if (ev.type === 'agent_joined' || ev.type === 'agent_left') loadMembers();
+    if (ev.type.startsWith('task_')) loadState();
+    pending.push(ev);
+    if (pending.length > WINDOW * 4) pending.splice(0, pending.length - WINDOW);
+    schedule();
+  }, setConn);
+
+  drawCounts();
+  drawLeases();
+  loadState();
+  loadFiles();
+  loadMembers();
+  stream.start();
+  const tick = setInterval(() => { drawLeases(); }, 1000);
+  const presenceTick = setInterval(loadMembers, 15000);
+  return {
+    stop() {
+      stream.stop();
+      clearInterval(tick);
+      clearInterval(presenceTick);
+      clearTimeout(filesTimer);
+      if (frame) cancelAnimationFrame(frame);
+    },
+    follow() { follow = true; timeline.scrollTop = 0; },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Router, theme, keyboard
+
+function route() {
+  if (current) current.stop();
+  setConn('', '');
+  const root = document.getElementById('view');
+  root.replaceChildren();
+  const m = location.hash.match(/^#\/task\/(.+)$/);
+  for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', !m);
+  if (m) {
+    const id = decodeURIComponent(m[1]);
+    document.title = `${id} · MCP Gateway`;
+    current = taskView(root, id);
+  } else {
+    document.title = 'Tasks · MCP Gateway';
+    current = tasksView(root);
+  }
+}
+
+function applyTheme(theme) {
+  if (theme) document.documentElement.dataset.theme = theme;
+  else delete document.documentElement.dataset.theme;
+}
+
+function setupChrome() {
+  applyTheme(localStorage.getItem(THEME_KEY));
+  document.getElementById('theme-btn').addEventListener('click', () => {
+    const dark = document.documentElement.dataset.theme === 'dark'
+      || (!document.documentElement.dataset.theme && matchMedia('(prefers-color-scheme: dark)').matches);
+    const next = dark ? 'light' : 'dark';
+    localStorage.setItem(THEME_KEY, next);
+    applyTheme(next);
+  });
+  const dlg = document.getElementById('token-dialog');
+  document.getElementById('token-btn').addEventListener('click', () => askToken());
+  dlg.addEventListener('close', () => {
+    const input = document.getElementById('token-input');
+    if (dlg.returnValue === 'save' && input.value.trim()) {
+      Token.set(input.value.trim());
+      route();
+    } else if (dlg.returnValue === 'clear') {
+      Token.clear();
+      route();
+    }
+    input.value = '';
+  });
+
+  let pendingG = false;
+  document.addEventListener('keydown', (e) => {
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName) || document.querySelector('dialog[open]');
+    if (typing) {
+      if (e.key === 'Escape' && e.target.tagName === 'INPUT') e.target.blur();
+      return;
+    }
+    if (e.metaKey || e.ctrlKey || e.altKey) return;
+    if (pendingG) {
+      pendingG = false;
+      if (e.key === 't') { location.hash = '#/'; e.preventDefault(); }
+      return;
+    }
+    switch (e.key) {
+      case 'g': pendingG = true; break;
+      case '/': { const s = document.getElementById('task-search'); if (s) { s.focus(); e.preventDefault(); } break; }
+      case '?': document.getElementById('help-dialog').showModal(); break;
+      case 'Escape': if (location.hash.startsWith('#/task/')) location.hash = '#/'; break;
+      case 'f': if (current && current.follow) current.follow(); break;
+      case 'j': case 'k': moveSelection(e.key === 'j' ? 1 : -1); e.preventDefault(); break;
+      case 'Enter': {
+        const sel = document.querySelector('tbody tr.sel');
+        if (sel && document.activeElement === document.body) sel.click();
+        break;
+      }
+      default: break;
+    }
+  });
+}
+
+function moveSelection(delta) {
+  const rows = [...document.querySelectorAll('tbody tr')];
+  if (!rows.length) return;
+  const i = rows.findIndex((r) => r.classList.contains('sel'));
+  const next = rows[Math.max(0, Math.min(rows.length - 1, i < 0 ? 0 : i + delta))];
+  rows.forEach((r) => r.classList.remove('sel'));
+  next.classList.add('sel');
+  next.focus();
+}
+
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && e.target.tagName === 'TR') e.target.click();
+});
+window.addEventListener('hashchange', route);
+setupChrome();
+route();
