@@ -25,6 +25,10 @@ pub enum EventType {
     AgentLeft,
     TaskCreated,
     TaskUpdated,
+    /// A file change refused because of another agent's work (lease, fence, version).
+    WriteRefused,
+    /// A claim refused because another agent holds the lease.
+    ClaimRefused,
     /// A type this version does not know, e.g. `task_assigned` from the orchestrator.
     Other(String),
 }
@@ -44,6 +48,8 @@ impl EventType {
             EventType::AgentLeft => "agent_left",
             EventType::TaskCreated => "task_created",
             EventType::TaskUpdated => "task_updated",
+            EventType::WriteRefused => "write_refused",
+            EventType::ClaimRefused => "claim_refused",
             EventType::Other(s) => s,
         }
     }
@@ -62,6 +68,8 @@ impl EventType {
             "agent_left" => EventType::AgentLeft,
             "task_created" => EventType::TaskCreated,
             "task_updated" => EventType::TaskUpdated,
+            "write_refused" => EventType::WriteRefused,
+            "claim_refused" => EventType::ClaimRefused,
             other => EventType::Other(other.to_owned()),
         }
     }

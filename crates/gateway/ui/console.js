@@ -297,6 +297,16 @@ function describe(ev) {
     case 'agent_joined':
     case 'agent_left':
       return [h('b', {}, d.agent_id || ev.agentId)];
+    case 'write_refused':
+    case 'claim_refused': {
+      const why = d.holder ? [' held by ', h('b', {}, d.holder),
+        d.expires_at ? h('span', { class: 'muted' }, ` until ${fmtTime(d.expires_at)}`) : null]
+        : d.last_fence !== undefined ? [` fence ${d.fence} < ${d.last_fence}`]
+        : d.current_version !== undefined ? [` expected v${d.expected_version ?? '?'}, now v${d.current_version ?? '—'}`]
+        : [];
+      return [h('span', { class: 'chip bad' }, d.code), ' ', h('code', {}, d.path), ' ',
+        h('span', { class: 'muted' }, d.op), ...why];
+    }
     case 'task_created':
     case 'task_updated': {
       const t = d.task || d;

@@ -263,6 +263,13 @@ impl Service {
         actor: &Actor,
         req: FileWriteRequest,
     ) -> Result<FileWriteResponse> {
+        let (task_id, path) = (req.task_id.clone(), req.path.clone());
+        let result = self.write(actor, req).await;
+        self.witness(actor, &task_id, &path, "file_write", result)
+            .await
+    }
+
+    async fn write(&self, actor: &Actor, req: FileWriteRequest) -> Result<FileWriteResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
         let path = FilePath::parse(&req.path)?;
@@ -295,6 +302,13 @@ impl Service {
     /// the edit was computed from; if another writer got there first, the edit is recomputed
     /// on the new content (unless the caller pinned `expected_version`).
     pub async fn file_edit(&self, actor: &Actor, req: FileEditRequest) -> Result<FileEditResponse> {
+        let (task_id, path) = (req.task_id.clone(), req.path.clone());
+        let result = self.edit(actor, req).await;
+        self.witness(actor, &task_id, &path, "file_edit", result)
+            .await
+    }
+
+    async fn edit(&self, actor: &Actor, req: FileEditRequest) -> Result<FileEditResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
         let path = FilePath::parse(&req.path)?;
@@ -378,6 +392,13 @@ impl Service {
         actor: &Actor,
         req: DeleteFileRequest,
     ) -> Result<DeleteFileResponse> {
+        let (task_id, path) = (req.task_id.clone(), req.path.clone());
+        let result = self.delete(actor, req).await;
+        self.witness(actor, &task_id, &path, "delete_file", result)
+            .await
+    }
+
+    async fn delete(&self, actor: &Actor, req: DeleteFileRequest) -> Result<DeleteFileResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
         let path = FilePath::parse(&req.path)?;

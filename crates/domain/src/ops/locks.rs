@@ -49,6 +49,13 @@ impl Service {
     }
 
     pub async fn claim_file(&self, actor: &Actor, req: ClaimFileRequest) -> Result<LockResponse> {
+        let (task_id, path) = (req.task_id.clone(), req.path.clone());
+        let result = self.claim(actor, req).await;
+        self.witness(actor, &task_id, &path, "claim_file", result)
+            .await
+    }
+
+    async fn claim(&self, actor: &Actor, req: ClaimFileRequest) -> Result<LockResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
         let path = FilePath::parse(&req.path)?;

@@ -9,6 +9,7 @@
 mod agents;
 mod audit;
 mod collab;
+mod conflicts;
 mod files;
 mod health;
 mod live;

@@ -297,10 +297,12 @@ pub fn changed_by(event: &Event) -> Vec<String> {
         EventType::TaskCreated | EventType::TaskUpdated => {
             keys.push(format!("tasks://{task}/state"))
         }
-        // Leases change no resource's content; foreign events name none we know.
+        // Leases and refusals change no resource's content; foreign events name none we know.
         EventType::LockAcquired
         | EventType::LockRenewed
         | EventType::LockReleased
+        | EventType::WriteRefused
+        | EventType::ClaimRefused
         | EventType::Other(_) => {}
     }
     // Any action of an agent moves its last activity.

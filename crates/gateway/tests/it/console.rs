@@ -193,6 +193,44 @@ async fn live_events_reach_the_open_page(gw: TestGateway) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no countdown: {left:?}"));
     assert!((1..=120).contains(&secs), "{left}");
+    // Another agent's write is refused; the page shows it as a conflict, naming the holder.
+    let refused = gw
+        .tool(
+            "file_write",
+            json!({"task_id": task, "agent_id": "qa", "path": "src/app.py", "content": "x"}),
+        )
+        .await;
+    assert_eq!(refused.0, 409, "{}", refused.1);
+    let (conflict, _) = browser
+        .wait_for(
+            "the conflict",
+            "(e => e && [e.textContent, document.getElementById('counts').textContent])\
+             (document.querySelector('.ev.conflict[data-type=write_refused]'))",
+            PATIENCE,
+        )
+        .await;
+    let (row, counts) = (conflict[0].as_str().unwrap(), conflict[1].as_str().unwrap());
+    assert!(
+        row.contains("locked") && row.contains("held by coder") && row.contains("qa"),
+        "{row}"
+    );
+    assert!(counts.contains("1 conflicts"), "{counts}");
+    // So is a refused claim.
+    let refused = gw
+        .tool(
+            "claim_file",
+            json!({"task_id": task, "agent_id": "qa", "path": "src/app.py"}),
+        )
+        .await;
+    assert_eq!(refused.0, 409, "{}", refused.1);
+    browser
+        .wait_for(
+            "the refused claim",
+            "/held by coder/.test(document.querySelector('.ev.conflict[data-type=claim_refused]')\
+             ?.textContent) && /2 conflicts/.test(document.getElementById('counts').textContent)",
+            PATIENCE,
+        )
+        .await;
     ok(gw
         .tool(
             "release_file",
