@@ -1,4 +1,5 @@
-//! [`GatewayClient`]: one typed method per tool (`POST /tools/*`), resource
+//! [`GatewayClient`]: one generic call for every tool of the registry
+//! ([`GatewayClient::call`], `POST /tools/*`) with a named shorthand per tool, a method per resource
 //! (`GET /resources/*`), admin route and `/health`, over one pooled HTTP client.
 //!
 //! Every call goes through [`GatewayClient::execute`]: it sends the bearer token, bounds the
@@ -12,6 +13,7 @@ use crate::error::{ClientError, Result, TransportKind};
 use crate::retry::{Idempotency, should_retry};
 use mcp_api::requests::*;
 use mcp_api::responses::*;
+use mcp_api::{Tool, ToolRequest, tools};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -53,33 +55,6 @@ pub struct LogsQuery {
     /// Page size, 1–1000 (the gateway's default is 100).
     pub limit: Option<usize>,
 }
-
-/// Requests that carry an optional `agent_id`, filled from the configuration when absent.
-pub(crate) trait AgentField {
-    fn agent_slot(&mut self) -> &mut Option<String>;
-}
-
-macro_rules! agent_field {
-    ($($t:ty),* $(,)?) => {$(
-        impl AgentField for $t {
-            fn agent_slot(&mut self) -> &mut Option<String> { &mut self.agent_id }
-        }
-    )*};
-}
-
-agent_field!(
-    FileReadRequest,
-    FileWriteRequest,
-    FileEditRequest,
-    DeleteFileRequest,
-    ListFilesRequest,
-    ClaimFileRequest,
-    RenewFileRequest,
-    ReleaseFileRequest,
-    LogStepRequest,
-    SubscribeLogsRequest,
-    CollaborationRequest,
-);
 
 impl GatewayClient {
     /// A client for the gateway at `config.base_url`. Fails on a URL that is not `http://`
@@ -137,78 +112,88 @@ impl GatewayClient {
 
     // ---- tools ------------------------------------------------------------------------
 
-    /// `POST /tools/file_read`.
-    pub async fn file_read(&self, req: FileReadRequest) -> Result<FileReadResponse> {
-        self.tool("file_read", req, Idempotency::Safe).await
-    }
-
-    /// `POST /tools/file_write`. Retried on transient failures only when unconditional
-    /// (no `expected_version`): writing the same content twice leaves the same content.
-    pub async fn file_write(&self, req: FileWriteRequest) -> Result<FileWriteResponse> {
-        let idem = if req.expected_version.is_none() {
+    /// `POST /tools/{T::NAME}`: any tool of the registry, typed by its request and response
+    /// (`client.call::<FileWrite>(req)`). A request naming no `agent_id` gets the configured
+    /// one. Retried on transient failures only when [`Tool::retry_safe`] says repeating it is
+    /// harmless (reads, idempotent tools, an unconditional `file_write`); every call is
+    /// retried on 429/503, which the gateway answers before acting.
+    pub async fn call<T: Tool>(&self, mut req: T::Request) -> Result<T::Response> {
+        if req.agent_slot().is_none() {
+            *req.agent_slot() = self.inner.config.agent_id.clone();
+        }
+        let idem = if T::retry_safe(&req) {
             Idempotency::Safe
         } else {
             Idempotency::Unsafe
         };
-        self.tool("file_write", req, idem).await
+        let url = self.url(&["tools", T::NAME]);
+        self.execute(Method::POST, url, Some(&req), idem).await
     }
 
-    /// `POST /tools/file_edit`.
+    /// `POST /tools/file_read`: `self.call::<FileRead>(req)`.
+    pub async fn file_read(&self, req: FileReadRequest) -> Result<FileReadResponse> {
+        self.call::<tools::FileRead>(req).await
+    }
+
+    /// `POST /tools/file_write`: `self.call::<FileWrite>(req)`.
+    pub async fn file_write(&self, req: FileWriteRequest) -> Result<FileWriteResponse> {
+        self.call::<tools::FileWrite>(req).await
+    }
+
+    /// `POST /tools/file_edit`: `self.call::<FileEdit>(req)`.
     pub async fn file_edit(&self, req: FileEditRequest) -> Result<FileEditResponse> {
-        self.tool("file_edit", req, Idempotency::Unsafe).await
+        self.call::<tools::FileEdit>(req).await
     }
 
-    /// `POST /tools/list_files`.
+    /// `POST /tools/list_files`: `self.call::<ListFiles>(req)`.
     pub async fn list_files(&self, req: ListFilesRequest) -> Result<ListFilesResponse> {
-        self.tool("list_files", req, Idempotency::Safe).await
+        self.call::<tools::ListFiles>(req).await
     }
 
-    /// `POST /tools/delete_file`.
+    /// `POST /tools/delete_file`: `self.call::<DeleteFile>(req)`.
     pub async fn delete_file(&self, req: DeleteFileRequest) -> Result<DeleteFileResponse> {
-        self.tool("delete_file", req, Idempotency::Unsafe).await
+        self.call::<tools::DeleteFile>(req).await
     }
 
-    /// `POST /tools/claim_file`. Re-entrant on the gateway, hence safe to retry.
+    /// `POST /tools/claim_file`: `self.call::<ClaimFile>(req)`.
     pub async fn claim_file(&self, req: ClaimFileRequest) -> Result<LockResponse> {
-        self.tool("claim_file", req, Idempotency::Safe).await
+        self.call::<tools::ClaimFile>(req).await
     }
 
-    /// `POST /tools/renew_file`.
+    /// `POST /tools/renew_file`: `self.call::<RenewFile>(req)`.
     pub async fn renew_file(&self, req: RenewFileRequest) -> Result<LockResponse> {
-        self.tool("renew_file", req, Idempotency::Safe).await
+        self.call::<tools::RenewFile>(req).await
     }
 
-    /// `POST /tools/release_file`.
+    /// `POST /tools/release_file`: `self.call::<ReleaseFile>(req)`.
     pub async fn release_file(&self, req: ReleaseFileRequest) -> Result<ReleaseResponse> {
-        self.tool("release_file", req, Idempotency::Unsafe).await
+        self.call::<tools::ReleaseFile>(req).await
     }
 
-    /// `POST /tools/log_step`.
+    /// `POST /tools/log_step`: `self.call::<LogStep>(req)`.
     pub async fn log_step(&self, req: LogStepRequest) -> Result<LogStepResponse> {
-        self.tool("log_step", req, Idempotency::Unsafe).await
+        self.call::<tools::LogStep>(req).await
     }
 
-    /// `POST /tools/subscribe_logs`: where the task's live events are served.
+    /// `POST /tools/subscribe_logs`: `self.call::<SubscribeLogs>(req)`.
     pub async fn subscribe_logs(&self, req: SubscribeLogsRequest) -> Result<SubscribeLogsResponse> {
-        self.tool("subscribe_logs", req, Idempotency::Safe).await
+        self.call::<tools::SubscribeLogs>(req).await
     }
 
-    /// `POST /tools/join_collaboration`.
+    /// `POST /tools/join_collaboration`: `self.call::<JoinCollaboration>(req)`.
     pub async fn join_collaboration(
         &self,
         req: CollaborationRequest,
     ) -> Result<CollaborationResponse> {
-        self.tool("join_collaboration", req, Idempotency::Safe)
-            .await
+        self.call::<tools::JoinCollaboration>(req).await
     }
 
-    /// `POST /tools/leave_collaboration`.
+    /// `POST /tools/leave_collaboration`: `self.call::<LeaveCollaboration>(req)`.
     pub async fn leave_collaboration(
         &self,
         req: CollaborationRequest,
     ) -> Result<CollaborationResponse> {
-        self.tool("leave_collaboration", req, Idempotency::Safe)
-            .await
+        self.call::<tools::LeaveCollaboration>(req).await
     }
 
     // ---- resources --------------------------------------------------------------------
@@ -296,19 +281,6 @@ impl GatewayClient {
     }
 
     // ---- plumbing ---------------------------------------------------------------------
-
-    /// `POST /tools/{name}` with the configured agent filled in.
-    async fn tool<Req, Resp>(&self, name: &str, mut req: Req, idem: Idempotency) -> Result<Resp>
-    where
-        Req: Serialize + AgentField,
-        Resp: DeserializeOwned,
-    {
-        if req.agent_slot().is_none() {
-            *req.agent_slot() = self.inner.config.agent_id.clone();
-        }
-        let url = self.url(&["tools", name]);
-        self.execute(Method::POST, url, Some(&req), idem).await
-    }
 
     async fn get<Resp: DeserializeOwned>(&self, url: Url) -> Result<Resp> {
         self.execute::<(), Resp>(Method::GET, url, None, Idempotency::Safe)

@@ -1,7 +1,8 @@
 //! Tool definitions for LLM function calling, and the dispatcher that runs the calls.
 //!
-//! [`AgentTools::specs`] describes every gateway tool (`mcp_api::TOOLS`) with a JSON Schema
-//! of its input; [`AgentTools::anthropic`] and [`AgentTools::openai`] put them in the shapes
+//! [`AgentTools::specs`] describes every tool of the registry (`mcp_api::tools`) with the
+//! JSON Schema of its request type (less `agent_id`, `force` and `fence`, which are not the
+//! model's to choose); [`AgentTools::anthropic`] and [`AgentTools::openai`] put them in the shapes
 //! those APIs take (`{name, description, input_schema}`;
 //! `{type: "function", function: {name, description, parameters}}`).
 //! [`AgentTools::call`] runs a call the model made and returns a [`ToolOutcome`]: the
@@ -10,13 +11,14 @@
 //!
 //! Bound to a task ([`AgentTools::for_task`]), the schemas leave `task_id` out and every call
 //! acts on that task (a `task_id` the model invents is overwritten). The acting agent is
-//! always the client's (`agent_id` in the arguments is dropped), and `force` releases are
-//! not offered to models.
+//! always the client's (`agent_id` in the arguments is dropped), `force` releases are
+//! not offered to models, nor fences. [`AgentTools::call`] dispatches through the registry to
+//! [`GatewayClient::call`], so a tool added there needs nothing here.
 
 use crate::client::GatewayClient;
 use crate::error::ClientError;
 use mcp_api::ErrorCode;
-use mcp_api::requests::*;
+use mcp_api::{Tool, for_each_tool, tools};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -108,17 +110,37 @@ impl AgentTools {
 
     /// Every gateway tool, in registry order.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        mcp_api::TOOLS
-            .iter()
-            .filter_map(|t| {
-                let (properties, required) = arguments(t.name)?;
-                Some(ToolSpec {
-                    name: t.name,
-                    description: t.description.to_owned(),
-                    input_schema: self.schema(properties, required),
-                })
-            })
-            .collect()
+        let mut specs = Vec::new();
+        macro_rules! specs {
+            ($($tool:ident => $method:ident { $($rest:tt)* }),* $(,)?) => {$(
+                specs.push(self.spec::<tools::$tool>());
+            )*};
+        }
+        for_each_tool!(specs);
+        specs
+    }
+
+    /// The spec of one tool: the JSON Schema of its request (from the registry's types),
+    /// less what the model does not choose (see [`HIDDEN`]).
+    fn spec<T: Tool>(&self) -> ToolSpec {
+        let mut schema = schemars::schema_for!(T::Request).to_value();
+        if let Some(m) = schema.as_object_mut() {
+            m.remove("$schema");
+            m.remove("title");
+            m.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        let hidden = |k: &str| HIDDEN.contains(&k) || (k == "task_id" && self.task_id.is_some());
+        if let Some(Value::Object(p)) = schema.get_mut("properties") {
+            p.retain(|k, _| !hidden(k));
+        }
+        if let Some(Value::Array(r)) = schema.get_mut("required") {
+            r.retain(|k| !k.as_str().is_some_and(hidden));
+        }
+        ToolSpec {
+            name: T::NAME,
+            description: T::DESCRIPTION.to_owned(),
+            input_schema: schema,
+        }
     }
 
     /// The specs as Anthropic's `tools` array: `[{name, description, input_schema}]`.
@@ -146,32 +168,9 @@ impl AgentTools {
         )
     }
 
-    fn schema(&self, mut properties: Map<String, Value>, mut required: Vec<&str>) -> Value {
-        if self.task_id.is_none() {
-            properties.insert(
-                "task_id".into(),
-                json!({
-                    "type": "string",
-                    "description": "The task to act on: 1-128 characters of [A-Za-z0-9._:@-].",
-                    "pattern": "^[A-Za-z0-9._:@-]{1,128}$"
-                }),
-            );
-            required.insert(0, "task_id");
-        }
-        json!({
-            "type": "object",
-            "properties": properties,
-            "required": required,
-            "additionalProperties": false,
-        })
-    }
-
     /// Runs the tool `name` (or an alias) with the model's arguments.
     pub async fn call(&self, name: &str, args: Value) -> ToolOutcome {
-        let canonical = mcp_api::TOOLS
-            .iter()
-            .find(|t| t.name == name || t.aliases.contains(&name))
-            .map(|t| t.name);
+        let canonical = mcp_api::tools::find(name).map(|t| t.name);
         let Some(tool) = canonical else {
             return ToolOutcome {
                 tool: name.to_owned(),
@@ -219,36 +218,32 @@ impl AgentTools {
                 ));
             }
         };
-        args.remove("agent_id");
+        for k in HIDDEN {
+            args.remove(*k);
+        }
         if let Some(t) = &self.task_id {
             args.insert("task_id".into(), Value::String(t.clone()));
         }
         let args = Value::Object(args);
         let c = &self.client;
-        match tool {
-            "file_read" => out(c.file_read(parse(args)?).await),
-            "file_write" => out(c.file_write(parse(args)?).await),
-            "file_edit" => out(c.file_edit(parse(args)?).await),
-            "list_files" => out(c.list_files(parse(args)?).await),
-            "delete_file" => out(c.delete_file(parse(args)?).await),
-            "claim_file" => out(c.claim_file(parse(args)?).await),
-            "renew_file" => out(c.renew_file(parse(args)?).await),
-            "release_file" => {
-                let mut req: ReleaseFileRequest = parse(args)?;
-                req.force = false;
-                out(c.release_file(req).await)
-            }
-            "log_step" => out(c.log_step(parse(args)?).await),
-            "subscribe_logs" => out(c.subscribe_logs(parse(args)?).await),
-            "join_collaboration" => out(c.join_collaboration(parse(args)?).await),
-            "leave_collaboration" => out(c.leave_collaboration(parse(args)?).await),
-            other => Err(ClientError::refused(
-                ErrorCode::NotFound,
-                format!("the client has no dispatcher for {other:?}"),
-            )),
+        macro_rules! dispatch {
+            ($($tool:ident => $method:ident { $($rest:tt)* }),* $(,)?) => {$(
+                if <tools::$tool as Tool>::answers_to(tool) {
+                    return out(c.call::<tools::$tool>(parse(args)?).await);
+                }
+            )*};
         }
+        for_each_tool!(dispatch);
+        Err(ClientError::refused(
+            ErrorCode::NotFound,
+            format!("no tool named {tool:?}"),
+        ))
     }
 }
+
+/// Request fields a model does not set: the acting agent is the client's, `force` releases
+/// are for admins, and fences belong to [`LockGuard`](crate::LockGuard)s.
+pub const HIDDEN: &[&str] = &["agent_id", "force", "fence"];
 
 fn parse<T: DeserializeOwned>(args: Value) -> Result<T, ClientError> {
     serde_json::from_value(args).map_err(|e| {
@@ -262,59 +257,6 @@ fn out<T: Serialize>(r: Result<T, ClientError>) -> Result<Value, ClientError> {
         status: 200,
         message: e.to_string(),
     })
-}
-
-/// The arguments of each tool besides `task_id`: (properties, required).
-fn arguments(tool: &str) -> Option<(Map<String, Value>, Vec<&'static str>)> {
-    let path = json!({"type": "string", "description": "File path relative to the task, e.g. \"src/app.py\". No \"..\", no leading \"/\"."});
-    let expected = json!({"type": "integer", "minimum": 0, "description": "Only if the file is at this version (0 = only if it does not exist yet); otherwise the call fails with version_conflict."});
-    let timeout = json!({"type": "integer", "minimum": 1, "maximum": 3600, "description": "Lease length in seconds (default 60)."});
-    let (props, required): (Value, Vec<&str>) = match tool {
-        "file_read" => (json!({"path": path}), vec!["path"]),
-        "file_write" => (
-            json!({
-                "path": path,
-                "content": {"type": "string", "description": "The complete new content of the file."},
-                "expected_version": expected,
-            }),
-            vec!["path", "content"],
-        ),
-        "file_edit" => (
-            json!({
-                "path": path,
-                "old_string": {"type": "string", "description": "Exact text to replace; must occur exactly once unless replace_all."},
-                "new_string": {"type": "string", "description": "The replacement text."},
-                "replace_all": {"type": "boolean", "description": "Replace every occurrence (default false)."},
-                "expected_version": expected,
-            }),
-            vec!["path", "old_string", "new_string"],
-        ),
-        "list_files" => (
-            json!({"prefix": {"type": "string", "description": "Only files under this directory (default: all)."}}),
-            vec![],
-        ),
-        "delete_file" => (
-            json!({"path": path, "expected_version": expected}),
-            vec!["path"],
-        ),
-        "claim_file" | "renew_file" => {
-            (json!({"path": path, "timeout_sec": timeout}), vec!["path"])
-        }
-        "release_file" => (json!({"path": path}), vec!["path"]),
-        "log_step" => (
-            json!({"step": {
-                "type": "object",
-                "description": "The step, e.g. {\"action\": ..., \"action_input\": ..., \"observation\": ...}.",
-            }}),
-            vec!["step"],
-        ),
-        "subscribe_logs" | "join_collaboration" | "leave_collaboration" => (json!({}), vec![]),
-        _ => return None,
-    };
-    match props {
-        Value::Object(m) => Some((m, required)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Every error the gateway can answer with. The snake_case name is the wire `code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// A field is missing, malformed or out of range.
@@ -147,7 +147,7 @@ impl std::fmt::Display for ErrorCode {
 ///
 /// `detail` is a human sentence; `code` is what programs branch on. Context fields
 /// (`current_version`, `holder`, `expires_at`, `retry_after`, …) are flattened beside them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// Human-readable explanation, never carrying internals or server paths.
     pub detail: String,

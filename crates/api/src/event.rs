@@ -89,14 +89,16 @@ impl<'de> Deserialize<'de> for EventType {
 }
 
 /// `{"id","type","taskId","agentId","timestamp","data"}` — camelCase, as in the seed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// The Redis stream entry id (`"1700000000000-0"`): the resume point. Absent on
     /// foreign events that were only published, never appended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The kind of change, e.g. `file_written` (foreign publishers may send others).
     #[serde(rename = "type")]
+    #[schemars(with = "String")]
     pub kind: EventType,
     pub task_id: String,
     /// The acting agent; absent on events from foreign publishers.

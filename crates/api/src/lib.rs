@@ -11,8 +11,12 @@
 //!   and [`StreamId`], the resume point.
 //! * [`live`] — the WebSocket messages and SSE control messages of the live streams.
 //! * [`names`] — what an id may be and what a file path means (normalisation, refusals).
+//! * [`tools`] — the one typed registry of tools ([`Tool`], [`for_each_tool!`], [`TOOLS`]):
+//!   every door (REST, MCP, client, OpenAPI, LLM specs) takes its tools from it.
 //!
-//! This crate depends on `serde` and `chrono` only, so a client never compiles sqlx or redis.
+//! This crate depends on `serde`, `chrono` and `schemars` only (the JSON Schemas of the wire
+//! types feed the MCP list, the OpenAPI document and the LLM specs), so a client never
+//! compiles sqlx or redis.
 
 pub mod error;
 pub mod event;
@@ -20,92 +24,8 @@ pub mod live;
 pub mod names;
 pub mod requests;
 pub mod responses;
+pub mod tools;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use event::{Event, EventType, StreamId};
-
-/// A tool of the gateway: its wire name (the route `POST /tools/{name}` and the MCP tool
-/// name), its aliases, and whether it changes state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ToolInfo {
-    pub name: &'static str,
-    pub aliases: &'static [&'static str],
-    pub mutates: bool,
-    pub description: &'static str,
-}
-
-/// The registry of tools: every door (REST, MCP, client) serves exactly these.
-pub const TOOLS: &[ToolInfo] = &[
-    ToolInfo {
-        name: "file_read",
-        aliases: &[],
-        mutates: false,
-        description: "Read a file of the task: content, version, sha256, size.",
-    },
-    ToolInfo {
-        name: "file_write",
-        aliases: &[],
-        mutates: true,
-        description: "Create or replace a file (optionally only at expected_version).",
-    },
-    ToolInfo {
-        name: "file_edit",
-        aliases: &[],
-        mutates: true,
-        description: "Replace old_string by new_string in a file, atomically; returns a unified diff.",
-    },
-    ToolInfo {
-        name: "list_files",
-        aliases: &[],
-        mutates: false,
-        description: "List the task's files (optionally under a prefix).",
-    },
-    ToolInfo {
-        name: "delete_file",
-        aliases: &[],
-        mutates: true,
-        description: "Delete a file.",
-    },
-    ToolInfo {
-        name: "claim_file",
-        aliases: &[],
-        mutates: true,
-        description: "Take (or refresh) the lease on a path; returns a fencing token.",
-    },
-    ToolInfo {
-        name: "renew_file",
-        aliases: &[],
-        mutates: true,
-        description: "Extend a lease the caller holds.",
-    },
-    ToolInfo {
-        name: "release_file",
-        aliases: &[],
-        mutates: true,
-        description: "Release a lease the caller holds.",
-    },
-    ToolInfo {
-        name: "log_step",
-        aliases: &[],
-        mutates: true,
-        description: "Append an execution step to the task's log.",
-    },
-    ToolInfo {
-        name: "subscribe_logs",
-        aliases: &[],
-        mutates: false,
-        description: "Where to listen for the task's live events.",
-    },
-    ToolInfo {
-        name: "join_collaboration",
-        aliases: &["join_collab"],
-        mutates: true,
-        description: "Join the task's collaboration session.",
-    },
-    ToolInfo {
-        name: "leave_collaboration",
-        aliases: &["leave_collab"],
-        mutates: true,
-        description: "Leave the task's collaboration session.",
-    },
-];
+pub use tools::{TOOLS, Tool, ToolInfo, ToolRequest};

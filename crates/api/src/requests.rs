@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `POST /tools/file_read`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileReadRequest {
     /// The task whose namespace holds the file.
     pub task_id: String,
@@ -23,8 +22,7 @@ pub struct FileReadRequest {
 }
 
 /// `POST /tools/file_write`: create or replace a file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileWriteRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -48,8 +46,7 @@ pub struct FileWriteRequest {
 }
 
 /// `POST /tools/file_edit`: replace `old_string` by `new_string`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileEditRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -80,8 +77,7 @@ pub struct FileEditRequest {
 }
 
 /// `POST /tools/delete_file`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeleteFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -104,8 +100,7 @@ pub struct DeleteFileRequest {
 }
 
 /// `POST /tools/list_files`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListFilesRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -119,8 +114,7 @@ pub struct ListFilesRequest {
 }
 
 /// `POST /tools/claim_file`: take (or refresh) the lease on a path.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -137,8 +131,7 @@ pub struct ClaimFileRequest {
 }
 
 /// `POST /tools/renew_file`: extend a lease the caller holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RenewFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -155,8 +148,7 @@ pub struct RenewFileRequest {
 }
 
 /// `POST /tools/release_file`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReleaseFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -173,16 +165,12 @@ pub struct ReleaseFileRequest {
 }
 
 /// `POST /tools/log_step`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogStepRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
     /// A JSON object (≤ 64 KiB). `timestamp` and `task_id` are set by the server.
-    #[cfg_attr(
-        feature = "schemars",
-        schemars(with = "serde_json::Map<String, Value>")
-    )]
+    #[schemars(with = "serde_json::Map<String, Value>")]
     pub step: Value,
     /// The acting agent. With authentication off it names the actor (default: the task id);
     /// with authentication on it must match the token's agent.
@@ -191,8 +179,7 @@ pub struct LogStepRequest {
 }
 
 /// `POST /tools/subscribe_logs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscribeLogsRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -204,8 +191,7 @@ pub struct SubscribeLogsRequest {
 
 /// `POST /tools/join_collaboration` (alias `join_collab`) and `leave_collaboration`
 /// (alias `leave_collab`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CollaborationRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -215,7 +201,7 @@ pub struct CollaborationRequest {
 }
 
 /// `POST /admin/tasks`: create a task (for deployments without an orchestrator).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateTaskRequest {
     /// The task id; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,7 +221,7 @@ pub struct CreateTaskRequest {
 
 /// `PATCH /admin/tasks/{id}`: change some fields of a task. Absent fields are kept;
 /// `null` clears a nullable field.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpdateTaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -244,6 +230,7 @@ pub struct UpdateTaskRequest {
         with = "double_option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub description: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -252,17 +239,19 @@ pub struct UpdateTaskRequest {
         with = "double_option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub assigned_agent_id: Option<Option<String>>,
     #[serde(
         default,
         with = "double_option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<f64>")]
     pub complexity: Option<Option<f64>>,
 }
 
 /// `GET /admin/audit` query: every filter optional.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditQuery {
     /// Only records of this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]

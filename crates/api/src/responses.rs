@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `file_read`: the original's `{success, task_id, path, content}` plus version and digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileReadResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -26,8 +25,7 @@ pub struct FileReadResponse {
 }
 
 /// `file_write`: the original's `{success, task_id, path, bytes}` plus the new version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileWriteResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -44,8 +42,7 @@ pub struct FileWriteResponse {
 }
 
 /// `file_edit`: the new version and the unified diff of the change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileEditResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -66,8 +63,7 @@ pub struct FileEditResponse {
 }
 
 /// `delete_file`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeleteFileResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -82,8 +78,7 @@ pub struct DeleteFileResponse {
 }
 
 /// One entry of a task's file listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileInfo {
     /// The normalised path.
     pub path: String,
@@ -100,8 +95,7 @@ pub struct FileInfo {
 }
 
 /// `list_files` and `GET /resources/tasks/{id}/files`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListFilesResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -113,8 +107,7 @@ pub struct ListFilesResponse {
 
 /// `claim_file` / `renew_file`: the original's `{success, task_id, path, locked:true}` plus
 /// the lease: owner, fencing token and expiry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -137,8 +130,7 @@ pub struct LockResponse {
 }
 
 /// `release_file`: the original's `{success, task_id, path, locked:false}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReleaseResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -151,8 +143,7 @@ pub struct ReleaseResponse {
 }
 
 /// `log_step`: the original's `{success, task_id, step}` plus the stream id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogStepResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -166,8 +157,7 @@ pub struct LogStepResponse {
 
 /// `subscribe_logs`: where to listen. `channel` is the Redis pub/sub channel of the
 /// original; `stream_url` the gateway's live event stream for the task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscribeLogsResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -182,8 +172,7 @@ pub struct SubscribeLogsResponse {
 }
 
 /// `join_collaboration` / `leave_collaboration`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CollaborationResponse {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -194,8 +183,7 @@ pub struct CollaborationResponse {
 }
 
 /// A collaborator of a task's session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Collaborator {
     /// The agent.
     pub agent_id: String,
@@ -207,8 +195,7 @@ pub struct Collaborator {
 
 /// `GET /resources/collaboration/{task_id}`: `agents` is the original's list of agent ids;
 /// `members` adds join time and last activity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CollaborationState {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -221,8 +208,7 @@ pub struct CollaborationState {
 }
 
 /// The task row, snake_case, as the orchestrator's `tasks` table holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskState {
     /// The task id.
     pub id: String,
@@ -243,8 +229,7 @@ pub struct TaskState {
 }
 
 /// One logged step with its stream id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoggedStep {
     /// The step's stream id.
     pub id: String,
@@ -253,8 +238,7 @@ pub struct LoggedStep {
 }
 
 /// `GET /resources/tasks/{id}/logs`: newest-last page of steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskLogs {
     /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
     pub success: bool,
@@ -265,8 +249,7 @@ pub struct TaskLogs {
 }
 
 /// `GET /resources/agents/{id}/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentStatus {
     /// The agent.
     pub agent_id: String,
@@ -281,8 +264,7 @@ pub struct AgentStatus {
 }
 
 /// `GET /health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Health {
     /// `healthy`, `degraded` (serving, with a warning) or `unhealthy`.
     pub status: String,
@@ -303,15 +285,14 @@ pub struct Health {
 }
 
 /// The backends behind `/health`'s two stores.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthBackends {
     pub durable: String,
     pub hot: String,
 }
 
 /// One audit record: who did what, where, with which version and fence, when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -327,7 +308,7 @@ pub struct AuditEntry {
 }
 
 /// `GET /admin/audit`: matching records, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditLog {
     pub success: bool,
     pub entries: Vec<AuditEntry>,

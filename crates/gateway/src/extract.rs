@@ -23,7 +23,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use mcp_api::ErrorCode;
-use mcp_api::requests::*;
+use mcp_api::ToolRequest;
 use mcp_domain::{Actor, AgentId, DomainError, TaskId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -200,35 +200,6 @@ impl FromRequestParts<AppState> for Caller {
         Ok(caller)
     }
 }
-
-/// A tool request: names the task it acts on and, optionally, the agent.
-pub trait ToolRequest: DeserializeOwned {
-    fn task_id(&self) -> &str;
-    fn agent_id(&self) -> Option<&str>;
-}
-
-macro_rules! tool_request {
-    ($($t:ty),* $(,)?) => {$(
-        impl ToolRequest for $t {
-            fn task_id(&self) -> &str { &self.task_id }
-            fn agent_id(&self) -> Option<&str> { self.agent_id.as_deref() }
-        }
-    )*};
-}
-
-tool_request!(
-    FileReadRequest,
-    FileWriteRequest,
-    FileEditRequest,
-    DeleteFileRequest,
-    ListFilesRequest,
-    ClaimFileRequest,
-    RenewFileRequest,
-    ReleaseFileRequest,
-    LogStepRequest,
-    SubscribeLogsRequest,
-    CollaborationRequest,
-);
 
 /// A parsed JSON body and the actor it acts as.
 pub struct ToolCall<T> {

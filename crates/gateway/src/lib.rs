@@ -21,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod mcp;
+pub mod openapi;
 pub mod routes;
 pub mod ui;
 

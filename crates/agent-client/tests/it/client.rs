@@ -432,3 +432,43 @@ async fn the_execution_logger_joins_logs_and_leaves() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The generic call serves every tool of the registry by its types: the same bodies as the
+/// named shorthands, aliases resolved to the canonical route, refusals with their code.
+#[tokio::test]
+async fn the_generic_call_serves_registry_tools() {
+    use mcp_api::tools::{FileRead, FileWrite, JoinCollaboration, ReleaseFile};
+    let gw = TestGateway::spawn().await;
+    let c = client_as(&gw, "coder");
+    let w = c
+        .call::<FileWrite>(write("t1", "a.py", "x\n"))
+        .await
+        .unwrap();
+    assert_eq!((w.path.as_str(), w.version), ("a.py", 1));
+    let r = c
+        .call::<FileRead>(FileReadRequest {
+            task_id: "t1".into(),
+            path: "a.py".into(),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.content, "x\n");
+    let j = c
+        .call::<JoinCollaboration>(CollaborationRequest {
+            task_id: "t1".into(),
+            agent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(j.agent_id, "coder");
+    let e = c
+        .call::<ReleaseFile>(ReleaseFileRequest {
+            task_id: "t1".into(),
+            path: "a.py".into(),
+            force: false,
+            agent_id: None,
+        })
+        .await;
+    assert_refused(e, 409, ErrorCode::LockNotHeld);
+}

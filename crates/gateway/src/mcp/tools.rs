@@ -1,85 +1,48 @@
-//! MCP tools: the registry `mcp_api::TOOLS`, each with the JSON Schemas of its request and
-//! response types (from `schemars`), dispatched to the same `Service` methods as
-//! `POST /tools/*`. A refusal of the operation (`locked`, `version_conflict`, bad arguments…)
+//! MCP tools: the registry (`mcp_api::tools`), each with the JSON Schemas of its request and
+//! response types (from `schemars`) and annotations from its constants, dispatched through
+//! the same [`Perform`] as `POST /tools/*`. A refusal of the operation (`locked`, `version_conflict`, bad arguments…)
 //! is a tool result with `isError: true` whose structured content is the REST error body
 //! `{"detail","code",…}`; only an unknown tool name is a protocol error.
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Caller, ToolRequest};
-use mcp_api::requests::*;
-use mcp_api::responses::*;
-use mcp_api::{ErrorBody, ErrorCode, TOOLS, ToolInfo};
-use mcp_domain::{Actor, Service};
+use crate::extract::Caller;
+use crate::routes::tools::{Perform, ToolVisitor, visit_tools};
+use mcp_api::{ErrorBody, ErrorCode, ToolRequest};
 use rmcp::handler::server::common::{schema_for_input, schema_for_output};
-use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
-use schemars::JsonSchema;
-use serde::Serialize;
+use rmcp::model::{CallToolResult, Tool as McpTool, ToolAnnotations};
 use serde_json::Value;
-use std::future::Future;
-use std::sync::Arc;
 
-/// The registry entry for a wire name or alias.
-pub fn find(name: &str) -> Option<&'static ToolInfo> {
-    TOOLS
-        .iter()
-        .find(|t| t.name == name || t.aliases.contains(&name))
-}
-
-type Schemas = (Arc<JsonObject>, Arc<JsonObject>);
-
-fn io<Req: JsonSchema + 'static, Resp: JsonSchema + 'static>() -> Schemas {
-    (
-        schema_for_input::<Req>().expect("request types are JSON objects"),
-        schema_for_output::<Resp>(),
-    )
-}
-
-/// Input and output schemas of a tool (by its registry name).
-fn schemas(name: &str) -> Option<Schemas> {
-    Some(match name {
-        "file_read" => io::<FileReadRequest, FileReadResponse>(),
-        "file_write" => io::<FileWriteRequest, FileWriteResponse>(),
-        "file_edit" => io::<FileEditRequest, FileEditResponse>(),
-        "list_files" => io::<ListFilesRequest, ListFilesResponse>(),
-        "delete_file" => io::<DeleteFileRequest, DeleteFileResponse>(),
-        "claim_file" => io::<ClaimFileRequest, LockResponse>(),
-        "renew_file" => io::<RenewFileRequest, LockResponse>(),
-        "release_file" => io::<ReleaseFileRequest, ReleaseResponse>(),
-        "log_step" => io::<LogStepRequest, LogStepResponse>(),
-        "subscribe_logs" => io::<SubscribeLogsRequest, SubscribeLogsResponse>(),
-        "join_collaboration" | "leave_collaboration" => {
-            io::<CollaborationRequest, CollaborationResponse>()
-        }
-        _ => return None,
-    })
+/// The MCP description of one registry tool: its name, description, the JSON Schemas of its
+/// request and response, and annotations from its constants.
+fn describe<T: Perform>() -> McpTool {
+    let input = schema_for_input::<T::Request>().expect("request types are JSON objects");
+    let output = schema_for_output::<T::Response>();
+    let mut annotations = ToolAnnotations::new()
+        .read_only(!T::MUTATES)
+        .open_world(false);
+    if T::MUTATES {
+        annotations = annotations
+            .destructive(T::DESTRUCTIVE)
+            .idempotent(T::IDEMPOTENT);
+    }
+    McpTool::new(T::NAME, T::DESCRIPTION, input)
+        .with_raw_output_schema(output)
+        .with_annotations(annotations)
 }
 
 /// The tool list: every registry entry under its name (aliases are accepted by
 /// `tools/call` but not listed, so a model sees each operation once).
-pub fn list() -> Vec<Tool> {
-    TOOLS
-        .iter()
-        .filter_map(|t| {
-            let (input, output) = schemas(t.name)?;
-            let destructive = matches!(t.name, "file_write" | "file_edit" | "delete_file");
-            let idempotent = matches!(
-                t.name,
-                "claim_file" | "renew_file" | "join_collaboration" | "leave_collaboration"
-            );
-            let mut annotations = ToolAnnotations::new()
-                .read_only(!t.mutates)
-                .open_world(false);
-            if t.mutates {
-                annotations = annotations.destructive(destructive).idempotent(idempotent);
-            }
-            Some(
-                Tool::new(t.name, t.description, input)
-                    .with_raw_output_schema(output)
-                    .with_annotations(annotations),
-            )
-        })
-        .collect()
+pub fn list() -> Vec<McpTool> {
+    struct List(Vec<McpTool>);
+    impl ToolVisitor for List {
+        fn visit<T: Perform>(&mut self) {
+            self.0.push(describe::<T>());
+        }
+    }
+    let mut list = List(Vec::new());
+    visit_tools(&mut list);
+    list.0
 }
 
 /// Runs one tool call; `None` when no tool has this name.
@@ -89,97 +52,47 @@ pub async fn call(
     name: &str,
     args: Value,
 ) -> Option<CallToolResult> {
-    let tool = find(name)?;
-    let s = &state.service;
-    let result = match tool.name {
-        "file_read" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.file_read(&a, r).await
-            })
-            .await
+    /// Finds the tool `name` answers to and starts its call.
+    struct Find<'a> {
+        name: &'a str,
+        found: Option<(&'static str, Pending<'a>)>,
+        state: &'a AppState,
+        caller: &'a Caller,
+        args: Option<Value>,
+    }
+    impl ToolVisitor for Find<'_> {
+        fn visit<T: Perform>(&mut self) {
+            if self.found.is_none() && T::answers_to(self.name) {
+                let args = self.args.take().unwrap_or(Value::Null);
+                let fut = run::<T>(self.state, self.caller, args);
+                self.found = Some((T::NAME, Box::pin(fut)));
+            }
         }
-        "file_write" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.file_write(&a, r).await
-            })
-            .await
-        }
-        "file_edit" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.file_edit(&a, r).await
-            })
-            .await
-        }
-        "list_files" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.list_files(&a, r).await
-            })
-            .await
-        }
-        "delete_file" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.delete_file(&a, r).await
-            })
-            .await
-        }
-        "claim_file" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.claim_file(&a, r).await
-            })
-            .await
-        }
-        "renew_file" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.renew_file(&a, r).await
-            })
-            .await
-        }
-        "release_file" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.release_file(&a, r).await
-            })
-            .await
-        }
-        "log_step" => {
-            run(
-                s,
-                caller,
-                args,
-                |s, a, r| async move { s.log_step(&a, r).await },
-            )
-            .await
-        }
-        "subscribe_logs" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.subscribe_logs(&a, r).await
-            })
-            .await
-        }
-        "join_collaboration" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.join_collab(&a, r).await
-            })
-            .await
-        }
-        "leave_collaboration" => {
-            run(s, caller, args, |s, a, r| async move {
-                s.leave_collab(&a, r).await
-            })
-            .await
-        }
-        _ => return None,
+    }
+    let mut find = Find {
+        name,
+        found: None,
+        state,
+        caller,
+        args: Some(args),
     };
+    visit_tools(&mut find);
+    let (tool, pending) = find.found?;
+    let result = pending.await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
-    metrics::counter!("mcp_mcp_tool_calls_total", "tool" => tool.name, "outcome" => outcome)
+    metrics::counter!("mcp_mcp_tool_calls_total", "tool" => tool, "outcome" => outcome)
         .increment(1);
     Some(match result {
         Ok(value) => CallToolResult::structured(value),
         Err(e) => CallToolResult::structured_error(error_body(e)),
     })
 }
+
+type Pending<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ApiError>> + Send + 'a>>;
 
 /// The REST error body of an error, as JSON.
 pub fn error_body(e: ApiError) -> Value {
@@ -192,26 +105,19 @@ pub fn error_body(e: ApiError) -> Value {
 }
 
 /// Parses the arguments, resolves the actor the way REST does, runs the operation.
-async fn run<Req, Resp, F, Fut>(
-    service: &Service,
+async fn run<T: Perform>(
+    state: &AppState,
     caller: &Caller,
     args: Value,
-    op: F,
-) -> Result<Value, ApiError>
-where
-    Req: ToolRequest,
-    Resp: Serialize,
-    F: FnOnce(Service, Actor, Req) -> Fut,
-    Fut: Future<Output = mcp_domain::Result<Resp>>,
-{
-    let req: Req = serde_json::from_value(args).map_err(|e| {
+) -> Result<Value, ApiError> {
+    let req: T::Request = serde_json::from_value(args).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidArgument,
             format!("invalid arguments: {e}"),
         )
     })?;
     let actor = caller.actor(Some(req.task_id()), req.agent_id())?;
-    let resp = op(service.clone(), actor, req).await?;
+    let resp = T::perform(&state.service, &actor, req).await?;
     serde_json::to_value(resp)
         .map_err(|e| ApiError::from(mcp_domain::DomainError::Internal(e.to_string())))
 }
@@ -221,14 +127,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_registered_tool_has_schemas() {
-        for t in TOOLS {
-            assert!(schemas(t.name).is_some(), "{} has no schemas", t.name);
-        }
-        assert_eq!(list().len(), TOOLS.len());
-        assert_eq!(
-            find("join_collab").map(|t| t.name),
-            Some("join_collaboration")
-        );
+    fn every_registered_tool_is_listed_once() {
+        let names: Vec<_> = list().into_iter().map(|t| t.name.to_string()).collect();
+        let registry: Vec<_> = mcp_api::TOOLS.iter().map(|t| t.name.to_owned()).collect();
+        assert_eq!(names, registry);
     }
 }

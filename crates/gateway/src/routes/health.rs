@@ -1,5 +1,5 @@
 //! `GET /health`: pings both stores (Redis and Postgres, or the embedded ones) for real; 200 when the gateway can serve
-//! (`healthy`, or `degraded` with warnings), 503 `unhealthy` otherwise.
+//! (`healthy`, or `degraded` with warnings), 503 `unhealthy` otherwise. And `GET /openapi.json`, the API document.
 
 use crate::AppState;
 use axum::extract::State;
@@ -10,7 +10,9 @@ use mcp_api::responses::{Health, HealthBackends};
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
 }
 
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -41,4 +43,9 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
             warnings: r.warnings,
         }),
     )
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of the REST API (`crate::openapi`).
+async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(crate::openapi::document())
 }

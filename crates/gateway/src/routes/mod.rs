@@ -8,7 +8,7 @@ mod admin;
 mod health;
 mod metrics;
 mod resources;
-mod tools;
+pub(crate) mod tools;
 
 use crate::AppState;
 use crate::error::ApiError;

@@ -1,5 +1,6 @@
-//! `POST /tools/*`: the original contract's tools and ours. Each handler extracts, makes one
-//! call to the domain, and answers.
+//! `POST /tools/*`: one route per tool of the registry (`mcp_api::tools`) and per alias, all
+//! served by one generic handler: extract (authenticate, parse, resolve the actor), make the
+//! tool's one call to the domain ([`Perform`]), answer.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -7,109 +8,74 @@ use crate::extract::ToolCall;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use mcp_api::requests::*;
-use mcp_api::responses::*;
+use mcp_api::{Tool, for_each_tool, tools};
+use mcp_domain::{Actor, Service};
+use std::future::Future;
 
-type Reply<T> = Result<Json<T>, ApiError>;
+/// A tool as the gateway performs it: the `Service` method the registry names for it. The
+/// REST routes and the MCP dispatch both go through here.
+pub trait Perform: Tool {
+    /// Runs the tool's domain operation as `actor`.
+    fn perform<'a>(
+        service: &'a Service,
+        actor: &'a Actor,
+        req: Self::Request,
+    ) -> impl Future<Output = mcp_domain::Result<Self::Response>> + Send + 'a;
+}
 
+macro_rules! perform {
+    ($($tool:ident => $method:ident { $($rest:tt)* }),* $(,)?) => {$(
+        impl Perform for tools::$tool {
+            fn perform<'a>(
+                service: &'a Service,
+                actor: &'a Actor,
+                req: Self::Request,
+            ) -> impl Future<Output = mcp_domain::Result<Self::Response>> + Send + 'a {
+                service.$method(actor, req)
+            }
+        }
+    )*};
+}
+for_each_tool!(perform);
+
+/// Visits every tool of the registry with its [`Perform`] impl in reach (for generic code
+/// that needs one call per tool: the routes, the MCP list and dispatch).
+pub trait ToolVisitor {
+    /// Called once per tool, in registry order.
+    fn visit<T: Perform>(&mut self);
+}
+
+/// Calls `v.visit::<T>()` for every tool, in registry order.
+pub fn visit_tools<V: ToolVisitor>(v: &mut V) {
+    macro_rules! visit {
+        ($($tool:ident => $method:ident { $($rest:tt)* }),* $(,)?) => {
+            $(v.visit::<tools::$tool>();)*
+        };
+    }
+    for_each_tool!(visit);
+}
+
+/// The routes of every tool: `POST /tools/{name}` and `POST /tools/{alias}`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/tools/file_read", post(file_read))
-        .route("/tools/file_write", post(file_write))
-        .route("/tools/file_edit", post(file_edit))
-        .route("/tools/list_files", post(list_files))
-        .route("/tools/delete_file", post(delete_file))
-        .route("/tools/claim_file", post(claim_file))
-        .route("/tools/renew_file", post(renew_file))
-        .route("/tools/release_file", post(release_file))
-        .route("/tools/log_step", post(log_step))
-        .route("/tools/subscribe_logs", post(subscribe_logs))
-        .route("/tools/join_collaboration", post(join_collab))
-        .route("/tools/join_collab", post(join_collab))
-        .route("/tools/leave_collaboration", post(leave_collab))
-        .route("/tools/leave_collab", post(leave_collab))
+    struct Routes(Router<AppState>);
+    impl ToolVisitor for Routes {
+        fn visit<T: Perform>(&mut self) {
+            let mut r = std::mem::take(&mut self.0);
+            for name in std::iter::once(T::NAME).chain(T::ALIASES.iter().copied()) {
+                r = r.route(&format!("/tools/{name}"), post(handle::<T>));
+            }
+            self.0 = r;
+        }
+    }
+    let mut routes = Routes(Router::new());
+    visit_tools(&mut routes);
+    routes.0
 }
 
-async fn file_read(
+/// The one handler of every tool.
+async fn handle<T: Perform>(
     State(s): State<AppState>,
-    c: ToolCall<FileReadRequest>,
-) -> Reply<FileReadResponse> {
-    Ok(Json(s.service.file_read(&c.actor, c.body).await?))
-}
-
-async fn file_write(
-    State(s): State<AppState>,
-    c: ToolCall<FileWriteRequest>,
-) -> Reply<FileWriteResponse> {
-    Ok(Json(s.service.file_write(&c.actor, c.body).await?))
-}
-
-async fn file_edit(
-    State(s): State<AppState>,
-    c: ToolCall<FileEditRequest>,
-) -> Reply<FileEditResponse> {
-    Ok(Json(s.service.file_edit(&c.actor, c.body).await?))
-}
-
-async fn list_files(
-    State(s): State<AppState>,
-    c: ToolCall<ListFilesRequest>,
-) -> Reply<ListFilesResponse> {
-    Ok(Json(s.service.list_files(&c.actor, c.body).await?))
-}
-
-async fn delete_file(
-    State(s): State<AppState>,
-    c: ToolCall<DeleteFileRequest>,
-) -> Reply<DeleteFileResponse> {
-    Ok(Json(s.service.delete_file(&c.actor, c.body).await?))
-}
-
-async fn claim_file(
-    State(s): State<AppState>,
-    c: ToolCall<ClaimFileRequest>,
-) -> Reply<LockResponse> {
-    Ok(Json(s.service.claim_file(&c.actor, c.body).await?))
-}
-
-async fn renew_file(
-    State(s): State<AppState>,
-    c: ToolCall<RenewFileRequest>,
-) -> Reply<LockResponse> {
-    Ok(Json(s.service.renew_file(&c.actor, c.body).await?))
-}
-
-async fn release_file(
-    State(s): State<AppState>,
-    c: ToolCall<ReleaseFileRequest>,
-) -> Reply<ReleaseResponse> {
-    Ok(Json(s.service.release_file(&c.actor, c.body).await?))
-}
-
-async fn log_step(
-    State(s): State<AppState>,
-    c: ToolCall<LogStepRequest>,
-) -> Reply<LogStepResponse> {
-    Ok(Json(s.service.log_step(&c.actor, c.body).await?))
-}
-
-async fn subscribe_logs(
-    State(s): State<AppState>,
-    c: ToolCall<SubscribeLogsRequest>,
-) -> Reply<SubscribeLogsResponse> {
-    Ok(Json(s.service.subscribe_logs(&c.actor, c.body).await?))
-}
-
-async fn join_collab(
-    State(s): State<AppState>,
-    c: ToolCall<CollaborationRequest>,
-) -> Reply<CollaborationResponse> {
-    Ok(Json(s.service.join_collab(&c.actor, c.body).await?))
-}
-
-async fn leave_collab(
-    State(s): State<AppState>,
-    c: ToolCall<CollaborationRequest>,
-) -> Reply<CollaborationResponse> {
-    Ok(Json(s.service.leave_collab(&c.actor, c.body).await?))
+    c: ToolCall<T::Request>,
+) -> Result<Json<T::Response>, ApiError> {
+    Ok(Json(T::perform(&s.service, &c.actor, c.body).await?))
 }

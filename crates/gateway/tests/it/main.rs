@@ -13,6 +13,7 @@ mod live;
 mod locks;
 mod mcp;
 mod metrics;
+mod openapi;
 mod outage;
 mod security;
 mod security_doors;

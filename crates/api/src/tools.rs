@@ -1,0 +1,369 @@
+//! The one typed registry of tools. Every door serves exactly these, and takes everything it
+//! knows about a tool from here:
+//!
+//! * the REST routes `POST /tools/{name}` (and one per alias) and their OpenAPI operations,
+//! * the MCP `tools/list` (schemas and annotations) and `tools/call` dispatch,
+//! * the client's generic [`call`](https://docs.rs/mcp-agent-client) (`client.call::<FileWrite>(req)`),
+//!   its retry rule, and the LLM tool specs built from the request's JSON Schema.
+//!
+//! A tool is a unit type implementing [`Tool`]: its wire name, aliases, whether it changes
+//! state, whether repeating it is harmless, its description, and its request and response
+//! types. The types are listed once, in [`for_each_tool!`]; the crates that need code per tool
+//! (the gateway's dispatch to the domain method, the client's dispatch) expand that list with
+//! a macro of their own, so a tool added here reaches every door or fails to compile.
+
+use crate::requests::*;
+use crate::responses::*;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A tool of the gateway, described by its types and constants. Implemented by the unit types
+/// of this module ([`FileRead`], [`FileWrite`], …), never by hand outside [`for_each_tool!`].
+pub trait Tool: Send + Sync + 'static {
+    /// The request body (`POST /tools/{NAME}`, MCP `arguments`).
+    type Request: ToolRequest;
+    /// The success body.
+    type Response: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    /// The wire name: the route `POST /tools/{NAME}` and the MCP tool name.
+    const NAME: &'static str;
+    /// Further wire names of the same tool (routes and MCP calls; not listed to models).
+    const ALIASES: &'static [&'static str];
+    /// Whether the tool changes state (MCP `readOnlyHint` is its negation).
+    const MUTATES: bool;
+    /// Whether repeating the same call leaves the same state (MCP `idempotentHint`), so a
+    /// client may send it again after a failure whose outcome it does not know.
+    const IDEMPOTENT: bool;
+    /// Whether the tool may destroy content (MCP `destructiveHint`).
+    const DESTRUCTIVE: bool;
+    /// What the tool does, for people and models.
+    const DESCRIPTION: &'static str;
+
+    /// Whether this request may be sent again when its outcome is unknown (a timeout, a
+    /// broken connection): reads and idempotent tools always; some tools for some requests
+    /// (an unconditional `file_write` writes the same content twice).
+    fn retry_safe(req: &Self::Request) -> bool {
+        !Self::MUTATES || Self::IDEMPOTENT || req.replays_safely()
+    }
+
+    /// The entry of this tool in [`TOOLS`].
+    fn info() -> ToolInfo {
+        ToolInfo {
+            name: Self::NAME,
+            aliases: Self::ALIASES,
+            mutates: Self::MUTATES,
+            idempotent: Self::IDEMPOTENT,
+            destructive: Self::DESTRUCTIVE,
+            description: Self::DESCRIPTION,
+        }
+    }
+
+    /// Whether `name` is this tool's name or one of its aliases.
+    fn answers_to(name: &str) -> bool {
+        name == Self::NAME || Self::ALIASES.contains(&name)
+    }
+}
+
+/// A tool request: it names the task it acts on and, optionally, the acting agent.
+pub trait ToolRequest:
+    Serialize + DeserializeOwned + JsonSchema + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+    /// The task the request acts on.
+    fn task_id(&self) -> &str;
+    /// The acting agent it names, if any.
+    fn agent_id(&self) -> Option<&str>;
+    /// The `agent_id` field, for a client that fills in its configured agent.
+    fn agent_slot(&mut self) -> &mut Option<String>;
+    /// Whether sending this very request twice has the effect of sending it once, beyond
+    /// what the tool's [`Tool::IDEMPOTENT`] says (default: no).
+    fn replays_safely(&self) -> bool {
+        false
+    }
+}
+
+/// A tool's constants, as a value (for lists, docs and lookups by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolInfo {
+    /// The wire name.
+    pub name: &'static str,
+    /// Further wire names.
+    pub aliases: &'static [&'static str],
+    /// Whether it changes state.
+    pub mutates: bool,
+    /// Whether repeating it leaves the same state.
+    pub idempotent: bool,
+    /// Whether it may destroy content.
+    pub destructive: bool,
+    /// What it does.
+    pub description: &'static str,
+}
+
+impl ToolInfo {
+    /// Whether `name` is this tool's name or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.aliases.contains(&name)
+    }
+}
+
+/// The registry entry for a wire name or alias.
+pub fn find(name: &str) -> Option<&'static ToolInfo> {
+    TOOLS.iter().find(|t| t.answers_to(name))
+}
+
+/// Expands `$m!` with the registry, the one list of tools: for every tool, its type's name
+/// (in `mcp_api::tools`), the `mcp_domain::Service` method that performs it, and its
+/// constants, as `$m! { FileRead => file_read { name: "file_read", … }, … }`. This crate
+/// declares the types from it; a consumer matches
+/// `$($tool:ident => $method:ident { $($rest:tt)* }),*` and ignores the rest.
+/// Adding a tool: `docs/ADDING_A_TOOL.md`.
+#[macro_export]
+macro_rules! for_each_tool {
+    ($m:ident) => {
+        $m! {
+            FileRead => file_read {
+                name: "file_read",
+                aliases: [],
+                request: FileReadRequest,
+                response: FileReadResponse,
+                mutates: false,
+                idempotent: true,
+                destructive: false,
+                description: "Read a file of the task: content, version, sha256, size.",
+            },
+            FileWrite => file_write {
+                name: "file_write",
+                aliases: [],
+                request: FileWriteRequest,
+                response: FileWriteResponse,
+                mutates: true,
+                idempotent: false,
+                destructive: true,
+                description: "Create or replace a file (optionally only at expected_version).",
+            },
+            FileEdit => file_edit {
+                name: "file_edit",
+                aliases: [],
+                request: FileEditRequest,
+                response: FileEditResponse,
+                mutates: true,
+                idempotent: false,
+                destructive: true,
+                description: "Replace old_string by new_string in a file, atomically; returns a unified diff.",
+            },
+            ListFiles => list_files {
+                name: "list_files",
+                aliases: [],
+                request: ListFilesRequest,
+                response: ListFilesResponse,
+                mutates: false,
+                idempotent: true,
+                destructive: false,
+                description: "List the task's files (optionally under a prefix).",
+            },
+            DeleteFile => delete_file {
+                name: "delete_file",
+                aliases: [],
+                request: DeleteFileRequest,
+                response: DeleteFileResponse,
+                mutates: true,
+                idempotent: false,
+                destructive: true,
+                description: "Delete a file.",
+            },
+            ClaimFile => claim_file {
+                name: "claim_file",
+                aliases: [],
+                request: ClaimFileRequest,
+                response: LockResponse,
+                mutates: true,
+                idempotent: true,
+                destructive: false,
+                description: "Take (or refresh) the lease on a path; returns a fencing token.",
+            },
+            RenewFile => renew_file {
+                name: "renew_file",
+                aliases: [],
+                request: RenewFileRequest,
+                response: LockResponse,
+                mutates: true,
+                idempotent: true,
+                destructive: false,
+                description: "Extend a lease the caller holds.",
+            },
+            ReleaseFile => release_file {
+                name: "release_file",
+                aliases: [],
+                request: ReleaseFileRequest,
+                response: ReleaseResponse,
+                mutates: true,
+                idempotent: false,
+                destructive: false,
+                description: "Release a lease the caller holds.",
+            },
+            LogStep => log_step {
+                name: "log_step",
+                aliases: [],
+                request: LogStepRequest,
+                response: LogStepResponse,
+                mutates: true,
+                idempotent: false,
+                destructive: false,
+                description: "Append an execution step to the task's log.",
+            },
+            SubscribeLogs => subscribe_logs {
+                name: "subscribe_logs",
+                aliases: [],
+                request: SubscribeLogsRequest,
+                response: SubscribeLogsResponse,
+                mutates: false,
+                idempotent: true,
+                destructive: false,
+                description: "Where to listen for the task's live events.",
+            },
+            JoinCollaboration => join_collab {
+                name: "join_collaboration",
+                aliases: ["join_collab"],
+                request: CollaborationRequest,
+                response: CollaborationResponse,
+                mutates: true,
+                idempotent: true,
+                destructive: false,
+                description: "Join the task's collaboration session.",
+            },
+            LeaveCollaboration => leave_collab {
+                name: "leave_collaboration",
+                aliases: ["leave_collab"],
+                request: CollaborationRequest,
+                response: CollaborationResponse,
+                mutates: true,
+                idempotent: true,
+                destructive: false,
+                description: "Leave the task's collaboration session.",
+            },
+        }
+    };
+}
+
+/// Declares each tool's unit type and its [`Tool`] impl.
+macro_rules! declare_tools {
+    ($(
+        $ty:ident => $method:ident {
+            name: $name:literal,
+            aliases: [$($alias:literal),*],
+            request: $req:ty,
+            response: $resp:ty,
+            mutates: $mutates:literal,
+            idempotent: $idem:literal,
+            destructive: $destructive:literal,
+            description: $desc:literal $(,)?
+        }
+    ),* $(,)?) => {$(
+        #[doc = concat!("The tool `", $name, "`: ", $desc)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $ty;
+
+        impl Tool for $ty {
+            type Request = $req;
+            type Response = $resp;
+            const NAME: &'static str = $name;
+            const ALIASES: &'static [&'static str] = &[$($alias),*];
+            const MUTATES: bool = $mutates;
+            const IDEMPOTENT: bool = $idem;
+            const DESTRUCTIVE: bool = $destructive;
+            const DESCRIPTION: &'static str = $desc;
+        }
+    )*
+
+        /// Every tool's constants, in registry order.
+        pub const TOOLS: &[ToolInfo] = &[$(ToolInfo {
+            name: $name,
+            aliases: &[$($alias),*],
+            mutates: $mutates,
+            idempotent: $idem,
+            destructive: $destructive,
+            description: $desc,
+        }),*];
+    };
+}
+
+for_each_tool!(declare_tools);
+
+/// Implements [`ToolRequest`] for request types with `task_id: String` and
+/// `agent_id: Option<String>` fields.
+macro_rules! tool_request {
+    ($($t:ty),* $(,)?) => {$(
+        impl ToolRequest for $t {
+            fn task_id(&self) -> &str { &self.task_id }
+            fn agent_id(&self) -> Option<&str> { self.agent_id.as_deref() }
+            fn agent_slot(&mut self) -> &mut Option<String> { &mut self.agent_id }
+        }
+    )*};
+}
+
+tool_request!(
+    FileReadRequest,
+    FileEditRequest,
+    DeleteFileRequest,
+    ListFilesRequest,
+    ClaimFileRequest,
+    RenewFileRequest,
+    ReleaseFileRequest,
+    LogStepRequest,
+    SubscribeLogsRequest,
+    CollaborationRequest,
+);
+
+impl ToolRequest for FileWriteRequest {
+    fn task_id(&self) -> &str {
+        &self.task_id
+    }
+    fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+    fn agent_slot(&mut self) -> &mut Option<String> {
+        &mut self.agent_id
+    }
+    /// Unconditional (no `expected_version`): writing the same content twice leaves the same
+    /// content. A conditional write's second attempt would meet its own first.
+    fn replays_safely(&self) -> bool {
+        self.expected_version.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found() {
+        let mut all: Vec<&str> = TOOLS
+            .iter()
+            .flat_map(|t| std::iter::once(t.name).chain(t.aliases.iter().copied()))
+            .collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a name or alias is used twice");
+        assert_eq!(
+            find("join_collab").map(|t| t.name),
+            Some("join_collaboration")
+        );
+        assert_eq!(find("nope"), None);
+        assert_eq!(FileWrite::info(), *find("file_write").unwrap());
+    }
+
+    #[test]
+    fn retry_rule() {
+        let w = |v: Option<i64>| FileWriteRequest {
+            task_id: "t".into(),
+            path: "a".into(),
+            content: String::new(),
+            expected_version: v,
+            fence: None,
+            agent_id: None,
+        };
+        assert!(FileWrite::retry_safe(&w(None)));
+        assert!(!FileWrite::retry_safe(&w(Some(1))));
+        assert!(ClaimFile::IDEMPOTENT && !LogStep::IDEMPOTENT && !FileRead::MUTATES);
+    }
+}
