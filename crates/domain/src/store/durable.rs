@@ -1,7 +1,7 @@
 //! The durable seam: what the domain and the sync loops need from the source of truth, and
 //! the records that cross it. Two backends implement it: [`super::postgres::PgStore`]
 //! (deployments) and [`super::sqlite::SqliteStore`] (embedded mode). Both pass one behaviour
-//! suite (`crates/testkit/tests/stores.rs`).
+//! suite (`crates/testkit/tests/stores/main.rs`).
 //!
 //! The contract every backend keeps:
 //! * a file change is conditional and atomic: the version and fence checks, the new row, its

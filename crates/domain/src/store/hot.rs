@@ -2,7 +2,7 @@
 //! session state, and the records that cross it. Two backends implement it:
 //! [`super::redis::RedisStore`] (shared by every gateway instance) and
 //! [`super::memory::MemoryStore`] (embedded mode: one process). Both pass one behaviour suite
-//! (`crates/testkit/tests/stores.rs`).
+//! (`crates/testkit/tests/stores/main.rs`).
 //!
 //! The contract every backend keeps:
 //! * each method is atomic: no other call observes half of it (Redis: one Lua script or

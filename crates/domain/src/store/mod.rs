@@ -9,7 +9,7 @@
 //!   [`memory::MemoryStore`] for the embedded mode (one process).
 //!
 //! Every SQL statement, Redis key, script and channel lives in this module and nowhere else.
-//! One behaviour suite (`crates/testkit/tests/stores.rs`) runs against every backend, so the
+//! One behaviour suite (`crates/testkit/tests/stores/main.rs`) runs against every backend, so the
 //! embedded mode cannot drift from the deployed one.
 
 pub mod durable;
