@@ -110,3 +110,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+# The running gateway against its OpenAPI document, embedded and deployed (skips loudly, never
+# silently, only when schemathesis cannot be installed from PyPI).
+scripts/schemathesis.sh both

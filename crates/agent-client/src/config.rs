@@ -20,8 +20,9 @@ use std::time::Duration;
 /// listen address. (The original's deployments set `http://mcp-gateway:8001` explicitly.)
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8001";
 
-/// How a [`GatewayClient`](crate::GatewayClient) reaches the gateway.
-#[derive(Debug, Clone)]
+/// How a [`GatewayClient`](crate::GatewayClient) reaches the gateway. Its `Debug` output
+/// never shows the token (configurations end up in logs).
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Base URL, e.g. `http://mcp-gateway:8001` (a path prefix is kept).
     pub base_url: String,
@@ -36,6 +37,26 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Retries of failed calls (see [`crate::retry`]).
     pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("agent_id", &self.agent_id)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Default for ClientConfig {
+    /// The configuration of a gateway at [`DEFAULT_GATEWAY_URL`], with the defaults.
+    fn default() -> ClientConfig {
+        ClientConfig::new(DEFAULT_GATEWAY_URL)
+    }
 }
 
 impl ClientConfig {
@@ -93,6 +114,12 @@ impl ClientConfig {
     /// Sets the per-request timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> ClientConfig {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the upper bound of opening a connection.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> ClientConfig {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -190,6 +217,19 @@ mod tests {
         assert_eq!(c.token.as_deref(), Some("tok"));
         assert_eq!(c.retry.max_attempts, 1);
         assert!(ClientConfig::from_lookup(env(&[("MCP_GATEWAY_TIMEOUT", "-1")])).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let c = ClientConfig::new("http://gw:1").with_token("s3cr3t-token");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("http://gw:1"),
+            "{shown}"
+        );
+        let shown = format!("{:?}", WorkspaceMode::Gateway(c));
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
     }
 
     #[test]

@@ -90,7 +90,15 @@ impl ClientError {
     /// text) gets the code its status implies.
     pub(crate) fn from_answer(status: u16, body: &[u8], retry_after: Option<Duration>) -> Self {
         match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(b) => {
+            Ok(mut b) => {
+                if b.code == ErrorCode::Unknown {
+                    // A newer gateway's code: kept for the caller, which branches on the status.
+                    let raw = serde_json::from_slice::<Value>(body)
+                        .ok()
+                        .and_then(|v| v.get("code").cloned())
+                        .unwrap_or(Value::Null);
+                    b.context.insert("unknown_code".into(), raw);
+                }
                 let retry_after = retry_after.or_else(|| {
                     b.context
                         .get("retry_after")
@@ -214,6 +222,20 @@ mod tests {
         assert_eq!(e.status(), Some(409));
         assert_eq!(e.context().unwrap()["holder"], "b");
         assert_eq!(e.to_json()["holder"], "b");
+    }
+
+    #[test]
+    fn a_code_of_a_newer_gateway_is_unknown_and_kept() {
+        let body = br#"{"detail":"renew first","code":"lease_expired_v2"}"#;
+        let e = ClientError::from_answer(409, body, None);
+        assert_eq!(e.code(), ErrorCode::Unknown);
+        assert_eq!(e.status(), Some(409));
+        assert_eq!(e.context().unwrap()["unknown_code"], "lease_expired_v2");
+        let e = ClientError::from_answer(503, br#"{"detail":"x","code":"brand_new"}"#, None);
+        assert!(crate::retry::should_retry(
+            &e,
+            crate::retry::Idempotency::Unsafe
+        ));
     }
 
     #[test]

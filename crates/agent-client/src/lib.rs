@@ -2,7 +2,9 @@
 //! agent client and its CrewAI tool wrappers).
 //!
 //! It depends on the wire contract (`mcp-api`) only: requests, responses, error codes and the
-//! event envelope are the gateway's own types.
+//! event envelope are the gateway's own types, re-exported here ([`requests`], [`responses`],
+//! [`tools`]), so a program needs this crate alone. The crate README's example
+//! (`examples/quickstart.rs`) is run against a real gateway by the tests.
 //!
 //! # Map
 //!
@@ -42,7 +44,7 @@
 //! let mut log = client.execution_logger("task-42").await?;
 //!
 //! // Lease the file while editing it; the guard renews the lease in the background.
-//! let lock = client.lock("task-42", "src/app.py", Some(60)).await?;
+//! let lock = client.lock("task-42", "src/app.py", Some(Duration::from_secs(60))).await?;
 //! let files = client.workspace("task-42");
 //! let current = files.read("src/app.py").await?;
 //! let updated = current.content.replace("TODO", "done");
@@ -91,7 +93,12 @@ pub use error::{ClientError, Result, TransportKind};
 pub use events::{EventSubscription, SseMessage, SseParser, SubscribeOptions};
 pub use lock::{LeaseState, LockGuard};
 pub use logger::ExecutionLogger;
-pub use mcp_api::{ErrorCode, Event, EventType};
+pub use mcp_api::{ErrorBody, ErrorCode, Event, EventType, StreamId, TOOLS, Tool, ToolRequest};
+/// The wire types, re-exported so that typed calls need this crate only: the request bodies
+/// (`requests::FileWriteRequest`…), the success bodies (`responses::…`) and the tool
+/// registry (`tools::FileWrite`…, for [`GatewayClient::call`], re-exported into [`tools`]
+/// beside the LLM tool definitions).
+pub use mcp_api::{requests, responses};
 pub use retry::RetryPolicy;
 pub use tools::{AgentTools, ToolOutcome, ToolSpec};
 pub use workspace::path;

@@ -54,15 +54,16 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl GatewayClient {
-    /// Claims `path` of `task_id` for `timeout_sec` seconds (the gateway's default when
-    /// `None`) and keeps the lease alive until the guard is released or dropped. Fails with
-    /// `locked` when another agent holds it.
+    /// Claims `path` of `task_id` for `lease` (whole seconds, at least 1; the gateway's
+    /// default when `None`) and keeps the lease alive until the guard is released or dropped.
+    /// Fails with `locked` when another agent holds it.
     pub async fn lock(
         &self,
         task_id: &str,
         path: &str,
-        timeout_sec: Option<i64>,
+        lease: Option<Duration>,
     ) -> Result<LockGuard> {
+        let timeout_sec = lease.map(|d| d.as_secs_f64().ceil().max(1.0) as i64);
         let lease = self
             .claim_file(ClaimFileRequest {
                 task_id: task_id.to_owned(),

@@ -14,6 +14,7 @@
 //! the caller gets [`ClientError::GaveUp`] with the attempt count and the last failure.
 
 use crate::error::{ClientError, TransportKind};
+use mcp_api::ErrorCode;
 use rand::Rng;
 use std::time::Duration;
 
@@ -105,7 +106,11 @@ pub(crate) enum Idempotency {
 pub(crate) fn should_retry(err: &ClientError, idempotency: Idempotency) -> bool {
     match err {
         // 502/504 from a proxy already carry `unavailable` (see `error::code_for_status`).
-        ClientError::Refused { code, .. } => code.is_retryable(),
+        ClientError::Refused { code, status, .. } => {
+            code.is_retryable()
+                // A code this client does not know: the status says whether it is transient.
+                || (*code == ErrorCode::Unknown && matches!(status, 429 | 503))
+        }
         ClientError::Transport { kind, .. } => {
             *kind == TransportKind::Connect || idempotency == Idempotency::Safe
         }
@@ -116,7 +121,6 @@ pub(crate) fn should_retry(err: &ClientError, idempotency: Idempotency) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcp_api::ErrorCode;
 
     #[test]
     fn backoff_grows_is_jittered_and_capped() {

@@ -15,10 +15,14 @@
 //! not offered to models, nor fences. [`AgentTools::call`] dispatches through the registry to
 //! [`GatewayClient::call`], so a tool added there needs nothing here.
 
+/// The registry's tool types (`FileWrite`, …, for `client.call::<FileWrite>(…)`) and
+/// `TOOLS`, so that one import path serves both.
+pub use mcp_api::tools::*;
+
 use crate::client::GatewayClient;
 use crate::error::ClientError;
 use mcp_api::ErrorCode;
-use mcp_api::{Tool, for_each_tool, tools};
+use mcp_api::{for_each_tool, tools};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};

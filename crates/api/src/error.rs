@@ -55,6 +55,11 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected backend answer. The body never carries internals.
     Internal,
+    /// A code this version does not know (a newer gateway's), as a client reads it. The
+    /// gateway never answers it; it is not in [`ErrorCode::ALL`] nor in the document.
+    #[serde(other)]
+    #[schemars(skip)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -98,7 +103,7 @@ impl ErrorCode {
             TooLarge | QuotaExceeded => 413,
             RateLimited => 429,
             Unavailable => 503,
-            Internal => 500,
+            Internal | Unknown => 500,
         }
     }
 
@@ -128,6 +133,7 @@ impl ErrorCode {
             RateLimited => "rate_limited",
             Unavailable => "unavailable",
             Internal => "internal",
+            Unknown => "unknown",
         }
     }
 
@@ -170,6 +176,14 @@ mod tests {
             let back: ErrorCode = serde_json::from_value(json).unwrap();
             assert_eq!(back, code);
         }
+    }
+
+    #[test]
+    fn an_unknown_code_is_read_as_unknown() {
+        let b: ErrorBody =
+            serde_json::from_str(r#"{"detail":"x","code":"lease_required_v9"}"#).unwrap();
+        assert_eq!(b.code, ErrorCode::Unknown);
+        assert!(!ErrorCode::ALL.contains(&ErrorCode::Unknown));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `POST /tools/file_read`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileReadRequest {
     /// The task whose namespace holds the file.
     pub task_id: String,
@@ -22,7 +22,7 @@ pub struct FileReadRequest {
 }
 
 /// `POST /tools/file_write`: create or replace a file.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileWriteRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -46,7 +46,7 @@ pub struct FileWriteRequest {
 }
 
 /// `POST /tools/file_edit`: replace `old_string` by `new_string`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileEditRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -77,7 +77,7 @@ pub struct FileEditRequest {
 }
 
 /// `POST /tools/delete_file`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeleteFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -100,7 +100,7 @@ pub struct DeleteFileRequest {
 }
 
 /// `POST /tools/list_files`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListFilesRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -114,7 +114,7 @@ pub struct ListFilesRequest {
 }
 
 /// `POST /tools/claim_file`: take (or refresh) the lease on a path.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -131,7 +131,7 @@ pub struct ClaimFileRequest {
 }
 
 /// `POST /tools/renew_file`: extend a lease the caller holds.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RenewFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -148,7 +148,7 @@ pub struct RenewFileRequest {
 }
 
 /// `POST /tools/release_file`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReleaseFileRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -165,7 +165,7 @@ pub struct ReleaseFileRequest {
 }
 
 /// `POST /tools/log_step`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogStepRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -179,7 +179,7 @@ pub struct LogStepRequest {
 }
 
 /// `POST /tools/subscribe_logs`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscribeLogsRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -191,7 +191,7 @@ pub struct SubscribeLogsRequest {
 
 /// `POST /tools/join_collaboration` (alias `join_collab`) and `leave_collaboration`
 /// (alias `leave_collab`).
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CollaborationRequest {
     /// The task acted on (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
@@ -273,6 +273,206 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+// ---- constructors: the required fields; the optional ones by struct update
+// (`FileWriteRequest { expected_version: Some(3), ..FileWriteRequest::new("t", "a.py", "x") }`)
+// or `with_agent`.
+
+impl FileReadRequest {
+    /// A request with its required fields (`task_id`, `path`); the rest default.
+    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> FileReadRequest {
+        FileReadRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileReadRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl FileWriteRequest {
+    /// A request with its required fields (`task_id`, `path`, `content`); the rest default.
+    pub fn new(
+        task_id: impl Into<String>,
+        path: impl Into<String>,
+        content: impl Into<String>,
+    ) -> FileWriteRequest {
+        FileWriteRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            content: content.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileWriteRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl FileEditRequest {
+    /// A request with its required fields (`task_id`, `path`, `old_string`, `new_string`); the rest default.
+    pub fn new(
+        task_id: impl Into<String>,
+        path: impl Into<String>,
+        old_string: impl Into<String>,
+        new_string: impl Into<String>,
+    ) -> FileEditRequest {
+        FileEditRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            old_string: old_string.into(),
+            new_string: new_string.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileEditRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl DeleteFileRequest {
+    /// A request with its required fields (`task_id`, `path`); the rest default.
+    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> DeleteFileRequest {
+        DeleteFileRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> DeleteFileRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl ListFilesRequest {
+    /// A request with its required fields (`task_id`); the rest default.
+    pub fn new(task_id: impl Into<String>) -> ListFilesRequest {
+        ListFilesRequest {
+            task_id: task_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ListFilesRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl ClaimFileRequest {
+    /// A request with its required fields (`task_id`, `path`); the rest default.
+    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> ClaimFileRequest {
+        ClaimFileRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ClaimFileRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl RenewFileRequest {
+    /// A request with its required fields (`task_id`, `path`); the rest default.
+    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> RenewFileRequest {
+        RenewFileRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> RenewFileRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl ReleaseFileRequest {
+    /// A request with its required fields (`task_id`, `path`); the rest default.
+    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> ReleaseFileRequest {
+        ReleaseFileRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ReleaseFileRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl LogStepRequest {
+    /// A request with its required fields (`task_id`, `step`); the rest default.
+    pub fn new(task_id: impl Into<String>, step: impl Into<Value>) -> LogStepRequest {
+        LogStepRequest {
+            task_id: task_id.into(),
+            step: step.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> LogStepRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl SubscribeLogsRequest {
+    /// A request with its required fields (`task_id`); the rest default.
+    pub fn new(task_id: impl Into<String>) -> SubscribeLogsRequest {
+        SubscribeLogsRequest {
+            task_id: task_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> SubscribeLogsRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl CollaborationRequest {
+    /// A request with its required fields (`task_id`); the rest default.
+    pub fn new(task_id: impl Into<String>) -> CollaborationRequest {
+        CollaborationRequest {
+            task_id: task_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> CollaborationRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -308,6 +508,22 @@ mod tests {
         .unwrap();
         assert_eq!((r.old_string.as_str(), r.new_string.as_str()), ("x", "y"));
         assert!(!r.replace_all);
+    }
+
+    #[test]
+    fn constructors_fill_the_required_fields() {
+        let w = FileWriteRequest {
+            expected_version: Some(0),
+            ..FileWriteRequest::new("t", "a.py", "x")
+        }
+        .with_agent("coder");
+        assert_eq!((w.task_id.as_str(), w.path.as_str()), ("t", "a.py"));
+        assert_eq!(
+            (w.expected_version, w.agent_id.as_deref()),
+            (Some(0), Some("coder"))
+        );
+        let s = LogStepRequest::new("t", serde_json::json!({"action": "x"}));
+        assert_eq!(s.step["action"], "x");
     }
 
     #[test]

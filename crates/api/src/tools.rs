@@ -364,6 +364,6 @@ mod tests {
         };
         assert!(FileWrite::retry_safe(&w(None)));
         assert!(!FileWrite::retry_safe(&w(Some(1))));
-        assert!(ClaimFile::IDEMPOTENT && !LogStep::IDEMPOTENT && !FileRead::MUTATES);
+        const { assert!(ClaimFile::IDEMPOTENT && !LogStep::IDEMPOTENT && !FileRead::MUTATES) };
     }
 }

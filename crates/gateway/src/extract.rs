@@ -243,3 +243,46 @@ impl<T: ToolRequest> FromRequest<AppState> for ToolCall<T> {
         Ok(ToolCall { actor, body })
     }
 }
+
+/// `axum::extract::Query` whose rejection is the gateway's error body (400
+/// `invalid_argument`), not axum's plain text: a query that does not parse is the client's
+/// fault and answers like every other refusal (the OpenAPI document promises JSON).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("invalid query string: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// `axum::extract::Path` with the gateway's error body as its rejection (a segment that is
+/// not valid percent-encoded UTF-8 is 400 `invalid_argument`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("invalid path parameter: {}", e.body_text()),
+                )
+            })
+    }
+}

@@ -55,7 +55,8 @@ pub fn exit_code(e: &ClientError) -> u8 {
         InvalidArgument | InvalidPath | TooLarge | QuotaExceeded => EXIT_INVALID,
         Unavailable | RateLimited => EXIT_UNAVAILABLE,
         Unauthorized | Forbidden => EXIT_DENIED,
-        MethodNotAllowed | Internal => EXIT_FAILURE,
+        // `method_not_allowed`, `internal`, and codes of a newer gateway.
+        _ => EXIT_FAILURE,
     }
 }
 

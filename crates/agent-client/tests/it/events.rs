@@ -85,7 +85,7 @@ async fn a_new_subscription_resumes_after_an_id_and_filters_types() {
     drop(sub);
 
     ws.write("b", "2").await.unwrap();
-    c.lock("t1", "c", Some(30))
+    c.lock("t1", "c", Some(Duration::from_secs(30)))
         .await
         .unwrap()
         .release()

@@ -23,7 +23,10 @@ async fn the_guard_keeps_the_lease_past_its_ttl_and_releases_it() {
     let a = client_as(&gw, "agent-a");
     let b = client_as(&gw, "agent-b");
 
-    let guard = a.lock("t1", "./src/a.py", Some(1)).await.unwrap();
+    let guard = a
+        .lock("t1", "./src/a.py", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     assert_eq!(guard.path(), "src/a.py");
     // Three TTLs later the lease still stands: the guard renewed it.
     tokio::time::sleep(Duration::from_millis(3200)).await;
@@ -51,7 +54,10 @@ async fn a_dropped_guard_releases_its_lease() {
     let a = client_as(&gw, "agent-a");
     let b = client_as(&gw, "agent-b");
     {
-        let _guard = a.lock("t1", "a.py", Some(60)).await.unwrap();
+        let _guard = a
+            .lock("t1", "a.py", Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
         assert_eq!(
             b.claim_file(claim("a.py")).await.unwrap_err().code(),
             ErrorCode::Locked
@@ -84,7 +90,10 @@ async fn a_lost_lease_is_reported_and_its_writes_are_refused() {
     let admin = client_as(&gw, "admin");
     let b = client_as(&gw, "agent-b");
 
-    let mut guard = a.lock("t1", "a.py", Some(1)).await.unwrap();
+    let mut guard = a
+        .lock("t1", "a.py", Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     guard.write("from a").await.unwrap();
     // An admin takes the lease away and b writes under its own, newer lease.
     admin

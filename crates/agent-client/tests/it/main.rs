@@ -5,6 +5,7 @@ mod auth;
 mod client;
 mod events;
 mod lock;
+mod readme;
 mod retry;
 mod tools;
 mod workspace_suite;

@@ -5,12 +5,16 @@ use crate::client_as;
 use mcp_agent_client::AgentTools;
 use mcp_testkit::TestGateway;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test]
 async fn a_write_refused_by_another_agents_lock_is_a_failure() {
     let gw = TestGateway::spawn().await;
     let other = client_as(&gw, "agent-b");
-    let _lease = other.lock("t1", "src/app.py", Some(60)).await.unwrap();
+    let _lease = other
+        .lock("t1", "src/app.py", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
 
     let tools = AgentTools::for_task(client_as(&gw, "agent-a"), "t1");
     let outcome = tools

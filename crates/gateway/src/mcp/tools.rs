@@ -83,8 +83,7 @@ pub async fn call(
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
-    metrics::counter!("mcp_mcp_tool_calls_total", "tool" => tool, "outcome" => outcome)
-        .increment(1);
+    metrics::counter!("mcp_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
     Some(match result {
         Ok(value) => CallToolResult::structured(value),
         Err(e) => CallToolResult::structured_error(error_body(e)),

@@ -4,7 +4,8 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Caller, json_body};
-use axum::extract::{Path, Query, Request, State};
+use crate::extract::{Path, Query};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};

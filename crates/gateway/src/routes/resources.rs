@@ -4,7 +4,8 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
-use axum::extract::{Path, Query, State};
+use crate::extract::{Path, Query};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use mcp_api::requests::{FileReadRequest, ListFilesRequest};

@@ -341,8 +341,8 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
         .await
         .expect("metrics text");
     for series in [
-        r#"mcp_mcp_tool_calls_total{tool="file_write",outcome="ok"}"#,
-        r#"mcp_mcp_tool_calls_total{tool="file_write",outcome="locked"}"#,
+        r#"mcp_tool_calls_total{tool="file_write",outcome="ok"}"#,
+        r#"mcp_tool_calls_total{tool="file_write",outcome="locked"}"#,
     ] {
         assert!(metrics.contains(series), "{series} missing from /metrics");
     }

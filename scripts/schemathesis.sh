@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Schemathesis against the OpenAPI document of a running gateway, in both modes: embedded
+# (SQLite + in-process) and deployed (Postgres + Redis). Every generated case must answer
+# without a 5xx and as the document says (status, content type, headers, body schema).
+#
+# Usage: scripts/schemathesis.sh [embedded|deployed|both]   (default: both)
+#   SCHEMATHESIS_EXAMPLES  cases per operation and generation phase (default 60: a few
+#                          thousand cases per mode over the ~28 operations)
+#   SCHEMATHESIS_VENV      where schemathesis is installed (default target/schemathesis-venv)
+#   MCP_GATEWAY_BIN        a gateway binary to test (default: build target/debug/mcp-gateway)
+#   DATABASE_URL, REDIS_URL  the servers of the deployed mode (a fresh database and key
+#                          prefix are made there and dropped afterwards)
+#
+# Installs schemathesis (pinned) into the venv once, from PyPI. When it cannot be installed
+# (no python3/venv, no network), it says so loudly and exits 0: the rest of the suite still
+# runs, and the skip is visible in the output. Any other failure fails the script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VERSION=4.32.5
+venv="${SCHEMATHESIS_VENV:-target/schemathesis-venv}"
+examples="${SCHEMATHESIS_EXAMPLES:-60}"
+modes="${1:-both}"
+[ "$modes" = both ] && modes="embedded deployed"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+
+skip() {
+  echo "" >&2
+  echo "schemathesis.sh: SKIPPED — $*" >&2
+  echo "schemathesis.sh: the OpenAPI conformance run did NOT happen." >&2
+  exit 0
+}
+
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$VERSION"; then
+  echo "schemathesis.sh: installing schemathesis $VERSION into $venv" >&2
+  command -v python3 >/dev/null || skip "python3 is not installed"
+  python3 -m venv "$venv" >/dev/null 2>&1 || skip "python3 -m venv failed (install python3-venv)"
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$VERSION" >&2 \
+    || skip "pip could not install schemathesis==$VERSION from PyPI"
+fi
+
+if [ -n "${MCP_GATEWAY_BIN:-}" ]; then
+  bin="$MCP_GATEWAY_BIN"
+else
+  cargo build -q -p mcp-gateway --bin mcp-gateway
+  bin="target/debug/mcp-gateway"
+fi
+
+tmp=$(mktemp -d /tmp/mcp-schemathesis.XXXXXX)
+gw_pid=""
+db=""
+prefix=""
+cleanup() {
+  if [ -n "$prefix" ] && command -v redis-cli >/dev/null; then
+    redis-cli -u "$REDIS_URL" --scan --pattern "$prefix*" | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+  fi
+  if [ -n "$gw_pid" ]; then kill "$gw_pid" 2>/dev/null || true; wait "$gw_pid" 2>/dev/null || true; fi
+  if [ -n "$db" ]; then psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts the gateway with the environment given as arguments; waits for /health.
+start() {
+  local port; port=$(free_port)
+  env -u DATABASE_URL -u REDIS_URL MCP_GATEWAY_PORT="$port" RUST_LOG=warn "$@" "$bin" \
+    >"$tmp/gateway.log" 2>&1 &
+  gw_pid=$!
+  base="http://127.0.0.1:$port"
+  for _ in $(seq 300); do
+    curl -fsS "$base/health" >/dev/null 2>&1 && return 0
+    kill -0 "$gw_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$tmp/gateway.log" >&2
+  echo "schemathesis.sh: the gateway did not start" >&2
+  exit 1
+}
+
+stop() {
+  kill "$gw_pid" 2>/dev/null || true
+  wait "$gw_pid" 2>/dev/null || true
+  gw_pid=""
+}
+
+run() {
+  local mode=$1
+  echo "schemathesis.sh: $mode gateway at $base, $examples cases per operation and phase" >&2
+  # Two tasks exist, so generated ids sometimes name one and the happy paths run too.
+  for t in a b; do
+    curl -fsS -X POST "$base/admin/tasks" -H 'content-type: application/json' \
+      -d "{\"id\":\"$t\",\"title\":\"schemathesis\"}" >/dev/null
+  done
+  # The live streams never end by themselves: their tests are in tests/it/live.rs.
+  "$venv/bin/st" run "$base/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --exclude-path '/tasks/{task_id}/events' --exclude-path /ws \
+    --phases examples,coverage,fuzzing \
+    --max-examples "$examples" --seed 1 --workers 1 --generation-database none --request-timeout 10 \
+    --suppress-health-check all --no-color \
+    --report junit --report-junit-path "$tmp/$mode.xml" \
+    || { echo "schemathesis.sh: $mode: FAILED (gateway log below)" >&2; tail -50 "$tmp/gateway.log" >&2; exit 1; }
+}
+
+for mode in $modes; do
+  case "$mode" in
+    embedded)
+      mkdir -p "$tmp/data"
+      start DATA_DIR="$tmp/data"
+      run embedded
+      stop
+      ;;
+    deployed)
+      db="schemathesis_$$"
+      prefix="schemathesis:$$:"
+      psql "$DATABASE_URL" -qc "CREATE DATABASE \"$db\"" >/dev/null
+      start DATABASE_URL="${DATABASE_URL%/*}/$db" REDIS_URL="$REDIS_URL" REDIS_KEY_PREFIX="$prefix"
+      run deployed
+      stop
+      ;;
+    *) echo "schemathesis.sh: unknown mode $mode (embedded|deployed|both)" >&2; exit 2 ;;
+  esac
+done
+echo "schemathesis.sh: OK ($modes)" >&2
