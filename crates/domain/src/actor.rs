@@ -24,6 +24,10 @@ pub struct Actor {
     pub tasks: Option<Vec<String>>,
     /// Correlates the audit record with the request's logs.
     pub request_id: Option<String>,
+    /// The caller named nobody (authentication off, no `agent_id`): it acts as its task (or
+    /// `anonymous`), a name any other such caller shares, so it cannot prove it holds a
+    /// lease and its claims are never re-entrant.
+    pub anonymous: bool,
 }
 
 impl Actor {
@@ -34,6 +38,16 @@ impl Actor {
             role: Role::Admin,
             tasks: None,
             request_id: None,
+            anonymous: false,
+        }
+    }
+
+    /// A trusted actor that named no identity (authentication off, no `agent_id`), acting as
+    /// `agent` (its task id).
+    pub fn anonymous(agent: AgentId) -> Actor {
+        Actor {
+            anonymous: true,
+            ..Actor::trusted(agent)
         }
     }
 

@@ -129,12 +129,11 @@ impl Caller {
     /// or a task outside the scope, is 403 `forbidden`.
     pub fn actor(&self, task_id: Option<&str>, agent_id: Option<&str>) -> Result<Actor, ApiError> {
         let Some(id) = &self.identity else {
-            let agent = match (agent_id, task_id) {
-                (Some(a), _) => AgentId::parse(a)?,
-                (None, Some(t)) => AgentId::for_task(&TaskId::parse(t)?),
-                (None, None) => AgentId::parse("anonymous")?,
+            let mut actor = match (agent_id, task_id) {
+                (Some(a), _) => Actor::trusted(AgentId::parse(a)?),
+                (None, Some(t)) => Actor::anonymous(AgentId::for_task(&TaskId::parse(t)?)),
+                (None, None) => Actor::anonymous(AgentId::parse("anonymous")?),
             };
-            let mut actor = Actor::trusted(agent);
             actor.request_id = self.request_id.clone();
             return Ok(actor);
         };
@@ -149,6 +148,7 @@ impl Caller {
             role: id.role,
             tasks: id.tasks.clone(),
             request_id: self.request_id.clone(),
+            anonymous: false,
         };
         if let Some(t) = task_id {
             actor.ensure_task(&TaskId::parse(t)?)?;

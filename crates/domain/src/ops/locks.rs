@@ -1,7 +1,7 @@
 //! `claim_file`, `renew_file`, `release_file`: leases with fencing tokens.
 //!
 //! The lease lives in Redis (one script decides: free -> granted, same owner -> re-entrant,
-//! other owner -> `locked`). A new grant takes a fencing token from the Postgres sequence,
+//! other owner -> `locked`; a caller without an identity never re-enters). A new grant takes a fencing token from the Postgres sequence,
 //! so tokens stay monotonic across Redis restarts and gateway instances.
 
 use super::Service;
@@ -61,13 +61,19 @@ impl Service {
         let path = FilePath::parse(&req.path)?;
         let (ttl, timeout_sec) = self.lease_ttl(req.timeout_sec)?;
         let owner = actor.agent.as_str();
-        let mut outcome = self.hot.claim(&task, &path, owner, ttl, None).await?;
+        // A caller without an identity (the task id acts) never re-enters: two anonymous
+        // agents of one task must exclude each other, as the original's SETNX made them.
+        let reentrant = !actor.anonymous;
+        let mut outcome = self
+            .hot
+            .claim(&task, &path, owner, ttl, None, reentrant)
+            .await?;
         if let ClaimOutcome::NeedFence = outcome {
             let fence = self.durable.next_fence().await?;
             let token = uuid::Uuid::new_v4().to_string();
             outcome = self
                 .hot
-                .claim(&task, &path, owner, ttl, Some((fence, &token)))
+                .claim(&task, &path, owner, ttl, Some((fence, &token)), reentrant)
                 .await?;
         }
         let (lease, kind) = match outcome {

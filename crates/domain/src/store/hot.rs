@@ -8,8 +8,9 @@
 //! * each method is atomic: no other call observes half of it (Redis: one Lua script or
 //!   MULTI; in-process: one critical section);
 //! * a hot copy (file or task row) never moves backwards in version / `updated_at`;
-//! * a lease is re-entrant for its owner, refused to others while it lives, and released or
-//!   renewed only by its owner (or by force); it expires on its own;
+//! * a lease is re-entrant for its owner (unless the claim says it is not: an anonymous
+//!   caller's), refused to others while it lives, and released or renewed only by its owner
+//!   (or by force); it expires on its own;
 //! * stream ids are `<ms>-<seq>` and strictly increase per stream; capped streams keep at
 //!   least their cap of newest entries;
 //! * every emitted event is appended to the task's event stream and published, with the
@@ -216,8 +217,9 @@ pub trait HotOps: Send + Sync + 'static {
     ) -> Result<Option<Lease>>;
 
     /// Claims a lease for `ttl`: free and with a fence → granted; held by `owner` →
-    /// re-entrant (TTL refreshed, same fence and token); held by another → refused; free
-    /// without a fence → `NeedFence`, nothing changed.
+    /// re-entrant (TTL refreshed, same fence and token) when `reentrant`, else refused like
+    /// another owner (a caller without an identity cannot prove it is the holder); held by
+    /// another → refused; free without a fence → `NeedFence`, nothing changed.
     async fn claim(
         &self,
         task: &TaskId,
@@ -225,6 +227,7 @@ pub trait HotOps: Send + Sync + 'static {
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
+        reentrant: bool,
     ) -> Result<ClaimOutcome>;
 
     /// Renews the owner's lease. `Err(holder)` when the caller does not hold it.

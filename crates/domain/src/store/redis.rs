@@ -329,6 +329,7 @@ impl HotOps for RedisStore {
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
+        reentrant: bool,
     ) -> Result<ClaimOutcome> {
         let mut c = self.conn.clone();
         let (fence_arg, token_arg) = match fence {
@@ -341,6 +342,7 @@ impl HotOps for RedisStore {
             .arg(ttl.as_millis() as u64)
             .arg(fence_arg)
             .arg(token_arg)
+            .arg(if reentrant { "1" } else { "0" })
             .invoke_async(&mut c)
             .await?;
         let lease = |r: &[String]| Lease {

@@ -11,6 +11,7 @@ crate::in_both_modes!(
     locks_are_per_task_and_the_original_clients_lock_as_their_task,
     forged_fences_are_refused_and_never_lock_holders_out,
     a_pausing_holder_cannot_overwrite_a_newer_holders_work,
+    two_anonymous_agents_of_one_task_exclude_each_other,
 );
 
 fn req(agent: &str, path: &str, extra: Value) -> Value {
@@ -354,6 +355,45 @@ async fn a_pausing_holder_cannot_overwrite_a_newer_holders_work(gw: TestGateway)
         .await);
 }
 
+async fn two_anonymous_agents_of_one_task_exclude_each_other(gw: TestGateway) {
+    // The seed's flow: the Coder and the QA of task t send only task_id (no token, no
+    // agent_id), so both act as the task. The Coder's lease must still lock the QA out.
+    let coder = ok(gw
+        .tool("claim_file", json!({"task_id": "t", "path": "src/app.py"}))
+        .await);
+    assert_eq!(coder["owner"], "t");
+    let qa = gw
+        .tool(
+            "claim_file",
+            json!({"task_id": "t", "path": "./src/app.py"}),
+        )
+        .await;
+    assert_error(&qa, 409, "locked");
+    assert_eq!(qa.1["holder"], "t");
+    // Renew and release stay possible (the name is all an anonymous caller has).
+    let renewed = ok(gw
+        .tool(
+            "renew_file",
+            json!({"task_id": "t", "path": "src/app.py", "timeout_sec": 30}),
+        )
+        .await);
+    assert_eq!(renewed["fence"], coder["fence"]);
+    ok(gw
+        .tool(
+            "release_file",
+            json!({"task_id": "t", "path": "src/app.py"}),
+        )
+        .await);
+    let qa = ok(gw
+        .tool("claim_file", json!({"task_id": "t", "path": "src/app.py"}))
+        .await);
+    assert!(qa["fence"].as_i64() > coder["fence"].as_i64());
+    // Identified agents keep re-entrant leases.
+    let first = ok(gw.tool("claim_file", req("coder", "b.py", json!({}))).await);
+    let again = ok(gw.tool("claim_file", req("coder", "b.py", json!({}))).await);
+    assert_eq!(again["fence"], first["fence"]);
+}
+
 async fn fences_increase_across_paths_and_tasks(gw: TestGateway) {
     let mut last = 0;
     for (i, path) in ["a", "b", "c", "d"].iter().enumerate() {
@@ -376,9 +416,13 @@ async fn locks_are_per_task_and_the_original_clients_lock_as_their_task(gw: Test
         .tool("claim_file", json!({"task_id": "t", "path": "a"}))
         .await);
     assert_eq!(l["owner"], "t");
-    ok(gw
-        .tool("claim_file", json!({"task_id": "t", "path": "a"}))
-        .await);
+    // Not re-entrant: another anonymous agent of the task would share the name.
+    assert_error(
+        &gw.tool("claim_file", json!({"task_id": "t", "path": "a"}))
+            .await,
+        409,
+        "locked",
+    );
     ok(gw
         .tool("claim_file", json!({"task_id": "other", "path": "a"}))
         .await);

@@ -14,6 +14,7 @@ crate::per_backend!(hot; [redis, memory];
     hot_copies_never_move_backwards,
     writers_drop_the_hot_copy_unless_another_holds_the_lease,
     leases_are_reentrant_exclusive_and_expire,
+    an_unidentified_claim_never_reenters,
     events_are_appended_published_and_replayed,
     steps_page_newest_first_and_reach_the_outbox,
     streams_keep_at_least_their_cap,
@@ -111,7 +112,9 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
     );
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &p, "a1", ttl, Some((7, "tok"))).await.unwrap(),
+        s.claim(&t, &p, "a1", ttl, Some((7, "tok")), true)
+            .await
+            .unwrap(),
         ClaimOutcome::Granted(_)
     ));
     s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
@@ -135,10 +138,14 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &p, "a1", ttl, None).await.unwrap(),
+        s.claim(&t, &p, "a1", ttl, None, true).await.unwrap(),
         ClaimOutcome::NeedFence
     ));
-    let granted = match s.claim(&t, &p, "a1", ttl, Some((5, "tok5"))).await.unwrap() {
+    let granted = match s
+        .claim(&t, &p, "a1", ttl, Some((5, "tok5")), true)
+        .await
+        .unwrap()
+    {
         ClaimOutcome::Granted(l) => l,
         other => panic!("{other:?}"),
     };
@@ -152,14 +159,18 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     );
     let expected = Utc::now() + TimeDelta::seconds(30);
     assert!((granted.expires_at - expected).num_seconds().abs() <= 2);
-    match s.claim(&t, &p, "a1", ttl * 2, None).await.unwrap() {
+    match s.claim(&t, &p, "a1", ttl * 2, None, true).await.unwrap() {
         ClaimOutcome::Reentrant(l) => {
             assert_eq!((l.fence, l.token.as_str()), (5, "tok5"));
             assert!(l.expires_at > granted.expires_at);
         }
         other => panic!("{other:?}"),
     }
-    match s.claim(&t, &p, "a2", ttl, Some((6, "tok6"))).await.unwrap() {
+    match s
+        .claim(&t, &p, "a2", ttl, Some((6, "tok6")), true)
+        .await
+        .unwrap()
+    {
         ClaimOutcome::HeldByOther { owner, expires_at } => {
             assert_eq!(owner, "a1");
             assert!(expires_at > Utc::now());
@@ -183,33 +194,79 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     assert_eq!(s.release(&t, &p, "a1", false).await.unwrap(), Err(None));
     assert_eq!(s.renew(&t, &p, "a1", ttl).await.unwrap(), Err(None));
     // Force release by anyone.
-    s.claim(&t, &p, "a1", ttl, Some((8, "t8"))).await.unwrap();
+    s.claim(&t, &p, "a1", ttl, Some((8, "t8")), true)
+        .await
+        .unwrap();
     assert_eq!(
         s.release(&t, &p, "admin", true).await.unwrap(),
         Ok(("a1".to_owned(), 8))
     );
     // Expiry frees the path.
-    s.claim(&t, &p, "a1", Duration::from_millis(200), Some((9, "t9")))
-        .await
-        .unwrap();
+    s.claim(
+        &t,
+        &p,
+        "a1",
+        Duration::from_millis(200),
+        Some((9, "t9")),
+        true,
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     assert!(matches!(
-        s.claim(&t, &p, "a2", ttl, None).await.unwrap(),
+        s.claim(&t, &p, "a2", ttl, None, true).await.unwrap(),
         ClaimOutcome::NeedFence
     ));
     // Paths and tasks are independent leases.
     assert!(matches!(
-        s.claim(&t, &path("b"), "a3", ttl, Some((10, "t10")))
+        s.claim(&t, &path("b"), "a3", ttl, Some((10, "t10")), true)
             .await
             .unwrap(),
         ClaimOutcome::Granted(_)
     ));
     assert!(matches!(
-        s.claim(&task("u"), &path("b"), "a4", ttl, Some((11, "t11")))
+        s.claim(&task("u"), &path("b"), "a4", ttl, Some((11, "t11")), true)
             .await
             .unwrap(),
         ClaimOutcome::Granted(_)
+    ));
+}
+
+/// Issue #14 item 16: a claim that says it may not re-enter (a caller without an identity)
+/// is refused while the same owner name holds the lease; renew and release stay possible, and
+/// a re-entrant claim of the same owner still re-enters.
+async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), path("a"));
+    let ttl = Duration::from_secs(30);
+    let granted = match s
+        .claim(&t, &p, "t", ttl, Some((3, "tok3")), false)
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Granted(l) => l,
+        other => panic!("{other:?}"),
+    };
+    match s.claim(&t, &p, "t", ttl, None, false).await.unwrap() {
+        ClaimOutcome::HeldByOther { owner, expires_at } => {
+            assert_eq!((owner.as_str(), expires_at), ("t", granted.expires_at));
+        }
+        other => panic!("{other:?}"),
+    }
+    let renewed = s.renew(&t, &p, "t", ttl).await.unwrap().unwrap();
+    assert_eq!(renewed.fence, 3);
+    assert!(matches!(
+        s.claim(&t, &p, "t", ttl, None, true).await.unwrap(),
+        ClaimOutcome::Reentrant(_)
+    ));
+    assert_eq!(
+        s.release(&t, &p, "t", false).await.unwrap(),
+        Ok(("t".to_owned(), 3))
+    );
+    assert!(matches!(
+        s.claim(&t, &p, "t", ttl, None, false).await.unwrap(),
+        ClaimOutcome::NeedFence
     ));
 }
 

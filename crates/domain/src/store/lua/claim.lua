@@ -1,14 +1,16 @@
 -- Claim a lease. KEYS[1] lock hash. ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] fence ('' when the
--- caller has none yet), ARGV[4] lease token.
+-- caller has none yet), ARGV[4] lease token, ARGV[5] '1' when a claim by the same owner may
+-- re-enter ('0' for a caller without an identity, which cannot prove it is the holder).
 -- Free -> granted (needs a fence: without one, answers need_fence and changes nothing);
--- held by the same owner -> re-entrant: TTL refreshed, same fence and token;
--- held by another -> refused with the holder and its expiry.
+-- held by the same owner and re-entrant -> TTL refreshed, same fence and token;
+-- held by another (or by the same owner, not re-entrant) -> refused with the holder and its
+-- expiry.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local exp = now + tonumber(ARGV[2])
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner then
-  if owner == ARGV[1] then
+  if owner == ARGV[1] and ARGV[5] == '1' then
     redis.call('HSET', KEYS[1], 'expires_at', exp)
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     local f = redis.call('HMGET', KEYS[1], 'fence', 'token')

@@ -236,8 +236,9 @@ impl HotOps for MemoryStore {
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
+        reentrant: bool,
     ) -> Result<ClaimOutcome> {
-        Ok(self.with(|s, now| s.claim(task, path, owner, ttl, fence, now)))
+        Ok(self.with(|s, now| s.claim(task, path, owner, ttl, fence, reentrant, now)))
     }
 
     async fn renew(

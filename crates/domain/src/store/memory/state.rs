@@ -562,6 +562,7 @@ impl State {
     }
 
     /// `claim.lua`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn claim(
         &mut self,
         task: &TaskId,
@@ -569,6 +570,7 @@ impl State {
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
+        reentrant: bool,
         now: &Now,
     ) -> ClaimOutcome {
         let key = self.keys.lock(task, path);
@@ -578,7 +580,7 @@ impl State {
             .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
         let until = deadline(now.at, Duration::from_millis(ttl_ms));
         if let Some(l) = self.leases.get_mut(&key, now.at) {
-            if l.owner != owner {
+            if l.owner != owner || !reentrant {
                 return ClaimOutcome::HeldByOther {
                     owner: l.owner.clone(),
                     expires_at: ms_to_time(l.expires_at),

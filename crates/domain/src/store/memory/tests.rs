@@ -162,17 +162,17 @@ fn leases_live_for_their_ttl() {
     let (t, p) = (task("t1"), path("a.txt"));
     let ttl = Duration::from_millis(60);
     let t0 = Now::get();
-    let granted = s.claim(&t, &p, "a1", ttl, Some((1, "tok")), &t0);
+    let granted = s.claim(&t, &p, "a1", ttl, Some((1, "tok")), true, &t0);
     assert!(
         matches!(granted, ClaimOutcome::Granted(ref l) if l.expires_at == ms_to_time(t0.ms + 60))
     );
-    let held = s.claim(&t, &p, "a2", ttl, Some((2, "x")), &after_ms(&t0, 59));
+    let held = s.claim(&t, &p, "a2", ttl, Some((2, "x")), true, &after_ms(&t0, 59));
     assert!(matches!(held, ClaimOutcome::HeldByOther { ref owner, .. } if owner == "a1"));
     // Renewed at 40 ms: lives until 100.
     let renewed = s.renew(&t, &p, "a1", ttl, &after_ms(&t0, 40)).unwrap();
     assert_eq!((renewed.fence, renewed.token.as_str()), (1, "tok"));
     // Claimed again at 80 ms: re-entrant, same fence and token, lives until 140.
-    let again = s.claim(&t, &p, "a1", ttl, None, &after_ms(&t0, 80));
+    let again = s.claim(&t, &p, "a1", ttl, None, true, &after_ms(&t0, 80));
     assert!(matches!(again, ClaimOutcome::Reentrant(ref l) if l.fence == 1 && l.token == "tok"));
     let live = s
         .lease_for_write(&t, &p, "a1", &after_ms(&t0, 139))
@@ -185,11 +185,11 @@ fn leases_live_for_their_ttl() {
     let late = after_ms(&t0, 140);
     assert_eq!(s.renew(&t, &p, "a1", ttl, &late), Err(None));
     assert_eq!(s.release(&t, &p, "a1", true, &late), Err(None));
-    let again = s.claim(&t, &p, "a2", ttl, Some((2, "x")), &late);
+    let again = s.claim(&t, &p, "a2", ttl, Some((2, "x")), true, &late);
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
     // A zero TTL grants a lease that is gone at once, as PEXPIRE 0 deletes the key.
     let q = path("b.txt");
-    let zero = s.claim(&t, &q, "a1", Duration::ZERO, Some((3, "z")), &late);
+    let zero = s.claim(&t, &q, "a1", Duration::ZERO, Some((3, "z")), true, &late);
     assert!(matches!(zero, ClaimOutcome::Granted(_)));
     assert_eq!(s.release(&t, &q, "a1", false, &late), Err(None));
 }
@@ -200,7 +200,7 @@ async fn leases_expire_on_the_clock() {
     let (t, p) = (task("t1"), path("a.txt"));
     let ttl = Duration::from_millis(50);
     let granted = store
-        .claim(&t, &p, "a1", ttl, Some((1, "tok")))
+        .claim(&t, &p, "a1", ttl, Some((1, "tok")), true)
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(_)));
@@ -208,7 +208,7 @@ async fn leases_expire_on_the_clock() {
     assert_eq!(store.renew(&t, &p, "a1", ttl).await.unwrap(), Err(None));
     assert!(store.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     let again = store
-        .claim(&t, &p, "a2", ttl, Some((2, "x")))
+        .claim(&t, &p, "a2", ttl, Some((2, "x")), true)
         .await
         .unwrap();
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
@@ -308,6 +308,7 @@ fn sweeping_removes_expired_entries() {
         "a1",
         Duration::from_millis(50),
         Some((1, "x")),
+        true,
         &now,
     );
     s.cache_file(&t, &p, &file(1, 1), &now);
@@ -349,7 +350,15 @@ fn calls_sweep_at_most_once_a_second() {
     let store = MemoryStore::new();
     let (t, p) = (task("t1"), path("a.txt"));
     store.with(|s, now| {
-        s.claim(&t, &p, "a1", Duration::from_millis(50), Some((1, "x")), now);
+        s.claim(
+            &t,
+            &p,
+            "a1",
+            Duration::from_millis(50),
+            Some((1, "x")),
+            true,
+            now,
+        );
         s.rate_hit("a1", Duration::from_millis(50), now);
         s.rate_hit("a2", Duration::from_secs(60), now);
     });
