@@ -12,11 +12,13 @@
 //! * [`live`] — live event streams (SSE, WebSocket) and their fan-out [`live::Hub`].
 //! * [`ui`] — the web console at `/ui/` (assets compiled into the binary).
 //! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
+//! * [`data_lock`] — the embedded data directory's lock: one process per SQLite file.
 //! * this file — start-up (the stores `DATABASE_URL`/`REDIS_URL` name, or the embedded ones;
 //!   migrations), [`serve`] with graceful shutdown.
 
 pub mod auth;
 pub mod config;
+pub mod data_lock;
 pub mod error;
 pub mod extract;
 pub mod live;
@@ -201,8 +203,8 @@ fn announce_stores(cfg: &GatewayConfig, service: &Service) {
             hot,
             sqlite_file = %file,
             "embedded mode: SINGLE INSTANCE ONLY. State lives in this process and its local \
-             file; do not start a second gateway on it. Set DATABASE_URL and REDIS_URL to run \
-             several gateways."
+             file, whose directory this process has locked (a second gateway on it exits). Set \
+             DATABASE_URL and REDIS_URL to run several gateways."
         );
     }
 }
@@ -273,6 +275,8 @@ pub async fn serve_on(
 /// Start-up and run: backends, migrations, listener; returns after a graceful shutdown.
 pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_exposure(&cfg)?;
+    // Held until serve returns (the process's end releases it too).
+    let _data_lock = data_lock::lock_data_dir(&cfg)?;
     let service = connect(&cfg).await?;
     announce_stores(&cfg, &service);
     let addr = cfg.listen_addr();

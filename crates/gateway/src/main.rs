@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
     mcp_gateway::init_tracing(&cli.config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
+            let _data_lock = mcp_gateway::data_lock::lock_data_dir(&cli.config)?;
             mcp_gateway::connect_durable(&cli.config).await?;
             tracing::info!("migrations applied");
             Ok(())

@@ -280,3 +280,73 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
     assert_eq!(steps[2]["step"]["i"], 2);
     gw.stop();
 }
+
+/// Issue #14 item 15: a second embedded gateway on the same data directory would grant the
+/// same leases as the first (each process has its own in-process hot layer). It exits at once,
+/// non-zero, naming the holder's pid; the first keeps serving.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_directory_exits_naming_the_first() {
+    let data = TestDir::new();
+    let first = Embedded::start(&data).await;
+    first
+        .tool(
+            "claim_file",
+            json!({"task_id": "t", "path": "a", "agent_id": "coder"}),
+        )
+        .await;
+    let started = Instant::now();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATA_DIR", &data.path)
+        .env("MCP_GATEWAY_PORT", free_port().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the gateway binary starts");
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            panic!("the second gateway on the same data directory kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = second.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "exit status {status}; output:\n{said}");
+    let pid = format!("pid {}", first.child.id());
+    assert!(
+        said.contains(&pid) && said.contains(&data.path.display().to_string()),
+        "the message names the data directory and the holder's {pid}:\n{said}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exited after {:?}",
+        started.elapsed()
+    );
+    // The first keeps serving, and its lease is still its own.
+    let (status, health) = first.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/tools/claim_file", first.base))
+        .json(&json!({"task_id": "t", "path": "a", "agent_id": "qa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        409,
+        "the first gateway still holds coder's lease"
+    );
+    first.stop();
+    // Once the first is gone, the directory is free again.
+    let again = Embedded::start(&data).await;
+    again.stop();
+}
