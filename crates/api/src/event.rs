@@ -122,7 +122,19 @@ impl StreamId {
     /// Before every event: resuming from it replays the whole (capped) stream.
     pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
 
-    /// Parses `"<ms>-<seq>"`, or `"0"` for [`StreamId::ZERO`].
+    /// The largest part a client may send: the durable step log keeps both parts of an id
+    /// as signed 64-bit integers, so no id above this was ever stored.
+    pub const MAX_PART: u64 = i64::MAX as u64;
+
+    /// How far past the gateway's clock a resume point may lie. Ids are the milliseconds of
+    /// the store's clock when the entry was added (a clock that went back keeps the last
+    /// millisecond), so an id a day ahead was never issued: a watcher there would wait,
+    /// silently, for events that all sort before it.
+    pub const RESUME_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+    /// Parses `"<ms>-<seq>"`, or `"0"` for [`StreamId::ZERO`]. Lenient about the range: for
+    /// ids read back from a store. Ids from clients go through [`StreamId::parse_client`]
+    /// (or its two uses below) instead.
     pub fn parse(s: &str) -> Option<StreamId> {
         if s == "0" {
             return Some(StreamId::ZERO);
@@ -136,6 +148,57 @@ impl StreamId {
             ms: ms.parse().ok()?,
             seq: seq.parse().ok()?,
         })
+    }
+}
+
+impl StreamId {
+    /// An id sent by a client (THE rule of every door: REST paging, SSE `since` and
+    /// `Last-Event-ID`, WebSocket `since`): `"0"` or `"<ms>-<seq>"` in plain digits, each
+    /// part at most [`StreamId::MAX_PART`]. The error is the `invalid_argument` detail.
+    pub fn parse_client(s: &str) -> Result<StreamId, &'static str> {
+        const MALFORMED: &str = "a stream id looks like 1700000000000-0 (or 0)";
+        // 19 digits each way is i64::MAX's length; anything longer is out of range anyway.
+        if s.len() > 64 {
+            return Err("the stream id is out of range");
+        }
+        if s == "0" {
+            return Ok(StreamId::ZERO);
+        }
+        let (ms, seq) = s.split_once('-').ok_or(MALFORMED)?;
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return Err(MALFORMED);
+        }
+        let part = |p: &str| {
+            p.parse::<u64>()
+                .ok()
+                .filter(|v| *v <= StreamId::MAX_PART)
+                .ok_or("the stream id is out of range (each part at most 9223372036854775807)")
+        };
+        Ok(StreamId {
+            ms: part(ms)?,
+            seq: part(seq)?,
+        })
+    }
+
+    /// A resume point (`since`, `Last-Event-ID`): an exclusive lower bound, so `0`/`0-0`
+    /// means the whole stream. Also refused: a point more than [`StreamId::RESUME_AHEAD_MS`]
+    /// past `now_ms` (the gateway's clock), which no stream has reached.
+    pub fn parse_resume_point(s: &str, now_ms: u64) -> Result<StreamId, &'static str> {
+        let id = StreamId::parse_client(s)?;
+        if id.ms > now_ms.saturating_add(StreamId::RESUME_AHEAD_MS) {
+            return Err("the resume point lies in the future: no stream has reached it");
+        }
+        Ok(id)
+    }
+
+    /// A page bound (`before`): an exclusive upper bound, so it must leave room below it —
+    /// nothing is older than `0-0`.
+    pub fn parse_page_bound(s: &str) -> Result<StreamId, &'static str> {
+        match StreamId::parse_client(s)? {
+            StreamId::ZERO => Err("nothing is older than 0-0: before must be a step id"),
+            id => Ok(id),
+        }
     }
 }
 
@@ -159,6 +222,47 @@ mod tests {
         for bad in ["", "-", "1-", "-1", "a-1", "1-2-3", "1", "+1-0", " 1-0"] {
             assert_eq!(StreamId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn client_ids_are_checked_for_syntax_and_range() {
+        let max = "9223372036854775807-9223372036854775807";
+        assert_eq!(
+            StreamId::parse_client(max),
+            Ok(StreamId {
+                ms: StreamId::MAX_PART,
+                seq: StreamId::MAX_PART
+            })
+        );
+        assert_eq!(StreamId::parse_client("0-0"), Ok(StreamId::ZERO));
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "+1-0",
+            "1-+0",
+            " 1-0",
+            "1",
+            "1-2-3",
+            "9223372036854775808-0",
+            "0-9223372036854775808",
+            "18446744073709551615-18446744073709551615",
+            "99999999999999999999999-0",
+        ] {
+            assert!(StreamId::parse_client(bad).is_err(), "{bad:?}");
+        }
+        let now = 1_700_000_000_000;
+        assert!(StreamId::parse_resume_point("0", now).is_ok());
+        assert!(StreamId::parse_resume_point("1700000000000-5", now).is_ok());
+        let ahead = now + StreamId::RESUME_AHEAD_MS;
+        assert!(StreamId::parse_resume_point(&format!("{ahead}-0"), now).is_ok());
+        assert!(StreamId::parse_resume_point(&format!("{}-0", ahead + 1), now).is_err());
+        assert!(StreamId::parse_page_bound("0").is_err());
+        assert!(StreamId::parse_page_bound("0-0").is_err());
+        assert_eq!(
+            StreamId::parse_page_bound("0-1"),
+            Ok(StreamId { ms: 0, seq: 1 })
+        );
     }
 
     #[test]

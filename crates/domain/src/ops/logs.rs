@@ -11,9 +11,9 @@ use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::store::hot::Emit;
 use chrono::{SecondsFormat, Utc};
-use mcp_api::EventType;
 use mcp_api::requests::{LogStepRequest, SubscribeLogsRequest};
 use mcp_api::responses::{LogStepResponse, LoggedStep, SubscribeLogsResponse, TaskLogs};
+use mcp_api::{EventType, StreamId};
 use serde_json::{Value, json};
 
 /// Most steps one page returns.
@@ -140,15 +140,19 @@ impl Service {
                 "limit must be between 1 and {MAX_LOG_PAGE}"
             )));
         }
-        let before_num = match before {
-            Some(b) => Some(parse_stream_id(b).ok_or_else(|| {
-                DomainError::InvalidArgument("before must be a step id like 1700000000000-0".into())
-            })?),
-            None => None,
-        };
+        // THE client stream-id rule (mcp_api): the stores only ever see a canonical id that
+        // leaves room below it and fits the durable step log.
+        let before = before
+            .map(|b| {
+                StreamId::parse_page_bound(b)
+                    .map_err(|why| DomainError::InvalidArgument(format!("before: {why}")))
+            })
+            .transpose()?;
+        let before_num = before.map(|b| (b.ms as i64, b.seq as i64));
+        let before = before.map(|b| b.to_string());
         let mut steps: Vec<LoggedStep> = self
             .hot
-            .steps_before(&task, before, limit)
+            .steps_before(&task, before.as_deref(), limit)
             .await?
             .into_iter()
             .map(|(id, s)| LoggedStep {

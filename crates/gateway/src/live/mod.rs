@@ -44,16 +44,23 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A resume point from `Last-Event-ID` / `since`: a stream id, or `0` for the whole stream;
-/// absent: from now on.
+/// absent: from now on. Checked by THE client stream-id rule (`StreamId::parse_resume_point`):
+/// a point past the end of every stream would otherwise end each attempt with a `cutoff`
+/// naming the same point, or wait silently forever.
 pub fn parse_since(since: Option<&str>) -> Result<StartAt, ApiError> {
     match since.map(str::trim) {
         None | Some("") => Ok(StartAt::Now),
-        Some(s) => StreamId::parse(s).map(StartAt::After).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidArgument,
-                "since / Last-Event-ID must be an event id like 1700000000000-0 (or 0)",
-            )
-        }),
+        Some(s) => {
+            let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+            StreamId::parse_resume_point(s, now_ms)
+                .map(StartAt::After)
+                .map_err(|why| {
+                    ApiError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("since / Last-Event-ID: {why}"),
+                    )
+                })
+        }
     }
 }
 
@@ -96,6 +103,7 @@ mod tests {
             StartAt::After(StreamId::ZERO)
         );
         assert!(parse_since(Some("abc")).is_err());
+        assert!(parse_since(Some("18446744073709551615-18446744073709551615")).is_err());
         assert_eq!(parse_types(["", " "]).unwrap(), None);
         assert_eq!(
             parse_types(["step_logged", "file_written"])

@@ -18,6 +18,7 @@ mod outage;
 mod security;
 mod security_doors;
 mod state;
+mod stream_ids;
 
 use serde_json::Value;
 
