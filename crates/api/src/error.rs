@@ -51,6 +51,9 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// Too many requests from this agent; retry after `Retry-After` seconds.
     RateLimited,
+    /// The request body stopped arriving before it was complete (the client's connection,
+    /// not a backend).
+    RequestTimeout,
     /// A backend (Redis or Postgres) is unreachable; retry after `Retry-After` seconds.
     Unavailable,
     /// A bug or an unexpected backend answer. The body never carries internals.
@@ -64,7 +67,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for tests and documentation.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidPath,
         ErrorCode::Unauthorized,
@@ -85,6 +88,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::QuotaExceeded,
         ErrorCode::RateLimited,
+        ErrorCode::RequestTimeout,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -98,6 +102,7 @@ impl ErrorCode {
             Forbidden => 403,
             TaskNotFound | FileNotFound | AgentNotFound | NotFound => 404,
             MethodNotAllowed => 405,
+            RequestTimeout => 408,
             VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
             | EditAmbiguous | AlreadyExists => 409,
             TooLarge | QuotaExceeded => 413,
@@ -131,6 +136,7 @@ impl ErrorCode {
             TooLarge => "too_large",
             QuotaExceeded => "quota_exceeded",
             RateLimited => "rate_limited",
+            RequestTimeout => "request_timeout",
             Unavailable => "unavailable",
             Internal => "internal",
             Unknown => "unknown",

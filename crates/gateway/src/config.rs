@@ -115,6 +115,10 @@ pub struct GatewayConfig {
     /// Upper bound of one request (past it: 503 with Retry-After), in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
+    /// Longest wait for the next byte of a request body, in seconds; past it the request
+    /// is answered 408 `request_timeout` (the client stalled, not a backend).
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 5)]
+    pub body_read_timeout_secs: u64,
     /// How long start-up waits for the backends before giving up, in seconds.
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub startup_timeout_secs: u64,

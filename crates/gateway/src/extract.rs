@@ -17,6 +17,7 @@
 
 use crate::AppState;
 use crate::auth::Identity;
+use crate::edge::body::BodyProgress;
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -207,15 +208,20 @@ pub struct ToolCall<T> {
     pub body: T,
 }
 
-/// Parses a JSON body: 413 `too_large` past the body limit, 400 `invalid_argument` when it is
-/// not the expected JSON (the message names the field, never internals).
+/// Parses a JSON body: 413 `too_large` past the body limit, 408 `request_timeout` when the
+/// body stopped arriving (`edge::body`), 400 `invalid_argument` when it cannot be read (a
+/// malformed chunk) or is not the expected JSON (the message names the field, never
+/// internals).
 pub async fn json_body<T: DeserializeOwned, S: Send + Sync>(
     req: Request,
     state: &S,
 ) -> Result<T, ApiError> {
+    let progress = req.extensions().get::<BodyProgress>().cloned();
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::TooLarge, "request body is over the size limit")
+        } else if progress.as_ref().is_some_and(BodyProgress::timed_out) {
+            crate::edge::body::request_timeout()
         } else {
             ApiError::new(
                 ErrorCode::InvalidArgument,

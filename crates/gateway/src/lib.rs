@@ -11,6 +11,8 @@
 //!   and resources, with resource subscriptions.
 //! * [`live`] — live event streams (SSE, WebSocket) and their fan-out [`live::Hub`].
 //! * [`ui`] — the web console at `/ui/` (assets compiled into the binary).
+//! * [`edge`] — what is refused or bounded before a route: request bodies that are too
+//!   large, stall or are malformed (4xx, never 503).
 //! * [`error`] — [`ApiError`]: status and `{"detail","code"}` body from the shared code table.
 //! * [`data_lock`] — the embedded data directory's lock: one process per SQLite file.
 //! * this file — start-up (the stores `DATABASE_URL`/`REDIS_URL` name, or the embedded ones;
@@ -19,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod data_lock;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod live;
@@ -55,6 +58,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Longest wait for the next byte of a request body (408 past it).
+    pub body_read_timeout: Duration,
     /// `/mcp`: its settings and its process-wide subscribers.
     pub mcp: mcp::McpState,
     /// Live event streams: the fan-out hub and its knobs.
@@ -91,6 +96,7 @@ impl AppState {
             service,
             request_timeout: cfg.request_timeout(),
             max_body_bytes: cfg.max_body_bytes(),
+            body_read_timeout: Duration::from_secs(cfg.body_read_timeout_secs.max(1)),
             live: live::LiveState {
                 hub,
                 keepalive: Duration::from_secs(cfg.live_keepalive_secs.max(1)),

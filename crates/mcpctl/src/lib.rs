@@ -53,7 +53,7 @@ pub fn exit_code(e: &ClientError) -> u8 {
         VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
         | EditAmbiguous | AlreadyExists => EXIT_CONFLICT,
         InvalidArgument | InvalidPath | TooLarge | QuotaExceeded => EXIT_INVALID,
-        Unavailable | RateLimited => EXIT_UNAVAILABLE,
+        Unavailable | RateLimited | RequestTimeout => EXIT_UNAVAILABLE,
         Unauthorized | Forbidden => EXIT_DENIED,
         // `method_not_allowed`, `internal`, and codes of a newer gateway.
         _ => EXIT_FAILURE,

@@ -1,5 +1,6 @@
 //! The HTTP surface: one `router()` per area, assembled here with the shared layers (request
-//! id, CORS, tracing, body limit, request timeout -> 503, request metrics) and a JSON 404
+//! id, CORS, tracing, body limit and body guard (`edge::body`), request timeout -> 503 (408
+//! when the client's body is what it waits for), request metrics) and a JSON 404
 //! fallback. Authentication and the rate limit are not a layer: they happen in the extractors
 //! (`extract.rs`), which every authenticated route uses (`/mcp` and the live streams too);
 //! `/health` and `/metrics` need no token.
@@ -11,6 +12,7 @@ mod resources;
 pub(crate) mod tools;
 
 use crate::AppState;
+use crate::edge::body::BodyProgress;
 use crate::error::ApiError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -41,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::body::guard,
         ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
@@ -92,13 +98,19 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Bounds the time to a response: past it the caller gets 503 `unavailable` with
-/// `Retry-After` instead of a hang. (Streams are bounded only until their headers.)
+/// `Retry-After` instead of a hang — or 408 `request_timeout` when what the request was
+/// waiting for is the rest of the client's own body (`edge::body`). (Streams are bounded
+/// only until their headers.)
 async fn request_timeout(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let body = req.extensions().get::<BodyProgress>().cloned();
     tokio::time::timeout(state.request_timeout, next.run(req))
         .await
-        .map_err(|_| ApiError::unavailable("the request timed out waiting for a backend"))
+        .map_err(|_| match body {
+            Some(b) if b.waiting_on_client() => crate::edge::body::request_timeout(),
+            _ => ApiError::unavailable("the request timed out waiting for a backend"),
+        })
 }

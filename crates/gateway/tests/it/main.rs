@@ -4,6 +4,7 @@
 
 mod audit;
 mod console;
+mod body_faults;
 mod contract;
 mod fence_scenario;
 mod files;
@@ -15,6 +16,7 @@ mod mcp;
 mod metrics;
 mod openapi;
 mod outage;
+mod paths_unicode;
 mod security;
 mod security_doors;
 mod state;

@@ -85,7 +85,7 @@ async fn bad_stream_ids_are_400_at_every_door(gw: TestGateway) {
     }
     // A real bound still pages.
     let (status, page) = gw
-        .get(&format!("/resources/tasks/t1/logs?before=99999999999999-0"))
+        .get("/resources/tasks/t1/logs?before=99999999999999-0")
         .await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["steps"].as_array().unwrap().len(), 2, "{page}");
