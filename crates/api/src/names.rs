@@ -2,11 +2,17 @@
 //! means. The gateway (`mcp_domain::{TaskId, AgentId, FilePath}`) and the agent client's local
 //! workspace both decide with these functions, so they cannot drift apart.
 //!
-//! A path is relative to its task's namespace. It is split on `/`, empty and `.` components
-//! are dropped, and the rest joined with `/`: that normalised string is THE key of the file,
-//! of its lock and of its events. Everything that could leave the namespace or confuse a
-//! reader is refused: `..`, absolute paths, `\`, NUL and control characters, components that
-//! percent-decode to `.`/`..` or to a separator, over-long components and paths.
+//! A path is relative to its task's namespace. It is put in Unicode NFC, split on `/`, empty
+//! and `.` components are dropped, and the rest joined with `/`: that normalised string is
+//! THE key of the file, of its lock and of its events (so `é` as one code point and `e` +
+//! U+0301, which look the same, are one file). Everything that could leave the namespace or
+//! confuse a reader is refused: `..`, absolute paths, `\`, NUL and control characters,
+//! invisible format characters (bidi controls such as U+202E, zero-width characters, U+FEFF:
+//! general category Cf) and line/paragraph separators, components that percent-decode to
+//! `.`/`..` or to a separator, over-long components and paths.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// The longest accepted identifier, in characters.
 pub const MAX_ID_LEN: usize = 128;
@@ -26,11 +32,35 @@ pub fn is_valid_id(raw: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'))
 }
 
+/// Whether `c` is invisible in a rendered path and can make two paths look alike or a
+/// name read backwards: format characters (Cf: bidi embeddings, overrides and isolates
+/// U+202A–U+202E and U+2066–U+2069, marks U+200E/U+200F, zero-width U+200B–U+200D, U+FEFF,
+/// the soft hyphen…) and the line and paragraph separators.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
 /// Normalises `raw`, or says in a sentence why it is refused (the `invalid_path` detail).
 pub fn normalise_path(raw: &str) -> Result<String, &'static str> {
     if raw.len() > 4 * MAX_PATH_BYTES {
         return Err("path is too long");
     }
+    if raw.chars().any(is_invisible) {
+        return Err(
+            "path must not contain invisible format characters (bidi controls, zero-width \
+             characters, U+FEFF) or line separators",
+        );
+    }
+    // Canonically equivalent spellings are one key. NFC only composes: it adds no '/', '.'
+    // or '\\' (none of them has a decomposition or takes part in one), so the checks below
+    // see what will be stored.
+    let nfc: String = raw.nfc().collect();
+    let raw = nfc.as_str();
     if raw.starts_with('/') {
         return Err("path must be relative to the task's namespace");
     }
@@ -105,4 +135,48 @@ fn decodes_to_something_dangerous(component: &str) -> bool {
         current = next;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonically_equivalent_spellings_are_one_path() {
+        let pre = normalise_path("caf\u{e9}/r\u{e9}sum\u{e9}.txt").unwrap();
+        let de = normalise_path("cafe\u{301}/re\u{301}sume\u{301}.txt").unwrap();
+        assert_eq!(pre, de);
+        assert_eq!(pre, "caf\u{e9}/r\u{e9}sum\u{e9}.txt");
+        // Hangul jamo compose too; compatibility forms (ﬁ) are left alone (NFC, not NFKC).
+        assert_eq!(normalise_path("\u{1100}\u{1161}").unwrap(), "\u{ac00}");
+        assert_eq!(normalise_path("\u{fb01}le").unwrap(), "\u{fb01}le");
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_refused() {
+        let mut bad: Vec<char> = ('\u{202a}'..='\u{202e}').collect();
+        bad.extend('\u{2066}'..='\u{2069}');
+        bad.extend('\u{200b}'..='\u{200f}');
+        bad.extend([
+            '\u{feff}', '\u{ad}', '\u{2060}', '\u{61c}', '\u{2028}', '\u{2029}',
+        ]);
+        for c in bad {
+            for path in [format!("a{c}b"), format!("{c}a"), format!("a/{c}")] {
+                assert!(
+                    normalise_path(&path).is_err(),
+                    "U+{:04X} accepted",
+                    c as u32
+                );
+            }
+        }
+        // Visible non-ASCII names are fine.
+        for good in [
+            "日本語/ファイル.txt",
+            "emoji-\u{1f600}.md",
+            "Ελληνικά",
+            "naïve.py",
+        ] {
+            assert!(normalise_path(good).is_ok(), "{good}");
+        }
+    }
 }

@@ -188,6 +188,40 @@ async fn deletes_remove_and_files_come_back(w: &impl Workspace) {
     assert_eq!(w.read("dir/a.txt").await.unwrap().content, "again");
 }
 
+/// Look-alike spellings name one file (NFC); invisible and bidi characters are refused
+/// (issue #14, item 13).
+async fn lookalike_paths_name_one_file_and_invisible_ones_are_refused(w: &impl Workspace) {
+    let precomposed = "caf\u{e9}/r\u{e9}sum\u{e9}.txt";
+    let decomposed = "cafe\u{301}/re\u{301}sume\u{301}.txt";
+    let c = w.write(precomposed, "one").await.unwrap();
+    assert_eq!(c.path, precomposed);
+    let c = w.write(decomposed, "two").await.unwrap();
+    assert_eq!(
+        c.path, precomposed,
+        "the decomposed spelling is the same file"
+    );
+    assert_eq!(w.read(precomposed).await.unwrap().content, "two");
+    assert_eq!(w.read(decomposed).await.unwrap().content, "two");
+    assert_eq!(paths(&w.list(None).await.unwrap()), [precomposed]);
+    for bad in [
+        "invoice\u{202e}txt.exe",
+        "\u{202a}a.txt",
+        "a\u{2066}b",
+        "a\u{2069}",
+        "zero\u{200b}width.txt",
+        "\u{200d}a",
+        "a\u{200e}",
+        "a\u{200f}",
+        "\u{feff}bom.txt",
+        "soft\u{ad}hyphen",
+        "a\u{2028}b",
+    ] {
+        assert_code(w.write(bad, "x").await, ErrorCode::InvalidPath);
+        assert_code(w.read(bad).await, ErrorCode::InvalidPath);
+    }
+    assert_eq!(paths(&w.list(None).await.unwrap()), [precomposed]);
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod gateway {
@@ -218,6 +252,7 @@ suite!(
     edits_match_exactly,
     listings_are_sorted_and_prefixes_are_directories,
     deletes_remove_and_files_come_back,
+    lookalike_paths_name_one_file_and_invisible_ones_are_refused,
 );
 
 #[tokio::test]
