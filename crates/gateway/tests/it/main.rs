@@ -3,8 +3,8 @@
 //! HTTP also run on an embedded gateway (SQLite + in-process), through `in_both_modes!`.
 
 mod audit;
-mod console;
 mod body_faults;
+mod console;
 mod contract;
 mod fence_scenario;
 mod files;
