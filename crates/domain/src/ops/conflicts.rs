@@ -10,7 +10,7 @@ use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
-use mcp_api::EventType;
+use mcp_api::{ErrorCode, EventType};
 use serde_json::{Value, json};
 
 impl Service {
@@ -55,7 +55,13 @@ const CONFLICT_CODES: [&str; 4] = [
 /// The event's data for a refusal that is a conflict, else `None`.
 fn refusal_data(err: &DomainError, path: &str, op: &str) -> Option<Value> {
     let code = err.code();
-    if !CONFLICT_CODES.contains(&code.as_str()) {
+    if !matches!(
+        code,
+        ErrorCode::Locked
+            | ErrorCode::StaleFence
+            | ErrorCode::VersionConflict
+            | ErrorCode::LeaseRequired
+    ) {
         return None;
     }
     let mut data = json!({
