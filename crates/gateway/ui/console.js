@@ -528,7 +528,12 @@ function taskView(root, taskId) {
     pending.push(ev);
     if (pending.length > WINDOW * 4) pending.splice(0, pending.length - WINDOW);
     schedule();
-  }, setConn);
+  }, (state, text) => {
+    setConn(state, text);
+    if (state === 'closed') {
+      timeline.replaceChildren(h('div', { class: 'empty error' }, `This task's events are not shown: ${text}`));
+    }
+  });
 
   drawCounts();
   drawLeases();

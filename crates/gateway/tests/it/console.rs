@@ -5,8 +5,10 @@
 //! duplicate in the open page's timeline.
 
 use crate::{in_both_modes, ok};
+use mcp_domain::Role;
 use mcp_testkit::browser::Browser;
 use mcp_testkit::{TestDb, TestGateway, TestRedis};
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -307,4 +309,102 @@ async fn the_open_page_resumes_after_a_gateway_restart() {
     let mut ids: Vec<&String> = steps.iter().map(|s| &s.1).collect();
     ids.dedup();
     assert_eq!(ids.len(), 8, "duplicate event ids: {steps:?}");
+}
+
+/// With authentication on, the page asks for a token, keeps it in the tab (never in a URL),
+/// and an observer's token watches its task and not another.
+#[tokio::test]
+async fn an_observer_token_watches_its_task_and_no_other() {
+    let gw = TestGateway::spawn_secured().await;
+    let admin = gw.token("admin", &["*"], Role::Admin);
+    for task in ["console-a", "console-b"] {
+        let created = gw
+            .call(
+                Method::POST,
+                "/admin/tasks",
+                Some(&admin),
+                Some(&json!({"id": task, "title": task})),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+    let observer = gw.token("lead", &["console-a"], Role::Observer);
+    let coder = gw.token("coder", &["console-a", "console-b"], Role::Agent);
+    let step = |task: &'static str, n: i64| {
+        let (gw, coder) = (&gw, coder.clone());
+        async move {
+            let body = json!({"task_id": task, "step": {"action": "test", "n": n}});
+            let r = gw
+                .call(Method::POST, "/tools/log_step", Some(&coder), Some(&body))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/#/task/console-a", gw.base))
+        .await;
+    browser
+        .wait_for(
+            "the token dialog",
+            "document.getElementById('token-dialog').open",
+            PATIENCE,
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('token-input').value = arguments[0]; \
+             document.querySelector('#token-dialog button[value=save]').click();",
+            json!([observer]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the live stream",
+            "document.getElementById('conn').classList.contains('live')",
+            PATIENCE,
+        )
+        .await;
+    step("console-a", 1).await;
+    browser
+        .wait_for(
+            "the step on the observer's task",
+            "/n=1/.test(document.querySelector('.ev[data-type=step_logged]')?.textContent)",
+            PATIENCE,
+        )
+        .await;
+
+    // Another task: refused, and nothing of it is shown.
+    browser
+        .goto(&format!("{}/ui/#/task/console-b", gw.base))
+        .await;
+    browser
+        .wait_for(
+            "the refusal, said on the page",
+            "document.getElementById('conn').classList.contains('closed') && \
+             document.querySelector('#timeline .error')?.textContent",
+            PATIENCE,
+        )
+        .await;
+    step("console-b", 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shown = browser
+        .eval(
+            "return document.querySelectorAll('.ev[data-type=step_logged]').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, 0, "another task's step was shown");
+
+    // The token lives in the tab's session storage and in no URL the page requested.
+    let leaked = browser
+        .eval(
+            "const t = sessionStorage.getItem('mcp-gateway-token'); \
+             return [t === arguments[0], location.href.includes(t) || \
+               performance.getEntriesByType('resource').some(e => e.name.includes(t))];",
+            json!([observer]),
+        )
+        .await;
+    assert_eq!(leaked, json!([true, false]));
 }
