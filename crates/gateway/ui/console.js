@@ -43,7 +43,8 @@ const enc = encodeURIComponent;
 function fmtTime(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '';
-  return d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+  const two = (n) => String(n).padStart(2, '0');
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, '0')}`;
 }
 
 function fmtAgo(iso) {
@@ -188,11 +189,10 @@ class TaskStream {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buf += value.replace(/\r\n?/g, '\n');
-      let cut;
-      while ((cut = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
+      // One split per chunk (a burst may bring hundreds of messages at once).
+      const blocks = (buf + value.replace(/\r\n?/g, '\n')).split('\n\n');
+      buf = blocks.pop();
+      for (const block of blocks) {
         const msg = parseSse(block);
         if (!msg) continue;
         if (msg.retry) next = msg.retry;
@@ -506,12 +506,12 @@ function taskView(root, taskId) {
     const batch = pending.splice(0, pending.length).slice(-WINDOW);
     const frag = document.createDocumentFragment();
     for (let i = batch.length - 1; i >= 0; i--) frag.append(eventRow(batch[i]));
-    const before = timeline.scrollHeight;
-    const top = timeline.scrollTop;
+    // Reading older events: keep them where they are on the screen. (Measured only then: a
+    // layout read per frame is what a busy stream cannot afford.)
+    const keep = follow ? null : [timeline.scrollHeight, timeline.scrollTop];
     timeline.prepend(frag);
     while (timeline.childElementCount > WINDOW) timeline.lastElementChild.remove();
-    // Reading older events: keep them where they are on the screen.
-    if (!follow) timeline.scrollTop = top + (timeline.scrollHeight - before);
+    if (keep) timeline.scrollTop = keep[1] + (timeline.scrollHeight - keep[0]);
     drawCounts();
     drawLeases();
   }

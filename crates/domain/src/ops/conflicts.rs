@@ -44,14 +44,6 @@ impl Service {
     }
 }
 
-/// The codes of refusals caused by another agent's work.
-const CONFLICT_CODES: [&str; 4] = [
-    "locked",
-    "stale_fence",
-    "version_conflict",
-    "lease_required",
-];
-
 /// The event's data for a refusal that is a conflict, else `None`.
 fn refusal_data(err: &DomainError, path: &str, op: &str) -> Option<Value> {
     let code = err.code();

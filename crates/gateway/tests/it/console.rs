@@ -408,3 +408,146 @@ async fn an_observer_token_watches_its_task_and_no_other() {
         .await;
     assert_eq!(leaked, json!([true, false]));
 }
+
+/// The open page under a stream of events (1,000 a second; `CONSOLE_LOAD_SECS` seconds, 3 by
+/// default): it keeps a window of rows, counts every event, and stays responsive. Prints what
+/// it measured in the browser (frame gaps, long tasks, a script's round trip through the page's
+/// main thread, JS heap); docs/BENCHMARKS.md keeps a longer run's numbers. Timings are
+/// reported, not asserted.
+#[tokio::test]
+async fn the_page_keeps_up_with_a_thousand_events_a_second() {
+    const RATE: u64 = 1000;
+    const WORKERS: u64 = 20;
+    let secs: u64 = std::env::var("CONSOLE_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let gw = TestGateway::spawn().await;
+    let browser = Browser::start().await;
+    let task = "console-load";
+    open_task(&browser, &gw, task).await;
+    let before = browser
+        .eval(
+            "return Number(document.getElementById('counts').textContent.split(' ')[0]);",
+            json!([]),
+        )
+        .await;
+    // The floor: the same page, idle, measured the same way for 2 s in the same run.
+    start_measuring(&browser).await;
+    let mut idle_trips = Vec::new();
+    let idle_until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < idle_until {
+        idle_trips.push(round_trip(&browser).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle = stop_measuring(&browser, idle_trips).await;
+    start_measuring(&browser).await;
+
+    // WORKERS senders, each paced to RATE / WORKERS steps a second.
+    let total = RATE * secs;
+    let start = std::time::Instant::now();
+    let mut senders = Vec::new();
+    for w in 0..WORKERS {
+        let (http, base) = (gw.http.clone(), gw.base.clone());
+        senders.push(tokio::spawn(async move {
+            let per = total / WORKERS;
+            let gap = Duration::from_micros(1_000_000 * WORKERS / RATE);
+            let mut tick = tokio::time::interval(gap);
+            for i in 0..per {
+                tick.tick().await;
+                let body = json!({"task_id": task, "agent_id": format!("w{w}"),
+                                  "step": {"action": "load", "n": i}});
+                let r = http
+                    .post(format!("{base}/tools/log_step"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("log_step");
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    // Meanwhile: how long a trivial script waits for the page's main thread.
+    let mut round_trips = Vec::new();
+    while senders.iter().any(|s| !s.is_finished()) {
+        round_trips.push(round_trip(&browser).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let sent_in = start.elapsed();
+    let expected = before.as_u64().unwrap() + total;
+    let (_, caught_up) = browser
+        .wait_for(
+            "every event counted",
+            &format!(
+                "Number(document.getElementById('counts').textContent.split(' ')[0]) >= {expected}"
+            ),
+            Duration::from_secs(60),
+        )
+        .await;
+    let busy = stop_measuring(&browser, round_trips).await;
+    println!(
+        "console under {RATE} events/s for {secs} s (sent in {sent_in:?}, all counted \
+         {caught_up:?} later):\n  busy {busy}\n  idle {idle}"
+    );
+    let m = browser
+        .eval(
+            "return {rows: document.querySelectorAll('#timeline .ev').length, \
+               counted: Number(document.getElementById('counts').textContent.split(' ')[0])};",
+            json!([]),
+        )
+        .await;
+    assert_eq!(m["counted"], expected, "every event is counted once");
+    let rows = m["rows"].as_u64().unwrap();
+    assert!(rows <= 500, "the timeline keeps a window, not {rows} rows");
+    assert!(
+        rows >= 400,
+        "the window shows the newest events ({rows} rows)"
+    );
+}
+
+/// Starts recording frame gaps and long tasks in the page.
+async fn start_measuring(browser: &Browser) {
+    browser
+        .eval(
+            "window.__m = {gaps: [], long: [], last: performance.now(), stop: false}; \
+             (function f() { const now = performance.now(); __m.gaps.push(now - __m.last); \
+               __m.last = now; if (!__m.stop) requestAnimationFrame(f); })(); \
+             __m.obs = new PerformanceObserver(l => { \
+               for (const e of l.getEntries()) __m.long.push(e.duration); }); \
+             __m.obs.observe({type: 'longtask'});",
+            json!([]),
+        )
+        .await;
+}
+
+/// A trivial script's round trip through the page's main thread, ms.
+async fn round_trip(browser: &Browser) -> f64 {
+    let t = std::time::Instant::now();
+    browser.eval("return 1;", json!([])).await;
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Stops recording; the frame-gap and round-trip quantiles, long tasks and JS heap.
+async fn stop_measuring(browser: &Browser, mut trips: Vec<f64>) -> Value {
+    let mut m = browser
+        .eval(
+            "__m.stop = true; __m.obs.disconnect(); \
+             const g = __m.gaps.slice(1).sort((a, b) => a - b); \
+             const q = p => Math.round(g[Math.min(g.length - 1, Math.floor(p * g.length))]); \
+             return {frames: g.length, frame_p50_ms: q(0.5), frame_p99_ms: q(0.99), \
+               long_tasks: __m.long.length, \
+               long_task_ms: Math.round(__m.long.reduce((a, b) => a + b, 0)), \
+               heap_mib: performance.memory ? \
+                 Math.round(performance.memory.usedJSHeapSize / 104857.6) / 10 : null};",
+            json!([]),
+        )
+        .await;
+    trips.sort_by(f64::total_cmp);
+    let q = |p: f64| (trips[((trips.len() - 1) as f64 * p) as usize] * 10.0).round() / 10.0;
+    m["script_p50_ms"] = json!(q(0.5));
+    m["script_p99_ms"] = json!(q(0.99));
+    m
+}
