@@ -496,44 +496,59 @@ impl Drop for TestGateway {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
+    /// Extra server arguments, repeated at each restart (persistence, memory limits).
+    args: Vec<String>,
+    /// The server's working directory (its AOF/RDB files), removed at the end.
+    pub dir: TestDir,
 }
 
 impl PrivateRedis {
-    /// Starts one; `None` when no `redis-server` binary is on the PATH.
+    /// Starts one without persistence; `None` when no `redis-server` binary is on the PATH.
     pub fn start() -> Option<PrivateRedis> {
+        PrivateRedis::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts one with these extra arguments (e.g. `--appendonly yes`, `--maxmemory 2mb`);
+    /// its files live in [`PrivateRedis::dir`].
+    pub fn start_with(args: &[&str]) -> Option<PrivateRedis> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
             .ok()?
             .port();
-        let mut r = PrivateRedis { port, child: None };
+        let mut r = PrivateRedis {
+            port,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: TestDir::new(),
+        };
         r.restart().then_some(r)
+    }
+
+    /// Persisted to an append-only file, fsynced at every write: what a copy of its files
+    /// ([`PrivateRedis::snapshot`]) holds is exactly what it had acknowledged.
+    pub fn start_persistent() -> Option<PrivateRedis> {
+        PrivateRedis::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the server (again) on the same port; waits until it answers.
+    /// Starts the server (again) on the same port and directory; waits until it answers.
     pub fn restart(&mut self) -> bool {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir.path)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
         let Ok(child) = child else { return false };
         self.child = Some(child);
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if redis_answers(self.port) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -541,11 +556,52 @@ impl PrivateRedis {
         false
     }
 
-    /// Kills the server (an outage).
+    /// Kills the server (an outage; `SIGKILL`, so like a power loss for what was not synced).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// A copy of the server's files as they are now (an older backup to restore later).
+    pub fn snapshot(&self) -> TestDir {
+        let copy = TestDir::new();
+        copy_tree(&self.dir.path, &copy.path);
+        copy
+    }
+
+    /// Replaces the server's files with `snapshot` (stop it first): the next start loads the
+    /// older data, as after restoring a backup or failing over to a lagging replica.
+    pub fn restore(&mut self, snapshot: &TestDir) {
+        let _ = std::fs::remove_dir_all(&self.dir.path);
+        std::fs::create_dir_all(&self.dir.path).expect("recreate the redis directory");
+        copy_tree(&snapshot.path, &self.dir.path);
+    }
+}
+
+/// Whether a Redis server on `port` answers `PING` (not just accepts connections: a server
+/// still loading its files answers `LOADING`).
+fn redis_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+/// Copies a directory tree (files and subdirectories).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("read directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("create directory");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
         }
     }
 }

@@ -110,6 +110,37 @@ impl Keys {
         format!("{}rate:{{{subject}}}", self.prefix)
     }
 
+    /// The hot layer's validation marker: the `master_replid` of the Redis server on which the
+    /// hot copies, leases and cached task rows were last known to be current (see
+    /// `lua/hot_guard.lua`). A rollback brings back an older value, never the current id.
+    pub fn hot_validated(&self) -> String {
+        format!("{}hot:validated", self.prefix)
+    }
+
+    /// What the rebuild after a rollback drops: key name prefixes of hot file copies,
+    /// leases and cached task rows (everything else the hot layer keeps is either re-read
+    /// from the durable store on a miss or not a copy of durable state).
+    pub fn rebuilt_on_rollback(&self) -> [String; 3] {
+        [
+            format!("{}file:", self.prefix),
+            format!("{}lock:", self.prefix),
+            format!("{}task:", self.prefix),
+        ]
+    }
+
+    /// A `SCAN MATCH` pattern for every key under this prefix (glob characters escaped).
+    pub fn scan_all_pattern(&self) -> String {
+        let mut p = String::with_capacity(self.prefix.len() + 1);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                p.push('\\');
+            }
+            p.push(c);
+        }
+        p.push('*');
+        p
+    }
+
     /// Marker set by the sync pull loop once the task cache is warm; when it is missing
     /// (Redis lost its data), the next pull rebuilds the whole cache from Postgres.
     pub fn sync_warm(&self) -> String {

@@ -19,7 +19,7 @@ use mcp_api::responses::{Collaborator, TaskState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 const EMIT: &str = include_str!("lua/emit.lua");
@@ -48,12 +48,32 @@ return {sid, eid}
 "#
     ))
 });
+const HOT_GUARD: &str = include_str!("lua/hot_guard.lua");
+
+/// A script that first checks the hot layer is validated on this server (`lua/hot_guard.lua`;
+/// its last key is `hot:validated`): run through [`RedisStore::guarded`].
+fn guarded_script(body: &str) -> Script {
+    Script::new(&format!("{HOT_GUARD}\n{body}"))
+}
+
 static CLAIM_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+    LazyLock::new(|| guarded_script(include_str!("lua/claim.lua")));
 static RENEW_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
+    LazyLock::new(|| guarded_script(include_str!("lua/renew.lua")));
 static WRITER_CHECK_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/writer_check.lua")));
+    LazyLock::new(|| guarded_script(include_str!("lua/writer_check.lua")));
+/// A file's hot copy (all fields), served only from a validated hot layer.
+static READ_FILE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| guarded_script("return redis.call('HGETALL', KEYS[1])"));
+/// A cached task row, served only from a validated hot layer.
+static READ_TASK_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| guarded_script("return redis.call('GET', KEYS[1])"));
+static HOT_DROP_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/hot_drop.lua")));
+static HOT_VALIDATE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/hot_validate.lua")));
+/// Keys per `hot_drop.lua` call (and the `SCAN` page size) while rebuilding.
+const REBUILD_BATCH: usize = 500;
 /// One hit on a fixed rate window: counts it, starts the window (TTL) on its first hit, and
 /// answers the count and the window's remaining milliseconds.
 static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -70,7 +90,7 @@ return {n, ttl}
     )
 });
 static RELEASE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+    LazyLock::new(|| guarded_script(include_str!("lua/release.lua")));
 
 /// How to reach Redis and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -93,6 +113,9 @@ pub struct RedisStore {
     connect_timeout: Duration,
     response_timeout: Duration,
     keys: Keys,
+    /// One rollback rebuild at a time in this process: requests that detect the rollback
+    /// together wait for the first one's rebuild instead of each scanning the key space.
+    rebuilding: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn parse_ms(s: &str) -> DateTime<Utc> {
@@ -125,6 +148,7 @@ impl RedisStore {
             connect_timeout: cfg.connect_timeout,
             response_timeout: cfg.response_timeout,
             keys: Keys::new(cfg.key_prefix.clone()),
+            rebuilding: Arc::default(),
         })
     }
 
@@ -151,6 +175,124 @@ impl RedisStore {
             .arg(e.task.as_str())
             .arg(e.audit.as_deref().unwrap_or(""));
         inv
+    }
+
+    /// Runs a guarded script (see [`guarded_script`]; `hot:validated` is added as its last
+    /// key). When the guard answers `ROLLBACK` (Redis restarted, was restored or failed over
+    /// since the layer was last validated), nothing was changed: the hot layer is rebuilt and
+    /// the script runs once more.
+    async fn guarded<T: redis::FromRedisValue>(
+        &self,
+        mut inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        inv.key(self.keys.hot_validated());
+        let mut c = self.conn.clone();
+        match inv.invoke_async(&mut c).await {
+            Err(e) if is_rollback(&e) => {}
+            r => return Ok(r?),
+        }
+        self.rebuild_hot().await?;
+        match inv.invoke_async(&mut c).await {
+            Err(e) if is_rollback(&e) => Err(DomainError::Unavailable {
+                backend: "redis",
+                cause: "the hot layer went back in time again during its rebuild".into(),
+            }),
+            r => Ok(r?),
+        }
+    }
+
+    /// After Redis went back in time (or on a server never validated): drops every hot file
+    /// copy, lease and cached task row under this prefix, drops `sync:warm` (the pull loop
+    /// warms the task cache again), then marks the layer validated for this server. Safe when
+    /// several instances detect at once: each batch deletes only while the layer is not yet
+    /// validated on the server the rebuild started on, and the first to finish validates it.
+    pub async fn rebuild_hot(&self) -> Result<()> {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        for _ in 0..3 {
+            let mut c = self.conn.clone();
+            let replid = self.replication_id().await?;
+            let validated: Option<String> = c.get(self.keys.hot_validated()).await?;
+            if validated.as_deref() == Some(replid.as_str()) {
+                return Ok(());
+            }
+            let Some(dropped) = self.drop_hot(&replid).await? else {
+                continue;
+            };
+            let done: i64 = HOT_VALIDATE_SCRIPT
+                .key(self.keys.hot_validated())
+                .key(self.keys.sync_warm())
+                .arg(&replid)
+                .invoke_async(&mut c)
+                .await?;
+            if done == 1 {
+                metrics::counter!("mcp_hot_rebuilds_total").increment(1);
+                tracing::warn!(
+                    dropped,
+                    server = %replid,
+                    "hot layer rebuilt: Redis is a server it was not validated on (restart, \
+                     restore or failover); hot copies, leases and task rows dropped"
+                );
+                return Ok(());
+            }
+        }
+        Err(DomainError::Unavailable {
+            backend: "redis",
+            cause: "Redis kept changing during the hot-layer rebuild".into(),
+        })
+    }
+
+    /// The server's `master_replid`: new at every start and every promotion.
+    async fn replication_id(&self) -> Result<String> {
+        let mut c = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut c)
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("master_replid:"))
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| DomainError::internal("INFO replication has no master_replid"))
+    }
+
+    /// Deletes the keys [`Keys::rebuilt_on_rollback`] names, in batches. `Some(count)` when
+    /// done (or when another instance validated the layer meanwhile), `None` when the server
+    /// changed during the scan.
+    async fn drop_hot(&self, replid: &str) -> Result<Option<u64>> {
+        let mut c = self.conn.clone();
+        let prefixes = self.keys.rebuilt_on_rollback();
+        let pattern = self.keys.scan_all_pattern();
+        let mut cursor = 0u64;
+        let mut dropped = 0u64;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(REBUILD_BATCH)
+                .query_async(&mut c)
+                .await?;
+            let batch: Vec<&String> = found
+                .iter()
+                .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
+                .collect();
+            if !batch.is_empty() {
+                let mut inv = HOT_DROP_SCRIPT.prepare_invoke();
+                inv.key(self.keys.hot_validated()).arg(replid);
+                for k in batch {
+                    inv.key(k.as_str());
+                }
+                match inv.invoke_async::<i64>(&mut c).await? {
+                    -1 => return Ok(None),
+                    -2 => return Ok(Some(dropped)),
+                    n => dropped += n.max(0) as u64,
+                }
+            }
+            if next == 0 {
+                return Ok(Some(dropped));
+            }
+            cursor = next;
+        }
     }
 
     /// `XRANGE key start end COUNT count` (or `XREVRANGE key end start …`, newest first): the
@@ -282,8 +424,9 @@ impl HotOps for RedisStore {
     }
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
-        let mut c = self.conn.clone();
-        let mut m: HashMap<String, String> = c.hgetall(self.keys.file(task, path)).await?;
+        let mut inv = READ_FILE_SCRIPT.prepare_invoke();
+        inv.key(self.keys.file(task, path));
+        let mut m: HashMap<String, String> = self.guarded(inv).await?;
         let Some(version) = m.get("version").and_then(|v| v.parse().ok()) else {
             return Ok(None);
         };
@@ -304,13 +447,11 @@ impl HotOps for RedisStore {
         path: &FilePath,
         writer: &str,
     ) -> Result<Option<Lease>> {
-        let mut c = self.conn.clone();
-        let v: (Option<String>, Option<String>, Option<String>) = WRITER_CHECK_SCRIPT
-            .key(self.keys.lock(task, path))
+        let mut inv = WRITER_CHECK_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lock(task, path))
             .key(self.keys.file(task, path))
-            .arg(writer)
-            .invoke_async(&mut c)
-            .await?;
+            .arg(writer);
+        let v: (Option<String>, Option<String>, Option<String>) = self.guarded(inv).await?;
         Ok(match v {
             (Some(owner), Some(fence), expires) => Some(Lease {
                 owner,
@@ -331,20 +472,18 @@ impl HotOps for RedisStore {
         fence: Option<(i64, &str)>,
         reentrant: bool,
     ) -> Result<ClaimOutcome> {
-        let mut c = self.conn.clone();
         let (fence_arg, token_arg) = match fence {
             Some((f, t)) => (f.to_string(), t.to_owned()),
             None => (String::new(), String::new()),
         };
-        let r: Vec<String> = CLAIM_SCRIPT
-            .key(self.keys.lock(task, path))
+        let mut inv = CLAIM_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lock(task, path))
             .arg(owner)
             .arg(ttl.as_millis() as u64)
             .arg(fence_arg)
             .arg(token_arg)
-            .arg(if reentrant { "1" } else { "0" })
-            .invoke_async(&mut c)
-            .await?;
+            .arg(if reentrant { "1" } else { "0" });
+        let r: Vec<String> = self.guarded(inv).await?;
         let lease = |r: &[String]| Lease {
             owner: owner.to_owned(),
             fence: r[1].parse().unwrap_or(0),
@@ -375,13 +514,11 @@ impl HotOps for RedisStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<Result<Lease, Option<String>>> {
-        let mut c = self.conn.clone();
-        let r: Vec<String> = RENEW_SCRIPT
-            .key(self.keys.lock(task, path))
+        let mut inv = RENEW_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lock(task, path))
             .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut c)
-            .await?;
+            .arg(ttl.as_millis() as u64);
+        let r: Vec<String> = self.guarded(inv).await?;
         Ok(match r.first().map(String::as_str) {
             Some("renewed") => Ok(Lease {
                 owner: owner.to_owned(),
@@ -402,13 +539,11 @@ impl HotOps for RedisStore {
         owner: &str,
         force: bool,
     ) -> Result<Result<(String, i64), Option<String>>> {
-        let mut c = self.conn.clone();
-        let r: Vec<String> = RELEASE_SCRIPT
-            .key(self.keys.lock(task, path))
+        let mut inv = RELEASE_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lock(task, path))
             .arg(owner)
-            .arg(if force { "1" } else { "0" })
-            .invoke_async(&mut c)
-            .await?;
+            .arg(if force { "1" } else { "0" });
+        let r: Vec<String> = self.guarded(inv).await?;
         Ok(match r.first().map(String::as_str) {
             Some("released") => Ok((r[1].clone(), r[2].parse().unwrap_or(0))),
             _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
@@ -514,8 +649,9 @@ impl HotOps for RedisStore {
     }
 
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
-        let mut c = self.conn.clone();
-        let v: Option<String> = c.get(self.keys.task(task)).await?;
+        let mut inv = READ_TASK_SCRIPT.prepare_invoke();
+        inv.key(self.keys.task(task));
+        let v: Option<String> = self.guarded(inv).await?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
@@ -653,4 +789,9 @@ fn push_file_fields(inv: &mut redis::ScriptInvocation<'_>, f: &CacheFile<'_>) {
         .arg(f.updated_by)
         .arg("updated_at")
         .arg(f.updated_at.timestamp_millis());
+}
+
+/// The guard's answer when the hot layer is not validated on the current server.
+fn is_rollback(e: &redis::RedisError) -> bool {
+    e.code() == Some("ROLLBACK")
 }

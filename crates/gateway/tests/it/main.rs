@@ -17,6 +17,7 @@ mod metrics;
 mod openapi;
 mod outage;
 mod paths_unicode;
+mod rollback;
 mod security;
 mod security_doors;
 mod state;
