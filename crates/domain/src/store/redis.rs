@@ -142,14 +142,20 @@ impl RedisStore {
             backend: "redis",
             cause: "connect timed out".into(),
         })??;
-        Ok(RedisStore {
+        let store = RedisStore {
             conn,
             client,
             connect_timeout: cfg.connect_timeout,
             response_timeout: cfg.response_timeout,
             keys: Keys::new(cfg.key_prefix.clone()),
             rebuilding: Arc::default(),
-        })
+        };
+        // Validate (or rebuild) now rather than on the first request; should it fail, the
+        // first guarded call does it.
+        if let Err(e) = store.rebuild_hot().await {
+            tracing::warn!(error = %e, "hot layer not validated at start");
+        }
+        Ok(store)
     }
 
     pub fn keys(&self) -> &Keys {
@@ -226,12 +232,17 @@ impl RedisStore {
                 .await?;
             if done == 1 {
                 metrics::counter!("mcp_hot_rebuilds_total").increment(1);
-                tracing::warn!(
-                    dropped,
-                    server = %replid,
-                    "hot layer rebuilt: Redis is a server it was not validated on (restart, \
-                     restore or failover); hot copies, leases and task rows dropped"
-                );
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        server = %replid,
+                        "hot layer rebuilt: Redis is a server it was not validated on \
+                         (restart, restore or failover); hot copies, leases and task rows \
+                         dropped"
+                    );
+                } else {
+                    tracing::info!(server = %replid, "hot layer validated on this Redis server");
+                }
                 return Ok(());
             }
         }

@@ -1,0 +1,300 @@
+//! The rollback fault test of the real binaries (issue 14, acceptance): two `mcp-gateway`
+//! processes over one Postgres database and one private, persisted `redis-server`. Writers
+//! take leases and write their files through both gateways while readers read them; in the
+//! middle of the run a copy of Redis's files is taken, the writes go on, then Redis is killed
+//! (`SIGKILL`) and restarted from the older copy, and the writes go on again. Then:
+//! * no read ever returned an older version than one already acknowledged for that file;
+//! * every file read at the end (through both gateways) holds its newest durable version,
+//!   which is at least the newest acknowledged one (0 lost writes);
+//! * every file's revisions carry non-decreasing fences (leases stayed safe by fence).
+
+use mcp_domain::store::postgres::{PgConfig, PgStore};
+use mcp_testkit::{PrivateRedis, TestDb};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Writers per shared path (they contend for its lease) and shared paths.
+const PATHS: usize = 6;
+const WRITERS_PER_PATH: usize = 2;
+const READERS: usize = 4;
+
+struct Gateway {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+async fn start_gateway(db: &TestDb, redis: &PrivateRedis, run_sync: bool) -> Gateway {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", redis.url())
+        .env("MCP_GATEWAY_PORT", port.to_string())
+        .env("RUN_SYNC", run_sync.to_string())
+        .env("REDIS_TIMEOUT_MS", "1000")
+        .env("REQUEST_TIMEOUT_SECS", "5")
+        .env("RATE_LIMIT_REQUESTS", "100000000")
+        .env("PG_MAX_CONNECTIONS", "8")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the gateway binary starts");
+    let gw = Gateway {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reqwest::get(format!("{}/health", gw.base))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "the gateway did not become healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw
+}
+
+async fn tool(http: &reqwest::Client, base: &str, name: &str, body: &Value) -> (u16, Value) {
+    match http
+        .post(format!("{base}/tools/{name}"))
+        .json(body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// What the run saw: the newest acknowledged (version, content) per path, and violations.
+#[derive(Default)]
+struct Ledger {
+    acked: Mutex<HashMap<String, (i64, String)>>,
+    acked_writes: AtomicU64,
+    reads: AtomicU64,
+    stale_reads: Mutex<Vec<String>>,
+}
+
+impl Ledger {
+    fn acked_version(&self, path: &str) -> i64 {
+        self.acked.lock().unwrap().get(path).map_or(0, |a| a.0)
+    }
+
+    fn ack(&self, path: &str, version: i64, content: &str) {
+        self.acked_writes.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.acked.lock().unwrap();
+        let e = m.entry(path.to_owned()).or_insert((0, String::new()));
+        if version > e.0 {
+            *e = (version, content.to_owned());
+        }
+    }
+
+    /// A read answered `got` for `path`; `floor` is the newest version acknowledged before
+    /// the read was sent.
+    fn check_read(&self, path: &str, floor: i64, got: &(u16, Value), via: &str) {
+        if got.0 != 200 {
+            return;
+        }
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let v = got.1["version"].as_i64().unwrap_or(0);
+        if v < floor {
+            self.stale_reads
+                .lock()
+                .unwrap()
+                .push(format!("{path} via {via}: read v{v}, v{floor} acknowledged"));
+        }
+    }
+}
+
+/// One writer: claim the path's lease, write with its fence, read back, release; again.
+async fn writer(
+    id: usize,
+    path: String,
+    gws: Arc<Vec<String>>,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+) {
+    let http = reqwest::Client::new();
+    let agent = format!("w{id}");
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let base = &gws[(id + n as usize) % gws.len()];
+        let lease = json!({"task_id": "t", "path": path, "agent_id": agent, "timeout_sec": 5});
+        let claim = tool(&http, base, "claim_file", &lease).await;
+        if claim.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let content = format!("{agent}-{n}");
+        let write = json!({"task_id": "t", "path": path, "agent_id": agent, "content": content,
+                           "fence": claim.1["fence"]});
+        let got = tool(&http, base, "file_write", &write).await;
+        if got.0 == 200 {
+            let version = got.1["version"].as_i64().expect("a write answers its version");
+            ledger.ack(&path, version, &content);
+            let floor = ledger.acked_version(&path);
+            let other = &gws[(id + n as usize + 1) % gws.len()];
+            let read = json!({"task_id": "t", "path": path});
+            let r = tool(&http, other, "file_read", &read).await;
+            ledger.check_read(&path, floor, &r, other);
+        }
+        tool(&http, base, "release_file", &lease).await;
+    }
+}
+
+/// One reader: reads random paths through alternating gateways.
+async fn reader(id: usize, gws: Arc<Vec<String>>, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+    let http = reqwest::Client::new();
+    let mut n = id;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let path = format!("f{}.txt", n % PATHS);
+        let floor = ledger.acked_version(&path);
+        let base = &gws[n % gws.len()];
+        let r = tool(
+            &http,
+            base,
+            "file_read",
+            &json!({"task_id": "t", "path": path}),
+        )
+        .await;
+        ledger.check_read(&path, floor, &r, base);
+        if r.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
+    let mut redis = PrivateRedis::start_persistent().expect("redis-server on the PATH");
+    let db = TestDb::create().await;
+    let a = start_gateway(&db, &redis, true).await;
+    let b = start_gateway(&db, &redis, false).await;
+    let gws = Arc::new(vec![a.base.clone(), b.base.clone()]);
+    let ledger = Arc::new(Ledger::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for p in 0..PATHS {
+        for w in 0..WRITERS_PER_PATH {
+            workers.push(tokio::spawn(writer(
+                p * WRITERS_PER_PATH + w,
+                format!("f{p}.txt"),
+                gws.clone(),
+                ledger.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+    for r in 0..READERS {
+        workers.push(tokio::spawn(reader(
+            r,
+            gws.clone(),
+            ledger.clone(),
+            stop.clone(),
+        )));
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let older = redis.snapshot();
+    let at_copy = ledger.acked_writes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_kill = ledger.acked_writes.load(Ordering::Relaxed);
+    redis.stop();
+    redis.restore(&older);
+    assert!(redis.restart(), "redis restarts from the older copy");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let total = ledger.acked_writes.load(Ordering::Relaxed);
+    assert!(
+        before_kill > at_copy && total > before_kill,
+        "writes acknowledged: {at_copy} at the copy, {before_kill} before the kill, {total} in \
+         all: the run must write between the copy and the kill, and after the restart"
+    );
+
+    let stale = ledger.stale_reads.lock().unwrap().clone();
+    assert!(
+        stale.is_empty(),
+        "{} reads (of {}) older than the acknowledged version: {stale:?}",
+        stale.len(),
+        ledger.reads.load(Ordering::Relaxed)
+    );
+
+    let pg = PgStore::connect(&PgConfig {
+        url: db.url.clone(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let acked = ledger.acked.lock().unwrap().clone();
+    for p in 0..PATHS {
+        let path = format!("f{p}.txt");
+        let (durable, content): (i64, String) =
+            sqlx::query_as("SELECT version, content FROM files WHERE task_id = 't' AND path = $1")
+                .bind(&path)
+                .fetch_one(pg.pool())
+                .await
+                .unwrap();
+        let (acked_version, acked_content) = acked.get(&path).cloned().unwrap_or_default();
+        assert!(
+            durable >= acked_version,
+            "{path}: v{acked_version} acknowledged, Postgres holds v{durable} (a lost write)"
+        );
+        if durable == acked_version {
+            assert_eq!(content, acked_content, "{path}");
+        }
+        for gw in gws.iter() {
+            let got = tool(&http, gw, "file_read", &json!({"task_id": "t", "path": path})).await;
+            assert_eq!(got.0, 200, "{path} via {gw}: {}", got.1);
+            assert_eq!(
+                (got.1["version"].as_i64(), got.1["content"].as_str()),
+                (Some(durable), Some(content.as_str())),
+                "{path} via {gw}: the final read is not the durable version"
+            );
+        }
+        let fences: Vec<Option<i64>> = sqlx::query_scalar(
+            "SELECT fence FROM file_revisions WHERE task_id = 't' AND path = $1 ORDER BY version",
+        )
+        .bind(&path)
+        .fetch_all(pg.pool())
+        .await
+        .unwrap();
+        let fences: Vec<i64> = fences.into_iter().flatten().collect();
+        assert!(
+            fences.windows(2).all(|w| w[0] <= w[1]),
+            "{path}: writes accepted out of fence order: {fences:?}"
+        );
+    }
+    eprintln!(
+        "rollback fault run: {total} writes acknowledged ({at_copy} at the copy, {before_kill} \
+         before the kill), {} reads checked, 0 stale",
+        ledger.reads.load(Ordering::Relaxed)
+    );
+}
