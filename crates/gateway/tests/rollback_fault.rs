@@ -66,7 +66,10 @@ async fn start_gateway(db: &TestDb, redis: &PrivateRedis, run_sync: bool) -> Gat
         .await
         .is_ok_and(|r| r.status() == 200)
     {
-        assert!(Instant::now() < deadline, "the gateway did not become healthy");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not become healthy"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     gw
@@ -119,10 +122,9 @@ impl Ledger {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let v = got.1["version"].as_i64().unwrap_or(0);
         if v < floor {
-            self.stale_reads
-                .lock()
-                .unwrap()
-                .push(format!("{path} via {via}: read v{v}, v{floor} acknowledged"));
+            self.stale_reads.lock().unwrap().push(format!(
+                "{path} via {via}: read v{v}, v{floor} acknowledged"
+            ));
         }
     }
 }
@@ -152,7 +154,9 @@ async fn writer(
                            "fence": claim.1["fence"]});
         let got = tool(&http, base, "file_write", &write).await;
         if got.0 == 200 {
-            let version = got.1["version"].as_i64().expect("a write answers its version");
+            let version = got.1["version"]
+                .as_i64()
+                .expect("a write answers its version");
             ledger.ack(&path, version, &content);
             let floor = ledger.acked_version(&path);
             let other = &gws[(id + n as usize + 1) % gws.len()];
@@ -271,7 +275,13 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
             assert_eq!(content, acked_content, "{path}");
         }
         for gw in gws.iter() {
-            let got = tool(&http, gw, "file_read", &json!({"task_id": "t", "path": path})).await;
+            let got = tool(
+                &http,
+                gw,
+                "file_read",
+                &json!({"task_id": "t", "path": path}),
+            )
+            .await;
             assert_eq!(got.0, 200, "{path} via {gw}: {}", got.1);
             assert_eq!(
                 (got.1["version"].as_i64(), got.1["content"].as_str()),

@@ -528,7 +528,14 @@ impl PrivateRedis {
     /// Persisted to an append-only file, fsynced at every write: what a copy of its files
     /// ([`PrivateRedis::snapshot`]) holds is exactly what it had acknowledged.
     pub fn start_persistent() -> Option<PrivateRedis> {
-        PrivateRedis::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+        PrivateRedis::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
     }
 
     pub fn url(&self) -> String {
@@ -589,7 +596,9 @@ fn redis_answers(port: u16) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 64];
-    s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
 /// Copies a directory tree (files and subdirectories).

@@ -62,12 +62,9 @@ static RENEW_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| guarded_script(include_str!("lua/renew.lua")));
 static WRITER_CHECK_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| guarded_script(include_str!("lua/writer_check.lua")));
-/// A file's hot copy (all fields), served only from a validated hot layer.
-static READ_FILE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| guarded_script("return redis.call('HGETALL', KEYS[1])"));
-/// A cached task row, served only from a validated hot layer.
-static READ_TASK_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| guarded_script("return redis.call('GET', KEYS[1])"));
+/// The guard alone, run in one `MULTI` with a plain read ([`RedisStore::guarded_read`]), so
+/// that the value read does not pass through Lua (a large hot copy would be copied twice).
+static GUARD_SCRIPT: LazyLock<Script> = LazyLock::new(|| guarded_script("return 1"));
 static HOT_DROP_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/hot_drop.lua")));
 static HOT_VALIDATE_SCRIPT: LazyLock<Script> =
@@ -205,6 +202,39 @@ impl RedisStore {
             }),
             r => Ok(r?),
         }
+    }
+
+    /// Runs `read` in one transaction (`MULTI`) after the guard, so it is answered only from
+    /// a validated hot layer; otherwise as [`RedisStore::guarded`]: rebuild, then read again.
+    async fn guarded_read<T: redis::FromRedisValue>(&self, read: redis::Cmd) -> Result<T> {
+        let mut rebuilt = false;
+        for _ in 0..4 {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("EVALSHA")
+                .arg(GUARD_SCRIPT.get_hash())
+                .arg(1)
+                .arg(self.keys.hot_validated())
+                .ignore()
+                .add_command(read.clone());
+            let mut c = self.conn.clone();
+            match pipe.query_async::<(T,)>(&mut c).await {
+                Ok((v,)) => return Ok(v),
+                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                    let _: String = GUARD_SCRIPT.prepare_invoke().load_async(&mut c).await?;
+                }
+                Err(e) if is_rollback(&e) && !rebuilt => {
+                    self.rebuild_hot().await?;
+                    rebuilt = true;
+                }
+                Err(e) if is_rollback(&e) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DomainError::Unavailable {
+            backend: "redis",
+            cause: "the hot layer went back in time again during its rebuild".into(),
+        })
     }
 
     /// After Redis went back in time (or on a server never validated): drops every hot file
@@ -435,9 +465,9 @@ impl HotOps for RedisStore {
     }
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
-        let mut inv = READ_FILE_SCRIPT.prepare_invoke();
-        inv.key(self.keys.file(task, path));
-        let mut m: HashMap<String, String> = self.guarded(inv).await?;
+        let mut read = redis::cmd("HGETALL");
+        read.arg(self.keys.file(task, path));
+        let mut m: HashMap<String, String> = self.guarded_read(read).await?;
         let Some(version) = m.get("version").and_then(|v| v.parse().ok()) else {
             return Ok(None);
         };
@@ -660,9 +690,9 @@ impl HotOps for RedisStore {
     }
 
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
-        let mut inv = READ_TASK_SCRIPT.prepare_invoke();
-        inv.key(self.keys.task(task));
-        let v: Option<String> = self.guarded(inv).await?;
+        let mut read = redis::cmd("GET");
+        read.arg(self.keys.task(task));
+        let v: Option<String> = self.guarded_read(read).await?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 

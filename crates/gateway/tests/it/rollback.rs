@@ -49,7 +49,10 @@ async fn a_read_after_redis_rolls_back_returns_the_newest_acknowledged_version()
             json!({"task_id": "t", "path": "a.py", "content": "v1"}),
         )
         .await);
-    assert_eq!(ok(gw.tool("file_read", file.clone()).await)["content"], "v1");
+    assert_eq!(
+        ok(gw.tool("file_read", file.clone()).await)["content"],
+        "v1"
+    );
     let before = redis.snapshot();
     ok(gw
         .tool(
@@ -57,7 +60,10 @@ async fn a_read_after_redis_rolls_back_returns_the_newest_acknowledged_version()
             json!({"task_id": "t", "path": "a.py", "content": "v2"}),
         )
         .await);
-    assert_eq!(ok(gw.tool("file_read", file.clone()).await)["content"], "v2");
+    assert_eq!(
+        ok(gw.tool("file_read", file.clone()).await)["content"],
+        "v2"
+    );
 
     roll_back(&mut redis, &before);
     let read = ok(call_through_reconnect(&gw, "file_read", file.clone()).await);

@@ -5,8 +5,11 @@
 -- start and at every promotion of a replica, so a restart from an older AOF/RDB or a failover
 -- to a lagging replica can bring the marker back, but never with the current id. Answers the
 -- error `ROLLBACK` then; the caller rebuilds the hot layer (RedisStore::rebuild_hot) and retries.
+-- (Cost: about 5 microseconds of Redis CPU, most of it `INFO`; see docs/BENCHMARKS.md.)
 do
-  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  local info = redis.call('INFO', 'replication')
+  local at = string.find(info, 'master_replid:', 1, true)
+  local replid = at and string.sub(info, at + 14, at + 53)
   if redis.call('GET', KEYS[#KEYS]) ~= replid then
     return redis.error_reply('ROLLBACK hot layer not validated on this server (' .. tostring(replid) .. ')')
   end
