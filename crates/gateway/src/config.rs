@@ -157,24 +157,23 @@ pub struct GatewayConfig {
     #[arg(long, env = "LOGS_STREAM_MAXLEN", default_value_t = 10_000)]
     pub logs_stream_maxlen: usize,
 
-    /// `Host` values `/mcp` accepts (comma-separated host or host:port; `*` = any). Protects
-    /// against DNS rebinding; list the names clients use to reach a deployed gateway.
-    #[arg(
-        long,
-        env = "MCP_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        default_value = "localhost,127.0.0.1,::1"
-    )]
-    pub mcp_allowed_hosts: Vec<String>,
-    /// Browser origins `/mcp` accepts (comma-separated `scheme://host[:port]`, `:*` = any
-    /// port). A request with another `Origin` gets 403; one without `Origin` passes.
-    #[arg(
-        long,
-        env = "MCP_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        default_value = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*"
-    )]
-    pub mcp_allowed_origins: Vec<String>,
+    /// `Host` values the gateway answers while authentication is off (comma-separated host or
+    /// host:port; `*` = any); others get 403. Protects against DNS rebinding; list the names
+    /// clients use to reach the gateway. Default: `localhost,127.0.0.1,::1`.
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// The earlier name of `ALLOWED_HOSTS` (read when that is unset).
+    #[arg(long, env = "MCP_ALLOWED_HOSTS", value_delimiter = ',', hide = true)]
+    pub mcp_allowed_hosts: Option<Vec<String>>,
+    /// Browser origins allowed to send requests (comma-separated `scheme://host[:port]`,
+    /// `:*` = any port), besides `CORS_ORIGINS` and the gateway's own origin. A request with
+    /// another `Origin` gets 403; one without `Origin` passes. Default:
+    /// `http://localhost:*,http://127.0.0.1:*,http://[::1]:*`.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// The earlier name of `ALLOWED_ORIGINS` (read when that is unset).
+    #[arg(long, env = "MCP_ALLOWED_ORIGINS", value_delimiter = ',', hide = true)]
+    pub mcp_allowed_origins: Option<Vec<String>>,
 
     /// Live streams: events queued per watcher; a watcher that falls further behind is cut
     /// off (it resumes from its last event id).
@@ -203,6 +202,21 @@ pub enum DurableBackend {
     Postgres(String),
     /// The embedded mode's SQLite file.
     Sqlite(PathBuf),
+}
+
+/// A list variable's entries, trimmed, blanks dropped; `default` when it is unset or blank.
+fn list(v: Option<&Vec<String>>, default: &[String]) -> Vec<String> {
+    let set: Vec<String> = v
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if set.is_empty() {
+        default.to_vec()
+    } else {
+        set
+    }
 }
 
 /// A set variable: trimmed, and `None` when blank (an empty `DATABASE_URL=` in `.env` means
@@ -262,22 +276,42 @@ impl GatewayConfig {
 
     /// The settings of `/mcp`.
     pub fn mcp(&self) -> crate::mcp::McpConfig {
-        let list = |v: &[String]| {
-            v.iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-        };
-        let hosts = list(&self.mcp_allowed_hosts);
         crate::mcp::McpConfig {
-            allowed_hosts: if hosts.iter().any(|h| h == "*") {
-                Vec::new()
-            } else {
-                hosts
-            },
-            allowed_origins: list(&self.mcp_allowed_origins),
             max_body_bytes: self.max_body_bytes(),
         }
+    }
+
+    /// `ALLOWED_HOSTS`, else `MCP_ALLOWED_HOSTS`, else the loopback names (blanks dropped).
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        let default = ["localhost", "127.0.0.1", "::1"].map(String::from);
+        list(
+            self.allowed_hosts
+                .as_ref()
+                .or(self.mcp_allowed_hosts.as_ref()),
+            &default,
+        )
+    }
+
+    /// `ALLOWED_ORIGINS`, else `MCP_ALLOWED_ORIGINS`, else the loopback origins on any port.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        let default =
+            ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].map(String::from);
+        list(
+            self.allowed_origins
+                .as_ref()
+                .or(self.mcp_allowed_origins.as_ref()),
+            &default,
+        )
+    }
+
+    /// The `Host`/`Origin` check of every route.
+    pub fn rebinding_guard(&self) -> crate::routes::rebinding::RebindingGuard {
+        crate::routes::rebinding::RebindingGuard::new(
+            self.jwt_secret.is_some(),
+            &self.allowed_hosts(),
+            &self.allowed_origins(),
+            &self.cors_origins(),
+        )
     }
 
     /// The CORS origins configured (blank entries dropped).

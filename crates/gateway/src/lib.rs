@@ -70,6 +70,8 @@ pub struct AppState {
     pub rate_limit: Option<RateLimit>,
     /// Browser origins allowed by CORS (empty: none).
     pub cors_origins: Vec<String>,
+    /// The `Host`/`Origin` check in front of every route (DNS rebinding, foreign pages).
+    pub rebinding: Arc<routes::rebinding::RebindingGuard>,
 }
 
 /// The per-agent request rate: at most `requests` per fixed `window`, counted in Redis so
@@ -113,6 +115,7 @@ impl AppState {
                 },
             ),
             cors_origins: cfg.cors_origins(),
+            rebinding: Arc::new(cfg.rebinding_guard()),
         }
     }
 }

@@ -374,16 +374,27 @@ pub trait HotSync: Send + Sync + 'static {
     async fn set_sync_warm(&self) -> Result<()>;
 }
 
+/// An MCP session as the hot store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpSession {
+    /// The agent that created the session (authentication on): the session exists for that
+    /// agent only. `None`: unbound (authentication off, or a record written before sessions
+    /// were bound to their creator).
+    pub owner: Option<String>,
+    /// What the session is restored from (the client's `initialize` parameters, JSON).
+    pub state: String,
+}
+
 /// What the MCP door (`/mcp`) shares between gateway instances: session state (so any
 /// instance serves a session) and resource subscriptions. Nothing here is durable truth:
 /// everything carries a TTL.
 #[async_trait]
 pub trait McpSessions: Send + Sync + 'static {
-    /// Saves a session's state for `ttl`.
-    async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()>;
+    /// Saves a session's record (its state and its creator) for `ttl`.
+    async fn save_session(&self, session: &str, record: &McpSession, ttl: Duration) -> Result<()>;
 
-    /// A session's state, extending its life by `ttl` (and that of its subscription list).
-    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>>;
+    /// A session's record, extending its life by `ttl` (and that of its subscription list).
+    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<McpSession>>;
 
     /// Forgets a session and every subscription it held.
     async fn drop_session(&self, session: &str) -> Result<()>;

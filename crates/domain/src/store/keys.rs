@@ -8,7 +8,7 @@
 //! `task:{id}` and the channel `task:{id}:updates` keep the original's names (without braces)
 //! because other systems (the orchestrator) read and publish them.
 
-use super::hot::{SubScope, Subscriber};
+use super::hot::{McpSession, SubScope, Subscriber};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
 use chrono::{DateTime, Utc};
@@ -194,6 +194,31 @@ pub fn session_entry(index: &str, entry: &str) -> String {
 /// The (index, entry) a session's own list names.
 pub fn split_session_entry(e: &str) -> Option<(&str, &str)> {
     e.split_once(SEP)
+}
+
+/// An MCP session record as both hot stores keep it: `owner \x1f state` (an empty owner:
+/// unbound). Neither an agent id nor serialised JSON holds a raw `\x1f`.
+pub fn session_record(record: &McpSession) -> String {
+    format!(
+        "{}{SEP}{}",
+        record.owner.as_deref().unwrap_or(""),
+        record.state
+    )
+}
+
+/// The record [`session_record`] wrote; a value without the separator is a record written
+/// before sessions had owners: its whole text is the state, unbound.
+pub fn parse_session_record(v: String) -> McpSession {
+    match v.split_once(SEP) {
+        Some((owner, state)) => McpSession {
+            owner: (!owner.is_empty()).then(|| owner.to_owned()),
+            state: state.to_owned(),
+        },
+        None => McpSession {
+            owner: None,
+            state: v,
+        },
+    }
 }
 
 /// The subscription an index entry records.

@@ -7,8 +7,11 @@
 //! Nothing here is durable truth: a lost session makes the client initialise again, a lost
 //! subscription stops its notifications. Everything carries a TTL.
 
-use super::hot::{McpSessions, SubScope, Subscriber};
-use super::keys::{parse_subscription_entry, session_entry, subscription_entry};
+use super::hot::{McpSession, McpSessions, SubScope, Subscriber};
+use super::keys::{
+    parse_session_record, parse_subscription_entry, session_entry, session_record,
+    subscription_entry,
+};
 use super::redis::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
@@ -36,12 +39,12 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 
 #[async_trait]
 impl McpSessions for RedisStore {
-    /// Saves a session's state for `ttl`.
-    async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()> {
+    /// Saves a session's record for `ttl`.
+    async fn save_session(&self, session: &str, record: &McpSession, ttl: Duration) -> Result<()> {
         let mut c = self.connection();
         let _: () = redis::cmd("SET")
             .arg(self.keys().mcp_session(session))
-            .arg(state)
+            .arg(session_record(record))
             .arg("EX")
             .arg(ttl.as_secs().max(1))
             .query_async(&mut c)
@@ -49,8 +52,8 @@ impl McpSessions for RedisStore {
         Ok(())
     }
 
-    /// A session's state, extending its life by `ttl` (and that of its subscription list).
-    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>> {
+    /// A session's record, extending its life by `ttl` (and that of its subscription list).
+    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<McpSession>> {
         let mut c = self.connection();
         let secs = ttl.as_secs().max(1);
         let (state, _): (Option<String>, i64) = redis::pipe()
@@ -63,7 +66,7 @@ impl McpSessions for RedisStore {
             .arg(secs)
             .query_async(&mut c)
             .await?;
-        Ok(state)
+        Ok(state.map(parse_session_record))
     }
 
     /// Forgets a session and every subscription it held.

@@ -11,9 +11,10 @@
 //! * [`sessions`] — 2025-11-25 sessions kept in Redis, so any instance serves any request.
 //!
 //! Instances share nothing in memory: 2026-07-28 requests are stateless, and a 2025-11-25
-//! session is restored from Redis by whichever instance receives its request. Host and
-//! `Origin` are checked by rmcp against [`McpConfig`] (a foreign origin gets 403); credentials
-//! are checked first by the REST door's `Caller` extraction (its HTTP error, e.g. 401).
+//! session is restored from Redis by whichever instance receives its request. `Host` and
+//! `Origin` are checked before, for every route alike (`routes::rebinding`; a foreign origin
+//! gets 403); credentials are checked first by the REST door's `Caller` extraction (its HTTP
+//! error, e.g. 401).
 
 pub mod handler;
 pub mod notify;
@@ -22,6 +23,7 @@ pub mod sessions;
 pub mod tools;
 
 use crate::AppState;
+use crate::error::ApiError;
 use crate::extract::Caller;
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
@@ -30,16 +32,13 @@ use axum::response::{IntoResponse, Response};
 use mcp_domain::store::Hot;
 use notify::Hub;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use sessions::SESSION_TTL;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// The settings of `/mcp`.
 #[derive(Debug, Clone)]
 pub struct McpConfig {
-    /// Accepted `Host` values (host or host:port); empty = any host.
-    pub allowed_hosts: Vec<String>,
-    /// Accepted browser origins (`scheme://host[:port|:*]`); a request without `Origin` passes.
-    pub allowed_origins: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
 }
@@ -72,13 +71,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .with_legacy_session_mode(true)
         .with_max_request_body_bytes(mcp.config.max_body_bytes)
         .with_cancellation_token(mcp.shutdown.child_token())
-        .with_allowed_origins(mcp.config.allowed_origins.clone())
-        .enforce_origin_validation();
-    config = if mcp.config.allowed_hosts.is_empty() {
-        config.disable_allowed_hosts()
-    } else {
-        config.with_allowed_hosts(mcp.config.allowed_hosts.clone())
-    };
+        // The gateway's own layer checks Host and Origin for every route, `/mcp` included
+        // (`routes::rebinding`).
+        .disable_allowed_hosts()
+        .disable_allowed_origins();
     config.session_store = Some(Arc::new(sessions::HotSessionStore::new(
         mcp.hub.store().clone(),
     )));
@@ -96,11 +92,44 @@ pub fn router(state: &AppState) -> Router<AppState> {
 
 /// Refuses, at the HTTP level and before rmcp sees it, a request whose credentials the REST
 /// door would refuse (the same `Caller` extraction); each MCP request derives its actor from
-/// the same parts again.
+/// the same parts again. With authentication on, a request naming a session (`POST`, `GET`,
+/// `DELETE` with `Mcp-Session-Id`) is served only for the agent that created the session:
+/// for anyone else the session does not exist (404, rmcp's answer to an unknown session).
+/// The request runs with its agent as [`sessions::CREATOR`], so a session it creates is
+/// recorded as that agent's.
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    if let Err(e) = Caller::from_request_parts(&mut parts, &state).await {
-        return e.into_response();
+    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let agent = caller.identity().map(|id| id.agent.to_string());
+    if let (Some(agent), Some(session)) = (&agent, parts.headers.get(SESSION_HEADER)) {
+        let session = session.to_str().unwrap_or("");
+        match state
+            .mcp
+            .hub
+            .store()
+            .load_session(session, SESSION_TTL)
+            .await
+        {
+            Ok(Some(record)) if record.owner.as_deref() == Some(agent.as_str()) => {}
+            Ok(_) => return unknown_session(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
-    next.run(Request::from_parts(parts, body)).await
+    let req = Request::from_parts(parts, body);
+    sessions::CREATOR.scope(agent, next.run(req)).await
+}
+
+/// The session header of the 2025-11-25 generation.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// rmcp's answer to a session it does not know (MCP: 404 for unknown or ended sessions).
+fn unknown_session() -> Response {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "Not Found: Session not found",
+    )
+        .into_response()
 }

@@ -3,7 +3,10 @@
 //!
 //! * [`HotSessionStore`] keeps each session's `initialize` parameters in Redis, so when a
 //!   request of a session reaches an instance that has not seen it, rmcp restores the session
-//!   there transparently (no session affinity needed at the load balancer).
+//!   there transparently (no session affinity needed at the load balancer). With the state it
+//!   keeps the session's creator ([`CREATOR`]): with authentication on a session belongs to
+//!   the agent that created it, and `super::authenticate` answers any other caller 404, as for
+//!   an unknown session, on every instance.
 //! * [`GatewaySessions`] is rmcp's in-memory session manager plus one thing: the session's
 //!   standalone SSE stream (`GET /mcp`) also carries the `notifications/resources/updated` that
 //!   [`super::notify::Hub`] routes to it, wherever the `resources/subscribe` was received.
@@ -13,6 +16,7 @@
 use super::notify::Hub;
 use futures::{Stream, StreamExt};
 use mcp_domain::store::Hot;
+use mcp_domain::store::hot::McpSession;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
@@ -27,6 +31,14 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// How long an idle session's state is kept in Redis (each use extends it).
 pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+tokio::task_local! {
+    /// The authenticated agent of the `/mcp` request being served (`None`: authentication is
+    /// off). rmcp saves a new session's state from inside the `initialize` request without
+    /// handing the store the request, so `super::authenticate` runs the request in this scope
+    /// and [`HotSessionStore::store`] records it as the session's owner.
+    pub static CREATOR: Option<String>;
+}
 
 /// Session state in Redis (`mcp_session:{id}`), shared by every gateway instance.
 pub struct HotSessionStore {
@@ -43,16 +55,19 @@ impl HotSessionStore {
 impl SessionStore for HotSessionStore {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
         match self.store.load_session(session_id, SESSION_TTL).await? {
-            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+            Some(record) => Ok(Some(serde_json::from_str(&record.state)?)),
             None => Ok(None),
         }
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        let json = serde_json::to_string(state)?;
+        let record = McpSession {
+            owner: CREATOR.try_with(Clone::clone).ok().flatten(),
+            state: serde_json::to_string(state)?,
+        };
         Ok(self
             .store
-            .save_session(session_id, &json, SESSION_TTL)
+            .save_session(session_id, &record, SESSION_TTL)
             .await?)
     }
 

@@ -1,13 +1,14 @@
 //! The HTTP surface: one `router()` per area, assembled here with the shared layers (request
-//! id, CORS, tracing, body limit and body guard (`edge::body`), request timeout -> 503 (408
-//! when the client's body is what it waits for), request metrics) and a JSON 404
-//! fallback. Authentication and the rate limit are not a layer: they happen in the extractors
+//! id, CORS, tracing, the Host/Origin check of [`rebinding`], body limit and body guard
+//! (`edge::body`), request timeout -> 503 (408 when the client's body is what it waits for),
+//! request metrics) and a JSON 404 fallback. Authentication and the rate limit are not a layer: they happen in the extractors
 //! (`extract.rs`), which every authenticated route uses (`/mcp` and the live streams too);
 //! `/health` and `/metrics` need no token.
 
 mod admin;
 mod health;
 mod metrics;
+pub mod rebinding;
 mod resources;
 pub(crate) mod tools;
 
@@ -49,6 +50,10 @@ pub fn router(state: AppState) -> Router {
             crate::edge::body::guard,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.rebinding.clone(),
+            rebinding::guard,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(cors(&state.cors_origins))
         .layer(PropagateRequestIdLayer::x_request_id())

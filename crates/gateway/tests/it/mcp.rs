@@ -590,7 +590,7 @@ async fn a_foreign_origin_is_refused() {
 #[tokio::test]
 async fn a_foreign_host_is_refused_and_configured_hosts_pass() {
     let gw = TestGateway::spawn_with(|c| {
-        c.mcp_allowed_hosts = vec!["gateway.internal".into()];
+        c.allowed_hosts = Some(vec!["gateway.internal".into()]);
     })
     .await;
     let get = |host: &str| {
@@ -683,7 +683,7 @@ async fn closing_a_session_drops_its_subscriptions() {
         )
         .await
         .unwrap();
-    store.save_session("s1", "{}", ttl).await.unwrap();
+    store.save_session("s1", &unbound("{}"), ttl).await.unwrap();
     store.drop_session("s1").await.unwrap();
     let left = store.subscribers(SubScope::Task(&t1)).await.unwrap();
     assert_eq!(
@@ -707,4 +707,12 @@ async fn closing_a_session_drops_its_subscriptions() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A session record without an owner (authentication off).
+fn unbound(state: &str) -> mcp_domain::store::hot::McpSession {
+    mcp_domain::store::hot::McpSession {
+        owner: None,
+        state: state.into(),
+    }
 }

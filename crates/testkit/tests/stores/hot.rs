@@ -5,7 +5,9 @@ use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::responses::TaskState;
 use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
-use mcp_domain::store::hot::{CacheFile, ClaimOutcome, Emit, Refreshed, SubScope, TaskRefresh};
+use mcp_domain::store::hot::{
+    CacheFile, ClaimOutcome, Emit, McpSession, Refreshed, SubScope, TaskRefresh,
+};
 use mcp_domain::{AgentId, FilePath, TaskId};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -641,11 +643,19 @@ async fn mcp_sessions_and_subscriptions(f: &HotFixture) {
     let s = &f.store;
     let ttl = Duration::from_secs(60);
     assert_eq!(s.load_session("s1", ttl).await.unwrap(), None);
-    s.save_session("s1", "{\"v\":1}", ttl).await.unwrap();
-    assert_eq!(
-        s.load_session("s1", ttl).await.unwrap().as_deref(),
-        Some("{\"v\":1}")
-    );
+    let bound = McpSession {
+        owner: Some("agent-1".into()),
+        state: "{\"v\":1}".into(),
+    };
+    s.save_session("s1", &bound, ttl).await.unwrap();
+    assert_eq!(s.load_session("s1", ttl).await.unwrap(), Some(bound));
+    // Authentication off: a session without an owner.
+    let unbound = McpSession {
+        owner: None,
+        state: "{\"v\":2}".into(),
+    };
+    s.save_session("s0", &unbound, ttl).await.unwrap();
+    assert_eq!(s.load_session("s0", ttl).await.unwrap(), Some(unbound));
     let t = task("t");
     let a = AgentId::parse("a1").unwrap();
     s.subscribe(
@@ -694,7 +704,11 @@ async fn mcp_sessions_and_subscriptions(f: &HotFixture) {
     assert!(s.subscribers(SubScope::Task(&t)).await.unwrap().is_empty());
     assert!(s.subscribers(SubScope::Agent(&a)).await.unwrap().is_empty());
     // Sessions expire.
-    s.save_session("s3", "{}", Duration::from_secs(1))
+    let short = McpSession {
+        owner: None,
+        state: "{}".into(),
+    };
+    s.save_session("s3", &short, Duration::from_secs(1))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;

@@ -28,10 +28,11 @@ use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
 use crate::store::hot::{
-    CacheFile, ClaimOutcome, Emit, HotFile, HotOps, HotSync, Lease, McpSessions, OutboxDepth,
-    OutboxEntry, Presence, Refreshed, SubScope, Subscriber, TaskRefresh, UpdatesPing,
+    CacheFile, ClaimOutcome, Emit, HotFile, HotOps, HotSync, Lease, McpSession, McpSessions,
+    OutboxDepth, OutboxEntry, Presence, Refreshed, SubScope, Subscriber, TaskRefresh, UpdatesPing,
     UpdatesSource,
 };
+use crate::store::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
@@ -421,13 +422,16 @@ impl HotSync for MemoryStore {
 
 #[async_trait]
 impl McpSessions for MemoryStore {
-    async fn save_session(&self, session: &str, state: &str, ttl: Duration) -> Result<()> {
-        self.with(|s, now| s.save_session(session, state, ttl, now));
+    async fn save_session(&self, session: &str, record: &McpSession, ttl: Duration) -> Result<()> {
+        let value = session_record(record);
+        self.with(|s, now| s.save_session(session, &value, ttl, now));
         Ok(())
     }
 
-    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<String>> {
-        Ok(self.with(|s, now| s.load_session(session, ttl, now)))
+    async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<McpSession>> {
+        Ok(self
+            .with(|s, now| s.load_session(session, ttl, now))
+            .map(parse_session_record))
     }
 
     async fn drop_session(&self, session: &str) -> Result<()> {

@@ -273,15 +273,15 @@ async fn mcp_entries_expire_in_whole_seconds() {
     let t = task("t1");
     // As in Redis, a TTL under a second lasts a second.
     let ttl = Duration::from_millis(50);
-    store.save_session("s1", "{}", ttl).await.unwrap();
+    store.save_session("s1", &unbound("{}"), ttl).await.unwrap();
     store
         .subscribe("s1", SubScope::Task(&t), "k", "u", ttl)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert_eq!(
-        store.load_session("s1", ttl).await.unwrap().as_deref(),
-        Some("{}")
+        store.load_session("s1", ttl).await.unwrap(),
+        Some(unbound("{}"))
     );
     assert_eq!(
         store.subscribers(SubScope::Task(&t)).await.unwrap().len(),
@@ -658,7 +658,7 @@ async fn dropping_a_session_removes_its_subscriptions() {
     let t = task("t1");
     let a = AgentId::parse("a1").unwrap();
     let ttl = Duration::from_secs(60);
-    store.save_session("s1", "{}", ttl).await.unwrap();
+    store.save_session("s1", &unbound("{}"), ttl).await.unwrap();
     store
         .subscribe("s1", SubScope::Task(&t), "k1", "u1", ttl)
         .await
@@ -756,4 +756,12 @@ async fn memory_usage_grows_with_what_is_held() {
     assert_eq!(store.backend(), "in-process");
     assert!(!store.shared());
     assert_eq!(store.maxmemory_policy().await.unwrap(), None);
+}
+
+/// A session record without an owner (authentication off).
+fn unbound(state: &str) -> crate::store::hot::McpSession {
+    crate::store::hot::McpSession {
+        owner: None,
+        state: state.into(),
+    }
 }
