@@ -11,8 +11,8 @@
 //! [`EventSubscription::next`] hides all of that: it yields events, reconnecting after a
 //! disconnect, a cut-off, or a silent connection (nothing, not even a keep-alive, within
 //! [`SubscribeOptions::idle_timeout`]), with jittered backoff between failed attempts. It
-//! returns an error only for a refusal that a retry cannot fix (404 `task_not_found`,
-//! 403 …) or after [`SubscribeOptions::max_failures`] consecutive failed reconnects.
+//! returns an error only for a refusal that a retry cannot fix (401, 403,
+//! 400 …) or after [`SubscribeOptions::max_failures`] consecutive failed reconnects.
 
 use crate::client::{GatewayClient, transport};
 use crate::error::{ClientError, Result};

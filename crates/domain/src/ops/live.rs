@@ -5,22 +5,18 @@
 
 use super::Service;
 use crate::actor::Actor;
-use crate::error::{DomainError, Result};
+use crate::error::Result;
 use crate::ids::TaskId;
 use mcp_api::{Event, StreamId};
 
 impl Service {
-    /// Checks that `actor` may watch `task_id` and that the task is known: it has a task
-    /// row, or it has events (tasks need no row to be written to, so a stream is enough).
-    /// Unknown: `task_not_found`.
+    /// Checks that `actor` may watch `task_id` (a valid id in its scope). The task need not
+    /// exist yet: tasks need no row to be written to, so a watcher may open its stream before
+    /// anything happened in the task and receives its first event and every one after.
     pub async fn open_events(&self, actor: &Actor, task_id: &str) -> Result<TaskId> {
         let task = TaskId::parse(task_id)?;
         actor.ensure_task(&task)?;
-        match self.task_state(actor, task_id).await {
-            Ok(_) => Ok(task),
-            Err(DomainError::TaskNotFound(_)) if self.hot.events_exist(&task).await? => Ok(task),
-            Err(e) => Err(e),
-        }
+        Ok(task)
     }
 
     /// Up to `count` events of `task` after `after`, oldest first, each with its stream id.

@@ -280,9 +280,6 @@ pub trait HotOps: Send + Sync + 'static {
     /// The id of the task's newest event, `None` when its stream is empty or missing.
     async fn events_tail(&self, task: &TaskId) -> Result<Option<String>>;
 
-    /// Whether the task has an event stream (it has seen a change the store still holds).
-    async fn events_exist(&self, task: &TaskId) -> Result<bool>;
-
     /// A subscription to every task's update channel. The live-event hub holds one per
     /// process.
     async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>>;

@@ -643,12 +643,6 @@ impl HotOps for RedisStore {
         Ok(newest.into_iter().next().map(|(id, _)| id))
     }
 
-    /// Whether the task has an event stream (it has seen a change, and Redis still holds it).
-    async fn events_exist(&self, task: &TaskId) -> Result<bool> {
-        let mut c = self.conn.clone();
-        Ok(c.exists(self.keys.events(task)).await?)
-    }
-
     /// A connection of its own, subscribed (`PSUBSCRIBE`) to every task channel under this
     /// prefix. The live-event hub holds exactly one per process; when Redis goes away the
     /// subscription ends and the hub opens a new one.

@@ -24,6 +24,7 @@ mod security;
 mod security_doors;
 mod state;
 mod stream_ids;
+mod watch_first;
 
 use serde_json::Value;
 

@@ -415,7 +415,16 @@ async fn subscriber_hears_of_a_rest_write(gw: TestGateway) {
 
 #[tokio::test]
 async fn a_2026_07_28_listener_hears_of_a_rest_write() {
-    let gw = TestGateway::spawn().await;
+    // Listening before anything happened in the task (issue #14 item 12), in both modes.
+    for gw in [
+        TestGateway::spawn().await,
+        TestGateway::spawn_embedded().await,
+    ] {
+        listener_hears_of_a_rest_write(gw).await;
+    }
+}
+
+async fn listener_hears_of_a_rest_write(gw: TestGateway) {
     let (client, _) = connect(&gw, Generation::Stateless).await;
     let uri = "workspace://t1/a.py";
     let mut subscription = client

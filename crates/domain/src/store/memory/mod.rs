@@ -294,10 +294,6 @@ impl HotOps for MemoryStore {
         Ok(self.with(|s, _| s.events_tail(task)))
     }
 
-    async fn events_exist(&self, task: &TaskId) -> Result<bool> {
-        Ok(self.with(|s, _| s.events_exist(task)))
-    }
-
     async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
         let rx = self.with(|s, _| s.updates_receiver());
         Ok(Box::new(Updates {

@@ -460,10 +460,6 @@ impl State {
             .map(|id| id.to_string())
     }
 
-    pub(super) fn events_exist(&self, task: &TaskId) -> bool {
-        self.events.contains_key(task.as_str())
-    }
-
     pub(super) fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Vec<Event> {
         let Some(s) = self.events.get(task.as_str()) else {
             return Vec::new();
