@@ -10,7 +10,8 @@ use crate::event::Event;
 use serde::{Deserialize, Serialize};
 
 /// Why the server ended a stream (or one WebSocket subscription). Every reason means the
-/// same to a client: reconnect (after `retry_after_ms`) and resume from `resume_from`.
+/// same to a client: reconnect (after `retry_after_ms`) and resume from `resume_from` — for
+/// `token_expired`, with a new token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CutoffReason {
@@ -20,6 +21,8 @@ pub enum CutoffReason {
     Shutdown,
     /// Redis could not be read to replay or catch up.
     Unavailable,
+    /// The bearer token the stream was opened with expired (it would now get 401).
+    TokenExpired,
 }
 
 /// The data of a final `event: cutoff` SSE message (and the fields of the WebSocket

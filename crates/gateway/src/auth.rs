@@ -90,6 +90,18 @@ pub struct Identity {
     pub role: Role,
     /// The tasks it may touch; `None`: every task.
     pub tasks: Option<Vec<String>>,
+    /// The last second (since the epoch) the token is accepted: `exp` plus [`LEEWAY_SECS`].
+    /// Streams opened with it end when it passes (`Identity::remaining`).
+    pub valid_until: i64,
+}
+
+impl Identity {
+    /// How long from `now_ms` (milliseconds since the epoch) the token is still accepted: to
+    /// the end of its `valid_until` second, after which every request with it gets 401.
+    pub fn remaining(&self, now_ms: i64) -> Duration {
+        let end_ms = self.valid_until.saturating_add(1).saturating_mul(1000);
+        Duration::from_millis(u64::try_from(end_ms.saturating_sub(now_ms)).unwrap_or(0))
+    }
 }
 
 /// Why a token was refused. [`AuthError::reason`] labels `mcp_auth_refused_total`.
@@ -292,7 +304,12 @@ impl Authenticator {
         if tasks.iter().flatten().any(|t| TaskId::parse(t).is_err()) {
             return Err(AuthError::Claims("tasks must be task ids or \"*\""));
         }
-        Ok(Identity { agent, role, tasks })
+        Ok(Identity {
+            agent,
+            role,
+            tasks,
+            valid_until: exp.saturating_add(LEEWAY_SECS),
+        })
     }
 }
 

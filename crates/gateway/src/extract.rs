@@ -125,6 +125,13 @@ impl Caller {
         self.identity.as_ref()
     }
 
+    /// When the caller's token stops being accepted (authentication on): the instant a
+    /// stream opened with it must end, since the same token then gets 401 on every request.
+    pub fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let id = self.identity.as_ref()?;
+        Some(tokio::time::Instant::now() + id.remaining(chrono::Utc::now().timestamp_millis()))
+    }
+
     /// The actor for a request on `task_id` (if it names one) that names `agent_id` (if it
     /// does). With authentication on: the token's agent, role and scope; another `agent_id`,
     /// or a task outside the scope, is 403 `forbidden`.

@@ -4,8 +4,8 @@
 //! `data: <envelope JSON>`. Replays after `Last-Event-ID` (or `?since=`, the header wins, as
 //! a browser's `EventSource` resends it on reconnect), then live events; comment lines keep
 //! the connection alive; `?types=a,b` filters. A stream the server ends on purpose (slow
-//! consumer, shutdown, Redis unreadable) ends with `event: cutoff`, a `retry:` hint and a
-//! [`Cutoff`](mcp_api::live::Cutoff) body naming `resume_from`.
+//! consumer, shutdown, Redis unreadable, the caller's token expired) ends with `event: cutoff`,
+//! a `retry:` hint and a [`Cutoff`](mcp_api::live::Cutoff) body naming `resume_from`.
 
 use super::{WatchItem, parse_since, parse_types};
 use crate::AppState;
@@ -45,7 +45,8 @@ pub(super) async fn task_events(
     let start = parse_since(last_event_id.as_deref().or(q.since.as_deref()))?;
     let types = parse_types(q.types.iter().flat_map(|t| t.split(',')))?;
     let task = s.service.open_events(&actor, &task_id).await?;
-    let watch = s.live.hub.watch(actor, task, start, types).await?;
+    let mut watch = s.live.hub.watch(actor, task, start, types).await?;
+    watch.end_at(caller.token_deadline());
     let stream = futures::stream::unfold(watch, |mut watch| async move {
         let item = watch.next().await?;
         Some((Ok::<_, Infallible>(to_sse(item)), watch))

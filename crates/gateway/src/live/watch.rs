@@ -11,6 +11,9 @@
 //!
 //! The position only ever moves forward, over every stream event seen (delivered, or skipped
 //! by the type filter); it is the `resume_from` of the final [`WatchItem::End`].
+//!
+//! A watch opened with a bearer token ends when the token expires ([`Watch::end_at`]):
+//! nothing more is delivered, and the last item is a `token_expired` cutoff.
 
 use super::hub::{Delivery, Hub, LiveEvent, Subscription};
 use mcp_api::StreamId;
@@ -19,6 +22,7 @@ use mcp_domain::{Actor, DomainError, TaskId};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Events read from the stream per `XRANGE`.
 const PAGE: usize = 256;
@@ -65,6 +69,8 @@ pub struct Watch {
     pending: VecDeque<Arc<LiveEvent>>,
     /// Set when the hub ended the subscription: yield what is pending, then end.
     ended: Option<CutoffReason>,
+    /// When the watcher's token expires: the watch ends then (`token_expired`).
+    deadline: Option<Instant>,
 }
 
 impl Hub {
@@ -96,6 +102,7 @@ impl Hub {
             mode,
             pending: VecDeque::new(),
             ended: None,
+            deadline: None,
         })
     }
 }
@@ -103,6 +110,11 @@ impl Hub {
 impl Watch {
     pub fn task(&self) -> &TaskId {
         &self.task
+    }
+
+    /// Ends the watch at `deadline` (the expiry of the watcher's token; `None`: never).
+    pub fn end_at(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     /// The position reached: every stream event up to it was yielded or filtered out.
@@ -114,6 +126,9 @@ impl Watch {
     /// (dropping a pending call may lose a replay page; drop the whole watch instead).
     pub async fn next(&mut self) -> Option<WatchItem> {
         loop {
+            if self.mode != Mode::Ended && self.deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.end(CutoffReason::TokenExpired);
+            }
             if let Some(ev) = self.pending.pop_front() {
                 if self.wanted(&ev) {
                     return Some(WatchItem::Event(ev));
@@ -145,8 +160,10 @@ impl Watch {
                         self.pending.push_back(Arc::new(LiveEvent::new(event)));
                     }
                 }
-                Mode::Live => match self.sub.recv().await {
-                    Some(Delivery::Event(ev)) => match ev.id {
+                Mode::Live => match self.recv_until_deadline().await {
+                    // The deadline passed: the check above ends the watch.
+                    Err(()) => {}
+                    Ok(Some(Delivery::Event(ev))) => match ev.id {
                         Some(id) if id <= self.position => {}
                         Some(id) => {
                             self.position = id;
@@ -154,10 +171,21 @@ impl Watch {
                         }
                         None => self.pending.push_back(ev),
                     },
-                    Some(Delivery::Resync) => self.mode = Mode::Replay,
-                    None => self.ended = Some(self.sub.end_reason()),
+                    Ok(Some(Delivery::Resync)) => self.mode = Mode::Replay,
+                    Ok(None) => self.ended = Some(self.sub.end_reason()),
                 },
             }
+        }
+    }
+
+    /// The next delivery, or `Err` when the deadline passes first.
+    async fn recv_until_deadline(&mut self) -> Result<Option<Delivery>, ()> {
+        match self.deadline {
+            None => Ok(self.sub.recv().await),
+            Some(d) => tokio::select! {
+                delivery = self.sub.recv() => Ok(delivery),
+                _ = tokio::time::sleep_until(d) => Err(()),
+            },
         }
     }
 
@@ -211,6 +239,7 @@ impl Watch {
             CutoffReason::SlowConsumer => "slow_consumer",
             CutoffReason::Shutdown => "shutdown",
             CutoffReason::Unavailable => "unavailable",
+            CutoffReason::TokenExpired => "token_expired",
         };
         metrics::counter!("mcp_live_cutoffs_total", "reason" => label).increment(1);
         let detail = match reason {
@@ -219,6 +248,9 @@ impl Watch {
             }
             CutoffReason::Shutdown => "the gateway is shutting down; reconnect and resume",
             CutoffReason::Unavailable => "the event stream could not be read; reconnect later",
+            CutoffReason::TokenExpired => {
+                "the token this stream was opened with has expired; reconnect with a new token"
+            }
         };
         Some(WatchItem::End(Cutoff {
             reason,

@@ -7,7 +7,9 @@
 //! queues then fill: they are cut off (`cutoff`, `slow_consumer`) like a slow SSE watcher,
 //! so memory stays bounded. The server pings every keep-alive interval; `{"op":"ping"}` is
 //! answered with `{"op":"pong"}`. On shutdown every subscription gets `cutoff` (`shutdown`)
-//! and the socket is closed with code 1012 (service restart).
+//! and the socket is closed with code 1012 (service restart). When the token the socket was
+//! opened with expires, every subscription gets `cutoff` (`token_expired`) and the socket is
+//! closed with code 1008 (policy violation) and the reason `token expired`.
 
 use super::{parse_since, parse_types};
 use crate::AppState;
@@ -33,6 +35,8 @@ const OUT_QUEUE: usize = 64;
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// Close code "service restart": reconnect and resubscribe.
 const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// Close code "policy violation": the socket's token expired; reconnect with a new one.
+const CLOSE_POLICY: u16 = 1008;
 /// How long shutdown waits for the socket's last messages.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -104,8 +108,20 @@ async fn session(s: AppState, caller: Caller, agent: Option<String>, socket: Web
     let closing = s.live.hub.closing();
     let mut keepalive = tokio::time::interval(s.live.keepalive);
     keepalive.reset();
+    let expired = until(caller.token_deadline());
+    tokio::pin!(expired);
     loop {
         tokio::select! {
+            _ = &mut expired => {
+                // Each watch ends with a `token_expired` cutoff at the same instant.
+                for (_, sub) in subs.drain() {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, sub.task).await;
+                }
+                let _ = out
+                    .send(Outgoing::Close(CLOSE_POLICY, "token expired"))
+                    .await;
+                break;
+            }
             _ = closing.cancelled() => {
                 // Each watch ends with a `shutdown` cutoff by itself; let them say so.
                 for (_, sub) in subs.drain() {
@@ -145,6 +161,14 @@ async fn session(s: AppState, caller: Caller, agent: Option<String>, socket: Web
     drop(out);
     if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
         tracing::debug!("websocket writer did not finish in time");
+    }
+}
+
+/// Waits until `deadline`; forever when there is none.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -251,7 +275,9 @@ async fn forward(
         let start = parse_since(req.since.as_deref())?;
         let types = parse_types(req.types.iter().flatten().map(String::as_str))?;
         let task = s.service.open_events(&actor, &req.task_id).await?;
-        Ok::<_, ApiError>(s.live.hub.watch(actor, task, start, types).await?)
+        let mut watch = s.live.hub.watch(actor, task, start, types).await?;
+        watch.end_at(caller.token_deadline());
+        Ok::<_, ApiError>(watch)
     };
     let opened = tokio::select! {
         _ = cancel.cancelled() => return,

@@ -272,7 +272,18 @@ impl ServerHandler for GatewayMcp {
                 self.hub.replay(&guard, &events);
             }
         }
-        context.cancelled().await;
+        // Until the client cancels, or its token expires (the token would get 401 now).
+        let deadline = caller.token_deadline();
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = context.cancelled() => {}
+            _ = expired => {}
+        }
         drop(guard);
         Ok(())
     }

@@ -26,9 +26,11 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use mcp_domain::store::Hot;
 use notify::Hub;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -118,8 +120,43 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
+    let deadline = caller.token_deadline();
     let req = Request::from_parts(parts, body);
-    sessions::CREATOR.scope(agent, next.run(req)).await
+    let response = sessions::CREATOR.scope(agent, next.run(req)).await;
+    match deadline {
+        Some(d) if is_event_stream(&response) => end_stream_at(response, d),
+        _ => response,
+    }
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// A streamed answer (the 2025-11-25 `GET` stream, a 2026-07-28 `subscriptions/listen`)
+/// that ends when the caller's token expires, since the token then gets 401 on every
+/// request: after its last complete message, with the SSE comment `: token expired`. The
+/// client reconnects with a new token (a 2025-11-25 session lives on).
+fn end_stream_at(response: Response, deadline: tokio::time::Instant) -> Response {
+    let (parts, body) = response.into_parts();
+    let sleep = Box::pin(tokio::time::sleep_until(deadline));
+    let ended =
+        futures::stream::unfold(Some((body.into_data_stream(), sleep)), |state| async move {
+            let (mut messages, mut sleep) = state?;
+            tokio::select! {
+                item = messages.next() => item.map(|i| (i, Some((messages, sleep)))),
+                _ = &mut sleep => {
+                    metrics::counter!("mcp_live_cutoffs_total", "reason" => "token_expired")
+                        .increment(1);
+                    Some((Ok(Bytes::from_static(b": token expired\n\n")), None))
+                }
+            }
+        });
+    Response::from_parts(parts, Body::from_stream(ended))
 }
 
 /// The session header of the 2025-11-25 generation.

@@ -23,6 +23,7 @@ mod rollback;
 mod security;
 mod security_doors;
 mod state;
+mod stream_expiry;
 mod stream_ids;
 mod watch_first;
 
