@@ -185,11 +185,6 @@ async fn live_events_reach_the_open_page(gw: TestGateway) {
         who.contains("src/app.py") && who.contains("coder") && who.contains("fence "),
         "{who}"
     );
-    if let Ok(dir) = std::env::var("CONSOLE_SHOTS") {
-        browser
-            .screenshot(&std::path::Path::new(&dir).join("lease.png"))
-            .await;
-    }
     let secs: u32 = left
         .strip_suffix(" s")
         .and_then(|n| n.parse().ok())
