@@ -81,6 +81,15 @@ async fn open_task(browser: &Browser, gw: &TestGateway, task: &str) {
             PATIENCE,
         )
         .await;
+    // "live" shows when the stream's headers arrive; the history (here the task's creation)
+    // may still be on its way. Counts read before it would be one short.
+    browser
+        .wait_for(
+            "the task's creation on the timeline",
+            "document.querySelector('.ev[data-type=task_created]') !== null",
+            PATIENCE,
+        )
+        .await;
 }
 
 /// The `n` fields of the step rows on the page, newest first, and their event ids.
