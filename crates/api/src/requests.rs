@@ -138,7 +138,8 @@ pub struct RenewFileRequest {
     /// File path relative to the task's namespace, normalised (`./a.py` is `a.py`); `..`,
     /// absolute paths, backslashes and control characters are refused (`invalid_path`).
     pub path: String,
-    /// New lease length in seconds, 1–3600; the gateway's default when absent.
+    /// New lease length in seconds, 1–3600; when absent the lease keeps its own length (that
+    /// of its claim or last renewal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_sec: Option<i64>,
     /// The acting agent. With authentication off it names the actor (default: the task id);

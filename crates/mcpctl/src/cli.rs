@@ -184,6 +184,7 @@ pub enum LockCommand {
     Renew {
         task: String,
         path: String,
+        /// New lease length, seconds (the lease keeps its own length when absent).
         #[arg(long)]
         ttl: Option<i64>,
     },

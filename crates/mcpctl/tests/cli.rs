@@ -373,6 +373,36 @@ async fn lock_commands() {
     );
 }
 
+/// Issue #21 item 4: a renewal without `--ttl` keeps the lease's own length (it shortened a
+/// 120 s lease to the 60 s default); with `--ttl` it takes the new length, which the next
+/// renewal without one keeps.
+#[tokio::test]
+async fn a_renewal_keeps_the_leases_length() {
+    let gw = TestGateway::spawn().await;
+    let lock = |args: &'static [&'static str]| {
+        let gw = &gw;
+        async move {
+            let j = run_as(gw, "agent-a", args, None).await.ok().json();
+            let left = chrono::DateTime::parse_from_rfc3339(j["expires_at"].as_str().unwrap())
+                .unwrap()
+                .signed_duration_since(chrono::Utc::now())
+                .num_seconds();
+            (j["timeout_sec"].as_i64().unwrap(), left)
+        }
+    };
+    let (ttl, left) = lock(&["--json", "lock", "claim", "t1", "a.py", "--ttl", "120"]).await;
+    assert_eq!(ttl, 120);
+    assert!((110..=120).contains(&left), "{left}");
+    let (ttl, left) = lock(&["--json", "lock", "renew", "t1", "a.py"]).await;
+    assert_eq!(ttl, 120, "a renewal without --ttl keeps the lease's length");
+    assert!((110..=120).contains(&left), "{left}");
+    let (ttl, _) = lock(&["--json", "lock", "renew", "t1", "a.py", "--ttl", "300"]).await;
+    assert_eq!(ttl, 300);
+    let (ttl, left) = lock(&["--json", "lock", "renew", "t1", "a.py"]).await;
+    assert_eq!(ttl, 300);
+    assert!((290..=300).contains(&left), "{left}");
+}
+
 #[tokio::test]
 async fn logs_tail() {
     let gw = TestGateway::spawn().await;

@@ -104,16 +104,23 @@ impl Service {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
         let path = FilePath::parse(&req.path)?;
-        let (ttl, timeout_sec) = self.lease_ttl(req.timeout_sec)?;
-        let lease = self
+        // Without a length the lease keeps its own (the default only for a lease that has
+        // none recorded, granted before lengths were kept).
+        let ttl = match req.timeout_sec {
+            Some(secs) => Some(self.lease_ttl(Some(secs))?.0),
+            None => None,
+        };
+        let (fallback, _) = self.lease_ttl(None)?;
+        let (lease, length) = self
             .hot
-            .renew(&task, &path, actor.agent.as_str(), ttl)
+            .renew(&task, &path, actor.agent.as_str(), ttl, fallback)
             .await?
             .map_err(|holder| DomainError::LockNotHeld {
                 path: path.to_string(),
                 agent: actor.agent.to_string(),
                 holder,
             })?;
+        let timeout_sec = length.as_millis().div_ceil(1000) as i64;
         let data = json!({
             "path": path.as_str(), "owner": actor.agent.as_str(), "fence": lease.fence,
             "expires_at": lease.expires_at, "timeout_sec": timeout_sec,

@@ -230,14 +230,17 @@ pub trait HotOps: Send + Sync + 'static {
         reentrant: bool,
     ) -> Result<ClaimOutcome>;
 
-    /// Renews the owner's lease. `Err(holder)` when the caller does not hold it.
+    /// Renews the owner's lease for `ttl`, or, when `None`, for the lease's own length (the
+    /// length of its last grant or renewal; `fallback` for a lease that has none recorded).
+    /// `Ok((lease, length))`; `Err(holder)` when the caller does not hold it.
     async fn renew(
         &self,
         task: &TaskId,
         path: &FilePath,
         owner: &str,
-        ttl: Duration,
-    ) -> Result<std::result::Result<Lease, Option<String>>>;
+        ttl: Option<Duration>,
+        fallback: Duration,
+    ) -> Result<std::result::Result<(Lease, Duration), Option<String>>>;
 
     /// Releases the owner's lease (any lease with `force`). `Ok((holder, fence))` of the
     /// released lease, `Err(holder)` when not held by the caller.

@@ -547,26 +547,35 @@ impl HotOps for RedisStore {
         })
     }
 
-    /// Renews the owner's lease. `Err(holder)` when the caller does not hold it.
+    /// Renews the owner's lease (for its own length when `ttl` is `None`: `ttl_ms` in the
+    /// lease hash). `Err(holder)` when the caller does not hold it.
     async fn renew(
         &self,
         task: &TaskId,
         path: &FilePath,
         owner: &str,
-        ttl: Duration,
-    ) -> Result<Result<Lease, Option<String>>> {
+        ttl: Option<Duration>,
+        fallback: Duration,
+    ) -> Result<Result<(Lease, Duration), Option<String>>> {
         let mut inv = RENEW_SCRIPT.prepare_invoke();
         inv.key(self.keys.lock(task, path))
             .arg(owner)
-            .arg(ttl.as_millis() as u64);
+            .arg(
+                ttl.map(|t| (t.as_millis() as u64).to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(fallback.as_millis() as u64);
         let r: Vec<String> = self.guarded(inv).await?;
         Ok(match r.first().map(String::as_str) {
-            Some("renewed") => Ok(Lease {
-                owner: owner.to_owned(),
-                fence: r[1].parse().unwrap_or(0),
-                token: r[2].clone(),
-                expires_at: parse_ms(&r[3]),
-            }),
+            Some("renewed") => Ok((
+                Lease {
+                    owner: owner.to_owned(),
+                    fence: r[1].parse().unwrap_or(0),
+                    token: r[2].clone(),
+                    expires_at: parse_ms(&r[3]),
+                },
+                Duration::from_millis(r.get(4).and_then(|t| t.parse().ok()).unwrap_or(0)),
+            )),
             _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
         })
     }

@@ -180,11 +180,29 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        s.renew(&t, &p, "a2", ttl).await.unwrap(),
+        s.renew(&t, &p, "a2", Some(ttl), ttl).await.unwrap(),
         Err(Some("a1".to_owned()))
     );
-    let renewed = s.renew(&t, &p, "a1", ttl).await.unwrap().unwrap();
-    assert_eq!(renewed.fence, 5);
+    let (renewed, length) = s
+        .renew(&t, &p, "a1", Some(ttl), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((renewed.fence, length), (5, ttl));
+    // Issue #21 item 4: without a length, a renewal keeps the lease's own (here that of the
+    // last renewal, 90 s), never the fallback.
+    s.renew(&t, &p, "a1", Some(ttl * 3), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let (kept, length) = s.renew(&t, &p, "a1", None, ttl).await.unwrap().unwrap();
+    assert_eq!(length, ttl * 3, "the lease's own length");
+    let left = (kept.expires_at - Utc::now()).num_seconds();
+    assert!((85..=90).contains(&left), "{left}");
+    // ... and a re-entrant claim sets the length the next renewal keeps.
+    s.claim(&t, &p, "a1", ttl * 2, None, true).await.unwrap();
+    let (_, length) = s.renew(&t, &p, "a1", None, ttl).await.unwrap().unwrap();
+    assert_eq!(length, ttl * 2);
     assert_eq!(
         s.release(&t, &p, "a2", false).await.unwrap(),
         Err(Some("a1".to_owned()))
@@ -194,7 +212,7 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         Ok(("a1".to_owned(), 5))
     );
     assert_eq!(s.release(&t, &p, "a1", false).await.unwrap(), Err(None));
-    assert_eq!(s.renew(&t, &p, "a1", ttl).await.unwrap(), Err(None));
+    assert_eq!(s.renew(&t, &p, "a1", None, ttl).await.unwrap(), Err(None));
     // Force release by anyone.
     s.claim(&t, &p, "a1", ttl, Some((8, "t8")), true)
         .await
@@ -256,7 +274,7 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
         }
         other => panic!("{other:?}"),
     }
-    let renewed = s.renew(&t, &p, "t", ttl).await.unwrap().unwrap();
+    let (renewed, _) = s.renew(&t, &p, "t", Some(ttl), ttl).await.unwrap().unwrap();
     assert_eq!(renewed.fence, 3);
     assert!(matches!(
         s.claim(&t, &p, "t", ttl, None, true).await.unwrap(),

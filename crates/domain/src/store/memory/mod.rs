@@ -247,8 +247,11 @@ impl HotOps for MemoryStore {
         task: &TaskId,
         path: &FilePath,
         owner: &str,
-        ttl: Duration,
-    ) -> Result<std::result::Result<Lease, Option<String>>> {
+        ttl: Option<Duration>,
+        fallback: Duration,
+    ) -> Result<std::result::Result<(Lease, Duration), Option<String>>> {
+        // Every lease here was granted with its length recorded: no fallback is needed.
+        let _ = fallback;
         Ok(self.with(|s, now| s.renew(task, path, owner, ttl, now)))
     }
 

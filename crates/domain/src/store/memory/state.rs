@@ -62,6 +62,8 @@ struct LeaseRec {
     fence: i64,
     token: String,
     expires_at: i64,
+    /// The lease's length (of its last grant or renewal): what a renewal without one keeps.
+    ttl_ms: u64,
 }
 
 #[derive(Default)]
@@ -583,6 +585,7 @@ impl State {
                 };
             }
             l.expires_at = exp;
+            l.ttl_ms = ttl_ms;
             let lease = Lease {
                 owner: owner.to_owned(),
                 fence: l.fence,
@@ -602,6 +605,7 @@ impl State {
                 fence,
                 token: token.to_owned(),
                 expires_at: exp,
+                ttl_ms,
             },
             until,
         );
@@ -613,33 +617,35 @@ impl State {
         })
     }
 
-    /// `renew.lua`.
+    /// `renew.lua`: for `ttl`, or the lease's own length when `None`.
     pub(super) fn renew(
         &mut self,
         task: &TaskId,
         path: &FilePath,
         owner: &str,
-        ttl: Duration,
+        ttl: Option<Duration>,
         now: &Now,
-    ) -> std::result::Result<Lease, Option<String>> {
+    ) -> std::result::Result<(Lease, Duration), Option<String>> {
         let key = self.keys.lock(task, path);
-        let ttl_ms = ttl.as_millis() as u64;
-        let exp = now
-            .ms
-            .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        let lease = match self.leases.get_mut(&key, now.at) {
+        let (lease, ttl_ms) = match self.leases.get_mut(&key, now.at) {
             None => return Err(None),
             Some(l) if l.owner != owner => {
                 return Err(Some(l.owner.clone()).filter(|h| !h.is_empty()));
             }
             Some(l) => {
+                let ttl_ms = ttl.map_or(l.ttl_ms, |t| t.as_millis() as u64);
+                let exp = now
+                    .ms
+                    .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
                 l.expires_at = exp;
-                Lease {
+                l.ttl_ms = ttl_ms;
+                let lease = Lease {
                     owner: owner.to_owned(),
                     fence: l.fence,
                     token: l.token.clone(),
                     expires_at: ms_to_time(exp),
-                }
+                };
+                (lease, ttl_ms)
             }
         };
         self.leases.expire(
@@ -647,7 +653,7 @@ impl State {
             deadline(now.at, Duration::from_millis(ttl_ms)),
             now.at,
         );
-        Ok(lease)
+        Ok((lease, Duration::from_millis(ttl_ms)))
     }
 
     /// `release.lua`.

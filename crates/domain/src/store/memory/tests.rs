@@ -168,8 +168,11 @@ fn leases_live_for_their_ttl() {
     let held = s.claim(&t, &p, "a2", ttl, Some((2, "x")), true, &after_ms(&t0, 59));
     assert!(matches!(held, ClaimOutcome::HeldByOther { ref owner, .. } if owner == "a1"));
     // Renewed at 40 ms: lives until 100.
-    let renewed = s.renew(&t, &p, "a1", ttl, &after_ms(&t0, 40)).unwrap();
-    assert_eq!((renewed.fence, renewed.token.as_str()), (1, "tok"));
+    let (renewed, length) = s.renew(&t, &p, "a1", None, &after_ms(&t0, 40)).unwrap();
+    assert_eq!(
+        (renewed.fence, renewed.token.as_str(), length),
+        (1, "tok", ttl)
+    );
     // Claimed again at 80 ms: re-entrant, same fence and token, lives until 140.
     let again = s.claim(&t, &p, "a1", ttl, None, true, &after_ms(&t0, 80));
     assert!(matches!(again, ClaimOutcome::Reentrant(ref l) if l.fence == 1 && l.token == "tok"));
@@ -182,7 +185,7 @@ fn leases_live_for_their_ttl() {
     );
     assert_eq!(s.lease_for_write(&t, &p, "a1", &after_ms(&t0, 140)), None);
     let late = after_ms(&t0, 140);
-    assert_eq!(s.renew(&t, &p, "a1", ttl, &late), Err(None));
+    assert_eq!(s.renew(&t, &p, "a1", Some(ttl), &late), Err(None));
     assert_eq!(s.release(&t, &p, "a1", true, &late), Err(None));
     let again = s.claim(&t, &p, "a2", ttl, Some((2, "x")), true, &late);
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
@@ -204,7 +207,10 @@ async fn leases_expire_on_the_clock() {
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(_)));
     tokio::time::sleep(Duration::from_millis(80)).await;
-    assert_eq!(store.renew(&t, &p, "a1", ttl).await.unwrap(), Err(None));
+    assert_eq!(
+        store.renew(&t, &p, "a1", Some(ttl), ttl).await.unwrap(),
+        Err(None)
+    );
     assert!(store.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     let again = store
         .claim(&t, &p, "a2", ttl, Some((2, "x")), true)
