@@ -270,11 +270,13 @@ pub struct Health {
     pub status: String,
     /// The gateway's version.
     pub version: String,
-    /// The hot store: `connected` or `disconnected` (the original's name; in the embedded
-    /// mode it reports the in-process store).
+    /// The hot store (the original's name): `connected` or `disconnected` for Redis;
+    /// `embedded` when the in-process store stands in for it (no Redis is used),
+    /// `disconnected` if that one fails.
     pub redis: String,
-    /// The durable store: `connected` or `disconnected` (the original's name; in the
-    /// embedded mode it reports the SQLite file).
+    /// The durable store (the original's name): `connected` or `disconnected` for Postgres;
+    /// `embedded` when the SQLite file stands in for it (no Postgres is used), `disconnected`
+    /// if that one fails.
     pub postgres: String,
     /// Which backends serve: `{"durable": "postgres"|"sqlite", "hot": "redis"|"in-process"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

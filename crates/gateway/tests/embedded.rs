@@ -139,6 +139,12 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
         health["backends"],
         json!({"durable": "sqlite", "hot": "in-process"})
     );
+    // Issue #21 item 9: the seed's fields stay, and say that neither Redis nor Postgres is used.
+    assert_eq!(
+        (health["redis"].as_str(), health["postgres"].as_str()),
+        (Some("embedded"), Some("embedded")),
+        "{health}"
+    );
 
     // The task, and a live watcher of it before anything else happens.
     let created = reqwest::Client::new()

@@ -17,8 +17,15 @@ fn to_json<T: Serialize>(v: &T) -> Value {
 pub async fn health(c: &GatewayClient, out: Out) -> Result<u8, ClientError> {
     let h = c.health().await?;
     out.emit(&to_json(&h), || {
+        // In the embedded mode the seed's two fields say `embedded`: name what stands in.
+        let (hot, durable) = match &h.backends {
+            Some(b) if b.hot != "redis" || b.durable != "postgres" => {
+                (format!(" ({})", b.hot), format!(" ({})", b.durable))
+            }
+            _ => Default::default(),
+        };
         let mut s = format!(
-            "{} (version {}): redis {}, postgres {}",
+            "{} (version {}): redis {}{hot}, postgres {}{durable}",
             h.status, h.version, h.redis, h.postgres
         );
         for w in &h.warnings {

@@ -15,9 +15,21 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
+/// The seed's word for a store: `connected`/`disconnected` for the backend the field names
+/// (`redis`, `postgres`); `embedded` for the store that stands in for it in this process
+/// (the in-process hot store, the SQLite file), `disconnected` when that one fails its ping.
+fn word(field: &str, backend: &str, ok: bool) -> String {
+    match (ok, backend == field) {
+        (false, _) => "disconnected",
+        (true, true) => "connected",
+        (true, false) => "embedded",
+    }
+    .to_owned()
+}
+
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     let r = s.service.health(Duration::from_secs(2)).await;
-    let word = |ok: bool| if ok { "connected" } else { "disconnected" }.to_owned();
+    let (durable, hot) = (s.service.durable.backend(), s.service.hot.backend());
     let serving = r.hot_ok && r.durable_ok;
     let status = match (serving, r.warnings.is_empty()) {
         (false, _) => "unhealthy",
@@ -34,11 +46,11 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
         Json(Health {
             status: status.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            redis: word(r.hot_ok),
-            postgres: word(r.durable_ok),
+            redis: word("redis", hot, r.hot_ok),
+            postgres: word("postgres", durable, r.durable_ok),
             backends: Some(HealthBackends {
-                durable: s.service.durable.backend().into(),
-                hot: s.service.hot.backend().into(),
+                durable: durable.into(),
+                hot: hot.into(),
             }),
             warnings: r.warnings,
         }),
