@@ -198,6 +198,29 @@ impl GatewayClient {
 
     // ---- resources --------------------------------------------------------------------
 
+    /// `GET /resources/tasks`: a page of the tasks the caller may see, most recently active
+    /// first; pass the answer's `next_cursor` as `cursor` for the next page.
+    pub async fn list_tasks(&self, q: &TaskListQuery) -> Result<TaskList> {
+        let pairs = query_pairs(q);
+        let query: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let url = self.resource(&["tasks"], &query);
+        self.get(url).await
+    }
+
+    /// `GET /resources/agents`: a page of agents, most recently seen first.
+    pub async fn list_agents(&self, q: &AgentListQuery) -> Result<AgentList> {
+        let pairs = query_pairs(q);
+        let query: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let url = self.resource(&["agents"], &query);
+        self.get(url).await
+    }
+
     /// `GET /resources/tasks/{task_id}/state`.
     pub async fn task_state(&self, task_id: &str) -> Result<TaskState> {
         let url = self.resource(&["tasks", task_id, "state"], &[]);
@@ -481,6 +504,21 @@ pub(crate) fn transport(url: &Url, e: &reqwest::Error) -> ClientError {
         message,
         kind,
     }
+}
+
+/// The fields of a query struct that are set, as query-string pairs.
+fn query_pairs<Q: Serialize>(q: &Q) -> Vec<(String, String)> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(q) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some((k, s)),
+            other => Some((k, other.to_string())),
+        })
+        .collect()
 }
 
 #[cfg(test)]

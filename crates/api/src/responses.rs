@@ -253,7 +253,8 @@ pub struct TaskLogs {
 pub struct AgentStatus {
     /// The agent.
     pub agent_id: String,
-    /// `active` (seen within the activity window), `idle`, or `offline` (never seen here).
+    /// `active` (seen within the activity window, 5 min by default), `idle`, or `offline`
+    /// (not seen for twelve windows, or never here).
     pub status: String,
     /// Last time the agent acted, if ever.
     pub last_seen: Option<DateTime<Utc>>,
@@ -261,6 +262,75 @@ pub struct AgentStatus {
     pub tasks: Vec<String>,
     /// The task the agent acted on most recently.
     pub current_task: Option<String>,
+}
+
+/// One task of `GET /resources/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TaskSummary {
+    /// The task.
+    pub task_id: String,
+    /// Its title (`None` for a task that agents use without anyone having created it).
+    pub title: Option<String>,
+    /// Its status, when it has a task row.
+    pub status: Option<String>,
+    /// The agent it is assigned to, if any.
+    pub assigned_agent_id: Option<String>,
+    /// Agents now in its collaboration session, by id.
+    pub agents: Vec<String>,
+    /// Live (not deleted) files.
+    pub file_count: i64,
+    /// Persisted steps (deployed: up to one sync interval behind the event stream).
+    pub step_count: i64,
+    /// When anything first happened in it.
+    pub first_seen: DateTime<Utc>,
+    /// When anything last happened in it: a change, a member, a lease, a step.
+    pub last_activity: DateTime<Utc>,
+}
+
+/// `GET /resources/tasks`: a page of the tasks the caller may see, most recently active first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TaskList {
+    /// Always `true` on a success answer.
+    pub success: bool,
+    /// This page.
+    pub tasks: Vec<TaskSummary>,
+    /// How many tasks match the filters (all pages).
+    pub total: i64,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One agent of `GET /resources/agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AgentSummary {
+    /// The agent.
+    pub agent_id: String,
+    /// `active` (seen within the activity window, 5 min by default), `idle`, or `offline`
+    /// (not seen for twelve windows).
+    pub status: String,
+    /// Last time the agent acted.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Its last recorded action (`file_write`, `claim_file`, `log_step`, `join`, ...).
+    pub last_action: Option<String>,
+    /// The task of that action.
+    pub last_task: Option<String>,
+    /// Tasks whose collaboration session it is in (those the caller may see).
+    pub tasks: Vec<String>,
+}
+
+/// `GET /resources/agents`: a page of agents, most recently seen first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AgentList {
+    /// Always `true` on a success answer.
+    pub success: bool,
+    /// This page.
+    pub agents: Vec<AgentSummary>,
+    /// How many agents match the filters (all pages).
+    pub total: i64,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /health`.

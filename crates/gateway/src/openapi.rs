@@ -9,7 +9,9 @@
 //! (`scripts/schemathesis.sh`) checks a running gateway against it.
 
 use crate::routes::tools::{Perform, ToolVisitor, visit_tools};
-use mcp_api::requests::{AuditQuery, CreateTaskRequest, UpdateTaskRequest};
+use mcp_api::requests::{
+    AgentListQuery, AuditQuery, CreateTaskRequest, TaskListQuery, UpdateTaskRequest,
+};
 use mcp_api::responses::*;
 use mcp_api::{ErrorBody, ErrorCode, Event};
 use schemars::JsonSchema;
@@ -187,7 +189,7 @@ fn build() -> Value {
         },
         "tags": [
             {"name": "tools", "description": "The agents' operations (the tool registry)."},
-            {"name": "resources", "description": "Reads of a task's state, logs, files and collaborators."},
+            {"name": "resources", "description": "The task and agent lists; reads of a task's state, logs, files and collaborators."},
             {"name": "admin", "description": "Task management and the audit trail (admin role)."},
             {"name": "live", "description": "Live event streams (SSE, WebSocket)."},
             {"name": "operations", "description": "Health, metrics and this document."}
@@ -208,6 +210,24 @@ fn build() -> Value {
 }
 
 fn resources(doc: &mut Doc) {
+    let s = doc.schema::<TaskList>();
+    let op = json!({
+        "tags": ["resources"], "operationId": "list_tasks",
+        "summary": "The tasks the caller may see, most recently active first (paged, filtered).",
+        "parameters": query_params::<TaskListQuery>(),
+        "responses": responses(json!({"200": ok(s)}), &with_common(&[400])),
+    });
+    doc.add("/resources/tasks", "get", op);
+
+    let s = doc.schema::<AgentList>();
+    let op = json!({
+        "tags": ["resources"], "operationId": "list_agents",
+        "summary": "Agents on the tasks the caller may see, most recently seen first (paged, filtered).",
+        "parameters": query_params::<AgentListQuery>(),
+        "responses": responses(json!({"200": ok(s)}), &with_common(&[400])),
+    });
+    doc.add("/resources/agents", "get", op);
+
     let s = doc.schema::<TaskState>();
     let op = json!({
         "tags": ["resources"], "operationId": "task_state",
@@ -272,6 +292,28 @@ fn resources(doc: &mut Doc) {
     doc.add("/resources/collaboration/{task_id}", "get", op);
 }
 
+/// One query parameter per field of a query struct (all optional), from its JSON Schema.
+fn query_params<Q: schemars::JsonSchema>() -> Vec<Value> {
+    let q = schemars::schema_for!(Q).to_value();
+    q["properties"]
+        .as_object()
+        .map(|props| {
+            props
+                .iter()
+                .map(|(name, schema)| {
+                    let mut schema = schema.clone();
+                    let description = schema
+                        .as_object_mut()
+                        .and_then(|m| m.remove("description"))
+                        .unwrap_or(json!(""));
+                    json!({"name": name, "in": "query", "required": false,
+                           "description": description, "schema": schema})
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn admin(doc: &mut Doc) {
     let task = doc.schema::<TaskState>();
     let body = doc.json_body::<CreateTaskRequest>();
@@ -299,25 +341,7 @@ fn admin(doc: &mut Doc) {
     });
     doc.add("/admin/tasks/{task_id}", "patch", op);
 
-    // The audit filters, one query parameter per field of `AuditQuery`.
-    let q = schemars::schema_for!(AuditQuery).to_value();
-    let params: Vec<Value> = q["properties"]
-        .as_object()
-        .map(|props| {
-            props
-                .iter()
-                .map(|(name, schema)| {
-                    let mut schema = schema.clone();
-                    let description = schema
-                        .as_object_mut()
-                        .and_then(|m| m.remove("description"))
-                        .unwrap_or(json!(""));
-                    json!({"name": name, "in": "query", "required": false,
-                           "description": description, "schema": schema})
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let params = query_params::<AuditQuery>();
     let log = doc.schema::<AuditLog>();
     let op = json!({
         "tags": ["admin"], "operationId": "audit",

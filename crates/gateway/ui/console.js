@@ -1,7 +1,8 @@
 // The gateway's web console: the page a team lead keeps open while agents work.
 //
 // Plain JavaScript, no build step, served from the gateway binary at /ui/. Hash routes:
-//   #/            the tasks view (every task the token may see, live)
+//   #/            the tasks view (every task the token may see, most recently active first, live)
+//   #/agents      the agents view (status, sessions, last action, live)
 //   #/task/{id}   one task: its live timeline, files, leases, members
 // Data comes from the gateway's own REST resources and its SSE stream
 // (GET /tasks/{id}/events), read with fetch() so the bearer token travels in a header and never
@@ -339,46 +340,104 @@ function setConn(state, text) {
   c.textContent = text || '';
 }
 
-/** The tasks view: every task the token may see, newest activity first; live. */
-function tasksView(root) {
+/** How often a list view asks again (the lists have no stream of their own). */
+const LIST_REFRESH_MS = 500;
+const LIST_PAGE = 50;
+
+/**
+ * A live, paged list (tasks or agents): a toolbar of filters, a table redrawn in place every
+ * LIST_REFRESH_MS, and previous / next pages by the API's cursors.
+ * @param {object} o  {root, title, path, key, searchLabel, filters: [el], query(): URLSearchParams,
+ *                     render(body, items), empty}
+ */
+function listView(o) {
   let stopped = false;
   let timer = null;
-  const search = h('input', { type: 'search', id: 'task-search', placeholder: 'Search tasks (/)', 'aria-label': 'Search tasks' });
-  const open = h('form', { class: 'toolbar', onsubmit: (e) => {
-    e.preventDefault();
-    const id = openInput.value.trim();
-    if (id) location.hash = `#/task/${enc(id)}`;
-  } });
-  const openInput = h('input', { id: 'open-task', placeholder: 'task id', 'aria-label': 'Open a task by id' });
-  open.append(openInput, h('button', { type: 'submit' }, 'Open task'));
+  let cursors = [null]; // cursors[i]: the cursor of page i (null: the first page)
+  let page = 0;
+  let seq = 0; // answers to older requests are dropped
+  let lastDrawn = '';
+  const search = h('input', { type: 'search', id: 'list-search', placeholder: `${o.searchLabel} (/)`, 'aria-label': o.searchLabel });
   const body = h('div', { class: 'body' }, h('div', { class: 'empty' }, 'Loading…'));
-  root.append(h('section', { class: 'page' },
-    h('h1', {}, 'Tasks'),
-    h('div', { class: 'toolbar' }, search, open),
-    h('div', { class: 'panel', style: 'flex:1' }, body)));
+  const info = h('span', { class: 'muted', id: 'list-info' });
+  const prev = h('button', { type: 'button', id: 'list-prev', disabled: '' }, '← Newer');
+  const next = h('button', { type: 'button', id: 'list-next', disabled: '' }, 'Older →');
+  prev.addEventListener('click', () => { if (page > 0) { page--; refresh(); } });
+  next.addEventListener('click', () => { if (cursors[page + 1]) { page++; refresh(); } });
+  o.root.append(h('section', { class: 'page' },
+    h('h1', {}, o.title),
+    h('div', { class: 'toolbar' }, search, ...o.filters),
+    h('div', { class: 'panel', style: 'flex:1' }, body),
+    h('div', { class: 'toolbar pager' }, info, h('span', { class: 'spacer' }), prev, next)));
 
   async function refresh() {
     if (stopped) return;
-    const q = search.value.trim();
+    clearTimeout(timer);
+    const mine = ++seq;
+    const q = o.query();
+    const text = search.value.trim();
+    if (text) q.set('q', text);
+    q.set('limit', String(LIST_PAGE));
+    if (cursors[page]) q.set('cursor', cursors[page]);
     try {
-      const page = await api(`/resources/tasks?limit=200${q ? `&q=${enc(q)}` : ''}`);
-      renderTasks(body, page.tasks || []);
+      const r = await api(`${o.path}?${q}`);
+      if (stopped || mine !== seq) return;
+      const items = r[o.key] || [];
+      const filtered = Boolean(text) || [...o.query().keys()].length > 0;
+      // Redraw only what changed (times are shown relative, so redraw those each few seconds).
+      const drawn = JSON.stringify([items, filtered, Math.floor(Date.now() / 5000)]);
+      if (drawn !== lastDrawn) {
+        lastDrawn = drawn;
+        if (items.length) o.render(body, items);
+        else body.replaceChildren(h('div', { class: 'empty' }, filtered ? 'Nothing matches.' : o.empty));
+      }
+      cursors[page + 1] = r.next_cursor || null;
+      cursors.length = page + 2;
+      const from = page * LIST_PAGE;
+      info.textContent = r.total ? `${from + 1}–${from + items.length} of ${r.total}` : '';
+      prev.disabled = page === 0;
+      next.disabled = !r.next_cursor;
       setConn('live', 'up to date');
     } catch (err) {
+      if (stopped || mine !== seq) return;
       body.replaceChildren(h('div', { class: 'empty error' }, err.message));
+      setConn('retry', 'retrying');
     }
-    if (!stopped) timer = setTimeout(refresh, 1000);
+    if (!stopped && mine === seq) timer = setTimeout(refresh, LIST_REFRESH_MS);
   }
-  search.addEventListener('input', () => { clearTimeout(timer); refresh(); });
+  const restart = () => { cursors = [null]; page = 0; refresh(); };
+  search.addEventListener('input', restart);
+  for (const f of o.filters) if (f.tagName === 'SELECT' || f.tagName === 'INPUT') f.addEventListener('input', restart);
   refresh();
   return { stop() { stopped = true; clearTimeout(timer); } };
 }
 
+/** The tasks view: every task the token may see, most recently active first; live. */
+function tasksView(root) {
+  const status = h('select', { id: 'status-filter', 'aria-label': 'Status' },
+    ...['', 'pending', 'in_progress', 'blocked', 'review', 'done', 'failed'].map((v) => h('option', { value: v }, v || 'any status')));
+  const agent = h('input', { id: 'agent-filter', placeholder: 'agent', 'aria-label': 'Only tasks of this agent', size: '12' });
+  const openInput = h('input', { id: 'open-task', placeholder: 'task id', 'aria-label': 'Open a task by id', size: '14' });
+  const open = h('form', { class: 'inline', onsubmit: (e) => {
+    e.preventDefault();
+    const id = openInput.value.trim();
+    if (id) location.hash = `#/task/${enc(id)}`;
+  } }, openInput, h('button', { type: 'submit' }, 'Open'));
+  return listView({
+    root, title: 'Tasks', path: '/resources/tasks', key: 'tasks', searchLabel: 'Search tasks',
+    filters: [status, agent, open],
+    query() {
+      const q = new URLSearchParams();
+      if (status.value) q.set('status', status.value);
+      if (agent.value.trim()) q.set('agent', agent.value.trim());
+      return q;
+    },
+    render: renderTasks,
+    empty: 'No task yet. Agents create one by writing to it.',
+  });
+}
+
 function renderTasks(body, tasks) {
-  if (!tasks.length) {
-    body.replaceChildren(h('div', { class: 'empty' }, 'No task yet. Agents create one by writing to it.'));
-    return;
-  }
   const selected = body.querySelector('tr.sel');
   const selId = selected && selected.dataset.id;
   const rows = tasks.map((t) => h('tr', {
@@ -387,17 +446,47 @@ function renderTasks(body, tasks) {
     onclick: () => { location.hash = `#/task/${enc(t.task_id)}`; },
   },
   h('td', {}, h('a', { href: `#/task/${enc(t.task_id)}` }, t.task_id), t.title ? h('div', { class: 'muted' }, t.title) : null),
-  h('td', {}, h('span', { class: 'chip' }, t.status || '')),
+  h('td', {}, t.status ? h('span', { class: `chip task-${t.status}` }, t.status) : h('span', { class: 'muted' }, '—')),
   h('td', {}, t.assigned_agent_id || h('span', { class: 'muted' }, '—')),
   h('td', {}, (t.agents || []).join(', ')),
   h('td', { class: 'num' }, t.lease_count ?? ''),
   h('td', { class: 'num' }, t.file_count ?? ''),
   h('td', { class: 'num' }, t.step_count ?? ''),
   h('td', { title: t.last_activity || '' }, t.last_activity ? fmtAgo(t.last_activity) : '')));
-  body.replaceChildren(h('table', {},
+  body.replaceChildren(h('table', { id: 'tasks-table' },
     h('thead', {}, h('tr', {}, h('th', {}, 'Task'), h('th', {}, 'Status'), h('th', {}, 'Assigned'),
       h('th', {}, 'Agents'), h('th', { class: 'num' }, 'Leases'), h('th', { class: 'num' }, 'Files'),
       h('th', { class: 'num' }, 'Steps'), h('th', {}, 'Last activity'))),
+    h('tbody', {}, rows)));
+}
+
+/** The agents view: every agent on the tasks the token may see, most recently seen first. */
+function agentsView(root) {
+  const task = h('input', { id: 'task-filter', placeholder: 'task', 'aria-label': 'Only agents on this task', size: '14' });
+  return listView({
+    root, title: 'Agents', path: '/resources/agents', key: 'agents', searchLabel: 'Search agents',
+    filters: [task],
+    query() {
+      const q = new URLSearchParams();
+      if (task.value.trim()) q.set('task', task.value.trim());
+      return q;
+    },
+    render: renderAgents,
+    empty: 'No agent has acted yet.',
+  });
+}
+
+function renderAgents(body, agents) {
+  const taskLink = (t) => h('a', { href: `#/task/${enc(t)}` }, t);
+  const rows = agents.map((a) => h('tr', { tabindex: '0', dataset: { id: a.agent_id } },
+    h('td', {}, a.agent_id),
+    h('td', {}, h('span', { class: `chip status-${a.status}` }, a.status)),
+    h('td', {}, ...(a.tasks || []).flatMap((t, i) => (i ? [', ', taskLink(t)] : [taskLink(t)]))),
+    h('td', {}, a.last_action || '', a.last_task ? h('span', { class: 'muted' }, ' on ', taskLink(a.last_task)) : null),
+    h('td', { title: a.last_seen || '' }, a.last_seen ? fmtAgo(a.last_seen) : '')));
+  body.replaceChildren(h('table', { id: 'agents-table' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'Agent'), h('th', {}, 'Status'), h('th', {}, 'Sessions'),
+      h('th', {}, 'Last action'), h('th', {}, 'Last seen'))),
     h('tbody', {}, rows)));
 }
 
@@ -564,11 +653,15 @@ function route() {
   const root = document.getElementById('view');
   root.replaceChildren();
   const m = location.hash.match(/^#\/task\/(.+)$/);
-  for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', !m);
+  const view = m ? 'task' : location.hash === '#/agents' ? 'agents' : 'tasks';
+  for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', a.dataset.nav === view);
   if (m) {
     const id = decodeURIComponent(m[1]);
     document.title = `${id} · MCP Gateway`;
     current = taskView(root, id);
+  } else if (view === 'agents') {
+    document.title = 'Agents · MCP Gateway';
+    current = agentsView(root);
   } else {
     document.title = 'Tasks · MCP Gateway';
     current = tasksView(root);
@@ -614,11 +707,12 @@ function setupChrome() {
     if (pendingG) {
       pendingG = false;
       if (e.key === 't') { location.hash = '#/'; e.preventDefault(); }
+      if (e.key === 'a') { location.hash = '#/agents'; e.preventDefault(); }
       return;
     }
     switch (e.key) {
       case 'g': pendingG = true; break;
-      case '/': { const s = document.getElementById('task-search'); if (s) { s.focus(); e.preventDefault(); } break; }
+      case '/': { const s = document.getElementById('list-search'); if (s) { s.focus(); e.preventDefault(); } break; }
       case '?': document.getElementById('help-dialog').showModal(); break;
       case 'Escape': if (location.hash.startsWith('#/task/')) location.hash = '#/'; break;
       case 'f': if (current && current.follow) current.follow(); break;

@@ -54,6 +54,17 @@ pub struct Global {
 pub enum Command {
     /// Check the gateway and its backends (exit 6 when unhealthy).
     Health,
+    /// A Coder and a QA agent working on a new task, colliding on a lease and resolving it;
+    /// prints the console URL to watch it (the two agents act by `agent_id`, so it needs a
+    /// gateway with authentication off, as the embedded default is).
+    Demo {
+        /// The task to create (default: a new `demo-…` id).
+        #[arg(long)]
+        task: Option<String>,
+        /// Pause between steps, in milliseconds (0: as fast as the gateway answers).
+        #[arg(long, default_value_t = 1200)]
+        pace_ms: u64,
+    },
     /// Create and show tasks.
     #[command(subcommand)]
     Task(TaskCommand),

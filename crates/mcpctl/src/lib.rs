@@ -6,6 +6,7 @@
 //! * `live.rs` — `logs follow` and `watch`: live events over the client's resuming
 //!   subscription.
 //! * `checkout.rs` — a task's files into a directory, kept in sync with `--follow`.
+//! * `demo.rs` — `mcpctl demo`: a Coder and a QA agent at work, to watch in the console.
 //!
 //! Output is text for humans by default and JSON with `--json` (one object per command; one
 //! object per line for streams). Errors go to stderr (and, with `--json`, as
@@ -15,6 +16,7 @@
 pub mod checkout;
 pub mod cli;
 pub mod commands;
+pub mod demo;
 pub mod live;
 
 use cli::{Cli, Command};
@@ -137,7 +139,25 @@ async fn dispatch(c: &GatewayClient, cmd: Command, out: Out) -> Result<u8, Clien
             follow,
             count,
         } => checkout::checkout(c, &task, &dir, prefix.as_deref(), follow, count, out).await,
+        Command::Demo { task, pace_ms } => {
+            let task = task.unwrap_or_else(|| format!("demo-{}", demo_suffix()));
+            demo::demo(c, &task, std::time::Duration::from_millis(pace_ms), out).await
+        }
     }
+}
+
+/// A short suffix that makes a demo's task id new (seconds and nanoseconds of now, base 36).
+fn demo_suffix() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut n = now.as_secs() % 1_000_000 * 1000 + u64::from(now.subsec_millis());
+    let mut s = String::new();
+    while n > 0 {
+        s.insert(0, char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    s
 }
 
 /// Prints a failure: a sentence on stderr, and with `--json` the error object on stdout.

@@ -690,3 +690,61 @@ async fn the_token_is_sent_and_refusals_exit_7() {
     .ok();
     assert_eq!(r.stdout, "x", "the token's own agent may be named");
 }
+
+/// `mcpctl demo`: two agents, a lease conflict seen twice and resolved, the task done; the
+/// console URL on stderr; the events on the task say the same.
+#[tokio::test]
+async fn the_demo_plays_a_coder_and_a_qa_through_a_conflict() {
+    let gw = TestGateway::spawn_embedded().await;
+    let run = run_as(
+        &gw,
+        "someone",
+        &["demo", "--task", "demo-t", "--pace-ms", "0"],
+        None,
+    )
+    .await
+    .ok();
+    assert!(
+        run.stderr
+            .contains(&format!("{}/ui/#/task/demo-t", gw.base)),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("2 conflicts seen and resolved"),
+        "{run:?}"
+    );
+    let (status, state) = gw.get("/resources/tasks/demo-t/state").await;
+    assert_eq!((status, state["status"].as_str()), (200, Some("done")));
+    let (_, file) = gw.get("/resources/workspace/demo-t/src/greet.py").await;
+    assert_eq!(file["version"], 3);
+    assert!(file["content"].as_str().unwrap().contains("Hello, {name}!"));
+    let (_, page) = gw.get("/resources/agents?task=demo-t").await;
+    let agents: Vec<&str> = page["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        agents.contains(&"coder") && agents.contains(&"qa"),
+        "{page}"
+    );
+    let events = gw
+        .http
+        .get(format!("{}/tasks/demo-t/events?since=0", gw.base))
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await
+        .unwrap();
+    // The stream stays open; read what arrives in time and count the refusals.
+    let mut body = String::new();
+    let mut events = events;
+    while let Ok(Ok(Some(chunk))) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), events.chunk()).await
+    {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(body.contains("event: write_refused"), "{body}");
+    assert!(body.contains("event: claim_refused"), "{body}");
+    assert_eq!(body.matches("event: agent_left").count(), 2, "{body}");
+}

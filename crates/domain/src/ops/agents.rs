@@ -5,8 +5,11 @@ use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::AgentId;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use mcp_api::responses::AgentStatus;
+
+/// An agent not seen for this many activity windows is `offline` (1 h with the default 5 min).
+pub const OFFLINE_AFTER_WINDOWS: i64 = 12;
 
 impl Service {
     /// Any caller may ask about any agent, but the answer names only tasks in the caller's
@@ -22,17 +25,25 @@ impl Service {
         }
         tasks.retain(|t| actor.may_access(t));
         current = current.filter(|t| actor.may_access(t));
-        let status = match last_seen {
-            Some(t) if (Utc::now() - t).num_seconds() <= self.limits.active_window_secs => "active",
-            Some(_) => "idle",
-            None => "offline",
-        };
         Ok(AgentStatus {
             agent_id: agent.to_string(),
-            status: status.to_owned(),
+            status: self.presence_status(last_seen).to_owned(),
             last_seen,
             tasks,
             current_task: current,
         })
+    }
+}
+
+impl Service {
+    /// `active` (seen within the activity window), `idle` (within [`OFFLINE_AFTER_WINDOWS`]
+    /// windows), or `offline` (not seen for longer, or never).
+    pub(super) fn presence_status(&self, last_seen: Option<DateTime<Utc>>) -> &'static str {
+        let window = self.limits.active_window_secs;
+        match last_seen.map(|t| (Utc::now() - t).num_seconds()) {
+            Some(ago) if ago <= window => "active",
+            Some(ago) if ago <= window.saturating_mul(OFFLINE_AFTER_WINDOWS) => "idle",
+            _ => "offline",
+        }
     }
 }

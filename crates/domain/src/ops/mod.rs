@@ -12,12 +12,14 @@ mod collab;
 mod conflicts;
 mod files;
 mod health;
+mod lists;
 mod live;
 mod locks;
 mod logs;
 mod tasks;
 
 pub use health::HealthReport;
+pub use lists::MAX_LIST_PAGE;
 
 use crate::actor::Actor;
 use crate::error::Result;

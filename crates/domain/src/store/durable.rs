@@ -20,7 +20,7 @@ use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
-use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState};
+use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
 
 /// Which kind of change a revision records.
@@ -122,6 +122,60 @@ pub struct AuditFilter<'a> {
     /// Records older than this id (paging).
     pub before_id: Option<i64>,
     pub limit: i64,
+}
+
+/// Which tasks a list page holds (`task_activity`, most recently active first).
+#[derive(Debug, Default)]
+pub struct TaskListFilter<'a> {
+    /// Only these tasks (the caller's scope), when the caller does not see every task.
+    pub tasks_in: Option<&'a [String]>,
+    /// Id or title contains this text (case-insensitive).
+    pub text: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// Assigned to this agent, or with it in the session.
+    pub agent: Option<&'a str>,
+    /// Only tasks after this one in list order (its last activity and id): the cursor.
+    pub after: Option<(DateTime<Utc>, &'a str)>,
+    pub limit: i64,
+}
+
+/// Which agents a list page holds (`agent_activity`, most recently seen first).
+#[derive(Debug, Default)]
+pub struct AgentListFilter<'a> {
+    /// Only agents on these tasks (the caller's scope), when it does not see every task.
+    pub tasks_in: Option<&'a [String]>,
+    /// Id contains this text (case-insensitive).
+    pub text: Option<&'a str>,
+    /// On this task: in its session, or last acting on it.
+    pub task: Option<&'a str>,
+    /// Only agents after this one in list order (last seen and id): the cursor.
+    pub after: Option<(DateTime<Utc>, &'a str)>,
+    pub limit: i64,
+}
+
+/// An agent's recorded activity: its last recorded action and its sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentActivity {
+    pub agent_id: String,
+    pub last_seen: DateTime<Utc>,
+    pub last_task: Option<String>,
+    pub last_action: String,
+    /// Tasks whose session it is in, by id.
+    pub tasks: Vec<String>,
+}
+
+/// A `LIKE` pattern matching any text that contains `text` (`\` escapes the wildcards).
+pub fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
 }
 
 /// A committed change.
@@ -290,6 +344,12 @@ pub trait DurableOps: Send + Sync + 'static {
         before: Option<(i64, i64)>,
         limit: usize,
     ) -> Result<Vec<(String, Value)>>;
+
+    /// A page of tasks matching `q`, most recently active first, and how many match in all.
+    async fn list_tasks(&self, q: &TaskListFilter<'_>) -> Result<(Vec<TaskSummary>, i64)>;
+
+    /// A page of agents matching `q`, most recently seen first, and how many match in all.
+    async fn list_agents(&self, q: &AgentListFilter<'_>) -> Result<(Vec<AgentActivity>, i64)>;
 }
 
 /// Wakes when tasks or agents changed in the durable store.

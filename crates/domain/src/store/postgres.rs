@@ -5,7 +5,8 @@
 //! checks run inside the database, so no read-then-write race exists.
 
 use super::durable::{
-    AgentRecord, AuditFilter, Committed, DurableOps, FileChange, RevisionOp, StoredFile,
+    AgentActivity, AgentListFilter, AgentRecord, AuditFilter, Committed, DurableOps, FileChange,
+    RevisionOp, StoredFile, TaskListFilter, contains_pattern,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
@@ -13,7 +14,7 @@ use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
-use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState};
+use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Row};
@@ -542,5 +543,115 @@ impl DurableOps for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
+    }
+
+    async fn list_tasks(&self, q: &TaskListFilter<'_>) -> Result<(Vec<TaskSummary>, i64)> {
+        // The filters, shared by the page and the count ($1–$4).
+        const MATCHING: &str = "
+            FROM task_activity a
+            LEFT JOIN tasks t ON t.id = a.task_id
+            LEFT JOIN task_usage u ON u.task_id = a.task_id
+            WHERE ($1::text[] IS NULL OR a.task_id = ANY($1))
+              AND ($2::text IS NULL OR a.task_id ILIKE $2 OR t.title ILIKE $2)
+              AND ($3::text IS NULL OR t.status = $3)
+              AND ($4::text IS NULL OR t.assigned_agent_id = $4 OR EXISTS (
+                    SELECT 1 FROM collaborators c
+                    WHERE c.task_id = a.task_id AND c.agent_id = $4 AND c.left_at IS NULL))";
+        let text = q.text.map(contains_pattern);
+        let (after_at, after_id) = q.after.unzip();
+        let rows = sqlx::query(&format!(
+            "SELECT a.task_id, t.title, t.status, t.assigned_agent_id, a.steps, a.first_seen,
+                    a.last_activity, COALESCE(u.files, 0) AS files,
+                    ARRAY(SELECT c.agent_id FROM collaborators c
+                          WHERE c.task_id = a.task_id AND c.left_at IS NULL
+                          ORDER BY c.agent_id) AS agents
+             {MATCHING}
+               AND ($5::timestamptz IS NULL OR (a.last_activity, a.task_id) < ($5, $6))
+             ORDER BY a.last_activity DESC, a.task_id DESC LIMIT $7"
+        ))
+        .bind(q.tasks_in)
+        .bind(&text)
+        .bind(q.status)
+        .bind(q.agent)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let tasks = rows
+            .iter()
+            .map(|r| {
+                Ok(TaskSummary {
+                    task_id: r.try_get("task_id")?,
+                    title: r.try_get("title")?,
+                    status: r.try_get("status")?,
+                    assigned_agent_id: r.try_get("assigned_agent_id")?,
+                    agents: r.try_get("agents")?,
+                    file_count: r.try_get("files")?,
+                    step_count: r.try_get("steps")?,
+                    first_seen: r.try_get("first_seen")?,
+                    last_activity: r.try_get("last_activity")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) {MATCHING}"))
+            .bind(q.tasks_in)
+            .bind(&text)
+            .bind(q.status)
+            .bind(q.agent)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((tasks, total))
+    }
+
+    async fn list_agents(&self, q: &AgentListFilter<'_>) -> Result<(Vec<AgentActivity>, i64)> {
+        // An agent is on a task when it is in its session or last acted on it.
+        const MATCHING: &str = "
+            FROM agent_activity g
+            WHERE ($1::text IS NULL OR g.agent_id ILIKE $1)
+              AND ($2::text[] IS NULL OR g.last_task = ANY($2) OR EXISTS (
+                    SELECT 1 FROM collaborators c
+                    WHERE c.agent_id = g.agent_id AND c.task_id = ANY($2) AND c.left_at IS NULL))
+              AND ($3::text IS NULL OR g.last_task = $3 OR EXISTS (
+                    SELECT 1 FROM collaborators c
+                    WHERE c.agent_id = g.agent_id AND c.task_id = $3 AND c.left_at IS NULL))";
+        let text = q.text.map(contains_pattern);
+        let (after_at, after_id) = q.after.unzip();
+        let rows = sqlx::query(&format!(
+            "SELECT g.agent_id, g.last_seen, g.last_task, g.last_action,
+                    ARRAY(SELECT c.task_id FROM collaborators c
+                          WHERE c.agent_id = g.agent_id AND c.left_at IS NULL
+                          ORDER BY c.task_id) AS tasks
+             {MATCHING}
+               AND ($4::timestamptz IS NULL OR (g.last_seen, g.agent_id) < ($4, $5))
+             ORDER BY g.last_seen DESC, g.agent_id DESC LIMIT $6"
+        ))
+        .bind(&text)
+        .bind(q.tasks_in)
+        .bind(q.task)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let agents = rows
+            .iter()
+            .map(|r| {
+                Ok(AgentActivity {
+                    agent_id: r.try_get("agent_id")?,
+                    last_seen: r.try_get("last_seen")?,
+                    last_task: r.try_get("last_task")?,
+                    last_action: r.try_get("last_action")?,
+                    tasks: r.try_get("tasks")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) {MATCHING}"))
+            .bind(&text)
+            .bind(q.tasks_in)
+            .bind(q.task)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((agents, total))
     }
 }

@@ -23,8 +23,9 @@
 //!   (`invalid_argument`), before anything is written.
 
 use super::durable::{
-    AgentRecord, AgentRow, AuditFilter, AuditRecord, ChangeListener, Committed, DeadLetter,
-    DurableOps, DurableSync, FileChange, OutboxBatch, RevisionOp, StepRecord, StoredFile,
+    AgentActivity, AgentListFilter, AgentRecord, AgentRow, AuditFilter, AuditRecord,
+    ChangeListener, Committed, DeadLetter, DurableOps, DurableSync, FileChange, OutboxBatch,
+    RevisionOp, StepRecord, StoredFile, TaskListFilter, contains_pattern,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
@@ -32,7 +33,7 @@ use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
-use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState};
+use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -959,6 +960,142 @@ impl DurableOps for SqliteStore {
             })
             .collect()
     }
+
+    async fn list_tasks(&self, q: &TaskListFilter<'_>) -> Result<(Vec<TaskSummary>, i64)> {
+        no_nul([q.text, q.status, q.agent, q.after.map(|a| a.1)])?;
+        no_nul(q.tasks_in.into_iter().flatten().map(|t| Some(t.as_str())))?;
+        // The filters, shared by the page and the count (?1–?4).
+        const MATCHING: &str = "
+            FROM task_activity a
+            LEFT JOIN tasks t ON t.id = a.task_id
+            LEFT JOIN task_usage u ON u.task_id = a.task_id
+            WHERE (?1 IS NULL OR a.task_id IN (SELECT value FROM json_each(?1)))
+              AND (?2 IS NULL OR a.task_id LIKE ?2 ESCAPE '\\' OR t.title LIKE ?2 ESCAPE '\\')
+              AND (?3 IS NULL OR t.status = ?3)
+              AND (?4 IS NULL OR t.assigned_agent_id = ?4 OR EXISTS (
+                    SELECT 1 FROM collaborators c
+                    WHERE c.task_id = a.task_id AND c.agent_id = ?4 AND c.left_at IS NULL))";
+        let tasks_in = json_list(q.tasks_in)?;
+        let text = q.text.map(contains_pattern);
+        let (after_at, after_id) = q.after.unzip();
+        let rows = sqlx::query(&format!(
+            "SELECT a.task_id, t.title, t.status, t.assigned_agent_id, a.steps, a.first_seen,
+                    a.last_activity, COALESCE(u.files, 0) AS files,
+                    (SELECT json_group_array(agent_id) FROM (
+                        SELECT c.agent_id FROM collaborators c
+                        WHERE c.task_id = a.task_id AND c.left_at IS NULL
+                        ORDER BY c.agent_id)) AS agents
+             {MATCHING}
+               AND (?5 IS NULL OR (a.last_activity, a.task_id) < (?5, ?6))
+             ORDER BY a.last_activity DESC, a.task_id DESC LIMIT ?7"
+        ))
+        .bind(&tasks_in)
+        .bind(&text)
+        .bind(q.status)
+        .bind(q.agent)
+        .bind(after_at.map(ts))
+        .bind(after_id)
+        .bind(q.limit)
+        .fetch_all(&self.reader)
+        .await
+        .db()?;
+        let tasks = rows
+            .iter()
+            .map(|r| {
+                Ok(TaskSummary {
+                    task_id: r.try_get("task_id").db()?,
+                    title: r.try_get("title").db()?,
+                    status: r.try_get("status").db()?,
+                    assigned_agent_id: r.try_get("assigned_agent_id").db()?,
+                    agents: json_strings(r.try_get("agents").db()?)?,
+                    file_count: r.try_get("files").db()?,
+                    step_count: r.try_get("steps").db()?,
+                    first_seen: r.try_get("first_seen").db()?,
+                    last_activity: r.try_get("last_activity").db()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) {MATCHING}"))
+            .bind(&tasks_in)
+            .bind(&text)
+            .bind(q.status)
+            .bind(q.agent)
+            .fetch_one(&self.reader)
+            .await
+            .db()?;
+        Ok((tasks, total))
+    }
+
+    async fn list_agents(&self, q: &AgentListFilter<'_>) -> Result<(Vec<AgentActivity>, i64)> {
+        no_nul([q.text, q.task, q.after.map(|a| a.1)])?;
+        no_nul(q.tasks_in.into_iter().flatten().map(|t| Some(t.as_str())))?;
+        // An agent is on a task when it is in its session or last acted on it.
+        const MATCHING: &str = "
+            FROM agent_activity g
+            WHERE (?1 IS NULL OR g.agent_id LIKE ?1 ESCAPE '\\')
+              AND (?2 IS NULL OR g.last_task IN (SELECT value FROM json_each(?2)) OR EXISTS (
+                    SELECT 1 FROM collaborators c
+                    WHERE c.agent_id = g.agent_id AND c.left_at IS NULL
+                      AND c.task_id IN (SELECT value FROM json_each(?2))))
+              AND (?3 IS NULL OR g.last_task = ?3 OR EXISTS (
+                    SELECT 1 FROM collaborators c
+                    WHERE c.agent_id = g.agent_id AND c.task_id = ?3 AND c.left_at IS NULL))";
+        let tasks_in = json_list(q.tasks_in)?;
+        let text = q.text.map(contains_pattern);
+        let (after_at, after_id) = q.after.unzip();
+        let rows = sqlx::query(&format!(
+            "SELECT g.agent_id, g.last_seen, g.last_task, g.last_action,
+                    (SELECT json_group_array(task_id) FROM (
+                        SELECT c.task_id FROM collaborators c
+                        WHERE c.agent_id = g.agent_id AND c.left_at IS NULL
+                        ORDER BY c.task_id)) AS tasks
+             {MATCHING}
+               AND (?4 IS NULL OR (g.last_seen, g.agent_id) < (?4, ?5))
+             ORDER BY g.last_seen DESC, g.agent_id DESC LIMIT ?6"
+        ))
+        .bind(&text)
+        .bind(&tasks_in)
+        .bind(q.task)
+        .bind(after_at.map(ts))
+        .bind(after_id)
+        .bind(q.limit)
+        .fetch_all(&self.reader)
+        .await
+        .db()?;
+        let agents = rows
+            .iter()
+            .map(|r| {
+                Ok(AgentActivity {
+                    agent_id: r.try_get("agent_id").db()?,
+                    last_seen: r.try_get("last_seen").db()?,
+                    last_task: r.try_get("last_task").db()?,
+                    last_action: r.try_get("last_action").db()?,
+                    tasks: json_strings(r.try_get("tasks").db()?)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) {MATCHING}"))
+            .bind(&text)
+            .bind(&tasks_in)
+            .bind(q.task)
+            .fetch_one(&self.reader)
+            .await
+            .db()?;
+        Ok((agents, total))
+    }
+}
+
+/// A list of ids as a JSON array, for `json_each` (SQLite has no array parameters).
+fn json_list(ids: Option<&[String]>) -> Result<Option<String>> {
+    ids.map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| DomainError::internal(format!("sqlite: json: {e}")))
+}
+
+/// A `json_group_array` of strings, decoded.
+fn json_strings(text: String) -> Result<Vec<String>> {
+    serde_json::from_str(&text)
+        .map_err(|e| DomainError::internal(format!("sqlite: not a JSON array of strings: {e}")))
 }
 
 /// Wakes when a commit through this store changed tasks or agents.

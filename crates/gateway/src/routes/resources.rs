@@ -1,5 +1,6 @@
 //! `GET /resources/*`: the MCP resources over plain HTTP (`tasks://{id}/state|logs|files`,
-//! `workspace://{id}/{path}`, `agents://{id}/status`, `collaboration://{id}`).
+//! `workspace://{id}/{path}`, `agents://{id}/status`, `collaboration://{id}`), and the task and
+//! agent lists.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -8,7 +9,7 @@ use crate::extract::{Path, Query};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use mcp_api::requests::{FileReadRequest, ListFilesRequest};
+use mcp_api::requests::{AgentListQuery, FileReadRequest, ListFilesRequest, TaskListQuery};
 use mcp_api::responses::*;
 use serde::Deserialize;
 
@@ -16,6 +17,8 @@ type Reply<T> = Result<Json<T>, ApiError>;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/resources/tasks", get(list_tasks))
+        .route("/resources/agents", get(list_agents))
         .route("/resources/tasks/{task_id}/state", get(task_state))
         .route("/resources/tasks/{task_id}/logs", get(task_logs))
         .route("/resources/tasks/{task_id}/files", get(task_files))
@@ -41,6 +44,28 @@ struct LogsQuery {
     before: Option<String>,
     /// Page size, 1–1000 (default 100).
     limit: Option<usize>,
+}
+
+/// `GET /resources/tasks?q=&status=&agent=&limit=&cursor=`: the tasks the caller may see,
+/// most recently active first.
+async fn list_tasks(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TaskListQuery>,
+) -> Reply<TaskList> {
+    let actor = caller.actor(None, None)?;
+    Ok(Json(s.service.list_tasks(&actor, q).await?))
+}
+
+/// `GET /resources/agents?q=&task=&limit=&cursor=`: agents on the tasks the caller may see,
+/// most recently seen first.
+async fn list_agents(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AgentListQuery>,
+) -> Reply<AgentList> {
+    let actor = caller.actor(None, None)?;
+    Ok(Json(s.service.list_agents(&actor, q).await?))
 }
 
 async fn task_state(

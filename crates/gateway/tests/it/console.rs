@@ -73,6 +73,11 @@ async fn open_task(browser: &Browser, gw: &TestGateway, task: &str) {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    open_page(browser, gw, task).await;
+}
+
+/// Opens the page of an existing task and waits until its history is on it.
+async fn open_page(browser: &Browser, gw: &TestGateway, task: &str) {
     browser.goto(&format!("{}/ui/#/task/{task}", gw.base)).await;
     browser
         .wait_for(
@@ -411,6 +416,249 @@ async fn an_observer_token_watches_its_task_and_no_other() {
         )
         .await;
     assert_eq!(leaked, json!([true, false]));
+
+    // The tasks view lists the observer's task and not the other.
+    browser.goto(&format!("{}/ui/#/", gw.base)).await;
+    let (listed, _) = browser
+        .wait_for(
+            "the observer's task list",
+            "document.querySelector('#tasks-table tbody') && \
+             [...document.querySelectorAll('#tasks-table tbody tr')].map(r => r.dataset.id)",
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(listed, json!(["console-a"]));
+}
+
+/// The ids of the rows of a list view's table, in order (`null` until the table is drawn).
+const LIST_ROWS: &str = "(t => t && [...t.querySelectorAll('tbody tr')].map(r => r.dataset.id))\
+                         (document.querySelector('#view table'))";
+
+/// The tasks view: a new task appears within the bound without a reload; search and the
+/// status filter narrow it; the agents view shows who acted, with status and last action.
+async fn the_tasks_and_agents_views_are_live(gw: TestGateway) {
+    let browser = Browser::start().await;
+    let created = gw
+        .call(
+            Method::POST,
+            "/admin/tasks",
+            None,
+            Some(&json!({"id": "first", "title": "The first task"})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    browser.goto(&format!("{}/ui/#/", gw.base)).await;
+    let (rows, _) = browser.wait_for("the task list", LIST_ROWS, PATIENCE).await;
+    assert_eq!(rows, json!(["first"]));
+
+    // A task made by an agent's first write appears at the top, within the bound.
+    ok(gw
+        .tool(
+            "file_write",
+            json!({"task_id": "second", "agent_id": "coder", "path": "a.py", "content": "x"}),
+        )
+        .await);
+    let (_, took) = browser
+        .wait_for(
+            "the new task",
+            &format!("JSON.stringify({LIST_ROWS}) === '[\"second\",\"first\"]'"),
+            PATIENCE,
+        )
+        .await;
+    assert!(took <= LIVE_BOUND, "the new task took {took:?} to appear");
+    let files = browser
+        .eval(
+            "return document.querySelector('#tasks-table tr[data-id=second]').children[5].textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(files, "1", "its file count");
+
+    // Search and the status filter.
+    browser
+        .eval(
+            "const s = document.getElementById('list-search'); s.value = 'FIRST'; \
+             s.dispatchEvent(new Event('input'));",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the search",
+            &format!("JSON.stringify({LIST_ROWS}) === '[\"first\"]'"),
+            PATIENCE,
+        )
+        .await;
+    browser
+        .eval(
+            "const s = document.getElementById('list-search'); s.value = ''; \
+             s.dispatchEvent(new Event('input')); \
+             const f = document.getElementById('status-filter'); f.value = 'done'; \
+             f.dispatchEvent(new Event('input'));",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the status filter",
+            "/Nothing matches/.test(document.querySelector('#view .empty')?.textContent)",
+            PATIENCE,
+        )
+        .await;
+
+    // The agents view.
+    browser.goto(&format!("{}/ui/#/agents", gw.base)).await;
+    let (rows, _) = browser
+        .wait_for("the agent list", LIST_ROWS, PATIENCE)
+        .await;
+    assert_eq!(rows, json!(["coder", "admin"]));
+    let coder = browser
+        .eval(
+            "return [...document.querySelector('#agents-table tr[data-id=coder]').children]\
+             .map(c => c.textContent);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(coder[1], "active");
+    assert_eq!(coder[3], "file_write on second");
+}
+
+in_both_modes!(the_tasks_and_agents_views_are_live);
+
+/// The README's screenshots: a few agents at work on several tasks, the tasks view and a busy
+/// task page, taken in the browser. Written to `docs/screenshots/` when `UPDATE_SCREENSHOTS=1`
+/// (then committed); otherwise to a temporary directory, so the pages are still drawn and
+/// checked.
+#[tokio::test]
+async fn screenshots_of_the_console() {
+    let gw = TestGateway::spawn().await;
+    let tool = |name: &'static str, body: Value| {
+        let gw = &gw;
+        async move { gw.tool(name, body).await }
+    };
+    for (id, title, who, status) in [
+        (
+            "parser-rewrite",
+            "Rewrite the expression parser",
+            "coder",
+            "in_progress",
+        ),
+        (
+            "flaky-test-hunt",
+            "Find the flaky integration test",
+            "qa",
+            "pending",
+        ),
+        (
+            "release-notes",
+            "Draft the 2.4 release notes",
+            "writer",
+            "done",
+        ),
+    ] {
+        let created = gw
+            .call(
+                Method::POST,
+                "/admin/tasks",
+                None,
+                Some(&json!({"id": id, "title": title, "assigned_agent_id": who})),
+            )
+            .await;
+        assert_eq!(created.status, 201);
+        ok(tool("join_collab", json!({"task_id": id, "agent_id": who})).await);
+        let patched = gw
+            .call(
+                Method::PATCH,
+                &format!("/admin/tasks/{id}"),
+                None,
+                Some(&json!({"status": status})),
+            )
+            .await;
+        assert_eq!(patched.status, 200);
+    }
+    let t = "parser-rewrite";
+    ok(tool("join_collab", json!({"task_id": t, "agent_id": "qa"})).await);
+    let lease = ok(tool(
+        "claim_file",
+        json!({"task_id": t, "agent_id": "coder", "path": "src/parser.rs", "timeout_sec": 300}),
+    )
+    .await);
+    ok(tool(
+        "file_write",
+        json!({"task_id": t, "agent_id": "coder", "path": "src/parser.rs", "fence": lease["fence"],
+               "content": "pub fn parse(src: &str) -> Expr {\n    let tokens = lex(src);\n    expr(&tokens, 0)\n}\n"}),
+    )
+    .await);
+    for (n, action, detail) in [
+        (1, "plan", "split lexing from parsing"),
+        (2, "write", "src/parser.rs: precedence climbing"),
+        (3, "test", "cargo test parser:: (12 passed)"),
+    ] {
+        ok(tool(
+            "log_step",
+            json!({"task_id": t, "agent_id": "coder",
+                   "step": {"n": n, "action": action, "detail": detail}}),
+        )
+        .await);
+    }
+    // The QA agent collides with the coder's lease, then writes its test file.
+    let (status, _) = tool(
+        "file_write",
+        json!({"task_id": t, "agent_id": "qa", "path": "src/parser.rs", "content": "// qa"}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    ok(tool(
+        "file_write",
+        json!({"task_id": t, "agent_id": "qa", "path": "tests/parser.rs",
+               "content": "#[test]\nfn precedence() {\n    assert_eq!(eval(\"1+2*3\"), 7);\n}\n"}),
+    )
+    .await);
+    ok(tool(
+        "file_edit",
+        json!({"task_id": t, "agent_id": "coder", "path": "src/parser.rs", "fence": lease["fence"],
+               "old_string": "expr(&tokens, 0)", "new_string": "expr(&tokens, Precedence::Lowest)"}),
+    )
+    .await);
+    ok(tool(
+        "log_step",
+        json!({"task_id": t, "agent_id": "qa",
+               "step": {"n": 4, "action": "review", "detail": "precedence test added"}}),
+    )
+    .await);
+    ok(tool(
+        "file_write",
+        json!({"task_id": "flaky-test-hunt", "agent_id": "qa", "path": "notes.md",
+               "content": "retry storm in it::live under load\n"}),
+    )
+    .await);
+
+    let dir = if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+    } else {
+        std::env::temp_dir().join(format!("console-shots-{}", std::process::id()))
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let browser = Browser::start().await;
+    browser.window_size(1280, 800).await;
+    browser.goto(&format!("{}/ui/#/", gw.base)).await;
+    let (rows, _) = browser.wait_for("the task list", LIST_ROWS, PATIENCE).await;
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    browser.screenshot(&dir.join("tasks.png")).await;
+    open_page(&browser, &gw, t).await;
+    browser
+        .wait_for(
+            "the conflict and the edit",
+            "document.querySelector('.ev.conflict') && document.querySelector('pre.diff') && \
+             document.querySelector('#leases li.lease')",
+            PATIENCE,
+        )
+        .await;
+    browser.screenshot(&dir.join("task.png")).await;
+    for shot in ["tasks.png", "task.png"] {
+        let png = std::fs::read(dir.join(shot)).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{shot}");
+    }
 }
 
 /// The open page under a stream of events (1,000 a second; `CONSOLE_LOAD_SECS` seconds, 3 by

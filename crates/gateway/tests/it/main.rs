@@ -10,6 +10,7 @@ mod fence_scenario;
 mod files;
 mod fuzz;
 mod limits;
+mod lists;
 mod live;
 mod locks;
 mod mcp;

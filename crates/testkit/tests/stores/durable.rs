@@ -4,7 +4,8 @@ use crate::fixtures::{DurableFixture, durable};
 use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_domain::store::durable::{
-    AuditFilter, AuditRecord, DeadLetter, FileChange, OutboxBatch, RevisionOp, StepRecord,
+    AgentListFilter, AuditFilter, AuditRecord, DeadLetter, FileChange, OutboxBatch, RevisionOp,
+    StepRecord, TaskListFilter,
 };
 use mcp_domain::{DomainError, FilePath, TaskId};
 use serde_json::json;
@@ -23,6 +24,7 @@ crate::per_backend!(durable; [postgres, sqlite];
     collaboration_join_leave_rejoin,
     outbox_records_land_once,
     change_listeners_wake_on_task_and_agent_changes,
+    task_and_agent_lists_follow_activity,
 );
 
 fn task(id: &str) -> TaskId {
@@ -845,4 +847,182 @@ async fn change_listeners_wake_on_task_and_agent_changes(f: &DurableFixture) {
         .await
         .expect("woken by an agent change")
         .unwrap();
+}
+
+/// The task and agent lists: every task anything happened in (created, a file, a member, a
+/// step), most recently active first, filtered and paged; every agent that acted, with its
+/// last action and its sessions.
+async fn task_and_agent_lists_follow_activity(f: &DurableFixture) {
+    let s = &f.store;
+    let pause = || tokio::time::sleep(Duration::from_millis(5));
+    s.create_task(
+        &task("parser"),
+        &CreateTaskRequest {
+            title: "Build the 100% parser".into(),
+            assigned_agent_id: Some("coder".into()),
+            ..CreateTaskRequest::default()
+        },
+        "admin",
+        None,
+    )
+    .await
+    .unwrap();
+    pause().await;
+    // A task nobody created: agents just use it.
+    let (t, p) = (task("scratch"), path("notes.md"));
+    s.change_file(&change(&t, &p, RevisionOp::Write, "hello"))
+        .await
+        .unwrap();
+    pause().await;
+    s.join(&task("parser"), "qa", None).await.unwrap();
+    pause().await;
+    let step = |n: i64| StepRecord {
+        task_id: "steps-only".into(),
+        stream_id: format!("{n}-0"),
+        id_ms: n,
+        id_seq: 0,
+        agent_id: Some("w1".into()),
+        step: json!({"action": "x"}),
+        logged_at: Utc::now(),
+    };
+    assert!(s.insert_step(&step(1)).await.unwrap());
+    assert!(s.insert_step(&step(2)).await.unwrap());
+    assert!(
+        !s.insert_step(&step(2)).await.unwrap(),
+        "a replay counts once"
+    );
+
+    let list = |f: TaskListFilter<'static>| async move {
+        let (tasks, total) = s.list_tasks(&f).await.unwrap();
+        let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        (ids, total, tasks)
+    };
+    let all = || TaskListFilter {
+        limit: 10,
+        ..TaskListFilter::default()
+    };
+    let (ids, total, tasks) = list(all()).await;
+    assert_eq!(
+        ids,
+        ["steps-only", "parser", "scratch"],
+        "most recent first"
+    );
+    assert_eq!(total, 3);
+    let parser = &tasks[1];
+    assert_eq!(parser.title.as_deref(), Some("Build the 100% parser"));
+    assert_eq!(parser.status.as_deref(), Some("pending"));
+    assert_eq!(parser.assigned_agent_id.as_deref(), Some("coder"));
+    assert_eq!(parser.agents, ["qa"]);
+    assert_eq!((parser.file_count, parser.step_count), (0, 0));
+    assert!(
+        parser.last_activity > parser.first_seen,
+        "the join came later"
+    );
+    assert_eq!((tasks[0].step_count, tasks[0].title.clone()), (2, None));
+    assert_eq!((tasks[2].file_count, tasks[2].status.clone()), (1, None));
+
+    // Filters: text (case-insensitive; wildcards are literal), status, agent, scope.
+    let f = |text, status, agent, tasks_in| TaskListFilter {
+        text,
+        status,
+        agent,
+        tasks_in,
+        limit: 10,
+        ..TaskListFilter::default()
+    };
+    assert_eq!(
+        list(f(Some("PARSER"), None, None, None)).await.0,
+        ["parser"]
+    );
+    assert_eq!(list(f(Some("100%"), None, None, None)).await.0, ["parser"]);
+    assert_eq!(list(f(Some("1_0"), None, None, None)).await.1, 0);
+    assert_eq!(list(f(Some("%"), None, None, None)).await.0, ["parser"]);
+    assert_eq!(
+        list(f(None, Some("pending"), None, None)).await.0,
+        ["parser"]
+    );
+    assert_eq!(list(f(None, None, Some("qa"), None)).await.0, ["parser"]);
+    assert_eq!(list(f(None, None, Some("coder"), None)).await.0, ["parser"]);
+    static SCOPE: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["scratch".into(), "elsewhere".into()]);
+    let (ids, total, _) = list(f(None, None, None, Some(&SCOPE))).await;
+    assert_eq!((ids, total), (vec!["scratch".to_owned()], 1));
+
+    // Keyset pages: no entry twice, none missed.
+    let (first, total, tasks) = list(TaskListFilter {
+        limit: 2,
+        ..TaskListFilter::default()
+    })
+    .await;
+    assert_eq!((first.len(), total), (2, 3));
+    let last = &tasks[1];
+    let (rest, _, _) = s
+        .list_tasks(&TaskListFilter {
+            after: Some((last.last_activity, last.task_id.as_str())),
+            limit: 2,
+            ..TaskListFilter::default()
+        })
+        .await
+        .map(|(t, n)| (t.into_iter().map(|t| t.task_id).collect::<Vec<_>>(), n, ()))
+        .unwrap();
+    assert_eq!(rest, ["scratch"]);
+
+    // New activity moves a task to the top.
+    pause().await;
+    s.change_file(&change(&t, &p, RevisionOp::Edit, "hello again"))
+        .await
+        .unwrap();
+    assert_eq!(list(all()).await.0[0], "scratch");
+
+    // Agents: their last action, most recently seen first, and their sessions.
+    let (agents, total) = s
+        .list_agents(&AgentListFilter {
+            limit: 10,
+            ..AgentListFilter::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str, Option<&str>)> = agents
+        .iter()
+        .map(|a| {
+            (
+                a.agent_id.as_str(),
+                a.last_action.as_str(),
+                a.last_task.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a1", "file_edit", Some("scratch")),
+            ("w1", "log_step", Some("steps-only")),
+            ("qa", "join_collab", Some("parser")),
+            ("admin", "task_create", Some("parser")),
+        ]
+    );
+    assert_eq!(total, 4);
+    assert_eq!(agents[2].tasks, ["parser"]);
+    let on = |task, text| AgentListFilter {
+        task,
+        text,
+        limit: 10,
+        ..AgentListFilter::default()
+    };
+    let ids = |v: Vec<mcp_domain::store::durable::AgentActivity>| {
+        v.into_iter().map(|a| a.agent_id).collect::<Vec<_>>()
+    };
+    let (v, _) = s.list_agents(&on(Some("parser"), None)).await.unwrap();
+    assert_eq!(ids(v), ["qa", "admin"]);
+    let (v, _) = s.list_agents(&on(None, Some("W"))).await.unwrap();
+    assert_eq!(ids(v), ["w1"]);
+    let (v, n) = s
+        .list_agents(&AgentListFilter {
+            tasks_in: Some(&SCOPE),
+            limit: 10,
+            ..AgentListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((ids(v), n), (vec!["a1".to_owned()], 1));
 }
