@@ -72,7 +72,11 @@ impl Service {
         for row in rows {
             // The hot presence is newer than the durable record (steps reach Postgres a
             // sync interval later).
-            let (hot_seen, _, _) = self.hot.presence(&AgentId::parse(&row.agent_id)?).await?;
+            // (An audit actor that is not an agent id, e.g. written by an operator, has none.)
+            let hot_seen = match AgentId::parse(&row.agent_id) {
+                Ok(agent) => self.hot.presence(&agent).await?.0,
+                Err(_) => None,
+            };
             let last_seen = hot_seen.map_or(row.last_seen, |h| h.max(row.last_seen));
             let mut tasks = row.tasks;
             tasks.retain(|t| actor.may_access(t));

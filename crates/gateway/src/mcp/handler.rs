@@ -153,9 +153,13 @@ impl ServerHandler for GatewayMcp {
         let next = (ids.len() == TASKS_PER_PAGE)
             .then(|| ids.last().cloned())
             .flatten();
+        // The lists come first, on the first page.
+        let lists = after.is_none().then(resources::list_resources);
         let mut result = ListResourcesResult::with_all_items(
-            ids.iter()
-                .flat_map(|t| resources::task_resources(t))
+            lists
+                .into_iter()
+                .flatten()
+                .chain(ids.iter().flat_map(|t| resources::task_resources(t)))
                 .collect(),
         );
         result.next_cursor = next;
@@ -193,11 +197,12 @@ impl ServerHandler for GatewayMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let (session, resource) = self.subscription(&request.uri, &context).await?;
+        let scope = resource.scope().ok_or_else(not_subscribable)?;
         self.hub
             .store()
             .subscribe(
                 &session,
-                resource.scope(),
+                scope,
                 &resource.key(),
                 &request.uri,
                 super::sessions::SESSION_TTL,
@@ -213,9 +218,10 @@ impl ServerHandler for GatewayMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let (session, resource) = self.subscription(&request.uri, &context).await?;
+        let scope = resource.scope().ok_or_else(not_subscribable)?;
         self.hub
             .store()
-            .unsubscribe(&session, resource.scope(), &resource.key(), &request.uri)
+            .unsubscribe(&session, scope, &resource.key(), &request.uri)
             .await
             .map_err(|e| protocol_error(e.into()))
     }
@@ -234,7 +240,7 @@ impl ServerHandler for GatewayMcp {
             .unwrap_or_default();
         let valid: Vec<String> = uris
             .iter()
-            .filter(|u| ResourceUri::parse(u).is_ok())
+            .filter(|u| ResourceUri::parse(u).is_ok_and(|r| r.scope().is_some()))
             .cloned()
             .collect();
         Some(
@@ -287,6 +293,14 @@ impl ServerHandler for GatewayMcp {
         drop(guard);
         Ok(())
     }
+}
+
+/// The answer to a subscription of a list.
+fn not_subscribable() -> ErrorData {
+    ErrorData::invalid_params(
+        "the task and agent lists cannot be subscribed; read them again (or watch a task)",
+        None,
+    )
 }
 
 /// Refuses a subscription to a task outside the caller's scope.

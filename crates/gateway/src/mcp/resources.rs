@@ -1,12 +1,13 @@
 //! MCP resources: the URIs (`tasks://{id}/state|logs|files`, `workspace://{id}/{path}`,
-//! `agents://{id}/status`, `collaboration://{id}`), their templates, reading one (the same
-//! `Service` methods as `GET /resources/*`), and which resources an event changes (what
-//! subscribers are notified of).
+//! `agents://{id}/status`, `collaboration://{id}`, and the lists `tasks://list` and
+//! `agents://list`), their templates, reading one (the same `Service` methods as
+//! `GET /resources/*`), and which resources an event changes (what subscribers are notified
+//! of). The lists are read, not subscribed (they change with every action on every task).
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
-use mcp_api::requests::{FileReadRequest, ListFilesRequest};
+use mcp_api::requests::{AgentListQuery, FileReadRequest, ListFilesRequest, TaskListQuery};
 use mcp_api::{ErrorCode, Event, EventType};
 use mcp_domain::store::hot::SubScope;
 use mcp_domain::{AgentId, FilePath, TaskId};
@@ -25,6 +26,10 @@ pub enum ResourceUri {
     Workspace(TaskId, FilePath),
     AgentStatus(AgentId),
     Collaboration(TaskId),
+    /// The first page of `GET /resources/tasks`.
+    TaskList,
+    /// The first page of `GET /resources/agents`.
+    AgentList,
 }
 
 impl ResourceUri {
@@ -38,6 +43,11 @@ impl ResourceUri {
         };
         let (scheme, rest) = uri.split_once("://").ok_or_else(unknown)?;
         let task = |id: &str| TaskId::parse(&percent_decode(id)?).map_err(ApiError::from);
+        match (scheme, rest) {
+            ("tasks", "list") => return Ok(ResourceUri::TaskList),
+            ("agents", "list") => return Ok(ResourceUri::AgentList),
+            _ => {}
+        }
         match scheme {
             "tasks" => {
                 let (id, what) = rest.split_once('/').ok_or_else(unknown)?;
@@ -76,6 +86,8 @@ impl ResourceUri {
             ResourceUri::Workspace(t, p) => format!("workspace://{t}/{p}"),
             ResourceUri::AgentStatus(a) => format!("agents://{a}/status"),
             ResourceUri::Collaboration(t) => format!("collaboration://{t}"),
+            ResourceUri::TaskList => "tasks://list".to_owned(),
+            ResourceUri::AgentList => "agents://list".to_owned(),
         }
     }
 
@@ -87,15 +99,17 @@ impl ResourceUri {
             | ResourceUri::TaskFiles(t)
             | ResourceUri::Workspace(t, _)
             | ResourceUri::Collaboration(t) => Some(t),
-            ResourceUri::AgentStatus(_) => None,
+            ResourceUri::AgentStatus(_) | ResourceUri::TaskList | ResourceUri::AgentList => None,
         }
     }
 
-    /// The subscription index this resource is kept in.
-    pub fn scope(&self) -> SubScope<'_> {
+    /// The subscription index this resource is kept in; `None` for the lists, which cannot be
+    /// subscribed.
+    pub fn scope(&self) -> Option<SubScope<'_>> {
         match self {
-            ResourceUri::AgentStatus(a) => SubScope::Agent(a),
-            _ => SubScope::Task(self.task().expect("every other resource has a task")),
+            ResourceUri::AgentStatus(a) => Some(SubScope::Agent(a)),
+            ResourceUri::TaskList | ResourceUri::AgentList => None,
+            _ => self.task().map(SubScope::Task),
         }
     }
 
@@ -143,6 +157,13 @@ impl ResourceUri {
             ResourceUri::Collaboration(t) => {
                 json(uri, &s.collaboration(&actor, t.as_str()).await?)?
             }
+            ResourceUri::TaskList => {
+                json(uri, &s.list_tasks(&actor, TaskListQuery::default()).await?)?
+            }
+            ResourceUri::AgentList => json(
+                uri,
+                &s.list_agents(&actor, AgentListQuery::default()).await?,
+            )?,
         };
         Ok(ReadResourceResult::new(vec![contents]))
     }
@@ -244,6 +265,23 @@ pub fn templates() -> Vec<ResourceTemplate> {
             "Who is co-working on the task: members with join time and last activity.",
             JSON,
         ),
+    ]
+}
+
+/// The task and agent lists (listed first by `resources/list`).
+pub fn list_resources() -> Vec<Resource> {
+    vec![
+        Resource::new("tasks://list", "tasks")
+            .with_description(
+                "The tasks you may see, most recently active first (the first 50; \
+                 GET /resources/tasks pages and filters).",
+            )
+            .with_mime_type(JSON),
+        Resource::new("agents://list", "agents")
+            .with_description(
+                "Agents on those tasks, most recently seen first: status, sessions, last action.",
+            )
+            .with_mime_type(JSON),
     ]
 }
 
@@ -373,6 +411,15 @@ mod tests {
         assert_eq!(k("tasks://t1/state"), Ok("tasks://t1/state".into()));
         assert_eq!(k("collaboration://t1"), Ok("collaboration://t1".into()));
         assert_eq!(k("agents://a1/status"), Ok("agents://a1/status".into()));
+        assert_eq!(k("tasks://list"), Ok("tasks://list".into()));
+        assert_eq!(k("agents://list"), Ok("agents://list".into()));
+        assert_eq!(k("tasks://list/state"), Ok("tasks://list/state".into()));
+        assert!(
+            ResourceUri::parse("tasks://list")
+                .unwrap()
+                .scope()
+                .is_none()
+        );
         assert_eq!(k("workspace://t1/../x"), Err(ErrorCode::InvalidPath));
         assert_eq!(k("tasks://t1/other"), Err(ErrorCode::InvalidArgument));
         assert_eq!(k("tasks://bad id/state"), Err(ErrorCode::InvalidArgument));

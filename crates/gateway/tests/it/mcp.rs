@@ -248,6 +248,11 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
     ] {
         assert!(uris.contains(&uri), "{uri} not listed in {uris:?}");
     }
+    assert_eq!(
+        uris[..2],
+        ["tasks://list", "agents://list"],
+        "the lists first"
+    );
     let templates = client
         .list_all_resource_templates()
         .await
@@ -285,6 +290,17 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
     assert_eq!(collab["agents"], json!(["coder"]));
     let agent = json_of(read(&client, "agents://coder/status").await);
     assert_eq!(agent["status"], "active");
+    let tasks = json_of(read(&client, "tasks://list").await);
+    assert_eq!(tasks["tasks"][0]["task_id"], "t1");
+    let agents = json_of(read(&client, "agents://list").await);
+    assert!(
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["agent_id"] == "coder"),
+        "{agents}"
+    );
 
     // A missing resource is a protocol error carrying the REST code.
     let missing = client
