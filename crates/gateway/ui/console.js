@@ -41,6 +41,11 @@ function h(tag, attrs, ...children) {
 
 const enc = encodeURIComponent;
 
+/** `1 event`, `2 events`. */
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
 function fmtTime(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '';
@@ -514,7 +519,7 @@ function taskView(root, taskId) {
   timeline.append(h('div', { class: 'empty', id: 'timeline-empty' }, 'Waiting for events…'));
 
   function drawCounts() {
-    countsEl.textContent = `${counts.events} events · ${counts.steps} steps · ${counts.conflicts} conflicts`;
+    countsEl.textContent = [plural(counts.events, 'event'), plural(counts.steps, 'step'), plural(counts.conflicts, 'conflict')].join(' · ');
     countsEl.classList.toggle('error', counts.conflicts > 0);
   }
 
