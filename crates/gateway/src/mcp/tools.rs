@@ -1,8 +1,11 @@
 //! MCP tools: the registry (`mcp_api::tools`), each with the JSON Schemas of its request and
 //! response types (from `schemars`) and annotations from its constants, dispatched through
 //! the same [`Perform`] as `POST /tools/*`. A refusal of the operation (`locked`, `version_conflict`, bad arguments…)
-//! is a tool result with `isError: true` whose structured content is the REST error body
-//! `{"detail","code",…}`; only an unknown tool name is a protocol error.
+//! is a tool result with `isError: true` whose text content is the REST error body
+//! `{"detail","code",…}` as JSON, and no structured content: a client checks structured
+//! content against the tool's `outputSchema` (the success body), so an error body there makes
+//! strict clients (the TypeScript SDK, the Inspector) throw instead of showing the refusal to
+//! the model. Only an unknown tool name is a protocol error.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -10,7 +13,7 @@ use crate::extract::Caller;
 use crate::routes::tools::{Perform, ToolVisitor, visit_tools};
 use mcp_api::{ErrorBody, ErrorCode, ToolRequest};
 use rmcp::handler::server::common::{schema_for_input, schema_for_output};
-use rmcp::model::{CallToolResult, Tool as McpTool, ToolAnnotations};
+use rmcp::model::{CallToolResult, ContentBlock, Tool as McpTool, ToolAnnotations};
 use serde_json::Value;
 
 /// The MCP description of one registry tool: its name, description, the JSON Schemas of its
@@ -86,7 +89,7 @@ pub async fn call(
     metrics::counter!("mcp_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
     Some(match result {
         Ok(value) => CallToolResult::structured(value),
-        Err(e) => CallToolResult::structured_error(error_body(e)),
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(error_body(e).to_string())]),
     })
 }
 

@@ -239,7 +239,10 @@ async fn ten_thousand_tasks_page_by_cursor() {
     let mut floor = Duration::ZERO;
     for (name, path) in [
         // The floor: one task's state (a cached single-row read), same gateway, same run.
-        ("floor: one task's state", "/resources/tasks/bulk-1/state".to_owned()),
+        (
+            "floor: one task's state",
+            "/resources/tasks/bulk-1/state".to_owned(),
+        ),
         ("first page (50)", "/resources/tasks".to_owned()),
         ("status=done", "/resources/tasks?status=done".to_owned()),
         ("q=task 99", "/resources/tasks?q=task%2099".to_owned()),

@@ -123,17 +123,37 @@ fn ok(result: CallToolResult) -> Value {
     value
 }
 
-/// A tool error's code.
+/// A tool error's body: the REST error body as the text content, and no structured content
+/// (which clients check against the tool's output schema, the success body).
 #[track_caller]
-fn error_code(result: &CallToolResult) -> String {
+fn error_body(result: &CallToolResult) -> Value {
     assert_eq!(
         result.is_error,
         Some(true),
         "expected a tool error: {result:?}"
     );
-    let body = result.structured_content.as_ref().expect("error body");
+    assert!(
+        result.structured_content.is_none(),
+        "a refusal must not carry structured content: {result:?}"
+    );
+    let text = result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .expect("the error body as text");
+    let body: Value = serde_json::from_str(&text).expect("the text is the JSON error body");
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
-    body["code"].as_str().expect("a code").to_owned()
+    body
+}
+
+/// A tool error's code.
+#[track_caller]
+fn error_code(result: &CallToolResult) -> String {
+    error_body(result)["code"]
+        .as_str()
+        .expect("a code")
+        .to_owned()
 }
 
 async fn read(client: &RunningService<RoleClient, Client>, uri: &str) -> (String, Option<String>) {
@@ -329,7 +349,7 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
     )
     .await;
     assert_eq!(error_code(&locked), "locked");
-    assert_eq!(locked.structured_content.as_ref().unwrap()["holder"], "qa");
+    assert_eq!(error_body(&locked)["holder"], "qa");
     let bad = call(&client, "file_read", t(json!({"path": "../etc/passwd"}))).await;
     assert_eq!(error_code(&bad), "invalid_path");
     let missing_field = call(&client, "file_write", t(json!({"path": "a"}))).await;

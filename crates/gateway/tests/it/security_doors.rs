@@ -78,8 +78,14 @@ fn tool_code(r: &CallToolResult) -> String {
     if r.is_error != Some(true) {
         return "ok".into();
     }
-    let body = r.structured_content.as_ref().expect("error body");
-    assert!(!body.to_string().contains("TOP-SECRET"), "{body}");
+    let text = &r
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .expect("error body")
+        .text;
+    assert!(!text.contains("TOP-SECRET"), "{text}");
+    let body: serde_json::Value = serde_json::from_str(text).expect("a JSON error body");
     body["code"].as_str().unwrap().to_owned()
 }
 
