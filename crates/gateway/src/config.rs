@@ -190,6 +190,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 
+    /// One INFO log line per request (target `access`: method, route template, status,
+    /// latency in ms, request id, agent); `false` turns it off.
+    #[arg(long, env = "ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+
     /// Run the sync loops (outbox push, task cache pull) inside this process; turn off when a
     /// separate `mcp-sync` runs.
     #[arg(long, env = "RUN_SYNC", default_value_t = true, action = clap::ArgAction::Set)]

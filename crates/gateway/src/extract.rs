@@ -38,6 +38,8 @@ pub struct Caller {
     identity: Option<Identity>,
     /// The `x-request-id` header (set by the request-id layer), for the audit trail.
     request_id: Option<String>,
+    /// Where the access log learns the acting agent (absent when it is off).
+    agent_slot: Option<crate::routes::access::AgentSlot>,
 }
 
 impl Caller {
@@ -75,7 +77,14 @@ impl Caller {
         let caller = Caller {
             identity,
             request_id,
+            agent_slot: parts
+                .extensions
+                .get::<crate::routes::access::AgentSlot>()
+                .cloned(),
         };
+        if let (Some(slot), Some(id)) = (&caller.agent_slot, &caller.identity) {
+            slot.set(id.agent.as_str());
+        }
         caller.check_rate(state, parts).await?;
         Ok(caller)
     }
@@ -143,6 +152,7 @@ impl Caller {
                 (None, None) => Actor::anonymous(AgentId::parse("anonymous")?),
             };
             actor.request_id = self.request_id.clone();
+            self.note_agent(&actor);
             return Ok(actor);
         };
         if let Some(claimed) = agent_id.filter(|a| *a != id.agent.as_str()) {
@@ -158,10 +168,18 @@ impl Caller {
             request_id: self.request_id.clone(),
             anonymous: false,
         };
+        self.note_agent(&actor);
         if let Some(t) = task_id {
             actor.ensure_task(&TaskId::parse(t)?)?;
         }
         Ok(actor)
+    }
+
+    /// Tells the access log who acts (the first actor of the request).
+    fn note_agent(&self, actor: &Actor) {
+        if let Some(slot) = &self.agent_slot {
+            slot.set(actor.agent.as_str());
+        }
     }
 
     /// The actor of an admin route: the token's (the operation checks the role), or with

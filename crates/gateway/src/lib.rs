@@ -72,6 +72,8 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
     /// The `Host`/`Origin` check in front of every route (DNS rebinding, foreign pages).
     pub rebinding: Arc<routes::rebinding::RebindingGuard>,
+    /// One INFO line per request (`ACCESS_LOG`).
+    pub access_log: bool,
 }
 
 /// The per-agent request rate: at most `requests` per fixed `window`, counted in Redis so
@@ -116,6 +118,7 @@ impl AppState {
             ),
             cors_origins: cfg.cors_origins(),
             rebinding: Arc::new(cfg.rebinding_guard()),
+            access_log: cfg.access_log,
         }
     }
 }

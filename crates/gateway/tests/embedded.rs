@@ -30,6 +30,11 @@ fn free_port() -> u16 {
 
 impl Embedded {
     async fn start(data: &TestDir) -> Embedded {
+        Embedded::start_with(data, &[]).await
+    }
+
+    /// Started with these extra environment variables.
+    async fn start_with(data: &TestDir, env: &[(&str, &str)]) -> Embedded {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
             // Nothing from the test's environment (which names the test Postgres and Redis).
@@ -38,6 +43,7 @@ impl Embedded {
             .env("DATA_DIR", &data.path)
             .env("MCP_GATEWAY_PORT", port.to_string())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -355,4 +361,104 @@ async fn a_second_gateway_on_the_same_data_directory_exits_naming_the_first() {
     // Once the first is gone, the directory is free again.
     let again = Embedded::start(&data).await;
     again.stop();
+}
+
+/// Issue #21 item 7: the log of the binary written to a pipe. One access line per request at
+/// INFO, with the request id the client sent (there was no access log); no ANSI colour
+/// codes (they went into files and pipes); quiet at idle (the pull loop wrote an INFO line
+/// every second once a task existed); `ACCESS_LOG=false` turns the access lines off.
+#[tokio::test]
+async fn the_log_has_access_lines_no_colour_and_is_quiet_at_idle() {
+    let data = TestDir::new();
+    let gw = Embedded::start(&data).await;
+    let lines = || gw.log.lock().unwrap().clone();
+    let r = reqwest::Client::new()
+        .post(format!("{}/tools/file_write", gw.base))
+        .header("x-request-id", "req-21-7-abc")
+        .json(&json!({"task_id": "t1", "path": "a.txt", "content": "x", "agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "req-21-7-abc");
+    let created = reqwest::Client::new()
+        .post(format!("{}/admin/tasks", gw.base))
+        .json(&json!({"id": "t1", "title": "Ship it"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(gw.get("/nowhere").await.0, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let found: Vec<String> = lines()
+            .into_iter()
+            .filter(|l| l.contains("access") && l.contains("req-21-7-abc"))
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        access.len(),
+        1,
+        "one access line per request: {:#?}",
+        lines()
+    );
+    let line = &access[0];
+    for part in [
+        " INFO ",
+        "method=POST",
+        "route=/tools/file_write",
+        "status=200",
+        "latency_ms=",
+        "agent=coder",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line:?}");
+    }
+    // The 404 has its line too, with the route it did not match.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        lines()
+            .iter()
+            .any(|l| l.contains("route=unmatched") && l.contains("status=404")),
+        "{:#?}",
+        lines()
+    );
+    assert!(
+        lines().iter().all(|l| !l.contains('\x1b')),
+        "no ANSI escapes in a pipe: {:#?}",
+        lines()
+    );
+    // Idle: the task's creation is pulled once; then the pull loop says nothing (it runs
+    // every second).
+    let settle = Instant::now() + Duration::from_secs(10);
+    while !lines()
+        .iter()
+        .any(|l| l.contains("sync pull") && l.contains("changed=1"))
+        && Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = lines().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle: Vec<String> = lines()[before..]
+        .iter()
+        .filter(|l| l.contains("sync pull"))
+        .cloned()
+        .collect();
+    assert!(idle.is_empty(), "quiet at idle: {idle:#?}");
+    gw.stop();
+
+    let data = TestDir::new();
+    let gw = Embedded::start_with(&data, &[("ACCESS_LOG", "false")]).await;
+    assert_eq!(gw.get("/health").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.log.lock().unwrap().clone();
+    assert!(
+        log.iter().all(|l| !l.contains("route=")),
+        "ACCESS_LOG=false: {log:#?}"
+    );
+    gw.stop();
 }

@@ -21,11 +21,18 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Starts logging (text or JSON lines; `RUST_LOG` filters, default `info`).
+/// Starts logging to stdout (text or JSON lines; `RUST_LOG` filters, default `info`).
+/// Text is coloured only when stdout is a terminal and `NO_COLOR` is unset, so files and
+/// pipes get plain lines.
 pub fn init_tracing(format: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     if format == "json" {
         builder.json().init();
     } else {

@@ -128,8 +128,19 @@ impl PullLoop {
         self.pull_agents(&mut outcome).await?;
         self.prune_tombstones().await?;
         record_pull_metrics(&outcome);
-        if outcome.read > 0 || outcome.deleted > 0 || outcome.warmed {
+        // The overlap window re-reads recent rows on every run: only a change is news.
+        if outcome.changed > 0 || outcome.deleted > 0 || outcome.warmed {
             tracing::info!(
+                warmed = outcome.warmed,
+                read = outcome.read,
+                changed = outcome.changed,
+                deleted = outcome.deleted,
+                agents = outcome.agents,
+                lag_ms = outcome.lag.map(|l| l.as_millis() as u64),
+                "sync pull"
+            );
+        } else if outcome.read > 0 {
+            tracing::debug!(
                 warmed = outcome.warmed,
                 read = outcome.read,
                 changed = outcome.changed,

@@ -128,7 +128,10 @@ impl PgStore {
     /// made lazily, so the process starts while Postgres is down and recovers when it returns.
     pub async fn connect(cfg: &PgConfig) -> Result<PgStore> {
         let opts = PgConnectOptions::from_str(&cfg.url)
-            .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?;
+            .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?
+            // Postgres' NOTICEs (`trigger … does not exist, skipping` from the migrations'
+            // `DROP … IF EXISTS`) are not news: sqlx would log each at INFO.
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.acquire_timeout)

@@ -39,7 +39,11 @@ pub async fn track(req: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
+    // For the access log, outside the router.
+    response
+        .extensions_mut()
+        .insert(super::access::RouteTemplate(route.clone()));
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("mcp_http_requests_total", &labels).increment(1);

@@ -1,10 +1,11 @@
 //! The HTTP surface: one `router()` per area, assembled here with the shared layers (request
 //! id, CORS, tracing, the Host/Origin check of [`rebinding`], body limit and body guard
 //! (`edge::body`), request timeout -> 503 (408 when the client's body is what it waits for),
-//! request metrics) and a JSON 404 fallback. Authentication and the rate limit are not a layer: they happen in the extractors
+//! request metrics), the access log (`access.rs`, one INFO line per request) and a JSON 404 fallback. Authentication and the rate limit are not a layer: they happen in the extractors
 //! (`extract.rs`), which every authenticated route uses (`/mcp` and the live streams too);
 //! `/health` and `/metrics` need no token.
 
+pub(crate) mod access;
 mod admin;
 mod health;
 mod metrics;
@@ -56,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .layer(cors(&state.cors_origins))
+        .layer(middleware::from_fn_with_state(
+            state.access_log,
+            access::log,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)

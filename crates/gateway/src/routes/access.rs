@@ -1,0 +1,65 @@
+//! The access log: one INFO line per request (target `access`) with its method, matched route
+//! template, status, latency in milliseconds, request id and acting agent — written when the
+//! response (for a stream: its headers) leaves. `ACCESS_LOG=false` turns it off.
+//!
+//! The route comes from the route layer ([`RouteTemplate`], set in the response by
+//! `metrics::track`; `unmatched` for the JSON 404); the agent from an [`AgentSlot`] that this
+//! layer puts in the request and that `extract::Caller` fills once it knows who acts (`-`
+//! when nobody was named, e.g. `/health`).
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// The matched route template of a request, carried out in the response's extensions.
+#[derive(Debug, Clone)]
+pub struct RouteTemplate(pub String);
+
+/// Where the request's acting agent is written once known (shared with `Caller`).
+#[derive(Debug, Clone, Default)]
+pub struct AgentSlot(Arc<OnceLock<String>>);
+
+impl AgentSlot {
+    pub fn set(&self, agent: &str) {
+        let _ = self.0.set(agent.to_owned());
+    }
+
+    fn get(&self) -> &str {
+        self.0.get().map_or("-", String::as_str)
+    }
+}
+
+/// The middleware; `enabled` is `ACCESS_LOG`.
+pub async fn log(State(enabled): State<bool>, mut req: Request, next: Next) -> Response {
+    if !enabled {
+        return next.run(req).await;
+    }
+    let slot = AgentSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let route = response
+        .extensions()
+        .get::<RouteTemplate>()
+        .map_or("unmatched", |r| r.0.as_str());
+    tracing::info!(
+        target: "access",
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+        request_id = %request_id,
+        agent = %slot.get(),
+        "request"
+    );
+    response
+}
