@@ -50,8 +50,177 @@ const BATCH_BUCKETS: [f64; 10] = [
     1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
 ];
 
+/// The kind of a metric family (its Prometheus `TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric family any crate of the workspace records, with its kind and its `HELP`
+/// text. [`metrics_handle`] describes them all; a test checks that every `metrics::` macro
+/// in the sources names one of them and that `/metrics` passes a promtool-style lint.
+pub const METRICS: &[(&str, MetricKind, &str)] = {
+    use MetricKind::*;
+    &[
+        (
+            "mcp_http_requests_total",
+            Counter,
+            "HTTP requests answered, by method, route template and status.",
+        ),
+        (
+            "mcp_http_request_duration_seconds",
+            Histogram,
+            "Time to answer an HTTP request (streams: until their headers), by method, route template and status.",
+        ),
+        (
+            "mcp_tool_calls_total",
+            Counter,
+            "MCP tool calls at /mcp, by tool and outcome.",
+        ),
+        (
+            "mcp_auth_refused_total",
+            Counter,
+            "Requests refused by authentication or authorisation, by reason.",
+        ),
+        (
+            "mcp_rate_limited_total",
+            Counter,
+            "Requests refused by the per-agent rate limit (429).",
+        ),
+        (
+            "mcp_rebinding_refused_total",
+            Counter,
+            "Requests refused by the Host/Origin check (DNS rebinding, foreign pages).",
+        ),
+        (
+            "mcp_lock_conflicts_total",
+            Counter,
+            "Claims and writes refused because another owner holds the lease, by operation.",
+        ),
+        (
+            "mcp_live_watchers",
+            Gauge,
+            "Registered live watchers (SSE streams, WebSocket subscriptions, MCP resource subscriptions).",
+        ),
+        (
+            "mcp_live_cutoffs_total",
+            Counter,
+            "Live streams ended by the gateway (slow consumer, expired token, ...), by reason.",
+        ),
+        (
+            "mcp_hot_rebuilds_total",
+            Counter,
+            "Times the hot layer was found to have gone back in time (Redis restart or rollback) and was rebuilt.",
+        ),
+        (
+            "mcp_backend_up",
+            Gauge,
+            "Whether a backend answered the last scrape's probe (1) or not (0), by backend.",
+        ),
+        (
+            "mcp_redis_used_memory_bytes",
+            Gauge,
+            "Memory used by the hot store (Redis used_memory), bytes.",
+        ),
+        (
+            "mcp_redis_memory_ratio",
+            Gauge,
+            "Memory used by the hot store over its limit (Redis maxmemory), 0-1.",
+        ),
+        (
+            "mcp_outbox_length",
+            Gauge,
+            "Entries in the sync outbox (delivered to a pusher or not).",
+        ),
+        (
+            "mcp_outbox_pending",
+            Gauge,
+            "Outbox entries delivered to a pusher and not yet acknowledged.",
+        ),
+        (
+            "mcp_sync_lag_seconds",
+            Gauge,
+            "Age of the newest change the sync loop handled when it last ran, by loop (push, pull).",
+        ),
+        (
+            "mcp_sync_last_run_timestamp_seconds",
+            Gauge,
+            "When the sync loop last completed a run (Unix time), by loop.",
+        ),
+        (
+            "mcp_sync_errors_total",
+            Counter,
+            "Failed runs of a sync loop, by loop.",
+        ),
+        (
+            "mcp_sync_batch_size",
+            Histogram,
+            "Outbox entries per push batch.",
+        ),
+        (
+            "mcp_sync_persisted_total",
+            Counter,
+            "Outbox entries the push loop committed to the durable store.",
+        ),
+        (
+            "mcp_sync_claimed_total",
+            Counter,
+            "Outbox entries the push loop took over from a pusher that stopped.",
+        ),
+        (
+            "mcp_sync_dead_letters_total",
+            Counter,
+            "Outbox entries the push loop could not persist, moved to the dead-letter table.",
+        ),
+        (
+            "mcp_sync_pulled_rows_total",
+            Counter,
+            "Task and agent rows the pull loop read from the durable store.",
+        ),
+        (
+            "mcp_sync_cache_changes_total",
+            Counter,
+            "Cached task rows the pull loop changed (each with a task_updated event).",
+        ),
+        (
+            "mcp_sync_deletions_total",
+            Counter,
+            "Task deletions the pull loop propagated to the hot layer.",
+        ),
+        (
+            "mcp_sync_rebuilds_total",
+            Counter,
+            "Times the pull loop warmed the whole hot cache (start, or after the hot layer lost its data).",
+        ),
+        (
+            "mcp_client_retries_total",
+            Counter,
+            "Retries of the agent client (in processes that use it), by error code.",
+        ),
+        (
+            "mcp_client_event_cutoffs_total",
+            Counter,
+            "Event streams of the agent client cut off by the gateway and resumed.",
+        ),
+    ]
+};
+
+/// Gives every family of [`METRICS`] its `HELP` text.
+fn describe_metrics() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            MetricKind::Counter => metrics::describe_counter!(name, help),
+            MetricKind::Gauge => metrics::describe_gauge!(name, help),
+            MetricKind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
 /// The process's Prometheus recorder, installed on first use: every `metrics::` macro in
-/// any crate of the process records into it, and [`render_metrics`] prints it.
+/// any crate of the process records into it, and [`render_metrics`] prints it. Every
+/// family is described ([`METRICS`]).
 pub fn metrics_handle() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
@@ -73,6 +242,7 @@ pub fn metrics_handle() -> &'static metrics_exporter_prometheus::PrometheusHandl
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("another metrics recorder is installed; /metrics stays empty");
         }
+        describe_metrics();
         handle
     })
 }
