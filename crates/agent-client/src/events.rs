@@ -126,6 +126,44 @@ impl SseParser {
     }
 }
 
+/// What a subscription is doing, reported to [`SubscribeOptions::on_status`] as it happens
+/// (e.g. for a command-line tool to say so on stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Opening a connection (`attempt` 1 is the first of a run of attempts).
+    Connecting { attempt: u32 },
+    /// A connection is open. `reconnect` when it replaces a lost one; `resumed_after` is the
+    /// event id it resumes after (`Last-Event-ID`), if any.
+    Connected {
+        reconnect: bool,
+        resumed_after: Option<String>,
+    },
+    /// The open connection was lost (why, in words); a reconnect follows.
+    Disconnected { reason: String },
+    /// A connection attempt failed transiently; the next one starts after `delay`.
+    Retrying {
+        attempt: u32,
+        delay: Duration,
+        error: String,
+    },
+}
+
+/// A callback receiving a subscription's [`StreamStatus`] changes.
+#[derive(Clone)]
+pub struct StatusObserver(std::sync::Arc<dyn Fn(&StreamStatus) + Send + Sync>);
+
+impl StatusObserver {
+    pub fn new(f: impl Fn(&StreamStatus) + Send + Sync + 'static) -> StatusObserver {
+        StatusObserver(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for StatusObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusObserver")
+    }
+}
+
 /// What a subscription asks for and how it behaves.
 #[derive(Debug, Clone)]
 pub struct SubscribeOptions {
@@ -139,6 +177,8 @@ pub struct SubscribeOptions {
     pub max_failures: Option<u32>,
     /// Backoff between reconnection attempts.
     pub backoff: RetryPolicy,
+    /// Told of every connection attempt, connection, loss and retry (`None` = nobody).
+    pub on_status: Option<StatusObserver>,
 }
 
 impl Default for SubscribeOptions {
@@ -154,6 +194,7 @@ impl Default for SubscribeOptions {
                 max_delay: Duration::from_secs(10),
                 max_retry_after: Duration::from_secs(30),
             },
+            on_status: None,
         }
     }
 }
@@ -184,6 +225,8 @@ pub struct EventSubscription {
     reconnects: u64,
     /// The server's `retry:` suggestion, the pause before reconnecting after a clean end.
     server_retry: Option<Duration>,
+    /// The pause before the next attempt after a failed one (announced in `Retrying`).
+    retry_delay: Duration,
 }
 
 impl std::fmt::Debug for EventSubscription {
@@ -214,6 +257,7 @@ impl GatewayClient {
             connected_once: false,
             reconnects: 0,
             server_retry: None,
+            retry_delay: Duration::ZERO,
         }
     }
 }
@@ -305,6 +349,12 @@ impl EventSubscription {
                 tracing::info!(task = %self.task_id, ?reason, "event stream cut off; resuming");
                 self.response = None;
                 self.parser = SseParser::new();
+                self.status(StreamStatus::Disconnected {
+                    reason: format!(
+                        "cut off by the gateway ({})",
+                        reason.as_deref().unwrap_or("too slow")
+                    ),
+                });
             }
             _ if m.data.is_empty() => {}
             _ => match serde_json::from_str::<Event>(&m.data) {
@@ -328,6 +378,15 @@ impl EventSubscription {
         tracing::debug!(task = %self.task_id, why, "event stream disconnected; resuming");
         self.response = None;
         self.parser = SseParser::new();
+        self.status(StreamStatus::Disconnected {
+            reason: why.to_owned(),
+        });
+    }
+
+    fn status(&self, s: StreamStatus) {
+        if let Some(f) = &self.opts.on_status {
+            (f.0)(&s);
+        }
     }
 
     /// Opens the stream, retrying transient failures with backoff.
@@ -339,14 +398,18 @@ impl EventSubscription {
         }
         loop {
             if self.failures > 0 {
-                let backoff = self.opts.backoff.backoff(self.failures - 1);
-                tokio::time::sleep(backoff.max(self.server_retry.unwrap_or_default())).await;
+                // The delay was announced with the failure (`Retrying`).
+                tokio::time::sleep(self.retry_delay).await;
             } else if self.connected_once {
                 // A clean end (cut-off, server restart): come back promptly, but never spin.
                 let pause = self.server_retry.unwrap_or(Duration::from_millis(100));
                 tokio::time::sleep(pause).await;
             }
+            self.status(StreamStatus::Connecting {
+                attempt: self.failures + 1,
+            });
             let resume = self.last_id.as_deref().or(self.start_hint.as_deref());
+            let resumed_after = resume.map(str::to_owned);
             match self.client.open_stream(&url, resume).await {
                 Ok(resp) => {
                     if self.last_id.is_none() && self.start_hint.is_none() {
@@ -357,6 +420,10 @@ impl EventSubscription {
                     if self.connected_once {
                         self.reconnects += 1;
                     }
+                    self.status(StreamStatus::Connected {
+                        reconnect: self.connected_once,
+                        resumed_after,
+                    });
                     self.connected_once = true;
                     self.failures = 0;
                     self.response = Some(resp);
@@ -373,6 +440,13 @@ impl EventSubscription {
                         });
                     }
                     tracing::debug!(task = %self.task_id, error = %e, "event stream connect failed; retrying");
+                    let backoff = self.opts.backoff.backoff(self.failures - 1);
+                    self.retry_delay = backoff.max(self.server_retry.unwrap_or_default());
+                    self.status(StreamStatus::Retrying {
+                        attempt: self.failures,
+                        delay: self.retry_delay,
+                        error: e.to_string(),
+                    });
                 }
                 Err(e) => return Err(e),
             }

@@ -19,7 +19,8 @@
 //! * [`ExecutionLogger`] (`logger.rs`) — joins a task's collaboration, logs
 //!   `action`/`action_input`/`observation` steps, leaves at the end.
 //! * [`EventSubscription`] (`events.rs`) — a task's live events (Server-Sent Events), resuming
-//!   by itself after disconnects and cut-offs without gap or duplicate.
+//!   by itself after disconnects and cut-offs without gap or duplicate; it tells an observer
+//!   what its connection does ([`StreamStatus`], `SubscribeOptions::on_status`).
 //! * [`Workspace`] (`workspace/`) — read/write/edit/list/delete a task's files, through the
 //!   gateway ([`GatewayWorkspace`]) or in a local directory ([`LocalWorkspace`]), chosen by
 //!   `USE_MCP` ([`DualWorkspace::from_env`]): the seed's rollback plan.
@@ -90,7 +91,9 @@ pub mod workspace;
 pub use client::{GatewayClient, LogsQuery};
 pub use config::{ClientConfig, WorkspaceMode};
 pub use error::{ClientError, Result, TransportKind};
-pub use events::{EventSubscription, SseMessage, SseParser, SubscribeOptions};
+pub use events::{
+    EventSubscription, SseMessage, SseParser, StatusObserver, StreamStatus, SubscribeOptions,
+};
 pub use lock::{LeaseState, LockGuard};
 pub use logger::ExecutionLogger;
 pub use mcp_api::{ErrorBody, ErrorCode, Event, EventType, StreamId, TOOLS, Tool, ToolRequest};

@@ -7,9 +7,18 @@ use std::path::PathBuf;
 ///
 /// Exit codes: 0 success; 1 other failure (internal error, unexpected answer, local I/O);
 /// 2 usage error; 3 not found (task, file, agent, route); 4 conflict (locked, version
-/// conflict, stale fence, lock not held, edit no match/ambiguous, already exists); 5 invalid
-/// input (bad argument or path, too large); 6 gateway unavailable (unreachable, 503, rate
-/// limited, retries exhausted); 7 unauthorized or forbidden.
+/// conflict, stale fence, lock not held, edit no match/ambiguous, already exists; a checkout
+/// that would overwrite local edits); 5 invalid input (bad argument or path, too large);
+/// 6 gateway unavailable (unreachable, 503, rate limited, retries exhausted); 7 unauthorized
+/// or forbidden; 8 a streaming command's --timeout passed.
+///
+/// Unknown tasks: a task exists when it has a task row, a file or a log step. `checkout`,
+/// `logs tail` and `task show` exit 3 for one that does not; `watch`, `logs follow` and
+/// `checkout --follow` wait for it (saying so on stderr) until interrupted or --timeout.
+///
+/// Streaming commands (`watch`, `logs follow`, `checkout --follow`) say on stderr what the
+/// connection does: connecting, each failed attempt and the wait before the next, a lost
+/// connection, and where a reconnect resumed (not with --quiet).
 #[derive(Debug, Parser)]
 #[command(name = "mcpctl", version, about, long_about)]
 pub struct Cli {
@@ -36,9 +45,12 @@ pub struct Global {
     /// The acting agent (sent as `agent_id`; used while the gateway runs without authentication).
     #[arg(long, global = true, env = "MCP_AGENT_ID")]
     pub agent: Option<String>,
-    /// Upper bound of one request, seconds.
-    #[arg(long, global = true, env = "MCP_GATEWAY_TIMEOUT", default_value = "30")]
-    pub timeout: String,
+    /// Seconds. One-call commands: upper bound of each request (default 30). Streaming
+    /// commands (`watch`, `logs follow`, `checkout --follow`): upper bound of the whole
+    /// command, connecting and retrying included; when it passes they stop with exit 8
+    /// (without it they run until interrupted or until --count).
+    #[arg(long, global = true, env = "MCP_GATEWAY_TIMEOUT")]
+    pub timeout: Option<String>,
     /// Attempts per call, the first included (1 = no retry).
     #[arg(long, global = true, env = "MCP_GATEWAY_RETRIES", default_value_t = 4)]
     pub retries: u32,
@@ -77,7 +89,7 @@ pub enum Command {
     /// A task's execution log.
     #[command(subcommand)]
     Logs(LogsCommand),
-    /// Print a task's live events as they happen (until interrupted).
+    /// Print a task's live events as they happen (until interrupted, --count or --timeout).
     Watch {
         task: String,
         /// Only these event types (comma-separated, e.g. `file_written,step_logged`).
@@ -91,6 +103,12 @@ pub enum Command {
         count: Option<u64>,
     },
     /// Copy a task's files into a directory; with `--follow`, keep it in sync.
+    ///
+    /// Local edits are kept: a file changed in the directory since checkout wrote it (or
+    /// there before, with other content) is not overwritten or removed; the checkout refuses
+    /// with exit 4 and names the files (with --follow: that change is skipped, with a
+    /// warning). --force overwrites them. What checkout wrote is recorded in
+    /// `.mcpctl-checkout.json` in the directory.
     Checkout {
         task: String,
         /// The directory to write into (created if missing).
@@ -101,9 +119,12 @@ pub enum Command {
         /// Keep applying the gateway's changes (writes, edits, deletes) until interrupted.
         #[arg(long)]
         follow: bool,
-        /// With `--follow`: stop after this many applied changes.
+        /// With `--follow`: stop after this many applied (or skipped) changes.
         #[arg(long)]
         count: Option<u64>,
+        /// Overwrite (and remove) files edited locally.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -127,7 +148,7 @@ pub enum TaskCommand {
         #[arg(long)]
         complexity: Option<f64>,
     },
-    /// Show a task's state.
+    /// Show a task's state (its task row; exit 3 when it has none).
     Show { task: String },
 }
 
@@ -210,7 +231,7 @@ pub enum LockCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum LogsCommand {
-    /// Print the newest steps, oldest first.
+    /// Print the newest steps, oldest first (exit 3 for a task that does not exist).
     Tail {
         task: String,
         /// How many steps (1-1000).

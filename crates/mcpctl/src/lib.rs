@@ -4,9 +4,15 @@
 //!   variable, the same ones the agent client reads).
 //! * `commands.rs` — health, tasks, files, locks, logs: one client call each, printed.
 //! * `live.rs` — `logs follow` and `watch`: live events over the client's resuming
-//!   subscription.
-//! * `checkout.rs` — a task's files into a directory, kept in sync with `--follow`.
+//!   subscription; what the stream is doing (connecting, retrying, resumed) on stderr.
+//! * `checkout.rs` — a task's files into a directory, kept in sync with `--follow`; local
+//!   edits are never overwritten without `--force`.
 //! * `demo.rs` — `mcpctl demo`: a Coder and a QA agent at work, to watch in the console.
+//!
+//! Unknown tasks, one rule: a task exists when it has a task row, a file or a log step
+//! ([`task_exists`]). Commands that read a snapshot (`checkout`, `logs tail`, `task show`)
+//! exit 3 for a task that does not; commands that follow a task (`watch`, `logs follow`,
+//! `checkout --follow`) wait for it, saying so on stderr, until `--timeout` (exit 8).
 //!
 //! Output is text for humans by default and JSON with `--json` (one object per command; one
 //! object per line for streams). Errors go to stderr (and, with `--json`, as
@@ -25,6 +31,8 @@ use mcp_agent_client::{
 };
 use serde_json::{Value, json};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -43,6 +51,11 @@ pub const EXIT_INVALID: u8 = 5;
 pub const EXIT_UNAVAILABLE: u8 = 6;
 /// Unauthorized or forbidden.
 pub const EXIT_DENIED: u8 = 7;
+/// A streaming command's `--timeout` passed before it finished.
+pub const EXIT_TIMEOUT: u8 = 8;
+
+/// The per-request timeout when `--timeout` is not given, seconds.
+const DEFAULT_REQUEST_TIMEOUT: &str = "30";
 
 /// The exit code of a failure.
 pub fn exit_code(e: &ClientError) -> u8 {
@@ -92,12 +105,38 @@ impl Out {
 
 /// Builds the client from the global options.
 pub fn client(g: &cli::Global) -> Result<GatewayClient, ClientError> {
+    let timeout = g.timeout.as_deref().unwrap_or(DEFAULT_REQUEST_TIMEOUT);
     let mut config = ClientConfig::new(g.url.clone())
-        .with_timeout(parse_seconds("--timeout", &g.timeout)?)
+        .with_timeout(parse_seconds("--timeout", timeout)?)
         .with_retry(RetryPolicy::attempts(g.retries));
     config.token = g.token.clone().filter(|t| !t.is_empty());
     config.agent_id = g.agent.clone().filter(|a| !a.is_empty());
     GatewayClient::new(config)
+}
+
+/// What a streaming command is doing right now, in words ("connecting to …", "waiting for
+/// events …"): what the `--timeout` message says it was doing when time ran out.
+#[derive(Debug, Clone, Default)]
+pub struct Activity(Arc<Mutex<String>>);
+
+impl Activity {
+    pub fn set(&self, doing: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = doing.into();
+    }
+
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Whether the command follows a task until interrupted (then `--timeout` bounds all of it).
+fn streams(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Watch { .. }
+            | Command::Logs(cli::LogsCommand::Follow { .. })
+            | Command::Checkout { follow: true, .. }
+    )
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -106,8 +145,30 @@ pub async fn run(cli: Cli) -> ExitCode {
         json: cli.global.json,
         quiet: cli.global.quiet,
     };
+    // A streaming command's `--timeout` bounds the whole command (one-call commands: each
+    // request).
+    let deadline = match (&cli.global.timeout, streams(&cli.command)) {
+        (Some(t), true) => match parse_seconds("--timeout", t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                report(&e, out);
+                return ExitCode::from(exit_code(&e));
+            }
+        },
+        _ => None,
+    };
+    let activity = Activity::default();
     let result = match client(&cli.global) {
-        Ok(c) => dispatch(&c, cli.command, out).await,
+        Ok(c) => {
+            let work = dispatch(&c, cli.command, out, &activity);
+            match deadline {
+                None => work.await,
+                Some(d) => match tokio::time::timeout(d, work).await {
+                    Ok(r) => r,
+                    Err(_) => return timed_out(d, &activity.get(), out),
+                },
+            }
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -119,26 +180,58 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn dispatch(c: &GatewayClient, cmd: Command, out: Out) -> Result<u8, ClientError> {
+/// The end of a streaming command whose `--timeout` passed: says so (and what it was
+/// doing), exit 8.
+fn timed_out(after: Duration, doing: &str, out: Out) -> ExitCode {
+    let detail = format!(
+        "timed out after {} s (--timeout) while {}",
+        after.as_secs_f64(),
+        if doing.is_empty() { "starting" } else { doing }
+    );
+    if out.json {
+        println!(
+            "{}",
+            json!({"success": false, "error": {"code": "timeout", "detail": detail}})
+        );
+    }
+    eprintln!("mcpctl: {detail}");
+    ExitCode::from(EXIT_TIMEOUT)
+}
+
+async fn dispatch(
+    c: &GatewayClient,
+    cmd: Command,
+    out: Out,
+    activity: &Activity,
+) -> Result<u8, ClientError> {
     match cmd {
         Command::Health => commands::health(c, out).await,
         Command::Task(t) => commands::task(c, t, out).await,
         Command::File(f) => commands::file(c, f, out).await,
         Command::Lock(l) => commands::lock(c, l, out).await,
-        Command::Logs(l) => live::logs(c, l, out).await,
+        Command::Logs(l) => live::logs(c, l, out, activity).await,
         Command::Watch {
             task,
             types,
             since,
             count,
-        } => live::watch(c, &task, types, since, count, out).await,
+        } => live::watch(c, &task, types, since, count, out, activity).await,
         Command::Checkout {
             task,
             dir,
             prefix,
             follow,
             count,
-        } => checkout::checkout(c, &task, &dir, prefix.as_deref(), follow, count, out).await,
+            force,
+        } => {
+            let opts = checkout::Options {
+                prefix,
+                follow,
+                count,
+                force,
+            };
+            checkout::checkout(c, &task, &dir, opts, out, activity).await
+        }
         Command::Demo { task, pace_ms } => {
             let task = task.unwrap_or_else(|| format!("demo-{}", demo_suffix()));
             demo::demo(c, &task, std::time::Duration::from_millis(pace_ms), out).await
@@ -158,6 +251,81 @@ fn demo_suffix() -> String {
         n /= 36;
     }
     s
+}
+
+/// Whether `task` exists: it has a task row, a file or a log step (see the crate
+/// documentation). Other failures are returned as they are.
+pub async fn task_exists(c: &GatewayClient, task: &str) -> Result<bool, ClientError> {
+    match c.task_state(task).await {
+        Ok(_) => return Ok(true),
+        Err(e) if e.code() == ErrorCode::TaskNotFound => {}
+        Err(e) => return Err(e),
+    }
+    if !c.task_files(task).await?.files.is_empty() {
+        return Ok(true);
+    }
+    let one = mcp_agent_client::LogsQuery {
+        before: None,
+        limit: Some(1),
+    };
+    Ok(!c.task_logs(task, &one).await?.steps.is_empty())
+}
+
+/// The refusal of a snapshot command for a task that does not exist (exit 3).
+pub fn no_such_task(task: &str) -> ClientError {
+    ClientError::refused(
+        ErrorCode::TaskNotFound,
+        format!("no such task: {task} (no task row, no files, no log steps)"),
+    )
+}
+
+/// Reports a subscription's state on stderr (not with `--quiet`) and keeps `activity` up to
+/// date, for the streaming commands.
+pub fn stream_observer(
+    task: &str,
+    url: &str,
+    out: Out,
+    activity: &Activity,
+) -> mcp_agent_client::StatusObserver {
+    use mcp_agent_client::StreamStatus;
+    let (task, url, activity) = (task.to_owned(), url.to_owned(), activity.clone());
+    mcp_agent_client::StatusObserver::new(move |s| match s {
+        StreamStatus::Connecting { attempt: 1 } => {
+            activity.set(format!("connecting to {url} for the events of {task}"));
+            out.progress(format!(
+                "mcpctl: connecting to {url} for the events of {task}"
+            ));
+        }
+        StreamStatus::Connecting { .. } => {}
+        StreamStatus::Connected {
+            reconnect: true,
+            resumed_after,
+        } => {
+            activity.set(format!("waiting for events of {task}"));
+            out.progress(match resumed_after {
+                Some(id) => format!("mcpctl: reconnected; resumed after event {id}"),
+                None => "mcpctl: reconnected".to_owned(),
+            });
+        }
+        StreamStatus::Connected { .. } => activity.set(format!("waiting for events of {task}")),
+        StreamStatus::Disconnected { reason } => {
+            activity.set(format!("reconnecting to {url} ({reason})"));
+            out.progress(format!("mcpctl: connection lost ({reason}); reconnecting"));
+        }
+        StreamStatus::Retrying {
+            attempt,
+            delay,
+            error,
+        } => {
+            activity.set(format!(
+                "retrying to reach {url} (attempt {attempt} failed: {error})"
+            ));
+            out.progress(format!(
+                "mcpctl: attempt {attempt} failed ({error}); retrying in {:.1} s",
+                delay.as_secs_f64()
+            ));
+        }
+    })
 }
 
 /// Prints a failure: a sentence on stderr, and with `--json` the error object on stdout.

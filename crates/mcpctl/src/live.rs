@@ -2,10 +2,11 @@
 //!
 //! `logs follow` opens the event subscription first and reads the recent steps second, so
 //! no step falls between the two; steps printed from the tail are skipped when their event
-//! arrives. Both streams survive disconnects (the client's subscription resumes by itself).
+//! arrives. Both streams survive disconnects (the client's subscription resumes by itself),
+//! and say on stderr what the connection does ([`crate::stream_observer`]).
 
 use crate::cli::LogsCommand;
-use crate::{EXIT_OK, Out};
+use crate::{Activity, EXIT_OK, Out, no_such_task, stream_observer, task_exists};
 use mcp_agent_client::{ClientError, Event, GatewayClient, LogsQuery, SubscribeOptions};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -48,7 +49,22 @@ fn print_line(line: impl std::fmt::Display) {
     let _ = stdout.flush();
 }
 
-pub async fn logs(c: &GatewayClient, cmd: LogsCommand, out: Out) -> Result<u8, ClientError> {
+/// Says on stderr that a followed task does not exist yet (the command waits for it).
+async fn note_if_unknown(c: &GatewayClient, task: &str, out: Out) -> Result<(), ClientError> {
+    if !task_exists(c, task).await? {
+        out.progress(format!(
+            "mcpctl: {task} has no task row, files or log steps yet; waiting for its first event"
+        ));
+    }
+    Ok(())
+}
+
+pub async fn logs(
+    c: &GatewayClient,
+    cmd: LogsCommand,
+    out: Out,
+    activity: &Activity,
+) -> Result<u8, ClientError> {
     match cmd {
         LogsCommand::Tail { task, limit } => {
             let logs = c
@@ -60,6 +76,9 @@ pub async fn logs(c: &GatewayClient, cmd: LogsCommand, out: Out) -> Result<u8, C
                     },
                 )
                 .await?;
+            if logs.steps.is_empty() && !task_exists(c, &task).await? {
+                return Err(no_such_task(&task));
+            }
             if out.json {
                 out.emit(
                     &serde_json::to_value(&logs).unwrap_or(Value::Null),
@@ -73,10 +92,12 @@ pub async fn logs(c: &GatewayClient, cmd: LogsCommand, out: Out) -> Result<u8, C
             Ok(EXIT_OK)
         }
         LogsCommand::Follow { task, limit, count } => {
+            let url = c.base_url().to_string();
             let mut sub = c.subscribe(
                 &task,
                 SubscribeOptions {
                     types: vec!["step_logged".into()],
+                    on_status: Some(stream_observer(&task, &url, out, activity)),
                     ..SubscribeOptions::default()
                 },
             );
@@ -94,6 +115,9 @@ pub async fn logs(c: &GatewayClient, cmd: LogsCommand, out: Out) -> Result<u8, C
             for s in &logs.steps {
                 seen.insert(s.id.clone());
                 emit_step(&s.id, &s.step, out);
+            }
+            if logs.steps.is_empty() {
+                note_if_unknown(c, &task, out).await?;
             }
             out.progress(format!("following the log of {task} (Ctrl-C to stop)"));
             let mut printed = 0u64;
@@ -148,16 +172,20 @@ pub async fn watch(
     since: Option<String>,
     count: Option<u64>,
     out: Out,
+    activity: &Activity,
 ) -> Result<u8, ClientError> {
+    let url = c.base_url().to_string();
     let mut sub = c.subscribe(
         task,
         SubscribeOptions {
             since,
             types,
+            on_status: Some(stream_observer(task, &url, out, activity)),
             ..SubscribeOptions::default()
         },
     );
     sub.connect_now().await?;
+    note_if_unknown(c, task, out).await?;
     out.progress(format!("watching {task} (Ctrl-C to stop)"));
     let mut printed = 0u64;
     while count.is_none_or(|n| printed < n) {

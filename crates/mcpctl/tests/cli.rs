@@ -748,3 +748,312 @@ async fn the_demo_plays_a_coder_and_a_qa_through_a_conflict() {
     assert!(body.contains("event: claim_refused"), "{body}");
     assert_eq!(body.matches("event: agent_left").count(), 2, "{body}");
 }
+
+/// A port nobody listens on.
+fn dead_base() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Issue #21 item 1: the streaming commands against a gateway that is down say what they do
+/// (connecting, each failed attempt and the wait before the next) and stop at `--timeout`
+/// with exit 8 — they hung silently.
+#[tokio::test]
+async fn streaming_commands_against_a_gateway_that_is_down_say_so_and_time_out() {
+    let base = dead_base();
+    let dir = std::env::temp_dir().join(format!("mcpctl-down-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.display().to_string();
+    for args in [
+        vec!["watch", "t1", "--timeout", "2"],
+        vec!["logs", "follow", "t1", "--timeout", "2"],
+        vec!["checkout", "t1", d.as_str(), "--follow", "--timeout", "2"],
+    ] {
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            run_at(&base, "cli", &args, None),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} ends by itself"));
+        assert_eq!(r.code, 8, "{args:?}: {r:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{args:?}"
+        );
+        assert!(
+            r.stderr.contains(&format!("connecting to {base}/")),
+            "{args:?}: {r:?}"
+        );
+        assert!(
+            r.stderr.contains("attempt 1 failed") && r.stderr.contains("retrying in"),
+            "{args:?}: {r:?}"
+        );
+        assert!(
+            r.stderr.contains("timed out after 2 s (--timeout)"),
+            "{args:?}: {r:?}"
+        );
+    }
+    assert!(!dir.exists(), "nothing was checked out");
+    // With --json the timeout is an error object on stdout.
+    let r = run_at(
+        &base,
+        "cli",
+        &["--json", "watch", "t1", "--timeout", "1"],
+        None,
+    )
+    .await;
+    assert_failed(&r, 8, "timeout");
+    // --quiet: only the final sentence.
+    let r = run_at(&base, "cli", &["-q", "watch", "t1", "--timeout", "1"], None).await;
+    assert_eq!(r.code, 8, "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+}
+
+/// A streaming command that collects its stderr, for tests that read it while it runs.
+struct Streaming {
+    child: tokio::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Streaming {
+    async fn start(base: &str, args: &[&str]) -> Streaming {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = command(base, "cli", args).spawn().expect("mcpctl runs");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        Streaming { child, stderr }
+    }
+
+    /// Waits until stderr contains `text` (panics after 20 s, with what it said).
+    async fn wait_for(&self, text: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.stderr.lock().unwrap().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stderr never said {text:?}: {}",
+                self.stderr.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn finish(self) -> Run {
+        let mut run = finish(self.child).await;
+        run.stderr = self.stderr.lock().unwrap().clone();
+        run
+    }
+}
+
+/// Issue #21 item 1: a running watch that loses the gateway says so, says each retry, and
+/// where it resumed once the gateway is back; no event is lost.
+#[tokio::test]
+async fn a_watch_says_when_it_loses_the_gateway_and_where_it_resumed() {
+    let mut gw = TestGateway::spawn().await;
+    let ws = client(&gw, "coder").workspace("t1");
+    use mcp_agent_client::Workspace;
+    ws.write("a.py", "1").await.unwrap();
+    let w = Streaming::start(
+        &gw.base,
+        &[
+            "watch",
+            "t1",
+            "--since",
+            "0",
+            "--count",
+            "2",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    w.wait_for("watching t1").await;
+    gw.stop().await;
+    w.wait_for("connection lost").await;
+    w.wait_for("retrying in").await;
+    gw.start().await;
+    ws.write("a.py", "2").await.unwrap();
+    let r = w.finish().await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("a.py v2"), "{r:?}");
+    assert!(
+        r.stderr.contains("reconnected; resumed after event "),
+        "{r:?}"
+    );
+}
+
+/// Issue #21 item 3: a second checkout does not overwrite a file edited locally (it did,
+/// silently): it refuses with exit 4 before writing anything, naming the file; files that
+/// were not edited locally are updated by the next checkout that may run; --force
+/// overwrites.
+#[tokio::test]
+async fn checkout_keeps_local_edits_unless_forced() {
+    let gw = TestGateway::spawn().await;
+    let ws = client(&gw, "coder").workspace("t1");
+    use mcp_agent_client::Workspace;
+    ws.write("mine.txt", "v1").await.unwrap();
+    ws.write("theirs.txt", "v1").await.unwrap();
+    let dir = std::env::temp_dir().join(format!("mcpctl-keep-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.display().to_string();
+    run(&gw, &["checkout", "t1", &d]).await.ok();
+    // Unchanged on both sides: a second checkout is fine.
+    run(&gw, &["checkout", "t1", &d]).await.ok();
+
+    std::fs::write(dir.join("mine.txt"), "my local edit").unwrap();
+    ws.write("mine.txt", "v2").await.unwrap();
+    ws.write("theirs.txt", "v2").await.unwrap();
+    let r = run(&gw, &["checkout", "t1", &d]).await;
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(
+        r.stderr.contains("mine.txt") && r.stderr.contains("--force"),
+        "{r:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mine.txt")).unwrap(),
+        "my local edit",
+        "the local edit survives"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("theirs.txt")).unwrap(),
+        "v1",
+        "nothing was written"
+    );
+    let j = run(&gw, &["--json", "checkout", "t1", &d]).await;
+    assert_failed(&j, 4, "local_changes");
+    assert_eq!(j.json()["error"]["files"], json!(["mine.txt"]));
+
+    // A file that was there before the first checkout, with other content, is kept too.
+    let other = dir.join("fresh");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("theirs.txt"), "not from the gateway").unwrap();
+    let r = run(&gw, &["checkout", "t1", &other.display().to_string()]).await;
+    assert_eq!(r.code, 4, "{r:?}");
+
+    // --force overwrites.
+    let r = run(&gw, &["checkout", "t1", &d, "--force"]).await.ok();
+    assert!(r.stdout.contains("checked out 2 file(s)"), "{r:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("mine.txt")).unwrap(), "v2");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("theirs.txt")).unwrap(),
+        "v2"
+    );
+
+    // --follow: a change of a file edited locally is skipped with a warning.
+    std::fs::write(dir.join("mine.txt"), "edited again").unwrap();
+    let f = Streaming::start(
+        &gw.base,
+        &[
+            "checkout",
+            "t1",
+            &d,
+            "--follow",
+            "--count",
+            "2",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    // The snapshot refuses first: the follow needs --force or a clean directory.
+    let r = f.finish().await;
+    assert_eq!(r.code, 4, "{r:?}");
+    std::fs::write(dir.join("mine.txt"), "v2").unwrap();
+    let f = Streaming::start(
+        &gw.base,
+        &[
+            "checkout",
+            "t1",
+            &d,
+            "--follow",
+            "--count",
+            "2",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    f.wait_for("following t1").await;
+    std::fs::write(dir.join("mine.txt"), "edited while following").unwrap();
+    ws.write("mine.txt", "v3").await.unwrap();
+    ws.write("theirs.txt", "v3").await.unwrap();
+    let r = f.finish().await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("kept local edits of mine.txt"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("warning: kept the local edits of mine.txt"),
+        "{r:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mine.txt")).unwrap(),
+        "edited while following"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("theirs.txt")).unwrap(),
+        "v3"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #21 item 3: one rule for unknown tasks. `checkout nope` exited 0 with an empty
+/// folder and `logs tail nope` exited 0; now the snapshot commands exit 3, and the following
+/// commands wait for the task, saying so, until --timeout.
+#[tokio::test]
+async fn unknown_tasks_one_rule() {
+    let gw = TestGateway::spawn().await;
+    let dir = std::env::temp_dir().join(format!("mcpctl-nope-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.display().to_string();
+    let r = run(&gw, &["--json", "checkout", "nope", &d]).await;
+    assert_failed(&r, 3, "task_not_found");
+    assert!(r.stderr.contains("no such task: nope"), "{r:?}");
+    assert!(!dir.exists(), "no empty folder is left behind");
+    let r = run(&gw, &["--json", "logs", "tail", "nope"]).await;
+    assert_failed(&r, 3, "task_not_found");
+    let r = run(&gw, &["--json", "task", "show", "nope"]).await;
+    assert_failed(&r, 3, "task_not_found");
+    for args in [
+        vec!["watch", "nope", "--timeout", "2"],
+        vec!["logs", "follow", "nope", "--timeout", "2"],
+        vec!["checkout", "nope", d.as_str(), "--follow", "--timeout", "2"],
+    ] {
+        let r = run(&gw, &args).await;
+        assert_eq!(r.code, 8, "{args:?}: {r:?}");
+        assert!(
+            r.stderr
+                .contains("nope has no task row, files or log steps yet"),
+            "{r:?}"
+        );
+    }
+    // A task with only a file, only a step, or only a row exists.
+    let ws = client(&gw, "coder").workspace("f");
+    use mcp_agent_client::Workspace;
+    ws.write("a", "x").await.unwrap();
+    let mut log = client(&gw, "coder").execution_logger("s").await.unwrap();
+    log.log("x", json!({}), "y").await.unwrap();
+    run(&gw, &["task", "create", "--id", "r"]).await.ok();
+    run(&gw, &["logs", "tail", "f"]).await.ok();
+    run(&gw, &["logs", "tail", "r"]).await.ok();
+    let empty = dir.join("r");
+    run(&gw, &["checkout", "s", &empty.display().to_string()])
+        .await
+        .ok();
+    run(
+        &gw,
+        &["checkout", "r", &dir.join("r2").display().to_string()],
+    )
+    .await
+    .ok();
+    log.finish().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
