@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs mcp-loadtest (release build) against a gateway.
+# Runs mcp-loadtest (the workspace's release build, reused when present) against a gateway.
 #
 #   scripts/load-test.sh [--spawn | --embedded] [--floors] [--keep] [mcp-loadtest flags…]
 #
@@ -42,9 +42,10 @@ while [ $# -gt 0 ]; do
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-pkgs=(-p mcp-loadtest)
-$spawn && pkgs+=(-p mcp-gateway)
-cargo build --release --quiet "${pkgs[@]}"
+# The README's release build, exactly: the whole workspace, so every dependency is compiled
+# with the same (unified) features and an earlier `cargo build --release` is reused as it is.
+# (`-p mcp-loadtest` alone resolves other features and rebuilt most dependencies.)
+cargo build --release --workspace --quiet
 # A private copy: the target directory may be shared, and another build could replace the
 # binaries while the test runs.
 bin=$(mktemp -d /tmp/mcp-loadtest-bin.XXXXXX)

@@ -7,7 +7,7 @@
 //! * `scenarios.rs` — `waves`, `steady`, `contention`, `watchers`, `tool`.
 //! * `metrics.rs` — scraping `GET /metrics` (sync lag, outbox, Redis memory).
 //! * `audit.rs` — the end-of-run audit (writes readable, steps in Postgres once, fences).
-//! * here — the configuration, the run (progress line every second), the report and the
+//! * here — the configuration, the run (a live progress line on a terminal), the report and the
 //!   verdict on the seed's rollback triggers.
 
 pub mod audit;
@@ -109,7 +109,7 @@ pub struct Config {
     /// Prefix of the task ids (default: random), so runs never share tasks.
     #[arg(long, default_value_t = uuid::Uuid::new_v4().simple().to_string()[..8].to_string())]
     pub run_id: String,
-    /// No progress line.
+    /// No progress line (there is none anyway when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -190,16 +190,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<(Report, Ledger)> {
     let before = metrics::scrape(&gw).await;
     let metrics_before = metrics::Snapshot::of(&before);
 
-    // Progress: one line a second, and a scrape for the lag and memory seen during the run.
+    // Progress: a live line (indicatif) on a terminal, refreshed every second, nothing in a
+    // file or a pipe; and a scrape a second for the lag and memory seen during the run.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let progress = {
         let gw = gw.clone();
-        let quiet = cfg.quiet;
+        let bar = {
+            use std::io::IsTerminal;
+            (!cfg.quiet && std::io::stderr().is_terminal()).then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(200));
+                bar
+            })
+        };
         tokio::spawn(async move {
             let mut lag_max: Option<f64> = None;
             let mut mem_max: Option<f64> = None;
             let mut last = 0u64;
-            let started = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             loop {
@@ -211,19 +222,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<(Report, Ledger)> {
                 lag_max = max_opt(lag_max, snap.max_lag());
                 mem_max = max_opt(mem_max, snap.redis_memory_ratio);
                 let (calls, errors, p99) = gw.stats.progress();
-                if !quiet {
-                    eprintln!(
-                        "[{:>4.0}s] {:>8} req/s  total {:>9}  errors {:>5}  p99 {:>7.2} ms  sync lag {}  outbox {}",
-                        started.elapsed().as_secs_f64(),
+                if let Some(bar) = &bar {
+                    bar.set_message(format!(
+                        "{:>8} req/s  total {:>9}  errors {:>5}  p99 {:>7.2} ms  sync lag {}  outbox {}",
                         calls.saturating_sub(last),
                         calls,
                         errors,
                         p99,
                         snap.max_lag().map_or("-".into(), |v| format!("{v:.2} s")),
                         snap.outbox_length.map_or("-".into(), |v| format!("{v}")),
-                    );
+                    ));
                 }
                 last = calls;
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
             }
             (lag_max, mem_max)
         })
@@ -371,6 +384,15 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A measured value for people: `n/a` when it was not measured, else the number with `decimals`
+/// decimals and its unit.
+fn shown(v: Option<f64>, decimals: usize, unit: &str) -> String {
+    match v {
+        None => "n/a".to_owned(),
+        Some(v) => format!("{v:.decimals$}{unit}"),
+    }
+}
+
 /// The end-of-run table.
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;
@@ -408,30 +430,31 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "sync lag max {:?} s; outbox before/after {:?}/{:?}; Redis memory ratio max {:?}; gateway RSS {:?} MiB",
-        r.sync_lag_max_seconds,
-        r.metrics_before.outbox_length,
-        r.metrics_after.outbox_length,
-        r.redis_memory_ratio_max,
-        r.gateway_rss_mb
+        "sync lag max {}; outbox before/after {}/{}; Redis memory ratio max {}; gateway RSS {}",
+        shown(r.sync_lag_max_seconds, 2, " s"),
+        shown(r.metrics_before.outbox_length, 0, ""),
+        shown(r.metrics_after.outbox_length, 0, ""),
+        shown(r.redis_memory_ratio_max.map(|v| v * 100.0), 1, " %"),
+        shown(r.gateway_rss_mb, 1, " MiB")
     );
     let _ = writeln!(
         s,
-        "CPU seconds during the load: generator {:?}, gateway {:?}",
-        r.cpu_seconds_generator, r.cpu_seconds_gateway
+        "CPU during the load: generator {}, gateway {}",
+        shown(r.cpu_seconds_generator, 2, " s"),
+        shown(r.cpu_seconds_gateway, 2, " s")
     );
     if let Some(w) = &r.watchers {
         let _ = writeln!(
             s,
-            "watchers {}/{} connected; deliveries {}/{} (missing {}, duplicated {}); RSS before {:?} MiB, with watchers {:?} MiB",
+            "watchers {}/{} connected; deliveries {}/{} (missing {}, duplicated {}); gateway RSS before {}, with watchers {}",
             w.connected,
             w.watchers,
             w.deliveries_received,
             w.deliveries_expected,
             w.deliveries_missing,
             w.deliveries_duplicated,
-            w.gateway_rss_mb_before,
-            w.gateway_rss_mb_with_watchers
+            shown(w.gateway_rss_mb_before, 1, " MiB"),
+            shown(w.gateway_rss_mb_with_watchers, 1, " MiB")
         );
     }
     for t in &r.triggers {

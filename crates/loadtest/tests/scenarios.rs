@@ -53,6 +53,12 @@ async fn run_ok(gw: &TestGateway, args: &[&str]) -> (Report, mcp_loadtest::Ledge
     let cfg = Config::try_parse_from(argv).expect("flags");
     let (report, ledger) = run(cfg).await.expect("run");
     let text = mcp_loadtest::render(&report);
+    // Issue #21 item 10: human values (it printed `Some(0.0)` and `None MiB`).
+    assert!(
+        !text.contains("Some(") && !text.contains("None"),
+        "Rust debug output in the summary:\n{text}"
+    );
+    assert!(text.contains("gateway RSS n/a"), "{text}");
     let audit = report.audit.as_ref().expect("audited");
     assert!(audit.ok, "audit failed:\n{text}");
     assert!(report.requests > 0, "{text}");
