@@ -110,6 +110,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+# The README's quick start, with the binaries the test build just made (no second build).
+BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" scripts/quickstart.sh
 # The running gateway against its OpenAPI document, embedded and deployed (skips loudly, never
 # silently, only when schemathesis cannot be installed from PyPI).
 scripts/schemathesis.sh both
