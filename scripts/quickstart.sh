@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's quick start, step by step, failing on any error: build, start the gateway in
 # embedded mode (a free port, a fresh temporary DATA_DIR), check its health, write a file,
-# read it back, watch its event, stop the gateway with SIGTERM. Leaves nothing behind.
+# read it back, watch its event, find the task in the list, stop the gateway with SIGTERM.
+# Leaves nothing behind.
 #
 #   scripts/quickstart.sh                  # builds as the README says: cargo build --release
 #   BIN_DIR=target/debug scripts/quickstart.sh
@@ -75,6 +76,11 @@ case "$event" in
   *file_written*hello.txt*) ;;
   *) fail "the watch did not show the write: $event" ;;
 esac
+
+step "mcpctl task list"
+list=$(mcpctl task list)
+echo "$list"
+echo "$list" | grep -q '^t1 ' || fail "mcpctl task list does not show t1"
 
 step "kill %1 (SIGTERM)"
 kill -TERM "$gw_pid"

@@ -276,6 +276,20 @@ impl GatewayClient {
             .await
     }
 
+    /// `GET /admin/audit`: audit records matching the filters, newest first (with
+    /// authentication on, for an admin token only).
+    pub async fn audit(&self, q: &AuditQuery) -> Result<AuditLog> {
+        let mut url = self.url(&["admin", "audit"]);
+        let pairs = query_pairs(q);
+        if !pairs.is_empty() {
+            let mut qp = url.query_pairs_mut();
+            for (k, v) in &pairs {
+                qp.append_pair(k, v);
+            }
+        }
+        self.get(url).await
+    }
+
     /// `PATCH /admin/tasks/{task_id}`.
     pub async fn update_task(&self, task_id: &str, req: &UpdateTaskRequest) -> Result<TaskState> {
         let url = self.url(&["admin", "tasks", task_id]);

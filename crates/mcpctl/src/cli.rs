@@ -102,6 +102,42 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// List agents, most recently seen first (`GET /resources/agents`).
+    Agents {
+        /// Only agents whose id contains this text.
+        #[arg(long)]
+        q: Option<String>,
+        /// Only agents on this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Page size, 1-200 (default 50).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// The next page: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// The audit trail, newest first (`GET /admin/audit`; admin only with authentication on).
+    Audit {
+        /// Only records of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only records of this acting agent.
+        #[arg(long = "by")]
+        by: Option<String>,
+        /// Only this action (`file_write`, `claim_file`, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records with an id below this one (the next page).
+        #[arg(long)]
+        before_id: Option<i64>,
+        /// How many, 1-1000 (default 100).
+        #[arg(long, short = 'n')]
+        limit: Option<i64>,
+    },
     /// Copy a task's files into a directory; with `--follow`, keep it in sync.
     ///
     /// Local edits are kept: a file changed in the directory since checkout wrote it (or
@@ -150,6 +186,24 @@ pub enum TaskCommand {
     },
     /// Show a task's state (its task row; exit 3 when it has none).
     Show { task: String },
+    /// List tasks, most recently active first (`GET /resources/tasks`).
+    List {
+        /// Only tasks whose id or title contains this text.
+        #[arg(long)]
+        q: Option<String>,
+        /// Only tasks with this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only tasks assigned to this agent or with it in their session.
+        #[arg(long = "with-agent")]
+        with_agent: Option<String>,
+        /// Page size, 1-200 (default 50).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// The next page: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

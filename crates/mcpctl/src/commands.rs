@@ -64,6 +64,22 @@ pub async fn task(c: &GatewayClient, cmd: TaskCommand, out: Out) -> Result<u8, C
             t
         }
         TaskCommand::Show { task } => c.task_state(&task).await?,
+        TaskCommand::List {
+            q,
+            status,
+            with_agent,
+            limit,
+            cursor,
+        } => {
+            let query = TaskListQuery {
+                q,
+                status,
+                agent: with_agent,
+                limit,
+                cursor,
+            };
+            return crate::lists::tasks(c, query, out).await;
+        }
     };
     out.emit(&to_json(&t), || {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());

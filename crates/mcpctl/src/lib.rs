@@ -7,6 +7,7 @@
 //!   subscription; what the stream is doing (connecting, retrying, resumed) on stderr.
 //! * `checkout.rs` — a task's files into a directory, kept in sync with `--follow`; local
 //!   edits are never overwritten without `--force`.
+//! * `lists.rs` — `task list`, `agents`, `audit`: tables over the gateway's list routes.
 //! * `demo.rs` — `mcpctl demo`: a Coder and a QA agent at work, to watch in the console.
 //!
 //! Unknown tasks, one rule: a task exists when it has a task row, a file or a log step
@@ -23,6 +24,7 @@ pub mod checkout;
 pub mod cli;
 pub mod commands;
 pub mod demo;
+pub mod lists;
 pub mod live;
 
 use cli::{Cli, Command};
@@ -231,6 +233,31 @@ async fn dispatch(
                 force,
             };
             checkout::checkout(c, &task, &dir, opts, out, activity).await
+        }
+        Command::Agents {
+            q,
+            task,
+            limit,
+            cursor,
+        } => {
+            let query = mcp_api::requests::AgentListQuery {
+                q,
+                task,
+                limit,
+                cursor,
+            };
+            lists::agents(c, query, out).await
+        }
+        Command::Audit {
+            task,
+            by,
+            action,
+            since,
+            before_id,
+            limit,
+        } => {
+            let query = lists::audit_query(task, by, action, since, before_id, limit)?;
+            lists::audit(c, query, out).await
         }
         Command::Demo { task, pace_ms } => {
             let task = task.unwrap_or_else(|| format!("demo-{}", demo_suffix()));

@@ -1057,3 +1057,110 @@ async fn unknown_tasks_one_rule() {
     log.finish().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #21 item 2: finding a task without knowing its id — `task list`, `agents`, `audit`,
+/// as tables and as JSON.
+#[tokio::test]
+async fn task_list_agents_and_audit() {
+    let gw = TestGateway::spawn().await;
+    run(
+        &gw,
+        &[
+            "task",
+            "create",
+            "--id",
+            "parser",
+            "--title",
+            "Build the parser",
+        ],
+    )
+    .await
+    .ok();
+    let ws = client(&gw, "coder").workspace("parser");
+    use mcp_agent_client::Workspace;
+    ws.write("src/lib.rs", "fn main() {}").await.unwrap();
+    client(&gw, "qa")
+        .workspace("no-row")
+        .write("t.txt", "x")
+        .await
+        .unwrap();
+
+    // Durable activity, read back through the lists (polled: they follow the writes).
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = run(&gw, &["--json", "task", "list"]).await.ok().json();
+        if listed["total"].as_i64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ids: Vec<&str> = listed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"parser") && ids.contains(&"no-row"),
+        "{listed}"
+    );
+    let r = run(&gw, &["task", "list"]).await.ok();
+    let header = r.stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("TASK") && header.contains("LAST ACTIVITY"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("parser") && l.contains("Build the parser")),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("task(s)"), "{r:?}");
+    let r = run(&gw, &["--json", "task", "list", "--q", "pars"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(r["tasks"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["tasks"][0]["task_id"], "parser");
+
+    let mut agents = Value::Null;
+    for _ in 0..50 {
+        agents = run(&gw, &["--json", "agents"]).await.ok().json();
+        if agents["total"].as_i64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let names: Vec<&str> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"coder") && names.contains(&"qa"),
+        "{agents}"
+    );
+    let r = run(&gw, &["agents"]).await.ok();
+    assert!(r.stdout.lines().any(|l| l.starts_with("coder")), "{r:?}");
+
+    let j = run(&gw, &["--json", "audit", "--task", "parser"])
+        .await
+        .ok()
+        .json();
+    let entries = j["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["action"] == "file_write"
+            && e["actor"] == "coder"
+            && e["path"] == "src/lib.rs"),
+        "{j}"
+    );
+    let r = run(&gw, &["audit", "--by", "coder", "-n", "5"]).await.ok();
+    assert!(
+        r.stdout.contains("file_write") && r.stdout.contains("src/lib.rs"),
+        "{r:?}"
+    );
+    let r = run(&gw, &["--json", "audit", "--since", "yesterday"]).await;
+    assert_failed(&r, 5, "invalid_argument");
+}
