@@ -128,6 +128,7 @@ impl AgentTools {
     /// less what the model does not choose (see [`HIDDEN`]).
     fn spec<T: Tool>(&self) -> ToolSpec {
         let mut schema = schemars::schema_for!(T::Request).to_value();
+        mcp_api::tools::without_null_types(&mut schema);
         if let Some(m) = schema.as_object_mut() {
             m.remove("$schema");
             m.remove("title");

@@ -64,6 +64,42 @@ pub trait Tool: Send + Sync + 'static {
     }
 }
 
+/// Declares optional request fields as their type alone (for the MCP tool list and the
+/// client's LLM tool specs) (`"string"`, not `["string", "null"]`;
+/// the field is optional because it is not `required`), everywhere in a schema: some model hosts
+/// (Gemini's function declarations) refuse type arrays. Only request schemas: answers do carry
+/// nulls, and their output schemas say so.
+pub fn without_null_types(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".into(), only);
+                }
+            }
+            for key in ["anyOf", "oneOf"] {
+                if let Some(serde_json::Value::Array(options)) = map.get_mut(key) {
+                    options.retain(|o| o.get("type").is_none_or(|t| t != "null"));
+                    if options.len() == 1 {
+                        let only = options.remove(0);
+                        map.remove(key);
+                        if let serde_json::Value::Object(inner) = only {
+                            for (k, v) in inner {
+                                map.entry(k).or_insert(v);
+                            }
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(without_null_types);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_null_types),
+        _ => {}
+    }
+}
+
 /// A tool request: it names the task it acts on and, optionally, the acting agent.
 pub trait ToolRequest:
     Serialize + DeserializeOwned + JsonSchema + Clone + std::fmt::Debug + Send + Sync + 'static
@@ -332,6 +368,31 @@ impl ToolRequest for FileWriteRequest {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn optional_fields_lose_their_null_type() {
+        let mut s = json!({
+            "type": "object",
+            "properties": {
+                "a": {"type": ["string", "null"], "description": "a"},
+                "b": {"anyOf": [{"$ref": "#/$defs/B"}, {"type": "null"}], "description": "b"},
+                "c": {"type": "array", "items": {"type": ["integer", "null"]}},
+                "d": {"type": ["string", "integer", "null"]}
+            }
+        });
+        super::without_null_types(&mut s);
+        assert_eq!(
+            s["properties"],
+            json!({
+                "a": {"type": "string", "description": "a"},
+                "b": {"$ref": "#/$defs/B", "description": "b"},
+                "c": {"type": "array", "items": {"type": "integer"}},
+                "d": {"type": ["string", "integer"]}
+            })
+        );
+    }
+
     use super::*;
 
     #[test]

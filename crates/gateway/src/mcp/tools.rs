@@ -19,7 +19,11 @@ use serde_json::Value;
 /// The MCP description of one registry tool: its name, description, the JSON Schemas of its
 /// request and response, and annotations from its constants.
 fn describe<T: Perform>() -> McpTool {
-    let input = schema_for_input::<T::Request>().expect("request types are JSON objects");
+    let mut input =
+        (*schema_for_input::<T::Request>().expect("request types are JSON objects")).clone();
+    for field in input.values_mut() {
+        mcp_api::tools::without_null_types(field);
+    }
     let output = schema_for_output::<T::Response>();
     let mut annotations = ToolAnnotations::new()
         .read_only(!T::MUTATES)

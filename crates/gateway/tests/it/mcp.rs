@@ -700,6 +700,45 @@ async fn the_tool_list_matches_the_golden_file() {
     client.cancel().await.expect("client stops");
 }
 
+/// Tool input schemas every model host accepts: no `"null"` types and no type arrays (Gemini's
+/// function declarations refuse both), every property typed, optional = not `required`.
+#[tokio::test]
+async fn tool_input_schemas_suit_every_model_host() {
+    fn check(tool: &str, at: &str, schema: &Value) {
+        match schema {
+            Value::Object(map) => {
+                if let Some(t) = map.get("type") {
+                    assert!(t.is_string(), "{tool}: a type array at {at}: {t}");
+                    assert_ne!(t, "null", "{tool}: a null type at {at}");
+                }
+                for (k, v) in map {
+                    check(tool, &format!("{at}/{k}"), v);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| check(tool, at, v)),
+            _ => {}
+        }
+    }
+    let gw = TestGateway::spawn().await;
+    let (client, _) = connect(&gw, Generation::Stateless).await;
+    for tool in client.list_all_tools().await.expect("tools/list") {
+        let schema = Value::Object((*tool.input_schema).clone());
+        check(&tool.name, "", &schema);
+        let props = schema["properties"].as_object().expect("properties");
+        for (name, p) in props {
+            assert!(p.get("type").is_some(), "{}: {name} has no type", tool.name);
+        }
+        assert!(
+            schema["required"]
+                .as_array()
+                .is_some_and(|r| r.contains(&json!("task_id"))),
+            "{}: task_id is required",
+            tool.name
+        );
+    }
+    client.cancel().await.expect("client stops");
+}
+
 #[tokio::test]
 async fn closing_a_session_drops_its_subscriptions() {
     use mcp_domain::TaskId;
