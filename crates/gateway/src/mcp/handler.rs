@@ -182,11 +182,19 @@ impl ServerHandler for GatewayMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let caller = self.caller(&context).await?;
-        let resource = ResourceUri::parse(&request.uri).map_err(protocol_error)?;
+        // A failed read names its URI in `data.uri` (SEP-2164), beside the REST error body.
+        let with_uri = |e: ApiError| {
+            let mut err = protocol_error(e);
+            if let Some(serde_json::Value::Object(data)) = err.data.as_mut() {
+                data.insert("uri".into(), request.uri.clone().into());
+            }
+            err
+        };
+        let resource = ResourceUri::parse(&request.uri).map_err(with_uri)?;
         let result = resource
             .read(&self.state, &caller, &request.uri)
             .await
-            .map_err(protocol_error)?;
+            .map_err(with_uri)?;
         Ok(result.into())
     }
 

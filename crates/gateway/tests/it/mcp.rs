@@ -334,6 +334,11 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
         err.data.as_ref().map(|d| d["code"].clone()),
         Some(json!("file_not_found"))
     );
+    assert_eq!(
+        err.data.as_ref().map(|d| d["uri"].clone()),
+        Some(json!("workspace://t1/nope.txt")),
+        "a failed read names its URI (SEP-2164)"
+    );
 
     // Refusals are tool errors with the REST codes, never transport failures.
     ok(call(
