@@ -29,6 +29,13 @@ pub enum Command {
     Migrate,
     /// Print a bearer token signed with `JWT_SECRET`.
     Token(TokenArgs),
+    /// Print a shell completion script (`mcp-gateway completions bash`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `mcp-gateway man > mcp-gateway.1`).
+    Man,
 }
 
 /// `mcp-gateway token`: mint a token for an agent.

@@ -19,6 +19,17 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", mcp_gateway::mint_token(&cli.config, &args)?);
             Ok(())
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "mcp-gateway", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Serve => {
             let shutdown = CancellationToken::new();
             mcp_gateway::cancel_on_signal(shutdown.clone());

@@ -462,3 +462,25 @@ async fn the_log_has_access_lines_no_colour_and_is_quiet_at_idle() {
     );
     gw.stop();
 }
+
+/// Issue #21 item 12: `mcp-gateway completions SHELL` and `mcp-gateway man`.
+#[test]
+fn completions_and_man_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("the binary runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("complete -F") && bash.contains("migrate"),
+        "{bash}"
+    );
+    assert!(run(&["completions", "fish"]).contains("complete -c mcp-gateway"));
+    let man = run(&["man"]);
+    assert!(man.contains(".TH") && man.contains("migrate"), "{man}");
+}

@@ -66,6 +66,14 @@ pub struct Global {
 pub enum Command {
     /// Check the gateway and its backends (exit 6 when unhealthy).
     Health,
+    /// Print a shell completion script (e.g. `mcpctl completions bash >
+    /// /etc/bash_completion.d/mcpctl`, or `source <(mcpctl completions zsh)`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `mcpctl man > mcpctl.1 && man ./mcpctl.1`).
+    Man,
     /// A Coder and a QA agent working on a new task, colliding on a lease and resolving it;
     /// prints the console URL to watch it (the two agents act by `agent_id`, so it needs a
     /// gateway with authentication off, as the embedded default is).

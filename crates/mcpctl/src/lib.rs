@@ -159,6 +159,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         _ => None,
     };
+    match &cli.command {
+        Command::Completions { shell } => return print_completions(*shell),
+        Command::Man => return print_man(),
+        _ => {}
+    }
     let activity = Activity::default();
     let result = match client(&cli.global) {
         Ok(c) => {
@@ -178,6 +183,25 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => {
             report(&e, out);
             ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// `mcpctl completions SHELL`: the completion script on stdout.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "mcpctl", &mut std::io::stdout());
+    ExitCode::from(EXIT_OK)
+}
+
+/// `mcpctl man`: the manual page (roff) on stdout.
+fn print_man() -> ExitCode {
+    use clap::CommandFactory;
+    match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("mcpctl: {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
@@ -208,6 +232,8 @@ async fn dispatch(
 ) -> Result<u8, ClientError> {
     match cmd {
         Command::Health => commands::health(c, out).await,
+        // Answered before a client is built (`run`).
+        Command::Completions { .. } | Command::Man => Ok(EXIT_OK),
         Command::Task(t) => commands::task(c, t, out).await,
         Command::File(f) => commands::file(c, f, out).await,
         Command::Lock(l) => commands::lock(c, l, out).await,

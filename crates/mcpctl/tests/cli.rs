@@ -1164,3 +1164,27 @@ async fn task_list_agents_and_audit() {
     let r = run(&gw, &["--json", "audit", "--since", "yesterday"]).await;
     assert_failed(&r, 5, "invalid_argument");
 }
+
+/// Issue #21 item 12: shell completions and the manual page, from the binary.
+#[tokio::test]
+async fn completions_and_man_page() {
+    let base = dead_base();
+    let r = run_at(&base, "cli", &["completions", "bash"], None)
+        .await
+        .ok();
+    assert!(
+        r.stdout.contains("_mcpctl()") && r.stdout.contains("checkout"),
+        "{r:?}"
+    );
+    let r = run_at(&base, "cli", &["completions", "zsh"], None)
+        .await
+        .ok();
+    assert!(r.stdout.starts_with("#compdef mcpctl"), "{r:?}");
+    let r = run_at(&base, "cli", &["man"], None).await.ok();
+    assert!(
+        r.stdout.contains(".TH") && r.stdout.contains("checkout"),
+        "{r:?}"
+    );
+    let r = run_at(&base, "cli", &["completions", "tcsh"], None).await;
+    assert_eq!(r.code, 2, "{r:?}");
+}
