@@ -340,9 +340,10 @@ pub struct Health {
     pub status: String,
     /// The gateway's version.
     pub version: String,
-    /// The hot store (the original's name): `connected` or `disconnected` for Redis;
-    /// `embedded` when the in-process store stands in for it (no Redis is used),
-    /// `disconnected` if that one fails.
+    /// The hot store (the original's name): `connected` or `disconnected` for Redis, `full`
+    /// when Redis answers but refuses writes for lack of memory (the gateway is then
+    /// `unhealthy`); `embedded` when the in-process store stands in for it (no Redis is
+    /// used), `disconnected` if that one fails.
     pub redis: String,
     /// The durable store (the original's name): `connected` or `disconnected` for Postgres;
     /// `embedded` when the SQLite file stands in for it (no Postgres is used), `disconnected`

@@ -2,7 +2,8 @@
 //! it; each maps to one stable [`ErrorCode`]. The domain knows no HTTP status: the gateway
 //! maps codes to statuses through the table in `mcp-api`.
 //!
-//! Backend failures are classified at the store boundary: a lost connection or a timeout is
+//! Backend failures are classified at the store boundary: a lost connection, a timeout or a
+//! full Redis (`OOM command not allowed`, see [`is_out_of_memory`]) is
 //! [`DomainError::Unavailable`] (retry later), anything else is [`DomainError::Internal`].
 
 use chrono::{DateTime, Utc};
@@ -256,8 +257,24 @@ impl From<sqlx::Error> for DomainError {
     }
 }
 
+/// Whether Redis refused a command because it is full: `maxmemory` reached and nothing it may
+/// evict (`noeviction`). The error reads `OOM command not allowed when used memory >
+/// 'maxmemory'`, also when a script's write met it (the code survives the script error).
+pub fn is_out_of_memory(e: &redis::RedisError) -> bool {
+    e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
+}
+
 impl From<redis::RedisError> for DomainError {
     fn from(e: redis::RedisError) -> Self {
+        if is_out_of_memory(&e) {
+            // A full Redis refuses every write until it has room again: an outage like a
+            // Redis that is down (retry later), counted so that an alert can say which.
+            metrics::counter!("mcp_backend_full_refusals_total", "backend" => "redis").increment(1);
+            return DomainError::Unavailable {
+                backend: "redis",
+                cause: format!("out of memory: {e}"),
+            };
+        }
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()

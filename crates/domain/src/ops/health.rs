@@ -1,5 +1,6 @@
-//! Health: really pings both stores (concurrently, bounded) and checks that Redis will not
-//! evict leases.
+//! Health: really pings both stores (concurrently, bounded), checks that Redis will not
+//! evict leases, and that it still takes writes (a full Redis answers `PING` but refuses
+//! every write: an outage).
 
 use super::Service;
 use std::time::Duration;
@@ -9,6 +10,9 @@ use std::time::Duration;
 pub struct HealthReport {
     pub hot_ok: bool,
     pub durable_ok: bool,
+    /// The hot store answers but refuses writes for lack of memory (a full Redis under
+    /// `noeviction`); the reason is among the warnings.
+    pub hot_full: bool,
     pub warnings: Vec<String>,
 }
 
@@ -17,8 +21,21 @@ impl Service {
         let hot = tokio::time::timeout(timeout, self.hot.ping());
         let durable = tokio::time::timeout(timeout, self.durable.ping());
         let policy = tokio::time::timeout(timeout, self.hot.maxmemory_policy());
-        let (hot, durable, policy) = tokio::join!(hot, durable, policy);
+        let full = tokio::time::timeout(timeout, self.hot.refuses_writes());
+        let (hot, durable, policy, full) = tokio::join!(hot, durable, policy, full);
         let mut warnings = Vec::new();
+        let full = match full {
+            Ok(Ok(Some(why))) => {
+                warnings.push(why);
+                true
+            }
+            _ => false,
+        };
+        metrics::gauge!("mcp_backend_full", "backend" => self.hot.backend()).set(if full {
+            1.0
+        } else {
+            0.0
+        });
         if let Ok(Ok(Some(p))) = policy
             && p != "noeviction"
         {
@@ -29,6 +46,7 @@ impl Service {
         HealthReport {
             hot_ok: matches!(hot, Ok(Ok(()))),
             durable_ok: matches!(durable, Ok(Ok(()))),
+            hot_full: full,
             warnings,
         }
     }
@@ -36,13 +54,19 @@ impl Service {
 
 impl Service {
     /// Sets the gauges that describe the backends (Redis memory and its ratio to the limit,
-    /// outbox length, backend reachability) for a metrics scrape; a probe that fails or
+    /// whether it is full and refuses writes, outbox length, backend reachability) for a
+    /// metrics scrape; a probe that fails or
     /// times out reports its backend down and leaves the other gauges as they were.
     pub async fn export_backend_gauges(&self, timeout: Duration) {
         let memory = tokio::time::timeout(timeout, self.hot.memory_usage());
         let outbox = tokio::time::timeout(timeout, self.hot.outbox_length());
         let durable = tokio::time::timeout(timeout, self.durable.ping());
-        let (memory, outbox, durable) = tokio::join!(memory, outbox, durable);
+        let full = tokio::time::timeout(timeout, self.hot.refuses_writes());
+        let (memory, outbox, durable, full) = tokio::join!(memory, outbox, durable, full);
+        if let Ok(Ok(full)) = full {
+            metrics::gauge!("mcp_backend_full", "backend" => self.hot.backend())
+                .set(if full.is_some() { 1.0 } else { 0.0 });
+        }
         let hot_up = match memory {
             Ok(Ok((used, limit))) => {
                 metrics::gauge!("mcp_redis_used_memory_bytes").set(used as f64);

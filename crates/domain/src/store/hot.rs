@@ -181,6 +181,10 @@ pub trait HotOps: Send + Sync + 'static {
     /// The eviction policy, when the backend has one and lets us read it.
     async fn maxmemory_policy(&self) -> Result<Option<String>>;
 
+    /// Why the store refuses writes for lack of memory (a full Redis: `maxmemory` reached and
+    /// nothing it may evict), found by a write; `None` when a write succeeds.
+    async fn refuses_writes(&self) -> Result<Option<String>>;
+
     /// Entries waiting in the sync outbox (delivered to a pusher or not).
     async fn outbox_length(&self) -> Result<u64>;
 

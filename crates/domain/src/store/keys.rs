@@ -141,6 +141,12 @@ impl Keys {
         p
     }
 
+    /// The write probe of `/health` and of the metrics scrape (a short-lived key): a full
+    /// Redis answers `PING` but refuses writes, so only a write shows it.
+    pub fn health_probe(&self) -> String {
+        format!("{}health:probe", self.prefix)
+    }
+
     /// Marker set by the sync pull loop once the task cache is warm; when it is missing
     /// (Redis lost its data), the next pull rebuilds the whole cache from Postgres.
     pub fn sync_warm(&self) -> String {

@@ -402,6 +402,29 @@ impl HotOps for RedisStore {
         }
     }
 
+    /// A write of a short-lived probe key: `OOM command not allowed` means Redis is full
+    /// (reported, not counted as a refusal of a client's call).
+    async fn refuses_writes(&self) -> Result<Option<String>> {
+        let mut c = self.conn.clone();
+        let probe: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(self.keys.health_probe())
+            .arg(1)
+            .arg("PX")
+            .arg(10_000)
+            .query_async(&mut c)
+            .await;
+        match probe {
+            Ok(()) => Ok(None),
+            Err(e) if crate::error::is_out_of_memory(&e) => Ok(Some(
+                "redis is out of memory (maxmemory reached, nothing it may evict): it refuses \
+                 writes, so log_step, claims and cache refills answer 503; raise maxmemory or \
+                 free memory"
+                    .into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Entries waiting in the sync outbox (delivered to a pusher or not).
     async fn outbox_length(&self) -> Result<u64> {
         let mut c = self.conn.clone();

@@ -1,5 +1,6 @@
 //! `GET /health`: pings both stores (Redis and Postgres, or the embedded ones) for real; 200 when the gateway can serve
-//! (`healthy`, or `degraded` with warnings), 503 `unhealthy` otherwise. And `GET /openapi.json`, the API document.
+//! (`healthy`, or `degraded` with warnings), 503 `unhealthy` otherwise — also when Redis answers
+//! but is full and refuses writes (`"redis": "full"`, the reason among the warnings). And `GET /openapi.json`, the API document.
 
 use crate::AppState;
 use axum::extract::State;
@@ -30,7 +31,7 @@ fn word(field: &str, backend: &str, ok: bool) -> String {
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     let r = s.service.health(Duration::from_secs(2)).await;
     let (durable, hot) = (s.service.durable.backend(), s.service.hot.backend());
-    let serving = r.hot_ok && r.durable_ok;
+    let serving = r.hot_ok && r.durable_ok && !r.hot_full;
     let status = match (serving, r.warnings.is_empty()) {
         (false, _) => "unhealthy",
         (true, true) => "healthy",
@@ -46,7 +47,11 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
         Json(Health {
             status: status.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            redis: word("redis", hot, r.hot_ok),
+            redis: if r.hot_ok && r.hot_full {
+                "full".to_owned()
+            } else {
+                word("redis", hot, r.hot_ok)
+            },
             postgres: word("postgres", durable, r.durable_ok),
             backends: Some(HealthBackends {
                 durable: durable.into(),

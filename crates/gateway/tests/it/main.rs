@@ -20,6 +20,7 @@ mod openapi;
 mod outage;
 mod paths_unicode;
 mod rebinding;
+mod redis_full;
 mod rollback;
 mod security;
 mod security_doors;

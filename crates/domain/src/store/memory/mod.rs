@@ -190,6 +190,11 @@ impl HotOps for MemoryStore {
         Ok(None)
     }
 
+    /// The in-process store has no memory limit of its own.
+    async fn refuses_writes(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     async fn outbox_length(&self) -> Result<u64> {
         Ok(self.with(|s, _| s.outbox_len() as u64))
     }
