@@ -5,7 +5,8 @@
 //! past `claim_idle` (a crashed pusher's), then new ones — checks every entry on its own,
 //! writes the batch in one transaction, and only after the commit acknowledges and deletes the
 //! entries. Inserts are idempotent, so an entry delivered twice (claimed while its first
-//! consumer was only slow) is written once. A malformed entry goes to `dead_letters`; if the
+//! consumer was only slow) is written once. A consumer that restarted pushers left behind,
+//! with nothing pending and idle past `claim_idle`, is removed from the group. A malformed entry goes to `dead_letters`; if the
 //! transaction still fails for a reason other than an outage, each entry is written on its
 //! own and those Postgres refuses become dead letters, so one poison entry never blocks its
 //! batch.
@@ -46,6 +47,8 @@ pub struct PushOutcome {
     pub persisted: usize,
     /// Entries sent to `dead_letters`.
     pub dead: usize,
+    /// Dead consumers removed from the group (nothing pending, idle past `claim_idle`).
+    pub consumers_removed: usize,
     /// The outbox after the iteration.
     pub depth: OutboxDepth,
 }
@@ -56,6 +59,8 @@ pub struct PushLoop {
     hot: Hot,
     settings: PushSettings,
     group_ready: bool,
+    /// When dead consumers were last looked for (at most once per `claim_idle`).
+    last_reap: Option<std::time::Instant>,
 }
 
 fn is_outage(e: &DomainError) -> bool {
@@ -69,6 +74,7 @@ impl PushLoop {
             hot,
             settings,
             group_ready: false,
+            last_reap: None,
         }
     }
 
@@ -119,6 +125,7 @@ impl PushLoop {
         let mut outcome = PushOutcome {
             read: entries.len(),
             claimed,
+            consumers_removed: self.remove_dead_consumers().await?,
             ..PushOutcome::default()
         };
         let oldest_ms = entries.iter().filter_map(|e| entry_millis(&e.id)).min();
@@ -163,6 +170,27 @@ impl PushLoop {
             );
         }
         Ok(outcome)
+    }
+
+    /// Removes the group's dead consumers (every restart of a pusher leaves its consumer
+    /// behind): those with nothing pending, idle past `claim_idle` — by then anything they
+    /// held has been claimed. Looked for at most once per `claim_idle`.
+    async fn remove_dead_consumers(&mut self) -> Result<usize> {
+        let s = &self.settings;
+        if self.last_reap.is_some_and(|at| at.elapsed() < s.claim_idle) {
+            return Ok(0);
+        }
+        let removed = self
+            .hot
+            .outbox_remove_dead_consumers(&s.group, &s.consumer, s.claim_idle)
+            .await?;
+        self.last_reap = Some(std::time::Instant::now());
+        if !removed.is_empty() {
+            tracing::info!(count = removed.len(), consumers = ?removed,
+                "removed dead outbox consumers");
+            metrics::counter!("mcp_sync_consumers_removed_total").increment(removed.len() as u64);
+        }
+        Ok(removed.len())
     }
 
     async fn persist_one_by_one(

@@ -248,6 +248,111 @@ async fn a_crashed_consumers_pending_entries_are_claimed() {
     assert_eq!(o.depth.length, 0);
 }
 
+impl Env {
+    /// The outbox group's consumers: (name, pending), by name.
+    async fn consumers(&self) -> Vec<(String, usize)> {
+        let mut c = self.redis.connection().await;
+        let reply: redis::streams::StreamInfoConsumersReply = c
+            .xinfo_consumers(self.hot.keys().outbox(), "mcp-sync")
+            .await
+            .unwrap();
+        let mut v: Vec<(String, usize)> = reply
+            .consumers
+            .into_iter()
+            .map(|c| (c.name, c.pending))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Pushers that restarted (each process has its own consumer name) leave their consumers in
+/// the group; the push loop removes those with nothing pending once they are idle past the
+/// claim time, and never one with entries pending.
+#[tokio::test]
+async fn dead_consumers_are_removed_and_one_with_pending_entries_is_kept() {
+    let env = env().await;
+    let claim = Duration::from_millis(300);
+    env.log_steps(30).await;
+    // Three restarts: each incarnation ran and left its consumer behind.
+    for life in ["gw-1", "gw-2", "gw-3"] {
+        env.push(life, 500, Duration::from_secs(3600))
+            .try_run_once()
+            .await
+            .unwrap();
+    }
+    // A pusher that died holding 10 entries.
+    env.log_steps(10).await;
+    let taken = env
+        .hot
+        .outbox_read_new("mcp-sync", "crashed", 100)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 10);
+    tokio::time::sleep(claim * 2).await;
+    // A live pusher that has just read an entry and committed it (nothing pending, idle
+    // well under the claim time).
+    env.log_steps(1).await;
+    let read = env
+        .hot
+        .outbox_read_new("mcp-sync", "live", 100)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    env.hot
+        .outbox_ack("mcp-sync", &[read[0].id.clone()])
+        .await
+        .unwrap();
+    let mut removed = env
+        .hot
+        .outbox_remove_dead_consumers("mcp-sync", "gw-4", claim)
+        .await
+        .unwrap();
+    removed.sort();
+    assert_eq!(removed, ["gw-1", "gw-2", "gw-3"]);
+    assert_eq!(
+        env.consumers().await,
+        [("crashed".to_owned(), 10), ("live".to_owned(), 0)],
+        "the consumer with pending entries and the live one are kept"
+    );
+
+    // Past the claim time again, the next pusher claims the dead one's entries, writes
+    // them, and then removes it (nothing pending any more) and the now idle one.
+    tokio::time::sleep(claim * 2).await;
+    let mut next = env.push("gw-5", 500, claim);
+    let o = next.try_run_once().await.unwrap();
+    assert_eq!(o.claimed, 10);
+    assert_eq!(o.consumers_removed, 2);
+    assert_eq!(env.consumers().await, [("gw-5".to_owned(), 0)]);
+    // 40 steps: 30 + 10 claimed from the dead one (the live one's was acknowledged unwritten).
+    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 40);
+    // Looked for at most once per claim time: at once again, nothing is examined.
+    assert_eq!(next.try_run_once().await.unwrap().consumers_removed, 0);
+}
+
+/// As restarts do, through the loop alone: after the claim time, one iteration of the next
+/// pusher leaves only itself in the group.
+#[tokio::test]
+async fn a_pusher_leaves_no_dead_consumer_of_earlier_restarts() {
+    let env = env().await;
+    let claim = Duration::from_millis(200);
+    for life in 0..5 {
+        env.log_steps(3).await;
+        env.push(&format!("restart-{life}"), 500, Duration::from_secs(3600))
+            .try_run_once()
+            .await
+            .unwrap();
+    }
+    assert_eq!(env.consumers().await.len(), 5);
+    tokio::time::sleep(claim * 2).await;
+    env.push("restart-5", 500, claim)
+        .try_run_once()
+        .await
+        .unwrap();
+    assert_eq!(env.consumers().await, [("restart-5".to_owned(), 0)]);
+    assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 15);
+}
+
 #[tokio::test]
 async fn a_burst_of_ten_thousand_tasks_between_two_pulls_is_cached_in_full() {
     let env = env().await;

@@ -348,6 +348,18 @@ pub trait HotSync: Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<OutboxEntry>>;
 
+    /// Removes the group's consumers other than `consumer` that hold no pending entry and
+    /// have been idle (`XINFO CONSUMERS` `idle`) longer than `min_idle`: the consumers of
+    /// pushers that restarted or died, each of which leaves one behind. Checked and removed in
+    /// one atomic step, so a consumer that reads between the check and the removal is never
+    /// removed with entries pending. Returns the names removed.
+    async fn outbox_remove_dead_consumers(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<Vec<String>>;
+
     /// Acknowledges and deletes committed entries, in one step.
     async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()>;
 

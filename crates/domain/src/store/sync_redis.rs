@@ -4,7 +4,9 @@
 //! Push: the outbox stream is read through one consumer group, so several sync processes
 //! share it without reading an entry twice; an entry stays pending until the loop has
 //! committed it to Postgres, then it is acknowledged and deleted in one step. Entries left
-//! pending by a crashed consumer are claimed after an idle time (`XAUTOCLAIM`).
+//! pending by a crashed consumer are claimed after an idle time (`XAUTOCLAIM`), and a
+//! consumer left with nothing pending and idle past that time (one per restarted pusher) is
+//! removed from the group.
 //!
 //! Pull: a task row is cached only when it is newer than what the cache holds, and its
 //! `task_updated` event is emitted by the same script, so two sync processes racing on one
@@ -51,6 +53,31 @@ if ARGV[10] == '1' then emit(ARGV[3]) end
 return 1
 "#
     ))
+});
+
+/// Removes the group's dead consumers: every one but ARGV[2] with no pending entry and an
+/// `idle` (as `XINFO CONSUMERS` reports it: time since it last read or claimed) over ARGV[3] ms. KEYS[1] the outbox;
+/// ARGV[1] the group. One script, so no consumer can read between the check and the removal
+/// (`XGROUP DELCONSUMER` drops a consumer's pending entries with it). Answers the names
+/// removed; nothing when the group does not exist.
+static REMOVE_DEAD_CONSUMERS_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return {} end
+local removed = {}
+local min_idle = tonumber(ARGV[3])
+for _, c in ipairs(consumers) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) > min_idle then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed[#removed + 1] = f['name']
+  end
+end
+return removed
+"#,
+    )
 });
 
 /// Moves an agent's presence forward (never backwards) from its durable row.
@@ -197,6 +224,24 @@ impl HotSync for RedisStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `XINFO CONSUMERS` and `XGROUP DELCONSUMER` in one script (see
+    /// [`REMOVE_DEAD_CONSUMERS_SCRIPT`]).
+    async fn outbox_remove_dead_consumers(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<Vec<String>> {
+        let mut c = self.connection();
+        Ok(REMOVE_DEAD_CONSUMERS_SCRIPT
+            .key(self.keys().outbox())
+            .arg(group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await?)
     }
 
     /// Acknowledges and deletes committed entries, in one step.

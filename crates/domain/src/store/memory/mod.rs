@@ -380,6 +380,17 @@ impl HotSync for MemoryStore {
         })
     }
 
+    /// Nothing to remove: here a consumer exists only through its pending entries (the
+    /// pending list names it), so one without any is already gone.
+    async fn outbox_remove_dead_consumers(
+        &self,
+        _group: &str,
+        _consumer: &str,
+        _min_idle: Duration,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
