@@ -126,6 +126,20 @@ pub struct GatewayConfig {
     /// is answered 408 `request_timeout` (the client stalled, not a backend).
     #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 5)]
     pub body_read_timeout_secs: u64,
+    /// Longest time a connection may take to send a whole request head, in seconds (counted
+    /// from the accept, or from the first byte of a next request on a kept-alive
+    /// connection); past it the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Longest time a kept-alive connection stays open with no request in flight, in
+    /// seconds. Live streams are requests in flight: never cut by it.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Most open client connections (WebSockets included). At the cap a new connection
+    /// takes the place of the oldest idle one; if all are busy it gets 503 and is closed.
+    /// Lowered at start to fit the open-file limit.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// How long start-up waits for the backends before giving up, in seconds.
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub startup_timeout_secs: u64,
@@ -284,6 +298,16 @@ impl GatewayConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The bounds of connections, as configured (the cap before the open-file limit is
+    /// applied, see `edge::conn::effective_cap`).
+    pub fn connections(&self) -> crate::edge::conn::ConnSettings {
+        crate::edge::conn::ConnSettings {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+        }
     }
 
     /// The settings of `/mcp`.

@@ -44,7 +44,6 @@ use mcp_domain::store::redis::{RedisConfig, RedisStore};
 use mcp_domain::store::sqlite::{SqliteConfig, SqliteStore};
 use mcp_domain::store::{Durable, Hot};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -74,6 +73,8 @@ pub struct AppState {
     pub rebinding: Arc<routes::rebinding::RebindingGuard>,
     /// One INFO line per request (`ACCESS_LOG`).
     pub access_log: bool,
+    /// Header-read and idle timeouts, the connection cap (`edge::conn`).
+    pub connections: edge::conn::ConnSettings,
 }
 
 /// The per-agent request rate: at most `requests` per fixed `window`, counted in Redis so
@@ -119,6 +120,7 @@ impl AppState {
             cors_origins: cfg.cors_origins(),
             rebinding: Arc::new(cfg.rebinding_guard()),
             access_log: cfg.access_log,
+            connections: cfg.connections(),
         }
     }
 }
@@ -263,30 +265,28 @@ pub async fn serve_on(
     // Long-lived MCP streams would hold the drain open: end them when shutdown starts.
     let mcp_shutdown = state.mcp.shutdown.clone();
     let hub = state.live.hub.clone();
+    let connections = state.connections;
     let app = routes::router(state);
     // Live streams never finish by themselves: end them (with a reconnect hint) when
     // shutdown starts, or the graceful drain would wait for them forever.
     let closing_hub = hub.clone();
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.cancelled().await;
+    let draining = shutdown.clone();
+    tokio::spawn(async move {
+        draining.cancelled().await;
         mcp_shutdown.cancel();
         closing_hub.close();
-    })
-    .await
-    .context("http server");
+    });
+    edge::conn::serve(listener, app, connections, shutdown).await;
     hub.close();
     // WebSockets live outside the HTTP server's drain: give them time to say goodbye.
     hub.wait_idle(Duration::from_secs(3)).await;
-    served
+    Ok(())
 }
 
 /// Start-up and run: backends, migrations, listener; returns after a graceful shutdown.
 pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_exposure(&cfg)?;
+    let fd_limit = edge::conn::raise_fd_limit();
     // Held until serve returns (the process's end releases it too).
     let _data_lock = data_lock::lock_data_dir(&cfg)?;
     let service = connect(&cfg).await?;
@@ -321,7 +321,17 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
             sync_cancel.clone(),
         )
     });
-    let served = serve_on(listener, AppState::new(service, &cfg), shutdown).await;
+    let mut state = AppState::new(service, &cfg);
+    let reserve = edge::conn::FD_RESERVE + u64::from(cfg.pg_max_connections);
+    state.connections.max_connections =
+        edge::conn::effective_cap(cfg.max_connections, fd_limit, reserve);
+    tracing::info!(
+        max_connections = state.connections.max_connections,
+        header_read_timeout_secs = state.connections.header_read_timeout.as_secs(),
+        idle_timeout_secs = state.connections.idle_timeout.as_secs(),
+        "connection limits"
+    );
+    let served = serve_on(listener, state, shutdown).await;
     sync_cancel.cancel();
     if let Some(sync) = sync {
         let _ = sync.await;

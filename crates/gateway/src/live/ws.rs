@@ -13,9 +13,11 @@
 
 use super::{parse_since, parse_types};
 use crate::AppState;
+use crate::edge::conn::ConnHold;
 use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::extract::Query;
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
@@ -62,6 +64,7 @@ pub(super) async fn upgrade(
     State(s): State<AppState>,
     caller: Caller,
     Query(q): Query<WsQuery>,
+    hold: Option<Extension<ConnHold>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let ws = ws.map_err(|_| {
@@ -70,9 +73,14 @@ pub(super) async fn upgrade(
             "GET /ws expects a WebSocket upgrade request",
         )
     })?;
+    // The socket keeps its connection's place under the cap, and is never taken for idle.
+    let busy = hold.map(|Extension(h)| h.busy());
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| session(s, caller, q.agent_id, socket))
+        .on_upgrade(move |socket| async move {
+            let _busy = busy;
+            session(s, caller, q.agent_id, socket).await
+        })
         .into_response())
 }
 

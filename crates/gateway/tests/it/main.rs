@@ -4,6 +4,7 @@
 
 mod audit;
 mod body_faults;
+mod connections;
 mod console;
 mod contract;
 mod fence_scenario;
