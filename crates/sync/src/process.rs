@@ -155,6 +155,31 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
             "Failed runs of a sync loop, by loop.",
         ),
         (
+            "mcp_sync_consumers_removed_total",
+            Counter,
+            "Dead consumers removed from the outbox group (nothing pending, idle past the claim time).",
+        ),
+        (
+            "mcp_backend_full",
+            Gauge,
+            "1 while the backend answers but refuses writes for lack of memory (a full Redis), by backend.",
+        ),
+        (
+            "mcp_backend_full_refusals_total",
+            Counter,
+            "Calls a full backend refused for lack of memory (Redis OOM), by backend.",
+        ),
+        (
+            "mcp_http_connections",
+            Gauge,
+            "Open client connections (WebSockets included).",
+        ),
+        (
+            "mcp_http_connections_closed_total",
+            Counter,
+            "Client connections the gateway closed, by reason (header_timeout, idle_timeout, evicted, refused).",
+        ),
+        (
             "mcp_sync_batch_size",
             Histogram,
             "Outbox entries per push batch.",
