@@ -221,6 +221,25 @@ fn env_example_lists_every_variable_the_binaries_read() {
     assert!(missing.is_empty(), ".env.example does not list {missing:?}");
 }
 
+/// Issue #21 item 11: `.env.example` sets nothing that would override what the image sets
+/// for itself (`DATA_DIR=data` replaced the image's /var/lib/mcp-gateway, and so its volume,
+/// for `docker run --env-file .env` and compose's `env_file: .env`).
+#[test]
+fn env_example_does_not_override_the_images_data_directory() {
+    let example = std::fs::read_to_string(root().join(".env.example")).expect(".env.example");
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("DATA_DIR=/var/lib/mcp-gateway"),
+        "{dockerfile}"
+    );
+    let set: Vec<&str> = example
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| l.trim_start().starts_with("DATA_DIR="))
+        .collect();
+    assert!(set.is_empty(), ".env.example sets {set:?}");
+}
+
 /// The names after `for b in` in the Dockerfile's copy loop.
 fn dockerfile_binaries(dockerfile: &str) -> Vec<String> {
     dockerfile
