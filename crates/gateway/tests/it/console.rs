@@ -659,6 +659,9 @@ async fn screenshots_of_the_console() {
         let png = std::fs::read(dir.join(shot)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{shot}");
     }
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_none() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 /// The open page under a stream of events (1,000 a second; `CONSOLE_LOAD_SECS` seconds, 3 by
