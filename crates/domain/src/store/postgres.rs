@@ -611,7 +611,8 @@ impl DurableOps for PgStore {
         // An agent is on a task when it is in its session or last acted on it.
         const MATCHING: &str = "
             FROM agent_activity g
-            WHERE ($1::text IS NULL OR g.agent_id ILIKE $1)
+            WHERE g.last_action <> ''
+              AND ($1::text IS NULL OR g.agent_id ILIKE $1)
               AND ($2::text[] IS NULL OR g.last_task = ANY($2) OR EXISTS (
                     SELECT 1 FROM collaborators c
                     WHERE c.agent_id = g.agent_id AND c.task_id = ANY($2) AND c.left_at IS NULL))

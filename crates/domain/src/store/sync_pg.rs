@@ -14,6 +14,7 @@ use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::TaskState;
+use std::collections::BTreeMap;
 
 /// The channel the `*_notify_sync` triggers notify (migration `..._sync_notify.sql`).
 pub const CHANGES_CHANNEL: &str = "mcp_sync_changes";
@@ -131,6 +132,7 @@ impl DurableSync for PgStore {
     /// already present are skipped. Either all of it commits or none of it does.
     async fn persist_outbox_batch(&self, batch: &OutboxBatch) -> Result<()> {
         let mut tx = self.pool().begin().await?;
+        lock_activity(&mut tx, batch).await?;
         insert_steps(&mut *tx, &batch.steps).await?;
         insert_audits(&mut *tx, &batch.audits).await?;
         insert_dead(&mut *tx, &batch.dead).await?;
@@ -243,4 +245,72 @@ impl DurableSync for PgStore {
             .fetch_one(self.pool())
             .await?)
     }
+}
+
+/// Takes the activity index rows a batch will touch (`task_activity`, then `agent_activity`,
+/// each in id order, creating missing ones) before its statements run. The triggers of its
+/// steps and its audit records then touch only rows it holds. Without this, a batch holding an
+/// agent's row from its steps statement could wait for a task's row that a one-statement
+/// writer (a join, a file change: task row, then agent row) holds while waiting for that
+/// agent's row: a deadlock, which Postgres ends by failing one of them.
+async fn lock_activity(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    batch: &OutboxBatch,
+) -> Result<()> {
+    // Each task and agent with the time of its earliest record in the batch (the first-seen
+    // time of a row made here; the batch's records then move it forward).
+    let mut tasks: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    let mut agents: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    fn note<'a>(map: &mut BTreeMap<&'a str, DateTime<Utc>>, key: &'a str, at: DateTime<Utc>) {
+        let e = map.entry(key).or_insert(at);
+        *e = (*e).min(at);
+    }
+    for s in &batch.steps {
+        note(&mut tasks, s.task_id.as_str(), s.logged_at);
+        if let Some(a) = &s.agent_id {
+            note(&mut agents, a.as_str(), s.logged_at);
+        }
+    }
+    for a in &batch.audits {
+        if let Some(t) = &a.task_id {
+            note(&mut tasks, t.as_str(), a.at);
+        }
+        note(&mut agents, a.actor.as_str(), a.at);
+    }
+    if tasks.is_empty() && agents.is_empty() {
+        return Ok(());
+    }
+    let (task_ids, task_times): (Vec<&str>, Vec<DateTime<Utc>>) = tasks.into_iter().unzip();
+    let (agent_ids, agent_times): (Vec<&str>, Vec<DateTime<Utc>>) = agents.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO task_activity (task_id, first_seen, last_activity)
+         SELECT t, at, at FROM unnest($1::text[], $2::timestamptz[]) AS n(t, at) ORDER BY t
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&task_ids)
+    .bind(&task_times)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT 1 FROM task_activity WHERE task_id = ANY($1) ORDER BY task_id FOR UPDATE")
+        .bind(&task_ids)
+        .execute(&mut **tx)
+        .await?;
+    // A new agent's row waits, with no action, for the batch's records to fill it in; the
+    // agent list leaves out a row without an action.
+    sqlx::query(
+        "INSERT INTO agent_activity (agent_id, last_seen, last_action)
+         SELECT a, at, '' FROM unnest($1::text[], $2::timestamptz[]) AS n(a, at) ORDER BY a
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&agent_ids)
+    .bind(&agent_times)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "SELECT 1 FROM agent_activity WHERE agent_id = ANY($1) ORDER BY agent_id FOR UPDATE",
+    )
+    .bind(&agent_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

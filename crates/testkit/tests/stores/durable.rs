@@ -25,6 +25,7 @@ crate::per_backend!(durable; [postgres, sqlite];
     outbox_records_land_once,
     change_listeners_wake_on_task_and_agent_changes,
     task_and_agent_lists_follow_activity,
+    outbox_batches_and_writers_never_deadlock,
 );
 
 fn task(id: &str) -> TaskId {
@@ -1025,4 +1026,55 @@ async fn task_and_agent_lists_follow_activity(f: &DurableFixture) {
         .await
         .unwrap();
     assert_eq!((ids(v), n), (vec!["a1".to_owned()], 1));
+}
+
+/// The activity indexes are kept by triggers in writers' transactions: a one-statement writer
+/// (a join, a file change) and a many-statement outbox batch (steps, then audits) over the same
+/// tasks and agents, at once and over and over, must never deadlock (Postgres would abort one
+/// of them after `deadlock_timeout`: a 500 for the writer).
+async fn outbox_batches_and_writers_never_deadlock(f: &DurableFixture) {
+    let s = &f.store;
+    const TASKS: [&str; 4] = ["d0", "d1", "d2", "d3"];
+    const AGENTS: [&str; 3] = ["x", "y", "z"];
+    let batches = async {
+        for i in 0..40usize {
+            let step = |t: usize, a: usize, seq: i64| StepRecord {
+                agent_id: Some(AGENTS[a % 3].into()),
+                ..step(TASKS[t % 4], i as i64 + 1, seq)
+            };
+            let audit = |t: usize, a: usize, n: usize| AuditRecord {
+                source_id: format!("{i}-{n}"),
+                at: Utc::now(),
+                actor: AGENTS[a % 3].into(),
+                action: "claim_file".into(),
+                task_id: Some(TASKS[t % 4].into()),
+                path: Some("p".into()),
+                version: None,
+                fence: None,
+                request_id: None,
+                detail: json!({}),
+            };
+            let batch = OutboxBatch {
+                steps: vec![step(i, i, 0), step(i + 1, i + 1, 1)],
+                audits: vec![audit(i + 2, i + 2, 0), audit(i + 3, i, 1)],
+                dead: vec![],
+            };
+            s.persist_outbox_batch(&batch).await.unwrap();
+        }
+    };
+    let writer = |k: usize| async move {
+        for i in 0..60usize {
+            let t = task(TASKS[(i + k) % 4]);
+            s.join(&t, AGENTS[(i / 4 + k) % 3], None).await.unwrap();
+        }
+    };
+    tokio::join!(batches, writer(0), writer(1), writer(2));
+    let (tasks, _) = s
+        .list_tasks(&TaskListFilter {
+            limit: 10,
+            ..TaskListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tasks.iter().map(|t| t.step_count).sum::<i64>(), 80);
 }
