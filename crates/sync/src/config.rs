@@ -58,7 +58,8 @@ pub struct SyncConfig {
     /// Rows per query of the pull loop.
     #[arg(long, env = "PULL_PAGE_SIZE", default_value_t = 1000)]
     pub pull_page_size: usize,
-    /// How far before its watermark each pull reads again (late commits), in ms.
+    /// How far back each pull reads task deletion tombstones again (a deletion that commits
+    /// late), in ms. Tasks and agents follow the change feed and need no overlap.
     #[arg(long, env = "PULL_OVERLAP_MS", default_value_t = 10_000)]
     pub pull_overlap_ms: u64,
     /// Lifetime of a cached task row, in seconds (the gateway's `TASK_CACHE_TTL`).

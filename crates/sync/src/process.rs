@@ -215,6 +215,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
             "Task deletions the pull loop propagated to the hot layer.",
         ),
         (
+            "mcp_sync_unsettled_rows",
+            Gauge,
+            "Task and agent rows the last pull read past its cursor because an older transaction was still running (applied, read again until settled).",
+        ),
+        (
             "mcp_sync_rebuilds_total",
             Counter,
             "Times the pull loop warmed the whole hot cache (start, or after the hot layer lost its data).",

@@ -1,13 +1,30 @@
 //! The pull loop: Postgres → the Redis hot cache, missing no change.
 //!
-//! Tasks (and agents) are read by `(updated_at, id)` after a watermark, page by page until a
-//! short page (keyset paging: a burst larger than a page is still read in full). Each pull
-//! starts `overlap` before the watermark, because `updated_at` is set when a transaction
-//! starts and a row may commit after newer ones were already read; rows seen before with the
-//! same `updated_at` are skipped without a round trip. A row is cached, and its `task_updated`
-//! event emitted, only when it is newer than what the cache holds (decided inside Redis), so
-//! several sync processes publish each change once. Deletions come from the `task_deletions`
-//! tombstones. The first pull, and any pull after Redis lost its data (the warm marker is
+//! **The change feed.** Tasks (and agents) are read in the order of a mark the durable store
+//! assigns to every committed change — never by `updated_at`, which is a writer's clock
+//! (skewed, backdated, restored) — page by page until a short page (keyset paging: a burst
+//! larger than a page is still read in full). Postgres marks a row `(change_xid,
+//! change_seq)`: its writing transaction and a number from a sequence, both set by a
+//! trigger. A transaction may draw its number early and commit late, so the cursor follows
+//! one rule:
+//!
+//! > The cursor moves over the longest run of rows, in feed order from the cursor, whose
+//! > transaction was older than the oldest transaction still running when the row was read
+//! > (`change_xid < pg_snapshot_xmin(pg_current_snapshot())`: the row is *settled*).
+//!
+//! Every transaction that can still commit has an id at or above that horizon (running ones
+//! by the definition of the horizon, later ones because ids only grow), so its rows sort after
+//! the cursor whatever numbers they drew: no commit can slip under it. Rows read past the
+//! first unsettled one are applied at once all the same (they are committed, and waiting for
+//! an unrelated long transaction would stall the feed), and read again by the next pull until
+//! they are settled; rows read again with the same change number are skipped without a round
+//! trip. SQLite has a single writer, so its numbers follow commit order and every row it
+//! reads is settled.
+//!
+//! A row is cached, and its `task_updated` event emitted, only when its change number is
+//! higher than that of the row the cache holds (decided inside the hot store), so several
+//! sync processes publish each change once and a re-read never goes backwards. Deletions come
+//! from the `task_deletions` tombstones (read by the time the trigger took, `overlap` back). The first pull, and any pull after Redis lost its data (the warm marker is
 //! gone), rebuilds the whole cache without emitting events. Besides its interval, the loop
 //! pulls as soon as Postgres notifies a change (LISTEN/NOTIFY on a statement trigger); the
 //! interval still runs, so a lost notification only delays a change to the next tick.
@@ -17,7 +34,7 @@ use chrono::{DateTime, Utc};
 use mcp_api::EventType;
 use mcp_api::responses::TaskState;
 use mcp_domain::TaskId;
-use mcp_domain::store::durable::ChangeListener;
+use mcp_domain::store::durable::{ChangeListener, FeedMark, FeedRow};
 use mcp_domain::store::hot::{Refreshed, TaskRefresh};
 use mcp_domain::store::{Durable, Hot};
 use serde_json::json;
@@ -32,7 +49,9 @@ pub struct PullSettings {
     pub interval: Duration,
     /// Rows per query.
     pub page_size: usize,
-    /// How far before the watermark each pull starts again (late commits).
+    /// How far before the last deletion seen each pull reads deletion tombstones again (a
+    /// deleting transaction that commits late). Tasks and agents need no overlap: they follow
+    /// the change feed.
     pub overlap: Duration,
     /// Lifetime of a cached task row, in seconds.
     pub task_ttl_secs: u64,
@@ -63,6 +82,9 @@ pub struct PullOutcome {
     pub deleted: usize,
     /// Agent rows read.
     pub agents: usize,
+    /// Task and agent rows read past the cursor because an older transaction was still
+    /// running (applied; read again until settled).
+    pub unsettled: usize,
     /// Longest time between a changed row's `updated_at` and its caching.
     pub lag: Option<Duration>,
 }
@@ -72,19 +94,17 @@ pub struct PullLoop {
     durable: Durable,
     hot: Hot,
     settings: PullSettings,
-    /// Highest `(updated_at, id)` of a task read; `None` until the cache is warm.
-    tasks_mark: Option<(DateTime<Utc>, String)>,
-    agents_mark: Option<DateTime<Utc>>,
+    /// The tasks' cursor in the change feed (everything at or before it is settled and
+    /// applied); `None` until the cache is warm.
+    tasks_mark: Option<FeedMark>,
+    /// The agents' cursor.
+    agents_mark: FeedMark,
     deletions_mark: Option<DateTime<Utc>>,
-    /// Tasks read within the overlap window, with the `updated_at` read.
-    recent: HashMap<String, DateTime<Utc>>,
+    /// Tasks the last pull applied past the cursor (not settled yet), with their change
+    /// number: read again by the next pull, and skipped then while the number is the same.
+    unsettled: HashMap<String, i64>,
     /// When tombstones were last pruned.
     pruned_at: Option<tokio::time::Instant>,
-}
-
-/// Earlier than any row (and still a valid Postgres timestamp, unlike `DateTime::MIN_UTC`).
-fn beginning() -> DateTime<Utc> {
-    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or_default()
 }
 
 fn lag_of(t: DateTime<Utc>) -> Duration {
@@ -98,9 +118,9 @@ impl PullLoop {
             hot,
             settings,
             tasks_mark: None,
-            agents_mark: None,
+            agents_mark: FeedMark::default(),
             deletions_mark: None,
-            recent: HashMap::new(),
+            unsettled: HashMap::new(),
             pruned_at: None,
         }
     }
@@ -117,12 +137,7 @@ impl PullLoop {
         if !warm {
             self.warm(&mut outcome).await?;
         } else {
-            let from = self
-                .tasks_mark
-                .as_ref()
-                .map(|(t, _)| *t - self.overlap())
-                .unwrap_or_default();
-            self.pull_tasks(from, true, &mut outcome).await?;
+            self.pull_tasks(true, &mut outcome).await?;
         }
         self.pull_deletions(&mut outcome).await?;
         self.pull_agents(&mut outcome).await?;
@@ -136,6 +151,7 @@ impl PullLoop {
                 changed = outcome.changed,
                 deleted = outcome.deleted,
                 agents = outcome.agents,
+                unsettled = outcome.unsettled,
                 lag_ms = outcome.lag.map(|l| l.as_millis() as u64),
                 "sync pull"
             );
@@ -154,18 +170,14 @@ impl PullLoop {
     }
 
     async fn warm(&mut self, outcome: &mut PullOutcome) -> Result<()> {
-        self.recent.clear();
+        self.unsettled.clear();
         self.tasks_mark = None;
-        self.agents_mark = None;
+        self.agents_mark = FeedMark::default();
         let now = self.durable.db_now().await?;
         // Entries of tasks deleted longer ago than a TTL have expired from the cache.
         self.deletions_mark = Some(now - chrono::Duration::seconds(self.ttl_secs_i64()));
-        self.pull_tasks(beginning(), false, outcome).await?;
+        self.pull_tasks(false, outcome).await?;
         self.hot.set_sync_warm().await?;
-        if self.tasks_mark.is_none() {
-            // No task yet: start from the database's clock.
-            self.tasks_mark = Some((now - self.overlap(), String::new()));
-        }
         outcome.warmed = true;
         Ok(())
     }
@@ -174,55 +186,53 @@ impl PullLoop {
         i64::try_from(self.settings.task_ttl_secs).unwrap_or(i64::MAX / 2_000_000)
     }
 
-    async fn pull_tasks(
-        &mut self,
-        from: DateTime<Utc>,
-        emit: bool,
-        outcome: &mut PullOutcome,
-    ) -> Result<()> {
-        let mut after = (from, String::new());
+    /// Reads the task feed from the cursor to its end, caches what changed (emitting events
+    /// when `emit`), and moves the cursor over the settled run (see the module's rule).
+    async fn pull_tasks(&mut self, emit: bool, outcome: &mut PullOutcome) -> Result<()> {
+        let mut mark = self.tasks_mark.unwrap_or_default();
+        let mut after = mark;
+        let mut settled_run = true;
+        let seen_before = std::mem::take(&mut self.unsettled);
         loop {
             let rows = self
                 .durable
-                .tasks_after((after.0, &after.1), self.settings.page_size)
+                .tasks_after(after, self.settings.page_size)
                 .await?;
             let short = rows.len() < self.settings.page_size;
-            if let Some(last) = rows.last() {
-                after = (last.updated_at, last.id.clone());
-            }
             outcome.read += rows.len();
-            self.cache_page(&rows, emit, outcome).await?;
-            if let Some(last) = rows.last() {
-                let newer = self
-                    .tasks_mark
-                    .as_ref()
-                    .is_none_or(|(t, id)| (last.updated_at, &last.id) > (*t, id));
-                if newer {
-                    self.tasks_mark = Some((last.updated_at, last.id.clone()));
+            let mut page = Vec::with_capacity(rows.len());
+            for r in &rows {
+                after = r.mark;
+                settled_run &= r.settled;
+                if settled_run {
+                    mark = r.mark;
+                } else {
+                    outcome.unsettled += 1;
+                    self.unsettled.insert(r.row.id.clone(), r.mark.seq);
                 }
+                if seen_before.get(&r.row.id) == Some(&r.mark.seq) {
+                    continue;
+                }
+                page.push(r);
             }
+            self.cache_page(&page, emit, outcome).await?;
+            self.tasks_mark = Some(mark);
             if short {
                 break;
             }
-        }
-        if let Some((mark, _)) = &self.tasks_mark {
-            let floor = *mark - self.overlap();
-            self.recent.retain(|_, t| *t >= floor);
         }
         Ok(())
     }
 
     async fn cache_page(
         &mut self,
-        rows: &[TaskState],
+        rows: &[&FeedRow<TaskState>],
         emit: bool,
         outcome: &mut PullOutcome,
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(rows.len());
-        for row in rows {
-            if emit && self.recent.get(&row.id) == Some(&row.updated_at) {
-                continue;
-            }
+        for r in rows {
+            let row = &r.row;
             let Ok(id) = TaskId::parse(&row.id) else {
                 tracing::warn!(task = %row.id, "task id is not valid; not cached");
                 continue;
@@ -238,6 +248,7 @@ impl PullLoop {
             batch.push(TaskRefresh {
                 id,
                 task: row,
+                seq: r.mark.seq,
                 envelope,
             });
         }
@@ -251,7 +262,6 @@ impl PullLoop {
             )
             .await?;
         for (r, a) in batch.iter().zip(answers) {
-            self.recent.insert(r.task.id.clone(), r.task.updated_at);
             if a == Refreshed::Changed {
                 outcome.changed += 1;
                 if emit {
@@ -276,7 +286,7 @@ impl PullLoop {
             .collect();
         self.hot.delete_cached_tasks(&ids).await?;
         for (id, _) in &gone {
-            self.recent.remove(id);
+            self.unsettled.remove(id);
         }
         outcome.deleted = ids.len();
         if self.deletions_mark.is_none_or(|m| last > m) {
@@ -302,19 +312,22 @@ impl PullLoop {
         Ok(())
     }
 
+    /// Reads the agent feed from its cursor (the same rule as tasks); presence only moves
+    /// forward, so rows read again are harmless.
     async fn pull_agents(&mut self, outcome: &mut PullOutcome) -> Result<()> {
-        let from = self.agents_mark.map_or(beginning(), |m| m - self.overlap());
-        let mut after = (from, String::new());
+        let mut after = self.agents_mark;
+        let mut settled_run = true;
         loop {
             let rows = self
                 .durable
-                .agents_after((after.0, &after.1), self.settings.page_size)
+                .agents_after(after, self.settings.page_size)
                 .await?;
             let short = rows.len() < self.settings.page_size;
             outcome.agents += rows.len();
             let presence: Vec<(String, i64, Option<String>)> = rows
                 .iter()
-                .filter_map(|a| {
+                .filter_map(|r| {
+                    let a = &r.row;
                     a.last_seen.map(|s| {
                         (
                             a.id.clone(),
@@ -325,10 +338,13 @@ impl PullLoop {
                 })
                 .collect();
             self.hot.refresh_agents(&presence).await?;
-            if let Some(last) = rows.last() {
-                after = (last.updated_at, last.id.clone());
-                if self.agents_mark.is_none_or(|m| last.updated_at > m) {
-                    self.agents_mark = Some(last.updated_at);
+            for r in &rows {
+                after = r.mark;
+                settled_run &= r.settled;
+                if settled_run {
+                    self.agents_mark = r.mark;
+                } else {
+                    outcome.unsettled += 1;
                 }
             }
             if short {
@@ -391,6 +407,7 @@ fn record_pull_metrics(outcome: &PullOutcome) {
     metrics::counter!("mcp_sync_pulled_rows_total").increment(outcome.read as u64);
     metrics::counter!("mcp_sync_cache_changes_total").increment(outcome.changed as u64);
     metrics::counter!("mcp_sync_deletions_total").increment(outcome.deleted as u64);
+    metrics::gauge!("mcp_sync_unsettled_rows").set(outcome.unsettled as f64);
     if outcome.warmed {
         metrics::counter!("mcp_sync_rebuilds_total").increment(1);
     }

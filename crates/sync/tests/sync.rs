@@ -398,6 +398,64 @@ async fn a_row_committed_late_with_an_older_updated_at_is_picked_up() {
     assert_eq!(events, 1, "one task_updated event for the late row");
 }
 
+/// A transaction that changed a task before another one did, and commits after the pull
+/// read the other's change, is still seen. The old feed re-read a fixed window of
+/// `updated_at` behind its watermark; with the window at 0 the test shows what a commit
+/// later than any window met, without waiting that long.
+#[tokio::test]
+async fn a_change_committed_after_a_newer_one_was_pulled_is_seen() {
+    let env = env().await;
+    env.exec("INSERT INTO tasks (id, title) VALUES ('a', 'x'), ('b', 'x')")
+        .await;
+    let mut pull = PullLoop::new(
+        Arc::new(env.pg.clone()),
+        Arc::new(env.hot.clone()),
+        PullSettings {
+            overlap: Duration::ZERO,
+            ..pull_settings()
+        },
+    );
+    assert!(pull.try_run_once().await.unwrap().warmed);
+    // A changes 'a' and stays open.
+    let mut a = env.pg.pool().begin().await.unwrap();
+    sqlx::query("UPDATE tasks SET status = 'late', updated_at = now() WHERE id = 'a'")
+        .execute(&mut *a)
+        .await
+        .unwrap();
+    // B changes 'b' and commits; the pull sees it.
+    env.exec("UPDATE tasks SET status = 'b-done', updated_at = clock_timestamp() WHERE id = 'b'")
+        .await;
+    pull.try_run_once().await.unwrap();
+    let status = |id: &'static str| {
+        let hot = env.hot.clone();
+        async move {
+            hot.task(&mcp_domain::TaskId::parse(id).unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(status("b").await, "b-done");
+    assert_eq!(status("a").await, "pending", "A has not committed yet");
+    a.commit().await.unwrap();
+    pull.try_run_once().await.unwrap();
+    assert_eq!(
+        status("a").await,
+        "late",
+        "A's late commit reached the cache"
+    );
+    // Exactly one event each for the two changes (plus none from the warm-up).
+    let mut c = env.redis.connection().await;
+    for id in ["a", "b"] {
+        let events: u64 = c
+            .xlen(format!("{}events:{{{id}}}", env.redis.prefix))
+            .await
+            .unwrap();
+        assert_eq!(events, 1, "one task_updated event for {id}");
+    }
+}
+
 #[tokio::test]
 async fn a_deleted_task_leaves_the_cache() {
     let env = env().await;
@@ -450,7 +508,7 @@ async fn two_pull_loops_publish_each_change_once() {
         .await
         .unwrap()
         .unwrap();
-    env.hot.cache_task(&row, 60).await.unwrap();
+    env.hot.cache_task(&row.state, row.seq, 60).await.unwrap();
     assert_eq!(a.try_run_once().await.unwrap().changed, 0);
     let mut c = env.redis.connection().await;
     let events: u64 = c

@@ -5,6 +5,7 @@ use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
+use crate::store::durable::TaskRow;
 use mcp_api::EventType;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::TaskState;
@@ -17,15 +18,15 @@ impl Service {
         if let Some(state) = self.hot.task(&task).await? {
             return Ok(state);
         }
-        let state = self
+        let row = self
             .durable
             .task(&task)
             .await?
             .ok_or_else(|| DomainError::TaskNotFound(task.to_string()))?;
         self.hot
-            .cache_task(&state, self.limits.task_cache_ttl_secs)
+            .cache_task(&row.state, row.seq, self.limits.task_cache_ttl_secs)
             .await?;
-        Ok(state)
+        Ok(row.state)
     }
 
     /// A page of the ids of the tasks the actor may see, in id order, after `after`: the
@@ -59,12 +60,12 @@ impl Service {
             None => TaskId::parse(&uuid::Uuid::new_v4().to_string())?,
         };
         actor.ensure_task(&id)?;
-        let state = self
+        let TaskRow { state, seq } = self
             .durable
             .create_task(&id, &req, actor.agent.as_str(), actor.request_id.as_deref())
             .await?;
         self.hot
-            .cache_task(&state, self.limits.task_cache_ttl_secs)
+            .cache_task(&state, seq, self.limits.task_cache_ttl_secs)
             .await?;
         self.emit(
             actor,
@@ -86,7 +87,7 @@ impl Service {
         actor.ensure_admin()?;
         let task = TaskId::parse(task_id)?;
         actor.ensure_task(&task)?;
-        let state = self
+        let TaskRow { state, seq } = self
             .durable
             .update_task(
                 &task,
@@ -97,7 +98,7 @@ impl Service {
             .await?
             .ok_or_else(|| DomainError::TaskNotFound(task.to_string()))?;
         self.hot
-            .cache_task(&state, self.limits.task_cache_ttl_secs)
+            .cache_task(&state, seq, self.limits.task_cache_ttl_secs)
             .await?;
         self.emit(
             actor,

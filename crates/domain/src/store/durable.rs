@@ -11,8 +11,9 @@
 //! * fences come from one monotonic sequence;
 //! * outbox records are written idempotently (steps on (task, stream id), audit records on
 //!   their source id), so a redelivered entry lands once;
-//! * tasks and agents page by `(updated_at, id)` and every change of them wakes
-//!   [`DurableSync::listen_changes`] listeners.
+//! * tasks and agents are read in change-feed order ([`FeedMark`]), a marker the store
+//!   assigns to every committed change (never a writer's clock), and every change of them
+//!   wakes [`DurableSync::listen_changes`] listeners.
 
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
@@ -256,12 +257,46 @@ impl OutboxBatch {
 }
 
 /// An agent row as the pull loop sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AgentRow {
     pub id: String,
     pub current_task_id: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A task row with its change number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub state: TaskState,
+    /// Grows with every committed change of the row, whoever made it and whatever its
+    /// `updated_at` says (Postgres: `change_seq`, drawn from a sequence by a trigger; SQLite:
+    /// a counter bumped by a trigger in the write transaction). The hot cache keeps the row
+    /// with the highest one.
+    pub seq: i64,
+}
+
+/// A place in the change feed of one table: rows are read in `(xid, seq)` order.
+///
+/// Postgres: `xid` is the row's writing transaction (`change_xid`, `pg_current_xact_id()`),
+/// `seq` its `change_seq`. SQLite has one writer, so commit order is `seq` order: `xid` is
+/// always 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedMark {
+    pub xid: i64,
+    pub seq: i64,
+}
+
+/// One row read from the change feed.
+#[derive(Debug, Clone)]
+pub struct FeedRow<T> {
+    pub mark: FeedMark,
+    /// No change can commit under this mark any more: its transaction is older than every
+    /// transaction still running when the row was read (Postgres: `change_xid <
+    /// pg_snapshot_xmin(pg_current_snapshot())`; SQLite: always). Only over settled rows
+    /// may a reader move its cursor; a row read but not settled is applied and read again.
+    pub settled: bool,
+    pub row: T,
 }
 
 /// What the operations ([`crate::Service`]) need from the durable store.
@@ -291,7 +326,7 @@ pub trait DurableOps: Send + Sync + 'static {
     /// Live files of a task, by path; only those under `prefix` (a directory) when given.
     async fn list_files(&self, task: &TaskId, prefix: Option<&FilePath>) -> Result<Vec<FileInfo>>;
 
-    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>>;
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskRow>>;
 
     /// Task ids after `after` in id order, at most `limit` (a page of the task list).
     async fn task_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
@@ -304,7 +339,7 @@ pub trait DurableOps: Send + Sync + 'static {
         req: &CreateTaskRequest,
         actor: &str,
         request_id: Option<&str>,
-    ) -> Result<TaskState>;
+    ) -> Result<TaskRow>;
 
     /// Updates the fields the request names (a `Some(None)` clears a nullable one) and
     /// `updated_at`, with its audit record; `None` when the task does not exist.
@@ -314,7 +349,7 @@ pub trait DurableOps: Send + Sync + 'static {
         req: &UpdateTaskRequest,
         actor: &str,
         request_id: Option<&str>,
-    ) -> Result<Option<TaskState>>;
+    ) -> Result<Option<TaskRow>>;
 
     /// Records a join (a re-join after leaving starts a new session; joining twice keeps the
     /// first join time), the agent's presence and an audit record. Returns the join time.
@@ -379,20 +414,13 @@ pub trait DurableSync: Send + Sync + 'static {
     /// Dead letters, oldest first: (source id, kind, payload, error).
     async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>>;
 
-    /// Up to `limit` tasks with `(updated_at, id)` strictly after `after`, in that order
-    /// (keyset paging: call again from the last row until a short page).
-    async fn tasks_after(
-        &self,
-        after: (DateTime<Utc>, &str),
-        limit: usize,
-    ) -> Result<Vec<TaskState>>;
+    /// Up to `limit` tasks whose feed mark is strictly after `after`, in mark order (keyset
+    /// paging: call again from the last row until a short page). Only committed rows are
+    /// read; see [`FeedRow::settled`] for which of them a cursor may pass.
+    async fn tasks_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<TaskState>>>;
 
-    /// Up to `limit` agents with `(updated_at, id)` strictly after `after`, in that order.
-    async fn agents_after(
-        &self,
-        after: (DateTime<Utc>, &str),
-        limit: usize,
-    ) -> Result<Vec<AgentRow>>;
+    /// Up to `limit` agents whose feed mark is strictly after `after`, in mark order.
+    async fn agents_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<AgentRow>>>;
 
     /// Tasks deleted after `since` that do not exist again (a re-created id keeps its cache):
     /// (task id, deletion time), oldest first.

@@ -7,7 +7,8 @@
 //! The contract every backend keeps:
 //! * each method is atomic: no other call observes half of it (Redis: one Lua script or
 //!   MULTI; in-process: one critical section);
-//! * a hot copy (file or task row) never moves backwards in version / `updated_at`;
+//! * a hot copy never moves backwards: a file's in version, a task row's in change number
+//!   (`change_seq`, see [`cached_task_json`]);
 //! * a lease is re-entrant for its owner (unless the claim says it is not: an anonymous
 //!   caller's), refused to others while it lives, and released or renewed only by its owner
 //!   (or by force); it expires on its own;
@@ -109,7 +110,32 @@ pub struct OutboxDepth {
 pub struct TaskRefresh<'a> {
     pub id: TaskId,
     pub task: &'a TaskState,
+    /// The row's change number ([`crate::store::durable::TaskRow::seq`]): "newer" is a higher
+    /// one, never a later `updated_at` (a writer's clock).
+    pub seq: i64,
     pub envelope: Option<String>,
+}
+
+/// The member of a cached task row that holds its change number.
+pub const TASK_SEQ_FIELD: &str = "change_seq";
+
+/// A task row as the hot stores cache it: the row's JSON plus its change number
+/// ([`TASK_SEQ_FIELD`]), which the ordered stores compare; a reader parses it as a
+/// [`TaskState`] and ignores the extra member. A cached row without one counts as 0.
+pub fn cached_task_json(task: &TaskState, seq: i64) -> Result<String> {
+    let mut v = serde_json::to_value(task).map_err(crate::error::DomainError::internal)?;
+    if let Some(map) = v.as_object_mut() {
+        map.insert(TASK_SEQ_FIELD.into(), seq.into());
+    }
+    serde_json::to_string(&v).map_err(crate::error::DomainError::internal)
+}
+
+/// The change number of a cached task row ([`cached_task_json`]); 0 when it has none.
+pub fn cached_task_seq(json: &str) -> i64 {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get(TASK_SEQ_FIELD)?.as_i64())
+        .unwrap_or(0)
 }
 
 /// What a refresh found.
@@ -298,9 +324,10 @@ pub trait HotOps: Send + Sync + 'static {
     /// The cached task row.
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>>;
 
-    /// Caches a task row for `ttl_secs` (unconditionally; the pull loop's refresh is the
-    /// ordered one).
-    async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()>;
+    /// Caches a task row for `ttl_secs` unless the cache holds the same or a higher change
+    /// number `seq` (a refill after a miss, or the admin API's own write, never puts back an
+    /// older row than the pull loop cached).
+    async fn cache_task(&self, task: &TaskState, seq: i64, ttl_secs: u64) -> Result<()>;
 
     /// Records membership (members, activity, the agent's task set).
     async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()>;
@@ -366,7 +393,7 @@ pub trait HotSync: Send + Sync + 'static {
     /// The outbox's length and the group's pending count.
     async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth>;
 
-    /// Caches task rows that are newer (by `updated_at`) than the cache, emitting their events
+    /// Caches task rows that are newer (by change number) than the cache, emitting their events
     /// (as `agent`) when they carry an envelope. One answer per row, in order.
     async fn refresh_tasks(
         &self,

@@ -11,7 +11,6 @@
 use super::hot::{McpSession, SubScope, Subscriber};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
-use chrono::{DateTime, Utc};
 
 /// Separates the fields of an MCP subscription index entry; ids, canonical keys and URIs
 /// never contain it.
@@ -235,12 +234,6 @@ pub fn parse_subscription_entry(e: &str) -> Option<Subscriber> {
         key: parts.next()?.to_owned(),
         uri: parts.next()?.to_owned(),
     })
-}
-
-/// A task row's `updated_at` as the ordered refresh compares it: fixed-width text
-/// (`YYYY-MM-DDTHH:MM:SS` + 9 fraction digits), so text order is time order.
-pub fn comparable_time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%f").to_string()
 }
 
 #[cfg(test)]

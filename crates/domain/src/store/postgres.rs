@@ -6,7 +6,7 @@
 
 use super::durable::{
     AgentActivity, AgentListFilter, AgentRecord, AuditFilter, Committed, DurableOps, FileChange,
-    RevisionOp, StoredFile, TaskListFilter, contains_pattern,
+    RevisionOp, StoredFile, TaskListFilter, TaskRow, contains_pattern,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
@@ -102,8 +102,8 @@ fn quota_error(e: sqlx::Error) -> DomainError {
     e.into()
 }
 
-const TASK_COLUMNS: &str =
-    "id, title, description, status, assigned_agent_id, complexity, created_at, updated_at";
+const TASK_COLUMNS: &str = "id, title, description, status, assigned_agent_id, complexity, \
+                            created_at, updated_at, change_seq";
 
 pub(super) fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<TaskState> {
     Ok(TaskState {
@@ -115,6 +115,14 @@ pub(super) fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<TaskState> {
         complexity: r.try_get("complexity")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// A task row with its change number (a query selecting [`TASK_COLUMNS`]).
+pub(super) fn task_row_from(r: &sqlx::postgres::PgRow) -> Result<TaskRow> {
+    Ok(TaskRow {
+        state: task_from_row(r)?,
+        seq: r.try_get("change_seq")?,
     })
 }
 
@@ -295,12 +303,12 @@ impl DurableOps for PgStore {
             .collect()
     }
 
-    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskRow>> {
         let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
             .bind(task.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(task_from_row).transpose()
+        row.as_ref().map(task_row_from).transpose()
     }
 
     /// Task ids after `after` in id order, at most `limit` (a page of the task list).
@@ -320,7 +328,7 @@ impl DurableOps for PgStore {
         req: &CreateTaskRequest,
         actor: &str,
         request_id: Option<&str>,
-    ) -> Result<TaskState> {
+    ) -> Result<TaskRow> {
         let sql = format!(
             "WITH t AS (
                 INSERT INTO tasks (id, title, description, status, assigned_agent_id, complexity)
@@ -349,7 +357,7 @@ impl DurableOps for PgStore {
                 }
                 other => other.into(),
             })?;
-        task_from_row(&row)
+        task_row_from(&row)
     }
 
     async fn update_task(
@@ -358,7 +366,7 @@ impl DurableOps for PgStore {
         req: &UpdateTaskRequest,
         actor: &str,
         request_id: Option<&str>,
-    ) -> Result<Option<TaskState>> {
+    ) -> Result<Option<TaskRow>> {
         let sql = format!(
             "WITH t AS (
                 UPDATE tasks SET
@@ -390,7 +398,7 @@ impl DurableOps for PgStore {
             .bind(request_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(task_from_row).transpose()
+        row.as_ref().map(task_row_from).transpose()
     }
 
     /// Records a join (a re-join after leaving starts a new session). Returns the join time.

@@ -48,6 +48,24 @@ return {sid, eid}
 "#
     ))
 });
+/// Caches a task row unless the cache holds the same or a higher change number (the pull
+/// loop's refresh, without the event). KEYS[1] the task's cache key; ARGV[1] the row (JSON
+/// with its `change_seq`), ARGV[2] its change number, ARGV[3] the TTL. Answers 1 when cached.
+static CACHE_TASK_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, row = pcall(cjson.decode, cur)
+  local held = 0
+  if ok and type(row) == 'table' then held = tonumber(row['change_seq']) or 0 end
+  if held >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"#,
+    )
+});
 const HOT_GUARD: &str = include_str!("lua/hot_guard.lua");
 
 /// A script that first checks the hot layer is validated on this server (`lua/hot_guard.lua`;
@@ -722,11 +740,17 @@ impl HotOps for RedisStore {
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
-    async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()> {
+    async fn cache_task(&self, task: &TaskState, seq: i64, ttl_secs: u64) -> Result<()> {
         let mut c = self.conn.clone();
         let id = TaskId::parse(&task.id)?;
-        let json = serde_json::to_string(task).map_err(DomainError::internal)?;
-        let _: () = c.set_ex(self.keys.task(&id), json, ttl_secs).await?;
+        let json = super::hot::cached_task_json(task, seq)?;
+        let _: i64 = CACHE_TASK_SCRIPT
+            .key(self.keys.task(&id))
+            .arg(json)
+            .arg(seq)
+            .arg(ttl_secs)
+            .invoke_async(&mut c)
+            .await?;
         Ok(())
     }
 

@@ -15,8 +15,9 @@
 //!   writer and always see every committed transaction.
 //! * **timestamps** come from this process's clock (UTC, truncated to microseconds like
 //!   Postgres's `timestamptz`) and are stored as fixed-width text
-//!   (`YYYY-MM-DDTHH:MM:SS.ffffffZ`), so text order is time order and `(updated_at, id)`
-//!   keyset paging works on text. [`DurableSync::db_now`] is the same clock.
+//!   (`YYYY-MM-DDTHH:MM:SS.ffffffZ`), so text order is time order. [`DurableSync::db_now`]
+//!   is the same clock. The change feed does not read them: it pages by `change_seq`, a
+//!   counter triggers bump inside the write transaction (one writer: commit order).
 //! * **change notifications** are in-process: every committed change of tasks or agents made
 //!   through this store wakes the [`DurableSync::listen_changes`] listeners.
 //! * **NUL characters**, which Postgres cannot store in text or jsonb, are refused here too
@@ -24,8 +25,8 @@
 
 use super::durable::{
     AgentActivity, AgentListFilter, AgentRecord, AgentRow, AuditFilter, AuditRecord,
-    ChangeListener, Committed, DeadLetter, DurableOps, DurableSync, FileChange, OutboxBatch,
-    RevisionOp, StepRecord, StoredFile, TaskListFilter, contains_pattern,
+    ChangeListener, Committed, DeadLetter, DurableOps, DurableSync, FeedMark, FeedRow, FileChange,
+    OutboxBatch, RevisionOp, StepRecord, StoredFile, TaskListFilter, TaskRow, contains_pattern,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
@@ -143,8 +144,8 @@ fn json_text(v: &Value) -> Result<String> {
     serde_json::to_string(v).map_err(|e| DomainError::internal(format!("sqlite: json: {e}")))
 }
 
-const TASK_COLUMNS: &str =
-    "id, title, description, status, assigned_agent_id, complexity, created_at, updated_at";
+const TASK_COLUMNS: &str = "id, title, description, status, assigned_agent_id, complexity, \
+                            created_at, updated_at, change_seq";
 
 fn task_from_row(r: &SqliteRow) -> Result<TaskState> {
     Ok(TaskState {
@@ -157,6 +158,25 @@ fn task_from_row(r: &SqliteRow) -> Result<TaskState> {
         created_at: r.try_get("created_at").db()?,
         updated_at: r.try_get("updated_at").db()?,
     })
+}
+
+/// A task row with its change number (a query selecting [`TASK_COLUMNS`]).
+fn task_row_from(r: &SqliteRow) -> Result<TaskRow> {
+    Ok(TaskRow {
+        state: task_from_row(r)?,
+        seq: r.try_get("change_seq").db()?,
+    })
+}
+
+/// Reads a task back inside the transaction that changed it: `RETURNING` would not show the
+/// `change_seq` the trigger set after the change.
+async fn task_in(tx: &mut Transaction<'_, Sqlite>, id: &TaskId) -> Result<TaskRow> {
+    let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+        .bind(id.as_str())
+        .fetch_one(&mut **tx)
+        .await
+        .db()?;
+    task_row_from(&row)
 }
 
 /// A file's row as a change sees it before deciding.
@@ -612,13 +632,13 @@ impl DurableOps for SqliteStore {
             .collect()
     }
 
-    async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
+    async fn task(&self, task: &TaskId) -> Result<Option<TaskRow>> {
         let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
             .bind(task.as_str())
             .fetch_optional(&self.reader)
             .await
             .db()?;
-        row.as_ref().map(task_from_row).transpose()
+        row.as_ref().map(task_row_from).transpose()
     }
 
     async fn task_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
@@ -637,7 +657,7 @@ impl DurableOps for SqliteStore {
         req: &CreateTaskRequest,
         actor: &str,
         request_id: Option<&str>,
-    ) -> Result<TaskState> {
+    ) -> Result<TaskRow> {
         no_nul([
             Some(id.as_str()),
             Some(req.title.as_str()),
@@ -649,12 +669,11 @@ impl DurableOps for SqliteStore {
         ])?;
         let mut tx = self.begin().await?;
         let at = ts(now());
-        let row = sqlx::query(&format!(
+        sqlx::query(
             "INSERT INTO tasks (id, title, description, status, assigned_agent_id, complexity,
                                 created_at, updated_at)
-             VALUES (?1, ?2, ?3, COALESCE(?4, 'pending'), ?5, ?6, ?7, ?7)
-             RETURNING {TASK_COLUMNS}"
-        ))
+             VALUES (?1, ?2, ?3, COALESCE(?4, 'pending'), ?5, ?6, ?7, ?7)",
+        )
         .bind(id.as_str())
         .bind(&req.title)
         .bind(&req.description)
@@ -662,7 +681,7 @@ impl DurableOps for SqliteStore {
         .bind(&req.assigned_agent_id)
         .bind(req.complexity)
         .bind(&at)
-        .fetch_one(&mut *tx)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -670,7 +689,7 @@ impl DurableOps for SqliteStore {
             }
             other => DomainError::from_sqlite(other),
         })?;
-        let task = task_from_row(&row)?;
+        let task = task_in(&mut tx, id).await?;
         audit_row(
             &mut tx,
             &at,
@@ -694,7 +713,7 @@ impl DurableOps for SqliteStore {
         req: &UpdateTaskRequest,
         actor: &str,
         request_id: Option<&str>,
-    ) -> Result<Option<TaskState>> {
+    ) -> Result<Option<TaskRow>> {
         no_nul([
             Some(id.as_str()),
             req.title.as_deref(),
@@ -706,7 +725,7 @@ impl DurableOps for SqliteStore {
         ])?;
         let mut tx = self.begin().await?;
         let at = ts(now());
-        let row = sqlx::query(&format!(
+        let changed = sqlx::query(
             "UPDATE tasks SET
                 title = COALESCE(?2, title),
                 description = CASE WHEN ?3 THEN ?4 ELSE description END,
@@ -714,9 +733,8 @@ impl DurableOps for SqliteStore {
                 assigned_agent_id = CASE WHEN ?6 THEN ?7 ELSE assigned_agent_id END,
                 complexity = CASE WHEN ?8 THEN ?9 ELSE complexity END,
                 updated_at = ?10
-             WHERE id = ?1
-             RETURNING {TASK_COLUMNS}"
-        ))
+             WHERE id = ?1",
+        )
         .bind(id.as_str())
         .bind(&req.title)
         .bind(req.description.is_some())
@@ -727,10 +745,14 @@ impl DurableOps for SqliteStore {
         .bind(req.complexity.is_some())
         .bind(req.complexity.flatten())
         .bind(&at)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await
         .db()?;
-        let task = row.as_ref().map(task_from_row).transpose()?;
+        let task = if changed.rows_affected() > 0 {
+            Some(task_in(&mut tx, id).await?)
+        } else {
+            None
+        };
         if task.is_some() {
             audit_row(
                 &mut tx,
@@ -1173,42 +1195,58 @@ impl DurableSync for SqliteStore {
             .db()
     }
 
-    async fn tasks_after(
-        &self,
-        after: (DateTime<Utc>, &str),
-        limit: usize,
-    ) -> Result<Vec<TaskState>> {
-        no_nul([Some(after.1)])?;
+    /// One writer: a row not committed yet can only commit with a higher `change_seq`, so
+    /// every row read is settled.
+    async fn tasks_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<TaskState>>> {
         let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE (updated_at, id) > (?1, ?2)
-             ORDER BY updated_at, id LIMIT ?3"
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE change_seq > ?1
+             ORDER BY change_seq LIMIT ?2"
         ))
-        .bind(ts(after.0))
-        .bind(after.1)
+        .bind(after.seq)
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await
         .db()?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter()
+            .map(|r| {
+                let TaskRow { state, seq } = task_row_from(r)?;
+                Ok(FeedRow {
+                    mark: FeedMark { xid: 0, seq },
+                    settled: true,
+                    row: state,
+                })
+            })
+            .collect()
     }
 
-    async fn agents_after(
-        &self,
-        after: (DateTime<Utc>, &str),
-        limit: usize,
-    ) -> Result<Vec<AgentRow>> {
-        no_nul([Some(after.1)])?;
-        sqlx::query_as::<_, AgentRow>(
-            "SELECT id, current_task_id, last_seen, updated_at
-             FROM agents WHERE (updated_at, id) > (?1, ?2)
-             ORDER BY updated_at, id LIMIT ?3",
+    async fn agents_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<AgentRow>>> {
+        let rows = sqlx::query(
+            "SELECT id, current_task_id, last_seen, updated_at, change_seq
+             FROM agents WHERE change_seq > ?1
+             ORDER BY change_seq LIMIT ?2",
         )
-        .bind(ts(after.0))
-        .bind(after.1)
+        .bind(after.seq)
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await
-        .db()
+        .db()?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedRow {
+                    mark: FeedMark {
+                        xid: 0,
+                        seq: r.try_get("change_seq").db()?,
+                    },
+                    settled: true,
+                    row: AgentRow {
+                        id: r.try_get("id").db()?,
+                        current_task_id: r.try_get("current_task_id").db()?,
+                        last_seen: r.try_get("last_seen").db()?,
+                        updated_at: r.try_get("updated_at").db()?,
+                    },
+                })
+            })
+            .collect()
     }
 
     async fn task_deletions_since(

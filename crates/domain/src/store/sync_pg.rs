@@ -2,18 +2,21 @@
 //! run against Postgres. Push: outbox records (steps, audit records) inserted in batches,
 //! idempotently (steps on their (task, stream id), audit records on `source_id`, the outbox
 //! entry id), so a redelivered or twice-claimed entry is written once; records that cannot be
-//! persisted go to `dead_letters`. Pull: tasks and agents paged by `(updated_at, id)` after a
-//! watermark (keyset paging, never `DESC LIMIT`), and task deletions from the `task_deletions`
-//! tombstones a trigger writes.
+//! persisted go to `dead_letters`. Pull: tasks and agents paged by their change-feed mark
+//! `(change_xid, change_seq)` (set by a trigger, migration `…_change_feed.sql`; keyset paging,
+//! never `DESC LIMIT`), each row saying whether its transaction is older than every one still
+//! running; and task deletions from the `task_deletions` tombstones a trigger writes.
 
 use super::durable::{
-    AgentRow, AuditRecord, ChangeListener, DeadLetter, DurableSync, OutboxBatch, StepRecord,
+    AgentRow, AuditRecord, ChangeListener, DeadLetter, DurableSync, FeedMark, FeedRow, OutboxBatch,
+    StepRecord,
 };
 use super::postgres::{PgStore, task_from_row};
 use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::TaskState;
+use sqlx::Row;
 use std::collections::BTreeMap;
 
 /// The channel the `*_notify_sync` triggers notify (migration `..._sync_notify.sql`).
@@ -126,6 +129,14 @@ where
     Ok(r.rows_affected())
 }
 
+/// A feed row's `(xid, change_seq)`.
+fn mark_of(r: &sqlx::postgres::PgRow) -> Result<FeedMark> {
+    Ok(FeedMark {
+        xid: r.try_get("xid")?,
+        seq: r.try_get("change_seq")?,
+    })
+}
+
 #[async_trait]
 impl DurableSync for PgStore {
     /// Writes a whole batch (steps, audit records, dead letters) in one transaction; records
@@ -164,43 +175,62 @@ impl DurableSync for PgStore {
         )
     }
 
-    /// Up to `limit` tasks with `(updated_at, id)` strictly after `after`, in that order
-    /// (keyset paging: call again from the last row until a short page).
-    async fn tasks_after(
-        &self,
-        after: (DateTime<Utc>, &str),
-        limit: usize,
-    ) -> Result<Vec<TaskState>> {
+    /// Up to `limit` tasks after `after` in `(change_xid, change_seq)` order, each with
+    /// whether it is settled (its transaction is older than the oldest one still running in
+    /// this statement's snapshot: nothing can commit under it any more).
+    async fn tasks_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<TaskState>>> {
         let rows = sqlx::query(
             "SELECT id, title, description, status, assigned_agent_id, complexity, created_at,
-                    updated_at
-             FROM tasks WHERE (updated_at, id) > ($1, $2)
-             ORDER BY updated_at, id LIMIT $3",
+                    updated_at, change_seq, change_xid::text::bigint AS xid,
+                    change_xid < pg_snapshot_xmin(pg_current_snapshot()) AS settled
+             FROM tasks WHERE (change_xid, change_seq) > ($1::text::xid8, $2)
+             ORDER BY change_xid, change_seq LIMIT $3",
         )
-        .bind(after.0)
-        .bind(after.1)
+        .bind(after.xid.to_string())
+        .bind(after.seq)
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(FeedRow {
+                    mark: mark_of(r)?,
+                    settled: r.try_get("settled")?,
+                    row: task_from_row(r)?,
+                })
+            })
+            .collect()
     }
 
-    /// Up to `limit` agents with `(updated_at, id)` strictly after `after`, in that order.
-    async fn agents_after(
-        &self,
-        after: (DateTime<Utc>, &str),
-        limit: usize,
-    ) -> Result<Vec<AgentRow>> {
-        Ok(sqlx::query_as::<_, AgentRow>(
-            "SELECT id, current_task_id, last_seen, updated_at
-             FROM agents WHERE (updated_at, id) > ($1, $2)
-             ORDER BY updated_at, id LIMIT $3",
+    /// Up to `limit` agents after `after` in `(change_xid, change_seq)` order (see
+    /// [`DurableSync::tasks_after`]).
+    async fn agents_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<AgentRow>>> {
+        let rows = sqlx::query(
+            "SELECT id, current_task_id, last_seen, updated_at, change_seq,
+                    change_xid::text::bigint AS xid,
+                    change_xid < pg_snapshot_xmin(pg_current_snapshot()) AS settled
+             FROM agents WHERE (change_xid, change_seq) > ($1::text::xid8, $2)
+             ORDER BY change_xid, change_seq LIMIT $3",
         )
-        .bind(after.0)
-        .bind(after.1)
+        .bind(after.xid.to_string())
+        .bind(after.seq)
         .bind(limit as i64)
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedRow {
+                    mark: mark_of(r)?,
+                    settled: r.try_get("settled")?,
+                    row: AgentRow {
+                        id: r.try_get("id")?,
+                        current_task_id: r.try_get("current_task_id")?,
+                        last_seen: r.try_get("last_seen")?,
+                        updated_at: r.try_get("updated_at")?,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Tasks deleted after `since` that do not exist again (a re-created id keeps its cache):

@@ -12,8 +12,7 @@
 //! `task_updated` event is emitted by the same script, so two sync processes racing on one
 //! row publish it once, and a late, older copy never overwrites a newer one.
 
-use super::hot::{HotSync, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh};
-use super::keys::comparable_time;
+use super::hot::{HotSync, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh, cached_task_json};
 use super::redis::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
@@ -25,28 +24,23 @@ use std::time::Duration;
 
 const EMIT: &str = include_str!("lua/emit.lua");
 
-/// Caches a task row unless the cache holds the same or a newer `updated_at`, and emits its
-/// event when asked. KEYS[1..5] and ARGV[1..6] are the emit fragment's; KEYS[6] the task's
-/// cache key; ARGV[7] the row (JSON), ARGV[8] its `updated_at` normalised
-/// (`YYYY-MM-DDTHH:MM:SS` + 9 fraction digits, comparable as text), ARGV[9] the TTL, ARGV[10]
-/// '1' to emit. Answers 1 (cached), 0 (same row held), -1 (a newer row held).
+/// Caches a task row unless the cache holds the same or a higher change number, and emits
+/// its event when asked. KEYS[1..5] and ARGV[1..6] are the emit fragment's; KEYS[6] the
+/// task's cache key; ARGV[7] the row (JSON with its `change_seq`), ARGV[8] its change number,
+/// ARGV[9] the TTL, ARGV[10] '1' to emit. Answers 1 (cached), 0 (same row held), -1 (a newer
+/// row held). (Change numbers stay far below 2^53, so Lua's numbers hold them exactly.)
 static REFRESH_TASK_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{EMIT}\n{}",
         r#"
-local function norm(s)
-  if type(s) ~= 'string' then return '' end
-  local base, frac = string.match(s, '^(%d+%-%d+%-%d+T%d+:%d+:%d+)%.?(%d*)')
-  if not base then return '' end
-  return base .. string.sub(frac .. '000000000', 1, 9)
-end
 local cur = redis.call('GET', KEYS[6])
 if cur then
   local ok, row = pcall(cjson.decode, cur)
-  local held = ''
-  if ok and type(row) == 'table' then held = norm(row['updated_at']) end
-  if held == ARGV[8] then return 0 end
-  if held > ARGV[8] then return -1 end
+  local held = 0
+  if ok and type(row) == 'table' then held = tonumber(row['change_seq']) or 0 end
+  local new = tonumber(ARGV[8])
+  if held == new then return 0 end
+  if held > new then return -1 end
 end
 redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[9])
 if ARGV[10] == '1' then emit(ARGV[3]) end
@@ -291,8 +285,7 @@ impl HotSync for RedisStore {
         let keys = self.keys();
         let mut invocations = Vec::with_capacity(rows.len());
         for r in rows {
-            let json =
-                serde_json::to_string(r.task).map_err(crate::error::DomainError::internal)?;
+            let json = cached_task_json(r.task, r.seq)?;
             let mut inv = REFRESH_TASK_SCRIPT.prepare_invoke();
             inv.key(keys.events(&r.id))
                 .key(keys.agent(agent))
@@ -307,7 +300,7 @@ impl HotSync for RedisStore {
                 .arg(r.id.as_str())
                 .arg("")
                 .arg(json)
-                .arg(comparable_time(&r.task.updated_at))
+                .arg(r.seq)
                 .arg(ttl_secs)
                 .arg(if r.envelope.is_some() { "1" } else { "0" });
             invocations.push(inv);

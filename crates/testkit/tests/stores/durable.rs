@@ -4,8 +4,8 @@ use crate::fixtures::{DurableFixture, durable};
 use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_domain::store::durable::{
-    AgentListFilter, AuditFilter, AuditRecord, DeadLetter, FileChange, OutboxBatch, RevisionOp,
-    StepRecord, TaskListFilter,
+    AgentListFilter, AuditFilter, AuditRecord, DeadLetter, FeedMark, FileChange, OutboxBatch,
+    RevisionOp, StepRecord, TaskListFilter,
 };
 use mcp_domain::{DomainError, FilePath, TaskId};
 use serde_json::json;
@@ -618,6 +618,8 @@ async fn tasks_create_update_and_page(f: &DurableFixture) {
         )
         .await
         .unwrap();
+    let created_seq = created.seq;
+    let created = created.state;
     assert_eq!(created.id, "t1");
     assert_eq!(created.status, "pending");
     assert_eq!(created.description.as_deref(), Some("desc"));
@@ -642,12 +644,18 @@ async fn tasks_create_update_and_page(f: &DurableFixture) {
         .await
         .unwrap()
         .unwrap();
+    assert!(
+        updated.seq > created_seq,
+        "each change takes a higher number"
+    );
+    assert_eq!(s.task(&task("t1")).await.unwrap().unwrap(), updated);
+    let updated_seq = updated.seq;
+    let updated = updated.state;
     assert_eq!(updated.status, "in_progress");
     assert_eq!(updated.title, "Build it", "absent fields are kept");
     assert_eq!(updated.description, None, "null clears");
     assert_eq!(updated.assigned_agent_id.as_deref(), Some("coder"));
     assert!(updated.updated_at > created.updated_at);
-    assert_eq!(s.task(&task("t1")).await.unwrap().unwrap(), updated);
     assert!(
         s.update_task(&task("nope"), &UpdateTaskRequest::default(), "admin", None)
             .await
@@ -662,21 +670,31 @@ async fn tasks_create_update_and_page(f: &DurableFixture) {
     }
     assert_eq!(s.task_ids(None, 2).await.unwrap(), ["t1", "t2"]);
     assert_eq!(s.task_ids(Some("t2"), 10).await.unwrap(), ["t3", "t4"]);
-    // Keyset paging by (updated_at, id): t1 was updated before the others were created.
-    let start = (before - TimeDelta::seconds(1), "");
-    let page = s.tasks_after(start, 10).await.unwrap();
-    let order: Vec<&str> = page.iter().map(|t| t.id.as_str()).collect();
+    // The change feed, in commit order: t1 was updated before the others were created.
+    let page = s.tasks_after(FeedMark::default(), 10).await.unwrap();
+    let order: Vec<&str> = page.iter().map(|t| t.row.id.as_str()).collect();
     assert_eq!(order, ["t1", "t3", "t2", "t4"]);
-    assert!(
-        page.windows(2)
-            .all(|w| (w[0].updated_at, &w[0].id) < (w[1].updated_at, &w[1].id))
-    );
-    let first = &page[0];
-    let rest = s
-        .tasks_after((first.updated_at, first.id.as_str()), 10)
-        .await
-        .unwrap();
+    assert!(page.windows(2).all(|w| w[0].mark < w[1].mark));
+    assert_eq!(page[0].mark.seq, updated_seq);
+    // (Whether a row is settled depends on every transaction of the Postgres cluster, which
+    // other tests share: not asserted here; `mcp-sync`'s late-commit test covers it.)
+    let rest = s.tasks_after(page[0].mark, 10).await.unwrap();
     assert_eq!(rest.len(), 3);
+    // A change stamped in the past still comes last in the feed.
+    s.update_task(
+        &task("t3"),
+        &UpdateTaskRequest {
+            status: Some("late".into()),
+            ..UpdateTaskRequest::default()
+        },
+        "admin",
+        None,
+    )
+    .await
+    .unwrap();
+    let tail = s.tasks_after(page[3].mark, 10).await.unwrap();
+    let order: Vec<&str> = tail.iter().map(|t| t.row.id.as_str()).collect();
+    assert_eq!(order, ["t3"]);
     let audits = s
         .audit(&AuditFilter {
             task: Some("t1"),
@@ -752,11 +770,8 @@ async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
             "join_collab"
         ]
     );
-    let agents = s
-        .agents_after((Utc::now() - TimeDelta::hours(1), ""), 10)
-        .await
-        .unwrap();
-    let ids: Vec<&str> = agents.iter().map(|a| a.id.as_str()).collect();
+    let agents = s.agents_after(FeedMark::default(), 10).await.unwrap();
+    let ids: Vec<&str> = agents.iter().map(|a| a.row.id.as_str()).collect();
     assert!(ids.contains(&"a1") && ids.contains(&"a2"), "{ids:?}");
 }
 

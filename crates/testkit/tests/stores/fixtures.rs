@@ -44,11 +44,39 @@ pub struct HotFixture {
 
 pub struct ServiceFixture {
     pub service: Service,
+    /// The durable store itself, for statements a test runs as an orchestrator or an
+    /// operator would (behind the gateway's back).
+    pub raw: Raw,
     _hot: HotFixture,
     _durable: DurableFixture,
 }
 
+/// A durable backend's own connection pool.
+#[derive(Clone)]
+pub enum Raw {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Raw {
+    /// Runs one statement: `pg` on Postgres, `sqlite` on SQLite (their dialects differ).
+    pub async fn exec(&self, pg: &str, sqlite: &str) {
+        match self {
+            Raw::Postgres(s) => {
+                sqlx::query(pg).execute(s.pool()).await.expect(pg);
+            }
+            Raw::Sqlite(s) => {
+                sqlx::query(sqlite).execute(s.pool()).await.expect(sqlite);
+            }
+        }
+    }
+}
+
 async fn postgres() -> DurableFixture {
+    postgres_raw().await.0
+}
+
+async fn postgres_raw() -> (DurableFixture, Raw) {
     let db = TestDb::create().await;
     let pg = PgStore::connect(&PgConfig {
         url: db.url.clone(),
@@ -57,25 +85,33 @@ async fn postgres() -> DurableFixture {
     })
     .await
     .expect("postgres");
-    DurableFixture {
+    let raw = Raw::Postgres(pg.clone());
+    let f = DurableFixture {
         store: Arc::new(pg),
         _keep: Box::new(db),
     }
     .migrated()
-    .await
+    .await;
+    (f, raw)
 }
 
 async fn sqlite() -> DurableFixture {
+    sqlite_raw().await.0
+}
+
+async fn sqlite_raw() -> (DurableFixture, Raw) {
     let dir = TestDir::new();
     let store = SqliteStore::open(&SqliteConfig::at(dir.path.join("gateway.db")))
         .await
         .expect("sqlite");
-    DurableFixture {
+    let raw = Raw::Sqlite(store.clone());
+    let f = DurableFixture {
         store: Arc::new(store),
         _keep: Box::new(dir),
     }
     .migrated()
-    .await
+    .await;
+    (f, raw)
 }
 
 impl DurableFixture {
@@ -125,13 +161,14 @@ pub async fn hot(backend: Backend) -> HotFixture {
 }
 
 pub async fn service(backend: Backend) -> ServiceFixture {
-    let (durable, hot) = match backend {
-        Backend::deployed => (postgres().await, redis().await),
-        Backend::embedded => (sqlite().await, memory()),
+    let ((durable, raw), hot) = match backend {
+        Backend::deployed => (postgres_raw().await, redis().await),
+        Backend::embedded => (sqlite_raw().await, memory()),
         other => panic!("{other:?} is not a backend combination"),
     };
     ServiceFixture {
         service: Service::new(durable.store.clone(), hot.store.clone(), Limits::default()),
+        raw,
         _hot: hot,
         _durable: durable,
     }

@@ -506,10 +506,12 @@ fn task_row(id: &str, title: &str, updated_at: chrono::DateTime<Utc>) -> TaskSta
     }
 }
 
-/// A refresh of `row` that emits its `task_updated` event when it changes the cache.
-fn refresh(row: &TaskState) -> TaskRefresh<'_> {
+/// A refresh of `row` (change number `seq`) that emits its `task_updated` event when it
+/// changes the cache.
+fn refresh(row: &TaskState, seq: i64) -> TaskRefresh<'_> {
     let id = TaskId::parse(&row.id).unwrap();
     TaskRefresh {
+        seq,
         envelope: Some(envelope(
             EventType::TaskUpdated,
             &id,
@@ -525,14 +527,20 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
     let s = &f.store;
     let t = task("t");
     let now = Utc::now();
+    // The newer row (higher change number) carries the older clock: the number decides.
     let v1 = task_row("t", "one", now);
-    let v2 = task_row("t", "two", now + TimeDelta::microseconds(1));
+    let v2 = task_row("t", "two", now - TimeDelta::seconds(3));
     let mut sub = s.subscribe_updates().await.unwrap();
     assert!(s.task(&t).await.unwrap().is_none());
     assert!(!s.sync_is_warm().await.unwrap());
     let answers = s
         .refresh_tasks(
-            &[refresh(&v1), refresh(&v1), refresh(&v2), refresh(&v1)],
+            &[
+                refresh(&v1, 1),
+                refresh(&v1, 1),
+                refresh(&v2, 2),
+                refresh(&v1, 1),
+            ],
             "sync",
             60,
             100,
@@ -567,6 +575,7 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
     let quiet = TaskRefresh {
         id: task("u"),
         task: &u,
+        seq: 5,
         envelope: None,
     };
     assert_eq!(
@@ -574,9 +583,19 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
         [Refreshed::Changed]
     );
     assert_eq!(s.events_tail(&task("u")).await.unwrap(), None);
-    // An unconditional cache write, and drops.
-    s.cache_task(&v1, 60).await.unwrap();
+    // A plain cache write (a refill, the admin API's) is ordered the same way: an older row
+    // never replaces a newer one, a newer one does.
+    s.cache_task(&v1, 1, 60).await.unwrap();
+    assert_eq!(s.task(&t).await.unwrap().unwrap().title, "two");
+    s.cache_task(&v1, 3, 60).await.unwrap();
     assert_eq!(s.task(&t).await.unwrap().unwrap().title, "one");
+    assert_eq!(
+        s.refresh_tasks(&[refresh(&v2, 2)], "sync", 60, 100)
+            .await
+            .unwrap(),
+        [Refreshed::Older]
+    );
+    // Drops.
     s.delete_cached_tasks(&[t.clone(), task("u")])
         .await
         .unwrap();

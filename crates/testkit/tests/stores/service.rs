@@ -21,6 +21,8 @@ crate::per_backend!(service; [deployed, embedded];
     an_expired_holder_cannot_overwrite_a_newer_holders_work,
     steps_move_from_the_hot_stream_to_the_durable_log,
     task_changes_reach_the_cache_and_the_watchers,
+    a_backdated_task_change_reaches_the_cache,
+    concurrent_task_changes_leave_the_cache_at_the_newest_state,
 );
 
 fn agent(name: &str) -> Actor {
@@ -426,4 +428,114 @@ async fn task_changes_reach_the_cache_and_the_watchers(f: &ServiceFixture) {
     assert_eq!(svc.task_state(&admin, "t").await.unwrap().title, "two");
     let tail = f.service.hot.events_tail(&t).await.unwrap();
     assert_ne!(tail, before, "the change was announced");
+}
+
+fn pull_loop(f: &ServiceFixture) -> PullLoop {
+    PullLoop::new(
+        f.service.durable.clone(),
+        f.service.hot.clone(),
+        SyncSettings::default().pull,
+    )
+}
+
+/// The change feed does not trust writers' clocks: a change stamped earlier than the row
+/// already cached (an orchestrator with a slow clock, an explicit timestamp, a restore) is
+/// still propagated.
+async fn a_backdated_task_change_reaches_the_cache(f: &ServiceFixture) {
+    let svc = &f.service;
+    let admin = agent("admin");
+    svc.create_task(&admin, req(json!({"id": "t", "title": "one"})))
+        .await
+        .unwrap();
+    let mut pull = pull_loop(f);
+    pull.try_run_once().await.unwrap();
+    let t = TaskId::parse("t").unwrap();
+    assert_eq!(
+        f.service.hot.task(&t).await.unwrap().unwrap().status,
+        "pending"
+    );
+    f.raw
+        .exec(
+            "UPDATE tasks SET status = 'late', updated_at = now() - interval '3 seconds'
+             WHERE id = 't'",
+            "UPDATE tasks SET status = 'late',
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', '-3 seconds')
+             WHERE id = 't'",
+        )
+        .await;
+    let before = f.service.hot.events_tail(&t).await.unwrap();
+    pull.try_run_once().await.unwrap();
+    assert_eq!(
+        f.service.hot.task(&t).await.unwrap().unwrap().status,
+        "late",
+        "the backdated change reached the cache"
+    );
+    assert_eq!(svc.task_state(&admin, "t").await.unwrap().status, "late");
+    let tail = f.service.hot.events_tail(&t).await.unwrap();
+    assert_ne!(tail, before, "the change was announced");
+}
+
+/// Many writers change a few tasks at once, each change stamped with a random time up to
+/// 5 s in the past, while a pull loop runs; after a last pull every cached row is the
+/// durable one.
+async fn concurrent_task_changes_leave_the_cache_at_the_newest_state(f: &ServiceFixture) {
+    const TASKS: usize = 6;
+    const WRITERS: usize = 8;
+    const CHANGES: usize = 25;
+    let svc = &f.service;
+    let admin = agent("admin");
+    for i in 0..TASKS {
+        svc.create_task(&admin, req(json!({"id": format!("t{i}")})))
+            .await
+            .unwrap();
+    }
+    let mut pull = pull_loop(f);
+    pull.try_run_once().await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let puller = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                pull.try_run_once().await.unwrap();
+            }
+            pull
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let raw = f.raw.clone();
+            tokio::spawn(async move {
+                for n in 0..CHANGES {
+                    let id = format!("t{}", (w + n) % TASKS);
+                    let status = format!("w{w}-n{n}");
+                    raw.exec(
+                        &format!(
+                            "UPDATE tasks SET status = '{status}',
+                                 updated_at = now() - random() * interval '5 seconds'
+                             WHERE id = '{id}'"
+                        ),
+                        &format!(
+                            "UPDATE tasks SET status = '{status}',
+                                 updated_at = strftime('%Y-%m-%dT%H:%M:%f000Z', 'now',
+                                     '-' || ((abs(random()) % 5000) / 1000.0) || ' seconds')
+                             WHERE id = '{id}'"
+                        ),
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut pull = puller.await.unwrap();
+    pull.try_run_once().await.unwrap();
+    for i in 0..TASKS {
+        let t = TaskId::parse(&format!("t{i}")).unwrap();
+        let durable = f.service.durable.task(&t).await.unwrap().unwrap().state;
+        let cached = f.service.hot.task(&t).await.unwrap().unwrap();
+        assert_eq!(cached, durable, "task t{i}: the cache holds the newest row");
+    }
 }

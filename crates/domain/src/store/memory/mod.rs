@@ -319,8 +319,8 @@ impl HotOps for MemoryStore {
         Ok(self.with(|s, now| s.task(task, now)))
     }
 
-    async fn cache_task(&self, task: &TaskState, ttl_secs: u64) -> Result<()> {
-        self.with(|s, now| s.cache_task(task, ttl_secs, now))
+    async fn cache_task(&self, task: &TaskState, seq: i64, ttl_secs: u64) -> Result<()> {
+        self.with(|s, now| s.cache_task(task, seq, ttl_secs, now))
     }
 
     async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()> {

@@ -12,11 +12,10 @@ use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
 use crate::store::hot::{
     CacheFile, ClaimOutcome, Emit, HotFile, Lease, Presence, Refreshed, SubScope, Subscriber,
-    TaskRefresh, ms_to_time,
+    TaskRefresh, cached_task_json, cached_task_seq, ms_to_time,
 };
 use crate::store::keys::{
-    Keys, comparable_time, parse_subscription_entry, session_entry, split_session_entry,
-    subscription_entry,
+    Keys, parse_subscription_entry, session_entry, split_session_entry, subscription_entry,
 };
 use chrono::Utc;
 use mcp_api::responses::{Collaborator, TaskState};
@@ -128,48 +127,6 @@ fn secs(ttl_secs: u64, now: Instant) -> Option<Instant> {
 /// `ttl.as_secs().max(1)`: the MCP entries' TTL, whole seconds and at least one.
 fn mcp_deadline(ttl: Duration, now: Instant) -> Option<Instant> {
     secs(ttl.as_secs().max(1), now)
-}
-
-/// The refresh script's `norm`: `YYYY-MM-DDTHH:MM:SS` + 9 fraction digits (padded or cut),
-/// comparable as text; empty when `s` does not start that way.
-fn norm_updated_at(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i > start
-    };
-    let lit = |i: &mut usize, c: u8| {
-        if b.get(*i) == Some(&c) {
-            *i += 1;
-            true
-        } else {
-            false
-        }
-    };
-    let base_ok = digits(&mut i)
-        && lit(&mut i, b'-')
-        && digits(&mut i)
-        && lit(&mut i, b'-')
-        && digits(&mut i)
-        && lit(&mut i, b'T')
-        && digits(&mut i)
-        && lit(&mut i, b':')
-        && digits(&mut i)
-        && lit(&mut i, b':')
-        && digits(&mut i);
-    if !base_ok {
-        return String::new();
-    }
-    let base_end = i;
-    lit(&mut i, b'.');
-    let frac_start = i;
-    digits(&mut i);
-    let frac = format!("{}000000000", &s[frac_start..i]);
-    format!("{}{}", &s[..base_end], &frac[..9])
 }
 
 fn string_bytes(s: &str) -> usize {
@@ -716,13 +673,26 @@ impl State {
             .and_then(|s| serde_json::from_str(s).ok())
     }
 
-    pub(super) fn cache_task(&mut self, task: &TaskState, ttl_secs: u64, now: &Now) -> Result<()> {
+    pub(super) fn cache_task(
+        &mut self,
+        task: &TaskState,
+        seq: i64,
+        ttl_secs: u64,
+        now: &Now,
+    ) -> Result<()> {
         let id = TaskId::parse(&task.id)?;
-        let json = serde_json::to_string(task).map_err(DomainError::internal)?;
+        let json = cached_task_json(task, seq)?;
         if ttl_secs == 0 {
             return Err(zero_expiry());
         }
         let key = self.keys.task(&id);
+        if self
+            .tasks
+            .get(&key, now.at)
+            .is_some_and(|cur| cached_task_seq(cur) >= seq)
+        {
+            return Ok(());
+        }
         self.tasks.insert(&key, json, secs(ttl_secs, now.at));
         Ok(())
     }
@@ -737,7 +707,7 @@ impl State {
     ) -> Result<Vec<Refreshed>> {
         let jsons = rows
             .iter()
-            .map(|r| serde_json::to_string(r.task).map_err(DomainError::internal))
+            .map(|r| cached_task_json(r.task, r.seq))
             .collect::<Result<Vec<String>>>()?;
         let mut answers = Vec::with_capacity(rows.len());
         // Like the pipelined scripts: a row that fails does not stop the others; the call
@@ -745,12 +715,9 @@ impl State {
         let mut failed = false;
         for (r, json) in rows.iter().zip(jsons) {
             let key = self.keys.task(&r.id);
-            let new = comparable_time(&r.task.updated_at);
+            let new = r.seq;
             if let Some(cur) = self.tasks.get(&key, now.at) {
-                let held = serde_json::from_str::<serde_json::Value>(cur)
-                    .ok()
-                    .and_then(|v| v.get("updated_at")?.as_str().map(norm_updated_at))
-                    .unwrap_or_default();
+                let held = cached_task_seq(cur);
                 if held == new {
                     answers.push(Refreshed::Unchanged);
                     continue;
@@ -997,31 +964,4 @@ impl State {
 /// What Redis answers `SET … EX 0`.
 fn zero_expiry() -> DomainError {
     DomainError::internal("in-process store: invalid expire time in 'set' command")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn norm_matches_the_refresh_script() {
-        assert_eq!(
-            norm_updated_at("2024-01-02T03:04:05.123Z"),
-            "2024-01-02T03:04:05123000000"
-        );
-        assert_eq!(
-            norm_updated_at("2024-01-02T03:04:05Z"),
-            "2024-01-02T03:04:05000000000"
-        );
-        assert_eq!(
-            norm_updated_at("2024-01-02T03:04:05.1234567891Z"),
-            "2024-01-02T03:04:05123456789"
-        );
-        assert_eq!(norm_updated_at("yesterday"), "");
-        let t: chrono::DateTime<Utc> = "2024-01-02T03:04:05.5Z".parse().unwrap();
-        assert_eq!(
-            norm_updated_at(serde_json::to_value(t).unwrap().as_str().unwrap()),
-            comparable_time(&t)
-        );
-    }
 }

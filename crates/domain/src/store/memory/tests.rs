@@ -238,9 +238,9 @@ fn hot_copies_and_task_rows_expire() {
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
-    s.cache_task(&row, 5, &now).unwrap();
+    s.cache_task(&row, 1, 5, &now).unwrap();
     assert!(s.task(&t, &now).is_some());
-    assert!(s.cache_task(&row, 0, &now).is_err());
+    assert!(s.cache_task(&row, 2, 0, &now).is_err());
     let later = Now {
         at: now.at + Duration::from_secs(5),
         ms: now.ms + 5000,
@@ -328,6 +328,7 @@ fn sweeping_removes_expired_entries() {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         },
+        1,
         1,
         &now,
     )
@@ -611,16 +612,23 @@ async fn refresh_tasks_moves_the_cache_forward_only() {
         created_at: at("2024-01-01T00:00:00Z"),
         updated_at: at(updated),
     };
-    let (a, b) = (row("2024-01-01T00:00:01.5Z"), row("2024-01-01T00:00:02Z"));
-    fn refresh(r: &TaskState, env: bool) -> TaskRefresh<'_> {
+    // `b` is the newer change (higher number) though its clock says it is older.
+    let (a, b) = (row("2024-01-01T00:00:02Z"), row("2024-01-01T00:00:01.5Z"));
+    fn refresh(r: &TaskState, seq: i64, env: bool) -> TaskRefresh<'_> {
         TaskRefresh {
             id: TaskId::parse(&r.id).unwrap(),
             task: r,
+            seq,
             envelope: env.then(|| r#"{"type":"task_updated"}"#.to_owned()),
         }
     }
     let got = store
-        .refresh_tasks(&[refresh(&a, true), refresh(&a, true)], "sync", 60, 10)
+        .refresh_tasks(
+            &[refresh(&a, 1, true), refresh(&a, 1, true)],
+            "sync",
+            60,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(got, vec![Refreshed::Changed, Refreshed::Unchanged]);
@@ -633,7 +641,12 @@ async fn refresh_tasks_moves_the_cache_forward_only() {
         1
     );
     let got = store
-        .refresh_tasks(&[refresh(&b, false), refresh(&a, true)], "sync", 60, 10)
+        .refresh_tasks(
+            &[refresh(&b, 2, false), refresh(&a, 1, true)],
+            "sync",
+            60,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(got, vec![Refreshed::Changed, Refreshed::Older]);

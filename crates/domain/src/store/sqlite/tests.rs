@@ -365,7 +365,10 @@ async fn migrations_are_idempotent_and_reopening_keeps_the_data() {
     let stored = store.file(&t, &p).await.unwrap().unwrap();
     assert!(stored.deleted);
     assert_eq!(stored.version, 2);
-    assert_eq!(store.task(&t).await.unwrap().unwrap().status, "pending");
+    assert_eq!(
+        store.task(&t).await.unwrap().unwrap().state.status,
+        "pending"
+    );
     assert_eq!(store.next_fence().await.unwrap(), 2, "the sequence goes on");
     let again = store
         .change_file(&write(&t, &p, "v3", Some(0)))
@@ -468,13 +471,10 @@ async fn deleted_tasks_leave_a_tombstone_and_times_sort_as_text() {
         "0001-01-01T00:00:00.000000Z"
     );
     assert_eq!(ts(DateTime::<Utc>::MIN_UTC), "0000-01-01T00:00:00.000000Z");
-    // Keyset paging from the beginning sees the remaining task.
-    let page = store
-        .tasks_after((DateTime::<Utc>::MIN_UTC, ""), 10)
-        .await
-        .unwrap();
+    // The change feed from the beginning sees the remaining task.
+    let page = store.tasks_after(FeedMark::default(), 10).await.unwrap();
     assert_eq!(
-        page.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        page.iter().map(|t| t.row.id.as_str()).collect::<Vec<_>>(),
         ["b"]
     );
     assert_eq!(
