@@ -140,6 +140,20 @@ pub struct GatewayConfig {
     /// Lowered at start to fit the open-file limit.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Request bodies longer than this, in bytes, draw on the large-body budget (by their
+    /// `Content-Length`; a body of unknown length counts as `MAX_BODY_BYTES`).
+    #[arg(long, env = "LARGE_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub large_body_bytes: usize,
+    /// Total length of the large request bodies the gateway works on at once, in bytes (0:
+    /// no bound). A large body that does not fit waits for room (up to
+    /// `LARGE_BODY_WAIT_MS`), then gets 503 `unavailable` with `Retry-After`. Each byte of
+    /// a body in flight costs about 5.5 bytes of memory (docs/BENCHMARKS.md): the default
+    /// 64 MiB (eight 8 MiB writes at once) bounds that to about 360 MB.
+    #[arg(long, env = "LARGE_BODY_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub large_body_budget_bytes: usize,
+    /// How long a large body waits for room in the budget before 503, in ms.
+    #[arg(long, env = "LARGE_BODY_WAIT_MS", default_value_t = 5000)]
+    pub large_body_wait_ms: u64,
     /// How long start-up waits for the backends before giving up, in seconds.
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub startup_timeout_secs: u64,

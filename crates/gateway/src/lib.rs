@@ -59,6 +59,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Longest wait for the next byte of a request body (408 past it).
     pub body_read_timeout: Duration,
+    /// The budget of large request bodies in flight; `None`: unbounded.
+    pub large_bodies: Option<Arc<edge::body::LargeBodies>>,
     /// `/mcp`: its settings and its process-wide subscribers.
     pub mcp: mcp::McpState,
     /// Live event streams: the fan-out hub and its knobs.
@@ -102,6 +104,12 @@ impl AppState {
             request_timeout: cfg.request_timeout(),
             max_body_bytes: cfg.max_body_bytes(),
             body_read_timeout: Duration::from_secs(cfg.body_read_timeout_secs.max(1)),
+            large_bodies: edge::body::LargeBodies::new(
+                cfg.large_body_bytes,
+                cfg.large_body_budget_bytes,
+                Duration::from_millis(cfg.large_body_wait_ms),
+            )
+            .map(Arc::new),
             live: live::LiveState {
                 hub,
                 keepalive: Duration::from_secs(cfg.live_keepalive_secs.max(1)),

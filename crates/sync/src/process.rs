@@ -105,6 +105,16 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
             "Registered live watchers (SSE streams, WebSocket subscriptions, MCP resource subscriptions).",
         ),
         (
+            "mcp_large_body_bytes_in_flight",
+            Gauge,
+            "Bytes of the large-body budget (LARGE_BODY_BUDGET_BYTES) held by requests being served.",
+        ),
+        (
+            "mcp_large_bodies_refused_total",
+            Counter,
+            "Large request bodies answered 503 because the budget had no room within LARGE_BODY_WAIT_MS.",
+        ),
+        (
             "mcp_live_cutoffs_total",
             Counter,
             "Live streams ended by the gateway (slow consumer, expired token, ...), by reason.",

@@ -12,6 +12,17 @@
 //!   not what it waited for.
 //!
 //! A body that hyper cannot parse (a malformed chunk) errors the same way and is a 400.
+//!
+//! **Large bodies share a budget** (issue #14, item 10; [`LargeBodies`]). A write of an
+//! 8 MiB file holds its content several times over while it is served (the body, the parsed
+//! string, the Postgres and Redis command buffers: about 45 MB of RSS), so unbounded
+//! concurrency of large writes is unbounded memory. A body declared longer than
+//! `LARGE_BODY_BYTES` (or of unknown length, counted as `MAX_BODY_BYTES`) takes its length
+//! from a semaphore of `LARGE_BODY_BUDGET_BYTES` before a byte of it is read, and gives it
+//! back when the answer is ready. When it does not fit, the request waits (FIFO) up to
+//! `LARGE_BODY_WAIT_MS` — its body stays in the client's socket meanwhile, costing nothing
+//! here — then gets 503 `unavailable` with `Retry-After`: the gateway is overloaded, not the
+//! client at fault, and nothing was done, so a retry is safe. Small requests never wait.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -27,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 /// Where the reading of one request body stands (shared by the body and whoever answers).
@@ -117,7 +129,90 @@ impl HttpBody for WatchedBody {
     }
 }
 
-/// The middleware: 413 for a declared length over the limit, else the body watched.
+/// Unit of the large-body budget (a semaphore counts permits in `u32`).
+const BUDGET_UNIT: usize = 64 * 1024;
+
+/// The budget of large request bodies in flight: a semaphore of `budget` bytes (in
+/// [`BUDGET_UNIT`]s) that bodies over `threshold` bytes draw their length from.
+#[derive(Debug)]
+pub struct LargeBodies {
+    threshold: usize,
+    units: u32,
+    budget: Arc<Semaphore>,
+    wait: Duration,
+}
+
+/// Room in the budget, held while the request is served; given back (and the gauge
+/// `mcp_large_body_bytes_in_flight` updated) when dropped, also when the client goes away.
+pub struct LargeBodyRoom {
+    permit: OwnedSemaphorePermit,
+    budget: Arc<Semaphore>,
+    units: u32,
+}
+
+impl Drop for LargeBodyRoom {
+    fn drop(&mut self) {
+        let held = self.permit.num_permits();
+        let in_use = (self.units as usize).saturating_sub(self.budget.available_permits() + held);
+        metrics::gauge!("mcp_large_body_bytes_in_flight").set((in_use * BUDGET_UNIT) as f64);
+    }
+}
+
+impl LargeBodies {
+    /// `None` when `budget` is 0 (no bound).
+    pub fn new(threshold: usize, budget: usize, wait: Duration) -> Option<LargeBodies> {
+        if budget == 0 {
+            return None;
+        }
+        let units = budget
+            .div_ceil(BUDGET_UNIT)
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize) as u32;
+        Some(LargeBodies {
+            threshold,
+            units,
+            budget: Arc::new(Semaphore::new(units as usize)),
+            wait,
+        })
+    }
+
+    /// Takes room for a body of `len` bytes: `Ok(None)` when it is not large, `Ok(Some)` when
+    /// it got room (within the wait), 503 `unavailable` when it did not. A body larger than
+    /// the whole budget waits for all of it (it runs alone).
+    pub async fn admit(&self, len: u64) -> Result<Option<LargeBodyRoom>, ApiError> {
+        if len <= self.threshold as u64 {
+            return Ok(None);
+        }
+        let want = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .div_ceil(BUDGET_UNIT)
+            .min(self.units as usize) as u32;
+        match tokio::time::timeout(self.wait, self.budget.clone().acquire_many_owned(want)).await {
+            Ok(Ok(permit)) => {
+                metrics::gauge!("mcp_large_body_bytes_in_flight").set(self.in_use() as f64);
+                Ok(Some(LargeBodyRoom {
+                    permit,
+                    budget: self.budget.clone(),
+                    units: self.units,
+                }))
+            }
+            _ => {
+                metrics::counter!("mcp_large_bodies_refused_total").increment(1);
+                Err(ApiError::unavailable(
+                    "too many large request bodies in flight; retry later",
+                ))
+            }
+        }
+    }
+
+    /// Bytes of the budget in use now (rounded up to the unit).
+    pub fn in_use(&self) -> usize {
+        (self.units as usize - self.budget.available_permits()) * BUDGET_UNIT
+    }
+}
+
+/// The middleware: 413 for a declared length over the limit, a place in the large-body
+/// budget for a large one, else the body watched.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
@@ -145,6 +240,20 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if body.is_end_stream() {
         progress.set(DONE);
     }
+    let _room = match &state.large_bodies {
+        Some(budget) => {
+            let len = match declared {
+                Some(len) => len,
+                None if body.is_end_stream() => 0,
+                None => state.max_body_bytes as u64,
+            };
+            match budget.admit(len).await {
+                Ok(room) => room,
+                Err(e) => return axum::response::IntoResponse::into_response(e),
+            }
+        }
+        None => None,
+    };
     parts.extensions.insert(progress.clone());
     let body = Body::new(WatchedBody {
         inner: body,

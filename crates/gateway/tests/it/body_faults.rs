@@ -134,3 +134,115 @@ async fn a_stalled_body_is_408_after_the_body_read_timeout() {
     let (status, body, _) = raw(&gw, &head(&format!("Content-Length: {}\r\n", ok.len())), ok).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The large-body gauge on `/metrics`, in bytes.
+async fn large_bytes_in_flight(gw: &TestGateway) -> Option<u64> {
+    let text = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mcp_large_body_bytes_in_flight "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// A `file_write` body of exactly `len` bytes.
+fn write_body(path: &str, len: usize) -> Vec<u8> {
+    let head = format!(r#"{{"task_id":"big","path":"{path}","content":""#);
+    let tail = r#""}"#;
+    let mut body = head.into_bytes();
+    body.resize(len - tail.len(), b'x');
+    body.extend_from_slice(tail.as_bytes());
+    body
+}
+
+/// Large bodies share a budget (issue #14, item 10): with room for one 2 MiB body, a
+/// second one, sent while the first holds its room, waits `LARGE_BODY_WAIT_MS` and gets 503
+/// `unavailable` with `Retry-After`; a small request is never held; once the first is
+/// answered, a large body is admitted again. The first body stalls half-way (a slow
+/// client), so the room stays taken for as long as the test needs: no timing decides.
+#[tokio::test]
+async fn large_bodies_past_the_budget_wait_then_get_503() {
+    const BIG: usize = 2 * 1024 * 1024;
+    let gw = TestGateway::spawn_with(|c| {
+        c.large_body_bytes = 1024 * 1024;
+        c.large_body_budget_bytes = BIG;
+        c.large_body_wait_ms = 200;
+        c.body_read_timeout_secs = 60;
+        c.request_timeout_secs = 60;
+    })
+    .await;
+    let first_body = write_body("first.txt", BIG);
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    first
+        .write_all(head(&format!("Content-Length: {BIG}\r\n")).as_bytes())
+        .await
+        .unwrap();
+    first.write_all(&first_body[..BIG / 2]).await.unwrap();
+    // The first body holds the whole budget.
+    let admitted = tokio::time::timeout(HANG, async {
+        while large_bytes_in_flight(&gw).await != Some(BIG as u64) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(admitted.is_ok(), "the first large body was not admitted");
+
+    // A second large body: no room → 503 after the wait, nothing read or written. (Only its
+    // start is sent: the gateway reads none of it.)
+    let second = write_body("second.txt", BIG);
+    let (status, body, _) = raw(
+        &gw,
+        &head(&format!("Content-Length: {BIG}\r\n")),
+        &second[..1024],
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["retry_after"].as_u64()),
+        (503, Some("unavailable"), Some(1)),
+        "{body}"
+    );
+    // A small request does not wait.
+    let (status, _) = gw
+        .tool(
+            "file_write",
+            serde_json::json!({"task_id": "big", "path": "small.txt", "content": "s"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The first body completes and is answered; its room comes back.
+    first.write_all(&first_body[BIG / 2..]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(HANG, async {
+        while find(&answer, b"\"success\":true").is_none() {
+            match first.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the first write is answered");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (status, body, _) = raw(&gw, &head(&format!("Content-Length: {BIG}\r\n")), &second).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, read) = gw
+        .tool(
+            "file_read",
+            serde_json::json!({"task_id": "big", "path": "second.txt"}),
+        )
+        .await;
+    assert_eq!(
+        read["size"],
+        (BIG - r#"{"task_id":"big","path":"second.txt","content":""}"#.len()) as u64
+    );
+}
