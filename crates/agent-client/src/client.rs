@@ -155,6 +155,16 @@ impl GatewayClient {
         self.call::<tools::DeleteFile>(req).await
     }
 
+    /// `POST /tools/file_history`: `self.call::<FileHistory>(req)`.
+    pub async fn file_history(&self, req: FileHistoryRequest) -> Result<FileHistoryResponse> {
+        self.call::<tools::FileHistory>(req).await
+    }
+
+    /// `POST /tools/file_revision`: `self.call::<FileRevision>(req)`.
+    pub async fn file_revision(&self, req: FileRevisionRequest) -> Result<FileRevisionResponse> {
+        self.call::<tools::FileRevision>(req).await
+    }
+
     /// `POST /tools/claim_file`: `self.call::<ClaimFile>(req)`.
     pub async fn claim_file(&self, req: ClaimFileRequest) -> Result<LockResponse> {
         self.call::<tools::ClaimFile>(req).await
@@ -168,6 +178,11 @@ impl GatewayClient {
     /// `POST /tools/release_file`: `self.call::<ReleaseFile>(req)`.
     pub async fn release_file(&self, req: ReleaseFileRequest) -> Result<ReleaseResponse> {
         self.call::<tools::ReleaseFile>(req).await
+    }
+
+    /// `POST /tools/list_leases`: `self.call::<ListLeases>(req)`.
+    pub async fn list_leases(&self, req: ListLeasesRequest) -> Result<ListLeasesResponse> {
+        self.call::<tools::ListLeases>(req).await
     }
 
     /// `POST /tools/log_step`: `self.call::<LogStep>(req)`.

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     TaskNotFound,
     /// The file does not exist (or was deleted).
     FileNotFound,
+    /// The file exists (or existed), but not at the version asked for.
+    RevisionNotFound,
     /// The agent is unknown.
     AgentNotFound,
     /// The route does not exist.
@@ -67,13 +69,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for tests and documentation.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidPath,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::TaskNotFound,
         ErrorCode::FileNotFound,
+        ErrorCode::RevisionNotFound,
         ErrorCode::AgentNotFound,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -100,7 +103,7 @@ impl ErrorCode {
             InvalidArgument | InvalidPath => 400,
             Unauthorized => 401,
             Forbidden => 403,
-            TaskNotFound | FileNotFound | AgentNotFound | NotFound => 404,
+            TaskNotFound | FileNotFound | RevisionNotFound | AgentNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
             VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
@@ -122,6 +125,7 @@ impl ErrorCode {
             Forbidden => "forbidden",
             TaskNotFound => "task_not_found",
             FileNotFound => "file_not_found",
+            RevisionNotFound => "revision_not_found",
             AgentNotFound => "agent_not_found",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",

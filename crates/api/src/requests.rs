@@ -113,6 +113,57 @@ pub struct ListFilesRequest {
     pub agent_id: Option<String>,
 }
 
+/// `POST /tools/file_history`: a file's revisions, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FileHistoryRequest {
+    /// The task whose namespace holds the file.
+    pub task_id: String,
+    /// Path relative to the task's namespace (normalised like every path). A deleted file
+    /// keeps its history.
+    pub path: String,
+    /// Only revisions older than this version (paging: the previous answer's `next_before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_version: Option<i64>,
+    /// At most this many revisions, 1–500 (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/file_revision`: one revision's full content, and optionally its diff from
+/// another revision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FileRevisionRequest {
+    /// The task whose namespace holds the file.
+    pub task_id: String,
+    /// Path relative to the task's namespace (normalised like every path).
+    pub path: String,
+    /// The version to read (1 = the first write; see `file_history`).
+    pub version: i64,
+    /// Also answer the unified diff from this version to `version` (a deleted version
+    /// counts as empty content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_from: Option<i64>,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// `POST /tools/list_leases`: the task's live leases.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListLeasesRequest {
+    /// The task whose leases to list.
+    pub task_id: String,
+    /// The acting agent. With authentication off it names the actor (default: the task id);
+    /// with authentication on it must match the token's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
 /// `POST /tools/claim_file`: take (or refresh) the lease on a path.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimFileRequest {
@@ -440,6 +491,61 @@ impl RenewFileRequest {
 
     /// Names the acting agent.
     pub fn with_agent(mut self, agent_id: impl Into<String>) -> RenewFileRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl FileHistoryRequest {
+    /// A request with its required fields (`task_id`, `path`); the rest default.
+    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> FileHistoryRequest {
+        FileHistoryRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileHistoryRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl FileRevisionRequest {
+    /// A request with its required fields (`task_id`, `path`, `version`); the rest default.
+    pub fn new(
+        task_id: impl Into<String>,
+        path: impl Into<String>,
+        version: i64,
+    ) -> FileRevisionRequest {
+        FileRevisionRequest {
+            task_id: task_id.into(),
+            path: path.into(),
+            version,
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileRevisionRequest {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+}
+
+impl ListLeasesRequest {
+    /// A request with its required field (`task_id`).
+    pub fn new(task_id: impl Into<String>) -> ListLeasesRequest {
+        ListLeasesRequest {
+            task_id: task_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the acting agent.
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ListLeasesRequest {
         self.agent_id = Some(agent_id.into());
         self
     }

@@ -105,6 +105,112 @@ pub struct ListFilesResponse {
     pub files: Vec<FileInfo>,
 }
 
+/// One revision of a file, as `file_history` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RevisionInfo {
+    /// The file's version this revision made.
+    pub version: i64,
+    /// What made it: `write`, `edit` or `delete`.
+    pub op: String,
+    /// The agent that made it, when known.
+    pub agent_id: Option<String>,
+    /// The fence of the lease it was made under, if any.
+    pub fence: Option<i64>,
+    /// Size of the content in bytes (absent for a delete, and for revisions stored before
+    /// revisions recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// Hex SHA-256 of the content (absent as `size` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When it was committed.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `file_history`: a file's revisions, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FileHistoryResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
+    pub success: bool,
+    /// The task acted on.
+    pub task_id: String,
+    /// The normalised path.
+    pub path: String,
+    /// Revisions, newest first.
+    pub revisions: Vec<RevisionInfo>,
+    /// When older revisions exist: the `before_version` that reads the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+/// `file_revision`: one revision's full content (and a diff when asked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FileRevisionResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
+    pub success: bool,
+    /// The task acted on.
+    pub task_id: String,
+    /// The normalised path.
+    pub path: String,
+    /// The version read.
+    pub version: i64,
+    /// What made it: `write`, `edit` or `delete`.
+    pub op: String,
+    /// The agent that made it, when known.
+    pub agent_id: Option<String>,
+    /// The fence of the lease it was made under, if any.
+    pub fence: Option<i64>,
+    /// When it was committed.
+    pub created_at: DateTime<Utc>,
+    /// The file's full content at this version; `null` when the version is a delete.
+    pub content: Option<String>,
+    /// Hex SHA-256 of `content` (absent for a delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Size of `content` in bytes (absent for a delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// The version the diff starts from (the request's `diff_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_from: Option<i64>,
+    /// Unified diff from version `diff_from` to this version (a deleted version counts as
+    /// empty content), when `diff_from` was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// One live lease, as `list_leases` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LeaseInfo {
+    /// The normalised path the lease covers.
+    pub path: String,
+    /// The agent holding it.
+    pub holder: String,
+    /// Its fencing token.
+    pub fence: i64,
+    /// When it was granted (re-entrant claims and renewals keep this time).
+    pub acquired_at: DateTime<Utc>,
+    /// When it ends unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// Milliseconds until `expires_at`, by the lease store's clock.
+    pub ttl_ms_left: i64,
+}
+
+/// `list_leases`: the task's live leases, by path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListLeasesResponse {
+    /// Always `true` on a success answer (errors are HTTP errors or MCP tool errors).
+    pub success: bool,
+    /// The task acted on.
+    pub task_id: String,
+    /// Live leases, by path.
+    pub leases: Vec<LeaseInfo>,
+    /// `true` when the task holds more live leases than one answer lists (1,000); those
+    /// expiring soonest are listed.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
 /// `claim_file` / `renew_file`: the original's `{success, task_id, path, locked:true}` plus
 /// the lease: owner, fencing token and expiry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

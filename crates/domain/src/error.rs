@@ -22,6 +22,21 @@ pub enum DomainError {
     TaskNotFound(String),
     #[error("file '{0}' not found")]
     FileNotFound(String),
+    /// The file has revisions, but none at `version`.
+    #[error("'{path}' has no version {version} (its versions are 1 to {latest})")]
+    RevisionNotFound {
+        path: String,
+        version: i64,
+        /// The file's newest version.
+        latest: i64,
+    },
+    /// A version stored (before revisions kept every version's content) as an edit's diff
+    /// only, behind more such diffs than one read replays.
+    #[error(
+        "version {version} is stored as a diff behind more than {limit} diffs since the \
+         file's last full copy, more than one read replays"
+    )]
+    ReplayTooLong { version: i64, limit: usize },
     #[error("agent '{0}' not found")]
     AgentNotFound(String),
     #[error("task '{0}' already exists")]
@@ -121,6 +136,8 @@ impl DomainError {
             DomainError::Forbidden(_) => ErrorCode::Forbidden,
             DomainError::TaskNotFound(_) => ErrorCode::TaskNotFound,
             DomainError::FileNotFound(_) => ErrorCode::FileNotFound,
+            DomainError::RevisionNotFound { .. } => ErrorCode::RevisionNotFound,
+            DomainError::ReplayTooLong { .. } => ErrorCode::TooLarge,
             DomainError::AgentNotFound(_) => ErrorCode::AgentNotFound,
             DomainError::TaskExists(_) => ErrorCode::AlreadyExists,
             DomainError::VersionConflict { .. } => ErrorCode::VersionConflict,
@@ -162,6 +179,12 @@ impl DomainError {
             DomainError::LockNotHeld { holder, .. } => json!({"holder": holder}),
             DomainError::EditAmbiguous { count } => json!({"occurrences": count}),
             DomainError::TooLarge { limit, .. } => json!({"limit": limit}),
+            DomainError::RevisionNotFound {
+                version, latest, ..
+            } => {
+                json!({"version": version, "latest_version": latest})
+            }
+            DomainError::ReplayTooLong { limit, .. } => json!({"limit": limit}),
             DomainError::QuotaExceeded { what, limit } => json!({"quota": what, "limit": limit}),
             DomainError::Unavailable { .. } => json!({"retry_after": 1}),
             _ => json!({}),

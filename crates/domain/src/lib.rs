@@ -10,12 +10,15 @@
 //!   in-process). Every SQL statement and Redis key lives there.
 //! * [`events`] — the event envelope every change emits.
 //! * [`error`] — [`DomainError`], each variant mapped to a stable wire code.
+//! * [`patch`] — unified diffs: made for edits and between revisions, applied to read the
+//!   content of edits stored as a diff only.
 
 pub mod actor;
 pub mod error;
 pub mod events;
 pub mod ids;
 pub mod ops;
+pub mod patch;
 pub mod path;
 pub mod store;
 

@@ -66,7 +66,7 @@ pub fn exit_code(e: &ClientError) -> u8 {
     }
     use ErrorCode::*;
     match e.code() {
-        TaskNotFound | FileNotFound | AgentNotFound | NotFound => EXIT_NOT_FOUND,
+        TaskNotFound | FileNotFound | RevisionNotFound | AgentNotFound | NotFound => EXIT_NOT_FOUND,
         VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
         | EditAmbiguous | AlreadyExists => EXIT_CONFLICT,
         InvalidArgument | InvalidPath | TooLarge | QuotaExceeded => EXIT_INVALID,

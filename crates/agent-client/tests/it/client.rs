@@ -472,3 +472,74 @@ async fn the_generic_call_serves_registry_tools() {
         .await;
     assert_refused(e, 409, ErrorCode::LockNotHeld);
 }
+
+/// The read tools of a file's past and a task's leases, through the generic call and the
+/// shorthands: history newest first, any version's content and a diff, live leases.
+#[tokio::test]
+async fn history_revisions_and_leases() {
+    use mcp_api::tools::{FileHistory, FileRevision, ListLeases};
+    let gw = TestGateway::spawn().await;
+    let c = client_as(&gw, "coder");
+    c.file_write(write("t1", "a.py", "x = 1\n")).await.unwrap();
+    c.file_edit(FileEditRequest::new("t1", "a.py", "1", "2"))
+        .await
+        .unwrap();
+    let h = c
+        .call::<FileHistory>(FileHistoryRequest::new("t1", "./a.py"))
+        .await
+        .unwrap();
+    let listed: Vec<(i64, &str)> = h
+        .revisions
+        .iter()
+        .map(|r| (r.version, r.op.as_str()))
+        .collect();
+    assert_eq!(listed, [(2, "edit"), (1, "write")]);
+    assert_eq!(h.revisions[0].agent_id.as_deref(), Some("coder"));
+    let v1 = c
+        .call::<FileRevision>(FileRevisionRequest::new("t1", "a.py", 1))
+        .await
+        .unwrap();
+    assert_eq!((v1.content.as_deref(), v1.diff), (Some("x = 1\n"), None));
+    let v2 = c
+        .file_revision(FileRevisionRequest {
+            diff_from: Some(1),
+            ..FileRevisionRequest::new("t1", "a.py", 2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(v2.content.as_deref(), Some("x = 2\n"));
+    assert!(v2.diff.unwrap().contains("-x = 1\n+x = 2\n"));
+    let e = assert_refused(
+        c.file_revision(FileRevisionRequest::new("t1", "a.py", 3))
+            .await,
+        404,
+        ErrorCode::RevisionNotFound,
+    );
+    assert_eq!(e.context().unwrap()["latest_version"], 2);
+    assert_refused(
+        c.file_history(FileHistoryRequest::new("t1", "nope.py"))
+            .await,
+        404,
+        ErrorCode::FileNotFound,
+    );
+
+    assert!(
+        c.call::<ListLeases>(ListLeasesRequest::new("t1"))
+            .await
+            .unwrap()
+            .leases
+            .is_empty()
+    );
+    let lease = c
+        .claim_file(ClaimFileRequest::new("t1", "a.py"))
+        .await
+        .unwrap();
+    let leases = c.list_leases(ListLeasesRequest::new("t1")).await.unwrap();
+    assert_eq!(leases.leases.len(), 1);
+    let l = &leases.leases[0];
+    assert_eq!(
+        (l.path.as_str(), l.holder.as_str(), l.fence, l.expires_at),
+        ("a.py", "coder", lease.fence, lease.expires_at)
+    );
+    assert!(l.ttl_ms_left > 0);
+}

@@ -343,11 +343,7 @@ impl Service {
                 cur.content.replacen(&req.old_string, &req.new_string, 1)
             };
             self.check_file_size(new_content.len())?;
-            let diff = similar::TextDiff::from_lines(&cur.content, &new_content)
-                .unified_diff()
-                .context_radius(3)
-                .header(&format!("a/{path}"), &format!("b/{path}"))
-                .to_string();
+            let diff = crate::patch::unified_diff(path.as_str(), &cur.content, &new_content, None);
             let result = self
                 .commit_change(
                     actor,

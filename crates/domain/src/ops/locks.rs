@@ -1,4 +1,4 @@
-//! `claim_file`, `renew_file`, `release_file`: leases with fencing tokens.
+//! `claim_file`, `renew_file`, `release_file`: leases with fencing tokens; `list_leases`.
 //!
 //! The lease lives in Redis (one script decides: free -> granted, same owner -> re-entrant,
 //! other owner -> `locked`; a caller without an identity never re-enters). A new grant takes a fencing token from the Postgres sequence,
@@ -11,10 +11,15 @@ use crate::ids::TaskId;
 use crate::path::FilePath;
 use crate::store::hot::{ClaimOutcome, Lease};
 use mcp_api::EventType;
-use mcp_api::requests::{ClaimFileRequest, ReleaseFileRequest, RenewFileRequest};
-use mcp_api::responses::{LockResponse, ReleaseResponse};
+use mcp_api::requests::{
+    ClaimFileRequest, ListLeasesRequest, ReleaseFileRequest, RenewFileRequest,
+};
+use mcp_api::responses::{LeaseInfo, ListLeasesResponse, LockResponse, ReleaseResponse};
 use serde_json::json;
 use std::time::Duration;
+
+/// Most leases one `list_leases` answer lists (those expiring soonest; `truncated` says so).
+const MAX_LISTED_LEASES: usize = 1_000;
 
 impl Service {
     /// The lease length asked for (or the default), validated.
@@ -168,6 +173,35 @@ impl Service {
             task_id: task.to_string(),
             path: path.to_string(),
             locked: false,
+        })
+    }
+
+    /// The task's live leases, by path: holder, fence, grant and expiry times, time left (by
+    /// the hot store's clock). A read: observers may list their task's leases.
+    pub async fn list_leases(
+        &self,
+        actor: &Actor,
+        req: ListLeasesRequest,
+    ) -> Result<ListLeasesResponse> {
+        let task = TaskId::parse(&req.task_id)?;
+        actor.ensure_task(&task)?;
+        let (mut leases, truncated) = self.hot.leases(&task, MAX_LISTED_LEASES).await?;
+        leases.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(ListLeasesResponse {
+            success: true,
+            task_id: task.to_string(),
+            leases: leases
+                .into_iter()
+                .map(|l| LeaseInfo {
+                    path: l.path,
+                    holder: l.owner,
+                    fence: l.fence,
+                    acquired_at: l.acquired_at,
+                    expires_at: l.expires_at,
+                    ttl_ms_left: l.ttl_ms,
+                })
+                .collect(),
+            truncated,
         })
     }
 }

@@ -12,6 +12,7 @@ mod collab;
 mod conflicts;
 mod files;
 mod health;
+mod history;
 mod lists;
 mod live;
 mod locks;

@@ -42,6 +42,16 @@ impl RevisionOp {
         }
     }
 
+    /// The op a revision's `op` column names.
+    pub fn parse(s: &str) -> Option<RevisionOp> {
+        match s {
+            "write" => Some(RevisionOp::Write),
+            "edit" => Some(RevisionOp::Edit),
+            "delete" => Some(RevisionOp::Delete),
+            _ => None,
+        }
+    }
+
     /// The audit record's `action`.
     pub fn audit_action(self) -> &'static str {
         match self {
@@ -198,6 +208,34 @@ pub struct StoredFile {
     pub deleted: bool,
 }
 
+/// One revision of a file as stored. Every write and edit revision carries the full
+/// content, its size and hash — except edits committed before revisions did
+/// (`…_revision_content.sql`), which carry only their `diff`: their content is the previous
+/// version's with the diff applied. A delete carries no content.
+#[derive(Debug, Clone)]
+pub struct StoredRevision {
+    pub version: i64,
+    pub op: RevisionOp,
+    pub agent_id: Option<String>,
+    pub fence: Option<i64>,
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// The full content (loaded by [`DurableOps::revision_chain`] only).
+    pub content: Option<String>,
+    /// An edit's unified diff from the previous version (loaded by
+    /// [`DurableOps::revision_chain`] only).
+    pub diff: Option<String>,
+}
+
+impl StoredRevision {
+    /// Whether this revision's content can be known without an older one: it carries it, or
+    /// it is a delete (no content). Only an edit stored as a diff needs the previous version.
+    pub fn is_base(&self) -> bool {
+        self.content.is_some() || self.op != RevisionOp::Edit
+    }
+}
+
 /// An agent's durable record: (last seen, current task, tasks it collaborates on).
 pub type AgentRecord = (Option<DateTime<Utc>>, Option<String>, Vec<String>);
 
@@ -322,6 +360,28 @@ pub trait DurableOps: Send + Sync + 'static {
 
     /// A file's row (also a deleted file's tombstone).
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>>;
+
+    /// A file's revisions, newest first: at most `limit`, only those older than `before`
+    /// (a version) when given. Without their content and diff.
+    async fn revisions(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRevision>>;
+
+    /// What reading `version` of a file needs, newest first, with content and diff: the
+    /// revisions at or below `version` down to the newest one that is a base
+    /// ([`StoredRevision::is_base`]), at most `limit` of them. When the file has no revision
+    /// `version`, the first row is an older one (or there is none).
+    async fn revision_chain(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        version: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRevision>>;
 
     /// Live files of a task, by path; only those under `prefix` (a directory) when given.
     async fn list_files(&self, task: &TaskId, prefix: Option<&FilePath>) -> Result<Vec<FileInfo>>;

@@ -72,6 +72,20 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A live lease as a listing shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldLease {
+    /// The normalised path.
+    pub path: String,
+    pub owner: String,
+    pub fence: i64,
+    /// When it was granted (re-entrant claims and renewals keep it).
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Milliseconds until it expires, by the store's clock.
+    pub ttl_ms: i64,
+}
+
 /// The answer of a claim.
 #[derive(Debug)]
 pub enum ClaimOutcome {
@@ -281,6 +295,10 @@ pub trait HotOps: Send + Sync + 'static {
         owner: &str,
         force: bool,
     ) -> Result<std::result::Result<(String, i64), Option<String>>>;
+
+    /// The task's live leases, soonest expiry first: at most `limit`, and whether the task
+    /// holds more. Read from a per-task index, never by scanning every lease.
+    async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)>;
 
     /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
     /// atomic step. The event's envelope is `e.envelope` + step id + `envelope_suffix` (the

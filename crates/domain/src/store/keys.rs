@@ -40,7 +40,20 @@ impl Keys {
 
     /// A file's lease: hash {owner, fence, token, acquired_at, expires_at}, with a TTL.
     pub fn lock(&self, task: &TaskId, path: &FilePath) -> String {
-        format!("{}lock:{{{task}}}:{path}", self.prefix)
+        format!("{}{path}", self.lock_prefix(task))
+    }
+
+    /// What every lease key of a task starts with: the key of a lease is this + its path.
+    pub fn lock_prefix(&self, task: &TaskId) -> String {
+        format!("{}lock:{{{task}}}:", self.prefix)
+    }
+
+    /// The task's lease index: a sorted set of its lease keys scored by expiry (ms), kept by
+    /// the claim, renew and release scripts (`lua/lease_index.lua`), so that listing a task's
+    /// leases reads its own members instead of scanning the key space. It expires with its
+    /// longest lease; members of expired or vanished leases are dropped when it is read.
+    pub fn lease_index(&self, task: &TaskId) -> String {
+        format!("{}leases:{{{task}}}", self.prefix)
     }
 
     /// The task's step log stream (capped).
@@ -117,12 +130,14 @@ impl Keys {
     }
 
     /// What the rebuild after a rollback drops: key name prefixes of hot file copies,
-    /// leases and cached task rows (everything else the hot layer keeps is either re-read
-    /// from the durable store on a miss or not a copy of durable state).
-    pub fn rebuilt_on_rollback(&self) -> [String; 3] {
+    /// leases, the tasks' lease indexes and cached task rows (everything else the hot layer
+    /// keeps is either re-read from the durable store on a miss or not a copy of durable
+    /// state).
+    pub fn rebuilt_on_rollback(&self) -> [String; 4] {
         [
             format!("{}file:", self.prefix),
             format!("{}lock:", self.prefix),
+            format!("{}leases:", self.prefix),
             format!("{}task:", self.prefix),
         ]
     }

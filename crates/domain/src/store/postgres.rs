@@ -6,7 +6,7 @@
 
 use super::durable::{
     AgentActivity, AgentListFilter, AgentRecord, AuditFilter, Committed, DurableOps, FileChange,
-    RevisionOp, StoredFile, TaskListFilter, TaskRow, contains_pattern,
+    RevisionOp, StoredFile, StoredRevision, TaskListFilter, TaskRow, contains_pattern,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
@@ -32,11 +32,15 @@ pub struct PgConfig {
     pub acquire_timeout: Duration,
 }
 
-/// The revision and audit rows written with every file change.
+/// The revision and audit rows written with every file change. A write's and an edit's
+/// revision keep the full content (with size and hash; an edit its diff too), a delete's none.
 const CHANGE_TAIL: &str = "
 , rev AS (
-    INSERT INTO file_revisions (task_id, path, version, op, agent_id, fence, content, diff)
-    SELECT $1, $2, version, $9, $6, $7, CASE WHEN $9 = 'write' THEN $3 END, $10 FROM up
+    INSERT INTO file_revisions (task_id, path, version, op, agent_id, fence, content, diff,
+                                sha256, size)
+    SELECT $1, $2, version, $9, $6, $7, CASE WHEN $9 <> 'delete' THEN $3 END, $10,
+           CASE WHEN $9 <> 'delete' THEN $4 END, CASE WHEN $9 <> 'delete' THEN $5::bigint END
+    FROM up
 ), aud AS (
     INSERT INTO audit_log (actor, action, task_id, path, version, fence, request_id)
     SELECT $6, $11, $1, $2, version, $7, $12 FROM up
@@ -123,6 +127,22 @@ pub(super) fn task_row_from(r: &sqlx::postgres::PgRow) -> Result<TaskRow> {
     Ok(TaskRow {
         state: task_from_row(r)?,
         seq: r.try_get("change_seq")?,
+    })
+}
+
+fn revision_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredRevision> {
+    let op: String = r.try_get("op")?;
+    Ok(StoredRevision {
+        version: r.try_get("version")?,
+        op: RevisionOp::parse(&op)
+            .ok_or_else(|| DomainError::internal(format!("revision op {op:?}")))?,
+        agent_id: r.try_get("agent_id")?,
+        fence: r.try_get("fence")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
+        created_at: r.try_get("created_at")?,
+        content: r.try_get("content")?,
+        diff: r.try_get("diff")?,
     })
 }
 
@@ -278,6 +298,55 @@ impl DurableOps for PgStore {
     }
 
     /// Live files of a task, by path; only those under `prefix` (a directory) when given.
+    async fn revisions(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRevision>> {
+        let rows = sqlx::query(
+            "SELECT version, op, agent_id, fence, size, sha256, created_at,
+                    NULL::text AS content, NULL::text AS diff
+             FROM file_revisions
+             WHERE task_id = $1 AND path = $2 AND ($3::bigint IS NULL OR version < $3)
+             ORDER BY version DESC LIMIT $4",
+        )
+        .bind(task.as_str())
+        .bind(path.as_str())
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    async fn revision_chain(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        version: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRevision>> {
+        let rows = sqlx::query(
+            "SELECT version, op, agent_id, fence, size, sha256, created_at, content, diff
+             FROM file_revisions
+             WHERE task_id = $1 AND path = $2 AND version <= $3
+               AND version >= COALESCE((
+                   SELECT max(version) FROM file_revisions
+                   WHERE task_id = $1 AND path = $2 AND version <= $3
+                     AND (content IS NOT NULL OR op <> 'edit')), 1)
+             ORDER BY version DESC LIMIT $4",
+        )
+        .bind(task.as_str())
+        .bind(path.as_str())
+        .bind(version)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
     async fn list_files(&self, task: &TaskId, prefix: Option<&FilePath>) -> Result<Vec<FileInfo>> {
         let rows = sqlx::query(
             "SELECT path, version, size, sha256, updated_by, updated_at FROM files

@@ -5,8 +5,8 @@
 //! script, so it is atomic and one round trip.
 
 use super::hot::{
-    CacheFile, ClaimOutcome, Emit, HotFile, HotOps, Lease, Presence, UpdatesPing, UpdatesSource,
-    ms_to_time,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, Presence, UpdatesPing,
+    UpdatesSource, ms_to_time,
 };
 use super::keys::Keys;
 use crate::error::{DomainError, Result};
@@ -74,10 +74,32 @@ fn guarded_script(body: &str) -> Script {
     Script::new(&format!("{HOT_GUARD}\n{body}"))
 }
 
-static CLAIM_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| guarded_script(include_str!("lua/claim.lua")));
-static RENEW_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| guarded_script(include_str!("lua/renew.lua")));
+const LEASE_INDEX: &str = include_str!("lua/lease_index.lua");
+
+/// A lease script (`body`: KEYS[1] the lease), guarded, that also keeps the task's lease index
+/// (KEYS[2], `lua/lease_index.lua`) in the same atomic step: `then` runs on the script's
+/// answer `r` (a lease's expiry is `r[4]`).
+fn lease_script(body: &str, then: &str) -> Script {
+    guarded_script(&format!(
+        "{LEASE_INDEX}\nlocal function lease_body()\n{body}\nend\n\
+         local r = lease_body()\n{then}\nreturn r"
+    ))
+}
+
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    lease_script(
+        include_str!("lua/claim.lua"),
+        "if r[1] == 'granted' or r[1] == 'reentrant' then index_lease(r[4]) end",
+    )
+});
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    lease_script(
+        include_str!("lua/renew.lua"),
+        "if r[1] == 'renewed' then index_lease(r[4]) end",
+    )
+});
+static LIST_LEASES_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| guarded_script(include_str!("lua/list_leases.lua")));
 static WRITER_CHECK_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| guarded_script(include_str!("lua/writer_check.lua")));
 /// The guard alone, run in one `MULTI` with a plain read ([`RedisStore::guarded_read`]), so
@@ -104,8 +126,12 @@ return {n, ttl}
 "#,
     )
 });
-static RELEASE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| guarded_script(include_str!("lua/release.lua")));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    lease_script(
+        include_str!("lua/release.lua"),
+        "if r[1] == 'released' then unindex_lease() end",
+    )
+});
 
 /// How to reach Redis and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -560,6 +586,7 @@ impl HotOps for RedisStore {
         };
         let mut inv = CLAIM_SCRIPT.prepare_invoke();
         inv.key(self.keys.lock(task, path))
+            .key(self.keys.lease_index(task))
             .arg(owner)
             .arg(ttl.as_millis() as u64)
             .arg(fence_arg)
@@ -600,6 +627,7 @@ impl HotOps for RedisStore {
     ) -> Result<Result<(Lease, Duration), Option<String>>> {
         let mut inv = RENEW_SCRIPT.prepare_invoke();
         inv.key(self.keys.lock(task, path))
+            .key(self.keys.lease_index(task))
             .arg(owner)
             .arg(
                 ttl.map(|t| (t.as_millis() as u64).to_string())
@@ -632,6 +660,7 @@ impl HotOps for RedisStore {
     ) -> Result<Result<(String, i64), Option<String>>> {
         let mut inv = RELEASE_SCRIPT.prepare_invoke();
         inv.key(self.keys.lock(task, path))
+            .key(self.keys.lease_index(task))
             .arg(owner)
             .arg(if force { "1" } else { "0" });
         let r: Vec<String> = self.guarded(inv).await?;
@@ -639,6 +668,34 @@ impl HotOps for RedisStore {
             Some("released") => Ok((r[1].clone(), r[2].parse().unwrap_or(0))),
             _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
         })
+    }
+
+    /// The task's live leases from its lease index (`lua/list_leases.lua`), behind the
+    /// rollback guard like every read of a lease.
+    async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)> {
+        let mut inv = LIST_LEASES_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lease_index(task)).arg(limit);
+        let r: Vec<String> = self.guarded(inv).await?;
+        let (Some(now), Some(more)) = (r.first(), r.get(1)) else {
+            return Err(DomainError::internal("list_leases answered nothing"));
+        };
+        let now: i64 = now.parse().unwrap_or(0);
+        let prefix = self.keys.lock_prefix(task);
+        let leases = r[2..]
+            .chunks_exact(5)
+            .filter_map(|l| {
+                let expires: i64 = l[4].parse().unwrap_or(0);
+                Some(HeldLease {
+                    path: l[0].strip_prefix(prefix.as_str())?.to_owned(),
+                    owner: l[1].clone(),
+                    fence: l[2].parse().unwrap_or(0),
+                    acquired_at: parse_ms(&l[3]),
+                    expires_at: ms_to_time(expires),
+                    ttl_ms: (expires - now).max(0),
+                })
+            })
+            .collect();
+        Ok((leases, more == "1"))
     }
 
     /// Appends a step to the task's log stream and to the outbox, and emits its event, in one

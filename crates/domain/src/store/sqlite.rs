@@ -26,7 +26,8 @@
 use super::durable::{
     AgentActivity, AgentListFilter, AgentRecord, AgentRow, AuditFilter, AuditRecord,
     ChangeListener, Committed, DeadLetter, DurableOps, DurableSync, FeedMark, FeedRow, FileChange,
-    OutboxBatch, RevisionOp, StepRecord, StoredFile, TaskListFilter, TaskRow, contains_pattern,
+    OutboxBatch, RevisionOp, StepRecord, StoredFile, StoredRevision, TaskListFilter, TaskRow,
+    contains_pattern,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
@@ -113,6 +114,22 @@ fn ts(t: DateTime<Utc>) -> String {
         10_000.. => "9999-12-31T23:59:59.999999Z".to_owned(),
         _ => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
     }
+}
+
+fn revision_from_row(r: &SqliteRow) -> Result<StoredRevision> {
+    let op: String = r.try_get("op").db()?;
+    Ok(StoredRevision {
+        version: r.try_get("version").db()?,
+        op: RevisionOp::parse(&op)
+            .ok_or_else(|| DomainError::internal(format!("revision op {op:?}")))?,
+        agent_id: r.try_get("agent_id").db()?,
+        fence: r.try_get("fence").db()?,
+        size: r.try_get("size").db()?,
+        sha256: r.try_get("sha256").db()?,
+        created_at: r.try_get("created_at").db()?,
+        content: r.try_get("content").db()?,
+        diff: r.try_get("diff").db()?,
+    })
 }
 
 /// Refuses text Postgres could not store (a NUL character), with Postgres's answer.
@@ -546,10 +563,12 @@ impl DurableOps for SqliteStore {
                 });
             }
         }
+        // A write's and an edit's revision keep the full content, size and hash (an edit
+        // its diff too); a delete's none.
         sqlx::query(
             "INSERT INTO file_revisions (task_id, path, version, op, agent_id, fence, content,
-                                         diff, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                         diff, created_at, sha256, size)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .bind(c.task.as_str())
         .bind(c.path.as_str())
@@ -557,9 +576,11 @@ impl DurableOps for SqliteStore {
         .bind(c.op.as_str())
         .bind(c.agent)
         .bind(c.fence)
-        .bind((c.op == RevisionOp::Write).then_some(c.content))
+        .bind((!deleted).then_some(c.content))
         .bind(c.diff)
         .bind(&at_text)
+        .bind((!deleted).then_some(c.sha256))
+        .bind((!deleted).then_some(c.size))
         .execute(&mut *tx)
         .await
         .db()?;
@@ -604,6 +625,57 @@ impl DurableOps for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn revisions(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRevision>> {
+        let rows = sqlx::query(
+            "SELECT version, op, agent_id, fence, size, sha256, created_at,
+                    NULL AS content, NULL AS diff
+             FROM file_revisions
+             WHERE task_id = ?1 AND path = ?2 AND (?3 IS NULL OR version < ?3)
+             ORDER BY version DESC LIMIT ?4",
+        )
+        .bind(task.as_str())
+        .bind(path.as_str())
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .db()?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    async fn revision_chain(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        version: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRevision>> {
+        let rows = sqlx::query(
+            "SELECT version, op, agent_id, fence, size, sha256, created_at, content, diff
+             FROM file_revisions
+             WHERE task_id = ?1 AND path = ?2 AND version <= ?3
+               AND version >= COALESCE((
+                   SELECT max(version) FROM file_revisions
+                   WHERE task_id = ?1 AND path = ?2 AND version <= ?3
+                     AND (content IS NOT NULL OR op <> 'edit')), 1)
+             ORDER BY version DESC LIMIT ?4",
+        )
+        .bind(task.as_str())
+        .bind(path.as_str())
+        .bind(version)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .db()?;
+        rows.iter().map(revision_from_row).collect()
     }
 
     async fn list_files(&self, task: &TaskId, prefix: Option<&FilePath>) -> Result<Vec<FileInfo>> {

@@ -109,6 +109,10 @@ fn any_json() -> impl Strategy<Value = Value> {
                     Just("timeout_sec".to_owned()),
                     Just("force".to_owned()),
                     Just("prefix".to_owned()),
+                    Just("version".to_owned()),
+                    Just("diff_from".to_owned()),
+                    Just("before_version".to_owned()),
+                    Just("limit".to_owned()),
                     "[a-z_]{1,8}",
                 ],
                 inner,
@@ -125,9 +129,12 @@ const TOOLS: &[&str] = &[
     "file_edit",
     "list_files",
     "delete_file",
+    "file_history",
+    "file_revision",
     "claim_file",
     "renew_file",
     "release_file",
+    "list_leases",
     "log_step",
     "subscribe_logs",
     "join_collaboration",
@@ -308,12 +315,14 @@ async fn the_traversal_corpus_is_refused_everywhere_a_path_is_accepted() {
             "file_write",
             "file_edit",
             "delete_file",
+            "file_history",
+            "file_revision",
             "claim_file",
             "renew_file",
             "release_file",
         ] {
             let body = json!({"task_id": "t1", "path": raw, "content": "x",
-                              "old_string": "x", "new_string": "y"});
+                              "old_string": "x", "new_string": "y", "version": 1});
             let (status, answer) = gw.tool_as(&alice, tool, body).await;
             assert_eq!(status, 400, "{tool} {raw:?}: {answer}");
             assert_eq!(answer["code"], "invalid_path", "{tool} {raw:?}: {answer}");

@@ -10,6 +10,7 @@ mod contract;
 mod fence_scenario;
 mod files;
 mod fuzz;
+mod history;
 mod limits;
 mod lists;
 mod live;

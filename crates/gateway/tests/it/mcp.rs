@@ -214,6 +214,22 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
     .await);
     assert_eq!(e["version"], 2);
     assert!(e["diff"].as_str().unwrap().contains("+x = 2"));
+    let h = ok(call(&client, "file_history", t(json!({"path": "./src/a.py"}))).await);
+    assert_eq!(
+        (
+            h["revisions"][0]["version"].as_i64(),
+            h["revisions"][0]["op"].as_str()
+        ),
+        (Some(2), Some("edit"))
+    );
+    let v = ok(call(
+        &client,
+        "file_revision",
+        t(json!({"path": "src/a.py", "version": 1, "diff_from": 2})),
+    )
+    .await);
+    assert_eq!(v["content"], "x = 1\n");
+    assert!(v["diff"].as_str().unwrap().contains("-x = 2"));
     let l = ok(call(&client, "list_files", t(json!({}))).await);
     assert_eq!(l["files"][0]["path"], "src/a.py");
     let c = ok(call(
@@ -225,6 +241,14 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
     assert_eq!(
         (c["locked"].as_bool(), c["owner"].as_str()),
         (Some(true), Some("coder"))
+    );
+    let leases = ok(call(&client, "list_leases", t(json!({}))).await);
+    assert_eq!(
+        (
+            leases["leases"][0]["path"].as_str(),
+            leases["leases"][0]["holder"].as_str()
+        ),
+        (Some("src/a.py"), Some("coder"))
     );
     let n = ok(call(&client, "renew_file", t(json!({"path": "src/a.py"}))).await);
     assert_eq!(n["fence"], c["fence"]);

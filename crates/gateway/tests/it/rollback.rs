@@ -102,3 +102,26 @@ async fn a_released_lease_brought_back_by_a_rollback_does_not_block_a_new_claim(
         )
         .await);
 }
+
+#[tokio::test]
+async fn a_lease_list_after_a_rollback_shows_no_resurrected_lease() {
+    let mut redis = PrivateRedis::start_persistent().expect("redis-server on the PATH");
+    let gw = gateway(&redis).await;
+    let claim = json!({"task_id": "t", "path": "a.py", "agent_id": "coder"});
+    ok(gw.tool("claim_file", claim.clone()).await);
+    let list = json!({"task_id": "t"});
+    assert_eq!(
+        ok(gw.tool("list_leases", list.clone()).await)["leases"][0]["holder"],
+        "coder"
+    );
+    let before = redis.snapshot();
+    ok(gw.tool("release_file", claim).await);
+
+    roll_back(&mut redis, &before);
+    let listed = ok(call_through_reconnect(&gw, "list_leases", list).await);
+    assert_eq!(
+        listed["leases"],
+        json!([]),
+        "the listing served a lease the rollback brought back"
+    );
+}

@@ -61,6 +61,13 @@ fn routes() -> Vec<Route> {
         tool("file_read", t(json!({"path": "a.txt"})), Read),
         tool("list_files", t(json!({})), Read),
         tool("subscribe_logs", t(json!({})), Read),
+        tool("file_history", t(json!({"path": "a.txt"})), Read),
+        tool(
+            "file_revision",
+            t(json!({"path": "a.txt", "version": 1})),
+            Read,
+        ),
+        tool("list_leases", t(json!({})), Read),
         get("/resources/tasks/t1/state", Read),
         get("/resources/tasks/t1/logs", Read),
         get("/resources/tasks/t1/files", Read),

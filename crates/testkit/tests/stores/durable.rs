@@ -13,6 +13,7 @@ use std::time::Duration;
 
 crate::per_backend!(durable; [postgres, sqlite];
     versions_grow_and_conditions_hold,
+    revisions_list_newest_first_and_keep_every_content,
     fences_are_monotonic_and_refuse_stale_writers,
     blind_changes_of_a_fenced_file_need_a_lease_or_a_condition,
     quotas_refuse_growth_but_never_shrinking,
@@ -172,6 +173,86 @@ async fn versions_grow_and_conditions_hold(f: &DurableFixture) {
     assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
     // Another task's file of the same path is another file.
     assert!(s.file(&task("t2"), &p).await.unwrap().is_none());
+}
+
+async fn revisions_list_newest_first_and_keep_every_content(f: &DurableFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t1"), path("src/a.py"));
+    assert!(s.revisions(&t, &p, None, 10).await.unwrap().is_empty());
+    assert!(s.revision_chain(&t, &p, 1, 10).await.unwrap().is_empty());
+    s.change_file(&change(&t, &p, RevisionOp::Write, "one\n"))
+        .await
+        .unwrap();
+    s.change_file(&FileChange {
+        expected_version: Some(1),
+        diff: Some("the diff"),
+        fence: None,
+        agent: "a2",
+        ..change(&t, &p, RevisionOp::Edit, "two\n")
+    })
+    .await
+    .unwrap();
+    s.change_file(&change(&t, &p, RevisionOp::Delete, ""))
+        .await
+        .unwrap();
+    s.change_file(&change(&t, &p, RevisionOp::Write, "four\n"))
+        .await
+        .unwrap();
+    // Another file and another task's file of the same path are other histories.
+    s.change_file(&change(&t, &path("b"), RevisionOp::Write, "b"))
+        .await
+        .unwrap();
+    s.change_file(&change(&task("t2"), &p, RevisionOp::Write, "other"))
+        .await
+        .unwrap();
+
+    let all = s.revisions(&t, &p, None, 10).await.unwrap();
+    let listed: Vec<(i64, RevisionOp, Option<&str>, Option<i64>)> = all
+        .iter()
+        .map(|r| (r.version, r.op, r.agent_id.as_deref(), r.size))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (4, RevisionOp::Write, Some("a1"), Some(5)),
+            (3, RevisionOp::Delete, Some("a1"), None),
+            (2, RevisionOp::Edit, Some("a2"), Some(4)),
+            (1, RevisionOp::Write, Some("a1"), Some(4)),
+        ]
+    );
+    assert!(all.iter().all(|r| r.content.is_none() && r.diff.is_none()));
+    assert_eq!(all[0].sha256.as_deref(), Some("sha"));
+    assert!(all[0].created_at >= all[3].created_at);
+    // Paging: older than a version, at most a limit.
+    let page: Vec<i64> = s
+        .revisions(&t, &p, Some(3), 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(page, [2]);
+    assert!(s.revisions(&t, &p, Some(1), 10).await.unwrap().is_empty());
+
+    // Every write and edit carries its content (an edit its diff too): one row per version.
+    let two = s.revision_chain(&t, &p, 2, 10).await.unwrap();
+    assert_eq!(two.len(), 1, "{two:?}");
+    assert_eq!(
+        (
+            two[0].version,
+            two[0].content.as_deref(),
+            two[0].diff.as_deref()
+        ),
+        (2, Some("two\n"), Some("the diff"))
+    );
+    let three = s.revision_chain(&t, &p, 3, 10).await.unwrap();
+    assert_eq!(
+        (three.len(), three[0].op, three[0].content.as_deref()),
+        (1, RevisionOp::Delete, None)
+    );
+    // A version past the newest: the chain starts at an older one.
+    let past = s.revision_chain(&t, &p, 9, 10).await.unwrap();
+    assert_eq!(past.first().map(|r| r.version), Some(4));
 }
 
 async fn fences_are_monotonic_and_refuse_stale_writers(f: &DurableFixture) {

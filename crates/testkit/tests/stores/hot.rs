@@ -17,6 +17,7 @@ crate::per_backend!(hot; [redis, memory];
     writers_drop_the_hot_copy_unless_another_holds_the_lease,
     leases_are_reentrant_exclusive_and_expire,
     an_unidentified_claim_never_reenters,
+    a_tasks_live_leases_are_listed,
     events_are_appended_published_and_replayed,
     steps_page_newest_first_and_reach_the_outbox,
     streams_keep_at_least_their_cap,
@@ -251,6 +252,94 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
             .unwrap(),
         ClaimOutcome::Granted(_)
     ));
+}
+
+async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
+    let s = &f.store;
+    let t = task("t");
+    let secs = Duration::from_secs;
+    assert_eq!(s.leases(&t, 10).await.unwrap(), (vec![], false));
+    let before = Utc::now() - TimeDelta::seconds(2);
+    for (p, owner, fence, ttl) in [("a", "a1", 5, 30), ("b", "a2", 6, 10), ("d/e", "a1", 7, 20)] {
+        assert!(matches!(
+            s.claim(&t, &path(p), owner, secs(ttl), Some((fence, "tok")), true)
+                .await
+                .unwrap(),
+            ClaimOutcome::Granted(_)
+        ));
+    }
+    // Another task's lease of the same path is not this task's.
+    s.claim(
+        &task("t2"),
+        &path("a"),
+        "a9",
+        secs(30),
+        Some((8, "x")),
+        true,
+    )
+    .await
+    .unwrap();
+    let (leases, more) = s.leases(&t, 10).await.unwrap();
+    assert!(!more);
+    let listed: Vec<(&str, &str, i64)> = leases
+        .iter()
+        .map(|l| (l.path.as_str(), l.owner.as_str(), l.fence))
+        .collect();
+    // Soonest expiry first.
+    assert_eq!(listed, [("b", "a2", 6), ("d/e", "a1", 7), ("a", "a1", 5)]);
+    let a = &leases[2];
+    assert!(a.acquired_at >= before && a.acquired_at <= Utc::now());
+    let length = (a.expires_at - a.acquired_at).num_milliseconds();
+    assert!((29_000..=31_000).contains(&length), "{length}");
+    assert!(a.ttl_ms > 25_000 && a.ttl_ms <= 30_000, "{}", a.ttl_ms);
+    // A re-entrant claim and a renewal move the expiry and keep the grant time.
+    let granted_b = leases[0].acquired_at;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.claim(&t, &path("b"), "a2", secs(60), None, true)
+        .await
+        .unwrap();
+    let (leases, _) = s.leases(&t, 10).await.unwrap();
+    let b = leases.last().unwrap();
+    assert_eq!((b.path.as_str(), b.acquired_at), ("b", granted_b));
+    assert!(b.ttl_ms > 50_000, "{}", b.ttl_ms);
+    s.renew(&t, &path("b"), "a2", Some(secs(5)), secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let (leases, _) = s.leases(&t, 10).await.unwrap();
+    assert_eq!(
+        (leases[0].path.as_str(), leases[0].acquired_at),
+        ("b", granted_b)
+    );
+    assert!(leases[0].ttl_ms <= 5_000);
+    // A limit lists the soonest and says there are more.
+    let (two, more) = s.leases(&t, 2).await.unwrap();
+    assert_eq!((two.len(), more), (2, true));
+    // Released (by the holder or by force) and expired leases are gone.
+    s.release(&t, &path("b"), "a2", false)
+        .await
+        .unwrap()
+        .unwrap();
+    s.release(&t, &path("d/e"), "admin", true)
+        .await
+        .unwrap()
+        .unwrap();
+    s.claim(
+        &t,
+        &path("c"),
+        "a3",
+        Duration::from_millis(200),
+        Some((9, "t9")),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.leases(&t, 10).await.unwrap().0.len(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (leases, more) = s.leases(&t, 10).await.unwrap();
+    let paths: Vec<&str> = leases.iter().map(|l| l.path.as_str()).collect();
+    assert_eq!((paths, more), (vec!["a"], false));
+    assert_eq!(s.leases(&task("t2"), 10).await.unwrap().0[0].owner, "a9");
 }
 
 /// Issue #14 item 16: a claim that says it may not re-enter (a caller without an identity)

@@ -5,8 +5,9 @@
 
 use crate::fixtures::{ServiceFixture, service};
 use mcp_api::requests::{
-    ClaimFileRequest, CreateTaskRequest, DeleteFileRequest, FileEditRequest, FileReadRequest,
-    FileWriteRequest, LogStepRequest, UpdateTaskRequest,
+    ClaimFileRequest, CreateTaskRequest, DeleteFileRequest, FileEditRequest, FileHistoryRequest,
+    FileReadRequest, FileRevisionRequest, FileWriteRequest, ListLeasesRequest, LogStepRequest,
+    ReleaseFileRequest, UpdateTaskRequest,
 };
 use mcp_domain::{Actor, AgentId, DomainError, TaskId};
 use mcp_sync::{PullLoop, PushLoop, SyncSettings};
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 crate::per_backend!(service; [deployed, embedded];
     files_write_through_and_refill,
+    every_version_is_readable_and_diffable,
+    list_leases_shows_who_holds_what,
     an_expired_holder_is_fenced_out,
     presented_fences_must_be_the_writers_live_lease,
     an_expired_holder_cannot_overwrite_a_newer_holders_work,
@@ -109,6 +112,199 @@ async fn files_write_through_and_refill(f: &ServiceFixture) {
         .await
         .unwrap_err();
     assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
+}
+
+async fn every_version_is_readable_and_diffable(f: &ServiceFixture) {
+    let svc = &f.service;
+    let (coder, qa) = (agent("coder"), agent("qa"));
+    let write = |content: &str| {
+        req::<FileWriteRequest>(json!({"task_id": "t", "path": "a.py", "content": content}))
+    };
+    let edit = |old: &str, new: &str| {
+        req::<FileEditRequest>(
+            json!({"task_id": "t", "path": "a.py", "old_string": old, "new_string": new}),
+        )
+    };
+    svc.file_write(&coder, write("x = 1\ny = 2\n"))
+        .await
+        .unwrap();
+    let e2 = svc.file_edit(&qa, edit("x = 1", "x = 10")).await.unwrap();
+    svc.file_edit(&coder, edit("y = 2\n", "")).await.unwrap();
+    svc.delete_file(
+        &coder,
+        req::<DeleteFileRequest>(json!({"task_id": "t", "path": "a.py"})),
+    )
+    .await
+    .unwrap();
+    svc.file_write(&qa, write("back\n")).await.unwrap();
+
+    let history = |before: Option<i64>, limit: Option<i64>| {
+        req::<FileHistoryRequest>(json!({
+            "task_id": "t", "path": "./a.py", "before_version": before, "limit": limit
+        }))
+    };
+    let h = svc.file_history(&qa, history(None, None)).await.unwrap();
+    assert_eq!((h.path.as_str(), h.next_before), ("a.py", None));
+    let listed: Vec<(i64, &str, Option<&str>)> = h
+        .revisions
+        .iter()
+        .map(|r| (r.version, r.op.as_str(), r.agent_id.as_deref()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (5, "write", Some("qa")),
+            (4, "delete", Some("coder")),
+            (3, "edit", Some("coder")),
+            (2, "edit", Some("qa")),
+            (1, "write", Some("coder")),
+        ]
+    );
+    assert_eq!(h.revisions[3].sha256.as_deref(), Some(e2.sha256.as_str()));
+    // Paging: two at a time, then on from next_before.
+    let p1 = svc.file_history(&qa, history(None, Some(2))).await.unwrap();
+    assert_eq!(p1.revisions.len(), 2);
+    assert_eq!(p1.next_before, Some(4));
+    let p2 = svc
+        .file_history(&qa, history(p1.next_before, Some(3)))
+        .await
+        .unwrap();
+    let versions: Vec<i64> = p2.revisions.iter().map(|r| r.version).collect();
+    assert_eq!((versions, p2.next_before), (vec![3, 2, 1], None));
+    for bad in [0, 501] {
+        let err = svc
+            .file_history(&qa, history(None, Some(bad)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::InvalidArgument(_)), "{err:?}");
+    }
+
+    let revision = |version: i64, diff_from: Option<i64>| {
+        req::<FileRevisionRequest>(json!({
+            "task_id": "t", "path": "a.py", "version": version, "diff_from": diff_from
+        }))
+    };
+    let expected = [
+        (1, Some("x = 1\ny = 2\n")),
+        (2, Some("x = 10\ny = 2\n")),
+        (3, Some("x = 10\n")),
+        (4, None),
+        (5, Some("back\n")),
+    ];
+    for (version, content) in expected {
+        let r = svc
+            .file_revision(&qa, revision(version, None))
+            .await
+            .unwrap();
+        assert_eq!((r.version, r.content.as_deref()), (version, content));
+        assert_eq!(r.size, content.map(|c| c.len() as i64));
+        assert_eq!(r.diff, None);
+    }
+    // The diff between two versions, either way; a delete counts as empty.
+    let d = svc.file_revision(&qa, revision(3, Some(1))).await.unwrap();
+    let diff = d.diff.unwrap();
+    assert!(diff.starts_with("--- a/a.py\n+++ b/a.py\n"), "{diff}");
+    assert!(
+        diff.contains("-x = 1\n") && diff.contains("-y = 2\n"),
+        "{diff}"
+    );
+    assert!(diff.contains("+x = 10\n"), "{diff}");
+    assert_eq!(d.diff_from, Some(1));
+    let back = svc.file_revision(&qa, revision(1, Some(3))).await.unwrap();
+    assert!(back.diff.unwrap().contains("+y = 2\n"));
+    let gone = svc.file_revision(&qa, revision(4, Some(3))).await.unwrap();
+    assert!(gone.diff.unwrap().contains("-x = 10\n"));
+    // The diff of an edit between consecutive versions is the edit's own.
+    let own = svc.file_revision(&qa, revision(2, Some(1))).await.unwrap();
+    assert_eq!(own.diff.as_deref(), Some(e2.diff.as_str()));
+
+    // Unknown versions and files.
+    let err = svc.file_revision(&qa, revision(9, None)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::RevisionNotFound {
+                version: 9,
+                latest: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = svc
+        .file_revision(&qa, revision(2, Some(7)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DomainError::RevisionNotFound { version: 7, .. }),
+        "{err:?}"
+    );
+    let err = svc.file_revision(&qa, revision(0, None)).await.unwrap_err();
+    assert!(matches!(err, DomainError::InvalidArgument(_)), "{err:?}");
+    let err = svc
+        .file_revision(
+            &qa,
+            req(json!({"task_id": "t", "path": "nope", "version": 1})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
+    let err = svc
+        .file_history(&qa, req(json!({"task_id": "t", "path": "nope"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
+    // Another task's namespace has no such file.
+    let err = svc
+        .file_history(&qa, req(json!({"task_id": "t2", "path": "a.py"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
+}
+
+async fn list_leases_shows_who_holds_what(f: &ServiceFixture) {
+    let svc = &f.service;
+    let list = || req::<ListLeasesRequest>(json!({"task_id": "t"}));
+    assert!(
+        svc.list_leases(&agent("qa"), list())
+            .await
+            .unwrap()
+            .leases
+            .is_empty()
+    );
+    let claim =
+        |p: &str| req::<ClaimFileRequest>(json!({"task_id": "t", "path": p, "timeout_sec": 30}));
+    let b = svc
+        .claim_file(&agent("coder"), claim("./src/b.py"))
+        .await
+        .unwrap();
+    let a = svc.claim_file(&agent("qa"), claim("a.py")).await.unwrap();
+    let l = svc.list_leases(&agent("watcher"), list()).await.unwrap();
+    let listed: Vec<(&str, &str, i64)> = l
+        .leases
+        .iter()
+        .map(|l| (l.path.as_str(), l.holder.as_str(), l.fence))
+        .collect();
+    assert_eq!(
+        listed,
+        [("a.py", "qa", a.fence), ("src/b.py", "coder", b.fence)]
+    );
+    assert_eq!(l.leases[1].expires_at, b.expires_at);
+    assert!(
+        l.leases
+            .iter()
+            .all(|l| l.ttl_ms_left > 0 && l.ttl_ms_left <= 30_000)
+    );
+    assert!(!l.truncated);
+    svc.release_file(
+        &agent("qa"),
+        req::<ReleaseFileRequest>(json!({"task_id": "t", "path": "a.py"})),
+    )
+    .await
+    .unwrap();
+    let l = svc.list_leases(&agent("qa"), list()).await.unwrap();
+    assert_eq!(l.leases.len(), 1);
+    assert_eq!(l.leases[0].holder, "coder");
 }
 
 async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {

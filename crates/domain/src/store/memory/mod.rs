@@ -28,9 +28,9 @@ use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
 use crate::store::hot::{
-    CacheFile, ClaimOutcome, Emit, HotFile, HotOps, HotSync, Lease, McpSession, McpSessions,
-    OutboxDepth, OutboxEntry, Presence, Refreshed, SubScope, Subscriber, TaskRefresh, UpdatesPing,
-    UpdatesSource,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, HotSync, Lease, McpSession,
+    McpSessions, OutboxDepth, OutboxEntry, Presence, Refreshed, SubScope, Subscriber, TaskRefresh,
+    UpdatesPing, UpdatesSource,
 };
 use crate::store::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -268,6 +268,10 @@ impl HotOps for MemoryStore {
         force: bool,
     ) -> Result<std::result::Result<(String, i64), Option<String>>> {
         Ok(self.with(|s, now| s.release(task, path, owner, force, now)))
+    }
+
+    async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)> {
+        Ok(self.with(|s, now| s.leases(task, limit, now)))
     }
 
     async fn log_step(

@@ -11,8 +11,8 @@ use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::FilePath;
 use crate::store::hot::{
-    CacheFile, ClaimOutcome, Emit, HotFile, Lease, Presence, Refreshed, SubScope, Subscriber,
-    TaskRefresh, cached_task_json, cached_task_seq, ms_to_time,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, Lease, Presence, Refreshed, SubScope,
+    Subscriber, TaskRefresh, cached_task_json, cached_task_seq, ms_to_time,
 };
 use crate::store::keys::{
     Keys, parse_subscription_entry, session_entry, split_session_entry, subscription_entry,
@@ -60,6 +60,8 @@ struct LeaseRec {
     owner: String,
     fence: i64,
     token: String,
+    /// When it was granted (ms); re-entrant claims and renewals keep it.
+    acquired_at: i64,
     expires_at: i64,
     /// The lease's length (of its last grant or renewal): what a renewal without one keeps.
     ttl_ms: u64,
@@ -561,6 +563,7 @@ impl State {
                 owner: owner.to_owned(),
                 fence,
                 token: token.to_owned(),
+                acquired_at: now.ms,
                 expires_at: exp,
                 ttl_ms,
             },
@@ -634,6 +637,28 @@ impl State {
             Some(l) => Ok((l.owner, l.fence)),
             None => Err(None),
         }
+    }
+
+    /// `list_leases.lua`: the task's live leases, soonest expiry first, at most `limit`, and
+    /// whether there are more. (Walks this process's leases; Redis reads a per-task index.)
+    pub(super) fn leases(&self, task: &TaskId, limit: usize, now: &Now) -> (Vec<HeldLease>, bool) {
+        let prefix = self.keys.lock_prefix(task);
+        let mut all: Vec<HeldLease> = self
+            .leases
+            .live_with_prefix(&prefix, now.at)
+            .map(|(key, l)| HeldLease {
+                path: key[prefix.len()..].to_owned(),
+                owner: l.owner.clone(),
+                fence: l.fence,
+                acquired_at: ms_to_time(l.acquired_at),
+                expires_at: ms_to_time(l.expires_at),
+                ttl_ms: (l.expires_at - now.ms).max(0),
+            })
+            .collect();
+        all.sort_by(|a, b| (a.expires_at, &a.path).cmp(&(b.expires_at, &b.path)));
+        let more = all.len() > limit;
+        all.truncate(limit);
+        (all, more)
     }
 
     // ----- rate windows, tasks -----

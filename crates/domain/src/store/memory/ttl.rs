@@ -104,6 +104,19 @@ impl<V> TtlMap<V> {
         before - self.map.len()
     }
 
+    /// Every live entry whose key starts with `prefix` (expired ones are skipped, not
+    /// removed: this takes `&self`).
+    pub(super) fn live_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        now: Instant,
+    ) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+        self.map
+            .iter()
+            .filter(move |(k, s)| k.starts_with(prefix) && !expired(s.deadline, now))
+            .map(|(k, s)| (k, &s.value))
+    }
+
     /// Every entry still held (live or not yet swept).
     pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
         self.map.iter().map(|(k, s)| (k, &s.value))

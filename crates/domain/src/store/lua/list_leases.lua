@@ -1,0 +1,30 @@
+-- A task's live leases. KEYS[1] its lease index (see lease_index.lua). ARGV[1] at most this
+-- many. Drops expired members first, and members whose lease is gone (released or dropped
+-- by a path that does not keep the index); the leases are read from the index's members,
+-- which are lease keys (one Redis primary: no cluster slots to respect, see keys.rs).
+-- Answers {now ms, more ('1' or '0'), then per lease: key, owner, fence, acquired_at,
+-- expires_at}, soonest expiry first.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[1])
+local out = {tostring(now), '0'}
+local listed = 0
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, key in ipairs(members) do
+  local v = redis.call('HMGET', key, 'owner', 'fence', 'acquired_at', 'expires_at')
+  if not v[1] then
+    redis.call('ZREM', KEYS[1], key)
+  elseif listed == limit then
+    out[2] = '1'
+    break
+  else
+    listed = listed + 1
+    out[#out + 1] = key
+    out[#out + 1] = v[1]
+    out[#out + 1] = v[2] or '0'
+    out[#out + 1] = v[3] or '0'
+    out[#out + 1] = v[4] or '0'
+  end
+end
+return out
