@@ -88,10 +88,10 @@ pub enum Command {
     /// Create and show tasks.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Read, write, edit, list and delete a task's files.
+    /// Read, write, edit, list and delete a task's files; their history, versions and diffs.
     #[command(subcommand)]
     File(FileCommand),
-    /// Claim, renew and release file leases.
+    /// Claim, renew, release and list file leases.
     #[command(subcommand)]
     Lock(LockCommand),
     /// A task's execution log.
@@ -253,6 +253,32 @@ pub enum FileCommand {
         task: String,
         prefix: Option<String>,
     },
+    /// A file's revisions, newest first: version, op, agent, fence, size, time.
+    History {
+        task: String,
+        path: String,
+        /// Only revisions older than this version (the previous page's last).
+        #[arg(long)]
+        before: Option<i64>,
+        /// How many revisions (1-500).
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: i64,
+    },
+    /// Print a file's content at one version (a deleted version prints nothing).
+    Show {
+        task: String,
+        path: String,
+        /// The version to print (see `file history`).
+        #[arg(long)]
+        version: i64,
+    },
+    /// Print the unified diff of a file from version FROM to version TO.
+    Diff {
+        task: String,
+        path: String,
+        from: i64,
+        to: i64,
+    },
     /// Delete a file.
     Rm {
         task: String,
@@ -289,6 +315,8 @@ pub enum LockCommand {
         #[arg(long)]
         force: bool,
     },
+    /// List a task's live leases: path, holder, fence, expiry, time left.
+    List { task: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,4 @@
-//! The one-call commands: health, tasks, files, locks. Each makes one client call and prints
+//! The one-call commands: health, tasks, files (and their history), locks. Each makes one client call and prints
 //! the gateway's answer (`--json`: the body as it is).
 
 use crate::cli::{FileCommand, LockCommand, TaskCommand};
@@ -198,6 +198,83 @@ pub async fn file(c: &GatewayClient, cmd: FileCommand, out: Out) -> Result<u8, C
                 s
             });
         }
+        FileCommand::History {
+            task,
+            path,
+            before,
+            limit,
+        } => {
+            let r = c
+                .file_history(FileHistoryRequest {
+                    task_id: task,
+                    path,
+                    before_version: before,
+                    limit: Some(limit),
+                    agent_id: None,
+                })
+                .await?;
+            out.emit(&to_json(&r), || {
+                let mut s = format!(
+                    "{:>7} {:<6} {:<16} {:>6} {:>10}  TIME",
+                    "VERSION", "OP", "AGENT", "FENCE", "SIZE"
+                );
+                for v in &r.revisions {
+                    let opt = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+                    s.push_str(&format!(
+                        "\n{:>7} {:<6} {:<16} {:>6} {:>10}  {}",
+                        v.version,
+                        v.op,
+                        v.agent_id.as_deref().unwrap_or("-"),
+                        opt(v.fence),
+                        opt(v.size),
+                        v.created_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    ));
+                }
+                if let Some(before) = r.next_before {
+                    s.push_str(&format!("\n(older: --before {before})"));
+                }
+                s
+            });
+        }
+        FileCommand::Show {
+            task,
+            path,
+            version,
+        } => {
+            let r = c
+                .file_revision(FileRevisionRequest::new(task, path, version))
+                .await?;
+            if out.json {
+                out.emit(&to_json(&r), String::new);
+            } else {
+                match &r.content {
+                    // The content exactly as stored, for pipes.
+                    Some(content) => print!("{content}"),
+                    None => out.progress(format!(
+                        "version {} of {} is a delete: no content",
+                        r.version, r.path
+                    )),
+                }
+            }
+        }
+        FileCommand::Diff {
+            task,
+            path,
+            from,
+            to,
+        } => {
+            let r = c
+                .file_revision(FileRevisionRequest {
+                    diff_from: Some(from),
+                    ..FileRevisionRequest::new(task, path, to)
+                })
+                .await?;
+            if out.json {
+                out.emit(&to_json(&r), String::new);
+            } else {
+                print!("{}", r.diff.as_deref().unwrap_or(""));
+            }
+        }
         FileCommand::Rm {
             task,
             path,
@@ -251,6 +328,30 @@ pub async fn lock(c: &GatewayClient, cmd: LockCommand, out: Out) -> Result<u8, C
                 })
                 .await?;
             out.emit(&to_json(&r), || format!("released {}", r.path));
+            return Ok(EXIT_OK);
+        }
+        LockCommand::List { task } => {
+            let r = c.list_leases(ListLeasesRequest::new(task)).await?;
+            out.emit(&to_json(&r), || {
+                let mut s = format!(
+                    "{:<16} {:>6} {:<24} {:>9}  PATH",
+                    "HOLDER", "FENCE", "EXPIRES", "LEFT"
+                );
+                for l in &r.leases {
+                    s.push_str(&format!(
+                        "\n{:<16} {:>6} {:<24} {:>8.1}s  {}",
+                        l.holder,
+                        l.fence,
+                        l.expires_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                        l.ttl_ms_left as f64 / 1000.0,
+                        l.path
+                    ));
+                }
+                if r.truncated {
+                    s.push_str("\n(more leases than one answer lists: those expiring soonest)");
+                }
+                s
+            });
             return Ok(EXIT_OK);
         }
     };

@@ -404,6 +404,154 @@ async fn a_renewal_keeps_the_leases_length() {
 }
 
 #[tokio::test]
+async fn file_history_show_and_diff() {
+    let gw = TestGateway::spawn().await;
+    run_as(
+        &gw,
+        "coder",
+        &["file", "write", "t1", "a.py", "--content", "x = 1\ny = 2\n"],
+        None,
+    )
+    .await
+    .ok();
+    run_as(
+        &gw,
+        "qa",
+        &[
+            "file", "edit", "t1", "a.py", "--old", "y = 2", "--new", "y = 3",
+        ],
+        None,
+    )
+    .await
+    .ok();
+
+    let r = run(&gw, &["file", "history", "t1", "./a.py"]).await.ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{r:?}");
+    assert!(
+        lines[0].contains("VERSION") && lines[0].contains("AGENT"),
+        "{r:?}"
+    );
+    let cols = |l: &str| {
+        l.split_whitespace()
+            .take(3)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cols(lines[1]), ["2", "edit", "qa"], "{r:?}");
+    assert_eq!(cols(lines[2]), ["1", "write", "coder"], "{r:?}");
+    let j = run(&gw, &["--json", "file", "history", "t1", "a.py", "-n", "1"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            j["revisions"][0]["version"].as_i64(),
+            j["next_before"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
+
+    let r = run(&gw, &["file", "show", "t1", "a.py", "--version", "1"])
+        .await
+        .ok();
+    assert_eq!(r.stdout, "x = 1\ny = 2\n");
+    let j = run(
+        &gw,
+        &["--json", "file", "show", "t1", "a.py", "--version", "2"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        (j["content"].as_str(), j["agent_id"].as_str()),
+        (Some("x = 1\ny = 3\n"), Some("qa"))
+    );
+
+    let r = run(&gw, &["file", "diff", "t1", "a.py", "1", "2"])
+        .await
+        .ok();
+    assert!(r.stdout.starts_with("--- a/a.py\n+++ b/a.py\n"), "{r:?}");
+    assert!(r.stdout.contains("-y = 2\n+y = 3\n"), "{r:?}");
+    let j = run(&gw, &["--json", "file", "diff", "t1", "a.py", "2", "1"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        j["diff"].as_str().unwrap().contains("-y = 3\n+y = 2\n"),
+        "{j}"
+    );
+
+    assert_failed(
+        &run(
+            &gw,
+            &["--json", "file", "show", "t1", "a.py", "--version", "7"],
+        )
+        .await,
+        3,
+        "revision_not_found",
+    );
+    assert_failed(
+        &run(&gw, &["--json", "file", "history", "t1", "nope.py"]).await,
+        3,
+        "file_not_found",
+    );
+    assert_failed(
+        &run(&gw, &["--json", "file", "history", "t1", "a.py", "-n", "0"]).await,
+        5,
+        "invalid_argument",
+    );
+}
+
+#[tokio::test]
+async fn lock_list() {
+    let gw = TestGateway::spawn().await;
+    let r = run(&gw, &["lock", "list", "t1"]).await.ok();
+    assert_eq!(r.stdout.lines().count(), 1, "only the header: {r:?}");
+    run_as(
+        &gw,
+        "agent-a",
+        &["lock", "claim", "t1", "src/a.py", "--ttl", "30"],
+        None,
+    )
+    .await
+    .ok();
+    run_as(&gw, "agent-b", &["lock", "claim", "t1", "b.py"], None)
+        .await
+        .ok();
+    let r = run(&gw, &["lock", "list", "t1"]).await.ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{r:?}");
+    assert!(
+        lines[0].contains("HOLDER") && lines[0].contains("PATH"),
+        "{r:?}"
+    );
+    assert!(
+        lines[1].starts_with("agent-b") && lines[1].ends_with("b.py"),
+        "{r:?}"
+    );
+    assert!(
+        lines[2].starts_with("agent-a") && lines[2].ends_with("src/a.py"),
+        "{r:?}"
+    );
+    let j = run(&gw, &["--json", "lock", "list", "t1"])
+        .await
+        .ok()
+        .json();
+    let leases = j["leases"].as_array().unwrap();
+    assert_eq!(
+        (leases[1]["path"].as_str(), leases[1]["holder"].as_str()),
+        (Some("src/a.py"), Some("agent-a"))
+    );
+    assert!(leases[1]["ttl_ms_left"].as_i64().unwrap() <= 30_000);
+    assert_failed(
+        &run(&gw, &["--json", "lock", "list", "bad id"]).await,
+        5,
+        "invalid_argument",
+    );
+}
+
+#[tokio::test]
 async fn logs_tail() {
     let gw = TestGateway::spawn().await;
     let mut log = client(&gw, "coder").execution_logger("t1").await.unwrap();
