@@ -3,8 +3,9 @@
 // Plain JavaScript, no build step, served from the gateway binary at /ui/. Hash routes:
 //   #/            the tasks view (every task the token may see, most recently active first, live)
 //   #/agents      the agents view (status, sessions, last action, live)
-//   #/task/{id}   one task: its live timeline, files, leases, members
-// Data comes from the gateway's own REST resources and its SSE stream
+//   #/task/{id}   one task: its live timeline, files (each one's history, any version, the
+//                 diff between two), leases, members
+// Data comes from the gateway's own REST resources and read-only tools, and its SSE stream
 // (GET /tasks/{id}/events), read with fetch() so the bearer token travels in a header and never
 // in a URL. A stream resumes from its last event id after any disconnect (Last-Event-ID), and
 // events are deduplicated by id, so a reconnect or a gateway restart leaves no gap and no
@@ -115,6 +116,23 @@ async function api(path) {
     throw new ApiError(resp.status, body);
   }
   return body;
+}
+
+/** Calls a read-only tool (`POST /tools/{name}`) with a JSON body. */
+async function tool(name, body) {
+  const resp = await fetch(`/tools/${name}`, {
+    method: 'POST',
+    headers: authHeaders({ 'Content-Type': 'application/json' }),
+    body: JSON.stringify(body),
+    cache: 'no-store',
+  });
+  let answer = null;
+  try { answer = await resp.json(); } catch (_) { /* not JSON */ }
+  if (!resp.ok) {
+    if (resp.status === 401) askToken('The gateway needs a bearer token.');
+    throw new ApiError(resp.status, answer);
+  }
+  return answer;
 }
 
 function askToken(why) {
@@ -495,10 +513,11 @@ function renderAgents(body, agents) {
     h('tbody', {}, rows)));
 }
 
-/** The task view: live timeline, files, leases, members. */
+/** The task view: live timeline, files and their history, leases, members. */
 function taskView(root, taskId) {
   const counts = { events: 0, steps: 0, conflicts: 0 };
   const leases = new Map(); // path -> { owner, fence, expires_at }
+  const leaseEvents = new Map(); // path -> lease events seen, to tell a listing from newer events
   const pending = []; // events received, not yet drawn
   let follow = true;
 
@@ -509,13 +528,15 @@ function taskView(root, taskId) {
   const filesBody = h('div', { class: 'body', id: 'files' });
   const leasesBody = h('div', { class: 'body', id: 'leases' });
   const membersBody = h('div', { class: 'body', id: 'members' });
+  const fileHist = fileHistory(taskId);
   root.append(h('section', { class: 'page' }, title,
     h('div', { class: 'grid' },
       h('div', { class: 'panel' }, h('h2', {}, 'Timeline', countsEl), timeline),
       h('div', { class: 'side' },
         h('div', { class: 'panel' }, h('h2', {}, 'Leases'), leasesBody),
         h('div', { class: 'panel' }, h('h2', {}, 'Members'), membersBody),
-        h('div', { class: 'panel' }, h('h2', {}, 'Files'), filesBody)))));
+        h('div', { class: 'panel' }, h('h2', {}, 'Files'), filesBody))),
+    fileHist.panel));
   timeline.append(h('div', { class: 'empty', id: 'timeline-empty' }, 'Waiting for events…'));
 
   function drawCounts() {
@@ -526,11 +547,34 @@ function taskView(root, taskId) {
   // Leases from the stream: claims add, releases remove, expiry is counted down here.
   function trackLease(ev) {
     const d = ev.data || {};
+    if (ev.type.startsWith('lock_')) leaseEvents.set(d.path, (leaseEvents.get(d.path) || 0) + 1);
     if (ev.type === 'lock_acquired' || ev.type === 'lock_renewed') {
       leases.set(d.path, { owner: d.owner || ev.agentId, fence: d.fence, expires_at: d.expires_at });
     } else if (ev.type === 'lock_released') {
       leases.delete(d.path);
     }
+  }
+
+  // Leases as they are now (list_leases), so those claimed before the page opened show too;
+  // on every (re)connection. A path with lease events newer than the request keeps what the
+  // events say.
+  async function loadLeases() {
+    const seen = new Map(leaseEvents);
+    const sent = Date.now();
+    let r;
+    try { r = await tool('list_leases', { task_id: taskId }); } catch (_) { return; }
+    const changed = (path) => (leaseEvents.get(path) || 0) !== (seen.get(path) || 0);
+    const listed = new Set();
+    for (const l of r.leases || []) {
+      listed.add(l.path);
+      if (changed(l.path)) continue;
+      // The countdown from the time left, not from the two clocks' difference.
+      leases.set(l.path, { owner: l.holder, fence: l.fence, expires_at: new Date(sent + l.ttl_ms_left).toISOString() });
+    }
+    for (const path of [...leases.keys()]) {
+      if (!listed.has(path) && !changed(path)) leases.delete(path);
+    }
+    drawLeases();
   }
 
   function drawLeases() {
@@ -553,7 +597,9 @@ function taskView(root, taskId) {
       const files = r.files || [];
       filesBody.replaceChildren(files.length
         ? h('ul', { class: 'plain tree' }, files.map((f) => h('li', { title: `sha256 ${f.sha256}` },
-          h('span', {}, f.path), h('span', { class: 'muted' }, `v${f.version} · ${f.updated_by || '—'} · ${fmtAgo(f.updated_at)}`))))
+          h('a', { href: '#', class: 'file', dataset: { path: f.path }, title: 'History of this file',
+            onclick: (e) => { e.preventDefault(); fileHist.open(f.path); } }, f.path),
+          h('span', { class: 'muted' }, `v${f.version} · ${f.updated_by || '—'} · ${fmtAgo(f.updated_at)}`))))
         : h('div', { class: 'empty' }, 'No file yet.'));
     } catch (err) {
       filesBody.replaceChildren(h('div', { class: 'empty error' }, err.message));
@@ -616,7 +662,10 @@ function taskView(root, taskId) {
     if (ev.type === 'step_logged') counts.steps++;
     if (isConflict(ev)) counts.conflicts++;
     trackLease(ev);
-    if (ev.type.startsWith('file_')) soon(loadFiles);
+    if (ev.type.startsWith('file_')) {
+      soon(loadFiles);
+      fileHist.changed(ev.data && ev.data.path);
+    }
     if (ev.type === 'agent_joined' || ev.type === 'agent_left') loadMembers();
     if (ev.type.startsWith('task_')) loadState();
     pending.push(ev);
@@ -624,6 +673,7 @@ function taskView(root, taskId) {
     schedule();
   }, (state, text) => {
     setConn(state, text);
+    if (state === 'live') loadLeases();
     if (state === 'closed') {
       timeline.replaceChildren(h('div', { class: 'empty error' }, `This task's events are not shown: ${text}`));
     }
@@ -643,9 +693,133 @@ function taskView(root, taskId) {
       clearInterval(tick);
       clearInterval(presenceTick);
       clearTimeout(filesTimer);
+      fileHist.stop();
       if (frame) cancelAnimationFrame(frame);
     },
     follow() { follow = true; timeline.scrollTop = 0; },
+  };
+}
+
+/**
+ * The history panel of the task view: one file's revisions (file_history), newest first;
+ * clicking one shows its content, ticking two shows the diff between them (file_revision).
+ */
+function fileHistory(taskId) {
+  const titleEl = h('span', {}, 'History');
+  const list = h('div', { class: 'body', id: 'history-list' });
+  const shown = h('div', { class: 'body', id: 'revision' });
+  const panel = h('div', { class: 'panel history', id: 'history', hidden: true },
+    h('h2', {}, titleEl, h('span', { class: 'spacer' }),
+      h('button', { type: 'button', title: 'Close the history', onclick: () => close() }, '×')),
+    h('div', { class: 'split' }, list, shown));
+  let path = null;
+  let compare = []; // ticked versions, oldest tick first
+  let timer = null;
+
+  function close() {
+    path = null;
+    panel.hidden = true;
+  }
+
+  function open(p) {
+    path = p;
+    compare = [];
+    panel.hidden = false;
+    titleEl.replaceChildren('History of ', h('code', {}, p));
+    shown.replaceChildren(h('div', { class: 'empty' }, 'Choose a version to see its content, or tick two to compare them.'));
+    load();
+  }
+
+  async function load() {
+    const p = path;
+    let r;
+    try {
+      r = await tool('file_history', { task_id: taskId, path: p, limit: 200 });
+    } catch (err) {
+      if (p === path) list.replaceChildren(h('div', { class: 'empty error' }, err.message));
+      return;
+    }
+    if (p !== path) return;
+    const rows = (r.revisions || []).map((v) => h('tr', {
+      tabindex: '0', dataset: { version: v.version }, onclick: () => showVersion(v.version),
+    },
+    h('td', {}, h('input', {
+      type: 'checkbox', class: 'cmp', 'aria-label': `Compare version ${v.version}`,
+      checked: compare.includes(v.version),
+      onclick: (e) => e.stopPropagation(),
+      onchange: (e) => tick(v.version, e.target.checked),
+    })),
+    h('td', { class: 'num' }, `v${v.version}`),
+    h('td', {}, h('span', { class: `kind file_${v.op === 'write' ? 'written' : v.op === 'edit' ? 'edited' : 'deleted'}` }, v.op)),
+    h('td', { class: 'who' }, v.agent_id || h('span', { class: 'muted' }, '—')),
+    h('td', { title: v.created_at }, fmtTime(v.created_at)),
+    h('td', { class: 'num muted' }, v.size === undefined ? '' : fmtBytes(v.size))));
+    list.replaceChildren(h('table', {},
+      h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', { class: 'num' }, 'Version'), h('th', {}, 'Op'),
+        h('th', {}, 'Author'), h('th', {}, 'Time'), h('th', { class: 'num' }, 'Size'))),
+      h('tbody', {}, rows)));
+  }
+
+  function tick(version, on) {
+    compare = compare.filter((v) => v !== version);
+    if (on) compare.push(version);
+    while (compare.length > 2) {
+      const dropped = compare.shift();
+      const box = list.querySelector(`tr[data-version="${dropped}"] input.cmp`);
+      if (box) box.checked = false;
+    }
+    if (compare.length === 2) showDiff(Math.min(...compare), Math.max(...compare));
+  }
+
+  function select(version) {
+    for (const tr of list.querySelectorAll('tbody tr')) tr.classList.toggle('sel', tr.dataset.version === String(version));
+  }
+
+  async function showVersion(version) {
+    const p = path;
+    select(version);
+    let r;
+    try {
+      r = await tool('file_revision', { task_id: taskId, path: p, version });
+    } catch (err) {
+      if (p === path) shown.replaceChildren(h('div', { class: 'empty error' }, err.message));
+      return;
+    }
+    if (p !== path) return;
+    shown.replaceChildren(
+      h('div', { class: 'muted head' }, `v${r.version} · ${r.op} by ${r.agent_id || '—'} · ${fmtTime(r.created_at)}`
+        + (r.size !== undefined ? ` · ${fmtBytes(r.size)}` : '')),
+      r.content === null || r.content === undefined
+        ? h('div', { class: 'empty' }, 'Deleted at this version: no content.')
+        : h('pre', { class: 'content', id: 'revision-content' }, r.content));
+  }
+
+  async function showDiff(from, to) {
+    const p = path;
+    let r;
+    try {
+      r = await tool('file_revision', { task_id: taskId, path: p, version: to, diff_from: from });
+    } catch (err) {
+      if (p === path) shown.replaceChildren(h('div', { class: 'empty error' }, err.message));
+      return;
+    }
+    if (p !== path) return;
+    shown.replaceChildren(h('div', { class: 'muted head' }, `v${from} → v${to}`),
+      r.diff ? diffBlock(r.diff) : h('div', { class: 'empty' }, 'No difference.'));
+    const block = shown.querySelector('pre.diff');
+    if (block) block.id = 'revision-diff';
+  }
+
+  return {
+    panel,
+    open,
+    /** A file changed: refresh its list when it is the one shown. */
+    changed(p) {
+      if (!path || p !== path) return;
+      clearTimeout(timer);
+      timer = setTimeout(load, 150);
+    },
+    stop() { clearTimeout(timer); },
   };
 }
 

@@ -806,3 +806,161 @@ async fn stop_measuring(browser: &Browser, mut trips: Vec<f64>) -> Value {
     m["script_p99_ms"] = json!(q(0.99));
     m
 }
+
+/// A file's history on the page (issue #16): the revisions with their author and op, a
+/// version's content, the diff between two ticked versions, a new version appearing live; and
+/// a lease claimed before the page opened, whose event is no longer in the replayed stream,
+/// shown with its holder (from `list_leases`).
+#[tokio::test]
+async fn a_files_history_and_an_earlier_lease_show_on_the_page() {
+    // A short event stream, so the lease's event is gone before the page opens.
+    let gw = TestGateway::spawn_with(|c| c.events_stream_maxlen = 20).await;
+    let task = "console-history";
+    let created = gw
+        .http
+        .post(format!("{}/admin/tasks", gw.base))
+        .json(&json!({"id": task, "title": "history"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let lease = ok(gw
+        .tool(
+            "claim_file",
+            json!({"task_id": task, "agent_id": "qa", "path": "src/held.py", "timeout_sec": 600}),
+        )
+        .await);
+    ok(gw
+        .tool(
+            "file_write",
+            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py",
+                   "content": "def main():\n    return 1\n"}),
+        )
+        .await);
+    ok(gw
+        .tool(
+            "file_edit",
+            json!({"task_id": task, "agent_id": "qa", "path": "src/app.py",
+                   "old_string": "return 1", "new_string": "return 2"}),
+        )
+        .await);
+    // Push the lease's event out of the capped stream (Redis trims `MAXLEN ~` by whole nodes
+    // of 100 entries).
+    for n in 0..300 {
+        log(&gw, task, n).await;
+    }
+    let mut redis = gw.redis.connection().await;
+    let kept: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{}events:{{{task}}}", gw.redis.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        kept.ids.iter().all(|e| {
+            let v: Option<String> = e.get("e");
+            !v.unwrap_or_default().contains("lock_acquired")
+        }),
+        "the lease's event is still in the stream"
+    );
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/ui/#/task/{task}", gw.base)).await;
+    let (held, _) = browser
+        .wait_for(
+            "the lease claimed before the page opened",
+            "(l => l && l.textContent)(document.querySelector('#leases li.lease[data-path=\"src/held.py\"]'))",
+            PATIENCE,
+        )
+        .await;
+    let held = held.as_str().unwrap();
+    assert!(
+        held.contains("qa") && held.contains(&format!("fence {}", lease["fence"])),
+        "{held}"
+    );
+
+    // The file's history: both versions, newest first, with op and author.
+    browser
+        .wait_for(
+            "the file in the files panel",
+            "document.querySelector('#files a.file[data-path=\"src/app.py\"]')",
+            PATIENCE,
+        )
+        .await;
+    browser
+        .eval(
+            "document.querySelector('#files a.file[data-path=\"src/app.py\"]').click();",
+            json!([]),
+        )
+        .await;
+    let rows_js = "[...document.querySelectorAll('#history-list tbody tr')].map(r => \
+                   [...r.querySelectorAll('td')].slice(1, 4).map(td => td.textContent).join(' '))";
+    let (rows, _) = browser
+        .wait_for(
+            "two revisions",
+            &format!("(r => r.length === 2 && r)({rows_js})"),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(rows, json!(["v2 edit qa", "v1 write coder"]));
+    let title = browser
+        .eval(
+            "return document.querySelector('#history h2').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(title.as_str().unwrap().contains("src/app.py"), "{title}");
+
+    // One version's content.
+    browser
+        .eval(
+            "document.querySelector('#history-list tr[data-version=\"1\"]').click();",
+            json!([]),
+        )
+        .await;
+    let (content, _) = browser
+        .wait_for(
+            "version 1's content",
+            "(p => p && p.textContent)(document.getElementById('revision-content'))",
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(content, "def main():\n    return 1\n");
+
+    // Two ticked versions: the diff between them, in the page's diff rendering.
+    browser
+        .eval(
+            "for (const b of document.querySelectorAll('#history-list input.cmp')) b.click();",
+            json!([]),
+        )
+        .await;
+    let (diff, _) = browser
+        .wait_for(
+            "the diff of v1 and v2",
+            "[...document.querySelectorAll('#revision-diff span')]\
+             .map(s => s.className + ' ' + s.textContent).join('\\n')",
+            PATIENCE,
+        )
+        .await;
+    let diff = diff.as_str().unwrap();
+    assert!(diff.contains("del -    return 1"), "{diff}");
+    assert!(diff.contains("add +    return 2"), "{diff}");
+
+    // A new version reaches the open history without a reload.
+    ok(gw
+        .tool(
+            "file_edit",
+            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py",
+                   "old_string": "return 2", "new_string": "return 3"}),
+        )
+        .await);
+    let (rows, _) = browser
+        .wait_for(
+            "the third revision",
+            &format!("(r => r.length === 3 && r)({rows_js})"),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(rows[0], "v3 edit coder");
+}
