@@ -383,6 +383,8 @@ pub struct TaskSummary {
     pub assigned_agent_id: Option<String>,
     /// Agents now in its collaboration session, by id.
     pub agents: Vec<String>,
+    /// Live leases on its files (counted up to 1,000).
+    pub lease_count: i64,
     /// Live (not deleted) files.
     pub file_count: i64,
     /// Persisted steps (deployed: up to one sync interval behind the event stream).

@@ -1,9 +1,11 @@
 //! The task and agent lists (`GET /resources/tasks`, `GET /resources/agents`): what a person or
 //! an orchestrator reads to find work in progress without knowing ids in advance. Pages come
 //! from the durable activity indexes (`task_activity`, `agent_activity`, kept by triggers),
-//! most recent first, with a keyset cursor; presence comes from the hot store.
+//! most recent first, with a keyset cursor; live lease counts and presence come from the hot
+//! store.
 
 use super::Service;
+use super::locks::MAX_LISTED_LEASES;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
@@ -39,6 +41,11 @@ impl Service {
             })
             .await?;
         let next_cursor = next_page(&mut tasks, limit, |t| cursor(t.last_activity, &t.task_id));
+        for t in &mut tasks {
+            let task = TaskId::parse(&t.task_id)?;
+            let (leases, _) = self.hot.leases(&task, MAX_LISTED_LEASES).await?;
+            t.lease_count = leases.len() as i64;
+        }
         Ok(TaskList {
             success: true,
             tasks,

@@ -19,7 +19,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// Most leases one `list_leases` answer lists (those expiring soonest; `truncated` says so).
-const MAX_LISTED_LEASES: usize = 1_000;
+pub(super) const MAX_LISTED_LEASES: usize = 1_000;
 
 impl Service {
     /// The lease length asked for (or the default), validated.

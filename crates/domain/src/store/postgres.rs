@@ -667,6 +667,8 @@ impl DurableOps for PgStore {
                     status: r.try_get("status")?,
                     assigned_agent_id: r.try_get("assigned_agent_id")?,
                     agents: r.try_get("agents")?,
+                    // Leases are the hot store's: `Service::list_tasks` counts them.
+                    lease_count: 0,
                     file_count: r.try_get("files")?,
                     step_count: r.try_get("steps")?,
                     first_seen: r.try_get("first_seen")?,

@@ -1102,6 +1102,8 @@ impl DurableOps for SqliteStore {
                     status: r.try_get("status").db()?,
                     assigned_agent_id: r.try_get("assigned_agent_id").db()?,
                     agents: json_strings(r.try_get("agents").db()?)?,
+                    // Leases are the hot store's: `Service::list_tasks` counts them.
+                    lease_count: 0,
                     file_count: r.try_get("files").db()?,
                     step_count: r.try_get("steps").db()?,
                     first_seen: r.try_get("first_seen").db()?,

@@ -532,6 +532,8 @@ in_both_modes!(the_tasks_and_agents_views_are_live);
 #[tokio::test]
 async fn screenshots_of_the_console() {
     let gw = TestGateway::spawn().await;
+    // Step counts come from the durable store, which the sync loops fill (as in a real gateway).
+    let _sync = crate::lists::run_sync(&gw);
     let tool = |name: &'static str, body: Value| {
         let gw = &gw;
         async move { gw.tool(name, body).await }
@@ -644,6 +646,14 @@ async fn screenshots_of_the_console() {
     browser.goto(&format!("{}/ui/#/", gw.base)).await;
     let (rows, _) = browser.wait_for("the task list", LIST_ROWS, PATIENCE).await;
     assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    browser
+        .wait_for(
+            "the steps counted",
+            "document.querySelector('#tasks-table tr[data-id=parser-rewrite]')\
+             ?.children[6].textContent === '4'",
+            PATIENCE,
+        )
+        .await;
     browser.screenshot(&dir.join("tasks.png")).await;
     open_page(&browser, &gw, t).await;
     browser

@@ -36,7 +36,7 @@ async fn eventually(gw: &TestGateway, path: &str, done: impl Fn(&Value) -> bool)
 
 /// Runs the sync loops beside a test gateway (as `mcp-gateway` does by default), pushing the
 /// outbox every 100 ms, until the guard drops.
-fn run_sync(gw: &TestGateway) -> tokio_util::sync::DropGuard {
+pub fn run_sync(gw: &TestGateway) -> tokio_util::sync::DropGuard {
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut settings = mcp_sync::SyncSettings::default();
     settings.push.interval = Duration::from_millis(100);
@@ -66,6 +66,13 @@ async fn tasks_and_agents_are_listed_by_activity(gw: TestGateway) {
         .tool(
             "join_collab",
             json!({"task_id": "parser", "agent_id": "qa"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = gw
+        .tool(
+            "claim_file",
+            json!({"task_id": "parser", "path": "src/p.rs", "agent_id": "coder"}),
         )
         .await;
     assert_eq!(s, 200);
@@ -101,6 +108,8 @@ async fn tasks_and_agents_are_listed_by_activity(gw: TestGateway) {
     assert_eq!(parser["status"], "pending");
     assert_eq!(parser["assigned_agent_id"], "coder");
     assert_eq!(parser["agents"], json!(["qa"]));
+    assert_eq!(parser["lease_count"], 1);
+    assert_eq!(page["tasks"][1]["lease_count"], 0);
     assert_eq!(page["tasks"][1]["file_count"], 1);
     assert_eq!(page["tasks"][1]["title"], Value::Null, "nobody created it");
 
