@@ -216,23 +216,13 @@ impl GatewayClient {
     /// `GET /resources/tasks`: a page of the tasks the caller may see, most recently active
     /// first; pass the answer's `next_cursor` as `cursor` for the next page.
     pub async fn list_tasks(&self, q: &TaskListQuery) -> Result<TaskList> {
-        let pairs = query_pairs(q);
-        let query: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let url = self.resource(&["tasks"], &query);
+        let url = self.resource_query(&["tasks"], q);
         self.get(url).await
     }
 
     /// `GET /resources/agents`: a page of agents, most recently seen first.
     pub async fn list_agents(&self, q: &AgentListQuery) -> Result<AgentList> {
-        let pairs = query_pairs(q);
-        let query: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let url = self.resource(&["agents"], &query);
+        let url = self.resource_query(&["agents"], q);
         self.get(url).await
     }
 
@@ -348,6 +338,16 @@ impl GatewayClient {
             path.extend(segments);
         }
         url
+    }
+
+    /// A resource URL with the set fields of the query struct `q` as its query string.
+    fn resource_query<Q: Serialize>(&self, segments: &[&str], q: &Q) -> Url {
+        let pairs = query_pairs(q);
+        let query: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.resource(segments, &query)
     }
 
     /// A resource URL (`/resources/...`) with `agent_id` and `query` as its query string.
