@@ -20,9 +20,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- run --------------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
-# curl for the health check; ca-certificates for TLS to managed Postgres/Redis.
+# curl for the health check; ca-certificates for TLS to managed Postgres/Redis. Versions are
+# pinned to bookworm's series (a glob, so that Debian's security updates still apply).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends 'ca-certificates=202*' 'curl=7.88.*' \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin mcp \
     && install -d -o 10001 -g 10001 /var/lib/mcp-gateway
@@ -40,5 +41,5 @@ ENV MCP_GATEWAY_HOST=0.0.0.0 \
 VOLUME ["/var/lib/mcp-gateway"]
 EXPOSE 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8001/health || exit 1
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8001/health"]
 CMD ["mcp-gateway"]

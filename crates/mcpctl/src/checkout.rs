@@ -235,12 +235,22 @@ pub async fn checkout(
     }
 
     let total = listing.files.len();
+    let bar = out.bar(total as u64, "checkout");
     let mut files = Vec::new();
     for (i, f) in listing.files.iter().enumerate() {
-        out.progress(format!("checkout: [{}/{total}] {}", i + 1, f.path));
+        match &bar {
+            Some(bar) => bar.set_message(f.path.clone()),
+            None => out.progress(format!("checkout: [{}/{total}] {}", i + 1, f.path)),
+        }
         if let Some(v) = fetch(c, &local, &mut manifest, task, &f.path).await? {
             files.push(json!({"path": f.path, "version": v, "size": f.size}));
         }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     manifest.save(dir).await?;
     out.emit(

@@ -47,9 +47,13 @@ pub async fn demo(
         ..CreateTaskRequest::default()
     })
     .await?;
-    out.progress(format!(
-        "Watch it live: {}/ui/#/task/{task}",
+    let url = format!(
+        "{}/ui/#/task/{task}",
         base.base_url().as_str().trim_end_matches('/')
+    );
+    out.progress(format!(
+        "Watch it live: {}",
+        out.paint(url, &console::Style::new().bold().underlined())
     ));
     let pause = || tokio::time::sleep(pace);
     let mut conflicts = 0;
@@ -209,8 +213,16 @@ pub async fn demo(
     Ok(crate::EXIT_OK)
 }
 
+/// One line of the play: the agent's name in its colour on a terminal.
 fn say(out: Out, a: &Agent, what: &str) {
-    out.progress(format!("{:>5}  {what}", a.name));
+    let colour = match a.name {
+        "coder" => console::Style::new().cyan().bold(),
+        _ => console::Style::new().magenta().bold(),
+    };
+    out.progress(format!(
+        "{}  {what}",
+        out.paint(format!("{:>5}", a.name), &colour)
+    ));
 }
 
 async fn step(
@@ -235,7 +247,8 @@ fn refused<T>(
 ) -> Result<u32, ClientError> {
     match r {
         Err(e) if e.code() == ErrorCode::Locked => {
-            say(out, a, &format!("{what}: refused, {e}"));
+            let refused = out.paint("refused", &console::Style::new().red().bold());
+            say(out, a, &format!("{what}: {refused}, {e}"));
             Ok(1)
         }
         Err(e) => Err(e),

@@ -103,6 +103,40 @@ impl Out {
             eprintln!("{msg}");
         }
     }
+
+    /// Whether stderr is a terminal a person watches, showing colour: progress bars and
+    /// colour then, plain lines otherwise (a pipe, a file, `--quiet`, `NO_COLOR`, `TERM=dumb`).
+    pub fn fancy(&self) -> bool {
+        !self.quiet
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && console::Term::stderr().features().is_attended()
+            && console::colors_enabled_stderr()
+    }
+
+    /// `text` in `style` when stderr is [`fancy`](Out::fancy), as it is otherwise.
+    pub fn paint(&self, text: impl std::fmt::Display, style: &console::Style) -> String {
+        if self.fancy() {
+            style.apply_to(text).force_styling(true).to_string()
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// A progress bar of `len` steps on stderr when it is [`fancy`](Out::fancy); `None`
+    /// otherwise (the caller then prints plain progress lines).
+    pub fn bar(&self, len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+        if !self.fancy() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(len).with_prefix(what.to_owned());
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        Some(bar)
+    }
 }
 
 /// Builds the client from the global options.

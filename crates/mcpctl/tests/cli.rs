@@ -1336,3 +1336,110 @@ async fn completions_and_man_page() {
     let r = run_at(&base, "cli", &["completions", "tcsh"], None).await;
     assert_eq!(r.code, 2, "{r:?}");
 }
+
+/// Runs the binary in a pseudo-terminal (util-linux `script`), as a person at a terminal
+/// would: what the terminal received (stdout and stderr together), and the exit code.
+async fn run_in_terminal(gw: &TestGateway, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line = std::iter::once(env!("CARGO_BIN_EXE_mcpctl"))
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &line, "/dev/null"])
+        .env("MCP_GATEWAY_URL", &gw.base)
+        .env("MCP_AGENT_ID", "cli")
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR")
+        .env_remove("MCP_GATEWAY_TOKEN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .await
+        .expect("`script` (util-linux) runs the command in a terminal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `text` without its ANSI escape sequences (`ESC [ … letter`): what a terminal shows.
+fn visible(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Issue #21 item 12: at a terminal, `checkout` draws a progress bar (instead of one line a
+/// file, which pipes and logs still get: `checkout_copies_the_files`) and the demo colours
+/// its agents and the refusals; `NO_COLOR` turns colour off.
+#[tokio::test]
+async fn at_a_terminal_checkout_draws_a_bar_and_the_demo_has_colour() {
+    let gw = TestGateway::spawn().await;
+    let ws = client(&gw, "coder").workspace("t1");
+    use mcp_agent_client::Workspace;
+    for i in 0..12 {
+        ws.write(&format!("src/f{i}.rs"), "x").await.unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("mcpctl-tty-{}", uuid::Uuid::new_v4().simple()));
+    let (code, screen) =
+        run_in_terminal(&gw, &["checkout", "t1", &dir.display().to_string()], &[]).await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("/12 src/f"),
+        "a bar with the file: {screen:?}"
+    );
+    assert!(
+        !screen.contains("checkout: [1/12]"),
+        "no line a file: {screen:?}"
+    );
+    // The bar is gone when the result is printed: the result starts its own line.
+    let result = screen
+        .find("checked out 12 file(s) of t1")
+        .expect("the result");
+    let line_start = screen[..result].rfind(['\r', '\n']).map_or(0, |i| i + 1);
+    assert_eq!(visible(&screen[line_start..result]), "", "{screen:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (code, screen) = run_in_terminal(&gw, &["demo", "--pace-ms", "0"], &[]).await;
+    assert_eq!(code, 0, "{screen}");
+    let cyan_coder = format!(
+        "{}",
+        console::style("coder").cyan().bold().force_styling(true)
+    );
+    assert!(
+        screen.contains(&cyan_coder),
+        "the coder in cyan: {screen:?}"
+    );
+    let red = format!(
+        "{}",
+        console::style("refused").red().bold().force_styling(true)
+    );
+    assert!(screen.contains(&red), "refusals in red: {screen:?}");
+
+    let (code, screen) =
+        run_in_terminal(&gw, &["demo", "--pace-ms", "0"], &[("NO_COLOR", "1")]).await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("refused"), "{screen:?}");
+    assert!(
+        !screen.contains('\u{1b}'),
+        "NO_COLOR: no escapes: {screen:?}"
+    );
+}
