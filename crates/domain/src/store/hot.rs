@@ -482,6 +482,9 @@ pub trait McpSessions: Send + Sync + 'static {
     /// Every subscription to a resource of this task (or agent).
     async fn subscribers(&self, scope: SubScope<'_>) -> Result<Vec<Subscriber>>;
 
+    /// Every subscription one session holds (what a reconnecting stream catches up on).
+    async fn session_subscriptions(&self, session: &str) -> Result<Vec<Subscriber>>;
+
     /// Events of one task appended at or after `since_ms` (store time, ms), oldest first, at
     /// most `limit`, with their ids: a subscriber's catch-up for the moments before its
     /// registration.

@@ -10,7 +10,7 @@
 use super::hot::{McpSession, McpSessions, SubScope, Subscriber};
 use super::keys::{
     parse_session_record, parse_subscription_entry, session_entry, session_record,
-    subscription_entry,
+    split_session_entry, subscription_entry,
 };
 use super::redis::RedisStore;
 use crate::error::Result;
@@ -144,6 +144,20 @@ impl McpSessions for RedisStore {
         Ok(entries
             .into_iter()
             .filter_map(|e| parse_subscription_entry(&e))
+            .collect())
+    }
+
+    /// Every subscription one session holds: its own list names each index entry.
+    async fn session_subscriptions(&self, session: &str) -> Result<Vec<Subscriber>> {
+        let mut c = self.connection();
+        let entries: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys().mcp_session_subs(session))
+            .query_async(&mut c)
+            .await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| split_session_entry(e))
+            .filter_map(|(_, entry)| parse_subscription_entry(entry))
             .collect())
     }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 const TASKS_PER_PAGE: usize = 50;
 /// How far back a new listener's catch-up reads (covers the moments between its
 /// acknowledgment and its registration, and clock differences with Redis).
-const CATCH_UP: Duration = Duration::from_secs(2);
+pub const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// One MCP server instance (rmcp makes one per session or per stateless request).
 #[derive(Clone)]

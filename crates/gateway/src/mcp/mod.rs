@@ -9,6 +9,7 @@
 //! * [`resources`] — resource URIs, templates, reads, and which resources an event changes.
 //! * [`notify`] — resource-update notifications, from the live-event hub's tap.
 //! * [`sessions`] — 2025-11-25 sessions kept in Redis, so any instance serves any request.
+//! * [`jsonrpc`] — JSON-RPC errors for bodies rmcp would refuse with a bare HTTP status.
 //!
 //! Instances share nothing in memory: 2026-07-28 requests are stateless, and a 2025-11-25
 //! session is restored from Redis by whichever instance receives its request. `Host` and
@@ -17,6 +18,7 @@
 //! error, e.g. 401).
 
 pub mod handler;
+pub mod jsonrpc;
 pub mod notify;
 pub mod resources;
 pub mod sessions;
@@ -89,6 +91,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
     );
     Router::new()
         .route_service("/mcp", service)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            jsonrpc::guard,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
 }
 

@@ -16,6 +16,17 @@
 //! lags so far behind that the live hub cuts its tap off) is not replayed, and a listener may
 //! hear of a change made just before it subscribed (its catch-up reads the task's recent
 //! events). A slow subscriber is skipped rather than waited for.
+//!
+//! **Resuming a session stream.** Each notification on a session stream carries an SSE id,
+//! `u<ms>-<seq>`: the position of the event that caused it in its task's event stream
+//! ([`position_id`]). A new stream starts with an empty event whose id is its start (less
+//! [`super::handler::CATCH_UP`], for clock skew and publishing delay). A client that
+//! reconnects with one of these ids as `Last-Event-ID`, to any instance, first hears of every
+//! change to its subscribed task resources after that position ([`Hub::catch_up`], read from
+//! the tasks' event streams), then of live changes. A change may be told twice (around the
+//! resume point); none made while the client was away is missed, as long as the task's event
+//! stream still holds it (`EVENTS_MAXLEN`). Agent resources have no stream of their own: each
+//! subscribed one gets one notification on resume.
 
 use super::resources::{ResourceUri, changed_by};
 use crate::live::{self, Delivery, Tap};
@@ -196,7 +207,7 @@ impl Hub {
             let Some(tx) = streams.get(&sub.session) else {
                 continue;
             };
-            match tx.try_send(updated_message(&sub.uri)) {
+            match tx.try_send(updated_message(&sub.uri, event.id.as_deref())) {
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     streams.remove(&sub.session);
                 }
@@ -240,13 +251,103 @@ fn notify_listener(l: &Listener, keys: &[String]) {
     }
 }
 
-/// `notifications/resources/updated` for `uri`, as an SSE message.
-fn updated_message(uri: &str) -> ServerSseMessage {
-    ServerSseMessage::from_message(ServerJsonRpcMessage::notification(
+/// `notifications/resources/updated` for `uri`, as an SSE message whose id is the position of
+/// the event that caused it (`event_id`, a task event stream id), when known.
+fn updated_message(uri: &str, event_id: Option<&str>) -> ServerSseMessage {
+    let mut message = ServerSseMessage::from_message(ServerJsonRpcMessage::notification(
         ServerNotification::ResourceUpdatedNotification(ResourceUpdatedNotification::new(
             ResourceUpdatedNotificationParam::new(uri),
         )),
-    ))
+    ));
+    message.event_id = event_id.map(|id| format!("{POSITION_PREFIX}{id}"));
+    message
+}
+
+/// The prefix of the SSE ids this module gives (rmcp's own are bare numbers, or `n/m`).
+const POSITION_PREFIX: char = 'u';
+
+/// The SSE id of a position in the task event streams: `u<ms>-<seq>`.
+pub fn position_id(ms: i64, seq: i64) -> String {
+    format!("{POSITION_PREFIX}{ms}-{seq}")
+}
+
+/// The position a `Last-Event-ID` this module gave names; `None` for any other id.
+pub fn parse_position(id: &str) -> Option<(i64, i64)> {
+    parse_stream_id(id.strip_prefix(POSITION_PREFIX)?)
+}
+
+/// `<ms>-<seq>`, a stream entry id.
+fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The empty event that opens a session stream at `position`: the client's resume point
+/// until the first notification.
+pub fn start_message(position: (i64, i64)) -> ServerSseMessage {
+    let mut message = ServerSseMessage::retry(Duration::ZERO);
+    message.retry = None;
+    message.event_id = Some(position_id(position.0, position.1));
+    message
+}
+
+/// Most events one task's catch-up reads.
+const CATCH_UP_EVENTS: usize = 1_000;
+
+impl Hub {
+    /// What a session stream resuming after `after` missed: a notification for each change
+    /// to one of the session's subscribed resources after that position, oldest first, with
+    /// their ids; and one for each subscribed agent resource.
+    pub async fn catch_up(&self, session: &str, after: (i64, i64)) -> Vec<ServerSseMessage> {
+        let subscriptions = match self.store.session_subscriptions(session).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a session's MCP subscriptions failed");
+                return Vec::new();
+            }
+        };
+        let mut by_task: HashMap<TaskId, Vec<(String, String)>> = HashMap::new();
+        let mut missed: Vec<((i64, i64), ServerSseMessage)> = Vec::new();
+        for sub in subscriptions {
+            match ResourceUri::parse(&sub.uri)
+                .ok()
+                .and_then(|r| r.task().cloned())
+            {
+                Some(task) => by_task.entry(task).or_default().push((sub.key, sub.uri)),
+                // An agent resource: no stream of its own to read; one hint to re-read.
+                None => missed.push((after, updated_message(&sub.uri, None))),
+            }
+        }
+        for (task, subs) in by_task {
+            let events = match self
+                .store
+                .events_since(&task, after.0, CATCH_UP_EVENTS)
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, task = %task, "catching a session stream up failed");
+                    continue;
+                }
+            };
+            for event in events {
+                let Some(position) = event.id.as_deref().and_then(parse_stream_id) else {
+                    continue;
+                };
+                if position <= after {
+                    continue;
+                }
+                let keys = changed_by(&event);
+                for (key, uri) in &subs {
+                    if keys.contains(key) {
+                        missed.push((position, updated_message(uri, event.id.as_deref())));
+                    }
+                }
+            }
+        }
+        missed.sort_by_key(|(position, _)| *position);
+        missed.into_iter().map(|(_, m)| m).collect()
+    }
 }
 
 /// Reads the tap until the gateway shuts down: each event to [`Hub::dispatch`]. A tap the

@@ -13,7 +13,8 @@
 //!
 //! The 2026-07-28 generation has no sessions; its requests never come here.
 
-use super::notify::Hub;
+use super::handler::CATCH_UP;
+use super::notify::{Hub, parse_position, start_message};
 use futures::{Stream, StreamExt};
 use mcp_domain::store::Hot;
 use mcp_domain::store::hot::McpSession;
@@ -90,19 +91,30 @@ impl GatewaySessions {
         }
     }
 
-    /// `stream`, with the session's resource updates merged in; ends when `stream` ends.
+    /// `stream`, with the session's resource updates merged in; ends when `stream` ends. It
+    /// opens with its start position (the client's resume point) and, when resuming after a
+    /// position, what the session missed since (`notify` module: "Resuming a session stream").
     async fn with_updates(
         &self,
         id: &SessionId,
         stream: impl Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+        resume_after: Option<(i64, i64)>,
     ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
+        let start = chrono::Utc::now().timestamp_millis() - CATCH_UP.as_millis() as i64;
+        // Attached before the catch-up is read: a change in between is told twice, not never.
         let updates = ReceiverStream::new(self.hub.attach_stream(id).await);
+        let mut first = vec![start_message((start, 0))];
+        if let Some(after) = resume_after {
+            first.extend(self.hub.catch_up(id, after).await);
+        }
         let main = stream
             .map(Some)
             .chain(futures::stream::once(futures::future::ready(None)));
-        futures::stream::select(main, updates.map(Some))
-            .take_while(|m| futures::future::ready(m.is_some()))
-            .filter_map(futures::future::ready)
+        futures::stream::iter(first).chain(
+            futures::stream::select(main, updates.map(Some))
+                .take_while(|m| futures::future::ready(m.is_some()))
+                .filter_map(futures::future::ready),
+        )
     }
 }
 
@@ -152,7 +164,7 @@ impl SessionManager for GatewaySessions {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let stream = self.inner.create_standalone_stream(id).await?;
-        Ok(self.with_updates(id, stream).await)
+        Ok(self.with_updates(id, stream, None).await)
     }
 
     async fn resume(
@@ -160,11 +172,21 @@ impl SessionManager for GatewaySessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        // Event ids of the standalone stream carry no request part (`12`, not `12/3`).
+        // A position this gateway gave (any instance): the standalone stream, caught up.
+        if let Some(after) = parse_position(&last_event_id) {
+            let stream = self.inner.create_standalone_stream(id).await?;
+            return Ok(self
+                .with_updates(id, stream.left_stream(), Some(after))
+                .await
+                .left_stream());
+        }
+        // rmcp's own ids: a standalone stream's carry no request part (`12`, not `12/3`).
         let standalone = !last_event_id.contains('/');
         let stream = self.inner.resume(id, last_event_id).await?;
         Ok(if standalone {
-            self.with_updates(id, stream).await.left_stream()
+            self.with_updates(id, stream.right_stream(), None)
+                .await
+                .left_stream()
         } else {
             stream.right_stream()
         })

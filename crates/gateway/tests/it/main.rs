@@ -16,6 +16,7 @@ mod lists;
 mod live;
 mod locks;
 mod mcp;
+mod mcp_resume;
 mod mcp_sessions;
 mod metrics;
 mod openapi;

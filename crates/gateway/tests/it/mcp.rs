@@ -829,3 +829,170 @@ fn unbound(state: &str) -> mcp_domain::store::hot::McpSession {
         state: state.into(),
     }
 }
+
+/// `POST /mcp` with a raw body: (status, JSON body or `Null`, the session header).
+async fn post_raw(
+    gw: &TestGateway,
+    body: &str,
+    session: Option<&str>,
+) -> (u16, Value, Option<String>) {
+    let mut r = gw
+        .http
+        .post(format!("{}/mcp", gw.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(s) = session {
+        r = r
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-11-25");
+    }
+    let r = r.send().await.expect("request");
+    let status = r.status().as_u16();
+    let session = r
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = r.text().await.unwrap_or_default();
+    // A JSON answer, or the first `data:` line of an SSE answer.
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find_map(|d| serde_json::from_str(d.trim()).ok())
+            .unwrap_or(Value::Null)
+    });
+    (status, body, session)
+}
+
+/// Issue #15 item 4: what rmcp refused with a bare 415 (not JSON, a batch) or took for an
+/// unknown method (a known method with misfit parameters: -32601) gets the JSON-RPC error
+/// the specification names; a session's DELETE answers 204.
+#[tokio::test]
+async fn malformed_messages_get_json_rpc_errors() {
+    let gw = TestGateway::spawn().await;
+    let (status, body, _) = post_raw(&gw, "{this is not json", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32700)),
+        "{body}"
+    );
+    assert_eq!(body["id"], Value::Null);
+
+    let batch =
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#;
+    let (status, body, _) = post_raw(&gw, batch, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32600)),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("batch"),
+        "{body}"
+    );
+
+    let (status, body, _) = post_raw(&gw, r#"{"id":1,"hello":"there"}"#, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32600)),
+        "{body}"
+    );
+
+    // A 2025-11-25 session.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "0"}}});
+    let (status, _, session) = post_raw(&gw, &init.to_string(), None).await;
+    assert_eq!(status, 200);
+    let session = session.expect("a session id");
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(post_raw(&gw, initialized, Some(&session)).await.0, 202);
+
+    for (params, wrong) in [
+        (json!({"arguments": {"task_id": "t1"}}), "name"),
+        (
+            json!({"name": "file_read", "arguments": "t1"}),
+            "invalid type",
+        ),
+    ] {
+        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params});
+        let (status, body, _) = post_raw(&gw, &call.to_string(), Some(&session)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_i64()),
+            (200, Some(-32602)),
+            "{body}"
+        );
+        assert_eq!(body["id"], 7);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("tools/call") && message.contains(wrong),
+            "{message}"
+        );
+    }
+    // A well-formed call still reaches the tool.
+    let call = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "list_files", "arguments": {"task_id": "t1"}}});
+    let (status, body, _) = post_raw(&gw, &call.to_string(), Some(&session)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], 8, "{body}");
+    assert!(body["result"].is_object(), "{body}");
+
+    let deleted = gw
+        .http
+        .delete(format!("{}/mcp", gw.base))
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(deleted.status().as_u16(), 204);
+    let (status, _, _) = post_raw(&gw, &call.to_string(), Some(&session)).await;
+    assert_eq!(status, 404, "the session is gone");
+}
+
+/// Issue #15 item 3 (2026-07-28): listening again is a new `subscriptions/listen`; it hears of
+/// a change made in the two seconds before it (its catch-up), here one made while the client
+/// was not listening, and then of live ones.
+#[tokio::test]
+async fn a_2026_07_28_client_that_listens_again_hears_the_latest_change() {
+    let gw = TestGateway::spawn().await;
+    let (client, _) = connect(&gw, Generation::Stateless).await;
+    let uri = "workspace://t1/a.py";
+    let filter = || {
+        SubscriptionFilter::builder()
+            .resource_subscription(uri)
+            .build()
+    };
+    let mut first = client.listen(filter()).await.expect("subscriptions/listen");
+    first.cancel().await.expect("stop listening");
+    let (status, _) = gw
+        .tool(
+            "file_write",
+            json!({"task_id": "t1", "path": "a.py", "content": "away"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut again = client.listen(filter()).await.expect("listen again");
+    for content in ["", "live"] {
+        if !content.is_empty() {
+            let (status, _) = gw
+                .tool(
+                    "file_write",
+                    json!({"task_id": "t1", "path": "a.py", "content": content}),
+                )
+                .await;
+            assert_eq!(status, 200);
+        }
+        let next = tokio::time::timeout(Duration::from_secs(10), again.next())
+            .await
+            .expect("a notification in time")
+            .expect("the subscription is open")
+            .expect("a notification");
+        match next {
+            ServerNotification::ResourceUpdatedNotification(n) => assert_eq!(n.params.uri, uri),
+            other => panic!("unexpected notification {other:?}"),
+        }
+    }
+    again.cancel().await.expect("unsubscribe");
+    client.cancel().await.expect("client stops");
+}

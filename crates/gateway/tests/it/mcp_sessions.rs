@@ -118,7 +118,7 @@ async fn a_session_exists_only_for_the_agent_that_created_it_on_every_instance()
     let ping = request(6, "ping", json!({}));
     assert_eq!(mcp(&b, Method::POST, &renewed, s, ping).await.0, 200);
     // The owner may end it; then it is gone for the owner too.
-    assert_eq!(mcp(&b, Method::DELETE, &victim, s, None).await.0, 202);
+    assert_eq!(mcp(&b, Method::DELETE, &victim, s, None).await.0, 204);
     let ping = request(7, "ping", json!({}));
     assert_eq!(mcp(&a, Method::POST, &victim, s, ping).await.0, 404);
 }

@@ -485,6 +485,10 @@ impl McpSessions for MemoryStore {
         Ok(self.with(|s, now| s.subscribers(scope, now)))
     }
 
+    async fn session_subscriptions(&self, session: &str) -> Result<Vec<Subscriber>> {
+        Ok(self.with(|s, now| s.session_subscriptions(session, now)))
+    }
+
     async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>> {
         Ok(self.with(|s, _| s.events_since(task, since_ms, limit)))
     }

@@ -984,6 +984,19 @@ impl State {
             })
             .unwrap_or_default()
     }
+
+    pub(super) fn session_subscriptions(&mut self, session: &str, now: &Now) -> Vec<Subscriber> {
+        let own = self.keys.mcp_session_subs(session);
+        self.sets
+            .get(&own, now.at)
+            .map(|s| {
+                s.iter()
+                    .filter_map(|e| split_session_entry(e))
+                    .filter_map(|(_, entry)| parse_subscription_entry(entry))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// What Redis answers `SET … EX 0`.

@@ -1,0 +1,252 @@
+//! JSON-RPC answers where rmcp would answer with a bare HTTP status (issue #15 item 4).
+//!
+//! rmcp parses a `POST /mcp` body straight into one client message; whatever does not parse
+//! gets `415 Unsupported Media Type` with a plain-text body, and a known method whose
+//! parameters do not fit its type is taken for an unknown custom method (`-32601`, and HTTP
+//! 404 in 2026-07-28). Clients then show an HTTP failure instead of the JSON-RPC error the
+//! specification names. [`guard`] reads the body first and answers, as JSON:
+//!
+//! * not JSON → HTTP 400, `-32700` parse error (`id: null`);
+//! * a batch (an array) → HTTP 400, `-32600`: no revision this gateway serves has batches
+//!   (JSON-RPC batching was in 2025-03-26 only and was removed in 2025-06-18);
+//! * JSON that is no JSON-RPC message → HTTP 400, `-32600` invalid request;
+//! * a known method with parameters that do not fit (`tools/call` without `name`, with
+//!   `arguments` that is not an object, …) → HTTP 200, `-32602` invalid params, with the
+//!   request's id and what is wrong.
+//!
+//! Everything else goes on to rmcp unchanged (the body rebuilt from the bytes read). It also
+//! answers a `DELETE` of a session with `204 No Content` where rmcp says `202 Accepted` (a
+//! deletion is done, not queued; the Python SDK reports 202 as a failure).
+
+use crate::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+// `resources/(un)subscribe` are deprecated for 2026-07-28 only; 2025-11-25 sessions use them.
+use rmcp::model::{
+    CallToolRequest, ClientJsonRpcMessage, ClientRequest, CompleteRequest, ConstString,
+    GetPromptRequest, ReadResourceRequest, SubscriptionsListenRequest,
+};
+#[allow(deprecated)]
+use rmcp::model::{SubscribeRequest, UnsubscribeRequest};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// JSON-RPC 2.0 error codes.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
+
+/// See the module documentation.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == Method::DELETE {
+        let response = next.run(req).await;
+        if response.status() != StatusCode::ACCEPTED {
+            return response;
+        }
+        let (mut parts, _) = response.into_parts();
+        parts.status = StatusCode::NO_CONTENT;
+        return Response::from_parts(parts, Body::empty());
+    }
+    // rmcp's own answers stay for the wrong method, Accept or Content-Type (405, 406, 415).
+    if req.method() != Method::POST || !is_json(&req) {
+        return next.run(req).await;
+    }
+    let max = state.mcp.config.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(e) => return unreadable(e, max),
+    };
+    if let Some(answer) = check(&bytes) {
+        return answer;
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A body past the limit gets rmcp's own answer (413); one that could not be read, 400.
+fn unreadable(e: axum::Error, max: usize) -> Response {
+    let too_large =
+        std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if too_large {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Payload Too Large: request body exceeds {max} bytes"),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("Bad Request: the request body could not be read: {e}"),
+        )
+            .into_response()
+    }
+}
+
+/// The JSON-RPC error answer to `body`, or `None` when rmcp should serve it.
+fn check(body: &Bytes) -> Option<Response> {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                PARSE_ERROR,
+                format!("Parse error: the body is not JSON ({e})"),
+            ));
+        }
+    };
+    let Value::Object(object) = &value else {
+        let message = if value.is_array() {
+            "Invalid Request: JSON-RPC batches are not supported (MCP removed them in \
+             protocol revision 2025-06-18); send one message per request"
+        } else {
+            "Invalid Request: a JSON-RPC message is a JSON object"
+        };
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            message.to_owned(),
+        ));
+    };
+    let id = object.get("id").cloned().unwrap_or(Value::Null);
+    let message = match serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                id,
+                INVALID_REQUEST,
+                format!("Invalid Request: not a JSON-RPC 2.0 message ({e})"),
+            ));
+        }
+    };
+    let ClientJsonRpcMessage::Request(request) = message else {
+        return None;
+    };
+    let ClientRequest::CustomRequest(custom) = &request.request else {
+        return None;
+    };
+    let method = custom.method.as_str();
+    let why = misfit(method, object.get("params"))?;
+    Some(error(
+        StatusCode::OK,
+        id,
+        INVALID_PARAMS,
+        format!("Invalid params for {method}: {why}"),
+    ))
+}
+
+/// Why `params` do not fit `method`, when it is a method of the protocol (rmcp took it for a
+/// custom one because they did not); `None` for a method the protocol does not define.
+fn misfit(method: &str, params: Option<&Value>) -> Option<String> {
+    fn why<T: DeserializeOwned>(method: &str, params: Option<&Value>) -> String {
+        let message = json!({"method": method, "params": params.cloned().unwrap_or(Value::Null)});
+        match serde_json::from_value::<T>(message) {
+            Err(e) => e.to_string(),
+            Ok(_) => "they do not match the method's parameters".to_owned(),
+        }
+    }
+    macro_rules! methods {
+        ($($request:ty),* $(,)?) => {
+            $(
+                if method == <<$request as HasMethod>::Method as ConstString>::VALUE {
+                    return Some(why::<$request>(method, params));
+                }
+            )*
+        };
+    }
+    #[allow(deprecated)]
+    {
+        methods!(
+            CallToolRequest,
+            ReadResourceRequest,
+            SubscribeRequest,
+            UnsubscribeRequest,
+            GetPromptRequest,
+            CompleteRequest,
+            SubscriptionsListenRequest,
+        );
+    }
+    None
+}
+
+/// The method type of an rmcp request type (`Request<M, P>`).
+trait HasMethod {
+    type Method: ConstString;
+}
+
+impl<M: ConstString, P> HasMethod for rmcp::model::Request<M, P> {
+    type Method = M;
+}
+
+fn error(status: StatusCode, id: Value, code: i64, message: String) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> Option<(u16, i64)> {
+        let r = check(&Bytes::from(body.to_owned()))?;
+        let status = r.status().as_u16();
+        let bytes = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
+            .expect("body");
+        let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+        Some((status, v["error"]["code"].as_i64().expect("a code")))
+    }
+
+    #[test]
+    fn what_rmcp_would_refuse_with_a_bare_status_gets_a_json_rpc_error() {
+        assert_eq!(code("{not json"), Some((400, PARSE_ERROR)));
+        assert_eq!(
+            code(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
+            Some((400, INVALID_REQUEST))
+        );
+        assert_eq!(code("42"), Some((400, INVALID_REQUEST)));
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#),
+            Some((200, INVALID_PARAMS))
+        );
+        assert_eq!(
+            code(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"file_read","arguments":"x"}}"#
+            ),
+            Some((200, INVALID_PARAMS))
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}"#),
+            Some((200, INVALID_PARAMS))
+        );
+    }
+
+    #[test]
+    fn good_messages_and_unknown_methods_go_on_to_rmcp() {
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), None);
+        assert_eq!(
+            code(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"file_read","arguments":{}}}"#
+            ),
+            None
+        );
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"no/such"}"#), None);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            None
+        );
+    }
+}
