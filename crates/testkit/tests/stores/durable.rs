@@ -1174,3 +1174,37 @@ async fn outbox_batches_and_writers_never_deadlock(f: &DurableFixture) {
         .unwrap();
     assert_eq!(tasks.iter().map(|t| t.step_count).sum::<i64>(), 80);
 }
+
+/// A deadlock or a serialization failure in Postgres (SQLSTATE 40P01, 40001) rolled the
+/// transaction back and will likely pass on a retry: it is `unavailable` (503 with
+/// Retry-After, which the client retries), not `internal` (500). Made here for real: two
+/// transactions that take two rows' locks in opposite orders.
+#[tokio::test]
+async fn a_postgres_deadlock_is_retryable_not_internal() {
+    let db = mcp_testkit::TestDb::create().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    for sql in [
+        "CREATE TABLE pair (id int PRIMARY KEY, n int)",
+        "INSERT INTO pair VALUES (1, 0), (2, 0)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let (mut a, mut b) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+    let bump = |id: i32| sqlx::query("UPDATE pair SET n = n + 1 WHERE id = $1").bind(id);
+    bump(1).execute(&mut *a).await.unwrap();
+    bump(2).execute(&mut *b).await.unwrap();
+    // Each now waits for the other's row; Postgres aborts one of them after deadlock_timeout.
+    let (ra, rb) = tokio::join!(bump(2).execute(&mut *a), bump(1).execute(&mut *b));
+    let failed = match (ra, rb) {
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+        other => panic!("one of the two is aborted: {other:?}"),
+    };
+    let error = DomainError::from(failed);
+    assert_eq!(error.code(), mcp_api::ErrorCode::Unavailable, "{error:?}");
+    drop((a, b));
+    pool.close().await;
+}
