@@ -1,4 +1,6 @@
-//! Bearer tokens: HS256 JWTs signed with the deployment's `JWT_SECRET`.
+//! Bearer tokens: HS256 JWTs signed with the deployment's `JWT_SECRET`. (Tokens of the
+//! operator's own authorization server, RS256/ES256, are `crate::oauth`'s; `Tokens` picks one
+//! by the token's algorithm.)
 //!
 //! A token names its agent (`agent_id`, or `sub`), expires (`exp`, required), and may carry
 //! `tasks` (a list of task ids, or `"*"`) and `role` (`agent`, `observer`, `admin`; default
@@ -119,6 +121,9 @@ pub enum AuthError {
     NotYetValid,
     #[error("the token's claims are not acceptable: {0}")]
     Claims(&'static str),
+    /// The authorization server's metadata or keys could not be fetched (a backend outage).
+    #[error("the authorization server is unreachable: {0}")]
+    IssuerUnavailable(String),
 }
 
 impl AuthError {
@@ -130,6 +135,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::Claims(_) => "claims",
+            AuthError::IssuerUnavailable(_) => "issuer_unavailable",
         }
     }
 }
@@ -310,6 +316,38 @@ impl Authenticator {
             tasks,
             valid_until: exp.saturating_add(LEEWAY_SECS),
         })
+    }
+}
+
+/// Every kind of token the gateway accepts: the static HS256 ones (`JWT_SECRET`) and those of
+/// the operator's authorization server (`OAUTH_ISSUER`), either or both.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    pub static_key: Option<Authenticator>,
+    pub oauth: Option<std::sync::Arc<crate::oauth::OAuth>>,
+}
+
+impl Tokens {
+    /// Whether any token is required (authentication on).
+    pub fn enabled(&self) -> bool {
+        self.static_key.is_some() || self.oauth.is_some()
+    }
+
+    /// Verifies `token` with the verifier its algorithm names: HS256 → the static secret,
+    /// anything else → the authorization server.
+    pub async fn verify(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
+        let hs256 = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|h| h.get("alg").and_then(Value::as_str) == Some("HS256"));
+        match (hs256, &self.static_key, &self.oauth) {
+            (true, Some(key), _) => key.verify(token, now),
+            (false, _, Some(oauth)) => oauth.verify(token, now).await,
+            (_, Some(key), None) => key.verify(token, now),
+            _ => Err(AuthError::Malformed),
+        }
     }
 }
 

@@ -78,6 +78,49 @@ pub struct GatewayConfig {
     /// tokens); they reach every task, with the role they name (default `agent`).
     #[arg(long, env = "ACCEPT_LEGACY_TOKENS", default_value_t = true, action = clap::ArgAction::Set)]
     pub accept_legacy_tokens: bool,
+    /// The issuer URL of the operator's OAuth 2.0 / OpenID Connect authorization server
+    /// (Keycloak, Auth0, Entra ID, Dex, …): its RS256/ES256 tokens are accepted (authentication
+    /// is on); its metadata and keys are discovered from it. Works beside JWT_SECRET.
+    #[arg(long, env = "OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// The audience (`aud`) the issuer's tokens must carry; default: `{PUBLIC_URL}/mcp`.
+    #[arg(long, env = "OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
+    /// The claim naming the agent.
+    #[arg(long, env = "OAUTH_AGENT_CLAIM", default_value = "sub")]
+    pub oauth_agent_claim: String,
+    /// The claim listing the tasks the token reaches (a list or a space-separated string;
+    /// absent or `*`: every task).
+    #[arg(long, env = "OAUTH_TASKS_CLAIM", default_value = "tasks")]
+    pub oauth_tasks_claim: String,
+    /// The claim naming the role (`admin`, `observer`, `agent`, or a name OAUTH_ROLE_MAP maps;
+    /// a string or a list, the strongest wins; absent: `agent`).
+    #[arg(long, env = "OAUTH_ROLE_CLAIM", default_value = "role")]
+    pub oauth_role_claim: String,
+    /// Issuer role or group names mapped to gateway roles, e.g. `mcp-admins=admin,auditors=observer`.
+    #[arg(
+        long,
+        env = "OAUTH_ROLE_MAP",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub oauth_role_map: Vec<String>,
+    /// Scopes announced in the resource metadata and in `WWW-Authenticate` (comma-separated).
+    #[arg(
+        long,
+        env = "OAUTH_SCOPES_SUPPORTED",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub oauth_scopes_supported: Vec<String>,
+    /// Least seconds between two fetches of the issuer's keys caused by an unknown key id
+    /// (a rotation is picked up on the first token signed with the new key).
+    #[arg(long, env = "OAUTH_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    pub oauth_jwks_min_refresh_secs: u64,
+    /// The gateway's public base URL as clients reach it (e.g. `https://mcp.example.com`): the
+    /// OAuth resource is `{PUBLIC_URL}/mcp`. Default: `http://{MCP_GATEWAY_HOST}:{port}`.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Requests one agent may make per rate window, on all gateway instances together
     /// (0: no limit). With authentication off the client address is the agent, and loopback
     /// clients are not limited.
@@ -354,10 +397,71 @@ impl GatewayConfig {
         )
     }
 
+    /// Whether requests need a token (a static secret or an authorization server is set).
+    pub fn auth_enabled(&self) -> bool {
+        self.jwt_secret.is_some() || self.oauth_issuer.is_some()
+    }
+
+    /// `PUBLIC_URL` without a trailing slash, or the listen address.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen_addr()),
+        }
+    }
+
+    /// The OAuth settings, when `OAUTH_ISSUER` is set; an `OAUTH_ROLE_MAP` entry that is not
+    /// `name=role` is an error.
+    pub fn oauth(&self) -> anyhow::Result<Option<crate::oauth::OAuthConfig>> {
+        let Some(issuer) = self.oauth_issuer.clone() else {
+            return Ok(None);
+        };
+        let public_url = self.public_url();
+        let mut role_map = Vec::new();
+        for entry in self
+            .oauth_role_map
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+        {
+            let role = entry.split_once('=').and_then(|(name, role)| {
+                Some((
+                    name.trim().to_owned(),
+                    crate::auth::parse_role(role.trim())?,
+                ))
+            });
+            match role {
+                Some(r) => role_map.push(r),
+                None => anyhow::bail!(
+                    "OAUTH_ROLE_MAP entry '{entry}' is not name=role (role: admin, observer or agent)"
+                ),
+            }
+        }
+        Ok(Some(crate::oauth::OAuthConfig {
+            audience: self
+                .oauth_audience
+                .clone()
+                .unwrap_or_else(|| format!("{public_url}/mcp")),
+            issuer,
+            public_url,
+            agent_claim: self.oauth_agent_claim.clone(),
+            tasks_claim: self.oauth_tasks_claim.clone(),
+            role_claim: self.oauth_role_claim.clone(),
+            role_map,
+            min_refresh: std::time::Duration::from_secs(self.oauth_jwks_min_refresh_secs),
+            scopes_supported: self
+                .oauth_scopes_supported
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        }))
+    }
+
     /// The `Host`/`Origin` check of every route.
     pub fn rebinding_guard(&self) -> crate::routes::rebinding::RebindingGuard {
         crate::routes::rebinding::RebindingGuard::new(
-            self.jwt_secret.is_some(),
+            self.auth_enabled(),
             &self.allowed_hosts(),
             &self.allowed_origins(),
             &self.cors_origins(),

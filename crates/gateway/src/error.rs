@@ -58,6 +58,8 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.context.get("retry_after").and_then(Value::as_u64);
+        let challenge =
+            (self.code == ErrorCode::Unauthorized).then(|| www_authenticate(&self.context));
         let body = ErrorBody {
             detail: self.detail,
             code: self.code,
@@ -70,12 +72,23 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
-        if self.code == ErrorCode::Unauthorized {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"mcp-gateway\""),
-            );
+        if let Some(Ok(v)) = challenge.map(|c| HeaderValue::from_str(&c)) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         resp
     }
+}
+
+/// The `WWW-Authenticate` challenge of a 401 (RFC 6750, MCP authorization): the resource
+/// metadata, scope and error the context names, when the gateway has an authorization server.
+fn www_authenticate(context: &Map<String, Value>) -> String {
+    let mut challenge = String::from("Bearer realm=\"mcp-gateway\"");
+    for key in ["resource_metadata", "scope", "error"] {
+        if let Some(v) = context.get(key).and_then(Value::as_str) {
+            // Quoted-string: no quotes or backslashes inside (URLs and scope names have none).
+            let v: String = v.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
+            challenge.push_str(&format!(", {key}=\"{v}\""));
+        }
+    }
+    challenge
 }

@@ -57,22 +57,28 @@ impl Caller {
             // A client-chosen id is kept only if it is short and plain (it goes to the audit).
             .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned);
-        let identity = match &state.auth {
-            None => None,
-            Some(auth) => {
-                let now = chrono::Utc::now().timestamp();
-                let verified = bearer_token(parts)
-                    .ok_or(crate::auth::AuthError::Missing)
-                    .and_then(|t| auth.verify(t, now));
-                match verified {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        metrics::counter!("mcp_auth_refused_total", "reason" => e.reason())
-                            .increment(1);
-                        return Err(ApiError::new(ErrorCode::Unauthorized, e.to_string()));
-                    }
+        let identity = if state.auth.enabled() {
+            let now = chrono::Utc::now().timestamp();
+            let verified = match bearer_token(parts) {
+                Some(t) => state.auth.verify(t, now).await,
+                None => Err(crate::auth::AuthError::Missing),
+            };
+            match verified {
+                Ok(id) => Some(id),
+                Err(crate::auth::AuthError::IssuerUnavailable(cause)) => {
+                    tracing::warn!(%cause, "authorization server unavailable");
+                    return Err(ApiError::unavailable(
+                        "the authorization server is unreachable; retry later",
+                    ));
+                }
+                Err(e) => {
+                    metrics::counter!("mcp_auth_refused_total", "reason" => e.reason())
+                        .increment(1);
+                    return Err(unauthorized(state, &e));
                 }
             }
+        } else {
+            None
         };
         let caller = Caller {
             identity,
@@ -194,6 +200,39 @@ impl Caller {
 
 /// The bearer token: the `Authorization` header, or for a `GET` the `access_token` query
 /// parameter.
+/// The 401 for a refused token. With an authorization server, its context names the resource
+/// metadata (and scopes) that `WWW-Authenticate` announces (MCP authorization, RFC 9728);
+/// without one, it says plainly that a static bearer token is needed.
+fn unauthorized(state: &AppState, e: &crate::auth::AuthError) -> ApiError {
+    let missing = matches!(e, crate::auth::AuthError::Missing);
+    match &state.auth.oauth {
+        Some(oauth) => {
+            let mut err = ApiError::new(ErrorCode::Unauthorized, e.to_string());
+            err.context.insert(
+                "resource_metadata".into(),
+                oauth.config.metadata_url().into(),
+            );
+            if !oauth.config.scopes_supported.is_empty() {
+                err.context.insert(
+                    "scope".into(),
+                    oauth.config.scopes_supported.join(" ").into(),
+                );
+            }
+            if !missing {
+                err.context.insert("error".into(), "invalid_token".into());
+            }
+            err
+        }
+        None if missing => ApiError::new(
+            ErrorCode::Unauthorized,
+            "authentication required: this gateway takes a static bearer token, sent as \
+             'Authorization: Bearer <token>' (an operator makes one with `mcp-gateway token`); \
+             it has no OAuth authorization server",
+        ),
+        None => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+    }
+}
+
 fn bearer_token(parts: &Parts) -> Option<&str> {
     if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
         let h = h.to_str().ok()?;

@@ -26,6 +26,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod mcp;
+pub mod oauth;
 pub mod openapi;
 pub mod routes;
 pub mod ui;
@@ -65,8 +66,9 @@ pub struct AppState {
     pub mcp: mcp::McpState,
     /// Live event streams: the fan-out hub and its knobs.
     pub live: live::LiveState,
-    /// Token verification; `None`: authentication is off and every caller is trusted.
-    pub auth: Option<Arc<Authenticator>>,
+    /// The tokens accepted (static HS256, the authorization server's, both, or none:
+    /// authentication off).
+    pub auth: Arc<auth::Tokens>,
     /// Requests per agent per window (`RATE_LIMIT_REQUESTS`/`RATE_LIMIT_WINDOW_SECS`).
     pub rate_limit: Option<RateLimit>,
     /// Browser origins allowed by CORS (empty: none).
@@ -115,10 +117,18 @@ impl AppState {
                 keepalive: Duration::from_secs(cfg.live_keepalive_secs.max(1)),
                 ws_max_subscriptions: cfg.live_ws_max_subscriptions,
             },
-            auth: cfg
-                .jwt_secret
-                .clone()
-                .map(|s| Arc::new(Authenticator::new(s, cfg.accept_legacy_tokens))),
+            auth: Arc::new(auth::Tokens {
+                static_key: cfg
+                    .jwt_secret
+                    .clone()
+                    .map(|s| Authenticator::new(s, cfg.accept_legacy_tokens)),
+                // An invalid OAUTH_ROLE_MAP stopped the start already (`check_exposure`).
+                oauth: cfg
+                    .oauth()
+                    .ok()
+                    .flatten()
+                    .map(|c| Arc::new(oauth::OAuth::new(c))),
+            }),
             rate_limit: (cfg.rate_limit_requests > 0 && cfg.rate_limit_window_secs > 0).then(
                 || RateLimit {
                     requests: cfg.rate_limit_requests,
@@ -235,6 +245,18 @@ fn announce_stores(cfg: &GatewayConfig, service: &Service) {
 /// and a secret too short to resist guessing; says at start which mode it runs in.
 pub fn check_exposure(cfg: &GatewayConfig) -> anyhow::Result<()> {
     let addr = cfg.listen_addr();
+    if let Some(oauth) = cfg.oauth()? {
+        tracing::info!(
+            %addr,
+            issuer = %oauth.issuer,
+            audience = %oauth.audience,
+            static_tokens = cfg.jwt_secret.is_some(),
+            "authentication ON: tokens of the authorization server (RS256/ES256) are accepted"
+        );
+        if cfg.jwt_secret.is_none() {
+            return Ok(());
+        }
+    }
     if let Some(secret) = &cfg.jwt_secret {
         let len = secret.expose().len();
         if len < MIN_SECRET_BYTES {
@@ -303,11 +325,7 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let mode = if cfg.jwt_secret.is_some() {
-        "on"
-    } else {
-        "off"
-    };
+    let mode = if cfg.auth_enabled() { "on" } else { "off" };
     tracing::info!(%addr, authentication = mode, "mcp-gateway listening");
     // The sync loops stop after the server has drained, then flush the outbox.
     let sync_cancel = CancellationToken::new();

@@ -14,6 +14,7 @@
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
 pub mod browser;
+pub mod oauth;
 
 use mcp_domain::store::durable::DurableOps;
 use mcp_domain::store::postgres::{PgConfig, PgStore};

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::router())
         .merge(admin::router())
         .merge(health::router())
+        .merge(crate::oauth::router())
         .merge(crate::live::router())
         .merge(metrics::router())
         .merge(crate::ui::router())

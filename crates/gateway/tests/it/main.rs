@@ -19,6 +19,7 @@ mod mcp;
 mod mcp_resume;
 mod mcp_sessions;
 mod metrics;
+mod oauth;
 mod openapi;
 mod outage;
 mod paths_unicode;
