@@ -127,7 +127,10 @@ impl GatewayClient {
             Idempotency::Unsafe
         };
         let url = self.url(&["tools", T::NAME]);
-        self.execute(Method::POST, url, Some(&req), idem).await
+        // A call that waits by design (a long poll) gets its wait on top of the timeout.
+        let extra = req.wait().unwrap_or_default();
+        self.execute_for(Method::POST, url, Some(&req), idem, extra)
+            .await
     }
 
     /// `POST /tools/file_read`: `self.call::<FileRead>(req)`.
@@ -209,6 +212,23 @@ impl GatewayClient {
         req: CollaborationRequest,
     ) -> Result<CollaborationResponse> {
         self.call::<tools::LeaveCollaboration>(req).await
+    }
+
+    /// `POST /tools/send_message`: `self.call::<SendMessage>(req)`. Not retried after a
+    /// failure whose outcome is unknown (the message may have been stored).
+    pub async fn send_message(&self, req: SendMessageRequest) -> Result<SendMessageResponse> {
+        self.call::<tools::SendMessage>(req).await
+    }
+
+    /// `POST /tools/read_messages`: `self.call::<ReadMessages>(req)`. With `wait_sec`, the
+    /// call's timeout is extended by the wait (a long poll).
+    pub async fn read_messages(&self, req: ReadMessagesRequest) -> Result<ReadMessagesResponse> {
+        self.call::<tools::ReadMessages>(req).await
+    }
+
+    /// `POST /tools/ack_message`: `self.call::<AckMessage>(req)`.
+    pub async fn ack_message(&self, req: AckMessageRequest) -> Result<AckMessageResponse> {
+        self.call::<tools::AckMessage>(req).await
     }
 
     // ---- resources --------------------------------------------------------------------
@@ -382,6 +402,23 @@ impl GatewayClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
+        self.execute_for(method, url, body, idem, Duration::ZERO)
+            .await
+    }
+
+    /// [`GatewayClient::execute`], each attempt allowed `extra` time beyond the timeout.
+    async fn execute_for<Req, Resp>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Req>,
+        idem: Idempotency,
+        extra: Duration,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
         let body = body
             .map(serde_json::to_vec)
             .transpose()
@@ -390,7 +427,10 @@ impl GatewayClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let outcome = match self.send_once(method.clone(), &url, body.as_deref()).await {
+            let outcome = match self
+                .send_once_for(method.clone(), &url, body.as_deref(), extra)
+                .await
+            {
                 Ok((status, _, bytes)) if (200..300).contains(&status) => {
                     return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
                         status,
@@ -431,11 +471,22 @@ impl GatewayClient {
         url: &Url,
         body: Option<&[u8]>,
     ) -> Result<(u16, HeaderMap, Vec<u8>)> {
+        self.send_once_for(method, url, body, Duration::ZERO).await
+    }
+
+    /// [`GatewayClient::send_once`] with `extra` time beyond the timeout.
+    async fn send_once_for(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        extra: Duration,
+    ) -> Result<(u16, HeaderMap, Vec<u8>)> {
         let mut rb = self
             .inner
             .http
             .request(method, url.clone())
-            .timeout(self.inner.config.timeout);
+            .timeout(self.inner.config.timeout + extra);
         if let Some(t) = &self.inner.config.token {
             rb = rb.bearer_auth(t);
         }

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     RevisionNotFound,
     /// The agent is unknown.
     AgentNotFound,
+    /// No message with this id that the caller may read (unknown, or not addressed to it).
+    MessageNotFound,
     /// The route does not exist.
     NotFound,
     /// The route exists but not with this HTTP method.
@@ -69,7 +71,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for tests and documentation.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidPath,
         ErrorCode::Unauthorized,
@@ -78,6 +80,7 @@ impl ErrorCode {
         ErrorCode::FileNotFound,
         ErrorCode::RevisionNotFound,
         ErrorCode::AgentNotFound,
+        ErrorCode::MessageNotFound,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::VersionConflict,
@@ -103,7 +106,8 @@ impl ErrorCode {
             InvalidArgument | InvalidPath => 400,
             Unauthorized => 401,
             Forbidden => 403,
-            TaskNotFound | FileNotFound | RevisionNotFound | AgentNotFound | NotFound => 404,
+            TaskNotFound | FileNotFound | RevisionNotFound | AgentNotFound | MessageNotFound
+            | NotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
             VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
@@ -127,6 +131,7 @@ impl ErrorCode {
             FileNotFound => "file_not_found",
             RevisionNotFound => "revision_not_found",
             AgentNotFound => "agent_not_found",
+            MessageNotFound => "message_not_found",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             VersionConflict => "version_conflict",

@@ -29,6 +29,9 @@ pub enum EventType {
     WriteRefused,
     /// A claim refused because another agent holds the lease.
     ClaimRefused,
+    /// A message was sent on the task (metadata only: a direct message's subject and body
+    /// are for its recipients, not for every watcher of the task).
+    MessageSent,
     /// A type this version does not know, e.g. `task_assigned` from the orchestrator.
     Other(String),
 }
@@ -50,6 +53,7 @@ impl EventType {
             EventType::TaskUpdated => "task_updated",
             EventType::WriteRefused => "write_refused",
             EventType::ClaimRefused => "claim_refused",
+            EventType::MessageSent => "message_sent",
             EventType::Other(s) => s,
         }
     }
@@ -70,6 +74,7 @@ impl EventType {
             "task_updated" => EventType::TaskUpdated,
             "write_refused" => EventType::WriteRefused,
             "claim_refused" => EventType::ClaimRefused,
+            "message_sent" => EventType::MessageSent,
             other => EventType::Other(other.to_owned()),
         }
     }

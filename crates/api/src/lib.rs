@@ -9,6 +9,8 @@
 //! * [`responses`] — the success bodies, again a superset of the original's.
 //! * [`event`] — the event envelope carried by Redis streams, pub/sub and the live streams,
 //!   and [`StreamId`], the resume point.
+//! * [`messages`] — messages between agents: `send_message`, `read_messages`,
+//!   `ack_message` and the message as every door shows it.
 //! * [`live`] — the WebSocket messages and SSE control messages of the live streams.
 //! * [`names`] — what an id may be and what a file path means (normalisation, refusals).
 //! * [`tools`] — the one typed registry of tools ([`Tool`], [`for_each_tool!`], [`TOOLS`]):
@@ -21,6 +23,7 @@
 pub mod error;
 pub mod event;
 pub mod live;
+pub mod messages;
 pub mod names;
 pub mod requests;
 pub mod responses;

@@ -8,6 +8,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::messages::{
+    AckMessageRequest, Importance, ReadMessagesRequest, Recipients, SendMessageRequest,
+};
+
 /// `POST /tools/file_read`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileReadRequest {

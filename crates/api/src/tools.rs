@@ -104,8 +104,9 @@ pub fn without_null_types(schema: &mut serde_json::Value) {
 pub trait ToolRequest:
     Serialize + DeserializeOwned + JsonSchema + Clone + std::fmt::Debug + Send + Sync + 'static
 {
-    /// The task the request acts on.
-    fn task_id(&self) -> &str;
+    /// The task the request acts on; `None` for a request that may span the caller's tasks
+    /// (`read_messages` without `task_id`).
+    fn task_id(&self) -> Option<&str>;
     /// The acting agent it names, if any.
     fn agent_id(&self) -> Option<&str>;
     /// The `agent_id` field, for a client that fills in its configured agent.
@@ -114,6 +115,12 @@ pub trait ToolRequest:
     /// what the tool's [`Tool::IDEMPOTENT`] says (default: no).
     fn replays_safely(&self) -> bool {
         false
+    }
+    /// How long the tool may wait for something to happen before it answers (a long poll:
+    /// `read_messages`' `wait_sec`), beyond the usual time of a call. Doors that bound a
+    /// call's time (the gateway's request timeout, the client's timeout) add it.
+    fn wait(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 
@@ -306,6 +313,36 @@ macro_rules! for_each_tool {
                 destructive: false,
                 description: "Leave the task's collaboration session.",
             },
+            SendMessage => send_message {
+                name: "send_message",
+                aliases: [],
+                request: SendMessageRequest,
+                response: SendMessageResponse,
+                mutates: true,
+                idempotent: false,
+                destructive: false,
+                description: "Send a message to agents of the task (to: agent ids) or to everyone on it (to: \"*\"); stored durably before the answer.",
+            },
+            ReadMessages => read_messages {
+                name: "read_messages",
+                aliases: [],
+                request: ReadMessagesRequest,
+                response: ReadMessagesResponse,
+                mutates: false,
+                idempotent: true,
+                destructive: false,
+                description: "Read your inbox after a cursor (one task or all yours); with wait_sec (up to 60) wait for the first message to arrive.",
+            },
+            AckMessage => ack_message {
+                name: "ack_message",
+                aliases: [],
+                request: AckMessageRequest,
+                response: AckMessageResponse,
+                mutates: true,
+                idempotent: true,
+                destructive: false,
+                description: "Mark a message of your inbox read.",
+            },
         }
     };
 }
@@ -359,7 +396,7 @@ for_each_tool!(declare_tools);
 macro_rules! tool_request {
     ($($t:ty),* $(,)?) => {$(
         impl ToolRequest for $t {
-            fn task_id(&self) -> &str { &self.task_id }
+            fn task_id(&self) -> Option<&str> { Some(&self.task_id) }
             fn agent_id(&self) -> Option<&str> { self.agent_id.as_deref() }
             fn agent_slot(&mut self) -> &mut Option<String> { &mut self.agent_id }
         }
@@ -380,11 +417,47 @@ tool_request!(
     LogStepRequest,
     SubscribeLogsRequest,
     CollaborationRequest,
+    SendMessageRequest,
 );
 
+/// The longest `wait_sec` of `read_messages`, in seconds.
+pub const MAX_MESSAGE_WAIT_SECS: f64 = 60.0;
+
+impl ToolRequest for ReadMessagesRequest {
+    fn task_id(&self) -> Option<&str> {
+        self.task_id.as_deref()
+    }
+    fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+    fn agent_slot(&mut self) -> &mut Option<String> {
+        &mut self.agent_id
+    }
+    /// `wait_sec`, as the operation bounds it (0–60 s; a bad value waits for nothing and is
+    /// refused by the operation).
+    fn wait(&self) -> Option<std::time::Duration> {
+        let w = self.wait_sec.filter(|w| w.is_finite() && *w > 0.0)?;
+        Some(std::time::Duration::from_secs_f64(
+            w.min(MAX_MESSAGE_WAIT_SECS),
+        ))
+    }
+}
+
+impl ToolRequest for AckMessageRequest {
+    fn task_id(&self) -> Option<&str> {
+        self.task_id.as_deref()
+    }
+    fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+    fn agent_slot(&mut self) -> &mut Option<String> {
+        &mut self.agent_id
+    }
+}
+
 impl ToolRequest for FileWriteRequest {
-    fn task_id(&self) -> &str {
-        &self.task_id
+    fn task_id(&self) -> Option<&str> {
+        Some(&self.task_id)
     }
     fn agent_id(&self) -> Option<&str> {
         self.agent_id.as_deref()

@@ -39,6 +39,9 @@ pub enum DomainError {
     ReplayTooLong { version: i64, limit: usize },
     #[error("agent '{0}' not found")]
     AgentNotFound(String),
+    /// No message with this id that the caller may read.
+    #[error("no message {0} in your inbox")]
+    MessageNotFound(i64),
     #[error("task '{0}' already exists")]
     TaskExists(String),
     #[error(
@@ -139,6 +142,7 @@ impl DomainError {
             DomainError::RevisionNotFound { .. } => ErrorCode::RevisionNotFound,
             DomainError::ReplayTooLong { .. } => ErrorCode::TooLarge,
             DomainError::AgentNotFound(_) => ErrorCode::AgentNotFound,
+            DomainError::MessageNotFound(_) => ErrorCode::MessageNotFound,
             DomainError::TaskExists(_) => ErrorCode::AlreadyExists,
             DomainError::VersionConflict { .. } => ErrorCode::VersionConflict,
             DomainError::Locked { .. } => ErrorCode::Locked,

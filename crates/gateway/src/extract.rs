@@ -308,8 +308,15 @@ impl<T: ToolRequest> FromRequest<AppState> for ToolCall<T> {
         // Authenticate before reading the body: an unauthenticated caller costs no parsing.
         let (mut parts, body) = req.into_parts();
         let caller = Caller::from_request_parts(&mut parts, state).await?;
+        let deadline = parts
+            .extensions
+            .get::<crate::routes::RequestDeadline>()
+            .cloned();
         let body: T = json_body(Request::from_parts(parts, body), state).await?;
-        let actor = caller.actor(Some(body.task_id()), body.agent_id())?;
+        let actor = caller.actor(body.task_id(), body.agent_id())?;
+        if let (Some(deadline), Some(wait)) = (deadline, body.wait()) {
+            deadline.extend(wait);
+        }
         Ok(ToolCall { actor, body })
     }
 }

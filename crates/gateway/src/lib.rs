@@ -100,6 +100,7 @@ impl AppState {
                 ..live::HubConfig::default()
             },
         );
+        live::inbox::start(&hub, service.inbox.clone());
         AppState {
             mcp: mcp::McpState::new(cfg.mcp(), service.hot.clone(), hub.clone()),
             service,

@@ -331,6 +331,12 @@ function describe(ev) {
       return [h('span', { class: 'chip bad' }, d.code), ' ', h('code', {}, d.path), ' ',
         h('span', { class: 'muted' }, d.op), ...why];
     }
+    case 'message_sent':
+      // Metadata only: a direct message's subject and body are for its recipients.
+      return ['#', String(d.message_id), ' to ', h('b', {}, (d.to || []).join(', ')), ' ',
+        d.importance && d.importance !== 'normal' ? h('span', { class: 'chip' }, d.importance) : null, ' ',
+        d.subject ? h('span', { class: 'fields' }, d.subject) : null,
+        h('span', { class: 'muted' }, ` thread ${d.thread_id}`)];
     case 'task_created':
     case 'task_updated': {
       const t = d.task || d;

@@ -110,6 +110,50 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Send a message to agents of a task, or to everyone on it (`--to '*'`).
+    Send {
+        task: String,
+        /// Recipients: agent ids (comma-separated), or `*` for everyone on the task.
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        /// One line saying what it is about.
+        #[arg(long, short)]
+        subject: String,
+        /// The message; read from standard input when absent.
+        #[arg(long, short)]
+        body: Option<String>,
+        /// The conversation (default: that of --reply-to, else a new one).
+        #[arg(long)]
+        thread: Option<String>,
+        /// The id of the message this one answers.
+        #[arg(long)]
+        reply_to: Option<i64>,
+        /// low, normal, high or urgent.
+        #[arg(long, value_parser = parse_importance)]
+        importance: Option<mcp_api::requests::Importance>,
+    },
+    /// Print your unread messages (all tasks, or one); with --wait, wait for the first to
+    /// arrive (a long poll, at most 60 s).
+    Inbox {
+        /// Only this task's messages.
+        #[arg(long)]
+        task: Option<String>,
+        /// Seconds to wait for a message when none is there (0-60).
+        #[arg(long)]
+        wait: Option<f64>,
+        /// Only messages after this cursor (printed on stderr by the previous call).
+        #[arg(long)]
+        after: Option<i64>,
+        /// Most messages to print, 1-500 (default 100).
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+        /// Also the messages already acknowledged.
+        #[arg(long)]
+        all: bool,
+        /// Acknowledge the messages printed (they are then no longer unread).
+        #[arg(long)]
+        ack: bool,
+    },
     /// List agents, most recently seen first (`GET /resources/agents`).
     Agents {
         /// Only agents whose id contains this text.
@@ -338,4 +382,10 @@ pub enum LogsCommand {
         #[arg(long)]
         count: Option<u64>,
     },
+}
+
+/// `--importance`: one of the four levels.
+fn parse_importance(s: &str) -> Result<mcp_api::requests::Importance, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("'{s}' is not one of low, normal, high, urgent"))
 }

@@ -9,6 +9,7 @@
 //!   edits are never overwritten without `--force`.
 //! * `lists.rs` — `task list`, `agents`, `audit`: tables over the gateway's list routes.
 //! * `demo.rs` — `mcpctl demo`: a Coder and a QA agent at work, to watch in the console.
+//! * `messages.rs` — `send` and `inbox` (with `--wait`, a long poll): messages between agents.
 //!
 //! Unknown tasks, one rule: a task exists when it has a task row, a file or a log step
 //! ([`task_exists`]). Commands that read a snapshot (`checkout`, `logs tail`, `task show`)
@@ -26,6 +27,7 @@ pub mod commands;
 pub mod demo;
 pub mod lists;
 pub mod live;
+pub mod messages;
 
 use cli::{Cli, Command};
 use mcp_agent_client::{
@@ -66,7 +68,8 @@ pub fn exit_code(e: &ClientError) -> u8 {
     }
     use ErrorCode::*;
     match e.code() {
-        TaskNotFound | FileNotFound | RevisionNotFound | AgentNotFound | NotFound => EXIT_NOT_FOUND,
+        TaskNotFound | FileNotFound | RevisionNotFound | AgentNotFound | MessageNotFound
+        | NotFound => EXIT_NOT_FOUND,
         VersionConflict | Locked | StaleFence | LeaseRequired | LockNotHeld | EditNoMatch
         | EditAmbiguous | AlreadyExists => EXIT_CONFLICT,
         InvalidArgument | InvalidPath | TooLarge | QuotaExceeded => EXIT_INVALID,
@@ -271,6 +274,44 @@ async fn dispatch(
         Command::Task(t) => commands::task(c, t, out).await,
         Command::File(f) => commands::file(c, f, out).await,
         Command::Lock(l) => commands::lock(c, l, out).await,
+        Command::Send {
+            task,
+            to,
+            subject,
+            body,
+            thread,
+            reply_to,
+            importance,
+        } => {
+            let send = messages::Send {
+                task,
+                to,
+                subject,
+                body,
+                thread,
+                reply_to,
+                importance,
+            };
+            messages::send(c, send, out).await
+        }
+        Command::Inbox {
+            task,
+            wait,
+            after,
+            limit,
+            all,
+            ack,
+        } => {
+            let inbox = messages::Inbox {
+                task,
+                after,
+                wait,
+                limit,
+                all,
+                ack,
+            };
+            messages::inbox(c, inbox, out).await
+        }
         Command::Logs(l) => live::logs(c, l, out, activity).await,
         Command::Watch {
             task,

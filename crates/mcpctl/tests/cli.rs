@@ -1442,4 +1442,73 @@ async fn at_a_terminal_checkout_draws_a_bar_and_the_demo_has_colour() {
         !screen.contains('\u{1b}'),
         "NO_COLOR: no escapes: {screen:?}"
     );
+
+/// `mcpctl send` and `mcpctl inbox` (issue #17): text and JSON, the body from stdin, a long
+/// poll with `--wait`, `--ack`.
+#[tokio::test]
+async fn send_and_inbox() {
+    let gw = TestGateway::spawn().await;
+    let sent = run_as(
+        &gw,
+        "alice",
+        &["send", "t1", "--to", "bob,carol", "-s", "review a.py", "--importance", "high"],
+        Some("line 3\nlooks wrong\n"),
+    )
+    .await
+    .ok();
+    assert!(sent.stdout.starts_with("sent message "), "{sent:?}");
+    assert!(sent.stdout.contains("to bob, carol"), "{sent:?}");
+
+    let inbox = run_as(&gw, "bob", &["inbox"], None).await.ok();
+    assert!(
+        inbox.stdout.contains("alice -> bob, carol (high): review a.py"),
+        "{inbox:?}"
+    );
+    assert!(inbox.stdout.contains("\n    looks wrong"), "{inbox:?}");
+    assert!(inbox.stderr.contains("cursor "), "{inbox:?}");
+
+    // --ack: printed once, then no longer unread.
+    run_as(&gw, "bob", &["inbox", "--ack"], None).await.ok();
+    let empty = run_as(&gw, "bob", &["inbox", "--json"], None).await.ok();
+    assert_eq!(empty.json()["messages"], json!([]));
+    let all = run_as(&gw, "bob", &["inbox", "--all", "--json"], None).await.ok();
+    assert!(all.json()["messages"][0]["read_at"].is_string());
+    let cursor = all.json()["cursor"].as_i64().unwrap().to_string();
+
+    // --wait: a long poll that the next message ends.
+    let waiting = tokio::spawn({
+        let base = gw.base.clone();
+        async move {
+            run_at(
+                &base,
+                "bob",
+                &["inbox", "--wait", "30", "--after", &cursor, "--json"],
+                None,
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(!waiting.is_finished());
+    let everyone = run_as(
+        &gw,
+        "carol",
+        &["send", "t1", "--to", "*", "-s", "lunch", "-b", "now", "--json"],
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(everyone.json()["to"], json!(["*"]));
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the long poll ends with the message")
+        .unwrap()
+        .ok();
+    assert_eq!(got.json()["messages"][0]["subject"], "lunch");
+
+    // Refusals: exit 5 for a bad argument.
+    let bad = run_as(&gw, "bob", &["inbox", "--wait", "61"], None).await;
+    assert_failed(&bad, 5, "invalid_argument");
+    let bad = run_as(&gw, "bob", &["send", "t1", "--to", "a b", "-s", "x", "-b", ""], None).await;
+    assert_failed(&bad, 5, "invalid_argument");
 }

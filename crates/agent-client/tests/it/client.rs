@@ -543,3 +543,69 @@ async fn history_revisions_and_leases() {
     );
     assert!(l.ttl_ms_left > 0);
 }
+
+/// Messages (issue #17): send, a long poll that outlives the client's own timeout (the call
+/// adds its `wait_sec`), acknowledge; the generic call reaches the same tools.
+#[tokio::test]
+async fn messages_round_trip_with_a_long_poll() {
+    let gw = TestGateway::spawn().await;
+    let alice = client_as(&gw, "alice");
+    let bob = GatewayClient::new(
+        ClientConfig::new(gw.base.clone())
+            .with_agent("bob")
+            .with_timeout(std::time::Duration::from_secs(1)),
+    )
+    .unwrap();
+    let poll = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            bob.read_messages(ReadMessagesRequest {
+                task_id: Some("t1".into()),
+                wait_sec: Some(20.0),
+                ..ReadMessagesRequest::default()
+            })
+            .await
+        })
+    };
+    // Longer than bob's 1 s timeout: the wait is added to it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let sent = alice
+        .call::<mcp_api::tools::SendMessage>(SendMessageRequest {
+            task_id: "t1".into(),
+            to: Recipients::Agents(vec!["bob".into()]),
+            subject: "hello".into(),
+            body: "from alice".into(),
+            ..SendMessageRequest::default()
+        })
+        .await
+        .unwrap();
+    let got = poll.await.unwrap().unwrap();
+    assert_eq!(got.messages[0].id, sent.message_id);
+    assert_eq!(got.messages[0].body, "from alice");
+    let acked = bob
+        .ack_message(AckMessageRequest {
+            message_id: sent.message_id,
+            ..AckMessageRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(acked.task_id, "t1");
+    let unread = bob
+        .read_messages(ReadMessagesRequest {
+            unread_only: true,
+            ..ReadMessagesRequest::default()
+        })
+        .await
+        .unwrap();
+    assert!(unread.messages.is_empty());
+    assert_refused(
+        alice
+            .ack_message(AckMessageRequest {
+                message_id: sent.message_id,
+                ..AckMessageRequest::default()
+            })
+            .await,
+        404,
+        ErrorCode::MessageNotFound,
+    );
+}

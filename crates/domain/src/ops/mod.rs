@@ -17,18 +17,22 @@ mod lists;
 mod live;
 mod locks;
 mod logs;
+mod messages;
 mod tasks;
 
 pub use health::HealthReport;
 pub use lists::MAX_LIST_PAGE;
+pub use messages::{MAX_MESSAGE_BODY_BYTES, MAX_READ_LIMIT, MAX_RECIPIENTS, MAX_SUBJECT_CHARS};
 
 use crate::actor::Actor;
 use crate::error::Result;
+use crate::inbox::InboxBell;
 use crate::ids::TaskId;
 use crate::store::hot::Emit;
 use crate::store::{Durable, Hot};
 use mcp_api::EventType;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Limits and lifetimes the operations enforce.
 #[derive(Debug, Clone)]
@@ -81,6 +85,8 @@ pub struct Service {
     pub durable: Durable,
     pub hot: Hot,
     pub limits: Limits,
+    /// This process's long-polling `read_messages` calls, woken when a message arrives.
+    pub inbox: Arc<InboxBell>,
 }
 
 impl Service {
@@ -89,6 +95,7 @@ impl Service {
             durable,
             hot,
             limits,
+            inbox: Arc::default(),
         }
     }
 

@@ -447,6 +447,90 @@ pub trait DurableOps: Send + Sync + 'static {
     async fn list_agents(&self, q: &AgentListFilter<'_>) -> Result<(Vec<AgentActivity>, i64)>;
 }
 
+/// A message to store ([`DurableMessages::send_message`]).
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub task: &'a TaskId,
+    pub from: &'a str,
+    /// `true`: to everyone who may see the task (`to` is then empty).
+    pub broadcast: bool,
+    /// The recipients (validated agent ids, without duplicates).
+    pub to: &'a [String],
+    pub subject: &'a str,
+    pub body: &'a str,
+    /// `None`: a new thread, named by the message's own id.
+    pub thread_id: Option<&'a str>,
+    pub reply_to: Option<i64>,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub importance: &'a str,
+    pub request_id: Option<&'a str>,
+}
+
+/// A message as stored, with one reader's read state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    /// From one sequence; ids are assigned in commit order, so a reader that has seen id n
+    /// never later finds a new message below n (its cursor is safe).
+    pub id: i64,
+    pub task_id: String,
+    pub from: String,
+    pub broadcast: bool,
+    /// The recipients (empty for a broadcast).
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub thread_id: String,
+    pub reply_to: Option<i64>,
+    pub importance: String,
+    pub sent_at: DateTime<Utc>,
+    /// When the reader acknowledged it (`None`: unread, or no reader asked).
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// Which messages an inbox read returns: those `agent` may read (addressed to it, or
+/// broadcast on a task by someone else), after `after`, oldest first.
+#[derive(Debug, Clone)]
+pub struct InboxQuery<'a> {
+    /// The reader.
+    pub agent: &'a str,
+    /// Only this task's.
+    pub task: Option<&'a str>,
+    /// Only these tasks' (the reader's scope), when it does not see every task.
+    pub tasks_in: Option<&'a [String]>,
+    /// Only ids above this one (the cursor).
+    pub after: i64,
+    /// Only those the reader has not acknowledged.
+    pub unread_only: bool,
+    pub limit: i64,
+}
+
+/// What the message operations need from the durable store. Messages are written through
+/// (acknowledged only once committed, with their audit record); ids come from one
+/// sequence and are assigned in commit order.
+#[async_trait]
+pub trait DurableMessages: Send + Sync + 'static {
+    /// Stores a message, its recipients and its audit record in one transaction; the
+    /// thread is `thread_id`, else the message's own id. Returns the stored message.
+    async fn send_message(&self, m: &NewMessage<'_>) -> Result<StoredMessage>;
+
+    /// A page of the reader's inbox ([`InboxQuery`]), with the reader's read state.
+    async fn inbox(&self, q: &InboxQuery<'_>) -> Result<Vec<StoredMessage>>;
+
+    /// The message `id` if `reader` may read it: it sent it, it is a recipient, or it is a
+    /// broadcast; and (with `tasks_in`) its task is in the reader's scope. With the reader's
+    /// read state.
+    async fn message_for(
+        &self,
+        id: i64,
+        reader: &str,
+        tasks_in: Option<&[String]>,
+    ) -> Result<Option<StoredMessage>>;
+
+    /// Marks message `id` read by `reader` (the first time only); returns when it was first
+    /// acknowledged. The caller has checked that the reader may read it.
+    async fn ack_message(&self, id: i64, reader: &str) -> Result<DateTime<Utc>>;
+}
+
 /// Wakes when tasks or agents changed in the durable store.
 #[async_trait]
 pub trait ChangeListener: Send {

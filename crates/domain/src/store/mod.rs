@@ -1,7 +1,7 @@
 //! Where state is kept, behind two seams (DESIGN §1):
 //!
 //! * the **durable store** ([`DurableStore`] = [`durable::DurableOps`] +
-//!   [`durable::DurableSync`]): the source of truth. [`postgres::PgStore`] for deployments,
+//!   [`durable::DurableSync`] + [`durable::DurableMessages`]): the source of truth. [`postgres::PgStore`] for deployments,
 //!   [`sqlite::SqliteStore`] for the embedded mode;
 //! * the **hot store** ([`HotStore`] = [`hot::HotOps`] + [`hot::HotSync`] +
 //!   [`hot::McpSessions`]): caches, leases, streams, pub/sub, the sync outbox.
@@ -26,8 +26,11 @@ pub mod sync_redis;
 use std::sync::Arc;
 
 /// The durable store: everything the operations and the sync loops need from it.
-pub trait DurableStore: durable::DurableOps + durable::DurableSync {}
-impl<T: durable::DurableOps + durable::DurableSync> DurableStore for T {}
+pub trait DurableStore:
+    durable::DurableOps + durable::DurableSync + durable::DurableMessages
+{
+}
+impl<T: durable::DurableOps + durable::DurableSync + durable::DurableMessages> DurableStore for T {}
 
 /// The hot store: everything the operations, the sync loops and the MCP door need from it.
 pub trait HotStore: hot::HotOps + hot::HotSync + hot::McpSessions {}
@@ -42,6 +45,6 @@ pub type Hot = Arc<dyn HotStore>;
 /// The store traits, for code that calls a concrete backend's methods
 /// (`use mcp_domain::store::prelude::*`).
 pub mod prelude {
-    pub use super::durable::{DurableOps as _, DurableSync as _};
+    pub use super::durable::{DurableMessages as _, DurableOps as _, DurableSync as _};
     pub use super::hot::{HotOps as _, HotSync as _, McpSessions as _};
 }

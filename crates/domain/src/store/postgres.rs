@@ -21,6 +21,8 @@ use sqlx::{Connection, PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod messages;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// How to reach Postgres.

@@ -46,6 +46,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+mod messages;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// Where the embedded store keeps its file, and how it waits.

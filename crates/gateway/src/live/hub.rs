@@ -208,7 +208,7 @@ impl Hub {
             id,
             rx,
             cut,
-            hub: self.inner.clone(),
+            hub: Arc::downgrade(&self.inner),
         }
     }
 
@@ -315,12 +315,14 @@ impl Inner {
     }
 }
 
-/// A tap's registration: the live deliveries of every task. Dropping it unregisters.
+/// A tap's registration: the live deliveries of every task. Dropping it unregisters. It
+/// does not keep the hub alive (a tap held for the process's life would keep its Redis
+/// subscription open after the hub's owner dropped it): when the hub goes, the tap ends.
 pub struct Tap {
     id: u64,
     rx: mpsc::Receiver<Delivery>,
     cut: Arc<AtomicBool>,
-    hub: Arc<Inner>,
+    hub: Weak<Inner>,
 }
 
 impl Tap {
@@ -342,7 +344,9 @@ impl Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
-        self.hub.taps.lock().expect("hub lock").remove(&self.id);
+        if let Some(hub) = self.hub.upgrade() {
+            hub.taps.lock().expect("hub lock").remove(&self.id);
+        }
     }
 }
 

@@ -5,10 +5,13 @@
 //!   bounded per-watcher queues; slow watchers are cut off; reconnects after an outage.
 //! * [`watch`] — [`Watch`]: one watcher of one task (replay from a resume point, then live).
 //!   The reusable piece: SSE, WebSocket and MCP resource subscriptions all consume it.
+//! * [`inbox`] — rings the process's inbox bell for `message_sent` events (long-polling
+//!   `read_messages` calls wake on messages sent through any instance).
 //! * [`sse`], [`ws`] — the two HTTP doors (thin: parse, authorise through
 //!   `Service::open_events`, then stream a `Watch`).
 
 pub mod hub;
+pub mod inbox;
 mod sse;
 pub mod watch;
 mod ws;

@@ -107,8 +107,10 @@ impl ServerHandler for GatewayMcp {
             "Shared state for agents working on one task: read and write the task's files \
              (file_read, file_write, file_edit, list_files, delete_file), lease a file before \
              editing it (claim_file, renew_file, release_file), log each execution step \
-             (log_step), and join the task's collaboration. Resources: tasks://{id}/state|logs|\
-             files, workspace://{id}/{path}, agents://{id}/status, collaboration://{id}.",
+             (log_step), join the task's collaboration, and message the other agents \
+             (send_message; read_messages with wait_sec waits for the next one; ack_message). \
+             Resources: tasks://{id}/state|logs|files, workspace://{id}/{path}, \
+             agents://{id}/status, collaboration://{id}, inbox://{agent_id}.",
         )
     }
 
@@ -127,7 +129,11 @@ impl ServerHandler for GatewayMcp {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = self.caller(&context).await?;
         let args = Value::Object(request.arguments.unwrap_or_default());
-        match tools::call(&self.state, &caller, &request.name, args).await {
+        let deadline = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::routes::RequestDeadline>().cloned());
+        match tools::call(&self.state, &caller, &request.name, args, deadline).await {
             Some(result) => Ok(result.into()),
             None => Err(ErrorData::invalid_params(
                 format!("unknown tool '{}'", request.name),
@@ -311,8 +317,15 @@ fn not_subscribable() -> ErrorData {
     )
 }
 
-/// Refuses a subscription to a task outside the caller's scope.
+/// Refuses a subscription to a task outside the caller's scope, and to another agent's
+/// inbox (but for an admin).
 fn authorise(caller: &Caller, resource: &ResourceUri) -> Result<(), ErrorData> {
+    if let ResourceUri::Inbox(agent) = resource {
+        let actor = caller.actor(None, None).map_err(protocol_error)?;
+        if actor.agent != *agent {
+            actor.ensure_admin().map_err(|e| protocol_error(e.into()))?;
+        }
+    }
     if let Some(task) = resource.task() {
         let actor = caller
             .actor(Some(task.as_str()), None)

@@ -28,7 +28,7 @@
 //! stream still holds it (`EVENTS_MAXLEN`). Agent resources have no stream of their own: each
 //! subscribed one gets one notification on resume.
 
-use super::resources::{ResourceUri, changed_by};
+use super::resources::{ResourceUri, changed_by, message_recipients};
 use crate::live::{self, Delivery, Tap};
 use mcp_api::Event;
 use mcp_domain::AgentId;
@@ -164,7 +164,11 @@ impl Hub {
 
     /// Notifies this process's subscribers of the resources `event` changed.
     pub async fn dispatch(&self, event: &Event) {
-        let keys = changed_by(event);
+        let mut keys = changed_by(event);
+        if message_recipients(event).is_none() {
+            // A message for everyone on the task: the inboxes of its members.
+            keys.extend(self.members_but_sender(event).await.iter().map(|a| format!("inbox://{a}")));
+        }
         if keys.is_empty() {
             return;
         }
@@ -184,6 +188,25 @@ impl Hub {
         }
     }
 
+    /// The members of the event's task, without the event's agent (a message's sender).
+    async fn members_but_sender(&self, event: &Event) -> Vec<String> {
+        let Ok(task) = TaskId::parse(&event.task_id) else {
+            return Vec::new();
+        };
+        match self.store.collaborators(&task).await {
+            Ok(members) => members
+                .into_iter()
+                .flatten()
+                .map(|m| m.agent_id)
+                .filter(|a| Some(a.as_str()) != event.agent_id.as_deref())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the task's members failed");
+                Vec::new()
+            }
+        }
+    }
+
     async fn notify_sessions(&self, event: &Event, keys: &[String]) {
         let mut subscribers = Vec::new();
         if let Ok(task) = TaskId::parse(&event.task_id) {
@@ -192,11 +215,12 @@ impl Hub {
                 Err(e) => tracing::warn!(error = %e, "reading MCP subscriptions failed"),
             }
         }
-        if let Some(agent) = event
-            .agent_id
-            .as_deref()
-            .and_then(|a| AgentId::parse(a).ok())
-        {
+        // Agent-scoped resources: the actor's status, and the inboxes the event names.
+        let mut agents: Vec<&str> = event.agent_id.as_deref().into_iter().collect();
+        agents.extend(keys.iter().filter_map(|k| k.strip_prefix("inbox://")));
+        agents.sort_unstable();
+        agents.dedup();
+        for agent in agents.into_iter().filter_map(|a| AgentId::parse(a).ok()) {
             match self.store.subscribers(SubScope::Agent(&agent)).await {
                 Ok(s) => subscribers.extend(s),
                 Err(e) => tracing::warn!(error = %e, "reading MCP subscriptions failed"),

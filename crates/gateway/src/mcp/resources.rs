@@ -1,6 +1,6 @@
 //! MCP resources: the URIs (`tasks://{id}/state|logs|files`, `workspace://{id}/{path}`,
-//! `agents://{id}/status`, `collaboration://{id}`, and the lists `tasks://list` and
-//! `agents://list`), their templates, reading one (the same `Service` methods as
+//! `agents://{id}/status`, `collaboration://{id}`, `inbox://{agent_id}`, and the lists
+//! `tasks://list` and `agents://list`), their templates, reading one (the same `Service` methods as
 //! `GET /resources/*`), and which resources an event changes (what subscribers are notified
 //! of). The lists are read, not subscribed (they change with every action on every task).
 
@@ -26,6 +26,8 @@ pub enum ResourceUri {
     Workspace(TaskId, FilePath),
     AgentStatus(AgentId),
     Collaboration(TaskId),
+    /// An agent's unread messages (the agent itself, or an admin).
+    Inbox(AgentId),
     /// The first page of `GET /resources/tasks`.
     TaskList,
     /// The first page of `GET /resources/agents`.
@@ -73,6 +75,7 @@ impl ResourceUri {
                 )?)?))
             }
             "collaboration" => Ok(ResourceUri::Collaboration(task(rest)?)),
+            "inbox" => Ok(ResourceUri::Inbox(AgentId::parse(&percent_decode(rest)?)?)),
             _ => Err(unknown()),
         }
     }
@@ -86,6 +89,7 @@ impl ResourceUri {
             ResourceUri::Workspace(t, p) => format!("workspace://{t}/{p}"),
             ResourceUri::AgentStatus(a) => format!("agents://{a}/status"),
             ResourceUri::Collaboration(t) => format!("collaboration://{t}"),
+            ResourceUri::Inbox(a) => format!("inbox://{a}"),
             ResourceUri::TaskList => "tasks://list".to_owned(),
             ResourceUri::AgentList => "agents://list".to_owned(),
         }
@@ -99,7 +103,10 @@ impl ResourceUri {
             | ResourceUri::TaskFiles(t)
             | ResourceUri::Workspace(t, _)
             | ResourceUri::Collaboration(t) => Some(t),
-            ResourceUri::AgentStatus(_) | ResourceUri::TaskList | ResourceUri::AgentList => None,
+            ResourceUri::AgentStatus(_)
+            | ResourceUri::Inbox(_)
+            | ResourceUri::TaskList
+            | ResourceUri::AgentList => None,
         }
     }
 
@@ -107,7 +114,7 @@ impl ResourceUri {
     /// subscribed.
     pub fn scope(&self) -> Option<SubScope<'_>> {
         match self {
-            ResourceUri::AgentStatus(a) => Some(SubScope::Agent(a)),
+            ResourceUri::AgentStatus(a) | ResourceUri::Inbox(a) => Some(SubScope::Agent(a)),
             ResourceUri::TaskList | ResourceUri::AgentList => None,
             _ => self.task().map(SubScope::Task),
         }
@@ -123,6 +130,7 @@ impl ResourceUri {
         let s = &state.service;
         let actor = match self {
             ResourceUri::AgentStatus(a) => caller.actor(None, Some(a.as_str()))?,
+            ResourceUri::Inbox(_) => caller.actor(None, None)?,
             _ => caller.actor(self.task().map(TaskId::as_str), None)?,
         };
         let contents = match self {
@@ -157,6 +165,7 @@ impl ResourceUri {
             ResourceUri::Collaboration(t) => {
                 json(uri, &s.collaboration(&actor, t.as_str()).await?)?
             }
+            ResourceUri::Inbox(a) => json(uri, &s.inbox_of(&actor, a.as_str()).await?)?,
             ResourceUri::TaskList => {
                 json(uri, &s.list_tasks(&actor, TaskListQuery::default()).await?)?
             }
@@ -265,6 +274,13 @@ pub fn templates() -> Vec<ResourceTemplate> {
             "Who is co-working on the task: members with join time and last activity.",
             JSON,
         ),
+        t(
+            "inbox://{agent_id}",
+            "inbox",
+            "An agent's unread messages, oldest first (yours; an admin may read anyone's). \
+             Subscribe to hear when a message arrives.",
+            JSON,
+        ),
     ]
 }
 
@@ -335,6 +351,14 @@ pub fn changed_by(event: &Event) -> Vec<String> {
         EventType::TaskCreated | EventType::TaskUpdated => {
             keys.push(format!("tasks://{task}/state"))
         }
+        // The recipients' inboxes; a message for everyone is expanded by the notifier (it
+        // knows who is on the task).
+        EventType::MessageSent => keys.extend(
+            message_recipients(event)
+                .into_iter()
+                .flatten()
+                .map(|a| format!("inbox://{a}")),
+        ),
         // Leases and refusals change no resource's content; foreign events name none we know.
         EventType::LockAcquired
         | EventType::LockRenewed
@@ -348,6 +372,25 @@ pub fn changed_by(event: &Event) -> Vec<String> {
         keys.push(format!("agents://{agent}/status"));
     }
     keys
+}
+
+/// The recipients of a `message_sent` event: `Some(ids)`, or `None` for everyone on the
+/// task (and for any other event: nobody).
+pub fn message_recipients(event: &Event) -> Option<Vec<String>> {
+    if event.kind != EventType::MessageSent {
+        return Some(Vec::new());
+    }
+    let to: Vec<String> = event
+        .data
+        .get("to")
+        .and_then(|t| t.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if to.iter().any(|a| a == mcp_api::messages::EVERYONE) {
+        None
+    } else {
+        Some(to)
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +438,14 @@ mod tests {
             changed(EventType::LockAcquired, serde_json::json!({"path": "x"})),
             ["agents://a1/status"]
         );
+        assert_eq!(
+            changed(EventType::MessageSent, serde_json::json!({"to": ["b", "c"]})),
+            ["inbox://b", "inbox://c", "agents://a1/status"]
+        );
+        assert_eq!(
+            changed(EventType::MessageSent, serde_json::json!({"to": ["*"]})),
+            ["agents://a1/status"]
+        );
     }
 
     #[test]
@@ -411,6 +462,8 @@ mod tests {
         assert_eq!(k("tasks://t1/state"), Ok("tasks://t1/state".into()));
         assert_eq!(k("collaboration://t1"), Ok("collaboration://t1".into()));
         assert_eq!(k("agents://a1/status"), Ok("agents://a1/status".into()));
+        assert_eq!(k("inbox://a1"), Ok("inbox://a1".into()));
+        assert_eq!(k("inbox://bad id"), Err(ErrorCode::InvalidArgument));
         assert_eq!(k("tasks://list"), Ok("tasks://list".into()));
         assert_eq!(k("agents://list"), Ok("agents://list".into()));
         assert_eq!(k("tasks://list/state"), Ok("tasks://list/state".into()));

@@ -58,6 +58,7 @@ pub async fn call(
     caller: &Caller,
     name: &str,
     args: Value,
+    deadline: Option<crate::routes::RequestDeadline>,
 ) -> Option<CallToolResult> {
     /// Finds the tool `name` answers to and starts its call.
     struct Find<'a> {
@@ -66,12 +67,13 @@ pub async fn call(
         state: &'a AppState,
         caller: &'a Caller,
         args: Option<Value>,
+        deadline: Option<crate::routes::RequestDeadline>,
     }
     impl ToolVisitor for Find<'_> {
         fn visit<T: Perform>(&mut self) {
             if self.found.is_none() && T::answers_to(self.name) {
                 let args = self.args.take().unwrap_or(Value::Null);
-                let fut = run::<T>(self.state, self.caller, args);
+                let fut = run::<T>(self.state, self.caller, args, self.deadline.take());
                 self.found = Some((T::NAME, Box::pin(fut)));
             }
         }
@@ -82,6 +84,7 @@ pub async fn call(
         state,
         caller,
         args: Some(args),
+        deadline,
     };
     visit_tools(&mut find);
     let (tool, pending) = find.found?;
@@ -115,6 +118,7 @@ async fn run<T: Perform>(
     state: &AppState,
     caller: &Caller,
     args: Value,
+    deadline: Option<crate::routes::RequestDeadline>,
 ) -> Result<Value, ApiError> {
     let req: T::Request = serde_json::from_value(args).map_err(|e| {
         ApiError::new(
@@ -122,7 +126,10 @@ async fn run<T: Perform>(
             format!("invalid arguments: {e}"),
         )
     })?;
-    let actor = caller.actor(Some(req.task_id()), req.agent_id())?;
+    let actor = caller.actor(req.task_id(), req.agent_id())?;
+    if let (Some(deadline), Some(wait)) = (deadline, req.wait()) {
+        deadline.extend(wait);
+    }
     let resp = T::perform(&state.service, &actor, req).await?;
     serde_json::to_value(resp)
         .map_err(|e| ApiError::from(mcp_domain::DomainError::Internal(e.to_string())))

@@ -111,17 +111,54 @@ async fn method_not_allowed() -> ApiError {
 /// Bounds the time to a response: past it the caller gets 503 `unavailable` with
 /// `Retry-After` instead of a hang — or 408 `request_timeout` when what the request was
 /// waiting for is the rest of the client's own body (`edge::body`). (Streams are bounded
-/// only until their headers.)
+/// only until their headers.) A tool call that waits by design (a long poll: the request's
+/// [`mcp_api::ToolRequest::wait`]) gets that much more time, through the
+/// [`RequestDeadline`] its extractor finds in the request.
 async fn request_timeout(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let body = req.extensions().get::<BodyProgress>().cloned();
-    tokio::time::timeout(state.request_timeout, next.run(req))
-        .await
-        .map_err(|_| match body {
-            Some(b) if b.waiting_on_client() => crate::edge::body::request_timeout(),
-            _ => ApiError::unavailable("the request timed out waiting for a backend"),
-        })
+    let deadline = RequestDeadline::new(state.request_timeout);
+    req.extensions_mut().insert(deadline.clone());
+    let run = next.run(req);
+    tokio::pin!(run);
+    loop {
+        let at = deadline.at();
+        tokio::select! {
+            response = &mut run => return Ok(response),
+            () = tokio::time::sleep_until(at) => {
+                if deadline.at() > at {
+                    continue; // extended meanwhile
+                }
+                return Err(match body {
+                    Some(b) if b.waiting_on_client() => crate::edge::body::request_timeout(),
+                    _ => ApiError::unavailable("the request timed out waiting for a backend"),
+                });
+            }
+        }
+    }
+}
+
+/// The instant a request must be answered by (in the request's extensions), which a
+/// handler that waits by design extends by its wait.
+#[derive(Clone)]
+pub struct RequestDeadline(std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl RequestDeadline {
+    fn new(timeout: std::time::Duration) -> RequestDeadline {
+        RequestDeadline(std::sync::Arc::new(std::sync::Mutex::new(
+            tokio::time::Instant::now() + timeout,
+        )))
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives the request `wait` more time.
+    pub fn extend(&self, wait: std::time::Duration) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += wait;
+    }
 }

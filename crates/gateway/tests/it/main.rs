@@ -18,6 +18,7 @@ mod locks;
 mod mcp;
 mod mcp_resume;
 mod mcp_sessions;
+mod messages;
 mod metrics;
 mod oauth;
 mod openapi;

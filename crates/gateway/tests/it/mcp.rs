@@ -280,6 +280,30 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
     .await);
     let d = ok(call(&client, "delete_file", t(json!({"path": "gone.txt"}))).await);
     assert_eq!(d["deleted"], true);
+    let sent = ok(call(
+        &client,
+        "send_message",
+        t(json!({"to": ["qa"], "subject": "review", "body": "src/a.py is ready"})),
+    )
+    .await);
+    let id = sent["message_id"].as_i64().expect("a message id");
+    let inbox = ok(call(
+        &client,
+        "read_messages",
+        json!({"task_id": "t1", "agent_id": "qa", "wait_sec": 5}),
+    )
+    .await);
+    assert_eq!(inbox["messages"][0]["body"], "src/a.py is ready");
+    assert_eq!(inbox["cursor"], id);
+    let inbox_resource = json_of_text(&read(&client, "inbox://qa").await.0);
+    assert_eq!(inbox_resource["messages"][0]["id"], id);
+    let acked = ok(call(
+        &client,
+        "ack_message",
+        json!({"message_id": id, "agent_id": "qa"}),
+    )
+    .await);
+    assert_eq!(acked["task_id"], "t1");
 
     // Resources: listed, as templates, and each one readable.
     let listed = client.list_all_resources().await.expect("resources/list");
@@ -311,6 +335,7 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
             "workspace://{task_id}/{+path}",
             "agents://{agent_id}/status",
             "collaboration://{task_id}",
+            "inbox://{agent_id}",
         ]
     );
     let json_of = |(text, mime): (String, Option<String>)| {
@@ -430,6 +455,10 @@ async fn every_tool_and_resource_2026_07_28() {
     every_tool_and_resource(TestGateway::spawn().await, Generation::Stateless).await;
 }
 
+fn json_of_text(text: &str) -> Value {
+    serde_json::from_str(text).expect("a JSON resource")
+}
+
 /// Waits for an update naming `uri`, writing through REST until one arrives: a 2025-11-25
 /// client opens its notification stream in the background after `initialize`, so the first
 /// writes may precede it.
@@ -454,6 +483,52 @@ async fn write_until_notified(
         }
     }
     panic!("no notifications/resources/updated for {uri}");
+}
+
+/// `inbox://{agent}` subscribers hear of a message to the agent, and of a message to
+/// everyone on a task the agent is on (issue #17).
+#[tokio::test]
+async fn an_inbox_subscriber_hears_of_its_messages() {
+    for gw in [
+        TestGateway::spawn().await,
+        TestGateway::spawn_embedded().await,
+    ] {
+        let (client, mut updates) = connect(&gw, Generation::Sessions).await;
+        #[allow(deprecated)]
+        client
+            .subscribe(SubscribeRequestParams::new("inbox://qa"))
+            .await
+            .expect("resources/subscribe");
+        let send = |to: Value| {
+            json!({"task_id": "t1", "agent_id": "coder", "to": to, "subject": "hi"})
+        };
+        let mut heard = false;
+        // The notification stream opens in the background after `initialize`.
+        for _ in 0..40 {
+            assert_eq!(gw.tool("send_message", send(json!(["qa"]))).await.0, 200);
+            if let Ok(Some(got)) =
+                tokio::time::timeout(Duration::from_millis(500), updates.recv()).await
+            {
+                assert_eq!(got, "inbox://qa");
+                heard = true;
+                break;
+            }
+        }
+        assert!(heard, "no notification for inbox://qa");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while updates.try_recv().is_ok() {}
+        // A message for someone else is not qa's news.
+        assert_eq!(gw.tool("send_message", send(json!(["dev"]))).await.0, 200);
+        // One for everyone on the task reaches qa once qa is on it.
+        let join = json!({"task_id": "t1", "agent_id": "qa"});
+        assert_eq!(gw.tool("join_collaboration", join).await.0, 200);
+        assert_eq!(gw.tool("send_message", send(json!("*"))).await.0, 200);
+        let got = tokio::time::timeout(Duration::from_secs(5), updates.recv())
+            .await
+            .expect("a notification for the broadcast");
+        assert_eq!(got.as_deref(), Some("inbox://qa"));
+        client.cancel().await.expect("client stops");
+    }
 }
 
 #[tokio::test]

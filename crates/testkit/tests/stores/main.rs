@@ -3,6 +3,8 @@
 //!
 //! * `durable.rs` — [`DurableStore`](mcp_domain::store::DurableStore): Postgres and SQLite.
 //! * `hot.rs` — [`HotStore`](mcp_domain::store::HotStore): Redis and in-process.
+//! * `messages.rs` — messages between agents: the durable store's `DurableMessages` on
+//!   both durable backends, and the long poll over both combinations.
 //! * `service.rs` — the operations over each backend combination the gateway supports
 //!   (Postgres + Redis, SQLite + in-process): the interplay of both stores.
 //!
@@ -12,6 +14,7 @@
 mod durable;
 mod fixtures;
 mod hot;
+mod messages;
 mod service;
 
 /// Instantiates each listed test once per backend:
