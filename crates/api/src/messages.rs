@@ -56,14 +56,16 @@ impl<'de> Deserialize<'de> for Recipients {
             One(String),
             Many(Vec<String>),
         }
-        Ok(match Wire::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("`to` must be \"*\", an agent id, or a list of agent ids")
-        })? {
-            Wire::One(s) if s == EVERYONE => Recipients::Everyone,
-            Wire::One(s) => Recipients::Agents(vec![s]),
-            Wire::Many(v) if v.len() == 1 && v[0] == EVERYONE => Recipients::Everyone,
-            Wire::Many(v) => Recipients::Agents(v),
-        })
+        Ok(
+            match Wire::deserialize(d).map_err(|_| {
+                serde::de::Error::custom("`to` must be \"*\", an agent id, or a list of agent ids")
+            })? {
+                Wire::One(s) if s == EVERYONE => Recipients::Everyone,
+                Wire::One(s) => Recipients::Agents(vec![s]),
+                Wire::Many(v) if v.len() == 1 && v[0] == EVERYONE => Recipients::Everyone,
+                Wire::Many(v) => Recipients::Agents(v),
+            },
+        )
     }
 }
 
@@ -84,9 +86,7 @@ impl JsonSchema for Recipients {
 }
 
 /// How urgent a message is (`normal` when not given). Only a hint for the reader.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Importance {
     Low,

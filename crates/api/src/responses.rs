@@ -5,9 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::messages::{
-    AckMessageResponse, Message, ReadMessagesResponse, SendMessageResponse,
-};
+pub use crate::messages::{AckMessageResponse, Message, ReadMessagesResponse, SendMessageResponse};
 
 /// `file_read`: the original's `{success, task_id, path, content}` plus version and digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

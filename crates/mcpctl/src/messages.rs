@@ -101,7 +101,11 @@ pub async fn inbox(c: &GatewayClient, i: Inbox, out: Out) -> Result<u8, ClientEr
     out.progress(format!(
         "cursor {}{}",
         r.cursor,
-        if r.more { " (more waiting: ask again)" } else { "" }
+        if r.more {
+            " (more waiting: ask again)"
+        } else {
+            ""
+        }
     ));
     Ok(EXIT_OK)
 }

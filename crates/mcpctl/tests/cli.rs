@@ -1451,7 +1451,16 @@ async fn send_and_inbox() {
     let sent = run_as(
         &gw,
         "alice",
-        &["send", "t1", "--to", "bob,carol", "-s", "review a.py", "--importance", "high"],
+        &[
+            "send",
+            "t1",
+            "--to",
+            "bob,carol",
+            "-s",
+            "review a.py",
+            "--importance",
+            "high",
+        ],
         Some("line 3\nlooks wrong\n"),
     )
     .await
@@ -1461,7 +1470,9 @@ async fn send_and_inbox() {
 
     let inbox = run_as(&gw, "bob", &["inbox"], None).await.ok();
     assert!(
-        inbox.stdout.contains("alice -> bob, carol (high): review a.py"),
+        inbox
+            .stdout
+            .contains("alice -> bob, carol (high): review a.py"),
         "{inbox:?}"
     );
     assert!(inbox.stdout.contains("\n    looks wrong"), "{inbox:?}");
@@ -1471,7 +1482,9 @@ async fn send_and_inbox() {
     run_as(&gw, "bob", &["inbox", "--ack"], None).await.ok();
     let empty = run_as(&gw, "bob", &["inbox", "--json"], None).await.ok();
     assert_eq!(empty.json()["messages"], json!([]));
-    let all = run_as(&gw, "bob", &["inbox", "--all", "--json"], None).await.ok();
+    let all = run_as(&gw, "bob", &["inbox", "--all", "--json"], None)
+        .await
+        .ok();
     assert!(all.json()["messages"][0]["read_at"].is_string());
     let cursor = all.json()["cursor"].as_i64().unwrap().to_string();
 
@@ -1493,7 +1506,9 @@ async fn send_and_inbox() {
     let everyone = run_as(
         &gw,
         "carol",
-        &["send", "t1", "--to", "*", "-s", "lunch", "-b", "now", "--json"],
+        &[
+            "send", "t1", "--to", "*", "-s", "lunch", "-b", "now", "--json",
+        ],
         None,
     )
     .await
@@ -1509,6 +1524,12 @@ async fn send_and_inbox() {
     // Refusals: exit 5 for a bad argument.
     let bad = run_as(&gw, "bob", &["inbox", "--wait", "61"], None).await;
     assert_failed(&bad, 5, "invalid_argument");
-    let bad = run_as(&gw, "bob", &["send", "t1", "--to", "a b", "-s", "x", "-b", ""], None).await;
+    let bad = run_as(
+        &gw,
+        "bob",
+        &["send", "t1", "--to", "a b", "-s", "x", "-b", ""],
+        None,
+    )
+    .await;
     assert_failed(&bad, 5, "invalid_argument");
 }

@@ -26,8 +26,8 @@ pub use messages::{MAX_MESSAGE_BODY_BYTES, MAX_READ_LIMIT, MAX_RECIPIENTS, MAX_S
 
 use crate::actor::Actor;
 use crate::error::Result;
-use crate::inbox::InboxBell;
 use crate::ids::TaskId;
+use crate::inbox::InboxBell;
 use crate::store::hot::Emit;
 use crate::store::{Durable, Hot};
 use mcp_api::EventType;

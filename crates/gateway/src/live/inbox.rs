@@ -51,7 +51,12 @@ fn ring(bell: &InboxBell, task: &str, data: &Value) {
     let to: Vec<String> = data
         .get("to")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     if to.is_empty() || to.iter().any(|a| a == mcp_api::messages::EVERYONE) {
         bell.ring(task, None);

@@ -132,7 +132,11 @@ impl ServerHandler for GatewayMcp {
         let deadline = context
             .extensions
             .get::<http::request::Parts>()
-            .and_then(|p| p.extensions.get::<crate::routes::RequestDeadline>().cloned());
+            .and_then(|p| {
+                p.extensions
+                    .get::<crate::routes::RequestDeadline>()
+                    .cloned()
+            });
         match tools::call(&self.state, &caller, &request.name, args, deadline).await {
             Some(result) => Ok(result.into()),
             None => Err(ErrorData::invalid_params(

@@ -167,7 +167,12 @@ impl Hub {
         let mut keys = changed_by(event);
         if message_recipients(event).is_none() {
             // A message for everyone on the task: the inboxes of its members.
-            keys.extend(self.members_but_sender(event).await.iter().map(|a| format!("inbox://{a}")));
+            keys.extend(
+                self.members_but_sender(event)
+                    .await
+                    .iter()
+                    .map(|a| format!("inbox://{a}")),
+            );
         }
         if keys.is_empty() {
             return;

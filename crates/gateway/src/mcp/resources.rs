@@ -384,7 +384,12 @@ pub fn message_recipients(event: &Event) -> Option<Vec<String>> {
         .data
         .get("to")
         .and_then(|t| t.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     if to.iter().any(|a| a == mcp_api::messages::EVERYONE) {
         None
@@ -439,7 +444,10 @@ mod tests {
             ["agents://a1/status"]
         );
         assert_eq!(
-            changed(EventType::MessageSent, serde_json::json!({"to": ["b", "c"]})),
+            changed(
+                EventType::MessageSent,
+                serde_json::json!({"to": ["b", "c"]})
+            ),
             ["inbox://b", "inbox://c", "agents://a1/status"]
         );
         assert_eq!(

@@ -499,9 +499,8 @@ async fn an_inbox_subscriber_hears_of_its_messages() {
             .subscribe(SubscribeRequestParams::new("inbox://qa"))
             .await
             .expect("resources/subscribe");
-        let send = |to: Value| {
-            json!({"task_id": "t1", "agent_id": "coder", "to": to, "subject": "hi"})
-        };
+        let send =
+            |to: Value| json!({"task_id": "t1", "agent_id": "coder", "to": to, "subject": "hi"});
         let mut heard = false;
         // The notification stream opens in the background after `initialize`.
         for _ in 0..40 {

@@ -62,7 +62,11 @@ async fn a_message_goes_round_trip(gw: TestGateway) {
         .await);
     let id = sent["message_id"].as_i64().expect("message id");
     assert_eq!(sent["to"], json!(["bob"]), "recipients without duplicates");
-    assert_eq!(sent["thread_id"], id.to_string(), "a new thread is named by its message");
+    assert_eq!(
+        sent["thread_id"],
+        id.to_string(),
+        "a new thread is named by its message"
+    );
     assert_eq!(sent["task_id"], "t1");
 
     let inbox = ok(gw.tool("read_messages", read("bob", json!({}))).await);
@@ -98,7 +102,12 @@ async fn a_message_goes_round_trip(gw: TestGateway) {
         .tool("read_messages", read("bob", json!({"after": id})))
         .await);
     assert_eq!((ids(&after), &after["cursor"]), (vec![], &json!(id)));
-    assert!(ids(&ok(gw.tool("read_messages", read("alice", json!({}))).await)).is_empty());
+    assert!(
+        ids(&ok(gw
+            .tool("read_messages", read("alice", json!({})))
+            .await))
+        .is_empty()
+    );
 
     // A reply continues the thread; acknowledging marks read for the reader only.
     let reply = ok(gw
@@ -115,11 +124,17 @@ async fn a_message_goes_round_trip(gw: TestGateway) {
             json!({"message_id": id, "agent_id": "bob", "task_id": "t1"}),
         )
         .await);
-    assert_eq!((&acked["message_id"], &acked["task_id"]), (&json!(id), &json!("t1")));
+    assert_eq!(
+        (&acked["message_id"], &acked["task_id"]),
+        (&json!(id), &json!("t1"))
+    );
     let again = ok(gw
         .tool("ack_message", json!({"message_id": id, "agent_id": "bob"}))
         .await);
-    assert_eq!(again["read_at"], acked["read_at"], "acknowledging again keeps the time");
+    assert_eq!(
+        again["read_at"], acked["read_at"],
+        "acknowledging again keeps the time"
+    );
     let inbox = ok(gw.tool("read_messages", read("bob", json!({}))).await);
     assert_eq!(inbox["messages"][0]["read_at"], acked["read_at"]);
     let unread = ok(gw
@@ -148,7 +163,12 @@ async fn a_message_goes_round_trip(gw: TestGateway) {
     assert_eq!(sent_events.len(), 2);
     let data = &sent_events[0]["data"];
     assert_eq!(
-        (&data["message_id"], &data["from"], &data["to"], &data["importance"]),
+        (
+            &data["message_id"],
+            &data["from"],
+            &data["to"],
+            &data["importance"]
+        ),
         (&json!(id), &json!("alice"), &json!(["bob"]), &json!("high"))
     );
     assert!(
@@ -159,12 +179,18 @@ async fn a_message_goes_round_trip(gw: TestGateway) {
 
 async fn everyone_and_direct_messages_reach_whom_they_name(gw: TestGateway) {
     let all = ok(gw
-        .tool("send_message", send("alice", json!("*"), "standup", "at 10"))
+        .tool(
+            "send_message",
+            send("alice", json!("*"), "standup", "at 10"),
+        )
         .await)["message_id"]
         .as_i64()
         .unwrap();
     let direct = ok(gw
-        .tool("send_message", send("alice", json!(["bob"]), "psst", "just you"))
+        .tool(
+            "send_message",
+            send("alice", json!(["bob"]), "psst", "just you"),
+        )
         .await)["message_id"]
         .as_i64()
         .unwrap();
@@ -180,17 +206,35 @@ async fn everyone_and_direct_messages_reach_whom_they_name(gw: TestGateway) {
         let gw = &gw;
         async move { ok(gw.tool("read_messages", read(agent, extra)).await) }
     };
-    assert_eq!(ids(&inbox("bob", json!({})).await), vec![all, direct, other_task]);
-    assert_eq!(ids(&inbox("bob", json!({"task_id": "t1"})).await), vec![all, direct]);
-    assert_eq!(ids(&inbox("carol", json!({"task_id": "t1"})).await), vec![all]);
-    assert_eq!(ids(&inbox("alice", json!({"task_id": "t1"})).await), Vec::<i64>::new());
+    assert_eq!(
+        ids(&inbox("bob", json!({})).await),
+        vec![all, direct, other_task]
+    );
+    assert_eq!(
+        ids(&inbox("bob", json!({"task_id": "t1"})).await),
+        vec![all, direct]
+    );
+    assert_eq!(
+        ids(&inbox("carol", json!({"task_id": "t1"})).await),
+        vec![all]
+    );
+    assert_eq!(
+        ids(&inbox("alice", json!({"task_id": "t1"})).await),
+        Vec::<i64>::new()
+    );
     let page = inbox("bob", json!({"limit": 2})).await;
-    assert_eq!((ids(&page), &page["more"]), (vec![all, direct], &json!(true)));
+    assert_eq!(
+        (ids(&page), &page["more"]),
+        (vec![all, direct], &json!(true))
+    );
     assert_eq!(page["messages"][0]["to"], json!(["*"]));
 
     // Read state is per reader, for a message to everyone too.
     ok(gw
-        .tool("ack_message", json!({"message_id": all, "agent_id": "carol"}))
+        .tool(
+            "ack_message",
+            json!({"message_id": all, "agent_id": "carol"}),
+        )
         .await);
     assert!(ids(&inbox("carol", json!({"task_id": "t1", "unread_only": true})).await).is_empty());
     assert_eq!(
@@ -221,11 +265,23 @@ async fn everyone_and_direct_messages_reach_whom_they_name(gw: TestGateway) {
 async fn refusals_name_the_field(gw: TestGateway) {
     let cases = [
         (send("a", json!([]), "s", ""), 400, "invalid_argument"),
-        (send("a", json!(["*", "b"]), "s", ""), 400, "invalid_argument"),
-        (send("a", json!(["bad id"]), "s", ""), 400, "invalid_argument"),
+        (
+            send("a", json!(["*", "b"]), "s", ""),
+            400,
+            "invalid_argument",
+        ),
+        (
+            send("a", json!(["bad id"]), "s", ""),
+            400,
+            "invalid_argument",
+        ),
         (send("a", json!(42), "s", ""), 400, "invalid_argument"),
         (send("a", json!(["b"]), "  ", ""), 400, "invalid_argument"),
-        (send("a", json!(["b"]), &"s".repeat(201), ""), 400, "invalid_argument"),
+        (
+            send("a", json!(["b"]), &"s".repeat(201), ""),
+            400,
+            "invalid_argument",
+        ),
         (
             send("a", json!(["b"]), "s", &"x".repeat(64 * 1024 + 1)),
             413,
@@ -277,8 +333,11 @@ async fn refusals_name_the_field(gw: TestGateway) {
         );
     }
     assert_error(
-        &gw.tool("ack_message", json!({"message_id": 999_999, "agent_id": "b"}))
-            .await,
+        &gw.tool(
+            "ack_message",
+            json!({"message_id": 999_999, "agent_id": "b"}),
+        )
+        .await,
         404,
         "message_not_found",
     );
@@ -300,7 +359,11 @@ async fn a_long_poll_wakes_on_a_message_on_the_same_instance(gw: TestGateway) {
                 .send()
                 .await
                 .expect("poll");
-            (r.status().as_u16(), r.json::<Value>().await.unwrap(), started.elapsed())
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap(),
+                started.elapsed(),
+            )
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -353,10 +416,16 @@ async fn a_long_poll_on_one_instance_wakes_on_a_message_sent_through_another() {
             })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!poll.is_finished(), "round {round}: answered before the message");
+        assert!(
+            !poll.is_finished(),
+            "round {round}: answered before the message"
+        );
         let sent_at = Instant::now();
         let sent = ok(a
-            .tool("send_message", send("alice", json!(["bob"]), "ping", &round.to_string()))
+            .tool(
+                "send_message",
+                send("alice", json!(["bob"]), "ping", &round.to_string()),
+            )
             .await);
         let (status, body, got) = tokio::time::timeout(Duration::from_secs(10), poll)
             .await
@@ -400,8 +469,10 @@ async fn messages_survive_a_restart_of_every_process() {
         .tool("send_message", send("alice", json!("*"), "all", "of you"))
         .await)["message_id"]
         .clone();
-    ok(a.tool("ack_message", json!({"message_id": id, "agent_id": "bob"}))
-        .await);
+    ok(
+        a.tool("ack_message", json!({"message_id": id, "agent_id": "bob"}))
+            .await,
+    );
     let db = TestDb {
         name: "mcpgw_t_shared_not_owned".into(),
         url: a.db.url.clone(),
@@ -437,7 +508,9 @@ async fn only_recipients_read_their_messages() {
     let watcher = gw.token("watcher", &["t1"], Role::Observer);
     let body = |to: Value| json!({"task_id": "t1", "to": to, "subject": "s", "body": "secret"});
 
-    let direct = ok(gw.tool_as(&alice, "send_message", body(json!(["bob"]))).await)["message_id"]
+    let direct = ok(gw
+        .tool_as(&alice, "send_message", body(json!(["bob"])))
+        .await)["message_id"]
         .as_i64()
         .unwrap();
     let all = ok(gw.tool_as(&alice, "send_message", body(json!("*"))).await)["message_id"]
@@ -445,8 +518,14 @@ async fn only_recipients_read_their_messages() {
         .unwrap();
     // Bob sees both; eve (on the task, not a recipient) only the task-wide one; mallory
     // (another task) none, and may not ask for t1.
-    assert_eq!(ids(&ok(gw.tool_as(&bob, "read_messages", json!({})).await)), vec![direct, all]);
-    assert_eq!(ids(&ok(gw.tool_as(&eve, "read_messages", json!({})).await)), vec![all]);
+    assert_eq!(
+        ids(&ok(gw.tool_as(&bob, "read_messages", json!({})).await)),
+        vec![direct, all]
+    );
+    assert_eq!(
+        ids(&ok(gw.tool_as(&eve, "read_messages", json!({})).await)),
+        vec![all]
+    );
     assert!(ids(&ok(gw.tool_as(&mallory, "read_messages", json!({})).await)).is_empty());
     assert_error(
         &gw.tool_as(&mallory, "read_messages", json!({"task_id": "t1"}))
@@ -481,10 +560,14 @@ async fn only_recipients_read_their_messages() {
         403,
         "forbidden",
     );
-    assert_eq!(ids(&ok(gw.tool_as(&watcher, "read_messages", json!({})).await)), vec![all]);
+    assert_eq!(
+        ids(&ok(gw.tool_as(&watcher, "read_messages", json!({})).await)),
+        vec![all]
+    );
     // A scoped sender cannot post to a task outside its scope, nor reply across tasks.
     assert_error(
-        &gw.tool_as(&mallory, "send_message", body(json!(["bob"]))).await,
+        &gw.tool_as(&mallory, "send_message", body(json!(["bob"])))
+            .await,
         403,
         "forbidden",
     );
@@ -495,9 +578,13 @@ async fn only_recipients_read_their_messages() {
         "message_not_found",
     );
     assert_error(
-        &gw.tool_as(&eve, "send_message", json!({"task_id": "t1", "to": ["alice"],
-            "subject": "re", "reply_to": direct}))
-            .await,
+        &gw.tool_as(
+            &eve,
+            "send_message",
+            json!({"task_id": "t1", "to": ["alice"],
+            "subject": "re", "reply_to": direct}),
+        )
+        .await,
         404,
         "message_not_found",
     );
@@ -538,7 +625,10 @@ async fn bench_send_to_long_poll_latency_across_instances() {
         }
         let started = Instant::now();
         let sent = ok(a
-            .tool("send_message", send("alice", json!(["bob"]), "ping", &i.to_string()))
+            .tool(
+                "send_message",
+                send("alice", json!(["bob"]), "ping", &i.to_string()),
+            )
             .await);
         let answered = Instant::now();
         let (body, got) = poll.await.unwrap();

@@ -50,7 +50,11 @@ async fn inboxes_hold_what_is_addressed_to_their_reader(f: &DurableFixture) {
     let bob = ["bob".to_string()];
     let direct = s.send_message(&msg(&t, "alice", &bob, "d")).await.unwrap();
     assert_eq!(
-        (direct.thread_id.as_str(), direct.to.as_slice(), direct.read_at),
+        (
+            direct.thread_id.as_str(),
+            direct.to.as_slice(),
+            direct.read_at
+        ),
         (direct.id.to_string().as_str(), &bob[..], None),
         "a new thread is named by its message"
     );
@@ -65,7 +69,10 @@ async fn inboxes_hold_what_is_addressed_to_their_reader(f: &DurableFixture) {
         })
         .await
         .unwrap();
-    assert_eq!((threaded.thread_id.as_str(), threaded.reply_to), ("design", Some(direct.id)));
+    assert_eq!(
+        (threaded.thread_id.as_str(), threaded.reply_to),
+        ("design", Some(direct.id))
+    );
 
     let ids = |v: Vec<mcp_domain::store::durable::StoredMessage>| {
         v.into_iter().map(|m| m.id).collect::<Vec<_>>()
@@ -74,8 +81,14 @@ async fn inboxes_hold_what_is_addressed_to_their_reader(f: &DurableFixture) {
         ids(s.inbox(&inbox("bob")).await.unwrap()),
         [direct.id, all.id, elsewhere.id]
     );
-    assert_eq!(ids(s.inbox(&inbox("alice")).await.unwrap()), [elsewhere.id, threaded.id]);
-    assert_eq!(ids(s.inbox(&inbox("dave")).await.unwrap()), [all.id, elsewhere.id]);
+    assert_eq!(
+        ids(s.inbox(&inbox("alice")).await.unwrap()),
+        [elsewhere.id, threaded.id]
+    );
+    assert_eq!(
+        ids(s.inbox(&inbox("dave")).await.unwrap()),
+        [all.id, elsewhere.id]
+    );
     let scoped = ["t".to_string()];
     let q = InboxQuery {
         tasks_in: Some(&scoped),
@@ -90,14 +103,37 @@ async fn inboxes_hold_what_is_addressed_to_their_reader(f: &DurableFixture) {
     };
     assert_eq!(ids(s.inbox(&q).await.unwrap()), [elsewhere.id]);
     let read = s.inbox(&inbox("bob")).await.unwrap();
-    assert_eq!((read[0].subject.as_str(), read[0].body.as_str()), ("d", "body"));
+    assert_eq!(
+        (read[0].subject.as_str(), read[0].body.as_str()),
+        ("d", "body")
+    );
 
     // Readable by its sender, its recipients and (a broadcast) anyone; within a scope.
-    assert!(s.message_for(direct.id, "alice", None).await.unwrap().is_some());
-    assert!(s.message_for(direct.id, "bob", None).await.unwrap().is_some());
-    assert!(s.message_for(direct.id, "eve", None).await.unwrap().is_none());
+    assert!(
+        s.message_for(direct.id, "alice", None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.message_for(direct.id, "bob", None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.message_for(direct.id, "eve", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(s.message_for(all.id, "eve", None).await.unwrap().is_some());
-    assert!(s.message_for(all.id, "eve", Some(&["u".to_string()])).await.unwrap().is_none());
+    assert!(
+        s.message_for(all.id, "eve", Some(&["u".to_string()]))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(s.message_for(999_999, "bob", None).await.unwrap().is_none());
 
     let audit = s
@@ -118,7 +154,11 @@ async fn read_state_is_per_reader(f: &DurableFixture) {
     let all = s.send_message(&msg(&t, "alice", &[], "all")).await.unwrap();
     let first = s.ack_message(all.id, "bob").await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(s.ack_message(all.id, "bob").await.unwrap(), first, "the first time stays");
+    assert_eq!(
+        s.ack_message(all.id, "bob").await.unwrap(),
+        first,
+        "the first time stays"
+    );
     let bob = s.inbox(&inbox("bob")).await.unwrap();
     assert_eq!(bob[0].read_at, Some(first));
     let unread = InboxQuery {
@@ -130,9 +170,17 @@ async fn read_state_is_per_reader(f: &DurableFixture) {
         unread_only: true,
         ..inbox("carol")
     };
-    assert_eq!(s.inbox(&carol).await.unwrap().len(), 1, "carol has not read it");
     assert_eq!(
-        s.message_for(all.id, "bob", None).await.unwrap().unwrap().read_at,
+        s.inbox(&carol).await.unwrap().len(),
+        1,
+        "carol has not read it"
+    );
+    assert_eq!(
+        s.message_for(all.id, "bob", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .read_at,
         Some(first)
     );
 }
@@ -184,7 +232,10 @@ async fn concurrent_senders_get_ids_in_commit_order(f: &DurableFixture) {
         .into_iter()
         .map(|m| m.id)
         .collect();
-    assert_eq!(seen, all, "the cursor reader saw every message once, in order");
+    assert_eq!(
+        seen, all,
+        "the cursor reader saw every message once, in order"
+    );
 }
 
 async fn a_long_poll_answers_when_a_message_arrives(f: &ServiceFixture) {
