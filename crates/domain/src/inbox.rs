@@ -16,7 +16,7 @@
 use crate::actor::Actor;
 use crate::ids::TaskId;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
@@ -34,6 +34,9 @@ struct Waiter {
 pub struct InboxBell {
     waiters: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
+    /// Set when the process shuts down: waiting calls answer with what they have, so that a
+    /// long poll does not hold the graceful shutdown for its whole wait.
+    closed: AtomicBool,
 }
 
 impl InboxBell {
@@ -50,6 +53,9 @@ impl InboxBell {
             },
         );
         metrics::gauge!("mcp_inbox_waiters").increment(1.0);
+        if self.is_closed() {
+            notify.notify_one();
+        }
         Ticket {
             bell: Arc::downgrade(self),
             id,
@@ -79,6 +85,17 @@ impl InboxBell {
         for w in self.lock().values() {
             w.notify.notify_one();
         }
+    }
+
+    /// The process shuts down: every reader is rung, and stops waiting ([`Self::is_closed`]).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ring_all();
+    }
+
+    /// Whether [`Self::close`] was called: a reader answers instead of waiting.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// How many readers wait now.
@@ -154,5 +171,8 @@ mod tests {
         assert_eq!(bell.waiting(), 3);
         drop((bob, carol_t2, scoped));
         assert_eq!(bell.waiting(), 0);
+        bell.close();
+        let late = bell.register(&actor("eve", None), None);
+        assert!(bell.is_closed() && woken(&late).await, "after close, nobody waits");
     }
 }

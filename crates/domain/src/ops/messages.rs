@@ -15,6 +15,7 @@
 //!   [`crate::inbox::InboxBell`] before it reads, then sleeps without holding a database
 //!   connection until the bell rings (a message that may concern it, sent through any
 //!   instance), the wait runs out, or [`RECHECK`] passes (a safety net for a lost ring).
+//!   When the process shuts down, waiting calls answer at once with what they have.
 
 use super::Service;
 use crate::actor::Actor;
@@ -177,7 +178,10 @@ impl Service {
         };
         let mut page = self.durable.inbox(&query).await?;
         if let Some(ticket) = &ticket {
-            while page.is_empty() && tokio::time::Instant::now() < deadline {
+            while page.is_empty()
+                && tokio::time::Instant::now() < deadline
+                && !self.inbox.is_closed()
+            {
                 let recheck = (tokio::time::Instant::now() + RECHECK).min(deadline);
                 tokio::select! {
                     () = ticket.rung() => {}

@@ -3,7 +3,8 @@
 //! subscription), from which every `message_sent` event rings the readers it may concern.
 //! When the subscription was lost and came back (`Resync`), or this reader lagged so far that
 //! the hub cut its tap off, events may have been missed: every waiting reader is rung and
-//! reads the durable store again.
+//! reads the durable store again. When the hub closes (the gateway shuts down), the bell is
+//! closed: waiting calls answer at once instead of holding the graceful shutdown.
 
 use super::{Delivery, Hub, Tap};
 use mcp_api::EventType;
@@ -27,7 +28,11 @@ async fn run(
     loop {
         let delivery = tokio::select! {
             d = tap.recv() => d,
-            () = closing.cancelled() => return,
+            () = closing.cancelled() => {
+                // Shutdown: waiting long polls answer now instead of holding the drain.
+                bell.close();
+                return;
+            }
         };
         match delivery {
             Some(Delivery::Event(live)) if live.event.kind == EventType::MessageSent => {
@@ -35,7 +40,10 @@ async fn run(
             }
             Some(Delivery::Event(_)) => {}
             Some(Delivery::Resync) => bell.ring_all(),
-            None if closing.is_cancelled() => return,
+            None if closing.is_cancelled() => {
+                bell.close();
+                return;
+            }
             None => {
                 let Some(inner) = hub.upgrade() else { return };
                 tracing::warn!(reason = ?tap.end_reason(), "inbox wake-ups lagged; re-tapping");

@@ -455,6 +455,33 @@ async fn a_long_poll_outlives_the_request_timeout() {
     assert_eq!((ids(&empty), &empty["cursor"]), (vec![], &json!(0)));
 }
 
+/// A graceful shutdown does not wait for long polls: they answer at once, with nothing.
+#[tokio::test]
+async fn a_shutdown_ends_long_polls() {
+    let mut gw = TestGateway::spawn().await;
+    let poll = {
+        let (http, base) = (gw.http.clone(), gw.base.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}/tools/read_messages"))
+                .json(&json!({"agent_id": "bob", "wait_sec": 60}))
+                .send()
+                .await
+                .expect("poll");
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    while gw.service.inbox.waiting() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    gw.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let (status, body) = poll.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), Vec::<i64>::new());
+}
+
 /// Messages are in the durable store when acknowledged: a new gateway over the same
 /// database and an empty Redis, and an embedded gateway restarted over its data directory,
 /// read them (with their read state).
