@@ -173,6 +173,9 @@ mod tests {
         assert_eq!(bell.waiting(), 0);
         bell.close();
         let late = bell.register(&actor("eve", None), None);
-        assert!(bell.is_closed() && woken(&late).await, "after close, nobody waits");
+        assert!(
+            bell.is_closed() && woken(&late).await,
+            "after close, nobody waits"
+        );
     }
 }

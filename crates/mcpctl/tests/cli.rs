@@ -1442,6 +1442,7 @@ async fn at_a_terminal_checkout_draws_a_bar_and_the_demo_has_colour() {
         !screen.contains('\u{1b}'),
         "NO_COLOR: no escapes: {screen:?}"
     );
+}
 
 /// `mcpctl send` and `mcpctl inbox` (issue #17): text and JSON, the body from stdin, a long
 /// poll with `--wait`, `--ack`.

@@ -476,7 +476,11 @@ async fn a_shutdown_ends_long_polls() {
     }
     let started = Instant::now();
     gw.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     let (status, body) = poll.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(ids(&body), Vec::<i64>::new());
