@@ -69,18 +69,22 @@ impl<'de> Deserialize<'de> for Recipients {
     }
 }
 
+/// The schema says a list (`["*"]` for everyone): model hosts want one type per property.
+/// The string forms (`"*"`, one agent id) are accepted too.
 impl JsonSchema for Recipients {
     fn schema_name() -> Cow<'static, str> {
         "Recipients".into()
     }
 
+    fn inline_schema() -> bool {
+        true
+    }
+
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "Agent ids, or \"*\" for everyone on the task.",
-            "anyOf": [
-                {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                {"type": "string"}
-            ]
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1
         })
     }
 }
@@ -123,7 +127,7 @@ impl Importance {
 pub struct SendMessageRequest {
     /// The task the message belongs to (1–128 characters of `[A-Za-z0-9._:@-]`).
     pub task_id: String,
-    /// The recipients: a list of agent ids (at most 100), or "*" for everyone who may see
+    /// The recipients: a list of agent ids (at most 100), or ["*"] for everyone who may see
     /// the task.
     pub to: Recipients,
     /// One line saying what it is about (1–200 characters).

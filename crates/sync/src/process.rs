@@ -100,6 +100,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
             "Claims and writes refused because another owner holds the lease, by operation.",
         ),
         (
+            "mcp_inbox_waiters",
+            Gauge,
+            "read_messages calls waiting (long polls) in this process.",
+        ),
+        (
             "mcp_live_watchers",
             Gauge,
             "Registered live watchers (SSE streams, WebSocket subscriptions, MCP resource subscriptions).",

@@ -289,6 +289,11 @@ async fn every_registered_tool_has_a_route(gw: TestGateway) {
     for tool in mcp_api::TOOLS {
         for name in std::iter::once(&tool.name).chain(tool.aliases) {
             let (status, body) = gw.tool(name, json!({})).await;
+            if *name == "read_messages" {
+                // No required argument: an empty inbox of an anonymous caller.
+                assert_eq!(status, 200, "{name}: {body}");
+                continue;
+            }
             assert_eq!(status, 400, "{name}: {body}");
             assert_eq!(body["code"], "invalid_argument", "{name}");
         }
