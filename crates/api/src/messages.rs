@@ -90,7 +90,7 @@ impl JsonSchema for Recipients {
 }
 
 /// How urgent a message is (`normal` when not given). Only a hint for the reader.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Importance {
     Low,
@@ -98,6 +98,24 @@ pub enum Importance {
     Normal,
     High,
     Urgent,
+}
+
+/// A string with its four values, inline (model hosts want a type on every property).
+impl JsonSchema for Importance {
+    fn schema_name() -> Cow<'static, str> {
+        "Importance".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": ["low", "normal", "high", "urgent"]
+        })
+    }
 }
 
 impl Importance {

@@ -79,6 +79,10 @@ pub fn without_null_types(schema: &mut serde_json::Value) {
                     map.insert("type".into(), only);
                 }
             }
+            // An optional enum lists `null` among its values: not a value of its one type.
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
             for key in ["anyOf", "oneOf"] {
                 if let Some(serde_json::Value::Array(options)) = map.get_mut(key) {
                     options.retain(|o| o.get("type").is_none_or(|t| t != "null"));
@@ -484,7 +488,8 @@ mod tests {
                 "a": {"type": ["string", "null"], "description": "a"},
                 "b": {"anyOf": [{"$ref": "#/$defs/B"}, {"type": "null"}], "description": "b"},
                 "c": {"type": "array", "items": {"type": ["integer", "null"]}},
-                "d": {"type": ["string", "integer", "null"]}
+                "d": {"type": ["string", "integer", "null"]},
+                "e": {"type": ["string", "null"], "enum": ["x", null]}
             }
         });
         super::without_null_types(&mut s);
@@ -494,7 +499,8 @@ mod tests {
                 "a": {"type": "string", "description": "a"},
                 "b": {"$ref": "#/$defs/B", "description": "b"},
                 "c": {"type": "array", "items": {"type": "integer"}},
-                "d": {"type": ["string", "integer"]}
+                "d": {"type": ["string", "integer"]},
+                "e": {"type": "string", "enum": ["x"]}
             })
         );
     }
