@@ -127,7 +127,9 @@ impl GatewayClient {
             Idempotency::Unsafe
         };
         let url = self.url(&["tools", T::NAME]);
-        self.execute(Method::POST, url, Some(&req), idem).await
+        let timeout = self.inner.config.timeout + req.long_poll().unwrap_or_default();
+        self.execute_within(Method::POST, url, Some(&req), idem, timeout)
+            .await
     }
 
     /// `POST /tools/file_read`: `self.call::<FileRead>(req)`.
@@ -382,6 +384,24 @@ impl GatewayClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
+        let timeout = self.inner.config.timeout;
+        self.execute_within(method, url, body, idem, timeout).await
+    }
+
+    /// [`GatewayClient::execute`] with each attempt bounded by `timeout` (the configured
+    /// one, plus the wait of a long poll).
+    async fn execute_within<Req, Resp>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Req>,
+        idem: Idempotency,
+        timeout: Duration,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
         let body = body
             .map(serde_json::to_vec)
             .transpose()
@@ -390,7 +410,10 @@ impl GatewayClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let outcome = match self.send_once(method.clone(), &url, body.as_deref()).await {
+            let outcome = match self
+                .send_once_within(method.clone(), &url, body.as_deref(), timeout)
+                .await
+            {
                 Ok((status, _, bytes)) if (200..300).contains(&status) => {
                     return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
                         status,
@@ -431,11 +454,22 @@ impl GatewayClient {
         url: &Url,
         body: Option<&[u8]>,
     ) -> Result<(u16, HeaderMap, Vec<u8>)> {
+        self.send_once_within(method, url, body, self.inner.config.timeout)
+            .await
+    }
+
+    async fn send_once_within(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(u16, HeaderMap, Vec<u8>)> {
         let mut rb = self
             .inner
             .http
             .request(method, url.clone())
-            .timeout(self.inner.config.timeout);
+            .timeout(timeout);
         if let Some(t) = &self.inner.config.token {
             rb = rb.bearer_auth(t);
         }

@@ -115,6 +115,11 @@ pub trait ToolRequest:
     fn replays_safely(&self) -> bool {
         false
     }
+    /// How long the gateway may hold this request before answering, beyond its usual
+    /// request timeout: a long poll (`claim_file`'s `wait_sec`). Default: none.
+    fn long_poll(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A tool's constants, as a value (for lists, docs and lookups by name).
@@ -234,7 +239,7 @@ macro_rules! for_each_tool {
                 mutates: true,
                 idempotent: true,
                 destructive: false,
-                description: "Take (or refresh) the lease on a path; returns a fencing token.",
+                description: "Take (or refresh) the lease on a path, or on a directory (`recursive`); returns a fencing token. With `wait_sec`, wait in a FIFO queue while another agent holds it.",
             },
             RenewFile => renew_file {
                 name: "renew_file",
@@ -373,7 +378,6 @@ tool_request!(
     ListFilesRequest,
     FileHistoryRequest,
     FileRevisionRequest,
-    ClaimFileRequest,
     RenewFileRequest,
     ReleaseFileRequest,
     ListLeasesRequest,
@@ -396,6 +400,23 @@ impl ToolRequest for FileWriteRequest {
     /// content. A conditional write's second attempt would meet its own first.
     fn replays_safely(&self) -> bool {
         self.expected_version.is_none()
+    }
+}
+
+impl ToolRequest for ClaimFileRequest {
+    fn task_id(&self) -> &str {
+        &self.task_id
+    }
+    fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+    fn agent_slot(&mut self) -> &mut Option<String> {
+        &mut self.agent_id
+    }
+    fn long_poll(&self) -> Option<std::time::Duration> {
+        self.wait_sec
+            .filter(|s| *s > 0)
+            .map(|s| std::time::Duration::from_secs(s.unsigned_abs()))
     }
 }
 

@@ -308,7 +308,11 @@ impl<T: ToolRequest> FromRequest<AppState> for ToolCall<T> {
         // Authenticate before reading the body: an unauthenticated caller costs no parsing.
         let (mut parts, body) = req.into_parts();
         let caller = Caller::from_request_parts(&mut parts, state).await?;
+        let deadline = parts.extensions.get::<crate::routes::Deadline>().cloned();
         let body: T = json_body(Request::from_parts(parts, body), state).await?;
+        if let (Some(d), Some(wait)) = (deadline, body.long_poll()) {
+            d.allow_wait(wait);
+        }
         let actor = caller.actor(Some(body.task_id()), body.agent_id())?;
         Ok(ToolCall { actor, body })
     }

@@ -13,6 +13,7 @@ mod conflicts;
 mod files;
 mod health;
 mod history;
+mod lease_wait;
 mod lists;
 mod live;
 mod locks;
@@ -20,6 +21,7 @@ mod logs;
 mod tasks;
 
 pub use health::HealthReport;
+pub use lease_wait::MAX_WAIT_SECS;
 pub use lists::MAX_LIST_PAGE;
 
 use crate::actor::Actor;
@@ -81,11 +83,14 @@ pub struct Service {
     pub durable: Durable,
     pub hot: Hot,
     pub limits: Limits,
+    /// Wake-ups of this process's lease waiters (`claim_file` with `wait_sec`).
+    wakes: std::sync::Arc<lease_wait::LeaseWakes>,
 }
 
 impl Service {
     pub fn new(durable: Durable, hot: Hot, limits: Limits) -> Service {
         Service {
+            wakes: std::sync::Arc::new(lease_wait::LeaseWakes::new(hot.clone())),
             durable,
             hot,
             limits,

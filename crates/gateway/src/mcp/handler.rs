@@ -127,7 +127,20 @@ impl ServerHandler for GatewayMcp {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = self.caller(&context).await?;
         let args = Value::Object(request.arguments.unwrap_or_default());
-        match tools::call(&self.state, &caller, &request.name, args).await {
+        let deadline = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::routes::Deadline>().cloned());
+        // A cancelled call (`notifications/cancelled`, or the session's transport closed)
+        // is dropped: a waiting claim leaves its queue.
+        let call = tools::call(&self.state, &caller, &request.name, args, deadline);
+        let result = tokio::select! {
+            r = call => r,
+            _ = context.ct.cancelled() => {
+                return Err(ErrorData::internal_error("the call was cancelled", None));
+            }
+        };
+        match result {
             Some(result) => Ok(result.into()),
             None => Err(ErrorData::invalid_params(
                 format!("unknown tool '{}'", request.name),

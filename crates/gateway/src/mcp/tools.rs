@@ -53,11 +53,13 @@ pub fn list() -> Vec<McpTool> {
 }
 
 /// Runs one tool call; `None` when no tool has this name.
+/// `deadline`: the HTTP request's, which a long poll moves (see `routes::Deadline`).
 pub async fn call(
     state: &AppState,
     caller: &Caller,
     name: &str,
     args: Value,
+    deadline: Option<crate::routes::Deadline>,
 ) -> Option<CallToolResult> {
     /// Finds the tool `name` answers to and starts its call.
     struct Find<'a> {
@@ -66,12 +68,13 @@ pub async fn call(
         state: &'a AppState,
         caller: &'a Caller,
         args: Option<Value>,
+        deadline: Option<crate::routes::Deadline>,
     }
     impl ToolVisitor for Find<'_> {
         fn visit<T: Perform>(&mut self) {
             if self.found.is_none() && T::answers_to(self.name) {
                 let args = self.args.take().unwrap_or(Value::Null);
-                let fut = run::<T>(self.state, self.caller, args);
+                let fut = run::<T>(self.state, self.caller, args, self.deadline.take());
                 self.found = Some((T::NAME, Box::pin(fut)));
             }
         }
@@ -82,6 +85,7 @@ pub async fn call(
         state,
         caller,
         args: Some(args),
+        deadline,
     };
     visit_tools(&mut find);
     let (tool, pending) = find.found?;
@@ -115,6 +119,7 @@ async fn run<T: Perform>(
     state: &AppState,
     caller: &Caller,
     args: Value,
+    deadline: Option<crate::routes::Deadline>,
 ) -> Result<Value, ApiError> {
     let req: T::Request = serde_json::from_value(args).map_err(|e| {
         ApiError::new(
@@ -122,6 +127,9 @@ async fn run<T: Perform>(
             format!("invalid arguments: {e}"),
         )
     })?;
+    if let (Some(d), Some(wait)) = (deadline, req.long_poll()) {
+        d.allow_wait(wait);
+    }
     let actor = caller.actor(Some(req.task_id()), req.agent_id())?;
     let resp = T::perform(&state.service, &actor, req).await?;
     serde_json::to_value(resp)

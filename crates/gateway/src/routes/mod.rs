@@ -114,14 +114,60 @@ async fn method_not_allowed() -> ApiError {
 /// only until their headers.)
 async fn request_timeout(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let body = req.extensions().get::<BodyProgress>().cloned();
-    tokio::time::timeout(state.request_timeout, next.run(req))
-        .await
-        .map_err(|_| match body {
-            Some(b) if b.waiting_on_client() => crate::edge::body::request_timeout(),
-            _ => ApiError::unavailable("the request timed out waiting for a backend"),
-        })
+    let deadline = Deadline::new(state.request_timeout);
+    req.extensions_mut().insert(deadline.clone());
+    let run = next.run(req);
+    tokio::pin!(run);
+    loop {
+        let at = deadline.at();
+        match tokio::time::timeout_at(at, &mut run).await {
+            Ok(response) => return Ok(response),
+            // A long poll moved the deadline meanwhile.
+            Err(_) if deadline.at() > at => continue,
+            Err(_) => {
+                return Err(match body {
+                    Some(b) if b.waiting_on_client() => crate::edge::body::request_timeout(),
+                    _ => ApiError::unavailable("the request timed out waiting for a backend"),
+                });
+            }
+        }
+    }
+}
+
+/// The moment [`request_timeout`] gives up on a request, in its extensions. A long poll
+/// (`claim_file` with `wait_sec`) moves it by its wait, once its body is read
+/// ([`crate::extract::ToolCall`]): the request timeout then bounds the work around the wait.
+#[derive(Clone)]
+pub struct Deadline {
+    at: std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>,
+    timeout: std::time::Duration,
+}
+
+impl Deadline {
+    fn new(timeout: std::time::Duration) -> Deadline {
+        Deadline {
+            at: std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now() + timeout)),
+            timeout,
+        }
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        *self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Allows `wait` more from now, on top of the request timeout.
+    pub fn allow_wait(&self, wait: std::time::Duration) {
+        let mut at = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *at = (*at).max(tokio::time::Instant::now() + wait + self.timeout);
+    }
 }

@@ -8,7 +8,7 @@ use mcp_domain::events::envelope;
 use mcp_domain::store::hot::{
     CacheFile, ClaimOutcome, Emit, McpSession, Refreshed, SubScope, TaskRefresh,
 };
-use mcp_domain::{AgentId, FilePath, TaskId};
+use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -115,9 +115,17 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
     );
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &p, "a1", ttl, Some((7, "tok")), true)
-            .await
-            .unwrap(),
+        s.claim(
+            &t,
+            &LeasePath::file(&p),
+            "a1",
+            ttl,
+            Some((7, "tok")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Granted(_)
     ));
     s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
@@ -141,11 +149,21 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &p, "a1", ttl, None, true).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "a1", ttl, None, true, None)
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
     let granted = match s
-        .claim(&t, &p, "a1", ttl, Some((5, "tok5")), true)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "a1",
+            ttl,
+            Some((5, "tok5")),
+            true,
+            None,
+        )
         .await
         .unwrap()
     {
@@ -162,7 +180,11 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     );
     let expected = Utc::now() + TimeDelta::seconds(30);
     assert!((granted.expires_at - expected).num_seconds().abs() <= 2);
-    match s.claim(&t, &p, "a1", ttl * 2, None, true).await.unwrap() {
+    match s
+        .claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
+        .await
+        .unwrap()
+    {
         ClaimOutcome::Reentrant(l) => {
             assert_eq!((l.fence, l.token.as_str()), (5, "tok5"));
             assert!(l.expires_at > granted.expires_at);
@@ -170,86 +192,151 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         other => panic!("{other:?}"),
     }
     match s
-        .claim(&t, &p, "a2", ttl, Some((6, "tok6")), true)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "a2",
+            ttl,
+            Some((6, "tok6")),
+            true,
+            None,
+        )
         .await
         .unwrap()
     {
-        ClaimOutcome::HeldByOther { owner, expires_at } => {
+        ClaimOutcome::HeldByOther {
+            owner, expires_at, ..
+        } => {
             assert_eq!(owner, "a1");
             assert!(expires_at > Utc::now());
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        s.renew(&t, &p, "a2", Some(ttl), ttl).await.unwrap(),
+        s.renew(&t, &LeasePath::file(&p), "a2", Some(ttl), ttl)
+            .await
+            .unwrap(),
         Err(Some("a1".to_owned()))
     );
     let (renewed, length) = s
-        .renew(&t, &p, "a1", Some(ttl), ttl)
+        .renew(&t, &LeasePath::file(&p), "a1", Some(ttl), ttl)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((renewed.fence, length), (5, ttl));
     // Issue #21 item 4: without a length, a renewal keeps the lease's own (here that of the
     // last renewal, 90 s), never the fallback.
-    s.renew(&t, &p, "a1", Some(ttl * 3), ttl)
+    s.renew(&t, &LeasePath::file(&p), "a1", Some(ttl * 3), ttl)
         .await
         .unwrap()
         .unwrap();
-    let (kept, length) = s.renew(&t, &p, "a1", None, ttl).await.unwrap().unwrap();
+    let (kept, length) = s
+        .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(length, ttl * 3, "the lease's own length");
     let left = (kept.expires_at - Utc::now()).num_seconds();
     assert!((85..=90).contains(&left), "{left}");
     // ... and a re-entrant claim sets the length the next renewal keeps.
-    s.claim(&t, &p, "a1", ttl * 2, None, true).await.unwrap();
-    let (_, length) = s.renew(&t, &p, "a1", None, ttl).await.unwrap().unwrap();
+    s.claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
+        .await
+        .unwrap();
+    let (_, length) = s
+        .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(length, ttl * 2);
     assert_eq!(
-        s.release(&t, &p, "a2", false).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "a2", false)
+            .await
+            .unwrap(),
         Err(Some("a1".to_owned()))
     );
     assert_eq!(
-        s.release(&t, &p, "a1", false).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "a1", false)
+            .await
+            .unwrap(),
         Ok(("a1".to_owned(), 5))
     );
-    assert_eq!(s.release(&t, &p, "a1", false).await.unwrap(), Err(None));
-    assert_eq!(s.renew(&t, &p, "a1", None, ttl).await.unwrap(), Err(None));
-    // Force release by anyone.
-    s.claim(&t, &p, "a1", ttl, Some((8, "t8")), true)
-        .await
-        .unwrap();
     assert_eq!(
-        s.release(&t, &p, "admin", true).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "a1", false)
+            .await
+            .unwrap(),
+        Err(None)
+    );
+    assert_eq!(
+        s.renew(&t, &LeasePath::file(&p), "a1", None, ttl)
+            .await
+            .unwrap(),
+        Err(None)
+    );
+    // Force release by anyone.
+    s.claim(
+        &t,
+        &LeasePath::file(&p),
+        "a1",
+        ttl,
+        Some((8, "t8")),
+        true,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.release(&t, &LeasePath::file(&p), "admin", true)
+            .await
+            .unwrap(),
         Ok(("a1".to_owned(), 8))
     );
     // Expiry frees the path.
     s.claim(
         &t,
-        &p,
+        &LeasePath::file(&p),
         "a1",
         Duration::from_millis(200),
         Some((9, "t9")),
         true,
+        None,
     )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     assert!(matches!(
-        s.claim(&t, &p, "a2", ttl, None, true).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "a2", ttl, None, true, None)
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
     // Paths and tasks are independent leases.
     assert!(matches!(
-        s.claim(&t, &path("b"), "a3", ttl, Some((10, "t10")), true)
-            .await
-            .unwrap(),
+        s.claim(
+            &t,
+            &LeasePath::file(&path("b")),
+            "a3",
+            ttl,
+            Some((10, "t10")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Granted(_)
     ));
     assert!(matches!(
-        s.claim(&task("u"), &path("b"), "a4", ttl, Some((11, "t11")), true)
-            .await
-            .unwrap(),
+        s.claim(
+            &task("u"),
+            &LeasePath::file(&path("b")),
+            "a4",
+            ttl,
+            Some((11, "t11")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Granted(_)
     ));
 }
@@ -262,20 +349,29 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     let before = Utc::now() - TimeDelta::seconds(2);
     for (p, owner, fence, ttl) in [("a", "a1", 5, 30), ("b", "a2", 6, 10), ("d/e", "a1", 7, 20)] {
         assert!(matches!(
-            s.claim(&t, &path(p), owner, secs(ttl), Some((fence, "tok")), true)
-                .await
-                .unwrap(),
+            s.claim(
+                &t,
+                &LeasePath::file(&path(p)),
+                owner,
+                secs(ttl),
+                Some((fence, "tok")),
+                true,
+                None
+            )
+            .await
+            .unwrap(),
             ClaimOutcome::Granted(_)
         ));
     }
     // Another task's lease of the same path is not this task's.
     s.claim(
         &task("t2"),
-        &path("a"),
+        &LeasePath::file(&path("a")),
         "a9",
         secs(30),
         Some((8, "x")),
         true,
+        None,
     )
     .await
     .unwrap();
@@ -295,17 +391,31 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     // A re-entrant claim and a renewal move the expiry and keep the grant time.
     let granted_b = leases[0].acquired_at;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    s.claim(&t, &path("b"), "a2", secs(60), None, true)
-        .await
-        .unwrap();
+    s.claim(
+        &t,
+        &LeasePath::file(&path("b")),
+        "a2",
+        secs(60),
+        None,
+        true,
+        None,
+    )
+    .await
+    .unwrap();
     let (leases, _) = s.leases(&t, 10).await.unwrap();
     let b = leases.last().unwrap();
     assert_eq!((b.path.as_str(), b.acquired_at), ("b", granted_b));
     assert!(b.ttl_ms > 50_000, "{}", b.ttl_ms);
-    s.renew(&t, &path("b"), "a2", Some(secs(5)), secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    s.renew(
+        &t,
+        &LeasePath::file(&path("b")),
+        "a2",
+        Some(secs(5)),
+        secs(5),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let (leases, _) = s.leases(&t, 10).await.unwrap();
     assert_eq!(
         (leases[0].path.as_str(), leases[0].acquired_at),
@@ -316,21 +426,22 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     let (two, more) = s.leases(&t, 2).await.unwrap();
     assert_eq!((two.len(), more), (2, true));
     // Released (by the holder or by force) and expired leases are gone.
-    s.release(&t, &path("b"), "a2", false)
+    s.release(&t, &LeasePath::file(&path("b")), "a2", false)
         .await
         .unwrap()
         .unwrap();
-    s.release(&t, &path("d/e"), "admin", true)
+    s.release(&t, &LeasePath::file(&path("d/e")), "admin", true)
         .await
         .unwrap()
         .unwrap();
     s.claim(
         &t,
-        &path("c"),
+        &LeasePath::file(&path("c")),
         "a3",
         Duration::from_millis(200),
         Some((9, "t9")),
         true,
+        None,
     )
     .await
     .unwrap();
@@ -350,31 +461,55 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     let granted = match s
-        .claim(&t, &p, "t", ttl, Some((3, "tok3")), false)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "t",
+            ttl,
+            Some((3, "tok3")),
+            false,
+            None,
+        )
         .await
         .unwrap()
     {
         ClaimOutcome::Granted(l) => l,
         other => panic!("{other:?}"),
     };
-    match s.claim(&t, &p, "t", ttl, None, false).await.unwrap() {
-        ClaimOutcome::HeldByOther { owner, expires_at } => {
+    match s
+        .claim(&t, &LeasePath::file(&p), "t", ttl, None, false, None)
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::HeldByOther {
+            owner, expires_at, ..
+        } => {
             assert_eq!((owner.as_str(), expires_at), ("t", granted.expires_at));
         }
         other => panic!("{other:?}"),
     }
-    let (renewed, _) = s.renew(&t, &p, "t", Some(ttl), ttl).await.unwrap().unwrap();
+    let (renewed, _) = s
+        .renew(&t, &LeasePath::file(&p), "t", Some(ttl), ttl)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(renewed.fence, 3);
     assert!(matches!(
-        s.claim(&t, &p, "t", ttl, None, true).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "t", ttl, None, true, None)
+            .await
+            .unwrap(),
         ClaimOutcome::Reentrant(_)
     ));
     assert_eq!(
-        s.release(&t, &p, "t", false).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "t", false)
+            .await
+            .unwrap(),
         Ok(("t".to_owned(), 3))
     );
     assert!(matches!(
-        s.claim(&t, &p, "t", ttl, None, false).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "t", ttl, None, false, None)
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
 }
