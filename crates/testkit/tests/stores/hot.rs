@@ -6,7 +6,7 @@ use mcp_api::responses::TaskState;
 use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
 use mcp_domain::store::hot::{
-    CacheFile, ClaimOutcome, Emit, McpSession, Refreshed, SubScope, TaskRefresh,
+    CacheFile, ClaimOutcome, Emit, McpSession, QueuePlace, Refreshed, SubScope, TaskRefresh, Waiter,
 };
 use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
@@ -18,6 +18,10 @@ crate::per_backend!(hot; [redis, memory];
     leases_are_reentrant_exclusive_and_expire,
     an_unidentified_claim_never_reenters,
     a_tasks_live_leases_are_listed,
+    waiters_are_granted_in_arrival_order,
+    a_waiter_that_stops_checking_in_drops_out,
+    a_grant_whose_waiter_left_is_released,
+    directory_leases_conflict_above_and_beneath,
     events_are_appended_published_and_replayed,
     steps_page_newest_first_and_reach_the_outbox,
     streams_keep_at_least_their_cap,
@@ -972,4 +976,342 @@ async fn mcp_sessions_and_subscriptions(f: &HotFixture) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(s.load_session("s3", ttl).await.unwrap(), None);
+}
+
+fn waiter(ticket: &str) -> Waiter<'_> {
+    Waiter {
+        ticket,
+        arrival: None,
+        liveness: Duration::from_secs(10),
+    }
+}
+
+fn dir(p: &str) -> LeasePath {
+    LeasePath::parse(p, true).unwrap()
+}
+
+fn file(p: &str) -> LeasePath {
+    LeasePath::parse(p, false).unwrap()
+}
+
+/// The place a refused claim answered (panics on anything else).
+fn place(outcome: &ClaimOutcome) -> QueuePlace {
+    match outcome {
+        ClaimOutcome::HeldByOther { queue, .. } | ClaimOutcome::Queued { queue, .. } => *queue,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// Issue #17 item 2: a path's waiters are served first come, first served: only the first
+/// of them may take a free path, a claim without a ticket is refused while they wait, a grant
+/// takes the ticket out, and a release or a leave wakes the task's waiters.
+async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), file("a"));
+    let ttl = Duration::from_secs(30);
+    let mut wakes = s.subscribe_lease_wakes().await.unwrap();
+    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
+        .await
+        .unwrap();
+    // Two waiters join behind the holder, in order.
+    let first = s
+        .claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
+        .await
+        .unwrap();
+    match &first {
+        ClaimOutcome::HeldByOther { owner, path, .. } => {
+            assert_eq!((owner.as_str(), path.as_str()), ("holder", "a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let p1 = place(&first);
+    assert_eq!((p1.position, p1.waiters), (Some(1), 1));
+    assert!(p1.arrival.is_some());
+    let p2 = place(
+        &s.claim(&t, &p, "w2", ttl, None, true, Some(&waiter("k2")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((p2.position, p2.waiters), (Some(2), 2));
+    assert!(p2.arrival > p1.arrival, "{p1:?} {p2:?}");
+    // A check keeps the place; a claim without a ticket sees the queue, has no place.
+    let again = place(
+        &s.claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((again.position, again.arrival), (Some(1), p1.arrival));
+    let bare = place(&s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap());
+    assert_eq!((bare.position, bare.waiters), (None, 2));
+    let (listed, _) = s.leases(&t, 10).await.unwrap();
+    assert_eq!(listed[0].waiters, ["w1", "w2"]);
+    // The release wakes the task's waiters; the path is promised to the first.
+    s.release(&t, &p, "holder", false).await.unwrap().unwrap();
+    let (woken, _) = tokio::time::timeout(Duration::from_secs(5), wakes.next())
+        .await
+        .expect("a wake-up")
+        .expect("subscribed");
+    assert_eq!(woken, t);
+    for (who, ticket) in [("x", None), ("w2", Some("k2"))] {
+        let w = ticket.map(waiter);
+        match s
+            .claim(&t, &p, who, ttl, Some((9, "no")), true, w.as_ref())
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::Queued { next, .. } => assert_eq!(next, "w1", "{who}"),
+            other => panic!("{who}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
+            .await
+            .unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    let granted = s
+        .claim(
+            &t,
+            &p,
+            "w1",
+            ttl,
+            Some((2, "t2")),
+            true,
+            Some(&waiter("k1")),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.fence == 2));
+    // w1 is served and out of the queue: w2 is now first, behind w1's lease.
+    let p2 = place(
+        &s.claim(&t, &p, "w2", ttl, None, true, Some(&waiter("k2")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((p2.position, p2.waiters), (Some(1), 1));
+    // w2 gives up: the queue is empty, and a plain claim works once the path is free.
+    assert_eq!(s.leave_queue(&t, &p, "k2").await.unwrap(), None);
+    s.release(&t, &p, "w1", false).await.unwrap().unwrap();
+    assert!(matches!(
+        s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
+}
+
+/// A waiter whose gateway stops checking in (it died) leaves the queue after its liveness,
+/// and the next one is served.
+async fn a_waiter_that_stops_checking_in_drops_out(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), file("a"));
+    let ttl = Duration::from_secs(30);
+    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
+        .await
+        .unwrap();
+    let short = Waiter {
+        liveness: Duration::from_millis(300),
+        ..waiter("dead")
+    };
+    s.claim(&t, &p, "ghost", ttl, None, true, Some(&short))
+        .await
+        .unwrap();
+    let alive = place(
+        &s.claim(&t, &p, "w", ttl, None, true, Some(&waiter("live")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(alive.position, Some(2));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.release(&t, &p, "holder", false).await.unwrap().unwrap();
+    assert!(matches!(
+        s.claim(&t, &p, "w", ttl, None, true, Some(&waiter("live")))
+            .await
+            .unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    s.claim(
+        &t,
+        &p,
+        "w",
+        ttl,
+        Some((2, "w")),
+        true,
+        Some(&waiter("live")),
+    )
+    .await
+    .unwrap();
+    s.claim(&t, &p, "late", ttl, None, true, Some(&waiter("late")))
+        .await
+        .unwrap();
+    // A waiter that checks in again after its liveness lapsed rejoins at its arrival.
+    let mut lost = short;
+    lost.arrival = Some(1);
+    lost.liveness = Duration::from_secs(10);
+    let back = place(
+        &s.claim(&t, &p, "ghost", ttl, None, true, Some(&lost))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        back.position,
+        Some(1),
+        "its arrival is older than every other"
+    );
+}
+
+/// A lease granted to a waiter whose answer never reached it (the request was dropped
+/// meanwhile) is released when its ticket leaves.
+async fn a_grant_whose_waiter_left_is_released(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), file("a"));
+    let ttl = Duration::from_secs(30);
+    let granted = s
+        .claim(&t, &p, "w", ttl, Some((4, "t4")), true, Some(&waiter("k")))
+        .await
+        .unwrap();
+    assert!(matches!(granted, ClaimOutcome::Granted(_)));
+    assert_eq!(
+        s.leave_queue(&t, &p, "k").await.unwrap(),
+        Some(("w".to_owned(), 4))
+    );
+    assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
+    // A lease granted to another ticket (or to none) stays.
+    s.claim(&t, &p, "w", ttl, Some((5, "t5")), true, None)
+        .await
+        .unwrap();
+    assert_eq!(s.leave_queue(&t, &p, "k").await.unwrap(), None);
+    assert_eq!(s.leases(&t, 10).await.unwrap().0.len(), 1);
+}
+
+/// Issue #17 item 2: a directory lease conflicts with other owners' leases beneath it and
+/// above it, governs writes beneath it, and is listed with its trailing `/`.
+async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
+    let s = &f.store;
+    let t = task("t");
+    let ttl = Duration::from_secs(30);
+    let granted = s
+        .claim(&t, &dir("src"), "a1", ttl, Some((1, "d")), true, None)
+        .await
+        .unwrap();
+    assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.path == "src/"));
+    // Beneath it: another owner is refused, naming the directory lease; the owner is not.
+    for (p, who) in [(file("src/api/a.py"), "a2"), (dir("src/api"), "a2")] {
+        match s
+            .claim(&t, &p, who, ttl, Some((2, "x")), true, None)
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::HeldByOther { owner, path, .. } => {
+                assert_eq!((owner.as_str(), path.as_str()), ("a1", "src/"), "{p}");
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.claim(
+            &t,
+            &file("src/a.py"),
+            "a1",
+            ttl,
+            Some((3, "own")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
+    // Writes beneath it: another writer meets the directory lease; the owner writes under
+    // its nearest own lease.
+    let refused = s
+        .lease_for_write(&t, &path("src/b/c.py"), "a2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (refused.owner.as_str(), refused.path.as_str(), refused.fence),
+        ("a1", "src/", 1)
+    );
+    let own = s
+        .lease_for_write(&t, &path("src/b/c.py"), "a1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((own.path.as_str(), own.fence), ("src/", 1));
+    let own_file = s
+        .lease_for_write(&t, &path("src/a.py"), "a1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((own_file.path.as_str(), own_file.fence), ("src/a.py", 3));
+    assert!(
+        s.lease_for_write(&t, &path("srcx/a.py"), "a2")
+            .await
+            .unwrap()
+            .is_none(),
+        "a sibling with the same prefix is not beneath src/"
+    );
+    // Above it: a file lease beneath blocks the directory, and the root-most directory too.
+    s.claim(
+        &t,
+        &file("lib/x/y.py"),
+        "a2",
+        ttl,
+        Some((4, "y")),
+        true,
+        None,
+    )
+    .await
+    .unwrap();
+    for d in ["lib", "lib/x"] {
+        match s
+            .claim(&t, &dir(d), "a1", ttl, Some((5, "z")), true, None)
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::HeldByOther { owner, path, .. } => {
+                assert_eq!((owner.as_str(), path.as_str()), ("a2", "lib/x/y.py"), "{d}");
+            }
+            other => panic!("{d}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.claim(&t, &dir("li"), "a1", ttl, Some((6, "li")), true, None)
+            .await
+            .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
+    let (leases, _) = s.leases(&t, 10).await.unwrap();
+    let mut paths: Vec<&str> = leases.iter().map(|l| l.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["li/", "lib/x/y.py", "src/", "src/a.py"]);
+    // Released, it no longer covers anything; renew works on the directory's path.
+    s.renew(&t, &dir("src"), "a1", Some(ttl), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    s.release(&t, &dir("src"), "a1", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        s.lease_for_write(&t, &path("src/b/c.py"), "a2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.claim(
+            &t,
+            &file("src/b/c.py"),
+            "a2",
+            ttl,
+            Some((7, "c")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
 }
