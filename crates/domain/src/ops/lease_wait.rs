@@ -153,7 +153,7 @@ impl LeaseWakes {
                             return;
                         }
                         ticks += 1;
-                        if ticks % 5 == 0 && pinger.ping().await.is_err() {
+                        if ticks.is_multiple_of(5) && pinger.ping().await.is_err() {
                             break;
                         }
                     }
