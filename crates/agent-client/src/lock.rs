@@ -69,7 +69,7 @@ impl GatewayClient {
                 task_id: task_id.to_owned(),
                 path: path.to_owned(),
                 timeout_sec,
-                agent_id: None,
+                ..Default::default()
             })
             .await?;
         Ok(LockGuard::start(self.clone(), lease))
@@ -158,6 +158,8 @@ impl LockGuard {
                 task_id: self.task_id.clone(),
                 path: self.path.clone(),
                 force: false,
+                // A directory lease's path ends in `/` (as the claim answered it).
+                recursive: self.path.ends_with('/'),
                 agent_id: None,
             })
             .await
@@ -186,6 +188,7 @@ impl Drop for LockGuard {
                 task_id: self.task_id.clone(),
                 path: self.path.clone(),
                 force: false,
+                recursive: self.path.ends_with('/'),
                 agent_id: None,
             };
             let renewer = self.renewer.take();
@@ -228,6 +231,7 @@ async fn renew_loop(
                 task_id: lease.task_id.clone(),
                 path: lease.path.clone(),
                 timeout_sec: Some(lease.timeout_sec),
+                recursive: lease.recursive,
                 agent_id: None,
             }) => r,
         };

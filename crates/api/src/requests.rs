@@ -179,6 +179,18 @@ pub struct ClaimFileRequest {
     /// Lease length in seconds, 1–3600; the gateway's `FILE_LOCK_TIMEOUT` (60) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_sec: Option<i64>,
+    /// Seconds to wait, 0–60, when another agent holds the path (or a conflicting directory
+    /// lease): the caller joins the path's FIFO queue and is granted the lease as soon as it
+    /// is released or expires and the waiters before it were served; `locked` (with the
+    /// holder and the caller's `queue_position`) only when the wait runs out. 0 or absent:
+    /// answer at once. A claim that does not wait is refused while others wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_sec: Option<i64>,
+    /// Lease a directory: `path` names a directory (`src/api/`; the trailing `/` is optional)
+    /// and the lease covers everything beneath it. It conflicts with other agents' leases
+    /// beneath it and above it, and refuses their writes beneath it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursive: bool,
     /// The acting agent. With authentication off it names the actor (default: the task id);
     /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +209,10 @@ pub struct RenewFileRequest {
     /// of its claim or last renewal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_sec: Option<i64>,
+    /// The lease is a directory lease (`claim_file` with `recursive`): `path` names the
+    /// directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursive: bool,
     /// The acting agent. With authentication off it names the actor (default: the task id);
     /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +230,10 @@ pub struct ReleaseFileRequest {
     /// Admin only: release whoever holds it.
     #[serde(default)]
     pub force: bool,
+    /// The lease is a directory lease (`claim_file` with `recursive`): `path` names the
+    /// directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursive: bool,
     /// The acting agent. With authentication off it names the actor (default: the task id);
     /// with authentication on it must match the token's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

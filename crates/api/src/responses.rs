@@ -196,6 +196,13 @@ pub struct LeaseInfo {
     pub expires_at: DateTime<Utc>,
     /// Milliseconds until `expires_at`, by the lease store's clock.
     pub ttl_ms_left: i64,
+    /// A directory lease: `path` ends in `/` and the lease covers everything beneath it.
+    #[serde(default)]
+    pub recursive: bool,
+    /// Agents waiting for the lease (`claim_file` with `wait_sec`), the next to be granted
+    /// first.
+    #[serde(default)]
+    pub waiters: Vec<String>,
 }
 
 /// `list_leases`: the task's live leases, by path.
@@ -235,6 +242,12 @@ pub struct LockResponse {
     pub expires_at: DateTime<Utc>,
     /// The lease length granted, in seconds.
     pub timeout_sec: i64,
+    /// A directory lease (`path` ends in `/`): it covers everything beneath it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursive: bool,
+    /// With `wait_sec`: how long the claim waited in the path's queue, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
 }
 
 /// `release_file`: the original's `{success, task_id, path, locked:false}`.

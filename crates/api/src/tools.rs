@@ -121,7 +121,7 @@ pub trait ToolRequest:
         false
     }
     /// How long the tool may wait for something to happen before it answers (a long poll:
-    /// `read_messages`' `wait_sec`), beyond the usual time of a call. Doors that bound a
+    /// `read_messages`' and `claim_file`'s `wait_sec`), beyond the usual time of a call. Doors that bound a
     /// call's time (the gateway's request timeout, the client's timeout) add it.
     fn wait(&self) -> Option<std::time::Duration> {
         None
@@ -245,7 +245,7 @@ macro_rules! for_each_tool {
                 mutates: true,
                 idempotent: true,
                 destructive: false,
-                description: "Take (or refresh) the lease on a path; returns a fencing token.",
+                description: "Take (or refresh) the lease on a path, or on a directory (`recursive`); returns a fencing token. With `wait_sec`, wait in a FIFO queue while another agent holds it.",
             },
             RenewFile => renew_file {
                 name: "renew_file",
@@ -414,7 +414,6 @@ tool_request!(
     ListFilesRequest,
     FileHistoryRequest,
     FileRevisionRequest,
-    ClaimFileRequest,
     RenewFileRequest,
     ReleaseFileRequest,
     ListLeasesRequest,
@@ -473,6 +472,25 @@ impl ToolRequest for FileWriteRequest {
     /// content. A conditional write's second attempt would meet its own first.
     fn replays_safely(&self) -> bool {
         self.expected_version.is_none()
+    }
+}
+
+impl ToolRequest for ClaimFileRequest {
+    fn task_id(&self) -> Option<&str> {
+        Some(&self.task_id)
+    }
+    fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+    fn agent_slot(&mut self) -> &mut Option<String> {
+        &mut self.agent_id
+    }
+    /// `wait_sec`: a claim may wait in the path's queue that long (0–60 s, checked by the
+    /// operation).
+    fn wait(&self) -> Option<std::time::Duration> {
+        self.wait_sec
+            .filter(|s| *s > 0)
+            .map(|s| std::time::Duration::from_secs(s.unsigned_abs().min(60)))
     }
 }
 

@@ -54,11 +54,20 @@ pub enum DomainError {
         /// The file's current version, `None` when it does not exist.
         current: Option<i64>,
     },
-    #[error("'{path}' is locked by {holder} until {expires_at}")]
+    #[error("{}", locked_detail(self))]
     Locked {
         path: String,
         holder: String,
-        expires_at: DateTime<Utc>,
+        /// When the conflicting lease ends; `None` while the path is free but being handed
+        /// to the first of its waiters (then `holder` names that waiter).
+        expires_at: Option<DateTime<Utc>>,
+        /// The conflicting lease's path when it is not `path`: a directory lease above it,
+        /// or (for a directory) a lease beneath it.
+        lease_path: Option<String>,
+        /// How many agents wait for the path (known for a claim).
+        waiters: Option<u64>,
+        /// The caller's place in the queue when its wait ran out (1: next).
+        queue_position: Option<u64>,
     },
     #[error("stale fence {fence}: the file has seen fence {last_fence}")]
     StaleFence { fence: i64, last_fence: i64 },
@@ -111,6 +120,36 @@ pub enum DomainError {
 }
 
 /// Why a presented fence was refused, for a sentence.
+/// The detail of a `locked` refusal.
+fn locked_detail(e: &DomainError) -> String {
+    let DomainError::Locked {
+        path,
+        holder,
+        expires_at,
+        lease_path,
+        waiters,
+        queue_position,
+    } = e
+    else {
+        return String::new();
+    };
+    let mut s = match expires_at {
+        Some(at) => format!("'{path}' is locked by {holder} until {at}"),
+        None => format!("'{path}' is being handed to {holder}, the first of its waiters"),
+    };
+    if let Some(lp) = lease_path {
+        s.push_str(&format!(" (its lease on '{lp}')"));
+    }
+    match (queue_position, waiters) {
+        (Some(p), Some(n)) => s.push_str(&format!(
+            "; your wait ran out at place {p} of {n} in its queue"
+        )),
+        (None, Some(n)) if *n > 0 => s.push_str(&format!("; {n} agent(s) wait for it")),
+        _ => {}
+    }
+    s
+}
+
 fn fence_not_held(fence: i64, lease_fence: Option<i64>) -> String {
     match lease_fence {
         None => format!(
@@ -170,7 +209,25 @@ impl DomainError {
                 path,
                 holder,
                 expires_at,
-            } => json!({"path": path, "holder": holder, "expires_at": expires_at}),
+                lease_path,
+                waiters,
+                queue_position,
+            } => {
+                let mut v = json!({"path": path, "holder": holder, "expires_at": expires_at});
+                let extra = [
+                    ("lease_path", lease_path.as_ref().map(|p| json!(p))),
+                    ("waiters", waiters.map(|n| json!(n))),
+                    ("queue_position", queue_position.map(|n| json!(n))),
+                ];
+                if let Some(m) = v.as_object_mut() {
+                    m.extend(
+                        extra
+                            .into_iter()
+                            .filter_map(|(k, x)| Some((k.to_owned(), x?))),
+                    );
+                }
+                v
+            }
             DomainError::StaleFence { fence, last_fence } => {
                 json!({"fence": fence, "last_fence": last_fence})
             }

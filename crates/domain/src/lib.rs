@@ -28,4 +28,4 @@ pub use actor::{Actor, Role};
 pub use error::{DomainError, Result};
 pub use ids::{AgentId, TaskId};
 pub use ops::{Limits, Service};
-pub use path::FilePath;
+pub use path::{FilePath, LeasePath};

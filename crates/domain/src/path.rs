@@ -28,12 +28,86 @@ impl fmt::Display for FilePath {
     }
 }
 
+/// What a lease covers: one file (its [`FilePath`]) or a directory and everything beneath
+/// it. A directory is spelled as its normalised path with a trailing `/` (`src/api/`), so its
+/// lease key never collides with a file's (a normalised file path never ends in `/`). The
+/// root of a task's namespace cannot be leased as a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeasePath(String);
+
+impl LeasePath {
+    /// `raw` normalised as a file path (`recursive` false), or as the directory of that name
+    /// (`recursive` true: `src/api`, `src/api/` and `./src//api/` all name `src/api/`).
+    pub fn parse(raw: &str, recursive: bool) -> Result<LeasePath, DomainError> {
+        let file = FilePath::parse(raw)?;
+        Ok(if recursive {
+            LeasePath(format!("{file}/"))
+        } else {
+            LeasePath(file.0)
+        })
+    }
+
+    /// The lease of one file.
+    pub fn file(path: &FilePath) -> LeasePath {
+        LeasePath(path.0.clone())
+    }
+
+    /// Whether it covers a directory (and everything beneath it).
+    pub fn is_dir(&self) -> bool {
+        self.0.ends_with('/')
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The directories above it, outermost first, each with its trailing `/` (`a/`, `a/b/`
+    /// for `a/b/c.py` and for `a/b/c/`): the directory leases that cover it.
+    pub fn ancestors(&self) -> impl DoubleEndedIterator<Item = &str> {
+        let inner = self.0.strip_suffix('/').unwrap_or(&self.0);
+        inner.match_indices('/').map(move |(i, _)| &inner[..=i])
+    }
+}
+
+impl From<&FilePath> for LeasePath {
+    fn from(p: &FilePath) -> LeasePath {
+        LeasePath::file(p)
+    }
+}
+
+impl fmt::Display for LeasePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn norm(s: &str) -> String {
         FilePath::parse(s).unwrap().0
+    }
+
+    #[test]
+    fn a_directory_is_spelled_with_a_trailing_slash() {
+        let dir = LeasePath::parse("./src//api/", true).unwrap();
+        assert_eq!(dir.as_str(), "src/api/");
+        assert!(dir.is_dir());
+        assert_eq!(LeasePath::parse("src/api", true).unwrap(), dir);
+        let file = LeasePath::parse("src/api/", false).unwrap();
+        assert_eq!((file.as_str(), file.is_dir()), ("src/api", false));
+        assert!(LeasePath::parse("/", true).is_err());
+        assert!(LeasePath::parse("../x", true).is_err());
+        assert_eq!(
+            LeasePath::parse("a/b/c.py", false)
+                .unwrap()
+                .ancestors()
+                .collect::<Vec<_>>(),
+            ["a/", "a/b/"]
+        );
+        assert_eq!(dir.ancestors().collect::<Vec<_>>(), ["src/"]);
+        assert_eq!(LeasePath::parse("a", true).unwrap().ancestors().count(), 0);
     }
 
     #[test]

@@ -575,7 +575,7 @@ function taskView(root, taskId) {
       listed.add(l.path);
       if (changed(l.path)) continue;
       // The countdown from the time left, not from the two clocks' difference.
-      leases.set(l.path, { owner: l.holder, fence: l.fence, expires_at: new Date(sent + l.ttl_ms_left).toISOString() });
+      leases.set(l.path, { owner: l.holder, fence: l.fence, expires_at: new Date(sent + l.ttl_ms_left).toISOString(), waiters: l.waiters || [] });
     }
     for (const path of [...leases.keys()]) {
       if (!listed.has(path) && !changed(path)) leases.delete(path);
@@ -590,7 +590,10 @@ function taskView(root, taskId) {
       const left = Math.round((new Date(l.expires_at).getTime() - now) / 1000);
       if (left < -5) { leases.delete(path); continue; }
       items.push(h('li', { class: 'lease' + (left <= 0 ? ' expired' : ''), dataset: { path } },
-        h('span', {}, h('code', {}, path), ' ', h('b', {}, l.owner), ' ', h('span', { class: 'chip' }, `fence ${l.fence}`)),
+        h('span', {}, h('code', {}, path), ' ', h('b', {}, l.owner), ' ', h('span', { class: 'chip' }, `fence ${l.fence}`),
+          // A directory lease (its path ends in '/') covers everything beneath it.
+          path.endsWith('/') ? h('span', { class: 'chip', title: 'covers everything beneath it' }, 'directory') : null,
+          l.waiters && l.waiters.length ? h('span', { class: 'muted' }, ` waiting: ${l.waiters.join(', ')}`) : null),
         h('span', { class: 'left' }, left > 0 ? `${left} s` : 'expired')));
     }
     leasesBody.replaceChildren(items.length ? h('ul', { class: 'plain' }, items) : h('div', { class: 'empty' }, 'No lease held.'));

@@ -343,6 +343,12 @@ pub enum LockCommand {
         /// Lease length, seconds (the gateway's default when absent).
         #[arg(long)]
         ttl: Option<i64>,
+        /// Wait up to SECS (0-60) in the path's queue while another agent holds it.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<i64>,
+        /// Lease the directory PATH and everything beneath it.
+        #[arg(long)]
+        recursive: bool,
     },
     /// Extend a lease you hold.
     Renew {
@@ -351,6 +357,9 @@ pub enum LockCommand {
         /// New lease length, seconds (the lease keeps its own length when absent).
         #[arg(long)]
         ttl: Option<i64>,
+        /// The lease is a directory lease.
+        #[arg(long)]
+        recursive: bool,
     },
     /// Release a lease you hold (`--force`: whoever holds it; admin only).
     Release {
@@ -358,8 +367,12 @@ pub enum LockCommand {
         path: String,
         #[arg(long)]
         force: bool,
+        /// The lease is a directory lease.
+        #[arg(long)]
+        recursive: bool,
     },
-    /// List a task's live leases: path, holder, fence, expiry, time left.
+    /// List a task's live leases: path (a directory's ends in `/`), holder, fence, expiry,
+    /// time left, waiters.
     List { task: String },
 }
 

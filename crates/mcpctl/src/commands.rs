@@ -300,30 +300,50 @@ pub async fn file(c: &GatewayClient, cmd: FileCommand, out: Out) -> Result<u8, C
 
 pub async fn lock(c: &GatewayClient, cmd: LockCommand, out: Out) -> Result<u8, ClientError> {
     let lease = match cmd {
-        LockCommand::Claim { task, path, ttl } => {
+        LockCommand::Claim {
+            task,
+            path,
+            ttl,
+            wait,
+            recursive,
+        } => {
             c.claim_file(ClaimFileRequest {
                 task_id: task,
                 path,
                 timeout_sec: ttl,
+                wait_sec: wait,
+                recursive,
                 agent_id: None,
             })
             .await?
         }
-        LockCommand::Renew { task, path, ttl } => {
+        LockCommand::Renew {
+            task,
+            path,
+            ttl,
+            recursive,
+        } => {
             c.renew_file(RenewFileRequest {
                 task_id: task,
                 path,
                 timeout_sec: ttl,
+                recursive,
                 agent_id: None,
             })
             .await?
         }
-        LockCommand::Release { task, path, force } => {
+        LockCommand::Release {
+            task,
+            path,
+            force,
+            recursive,
+        } => {
             let r = c
                 .release_file(ReleaseFileRequest {
                     task_id: task,
                     path,
                     force,
+                    recursive,
                     agent_id: None,
                 })
                 .await?;
@@ -346,6 +366,9 @@ pub async fn lock(c: &GatewayClient, cmd: LockCommand, out: Out) -> Result<u8, C
                         l.ttl_ms_left as f64 / 1000.0,
                         l.path
                     ));
+                    if !l.waiters.is_empty() {
+                        s.push_str(&format!("  (waiting: {})", l.waiters.join(", ")));
+                    }
                 }
                 if r.truncated {
                     s.push_str("\n(more leases than one answer lists: those expiring soonest)");
@@ -356,8 +379,13 @@ pub async fn lock(c: &GatewayClient, cmd: LockCommand, out: Out) -> Result<u8, C
         }
     };
     out.emit(&to_json(&lease), || {
+        let waited = lease
+            .waited_ms
+            .filter(|ms| *ms > 0)
+            .map(|ms| format!(" (after waiting {:.1} s)", ms as f64 / 1000.0))
+            .unwrap_or_default();
         format!(
-            "locked {} for {}: {} s, fence {}, expires {}",
+            "locked {} for {}: {} s, fence {}, expires {}{waited}",
             lease.path,
             lease.owner,
             lease.timeout_sec,

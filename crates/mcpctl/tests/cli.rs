@@ -274,6 +274,60 @@ async fn file_commands() {
     );
 }
 
+/// Issue #17: `lock claim --recursive` leases a directory; `--wait` waits in the path's queue
+/// and is served when the holder releases.
+#[tokio::test]
+async fn lock_claim_waits_and_leases_directories() {
+    let gw = TestGateway::spawn().await;
+    let j = run_as(
+        &gw,
+        "agent-a",
+        &["--json", "lock", "claim", "t1", "src", "--recursive"],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        (j["path"].as_str(), j["recursive"].as_bool()),
+        (Some("src/"), Some(true))
+    );
+    let r = run_as(
+        &gw,
+        "agent-b",
+        &["--json", "lock", "claim", "t1", "src/a.py"],
+        None,
+    )
+    .await;
+    assert_failed(&r, 4, "locked");
+    assert_eq!(r.json()["error"]["lease_path"], "src/");
+    let waiting = run_as(
+        &gw,
+        "agent-b",
+        &["lock", "claim", "t1", "src/a.py", "--wait", "20"],
+        None,
+    );
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        run_as(
+            &gw,
+            "agent-a",
+            &["lock", "release", "t1", "src", "--recursive"],
+            None,
+        )
+        .await
+        .ok();
+    };
+    let (r, ()) = tokio::join!(waiting, release);
+    let r = r.ok();
+    assert!(r.stdout.contains("locked src/a.py for agent-b"), "{r:?}");
+    assert!(r.stdout.contains("after waiting"), "{r:?}");
+    let list = run_as(&gw, "agent-a", &["lock", "list", "t1"], None)
+        .await
+        .ok();
+    assert!(list.stdout.contains("src/a.py"), "{list:?}");
+}
+
 #[tokio::test]
 async fn lock_commands() {
     let gw = TestGateway::spawn().await;

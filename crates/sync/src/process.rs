@@ -85,6 +85,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
             "Requests refused by authentication or authorisation, by reason.",
         ),
         (
+            "mcp_oauth_jwks_fetches_total",
+            Counter,
+            "Fetches of the OAuth issuer's keys (JWKS): the first use, then unknown key ids.",
+        ),
+        (
             "mcp_rate_limited_total",
             Counter,
             "Requests refused by the per-agent rate limit (429).",

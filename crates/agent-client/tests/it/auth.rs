@@ -78,6 +78,8 @@ async fn the_token_names_the_agent_and_scopes_the_tasks() {
             task_id: "t1".into(),
             path: "a.py".into(),
             timeout_sec: None,
+            wait_sec: None,
+            recursive: false,
             agent_id: None,
         })
         .await

@@ -170,6 +170,8 @@ async fn lock_tools_name_the_holder() {
         task_id: "t1".into(),
         path: "a.py".into(),
         timeout_sec,
+        wait_sec: None,
+        recursive: false,
         agent_id: None,
     };
     let lease = a.claim_file(claim(Some(30))).await.unwrap();
@@ -190,6 +192,7 @@ async fn lock_tools_name_the_holder() {
             task_id: "t1".into(),
             path: "a.py".into(),
             timeout_sec: Some(40),
+            recursive: false,
             agent_id: None,
         })
         .await
@@ -201,6 +204,7 @@ async fn lock_tools_name_the_holder() {
             task_id: "t1".into(),
             path: "a.py".into(),
             force: false,
+            recursive: false,
             agent_id: None,
         })
         .await
@@ -360,6 +364,8 @@ async fn requests_without_an_agent_act_as_the_task() {
             task_id: "t9".into(),
             path: "a".into(),
             timeout_sec: None,
+            wait_sec: None,
+            recursive: false,
             agent_id: None,
         })
         .await
@@ -467,6 +473,7 @@ async fn the_generic_call_serves_registry_tools() {
             task_id: "t1".into(),
             path: "a.py".into(),
             force: false,
+            recursive: false,
             agent_id: None,
         })
         .await;

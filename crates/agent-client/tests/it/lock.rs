@@ -13,6 +13,8 @@ fn claim(path: &str) -> ClaimFileRequest {
         task_id: "t1".into(),
         path: path.into(),
         timeout_sec: Some(30),
+        wait_sec: None,
+        recursive: false,
         agent_id: None,
     }
 }
@@ -101,6 +103,7 @@ async fn a_lost_lease_is_reported_and_its_writes_are_refused() {
             task_id: "t1".into(),
             path: "a.py".into(),
             force: true,
+            recursive: false,
             agent_id: None,
         })
         .await

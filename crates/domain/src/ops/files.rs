@@ -108,9 +108,12 @@ impl Service {
             Some(lease) => {
                 metrics::counter!("mcp_lock_conflicts_total", "op" => "write").increment(1);
                 Err(DomainError::Locked {
+                    lease_path: (lease.path != path.as_str()).then_some(lease.path),
                     path: path.to_string(),
                     holder: lease.owner,
-                    expires_at: lease.expires_at,
+                    expires_at: Some(lease.expires_at),
+                    waiters: None,
+                    queue_position: None,
                 })
             }
         }

@@ -1,25 +1,31 @@
 //! `claim_file`, `renew_file`, `release_file`: leases with fencing tokens; `list_leases`.
 //!
 //! The lease lives in Redis (one script decides: free -> granted, same owner -> re-entrant,
-//! other owner -> `locked`; a caller without an identity never re-enters). A new grant takes a fencing token from the Postgres sequence,
-//! so tokens stay monotonic across Redis restarts and gateway instances.
+//! other owner or a conflicting directory lease -> `locked`; a caller without an identity
+//! never re-enters). A new grant takes a fencing token from the Postgres sequence, so tokens
+//! stay monotonic across Redis restarts and gateway instances. A claim with `wait_sec` waits
+//! in the path's FIFO queue (`lease_wait.rs`).
 
 use super::Service;
+use super::lease_wait::{MAX_WAIT_SECS, QueueGuard, WAIT_RECHECK, WAITER_LIVENESS};
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
-use crate::path::FilePath;
-use crate::store::hot::{ClaimOutcome, Lease};
+use crate::path::LeasePath;
+use crate::store::hot::{ClaimOutcome, Lease, Waiter};
 use mcp_api::EventType;
 use mcp_api::requests::{
     ClaimFileRequest, ListLeasesRequest, ReleaseFileRequest, RenewFileRequest,
 };
 use mcp_api::responses::{LeaseInfo, ListLeasesResponse, LockResponse, ReleaseResponse};
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most leases one `list_leases` answer lists (those expiring soonest; `truncated` says so).
 pub(super) const MAX_LISTED_LEASES: usize = 1_000;
+
+/// What one claim attempt came to: granted (the lease and its event), or refused.
+type Attempt = std::result::Result<(Lease, EventType), ClaimOutcome>;
 
 impl Service {
     /// The lease length asked for (or the default), validated.
@@ -36,9 +42,10 @@ impl Service {
 
     fn lock_response(
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         lease: Lease,
         timeout_sec: i64,
+        waited: Option<Duration>,
     ) -> LockResponse {
         LockResponse {
             success: true,
@@ -50,6 +57,8 @@ impl Service {
             lock_token: lease.token,
             expires_at: lease.expires_at,
             timeout_sec,
+            recursive: path.is_dir(),
+            waited_ms: waited.map(|w| w.as_millis() as u64),
         }
     }
 
@@ -63,52 +72,200 @@ impl Service {
     async fn claim(&self, actor: &Actor, req: ClaimFileRequest) -> Result<LockResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
-        let path = FilePath::parse(&req.path)?;
+        let path = LeasePath::parse(&req.path, req.recursive)?;
         let (ttl, timeout_sec) = self.lease_ttl(req.timeout_sec)?;
+        let wait = match req.wait_sec.unwrap_or(0) {
+            0 => None,
+            s if (1..=MAX_WAIT_SECS).contains(&s) => Some(Duration::from_secs(s as u64)),
+            _ => {
+                return Err(DomainError::InvalidArgument(format!(
+                    "wait_sec must be between 0 and {MAX_WAIT_SECS}"
+                )));
+            }
+        };
         let owner = actor.agent.as_str();
         // A caller without an identity (the task id acts) never re-enters: two anonymous
         // agents of one task must exclude each other, as the original's SETNX made them.
         let reentrant = !actor.anonymous;
+        let started = Instant::now();
+        let mut guard = None;
+        let (lease, kind) = match wait {
+            None => self
+                .try_claim(&task, &path, owner, ttl, reentrant, None)
+                .await?
+                .map_err(|refused| Self::refusal(&path, refused))?,
+            Some(wait) => {
+                let g = guard.insert(QueueGuard {
+                    service: self.clone(),
+                    actor: actor.clone(),
+                    task: task.clone(),
+                    path: path.clone(),
+                    ticket: Some(uuid::Uuid::new_v4().to_string()),
+                });
+                self.claim_waiting(g, owner, ttl, reentrant, started + wait)
+                    .await?
+            }
+        };
+        let data = json!({
+            "path": path.as_str(), "owner": owner, "fence": lease.fence,
+            "expires_at": lease.expires_at, "timeout_sec": timeout_sec,
+            "recursive": path.is_dir(),
+        });
+        let audit = json!({"action": "claim_file", "path": path.as_str(), "fence": lease.fence});
+        self.emit(actor, &task, kind, data, Some(audit)).await?;
+        // Answered: from here a dropped request keeps its lease (as any claim does).
+        if let Some(g) = guard.as_mut() {
+            g.disarm();
+        }
+        let waited = wait.map(|_| started.elapsed());
+        Ok(Self::lock_response(
+            &task,
+            &path,
+            lease,
+            timeout_sec,
+            waited,
+        ))
+    }
+
+    /// One attempt: the claim, and again with a fence when the path is free for the caller.
+    async fn try_claim(
+        &self,
+        task: &TaskId,
+        path: &LeasePath,
+        owner: &str,
+        ttl: Duration,
+        reentrant: bool,
+        waiter: Option<&Waiter<'_>>,
+    ) -> Result<Attempt> {
         let mut outcome = self
             .hot
-            .claim(&task, &path, owner, ttl, None, reentrant)
+            .claim(task, path, owner, ttl, None, reentrant, waiter)
             .await?;
         if let ClaimOutcome::NeedFence = outcome {
             let fence = self.durable.next_fence().await?;
             let token = uuid::Uuid::new_v4().to_string();
             outcome = self
                 .hot
-                .claim(&task, &path, owner, ttl, Some((fence, &token)), reentrant)
+                .claim(
+                    task,
+                    path,
+                    owner,
+                    ttl,
+                    Some((fence, &token)),
+                    reentrant,
+                    waiter,
+                )
                 .await?;
         }
-        let (lease, kind) = match outcome {
-            ClaimOutcome::Granted(lease) => (lease, EventType::LockAcquired),
-            ClaimOutcome::Reentrant(lease) => (lease, EventType::LockRenewed),
-            ClaimOutcome::HeldByOther { owner, expires_at } => {
-                metrics::counter!("mcp_lock_conflicts_total", "op" => "claim").increment(1);
-                return Err(DomainError::Locked {
-                    path: path.to_string(),
-                    holder: owner,
-                    expires_at,
-                });
-            }
+        Ok(match outcome {
+            ClaimOutcome::Granted(lease) => Ok((lease, EventType::LockAcquired)),
+            ClaimOutcome::Reentrant(lease) => Ok((lease, EventType::LockRenewed)),
             ClaimOutcome::NeedFence => {
                 return Err(DomainError::internal("claim asked for a fence twice"));
             }
-        };
-        let data = json!({
-            "path": path.as_str(), "owner": owner, "fence": lease.fence,
-            "expires_at": lease.expires_at, "timeout_sec": timeout_sec,
-        });
-        let audit = json!({"action": "claim_file", "path": path.as_str(), "fence": lease.fence});
-        self.emit(actor, &task, kind, data, Some(audit)).await?;
-        Ok(Self::lock_response(&task, &path, lease, timeout_sec))
+            refused => Err(refused),
+        })
+    }
+
+    /// Waits in the path's queue (the guard's ticket) until granted or `deadline`: checks
+    /// again at every wake-up of the task's leases, at the expiry of the lease it waits for,
+    /// and every [`WAIT_RECHECK`] (see `lease_wait.rs`). Past the deadline the ticket leaves
+    /// the queue and the answer is `locked` with the caller's last place in it.
+    async fn claim_waiting(
+        &self,
+        guard: &mut QueueGuard,
+        owner: &str,
+        ttl: Duration,
+        reentrant: bool,
+        deadline: Instant,
+    ) -> Result<(Lease, EventType)> {
+        let ticket = guard.ticket.clone().unwrap_or_default();
+        let bell = self.wakes.register(&guard.task);
+        let mut arrival = None;
+        loop {
+            let notified = bell.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiter = Waiter {
+                ticket: &ticket,
+                arrival,
+                liveness: WAITER_LIVENESS,
+            };
+            let attempt = self
+                .try_claim(
+                    &guard.task,
+                    &guard.path,
+                    owner,
+                    ttl,
+                    reentrant,
+                    Some(&waiter),
+                )
+                .await;
+            let refused = match attempt {
+                Ok(Ok(granted)) => return Ok(granted),
+                Ok(Err(refused)) => refused,
+                Err(e) => {
+                    guard.leave().await;
+                    return Err(e);
+                }
+            };
+            let (place, expires_at) = match &refused {
+                ClaimOutcome::HeldByOther {
+                    queue, expires_at, ..
+                } => (*queue, Some(*expires_at)),
+                ClaimOutcome::Queued { queue, .. } => (*queue, None),
+                _ => (Default::default(), None),
+            };
+            arrival = place.arrival.or(arrival);
+            let now = Instant::now();
+            if now >= deadline {
+                guard.leave().await;
+                return Err(Self::refusal(&guard.path, refused));
+            }
+            let mut next = (now + WAIT_RECHECK).min(deadline);
+            if let Some(left) = expires_at.and_then(|at| (at - chrono::Utc::now()).to_std().ok()) {
+                next = next.min(now + left + Duration::from_millis(2));
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+        }
+    }
+
+    /// The `locked` error of a refused claim.
+    fn refusal(path: &LeasePath, refused: ClaimOutcome) -> DomainError {
+        metrics::counter!("mcp_lock_conflicts_total", "op" => "claim").increment(1);
+        match refused {
+            ClaimOutcome::HeldByOther {
+                owner,
+                expires_at,
+                path: held,
+                queue,
+            } => DomainError::Locked {
+                lease_path: (held != path.as_str()).then_some(held),
+                path: path.to_string(),
+                holder: owner,
+                expires_at: Some(expires_at),
+                waiters: Some(queue.waiters),
+                queue_position: queue.position,
+            },
+            ClaimOutcome::Queued { next, queue } => DomainError::Locked {
+                path: path.to_string(),
+                holder: next,
+                expires_at: None,
+                lease_path: None,
+                waiters: Some(queue.waiters),
+                queue_position: queue.position,
+            },
+            other => DomainError::internal(format!("a claim was refused as {other:?}")),
+        }
     }
 
     pub async fn renew_file(&self, actor: &Actor, req: RenewFileRequest) -> Result<LockResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
-        let path = FilePath::parse(&req.path)?;
+        let path = LeasePath::parse(&req.path, req.recursive)?;
         // Without a length the lease keeps its own (the default only for a lease that has
         // none recorded, granted before lengths were kept).
         let ttl = match req.timeout_sec {
@@ -133,7 +290,7 @@ impl Service {
         let audit = json!({"action": "renew_file", "path": path.as_str(), "fence": lease.fence});
         self.emit(actor, &task, EventType::LockRenewed, data, Some(audit))
             .await?;
-        Ok(Self::lock_response(&task, &path, lease, timeout_sec))
+        Ok(Self::lock_response(&task, &path, lease, timeout_sec, None))
     }
 
     pub async fn release_file(
@@ -143,7 +300,7 @@ impl Service {
     ) -> Result<ReleaseResponse> {
         let task = TaskId::parse(&req.task_id)?;
         actor.ensure_write(&task)?;
-        let path = FilePath::parse(&req.path)?;
+        let path = LeasePath::parse(&req.path, req.recursive)?;
         if req.force {
             actor.ensure_admin()?;
         }
@@ -193,6 +350,8 @@ impl Service {
             leases: leases
                 .into_iter()
                 .map(|l| LeaseInfo {
+                    recursive: l.path.ends_with('/'),
+                    waiters: l.waiters,
                     path: l.path,
                     holder: l.owner,
                     fence: l.fence,

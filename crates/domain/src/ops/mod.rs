@@ -13,6 +13,7 @@ mod conflicts;
 mod files;
 mod health;
 mod history;
+mod lease_wait;
 mod lists;
 mod live;
 mod locks;
@@ -21,6 +22,7 @@ mod messages;
 mod tasks;
 
 pub use health::HealthReport;
+pub use lease_wait::MAX_WAIT_SECS;
 pub use lists::MAX_LIST_PAGE;
 pub use messages::{MAX_MESSAGE_BODY_BYTES, MAX_READ_LIMIT, MAX_RECIPIENTS, MAX_SUBJECT_CHARS};
 
@@ -87,11 +89,14 @@ pub struct Service {
     pub limits: Limits,
     /// This process's long-polling `read_messages` calls, woken when a message arrives.
     pub inbox: Arc<InboxBell>,
+    /// Wake-ups of this process's lease waiters (`claim_file` with `wait_sec`).
+    wakes: Arc<lease_wait::LeaseWakes>,
 }
 
 impl Service {
     pub fn new(durable: Durable, hot: Hot, limits: Limits) -> Service {
         Service {
+            wakes: std::sync::Arc::new(lease_wait::LeaseWakes::new(hot.clone())),
             durable,
             hot,
             limits,

@@ -11,7 +11,11 @@
 //!   (`change_seq`, see [`cached_task_json`]);
 //! * a lease is re-entrant for its owner (unless the claim says it is not: an anonymous
 //!   caller's), refused to others while it lives, and released or renewed only by its owner
-//!   (or by force); it expires on its own;
+//!   (or by force); it expires on its own. A directory lease (`src/api/`) conflicts with
+//!   every lease of another owner beneath it and above it, and refuses writes beneath it;
+//! * a path's waiters are granted in arrival order: while a path has live waiters, only the
+//!   first may take it, and a claim without a ticket is refused; a waiter that stops
+//!   checking in drops out after its liveness;
 //! * stream ids are `<ms>-<seq>` and strictly increase per stream; capped streams keep at
 //!   least their cap of newest entries;
 //! * every emitted event is appended to the task's event stream and published, with the
@@ -21,7 +25,7 @@
 
 use crate::error::Result;
 use crate::ids::{AgentId, TaskId};
-use crate::path::FilePath;
+use crate::path::{FilePath, LeasePath};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
@@ -66,6 +70,9 @@ pub struct CacheFile<'a> {
 /// A live lease.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
+    /// The path it covers ([`LeasePath`]: a directory's ends in `/`). For a write, the
+    /// file's own lease or a directory lease above it.
+    pub path: String,
     pub owner: String,
     pub fence: i64,
     pub token: String,
@@ -84,6 +91,8 @@ pub struct HeldLease {
     pub expires_at: DateTime<Utc>,
     /// Milliseconds until it expires, by the store's clock.
     pub ttl_ms: i64,
+    /// The agents waiting for it (`claim_file` with `wait_sec`), the next to be granted first.
+    pub waiters: Vec<String>,
 }
 
 /// The answer of a claim.
@@ -92,12 +101,47 @@ pub enum ClaimOutcome {
     Granted(Lease),
     /// Already held by the same owner: refreshed.
     Reentrant(Lease),
+    /// A conflicting lease of another owner: on the path, on a directory above it, or (for a
+    /// directory) on a path beneath it.
     HeldByOther {
         owner: String,
         expires_at: DateTime<Utc>,
+        /// The conflicting lease's path.
+        path: String,
+        queue: QueuePlace,
+    },
+    /// Nothing conflicts, but the path is promised to the waiters queued before the caller;
+    /// `next` is the agent of the first of them.
+    Queued {
+        next: String,
+        queue: QueuePlace,
     },
     /// Free, but a fence is needed to take it.
     NeedFence,
+}
+
+/// The caller's place in a path's wait queue, as a refused claim found it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuePlace {
+    /// The caller's position, 1 for the next to be granted; `None` without a ticket.
+    pub position: Option<u64>,
+    /// How many wait on the path (the caller included).
+    pub waiters: u64,
+    /// The ticket's arrival (its rank in the queue: store time in microseconds), given back
+    /// at every later check so that a queue the store lost is rebuilt in arrival order.
+    pub arrival: Option<i64>,
+}
+
+/// A claim that waits: its ticket in the path's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter<'a> {
+    /// Unique per waiting request.
+    pub ticket: &'a str,
+    /// The arrival the first check answered (`None` before it).
+    pub arrival: Option<i64>,
+    /// How long the ticket stays queued without another check (the waiting gateway checks
+    /// more often; a gateway that dies leaves tickets that drop out after this).
+    pub liveness: Duration,
 }
 
 /// An agent's hot presence: (last seen, last task, the tasks it collaborates on, sorted).
@@ -250,9 +294,11 @@ pub trait HotOps: Send + Sync + 'static {
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>>;
 
-    /// The live lease on a path, if any, read before a durable change by `writer`; when the
-    /// writer may write (no lease, or its own), the hot copy is dropped in the same step, so
-    /// no reader keeps serving the old version should the refresh after the commit fail.
+    /// The lease that governs a write of the file by `writer`, if any, read before a durable
+    /// change: another owner's lease on the file or on a directory above it (the write is
+    /// refused), else the writer's own (the file's, or else the nearest directory's above
+    /// it). When the writer may write, the hot copy is dropped in the same step, so no reader
+    /// keeps serving the old version should the refresh after the commit fail.
     async fn lease_for_write(
         &self,
         task: &TaskId,
@@ -263,16 +309,40 @@ pub trait HotOps: Send + Sync + 'static {
     /// Claims a lease for `ttl`: free and with a fence → granted; held by `owner` →
     /// re-entrant (TTL refreshed, same fence and token) when `reentrant`, else refused like
     /// another owner (a caller without an identity cannot prove it is the holder); held by
-    /// another → refused; free without a fence → `NeedFence`, nothing changed.
+    /// another, or a conflicting directory lease above it or (for a directory) any lease of
+    /// another beneath it → refused; free without a fence → `NeedFence`, nothing changed.
+    ///
+    /// The path's wait queue: a `waiter` joins it (at its `arrival` when it has one) unless
+    /// it is granted at once, and checks in (its liveness refreshed); waiters whose liveness
+    /// lapsed are dropped from its head. While live waiters are queued, only the first may be
+    /// granted (`NeedFence` is answered to it alone); anyone else is answered `Queued`. A
+    /// grant (or a re-entrant claim) takes the waiter's ticket out of the queue.
+    #[allow(clippy::too_many_arguments)]
     async fn claim(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
         reentrant: bool,
+        waiter: Option<&Waiter<'_>>,
     ) -> Result<ClaimOutcome>;
+
+    /// Takes a waiter's ticket out of the path's queue (it gave up, timed out or went away).
+    /// Should the lease have been granted to that very ticket (a grant whose answer never
+    /// reached the waiter), it is released too: `Some((owner, fence))`. When the waiter was
+    /// first in line, or a lease was released, the task's waiters are woken.
+    async fn leave_queue(
+        &self,
+        task: &TaskId,
+        path: &LeasePath,
+        ticket: &str,
+    ) -> Result<Option<(String, i64)>>;
+
+    /// A subscription to every task's lease wake-ups (a release, a waiter leaving the head
+    /// of a queue): (task, payload). A process with waiters holds one.
+    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn UpdatesSource>>;
 
     /// Renews the owner's lease for `ttl`, or, when `None`, for the lease's own length (the
     /// length of its last grant or renewal; `fallback` for a lease that has none recorded).
@@ -280,18 +350,18 @@ pub trait HotOps: Send + Sync + 'static {
     async fn renew(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Option<Duration>,
         fallback: Duration,
     ) -> Result<std::result::Result<(Lease, Duration), Option<String>>>;
 
-    /// Releases the owner's lease (any lease with `force`). `Ok((holder, fence))` of the
-    /// released lease, `Err(holder)` when not held by the caller.
+    /// Releases the owner's lease (any lease with `force`) and wakes the task's waiters.
+    /// `Ok((holder, fence))` of the released lease, `Err(holder)` when not held by the caller.
     async fn release(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         force: bool,
     ) -> Result<std::result::Result<(String, i64), Option<String>>>;

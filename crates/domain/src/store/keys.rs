@@ -10,7 +10,7 @@
 
 use super::hot::{McpSession, SubScope, Subscriber};
 use crate::ids::{AgentId, TaskId};
-use crate::path::FilePath;
+use crate::path::{FilePath, LeasePath};
 
 /// Separates the fields of an MCP subscription index entry; ids, canonical keys and URIs
 /// never contain it.
@@ -46,6 +46,54 @@ impl Keys {
     /// What every lease key of a task starts with: the key of a lease is this + its path.
     pub fn lock_prefix(&self, task: &TaskId) -> String {
         format!("{}lock:{{{task}}}:", self.prefix)
+    }
+
+    /// The lease on a file or a directory ([`LeasePath`]: a directory's ends in `/`, so the
+    /// two never share a key). For a file it is [`Keys::lock`].
+    pub fn lease(&self, task: &TaskId, path: &LeasePath) -> String {
+        format!("{}{path}", self.lock_prefix(task))
+    }
+
+    /// The wait queue of one lease path (`claim_file` with `wait_sec`): a sorted set of waiter
+    /// tickets scored by arrival (Redis time in microseconds, strictly increasing), the first
+    /// the next to be granted. It lives while its waiters keep it alive (its TTL is the
+    /// waiters' liveness); an empty one is deleted.
+    pub fn lease_queue(&self, task: &TaskId, path: &LeasePath) -> String {
+        format!("{}{path}", self.lease_queue_prefix(task))
+    }
+
+    /// What every wait queue key of a task starts with: the queue of a path is this + the
+    /// path (as for leases: [`Keys::lock_prefix`]).
+    pub fn lease_queue_prefix(&self, task: &TaskId) -> String {
+        format!("{}lockq:{{{task}}}:", self.prefix)
+    }
+
+    /// What every waiter liveness key of a task starts with: the key of a ticket's is this +
+    /// the ticket. Its value is the waiting agent; the waiting gateway refreshes its short
+    /// TTL at every check, so a waiter whose gateway died drops out of its queue.
+    pub fn lease_waiter_prefix(&self, task: &TaskId) -> String {
+        format!("{}lockw:{{{task}}}:", self.prefix)
+    }
+
+    /// The pub/sub channel on which a task's lease waiters are woken (a release, a waiter
+    /// leaving the head of a queue). Gateways with waiters subscribe to every task's
+    /// ([`Keys::lease_wake_pattern`]).
+    pub fn lease_wake(&self, task: &TaskId) -> String {
+        format!("{}lease_wake:{{{task}}}", self.prefix)
+    }
+
+    /// Pattern matching every task's lease wake-up channel.
+    pub fn lease_wake_pattern(&self) -> String {
+        format!("{}lease_wake:*", self.prefix)
+    }
+
+    /// The task a wake-up channel belongs to.
+    pub fn task_of_lease_wake(&self, channel: &str) -> Option<TaskId> {
+        let task = channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("lease_wake:{")?
+            .strip_suffix('}')?;
+        TaskId::parse(task).ok()
     }
 
     /// The task's lease index: a sorted set of its lease keys scored by expiry (ms), kept by

@@ -5,13 +5,13 @@
 //! script, so it is atomic and one round trip.
 
 use super::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, Presence, UpdatesPing,
-    UpdatesSource, ms_to_time,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, Presence, QueuePlace,
+    UpdatesPing, UpdatesSource, Waiter, ms_to_time,
 };
 use super::keys::Keys;
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
-use crate::path::FilePath;
+use crate::path::{FilePath, LeasePath};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::StreamId;
@@ -129,6 +129,12 @@ return {n, ttl}
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     lease_script(
         include_str!("lua/release.lua"),
+        "if r[1] == 'released' then unindex_lease() end",
+    )
+});
+static LEAVE_QUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    lease_script(
+        include_str!("lua/leave_queue.lua"),
         "if r[1] == 'released' then unindex_lease() end",
     )
 });
@@ -380,6 +386,33 @@ impl RedisStore {
         }
     }
 
+    /// A connection of its own, subscribed (`PSUBSCRIBE`) to `pattern`; when Redis goes away
+    /// the subscription ends and its holder opens a new one.
+    async fn psubscribe(
+        &self,
+        pattern: String,
+        channels: Channels,
+    ) -> Result<Box<dyn UpdatesSource>> {
+        let timeout = |cause: &str| DomainError::Unavailable {
+            backend: "redis",
+            cause: cause.into(),
+        };
+        let mut pubsub = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| timeout("pub/sub connect timed out"))??;
+        tokio::time::timeout(self.response_timeout, pubsub.psubscribe(pattern))
+            .await
+            .map_err(|_| timeout("PSUBSCRIBE timed out"))??;
+        let (sink, stream) = pubsub.split();
+        Ok(Box::new(UpdatesSubscription {
+            sink,
+            stream,
+            keys: self.keys.clone(),
+            channels,
+            timeout: self.response_timeout,
+        }))
+    }
+
     /// `XRANGE key start end COUNT count` (or `XREVRANGE key end start …`, newest first): the
     /// entries that carry `field`, as (entry id, its value).
     pub(super) async fn stream_range(
@@ -555,13 +588,28 @@ impl HotOps for RedisStore {
         path: &FilePath,
         writer: &str,
     ) -> Result<Option<Lease>> {
+        let lease_path = LeasePath::file(path);
         let mut inv = WRITER_CHECK_SCRIPT.prepare_invoke();
         inv.key(self.keys.lock(task, path))
-            .key(self.keys.file(task, path))
-            .arg(writer);
-        let v: (Option<String>, Option<String>, Option<String>) = self.guarded(inv).await?;
+            .key(self.keys.file(task, path));
+        for dir in lease_path.ancestors() {
+            inv.key(format!("{}{dir}", self.keys.lock_prefix(task)));
+        }
+        inv.arg(writer);
+        let v: (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = self.guarded(inv).await?;
+        let prefix = self.keys.lock_prefix(task);
         Ok(match v {
-            (Some(owner), Some(fence), expires) => Some(Lease {
+            (Some(owner), Some(fence), expires, key) => Some(Lease {
+                path: key
+                    .as_deref()
+                    .and_then(|k| k.strip_prefix(prefix.as_str()))
+                    .unwrap_or(path.as_str())
+                    .to_owned(),
                 owner,
                 fence: fence.parse().unwrap_or(0),
                 token: String::new(),
@@ -574,30 +622,55 @@ impl HotOps for RedisStore {
     async fn claim(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
         reentrant: bool,
+        waiter: Option<&Waiter<'_>>,
     ) -> Result<ClaimOutcome> {
         let (fence_arg, token_arg) = match fence {
             Some((f, t)) => (f.to_string(), t.to_owned()),
             None => (String::new(), String::new()),
         };
+        let prefix = self.keys.lock_prefix(task);
         let mut inv = CLAIM_SCRIPT.prepare_invoke();
-        inv.key(self.keys.lock(task, path))
+        inv.key(self.keys.lease(task, path))
             .key(self.keys.lease_index(task))
-            .arg(owner)
+            .key(self.keys.lease_queue(task, path));
+        for dir in path.ancestors() {
+            inv.key(format!("{prefix}{dir}"));
+        }
+        inv.arg(owner)
             .arg(ttl.as_millis() as u64)
             .arg(fence_arg)
             .arg(token_arg)
-            .arg(if reentrant { "1" } else { "0" });
+            .arg(if reentrant { "1" } else { "0" })
+            .arg(waiter.map_or("", |w| w.ticket))
+            .arg(
+                waiter
+                    .and_then(|w| w.arrival)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(waiter.map_or(0, |w| w.liveness.as_millis().max(1) as u64))
+            .arg(self.keys.lease_waiter_prefix(task))
+            .arg(if path.is_dir() { "1" } else { "0" });
         let r: Vec<String> = self.guarded(inv).await?;
         let lease = |r: &[String]| Lease {
+            path: path.to_string(),
             owner: owner.to_owned(),
             fence: r[1].parse().unwrap_or(0),
             token: r[2].clone(),
             expires_at: parse_ms(&r[3]),
+        };
+        let place = |r: &[String]| {
+            let num = |i: usize| r.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            QueuePlace {
+                position: Some(num(4)).filter(|p| *p > 0),
+                waiters: num(5),
+                arrival: r.get(6).and_then(|v| v.parse().ok()),
+            }
         };
         Ok(match r.first().map(String::as_str) {
             Some("granted") => ClaimOutcome::Granted(lease(&r)),
@@ -605,6 +678,16 @@ impl HotOps for RedisStore {
             Some("held") => ClaimOutcome::HeldByOther {
                 owner: r[1].clone(),
                 expires_at: parse_ms(r.get(2).map(String::as_str).unwrap_or("0")),
+                path: r
+                    .get(3)
+                    .and_then(|k| k.strip_prefix(prefix.as_str()))
+                    .unwrap_or(path.as_str())
+                    .to_owned(),
+                queue: place(&r),
+            },
+            Some("queued") => ClaimOutcome::Queued {
+                next: r[1].clone(),
+                queue: place(&r),
             },
             Some("need_fence") => ClaimOutcome::NeedFence,
             other => {
@@ -615,18 +698,48 @@ impl HotOps for RedisStore {
         })
     }
 
+    async fn leave_queue(
+        &self,
+        task: &TaskId,
+        path: &LeasePath,
+        ticket: &str,
+    ) -> Result<Option<(String, i64)>> {
+        let mut inv = LEAVE_QUEUE_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lease(task, path))
+            .key(self.keys.lease_index(task))
+            .key(self.keys.lease_queue(task, path))
+            .arg(ticket)
+            .arg(self.keys.lease_waiter_prefix(task))
+            .arg(self.keys.lease_wake(task));
+        let r: Vec<String> = self.guarded(inv).await?;
+        Ok(match r.first().map(String::as_str) {
+            Some("released") => Some((
+                r.get(1).cloned().unwrap_or_default(),
+                r.get(2).and_then(|f| f.parse().ok()).unwrap_or(0),
+            )),
+            _ => None,
+        })
+    }
+
+    /// A connection of its own, subscribed (`PSUBSCRIBE`) to every task's lease wake-up
+    /// channel: the lease waiters of this process hold one while any of them waits.
+    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn UpdatesSource>> {
+        self.psubscribe(self.keys.lease_wake_pattern(), Channels::LeaseWakes)
+            .await
+    }
+
     /// Renews the owner's lease (for its own length when `ttl` is `None`: `ttl_ms` in the
     /// lease hash). `Err(holder)` when the caller does not hold it.
     async fn renew(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Option<Duration>,
         fallback: Duration,
     ) -> Result<Result<(Lease, Duration), Option<String>>> {
         let mut inv = RENEW_SCRIPT.prepare_invoke();
-        inv.key(self.keys.lock(task, path))
+        inv.key(self.keys.lease(task, path))
             .key(self.keys.lease_index(task))
             .arg(owner)
             .arg(
@@ -638,6 +751,7 @@ impl HotOps for RedisStore {
         Ok(match r.first().map(String::as_str) {
             Some("renewed") => Ok((
                 Lease {
+                    path: path.to_string(),
                     owner: owner.to_owned(),
                     fence: r[1].parse().unwrap_or(0),
                     token: r[2].clone(),
@@ -654,15 +768,16 @@ impl HotOps for RedisStore {
     async fn release(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         force: bool,
     ) -> Result<Result<(String, i64), Option<String>>> {
         let mut inv = RELEASE_SCRIPT.prepare_invoke();
-        inv.key(self.keys.lock(task, path))
+        inv.key(self.keys.lease(task, path))
             .key(self.keys.lease_index(task))
             .arg(owner)
-            .arg(if force { "1" } else { "0" });
+            .arg(if force { "1" } else { "0" })
+            .arg(self.keys.lease_wake(task));
         let r: Vec<String> = self.guarded(inv).await?;
         Ok(match r.first().map(String::as_str) {
             Some("released") => Ok((r[1].clone(), r[2].parse().unwrap_or(0))),
@@ -673,28 +788,37 @@ impl HotOps for RedisStore {
     /// The task's live leases from its lease index (`lua/list_leases.lua`), behind the
     /// rollback guard like every read of a lease.
     async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)> {
+        let prefix = self.keys.lock_prefix(task);
         let mut inv = LIST_LEASES_SCRIPT.prepare_invoke();
-        inv.key(self.keys.lease_index(task)).arg(limit);
+        inv.key(self.keys.lease_index(task))
+            .arg(limit)
+            .arg(&prefix)
+            .arg(self.keys.lease_queue_prefix(task))
+            .arg(self.keys.lease_waiter_prefix(task));
         let r: Vec<String> = self.guarded(inv).await?;
         let (Some(now), Some(more)) = (r.first(), r.get(1)) else {
             return Err(DomainError::internal("list_leases answered nothing"));
         };
         let now: i64 = now.parse().unwrap_or(0);
-        let prefix = self.keys.lock_prefix(task);
-        let leases = r[2..]
-            .chunks_exact(5)
-            .filter_map(|l| {
-                let expires: i64 = l[4].parse().unwrap_or(0);
-                Some(HeldLease {
-                    path: l[0].strip_prefix(prefix.as_str())?.to_owned(),
-                    owner: l[1].clone(),
-                    fence: l[2].parse().unwrap_or(0),
-                    acquired_at: parse_ms(&l[3]),
+        let mut leases = Vec::new();
+        let mut rest = &r[2..];
+        while rest.len() >= 6 {
+            let n: usize = rest[5].parse().unwrap_or(0);
+            let waiters = rest.get(6..6 + n).unwrap_or_default().to_vec();
+            let expires: i64 = rest[4].parse().unwrap_or(0);
+            if let Some(path) = rest[0].strip_prefix(prefix.as_str()) {
+                leases.push(HeldLease {
+                    path: path.to_owned(),
+                    owner: rest[1].clone(),
+                    fence: rest[2].parse().unwrap_or(0),
+                    acquired_at: parse_ms(&rest[3]),
                     expires_at: ms_to_time(expires),
                     ttl_ms: (expires - now).max(0),
-                })
-            })
-            .collect();
+                    waiters,
+                });
+            }
+            rest = rest.get(6 + n..).unwrap_or_default();
+        }
         Ok((leases, more == "1"))
     }
 
@@ -754,26 +878,8 @@ impl HotOps for RedisStore {
     /// prefix. The live-event hub holds exactly one per process; when Redis goes away the
     /// subscription ends and the hub opens a new one.
     async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
-        let timeout = |cause: &str| DomainError::Unavailable {
-            backend: "redis",
-            cause: cause.into(),
-        };
-        let mut pubsub = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub())
+        self.psubscribe(self.keys.channel_pattern(), Channels::TaskUpdates)
             .await
-            .map_err(|_| timeout("pub/sub connect timed out"))??;
-        tokio::time::timeout(
-            self.response_timeout,
-            pubsub.psubscribe(self.keys.channel_pattern()),
-        )
-        .await
-        .map_err(|_| timeout("PSUBSCRIBE timed out"))??;
-        let (sink, stream) = pubsub.split();
-        Ok(Box::new(UpdatesSubscription {
-            sink,
-            stream,
-            keys: self.keys.clone(),
-            timeout: self.response_timeout,
-        }))
     }
 
     /// Counts one request of `subject` in its current window of length `window`: (requests in
@@ -874,11 +980,21 @@ impl HotOps for RedisStore {
     }
 }
 
-/// The process-wide subscription to every task's `task:{id}:updates` channel.
+/// Which channels a subscription follows.
+#[derive(Clone, Copy)]
+enum Channels {
+    /// Every task's `task:{id}:updates` (the live-event hub's).
+    TaskUpdates,
+    /// Every task's `lease_wake:{id}` (the lease waiters').
+    LeaseWakes,
+}
+
+/// A process-wide subscription to one channel of every task.
 struct UpdatesSubscription {
     sink: redis::aio::PubSubSink,
     stream: redis::aio::PubSubStream,
     keys: Keys,
+    channels: Channels,
     timeout: Duration,
 }
 
@@ -889,7 +1005,12 @@ impl UpdatesSource for UpdatesSubscription {
         use futures::StreamExt;
         loop {
             let msg = self.stream.next().await?;
-            let Some(task) = self.keys.task_of_channel(msg.get_channel_name()) else {
+            let channel = msg.get_channel_name();
+            let task = match self.channels {
+                Channels::TaskUpdates => self.keys.task_of_channel(channel),
+                Channels::LeaseWakes => self.keys.task_of_lease_wake(channel),
+            };
+            let Some(task) = task else {
                 continue;
             };
             let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();

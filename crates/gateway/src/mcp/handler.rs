@@ -137,7 +137,16 @@ impl ServerHandler for GatewayMcp {
                     .get::<crate::routes::RequestDeadline>()
                     .cloned()
             });
-        match tools::call(&self.state, &caller, &request.name, args, deadline).await {
+        // A cancelled call (`notifications/cancelled`, or the session's transport closed)
+        // is dropped: a waiting claim leaves its queue.
+        let call = tools::call(&self.state, &caller, &request.name, args, deadline);
+        let result = tokio::select! {
+            r = call => r,
+            _ = context.ct.cancelled() => {
+                return Err(ErrorData::internal_error("the call was cancelled", None));
+            }
+        };
+        match result {
             Some(result) => Ok(result.into()),
             None => Err(ErrorData::invalid_params(
                 format!("unknown tool '{}'", request.name),

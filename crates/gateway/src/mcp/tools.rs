@@ -53,6 +53,7 @@ pub fn list() -> Vec<McpTool> {
 }
 
 /// Runs one tool call; `None` when no tool has this name.
+/// `deadline`: the HTTP request's, which a long poll moves (see `routes::RequestDeadline`).
 pub async fn call(
     state: &AppState,
     caller: &Caller,

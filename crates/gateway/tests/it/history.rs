@@ -304,8 +304,17 @@ async fn leases_are_listed_with_holder_and_time_left(gw: TestGateway) {
             "fence",
             "acquired_at",
             "expires_at",
-            "ttl_ms_left"
+            "ttl_ms_left",
+            "recursive",
+            "waiters"
         ])
+    );
+    assert_eq!(
+        (
+            leases[0]["recursive"].as_bool(),
+            leases[0]["waiters"].as_array().map(Vec::len)
+        ),
+        (Some(false), Some(0))
     );
     let seen: Vec<(&str, &str, i64)> = leases
         .iter()

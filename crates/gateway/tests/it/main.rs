@@ -11,6 +11,7 @@ mod fence_scenario;
 mod files;
 mod fuzz;
 mod history;
+mod lease_queue;
 mod limits;
 mod lists;
 mod live;

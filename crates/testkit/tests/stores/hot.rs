@@ -6,9 +6,9 @@ use mcp_api::responses::TaskState;
 use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
 use mcp_domain::store::hot::{
-    CacheFile, ClaimOutcome, Emit, McpSession, Refreshed, SubScope, TaskRefresh,
+    CacheFile, ClaimOutcome, Emit, McpSession, QueuePlace, Refreshed, SubScope, TaskRefresh, Waiter,
 };
-use mcp_domain::{AgentId, FilePath, TaskId};
+use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -18,6 +18,10 @@ crate::per_backend!(hot; [redis, memory];
     leases_are_reentrant_exclusive_and_expire,
     an_unidentified_claim_never_reenters,
     a_tasks_live_leases_are_listed,
+    waiters_are_granted_in_arrival_order,
+    a_waiter_that_stops_checking_in_drops_out,
+    a_grant_whose_waiter_left_is_released,
+    directory_leases_conflict_above_and_beneath,
     events_are_appended_published_and_replayed,
     steps_page_newest_first_and_reach_the_outbox,
     streams_keep_at_least_their_cap,
@@ -115,9 +119,17 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
     );
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &p, "a1", ttl, Some((7, "tok")), true)
-            .await
-            .unwrap(),
+        s.claim(
+            &t,
+            &LeasePath::file(&p),
+            "a1",
+            ttl,
+            Some((7, "tok")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Granted(_)
     ));
     s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
@@ -141,11 +153,21 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &p, "a1", ttl, None, true).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "a1", ttl, None, true, None)
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
     let granted = match s
-        .claim(&t, &p, "a1", ttl, Some((5, "tok5")), true)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "a1",
+            ttl,
+            Some((5, "tok5")),
+            true,
+            None,
+        )
         .await
         .unwrap()
     {
@@ -162,7 +184,11 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     );
     let expected = Utc::now() + TimeDelta::seconds(30);
     assert!((granted.expires_at - expected).num_seconds().abs() <= 2);
-    match s.claim(&t, &p, "a1", ttl * 2, None, true).await.unwrap() {
+    match s
+        .claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
+        .await
+        .unwrap()
+    {
         ClaimOutcome::Reentrant(l) => {
             assert_eq!((l.fence, l.token.as_str()), (5, "tok5"));
             assert!(l.expires_at > granted.expires_at);
@@ -170,86 +196,151 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         other => panic!("{other:?}"),
     }
     match s
-        .claim(&t, &p, "a2", ttl, Some((6, "tok6")), true)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "a2",
+            ttl,
+            Some((6, "tok6")),
+            true,
+            None,
+        )
         .await
         .unwrap()
     {
-        ClaimOutcome::HeldByOther { owner, expires_at } => {
+        ClaimOutcome::HeldByOther {
+            owner, expires_at, ..
+        } => {
             assert_eq!(owner, "a1");
             assert!(expires_at > Utc::now());
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        s.renew(&t, &p, "a2", Some(ttl), ttl).await.unwrap(),
+        s.renew(&t, &LeasePath::file(&p), "a2", Some(ttl), ttl)
+            .await
+            .unwrap(),
         Err(Some("a1".to_owned()))
     );
     let (renewed, length) = s
-        .renew(&t, &p, "a1", Some(ttl), ttl)
+        .renew(&t, &LeasePath::file(&p), "a1", Some(ttl), ttl)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((renewed.fence, length), (5, ttl));
     // Issue #21 item 4: without a length, a renewal keeps the lease's own (here that of the
     // last renewal, 90 s), never the fallback.
-    s.renew(&t, &p, "a1", Some(ttl * 3), ttl)
+    s.renew(&t, &LeasePath::file(&p), "a1", Some(ttl * 3), ttl)
         .await
         .unwrap()
         .unwrap();
-    let (kept, length) = s.renew(&t, &p, "a1", None, ttl).await.unwrap().unwrap();
+    let (kept, length) = s
+        .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(length, ttl * 3, "the lease's own length");
     let left = (kept.expires_at - Utc::now()).num_seconds();
     assert!((85..=90).contains(&left), "{left}");
     // ... and a re-entrant claim sets the length the next renewal keeps.
-    s.claim(&t, &p, "a1", ttl * 2, None, true).await.unwrap();
-    let (_, length) = s.renew(&t, &p, "a1", None, ttl).await.unwrap().unwrap();
+    s.claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
+        .await
+        .unwrap();
+    let (_, length) = s
+        .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(length, ttl * 2);
     assert_eq!(
-        s.release(&t, &p, "a2", false).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "a2", false)
+            .await
+            .unwrap(),
         Err(Some("a1".to_owned()))
     );
     assert_eq!(
-        s.release(&t, &p, "a1", false).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "a1", false)
+            .await
+            .unwrap(),
         Ok(("a1".to_owned(), 5))
     );
-    assert_eq!(s.release(&t, &p, "a1", false).await.unwrap(), Err(None));
-    assert_eq!(s.renew(&t, &p, "a1", None, ttl).await.unwrap(), Err(None));
-    // Force release by anyone.
-    s.claim(&t, &p, "a1", ttl, Some((8, "t8")), true)
-        .await
-        .unwrap();
     assert_eq!(
-        s.release(&t, &p, "admin", true).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "a1", false)
+            .await
+            .unwrap(),
+        Err(None)
+    );
+    assert_eq!(
+        s.renew(&t, &LeasePath::file(&p), "a1", None, ttl)
+            .await
+            .unwrap(),
+        Err(None)
+    );
+    // Force release by anyone.
+    s.claim(
+        &t,
+        &LeasePath::file(&p),
+        "a1",
+        ttl,
+        Some((8, "t8")),
+        true,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.release(&t, &LeasePath::file(&p), "admin", true)
+            .await
+            .unwrap(),
         Ok(("a1".to_owned(), 8))
     );
     // Expiry frees the path.
     s.claim(
         &t,
-        &p,
+        &LeasePath::file(&p),
         "a1",
         Duration::from_millis(200),
         Some((9, "t9")),
         true,
+        None,
     )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     assert!(matches!(
-        s.claim(&t, &p, "a2", ttl, None, true).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "a2", ttl, None, true, None)
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
     // Paths and tasks are independent leases.
     assert!(matches!(
-        s.claim(&t, &path("b"), "a3", ttl, Some((10, "t10")), true)
-            .await
-            .unwrap(),
+        s.claim(
+            &t,
+            &LeasePath::file(&path("b")),
+            "a3",
+            ttl,
+            Some((10, "t10")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Granted(_)
     ));
     assert!(matches!(
-        s.claim(&task("u"), &path("b"), "a4", ttl, Some((11, "t11")), true)
-            .await
-            .unwrap(),
+        s.claim(
+            &task("u"),
+            &LeasePath::file(&path("b")),
+            "a4",
+            ttl,
+            Some((11, "t11")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Granted(_)
     ));
 }
@@ -262,20 +353,29 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     let before = Utc::now() - TimeDelta::seconds(2);
     for (p, owner, fence, ttl) in [("a", "a1", 5, 30), ("b", "a2", 6, 10), ("d/e", "a1", 7, 20)] {
         assert!(matches!(
-            s.claim(&t, &path(p), owner, secs(ttl), Some((fence, "tok")), true)
-                .await
-                .unwrap(),
+            s.claim(
+                &t,
+                &LeasePath::file(&path(p)),
+                owner,
+                secs(ttl),
+                Some((fence, "tok")),
+                true,
+                None
+            )
+            .await
+            .unwrap(),
             ClaimOutcome::Granted(_)
         ));
     }
     // Another task's lease of the same path is not this task's.
     s.claim(
         &task("t2"),
-        &path("a"),
+        &LeasePath::file(&path("a")),
         "a9",
         secs(30),
         Some((8, "x")),
         true,
+        None,
     )
     .await
     .unwrap();
@@ -295,17 +395,31 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     // A re-entrant claim and a renewal move the expiry and keep the grant time.
     let granted_b = leases[0].acquired_at;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    s.claim(&t, &path("b"), "a2", secs(60), None, true)
-        .await
-        .unwrap();
+    s.claim(
+        &t,
+        &LeasePath::file(&path("b")),
+        "a2",
+        secs(60),
+        None,
+        true,
+        None,
+    )
+    .await
+    .unwrap();
     let (leases, _) = s.leases(&t, 10).await.unwrap();
     let b = leases.last().unwrap();
     assert_eq!((b.path.as_str(), b.acquired_at), ("b", granted_b));
     assert!(b.ttl_ms > 50_000, "{}", b.ttl_ms);
-    s.renew(&t, &path("b"), "a2", Some(secs(5)), secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    s.renew(
+        &t,
+        &LeasePath::file(&path("b")),
+        "a2",
+        Some(secs(5)),
+        secs(5),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let (leases, _) = s.leases(&t, 10).await.unwrap();
     assert_eq!(
         (leases[0].path.as_str(), leases[0].acquired_at),
@@ -316,21 +430,22 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     let (two, more) = s.leases(&t, 2).await.unwrap();
     assert_eq!((two.len(), more), (2, true));
     // Released (by the holder or by force) and expired leases are gone.
-    s.release(&t, &path("b"), "a2", false)
+    s.release(&t, &LeasePath::file(&path("b")), "a2", false)
         .await
         .unwrap()
         .unwrap();
-    s.release(&t, &path("d/e"), "admin", true)
+    s.release(&t, &LeasePath::file(&path("d/e")), "admin", true)
         .await
         .unwrap()
         .unwrap();
     s.claim(
         &t,
-        &path("c"),
+        &LeasePath::file(&path("c")),
         "a3",
         Duration::from_millis(200),
         Some((9, "t9")),
         true,
+        None,
     )
     .await
     .unwrap();
@@ -350,31 +465,55 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     let granted = match s
-        .claim(&t, &p, "t", ttl, Some((3, "tok3")), false)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "t",
+            ttl,
+            Some((3, "tok3")),
+            false,
+            None,
+        )
         .await
         .unwrap()
     {
         ClaimOutcome::Granted(l) => l,
         other => panic!("{other:?}"),
     };
-    match s.claim(&t, &p, "t", ttl, None, false).await.unwrap() {
-        ClaimOutcome::HeldByOther { owner, expires_at } => {
+    match s
+        .claim(&t, &LeasePath::file(&p), "t", ttl, None, false, None)
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::HeldByOther {
+            owner, expires_at, ..
+        } => {
             assert_eq!((owner.as_str(), expires_at), ("t", granted.expires_at));
         }
         other => panic!("{other:?}"),
     }
-    let (renewed, _) = s.renew(&t, &p, "t", Some(ttl), ttl).await.unwrap().unwrap();
+    let (renewed, _) = s
+        .renew(&t, &LeasePath::file(&p), "t", Some(ttl), ttl)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(renewed.fence, 3);
     assert!(matches!(
-        s.claim(&t, &p, "t", ttl, None, true).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "t", ttl, None, true, None)
+            .await
+            .unwrap(),
         ClaimOutcome::Reentrant(_)
     ));
     assert_eq!(
-        s.release(&t, &p, "t", false).await.unwrap(),
+        s.release(&t, &LeasePath::file(&p), "t", false)
+            .await
+            .unwrap(),
         Ok(("t".to_owned(), 3))
     );
     assert!(matches!(
-        s.claim(&t, &p, "t", ttl, None, false).await.unwrap(),
+        s.claim(&t, &LeasePath::file(&p), "t", ttl, None, false, None)
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
 }
@@ -837,4 +976,342 @@ async fn mcp_sessions_and_subscriptions(f: &HotFixture) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(s.load_session("s3", ttl).await.unwrap(), None);
+}
+
+fn waiter(ticket: &str) -> Waiter<'_> {
+    Waiter {
+        ticket,
+        arrival: None,
+        liveness: Duration::from_secs(10),
+    }
+}
+
+fn dir(p: &str) -> LeasePath {
+    LeasePath::parse(p, true).unwrap()
+}
+
+fn file(p: &str) -> LeasePath {
+    LeasePath::parse(p, false).unwrap()
+}
+
+/// The place a refused claim answered (panics on anything else).
+fn place(outcome: &ClaimOutcome) -> QueuePlace {
+    match outcome {
+        ClaimOutcome::HeldByOther { queue, .. } | ClaimOutcome::Queued { queue, .. } => *queue,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// Issue #17 item 2: a path's waiters are served first come, first served: only the first
+/// of them may take a free path, a claim without a ticket is refused while they wait, a grant
+/// takes the ticket out, and a release or a leave wakes the task's waiters.
+async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), file("a"));
+    let ttl = Duration::from_secs(30);
+    let mut wakes = s.subscribe_lease_wakes().await.unwrap();
+    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
+        .await
+        .unwrap();
+    // Two waiters join behind the holder, in order.
+    let first = s
+        .claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
+        .await
+        .unwrap();
+    match &first {
+        ClaimOutcome::HeldByOther { owner, path, .. } => {
+            assert_eq!((owner.as_str(), path.as_str()), ("holder", "a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let p1 = place(&first);
+    assert_eq!((p1.position, p1.waiters), (Some(1), 1));
+    assert!(p1.arrival.is_some());
+    let p2 = place(
+        &s.claim(&t, &p, "w2", ttl, None, true, Some(&waiter("k2")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((p2.position, p2.waiters), (Some(2), 2));
+    assert!(p2.arrival > p1.arrival, "{p1:?} {p2:?}");
+    // A check keeps the place; a claim without a ticket sees the queue, has no place.
+    let again = place(
+        &s.claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((again.position, again.arrival), (Some(1), p1.arrival));
+    let bare = place(&s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap());
+    assert_eq!((bare.position, bare.waiters), (None, 2));
+    let (listed, _) = s.leases(&t, 10).await.unwrap();
+    assert_eq!(listed[0].waiters, ["w1", "w2"]);
+    // The release wakes the task's waiters; the path is promised to the first.
+    s.release(&t, &p, "holder", false).await.unwrap().unwrap();
+    let (woken, _) = tokio::time::timeout(Duration::from_secs(5), wakes.next())
+        .await
+        .expect("a wake-up")
+        .expect("subscribed");
+    assert_eq!(woken, t);
+    for (who, ticket) in [("x", None), ("w2", Some("k2"))] {
+        let w = ticket.map(waiter);
+        match s
+            .claim(&t, &p, who, ttl, Some((9, "no")), true, w.as_ref())
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::Queued { next, .. } => assert_eq!(next, "w1", "{who}"),
+            other => panic!("{who}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
+            .await
+            .unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    let granted = s
+        .claim(
+            &t,
+            &p,
+            "w1",
+            ttl,
+            Some((2, "t2")),
+            true,
+            Some(&waiter("k1")),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.fence == 2));
+    // w1 is served and out of the queue: w2 is now first, behind w1's lease.
+    let p2 = place(
+        &s.claim(&t, &p, "w2", ttl, None, true, Some(&waiter("k2")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((p2.position, p2.waiters), (Some(1), 1));
+    // w2 gives up: the queue is empty, and a plain claim works once the path is free.
+    assert_eq!(s.leave_queue(&t, &p, "k2").await.unwrap(), None);
+    s.release(&t, &p, "w1", false).await.unwrap().unwrap();
+    assert!(matches!(
+        s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
+}
+
+/// A waiter whose gateway stops checking in (it died) leaves the queue after its liveness,
+/// and the next one is served.
+async fn a_waiter_that_stops_checking_in_drops_out(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), file("a"));
+    let ttl = Duration::from_secs(30);
+    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
+        .await
+        .unwrap();
+    let short = Waiter {
+        liveness: Duration::from_millis(300),
+        ..waiter("dead")
+    };
+    s.claim(&t, &p, "ghost", ttl, None, true, Some(&short))
+        .await
+        .unwrap();
+    let alive = place(
+        &s.claim(&t, &p, "w", ttl, None, true, Some(&waiter("live")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(alive.position, Some(2));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.release(&t, &p, "holder", false).await.unwrap().unwrap();
+    assert!(matches!(
+        s.claim(&t, &p, "w", ttl, None, true, Some(&waiter("live")))
+            .await
+            .unwrap(),
+        ClaimOutcome::NeedFence
+    ));
+    s.claim(
+        &t,
+        &p,
+        "w",
+        ttl,
+        Some((2, "w")),
+        true,
+        Some(&waiter("live")),
+    )
+    .await
+    .unwrap();
+    s.claim(&t, &p, "late", ttl, None, true, Some(&waiter("late")))
+        .await
+        .unwrap();
+    // A waiter that checks in again after its liveness lapsed rejoins at its arrival.
+    let mut lost = short;
+    lost.arrival = Some(1);
+    lost.liveness = Duration::from_secs(10);
+    let back = place(
+        &s.claim(&t, &p, "ghost", ttl, None, true, Some(&lost))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        back.position,
+        Some(1),
+        "its arrival is older than every other"
+    );
+}
+
+/// A lease granted to a waiter whose answer never reached it (the request was dropped
+/// meanwhile) is released when its ticket leaves.
+async fn a_grant_whose_waiter_left_is_released(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), file("a"));
+    let ttl = Duration::from_secs(30);
+    let granted = s
+        .claim(&t, &p, "w", ttl, Some((4, "t4")), true, Some(&waiter("k")))
+        .await
+        .unwrap();
+    assert!(matches!(granted, ClaimOutcome::Granted(_)));
+    assert_eq!(
+        s.leave_queue(&t, &p, "k").await.unwrap(),
+        Some(("w".to_owned(), 4))
+    );
+    assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
+    // A lease granted to another ticket (or to none) stays.
+    s.claim(&t, &p, "w", ttl, Some((5, "t5")), true, None)
+        .await
+        .unwrap();
+    assert_eq!(s.leave_queue(&t, &p, "k").await.unwrap(), None);
+    assert_eq!(s.leases(&t, 10).await.unwrap().0.len(), 1);
+}
+
+/// Issue #17 item 2: a directory lease conflicts with other owners' leases beneath it and
+/// above it, governs writes beneath it, and is listed with its trailing `/`.
+async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
+    let s = &f.store;
+    let t = task("t");
+    let ttl = Duration::from_secs(30);
+    let granted = s
+        .claim(&t, &dir("src"), "a1", ttl, Some((1, "d")), true, None)
+        .await
+        .unwrap();
+    assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.path == "src/"));
+    // Beneath it: another owner is refused, naming the directory lease; the owner is not.
+    for (p, who) in [(file("src/api/a.py"), "a2"), (dir("src/api"), "a2")] {
+        match s
+            .claim(&t, &p, who, ttl, Some((2, "x")), true, None)
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::HeldByOther { owner, path, .. } => {
+                assert_eq!((owner.as_str(), path.as_str()), ("a1", "src/"), "{p}");
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.claim(
+            &t,
+            &file("src/a.py"),
+            "a1",
+            ttl,
+            Some((3, "own")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
+    // Writes beneath it: another writer meets the directory lease; the owner writes under
+    // its nearest own lease.
+    let refused = s
+        .lease_for_write(&t, &path("src/b/c.py"), "a2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (refused.owner.as_str(), refused.path.as_str(), refused.fence),
+        ("a1", "src/", 1)
+    );
+    let own = s
+        .lease_for_write(&t, &path("src/b/c.py"), "a1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((own.path.as_str(), own.fence), ("src/", 1));
+    let own_file = s
+        .lease_for_write(&t, &path("src/a.py"), "a1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((own_file.path.as_str(), own_file.fence), ("src/a.py", 3));
+    assert!(
+        s.lease_for_write(&t, &path("srcx/a.py"), "a2")
+            .await
+            .unwrap()
+            .is_none(),
+        "a sibling with the same prefix is not beneath src/"
+    );
+    // Above it: a file lease beneath blocks the directory, and the root-most directory too.
+    s.claim(
+        &t,
+        &file("lib/x/y.py"),
+        "a2",
+        ttl,
+        Some((4, "y")),
+        true,
+        None,
+    )
+    .await
+    .unwrap();
+    for d in ["lib", "lib/x"] {
+        match s
+            .claim(&t, &dir(d), "a1", ttl, Some((5, "z")), true, None)
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::HeldByOther { owner, path, .. } => {
+                assert_eq!((owner.as_str(), path.as_str()), ("a2", "lib/x/y.py"), "{d}");
+            }
+            other => panic!("{d}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.claim(&t, &dir("li"), "a1", ttl, Some((6, "li")), true, None)
+            .await
+            .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
+    let (leases, _) = s.leases(&t, 10).await.unwrap();
+    let mut paths: Vec<&str> = leases.iter().map(|l| l.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["li/", "lib/x/y.py", "src/", "src/a.py"]);
+    // Released, it no longer covers anything; renew works on the directory's path.
+    s.renew(&t, &dir("src"), "a1", Some(ttl), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    s.release(&t, &dir("src"), "a1", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        s.lease_for_write(&t, &path("src/b/c.py"), "a2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.claim(
+            &t,
+            &file("src/b/c.py"),
+            "a2",
+            ttl,
+            Some((7, "c")),
+            true,
+            None
+        )
+        .await
+        .unwrap(),
+        ClaimOutcome::Granted(_)
+    ));
 }

@@ -26,11 +26,11 @@ mod tests;
 
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
-use crate::path::FilePath;
+use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
     CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, HotSync, Lease, McpSession,
     McpSessions, OutboxDepth, OutboxEntry, Presence, Refreshed, SubScope, Subscriber, TaskRefresh,
-    UpdatesPing, UpdatesSource,
+    UpdatesPing, UpdatesSource, Waiter,
 };
 use crate::store::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -238,19 +238,38 @@ impl HotOps for MemoryStore {
     async fn claim(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
         reentrant: bool,
+        waiter: Option<&Waiter<'_>>,
     ) -> Result<ClaimOutcome> {
-        Ok(self.with(|s, now| s.claim(task, path, owner, ttl, fence, reentrant, now)))
+        Ok(self.with(|s, now| s.claim(task, path, owner, ttl, fence, reentrant, waiter, now)))
+    }
+
+    async fn leave_queue(
+        &self,
+        task: &TaskId,
+        path: &LeasePath,
+        ticket: &str,
+    ) -> Result<Option<(String, i64)>> {
+        Ok(self.with(|s, now| s.leave_queue(task, path, ticket, now)))
+    }
+
+    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn UpdatesSource>> {
+        let rx = self.with(|s, _| s.lease_wakes_receiver());
+        Ok(Box::new(Updates {
+            rx,
+            store: Arc::downgrade(&self.inner),
+            lost: false,
+        }))
     }
 
     async fn renew(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Option<Duration>,
         fallback: Duration,
@@ -263,7 +282,7 @@ impl HotOps for MemoryStore {
     async fn release(
         &self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         force: bool,
     ) -> Result<std::result::Result<(String, i64), Option<String>>> {

@@ -9,10 +9,10 @@ use super::ttl::{TtlMap, deadline};
 use super::{ENTRY_OVERHEAD, STRING_OVERHEAD};
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
-use crate::path::FilePath;
+use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, Lease, Presence, Refreshed, SubScope,
-    Subscriber, TaskRefresh, cached_task_json, cached_task_seq, ms_to_time,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, Lease, Presence, QueuePlace, Refreshed,
+    SubScope, Subscriber, TaskRefresh, Waiter, cached_task_json, cached_task_seq, ms_to_time,
 };
 use crate::store::keys::{
     Keys, parse_subscription_entry, session_entry, split_session_entry, subscription_entry,
@@ -29,6 +29,10 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Bound of the broadcast channel's capacity (its ring is allocated up front).
 const MAX_UPDATES_CAPACITY: usize = 1 << 20;
+
+/// Wake-ups a lease waiters' subscriber may fall behind by (it then resubscribes and wakes
+/// every waiter, which check again).
+const LEASE_WAKES_CAPACITY: usize = 1024;
 
 /// The time of one call: monotonic for TTLs and idle times, wall-clock milliseconds for stream
 /// ids, lease expiries and presence.
@@ -65,6 +69,17 @@ struct LeaseRec {
     expires_at: i64,
     /// The lease's length (of its last grant or renewal): what a renewal without one keeps.
     ttl_ms: u64,
+    /// The waiter ticket it was granted to ('' for a claim that did not wait).
+    ticket: String,
+}
+
+/// A path's wait queue.
+#[derive(Default)]
+struct Queue {
+    /// The task's waiter key prefix (`lockw:{task}:`): + ticket = the ticket's liveness key.
+    waiter_prefix: String,
+    /// (arrival µs, ticket), in arrival order.
+    tickets: Vec<(i64, String)>,
 }
 
 #[derive(Default)]
@@ -86,8 +101,14 @@ pub(super) struct State {
     keys: Keys,
     /// Hot file copies, by `file:{task}:path`.
     files: TtlMap<FileCopy>,
-    /// Leases, by `lock:{task}:path`.
+    /// Leases, by `lock:{task}:path` (a directory's path ends in `/`).
     leases: TtlMap<LeaseRec>,
+    /// Wait queues, by `lockq:{task}:path`.
+    queues: HashMap<String, Queue>,
+    /// Waiters' liveness, by `lockw:{task}:ticket`: the waiting agent.
+    waiters: TtlMap<String>,
+    /// Where lease wake-ups are published.
+    lease_wakes: broadcast::Sender<(TaskId, String)>,
     /// Cached task rows (JSON), by `task:id`.
     tasks: TtlMap<String>,
     /// Rate windows' counters, by `rate:{subject}`.
@@ -138,10 +159,14 @@ fn string_bytes(s: &str) -> usize {
 impl State {
     pub(super) fn new(updates_capacity: usize) -> State {
         let (updates, _) = broadcast::channel(updates_capacity.clamp(1, MAX_UPDATES_CAPACITY));
+        let (lease_wakes, _) = broadcast::channel(LEASE_WAKES_CAPACITY);
         State {
             keys: Keys::default(),
             files: TtlMap::default(),
             leases: TtlMap::default(),
+            queues: HashMap::new(),
+            waiters: TtlMap::default(),
+            lease_wakes,
             tasks: TtlMap::default(),
             rates: TtlMap::default(),
             sessions: TtlMap::default(),
@@ -163,6 +188,10 @@ impl State {
         self.updates.subscribe()
     }
 
+    pub(super) fn lease_wakes_receiver(&self) -> broadcast::Receiver<(TaskId, String)> {
+        self.lease_wakes.subscribe()
+    }
+
     // ----- housekeeping -----
 
     /// Sweeps when the last sweep is at least [`SWEEP_EVERY`] old.
@@ -178,7 +207,16 @@ impl State {
     /// Drops every expired entry; answers how many.
     pub(super) fn sweep(&mut self, now: Instant) -> usize {
         self.last_sweep = Some(now);
-        self.files.sweep(now)
+        let waiters = self.waiters.sweep(now);
+        let live = &self.waiters;
+        self.queues.retain(|_, q| {
+            let prefix = &q.waiter_prefix;
+            q.tickets
+                .retain(|(_, t)| live.peek(&format!("{prefix}{t}"), now).is_some());
+            !q.tickets.is_empty()
+        });
+        waiters
+            + self.files.sweep(now)
             + self.leases.sweep(now)
             + self.tasks.sweep(now)
             + self.rates.sweep(now)
@@ -191,6 +229,7 @@ impl State {
     pub(super) fn expiring_entries(&self) -> usize {
         self.files.len()
             + self.leases.len()
+            + self.waiters.len()
             + self.tasks.len()
             + self.rates.len()
             + self.sessions.len()
@@ -494,7 +533,8 @@ impl State {
         })
     }
 
-    /// `writer_check.lua`.
+    /// `writer_check.lua`: another owner's lease on the file or a directory above it (the
+    /// write is refused); else the writer's own, the file's or the nearest directory's.
     pub(super) fn lease_for_write(
         &mut self,
         task: &TaskId,
@@ -502,20 +542,49 @@ impl State {
         writer: &str,
         now: &Now,
     ) -> Option<Lease> {
-        let lease = self
-            .leases
-            .get(&self.keys.lock(task, path), now.at)
-            .map(|l| Lease {
+        let file = LeasePath::file(path);
+        let mut candidates = vec![file.as_str().to_owned()];
+        candidates.extend(file.ancestors().rev().map(str::to_owned));
+        let mut own = None;
+        for p in candidates {
+            let key = format!("{}{p}", self.keys.lock_prefix(task));
+            let Some(l) = self.leases.get(&key, now.at) else {
+                continue;
+            };
+            let lease = Lease {
+                path: p,
                 owner: l.owner.clone(),
                 fence: l.fence,
                 // The script reads no token.
                 token: String::new(),
                 expires_at: ms_to_time(l.expires_at),
-            });
-        if lease.as_ref().is_none_or(|l| l.owner == writer) {
-            self.files.remove(&self.keys.file(task, path), now.at);
+            };
+            if lease.owner != writer {
+                return Some(lease);
+            }
+            own.get_or_insert(lease);
         }
-        lease
+        self.files.remove(&self.keys.file(task, path), now.at);
+        own
+    }
+
+    /// The first live lease among `keys` held by someone other than `me` (or by `me` when it
+    /// may not re-enter): (owner, expires_at ms, key).
+    fn conflict_among<'k>(
+        &mut self,
+        keys: impl Iterator<Item = &'k str>,
+        me: &str,
+        reentrant: bool,
+        now: &Now,
+    ) -> Option<(String, i64, String)> {
+        for key in keys {
+            if let Some(l) = self.leases.get(key, now.at)
+                && (l.owner != me || !reentrant)
+            {
+                return Some((l.owner.clone(), l.expires_at, key.to_owned()));
+            }
+        }
+        None
     }
 
     /// `claim.lua`.
@@ -523,36 +592,129 @@ impl State {
     pub(super) fn claim(
         &mut self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Duration,
         fence: Option<(i64, &str)>,
         reentrant: bool,
+        waiter: Option<&Waiter<'_>>,
         now: &Now,
     ) -> ClaimOutcome {
-        let key = self.keys.lock(task, path);
+        let key = self.keys.lease(task, path);
+        let queue_key = self.keys.lease_queue(task, path);
+        let lock_prefix = self.keys.lock_prefix(task);
         let ttl_ms = ttl.as_millis() as u64;
         let exp = now
             .ms
             .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
         let until = deadline(now.at, Duration::from_millis(ttl_ms));
+        let ticket = waiter.map(|w| w.ticket);
+        // The path itself.
+        let mut conflict = None;
         if let Some(l) = self.leases.get_mut(&key, now.at) {
-            if l.owner != owner || !reentrant {
-                return ClaimOutcome::HeldByOther {
-                    owner: l.owner.clone(),
-                    expires_at: ms_to_time(l.expires_at),
+            if l.owner == owner && reentrant {
+                l.expires_at = exp;
+                l.ttl_ms = ttl_ms;
+                let lease = Lease {
+                    path: path.to_string(),
+                    owner: owner.to_owned(),
+                    fence: l.fence,
+                    token: l.token.clone(),
+                    expires_at: ms_to_time(exp),
                 };
+                self.leases.expire(&key, until, now.at);
+                if let Some(t) = ticket {
+                    self.drop_ticket(task, &queue_key, t);
+                }
+                return ClaimOutcome::Reentrant(lease);
             }
-            l.expires_at = exp;
-            l.ttl_ms = ttl_ms;
-            let lease = Lease {
-                owner: owner.to_owned(),
-                fence: l.fence,
-                token: l.token.clone(),
-                expires_at: ms_to_time(exp),
+            conflict = Some((l.owner.clone(), l.expires_at, key.clone()));
+        }
+        // The directories above it.
+        if conflict.is_none() {
+            let above: Vec<String> = path
+                .ancestors()
+                .map(|d| format!("{lock_prefix}{d}"))
+                .collect();
+            conflict = self.conflict_among(above.iter().map(String::as_str), owner, reentrant, now);
+        }
+        // A directory: the task's leases beneath it.
+        if conflict.is_none() && path.is_dir() {
+            let beneath: Vec<String> = self
+                .leases
+                .live_with_prefix(&key, now.at)
+                .map(|(k, _)| k.clone())
+                .filter(|k| *k != key)
+                .collect();
+            conflict =
+                self.conflict_among(beneath.iter().map(String::as_str), owner, reentrant, now);
+        }
+        // A waiter checks in.
+        let mut arrival = None;
+        if let Some(w) = waiter {
+            let wkey = format!("{}{}", self.keys.lease_waiter_prefix(task), w.ticket);
+            self.waiters
+                .insert(&wkey, owner.to_owned(), deadline(now.at, w.liveness));
+            let queue = self.queues.entry(queue_key.clone()).or_default();
+            queue.waiter_prefix = self.keys.lease_waiter_prefix(task);
+            let queue = &mut queue.tickets;
+            let at = match queue.iter().find(|(_, t)| t == w.ticket) {
+                Some((a, _)) => *a,
+                None => {
+                    let a = w.arrival.unwrap_or_else(|| {
+                        let us = now.ms.saturating_mul(1000);
+                        queue.last().map_or(us, |(last, _)| us.max(last + 1))
+                    });
+                    let at = queue.partition_point(|(b, _)| *b <= a);
+                    queue.insert(at, (a, w.ticket.to_owned()));
+                    a
+                }
             };
-            self.leases.expire(&key, until, now.at);
-            return ClaimOutcome::Reentrant(lease);
+            arrival = Some(at);
+        }
+        // The live waiters, in order.
+        let waiter_prefix = self.keys.lease_waiter_prefix(task);
+        let mut live: Vec<(String, String)> = Vec::new();
+        if let Some(queue) = self.queues.get_mut(&queue_key) {
+            let waiters = &mut self.waiters;
+            queue.tickets.retain(|(_, t)| {
+                match waiters.get(&format!("{waiter_prefix}{t}"), now.at) {
+                    Some(who) => {
+                        live.push((t.clone(), who.clone()));
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if queue.tickets.is_empty() {
+                self.queues.remove(&queue_key);
+            }
+        }
+        let place = QueuePlace {
+            position: ticket
+                .and_then(|t| live.iter().position(|(lt, _)| lt == t))
+                .map(|p| p as u64 + 1),
+            waiters: live.len() as u64,
+            arrival,
+        };
+        if let Some((holder, expires, ckey)) = conflict {
+            return ClaimOutcome::HeldByOther {
+                owner: holder,
+                expires_at: ms_to_time(expires),
+                path: ckey
+                    .strip_prefix(lock_prefix.as_str())
+                    .unwrap_or(path.as_str())
+                    .to_owned(),
+                queue: place,
+            };
+        }
+        if let Some((first, who)) = live.first()
+            && Some(first.as_str()) != ticket
+        {
+            return ClaimOutcome::Queued {
+                next: who.clone(),
+                queue: place,
+            };
         }
         let Some((fence, token)) = fence else {
             return ClaimOutcome::NeedFence;
@@ -566,10 +728,15 @@ impl State {
                 acquired_at: now.ms,
                 expires_at: exp,
                 ttl_ms,
+                ticket: ticket.unwrap_or_default().to_owned(),
             },
             until,
         );
+        if let Some(t) = ticket {
+            self.drop_ticket(task, &queue_key, t);
+        }
         ClaimOutcome::Granted(Lease {
+            path: path.to_string(),
             owner: owner.to_owned(),
             fence,
             token: token.to_owned(),
@@ -577,16 +744,55 @@ impl State {
         })
     }
 
+    /// Takes a ticket out of its queue and drops its liveness.
+    fn drop_ticket(&mut self, task: &TaskId, queue_key: &str, ticket: &str) {
+        if let Some(queue) = self.queues.get_mut(queue_key) {
+            queue.tickets.retain(|(_, t)| t != ticket);
+            if queue.tickets.is_empty() {
+                self.queues.remove(queue_key);
+            }
+        }
+        let wkey = format!("{}{ticket}", self.keys.lease_waiter_prefix(task));
+        self.waiters.remove(&wkey, Instant::now());
+    }
+
+    /// `leave_queue.lua`.
+    pub(super) fn leave_queue(
+        &mut self,
+        task: &TaskId,
+        path: &LeasePath,
+        ticket: &str,
+        now: &Now,
+    ) -> Option<(String, i64)> {
+        let key = self.keys.lease(task, path);
+        self.drop_ticket(task, &self.keys.lease_queue(task, path), ticket);
+        let granted_to_it = self
+            .leases
+            .get(&key, now.at)
+            .is_some_and(|l| l.ticket == ticket);
+        let released = if granted_to_it {
+            self.leases.remove(&key, now.at).map(|l| (l.owner, l.fence))
+        } else {
+            None
+        };
+        self.wake(task, &key);
+        released
+    }
+
+    fn wake(&self, task: &TaskId, key: &str) {
+        let _ = self.lease_wakes.send((task.clone(), key.to_owned()));
+    }
+
     /// `renew.lua`: for `ttl`, or the lease's own length when `None`.
     pub(super) fn renew(
         &mut self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         ttl: Option<Duration>,
         now: &Now,
     ) -> std::result::Result<(Lease, Duration), Option<String>> {
-        let key = self.keys.lock(task, path);
+        let key = self.keys.lease(task, path);
         let (lease, ttl_ms) = match self.leases.get_mut(&key, now.at) {
             None => return Err(None),
             Some(l) if l.owner != owner => {
@@ -600,6 +806,7 @@ impl State {
                 l.expires_at = exp;
                 l.ttl_ms = ttl_ms;
                 let lease = Lease {
+                    path: path.to_string(),
                     owner: owner.to_owned(),
                     fence: l.fence,
                     token: l.token.clone(),
@@ -620,12 +827,12 @@ impl State {
     pub(super) fn release(
         &mut self,
         task: &TaskId,
-        path: &FilePath,
+        path: &LeasePath,
         owner: &str,
         force: bool,
         now: &Now,
     ) -> std::result::Result<(String, i64), Option<String>> {
-        let key = self.keys.lock(task, path);
+        let key = self.keys.lease(task, path);
         match self.leases.get(&key, now.at) {
             None => return Err(None),
             Some(l) if l.owner != owner && !force => {
@@ -634,25 +841,49 @@ impl State {
             Some(_) => {}
         }
         match self.leases.remove(&key, now.at) {
-            Some(l) => Ok((l.owner, l.fence)),
+            Some(l) => {
+                self.wake(task, &key);
+                Ok((l.owner, l.fence))
+            }
             None => Err(None),
         }
     }
 
     /// `list_leases.lua`: the task's live leases, soonest expiry first, at most `limit`, and
-    /// whether there are more. (Walks this process's leases; Redis reads a per-task index.)
+    /// whether there are more, each with its live waiters. (Walks this process's leases;
+    /// Redis reads a per-task index.)
     pub(super) fn leases(&self, task: &TaskId, limit: usize, now: &Now) -> (Vec<HeldLease>, bool) {
         let prefix = self.keys.lock_prefix(task);
+        let queue_prefix = self.keys.lease_queue_prefix(task);
+        let waiter_prefix = self.keys.lease_waiter_prefix(task);
         let mut all: Vec<HeldLease> = self
             .leases
             .live_with_prefix(&prefix, now.at)
-            .map(|(key, l)| HeldLease {
-                path: key[prefix.len()..].to_owned(),
-                owner: l.owner.clone(),
-                fence: l.fence,
-                acquired_at: ms_to_time(l.acquired_at),
-                expires_at: ms_to_time(l.expires_at),
-                ttl_ms: (l.expires_at - now.ms).max(0),
+            .map(|(key, l)| {
+                let path = &key[prefix.len()..];
+                let waiters = self
+                    .queues
+                    .get(&format!("{queue_prefix}{path}"))
+                    .map(|q| {
+                        q.tickets
+                            .iter()
+                            .filter_map(|(_, t)| {
+                                self.waiters
+                                    .peek(&format!("{waiter_prefix}{t}"), now.at)
+                                    .cloned()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                HeldLease {
+                    path: path.to_owned(),
+                    owner: l.owner.clone(),
+                    fence: l.fence,
+                    acquired_at: ms_to_time(l.acquired_at),
+                    expires_at: ms_to_time(l.expires_at),
+                    ttl_ms: (l.expires_at - now.ms).max(0),
+                    waiters,
+                }
             })
             .collect();
         all.sort_by(|a, b| (a.expires_at, &a.path).cmp(&(b.expires_at, &b.path)));

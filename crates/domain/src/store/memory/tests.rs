@@ -161,20 +161,49 @@ fn leases_live_for_their_ttl() {
     let (t, p) = (task("t1"), path("a.txt"));
     let ttl = Duration::from_millis(60);
     let t0 = Now::get();
-    let granted = s.claim(&t, &p, "a1", ttl, Some((1, "tok")), true, &t0);
+    let granted = s.claim(
+        &t,
+        &LeasePath::file(&p),
+        "a1",
+        ttl,
+        Some((1, "tok")),
+        true,
+        None,
+        &t0,
+    );
     assert!(
         matches!(granted, ClaimOutcome::Granted(ref l) if l.expires_at == ms_to_time(t0.ms + 60))
     );
-    let held = s.claim(&t, &p, "a2", ttl, Some((2, "x")), true, &after_ms(&t0, 59));
+    let held = s.claim(
+        &t,
+        &LeasePath::file(&p),
+        "a2",
+        ttl,
+        Some((2, "x")),
+        true,
+        None,
+        &after_ms(&t0, 59),
+    );
     assert!(matches!(held, ClaimOutcome::HeldByOther { ref owner, .. } if owner == "a1"));
     // Renewed at 40 ms: lives until 100.
-    let (renewed, length) = s.renew(&t, &p, "a1", None, &after_ms(&t0, 40)).unwrap();
+    let (renewed, length) = s
+        .renew(&t, &LeasePath::file(&p), "a1", None, &after_ms(&t0, 40))
+        .unwrap();
     assert_eq!(
         (renewed.fence, renewed.token.as_str(), length),
         (1, "tok", ttl)
     );
     // Claimed again at 80 ms: re-entrant, same fence and token, lives until 140.
-    let again = s.claim(&t, &p, "a1", ttl, None, true, &after_ms(&t0, 80));
+    let again = s.claim(
+        &t,
+        &LeasePath::file(&p),
+        "a1",
+        ttl,
+        None,
+        true,
+        None,
+        &after_ms(&t0, 80),
+    );
     assert!(matches!(again, ClaimOutcome::Reentrant(ref l) if l.fence == 1 && l.token == "tok"));
     let live = s
         .lease_for_write(&t, &p, "a1", &after_ms(&t0, 139))
@@ -185,15 +214,42 @@ fn leases_live_for_their_ttl() {
     );
     assert_eq!(s.lease_for_write(&t, &p, "a1", &after_ms(&t0, 140)), None);
     let late = after_ms(&t0, 140);
-    assert_eq!(s.renew(&t, &p, "a1", Some(ttl), &late), Err(None));
-    assert_eq!(s.release(&t, &p, "a1", true, &late), Err(None));
-    let again = s.claim(&t, &p, "a2", ttl, Some((2, "x")), true, &late);
+    assert_eq!(
+        s.renew(&t, &LeasePath::file(&p), "a1", Some(ttl), &late),
+        Err(None)
+    );
+    assert_eq!(
+        s.release(&t, &LeasePath::file(&p), "a1", true, &late),
+        Err(None)
+    );
+    let again = s.claim(
+        &t,
+        &LeasePath::file(&p),
+        "a2",
+        ttl,
+        Some((2, "x")),
+        true,
+        None,
+        &late,
+    );
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
     // A zero TTL grants a lease that is gone at once, as PEXPIRE 0 deletes the key.
     let q = path("b.txt");
-    let zero = s.claim(&t, &q, "a1", Duration::ZERO, Some((3, "z")), true, &late);
+    let zero = s.claim(
+        &t,
+        &LeasePath::file(&q),
+        "a1",
+        Duration::ZERO,
+        Some((3, "z")),
+        true,
+        None,
+        &late,
+    );
     assert!(matches!(zero, ClaimOutcome::Granted(_)));
-    assert_eq!(s.release(&t, &q, "a1", false, &late), Err(None));
+    assert_eq!(
+        s.release(&t, &LeasePath::file(&q), "a1", false, &late),
+        Err(None)
+    );
 }
 
 #[tokio::test]
@@ -202,18 +258,37 @@ async fn leases_expire_on_the_clock() {
     let (t, p) = (task("t1"), path("a.txt"));
     let ttl = Duration::from_millis(50);
     let granted = store
-        .claim(&t, &p, "a1", ttl, Some((1, "tok")), true)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "a1",
+            ttl,
+            Some((1, "tok")),
+            true,
+            None,
+        )
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(_)));
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert_eq!(
-        store.renew(&t, &p, "a1", Some(ttl), ttl).await.unwrap(),
+        store
+            .renew(&t, &LeasePath::file(&p), "a1", Some(ttl), ttl)
+            .await
+            .unwrap(),
         Err(None)
     );
     assert!(store.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     let again = store
-        .claim(&t, &p, "a2", ttl, Some((2, "x")), true)
+        .claim(
+            &t,
+            &LeasePath::file(&p),
+            "a2",
+            ttl,
+            Some((2, "x")),
+            true,
+            None,
+        )
         .await
         .unwrap();
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
@@ -309,11 +384,12 @@ fn sweeping_removes_expired_entries() {
     let now = Now::get();
     s.claim(
         &t,
-        &p,
+        &LeasePath::file(&p),
         "a1",
         Duration::from_millis(50),
         Some((1, "x")),
         true,
+        None,
         &now,
     );
     s.cache_file(&t, &p, &file(1, 1), &now);
@@ -358,11 +434,12 @@ fn calls_sweep_at_most_once_a_second() {
     store.with(|s, now| {
         s.claim(
             &t,
-            &p,
+            &LeasePath::file(&p),
             "a1",
             Duration::from_millis(50),
             Some((1, "x")),
             true,
+            None,
             now,
         );
         s.rate_hit("a1", Duration::from_millis(50), now);

@@ -45,6 +45,14 @@ impl<V> TtlMap<V> {
         self.map.get(key).map(|s| &s.value)
     }
 
+    /// A live entry, without removing an expired one (for `&self` readers).
+    pub(super) fn peek(&self, key: &str, now: Instant) -> Option<&V> {
+        self.map
+            .get(key)
+            .filter(|s| !expired(s.deadline, now))
+            .map(|s| &s.value)
+    }
+
     pub(super) fn get_mut(&mut self, key: &str, now: Instant) -> Option<&mut V> {
         self.purge(key, now);
         self.map.get_mut(key).map(|s| &mut s.value)
