@@ -83,6 +83,8 @@ async fn main() {
         exe.parent().unwrap().parent().unwrap().join("mcpctl")
     });
     assert!(bin.is_file(), "no mcpctl at {} (--bin)", bin.display());
+    // The hooks run in the repository's directory.
+    let bin = bin.canonicalize().unwrap();
     let gw = TestGateway::spawn().await;
     let tmp = TestDir::new();
     let base_dir = tmp.path.canonicalize().unwrap();
