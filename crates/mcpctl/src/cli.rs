@@ -31,14 +31,10 @@ pub struct Cli {
 /// Options of every command.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Base URL of the gateway.
-    #[arg(
-        long,
-        global = true,
-        env = "MCP_GATEWAY_URL",
-        default_value = "http://127.0.0.1:8001"
-    )]
-    pub url: String,
+    /// Base URL of the gateway (default http://127.0.0.1:8001; for `hook`, `guard` and
+    /// `init`, the `url` of the repository's `.mcp-gateway.toml` before that).
+    #[arg(long, global = true, env = "MCP_GATEWAY_URL")]
+    pub url: Option<String>,
     /// Bearer token (the gateway's JWT when authentication is on).
     #[arg(long, global = true, env = "MCP_GATEWAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -190,6 +186,18 @@ pub enum Command {
         #[arg(long, short = 'n')]
         limit: Option<i64>,
     },
+    /// Answer one hook event of a coding agent (stdin → stdout), e.g. `mcpctl hook claude`.
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Refuse a commit whose staged files another agent leases (the pre-commit hook that
+    /// `mcpctl init git` installs): exit 4 naming the files and holders, 0 otherwise.
+    Guard {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Install the hooks into a repository (idempotent; merges with what is there).
+    #[command(subcommand)]
+    Init(InitCommand),
     /// Copy a task's files into a directory; with `--follow`, keep it in sync.
     ///
     /// Local edits are kept: a file changed in the directory since checkout wrote it (or
@@ -401,4 +409,72 @@ pub enum LogsCommand {
 fn parse_importance(s: &str) -> Result<mcp_api::requests::Importance, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map_err(|_| format!("'{s}' is not one of low, normal, high, urgent"))
+}
+
+/// The settings of the coding-agent commands (`hook`, `guard`, `init`) beside the global
+/// ones; each overrides the repository's `.mcp-gateway.toml` (docs/CODING_AGENTS.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentArgs {
+    /// The task the repository maps to: `repo` (one task for every clone and worktree, the
+    /// default), `branch` (`<repo>:<branch>`), or a task id.
+    #[arg(long, env = "MCP_HOOK_TASK")]
+    pub task: Option<String>,
+    /// Lease length, seconds (1-3600, default 300); each edit renews it.
+    #[arg(long, env = "MCP_HOOK_LEASE_SEC")]
+    pub lease_sec: Option<i64>,
+    /// Publish each edited file's new content to the gateway (`true`/`false`, default false).
+    #[arg(long, env = "MCP_HOOK_PUBLISH", value_parser = clap::builder::BoolishValueParser::new())]
+    pub publish: Option<bool>,
+    /// When the gateway cannot answer in time: `allow` the edit with a warning (default) or
+    /// `deny` it.
+    #[arg(long, env = "MCP_HOOK_ON_UNREACHABLE", value_enum)]
+    pub on_unreachable: Option<crate::coding::config::Policy>,
+    /// Upper bound of the whole answer, seconds (default 5).
+    #[arg(long, env = "MCP_HOOK_TIMEOUT")]
+    pub hook_timeout: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// A Claude Code hook event on stdin, Claude Code's answer on stdout: PreToolUse of
+    /// Edit/Write/MultiEdit/NotebookEdit claims the file (denied, naming the holder, when
+    /// another agent holds it), PostToolUse logs a step (and publishes with `--publish`),
+    /// SessionStart joins the task, Stop and SessionEnd release the session's leases.
+    Claude {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InitCommand {
+    /// Write the hooks into `.claude/settings.json`, the gateway into `.mcp.json`, and
+    /// `.mcp-gateway.toml` when absent, at the repository's root.
+    Claude {
+        /// A directory in the repository (default: the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How the hooks start mcpctl (a name on PATH, or a path).
+        #[arg(long, default_value = "mcpctl")]
+        command: String,
+        /// Seconds Claude Code waits for a hook before going on without it.
+        #[arg(long, default_value_t = 10)]
+        claude_timeout: u64,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Install `mcpctl guard` as the pre-commit hook, in the hooks directory every worktree
+    /// of the repository shares.
+    Git {
+        /// A directory in the repository (default: the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How the hook starts mcpctl (a name on PATH, or a path).
+        #[arg(long, default_value = "mcpctl")]
+        command: String,
+        /// Replace a pre-commit hook that is not mcpctl's (it is kept as pre-commit.orig
+        /// and run first).
+        #[arg(long)]
+        force: bool,
+    },
 }

@@ -10,6 +10,8 @@
 //! * `lists.rs` — `task list`, `agents`, `audit`: tables over the gateway's list routes.
 //! * `demo.rs` — `mcpctl demo`: a Coder and a QA agent at work, to watch in the console.
 //! * `messages.rs` — `send` and `inbox` (with `--wait`, a long poll): messages between agents.
+//! * `coding/` — `hook claude`, `guard`, `init claude|git`: leases enforced inside Claude
+//!   Code and at `git commit` for agents editing local checkouts (docs/CODING_AGENTS.md).
 //!
 //! Unknown tasks, one rule: a task exists when it has a task row, a file or a log step
 //! ([`task_exists`]). Commands that read a snapshot (`checkout`, `logs tail`, `task show`)
@@ -23,6 +25,7 @@
 
 pub mod checkout;
 pub mod cli;
+pub mod coding;
 pub mod commands;
 pub mod demo;
 pub mod lists;
@@ -145,7 +148,12 @@ impl Out {
 /// Builds the client from the global options.
 pub fn client(g: &cli::Global) -> Result<GatewayClient, ClientError> {
     let timeout = g.timeout.as_deref().unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-    let mut config = ClientConfig::new(g.url.clone())
+    let url = g
+        .url
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| mcp_agent_client::config::DEFAULT_GATEWAY_URL.to_owned());
+    let mut config = ClientConfig::new(url)
         .with_timeout(parse_seconds("--timeout", timeout)?)
         .with_retry(RetryPolicy::attempts(g.retries));
     config.token = g.token.clone().filter(|t| !t.is_empty());
@@ -199,6 +207,40 @@ pub async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Completions { shell } => return print_completions(*shell),
         Command::Man => return print_man(),
+        // The coding-agent commands build their own client (see `coding`).
+        Command::Hook(cli::HookCommand::Claude { agent }) => {
+            return coding::claude::run(&cli.global, agent).await;
+        }
+        Command::Guard { agent } => return coding::guard::run(&cli.global, agent).await,
+        Command::Init(init) => {
+            let result = match init {
+                cli::InitCommand::Claude {
+                    dir,
+                    command,
+                    claude_timeout,
+                    agent,
+                } => coding::init::init_claude(
+                    &cli.global,
+                    agent,
+                    dir.as_deref(),
+                    command,
+                    *claude_timeout,
+                    out,
+                ),
+                cli::InitCommand::Git {
+                    dir,
+                    command,
+                    force,
+                } => coding::init::init_git(dir.as_deref(), command, *force, out),
+            };
+            return match result {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    report(&e, out);
+                    ExitCode::from(exit_code(&e))
+                }
+            };
+        }
         _ => {}
     }
     let activity = Activity::default();
@@ -270,7 +312,11 @@ async fn dispatch(
     match cmd {
         Command::Health => commands::health(c, out).await,
         // Answered before a client is built (`run`).
-        Command::Completions { .. } | Command::Man => Ok(EXIT_OK),
+        Command::Completions { .. }
+        | Command::Man
+        | Command::Hook(_)
+        | Command::Guard { .. }
+        | Command::Init(_) => Ok(EXIT_OK),
         Command::Task(t) => commands::task(c, t, out).await,
         Command::File(f) => commands::file(c, f, out).await,
         Command::Lock(l) => commands::lock(c, l, out).await,
