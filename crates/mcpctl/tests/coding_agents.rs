@@ -711,3 +711,38 @@ async fn the_git_guard_refuses_commits_of_leased_files() {
         "#!/bin/sh\nexit 0\n"
     );
 }
+
+/// SessionStart returns the agent's unread messages on the task as context, once: they are
+/// acknowledged, so the next session start does not repeat them.
+#[tokio::test]
+async fn a_session_starts_with_its_unread_messages() {
+    use mcp_agent_client::requests::{Recipients, SendMessageRequest};
+    let gw = TestGateway::spawn().await;
+    let repo = Repo::new();
+    let a = Session::new(&gw.base, &repo.a);
+    client(&gw, "qa")
+        .send_message(SendMessageRequest {
+            task_id: "app".into(),
+            to: Recipients::Agents(vec!["claude-app".into()]),
+            subject: "tests fail".into(),
+            body: "test_greet expects 'Hello, Ada!'".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let context = |run: &Run| {
+        run.answer()["hookSpecificOutput"]["additionalContext"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let first = context(&a.hook("SessionStart", json!({"source": "startup"})).await);
+    assert!(
+        first.contains("from qa")
+            && first.contains("\"tests fail\"")
+            && first.contains("expects 'Hello, Ada!'"),
+        "{first}"
+    );
+    let again = context(&a.hook("SessionStart", json!({"source": "resume"})).await);
+    assert!(!again.contains("tests fail"), "shown once: {again}");
+}

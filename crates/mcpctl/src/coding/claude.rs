@@ -23,8 +23,8 @@ use super::repo::Checkout;
 use super::state::{LeaseRecord, SessionLeases};
 use crate::cli::{AgentArgs, Global};
 use mcp_agent_client::requests::{
-    ClaimFileRequest, CollaborationRequest, FileWriteRequest, ListLeasesRequest, LogStepRequest,
-    ReleaseFileRequest,
+    AckMessageRequest, ClaimFileRequest, CollaborationRequest, FileWriteRequest, ListLeasesRequest,
+    LogStepRequest, ReadMessagesRequest, ReleaseFileRequest,
 };
 use mcp_agent_client::{ClientError, ErrorCode, GatewayClient};
 use serde::Deserialize;
@@ -417,9 +417,30 @@ async fn session_start(g: &Global, a: &AgentArgs, event: &HookEvent) -> Option<V
                 ..Default::default()
             })
             .await?;
-        ctx.client
+        let leases = ctx
+            .client
             .list_leases(ListLeasesRequest::new(s.task.clone()))
-            .await
+            .await?;
+        // Unread messages to this agent on the task: shown to the model once, so acknowledged.
+        let inbox = ctx
+            .client
+            .read_messages(ReadMessagesRequest {
+                task_id: Some(s.task.clone()),
+                unread_only: true,
+                limit: Some(SHOWN_MESSAGES),
+                ..Default::default()
+            })
+            .await?;
+        for m in &inbox.messages {
+            ctx.client
+                .ack_message(AckMessageRequest {
+                    message_id: m.id,
+                    task_id: Some(m.task_id.clone()),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Ok((leases, inbox.messages))
     };
     let mut text = format!(
         "mcp-gateway: this session is agent {agent} on task {task} (gateway {url}). Before each Edit, Write, MultiEdit or NotebookEdit of a file in this repository a lease on its path (relative to the repository root) is taken for you for {lease} s, renewed while you keep editing and released when you stop; an edit of a file another agent holds is refused, naming the holder.{publish} When you call the mcp-gateway MCP tools, use task_id {task} and agent_id {agent}.",
@@ -434,7 +455,21 @@ async fn session_start(g: &Global, a: &AgentArgs, event: &HookEvent) -> Option<V
         },
     );
     match ctx.bounded(work).await {
-        Outcome::Done(list) => {
+        Outcome::Done((list, messages)) => {
+            for m in &messages {
+                let body: String = m.body.chars().take(SHOWN_BODY_CHARS).collect();
+                let cut = if body.len() < m.body.len() { "…" } else { "" };
+                text.push_str(&format!(
+                    "\nUnread message {id} from {from} ({importance}): \"{subject}\": {body}{cut}",
+                    id = m.id,
+                    from = m.from,
+                    importance = serde_json::to_value(m.importance)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    subject = m.subject,
+                ));
+            }
             let others: Vec<String> = list
                 .leases
                 .iter()
@@ -472,6 +507,11 @@ async fn session_start(g: &Global, a: &AgentArgs, event: &HookEvent) -> Option<V
         "additionalContext": text,
     }}))
 }
+
+/// Most unread messages a session start shows (the rest stay unread: `read_messages`).
+const SHOWN_MESSAGES: usize = 20;
+/// Longest body shown of each, in characters.
+const SHOWN_BODY_CHARS: usize = 2_000;
 
 /// `Stop` (`leave` false) and `SessionEnd` (`leave` true): release the session's leases;
 /// at the session's end also leave the task and forget the session.
