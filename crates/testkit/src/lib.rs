@@ -367,6 +367,24 @@ impl TestGateway {
         TestGateway::spawn_on(db, redis, tweak).await
     }
 
+    /// Another instance over this one's database and key prefix, with its secret: a second
+    /// replica behind a load balancer. Its guards name this one's database and prefix.
+    pub async fn another_instance(&self) -> TestGateway {
+        let secret = self.config.jwt_secret.clone();
+        TestGateway::spawn_on(
+            TestDb {
+                name: "mcpgw_t_shared_not_owned".into(),
+                url: self.db.url.clone(),
+            },
+            TestRedis {
+                url: self.redis.url.clone(),
+                prefix: self.redis.prefix.clone(),
+            },
+            move |c| c.jwt_secret = secret,
+        )
+        .await
+    }
+
     /// Spawns over an existing database and key prefix (e.g. a second instance).
     pub async fn spawn_on(
         db: TestDb,

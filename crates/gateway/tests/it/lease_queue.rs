@@ -24,22 +24,6 @@ fn claim(agent: &str, path: &str, extra: Value) -> Value {
     b
 }
 
-/// A second gateway over the same database and Redis prefix.
-async fn second_instance(a: &TestGateway) -> TestGateway {
-    TestGateway::spawn_on(
-        mcp_testkit::TestDb {
-            name: "mcpgw_t_shared_not_owned".into(),
-            url: a.db.url.clone(),
-        },
-        mcp_testkit::TestRedis {
-            url: a.redis.url.clone(),
-            prefix: a.redis.prefix.clone(),
-        },
-        |_| {},
-    )
-    .await
-}
-
 /// `claim_file` on `base` in a task of its own (the request outlives the test's borrow).
 fn spawn_claim(gw: &TestGateway, body: Value) -> tokio::task::JoinHandle<(u16, Value, Instant)> {
     let (http, url) = (
@@ -107,7 +91,7 @@ async fn acquired_by(gw: &TestGateway) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_waiters_on_two_instances_are_served_in_arrival_order_once_each() {
     let a = TestGateway::spawn().await;
-    let b = second_instance(&a).await;
+    let b = a.another_instance().await;
     let held = ok(a
         .tool("claim_file", claim("holder", "hot.py", json!({})))
         .await);

@@ -7,22 +7,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// A second gateway over `a`'s database and key prefix (guards that drop nothing of theirs).
-async fn second_instance(a: &TestGateway) -> TestGateway {
-    TestGateway::spawn_on(
-        mcp_testkit::TestDb {
-            name: "mcpgw_t_shared_not_owned".into(),
-            url: a.db.url.clone(),
-        },
-        mcp_testkit::TestRedis {
-            url: a.redis.url.clone(),
-            prefix: a.redis.prefix.clone(),
-        },
-        |_| {},
-    )
-    .await
-}
-
 fn request(gw: &TestGateway, method: Method, session: Option<&str>) -> reqwest::RequestBuilder {
     let mut r = gw
         .http
@@ -218,7 +202,7 @@ async fn resume_hears_what_was_missed(a: &TestGateway, b: &TestGateway) {
 #[tokio::test]
 async fn a_session_stream_resumed_on_another_instance_hears_what_it_missed() {
     let a = TestGateway::spawn().await;
-    let b = second_instance(&a).await;
+    let b = a.another_instance().await;
     resume_hears_what_was_missed(&a, &b).await;
 }
 

@@ -8,22 +8,6 @@ use mcp_testkit::TestGateway;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// A second gateway over `a`'s database and key prefix (guards that drop nothing of theirs).
-async fn second_instance(a: &TestGateway) -> TestGateway {
-    TestGateway::spawn_on(
-        mcp_testkit::TestDb {
-            name: "mcpgw_t_shared_not_owned".into(),
-            url: a.db.url.clone(),
-        },
-        mcp_testkit::TestRedis {
-            url: a.redis.url.clone(),
-            prefix: a.redis.prefix.clone(),
-        },
-        |c| c.jwt_secret = a.config.jwt_secret.clone(),
-    )
-    .await
-}
-
 /// A 2025-11-25 request to `gw`'s `/mcp` as `token`, in `session` when given. The status,
 /// the session id it answers with, and (unless it is the `GET` stream) the body as text.
 async fn mcp(
@@ -67,7 +51,7 @@ fn request(id: u64, method: &str, params: Value) -> Option<Value> {
 #[tokio::test]
 async fn a_session_exists_only_for_the_agent_that_created_it_on_every_instance() {
     let a = TestGateway::spawn_secured().await;
-    let b = second_instance(&a).await;
+    let b = a.another_instance().await;
     let victim = a.token("victim", &["t1"], Role::Agent);
     let intruder = a.token("intruder", &["t1"], Role::Agent);
 

@@ -29,22 +29,6 @@ fn ids(answer: &Value) -> Vec<i64> {
         .collect()
 }
 
-/// A second gateway over `a`'s database and key prefix.
-async fn second_instance(a: &TestGateway) -> TestGateway {
-    TestGateway::spawn_on(
-        TestDb {
-            name: "mcpgw_t_shared_not_owned".into(),
-            url: a.db.url.clone(),
-        },
-        TestRedis {
-            url: a.redis.url.clone(),
-            prefix: a.redis.prefix.clone(),
-        },
-        |c| c.jwt_secret = a.config.jwt_secret.clone(),
-    )
-    .await
-}
-
 in_both_modes!(
     a_message_goes_round_trip,
     everyone_and_direct_messages_reach_whom_they_name,
@@ -398,7 +382,7 @@ async fn a_long_poll_wakes_on_a_message_on_the_same_instance(gw: TestGateway) {
 #[tokio::test]
 async fn a_long_poll_on_one_instance_wakes_on_a_message_sent_through_another() {
     let a = TestGateway::spawn().await;
-    let b = second_instance(&a).await;
+    let b = a.another_instance().await;
     let mut latencies = Vec::new();
     let mut cursor = 0;
     for round in 0..5 {
@@ -634,7 +618,7 @@ async fn bench_send_to_long_poll_latency_across_instances() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let a = TestGateway::spawn().await;
-    let b = second_instance(&a).await;
+    let b = a.another_instance().await;
     let (mut from_send, mut from_answer) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut cursor = 0;
     for i in 0..n {
