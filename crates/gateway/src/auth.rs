@@ -333,20 +333,27 @@ impl Tokens {
         self.static_key.is_some() || self.oauth.is_some()
     }
 
-    /// Verifies `token` with the verifier its algorithm names: HS256 → the static secret,
-    /// anything else → the authorization server.
+    /// Verifies `token`. With both kinds configured, its header's algorithm picks the
+    /// verifier (HS256 → the static secret, anything else → the authorization server); with
+    /// one, that one decides alone (no extra parse of the header on the common path).
     pub async fn verify(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
-        let hs256 = token
-            .split('.')
-            .next()
-            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .is_some_and(|h| h.get("alg").and_then(Value::as_str) == Some("HS256"));
-        match (hs256, &self.static_key, &self.oauth) {
-            (true, Some(key), _) => key.verify(token, now),
-            (false, _, Some(oauth)) => oauth.verify(token, now).await,
-            (_, Some(key), None) => key.verify(token, now),
-            _ => Err(AuthError::Malformed),
+        match (&self.static_key, &self.oauth) {
+            (Some(key), None) => key.verify(token, now),
+            (None, Some(oauth)) => oauth.verify(token, now).await,
+            (Some(key), Some(oauth)) => {
+                let hs256 = token
+                    .split('.')
+                    .next()
+                    .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|h| h.get("alg").and_then(Value::as_str) == Some("HS256"));
+                if hs256 {
+                    key.verify(token, now)
+                } else {
+                    oauth.verify(token, now).await
+                }
+            }
+            (None, None) => Err(AuthError::Malformed),
         }
     }
 }

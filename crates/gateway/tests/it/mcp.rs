@@ -585,15 +585,7 @@ async fn listener_hears_of_a_rest_write(gw: TestGateway) {
         )
         .await;
     assert_eq!(status, 200);
-    let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
-        .await
-        .expect("a notification in time")
-        .expect("the subscription is open")
-        .expect("a notification");
-    match next {
-        ServerNotification::ResourceUpdatedNotification(n) => assert_eq!(n.params.uri, uri),
-        other => panic!("unexpected notification {other:?}"),
-    }
+    expect_update(&mut subscription, uri).await;
     subscription.cancel().await.expect("unsubscribe");
     client.cancel().await.expect("client stops");
 }
@@ -1060,16 +1052,21 @@ async fn a_2026_07_28_client_that_listens_again_hears_the_latest_change() {
                 .await;
             assert_eq!(status, 200);
         }
-        let next = tokio::time::timeout(Duration::from_secs(10), again.next())
-            .await
-            .expect("a notification in time")
-            .expect("the subscription is open")
-            .expect("a notification");
-        match next {
-            ServerNotification::ResourceUpdatedNotification(n) => assert_eq!(n.params.uri, uri),
-            other => panic!("unexpected notification {other:?}"),
-        }
+        expect_update(&mut again, uri).await;
     }
     again.cancel().await.expect("unsubscribe");
     client.cancel().await.expect("client stops");
+}
+
+/// The next notification of a 2026-07-28 listener, within 10 s: an update of `uri`.
+async fn expect_update(subscription: &mut rmcp::service::Subscription, uri: &str) {
+    let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a notification in time")
+        .expect("the subscription is open")
+        .expect("a notification");
+    match next {
+        ServerNotification::ResourceUpdatedNotification(n) => assert_eq!(n.params.uri, uri),
+        other => panic!("unexpected notification {other:?}"),
+    }
 }
