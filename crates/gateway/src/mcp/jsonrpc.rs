@@ -12,7 +12,10 @@
 //! * JSON that is no JSON-RPC message → HTTP 400, `-32600` invalid request;
 //! * a known method with parameters that do not fit (`tools/call` without `name`, with
 //!   `arguments` that is not an object, …) → HTTP 200, `-32602` invalid params, with the
-//!   request's id and what is wrong.
+//!   request's id and what is wrong — but for a method that the request's revision removed
+//!   (`resources/subscribe` and `resources/unsubscribe` in 2026-07-28, named by the
+//!   `MCP-Protocol-Version` header or `_meta`), which rmcp answers as unknown whatever its
+//!   parameters (HTTP 404, `-32601`), as SEP-2575 asks.
 //!
 //! Everything else goes on to rmcp unchanged (the body rebuilt from the bytes read). It also
 //! answers a `DELETE` of a session with `204 No Content` where rmcp says `202 Accepted` (a
@@ -60,7 +63,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         Ok(b) => b,
         Err(e) => return unreadable(e, max),
     };
-    if let Some(answer) = check(&bytes) {
+    let version = parts
+        .headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    if let Some(answer) = check(&bytes, version) {
         return answer;
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -94,8 +101,26 @@ fn unreadable(e: axum::Error, max: usize) -> Response {
     }
 }
 
-/// The JSON-RPC error answer to `body`, or `None` when rmcp should serve it.
-fn check(body: &Bytes) -> Option<Response> {
+/// The first protocol revision without sessions (SEP-2575).
+const STATELESS_REVISION: &str = "2026-07-28";
+/// Methods that [`STATELESS_REVISION`] removed: unknown methods there.
+const REMOVED_IN_STATELESS: &[&str] = &["resources/subscribe", "resources/unsubscribe"];
+
+/// Whether a request is of the stateless generation: its `MCP-Protocol-Version` header, or
+/// else its `_meta`, names [`STATELESS_REVISION`] or a later one (revisions are dates).
+fn is_stateless(header: Option<&str>, params: Option<&Value>) -> bool {
+    let version = header.or_else(|| {
+        params?
+            .get("_meta")?
+            .get("io.modelcontextprotocol/protocolVersion")?
+            .as_str()
+    });
+    version.is_some_and(|v| v >= STATELESS_REVISION)
+}
+
+/// The JSON-RPC error answer to `body` (sent with `MCP-Protocol-Version: version`), or
+/// `None` when rmcp should serve it.
+fn check(body: &Bytes, version: Option<&str>) -> Option<Response> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -140,6 +165,9 @@ fn check(body: &Bytes) -> Option<Response> {
         return None;
     };
     let method = custom.method.as_str();
+    if REMOVED_IN_STATELESS.contains(&method) && is_stateless(version, object.get("params")) {
+        return None;
+    }
     let why = misfit(method, object.get("params"))?;
     Some(error(
         StatusCode::OK,
@@ -202,7 +230,11 @@ mod tests {
     use super::*;
 
     fn code(body: &str) -> Option<(u16, i64)> {
-        let r = check(&Bytes::from(body.to_owned()))?;
+        code_at(body, None)
+    }
+
+    fn code_at(body: &str, version: Option<&str>) -> Option<(u16, i64)> {
+        let r = check(&Bytes::from(body.to_owned()), version)?;
         let status = r.status().as_u16();
         let bytes = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
             .expect("body");
@@ -247,6 +279,25 @@ mod tests {
         assert_eq!(
             code(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
             None
+        );
+    }
+
+    #[test]
+    fn methods_removed_in_2026_07_28_go_on_to_rmcp_there() {
+        let subscribe = r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{}}"#;
+        assert_eq!(code(subscribe), Some((200, INVALID_PARAMS)));
+        assert_eq!(
+            code_at(subscribe, Some("2025-11-25")),
+            Some((200, INVALID_PARAMS))
+        );
+        assert_eq!(code_at(subscribe, Some("2026-07-28")), None);
+        let by_meta = r#"{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        assert_eq!(code(by_meta), None);
+        // Methods 2026-07-28 keeps are still checked there.
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#;
+        assert_eq!(
+            code_at(call, Some("2026-07-28")),
+            Some((200, INVALID_PARAMS))
         );
     }
 }

@@ -933,6 +933,62 @@ async fn post_raw(
     (status, body, session)
 }
 
+/// The conformance suite's `server-stateless` (SEP-2575): a method that 2026-07-28 removed
+/// (`resources/subscribe`, `resources/unsubscribe`) is "method not found" there — HTTP 404,
+/// -32601, the request's id — whatever its parameters, while a 2025-11-25 session that sends
+/// it without a `uri` still gets -32602 (invalid params).
+#[tokio::test]
+async fn methods_removed_in_2026_07_28_are_not_found_there_whatever_their_params() {
+    let gw = TestGateway::spawn().await;
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}});
+    for method in ["resources/subscribe", "resources/unsubscribe"] {
+        for (id, params) in [
+            (1, json!({"_meta": meta})),
+            (2, json!({"uri": "tasks://t1/state", "_meta": meta})),
+        ] {
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            let mut r = gw
+                .http
+                .post(format!("{}/mcp", gw.base))
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", method)
+                .json(&body);
+            if id == 2 {
+                r = r.header("mcp-name", "tasks://t1/state");
+            }
+            let r = r.send().await.expect("request");
+            let status = r.status().as_u16();
+            let answer: Value = r.json().await.expect("a JSON answer");
+            assert_eq!(
+                (
+                    status,
+                    answer["error"]["code"].as_i64(),
+                    answer["id"].as_i64()
+                ),
+                (404, Some(-32601), Some(id)),
+                "{method} {params}: {answer}"
+            );
+        }
+    }
+    // A 2025-11-25 session keeps the method: a missing `uri` is invalid params.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "0"}}});
+    let (_, _, session) = post_raw(&gw, &init.to_string(), None).await;
+    let session = session.expect("a session id");
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(post_raw(&gw, initialized, Some(&session)).await.0, 202);
+    let subscribe = r#"{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":{}}"#;
+    let (status, body, _) = post_raw(&gw, subscribe, Some(&session)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (200, Some(-32602)),
+        "{body}"
+    );
+}
+
 /// Issue #15 item 4: what rmcp refused with a bare 415 (not JSON, a batch) or took for an
 /// unknown method (a known method with misfit parameters: -32601) gets the JSON-RPC error
 /// the specification names; a session's DELETE answers 204.
