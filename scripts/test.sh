@@ -116,6 +116,15 @@ if "$tools_venv/bin/hadolint" --version >/dev/null 2>&1; then
   export HADOLINT
 fi
 
+# The official MCP clients (TypeScript SDK v1 and v2, Python SDK) and the conformance suite,
+# with Node 22, installed once under the target directory (scripts/lib/mcp-clients.sh). The
+# tests that drive them (crates/gateway/tests/official_clients.rs) find them through the
+# variables it exports; here they must run, so a client that could not be installed fails them.
+# shellcheck source=lib/mcp-clients.sh
+. scripts/lib/mcp-clients.sh
+install_mcp_clients
+export MCP_TEST_CLIENTS_REQUIRED=1
+
 echo "test.sh: Postgres $DATABASE_URL, Redis $REDIS_URL" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
@@ -129,3 +138,6 @@ BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" scripts/quickstart.sh
 # The running gateway against its OpenAPI document, embedded and deployed (skips loudly, never
 # silently, only when schemathesis cannot be installed from PyPI).
 scripts/schemathesis.sh both
+# The official MCP conformance suite, embedded and deployed, protocol 2025-11-25 and 2026-07-28
+# (docs/CONFORMANCE.md).
+MCP_GATEWAY_BIN="${CARGO_TARGET_DIR:-target}/debug/mcp-gateway" scripts/conformance.sh both

@@ -397,14 +397,16 @@ impl TestGateway {
         config.redis_key_prefix = redis.prefix.clone();
         config.pg_max_connections = 8;
         config.port = Some(0);
-        tweak(&mut config);
-        let service = mcp_gateway::connect(&config)
-            .await
-            .expect("gateway connects to the test backends");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        // Its public URL (the OAuth resource) is where it really listens, unless set.
+        config.public_url = Some(format!("http://{addr}"));
+        tweak(&mut config);
+        let service = mcp_gateway::connect(&config)
+            .await
+            .expect("gateway connects to the test backends");
         let shutdown = CancellationToken::new();
         let server = serve(listener, &service, &config, &shutdown);
         let pg = PgStore::connect(&PgConfig {

@@ -1,6 +1,7 @@
 //! `TestIssuer`: a real OAuth 2.0 / OpenID Connect authorization server on loopback, for the
 //! tests of the gateway's OAuth door. It serves its metadata
-//! (`/.well-known/openid-configuration`), its keys (`/jwks`: an RS256 and an ES256 key, more
+//! (`/.well-known/openid-configuration`, with the fields OpenID Connect Discovery requires),
+//! its keys (`/jwks`: an RS256 and an ES256 key, more
 //! after [`TestIssuer::rotate`]) and a token endpoint for the `client_credentials` grant
 //! (`/token`: `client_id` + `client_secret` [`CLIENT_SECRET`], in the form body or HTTP Basic;
 //! the agent is the client id), and counts the key fetches. Its signing keys are fixed test
@@ -96,6 +97,7 @@ impl TestIssuer {
             .route("/.well-known/openid-configuration", get(metadata))
             .route("/jwks", get(jwks))
             .route("/token", post(token))
+            .route("/authorize", get(authorize))
             .with_state(inner.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -183,11 +185,25 @@ async fn metadata(State(inner): State<Arc<Inner>>) -> Json<Value> {
         "issuer": url,
         "jwks_uri": format!("{url}/jwks"),
         "token_endpoint": format!("{url}/token"),
+        // Required by OpenID Connect Discovery (SDKs validate them), though this issuer
+        // grants client credentials only (its `/authorize` says so).
+        "authorization_endpoint": format!("{url}/authorize"),
+        "subject_types_supported": ["public"],
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "response_types_supported": ["token"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
     }))
+}
+
+/// No authorization-code flow here: a client that tries it is told so.
+async fn authorize() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "unsupported_response_type",
+                    "error_description": "this test issuer grants client_credentials only"})),
+    )
+        .into_response()
 }
 
 async fn jwks(State(inner): State<Arc<Inner>>) -> Json<JwkSet> {
