@@ -235,7 +235,6 @@ async fn an_oauth_client_finds_the_issuer_obtains_a_token_and_calls_a_tool() {
     let gw = TestGateway::spawn_with(move |c| {
         c.oauth_issuer = Some(issuer_url);
         c.oauth_scopes_supported = vec!["mcp:tools".into()];
-        c.oauth_jwks_min_refresh_secs = 0;
     })
     .await;
     // The gateway's public URL is its own address (testkit), so the resource is its `/mcp`.
