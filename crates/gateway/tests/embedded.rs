@@ -293,6 +293,102 @@ async fn the_binary_serves_the_original_contract_with_no_backends() {
     gw.stop();
 }
 
+/// Issue #18 item 2: the embedded hot layer dies with the process, so a step is acknowledged
+/// only once it is in the SQLite file. Writers log steps as fast as they can, the gateway is
+/// killed with SIGKILL in the middle (twice), and after the restarts every acknowledged step
+/// is there exactly once.
+#[tokio::test]
+async fn every_acknowledged_step_survives_a_kill_9() {
+    const WRITERS: usize = 8;
+    let data = TestDir::new();
+    let mut gw = Embedded::start(&data).await;
+    let created = reqwest::Client::new()
+        .post(format!("{}/admin/tasks", gw.base))
+        .json(&json!({"id": "t1", "title": "steps", "assigned_agent_id": "coder"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let acked: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    let mut next = vec![0usize; WRITERS];
+    for round in 0..2 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (base, acked, stop) = (gw.base.clone(), acked.clone(), stop.clone());
+                let mut n = next[w];
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let sent = http
+                            .post(format!("{base}/tools/log_step"))
+                            .json(&json!({"task_id": "t1", "agent_id": "coder",
+                                "step": {"w": w, "n": n}}))
+                            .send()
+                            .await;
+                        // Only a 200 is an acknowledgement; anything else may or may not be kept.
+                        if let Ok(r) = sent
+                            && r.status() == 200
+                        {
+                            acked.lock().unwrap().push((w, n));
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let before = acked.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // SIGKILL: nothing is flushed.
+        gw.child.kill().unwrap();
+        gw.child.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for (w, writer) in writers.into_iter().enumerate() {
+            next[w] = writer.await.unwrap();
+        }
+        let during = acked.lock().unwrap().len() - before;
+        assert!(during > 50, "round {round}: only {during} steps acknowledged");
+        gw = Embedded::start(&data).await;
+    }
+
+    // Every step in the file, paged from the newest back.
+    let mut stored: Vec<(usize, usize)> = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let query = before.as_deref().map_or(String::new(), |b| format!("&before={b}"));
+        let (status, page) = gw
+            .get(&format!("/resources/tasks/t1/logs?limit=1000{query}"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let steps = page["steps"].as_array().unwrap();
+        if steps.is_empty() {
+            break;
+        }
+        for s in steps {
+            let key = |k: &str| s["step"][k].as_u64().unwrap() as usize;
+            stored.push((key("w"), key("n")));
+        }
+        before = Some(steps[0]["id"].as_str().unwrap().to_owned());
+    }
+    let acked = acked.lock().unwrap().clone();
+    let mut counts = std::collections::HashMap::new();
+    for s in &stored {
+        *counts.entry(*s).or_insert(0usize) += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "steps stored more than once: {twice:?}");
+    let lost: Vec<_> = acked.iter().filter(|a| !counts.contains_key(a)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged steps lost over two kill -9, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    gw.stop();
+}
+
 /// Issue #14 item 15: a second embedded gateway on the same data directory would grant the
 /// same leases as the first (each process has its own in-process hot layer). It exits at once,
 /// non-zero, naming the holder's pid; the first keeps serving.

@@ -158,7 +158,9 @@ impl PushLoop {
         }
         outcome.depth = self.hot.outbox_depth(&self.settings.group).await?;
         record_push_metrics(&outcome, oldest_ms);
-        if outcome.read > 0 {
+        // Routine batches (in the embedded mode, one per burst of steps) are in the metrics;
+        // the log tells of takeovers and dead letters.
+        if outcome.claimed > 0 || outcome.dead > 0 {
             tracing::info!(
                 batch = outcome.read,
                 claimed = outcome.claimed,
@@ -168,6 +170,8 @@ impl PushLoop {
                 outbox_pending = outcome.depth.pending,
                 "sync push"
             );
+        } else if outcome.read > 0 {
+            tracing::debug!(batch = outcome.read, persisted = outcome.persisted, "sync push");
         }
         Ok(outcome)
     }
@@ -228,6 +232,8 @@ impl PushLoop {
     /// then flushes what the outbox holds.
     pub async fn run(mut self, cancel: CancellationToken) {
         let poll = self.settings.interval.min(Duration::from_millis(250));
+        // An in-process outbox wakes the loop at once and its writers wait for it.
+        let link = self.hot.attach_pusher();
         while !cancel.is_cancelled() {
             let full = match self.try_run_once().await {
                 Ok(o) => o.read >= self.settings.batch_size,
@@ -245,6 +251,7 @@ impl PushLoop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(poll) => {}
+                    Some(()) = async { link.as_ref()?.added().await; Some(()) } => break,
                 }
                 let backlog = self
                     .hot

@@ -31,7 +31,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
 use mcp_api::{Event, StreamId};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// An event to emit: the envelope (without id) and who/where, plus an optional audit record.
 pub struct Emit<'a> {
@@ -481,6 +484,15 @@ pub trait HotSync: Send + Sync + 'static {
     /// The outbox's length and the group's pending count.
     async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth>;
 
+    /// Attaches a push loop to an outbox that lives in this process (the embedded mode's):
+    /// from then on, until the [`PusherLink`] is dropped, every added entry wakes the loop and
+    /// `log_step` answers only once the loop has persisted the step, so an acknowledged step
+    /// survives a crash of the process. `None` for an outbox in a server of its own (Redis),
+    /// which outlives the process and is read on the loop's interval.
+    fn attach_pusher(&self) -> Option<PusherLink> {
+        None
+    }
+
     /// Caches task rows that are newer (by change number) than the cache, emitting their events
     /// (as `agent`) when they carry an envelope. One answer per row, in order.
     async fn refresh_tasks(
@@ -559,4 +571,35 @@ pub trait McpSessions: Send + Sync + 'static {
     /// most `limit`, with their ids: a subscriber's catch-up for the moments before its
     /// registration.
     async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>>;
+}
+
+/// A push loop's attachment to an in-process outbox ([`HotSync::attach_pusher`]).
+pub struct PusherLink {
+    wake: Arc<Notify>,
+    attached: Arc<AtomicBool>,
+}
+
+impl PusherLink {
+    /// Attaches; `attached` stays true until the link is dropped.
+    pub fn new(wake: Arc<Notify>, attached: Arc<AtomicBool>) -> PusherLink {
+        attached.store(true, Ordering::SeqCst);
+        PusherLink { wake, attached }
+    }
+
+    /// Resolves once an entry was added since the last time it resolved.
+    pub async fn added(&self) {
+        self.wake.notified().await
+    }
+}
+
+impl Drop for PusherLink {
+    fn drop(&mut self) {
+        self.attached.store(false, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Debug for PusherLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PusherLink").finish_non_exhaustive()
+    }
 }

@@ -11,6 +11,9 @@
 //! * Entries with a TTL (leases, hot file copies, cached task rows, rate windows, MCP sessions
 //!   and subscription sets) are absent once expired, on every access; expired entries nobody
 //!   reads are swept at most once a second, inside whatever call comes next.
+//! * The sync outbox has no server of its own to outlive a crash, so once a push loop is
+//!   attached ([`HotSync::attach_pusher`]) every added entry wakes it and `log_step` answers
+//!   only after its step is in the durable store: concurrent steps share one transaction.
 //! * Pub/sub is a bounded broadcast channel. A subscriber that falls behind by more than its
 //!   capacity loses its subscription ([`UpdatesSource::next`] answers `None`), as a Redis
 //!   client dropped for its output buffer would: the live-event hub subscribes again and
@@ -29,8 +32,8 @@ use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
     CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, HotSync, Lease, McpSession,
-    McpSessions, OutboxDepth, OutboxEntry, Presence, Refreshed, SubScope, Subscriber, TaskRefresh,
-    UpdatesPing, UpdatesSource, Waiter,
+    McpSessions, OutboxDepth, OutboxEntry, Presence, PusherLink, Refreshed, SubScope, Subscriber,
+    TaskRefresh, UpdatesPing, UpdatesSource, Waiter,
 };
 use crate::store::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -38,9 +41,10 @@ use chrono::{DateTime, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
 use mcp_api::{Event, StreamId};
 use state::{Now, State};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast, watch};
 
 /// Messages a subscriber may fall behind by before it loses its subscription.
 pub const UPDATES_CAPACITY: usize = 4096;
@@ -52,8 +56,17 @@ const ENTRY_OVERHEAD: usize = 48;
 
 const BACKEND: &str = "in-process";
 
+/// How long `log_step` waits for the attached push loop before answering `unavailable`
+/// (the durable store is failing or slow; the step stays in the outbox and is pushed later).
+const PUSH_WAIT: Duration = Duration::from_secs(5);
+
 struct Inner {
     state: Mutex<State>,
+    /// The attached push loop ([`HotSync::attach_pusher`]), woken by every added entry.
+    pusher_wake: Arc<Notify>,
+    pusher_attached: Arc<AtomicBool>,
+    /// Bumped by every acknowledgement: waiting steps look again whether theirs was pushed.
+    acked: watch::Sender<u64>,
 }
 
 /// The in-process hot store. Cheap to clone (every clone shares the state); creating one
@@ -86,6 +99,9 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new(capacity)),
+                pusher_wake: Arc::new(Notify::new()),
+                pusher_attached: Arc::new(AtomicBool::new(false)),
+                acked: watch::Sender::new(0),
             }),
         }
     }
@@ -102,6 +118,27 @@ impl MemoryStore {
         let now = Now::get();
         state.maybe_sweep(now.at);
         f(&mut state, &now)
+    }
+
+    /// Wakes the attached push loop, if any, and waits until it has acknowledged the outbox
+    /// entry `id` (persisted it, or dead-lettered an entry the durable store refuses).
+    async fn await_push(&self, id: StreamId) -> Result<()> {
+        if !self.inner.pusher_attached.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Subscribed before looking, so an acknowledgement in between is not missed.
+        let mut acked = self.inner.acked.subscribe();
+        self.inner.pusher_wake.notify_one();
+        let deadline = tokio::time::Instant::now() + PUSH_WAIT;
+        while self.with(|s, _| s.outbox_mut().holds(&id)) {
+            if !matches!(tokio::time::timeout_at(deadline, acked.changed()).await, Ok(Ok(()))) {
+                return Err(DomainError::Unavailable {
+                    backend: "durable store",
+                    cause: format!("the push loop did not store step {id} within {PUSH_WAIT:?}"),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -300,7 +337,10 @@ impl HotOps for MemoryStore {
         step_json: &str,
         logs_cap: usize,
     ) -> Result<(String, String)> {
-        self.with(|s, now| s.log_step(e, envelope_suffix, step_json, logs_cap, now))
+        let (sid, eid, outbox_id) =
+            self.with(|s, now| s.log_step(e, envelope_suffix, step_json, logs_cap, now))?;
+        self.await_push(outbox_id).await?;
+        Ok((sid, eid))
     }
 
     async fn steps_before(
@@ -418,7 +458,16 @@ impl HotSync for MemoryStore {
         if ids.is_empty() {
             return Ok(());
         }
-        self.with(|s, _| s.outbox_mut().ack(group, ids))
+        self.with(|s, _| s.outbox_mut().ack(group, ids))?;
+        self.inner.acked.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+
+    fn attach_pusher(&self) -> Option<PusherLink> {
+        Some(PusherLink::new(
+            self.inner.pusher_wake.clone(),
+            self.inner.pusher_attached.clone(),
+        ))
     }
 
     async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth> {

@@ -201,6 +201,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether the entry is still in the outbox (not yet acknowledged).
+    pub(super) fn holds(&self, id: &StreamId) -> bool {
+        self.stream.get(id).is_some()
+    }
+
     /// The stream's length and the group's pending count (0 for a missing group).
     pub(super) fn depth(&self, group: &str) -> OutboxDepth {
         OutboxDepth {

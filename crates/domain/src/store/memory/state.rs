@@ -385,7 +385,7 @@ impl State {
         step_json: &str,
         logs_cap: usize,
         now: &Now,
-    ) -> Result<(String, String)> {
+    ) -> Result<(String, String, StreamId)> {
         let task = e.task.as_str();
         let sid = self.logs.entry(task.to_owned()).or_default().add(
             step_json.to_owned(),
@@ -393,7 +393,7 @@ impl State {
             Some(logs_cap),
         )?;
         let sid = sid.to_string();
-        self.outbox.add(
+        let outbox_id = self.outbox.add(
             vec![
                 ("kind".into(), "step".into()),
                 ("task".into(), task.to_owned()),
@@ -413,7 +413,7 @@ impl State {
             },
             now,
         )?;
-        Ok((sid, eid))
+        Ok((sid, eid, outbox_id))
     }
 
     pub(super) fn steps_before(

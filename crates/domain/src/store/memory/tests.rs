@@ -95,7 +95,7 @@ fn stream_ids_strictly_increase_within_one_millisecond() {
     let back = id(&s.emit(&ev(&t, "a1", None), &earlier).unwrap());
     assert!(back > ids[4]);
     // The step log and the outbox number their own entries.
-    let (sid, eid) = s
+    let (sid, eid, _) = s
         .log_step(&ev(&t, "a1", None), "}", "{}", 10, &now)
         .unwrap();
     assert_eq!(
