@@ -348,7 +348,10 @@ async fn every_acknowledged_step_survives_a_kill_9() {
             next[w] = writer.await.unwrap();
         }
         let during = acked.lock().unwrap().len() - before;
-        assert!(during > 50, "round {round}: only {during} steps acknowledged");
+        assert!(
+            during > 50,
+            "round {round}: only {during} steps acknowledged"
+        );
         gw = Embedded::start(&data).await;
     }
 
@@ -356,7 +359,9 @@ async fn every_acknowledged_step_survives_a_kill_9() {
     let mut stored: Vec<(usize, usize)> = Vec::new();
     let mut before: Option<String> = None;
     loop {
-        let query = before.as_deref().map_or(String::new(), |b| format!("&before={b}"));
+        let query = before
+            .as_deref()
+            .map_or(String::new(), |b| format!("&before={b}"));
         let (status, page) = gw
             .get(&format!("/resources/tasks/t1/logs?limit=1000{query}"))
             .await;

@@ -171,7 +171,11 @@ impl PushLoop {
                 "sync push"
             );
         } else if outcome.read > 0 {
-            tracing::debug!(batch = outcome.read, persisted = outcome.persisted, "sync push");
+            tracing::debug!(
+                batch = outcome.read,
+                persisted = outcome.persisted,
+                "sync push"
+            );
         }
         Ok(outcome)
     }

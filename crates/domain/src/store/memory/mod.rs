@@ -131,7 +131,10 @@ impl MemoryStore {
         self.inner.pusher_wake.notify_one();
         let deadline = tokio::time::Instant::now() + PUSH_WAIT;
         while self.with(|s, _| s.outbox_mut().holds(&id)) {
-            if !matches!(tokio::time::timeout_at(deadline, acked.changed()).await, Ok(Ok(()))) {
+            if !matches!(
+                tokio::time::timeout_at(deadline, acked.changed()).await,
+                Ok(Ok(()))
+            ) {
                 return Err(DomainError::Unavailable {
                     backend: "durable store",
                     cause: format!("the push loop did not store step {id} within {PUSH_WAIT:?}"),
