@@ -310,7 +310,7 @@ async fn every_acknowledged_step_survives_a_kill_9() {
         .unwrap();
     assert_eq!(created.status(), 201);
     let acked: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
-    let mut next = vec![0usize; WRITERS];
+    let mut next = [0usize; WRITERS];
     for round in 0..2 {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers: Vec<_> = (0..WRITERS)
