@@ -277,6 +277,11 @@ pub struct GatewayConfig {
     /// separate `mcp-sync` runs.
     #[arg(long, env = "RUN_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_sync: bool,
+
+    /// The built-in sync loops' timing and names: `mcp-sync`'s variables (`PUSH_INTERVAL_MS`,
+    /// `PULL_INTERVAL_MS`, `PUSH_BATCH_SIZE`, `CONSUMER_GROUP`, …).
+    #[command(flatten)]
+    pub loops: mcp_sync::LoopArgs,
 }
 
 /// Where the source of truth lives.

@@ -338,9 +338,9 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
         tracing::warn!("RUN_SYNC=false ignored: an embedded store is synced by this process");
     }
     let sync = run_sync.then(|| {
-        let mut settings = mcp_sync::SyncSettings::default();
-        settings.pull.task_ttl_secs = cfg.task_cache_ttl;
-        settings.pull.events_cap = cfg.events_stream_maxlen;
+        let settings = cfg
+            .loops
+            .settings(cfg.task_cache_ttl, cfg.events_stream_maxlen);
         mcp_sync::spawn(
             service.durable.clone(),
             service.hot.clone(),

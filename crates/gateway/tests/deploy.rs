@@ -8,7 +8,7 @@
 //! too, and `promtool` the Prometheus configuration; otherwise that step is skipped with a
 //! note. hadolint lints the Dockerfile (`scripts/test.sh` installs it).
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -199,6 +199,41 @@ fn compose_sets_only_variables_the_binaries_read() {
             "{name} sets variables nothing reads: {unknown:?}"
         );
     }
+}
+
+/// Issue #18 item 3: the gateway's built-in sync loops (`RUN_SYNC`, and always in the
+/// embedded mode) read the sync settings `mcp-sync` reads; they ignored `PUSH_INTERVAL_MS` and
+/// the rest, which `.env.example` lists under the sync loops.
+#[test]
+fn the_built_in_sync_loops_read_the_sync_settings() {
+    let gateway = gateway_env();
+    let missing: Vec<String> = sync_env()
+        .into_iter()
+        .filter(|k| {
+            // The sync process's own plumbing: its pool size, its metrics listener.
+            !["SYNC_PG_MAX_CONNECTIONS", "SYNC_METRICS_ADDR"].contains(&k.as_str())
+        })
+        .filter(|k| !gateway.contains(k))
+        .collect();
+    assert!(missing.is_empty(), "the gateway ignores {missing:?}");
+    let cli = mcp_gateway::config::Cli::try_parse_from([
+        "mcp-gateway",
+        "--push-interval-ms",
+        "250",
+        "--consumer-group",
+        "g2",
+    ])
+    .unwrap();
+    let settings = cli.config.loops.settings(60, 100);
+    assert_eq!(
+        settings.push.interval,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(settings.push.group, "g2");
+    assert_eq!(
+        (settings.pull.task_ttl_secs, settings.pull.events_cap),
+        (60, 100)
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! below `main` reads the environment.
 
 use crate::{PullSettings, PushSettings, SyncSettings};
-use clap::Parser;
+use clap::{Args, Parser};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
@@ -31,6 +31,34 @@ pub struct SyncConfig {
     /// How long one Redis command may take, in ms.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 2000)]
     pub redis_timeout_ms: u64,
+    /// How the loops run (shared with the gateway's built-in loops).
+    #[command(flatten)]
+    pub loops: LoopArgs,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `127.0.0.1:9101`.
+    #[arg(long, env = "SYNC_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Lifetime of a cached task row, in seconds (the gateway's `TASK_CACHE_TTL`).
+    #[arg(long, env = "TASK_CACHE_TTL", default_value_t = 3600)]
+    pub task_cache_ttl: u64,
+    /// Entries kept in each task's event stream (the gateway's `EVENTS_STREAM_MAXLEN`).
+    #[arg(long, env = "EVENTS_STREAM_MAXLEN", default_value_t = 10_000)]
+    pub events_stream_maxlen: usize,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl SyncConfig {
+    pub fn settings(&self) -> SyncSettings {
+        self.loops
+            .settings(self.task_cache_ttl, self.events_stream_maxlen)
+    }
+}
+
+/// The sync loops' timing and names: the flags of `mcp-sync`, and of the gateway, whose
+/// built-in loops (`RUN_SYNC`) read the same variables.
+#[derive(Debug, Clone, Args)]
+pub struct LoopArgs {
     /// Time between two pushes of the outbox to Postgres, in ms (sooner past a batch).
     #[arg(long, env = "PUSH_INTERVAL_MS", default_value_t = 5000)]
     pub push_interval_ms: u64,
@@ -52,9 +80,6 @@ pub struct SyncConfig {
     /// Also pull as soon as Postgres notifies a change to tasks or agents (LISTEN/NOTIFY).
     #[arg(long, env = "PULL_ON_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
     pub pull_on_notify: bool,
-    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `127.0.0.1:9101`.
-    #[arg(long, env = "SYNC_METRICS_ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Rows per query of the pull loop.
     #[arg(long, env = "PULL_PAGE_SIZE", default_value_t = 1000)]
     pub pull_page_size: usize,
@@ -62,19 +87,12 @@ pub struct SyncConfig {
     /// late), in ms. Tasks and agents follow the change feed and need no overlap.
     #[arg(long, env = "PULL_OVERLAP_MS", default_value_t = 10_000)]
     pub pull_overlap_ms: u64,
-    /// Lifetime of a cached task row, in seconds (the gateway's `TASK_CACHE_TTL`).
-    #[arg(long, env = "TASK_CACHE_TTL", default_value_t = 3600)]
-    pub task_cache_ttl: u64,
-    /// Entries kept in each task's event stream (the gateway's `EVENTS_STREAM_MAXLEN`).
-    #[arg(long, env = "EVENTS_STREAM_MAXLEN", default_value_t = 10_000)]
-    pub events_stream_maxlen: usize,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
 }
 
-impl SyncConfig {
-    pub fn settings(&self) -> SyncSettings {
+impl LoopArgs {
+    /// The loops' settings; the cache lifetime and stream cap are the gateway's own settings
+    /// (`TASK_CACHE_TTL`, `EVENTS_STREAM_MAXLEN`), which both processes read.
+    pub fn settings(&self, task_cache_ttl: u64, events_stream_maxlen: usize) -> SyncSettings {
         let defaults = SyncSettings::default();
         SyncSettings {
             push: PushSettings {
@@ -88,8 +106,8 @@ impl SyncConfig {
                 interval: Duration::from_millis(self.pull_interval_ms),
                 page_size: self.pull_page_size.max(1),
                 overlap: Duration::from_millis(self.pull_overlap_ms),
-                task_ttl_secs: self.task_cache_ttl,
-                events_cap: self.events_stream_maxlen,
+                task_ttl_secs: task_cache_ttl,
+                events_cap: events_stream_maxlen,
                 agent: defaults.pull.agent,
                 listen: self.pull_on_notify,
             },

@@ -8,7 +8,8 @@
 //! * [`pull`] — [`PullLoop`]: changed tasks and agents → the hot cache and `task_updated`
 //!   events; deletions; a full rebuild when Redis lost its data.
 //! * [`decode`] — outbox entries checked one by one before any write.
-//! * [`config`] — [`SyncConfig`], the `mcp-sync` binary's flags and environment variables.
+//! * [`config`] — [`SyncConfig`], the `mcp-sync` binary's flags and environment variables, and
+//!   [`LoopArgs`], the loops' own, which the gateway's built-in loops read too.
 //! * this file — [`SyncSettings`] and [`spawn`], which runs both loops (the gateway embeds
 //!   them this way when `RUN_SYNC` is on).
 //!
@@ -21,7 +22,7 @@ pub mod process;
 pub mod pull;
 pub mod push;
 
-pub use config::SyncConfig;
+pub use config::{LoopArgs, SyncConfig};
 pub use pull::{PullLoop, PullOutcome, PullSettings};
 pub use push::{PushLoop, PushOutcome, PushSettings};
 
