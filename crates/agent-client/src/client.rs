@@ -57,15 +57,22 @@ pub struct LogsQuery {
 }
 
 impl GatewayClient {
-    /// A client for the gateway at `config.base_url`. Fails on a URL that is not `http://`
-    /// (this build carries no TLS: put TLS in front, or reach the gateway in-cluster).
+    /// A client for the gateway at `config.base_url`: `http://`, or `https://` with the
+    /// default feature `rustls` (a build without it refuses `https://` URLs here).
     pub fn new(config: ClientConfig) -> Result<GatewayClient> {
         let base = Url::parse(config.base_url.trim()).map_err(|e| {
             ClientError::Config(format!("bad gateway URL {:?}: {e}", config.base_url))
         })?;
-        if base.scheme() != "http" || base.cannot_be_a_base() {
+        let tls = cfg!(feature = "rustls");
+        let scheme_ok = base.scheme() == "http" || (tls && base.scheme() == "https");
+        if !scheme_ok || base.cannot_be_a_base() {
+            let schemes = if tls {
+                "http://host:port or https://host:port"
+            } else {
+                "http://host:port (this build has no TLS: enable the feature `rustls`)"
+            };
             return Err(ClientError::Config(format!(
-                "the gateway URL must be http://host:port, got {:?}",
+                "the gateway URL must be {schemes}, got {:?}",
                 config.base_url
             )));
         }
@@ -633,9 +640,14 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_accepted() {
-        for bad in ["https://h", "ftp://h", "not a url", "mailto:x@y"] {
+    fn only_http_and_https_urls_are_accepted() {
+        for bad in ["ftp://h", "not a url", "mailto:x@y", "unix:/tmp/s"] {
             assert!(GatewayClient::new(ClientConfig::new(bad)).is_err(), "{bad}");
         }
+        assert!(GatewayClient::new(ClientConfig::new("http://h:1")).is_ok());
+        assert_eq!(
+            GatewayClient::new(ClientConfig::new("https://h")).is_ok(),
+            cfg!(feature = "rustls")
+        );
     }
 }

@@ -616,3 +616,30 @@ async fn messages_round_trip_with_a_long_poll() {
         ErrorCode::MessageNotFound,
     );
 }
+
+/// Issue #18 item 4: an `https://` gateway can be reached (the default feature `rustls`); the
+/// client refused such URLs before. The listener here is not a TLS server: it checks that what
+/// arrives is a TLS ClientHello (record type 22, handshake type 1), then hangs up, and the
+/// client reports a transport error, not a configuration one.
+#[tokio::test]
+async fn an_https_gateway_is_reached_over_tls() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 6];
+        socket.read_exact(&mut head).await.unwrap();
+        head
+    });
+    let client = GatewayClient::new(ClientConfig::new(format!("https://127.0.0.1:{port}")))
+        .expect("https:// is accepted");
+    let err = client.health().await.expect_err("no TLS server answers");
+    assert!(!matches!(err, ClientError::Config(_)), "{err}");
+    let head = server.await.unwrap();
+    assert_eq!(
+        (head[0], head[5]),
+        (22, 1),
+        "not a TLS ClientHello: {head:?}"
+    );
+}
