@@ -110,8 +110,11 @@ async fn usage_errors_and_an_unreachable_gateway() {
     let r = run_at(&base, "cli", &["--json", "file", "read", "t1", "a"], None).await;
     assert_failed(&r, 6, "unavailable");
     assert_eq!(r.json()["error"]["attempts"], 2);
-    let r = run_at("https://example.invalid", "cli", &["health"], None).await;
+    // A URL that is not http(s) is a usage error; an https:// one is tried (over TLS).
+    let r = run_at("ftp://example.invalid", "cli", &["health"], None).await;
     assert_eq!(r.code, 2, "{r:?}");
+    let r = run_at("https://example.invalid", "cli", &["health"], None).await;
+    assert_eq!(r.code, 6, "{r:?}");
 }
 
 #[tokio::test]
