@@ -184,8 +184,14 @@ async fn connect_postgres(cfg: &GatewayConfig, url: &str) -> anyhow::Result<PgSt
 /// Opens the durable store the configuration names (Postgres, or the embedded mode's SQLite
 /// file) and applies its migrations.
 pub async fn connect_durable(cfg: &GatewayConfig) -> anyhow::Result<Durable> {
+    Ok(open_durable(cfg).await?.0)
+}
+
+/// The durable store, and the SQLite store again when it is one (the embedded mode keeps its
+/// MCP sessions there too).
+async fn open_durable(cfg: &GatewayConfig) -> anyhow::Result<(Durable, Option<SqliteStore>)> {
     Ok(match cfg.durable_backend() {
-        DurableBackend::Postgres(url) => Arc::new(connect_postgres(cfg, &url).await?),
+        DurableBackend::Postgres(url) => (Arc::new(connect_postgres(cfg, &url).await?), None),
         DurableBackend::Sqlite(path) => {
             let store = SqliteStore::open(&SqliteConfig {
                 sync_every_commit: cfg.sqlite_synchronous == "full",
@@ -198,14 +204,16 @@ pub async fn connect_durable(cfg: &GatewayConfig) -> anyhow::Result<Durable> {
                 .migrate()
                 .await
                 .map_err(|e| anyhow::anyhow!("SQLite migrations: {e:?}"))?;
-            Arc::new(store)
+            (Arc::new(store.clone()), Some(store))
         }
     })
 }
 
-/// Connects both stores the configuration names and builds the domain service.
+/// Connects both stores the configuration names and builds the domain service. The embedded
+/// mode (SQLite and the in-process hot store) keeps its MCP sessions in the SQLite file, so
+/// they outlive a restart as deployed ones live on in Redis.
 pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
-    let durable = connect_durable(cfg).await?;
+    let (durable, sqlite) = open_durable(cfg).await?;
     let hot: Hot = match cfg.redis() {
         Some(url) => {
             let redis_cfg = RedisConfig {
@@ -217,7 +225,15 @@ pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
             let startup = Duration::from_secs(cfg.startup_timeout_secs);
             Arc::new(with_retry("redis", startup, || RedisStore::connect(&redis_cfg)).await?)
         }
-        None => Arc::new(MemoryStore::new()),
+        None => {
+            let memory = MemoryStore::new();
+            if let Some(file) = sqlite {
+                memory.keep_sessions_in(Arc::new(file)).await.map_err(|e| {
+                    anyhow::anyhow!("reading the MCP sessions of the SQLite file: {e:?}")
+                })?;
+            }
+            Arc::new(memory)
+        }
     };
     Ok(Service::new(durable, hot, cfg.limits()))
 }

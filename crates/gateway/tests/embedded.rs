@@ -35,7 +35,11 @@ impl Embedded {
 
     /// Started with these extra environment variables.
     async fn start_with(data: &TestDir, env: &[(&str, &str)]) -> Embedded {
-        let port = free_port();
+        Embedded::start_on(data, free_port(), env).await
+    }
+
+    /// Started on `port` with these extra environment variables.
+    async fn start_on(data: &TestDir, port: u16, env: &[(&str, &str)]) -> Embedded {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
             // Nothing from the test's environment (which names the test Postgres and Redis).
             .env_clear()
@@ -120,6 +124,172 @@ impl Embedded {
         let _ = self.child.kill();
         panic!("the gateway did not stop on SIGTERM");
     }
+}
+
+impl Embedded {
+    /// SIGKILL: no graceful anything.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// A `POST /mcp` of the 2025-11-25 generation in `session`: its status and its body.
+    async fn mcp(&self, session: &str, message: Value) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/mcp", self.base))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&message)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The session stream (`GET /mcp`), resuming after `last` when given.
+    async fn mcp_stream(&self, session: &str, last: Option<&str>) -> reqwest::Response {
+        let mut r = reqwest::Client::new()
+            .get(format!("{}/mcp", self.base))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25");
+        if let Some(id) = last {
+            r = r.header("last-event-id", id);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r
+    }
+}
+
+/// Reads `stream` until a `notifications/resources/updated` for `uri`; the ids seen on the
+/// way (the last one is that notification's, if it has one).
+async fn until_updated(
+    stream: &mut reqwest::Response,
+    buffer: &mut String,
+    uri: &str,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut data = Value::Null;
+            for line in block.lines() {
+                if let Some(id) = line.strip_prefix("id:") {
+                    ids.push(id.trim().to_owned());
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(d.trim()).unwrap_or(Value::Null);
+                }
+            }
+            if data["method"] == "notifications/resources/updated" && data["params"]["uri"] == uri {
+                return ids;
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no update of {uri} in time; read: {buffer}"))
+            .expect("the stream reads")
+            .expect("the stream stays open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// Issue #15 item 6: a 2025-11-25 session opened before the embedded gateway is killed (-9)
+/// and started again goes on as if nothing happened: its tool calls are served (they got 404
+/// "Session not found": sessions lived in the process), and its resource subscription
+/// notifies on its stream, resumed with the last event id it saw.
+#[tokio::test]
+async fn an_mcp_session_outlives_an_embedded_restart() {
+    let data = TestDir::new();
+    let gw = Embedded::start(&data).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "0"}}});
+    let r = reqwest::Client::new()
+        .post(format!("{}/mcp", gw.base))
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await;
+    let (status, _) = gw
+        .mcp(
+            &session,
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let uri = "workspace://t1/a.py";
+    let (status, body) = gw
+        .mcp(
+            &session,
+            json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",
+            "params": {"uri": uri}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"result\""), "{body}");
+    let write = |id: i64, content: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "file_write",
+            "arguments": {"task_id": "t1", "path": "a.py", "content": content}}})
+    };
+    let mut stream = gw.mcp_stream(&session, None).await;
+    let mut buffer = String::new();
+    let (status, body) = gw.mcp(&session, write(3, "one")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("isError\":true"), "{body}");
+    let ids = until_updated(&mut stream, &mut buffer, uri).await;
+    let last = ids.last().cloned().expect("the notification has an id");
+
+    let port = gw.port();
+    gw.kill9();
+    drop(stream);
+    let gw = Embedded::start_on(&data, port, &[]).await;
+
+    // The same session calls a tool: served, not 404.
+    let (status, body) = gw.mcp(&session, write(4, "two")).await;
+    assert_eq!(
+        status, 200,
+        "a tool call of the session after the restart: {body}"
+    );
+    assert!(!body.contains("isError\":true"), "{body}");
+    // Its stream, resumed from the last id it saw: the change made since is told (a hint to
+    // re-read, the events before the restart being gone with the process), then live ones.
+    let mut stream = gw.mcp_stream(&session, Some(&last)).await;
+    let mut buffer = String::new();
+    until_updated(&mut stream, &mut buffer, uri).await;
+    let (status, body) = gw.mcp(&session, write(5, "three")).await;
+    assert_eq!(status, 200, "{body}");
+    let ids = until_updated(&mut stream, &mut buffer, uri).await;
+    assert!(
+        ids.last().is_some_and(|id| id.starts_with('u')),
+        "a live notification with its position: {ids:?}"
+    );
+    // A session that was deleted stays deleted across a restart.
+    let r = reqwest::Client::new()
+        .delete(format!("{}/mcp", gw.base))
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    drop(stream);
+    gw.stop();
+    let gw = Embedded::start_on(&data, port, &[]).await;
+    let (status, body) = gw.mcp(&session, write(6, "four")).await;
+    assert_eq!(status, 404, "{body}");
+    gw.stop();
 }
 
 impl Drop for Embedded {

@@ -217,6 +217,16 @@ pub enum SubScope<'a> {
     Agent(&'a AgentId),
 }
 
+impl SubScope<'_> {
+    /// The scope as a [`FiledSubscription`] spells it: `task:<id>` or `agent:<id>`.
+    pub fn filed(&self) -> String {
+        match self {
+            SubScope::Task(t) => format!("task:{}", t.as_str()),
+            SubScope::Agent(a) => format!("agent:{}", a.as_str()),
+        }
+    }
+}
+
 /// One MCP session's subscription to one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscriber {
@@ -248,6 +258,16 @@ pub trait UpdatesSource: Send {
 #[async_trait]
 pub trait UpdatesPing: Send {
     async fn ping(&mut self) -> Result<()>;
+}
+
+/// A subscription to one pub/sub channel: its payloads.
+#[async_trait]
+pub trait MessageSource: Send {
+    /// The next payload; `None` once the subscription is lost (subscribe again).
+    async fn next(&mut self) -> Option<String>;
+
+    /// A handle that checks the subscription is alive.
+    fn pinger(&self) -> Box<dyn UpdatesPing>;
 }
 
 /// What the operations ([`crate::Service`]) and the gateway need from the hot store.
@@ -528,6 +548,51 @@ pub struct McpSession {
     pub state: String,
 }
 
+/// A session as kept in a [`McpSessionFile`]: its id, its record and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiledSession {
+    pub id: String,
+    pub record: McpSession,
+    /// Milliseconds since the epoch.
+    pub expires_at_ms: i64,
+}
+
+/// A subscription as kept in a [`McpSessionFile`]: `scope` is `task:<id>` or `agent:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiledSubscription {
+    pub session: String,
+    pub scope: String,
+    pub key: String,
+    pub uri: String,
+}
+
+/// Where an in-process hot store keeps its MCP sessions so that they outlive the process
+/// (embedded mode: the SQLite file; issue #15 item 6). The in-process store writes each
+/// change through to it and reads it back once, when it is opened.
+#[async_trait]
+pub trait McpSessionFile: Send + Sync + 'static {
+    /// Saves (or replaces) a session's record and expiry.
+    async fn file_session(&self, session: &FiledSession) -> Result<()>;
+    /// Moves a session's expiry.
+    async fn touch_session(&self, session: &str, expires_at_ms: i64) -> Result<()>;
+    /// Forgets a session and its subscriptions.
+    async fn unfile_session(&self, session: &str) -> Result<()>;
+    /// Saves a subscription.
+    async fn file_subscription(&self, sub: &FiledSubscription) -> Result<()>;
+    /// Forgets a subscription.
+    async fn unfile_subscription(&self, sub: &FiledSubscription) -> Result<()>;
+    /// Every session that expires after `now_ms`, and their subscriptions; expired sessions
+    /// (and their subscriptions) are deleted.
+    async fn filed_sessions(
+        &self,
+        now_ms: i64,
+    ) -> Result<(Vec<FiledSession>, Vec<FiledSubscription>)>;
+}
+
+/// How long the hot store records a cancellation of a `subscriptions/listen`
+/// ([`McpSessions::publish_listen_cancel`]).
+pub const LISTEN_CANCEL_KEPT: Duration = Duration::from_secs(10);
+
 /// What the MCP door (`/mcp`) shares between gateway instances: session state (so any
 /// instance serves a session) and resource subscriptions. Nothing here is durable truth:
 /// everything carries a TTL.
@@ -571,6 +636,26 @@ pub trait McpSessions: Send + Sync + 'static {
     /// most `limit`, with their ids: a subscriber's catch-up for the moments before its
     /// registration.
     async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// Publishes one cancellation of a 2026-07-28 `subscriptions/listen` (`name`: the
+    /// gateway's payload) to every gateway process sharing this store, this one included, and
+    /// records it, with when it was made (`at_ms`), for [`LISTEN_CANCEL_KEPT`]: a listen
+    /// being registered when it is published checks that record once it subscribed.
+    async fn publish_listen_cancel(&self, name: &str, at_ms: i64) -> Result<()>;
+
+    /// When (ms) the latest recorded cancellation of `name` was made, if one is kept.
+    async fn listen_cancelled_at(&self, name: &str) -> Result<Option<i64>>;
+
+    /// A subscription to those cancellations; a process holds one once it serves a listen.
+    async fn subscribe_listen_cancels(&self) -> Result<Box<dyn MessageSource>>;
+
+    /// From when (ms since the epoch) the task event streams are complete: a reader resuming
+    /// from an earlier position may have missed events the store no longer has. `None`: as
+    /// far back as the streams reach (Redis). The in-process store answers its own start,
+    /// since its streams begin empty with each process.
+    fn events_complete_since_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A push loop's attachment to an in-process outbox ([`HotSync::attach_pusher`]).

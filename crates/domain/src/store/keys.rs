@@ -221,6 +221,21 @@ impl Keys {
         format!("{}mcp_session:{{{session}}}", self.prefix)
     }
 
+    /// The pub/sub channel of `notifications/cancelled` for 2026-07-28 `subscriptions/listen`
+    /// requests: the instance that receives a cancellation publishes it, the one holding the
+    /// listen ends it.
+    pub fn mcp_listen_cancels(&self) -> String {
+        format!("{}mcp_listen_cancel", self.prefix)
+    }
+
+    /// The record of one cancellation of a listen (its time, ms; a short TTL), named by the
+    /// SHA-256 of the cancellation's payload.
+    pub fn mcp_listen_cancelled(&self, name: &str) -> String {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+        format!("{}mcp_listen_cancelled:{digest}", self.prefix)
+    }
+
     /// The resource subscriptions an MCP session holds (set of `index key \x1f entry`), so that
     /// closing the session removes them from the indexes below.
     pub fn mcp_session_subs(&self, session: &str) -> String {

@@ -7,7 +7,9 @@
 //! Nothing here is durable truth: a lost session makes the client initialise again, a lost
 //! subscription stops its notifications. Everything carries a TTL.
 
-use super::hot::{McpSession, McpSessions, SubScope, Subscriber};
+use super::hot::{
+    LISTEN_CANCEL_KEPT, McpSession, McpSessions, MessageSource, SubScope, Subscriber,
+};
 use super::keys::{
     parse_session_record, parse_subscription_entry, session_entry, session_record,
     split_session_entry, subscription_entry,
@@ -159,6 +161,41 @@ impl McpSessions for RedisStore {
             .filter_map(|e| split_session_entry(e))
             .filter_map(|(_, entry)| parse_subscription_entry(entry))
             .collect())
+    }
+
+    /// The record (`SET … PX`) and the `PUBLISH` on the cancellation channel, in one
+    /// transaction.
+    async fn publish_listen_cancel(&self, name: &str, at_ms: i64) -> Result<()> {
+        let mut c = self.connection();
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.keys().mcp_listen_cancelled(name))
+            .arg(at_ms)
+            .arg("PX")
+            .arg(LISTEN_CANCEL_KEPT.as_millis() as u64)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(self.keys().mcp_listen_cancels())
+            .arg(name)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen_cancelled_at(&self, name: &str) -> Result<Option<i64>> {
+        let mut c = self.connection();
+        Ok(redis::cmd("GET")
+            .arg(self.keys().mcp_listen_cancelled(name))
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// A connection of its own, subscribed to the cancellation channel.
+    async fn subscribe_listen_cancels(&self) -> Result<Box<dyn MessageSource>> {
+        self.subscribe_channel(self.keys().mcp_listen_cancels())
+            .await
     }
 
     /// Events of one task appended at or after `since_ms` (Redis time, ms), oldest first, at

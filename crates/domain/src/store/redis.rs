@@ -5,8 +5,8 @@
 //! script, so it is atomic and one round trip.
 
 use super::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, Presence, QueuePlace,
-    UpdatesPing, UpdatesSource, Waiter, ms_to_time,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Presence,
+    QueuePlace, UpdatesPing, UpdatesSource, Waiter, ms_to_time,
 };
 use super::keys::Keys;
 use crate::error::{DomainError, Result};
@@ -409,6 +409,29 @@ impl RedisStore {
             stream,
             keys: self.keys.clone(),
             channels,
+            timeout: self.response_timeout,
+        }))
+    }
+
+    /// A connection of its own, subscribed (`SUBSCRIBE`) to one channel.
+    pub(super) async fn subscribe_channel(
+        &self,
+        channel: String,
+    ) -> Result<Box<dyn MessageSource>> {
+        let timeout = |cause: &str| DomainError::Unavailable {
+            backend: "redis",
+            cause: cause.into(),
+        };
+        let mut pubsub = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| timeout("pub/sub connect timed out"))??;
+        tokio::time::timeout(self.response_timeout, pubsub.subscribe(channel))
+            .await
+            .map_err(|_| timeout("SUBSCRIBE timed out"))??;
+        let (sink, stream) = pubsub.split();
+        Ok(Box::new(ChannelSubscription {
+            sink,
+            stream,
             timeout: self.response_timeout,
         }))
     }
@@ -1016,6 +1039,29 @@ impl UpdatesSource for UpdatesSubscription {
             let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
             return Some((task, payload));
         }
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Box::new(UpdatesPinger {
+            sink: self.sink.clone(),
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// A subscription to one channel ([`RedisStore::subscribe_channel`]).
+struct ChannelSubscription {
+    sink: redis::aio::PubSubSink,
+    stream: redis::aio::PubSubStream,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl MessageSource for ChannelSubscription {
+    async fn next(&mut self) -> Option<String> {
+        use futures::StreamExt;
+        let msg = self.stream.next().await?;
+        Some(String::from_utf8_lossy(msg.get_payload_bytes()).into_owned())
     }
 
     fn pinger(&self) -> Box<dyn UpdatesPing> {

@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 mod messages;
+mod sessions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 

@@ -4,7 +4,7 @@
 //! apply unchanged. Tools are in [`super::tools`], resources in [`super::resources`],
 //! notifications in [`super::notify`].
 
-use super::notify::{Hub, keyed};
+use super::notify::{Hub, ListenName, keyed};
 use super::resources::{self, ResourceUri};
 use super::tools;
 use crate::AppState;
@@ -295,7 +295,21 @@ impl ServerHandler for GatewayMcp {
                 tasks.push(t.clone());
             }
         }
-        let guard = self.hub.listen(keyed(&uris), context.sink().clone()).await;
+        let name = ListenName {
+            agent: caller.identity().map(|id| id.agent.to_string()),
+            request_id: serde_json::to_string(&request.id).unwrap_or_default(),
+        };
+        let guard = self
+            .hub
+            .listen(
+                keyed(&uris),
+                context.sink().clone(),
+                name,
+                self.listen_from_ms
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    + CATCH_UP.as_millis() as i64,
+            )
+            .await;
         // Changes made between the acknowledgment and the registration above.
         let from = self
             .listen_from_ms
@@ -313,8 +327,11 @@ impl ServerHandler for GatewayMcp {
                 None => std::future::pending().await,
             }
         };
+        // Or until a `notifications/cancelled` names it: rmcp ignores notifications of
+        // stateless requests, so `jsonrpc::guard` hands them to the hub (any instance).
         tokio::select! {
             _ = context.cancelled() => {}
+            _ = guard.cancelled() => {}
             _ = expired => {}
         }
         drop(guard);

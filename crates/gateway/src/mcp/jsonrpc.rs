@@ -7,8 +7,12 @@
 //! specification names. [`guard`] reads the body first and answers, as JSON:
 //!
 //! * not JSON → HTTP 400, `-32700` parse error (`id: null`);
-//! * a batch (an array) → HTTP 400, `-32600`: no revision this gateway serves has batches
-//!   (JSON-RPC batching was in 2025-03-26 only and was removed in 2025-06-18);
+//! * a batch (an array) in a session that negotiated 2025-03-26, the one revision with
+//!   JSON-RPC batches: served, each message as if it came alone (concurrently), the answers
+//!   in one JSON array (HTTP 200; 202 when the batch held no request); notifications a
+//!   request's stream carried before its answer are not in it. In any other revision (batches
+//!   were removed in 2025-06-18) or without a session → HTTP 400, `-32600`, naming the
+//!   revision;
 //! * JSON that is no JSON-RPC message → HTTP 400, `-32600` invalid request;
 //! * a known method with parameters that do not fit (`tools/call` without `name`, with
 //!   `arguments` that is not an object, …) → HTTP 200, `-32602` invalid params, with the
@@ -17,13 +21,19 @@
 //!   `MCP-Protocol-Version` header or `_meta`), which rmcp answers as unknown whatever its
 //!   parameters (HTTP 404, `-32601`), as SEP-2575 asks.
 //!
+//! A `notifications/cancelled` outside a session (2026-07-28: every request stands alone, and
+//! rmcp drops such notifications) that names an open `subscriptions/listen` of the same caller
+//! ends that listen, on whichever instance holds it ([`super::notify::Hub::cancel_listen`]).
+//!
 //! Everything else goes on to rmcp unchanged (the body rebuilt from the bytes read). It also
 //! answers a `DELETE` of a session with `204 No Content` where rmcp says `202 Accepted` (a
 //! deletion is done, not queued; the Python SDK reports 202 as a failure).
 
 use crate::AppState;
+use crate::extract::Caller;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -63,6 +73,9 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         Ok(b) => b,
         Err(e) => return unreadable(e, max),
     };
+    if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&bytes) {
+        return batch(&state, parts, items, next).await;
+    }
     let version = parts
         .headers
         .get("mcp-protocol-version")
@@ -70,8 +83,172 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Some(answer) = check(&bytes, version) {
         return answer;
     }
+    if let Some(name) = listen_cancellation(&state, &parts, &bytes).await {
+        state.mcp.hub.cancel_listen(&name).await;
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// The one protocol revision with JSON-RPC batches.
+const BATCH_REVISION: &str = "2025-03-26";
+
+/// The protocol revision the request's session negotiated (what its client asked for at
+/// `initialize`; rmcp agrees to every revision it knows, 2025-03-26 among them); without a
+/// session, the `MCP-Protocol-Version` header's.
+async fn revision(state: &AppState, parts: &Parts) -> Option<String> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let Some(session) = header(super::SESSION_HEADER) else {
+        return header("mcp-protocol-version");
+    };
+    let record = state
+        .mcp
+        .hub
+        .store()
+        .load_session(&session, super::sessions::SESSION_TTL)
+        .await
+        .ok()
+        .flatten()?;
+    let value: Value = serde_json::from_str(&record.state).ok()?;
+    value["initialize_params"]["protocolVersion"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A JSON-RPC batch: served in a 2025-03-26 session, refused otherwise (module documentation).
+async fn batch(state: &AppState, parts: Parts, items: Vec<Value>, next: Next) -> Response {
+    let revision = revision(state, &parts).await;
+    if revision.as_deref() != Some(BATCH_REVISION) {
+        let named = match &revision {
+            Some(r) => format!("protocol revision {r}"),
+            None => "a request outside a 2025-03-26 session".to_owned(),
+        };
+        return error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            format!(
+                "Invalid Request: JSON-RPC batches are not supported in {named}; only \
+                 revision {BATCH_REVISION} has them (removed in 2025-06-18); send one message \
+                 per request"
+            ),
+        );
+    }
+    if items.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            "Invalid Request: an empty batch".to_owned(),
+        );
+    }
+    let answers = futures::future::join_all(
+        items
+            .into_iter()
+            .map(|item| one_of_batch(parts.clone(), item, next.clone())),
+    )
+    .await;
+    let mut out = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok(messages) => out.extend(messages),
+            // rmcp refused the message at the HTTP level (an unknown session, …): that answer.
+            Err(response) => return response,
+        }
+    }
+    if out.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    (StatusCode::OK, axum::Json(Value::Array(out))).into_response()
+}
+
+/// One message of a batch, served as if it came alone: the JSON-RPC answers it produced
+/// (none for a notification), or the HTTP answer that refused it.
+async fn one_of_batch(parts: Parts, item: Value, next: Next) -> Result<Vec<Value>, Response> {
+    let bytes = Bytes::from(item.to_string());
+    if let Some(answer) = check(&bytes, Some(BATCH_REVISION)) {
+        return Ok(json_body(answer).await.into_iter().collect());
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = response.status();
+    if status == StatusCode::ACCEPTED {
+        return Ok(Vec::new());
+    }
+    if !status.is_success() {
+        return Err(response);
+    }
+    let sse = is_event_stream(&response);
+    let body = match axum::body::to_bytes(response.into_body(), usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("a message of the batch could not be answered: {e}"),
+            )
+                .into_response());
+        }
+    };
+    if !sse {
+        return Ok(serde_json::from_slice::<Value>(&body).into_iter().collect());
+    }
+    // The answer of a request stream: its `data:` lines; only responses and errors go into
+    // the batch's answer.
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .filter(|m| {
+            m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
+        })
+        .collect())
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// The JSON body of one of this module's answers.
+async fn json_body(response: Response) -> Option<Value> {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The listen a `notifications/cancelled` outside a session names: its caller's agent and the
+/// request id it cancels. `None` for any other message.
+async fn listen_cancellation(
+    state: &AppState,
+    parts: &Parts,
+    body: &Bytes,
+) -> Option<super::notify::ListenName> {
+    if parts.headers.contains_key(super::SESSION_HEADER) {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if value.get("method")?.as_str()? != "notifications/cancelled" || value.get("id").is_some() {
+        return None;
+    }
+    let request_id = value.get("params")?.get("requestId")?;
+    let mut parts = parts.clone();
+    let caller = Caller::from_request_parts(&mut parts, state).await.ok()?;
+    Some(super::notify::ListenName {
+        agent: caller.identity().map(|id| id.agent.to_string()),
+        request_id: request_id.to_string(),
+    })
 }
 
 fn is_json(req: &Request) -> bool {

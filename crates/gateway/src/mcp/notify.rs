@@ -57,6 +57,25 @@ const STREAM_BUFFER: usize = 64;
 struct Listener {
     uris: HashMap<String, String>,
     sink: SubscriptionSink,
+    /// Who listens and under which request id: what a `notifications/cancelled` names.
+    name: ListenName,
+    /// Fired by a `notifications/cancelled` naming this listen, on any instance.
+    cancel: CancellationToken,
+}
+
+/// What names an open listen for a cancellation: the caller's agent (`None`: authentication
+/// is off, every caller is trusted and anonymous) and the JSON text of the request id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenName {
+    pub agent: Option<String>,
+    pub request_id: String,
+}
+
+impl ListenName {
+    /// As published to the other instances (JSON).
+    fn payload(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// The process's MCP subscribers and its event subscription.
@@ -70,6 +89,9 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Whether the tap's reader runs.
     started: Mutex<bool>,
+    /// Whether the reader of cancellations runs, and whether it is subscribed.
+    cancels_started: Mutex<bool>,
+    cancels_ready: std::sync::atomic::AtomicBool,
     /// Stops the tap's reader (when the gateway shuts down).
     cancel: CancellationToken,
 }
@@ -83,6 +105,8 @@ impl Hub {
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
             started: Mutex::new(false),
+            cancels_started: Mutex::new(false),
+            cancels_ready: std::sync::atomic::AtomicBool::new(false),
             cancel,
         })
     }
@@ -114,16 +138,75 @@ impl Hub {
         self: &Arc<Self>,
         uris: HashMap<String, String>,
         sink: SubscriptionSink,
+        name: ListenName,
+        accepted_ms: i64,
     ) -> ListenerGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        let payload = name.payload();
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Listener { uris, sink });
+            .insert(
+                id,
+                Listener {
+                    uris,
+                    sink,
+                    name,
+                    cancel: cancel.clone(),
+                },
+            );
         self.ensure_events().await;
+        self.ensure_cancels().await;
+        // A cancellation published before this process heard it (the client may cancel as
+        // soon as it has the acknowledgment, which rmcp sends before this registration).
+        match self.store.listen_cancelled_at(&payload).await {
+            Ok(Some(at)) if at >= accepted_ms => cancel.cancel(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading a listen's cancellation failed"),
+        }
         ListenerGuard {
             hub: Arc::downgrade(self),
             id,
+            cancel,
+        }
+    }
+
+    /// Starts the reader of cancellations if not done yet, and waits (bounded) until it is
+    /// subscribed, so that a cancellation published after this returns is heard.
+    async fn ensure_cancels(self: &Arc<Self>) {
+        {
+            let mut started = self
+                .cancels_started
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !*started {
+                *started = true;
+                tokio::spawn(read_cancels(Arc::downgrade(self), self.cancel.clone()));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while !self.cancels_ready.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A `notifications/cancelled` naming a listen arrived (on this instance): ends it here
+    /// and tells every other instance, one of which may hold it.
+    pub async fn cancel_listen(&self, name: &ListenName) {
+        self.end_listens(name);
+        let now = chrono::Utc::now().timestamp_millis();
+        if let Err(e) = self.store.publish_listen_cancel(&name.payload(), now).await {
+            tracing::warn!(error = %e, "publishing a listen's cancellation failed");
+        }
+    }
+
+    /// Ends this process's listens that `name` names.
+    fn end_listens(&self, name: &ListenName) {
+        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        for l in listeners.values().filter(|l| l.name == *name) {
+            l.cancel.cancel();
         }
     }
 
@@ -253,6 +336,14 @@ impl Hub {
 pub struct ListenerGuard {
     hub: Weak<Hub>,
     id: u64,
+    cancel: CancellationToken,
+}
+
+impl ListenerGuard {
+    /// Resolves when a `notifications/cancelled` names this listen (on any instance).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
 }
 
 impl Drop for ListenerGuard {
@@ -337,6 +428,18 @@ impl Hub {
         };
         let mut by_task: HashMap<TaskId, Vec<(String, String)>> = HashMap::new();
         let mut missed: Vec<((i64, i64), ServerSseMessage)> = Vec::new();
+        // A position from before the store's event streams begin (the embedded gateway
+        // restarted since): what changed then is not known, so each subscribed resource gets
+        // one hint to re-read, then the events since the streams began.
+        let before_streams = self
+            .store
+            .events_complete_since_ms()
+            .is_some_and(|since| after.0 < since);
+        if before_streams {
+            for sub in &subscriptions {
+                missed.push((after, updated_message(&sub.uri, None)));
+            }
+        }
         for sub in subscriptions {
             match ResourceUri::parse(&sub.uri)
                 .ok()
@@ -344,7 +447,10 @@ impl Hub {
             {
                 Some(task) => by_task.entry(task).or_default().push((sub.key, sub.uri)),
                 // An agent resource: no stream of its own to read; one hint to re-read.
-                None => missed.push((after, updated_message(&sub.uri, None))),
+                None if !before_streams => {
+                    missed.push((after, updated_message(&sub.uri, None)));
+                }
+                None => {}
             }
         }
         for (task, subs) in by_task {
@@ -397,6 +503,58 @@ async fn read_tap(hub: Weak<Hub>, mut tap: Tap, cancel: CancellationToken) {
                 tracing::warn!(reason = ?tap.end_reason(), "MCP notifications lagged; re-tapping");
                 tap = h.live.tap();
             }
+        }
+    }
+}
+
+/// How often the cancellation subscription is probed (a half-open connection is silent).
+const CANCELS_PING: Duration = Duration::from_secs(15);
+
+/// Reads the cancellations of listens published by every instance until the gateway shuts
+/// down, subscribing again (after a second) whenever the subscription is lost.
+async fn read_cancels(hub: Weak<Hub>, shutdown: CancellationToken) {
+    loop {
+        let Some(store) = hub.upgrade().map(|h| h.store.clone()) else {
+            return;
+        };
+        match store.subscribe_listen_cancels().await {
+            Ok(mut source) => {
+                if let Some(h) = hub.upgrade() {
+                    h.cancels_ready.store(true, Ordering::Relaxed);
+                }
+                let mut pinger = source.pinger();
+                let mut probe = tokio::time::interval(CANCELS_PING);
+                probe.tick().await;
+                loop {
+                    tokio::select! {
+                        m = source.next() => {
+                            let Some(payload) = m else { break };
+                            let Some(h) = hub.upgrade() else { return };
+                            match serde_json::from_str::<ListenName>(&payload) {
+                                Ok(name) => h.end_listens(&name),
+                                Err(e) => tracing::debug!(error = %e, "not a listen's cancellation"),
+                            }
+                        }
+                        _ = probe.tick() => {
+                            if pinger.ping().await.is_err() {
+                                break;
+                            }
+                        }
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                if let Some(h) = hub.upgrade() {
+                    h.cancels_ready.store(false, Ordering::Relaxed);
+                }
+                tracing::warn!(
+                    "the subscription to listen cancellations was lost; subscribing again"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "subscribing to listen cancellations failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

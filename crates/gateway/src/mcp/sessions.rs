@@ -100,7 +100,14 @@ impl GatewaySessions {
         stream: impl Stream<Item = ServerSseMessage> + Send + Sync + 'static,
         resume_after: Option<(i64, i64)>,
     ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
-        let start = chrono::Utc::now().timestamp_millis() - CATCH_UP.as_millis() as i64;
+        // Never before the hot store's event streams begin (the in-process store's begin
+        // with its process), so a position from before them says "from an earlier process".
+        let start = (chrono::Utc::now().timestamp_millis() - CATCH_UP.as_millis() as i64).max(
+            self.hub
+                .store()
+                .events_complete_since_ms()
+                .unwrap_or(i64::MIN),
+        );
         // Attached before the catch-up is read: a change in between is told twice, not never.
         let updates = ReceiverStream::new(self.hub.attach_stream(id).await);
         let mut first = vec![start_message((start, 0))];

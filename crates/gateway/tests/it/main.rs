@@ -17,6 +17,7 @@ mod lists;
 mod live;
 mod locks;
 mod mcp;
+mod mcp_jsonrpc;
 mod mcp_resume;
 mod mcp_sessions;
 mod messages;

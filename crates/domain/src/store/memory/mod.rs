@@ -31,9 +31,10 @@ use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, HotSync, Lease, McpSession,
-    McpSessions, OutboxDepth, OutboxEntry, Presence, PusherLink, Refreshed, SubScope, Subscriber,
-    TaskRefresh, UpdatesPing, UpdatesSource, Waiter,
+    CacheFile, ClaimOutcome, Emit, FiledSession, FiledSubscription, HeldLease, HotFile, HotOps,
+    HotSync, LISTEN_CANCEL_KEPT, Lease, McpSession, McpSessionFile, McpSessions, MessageSource,
+    OutboxDepth, OutboxEntry, Presence, PusherLink, Refreshed, SubScope, Subscriber, TaskRefresh,
+    UpdatesPing, UpdatesSource, Waiter,
 };
 use crate::store::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -41,6 +42,7 @@ use chrono::{DateTime, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
 use mcp_api::{Event, StreamId};
 use state::{Now, State};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -67,7 +69,22 @@ struct Inner {
     pusher_attached: Arc<AtomicBool>,
     /// Bumped by every acknowledgement: waiting steps look again whether theirs was pushed.
     acked: watch::Sender<u64>,
+    /// Where MCP sessions are written through to, so they outlive the process (embedded
+    /// mode: the SQLite file). Unset: they live as long as the process.
+    session_file: OnceLock<Arc<dyn McpSessionFile>>,
+    /// Each filed session's expiry as last written (ms), so a use moves it in the file at
+    /// most every [`TOUCH_EVERY_MS`].
+    filed_expiry: Mutex<HashMap<String, i64>>,
+    /// When this store was made (ms since the epoch): its event streams begin here.
+    started_ms: i64,
+    /// Cancellations of `subscriptions/listen` requests (one process: to itself).
+    listen_cancels: broadcast::Sender<String>,
+    /// Their records: name -> (when made, ms; kept until).
+    listen_cancelled: Mutex<HashMap<String, (i64, std::time::Instant)>>,
 }
+
+/// How far a session's expiry may run ahead of the file's before a use writes it there.
+const TOUCH_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// The in-process hot store. Cheap to clone (every clone shares the state); creating one
 /// needs no Tokio runtime.
@@ -102,6 +119,11 @@ impl MemoryStore {
                 pusher_wake: Arc::new(Notify::new()),
                 pusher_attached: Arc::new(AtomicBool::new(false)),
                 acked: watch::Sender::new(0),
+                session_file: OnceLock::new(),
+                filed_expiry: Mutex::default(),
+                started_ms: Utc::now().timestamp_millis(),
+                listen_cancels: broadcast::channel(256).0,
+                listen_cancelled: Mutex::default(),
             }),
         }
     }
@@ -145,6 +167,75 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Keeps this store's MCP sessions and subscriptions in `file` as well: what `file` holds
+    /// (unexpired) is loaded now, and every change from now on is written through, so the
+    /// sessions outlive the process (issue #15 item 6). Called once, before serving.
+    pub async fn keep_sessions_in(&self, file: Arc<dyn McpSessionFile>) -> Result<()> {
+        let now_ms = Utc::now().timestamp_millis();
+        let (sessions, subscriptions) = file.filed_sessions(now_ms).await?;
+        let mut expiry: HashMap<&str, i64> = HashMap::new();
+        self.with(|s, now| {
+            for f in &sessions {
+                let ttl = Duration::from_millis((f.expires_at_ms - now_ms).max(1) as u64);
+                s.save_session(&f.id, &session_record(&f.record), ttl, now);
+                expiry.insert(&f.id, f.expires_at_ms);
+            }
+            for sub in &subscriptions {
+                let Some(until) = expiry.get(sub.session.as_str()) else {
+                    continue;
+                };
+                let ttl = Duration::from_millis((until - now_ms).max(1) as u64);
+                let (task, agent);
+                let scope = match sub.scope.split_once(':') {
+                    Some(("task", id)) => match TaskId::parse(id) {
+                        Ok(t) => {
+                            task = t;
+                            SubScope::Task(&task)
+                        }
+                        Err(_) => continue,
+                    },
+                    Some(("agent", id)) => match AgentId::parse(id) {
+                        Ok(a) => {
+                            agent = a;
+                            SubScope::Agent(&agent)
+                        }
+                        Err(_) => continue,
+                    },
+                    _ => continue,
+                };
+                s.subscribe(&sub.session, scope, &sub.key, &sub.uri, ttl, now);
+            }
+        });
+        *self.filed_expiry() = expiry
+            .into_iter()
+            .map(|(id, until)| (id.to_owned(), until))
+            .collect();
+        tracing::info!(
+            sessions = sessions.len(),
+            subscriptions = subscriptions.len(),
+            "MCP sessions restored from the data file"
+        );
+        let _ = self.inner.session_file.set(file);
+        Ok(())
+    }
+
+    fn session_file(&self) -> Option<&Arc<dyn McpSessionFile>> {
+        self.inner.session_file.get()
+    }
+
+    fn filed_expiry(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.inner
+            .filed_expiry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn expiry_ms(ttl: Duration) -> i64 {
+    Utc::now().timestamp_millis() + ttl.as_millis().min(i64::MAX as u128) as i64
+}
+
 /// The machine's memory (`MemTotal` of /proc/meminfo, bytes), 0 when unreadable.
 fn total_memory() -> u64 {
     static TOTAL: OnceLock<u64> = OnceLock::new();
@@ -159,6 +250,26 @@ fn total_memory() -> u64 {
             })
             .map_or(0, |kb| kb.saturating_mul(1024))
     })
+}
+
+/// The subscription [`McpSessions::subscribe_listen_cancels`] answers.
+struct Messages {
+    rx: broadcast::Receiver<String>,
+    store: Weak<Inner>,
+}
+
+#[async_trait]
+impl MessageSource for Messages {
+    async fn next(&mut self) -> Option<String> {
+        // Lagged: messages were lost, so the subscription is; closed: the store is gone.
+        self.rx.recv().await.ok()
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Box::new(Pinger {
+            store: self.store.clone(),
+        })
+    }
 }
 
 /// The subscription [`HotOps::subscribe_updates`] answers.
@@ -515,17 +626,52 @@ impl McpSessions for MemoryStore {
     async fn save_session(&self, session: &str, record: &McpSession, ttl: Duration) -> Result<()> {
         let value = session_record(record);
         self.with(|s, now| s.save_session(session, &value, ttl, now));
+        if let Some(file) = self.session_file() {
+            let expires_at_ms = expiry_ms(ttl);
+            file.file_session(&FiledSession {
+                id: session.to_owned(),
+                record: record.clone(),
+                expires_at_ms,
+            })
+            .await?;
+            self.filed_expiry()
+                .insert(session.to_owned(), expires_at_ms);
+        }
         Ok(())
     }
 
     async fn load_session(&self, session: &str, ttl: Duration) -> Result<Option<McpSession>> {
-        Ok(self
+        let found = self
             .with(|s, now| s.load_session(session, ttl, now))
-            .map(parse_session_record))
+            .map(parse_session_record);
+        if let (Some(file), Some(_)) = (self.session_file(), &found) {
+            let until = expiry_ms(ttl);
+            let due = self
+                .filed_expiry()
+                .get(session)
+                .is_none_or(|filed| until - filed > TOUCH_EVERY_MS);
+            if due {
+                // The session goes on in memory either way; only its life in the file is
+                // not extended this time.
+                match file.touch_session(session, until).await {
+                    Ok(()) => {
+                        self.filed_expiry().insert(session.to_owned(), until);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "extending an MCP session in the data file failed")
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn drop_session(&self, session: &str) -> Result<()> {
         self.with(|s, now| s.drop_session(session, now));
+        if let Some(file) = self.session_file() {
+            file.unfile_session(session).await?;
+            self.filed_expiry().remove(session);
+        }
         Ok(())
     }
 
@@ -538,6 +684,10 @@ impl McpSessions for MemoryStore {
         ttl: Duration,
     ) -> Result<()> {
         self.with(|s, now| s.subscribe(session, scope, key, uri, ttl, now));
+        if let Some(file) = self.session_file() {
+            file.file_subscription(&filed(session, scope, key, uri))
+                .await?;
+        }
         Ok(())
     }
 
@@ -549,6 +699,10 @@ impl McpSessions for MemoryStore {
         uri: &str,
     ) -> Result<()> {
         self.with(|s, now| s.unsubscribe(session, scope, key, uri, now));
+        if let Some(file) = self.session_file() {
+            file.unfile_subscription(&filed(session, scope, key, uri))
+                .await?;
+        }
         Ok(())
     }
 
@@ -560,7 +714,55 @@ impl McpSessions for MemoryStore {
         Ok(self.with(|s, now| s.session_subscriptions(session, now)))
     }
 
+    fn events_complete_since_ms(&self) -> Option<i64> {
+        Some(self.inner.started_ms)
+    }
+
+    async fn publish_listen_cancel(&self, name: &str, at_ms: i64) -> Result<()> {
+        {
+            let now = std::time::Instant::now();
+            let mut kept = self
+                .inner
+                .listen_cancelled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            kept.retain(|_, (_, until)| *until > now);
+            kept.insert(name.to_owned(), (at_ms, now + LISTEN_CANCEL_KEPT));
+        }
+        // No receiver is not an error: no listen is open.
+        let _ = self.inner.listen_cancels.send(name.to_owned());
+        Ok(())
+    }
+
+    async fn listen_cancelled_at(&self, name: &str) -> Result<Option<i64>> {
+        let kept = self
+            .inner
+            .listen_cancelled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(kept
+            .get(name)
+            .filter(|(_, until)| *until > std::time::Instant::now())
+            .map(|(at, _)| *at))
+    }
+
+    async fn subscribe_listen_cancels(&self) -> Result<Box<dyn MessageSource>> {
+        Ok(Box::new(Messages {
+            rx: self.inner.listen_cancels.subscribe(),
+            store: Arc::downgrade(&self.inner),
+        }))
+    }
+
     async fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Result<Vec<Event>> {
         Ok(self.with(|s, _| s.events_since(task, since_ms, limit)))
+    }
+}
+
+fn filed(session: &str, scope: SubScope<'_>, key: &str, uri: &str) -> FiledSubscription {
+    FiledSubscription {
+        session: session.to_owned(),
+        scope: scope.filed(),
+        key: key.to_owned(),
+        uri: uri.to_owned(),
     }
 }
