@@ -319,13 +319,19 @@ impl From<sqlx::Error> for DomainError {
             },
             sqlx::Error::Database(db)
                 if db.code().is_some_and(|c| {
-                    // 57P01 admin_shutdown, 57P03 cannot_connect_now, 08xxx connection errors;
+                    // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+                    // 08xxx connection errors; 25006 read_only_sql_transaction (a write reached
+                    // a standby: the primary moved, and the pool follows it, see
+                    // `store::postgres::hosts`);
                     // 40001 serialization_failure and 40P01 deadlock_detected (the transaction
                     // was rolled back whole: a retry is safe and likely to pass); 53xxx
                     // insufficient resources (too many connections, out of memory or disk).
                     c.starts_with("08")
                         || c.starts_with("53")
-                        || matches!(c.as_ref(), "57P01" | "57P03" | "40001" | "40P01")
+                        || matches!(
+                            c.as_ref(),
+                            "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01"
+                        )
                 }) =>
             {
                 DomainError::Unavailable {

@@ -21,7 +21,11 @@ use sqlx::{Connection, PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod hosts;
 mod messages;
+
+use hosts::PgTargets;
+use std::sync::Arc;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
@@ -151,32 +155,81 @@ fn revision_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredRevision> {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// With several hosts in `DATABASE_URL` (or `target_session_attrs`): what keeps the pool
+    /// on the right one; its watcher ends with the last clone of the store.
+    _failover: Option<Arc<hosts::Failover>>,
 }
 
 impl PgStore {
     /// Connects a pool (creating the database first if it does not exist yet). Connections are
     /// made lazily, so the process starts while Postgres is down and recovers when it returns.
+    /// A URL listing several hosts is followed across restarts and switchovers
+    /// ([`hosts`]).
     pub async fn connect(cfg: &PgConfig) -> Result<PgStore> {
-        let opts = PgConnectOptions::from_str(&cfg.url)
-            .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?
+        let targets = hosts::parse(&cfg.url)?;
+        let quiet = |o: PgConnectOptions| {
             // Postgres' NOTICEs (`trigger … does not exist, skipping` from the migrations'
             // `DROP … IF EXISTS`) are not news: sqlx would log each at INFO.
-            .options([("client_min_messages", "warning")]);
-        let pool = PgPoolOptions::new()
+            o.options([("client_min_messages", "warning")])
+        };
+        let options = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
-            .acquire_timeout(cfg.acquire_timeout)
-            .connect_lazy_with(opts);
-        Ok(PgStore { pool })
+            .acquire_timeout(cfg.acquire_timeout);
+        if !targets.needs_failover() {
+            let opts = quiet(
+                PgConnectOptions::from_str(&cfg.url)
+                    .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?,
+            );
+            return Ok(PgStore {
+                pool: options.connect_lazy_with(opts),
+                _failover: None,
+            });
+        }
+        let mut targets = targets;
+        for (_, o) in &mut targets.hosts {
+            *o = quiet(o.clone());
+        }
+        let failover = hosts::Failover::new(targets);
+        let admit = failover.clone();
+        let pool = options
+            .after_connect(move |conn, _| {
+                let admit = admit.clone();
+                Box::pin(async move { admit.admit(conn).await })
+            })
+            .connect_lazy_with(failover.current_options());
+        // The first look before serving: the pool starts on the right host when one answers.
+        let _ = failover.point(&pool).await;
+        tokio::spawn(hosts::watch(Arc::downgrade(&failover), pool.clone()));
+        Ok(PgStore {
+            pool,
+            _failover: Some(failover),
+        })
     }
 
-    /// Creates the database named in `url` when it is missing (connecting to `postgres`).
+    /// Creates the database named in `url` when it is missing (connecting to `postgres`; with
+    /// several hosts, on the first that fits `target_session_attrs`).
     pub async fn create_database_if_missing(url: &str) -> Result<()> {
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?;
-        let Some(name) = opts.get_database().map(str::to_owned) else {
+        let targets = hosts::parse(url)?;
+        let Some(name) = targets
+            .hosts
+            .first()
+            .and_then(|(_, o)| o.get_database().map(str::to_owned))
+        else {
             return Ok(());
         };
-        let mut conn = sqlx::PgConnection::connect_with(&opts.clone().database("postgres")).await?;
+        let failover = hosts::Failover::new(PgTargets {
+            hosts: targets
+                .hosts
+                .iter()
+                .map(|(label, o)| (label.clone(), o.clone().database("postgres")))
+                .collect(),
+            attrs: targets.attrs,
+        });
+        let mut conn = match failover.first_fitting().await {
+            Some(c) => c,
+            // None answers (as it should): the error of the first host, to retry on.
+            None => sqlx::PgConnection::connect_with(&failover.current_options()).await?,
+        };
         let exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(&name)
