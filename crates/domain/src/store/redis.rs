@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::StreamId;
 use mcp_api::responses::{Collaborator, TaskState};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use super::conn::{ConnSettings, RedisConn};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -153,11 +153,9 @@ pub struct RedisConfig {
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    /// For connections of their own: the pub/sub subscription of the live-event hub.
-    client: redis::Client,
-    /// Bound of (re)connecting and of one command, for those connections too.
-    connect_timeout: Duration,
+    /// Every command goes through it; it also opens the pub/sub connections.
+    conn: RedisConn,
+    /// Bound of one command, for the pub/sub connections too.
     response_timeout: Duration,
     keys: Keys,
     /// One rollback rebuild at a time in this process: requests that detect the rollback
@@ -173,26 +171,14 @@ impl RedisStore {
     /// Connects (bounded by `connect_timeout`). The connection manager reconnects by itself
     /// after an outage; while Redis is away, commands fail fast as `unavailable`.
     pub async fn connect(cfg: &RedisConfig) -> Result<RedisStore> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
-        let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(cfg.connect_timeout)
-            .set_response_timeout(cfg.response_timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let conn = tokio::time::timeout(
-            cfg.connect_timeout * 2,
-            ConnectionManager::new_with_config(client.clone(), mgr_cfg),
-        )
-        .await
-        .map_err(|_| DomainError::Unavailable {
-            backend: "redis",
-            cause: "connect timed out".into(),
-        })??;
+        let conn = RedisConn::open(&ConnSettings {
+            url: cfg.url.clone(),
+            response_timeout: cfg.response_timeout,
+            connect_timeout: cfg.connect_timeout,
+        })
+        .await?;
         let store = RedisStore {
             conn,
-            client,
-            connect_timeout: cfg.connect_timeout,
             response_timeout: cfg.response_timeout,
             keys: Keys::new(cfg.key_prefix.clone()),
             rebuilding: Arc::default(),
@@ -210,7 +196,7 @@ impl RedisStore {
     }
 
     /// A connection handle (cheap: multiplexed). For the sync loops and tests.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -397,9 +383,7 @@ impl RedisStore {
             backend: "redis",
             cause: cause.into(),
         };
-        let mut pubsub = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| timeout("pub/sub connect timed out"))??;
+        let mut pubsub = self.conn.pubsub().await?;
         tokio::time::timeout(self.response_timeout, pubsub.psubscribe(pattern))
             .await
             .map_err(|_| timeout("PSUBSCRIBE timed out"))??;
