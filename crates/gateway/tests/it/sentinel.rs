@@ -405,3 +405,55 @@ async fn with_min_replicas_a_sentinel_failover_loses_no_acknowledged_step() {
     let missing = failover_under_load(1).await;
     assert_eq!(missing, 0, "acknowledged steps lost in the failover");
 }
+
+/// The live-event hub's subscription follows the failover: an event that is only published
+/// (never appended to a stream, so no catch-up could bring it) on the new primary reaches a
+/// watcher that subscribed before the old one died.
+#[tokio::test]
+async fn live_streams_resubscribe_on_the_new_primary() {
+    let mut group = SentinelGroup::start()
+        .await
+        .expect("redis-server on the PATH");
+    let gw = TestGateway::spawn_on(TestDb::create().await, TestRedis::on(group.url()), |c| {
+        c.redis_timeout_ms = 1000;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let step = json!({"task_id": "t", "step": {"n": 0}});
+    let first = tool(&http, &gw.base, "log_step", &step).await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    let mut sse =
+        crate::live::SseReader::open(&format!("{}/tasks/t/events?since=0", gw.base), None).await;
+    let m = sse.next().await.expect("the first step's event");
+    assert_eq!(m.data["data"]["id"], first.1["id"]);
+
+    let old = group.primary_port().await.expect("a primary");
+    group.server(old).stop();
+    let new = group.await_failover(old, Duration::from_secs(30)).await;
+
+    // Published again and again until it arrives: the hub resubscribes when it notices.
+    let channel = format!("{}task:t:updates", gw.redis.prefix);
+    let foreign = json!({"type": "task_assigned", "taskId": "t",
+                         "timestamp": "2026-01-01T10:00:00.000Z", "data": {"agent": "qa"}});
+    let publisher = tokio::spawn(async move {
+        let mut c = TestRedis::on(format!("redis://127.0.0.1:{new}"))
+            .connection()
+            .await;
+        loop {
+            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(foreign.to_string())
+                .query_async(&mut c)
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let got = loop {
+        let m = sse.next().await.expect("the stream survives the failover");
+        if m.event == "task_assigned" {
+            break m;
+        }
+    };
+    publisher.abort();
+    assert_eq!(got.data["data"]["agent"], "qa");
+}
