@@ -375,6 +375,8 @@ impl From<redis::RedisError> for DomainError {
             || e.is_connection_refusal()
             || e.is_timeout()
             || e.is_unrecoverable_error()
+            // A primary demoted to a replica (a failover in progress): nothing was written.
+            || crate::store::conn::is_read_only(&e)
             || matches!(
                 e.kind(),
                 redis::ErrorKind::BusyLoadingError

@@ -161,6 +161,11 @@ pub struct GatewayConfig {
     /// How long one Redis command may take before the request answers 503, in ms.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 2000)]
     pub redis_timeout_ms: u64,
+    /// Replicas that must confirm (Redis `WAIT`) a step, an audit record or an event before it
+    /// is acknowledged; when fewer confirm within half `REDIS_TIMEOUT_MS` the request answers
+    /// 503. 0: acknowledged by the primary alone (a failover may lose the last writes).
+    #[arg(long, env = "REDIS_MIN_REPLICAS", default_value_t = 0)]
+    pub redis_min_replicas: u32,
 
     /// Upper bound of one request (past it: 503 with Retry-After), in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]

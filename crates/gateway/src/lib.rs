@@ -221,6 +221,7 @@ pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
                 key_prefix: cfg.redis_key_prefix.clone(),
                 response_timeout: Duration::from_millis(cfg.redis_timeout_ms),
                 connect_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+                min_replicas: cfg.redis_min_replicas,
             };
             let startup = Duration::from_secs(cfg.startup_timeout_secs);
             Arc::new(with_retry("redis", startup, || RedisStore::connect(&redis_cfg)).await?)

@@ -390,6 +390,14 @@ fn compose_validates_with_docker_compose_when_installed() {
         }
         let out = std::process::Command::new(cmd[0])
             .args(&cmd[1..])
+            .args([
+                "--profile",
+                "scale",
+                "--profile",
+                "monitoring",
+                "--profile",
+                "ha",
+            ])
             .args(["config", "--quiet"])
             .current_dir(&dir)
             .env("POSTGRES_PASSWORD", "check")
@@ -406,6 +414,123 @@ fn compose_validates_with_docker_compose_when_installed() {
         return;
     }
     eprintln!("note: no docker compose here; docker-compose.yml checked by parsing only");
+}
+
+/// Issue 20: the `ha` profile runs a Redis primary, its replica and three Sentinels, and a
+/// gateway and mcp-sync that find the primary through those Sentinels, on a database of their
+/// own (gateways of one database must share one Redis), with the persistence and eviction
+/// settings of the single Redis.
+#[test]
+fn the_ha_profile_runs_a_primary_a_replica_and_three_sentinels_behind_the_gateway() {
+    let c = compose();
+    let ha = [
+        "redis-ha-1",
+        "redis-ha-2",
+        "redis-sentinel-1",
+        "redis-sentinel-2",
+        "redis-sentinel-3",
+        "mcp-gateway-ha",
+        "mcp-sync-ha",
+    ];
+    for name in ha {
+        let s = service(&c, name);
+        assert_eq!(strings(&s["profiles"]), ["ha"], "{name}");
+        assert!(!health_test(s).is_empty(), "{name} has no health check");
+    }
+    for (name, s) in c["services"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if !ha.contains(&name) {
+            assert!(
+                !strings(&s["profiles"]).contains(&"ha".to_owned()),
+                "{name} is in the ha profile"
+            );
+        }
+    }
+
+    // Both servers persist like `redis` and never evict; the second replicates the first.
+    let flags = |name: &str| {
+        let cmd = strings(&service(&c, name)["command"]);
+        move |f: &str| {
+            cmd.iter()
+                .position(|a| a == f)
+                .map(|i| cmd[i + 1..].iter().take(2).cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        }
+    };
+    for name in ["redis-ha-1", "redis-ha-2"] {
+        let flag = flags(name);
+        assert_eq!(flag("--appendonly")[0], "yes", "{name}");
+        assert_eq!(flag("--maxmemory-policy")[0], "noeviction", "{name}");
+        assert!(
+            strings(&service(&c, name)["volumes"])
+                .iter()
+                .any(|v| v.ends_with(":/data")),
+            "{name} keeps its files in a volume"
+        );
+    }
+    assert!(flags("redis-ha-1")("--replicaof").is_empty());
+    assert_eq!(flags("redis-ha-2")("--replicaof"), ["redis-ha-1", "6379"]);
+
+    // The Sentinels watch the primary under the name the gateway asks for, with a quorum of
+    // two of the three.
+    let gw = service(&c, "mcp-gateway-ha");
+    let url = gw["environment"]["REDIS_URL"].as_str().expect("REDIS_URL");
+    let rest = url
+        .strip_prefix("redis+sentinel://")
+        .unwrap_or_else(|| panic!("{url} is not a Sentinel URL"));
+    let (hosts, master) = rest.split_once('/').expect("a master name");
+    let hosts: BTreeSet<&str> = hosts.split(',').collect();
+    assert_eq!(
+        hosts,
+        BTreeSet::from([
+            "redis-sentinel-1:26379",
+            "redis-sentinel-2:26379",
+            "redis-sentinel-3:26379"
+        ])
+    );
+    for n in 1..=3 {
+        let script = strings(&service(&c, &format!("redis-sentinel-{n}"))["command"]).join(" ");
+        assert!(
+            script.contains(&format!("sentinel monitor {master} redis-ha-1 6379 2")),
+            "{script}"
+        );
+        assert!(
+            script.contains("port 26379") && script.contains("--sentinel"),
+            "{script}"
+        );
+        assert_eq!(
+            depends(gw, &format!("redis-sentinel-{n}")),
+            "service_healthy"
+        );
+    }
+    let sync = service(&c, "mcp-sync-ha");
+    assert_eq!(sync["environment"]["REDIS_URL"].as_str(), Some(url));
+    assert_eq!(depends(sync, "mcp-gateway-ha"), "service_healthy");
+    let db = gw["environment"]["DATABASE_URL"]
+        .as_str()
+        .expect("DATABASE_URL");
+    assert_eq!(sync["environment"]["DATABASE_URL"].as_str(), Some(db));
+    assert_ne!(
+        Some(db),
+        service(&c, "mcp-gateway")["environment"]["DATABASE_URL"].as_str(),
+        "the ha gateways share a database with gateways of another Redis"
+    );
+    assert_eq!(gw["environment"]["RUN_SYNC"].as_str(), Some("false"));
+    assert!(gw["environment"]["JWT_SECRET"].is_string());
+    for p in strings(&gw["ports"]) {
+        assert!(p.starts_with("127.0.0.1:"), "{p} is not on loopback only");
+    }
+    let (gateway, sync_env) = (gateway_env(), sync_env());
+    for (name, known) in [("mcp-gateway-ha", &gateway), ("mcp-sync-ha", &sync_env)] {
+        let unknown: Vec<String> = env_keys(service(&c, name))
+            .into_iter()
+            .filter(|k| !known.contains(k))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{name} sets variables nothing reads: {unknown:?}"
+        );
+    }
 }
 
 fn yaml_file(path: &str) -> Value {

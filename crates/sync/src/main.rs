@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         key_prefix: cfg.redis_key_prefix.clone(),
         response_timeout: Duration::from_millis(cfg.redis_timeout_ms),
         connect_timeout: Duration::from_millis(cfg.redis_timeout_ms),
+        min_replicas: 0,
     })
     .await
     .map_err(|e| anyhow::anyhow!("REDIS_URL: {e:?}"))?;

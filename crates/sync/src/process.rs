@@ -185,6 +185,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
             "1 while the backend answers but refuses writes for lack of memory (a full Redis), by backend.",
         ),
         (
+            "mcp_redis_unconfirmed_writes_total",
+            Counter,
+            "Outbox writes answered 503 because fewer replicas than REDIS_MIN_REPLICAS confirmed them (WAIT) in time.",
+        ),
+        (
             "mcp_backend_full_refusals_total",
             Counter,
             "Calls a full backend refused for lack of memory (Redis OOM), by backend.",

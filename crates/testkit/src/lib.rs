@@ -9,7 +9,8 @@
 //! on ([`TestGateway::spawn_secured`], whose [`TestGateway::token`] mints tokens and
 //! [`TestGateway::call`] sends them).
 //! [`browser::Browser`] is a headless Chromium driven through WebDriver (console tests).
-//! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages).
+//! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages);
+//! [`SentinelGroup`] a primary, a replica and three Sentinels (failovers).
 
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
@@ -208,6 +209,7 @@ impl TestStores {
             key_prefix: redis.prefix.clone(),
             response_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            min_replicas: 0,
         })
         .await
         .expect("redis");
@@ -519,6 +521,8 @@ pub struct PrivateRedis {
     child: Option<Child>,
     /// Extra server arguments, repeated at each restart (persistence, memory limits).
     args: Vec<String>,
+    /// The primary's port when the server (re)starts as a replica.
+    replica_of: Option<u16>,
     /// The server's working directory (its AOF/RDB files), removed at the end.
     pub dir: TestDir,
 }
@@ -541,6 +545,7 @@ impl PrivateRedis {
             port,
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
+            replica_of: None,
             dir: TestDir::new(),
         };
         r.restart().then_some(r)
@@ -570,6 +575,17 @@ impl PrivateRedis {
             .arg("--dir")
             .arg(&self.dir.path)
             .args(&self.args)
+            .args(
+                self.replica_of
+                    .map(|p| {
+                        vec![
+                            "--replicaof".to_owned(),
+                            "127.0.0.1".to_owned(),
+                            p.to_string(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -582,6 +598,23 @@ impl PrivateRedis {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Starts the server again as a replica of the server on `primary` (as a Sentinel would
+    /// reconfigure an old primary that comes back after a failover).
+    pub fn restart_as_replica_of(&mut self, primary: u16) -> bool {
+        self.replica_of = Some(primary);
+        self.restart()
+    }
+
+    /// Sends the server a signal (`STOP`, `CONT`: a server that stalls and comes back).
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(c.id().to_string())
+                .status();
+        }
     }
 
     /// Kills the server (an outage; `SIGKILL`, so like a power loss for what was not synced).
@@ -606,6 +639,223 @@ impl PrivateRedis {
         std::fs::create_dir_all(&self.dir.path).expect("recreate the redis directory");
         copy_tree(&snapshot.path, &self.dir.path);
     }
+}
+
+/// A Redis primary, its replica and three Sentinels watching them, each a process of its own
+/// on a free loopback port (for failover tests). Sentinel timings are short: a primary that
+/// stops answering is down after [`SentinelGroup::DOWN_AFTER_MS`] and replaced within a few
+/// seconds. Everything is killed when dropped.
+pub struct SentinelGroup {
+    /// The servers: the first is the primary at the start, the second its replica.
+    pub servers: Vec<PrivateRedis>,
+    pub sentinels: Vec<PrivateSentinel>,
+}
+
+/// One `redis-server --sentinel` process and its (rewritten by Sentinel) configuration file.
+pub struct PrivateSentinel {
+    pub port: u16,
+    child: Child,
+    _dir: TestDir,
+}
+
+impl Drop for PrivateSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Option<u16> {
+    Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port(),
+    )
+}
+
+impl SentinelGroup {
+    /// The name the Sentinels know the primary by.
+    pub const MASTER: &'static str = "mymaster";
+    pub const DOWN_AFTER_MS: u64 = 1000;
+
+    /// Starts the primary, the replica and three Sentinels (quorum 2) and waits until the
+    /// replica is in sync and every Sentinel knows the replica and the other two Sentinels.
+    /// `None` when no `redis-server` binary is on the PATH.
+    pub async fn start() -> Option<SentinelGroup> {
+        // No 5 s wait before a full synchronisation (a returning old primary resyncs at once).
+        let args = [
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        let primary = PrivateRedis::start_with(&args)?;
+        let mut replica = PrivateRedis::start_with(&args)?;
+        replica.stop();
+        if !replica.restart_as_replica_of(primary.port) {
+            return None;
+        }
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let port = free_port()?;
+            let dir = TestDir::new();
+            let conf = dir.path.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {m} 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds {m} {down}\n\
+                     sentinel failover-timeout {m} 3000\n\
+                     sentinel parallel-syncs {m} 1\n",
+                    dir = dir.path.display(),
+                    m = Self::MASTER,
+                    p = primary.port,
+                    down = Self::DOWN_AFTER_MS,
+                ),
+            )
+            .ok()?;
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            sentinels.push(PrivateSentinel {
+                port,
+                child,
+                _dir: dir,
+            });
+        }
+        let group = SentinelGroup {
+            servers: vec![primary, replica],
+            sentinels,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !group.settled().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Sentinel group did not settle within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(group)
+    }
+
+    /// `redis+sentinel://` naming the three Sentinels and the primary's name.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{}", hosts.join(","), Self::MASTER)
+    }
+
+    async fn sentinel_query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Option<T> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(1));
+        let mut c = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .ok()?;
+        redis::cmd("SENTINEL")
+            .arg(args)
+            .query_async(&mut c)
+            .await
+            .ok()
+    }
+
+    /// Whether the replica is in sync and every Sentinel sees one replica and two peers.
+    async fn settled(&self) -> bool {
+        let Ok(info) = replication_info(self.servers[1].port).await else {
+            return false;
+        };
+        if !info.contains("master_link_status:up") {
+            return false;
+        }
+        for s in &self.sentinels {
+            let replicas: Option<Vec<redis::Value>> =
+                Self::sentinel_query(s.port, &["replicas", Self::MASTER]).await;
+            let peers: Option<Vec<redis::Value>> =
+                Self::sentinel_query(s.port, &["sentinels", Self::MASTER]).await;
+            if replicas.map(|r| r.len()) != Some(1) || peers.map(|p| p.len()) != Some(2) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The port of the server the Sentinels name as the primary now (the first Sentinel that
+    /// answers).
+    pub async fn primary_port(&self) -> Option<u16> {
+        for s in &self.sentinels {
+            let addr: Option<Option<(String, u16)>> =
+                Self::sentinel_query(s.port, &["get-master-addr-by-name", Self::MASTER]).await;
+            if let Some(Some((_, port))) = addr {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Waits until every Sentinel names another primary than `old` and that server answers
+    /// as a primary; its port.
+    pub async fn await_failover(&self, old: u16, within: Duration) -> u16 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let mut named = Vec::new();
+            for s in &self.sentinels {
+                let addr: Option<Option<(String, u16)>> =
+                    Self::sentinel_query(s.port, &["get-master-addr-by-name", Self::MASTER]).await;
+                named.push(addr.flatten().map(|a| a.1));
+            }
+            if let Some(Some(new)) = named.first()
+                && *new != old
+                && named.iter().all(|n| *n == Some(*new))
+                && replication_info(*new)
+                    .await
+                    .is_ok_and(|i| i.contains("role:master"))
+            {
+                return *new;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no failover within {within:?}: the Sentinels name {named:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The server on `port`.
+    pub fn server(&mut self, port: u16) -> &mut PrivateRedis {
+        self.servers
+            .iter_mut()
+            .find(|s| s.port == port)
+            .expect("a server of the group")
+    }
+}
+
+/// `INFO replication` of the server on `port`.
+pub async fn replication_info(port: u16) -> redis::RedisResult<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(1));
+    let mut c = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
+    redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut c)
+        .await
 }
 
 /// Whether a Redis server on `port` answers `PING` (not just accepts connections: a server

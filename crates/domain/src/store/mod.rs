@@ -12,6 +12,7 @@
 //! One behaviour suite (`crates/testkit/tests/stores/main.rs`) runs against every backend, so the
 //! embedded mode cannot drift from the deployed one.
 
+pub mod conn;
 pub mod durable;
 pub mod hot;
 pub mod keys;

@@ -4,6 +4,7 @@
 //! outbox (records the push loop persists to Postgres). Every multi-key change is one Lua
 //! script, so it is atomic and one round trip.
 
+use super::conn::{ConnSettings, RedisConn};
 use super::hot::{
     CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Presence,
     QueuePlace, UpdatesPing, UpdatesSource, Waiter, ms_to_time,
@@ -16,7 +17,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::StreamId;
 use mcp_api::responses::{Collaborator, TaskState};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -149,20 +149,32 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// Upper bound for (re)connecting.
     pub connect_timeout: Duration,
+    /// Replicas that must confirm (`WAIT`) a write whose loss would matter before it is
+    /// acknowledged (`REDIS_MIN_REPLICAS`); 0: none, the write is acknowledged by the primary.
+    pub min_replicas: u32,
 }
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    /// For connections of their own: the pub/sub subscription of the live-event hub.
-    client: redis::Client,
-    /// Bound of (re)connecting and of one command, for those connections too.
-    connect_timeout: Duration,
+    /// Every command goes through it; it also opens the pub/sub connections.
+    conn: RedisConn,
+    /// Bound of one command, for the pub/sub connections too.
     response_timeout: Duration,
+    /// With `REDIS_MIN_REPLICAS` > 0: where confirmed writes go ([`RedisStore::confirmed`]).
+    replicas: Option<Replicas>,
     keys: Keys,
     /// One rollback rebuild at a time in this process: requests that detect the rollback
     /// together wait for the first one's rebuild instead of each scanning the key space.
     rebuilding: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Replicas that must confirm a write ([`RedisStore::confirmed`]).
+#[derive(Clone)]
+struct Replicas {
+    conn: RedisConn,
+    min: u32,
+    /// How long `WAIT` waits for them.
+    timeout: Duration,
 }
 
 fn parse_ms(s: &str) -> DateTime<Utc> {
@@ -173,26 +185,29 @@ impl RedisStore {
     /// Connects (bounded by `connect_timeout`). The connection manager reconnects by itself
     /// after an outage; while Redis is away, commands fail fast as `unavailable`.
     pub async fn connect(cfg: &RedisConfig) -> Result<RedisStore> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
-        let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(cfg.connect_timeout)
-            .set_response_timeout(cfg.response_timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let conn = tokio::time::timeout(
-            cfg.connect_timeout * 2,
-            ConnectionManager::new_with_config(client.clone(), mgr_cfg),
-        )
-        .await
-        .map_err(|_| DomainError::Unavailable {
-            backend: "redis",
-            cause: "connect timed out".into(),
-        })??;
+        let conn = RedisConn::open(&ConnSettings {
+            url: cfg.url.clone(),
+            response_timeout: cfg.response_timeout,
+            connect_timeout: cfg.connect_timeout,
+        })
+        .await?;
+        let replicas = match cfg.min_replicas {
+            0 => None,
+            min => Some(Replicas {
+                // A connection of its own: `WAIT` blocks the connection it is sent on.
+                conn: RedisConn::open(&ConnSettings {
+                    url: cfg.url.clone(),
+                    response_timeout: cfg.response_timeout,
+                    connect_timeout: cfg.connect_timeout,
+                })
+                .await?,
+                min,
+                timeout: cfg.response_timeout / 2,
+            }),
+        };
         let store = RedisStore {
             conn,
-            client,
-            connect_timeout: cfg.connect_timeout,
+            replicas,
             response_timeout: cfg.response_timeout,
             keys: Keys::new(cfg.key_prefix.clone()),
             rebuilding: Arc::default(),
@@ -210,8 +225,54 @@ impl RedisStore {
     }
 
     /// A connection handle (cheap: multiplexed). For the sync loops and tests.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// Runs a script whose write must not be lost (it appends to the outbox: a step, an audit
+    /// record, an event). With `REDIS_MIN_REPLICAS` = n > 0 it is followed by `WAIT n t` in
+    /// the same pipeline on a connection of its own (`WAIT` covers every earlier write of its
+    /// connection, and blocks that connection meanwhile); fewer than n confirmations within
+    /// t (half `REDIS_TIMEOUT_MS`) answer `unavailable`: the write is on the primary and may
+    /// still be kept, but it is not acknowledged as safe from a failover.
+    async fn confirmed<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let Some(r) = &self.replicas else {
+            let mut c = self.conn.clone();
+            return Ok(inv.invoke_async(&mut c).await?);
+        };
+        let mut c = r.conn.clone();
+        for attempt in 0..2 {
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(inv)
+                .cmd("WAIT")
+                .arg(r.min)
+                .arg(r.timeout.as_millis().max(1) as u64);
+            match pipe.query_async::<(T, u32)>(&mut c).await {
+                Ok((v, n)) if n >= r.min => return Ok(v),
+                Ok((_, n)) => {
+                    metrics::counter!("mcp_redis_unconfirmed_writes_total").increment(1);
+                    return Err(DomainError::Unavailable {
+                        backend: "redis",
+                        cause: format!(
+                            "{n} of the {} replicas REDIS_MIN_REPLICAS requires confirmed the \
+                             write within {} ms",
+                            r.min,
+                            r.timeout.as_millis()
+                        ),
+                    });
+                }
+                Err(e) if attempt == 0 && e.kind() == redis::ErrorKind::NoScriptError => {
+                    let _: String = inv.load_async(&mut c).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DomainError::internal(
+            "a loaded script is still unknown to Redis",
+        ))
     }
 
     fn emit_invocation<'s>(&self, script: &'s Script, e: &Emit<'_>) -> redis::ScriptInvocation<'s> {
@@ -397,9 +458,7 @@ impl RedisStore {
             backend: "redis",
             cause: cause.into(),
         };
-        let mut pubsub = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| timeout("pub/sub connect timed out"))??;
+        let mut pubsub = self.conn.pubsub().await?;
         tokio::time::timeout(self.response_timeout, pubsub.psubscribe(pattern))
             .await
             .map_err(|_| timeout("PSUBSCRIBE timed out"))??;
@@ -551,11 +610,7 @@ impl HotOps for RedisStore {
 
     /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
     async fn emit(&self, e: &Emit<'_>) -> Result<String> {
-        let mut c = self.conn.clone();
-        Ok(self
-            .emit_invocation(&EMIT_SCRIPT, e)
-            .invoke_async(&mut c)
-            .await?)
+        self.confirmed(&self.emit_invocation(&EMIT_SCRIPT, e)).await
     }
 
     /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
@@ -566,13 +621,12 @@ impl HotOps for RedisStore {
         file: &CacheFile<'_>,
         e: &Emit<'_>,
     ) -> Result<String> {
-        let mut c = self.conn.clone();
         let mut inv = self.emit_invocation(&FILE_CHANGED_SCRIPT, e);
         inv.key(self.keys.file(e.task, path))
             .arg(file.version)
             .arg(file.ttl_secs);
         push_file_fields(&mut inv, file);
-        Ok(inv.invoke_async(&mut c).await?)
+        self.confirmed(&inv).await
     }
 
     /// Refills a file's hot copy after a miss (never backwards).
@@ -855,13 +909,12 @@ impl HotOps for RedisStore {
         step_json: &str,
         logs_cap: usize,
     ) -> Result<(String, String)> {
-        let mut c = self.conn.clone();
         let mut inv = self.emit_invocation(&LOG_STEP_SCRIPT, e);
         inv.key(self.keys.logs(e.task))
             .arg(logs_cap)
             .arg(step_json)
             .arg(envelope_suffix);
-        Ok(inv.invoke_async(&mut c).await?)
+        self.confirmed(&inv).await
     }
 
     /// Newest-first page of steps strictly older than `before` (a stream id), from the stream.

@@ -70,20 +70,20 @@ impl Drop for Peer {
 
 /// One SSE message.
 #[derive(Debug, Clone, PartialEq)]
-struct Sse {
-    id: Option<String>,
-    event: String,
-    data: Value,
+pub(crate) struct Sse {
+    pub(crate) id: Option<String>,
+    pub(crate) event: String,
+    pub(crate) data: Value,
 }
 
 /// A minimal SSE reader over a streaming response (comments and `retry:` are skipped).
-struct SseReader {
+pub(crate) struct SseReader {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
     buf: String,
 }
 
 impl SseReader {
-    async fn open(url: &str, last_event_id: Option<&str>) -> SseReader {
+    pub(crate) async fn open(url: &str, last_event_id: Option<&str>) -> SseReader {
         let mut req = reqwest::Client::new().get(url);
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
@@ -101,7 +101,7 @@ impl SseReader {
     }
 
     /// The next message; `None` when the server ended the stream.
-    async fn next(&mut self) -> Option<Sse> {
+    pub(crate) async fn next(&mut self) -> Option<Sse> {
         tokio::time::timeout(HANG, async {
             loop {
                 while let Some(end) = self.buf.find("\n\n") {

@@ -31,6 +31,7 @@ mod redis_full;
 mod rollback;
 mod security;
 mod security_doors;
+mod sentinel;
 mod state;
 mod stream_expiry;
 mod stream_ids;

@@ -128,6 +128,7 @@ async fn redis() -> HotFixture {
         key_prefix: prefix.prefix.clone(),
         response_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
+        min_replicas: 0,
     })
     .await
     .expect("redis");
