@@ -58,6 +58,9 @@ def result_json(result):
 
 async def call(client, args):
     try:
+        # As model hosts do: list the tools first (the SDK then checks results against each
+        # tool's output schema).
+        await client.list_tools()
         result = await client.call_tool(args["tool"], args.get("arguments") or {})
         out({"result": result_json(result)})
     except Exception as e:  # the SDK refused the answer: what the test must never see
