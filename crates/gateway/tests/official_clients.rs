@@ -109,7 +109,11 @@ fn clients_installed(test: &str) -> bool {
         missing.join(", ")
     );
     if std::env::var("MCP_TEST_CLIENTS_REQUIRED").as_deref() == Ok("1") {
-        panic!("{message}");
+        panic!(
+            "{test}: the official MCP clients are required here but {} unset: scripts/test.sh \
+             could not install them (its output says what is missing)",
+            missing.join(", ")
+        );
     }
     eprintln!("\n*** NOT RUN *** {message}\n");
     false
