@@ -83,13 +83,13 @@ async def main():
         )
         transport = streamable_http_client(url, http_client=create_mcp_http_client(auth=provider))
         async with Client(transport, mode=mode) as client:
-            out({"event": "connected"})
+            out({"event": "connected", "protocol": client.protocol_version})
             await call(client, args)
         return
 
     if kase == "call":
         async with Client(url, mode=mode) as client:
-            out({"event": "connected"})
+            out({"event": "connected", "protocol": client.protocol_version})
             await call(client, args)
         return
 
@@ -102,7 +102,7 @@ async def main():
                 out({"event": "transport_error", "message": str(message)})
 
         async with Client(url, mode="legacy", message_handler=on_message) as client:
-            out({"event": "connected"})
+            out({"event": "connected", "protocol": client.protocol_version})
             await client.subscribe_resource(args["uri"])
             out({"event": "ready"})
             # Until the test closes stdin.
