@@ -109,7 +109,11 @@ fn clients_installed(test: &str) -> bool {
         missing.join(", ")
     );
     if std::env::var("MCP_TEST_CLIENTS_REQUIRED").as_deref() == Ok("1") {
-        panic!("{message}");
+        panic!(
+            "{test}: the official MCP clients are required here but {} unset: scripts/test.sh \
+             could not install them (its output says what is missing)",
+            missing.join(", ")
+        );
     }
     eprintln!("\n*** NOT RUN *** {message}\n");
     false
@@ -213,6 +217,13 @@ async fn a_locked_refusal_reaches_every_official_client_with_its_code_and_holder
     });
     let outputs = futures::future::join_all(runs).await;
     for ((sdk, protocol), lines) in cases.iter().zip(outputs) {
+        let connected = lines.iter().find(|l| l["event"] == "connected");
+        assert_eq!(
+            connected.map(|l| l["protocol"].clone()),
+            Some(json!(protocol)),
+            "{} negotiates {protocol}: {lines:?}",
+            sdk.name()
+        );
         let result = result_of(*sdk, &format!("locked refusal ({protocol})"), &lines);
         let body = refusal(*sdk, &result);
         assert_eq!(body["code"], "locked", "{} {protocol}: {body}", sdk.name());

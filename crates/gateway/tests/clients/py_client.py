@@ -58,6 +58,9 @@ def result_json(result):
 
 async def call(client, args):
     try:
+        # As model hosts do: list the tools first (the SDK then checks results against each
+        # tool's output schema).
+        await client.list_tools()
         result = await client.call_tool(args["tool"], args.get("arguments") or {})
         out({"result": result_json(result)})
     except Exception as e:  # the SDK refused the answer: what the test must never see
@@ -80,13 +83,13 @@ async def main():
         )
         transport = streamable_http_client(url, http_client=create_mcp_http_client(auth=provider))
         async with Client(transport, mode=mode) as client:
-            out({"event": "connected"})
+            out({"event": "connected", "protocol": client.protocol_version})
             await call(client, args)
         return
 
     if kase == "call":
         async with Client(url, mode=mode) as client:
-            out({"event": "connected"})
+            out({"event": "connected", "protocol": client.protocol_version})
             await call(client, args)
         return
 
@@ -99,7 +102,7 @@ async def main():
                 out({"event": "transport_error", "message": str(message)})
 
         async with Client(url, mode="legacy", message_handler=on_message) as client:
-            out({"event": "connected"})
+            out({"event": "connected", "protocol": client.protocol_version})
             await client.subscribe_resource(args["uri"])
             out({"event": "ready"})
             # Until the test closes stdin.

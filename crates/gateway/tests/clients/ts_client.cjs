@@ -6,8 +6,9 @@
 //
 // v1 is `@modelcontextprotocol/sdk` 1.x, v2 is `@modelcontextprotocol/client` 2.x. It prints
 // one JSON object per line on stdout; the test reads them. Cases:
-//   call       {protocol, tool, arguments}: connects, calls the tool, prints {result} (or
-//              {error} when the SDK throws, e.g. on a schema check).
+//   call       {protocol, tool, arguments}: connects, lists the tools (so the SDK knows their
+//              output schemas), calls the tool, prints {result} (or {error} when the SDK
+//              throws, e.g. on a schema check).
 //   oauth      {client_id, client_secret, issuer, tool, arguments}: connects with the SDK's
 //              client-credentials provider and no token: the SDK follows the 401 to the
 //              resource metadata and the issuer, obtains a token, calls the tool: {result}.
@@ -90,6 +91,9 @@ async function main() {
     case 'call':
     case 'oauth': {
       try {
+        // As model hosts do: list the tools first (the SDK then checks results against
+        // each tool's output schema).
+        await client.listTools();
         const result = await client.callTool({ name: args.tool, arguments: args.arguments });
         out({ result });
       } catch (e) {
