@@ -481,9 +481,7 @@ impl RedisStore {
             backend: "redis",
             cause: cause.into(),
         };
-        let mut pubsub = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| timeout("pub/sub connect timed out"))??;
+        let mut pubsub = self.conn.pubsub().await?;
         tokio::time::timeout(self.response_timeout, pubsub.subscribe(channel))
             .await
             .map_err(|_| timeout("SUBSCRIBE timed out"))??;
