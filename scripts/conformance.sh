@@ -22,13 +22,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/mcp-clients.sh
 . scripts/lib/mcp-clients.sh
+# shellcheck source=lib/gateway.sh
+me=conformance; . scripts/lib/gateway.sh
 
 modes="${1:-both}"
 [ "$modes" = both ] && modes="embedded deployed"
 revisions="2025-11-25 2026-07-28"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-
 install_mcp_clients
 if [ -z "${MCP_CONFORMANCE:-}" ] && [ "${MCP_TEST_CLIENTS_REQUIRED:-}" = 1 ]; then
   echo "conformance.sh: FAILED — the conformance suite and Node 22 could not be installed (see above)" >&2
@@ -41,51 +40,8 @@ if [ -z "${MCP_CONFORMANCE:-}" ]; then
   exit 0
 fi
 
-if [ -n "${MCP_GATEWAY_BIN:-}" ]; then
-  bin="$MCP_GATEWAY_BIN"
-else
-  cargo build -q -p mcp-gateway --bin mcp-gateway
-  bin="${CARGO_TARGET_DIR:-target}/debug/mcp-gateway"
-fi
-
-tmp=$(mktemp -d /tmp/mcp-conformance.XXXXXX)
-gw_pid=""
-db=""
-prefix=""
-cleanup() {
-  if [ -n "$gw_pid" ]; then kill "$gw_pid" 2>/dev/null || true; wait "$gw_pid" 2>/dev/null || true; fi
-  if [ -n "$prefix" ] && command -v redis-cli >/dev/null; then
-    redis-cli -u "$REDIS_URL" --scan --pattern "$prefix*" | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
-  fi
-  if [ -n "$db" ]; then psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Starts the gateway with the environment given as arguments; waits for /health.
-start() {
-  local port; port=$(free_port)
-  env -u DATABASE_URL -u REDIS_URL -u JWT_SECRET -u OAUTH_ISSUER MCP_GATEWAY_PORT="$port" RUST_LOG=warn "$@" "$bin" \
-    >"$tmp/gateway.log" 2>&1 &
-  gw_pid=$!
-  base="http://127.0.0.1:$port"
-  for _ in $(seq 300); do
-    curl -fsS "$base/health" >/dev/null 2>&1 && return 0
-    kill -0 "$gw_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  cat "$tmp/gateway.log" >&2
-  echo "conformance.sh: the gateway did not start" >&2
-  exit 1
-}
-
-stop() {
-  kill "$gw_pid" 2>/dev/null || true
-  wait "$gw_pid" 2>/dev/null || true
-  gw_pid=""
-}
+gateway_bin
+gateway_tmp
 
 failed=0
 run() {
@@ -106,25 +62,7 @@ run() {
   done
 }
 
-for mode in $modes; do
-  case "$mode" in
-    embedded)
-      mkdir -p "$tmp/data"
-      start DATA_DIR="$tmp/data"
-      run embedded
-      stop
-      ;;
-    deployed)
-      db="conformance_$$"
-      prefix="conformance:$$:"
-      psql "$DATABASE_URL" -qc "CREATE DATABASE \"$db\"" >/dev/null
-      start DATABASE_URL="${DATABASE_URL%/*}/$db" REDIS_URL="$REDIS_URL" REDIS_KEY_PREFIX="$prefix"
-      run deployed
-      stop
-      ;;
-    *) echo "conformance.sh: unknown mode $mode (embedded|deployed|both)" >&2; exit 2 ;;
-  esac
-done
+each_mode "$modes"
 
 # The table: one row per scenario and revision, one column per mode.
 NODE_PATH="$MCP_TEST_NODE_PATH" "$MCP_TEST_NODE" scripts/conformance/table.cjs "$tmp/results" scripts/conformance $modes

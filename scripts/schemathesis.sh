@@ -16,14 +16,14 @@
 # runs, and the skip is visible in the output. Any other failure fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/gateway.sh
+me=schemathesis; . scripts/lib/gateway.sh
 
 VERSION=4.32.5
 venv="${SCHEMATHESIS_VENV:-target/schemathesis-venv}"
 examples="${SCHEMATHESIS_EXAMPLES:-30}"
 modes="${1:-both}"
 [ "$modes" = both ] && modes="embedded deployed"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
 skip() {
   echo "" >&2
@@ -40,51 +40,8 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$VERSION"; then
     || skip "pip could not install schemathesis==$VERSION from PyPI"
 fi
 
-if [ -n "${MCP_GATEWAY_BIN:-}" ]; then
-  bin="$MCP_GATEWAY_BIN"
-else
-  cargo build -q -p mcp-gateway --bin mcp-gateway
-  bin="target/debug/mcp-gateway"
-fi
-
-tmp=$(mktemp -d /tmp/mcp-schemathesis.XXXXXX)
-gw_pid=""
-db=""
-prefix=""
-cleanup() {
-  if [ -n "$prefix" ] && command -v redis-cli >/dev/null; then
-    redis-cli -u "$REDIS_URL" --scan --pattern "$prefix*" | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
-  fi
-  if [ -n "$gw_pid" ]; then kill "$gw_pid" 2>/dev/null || true; wait "$gw_pid" 2>/dev/null || true; fi
-  if [ -n "$db" ]; then psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Starts the gateway with the environment given as arguments; waits for /health.
-start() {
-  local port; port=$(free_port)
-  env -u DATABASE_URL -u REDIS_URL MCP_GATEWAY_PORT="$port" RUST_LOG=warn "$@" "$bin" \
-    >"$tmp/gateway.log" 2>&1 &
-  gw_pid=$!
-  base="http://127.0.0.1:$port"
-  for _ in $(seq 300); do
-    curl -fsS "$base/health" >/dev/null 2>&1 && return 0
-    kill -0 "$gw_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  cat "$tmp/gateway.log" >&2
-  echo "schemathesis.sh: the gateway did not start" >&2
-  exit 1
-}
-
-stop() {
-  kill "$gw_pid" 2>/dev/null || true
-  wait "$gw_pid" 2>/dev/null || true
-  gw_pid=""
-}
+gateway_bin
+gateway_tmp
 
 run() {
   local mode=$1
@@ -105,23 +62,5 @@ run() {
     || { echo "schemathesis.sh: $mode: FAILED (gateway log below)" >&2; tail -50 "$tmp/gateway.log" >&2; exit 1; }
 }
 
-for mode in $modes; do
-  case "$mode" in
-    embedded)
-      mkdir -p "$tmp/data"
-      start DATA_DIR="$tmp/data"
-      run embedded
-      stop
-      ;;
-    deployed)
-      db="schemathesis_$$"
-      prefix="schemathesis:$$:"
-      psql "$DATABASE_URL" -qc "CREATE DATABASE \"$db\"" >/dev/null
-      start DATABASE_URL="${DATABASE_URL%/*}/$db" REDIS_URL="$REDIS_URL" REDIS_KEY_PREFIX="$prefix"
-      run deployed
-      stop
-      ;;
-    *) echo "schemathesis.sh: unknown mode $mode (embedded|deployed|both)" >&2; exit 2 ;;
-  esac
-done
+each_mode "$modes"
 echo "schemathesis.sh: OK ($modes)" >&2

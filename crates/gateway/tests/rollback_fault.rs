@@ -9,12 +9,12 @@
 //! * every file's revisions carry non-decreasing fences (leases stayed safe by fence).
 
 use mcp_domain::store::postgres::{PgConfig, PgStore};
+use mcp_testkit::ledger::{WriteLedger, call_tool};
 use mcp_testkit::{PrivateRedis, TestDb};
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Writers per shared path (they contend for its lease) and shared paths.
@@ -75,66 +75,12 @@ async fn start_gateway(db: &TestDb, redis: &PrivateRedis, run_sync: bool) -> Gat
     gw
 }
 
-async fn tool(http: &reqwest::Client, base: &str, name: &str, body: &Value) -> (u16, Value) {
-    match http
-        .post(format!("{base}/tools/{name}"))
-        .json(body)
-        .send()
-        .await
-    {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-/// What the run saw: the newest acknowledged (version, content) per path, and violations.
-#[derive(Default)]
-struct Ledger {
-    acked: Mutex<HashMap<String, (i64, String)>>,
-    acked_writes: AtomicU64,
-    reads: AtomicU64,
-    stale_reads: Mutex<Vec<String>>,
-}
-
-impl Ledger {
-    fn acked_version(&self, path: &str) -> i64 {
-        self.acked.lock().unwrap().get(path).map_or(0, |a| a.0)
-    }
-
-    fn ack(&self, path: &str, version: i64, content: &str) {
-        self.acked_writes.fetch_add(1, Ordering::Relaxed);
-        let mut m = self.acked.lock().unwrap();
-        let e = m.entry(path.to_owned()).or_insert((0, String::new()));
-        if version > e.0 {
-            *e = (version, content.to_owned());
-        }
-    }
-
-    /// A read answered `got` for `path`; `floor` is the newest version acknowledged before
-    /// the read was sent.
-    fn check_read(&self, path: &str, floor: i64, got: &(u16, Value), via: &str) {
-        if got.0 != 200 {
-            return;
-        }
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        let v = got.1["version"].as_i64().unwrap_or(0);
-        if v < floor {
-            self.stale_reads.lock().unwrap().push(format!(
-                "{path} via {via}: read v{v}, v{floor} acknowledged"
-            ));
-        }
-    }
-}
-
 /// One writer: claim the path's lease, write with its fence, read back, release; again.
 async fn writer(
     id: usize,
     path: String,
     gws: Arc<Vec<String>>,
-    ledger: Arc<Ledger>,
+    ledger: Arc<WriteLedger>,
     stop: Arc<AtomicBool>,
 ) {
     let http = reqwest::Client::new();
@@ -144,7 +90,7 @@ async fn writer(
         n += 1;
         let base = &gws[(id + n as usize) % gws.len()];
         let lease = json!({"task_id": "t", "path": path, "agent_id": agent, "timeout_sec": 5});
-        let claim = tool(&http, base, "claim_file", &lease).await;
+        let claim = call_tool(&http, base, "claim_file", &lease).await;
         if claim.0 != 200 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -152,7 +98,7 @@ async fn writer(
         let content = format!("{agent}-{n}");
         let write = json!({"task_id": "t", "path": path, "agent_id": agent, "content": content,
                            "fence": claim.1["fence"]});
-        let got = tool(&http, base, "file_write", &write).await;
+        let got = call_tool(&http, base, "file_write", &write).await;
         if got.0 == 200 {
             let version = got.1["version"]
                 .as_i64()
@@ -161,15 +107,15 @@ async fn writer(
             let floor = ledger.acked_version(&path);
             let other = &gws[(id + n as usize + 1) % gws.len()];
             let read = json!({"task_id": "t", "path": path});
-            let r = tool(&http, other, "file_read", &read).await;
+            let r = call_tool(&http, other, "file_read", &read).await;
             ledger.check_read(&path, floor, &r, other);
         }
-        tool(&http, base, "release_file", &lease).await;
+        call_tool(&http, base, "release_file", &lease).await;
     }
 }
 
 /// One reader: reads random paths through alternating gateways.
-async fn reader(id: usize, gws: Arc<Vec<String>>, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+async fn reader(id: usize, gws: Arc<Vec<String>>, ledger: Arc<WriteLedger>, stop: Arc<AtomicBool>) {
     let http = reqwest::Client::new();
     let mut n = id;
     while !stop.load(Ordering::Relaxed) {
@@ -177,7 +123,7 @@ async fn reader(id: usize, gws: Arc<Vec<String>>, ledger: Arc<Ledger>, stop: Arc
         let path = format!("f{}.txt", n % PATHS);
         let floor = ledger.acked_version(&path);
         let base = &gws[n % gws.len()];
-        let r = tool(
+        let r = call_tool(
             &http,
             base,
             "file_read",
@@ -198,7 +144,7 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
     let a = start_gateway(&db, &redis, true).await;
     let b = start_gateway(&db, &redis, false).await;
     let gws = Arc::new(vec![a.base.clone(), b.base.clone()]);
-    let ledger = Arc::new(Ledger::default());
+    let ledger = Arc::new(WriteLedger::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for p in 0..PATHS {
@@ -223,9 +169,9 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let older = redis.snapshot();
-    let at_copy = ledger.acked_writes.load(Ordering::Relaxed);
+    let at_copy = ledger.acked_writes();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before_kill = ledger.acked_writes.load(Ordering::Relaxed);
+    let before_kill = ledger.acked_writes();
     redis.stop();
     redis.restore(&older);
     assert!(redis.restart(), "redis restarts from the older copy");
@@ -234,19 +180,19 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
     for w in workers {
         w.await.unwrap();
     }
-    let total = ledger.acked_writes.load(Ordering::Relaxed);
+    let total = ledger.acked_writes();
     assert!(
         before_kill > at_copy && total > before_kill,
         "writes acknowledged: {at_copy} at the copy, {before_kill} before the kill, {total} in \
          all: the run must write between the copy and the kill, and after the restart"
     );
 
-    let stale = ledger.stale_reads.lock().unwrap().clone();
+    let stale = ledger.stale_reads();
     assert!(
         stale.is_empty(),
         "{} reads (of {}) older than the acknowledged version: {stale:?}",
         stale.len(),
-        ledger.reads.load(Ordering::Relaxed)
+        ledger.reads()
     );
 
     let pg = PgStore::connect(&PgConfig {
@@ -257,7 +203,7 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
     .await
     .unwrap();
     let http = reqwest::Client::new();
-    let acked = ledger.acked.lock().unwrap().clone();
+    let acked = ledger.acked();
     for p in 0..PATHS {
         let path = format!("f{p}.txt");
         let (durable, content): (i64, String) =
@@ -275,7 +221,7 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
             assert_eq!(content, acked_content, "{path}");
         }
         for gw in gws.iter() {
-            let got = tool(
+            let got = call_tool(
                 &http,
                 gw,
                 "file_read",
@@ -305,6 +251,6 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
     eprintln!(
         "rollback fault run: {total} writes acknowledged ({at_copy} at the copy, {before_kill} \
          before the kill), {} reads checked, 0 stale",
-        ledger.reads.load(Ordering::Relaxed)
+        ledger.reads()
     );
 }

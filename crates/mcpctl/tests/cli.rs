@@ -1156,38 +1156,22 @@ async fn checkout_keeps_local_edits_unless_forced() {
 
     // --follow: a change of a file edited locally is skipped with a warning.
     std::fs::write(dir.join("mine.txt"), "edited again").unwrap();
-    let f = Streaming::start(
-        &gw.base,
-        &[
-            "checkout",
-            "t1",
-            &d,
-            "--follow",
-            "--count",
-            "2",
-            "--timeout",
-            "60",
-        ],
-    )
-    .await;
+    let follow = [
+        "checkout",
+        "t1",
+        &d,
+        "--follow",
+        "--count",
+        "2",
+        "--timeout",
+        "60",
+    ];
+    let f = Streaming::start(&gw.base, &follow).await;
     // The snapshot refuses first: the follow needs --force or a clean directory.
     let r = f.finish().await;
     assert_eq!(r.code, 4, "{r:?}");
     std::fs::write(dir.join("mine.txt"), "v2").unwrap();
-    let f = Streaming::start(
-        &gw.base,
-        &[
-            "checkout",
-            "t1",
-            &d,
-            "--follow",
-            "--count",
-            "2",
-            "--timeout",
-            "60",
-        ],
-    )
-    .await;
+    let f = Streaming::start(&gw.base, &follow).await;
     f.wait_for("following t1").await;
     std::fs::write(dir.join("mine.txt"), "edited while following").unwrap();
     ws.write("mine.txt", "v3").await.unwrap();

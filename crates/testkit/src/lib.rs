@@ -15,6 +15,7 @@
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
 pub mod browser;
+pub mod ledger;
 pub mod oauth;
 
 use mcp_domain::store::durable::DurableOps;

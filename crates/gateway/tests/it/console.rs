@@ -145,20 +145,7 @@ async fn live_events_reach_the_open_page(gw: TestGateway) {
     assert_eq!(steps_on_page(&browser).await.len(), 1);
 
     // An edit shows its diff lines; the file appears in the files panel with its version.
-    ok(gw
-        .tool(
-            "file_write",
-            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py",
-                   "content": "def main():\n    return 1\n"}),
-        )
-        .await);
-    ok(gw
-        .tool(
-            "file_edit",
-            json!({"task_id": task, "agent_id": "qa", "path": "src/app.py",
-                   "old_string": "return 1", "new_string": "return 2"}),
-        )
-        .await);
+    write_then_edit(&gw, task).await;
     let (diff, _) = browser
         .wait_for(
             "the edit's diff",
@@ -840,20 +827,7 @@ async fn a_files_history_and_an_earlier_lease_show_on_the_page() {
             json!({"task_id": task, "agent_id": "qa", "path": "src/held.py", "timeout_sec": 600}),
         )
         .await);
-    ok(gw
-        .tool(
-            "file_write",
-            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py",
-                   "content": "def main():\n    return 1\n"}),
-        )
-        .await);
-    ok(gw
-        .tool(
-            "file_edit",
-            json!({"task_id": task, "agent_id": "qa", "path": "src/app.py",
-                   "old_string": "return 1", "new_string": "return 2"}),
-        )
-        .await);
+    write_then_edit(&gw, task).await;
     // Push the lease's event out of the capped stream (Redis trims `MAXLEN ~` by whole nodes
     // of 100 entries).
     for n in 0..300 {
@@ -973,4 +947,22 @@ async fn a_files_history_and_an_earlier_lease_show_on_the_page() {
         )
         .await;
     assert_eq!(rows[0], "v3 edit coder");
+}
+
+/// The coder writes `src/app.py`, then the QA edits it (`return 1` → `return 2`).
+async fn write_then_edit(gw: &TestGateway, task: &str) {
+    ok(gw
+        .tool(
+            "file_write",
+            json!({"task_id": task, "agent_id": "coder", "path": "src/app.py",
+                   "content": "def main():\n    return 1\n"}),
+        )
+        .await);
+    ok(gw
+        .tool(
+            "file_edit",
+            json!({"task_id": task, "agent_id": "qa", "path": "src/app.py",
+                   "old_string": "return 1", "new_string": "return 2"}),
+        )
+        .await);
 }

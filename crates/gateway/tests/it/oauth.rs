@@ -188,10 +188,14 @@ async fn a_key_rotation_at_the_issuer_needs_no_restart() {
 
 #[tokio::test]
 async fn the_issuer_being_down_is_a_503_not_a_401() {
+    // The issuer's address: a port held bound but not listening, so connections to it are
+    // refused for the whole test (a stopped issuer's port could be taken by another test's
+    // server meanwhile, and a stopping one may still accept for a moment).
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", down.local_addr().unwrap());
     let issuer = TestIssuer::start(RESOURCE).await;
-    let token = issuer.sign("rsa-1", &issuer.claims(RESOURCE, "a", json!({})));
-    let url = issuer.url().to_owned();
-    drop(issuer);
+    let token = issuer.sign("rsa-1", &issuer.claims(RESOURCE, "a", json!({"iss": url})));
     let gw = TestGateway::spawn_with(|c| {
         c.oauth_issuer = Some(url);
         c.public_url = Some(PUBLIC.into());

@@ -15,10 +15,11 @@
 //!   `SIGSTOP`, its link dropped by the primary), so with 0 the steps acknowledged meanwhile
 //!   are lost with the primary: that run asserts it sees some.
 
+use mcp_testkit::ledger::{WriteLedger, call_tool};
 use mcp_testkit::{SentinelGroup, TestDb, TestGateway, TestRedis};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,30 +28,11 @@ const WRITERS_PER_PATH: usize = 2;
 const READERS: usize = 2;
 const STEPPERS: usize = 3;
 
-async fn tool(http: &reqwest::Client, base: &str, name: &str, body: &Value) -> (u16, Value) {
-    match http
-        .post(format!("{base}/tools/{name}"))
-        .json(body)
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await
-    {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
 /// What the run saw.
 #[derive(Default)]
 struct Ledger {
-    /// Newest acknowledged (version, content) per path.
-    acked: Mutex<HashMap<String, (i64, String)>>,
-    acked_writes: AtomicU64,
-    reads: AtomicU64,
-    stale_reads: Mutex<Vec<String>>,
+    /// Acknowledged writes and stale reads.
+    writes: WriteLedger,
     /// (path, fence) → the agent it was granted to.
     grants: Mutex<HashMap<(String, i64), String>>,
     overlaps: Mutex<Vec<String>>,
@@ -64,32 +46,6 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn acked_version(&self, path: &str) -> i64 {
-        self.acked.lock().unwrap().get(path).map_or(0, |a| a.0)
-    }
-
-    fn ack(&self, path: &str, version: i64, content: &str) {
-        self.acked_writes.fetch_add(1, Ordering::Relaxed);
-        let mut m = self.acked.lock().unwrap();
-        let e = m.entry(path.to_owned()).or_insert((0, String::new()));
-        if version > e.0 {
-            *e = (version, content.to_owned());
-        }
-    }
-
-    fn check_read(&self, path: &str, floor: i64, got: &(u16, Value), via: &str) {
-        if got.0 != 200 {
-            return;
-        }
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        let v = got.1["version"].as_i64().unwrap_or(0);
-        if v < floor {
-            self.stale_reads.lock().unwrap().push(format!(
-                "{path} via {via}: read v{v}, v{floor} acknowledged"
-            ));
-        }
-    }
-
     fn grant(&self, path: &str, fence: i64, agent: &str) {
         let mut g = self.grants.lock().unwrap();
         if let Some(other) = g.insert((path.to_owned(), fence), agent.to_owned())
@@ -129,7 +85,7 @@ async fn writer(id: usize, path: String, base: String, ledger: Arc<Ledger>, stop
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let lease = json!({"task_id": "t", "path": path, "agent_id": agent, "timeout_sec": 5});
-        let claim = tool(&http, &base, "claim_file", &lease).await;
+        let claim = call_tool(&http, &base, "claim_file", &lease).await;
         ledger.check_answer("claim_file", &claim);
         if claim.0 != 200 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -142,20 +98,20 @@ async fn writer(id: usize, path: String, base: String, ledger: Arc<Ledger>, stop
         let content = format!("{agent}-{n}");
         let write = json!({"task_id": "t", "path": path, "agent_id": agent, "content": content,
                            "fence": fence});
-        let got = tool(&http, &base, "file_write", &write).await;
+        let got = call_tool(&http, &base, "file_write", &write).await;
         ledger.check_answer("file_write", &got);
         if got.0 == 200 {
             let version = got.1["version"]
                 .as_i64()
                 .expect("a write answers its version");
-            ledger.ack(&path, version, &content);
-            let floor = ledger.acked_version(&path);
+            ledger.writes.ack(&path, version, &content);
+            let floor = ledger.writes.acked_version(&path);
             let read = json!({"task_id": "t", "path": path});
-            let r = tool(&http, &base, "file_read", &read).await;
+            let r = call_tool(&http, &base, "file_read", &read).await;
             ledger.check_answer("file_read", &r);
-            ledger.check_read(&path, floor, &r, "writer");
+            ledger.writes.check_read(&path, floor, &r, "writer");
         }
-        let released = tool(&http, &base, "release_file", &lease).await;
+        let released = call_tool(&http, &base, "release_file", &lease).await;
         ledger.check_answer("release_file", &released);
     }
 }
@@ -166,8 +122,8 @@ async fn reader(id: usize, base: String, ledger: Arc<Ledger>, stop: Arc<AtomicBo
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let path = format!("f{}.txt", n % PATHS);
-        let floor = ledger.acked_version(&path);
-        let r = tool(
+        let floor = ledger.writes.acked_version(&path);
+        let r = call_tool(
             &http,
             &base,
             "file_read",
@@ -177,7 +133,7 @@ async fn reader(id: usize, base: String, ledger: Arc<Ledger>, stop: Arc<AtomicBo
         if r.0 != 404 {
             ledger.check_answer("file_read", &r);
         }
-        ledger.check_read(&path, floor, &r, "reader");
+        ledger.writes.check_read(&path, floor, &r, "reader");
         if r.0 != 200 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -190,7 +146,7 @@ async fn stepper(id: usize, base: String, ledger: Arc<Ledger>, stop: Arc<AtomicB
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let step = json!({"task_id": "t", "agent_id": format!("s{id}"), "step": {"n": n}});
-        let got = tool(&http, &base, "log_step", &step).await;
+        let got = call_tool(&http, &base, "log_step", &step).await;
         ledger.check_answer("log_step", &got);
         match got.1["id"].as_str() {
             Some(sid) if got.0 == 200 => ledger.steps.lock().unwrap().push(sid.to_owned()),
@@ -250,7 +206,7 @@ async fn failover_under_load(min_replicas: u32) -> usize {
         .primary_port()
         .await
         .expect("the Sentinels name a primary");
-    let writes_before = ledger.acked_writes.load(Ordering::Relaxed);
+    let writes_before = ledger.writes.acked_writes();
     // The replica falls behind: it stalls and the primary drops its link, so what the primary
     // acknowledges from now on exists nowhere else; then the primary dies.
     let replica = group.servers.iter().find(|s| s.port != old).unwrap().port;
@@ -278,14 +234,14 @@ async fn failover_under_load(min_replicas: u32) -> usize {
             "the old primary restarts as a replica"
         );
     }
-    let writes_at_failover = ledger.acked_writes.load(Ordering::Relaxed);
+    let writes_at_failover = ledger.writes.acked_writes();
     let steps_at_failover = ledger.steps.lock().unwrap().len();
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
-    let writes = ledger.acked_writes.load(Ordering::Relaxed);
+    let writes = ledger.writes.acked_writes();
     let steps: Vec<String> = ledger.steps.lock().unwrap().clone();
     assert!(
         writes_before > 0 && steps_before > 0,
@@ -304,12 +260,12 @@ async fn failover_under_load(min_replicas: u32) -> usize {
         bad.is_empty(),
         "answers other than success or 503 unavailable during the failover: {bad:?}"
     );
-    let stale = ledger.stale_reads.lock().unwrap().clone();
+    let stale = ledger.writes.stale_reads();
     assert!(
         stale.is_empty(),
         "{} reads (of {}) older than the acknowledged version: {stale:?}",
         stale.len(),
-        ledger.reads.load(Ordering::Relaxed)
+        ledger.writes.reads()
     );
     let overlaps = ledger.overlaps.lock().unwrap().clone();
     assert!(
@@ -318,7 +274,7 @@ async fn failover_under_load(min_replicas: u32) -> usize {
     );
 
     let http = reqwest::Client::new();
-    let acked = ledger.acked.lock().unwrap().clone();
+    let acked = ledger.writes.acked();
     for p in 0..PATHS {
         let path = format!("f{p}.txt");
         let (durable, content): (i64, String) =
@@ -335,7 +291,7 @@ async fn failover_under_load(min_replicas: u32) -> usize {
         if durable == acked_version {
             assert_eq!(content, acked_content, "{path}");
         }
-        let got = tool(
+        let got = call_tool(
             &http,
             &gw.base,
             "file_read",
@@ -382,7 +338,7 @@ async fn failover_under_load(min_replicas: u32) -> usize {
          promoted; {writes} writes acknowledged ({writes_before} before the kill, \
          {writes_at_failover} when the failover completed), {} reads checked, 0 stale; {} steps \
          acknowledged ({steps_before} before the kill), {missing} missing from Postgres",
-        ledger.reads.load(Ordering::Relaxed),
+        ledger.writes.reads(),
         steps.len()
     );
     missing
@@ -420,7 +376,7 @@ async fn live_streams_resubscribe_on_the_new_primary() {
     .await;
     let http = reqwest::Client::new();
     let step = json!({"task_id": "t", "step": {"n": 0}});
-    let first = tool(&http, &gw.base, "log_step", &step).await;
+    let first = call_tool(&http, &gw.base, "log_step", &step).await;
     assert_eq!(first.0, 200, "{}", first.1);
     let mut sse =
         crate::live::SseReader::open(&format!("{}/tasks/t/events?since=0", gw.base), None).await;
