@@ -162,6 +162,53 @@ async fn steady_audit_clean_reading_steps_through_the_gateway() {
     assert!(report.metrics_after.outbox_length.is_some());
 }
 
+/// Issue #20: the gateway over a Redis Cluster of three primaries (`redis+cluster://`): a
+/// short steady run, steps counted in Postgres after the push loop drained every slot's
+/// outbox, ends with a clean audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_over_a_redis_cluster_audits_clean() {
+    let cluster = mcp_testkit::PrivateCluster::start()
+        .await
+        .expect("redis-server and redis-cli on the PATH");
+    let redis = mcp_testkit::TestRedis {
+        url: cluster.url(),
+        prefix: format!("lt{}:", uuid::Uuid::new_v4().simple()),
+    };
+    let (gw, _loops) = with_loops(
+        TestGateway::spawn_on(mcp_testkit::TestDb::create().await, redis, |c| {
+            c.rate_limit_requests = 0
+        })
+        .await,
+    );
+    let db = gw.db.url.clone();
+    let (report, ledger) = run_ok(
+        &gw,
+        &[
+            "--scenario",
+            "steady",
+            "--agents",
+            "20",
+            "--tasks",
+            "6",
+            "--rate",
+            "5",
+            "--duration",
+            "2",
+            "--connections",
+            "8",
+            "--payload",
+            "512",
+            "--database-url",
+            &db,
+        ],
+    )
+    .await;
+    assert_eq!(report.audit.as_ref().unwrap().steps_via, "postgres");
+    assert!(!ledger.steps.is_empty());
+    drop(gw);
+    drop(cluster);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contention_counts_conflicts_apart_and_fences_check_out() {
     let (gw, _loops) = gateway().await;

@@ -392,7 +392,7 @@ async fn a_row_committed_late_with_an_older_updated_at_is_picked_up() {
     assert!(env.cached("late").await);
     let mut c = env.redis.connection().await;
     let events: u64 = c
-        .xlen(format!("{}events:{{late}}", env.redis.prefix))
+        .xlen(format!("{0}events:{{{0}task:late}}", env.redis.prefix))
         .await
         .unwrap();
     assert_eq!(events, 1, "one task_updated event for the late row");
@@ -449,7 +449,7 @@ async fn a_change_committed_after_a_newer_one_was_pulled_is_seen() {
     let mut c = env.redis.connection().await;
     for id in ["a", "b"] {
         let events: u64 = c
-            .xlen(format!("{}events:{{{id}}}", env.redis.prefix))
+            .xlen(format!("{0}events:{{{0}task:{id}}}", env.redis.prefix))
             .await
             .unwrap();
         assert_eq!(events, 1, "one task_updated event for {id}");
@@ -512,7 +512,7 @@ async fn two_pull_loops_publish_each_change_once() {
     assert_eq!(a.try_run_once().await.unwrap().changed, 0);
     let mut c = env.redis.connection().await;
     let events: u64 = c
-        .xlen(format!("{}events:{{t1}}", env.redis.prefix))
+        .xlen(format!("{0}events:{{{0}task:t1}}", env.redis.prefix))
         .await
         .unwrap();
     assert_eq!(events, 1);

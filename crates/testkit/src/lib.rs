@@ -10,7 +10,8 @@
 //! [`TestGateway::call`] sends them).
 //! [`browser::Browser`] is a headless Chromium driven through WebDriver (console tests).
 //! [`PrivateRedis`] is a throwaway `redis-server` a test may stop and restart (outages);
-//! [`SentinelGroup`] a primary, a replica and three Sentinels (failovers).
+//! [`SentinelGroup`] a primary, a replica and three Sentinels (failovers);
+//! [`PrivateCluster`] a Redis Cluster of three primaries.
 
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
@@ -542,6 +543,11 @@ impl PrivateRedis {
             .local_addr()
             .ok()?
             .port();
+        PrivateRedis::start_on(port, args)
+    }
+
+    /// Starts one on `port` with these extra arguments.
+    pub fn start_on(port: u16, args: &[&str]) -> Option<PrivateRedis> {
         let mut r = PrivateRedis {
             port,
             child: None,
@@ -841,6 +847,100 @@ impl SentinelGroup {
             .iter_mut()
             .find(|s| s.port == port)
             .expect("a server of the group")
+    }
+}
+
+/// A Redis Cluster of three primaries (no replicas), each a `redis-server --cluster-enabled
+/// yes` process on a free loopback port (its cluster bus on port + 10000), joined by
+/// `redis-cli --cluster create`; killed when dropped. Its [`PrivateCluster::url`] is a
+/// `redis+cluster://` URL naming every node.
+pub struct PrivateCluster {
+    pub nodes: Vec<PrivateRedis>,
+}
+
+impl PrivateCluster {
+    /// Starts the nodes, creates the cluster and waits until every node reports
+    /// `cluster_state:ok`. `None` when `redis-server` or `redis-cli` is missing.
+    pub async fn start() -> Option<PrivateCluster> {
+        let mut nodes = Vec::new();
+        let mut tries = 0;
+        while nodes.len() < 3 {
+            tries += 1;
+            assert!(tries < 50, "no free port pairs for a cluster");
+            let Some(port) = free_port() else { continue };
+            // The cluster bus listens on port + 10000.
+            if port > 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
+            let node = PrivateRedis::start_on(
+                port,
+                &[
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )?;
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = PrivateCluster { nodes };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !cluster.settled().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster did not settle within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(cluster)
+    }
+
+    /// Whether every node reports the cluster ok and knows all three primaries.
+    async fn settled(&self) -> bool {
+        for n in &self.nodes {
+            let Ok(client) = redis::Client::open(n.url()) else {
+                return false;
+            };
+            let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                return false;
+            };
+            let info: redis::RedisResult<String> =
+                redis::cmd("CLUSTER").arg("INFO").query_async(&mut c).await;
+            let Ok(info) = info else { return false };
+            if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:3") {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `redis+cluster://` naming every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
     }
 }
 

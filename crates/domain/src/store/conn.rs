@@ -5,7 +5,9 @@
 //! and [`redis::AsyncCommands`] take it like any connection, and it opens the store's pub/sub
 //! connections ([`RedisConn::pubsub`]). Cloning it is cheap (a multiplexed connection).
 //!
-//! One variant per topology. To add one: a variant holding its (cheaply clonable) connection,
+//! Variants: one server (`redis://`), a primary behind Sentinels (`redis+sentinel://`), a
+//! Redis Cluster (`redis+cluster://`; the store then names a few keys per hash slot, see
+//! `keys.rs`). One variant per topology. To add one: a variant holding its (cheaply clonable) connection,
 //! its arm in [`RedisConn::open`] (chosen by the URL's scheme), in the three
 //! `ConnectionLike` methods and in [`RedisConn::pubsub`]; errors during a topology change
 //! should come out as I/O or `TRYAGAIN`-like errors, which `DomainError` maps to
@@ -40,6 +42,17 @@ pub enum RedisConn {
     },
     /// A primary watched by Redis Sentinels (`redis+sentinel://`): see [`SentinelConn`].
     Sentinel(Arc<SentinelConn>),
+    /// A Redis Cluster (`redis+cluster://host:port[,host:port…]`, the seed nodes): the
+    /// cluster client routes each command (and each pipeline, whose commands must share one
+    /// hash slot: see `keys.rs`) to the primary of its slot and follows `MOVED`/`ASK` and
+    /// failovers by itself.
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        /// One client per seed node, for the pub/sub connection (plain `PUBLISH` on a cluster
+        /// reaches the subscribers of every node, so any one node will do).
+        seeds: Vec<redis::Client>,
+        connect_timeout: Duration,
+    },
 }
 
 impl RedisConn {
@@ -48,6 +61,9 @@ impl RedisConn {
         if let Some(rest) = s.url.strip_prefix("redis+sentinel://") {
             let target = SentinelTarget::parse(rest)?;
             return Ok(RedisConn::Sentinel(SentinelConn::open(target, s).await?));
+        }
+        if let Some(rest) = s.url.strip_prefix("redis+cluster://") {
+            return RedisConn::open_cluster(rest, s).await;
         }
         let client = redis::Client::open(s.url.as_str())
             .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
@@ -72,10 +88,60 @@ impl RedisConn {
         })
     }
 
+    /// Whether this is a Redis Cluster (its keys are named per slot where it matters:
+    /// `Keys::for_cluster`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster { .. })
+    }
+
+    async fn open_cluster(rest: &str, s: &ConnSettings) -> Result<RedisConn> {
+        let nodes = cluster_nodes(rest)?;
+        let seeds = nodes
+            .iter()
+            .map(|n| redis::Client::open(n.as_str()))
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
+        let client = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(s.connect_timeout)
+            .response_timeout(s.response_timeout)
+            .retries(3)
+            .build()
+            .map_err(|e| DomainError::InvalidArgument(format!("REDIS_URL: {e}")))?;
+        let conn = tokio::time::timeout(s.connect_timeout * 2, client.get_async_connection())
+            .await
+            .map_err(|_| DomainError::Unavailable {
+                backend: "redis",
+                cause: "cluster connect timed out".into(),
+            })??;
+        Ok(RedisConn::Cluster {
+            conn,
+            seeds,
+            connect_timeout: s.connect_timeout,
+        })
+    }
+
     /// A connection of its own for pub/sub (bounded by the connect timeout), to the server
-    /// that takes the store's writes.
+    /// that takes the store's writes (on a cluster, the first seed node that answers).
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         match self {
+            RedisConn::Cluster {
+                seeds,
+                connect_timeout,
+                ..
+            } => {
+                let mut last = String::from("no seed node");
+                for seed in seeds {
+                    match tokio::time::timeout(*connect_timeout, seed.get_async_pubsub()).await {
+                        Ok(Ok(p)) => return Ok(p),
+                        Ok(Err(e)) => last = e.to_string(),
+                        Err(_) => last = "pub/sub connect timed out".into(),
+                    }
+                }
+                Err(DomainError::Unavailable {
+                    backend: "redis",
+                    cause: format!("no cluster node for pub/sub: {last}"),
+                })
+            }
             RedisConn::Single {
                 client,
                 connect_timeout,
@@ -97,6 +163,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single { conn, .. } => conn.req_packed_command(cmd),
+            RedisConn::Cluster { conn, .. } => conn.req_packed_command(cmd),
             RedisConn::Sentinel(s) => {
                 let s = s.clone();
                 Box::pin(async move {
@@ -115,6 +182,7 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single { conn, .. } => conn.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster { conn, .. } => conn.req_packed_commands(cmd, offset, count),
             RedisConn::Sentinel(s) => {
                 let s = s.clone();
                 Box::pin(async move {
@@ -129,8 +197,44 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single { conn, .. } => conn.get_db(),
             RedisConn::Sentinel(s) => s.target.db,
+            RedisConn::Cluster { .. } => 0,
         }
     }
+}
+
+/// The node URLs a `redis+cluster://[user[:password]@]host:port[,host:port…]` URL names
+/// (the credentials apply to every node; a cluster has no databases).
+pub fn cluster_nodes(rest: &str) -> Result<Vec<String>> {
+    let bad = |why: &str| {
+        DomainError::InvalidArgument(format!(
+            "REDIS_URL: {why}; expected redis+cluster://[user:password@]host:port[,host:port...]"
+        ))
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.contains('/') {
+        return Err(bad("a cluster has no database or path"));
+    }
+    let (auth, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            if h.rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                format!("redis://{auth}{h}")
+            } else {
+                format!("redis://{auth}{h}:6379")
+            }
+        })
+        .collect();
+    if nodes.is_empty() {
+        return Err(bad("no node address"));
+    }
+    Ok(nodes)
 }
 
 /// What a `redis+sentinel://[user[:password]@]host:port[,host:port…]/<master-name>[/<db>]` URL
@@ -449,6 +553,21 @@ async fn watch(conn: Weak<SentinelConn>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_urls_are_parsed() {
+        assert_eq!(
+            cluster_nodes("a:7000,b,[::1]:7002").unwrap(),
+            vec!["redis://a:7000", "redis://b:6379", "redis://[::1]:7002"]
+        );
+        assert_eq!(cluster_nodes(":pw@a:1/").unwrap(), vec!["redis://:pw@a:1"]);
+        for bad in ["", ",", "a:1/0"] {
+            assert!(
+                matches!(cluster_nodes(bad), Err(DomainError::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn sentinel_urls_are_parsed() {

@@ -6,7 +6,9 @@
 //!
 //! The contract every backend keeps:
 //! * each method is atomic: no other call observes half of it (Redis: one Lua script or
-//!   MULTI; in-process: one critical section);
+//!   MULTI, in one hash slot; in-process: one critical section) — except for what lives with
+//!   an agent or an MCP session rather than the task (presence, an agent's task set, a
+//!   session's list of its subscriptions), which Redis writes beside the task's step;
 //! * a hot copy never moves backwards: a file's in version, a task row's in change number
 //!   (`change_seq`, see [`cached_task_json`]);
 //! * a lease is re-entrant for its owner (unless the claim says it is not: an anonymous

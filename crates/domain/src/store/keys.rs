@@ -1,12 +1,20 @@
 //! Every Redis key and channel name the gateway uses, built in one place.
 //!
-//! Keys that belong to a task put the task id in braces (`lock:{t1}:src/a.py`): task ids
-//! cannot contain `}`, so a key names exactly one (task, path) pair. (Scripts also touch the
-//! agent's presence key and the global outbox, so a Redis Cluster is not supported: one Redis
-//! primary, with replicas if wanted.) A deployment-wide
-//! prefix (empty by default) lets tests and tenants share one Redis without collisions.
-//! `task:{id}` and the channel `task:{id}:updates` keep the original's names (without braces)
-//! because other systems (the orchestrator) read and publish them.
+//! Every key a script or a transaction touches together lives in one Redis Cluster hash slot:
+//! the keys of a task carry the hash tag `{<prefix>task:<id>}` (`lock:{task:t1}:src/a.py`),
+//! whose content is exactly the name of the task's cached row `<prefix>task:<id>`, so that
+//! row (kept under the original's name, without braces, because other systems such as the
+//! orchestrator read it) hashes to the same slot as the task's other keys. Task ids cannot
+//! contain `}`, so a key names exactly one (task, path) pair. The keys of an agent carry
+//! `{<agent>}`, those of an MCP session `{<session>}`. A deployment-wide prefix (empty by
+//! default) lets tests and tenants share one Redis without collisions.
+//!
+//! Two names depend on the topology ([`Keys::cluster`]): on one server (single or Sentinel)
+//! the rollback marker and the sync outbox are one key each; on a Redis Cluster there is one
+//! of each per hash slot, named with a tag that hashes to that slot ([`slot_tag`]), so that a
+//! script that acts on a task's keys finds its marker and its outbox in the same slot.
+//! Channels are not keys: plain `PUBLISH` reaches the subscribers of every cluster node.
+//! The channel `task:{id}:updates` keeps the seed's name.
 
 use super::hot::{McpSession, SubScope, Subscriber};
 use crate::ids::{AgentId, TaskId};
@@ -20,12 +28,23 @@ const SEP: char = '\u{1f}';
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
     prefix: String,
+    /// A Redis Cluster: the rollback marker and the outbox are kept per hash slot.
+    cluster: bool,
 }
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Keys {
         Keys {
             prefix: prefix.into(),
+            cluster: false,
+        }
+    }
+
+    /// Names for a Redis Cluster (see the module's documentation).
+    pub fn for_cluster(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+            cluster: true,
         }
     }
 
@@ -33,9 +52,25 @@ impl Keys {
         &self.prefix
     }
 
+    /// Whether these are a Redis Cluster's names.
+    pub fn cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// The hash tag of a task's keys, braces included: its content is the name of the task's
+    /// cached row ([`Keys::task`]), which therefore shares their slot.
+    fn tag(&self, task: &TaskId) -> String {
+        format!("{{{}}}", self.task(task))
+    }
+
+    /// The hash slot of a task's keys.
+    pub fn task_slot(&self, task: &TaskId) -> u16 {
+        key_slot(self.task(task).as_bytes())
+    }
+
     /// Hot copy of a file: hash {version, content, sha256, size, updated_by, updated_at, deleted}.
     pub fn file(&self, task: &TaskId, path: &FilePath) -> String {
-        format!("{}file:{{{task}}}:{path}", self.prefix)
+        format!("{}file:{}:{path}", self.prefix, self.tag(task))
     }
 
     /// A file's lease: hash {owner, fence, token, acquired_at, expires_at}, with a TTL.
@@ -45,7 +80,7 @@ impl Keys {
 
     /// What every lease key of a task starts with: the key of a lease is this + its path.
     pub fn lock_prefix(&self, task: &TaskId) -> String {
-        format!("{}lock:{{{task}}}:", self.prefix)
+        format!("{}lock:{}:", self.prefix, self.tag(task))
     }
 
     /// The lease on a file or a directory ([`LeasePath`]: a directory's ends in `/`, so the
@@ -65,14 +100,14 @@ impl Keys {
     /// What every wait queue key of a task starts with: the queue of a path is this + the
     /// path (as for leases: [`Keys::lock_prefix`]).
     pub fn lease_queue_prefix(&self, task: &TaskId) -> String {
-        format!("{}lockq:{{{task}}}:", self.prefix)
+        format!("{}lockq:{}:", self.prefix, self.tag(task))
     }
 
     /// What every waiter liveness key of a task starts with: the key of a ticket's is this +
     /// the ticket. Its value is the waiting agent; the waiting gateway refreshes its short
     /// TTL at every check, so a waiter whose gateway died drops out of its queue.
     pub fn lease_waiter_prefix(&self, task: &TaskId) -> String {
-        format!("{}lockw:{{{task}}}:", self.prefix)
+        format!("{}lockw:{}:", self.prefix, self.tag(task))
     }
 
     /// The pub/sub channel on which a task's lease waiters are woken (a release, a waiter
@@ -101,27 +136,27 @@ impl Keys {
     /// leases reads its own members instead of scanning the key space. It expires with its
     /// longest lease; members of expired or vanished leases are dropped when it is read.
     pub fn lease_index(&self, task: &TaskId) -> String {
-        format!("{}leases:{{{task}}}", self.prefix)
+        format!("{}leases:{}", self.prefix, self.tag(task))
     }
 
     /// The task's step log stream (capped).
     pub fn logs(&self, task: &TaskId) -> String {
-        format!("{}logs:{{{task}}}", self.prefix)
+        format!("{}logs:{}", self.prefix, self.tag(task))
     }
 
     /// The task's event stream (capped): the resume source of live streams.
     pub fn events(&self, task: &TaskId) -> String {
-        format!("{}events:{{{task}}}", self.prefix)
+        format!("{}events:{}", self.prefix, self.tag(task))
     }
 
     /// Collaboration members: hash agent -> joined_at (ms).
     pub fn collab_members(&self, task: &TaskId) -> String {
-        format!("{}collaboration:{{{task}}}", self.prefix)
+        format!("{}collaboration:{}", self.prefix, self.tag(task))
     }
 
     /// Collaboration activity: hash agent -> last_active (ms).
     pub fn collab_activity(&self, task: &TaskId) -> String {
-        format!("{}collaboration_activity:{{{task}}}", self.prefix)
+        format!("{}collaboration_activity:{}", self.prefix, self.tag(task))
     }
 
     /// An agent's presence: hash {last_seen (ms), task}.
@@ -139,9 +174,32 @@ impl Keys {
         format!("{}task:{task}", self.prefix)
     }
 
-    /// The sync outbox stream: records the push loop persists to Postgres.
+    /// The sync outbox stream of one server (single or Sentinel): records the push loop
+    /// persists to Postgres. On a cluster see [`Keys::outbox_of`].
     pub fn outbox(&self) -> String {
         format!("{}outbox", self.prefix)
+    }
+
+    /// The outbox a task's records go to: [`Keys::outbox`] on one server; on a cluster the
+    /// outbox of the task's slot ([`Keys::outbox_shard`]), so that a step is appended to the
+    /// task's log and to the outbox by one script.
+    pub fn outbox_of(&self, task: &TaskId) -> String {
+        if self.cluster {
+            self.outbox_shard(self.task_slot(task))
+        } else {
+            self.outbox()
+        }
+    }
+
+    /// A cluster's outbox of one hash slot.
+    pub fn outbox_shard(&self, slot: u16) -> String {
+        format!("{}outbox:{{{}}}", self.prefix, slot_tag(slot))
+    }
+
+    /// A cluster's index of the slots whose outbox may hold records (a set of slot numbers),
+    /// which the push loop reads; a slot is added before its outbox's first record.
+    pub fn outbox_slots(&self) -> String {
+        format!("{}outbox:slots", self.prefix)
     }
 
     /// The task's pub/sub channel, the seed's name.
@@ -175,6 +233,22 @@ impl Keys {
     /// `lua/hot_guard.lua`). A rollback brings back an older value, never the current id.
     pub fn hot_validated(&self) -> String {
         format!("{}hot:validated", self.prefix)
+    }
+
+    /// The validation marker that guards `key`: [`Keys::hot_validated`] on one server; on a
+    /// cluster the marker of the key's hash slot (each primary has its own `master_replid`,
+    /// and a script may only touch keys of one slot).
+    pub fn hot_validated_for(&self, key: &str) -> String {
+        if self.cluster {
+            self.hot_validated_slot(key_slot(key.as_bytes()))
+        } else {
+            self.hot_validated()
+        }
+    }
+
+    /// A cluster's validation marker of one hash slot.
+    pub fn hot_validated_slot(&self, slot: u16) -> String {
+        format!("{}hot:validated:{{{}}}", self.prefix, slot_tag(slot))
     }
 
     /// What the rebuild after a rollback drops: key name prefixes of hot file copies,
@@ -245,7 +319,7 @@ impl Keys {
     /// Index of the MCP resource subscriptions on a task's resources (set of
     /// `session \x1f resource key \x1f uri as subscribed`).
     pub fn mcp_task_subs(&self, task: &TaskId) -> String {
-        format!("{}mcp_subs:{{{task}}}", self.prefix)
+        format!("{}mcp_subs:{}", self.prefix, self.tag(task))
     }
 
     /// Index of the MCP subscriptions on an agent's status resource (same entries).
@@ -260,6 +334,60 @@ impl Keys {
             SubScope::Agent(a) => self.mcp_agent_subs(a),
         }
     }
+}
+
+/// Hash slots of a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// The Redis Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag (the text between
+/// the first `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(hashed) % SLOTS
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// A short tag that hashes to `slot` (the first decimal number that does), to name a key
+/// of that slot (`outbox:{<tag>}`).
+pub fn slot_tag(slot: u16) -> &'static str {
+    static TAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let mut tags = vec![String::new(); SLOTS as usize];
+        let mut left = SLOTS as usize;
+        let mut n = 0u64;
+        while left > 0 {
+            let t = n.to_string();
+            let s = key_slot(t.as_bytes()) as usize;
+            if tags[s].is_empty() {
+                tags[s] = t;
+                left -= 1;
+            }
+            n += 1;
+        }
+        tags
+    });
+    &TAGS[(slot % SLOTS) as usize]
 }
 
 // The encodings both hot stores share (the in-process one keeps Redis's layout).
@@ -330,7 +458,18 @@ mod tests {
             &FilePath::parse("b:c").unwrap(),
         );
         assert_ne!(a, b);
-        assert_eq!(a, "p:lock:{a:b}:c");
+        assert_eq!(a, "p:lock:{p:task:a:b}:c");
+        assert_eq!(key_slot(a.as_bytes()), key_slot(b"p:task:a:b"));
+        // Redis's own examples (CLUSTER KEYSLOT).
+        assert_eq!(key_slot(b"somekey"), 11058);
+        assert_eq!(key_slot(b"foo{hash_tag}"), key_slot(b"hash_tag"));
+        assert_eq!(key_slot(b"foo{}bar"), key_slot(b"foo{}bar"));
+        for slot in [0, 1, 5000, SLOTS - 1] {
+            assert_eq!(
+                key_slot(format!("x{{{}}}", slot_tag(slot)).as_bytes()),
+                slot
+            );
+        }
         assert_eq!(
             k.channel(&TaskId::parse("t1").unwrap()),
             "p:task:t1:updates"

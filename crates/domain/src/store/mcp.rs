@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::ids::TaskId;
 use async_trait::async_trait;
 use mcp_api::Event;
-use redis::Script;
+use redis::{AsyncCommands, Script};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -71,9 +71,30 @@ impl McpSessions for RedisStore {
         Ok(state.map(parse_session_record))
     }
 
-    /// Forgets a session and every subscription it held.
+    /// Forgets a session and every subscription it held. On a cluster the indexes live in
+    /// the slots of their tasks and agents, not the session's: the session's list is read,
+    /// each entry removed from its index, then the session forgotten (an index entry a
+    /// concurrent `subscribe` adds meanwhile lives until its TTL).
     async fn drop_session(&self, session: &str) -> Result<()> {
         let mut c = self.connection();
+        if self.keys().cluster() {
+            let own = self.keys().mcp_session_subs(session);
+            let entries: Vec<String> = c.smembers(&own).await?;
+            let removals =
+                entries
+                    .iter()
+                    .filter_map(|e| split_session_entry(e))
+                    .map(|(index, entry)| {
+                        let mut c = self.connection();
+                        async move { c.srem::<_, _, i64>(index, entry).await }
+                    });
+            for r in futures::future::join_all(removals).await {
+                r?;
+            }
+            let _: i64 = c.del(self.keys().mcp_session(session)).await?;
+            let _: i64 = c.del(own).await?;
+            return Ok(());
+        }
         let _: i64 = DROP_SESSION_SCRIPT
             .key(self.keys().mcp_session(session))
             .key(self.keys().mcp_session_subs(session))
@@ -95,19 +116,27 @@ impl McpSessions for RedisStore {
         let entry = subscription_entry(session, key, uri);
         let own = self.keys().mcp_session_subs(session);
         let secs = ttl.as_secs().max(1);
-        let mut c = self.connection();
-        let _: () = redis::pipe()
+        // The index lives in the task's (agent's) slot, the session's list in the session's:
+        // one transaction in each, sent together.
+        let (mut c, mut d) = (self.connection(), self.connection());
+        let mut in_index = redis::pipe();
+        in_index
             .atomic()
             .sadd(&index, &entry)
             .ignore()
             .expire(&index, secs as i64)
-            .ignore()
+            .ignore();
+        let mut in_own = redis::pipe();
+        in_own
+            .atomic()
             .sadd(&own, session_entry(&index, &entry))
             .ignore()
             .expire(&own, secs as i64)
-            .ignore()
-            .query_async(&mut c)
-            .await?;
+            .ignore();
+        let (a, b): (redis::RedisResult<()>, redis::RedisResult<()>) =
+            tokio::join!(in_index.query_async(&mut c), in_own.query_async(&mut d));
+        a?;
+        b?;
         Ok(())
     }
 
@@ -121,18 +150,14 @@ impl McpSessions for RedisStore {
     ) -> Result<()> {
         let index = self.keys().mcp_subs(scope);
         let entry = subscription_entry(session, key, uri);
-        let mut c = self.connection();
-        let _: () = redis::pipe()
-            .atomic()
-            .srem(&index, &entry)
-            .ignore()
-            .srem(
-                self.keys().mcp_session_subs(session),
-                session_entry(&index, &entry),
-            )
-            .ignore()
-            .query_async(&mut c)
-            .await?;
+        let (mut c, mut d) = (self.connection(), self.connection());
+        let own = self.keys().mcp_session_subs(session);
+        let (a, b): (redis::RedisResult<i64>, redis::RedisResult<i64>) = tokio::join!(
+            c.srem(&index, &entry),
+            d.srem(own, session_entry(&index, &entry))
+        );
+        a?;
+        b?;
         Ok(())
     }
 
@@ -163,22 +188,21 @@ impl McpSessions for RedisStore {
             .collect())
     }
 
-    /// The record (`SET … PX`) and the `PUBLISH` on the cancellation channel, in one
-    /// transaction.
+    /// The record (`SET … PX`), then the `PUBLISH` on the cancellation channel: whoever
+    /// hears the message finds the record. (Two commands: a channel is not a key, and a
+    /// cluster client routes a transaction by its keys.)
     async fn publish_listen_cancel(&self, name: &str, at_ms: i64) -> Result<()> {
         let mut c = self.connection();
-        let _: () = redis::pipe()
-            .atomic()
-            .cmd("SET")
+        let _: () = redis::cmd("SET")
             .arg(self.keys().mcp_listen_cancelled(name))
             .arg(at_ms)
             .arg("PX")
             .arg(LISTEN_CANCEL_KEPT.as_millis() as u64)
-            .ignore()
-            .cmd("PUBLISH")
+            .query_async(&mut c)
+            .await?;
+        let _: i64 = redis::cmd("PUBLISH")
             .arg(self.keys().mcp_listen_cancels())
             .arg(name)
-            .ignore()
             .query_async(&mut c)
             .await?;
         Ok(())

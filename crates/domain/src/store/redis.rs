@@ -2,7 +2,8 @@
 //! Postgres on a miss), file leases (authoritative while they live; fences come from Postgres),
 //! the capped step-log and event streams, collaboration membership and presence, and the sync
 //! outbox (records the push loop persists to Postgres). Every multi-key change is one Lua
-//! script, so it is atomic and one round trip.
+//! script, so it is atomic and one round trip; its keys share one hash slot (`keys.rs`), so
+//! the same scripts run on a Redis Cluster.
 
 use super::conn::{ConnSettings, RedisConn};
 use super::hot::{
@@ -29,7 +30,7 @@ static EMIT_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{EMIT}\nreturn emit(ARGV[3])")));
 static FILE_CHANGED_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{EMIT}\n{CACHE_FILE}\ncache_file(KEYS[6], ARGV[7], ARGV[8], 9)\nreturn emit(ARGV[3])"
+        "{EMIT}\n{CACHE_FILE}\ncache_file(KEYS[5], ARGV[7], ARGV[8], 9)\nreturn emit(ARGV[3])"
     ))
 });
 static CACHE_FILE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -41,8 +42,8 @@ static LOG_STEP_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{EMIT}\n{}",
         r#"
-local sid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 's', ARGV[8])
-redis.call('XADD', KEYS[5], '*', 'kind', 'step', 'task', ARGV[5], 'sid', sid, 'agent', ARGV[4], 'step', ARGV[8])
+local sid = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 's', ARGV[8])
+redis.call('XADD', KEYS[4], '*', 'kind', 'step', 'task', ARGV[5], 'sid', sid, 'agent', ARGV[4], 'step', ARGV[8])
 local eid = emit(ARGV[3] .. sid .. ARGV[9])
 return {sid, eid}
 "#
@@ -66,6 +67,9 @@ return 1
 "#,
     )
 });
+/// Touches an agent's presence (`lua/presence.lua`), beside the script of an event it caused.
+static PRESENCE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/presence.lua")));
 const HOT_GUARD: &str = include_str!("lua/hot_guard.lua");
 
 /// A script that first checks the hot layer is validated on this server (`lua/hot_guard.lua`;
@@ -107,6 +111,8 @@ static WRITER_CHECK_SCRIPT: LazyLock<Script> =
 static GUARD_SCRIPT: LazyLock<Script> = LazyLock::new(|| guarded_script("return 1"));
 static HOT_DROP_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/hot_drop.lua")));
+static REBUILD_SLOT_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/rebuild_slot.lua")));
 static HOT_VALIDATE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/hot_validate.lua")));
 /// Keys per `hot_drop.lua` call (and the `SCAN` page size) while rebuilding.
@@ -166,7 +172,14 @@ pub struct RedisStore {
     /// One rollback rebuild at a time in this process: requests that detect the rollback
     /// together wait for the first one's rebuild instead of each scanning the key space.
     rebuilding: Arc<tokio::sync::Mutex<()>>,
+    /// On a cluster: the outbox slots this process added to the index, and when (see
+    /// [`RedisStore::register_outbox`]).
+    outbox_registered: Arc<std::sync::Mutex<HashMap<u16, std::time::Instant>>>,
 }
+
+/// How long a slot this process added to a cluster's outbox index is taken to be there;
+/// after it, the next record of the slot adds it again (should a failover have lost it).
+const OUTBOX_REGISTRATION: Duration = Duration::from_secs(30);
 
 /// Replicas that must confirm a write ([`RedisStore::confirmed`]).
 #[derive(Clone)]
@@ -205,16 +218,25 @@ impl RedisStore {
                 timeout: cfg.response_timeout / 2,
             }),
         };
+        let keys = if conn.is_cluster() {
+            Keys::for_cluster(cfg.key_prefix.clone())
+        } else {
+            Keys::new(cfg.key_prefix.clone())
+        };
         let store = RedisStore {
             conn,
             replicas,
             response_timeout: cfg.response_timeout,
-            keys: Keys::new(cfg.key_prefix.clone()),
+            keys,
             rebuilding: Arc::default(),
+            outbox_registered: Arc::default(),
         };
         // Validate (or rebuild) now rather than on the first request; should it fail, the
-        // first guarded call does it.
-        if let Err(e) = store.rebuild_hot().await {
+        // first guarded call does it. (A cluster's slots are validated one by one, when a
+        // guarded call first meets each: `RedisStore::rebuild_slot`.)
+        if !store.keys.cluster()
+            && let Err(e) = store.rebuild_hot().await
+        {
             tracing::warn!(error = %e, "hot layer not validated at start");
         }
         Ok(store)
@@ -278,10 +300,9 @@ impl RedisStore {
     fn emit_invocation<'s>(&self, script: &'s Script, e: &Emit<'_>) -> redis::ScriptInvocation<'s> {
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.events(e.task))
-            .key(self.keys.agent(e.agent))
             .key(self.keys.collab_members(e.task))
             .key(self.keys.collab_activity(e.task))
-            .key(self.keys.outbox())
+            .key(self.keys.outbox_of(e.task))
             .arg(self.keys.channel(e.task))
             .arg(e.events_cap)
             .arg(e.envelope.as_str())
@@ -295,17 +316,20 @@ impl RedisStore {
     /// key). When the guard answers `ROLLBACK` (Redis restarted, was restored or failed over
     /// since the layer was last validated), nothing was changed: the hot layer is rebuilt and
     /// the script runs once more.
+    /// `anchor` is one of the script's keys: on a cluster, the marker of its slot is used.
     async fn guarded<T: redis::FromRedisValue>(
         &self,
         mut inv: redis::ScriptInvocation<'_>,
+        anchor: &str,
     ) -> Result<T> {
-        inv.key(self.keys.hot_validated());
+        let marker = self.keys.hot_validated_for(anchor);
+        inv.key(&marker);
         let mut c = self.conn.clone();
         match inv.invoke_async(&mut c).await {
             Err(e) if is_rollback(&e) => {}
             r => return Ok(r?),
         }
-        self.rebuild_hot().await?;
+        self.rebuild_marked(&marker).await?;
         match inv.invoke_async(&mut c).await {
             Err(e) if is_rollback(&e) => Err(DomainError::Unavailable {
                 backend: "redis",
@@ -317,7 +341,13 @@ impl RedisStore {
 
     /// Runs `read` in one transaction (`MULTI`) after the guard, so it is answered only from
     /// a validated hot layer; otherwise as [`RedisStore::guarded`]: rebuild, then read again.
-    async fn guarded_read<T: redis::FromRedisValue>(&self, read: redis::Cmd) -> Result<T> {
+    /// `anchor`: the key `read` reads (on a cluster, the marker of its slot is used).
+    async fn guarded_read<T: redis::FromRedisValue>(
+        &self,
+        read: redis::Cmd,
+        anchor: &str,
+    ) -> Result<T> {
+        let marker = self.keys.hot_validated_for(anchor);
         let mut rebuilt = false;
         for _ in 0..4 {
             let mut pipe = redis::pipe();
@@ -325,7 +355,7 @@ impl RedisStore {
                 .cmd("EVALSHA")
                 .arg(GUARD_SCRIPT.get_hash())
                 .arg(1)
-                .arg(self.keys.hot_validated())
+                .arg(&marker)
                 .ignore()
                 .add_command(read.clone());
             let mut c = self.conn.clone();
@@ -335,7 +365,7 @@ impl RedisStore {
                     let _: String = GUARD_SCRIPT.prepare_invoke().load_async(&mut c).await?;
                 }
                 Err(e) if is_rollback(&e) && !rebuilt => {
-                    self.rebuild_hot().await?;
+                    self.rebuild_marked(&marker).await?;
                     rebuilt = true;
                 }
                 Err(e) if is_rollback(&e) => break,
@@ -346,6 +376,115 @@ impl RedisStore {
             backend: "redis",
             cause: "the hot layer went back in time again during its rebuild".into(),
         })
+    }
+
+    /// Runs an event's script (through [`RedisStore::confirmed`]) and touches the acting
+    /// agent's presence beside it: the presence lives in the agent's slot, not the task's, so
+    /// it is a command of its own, sent concurrently (on one server both share a round trip
+    /// on the multiplexed connection). Presence is a hint: its failure is not the event's.
+    async fn emitting<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+        e: &Emit<'_>,
+    ) -> Result<T> {
+        self.register_outbox(e.task).await?;
+        let (r, presence) = tokio::join!(self.confirmed(inv), self.touch_presence(e.agent, e.task));
+        if let Err(err) = presence {
+            tracing::debug!(error = %err, agent = e.agent, "presence not touched");
+        }
+        r
+    }
+
+    /// Marks `agent` as seen now (Redis's clock), acting on `task`.
+    async fn touch_presence(&self, agent: &str, task: &TaskId) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: i64 = PRESENCE_SCRIPT
+            .key(self.keys.agent(agent))
+            .arg(task.as_str())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// On a cluster: adds the task's slot to the outbox index ([`Keys::outbox_slots`])
+    /// before a record goes to that slot's outbox, so that the push loop reads it. Once per
+    /// slot and [`OUTBOX_REGISTRATION`] in each process (`SADD` is idempotent; repeating it
+    /// restores an index entry a failover lost). Nothing on one server (one outbox).
+    async fn register_outbox(&self, task: &TaskId) -> Result<()> {
+        if !self.keys.cluster() {
+            return Ok(());
+        }
+        let slot = self.keys.task_slot(task);
+        let fresh = self
+            .outbox_registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&slot)
+            .is_some_and(|at| at.elapsed() < OUTBOX_REGISTRATION);
+        if fresh {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let _: i64 = c.sadd(self.keys.outbox_slots(), slot).await?;
+        self.outbox_registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot, std::time::Instant::now());
+        Ok(())
+    }
+
+    /// The outbox streams that may hold records, with their slot on a cluster: the one
+    /// outbox of one server; on a cluster, those of the slots in the index.
+    pub(super) async fn outbox_streams(&self) -> Result<Vec<(Option<u16>, String)>> {
+        if !self.keys.cluster() {
+            return Ok(vec![(None, self.keys.outbox())]);
+        }
+        let mut c = self.conn.clone();
+        let mut slots: Vec<u16> = c.smembers(self.keys.outbox_slots()).await?;
+        slots.sort_unstable();
+        Ok(slots
+            .into_iter()
+            .map(|s| (Some(s), self.keys.outbox_shard(s)))
+            .collect())
+    }
+
+    /// Rebuilds what the rollback marker `marker` guards: the whole hot layer on one server
+    /// ([`RedisStore::rebuild_hot`]), the marker's slot on a cluster
+    /// ([`RedisStore::rebuild_slot`]).
+    async fn rebuild_marked(&self, marker: &str) -> Result<()> {
+        if self.keys.cluster() {
+            self.rebuild_slot(marker).await
+        } else {
+            self.rebuild_hot().await
+        }
+    }
+
+    /// A cluster's rebuild after a rollback, one hash slot at a time (`lua/rebuild_slot.lua`,
+    /// one script on the slot's primary: it drops the slot's hot copies, leases, lease
+    /// indexes and task rows and validates the slot's marker for this primary, atomically).
+    /// When it dropped something, `sync:warm` is dropped too, so the pull loop warms the task
+    /// cache again.
+    async fn rebuild_slot(&self, marker: &str) -> Result<()> {
+        let slot = super::keys::key_slot(marker.as_bytes());
+        let mut inv = REBUILD_SLOT_SCRIPT.prepare_invoke();
+        inv.key(marker).arg(slot);
+        for p in self.keys.rebuilt_on_rollback() {
+            inv.arg(p);
+        }
+        let mut c = self.conn.clone();
+        let dropped: i64 = inv.invoke_async(&mut c).await?;
+        if dropped > 0 {
+            let _: i64 = c.del(self.keys.sync_warm()).await?;
+            metrics::counter!("mcp_hot_rebuilds_total").increment(1);
+            tracing::warn!(
+                dropped,
+                slot,
+                "hot layer rebuilt for a cluster slot: its primary is a server it was not \
+                 validated on (restart, restore or failover); hot copies, leases and task \
+                 rows dropped"
+            );
+        }
+        Ok(())
     }
 
     /// After Redis went back in time (or on a server never validated): drops every hot file
@@ -582,10 +721,15 @@ impl HotOps for RedisStore {
         }
     }
 
-    /// Entries waiting in the sync outbox (delivered to a pusher or not).
+    /// Entries waiting in the sync outbox (delivered to a pusher or not; on a cluster, in
+    /// every slot's outbox).
     async fn outbox_length(&self) -> Result<u64> {
         let mut c = self.conn.clone();
-        Ok(c.xlen(self.keys.outbox()).await?)
+        let mut n = 0;
+        for (_, stream) in self.outbox_streams().await? {
+            n += c.xlen::<_, u64>(stream).await?;
+        }
+        Ok(n)
     }
 
     /// Memory in use and the limit it is measured against (`maxmemory`, or the machine's
@@ -608,7 +752,8 @@ impl HotOps for RedisStore {
 
     /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
     async fn emit(&self, e: &Emit<'_>) -> Result<String> {
-        self.confirmed(&self.emit_invocation(&EMIT_SCRIPT, e)).await
+        self.emitting(&self.emit_invocation(&EMIT_SCRIPT, e), e)
+            .await
     }
 
     /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
@@ -624,7 +769,7 @@ impl HotOps for RedisStore {
             .arg(file.version)
             .arg(file.ttl_secs);
         push_file_fields(&mut inv, file);
-        self.confirmed(&inv).await
+        self.emitting(&inv, e).await
     }
 
     /// Refills a file's hot copy after a miss (never backwards).
@@ -642,7 +787,8 @@ impl HotOps for RedisStore {
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
         let mut read = redis::cmd("HGETALL");
         read.arg(self.keys.file(task, path));
-        let mut m: HashMap<String, String> = self.guarded_read(read).await?;
+        let mut m: HashMap<String, String> =
+            self.guarded_read(read, &self.keys.file(task, path)).await?;
         let Some(version) = m.get("version").and_then(|v| v.parse().ok()) else {
             return Ok(None);
         };
@@ -676,7 +822,7 @@ impl HotOps for RedisStore {
             Option<String>,
             Option<String>,
             Option<String>,
-        ) = self.guarded(inv).await?;
+        ) = self.guarded(inv, &self.keys.lock(task, path)).await?;
         let prefix = self.keys.lock_prefix(task);
         Ok(match v {
             (Some(owner), Some(fence), expires, key) => Some(Lease {
@@ -731,7 +877,7 @@ impl HotOps for RedisStore {
             .arg(waiter.map_or(0, |w| w.liveness.as_millis().max(1) as u64))
             .arg(self.keys.lease_waiter_prefix(task))
             .arg(if path.is_dir() { "1" } else { "0" });
-        let r: Vec<String> = self.guarded(inv).await?;
+        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
         let lease = |r: &[String]| Lease {
             path: path.to_string(),
             owner: owner.to_owned(),
@@ -786,7 +932,7 @@ impl HotOps for RedisStore {
             .arg(ticket)
             .arg(self.keys.lease_waiter_prefix(task))
             .arg(self.keys.lease_wake(task));
-        let r: Vec<String> = self.guarded(inv).await?;
+        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
         Ok(match r.first().map(String::as_str) {
             Some("released") => Some((
                 r.get(1).cloned().unwrap_or_default(),
@@ -822,7 +968,7 @@ impl HotOps for RedisStore {
                     .unwrap_or_default(),
             )
             .arg(fallback.as_millis() as u64);
-        let r: Vec<String> = self.guarded(inv).await?;
+        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
         Ok(match r.first().map(String::as_str) {
             Some("renewed") => Ok((
                 Lease {
@@ -853,7 +999,7 @@ impl HotOps for RedisStore {
             .arg(owner)
             .arg(if force { "1" } else { "0" })
             .arg(self.keys.lease_wake(task));
-        let r: Vec<String> = self.guarded(inv).await?;
+        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
         Ok(match r.first().map(String::as_str) {
             Some("released") => Ok((r[1].clone(), r[2].parse().unwrap_or(0))),
             _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
@@ -870,7 +1016,7 @@ impl HotOps for RedisStore {
             .arg(&prefix)
             .arg(self.keys.lease_queue_prefix(task))
             .arg(self.keys.lease_waiter_prefix(task));
-        let r: Vec<String> = self.guarded(inv).await?;
+        let r: Vec<String> = self.guarded(inv, &self.keys.lease_index(task)).await?;
         let (Some(now), Some(more)) = (r.first(), r.get(1)) else {
             return Err(DomainError::internal("list_leases answered nothing"));
         };
@@ -912,7 +1058,7 @@ impl HotOps for RedisStore {
             .arg(logs_cap)
             .arg(step_json)
             .arg(envelope_suffix);
-        self.confirmed(&inv).await
+        self.emitting(&inv, e).await
     }
 
     /// Newest-first page of steps strictly older than `before` (a stream id), from the stream.
@@ -973,7 +1119,7 @@ impl HotOps for RedisStore {
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
         let mut read = redis::cmd("GET");
         read.arg(self.keys.task(task));
-        let v: Option<String> = self.guarded_read(read).await?;
+        let v: Option<String> = self.guarded_read(read, &self.keys.task(task)).await?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
@@ -991,29 +1137,38 @@ impl HotOps for RedisStore {
         Ok(())
     }
 
-    /// Records membership (members, activity, the agent's task set).
+    /// Records membership (members and activity in one transaction in the task's slot; the
+    /// agent's task set, in the agent's slot, beside it).
     async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()> {
-        let mut c = self.conn.clone();
+        let (mut c, mut a) = (self.conn.clone(), self.conn.clone());
         let ms = joined_at.timestamp_millis();
-        let _: () = redis::pipe()
+        let mut members = redis::pipe();
+        members
             .atomic()
             .hset(self.keys.collab_members(task), agent.as_str(), ms)
-            .hset(self.keys.collab_activity(task), agent.as_str(), ms)
-            .sadd(self.keys.agent_tasks(agent), task.as_str())
-            .query_async(&mut c)
-            .await?;
+            .hset(self.keys.collab_activity(task), agent.as_str(), ms);
+        let (m, t): (redis::RedisResult<()>, redis::RedisResult<()>) = tokio::join!(
+            members.query_async(&mut c),
+            a.sadd(self.keys.agent_tasks(agent), task.as_str())
+        );
+        m?;
+        t?;
         Ok(())
     }
 
     async fn leave(&self, task: &TaskId, agent: &AgentId) -> Result<()> {
-        let mut c = self.conn.clone();
-        let _: () = redis::pipe()
+        let (mut c, mut a) = (self.conn.clone(), self.conn.clone());
+        let mut members = redis::pipe();
+        members
             .atomic()
             .hdel(self.keys.collab_members(task), agent.as_str())
-            .hdel(self.keys.collab_activity(task), agent.as_str())
-            .srem(self.keys.agent_tasks(agent), task.as_str())
-            .query_async(&mut c)
-            .await?;
+            .hdel(self.keys.collab_activity(task), agent.as_str());
+        let (m, t): (redis::RedisResult<()>, redis::RedisResult<()>) = tokio::join!(
+            members.query_async(&mut c),
+            a.srem(self.keys.agent_tasks(agent), task.as_str())
+        );
+        m?;
+        t?;
         Ok(())
     }
 

@@ -8,6 +8,11 @@
 //! consumer left with nothing pending and idle past that time (one per restarted pusher) is
 //! removed from the group.
 //!
+//! On a Redis Cluster the outbox is one stream per hash slot (a step goes to the outbox of its
+//! task's slot, in the same script as the task's log): the push loop reads every stream the
+//! index `outbox:slots` names, and an entry's id carries its slot (`<ms>-<seq>@<slot>`), so
+//! that it is acknowledged in its own stream and two streams' equal ids stay distinct.
+//!
 //! Pull: a task row is cached only when it is newer than what the cache holds, and its
 //! `task_updated` event is emitted by the same script, so two sync processes racing on one
 //! row publish it once, and a late, older copy never overwrites a newer one.
@@ -19,21 +24,22 @@ use crate::ids::TaskId;
 use async_trait::async_trait;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingReply, StreamReadReply};
 use redis::{AsyncCommands, Script};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 const EMIT: &str = include_str!("lua/emit.lua");
 
 /// Caches a task row unless the cache holds the same or a higher change number, and emits
-/// its event when asked. KEYS[1..5] and ARGV[1..6] are the emit fragment's; KEYS[6] the
-/// task's cache key; ARGV[7] the row (JSON with its `change_seq`), ARGV[8] its change number,
+/// its event when asked. KEYS[1..4] and ARGV[1..6] are the emit fragment's; KEYS[5] the
+/// task's cache key (its name is the hash tag of the task's other keys: one slot); ARGV[7] the row (JSON with its `change_seq`), ARGV[8] its change number,
 /// ARGV[9] the TTL, ARGV[10] '1' to emit. Answers 1 (cached), 0 (same row held), -1 (a newer
 /// row held). (Change numbers stay far below 2^53, so Lua's numbers hold them exactly.)
 static REFRESH_TASK_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{EMIT}\n{}",
         r#"
-local cur = redis.call('GET', KEYS[6])
+local cur = redis.call('GET', KEYS[5])
 if cur then
   local ok, row = pcall(cjson.decode, cur)
   local held = 0
@@ -42,7 +48,7 @@ if cur then
   if held == new then return 0 end
   if held > new then return -1 end
 end
-redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[9])
+redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[9])
 if ARGV[10] == '1' then emit(ARGV[3]) end
 return 1
 "#
@@ -97,14 +103,18 @@ fn value_to_string(v: &redis::Value) -> String {
     }
 }
 
-fn entry_from(s: StreamId) -> OutboxEntry {
+/// An outbox entry of the stream of `slot` (a cluster's; `None`: the one outbox).
+fn entry_from(slot: Option<u16>, s: StreamId) -> OutboxEntry {
     OutboxEntry {
         fields: s
             .map
             .iter()
             .map(|(k, v)| (k.clone(), value_to_string(v)))
             .collect(),
-        id: s.id,
+        id: match slot {
+            Some(slot) => format!("{}@{slot}", s.id),
+            None => s.id,
+        },
     }
 }
 
@@ -113,6 +123,7 @@ fn is_nogroup(e: &redis::RedisError) -> bool {
 }
 
 impl RedisStore {
+    /// Up to `count` entries from the outbox streams, in turn.
     async fn outbox_read(
         &self,
         group: &str,
@@ -120,7 +131,29 @@ impl RedisStore {
         from: &str,
         count: usize,
     ) -> Result<Vec<OutboxEntry>> {
-        let key = self.keys().outbox();
+        let mut out = Vec::new();
+        for (slot, key) in self.outbox_streams().await? {
+            if out.len() >= count {
+                break;
+            }
+            let left = count - out.len();
+            out.extend(
+                self.outbox_read_stream(slot, &key, group, consumer, from, left)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn outbox_read_stream(
+        &self,
+        slot: Option<u16>,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        from: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>> {
         for attempt in 0..2 {
             let mut c = self.connection();
             let r: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
@@ -130,37 +163,66 @@ impl RedisStore {
                 .arg("COUNT")
                 .arg(count)
                 .arg("STREAMS")
-                .arg(&key)
+                .arg(key)
                 .arg(from)
                 .query_async(&mut c)
                 .await;
             match r {
                 Ok(reply) => {
                     return Ok(reply
-                        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(entry_from))
+                        .map(|r| {
+                            r.keys
+                                .into_iter()
+                                .flat_map(|k| k.ids)
+                                .map(|id| entry_from(slot, id))
+                        })
                         .into_iter()
                         .flatten()
                         .collect());
                 }
-                // Redis lost the stream and its group: make them again.
+                // Redis lost the stream and its group (or, on a cluster, a slot's outbox has
+                // no group yet): make them.
                 Err(e) if attempt == 0 && is_nogroup(&e) => {
-                    self.outbox_create_group(group).await?;
+                    self.create_group_on(key, group).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(Vec::new())
     }
-}
 
-#[async_trait]
-impl HotSync for RedisStore {
-    /// Creates the consumer group on the outbox (and the stream), unless it exists.
-    async fn outbox_create_group(&self, group: &str) -> Result<()> {
+    /// Runs invocations of `script` (each on its own keys), answers in order: one pipeline
+    /// on one server; on a cluster, whose pipelines must stay in one slot, each on its own
+    /// (concurrently: the cluster client sends them to their nodes at once).
+    async fn invoke_all<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        invocations: &[redis::ScriptInvocation<'_>],
+    ) -> Result<Vec<T>> {
+        if self.keys().cluster() {
+            let runs = invocations.iter().map(|inv| {
+                let mut c = self.connection();
+                async move { inv.invoke_async::<T>(&mut c).await }
+            });
+            return futures::future::join_all(runs)
+                .await
+                .into_iter()
+                .map(|r| r.map_err(Into::into))
+                .collect();
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(script).ignore();
+        for inv in invocations {
+            pipe.invoke_script(inv);
+        }
         let mut c = self.connection();
-        let r: redis::RedisResult<()> = c
-            .xgroup_create_mkstream(self.keys().outbox(), group, "0")
-            .await;
+        Ok(pipe.query_async(&mut c).await?)
+    }
+
+    /// Creates the consumer group on one outbox stream (and the stream), unless it exists.
+    async fn create_group_on(&self, key: &str, group: &str) -> Result<()> {
+        let mut c = self.connection();
+        let r: redis::RedisResult<()> = c.xgroup_create_mkstream(key, group, "0").await;
         match r {
             Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {
@@ -168,6 +230,30 @@ impl HotSync for RedisStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The stream an entry id names and the id within it (see [`entry_from`]).
+    fn entry_stream<'i>(&self, id: &'i str) -> (String, &'i str) {
+        match id.rsplit_once('@') {
+            Some((id, slot)) if self.keys().cluster() => (
+                self.keys().outbox_shard(slot.parse().unwrap_or_default()),
+                id,
+            ),
+            _ => (self.keys().outbox(), id),
+        }
+    }
+}
+
+#[async_trait]
+impl HotSync for RedisStore {
+    /// Creates the consumer group on the outbox (and the stream), unless it exists (on a
+    /// cluster, on every slot's outbox the index names; later ones get theirs when first
+    /// read).
+    async fn outbox_create_group(&self, group: &str) -> Result<()> {
+        for (_, key) in self.outbox_streams().await? {
+            self.create_group_on(&key, group).await?;
+        }
+        Ok(())
     }
 
     /// This consumer's own delivered, unacknowledged entries (after a failed commit).
@@ -199,25 +285,29 @@ impl HotSync for RedisStore {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<OutboxEntry>> {
-        let mut c = self.connection();
-        let r: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
-            .arg(self.keys().outbox())
-            .arg(group)
-            .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut c)
-            .await;
-        match r {
-            Ok(reply) => Ok(reply.claimed.into_iter().map(entry_from).collect()),
-            Err(e) if is_nogroup(&e) => {
-                self.outbox_create_group(group).await?;
-                Ok(Vec::new())
+        let mut out = Vec::new();
+        for (slot, key) in self.outbox_streams().await? {
+            if out.len() >= count {
+                break;
             }
-            Err(e) => Err(e.into()),
+            let mut c = self.connection();
+            let r: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                .arg(&key)
+                .arg(group)
+                .arg(consumer)
+                .arg(min_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(count - out.len())
+                .query_async(&mut c)
+                .await;
+            match r {
+                Ok(reply) => out.extend(reply.claimed.into_iter().map(|id| entry_from(slot, id))),
+                Err(e) if is_nogroup(&e) => self.create_group_on(&key, group).await?,
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(out)
     }
 
     /// `XINFO CONSUMERS` and `XGROUP DELCONSUMER` in one script (see
@@ -228,14 +318,23 @@ impl HotSync for RedisStore {
         consumer: &str,
         min_idle: Duration,
     ) -> Result<Vec<String>> {
-        let mut c = self.connection();
-        Ok(REMOVE_DEAD_CONSUMERS_SCRIPT
-            .key(self.keys().outbox())
-            .arg(group)
-            .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
-            .invoke_async(&mut c)
-            .await?)
+        let mut removed: Vec<String> = Vec::new();
+        for (_, key) in self.outbox_streams().await? {
+            let mut c = self.connection();
+            let names: Vec<String> = REMOVE_DEAD_CONSUMERS_SCRIPT
+                .key(key)
+                .arg(group)
+                .arg(consumer)
+                .arg(min_idle.as_millis() as u64)
+                .invoke_async(&mut c)
+                .await?;
+            for n in names {
+                if !removed.contains(&n) {
+                    removed.push(n);
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Acknowledges and deletes committed entries, in one step.
@@ -243,31 +342,42 @@ impl HotSync for RedisStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let key = self.keys().outbox();
-        let mut c = self.connection();
-        let _: () = redis::pipe()
-            .atomic()
-            .xack(&key, group, ids)
-            .ignore()
-            .xdel(&key, ids)
-            .ignore()
-            .query_async(&mut c)
-            .await?;
+        let mut by_stream: HashMap<String, Vec<&str>> = HashMap::new();
+        for id in ids {
+            let (key, id) = self.entry_stream(id);
+            by_stream.entry(key).or_default().push(id);
+        }
+        for (key, ids) in by_stream {
+            let mut c = self.connection();
+            let _: () = redis::pipe()
+                .atomic()
+                .xack(&key, group, &ids)
+                .ignore()
+                .xdel(&key, &ids)
+                .ignore()
+                .query_async(&mut c)
+                .await?;
+        }
         Ok(())
     }
 
     /// The outbox's length and the group's pending count.
     async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth> {
-        let key = self.keys().outbox();
-        let mut c = self.connection();
-        let length: u64 = c.xlen(&key).await?;
-        let pending: redis::RedisResult<StreamPendingReply> = c.xpending(&key, group).await;
-        let pending = match pending {
-            Ok(p) => p.count() as u64,
-            Err(e) if is_nogroup(&e) => 0,
-            Err(e) => return Err(e.into()),
+        let mut depth = OutboxDepth {
+            length: 0,
+            pending: 0,
         };
-        Ok(OutboxDepth { length, pending })
+        for (_, key) in self.outbox_streams().await? {
+            let mut c = self.connection();
+            depth.length += c.xlen::<_, u64>(&key).await?;
+            let pending: redis::RedisResult<StreamPendingReply> = c.xpending(&key, group).await;
+            depth.pending += match pending {
+                Ok(p) => p.count() as u64,
+                Err(e) if is_nogroup(&e) => 0,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        Ok(depth)
     }
 
     /// Caches task rows that are newer than the cache (emitting their events when they carry
@@ -288,10 +398,9 @@ impl HotSync for RedisStore {
             let json = cached_task_json(r.task, r.seq)?;
             let mut inv = REFRESH_TASK_SCRIPT.prepare_invoke();
             inv.key(keys.events(&r.id))
-                .key(keys.agent(agent))
                 .key(keys.collab_members(&r.id))
                 .key(keys.collab_activity(&r.id))
-                .key(keys.outbox())
+                .key(keys.outbox_of(&r.id))
                 .key(keys.task(&r.id))
                 .arg(keys.channel(&r.id))
                 .arg(events_cap)
@@ -305,13 +414,7 @@ impl HotSync for RedisStore {
                 .arg(if r.envelope.is_some() { "1" } else { "0" });
             invocations.push(inv);
         }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&REFRESH_TASK_SCRIPT).ignore();
-        for inv in &invocations {
-            pipe.invoke_script(inv);
-        }
-        let mut c = self.connection();
-        let answers: Vec<i64> = pipe.query_async(&mut c).await?;
+        let answers: Vec<i64> = self.invoke_all(&REFRESH_TASK_SCRIPT, &invocations).await?;
         Ok(answers
             .into_iter()
             .map(|a| match a {
@@ -346,13 +449,7 @@ impl HotSync for RedisStore {
                 .arg(task.as_deref().unwrap_or(""));
             invocations.push(inv);
         }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&REFRESH_AGENT_SCRIPT).ignore();
-        for inv in &invocations {
-            pipe.invoke_script(inv).ignore();
-        }
-        let mut c = self.connection();
-        let _: () = pipe.query_async(&mut c).await?;
+        let _: Vec<i64> = self.invoke_all(&REFRESH_AGENT_SCRIPT, &invocations).await?;
         Ok(())
     }
 

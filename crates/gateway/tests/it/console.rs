@@ -835,7 +835,7 @@ async fn a_files_history_and_an_earlier_lease_show_on_the_page() {
     }
     let mut redis = gw.redis.connection().await;
     let kept: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}events:{{{task}}}", gw.redis.prefix))
+        .arg(format!("{0}events:{{{0}task:{task}}}", gw.redis.prefix))
         .arg("-")
         .arg("+")
         .query_async(&mut redis)

@@ -444,7 +444,7 @@ async fn lock_changes_are_events_and_audited_through_the_outbox() {
     ok(gw.tool("release_file", req("coder", "a", json!({}))).await);
     let mut conn = gw.redis.connection().await;
     let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}events:{{t}}", gw.redis.prefix))
+        .arg(format!("{0}events:{{{0}task:t}}", gw.redis.prefix))
         .arg("-")
         .arg("+")
         .query_async(&mut conn)

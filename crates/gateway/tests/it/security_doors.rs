@@ -165,9 +165,19 @@ async fn durable_state(gw: &TestGateway) -> Vec<String> {
         out.extend(rows);
     }
     let mut c = gw.redis.connection().await;
-    for key in ["events:{t1}", "logs:{t1}", "lock:{t1}:b.txt", "outbox"] {
+    let keys = mcp_domain::store::keys::Keys::new(gw.redis.prefix.clone());
+    let (t1, b) = (
+        mcp_domain::TaskId::parse("t1").unwrap(),
+        mcp_domain::FilePath::parse("b.txt").unwrap(),
+    );
+    for key in [
+        keys.events(&t1),
+        keys.logs(&t1),
+        keys.lock(&t1, &b),
+        keys.outbox(),
+    ] {
         let exists: i64 = redis::cmd("EXISTS")
-            .arg(format!("{}{key}", gw.redis.prefix))
+            .arg(&key)
             .query_async(&mut c)
             .await
             .unwrap();
@@ -175,11 +185,12 @@ async fn durable_state(gw: &TestGateway) -> Vec<String> {
             0
         } else {
             redis::cmd("XLEN")
-                .arg(format!("{}{key}", gw.redis.prefix))
+                .arg(&key)
                 .query_async(&mut c)
                 .await
                 .unwrap()
         };
+        let key = key.strip_prefix(gw.redis.prefix.as_str()).unwrap_or(&key);
         out.push(format!("{key}: {exists} {len}"));
     }
     out

@@ -24,7 +24,7 @@ async fn log_step_sets_timestamp_task_and_agent_itself() {
     // In the task's stream and in the outbox, atomically.
     let mut conn = gw.redis.connection().await;
     let logged: usize = redis::cmd("XLEN")
-        .arg(format!("{}logs:{{t}}", gw.redis.prefix))
+        .arg(format!("{0}logs:{{{0}task:t}}", gw.redis.prefix))
         .query_async(&mut conn)
         .await
         .unwrap();

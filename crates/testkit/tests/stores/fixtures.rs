@@ -8,7 +8,7 @@ use mcp_domain::store::redis::{RedisConfig, RedisStore};
 use mcp_domain::store::sqlite::{SqliteConfig, SqliteStore};
 use mcp_domain::store::{Durable, Hot};
 use mcp_domain::{FilePath, Limits, Service, TaskId};
-use mcp_testkit::{TestDb, TestDir, TestRedis};
+use mcp_testkit::{PrivateCluster, TestDb, TestDir, TestRedis};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,8 @@ pub enum Backend {
     postgres,
     sqlite,
     redis,
+    /// Redis Cluster: three primaries of a private cluster started for the test.
+    redis_cluster,
     memory,
     /// Postgres + Redis.
     deployed,
@@ -138,6 +140,25 @@ async fn redis() -> HotFixture {
     }
 }
 
+async fn redis_cluster() -> HotFixture {
+    let cluster = PrivateCluster::start()
+        .await
+        .expect("redis-server and redis-cli on the PATH");
+    let store = RedisStore::connect(&RedisConfig {
+        url: cluster.url(),
+        key_prefix: format!("t{}:", uuid::Uuid::new_v4().simple()),
+        response_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+        min_replicas: 0,
+    })
+    .await
+    .expect("redis cluster");
+    HotFixture {
+        store: Arc::new(store),
+        _keep: Box::new(cluster),
+    }
+}
+
 fn memory() -> HotFixture {
     HotFixture {
         store: Arc::new(MemoryStore::new()),
@@ -156,6 +177,7 @@ pub async fn durable(backend: Backend) -> DurableFixture {
 pub async fn hot(backend: Backend) -> HotFixture {
     match backend {
         Backend::redis => redis().await,
+        Backend::redis_cluster => redis_cluster().await,
         Backend::memory => memory(),
         other => panic!("{other:?} is not a hot backend"),
     }

@@ -12,7 +12,7 @@ use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-crate::per_backend!(hot; [redis, memory];
+crate::per_backend!(hot; [redis, redis_cluster, memory];
     hot_copies_never_move_backwards,
     writers_drop_the_hot_copy_unless_another_holds_the_lease,
     leases_are_reentrant_exclusive_and_expire,

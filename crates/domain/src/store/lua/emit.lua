@@ -1,11 +1,12 @@
 -- Fragment: emit one event, atomically with the script that includes it.
--- KEYS[1] events stream   KEYS[2] agent presence hash   KEYS[3] collaboration members hash
--- KEYS[4] collaboration activity hash   KEYS[5] sync outbox stream
+-- KEYS[1] events stream   KEYS[2] collaboration members hash
+-- KEYS[3] collaboration activity hash   KEYS[4] sync outbox stream (all in the task's slot)
 -- ARGV[1] pub/sub channel   ARGV[2] events stream cap   ARGV[3] envelope JSON (no "id")
 -- ARGV[4] agent id   ARGV[5] task id   ARGV[6] audit record JSON, or '' for none
 -- The event is appended to the task's capped stream (its entry id is the event id) and
--- published with that id spliced in; the acting agent's presence and the task's
--- collaboration activity are touched; an audit record goes to the outbox for the push loop.
+-- published with that id spliced in; the task's collaboration activity is touched; an
+-- audit record goes to the outbox for the push loop. (The acting agent's presence lives in
+-- the agent's slot: RedisStore touches it beside the script, `lua/presence.lua`.)
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -14,13 +15,11 @@ end
 local function emit(envelope)
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', envelope)
   redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '",' .. string.sub(envelope, 2))
-  local now = now_ms()
-  redis.call('HSET', KEYS[2], 'last_seen', now, 'task', ARGV[5])
-  if redis.call('HEXISTS', KEYS[3], ARGV[4]) == 1 then
-    redis.call('HSET', KEYS[4], ARGV[4], now)
+  if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then
+    redis.call('HSET', KEYS[3], ARGV[4], now_ms())
   end
   if ARGV[6] ~= '' then
-    redis.call('XADD', KEYS[5], '*', 'kind', 'audit', 'payload', ARGV[6])
+    redis.call('XADD', KEYS[4], '*', 'kind', 'audit', 'payload', ARGV[6])
   end
   return id
 end

@@ -2,8 +2,7 @@
 -- many, ARGV[2] the task's lease key prefix, ARGV[3] its wait queue key prefix, ARGV[4] its
 -- waiter key prefix. Drops expired members first, and members whose lease is gone (released
 -- or dropped by a path that does not keep the index); the leases are read from the index's
--- members, which are lease keys (one Redis primary: no cluster slots to respect, see
--- keys.rs). Each lease's wait queue (the same path under the queue prefix) names its live
+-- members, which are lease keys of the same task, so in its hash slot (keys.rs). Each lease's wait queue (the same path under the queue prefix) names its live
 -- waiters, the next to be granted first.
 -- Answers {now ms, more ('1' or '0'), then per lease: key, owner, fence, acquired_at,
 -- expires_at, n, then n waiting agents}, soonest expiry first.

@@ -1,0 +1,6 @@
+-- An agent's presence, touched beside every event it causes (emit.lua): KEYS[1] its presence
+-- hash. ARGV[1] the task it acted on. Redis's clock, like the event ids.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'last_seen', now, 'task', ARGV[1])
+return now
