@@ -734,20 +734,35 @@ impl HotOps for RedisStore {
 
     /// Memory in use and the limit it is measured against (`maxmemory`, or the machine's
     /// memory when Redis has no limit), from `INFO memory`.
+    /// On a cluster: the primary nearest its limit (the cluster client asks every primary
+    /// and answers each one's `INFO`, by address).
     async fn memory_usage(&self) -> Result<(u64, u64)> {
         let mut c = self.conn.clone();
+        let usage = |info: &str| {
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let limit = match field("maxmemory") {
+                0 => field("total_system_memory"),
+                m => m,
+            };
+            (field("used_memory"), limit)
+        };
+        if self.keys.cluster() {
+            let by_node: HashMap<String, String> =
+                redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+            let ratio = |&(used, limit): &(u64, u64)| used as f64 / limit.max(1) as f64;
+            return by_node
+                .values()
+                .map(|info| usage(info))
+                .max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+                .ok_or_else(|| DomainError::internal("no cluster primary answered INFO"));
+        }
         let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let limit = match field("maxmemory") {
-            0 => field("total_system_memory"),
-            m => m,
-        };
-        Ok((field("used_memory"), limit))
+        Ok(usage(&info))
     }
 
     /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
