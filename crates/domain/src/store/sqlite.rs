@@ -10,7 +10,11 @@
 //!   up to the busy timeout. Not getting the lock in time is `unavailable`. A conditional file
 //!   change reads the row, decides, writes the row, its revision and its audit record in that
 //!   one transaction, so the checks and the change are atomic, exactly like Postgres's
-//!   one-statement CTEs.
+//!   statements.
+//! * **group commit** ([`super::group`]): file changes and fence grants queue for the writer;
+//!   those that arrive while a batch commits share the next transaction (one fsync with
+//!   `synchronous=FULL`), each change in its own savepoint, so a refused one (version, fence,
+//!   quota) rolls back alone; every answer waits for the commit.
 //! * **readers in WAL mode**: a pool of read connections (`query_only`) that never block the
 //!   writer and always see every committed transaction.
 //! * **timestamps** come from this process's clock (UTC, truncated to microseconds like
