@@ -1331,7 +1331,8 @@ async fn group_commit_gives_each_change_its_own_verdict((f, raw): &(DurableFixtu
                 },
                 Kind::New => c,
             };
-            (kind, p, s.change_file(&c).await)
+            let answer = s.change_file(&c).await;
+            (kind, p, answer)
         }));
     }
     // Every change is submitted: in the first batch (waiting for the writer) or queued.
