@@ -14,6 +14,7 @@ use crate::error::DomainError;
 use crate::ids::TaskId;
 use crate::path::FilePath;
 use futures::future::BoxFuture;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -33,7 +34,7 @@ pub struct GroupCommitStats {
 }
 
 /// Runs one batch: one answer per job, in the jobs' order.
-pub(crate) type RunBatch<J, R> = Box<dyn Fn(Vec<J>) -> BoxFuture<'static, Vec<R>> + Send + Sync>;
+type RunBatch<J, R> = Box<dyn Fn(Vec<J>) -> BoxFuture<'static, Vec<R>> + Send + Sync>;
 
 /// The queue and whether a batch task is running (under one lock, so a job is never left
 /// queued with no task to take it).
@@ -56,7 +57,19 @@ pub(crate) struct Batcher<J, R> {
 }
 
 impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
-    pub(crate) fn new(backend: &'static str, max_batch: usize, run: RunBatch<J, R>) -> Arc<Self> {
+    /// A batcher whose batches are `run(ctx, jobs)` (`ctx`: what a batch needs, e.g. a pool).
+    pub(crate) fn new<C, F, Fut>(
+        backend: &'static str,
+        max_batch: usize,
+        ctx: C,
+        run: F,
+    ) -> Arc<Self>
+    where
+        C: Clone + Send + Sync + 'static,
+        F: Fn(C, Vec<J>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let run: RunBatch<J, R> = Box::new(move |jobs| Box::pin(run(ctx.clone(), jobs)));
         Arc::new(Batcher {
             queue: Mutex::new(Queue {
                 jobs: Vec::new(),

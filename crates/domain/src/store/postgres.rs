@@ -18,7 +18,6 @@ use crate::ids::TaskId;
 use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
@@ -182,7 +181,8 @@ const BATCH_ATTEMPTS: usize = 3;
 /// by change, so that whatever made it fail fails only its own change. A batch whose outcome
 /// is unknown (the connection lost) is answered `unavailable`, change by change, and never
 /// made again.
-async fn commit_batch(pool: &PgPool, jobs: &[OwnedChange]) -> Vec<Result<Committed>> {
+async fn commit_batch(pool: PgPool, jobs: Vec<OwnedChange>) -> Vec<Result<Committed>> {
+    let (pool, jobs) = (&pool, &jobs[..]);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -380,17 +380,7 @@ impl PgStore {
     }
 
     fn new(pool: PgPool, failover: Option<Arc<hosts::Failover>>) -> PgStore {
-        let batch_pool = pool.clone();
-        let files = Batcher::new(
-            "postgres",
-            MAX_BATCH,
-            Box::new(
-                move |jobs: Vec<OwnedChange>| -> BoxFuture<'static, Vec<Result<Committed>>> {
-                    let pool = batch_pool.clone();
-                    Box::pin(async move { commit_batch(&pool, &jobs).await })
-                },
-            ),
-        );
+        let files = Batcher::new("postgres", MAX_BATCH, pool.clone(), commit_batch);
         PgStore {
             pool,
             _failover: failover,

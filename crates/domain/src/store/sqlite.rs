@@ -39,7 +39,6 @@ use crate::ids::TaskId;
 use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
-use futures::future::BoxFuture;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
@@ -367,7 +366,8 @@ const MAX_BATCH: usize = 128;
 /// (its version, fence or quota) rolls back its savepoint alone. When the transaction itself
 /// fails (the write lock not obtained, an I/O error, the commit), every write of the batch is
 /// answered with that failure and none was committed.
-async fn commit_batch(writer: &SqlitePool, jobs: &[Write]) -> Vec<Result<Written>> {
+async fn commit_batch(writer: SqlitePool, jobs: Vec<Write>) -> Vec<Result<Written>> {
+    let (writer, jobs) = (&writer, &jobs[..]);
     let failed = |e: &DomainError| jobs.iter().map(|_| Err(for_each_job(e))).collect();
     let mut tx = match writer.begin_with("BEGIN IMMEDIATE").await.db() {
         Ok(tx) => tx,
@@ -635,17 +635,7 @@ impl SqliteStore {
             .max_connections(cfg.max_connections.max(1))
             .acquire_timeout(cfg.busy_timeout)
             .connect_lazy_with(reader_opts);
-        let batch_writer = writer.clone();
-        let writes = Batcher::new(
-            "sqlite",
-            MAX_BATCH,
-            Box::new(
-                move |jobs: Vec<Write>| -> BoxFuture<'static, Vec<Result<Written>>> {
-                    let writer = batch_writer.clone();
-                    Box::pin(async move { commit_batch(&writer, &jobs).await })
-                },
-            ),
-        );
+        let writes = Batcher::new("sqlite", MAX_BATCH, writer.clone(), commit_batch);
         Ok(SqliteStore {
             writer,
             writes,
