@@ -349,7 +349,7 @@ async fn insert_dead_in(
 /// transaction and one commit (one fsync with `synchronous=FULL`), each in its own savepoint,
 /// and none is answered before that commit.
 pub(crate) enum Write {
-    Change(OwnedChange),
+    Change(Box<OwnedChange>),
     Fence,
 }
 
@@ -719,7 +719,7 @@ impl DurableOps for SqliteStore {
             c.diff,
             c.request_id,
         ])?;
-        match self.write(Write::Change(OwnedChange::of(c))).await? {
+        match self.write(Write::Change(Box::new(OwnedChange::of(c)))).await? {
             Written::Change(done) => Ok(done),
             Written::Fence(_) => Err(DomainError::internal("sqlite: a change answered a fence")),
         }
