@@ -719,7 +719,10 @@ impl DurableOps for SqliteStore {
             c.diff,
             c.request_id,
         ])?;
-        match self.write(Write::Change(Box::new(OwnedChange::of(c)))).await? {
+        match self
+            .write(Write::Change(Box::new(OwnedChange::of(c))))
+            .await?
+        {
             Written::Change(done) => Ok(done),
             Written::Fence(_) => Err(DomainError::internal("sqlite: a change answered a fence")),
         }
