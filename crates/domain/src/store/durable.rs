@@ -6,7 +6,9 @@
 //! The contract every backend keeps:
 //! * a file change is conditional and atomic: the version and fence checks, the new row, its
 //!   revision and its audit record commit together or not at all, and a refusal says why
-//!   (`version_conflict`, `stale_fence`, `file_not_found`, `quota_exceeded`);
+//!   (`version_conflict`, `stale_fence`, `file_not_found`, `quota_exceeded`); changes may share
+//!   a transaction (group commit, [`super::group`]), but each keeps its own checks and its own
+//!   answer, and none is answered before the transaction that holds it has committed;
 //! * versions only grow, across delete and re-create (a deleted file keeps a tombstone row);
 //! * fences come from one monotonic sequence;
 //! * outbox records are written idempotently (steps on (task, stream id), audit records on
@@ -357,6 +359,12 @@ pub trait DurableOps: Send + Sync + 'static {
     /// Applies a conditional file change; refuses it with `version_conflict`, `stale_fence`,
     /// `file_not_found` or `quota_exceeded` when its condition does not hold.
     async fn change_file(&self, c: &FileChange<'_>) -> Result<Committed>;
+
+    /// How many batches (transactions) and changes this store has committed by group commit
+    /// ([`super::group`]); zeros for a store that commits each change on its own.
+    fn group_commit_stats(&self) -> super::group::GroupCommitStats {
+        super::group::GroupCommitStats::default()
+    }
 
     /// A file's row (also a deleted file's tombstone).
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>>;

@@ -14,6 +14,7 @@
 
 pub mod conn;
 pub mod durable;
+pub mod group;
 pub mod hot;
 pub mod keys;
 pub mod mcp;

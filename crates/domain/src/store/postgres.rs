@@ -1,13 +1,18 @@
 //! The durable store: PostgreSQL, the source of truth. Kept here: files and every revision,
 //! tasks, agents, collaboration membership, persisted step logs, the audit log, and the
-//! fence sequence. File changes are one statement each (CTEs): the conditional upsert, its
-//! revision and its audit record commit together or not at all, and the version and fence
-//! checks run inside the database, so no read-then-write race exists.
+//! fence sequence. File changes are committed in groups ([`super::group`]): concurrent changes
+//! go to Postgres in one call of `mcp_change_files` (one transaction, one WAL flush), which
+//! applies each in its own subtransaction: its conditional upsert, its revision and its audit
+//! record commit together or not at all, its version, fence and quota checks run inside the
+//! database (no read-then-write race), and its refusal is its own. A batch that fails as a
+//! whole is retried (a deadlock with another process's batch) or its changes are made one by
+//! one (the one-statement CTEs below), so one change can never fail another.
 
 use super::durable::{
     AgentActivity, AgentListFilter, AgentRecord, AuditFilter, Committed, DurableOps, FileChange,
     RevisionOp, StoredFile, StoredRevision, TaskListFilter, TaskRow, contains_pattern,
 };
+use super::group::{Batcher, GroupCommitStats, OwnedChange, for_each_job};
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
@@ -158,6 +163,180 @@ pub struct PgStore {
     /// With several hosts in `DATABASE_URL` (or `target_session_attrs`): what keeps the pool
     /// on the right one; its watcher ends with the last clone of the store.
     _failover: Option<Arc<hosts::Failover>>,
+    /// Group commit of file changes (module docs).
+    files: Arc<Batcher<OwnedChange, Result<Committed>>>,
+}
+
+/// At most this many changes per batch: each is a subtransaction, and a backend caches the
+/// ids of 64 (more would slow every concurrent snapshot down).
+const MAX_BATCH: usize = 64;
+
+/// How often a batch that met a deadlock (with another gateway's batch) is tried again
+/// before its changes are answered `unavailable`.
+const BATCH_ATTEMPTS: usize = 3;
+
+/// Applies a batch of changes in one transaction (`mcp_change_files`); each answer is its
+/// change's own. A batch the database refused as a whole (an error answer: nothing of it was
+/// committed) is retried on a deadlock or a serialization failure, and otherwise made change
+/// by change, so that whatever made it fail fails only its own change. A batch whose outcome
+/// is unknown (the connection lost) is answered `unavailable`, change by change, and never
+/// made again.
+async fn commit_batch(pool: PgPool, jobs: Vec<OwnedChange>) -> Vec<Result<Committed>> {
+    let (pool, jobs) = (&pool, &jobs[..]);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failed = match change_files(pool, jobs).await {
+            Ok(answers) => return answers,
+            Err(e) => e,
+        };
+        let refused_whole = matches!(&failed, sqlx::Error::Database(_));
+        let error = DomainError::from(failed);
+        match error {
+            DomainError::Unavailable { .. } if refused_whole && attempt < BATCH_ATTEMPTS => {
+                continue;
+            }
+            DomainError::Internal(_) if refused_whole => {
+                tracing::warn!(changes = jobs.len(), error = %error, "file change batch refused whole; one by one");
+                let mut answers = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    answers.push(change_one(pool, &job.change()).await);
+                }
+                return answers;
+            }
+            error => return jobs.iter().map(|_| Err(for_each_job(&error))).collect(),
+        }
+    }
+}
+
+/// One call of `mcp_change_files` (the migration `…_group_commit.sql`) in its own transaction:
+/// an answer per change, in order.
+async fn change_files(
+    pool: &PgPool,
+    jobs: &[OwnedChange],
+) -> std::result::Result<Vec<Result<Committed>>, sqlx::Error> {
+    let changes: Vec<FileChange<'_>> = jobs.iter().map(OwnedChange::change).collect();
+    let col =
+        |f: for<'a> fn(&'a FileChange<'a>) -> &'a str| changes.iter().map(f).collect::<Vec<&str>>();
+    let opt =
+        |f: fn(&FileChange<'_>) -> Option<i64>| changes.iter().map(f).collect::<Vec<Option<i64>>>();
+    let rows = sqlx::query(
+        "SELECT * FROM mcp_change_files($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                        $14)",
+    )
+    .bind(col(|c| c.task.as_str()))
+    .bind(col(|c| c.path.as_str()))
+    .bind(col(|c| c.op.as_str()))
+    .bind(col(|c| c.content))
+    .bind(col(|c| c.sha256))
+    .bind(changes.iter().map(|c| c.size).collect::<Vec<i64>>())
+    .bind(col(|c| c.agent))
+    .bind(opt(|c| c.fence))
+    .bind(opt(|c| c.expected_version))
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.diff)
+            .collect::<Vec<Option<&str>>>(),
+    )
+    .bind(col(|c| c.op.audit_action()))
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.request_id)
+            .collect::<Vec<Option<&str>>>(),
+    )
+    .bind(opt(|c| c.max_task_files))
+    .bind(opt(|c| c.max_task_bytes))
+    .fetch_all(pool)
+    .await?;
+    if rows.len() != changes.len() {
+        let e = DomainError::internal(format!(
+            "mcp_change_files answered {} rows for {} changes",
+            rows.len(),
+            changes.len()
+        ));
+        return Ok(changes.iter().map(|_| Err(for_each_job(&e))).collect());
+    }
+    Ok(rows
+        .iter()
+        .zip(&changes)
+        .map(|(r, c)| answer(r, c))
+        .collect())
+}
+
+/// One change's answer from its row of `mcp_change_files`.
+fn answer(r: &sqlx::postgres::PgRow, c: &FileChange<'_>) -> Result<Committed> {
+    if let Some(code) = r.try_get::<Option<String>, _>("r_err_code")? {
+        let message: Option<String> = r.try_get("r_err_message")?;
+        let detail: Option<String> = r.try_get("r_err_detail")?;
+        return Err(match code.as_str() {
+            // The usage trigger's refusal (see [`quota_error`]).
+            "MCPQ1" => DomainError::QuotaExceeded {
+                what: message.unwrap_or_default(),
+                limit: detail.and_then(|d| d.parse().ok()).unwrap_or(0),
+            },
+            "22021" | "22P05" => DomainError::nul_text(),
+            _ => {
+                DomainError::Internal(format!("postgres: {code}: {}", message.unwrap_or_default()))
+            }
+        });
+    }
+    if r.try_get("r_refused")? {
+        let version: Option<i64> = r.try_get("r_cur_version")?;
+        let deleted: Option<bool> = r.try_get("r_cur_deleted")?;
+        let last_fence: Option<i64> = r.try_get("r_cur_last_fence")?;
+        return Err(
+            c.refusal(version.map(|v| (v, deleted.unwrap_or(false), last_fence.unwrap_or(0))))
+        );
+    }
+    Ok(Committed {
+        version: r.try_get("r_version")?,
+        updated_at: r.try_get("r_updated_at")?,
+    })
+}
+
+/// One change on its own, in one statement (the CTEs above): the fallback of a batch refused
+/// whole.
+async fn change_one(pool: &PgPool, c: &FileChange<'_>) -> Result<Committed> {
+    let head = match (c.op, c.expected_version) {
+        (RevisionOp::Delete, _) | (_, Some(1..)) => UPDATE_FILE,
+        _ => UPSERT_FILE,
+    };
+    let sql = format!("{QUOTA_CFG}{head}{CHANGE_TAIL}");
+    let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(&sql)
+        .bind(c.task.as_str())
+        .bind(c.path.as_str())
+        .bind(c.content)
+        .bind(c.sha256)
+        .bind(c.size)
+        .bind(c.agent)
+        .bind(c.fence)
+        .bind(c.expected_version)
+        .bind(c.op.as_str())
+        .bind(c.diff)
+        .bind(c.op.audit_action())
+        .bind(c.request_id)
+        .bind(c.max_task_files)
+        .bind(c.max_task_bytes)
+        .fetch_optional(pool)
+        .await
+        .map_err(quota_error)?;
+    if let Some((version, updated_at)) = row {
+        return Ok(Committed {
+            version,
+            updated_at,
+        });
+    }
+    // Refused: say why.
+    let current: Option<(i64, bool, i64)> = sqlx::query_as(
+        "SELECT version, deleted, last_fence FROM files WHERE task_id = $1 AND path = $2",
+    )
+    .bind(c.task.as_str())
+    .bind(c.path.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Err(c.refusal(current))
 }
 
 impl PgStore {
@@ -180,10 +359,7 @@ impl PgStore {
                 PgConnectOptions::from_str(&cfg.url)
                     .map_err(|e| DomainError::InvalidArgument(format!("DATABASE_URL: {e}")))?,
             );
-            return Ok(PgStore {
-                pool: options.connect_lazy_with(opts),
-                _failover: None,
-            });
+            return Ok(PgStore::new(options.connect_lazy_with(opts), None));
         }
         let mut targets = targets;
         for (_, o) in &mut targets.hosts {
@@ -200,10 +376,16 @@ impl PgStore {
         // The first look before serving: the pool starts on the right host when one answers.
         let _ = failover.point(&pool).await;
         tokio::spawn(hosts::watch(Arc::downgrade(&failover), pool.clone()));
-        Ok(PgStore {
+        Ok(PgStore::new(pool, Some(failover)))
+    }
+
+    fn new(pool: PgPool, failover: Option<Arc<hosts::Failover>>) -> PgStore {
+        let files = Batcher::new("postgres", MAX_BATCH, pool.clone(), commit_batch);
+        PgStore {
             pool,
-            _failover: Some(failover),
-        })
+            _failover: failover,
+            files,
+        }
     }
 
     /// Creates the database named in `url` when it is missing (connecting to `postgres`; with
@@ -286,47 +468,23 @@ impl DurableOps for PgStore {
             .await?)
     }
 
-    /// Applies a conditional file change; refuses it with `version_conflict`, `stale_fence` or
-    /// `file_not_found` when its condition does not hold.
+    /// Applies a conditional file change, in a batch with the changes that arrive while the
+    /// previous batch commits; refuses it with `version_conflict`, `stale_fence`,
+    /// `file_not_found` or `quota_exceeded` when its condition does not hold.
     async fn change_file(&self, c: &FileChange<'_>) -> Result<Committed> {
-        let head = match (c.op, c.expected_version) {
-            (RevisionOp::Delete, _) | (_, Some(1..)) => UPDATE_FILE,
-            _ => UPSERT_FILE,
-        };
-        let sql = format!("{QUOTA_CFG}{head}{CHANGE_TAIL}");
-        let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(&sql)
-            .bind(c.task.as_str())
-            .bind(c.path.as_str())
-            .bind(c.content)
-            .bind(c.sha256)
-            .bind(c.size)
-            .bind(c.agent)
-            .bind(c.fence)
-            .bind(c.expected_version)
-            .bind(c.op.as_str())
-            .bind(c.diff)
-            .bind(c.op.audit_action())
-            .bind(c.request_id)
-            .bind(c.max_task_files)
-            .bind(c.max_task_bytes)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(quota_error)?;
-        if let Some((version, updated_at)) = row {
-            return Ok(Committed {
-                version,
-                updated_at,
-            });
+        // Text Postgres cannot store would fail the batch's parameters as a whole.
+        let texts = [Some(c.content), Some(c.agent), c.diff, c.request_id];
+        if texts.into_iter().flatten().any(|t| t.contains('\0')) {
+            return Err(DomainError::nul_text());
         }
-        // Refused: say why.
-        let current: Option<(i64, bool, i64)> = sqlx::query_as(
-            "SELECT version, deleted, last_fence FROM files WHERE task_id = $1 AND path = $2",
-        )
-        .bind(c.task.as_str())
-        .bind(c.path.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Err(c.refusal(current))
+        self.files
+            .submit(OwnedChange::of(c))
+            .await
+            .unwrap_or_else(|| Err(DomainError::internal("the file change batch failed")))
+    }
+
+    fn group_commit_stats(&self) -> GroupCommitStats {
+        self.files.stats()
     }
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>> {

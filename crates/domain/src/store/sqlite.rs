@@ -10,7 +10,11 @@
 //!   up to the busy timeout. Not getting the lock in time is `unavailable`. A conditional file
 //!   change reads the row, decides, writes the row, its revision and its audit record in that
 //!   one transaction, so the checks and the change are atomic, exactly like Postgres's
-//!   one-statement CTEs.
+//!   statements.
+//! * **group commit** ([`super::group`]): file changes and fence grants queue for the writer;
+//!   those that arrive while a batch commits share the next transaction (one fsync with
+//!   `synchronous=FULL`), each change in its own savepoint, so a refused one (version, fence,
+//!   quota) rolls back alone; every answer waits for the commit.
 //! * **readers in WAL mode**: a pool of read connections (`query_only`) that never block the
 //!   writer and always see every committed transaction.
 //! * **timestamps** come from this process's clock (UTC, truncated to microseconds like
@@ -29,6 +33,7 @@ use super::durable::{
     OutboxBatch, RevisionOp, StepRecord, StoredFile, StoredRevision, TaskListFilter, TaskRow,
     contains_pattern,
 };
+use super::group::{Batcher, GroupCommitStats, OwnedChange, for_each_job};
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
@@ -37,6 +42,7 @@ use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -86,6 +92,8 @@ impl SqliteConfig {
 pub struct SqliteStore {
     /// Exactly one connection: every write transaction.
     writer: SqlitePool,
+    /// Group commit of file changes and fence grants ([`Write`]).
+    writes: Arc<Batcher<Write, Result<Written>>>,
     /// Read-only (`query_only`) connections.
     reader: SqlitePool,
     /// Bumped after every commit that changed tasks or agents.
@@ -337,6 +345,254 @@ async fn insert_dead_in(
     Ok(r.rows_affected() > 0)
 }
 
+/// A write that goes through group commit: queued writes share one `BEGIN IMMEDIATE`
+/// transaction and one commit (one fsync with `synchronous=FULL`), each in its own savepoint,
+/// and none is answered before that commit.
+pub(crate) enum Write {
+    Change(Box<OwnedChange>),
+    Fence,
+}
+
+/// What a [`Write`] committed.
+pub(crate) enum Written {
+    Change(Committed),
+    Fence(i64),
+}
+
+/// At most this many writes per batch (the write lock is held for the whole batch).
+const MAX_BATCH: usize = 128;
+
+/// Runs a batch of writes in one transaction: one answer per write, in order. A change refused
+/// (its version, fence or quota) rolls back its savepoint alone. When the transaction itself
+/// fails (the write lock not obtained, an I/O error, the commit), every write of the batch is
+/// answered with that failure and none was committed.
+async fn commit_batch(writer: SqlitePool, jobs: Vec<Write>) -> Vec<Result<Written>> {
+    let (writer, jobs) = (&writer, &jobs[..]);
+    let failed = |e: &DomainError| jobs.iter().map(|_| Err(for_each_job(e))).collect();
+    let mut tx = match writer.begin_with("BEGIN IMMEDIATE").await.db() {
+        Ok(tx) => tx,
+        Err(e) => return failed(&e),
+    };
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let answer = match job {
+            Write::Fence => sqlx::query_scalar(
+                "UPDATE fence_seq SET value = value + 1 WHERE id = 1 RETURNING value",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .db()
+            .map(Written::Fence)
+            .map_err(Broken),
+            Write::Change(c) => in_savepoint(&mut tx, &c.change()).await,
+        };
+        match answer {
+            Ok(a) => answers.push(Ok(a)),
+            // The transaction is broken: nothing of the batch will commit.
+            Err(Broken(e)) => {
+                let _ = tx.rollback().await;
+                return failed(&e);
+            }
+            Err(Refused(e)) => answers.push(Err(e)),
+        }
+    }
+    if let Err(e) = tx.commit().await.db() {
+        return failed(&e);
+    }
+    answers
+}
+
+/// Why a write of a batch has no commit to wait for.
+enum Failed {
+    /// Its own answer (a refusal): the batch goes on.
+    Refused(DomainError),
+    /// The transaction cannot go on.
+    Broken(DomainError),
+}
+use Failed::{Broken, Refused};
+
+impl From<DomainError> for Failed {
+    fn from(e: DomainError) -> Failed {
+        Broken(e)
+    }
+}
+
+/// One change in its own savepoint: released when it is made, rolled back when it is refused.
+async fn in_savepoint(
+    tx: &mut Transaction<'static, Sqlite>,
+    c: &FileChange<'_>,
+) -> std::result::Result<Written, Failed> {
+    let mut sp = sqlx::Connection::begin(&mut **tx).await.db()?;
+    match apply_change(&mut sp, c).await {
+        Ok(done) => {
+            sp.commit().await.db()?;
+            Ok(Written::Change(done))
+        }
+        Err(e) => {
+            sp.rollback().await.db()?;
+            Err(Refused(e))
+        }
+    }
+}
+
+/// One conditional file change inside the batch's transaction (in its own savepoint, which
+/// the caller releases or rolls back): reads the row, decides, writes the row, its revision
+/// and its audit record. A refusal may have written (a quota is checked after the change):
+/// rolling the savepoint back undoes it.
+async fn apply_change(conn: &mut SqliteConnection, c: &FileChange<'_>) -> Result<Committed> {
+    let at = now();
+    let at_text = ts(at);
+    let cur: Option<Current> = sqlx::query(
+        "SELECT version, deleted, last_fence, size FROM files WHERE task_id = ?1 AND path = ?2",
+    )
+    .bind(c.task.as_str())
+    .bind(c.path.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .db()?
+    .map(|r| {
+        Ok::<_, DomainError>(Current {
+            version: r.try_get("version").db()?,
+            deleted: r.try_get("deleted").db()?,
+            last_fence: r.try_get("last_fence").db()?,
+            size: r.try_get("size").db()?,
+        })
+    })
+    .transpose()?;
+    // The fence order, and the fence rule's part 3 (a blind change of a file written
+    // under a lease needs a lease or a condition), as in Postgres's statements.
+    let fence_ok =
+        |cur: &Current| c.fence.is_none_or(|f| f >= cur.last_fence) && c.lease_ok(cur.last_fence);
+    // The same two paths as Postgres's statements: create-or-replace (no expected version,
+    // or 0: only over a missing or deleted file), or change a live file (deletes, and
+    // writes at an expected version).
+    let update_path = matches!(
+        (c.op, c.expected_version),
+        (RevisionOp::Delete, _) | (_, Some(1..))
+    );
+    let allowed = match &cur {
+        None => !update_path,
+        Some(cur) if update_path => {
+            !cur.deleted && c.expected_version.is_none_or(|e| e == cur.version) && fence_ok(cur)
+        }
+        Some(cur) => {
+            (c.expected_version.is_none() || (c.expected_version == Some(0) && cur.deleted))
+                && fence_ok(cur)
+        }
+    };
+    if !allowed {
+        return Err(c.refusal(cur.as_ref().map(|r| (r.version, r.deleted, r.last_fence))));
+    }
+    let deleted = c.op == RevisionOp::Delete;
+    let version: i64 = match &cur {
+        None => {
+            sqlx::query(
+                "INSERT INTO files (task_id, path, version, content, sha256, size, updated_by,
+                                    updated_at, last_fence, deleted)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+            )
+            .bind(c.task.as_str())
+            .bind(c.path.as_str())
+            .bind(c.content)
+            .bind(c.sha256)
+            .bind(c.size)
+            .bind(c.agent)
+            .bind(&at_text)
+            .bind(c.fence.unwrap_or(0))
+            .execute(&mut *conn)
+            .await
+            .db()?;
+            1
+        }
+        Some(_) => sqlx::query_scalar(
+            "UPDATE files SET
+                version = version + 1, content = ?3, sha256 = ?4, size = ?5, updated_by = ?6,
+                updated_at = ?7, last_fence = max(last_fence, ?8), deleted = ?9
+             WHERE task_id = ?1 AND path = ?2
+             RETURNING version",
+        )
+        .bind(c.task.as_str())
+        .bind(c.path.as_str())
+        .bind(c.content)
+        .bind(c.sha256)
+        .bind(c.size)
+        .bind(c.agent)
+        .bind(&at_text)
+        .bind(c.fence.unwrap_or(0))
+        .bind(deleted)
+        .fetch_one(&mut *conn)
+        .await
+        .db()?,
+    };
+    // Quotas: the usage triggers have counted the change; a change that grew the task
+    // past a limit is rolled back (shrinking changes always pass).
+    let (old_files, old_bytes) = match &cur {
+        Some(cur) if !cur.deleted => (1, cur.size),
+        _ => (0, 0),
+    };
+    let (new_files, new_bytes) = if deleted { (0, 0) } else { (1, c.size) };
+    let (d_files, d_bytes) = (new_files - old_files, new_bytes - old_bytes);
+    let check_files = c.max_task_files.filter(|_| d_files > 0);
+    let check_bytes = c.max_task_bytes.filter(|_| d_bytes > 0);
+    if check_files.is_some() || check_bytes.is_some() {
+        let (files, bytes): (i64, i64) =
+            sqlx::query_as("SELECT files, bytes FROM task_usage WHERE task_id = ?1")
+                .bind(c.task.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .db()?
+                .unwrap_or((0, 0));
+        let over = match (check_files, check_bytes) {
+            (Some(limit), _) if files > limit => Some(("files", limit)),
+            (_, Some(limit)) if bytes > limit => Some(("bytes", limit)),
+            _ => None,
+        };
+        if let Some((what, limit)) = over {
+            return Err(DomainError::QuotaExceeded {
+                what: what.to_owned(),
+                limit,
+            });
+        }
+    }
+    // A write's and an edit's revision keep the full content, size and hash (an edit
+    // its diff too); a delete's none.
+    sqlx::query(
+        "INSERT INTO file_revisions (task_id, path, version, op, agent_id, fence, content,
+                                     diff, created_at, sha256, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .bind(c.task.as_str())
+    .bind(c.path.as_str())
+    .bind(version)
+    .bind(c.op.as_str())
+    .bind(c.agent)
+    .bind(c.fence)
+    .bind((!deleted).then_some(c.content))
+    .bind(c.diff)
+    .bind(&at_text)
+    .bind((!deleted).then_some(c.sha256))
+    .bind((!deleted).then_some(c.size))
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    sqlx::query(INSERT_AUDIT)
+        .bind(&at_text)
+        .bind(c.agent)
+        .bind(c.op.audit_action())
+        .bind(c.task.as_str())
+        .bind(c.path.as_str())
+        .bind(version)
+        .bind(c.fence)
+        .bind(c.request_id)
+        .execute(&mut *conn)
+        .await
+        .db()?;
+    Ok(Committed {
+        version,
+        updated_at: at,
+    })
+}
+
 impl SqliteStore {
     /// Opens (creating when missing: the parent directories, the file) the database at
     /// `cfg.path`. The schema is applied by [`DurableOps::migrate`].
@@ -379,8 +635,10 @@ impl SqliteStore {
             .max_connections(cfg.max_connections.max(1))
             .acquire_timeout(cfg.busy_timeout)
             .connect_lazy_with(reader_opts);
+        let writes = Batcher::new("sqlite", MAX_BATCH, writer.clone(), commit_batch);
         Ok(SqliteStore {
             writer,
+            writes,
             reader,
             changes: Arc::new(watch::Sender::new(0)),
         })
@@ -396,6 +654,14 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    /// Queues a write for the next batch and waits for its answer.
+    async fn write(&self, w: Write) -> Result<Written> {
+        self.writes
+            .submit(w)
+            .await
+            .unwrap_or_else(|| Err(DomainError::internal("sqlite: the write batch failed")))
     }
 
     /// A write transaction holding the write lock from its start.
@@ -431,13 +697,18 @@ impl DurableOps for SqliteStore {
         Ok(())
     }
 
+    /// A new fence, drawn in a batch with the writes that arrive while the previous batch
+    /// commits ([`Write`]): answered only once committed, so a fence handed out is never
+    /// handed out again after a crash.
     async fn next_fence(&self) -> Result<i64> {
-        sqlx::query_scalar("UPDATE fence_seq SET value = value + 1 WHERE id = 1 RETURNING value")
-            .fetch_one(&self.writer)
-            .await
-            .db()
+        match self.write(Write::Fence).await? {
+            Written::Fence(fence) => Ok(fence),
+            Written::Change(_) => Err(DomainError::internal("sqlite: a fence answered a change")),
+        }
     }
 
+    /// Applies a conditional file change, in a batch with the writes that arrive while the
+    /// previous batch commits ([`Write`]).
     async fn change_file(&self, c: &FileChange<'_>) -> Result<Committed> {
         no_nul([
             Some(c.task.as_str()),
@@ -448,162 +719,17 @@ impl DurableOps for SqliteStore {
             c.diff,
             c.request_id,
         ])?;
-        let mut tx = self.begin().await?;
-        let at = now();
-        let at_text = ts(at);
-        let cur: Option<Current> = sqlx::query(
-            "SELECT version, deleted, last_fence, size FROM files WHERE task_id = ?1 AND path = ?2",
-        )
-        .bind(c.task.as_str())
-        .bind(c.path.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?
-        .map(|r| {
-            Ok::<_, DomainError>(Current {
-                version: r.try_get("version").db()?,
-                deleted: r.try_get("deleted").db()?,
-                last_fence: r.try_get("last_fence").db()?,
-                size: r.try_get("size").db()?,
-            })
-        })
-        .transpose()?;
-        // The fence order, and the fence rule's part 3 (a blind change of a file written
-        // under a lease needs a lease or a condition), as in Postgres's statements.
-        let fence_ok = |cur: &Current| {
-            c.fence.is_none_or(|f| f >= cur.last_fence) && c.lease_ok(cur.last_fence)
-        };
-        // The same two paths as Postgres's statements: create-or-replace (no expected version,
-        // or 0: only over a missing or deleted file), or change a live file (deletes, and
-        // writes at an expected version).
-        let update_path = matches!(
-            (c.op, c.expected_version),
-            (RevisionOp::Delete, _) | (_, Some(1..))
-        );
-        let allowed = match &cur {
-            None => !update_path,
-            Some(cur) if update_path => {
-                !cur.deleted && c.expected_version.is_none_or(|e| e == cur.version) && fence_ok(cur)
-            }
-            Some(cur) => {
-                (c.expected_version.is_none() || (c.expected_version == Some(0) && cur.deleted))
-                    && fence_ok(cur)
-            }
-        };
-        if !allowed {
-            tx.rollback().await.db()?;
-            return Err(c.refusal(cur.as_ref().map(|r| (r.version, r.deleted, r.last_fence))));
+        match self
+            .write(Write::Change(Box::new(OwnedChange::of(c))))
+            .await?
+        {
+            Written::Change(done) => Ok(done),
+            Written::Fence(_) => Err(DomainError::internal("sqlite: a change answered a fence")),
         }
-        let deleted = c.op == RevisionOp::Delete;
-        let version: i64 = match &cur {
-            None => {
-                sqlx::query(
-                    "INSERT INTO files (task_id, path, version, content, sha256, size, updated_by,
-                                        updated_at, last_fence, deleted)
-                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
-                )
-                .bind(c.task.as_str())
-                .bind(c.path.as_str())
-                .bind(c.content)
-                .bind(c.sha256)
-                .bind(c.size)
-                .bind(c.agent)
-                .bind(&at_text)
-                .bind(c.fence.unwrap_or(0))
-                .execute(&mut *tx)
-                .await
-                .db()?;
-                1
-            }
-            Some(_) => sqlx::query_scalar(
-                "UPDATE files SET
-                    version = version + 1, content = ?3, sha256 = ?4, size = ?5, updated_by = ?6,
-                    updated_at = ?7, last_fence = max(last_fence, ?8), deleted = ?9
-                 WHERE task_id = ?1 AND path = ?2
-                 RETURNING version",
-            )
-            .bind(c.task.as_str())
-            .bind(c.path.as_str())
-            .bind(c.content)
-            .bind(c.sha256)
-            .bind(c.size)
-            .bind(c.agent)
-            .bind(&at_text)
-            .bind(c.fence.unwrap_or(0))
-            .bind(deleted)
-            .fetch_one(&mut *tx)
-            .await
-            .db()?,
-        };
-        // Quotas: the usage triggers have counted the change; a change that grew the task
-        // past a limit is rolled back (shrinking changes always pass).
-        let (old_files, old_bytes) = match &cur {
-            Some(cur) if !cur.deleted => (1, cur.size),
-            _ => (0, 0),
-        };
-        let (new_files, new_bytes) = if deleted { (0, 0) } else { (1, c.size) };
-        let (d_files, d_bytes) = (new_files - old_files, new_bytes - old_bytes);
-        let check_files = c.max_task_files.filter(|_| d_files > 0);
-        let check_bytes = c.max_task_bytes.filter(|_| d_bytes > 0);
-        if check_files.is_some() || check_bytes.is_some() {
-            let (files, bytes): (i64, i64) =
-                sqlx::query_as("SELECT files, bytes FROM task_usage WHERE task_id = ?1")
-                    .bind(c.task.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .db()?
-                    .unwrap_or((0, 0));
-            let over = match (check_files, check_bytes) {
-                (Some(limit), _) if files > limit => Some(("files", limit)),
-                (_, Some(limit)) if bytes > limit => Some(("bytes", limit)),
-                _ => None,
-            };
-            if let Some((what, limit)) = over {
-                tx.rollback().await.db()?;
-                return Err(DomainError::QuotaExceeded {
-                    what: what.to_owned(),
-                    limit,
-                });
-            }
-        }
-        // A write's and an edit's revision keep the full content, size and hash (an edit
-        // its diff too); a delete's none.
-        sqlx::query(
-            "INSERT INTO file_revisions (task_id, path, version, op, agent_id, fence, content,
-                                         diff, created_at, sha256, size)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .bind(c.task.as_str())
-        .bind(c.path.as_str())
-        .bind(version)
-        .bind(c.op.as_str())
-        .bind(c.agent)
-        .bind(c.fence)
-        .bind((!deleted).then_some(c.content))
-        .bind(c.diff)
-        .bind(&at_text)
-        .bind((!deleted).then_some(c.sha256))
-        .bind((!deleted).then_some(c.size))
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        audit_row(
-            &mut tx,
-            &at_text,
-            c.agent,
-            c.op.audit_action(),
-            c.task.as_str(),
-            Some(c.path.as_str()),
-            Some(version),
-            c.fence,
-            c.request_id,
-        )
-        .await?;
-        tx.commit().await.db()?;
-        Ok(Committed {
-            version,
-            updated_at: at,
-        })
+    }
+
+    fn group_commit_stats(&self) -> GroupCommitStats {
+        self.writes.stats()
     }
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<StoredFile>> {

@@ -1,12 +1,13 @@
 //! The durable store's contract (`store/durable.rs`), on every durable backend.
 
-use crate::fixtures::{DurableFixture, durable};
+use crate::fixtures::{DurableFixture, Raw, durable, durable_raw};
 use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_domain::store::durable::{
     AgentListFilter, AuditFilter, AuditRecord, DeadLetter, FeedMark, FileChange, OutboxBatch,
     RevisionOp, StepRecord, TaskListFilter,
 };
+use mcp_domain::store::group::GroupCommitStats;
 use mcp_domain::{DomainError, FilePath, TaskId};
 use serde_json::json;
 use std::time::Duration;
@@ -27,6 +28,10 @@ crate::per_backend!(durable; [postgres, sqlite];
     change_listeners_wake_on_task_and_agent_changes,
     task_and_agent_lists_follow_activity,
     outbox_batches_and_writers_never_deadlock,
+);
+
+crate::per_backend!(durable_raw; [postgres, sqlite];
+    group_commit_gives_each_change_its_own_verdict,
 );
 
 fn task(id: &str) -> TaskId {
@@ -1207,4 +1212,210 @@ async fn a_postgres_deadlock_is_retryable_not_internal() {
     assert_eq!(error.code(), mcp_api::ErrorCode::Unavailable, "{error:?}");
     drop((a, b));
     pool.close().await;
+}
+
+/// The store's writer held behind its back, so that changes pile up in the group-commit queue:
+/// Postgres's `files` locked against writes, SQLite's one writer connection taken.
+enum Held {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+async fn hold_writer(raw: &Raw) -> Held {
+    match raw {
+        Raw::Postgres(pg) => {
+            let mut tx = pg.pool().begin().await.unwrap();
+            sqlx::query("LOCK TABLE files IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            Held::Postgres(tx)
+        }
+        Raw::Sqlite(lite) => Held::Sqlite(lite.pool().begin_with("BEGIN IMMEDIATE").await.unwrap()),
+    }
+}
+
+async fn release_writer(held: Held) {
+    match held {
+        Held::Postgres(tx) => tx.rollback().await.unwrap(),
+        Held::Sqlite(tx) => tx.rollback().await.unwrap(),
+    }
+}
+
+/// Group commit (issue #19): changes that arrive while a batch commits share the next
+/// transaction, and each keeps its own verdict: of a dozen concurrent changes, the stale
+/// versions, the stale fence, the delete of a missing file and the files over the quota are
+/// refused, each with its own reason and without a trace, and every other change commits with
+/// its revision and audit record. The store's counters show the dozen took at most two
+/// transactions (the first change's, which waited for the held writer, and one for the rest).
+async fn group_commit_gives_each_change_its_own_verdict((f, raw): &(DurableFixture, Raw)) {
+    let s = f.store.clone();
+    let t = task("g");
+    let (v, fenced) = (path("v"), path("fenced"));
+    s.change_file(&change(&t, &v, RevisionOp::Write, "v1"))
+        .await
+        .unwrap();
+    let fence = s.next_fence().await.unwrap();
+    s.change_file(&FileChange {
+        fence: Some(fence),
+        ..change(&t, &fenced, RevisionOp::Write, "f1")
+    })
+    .await
+    .unwrap();
+
+    /// What a change of the pile-up is and what it must be answered.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        /// One of three edits of `v` at version 1: exactly one wins.
+        Race,
+        /// An edit of `v` at a version it never had.
+        Stale,
+        /// A write of `fenced` with a fence lower than its last one.
+        StaleFence,
+        /// A delete of a file that does not exist.
+        Missing,
+        /// A new file; the task's quota (5 live files, 2 already there) admits 3 of 6.
+        New,
+    }
+    let kinds = [
+        Kind::Race,
+        Kind::New,
+        Kind::Stale,
+        Kind::New,
+        Kind::Race,
+        Kind::StaleFence,
+        Kind::New,
+        Kind::Missing,
+        Kind::New,
+        Kind::Race,
+        Kind::New,
+        Kind::New,
+    ];
+    let before = s.group_commit_stats();
+    let held = hold_writer(raw).await;
+    let mut changes = Vec::new();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let s = s.clone();
+        let t = t.clone();
+        changes.push(tokio::spawn(async move {
+            let p = match kind {
+                Kind::Race | Kind::Stale => path("v"),
+                Kind::StaleFence => path("fenced"),
+                Kind::Missing => path("missing"),
+                Kind::New => path(&format!("new{i}")),
+            };
+            let content = format!("change {i}");
+            let c = FileChange {
+                max_task_files: Some(5),
+                ..change(&t, &p, RevisionOp::Write, &content)
+            };
+            let c = match kind {
+                Kind::Race => FileChange {
+                    op: RevisionOp::Edit,
+                    expected_version: Some(1),
+                    ..c
+                },
+                Kind::Stale => FileChange {
+                    op: RevisionOp::Edit,
+                    expected_version: Some(7),
+                    ..c
+                },
+                Kind::StaleFence => FileChange {
+                    fence: Some(fence - 1),
+                    ..c
+                },
+                Kind::Missing => FileChange {
+                    op: RevisionOp::Delete,
+                    content: "",
+                    ..c
+                },
+                Kind::New => c,
+            };
+            let answer = s.change_file(&c).await;
+            (kind, p, answer)
+        }));
+    }
+    // Every change is submitted: in the first batch (waiting for the writer) or queued.
+    let submitted = |st: GroupCommitStats| st.queued + st.running;
+    for _ in 0..10_000 {
+        if submitted(s.group_commit_stats()) >= kinds.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(submitted(s.group_commit_stats()), kinds.len() as u64);
+    release_writer(held).await;
+
+    let (mut race_won, mut created, mut over_quota) = (0, Vec::new(), 0);
+    for c in changes {
+        let (kind, p, answer) = c.await.unwrap();
+        match (kind, answer) {
+            (Kind::Race, Ok(c)) => {
+                assert_eq!(c.version, 2);
+                race_won += 1;
+            }
+            (
+                Kind::Race,
+                Err(DomainError::VersionConflict {
+                    current: Some(2), ..
+                }),
+            ) => {}
+            (
+                Kind::Stale,
+                Err(DomainError::VersionConflict {
+                    expected: Some(7), ..
+                }),
+            ) => {}
+            (Kind::StaleFence, Err(DomainError::StaleFence { last_fence, .. })) => {
+                assert_eq!(last_fence, fence)
+            }
+            (Kind::Missing, Err(DomainError::FileNotFound(_))) => {}
+            (Kind::New, Ok(c)) => {
+                assert_eq!(c.version, 1);
+                created.push(p);
+            }
+            (Kind::New, Err(DomainError::QuotaExceeded { what, limit })) => {
+                assert_eq!((what.as_str(), limit), ("files", 5));
+                assert!(
+                    s.file(&t, &p).await.unwrap().is_none(),
+                    "{p} refused but there"
+                );
+                over_quota += 1;
+            }
+            (kind, answer) => panic!("{kind:?} answered {answer:?}"),
+        }
+    }
+    assert_eq!((race_won, created.len(), over_quota), (1, 3, 3));
+    let after = s.group_commit_stats();
+    assert_eq!(after.jobs - before.jobs, kinds.len() as u64);
+    assert!(
+        after.batches - before.batches <= 2,
+        "{} changes took {} transactions",
+        kinds.len(),
+        after.batches - before.batches
+    );
+    // What committed is there with its revision and its audit record; the refused left none.
+    let live: Vec<String> = s
+        .list_files(&t, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(live.len(), 5, "{live:?}");
+    for p in &created {
+        assert_eq!(s.revisions(&t, p, None, 10).await.unwrap().len(), 1);
+    }
+    assert_eq!(s.revisions(&t, &v, None, 10).await.unwrap().len(), 2);
+    assert_eq!(s.revisions(&t, &fenced, None, 10).await.unwrap().len(), 1);
+    let audited = s
+        .audit(&AuditFilter {
+            task: Some("g"),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    // The two changes before, the race's winner and the three new files.
+    assert_eq!(audited.len(), 6, "{audited:?}");
 }

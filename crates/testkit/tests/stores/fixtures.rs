@@ -174,6 +174,15 @@ pub async fn durable(backend: Backend) -> DurableFixture {
     }
 }
 
+/// A durable backend with its own connection pool (statements behind the store's back).
+pub async fn durable_raw(backend: Backend) -> (DurableFixture, Raw) {
+    match backend {
+        Backend::postgres => postgres_raw().await,
+        Backend::sqlite => sqlite_raw().await,
+        other => panic!("{other:?} is not a durable backend"),
+    }
+}
+
 pub async fn hot(backend: Backend) -> HotFixture {
     match backend {
         Backend::redis => redis().await,
