@@ -409,10 +409,10 @@ pub fn mint_token(cfg: &GatewayConfig, args: &config::TokenArgs) -> anyhow::Resu
 /// Cancels `token` on SIGINT or SIGTERM.
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        mcp_sync::process::shutdown_signal().await;
+        mcp_process::shutdown_signal().await;
         tracing::info!("shutdown requested; finishing in-flight requests");
         token.cancel();
     });
 }
 
-pub use mcp_sync::process::init_tracing;
+pub use mcp_process::init_tracing;
