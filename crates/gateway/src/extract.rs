@@ -112,7 +112,7 @@ impl Caller {
                 None => "ip:unknown".to_owned(),
             },
         };
-        match state.service.hot.rate_hit(&subject, limit.window).await {
+        match state.service.rate_check(&subject, limit.window).await {
             Ok((n, _)) if n <= limit.requests => Ok(()),
             Ok((_, rest)) => {
                 metrics::counter!("mcp_rate_limited_total").increment(1);
