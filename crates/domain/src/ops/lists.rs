@@ -59,10 +59,7 @@ impl Service {
     pub async fn list_agents(&self, actor: &Actor, q: AgentListQuery) -> Result<AgentList> {
         let limit = page_size(q.limit)?;
         let text = search_text(q.q.as_deref())?;
-        let task = q.task.as_deref().map(TaskId::parse).transpose()?;
-        if let Some(t) = &task {
-            actor.ensure_task(t)?;
-        }
+        let task = q.task.as_deref().map(|t| actor.task(t)).transpose()?;
         let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
         let (mut rows, total) = self
             .durable
