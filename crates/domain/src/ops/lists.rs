@@ -78,7 +78,7 @@ impl Service {
             // sync interval later).
             // (An audit actor that is not an agent id, e.g. written by an operator, has none.)
             let hot_seen = match AgentId::parse(&row.agent_id) {
-                Ok(agent) => self.hot.presence(&agent).await?.0,
+                Ok(agent) => self.hot.presence(&agent).await?.last_seen,
                 Err(_) => None,
             };
             let last_seen = hot_seen.map_or(row.last_seen, |h| h.max(row.last_seen));

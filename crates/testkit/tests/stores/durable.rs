@@ -926,7 +926,7 @@ async fn outbox_records_land_once(f: &DurableFixture) {
     let dead = s.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
     assert!(!s.insert_dead_letter(&batch.dead[0]).await.unwrap());
-    assert_eq!(dead[0].0, "8-0");
+    assert_eq!(dead[0].source_id, "8-0");
 }
 
 async fn change_listeners_wake_on_task_and_agent_changes(f: &DurableFixture) {
