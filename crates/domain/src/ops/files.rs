@@ -286,8 +286,8 @@ impl Service {
         let (committed, sha256) = self
             .commit_change(
                 actor,
-                &task,
-                &path,
+                task,
+                path,
                 RevisionOp::Write,
                 &req.content,
                 req.expected_version,
@@ -334,7 +334,7 @@ impl Service {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let cur = self.current(&task, &path).await?;
+            let cur = self.current(task, path).await?;
             if let Some(expected) = req.expected_version.filter(|v| *v != cur.version) {
                 return Err(DomainError::VersionConflict {
                     expected: Some(expected),
@@ -359,8 +359,8 @@ impl Service {
             let result = self
                 .commit_change(
                     actor,
-                    &task,
-                    &path,
+                    task,
+                    path,
                     RevisionOp::Edit,
                     &new_content,
                     Some(cur.version),
@@ -420,8 +420,8 @@ impl Service {
         let (committed, _) = self
             .commit_change(
                 actor,
-                &task,
-                &path,
+                task,
+                path,
                 RevisionOp::Delete,
                 "",
                 req.expected_version,

@@ -96,9 +96,9 @@ impl Service {
         let mut guard = None;
         let (lease, kind) = match wait {
             None => self
-                .try_claim(&task, &path, owner, ttl, reentrant, None)
+                .try_claim(task, path, owner, ttl, reentrant, None)
                 .await?
-                .map_err(|refused| Self::refusal(&path, refused))?,
+                .map_err(|refused| Self::refusal(path, refused))?,
             Some(wait) => {
                 let g = guard.insert(QueueGuard {
                     service: self.clone(),
@@ -117,19 +117,13 @@ impl Service {
             "recursive": path.is_dir(),
         });
         let audit = json!({"action": "claim_file", "path": path.as_str(), "fence": lease.fence});
-        self.emit(actor, &task, kind, data, Some(audit)).await?;
+        self.emit(actor, task, kind, data, Some(audit)).await?;
         // Answered: from here a dropped request keeps its lease (as any claim does).
         if let Some(g) = guard.as_mut() {
             g.disarm();
         }
         let waited = wait.map(|_| started.elapsed());
-        Ok(Self::lock_response(
-            &task,
-            &path,
-            lease,
-            timeout_sec,
-            waited,
-        ))
+        Ok(Self::lock_response(task, path, lease, timeout_sec, waited))
     }
 
     /// One attempt: the claim, and again with a fence when the path is free for the caller.
