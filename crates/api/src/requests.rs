@@ -390,255 +390,45 @@ pub struct AgentListQuery {
 // (`FileWriteRequest { expected_version: Some(3), ..FileWriteRequest::new("t", "a.py", "x") }`)
 // or `with_agent`.
 
-impl FileReadRequest {
-    /// A request with its required fields (`task_id`, `path`); the rest default.
-    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> FileReadRequest {
-        FileReadRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            ..Default::default()
-        }
-    }
+/// Declares each request's `new` (its required fields, each taking anything that converts;
+/// the rest default) and `with_agent`.
+macro_rules! constructors {
+    ($($t:ident { $($f:ident: $ty:ty),+ $(,)? })*) => {$(
+        impl $t {
+            #[doc = concat!(
+                "A request with its required fields (", stringify!($($f),+), "); the rest default."
+            )]
+            pub fn new($($f: impl Into<$ty>),+) -> $t {
+                $t {
+                    $($f: $f.into(),)+
+                    ..Default::default()
+                }
+            }
 
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileReadRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
+            /// Names the acting agent.
+            pub fn with_agent(mut self, agent_id: impl Into<String>) -> $t {
+                self.agent_id = Some(agent_id.into());
+                self
+            }
+        }
+    )*};
 }
 
-impl FileWriteRequest {
-    /// A request with its required fields (`task_id`, `path`, `content`); the rest default.
-    pub fn new(
-        task_id: impl Into<String>,
-        path: impl Into<String>,
-        content: impl Into<String>,
-    ) -> FileWriteRequest {
-        FileWriteRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            content: content.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileWriteRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl FileEditRequest {
-    /// A request with its required fields (`task_id`, `path`, `old_string`, `new_string`); the rest default.
-    pub fn new(
-        task_id: impl Into<String>,
-        path: impl Into<String>,
-        old_string: impl Into<String>,
-        new_string: impl Into<String>,
-    ) -> FileEditRequest {
-        FileEditRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            old_string: old_string.into(),
-            new_string: new_string.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileEditRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl DeleteFileRequest {
-    /// A request with its required fields (`task_id`, `path`); the rest default.
-    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> DeleteFileRequest {
-        DeleteFileRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> DeleteFileRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl ListFilesRequest {
-    /// A request with its required fields (`task_id`); the rest default.
-    pub fn new(task_id: impl Into<String>) -> ListFilesRequest {
-        ListFilesRequest {
-            task_id: task_id.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ListFilesRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl ClaimFileRequest {
-    /// A request with its required fields (`task_id`, `path`); the rest default.
-    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> ClaimFileRequest {
-        ClaimFileRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ClaimFileRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl RenewFileRequest {
-    /// A request with its required fields (`task_id`, `path`); the rest default.
-    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> RenewFileRequest {
-        RenewFileRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> RenewFileRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl FileHistoryRequest {
-    /// A request with its required fields (`task_id`, `path`); the rest default.
-    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> FileHistoryRequest {
-        FileHistoryRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileHistoryRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl FileRevisionRequest {
-    /// A request with its required fields (`task_id`, `path`, `version`); the rest default.
-    pub fn new(
-        task_id: impl Into<String>,
-        path: impl Into<String>,
-        version: i64,
-    ) -> FileRevisionRequest {
-        FileRevisionRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            version,
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> FileRevisionRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl ListLeasesRequest {
-    /// A request with its required field (`task_id`).
-    pub fn new(task_id: impl Into<String>) -> ListLeasesRequest {
-        ListLeasesRequest {
-            task_id: task_id.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ListLeasesRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl ReleaseFileRequest {
-    /// A request with its required fields (`task_id`, `path`); the rest default.
-    pub fn new(task_id: impl Into<String>, path: impl Into<String>) -> ReleaseFileRequest {
-        ReleaseFileRequest {
-            task_id: task_id.into(),
-            path: path.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> ReleaseFileRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl LogStepRequest {
-    /// A request with its required fields (`task_id`, `step`); the rest default.
-    pub fn new(task_id: impl Into<String>, step: impl Into<Value>) -> LogStepRequest {
-        LogStepRequest {
-            task_id: task_id.into(),
-            step: step.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> LogStepRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl SubscribeLogsRequest {
-    /// A request with its required fields (`task_id`); the rest default.
-    pub fn new(task_id: impl Into<String>) -> SubscribeLogsRequest {
-        SubscribeLogsRequest {
-            task_id: task_id.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> SubscribeLogsRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-}
-
-impl CollaborationRequest {
-    /// A request with its required fields (`task_id`); the rest default.
-    pub fn new(task_id: impl Into<String>) -> CollaborationRequest {
-        CollaborationRequest {
-            task_id: task_id.into(),
-            ..Default::default()
-        }
-    }
-
-    /// Names the acting agent.
-    pub fn with_agent(mut self, agent_id: impl Into<String>) -> CollaborationRequest {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
+constructors! {
+    FileReadRequest { task_id: String, path: String }
+    FileWriteRequest { task_id: String, path: String, content: String }
+    FileEditRequest { task_id: String, path: String, old_string: String, new_string: String }
+    DeleteFileRequest { task_id: String, path: String }
+    ListFilesRequest { task_id: String }
+    ClaimFileRequest { task_id: String, path: String }
+    RenewFileRequest { task_id: String, path: String }
+    FileHistoryRequest { task_id: String, path: String }
+    FileRevisionRequest { task_id: String, path: String, version: i64 }
+    ListLeasesRequest { task_id: String }
+    ReleaseFileRequest { task_id: String, path: String }
+    LogStepRequest { task_id: String, step: Value }
+    SubscribeLogsRequest { task_id: String }
+    CollaborationRequest { task_id: String }
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

@@ -28,6 +28,10 @@ pub struct Actor {
     /// `anonymous`), a name any other such caller shares, so it cannot prove it holds a
     /// lease and its claims are never re-entrant.
     pub anonymous: bool,
+    /// The task the door parsed from the request and checked against the scope, when the
+    /// request names one: the operation takes it from here ([`Actor::task`]) rather than
+    /// parsing and checking it again.
+    pub checked_task: Option<TaskId>,
 }
 
 impl Actor {
@@ -39,6 +43,7 @@ impl Actor {
             tasks: None,
             request_id: None,
             anonymous: false,
+            checked_task: None,
         }
     }
 
@@ -82,12 +87,41 @@ impl Actor {
     /// Refuses mutations by read-only actors, and tasks outside the scope.
     pub fn ensure_write(&self, task: &TaskId) -> Result<()> {
         self.ensure_task(task)?;
+        self.ensure_writer()
+    }
+
+    fn ensure_writer(&self) -> Result<()> {
         if self.role == Role::Observer {
             return Err(DomainError::Forbidden(
                 "observers cannot change anything".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Records the task the door parsed and checked for this request ([`Actor::task`]).
+    pub fn with_checked_task(mut self, task: TaskId) -> Actor {
+        self.checked_task = Some(task);
+        self
+    }
+
+    /// The task a request names (`raw`), in the actor's scope: the one the door checked when
+    /// it is that one (no second parse), else parsed and checked now (`invalid_argument`,
+    /// `forbidden`).
+    pub fn task(&self, raw: &str) -> Result<TaskId> {
+        if let Some(task) = self.checked_task.as_ref().filter(|t| t.as_str() == raw) {
+            return Ok(task.clone());
+        }
+        let task = TaskId::parse(raw)?;
+        self.ensure_task(&task)?;
+        Ok(task)
+    }
+
+    /// [`Actor::task`], for a change: read-only actors are refused too.
+    pub fn write_task(&self, raw: &str) -> Result<TaskId> {
+        let task = self.task(raw)?;
+        self.ensure_writer()?;
+        Ok(task)
     }
 
     pub fn ensure_admin(&self) -> Result<()> {
@@ -97,5 +131,53 @@ impl Actor {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scoped(tasks: &[&str]) -> Actor {
+        Actor {
+            tasks: Some(tasks.iter().map(|t| t.to_string()).collect()),
+            role: Role::Agent,
+            ..Actor::trusted(AgentId::parse("a1").unwrap())
+        }
+    }
+
+    #[test]
+    fn the_task_the_door_checked_travels_to_the_operation() {
+        let door = scoped(&["t1"]);
+        let task = door.task("t1").unwrap();
+        let actor = door.with_checked_task(task.clone());
+        assert_eq!(actor.task("t1").unwrap(), task);
+        assert_eq!(actor.write_task("t1").unwrap(), task);
+        // Another task than the checked one is parsed and checked as ever.
+        assert!(matches!(actor.task("t2"), Err(DomainError::Forbidden(_))));
+        assert!(matches!(
+            actor.task("bad id"),
+            Err(DomainError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn observers_get_the_task_but_not_for_a_change() {
+        let observer = Actor {
+            role: Role::Observer,
+            ..scoped(&["t1"])
+        };
+        assert!(observer.task("t1").is_ok());
+        assert!(matches!(
+            observer.write_task("t1"),
+            Err(DomainError::Forbidden(_))
+        ));
+        let checked = observer
+            .clone()
+            .with_checked_task(TaskId::parse("t1").unwrap());
+        assert!(matches!(
+            checked.write_task("t1"),
+            Err(DomainError::Forbidden(_))
+        ));
     }
 }

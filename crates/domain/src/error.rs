@@ -271,84 +271,99 @@ impl DomainError {
         DomainError::InvalidArgument("text must not contain NUL characters (U+0000)".into())
     }
 
-    /// Classifies a failure of the embedded SQLite store: the write lock not obtained in time
-    /// (`SQLITE_BUSY`, `SQLITE_LOCKED`, or the one writer connection not free in time), an I/O
-    /// failure, a full disk or a file that cannot be opened is [`DomainError::Unavailable`];
-    /// anything else is [`DomainError::Internal`]. (Constraint violations the caller expects,
-    /// such as a duplicate task id, are classified by the store where they can occur.)
+    /// Classifies a failure of the embedded SQLite store ([`DomainError::from_sqlx`]).
     pub(crate) fn from_sqlite(e: sqlx::Error) -> DomainError {
-        // Primary result codes (the low byte of the extended code): 5 SQLITE_BUSY, 6
-        // SQLITE_LOCKED, 10 SQLITE_IOERR, 13 SQLITE_FULL, 14 SQLITE_CANTOPEN, 15 SQLITE_PROTOCOL.
-        let unavailable = match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14 | 15)),
-            _ => false,
+        DomainError::from_sqlx(SqlBackend::Sqlite, e)
+    }
+
+    /// The one classifier of sqlx failures, for both SQL backends. The connection failing
+    /// (I/O, TLS, the pool timed out or closed, a crashed worker) and the backend's transient
+    /// codes ([`SqlBackend::transient`]) are [`DomainError::Unavailable`] (retry later); text
+    /// Postgres cannot store is the caller's input ([`DomainError::nul_text`]); anything else
+    /// is [`DomainError::Internal`]. (Constraint violations the caller expects, such as a
+    /// duplicate task id, are classified by the store where they can occur.)
+    pub(crate) fn from_sqlx(backend: SqlBackend, e: sqlx::Error) -> DomainError {
+        let code = match &e {
+            sqlx::Error::Database(db) => db.code(),
+            _ => None,
         };
+        let unavailable = matches!(
+            &e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        ) || code.as_deref().is_some_and(|c| backend.transient(c));
         if unavailable {
-            DomainError::Unavailable {
-                backend: "sqlite",
+            return DomainError::Unavailable {
+                backend: backend.name(),
                 cause: e.to_string(),
+            };
+        }
+        // 22021 character_not_in_repertoire (a NUL in text), 22P05 untranslatable_character
+        // (`\u0000` in jsonb): text Postgres cannot store is the caller's input, refused
+        // before anything was written.
+        if backend == SqlBackend::Postgres && matches!(code.as_deref(), Some("22021" | "22P05")) {
+            return DomainError::nul_text();
+        }
+        DomainError::Internal(format!("{}: {e}", backend.name()))
+    }
+}
+
+/// The SQL backend an sqlx error came from ([`DomainError::from_sqlx`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SqlBackend {
+    Postgres,
+    Sqlite,
+}
+
+impl SqlBackend {
+    fn name(self) -> &'static str {
+        match self {
+            SqlBackend::Postgres => "postgres",
+            SqlBackend::Sqlite => "sqlite",
+        }
+    }
+
+    /// Whether a database error code says "not now" rather than "never": the statement did
+    /// not happen and a retry is likely to pass.
+    fn transient(self, code: &str) -> bool {
+        match self {
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx
+            // connection errors; 25006 read_only_sql_transaction (a write reached a standby:
+            // the primary moved, and the pool follows it, see `store::postgres::hosts`); 40001
+            // serialization_failure and 40P01 deadlock_detected (the transaction was rolled
+            // back whole: a retry is safe and likely to pass); 53xxx insufficient resources
+            // (too many connections, out of memory or disk).
+            SqlBackend::Postgres => {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(
+                        code,
+                        "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01"
+                    )
             }
-        } else {
-            DomainError::Internal(format!("sqlite: {e}"))
+            // Primary result codes (the low byte of the extended code): 5 SQLITE_BUSY, 6
+            // SQLITE_LOCKED (the write lock not obtained in time), 10 SQLITE_IOERR, 13
+            // SQLITE_FULL, 14 SQLITE_CANTOPEN, 15 SQLITE_PROTOCOL.
+            SqlBackend::Sqlite => code
+                .parse::<i64>()
+                .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14 | 15)),
         }
     }
 }
 
 impl From<sqlx::Error> for DomainError {
     fn from(e: sqlx::Error) -> Self {
-        if matches!(&e, sqlx::Error::Database(db)
-            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some())
-        {
-            return DomainError::from_sqlite(e);
-        }
-        match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => DomainError::Unavailable {
-                backend: "postgres",
-                cause: e.to_string(),
-            },
-            sqlx::Error::Database(db)
-                if db.code().is_some_and(|c| {
-                    // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
-                    // 08xxx connection errors; 25006 read_only_sql_transaction (a write reached
-                    // a standby: the primary moved, and the pool follows it, see
-                    // `store::postgres::hosts`);
-                    // 40001 serialization_failure and 40P01 deadlock_detected (the transaction
-                    // was rolled back whole: a retry is safe and likely to pass); 53xxx
-                    // insufficient resources (too many connections, out of memory or disk).
-                    c.starts_with("08")
-                        || c.starts_with("53")
-                        || matches!(
-                            c.as_ref(),
-                            "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01"
-                        )
-                }) =>
-            {
-                DomainError::Unavailable {
-                    backend: "postgres",
-                    cause: e.to_string(),
-                }
-            }
-            // 22021 character_not_in_repertoire (a NUL in text), 22P05 untranslatable_character
-            // (`\u0000` in jsonb): text Postgres cannot store is the caller's input, refused
-            // before anything was written.
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
-            {
-                DomainError::nul_text()
-            }
-            _ => DomainError::Internal(format!("postgres: {e}")),
-        }
+        let sqlite = matches!(&e, sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some());
+        let backend = if sqlite {
+            SqlBackend::Sqlite
+        } else {
+            SqlBackend::Postgres
+        };
+        DomainError::from_sqlx(backend, e)
     }
 }
 
@@ -391,5 +406,38 @@ impl From<redis::RedisError> for DomainError {
         } else {
             DomainError::Internal(format!("redis: {e}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_sqlx_classifier_names_the_backend_it_was_given() {
+        for (backend, name) in [
+            (SqlBackend::Postgres, "postgres"),
+            (SqlBackend::Sqlite, "sqlite"),
+        ] {
+            match DomainError::from_sqlx(backend, sqlx::Error::PoolTimedOut) {
+                DomainError::Unavailable { backend, .. } => assert_eq!(backend, name),
+                other => panic!("{other:?}"),
+            }
+            match DomainError::from_sqlx(backend, sqlx::Error::RowNotFound) {
+                DomainError::Internal(m) => assert!(m.starts_with(name), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn transient_codes_are_the_backends_own() {
+        assert!(SqlBackend::Postgres.transient("40P01"));
+        assert!(SqlBackend::Postgres.transient("08006"));
+        assert!(!SqlBackend::Postgres.transient("23505"));
+        // SQLITE_BUSY, and SQLITE_BUSY_SNAPSHOT (517 = 5 | 2 << 8).
+        assert!(SqlBackend::Sqlite.transient("5") && SqlBackend::Sqlite.transient("517"));
+        assert!(!SqlBackend::Sqlite.transient("2067"));
+        assert!(!SqlBackend::Sqlite.transient("40P01"));
     }
 }

@@ -112,7 +112,7 @@ impl Caller {
                 None => "ip:unknown".to_owned(),
             },
         };
-        match state.service.hot.rate_hit(&subject, limit.window).await {
+        match state.service.rate_check(&subject, limit.window).await {
             Ok((n, _)) if n <= limit.requests => Ok(()),
             Ok((_, rest)) => {
                 metrics::counter!("mcp_rate_limited_total").increment(1);
@@ -152,9 +152,14 @@ impl Caller {
     /// or a task outside the scope, is 403 `forbidden`.
     pub fn actor(&self, task_id: Option<&str>, agent_id: Option<&str>) -> Result<Actor, ApiError> {
         let Some(id) = &self.identity else {
+            // The task is parsed here only when it names the agent; the operation parses it
+            // otherwise (once either way: `Actor::task`).
             let mut actor = match (agent_id, task_id) {
                 (Some(a), _) => Actor::trusted(AgentId::parse(a)?),
-                (None, Some(t)) => Actor::anonymous(AgentId::for_task(&TaskId::parse(t)?)),
+                (None, Some(t)) => {
+                    let task = TaskId::parse(t)?;
+                    Actor::anonymous(AgentId::for_task(&task)).with_checked_task(task)
+                }
                 (None, None) => Actor::anonymous(AgentId::parse("anonymous")?),
             };
             actor.request_id = self.request_id.clone();
@@ -173,12 +178,16 @@ impl Caller {
             tasks: id.tasks.clone(),
             request_id: self.request_id.clone(),
             anonymous: false,
+            checked_task: None,
         };
         self.note_agent(&actor);
-        if let Some(t) = task_id {
-            actor.ensure_task(&TaskId::parse(t)?)?;
-        }
-        Ok(actor)
+        // Refused here, before the operation: the task travels in the actor, so the
+        // operation neither parses nor checks it again.
+        let Some(t) = task_id else {
+            return Ok(actor);
+        };
+        let task = actor.task(t)?;
+        Ok(actor.with_checked_task(task))
     }
 
     /// Tells the access log who acts (the first actor of the request).

@@ -102,7 +102,7 @@ impl AppState {
         );
         live::inbox::start(&hub, service.inbox.clone());
         AppState {
-            mcp: mcp::McpState::new(cfg.mcp(), service.hot.clone(), hub.clone()),
+            mcp: mcp::McpState::new(cfg.mcp(), &service, hub.clone()),
             service,
             request_timeout: cfg.request_timeout(),
             max_body_bytes: cfg.max_body_bytes(),
@@ -209,10 +209,24 @@ async fn open_durable(cfg: &GatewayConfig) -> anyhow::Result<(Durable, Option<Sq
     })
 }
 
-/// Connects both stores the configuration names and builds the domain service. The embedded
-/// mode (SQLite and the in-process hot store) keeps its MCP sessions in the SQLite file, so
-/// they outlive a restart as deployed ones live on in Redis.
-pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
+/// Both stores of a gateway: the [`Service`] owns them, and the built-in sync loops take them.
+#[derive(Clone)]
+pub struct Stores {
+    pub durable: Durable,
+    pub hot: Hot,
+}
+
+impl Stores {
+    /// The domain service over these stores, with the configuration's limits.
+    pub fn service(&self, cfg: &GatewayConfig) -> Service {
+        Service::new(self.durable.clone(), self.hot.clone(), cfg.limits())
+    }
+}
+
+/// Connects both stores the configuration names. The embedded mode (SQLite and the
+/// in-process hot store) keeps its MCP sessions in the SQLite file, so they outlive a restart
+/// as deployed ones live on in Redis.
+pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Stores> {
     let (durable, sqlite) = open_durable(cfg).await?;
     let hot: Hot = match cfg.redis() {
         Some(url) => {
@@ -236,14 +250,14 @@ pub async fn connect(cfg: &GatewayConfig) -> anyhow::Result<Service> {
             Arc::new(memory)
         }
     };
-    Ok(Service::new(durable, hot, cfg.limits()))
+    Ok(Stores { durable, hot })
 }
 
 /// Says at start which stores serve, and that an embedded one allows a single instance.
 fn announce_stores(cfg: &GatewayConfig, service: &Service) {
-    let (durable, hot) = (service.durable.backend(), service.hot.backend());
+    let (durable, hot) = service.backends();
     tracing::info!(durable, hot, "stores connected");
-    if !service.durable.shared() || !service.hot.shared() {
+    if service.embedded() {
         let file = match cfg.durable_backend() {
             DurableBackend::Sqlite(path) => path.display().to_string(),
             DurableBackend::Postgres(_) => "-".into(),
@@ -337,7 +351,8 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     let fd_limit = edge::conn::raise_fd_limit();
     // Held until serve returns (the process's end releases it too).
     let _data_lock = data_lock::lock_data_dir(&cfg)?;
-    let service = connect(&cfg).await?;
+    let stores = connect(&cfg).await?;
+    let service = stores.service(&cfg);
     announce_stores(&cfg, &service);
     let addr = cfg.listen_addr();
     let listener = TcpListener::bind(addr)
@@ -349,7 +364,7 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     let sync_cancel = CancellationToken::new();
     // An embedded store has no other process that could sync it (an in-process outbox and
     // task cache; a local SQLite file that a separate mcp-sync cannot reach).
-    let embedded = !service.hot.shared() || !service.durable.shared();
+    let embedded = service.embedded();
     let run_sync = cfg.run_sync || embedded;
     if !cfg.run_sync && run_sync {
         tracing::warn!("RUN_SYNC=false ignored: an embedded store is synced by this process");
@@ -359,8 +374,8 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
             .loops
             .settings(cfg.task_cache_ttl, cfg.events_stream_maxlen);
         mcp_sync::spawn(
-            service.durable.clone(),
-            service.hot.clone(),
+            stores.durable.clone(),
+            stores.hot.clone(),
             settings,
             sync_cancel.clone(),
         )
@@ -409,10 +424,10 @@ pub fn mint_token(cfg: &GatewayConfig, args: &config::TokenArgs) -> anyhow::Resu
 /// Cancels `token` on SIGINT or SIGTERM.
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        mcp_sync::process::shutdown_signal().await;
+        mcp_process::shutdown_signal().await;
         tracing::info!("shutdown requested; finishing in-flight requests");
         token.cancel();
     });
 }
 
-pub use mcp_sync::process::init_tracing;
+pub use mcp_process::init_tracing;

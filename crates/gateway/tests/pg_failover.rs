@@ -255,8 +255,8 @@ async fn gateway(url: String) -> (TestGateway, tokio_util::sync::CancellationTok
     .await;
     let cancel = tokio_util::sync::CancellationToken::new();
     mcp_sync::spawn(
-        gw.service.durable.clone(),
-        gw.service.hot.clone(),
+        gw.stores.durable.clone(),
+        gw.stores.hot.clone(),
         mcp_sync::SyncSettings::default(),
         cancel.clone(),
     );

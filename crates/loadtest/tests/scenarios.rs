@@ -32,8 +32,8 @@ fn with_loops(gw: TestGateway) -> (TestGateway, Cancel) {
     let mut settings = mcp_sync::SyncSettings::default();
     settings.push.interval = Duration::from_millis(100);
     let loops = mcp_sync::spawn(
-        gw.service.durable.clone(),
-        gw.service.hot.clone(),
+        gw.stores.durable.clone(),
+        gw.stores.hot.clone(),
         settings,
         Default::default(),
     );

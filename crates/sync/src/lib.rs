@@ -18,7 +18,6 @@
 
 pub mod config;
 pub mod decode;
-pub mod process;
 pub mod pull;
 pub mod push;
 

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = SyncConfig::parse();
-    mcp_sync::process::init_tracing(&cfg.log_format);
-    mcp_sync::process::metrics_handle();
+    mcp_process::init_tracing(&cfg.log_format);
+    mcp_process::metrics_handle();
     PgStore::create_database_if_missing(&cfg.database_url)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -48,10 +48,10 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("SYNC_METRICS_ADDR {addr}"))?;
         tracing::info!(%addr, "serving /metrics");
-        tokio::spawn(mcp_sync::process::serve_metrics(listener, cancel.clone()));
+        tokio::spawn(mcp_process::serve_metrics(listener, cancel.clone()));
     }
     let loops = mcp_sync::spawn(Arc::new(pg), Arc::new(hot), settings, cancel.clone());
-    mcp_sync::process::shutdown_signal().await;
+    mcp_process::shutdown_signal().await;
     tracing::info!("shutdown requested; flushing the outbox");
     cancel.cancel();
     loops.await.context("sync loops")?;

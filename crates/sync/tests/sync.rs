@@ -165,8 +165,8 @@ async fn a_poison_entry_is_dead_lettered_and_its_batch_mates_commit() {
     assert_eq!(env.scalar("SELECT count(*) FROM step_logs").await, 15);
     let dead = env.pg.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 3);
-    assert!(dead.iter().any(|d| d.3.contains("not JSON")));
-    assert!(dead.iter().any(|d| d.1.as_deref() == Some("mystery")));
+    assert!(dead.iter().any(|d| d.error.contains("not JSON")));
+    assert!(dead.iter().any(|d| d.kind.as_deref() == Some("mystery")));
     // Everything was acknowledged: nothing is read again.
     assert_eq!(env.outbox_len().await, 0);
     assert_eq!(push.try_run_once().await.unwrap().read, 0);

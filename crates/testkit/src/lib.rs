@@ -236,6 +236,9 @@ pub struct TestGateway {
     pub base: String,
     pub http: reqwest::Client,
     pub service: Service,
+    /// The stores the service owns, for tests that look at them directly or run the sync
+    /// loops beside the gateway.
+    pub stores: mcp_gateway::Stores,
     /// A pool on the gateway's database, for tests that check rows directly.
     pub pg: PgStore,
     pub config: GatewayConfig,
@@ -408,9 +411,10 @@ impl TestGateway {
         // Its public URL (the OAuth resource) is where it really listens, unless set.
         config.public_url = Some(format!("http://{addr}"));
         tweak(&mut config);
-        let service = mcp_gateway::connect(&config)
+        let stores = mcp_gateway::connect(&config)
             .await
             .expect("gateway connects to the test backends");
+        let service = stores.service(&config);
         let shutdown = CancellationToken::new();
         let server = serve(listener, &service, &config, &shutdown);
         let pg = PgStore::connect(&PgConfig {
@@ -425,6 +429,7 @@ impl TestGateway {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             service,
+            stores,
             pg,
             config,
             shutdown,
@@ -489,9 +494,10 @@ impl TestGateway {
                 Err(e) => panic!("cannot bind {} again: {e}", self.addr),
             }
         };
-        self.service = mcp_gateway::connect(&self.config)
+        self.stores = mcp_gateway::connect(&self.config)
             .await
             .expect("gateway reconnects to its backends");
+        self.service = self.stores.service(&self.config);
         self.shutdown = CancellationToken::new();
         self.server = serve(listener, &self.service, &self.config, &self.shutdown);
     }

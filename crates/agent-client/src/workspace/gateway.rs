@@ -60,14 +60,7 @@ impl Workspace for GatewayWorkspace {
     async fn write(&self, path: &str, content: &str) -> Result<Change> {
         let r = self
             .client
-            .file_write(FileWriteRequest {
-                task_id: self.task_id.clone(),
-                path: path.to_owned(),
-                content: content.to_owned(),
-                expected_version: None,
-                fence: None,
-                agent_id: None,
-            })
+            .file_write(FileWriteRequest::new(self.task_id.as_str(), path, content))
             .await?;
         Ok(Change {
             path: r.path,
@@ -81,14 +74,8 @@ impl Workspace for GatewayWorkspace {
         let r = self
             .client
             .file_edit(FileEditRequest {
-                task_id: self.task_id.clone(),
-                path: path.to_owned(),
-                old_string: old.to_owned(),
-                new_string: new.to_owned(),
                 replace_all,
-                expected_version: None,
-                fence: None,
-                agent_id: None,
+                ..FileEditRequest::new(self.task_id.as_str(), path, old, new)
             })
             .await?;
         Ok(Change {

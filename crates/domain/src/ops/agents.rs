@@ -5,6 +5,7 @@ use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::AgentId;
+use crate::store::durable::Presence;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::AgentStatus;
 
@@ -16,15 +17,21 @@ impl Service {
     /// scope (an agent's other tasks are none of its business).
     pub async fn agent_status(&self, actor: &Actor, agent_id: &str) -> Result<AgentStatus> {
         let agent = AgentId::parse(agent_id)?;
-        let (mut last_seen, mut current, mut tasks) = self.hot.presence(&agent).await?;
-        if last_seen.is_none() && tasks.is_empty() {
-            let Some((seen, cur, t)) = self.durable.agent(agent.as_str()).await? else {
-                return Err(DomainError::AgentNotFound(agent.to_string()));
-            };
-            (last_seen, current, tasks) = (seen, cur, t);
+        let mut presence = self.hot.presence(&agent).await?;
+        if presence.last_seen.is_none() && presence.tasks.is_empty() {
+            presence = self
+                .durable
+                .agent(agent.as_str())
+                .await?
+                .ok_or_else(|| DomainError::AgentNotFound(agent.to_string()))?;
         }
+        let Presence {
+            last_seen,
+            task,
+            mut tasks,
+        } = presence;
         tasks.retain(|t| actor.may_access(t));
-        current = current.filter(|t| actor.may_access(t));
+        let current = task.filter(|t| actor.may_access(t));
         Ok(AgentStatus {
             agent_id: agent.to_string(),
             status: self.presence_status(last_seen).to_owned(),

@@ -25,10 +25,7 @@ impl Service {
                 "limit must be between 1 and {MAX_AUDIT_PAGE}"
             )));
         }
-        let task = q.task.as_deref().map(TaskId::parse).transpose()?;
-        if let Some(t) = &task {
-            actor.ensure_task(t)?;
-        }
+        let task = q.task.as_deref().map(|t| actor.task(t)).transpose()?;
         let agent = q.agent.as_deref().map(AgentId::parse).transpose()?;
         let entries = self
             .durable

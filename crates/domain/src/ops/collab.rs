@@ -5,7 +5,6 @@
 use super::Service;
 use crate::actor::Actor;
 use crate::error::Result;
-use crate::ids::TaskId;
 use mcp_api::EventType;
 use mcp_api::requests::CollaborationRequest;
 use mcp_api::responses::{CollaborationResponse, CollaborationState};
@@ -17,8 +16,7 @@ impl Service {
         actor: &Actor,
         req: CollaborationRequest,
     ) -> Result<CollaborationResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
+        let task = actor.write_task(&req.task_id)?;
         let joined_at = self
             .durable
             .join(&task, actor.agent.as_str(), actor.request_id.as_deref())
@@ -45,8 +43,7 @@ impl Service {
         actor: &Actor,
         req: CollaborationRequest,
     ) -> Result<CollaborationResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
+        let task = actor.write_task(&req.task_id)?;
         let was_member = self
             .durable
             .leave(&task, actor.agent.as_str(), actor.request_id.as_deref())
@@ -70,8 +67,7 @@ impl Service {
     }
 
     pub async fn collaboration(&self, actor: &Actor, task_id: &str) -> Result<CollaborationState> {
-        let task = TaskId::parse(task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(task_id)?;
         let members = match self.hot.collaborators(&task).await? {
             Some(m) => m,
             None => self.durable.collaborators(&task).await?,

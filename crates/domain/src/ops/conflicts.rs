@@ -9,7 +9,6 @@ use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
-use crate::path::FilePath;
 use mcp_api::{ErrorCode, EventType};
 use serde_json::{Value, json};
 
@@ -20,7 +19,7 @@ impl Service {
     pub(super) async fn witness<T>(
         &self,
         actor: &Actor,
-        task_id: &str,
+        task: &TaskId,
         path: &str,
         op: &'static str,
         result: Result<T>,
@@ -29,16 +28,13 @@ impl Service {
         let Some(data) = refusal_data(&err, path, op) else {
             return Err(err);
         };
-        // The names were valid, or the change would have been refused for its input.
-        if let (Ok(task), Ok(_)) = (TaskId::parse(task_id), FilePath::parse(path)) {
-            let kind = if op == "claim_file" {
-                EventType::ClaimRefused
-            } else {
-                EventType::WriteRefused
-            };
-            if let Err(e) = self.emit(actor, &task, kind, data, None).await {
-                tracing::warn!(task = %task, error = %e, "could not record a refusal event");
-            }
+        let kind = if op == "claim_file" {
+            EventType::ClaimRefused
+        } else {
+            EventType::WriteRefused
+        };
+        if let Err(e) = self.emit(actor, task, kind, data, None).await {
+            tracing::warn!(task = %task, error = %e, "could not record a refusal event");
         }
         Err(err)
     }

@@ -246,8 +246,7 @@ impl Service {
     }
 
     pub async fn file_read(&self, actor: &Actor, req: FileReadRequest) -> Result<FileReadResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(&req.task_id)?;
         let path = FilePath::parse(&req.path)?;
         let cur = self.current(&task, &path).await?;
         Ok(FileReadResponse {
@@ -266,24 +265,29 @@ impl Service {
         actor: &Actor,
         req: FileWriteRequest,
     ) -> Result<FileWriteResponse> {
-        let (task_id, path) = (req.task_id.clone(), req.path.clone());
-        let result = self.write(actor, req).await;
-        self.witness(actor, &task_id, &path, "file_write", result)
+        let task = actor.write_task(&req.task_id)?;
+        let path = FilePath::parse(&req.path)?;
+        let raw_path = req.path.clone();
+        let result = self.write(actor, &task, &path, req).await;
+        self.witness(actor, &task, &raw_path, "file_write", result)
             .await
     }
 
-    async fn write(&self, actor: &Actor, req: FileWriteRequest) -> Result<FileWriteResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
-        let path = FilePath::parse(&req.path)?;
+    async fn write(
+        &self,
+        actor: &Actor,
+        task: &TaskId,
+        path: &FilePath,
+        req: FileWriteRequest,
+    ) -> Result<FileWriteResponse> {
         self.check_file_size(req.content.len())?;
         check_expected(req.expected_version)?;
         check_fence(req.fence)?;
         let (committed, sha256) = self
             .commit_change(
                 actor,
-                &task,
-                &path,
+                task,
+                path,
                 RevisionOp::Write,
                 &req.content,
                 req.expected_version,
@@ -305,16 +309,21 @@ impl Service {
     /// the edit was computed from; if another writer got there first, the edit is recomputed
     /// on the new content (unless the caller pinned `expected_version`).
     pub async fn file_edit(&self, actor: &Actor, req: FileEditRequest) -> Result<FileEditResponse> {
-        let (task_id, path) = (req.task_id.clone(), req.path.clone());
-        let result = self.edit(actor, req).await;
-        self.witness(actor, &task_id, &path, "file_edit", result)
+        let task = actor.write_task(&req.task_id)?;
+        let path = FilePath::parse(&req.path)?;
+        let raw_path = req.path.clone();
+        let result = self.edit(actor, &task, &path, req).await;
+        self.witness(actor, &task, &raw_path, "file_edit", result)
             .await
     }
 
-    async fn edit(&self, actor: &Actor, req: FileEditRequest) -> Result<FileEditResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
-        let path = FilePath::parse(&req.path)?;
+    async fn edit(
+        &self,
+        actor: &Actor,
+        task: &TaskId,
+        path: &FilePath,
+        req: FileEditRequest,
+    ) -> Result<FileEditResponse> {
         check_expected(req.expected_version)?;
         check_fence(req.fence)?;
         if req.old_string.is_empty() {
@@ -325,7 +334,7 @@ impl Service {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let cur = self.current(&task, &path).await?;
+            let cur = self.current(task, path).await?;
             if let Some(expected) = req.expected_version.filter(|v| *v != cur.version) {
                 return Err(DomainError::VersionConflict {
                     expected: Some(expected),
@@ -350,8 +359,8 @@ impl Service {
             let result = self
                 .commit_change(
                     actor,
-                    &task,
-                    &path,
+                    task,
+                    path,
                     RevisionOp::Edit,
                     &new_content,
                     Some(cur.version),
@@ -391,23 +400,28 @@ impl Service {
         actor: &Actor,
         req: DeleteFileRequest,
     ) -> Result<DeleteFileResponse> {
-        let (task_id, path) = (req.task_id.clone(), req.path.clone());
-        let result = self.delete(actor, req).await;
-        self.witness(actor, &task_id, &path, "delete_file", result)
+        let task = actor.write_task(&req.task_id)?;
+        let path = FilePath::parse(&req.path)?;
+        let raw_path = req.path.clone();
+        let result = self.delete(actor, &task, &path, req).await;
+        self.witness(actor, &task, &raw_path, "delete_file", result)
             .await
     }
 
-    async fn delete(&self, actor: &Actor, req: DeleteFileRequest) -> Result<DeleteFileResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
-        let path = FilePath::parse(&req.path)?;
+    async fn delete(
+        &self,
+        actor: &Actor,
+        task: &TaskId,
+        path: &FilePath,
+        req: DeleteFileRequest,
+    ) -> Result<DeleteFileResponse> {
         check_expected(req.expected_version)?;
         check_fence(req.fence)?;
         let (committed, _) = self
             .commit_change(
                 actor,
-                &task,
-                &path,
+                task,
+                path,
                 RevisionOp::Delete,
                 "",
                 req.expected_version,
@@ -429,8 +443,7 @@ impl Service {
         actor: &Actor,
         req: ListFilesRequest,
     ) -> Result<ListFilesResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(&req.task_id)?;
         let prefix = match req.prefix.as_deref() {
             None | Some("") | Some(".") | Some("/") => None,
             Some(p) => Some(FilePath::parse(p)?),

@@ -47,8 +47,7 @@ impl Service {
         actor: &Actor,
         req: FileHistoryRequest,
     ) -> Result<FileHistoryResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(&req.task_id)?;
         let path = FilePath::parse(&req.path)?;
         let limit = req.limit.unwrap_or(DEFAULT_HISTORY);
         if !(1..=MAX_HISTORY).contains(&limit) {
@@ -100,8 +99,7 @@ impl Service {
         actor: &Actor,
         req: FileRevisionRequest,
     ) -> Result<FileRevisionResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(&req.task_id)?;
         let path = FilePath::parse(&req.path)?;
         check_version("version", req.version)?;
         if let Some(from) = req.diff_from {

@@ -59,10 +59,7 @@ impl Service {
     pub async fn list_agents(&self, actor: &Actor, q: AgentListQuery) -> Result<AgentList> {
         let limit = page_size(q.limit)?;
         let text = search_text(q.q.as_deref())?;
-        let task = q.task.as_deref().map(TaskId::parse).transpose()?;
-        if let Some(t) = &task {
-            actor.ensure_task(t)?;
-        }
+        let task = q.task.as_deref().map(|t| actor.task(t)).transpose()?;
         let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
         let (mut rows, total) = self
             .durable
@@ -81,7 +78,7 @@ impl Service {
             // sync interval later).
             // (An audit actor that is not an agent id, e.g. written by an operator, has none.)
             let hot_seen = match AgentId::parse(&row.agent_id) {
-                Ok(agent) => self.hot.presence(&agent).await?.0,
+                Ok(agent) => self.hot.presence(&agent).await?.last_seen,
                 Err(_) => None,
             };
             let last_seen = hot_seen.map_or(row.last_seen, |h| h.max(row.last_seen));

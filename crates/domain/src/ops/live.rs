@@ -14,8 +14,7 @@ impl Service {
     /// exist yet: tasks need no row to be written to, so a watcher may open its stream before
     /// anything happened in the task and receives its first event and every one after.
     pub async fn open_events(&self, actor: &Actor, task_id: &str) -> Result<TaskId> {
-        let task = TaskId::parse(task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(task_id)?;
         Ok(task)
     }
 

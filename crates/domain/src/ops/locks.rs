@@ -63,16 +63,21 @@ impl Service {
     }
 
     pub async fn claim_file(&self, actor: &Actor, req: ClaimFileRequest) -> Result<LockResponse> {
-        let (task_id, path) = (req.task_id.clone(), req.path.clone());
-        let result = self.claim(actor, req).await;
-        self.witness(actor, &task_id, &path, "claim_file", result)
+        let task = actor.write_task(&req.task_id)?;
+        let path = LeasePath::parse(&req.path, req.recursive)?;
+        let raw_path = req.path.clone();
+        let result = self.claim(actor, &task, &path, req).await;
+        self.witness(actor, &task, &raw_path, "claim_file", result)
             .await
     }
 
-    async fn claim(&self, actor: &Actor, req: ClaimFileRequest) -> Result<LockResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
-        let path = LeasePath::parse(&req.path, req.recursive)?;
+    async fn claim(
+        &self,
+        actor: &Actor,
+        task: &TaskId,
+        path: &LeasePath,
+        req: ClaimFileRequest,
+    ) -> Result<LockResponse> {
         let (ttl, timeout_sec) = self.lease_ttl(req.timeout_sec)?;
         let wait = match req.wait_sec.unwrap_or(0) {
             0 => None,
@@ -91,9 +96,9 @@ impl Service {
         let mut guard = None;
         let (lease, kind) = match wait {
             None => self
-                .try_claim(&task, &path, owner, ttl, reentrant, None)
+                .try_claim(task, path, owner, ttl, reentrant, None)
                 .await?
-                .map_err(|refused| Self::refusal(&path, refused))?,
+                .map_err(|refused| Self::refusal(path, refused))?,
             Some(wait) => {
                 let g = guard.insert(QueueGuard {
                     service: self.clone(),
@@ -112,19 +117,13 @@ impl Service {
             "recursive": path.is_dir(),
         });
         let audit = json!({"action": "claim_file", "path": path.as_str(), "fence": lease.fence});
-        self.emit(actor, &task, kind, data, Some(audit)).await?;
+        self.emit(actor, task, kind, data, Some(audit)).await?;
         // Answered: from here a dropped request keeps its lease (as any claim does).
         if let Some(g) = guard.as_mut() {
             g.disarm();
         }
         let waited = wait.map(|_| started.elapsed());
-        Ok(Self::lock_response(
-            &task,
-            &path,
-            lease,
-            timeout_sec,
-            waited,
-        ))
+        Ok(Self::lock_response(task, path, lease, timeout_sec, waited))
     }
 
     /// One attempt: the claim, and again with a fence when the path is free for the caller.
@@ -263,8 +262,7 @@ impl Service {
     }
 
     pub async fn renew_file(&self, actor: &Actor, req: RenewFileRequest) -> Result<LockResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
+        let task = actor.write_task(&req.task_id)?;
         let path = LeasePath::parse(&req.path, req.recursive)?;
         // Without a length the lease keeps its own (the default only for a lease that has
         // none recorded, granted before lengths were kept).
@@ -298,8 +296,7 @@ impl Service {
         actor: &Actor,
         req: ReleaseFileRequest,
     ) -> Result<ReleaseResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
+        let task = actor.write_task(&req.task_id)?;
         let path = LeasePath::parse(&req.path, req.recursive)?;
         if req.force {
             actor.ensure_admin()?;
@@ -340,8 +337,7 @@ impl Service {
         actor: &Actor,
         req: ListLeasesRequest,
     ) -> Result<ListLeasesResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(&req.task_id)?;
         let (mut leases, truncated) = self.hot.leases(&task, MAX_LISTED_LEASES).await?;
         leases.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(ListLeasesResponse {

@@ -8,7 +8,6 @@
 use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
-use crate::ids::TaskId;
 use crate::store::hot::Emit;
 use chrono::{SecondsFormat, Utc};
 use mcp_api::requests::{LogStepRequest, SubscribeLogsRequest};
@@ -38,8 +37,7 @@ fn holds_nul(v: &Value) -> bool {
 
 impl Service {
     pub async fn log_step(&self, actor: &Actor, req: LogStepRequest) -> Result<LogStepResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
+        let task = actor.write_task(&req.task_id)?;
         let Value::Object(mut step) = req.step else {
             return Err(DomainError::InvalidArgument(
                 "step must be a JSON object".into(),
@@ -105,8 +103,7 @@ impl Service {
         actor: &Actor,
         req: SubscribeLogsRequest,
     ) -> Result<SubscribeLogsResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(&req.task_id)?;
         let channel = self.hot.channel(&task);
         let stream_url = format!("/tasks/{task}/events");
         let redis = if self.hot.shared() {
@@ -133,8 +130,7 @@ impl Service {
         before: Option<&str>,
         limit: usize,
     ) -> Result<TaskLogs> {
-        let task = TaskId::parse(task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(task_id)?;
         if !(1..=MAX_LOG_PAGE).contains(&limit) {
             return Err(DomainError::InvalidArgument(format!(
                 "limit must be between 1 and {MAX_LOG_PAGE}"

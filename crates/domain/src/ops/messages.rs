@@ -49,8 +49,7 @@ impl Service {
         actor: &Actor,
         req: SendMessageRequest,
     ) -> Result<SendMessageResponse> {
-        let task = TaskId::parse(&req.task_id)?;
-        actor.ensure_write(&task)?;
+        let task = actor.write_task(&req.task_id)?;
         let to = recipients(&req.to)?;
         let subject = req.subject.trim();
         if subject.is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS {
@@ -138,10 +137,7 @@ impl Service {
         actor: &Actor,
         req: ReadMessagesRequest,
     ) -> Result<ReadMessagesResponse> {
-        let task = req.task_id.as_deref().map(TaskId::parse).transpose()?;
-        if let Some(t) = &task {
-            actor.ensure_task(t)?;
-        }
+        let task = req.task_id.as_deref().map(|t| actor.task(t)).transpose()?;
         let after = req.after.unwrap_or(0);
         if after < 0 {
             return Err(DomainError::InvalidArgument(
@@ -207,10 +203,7 @@ impl Service {
         actor: &Actor,
         req: AckMessageRequest,
     ) -> Result<AckMessageResponse> {
-        let task = req.task_id.as_deref().map(TaskId::parse).transpose()?;
-        if let Some(t) = &task {
-            actor.ensure_task(t)?;
-        }
+        let task = req.task_id.as_deref().map(|t| actor.task(t)).transpose()?;
         let me = actor.agent.as_str();
         let message = self
             .durable

@@ -30,11 +30,13 @@ use crate::actor::Actor;
 use crate::error::Result;
 use crate::ids::TaskId;
 use crate::inbox::InboxBell;
-use crate::store::hot::Emit;
+use crate::store::hot::{Emit, McpSessions, UpdatesSource};
 use crate::store::{Durable, Hot};
 use mcp_api::EventType;
+use mcp_api::responses::Collaborator;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Limits and lifetimes the operations enforce.
 #[derive(Debug, Clone)]
@@ -82,10 +84,13 @@ impl Default for Limits {
 }
 
 /// The gateway's domain: both stores (whichever backends) and the limits. Cheap to clone.
+/// It owns its stores: the doors reach them only through its methods (the operations, and
+/// the few capabilities below that a door needs: the rate count, the update feed, the MCP
+/// session state).
 #[derive(Clone)]
 pub struct Service {
-    pub durable: Durable,
-    pub hot: Hot,
+    durable: Durable,
+    hot: Hot,
     pub limits: Limits,
     /// This process's long-polling `read_messages` calls, woken when a message arrives.
     pub inbox: Arc<InboxBell>,
@@ -102,6 +107,41 @@ impl Service {
             limits,
             inbox: Arc::default(),
         }
+    }
+
+    /// The backends serving, as (durable, hot): `postgres`/`sqlite`, `redis`/`memory`.
+    pub fn backends(&self) -> (&'static str, &'static str) {
+        (self.durable.backend(), self.hot.backend())
+    }
+
+    /// Whether a store is embedded (this process's SQLite file or in-process hot layer), so
+    /// that only this process may serve and sync them.
+    pub fn embedded(&self) -> bool {
+        !self.durable.shared() || !self.hot.shared()
+    }
+
+    /// Counts one request of `subject` in its fixed `window` (shared by every instance):
+    /// the count in the window so far, and the time left in it.
+    pub async fn rate_check(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
+        self.hot.rate_hit(subject, window).await
+    }
+
+    /// A subscription to the task change notifications of every instance (the live hub's
+    /// feed).
+    pub async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
+        self.hot.subscribe_updates().await
+    }
+
+    /// What the MCP door keeps in the hot store (sessions, subscriptions, listen
+    /// cancellations), and nothing else of it.
+    pub fn mcp_sessions(&self) -> Arc<dyn McpSessions> {
+        self.hot.clone()
+    }
+
+    /// The members of a task as the hot store knows them (`None`: not cached), without an
+    /// actor's check: for notifying the members of an event already authorised.
+    pub async fn members(&self, task: &TaskId) -> Result<Option<Vec<Collaborator>>> {
+        self.hot.collaborators(task).await
     }
 
     /// Emits an event for a change that has no other Redis write to ride with.

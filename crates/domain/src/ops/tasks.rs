@@ -13,8 +13,7 @@ use serde_json::json;
 
 impl Service {
     pub async fn task_state(&self, actor: &Actor, task_id: &str) -> Result<TaskState> {
-        let task = TaskId::parse(task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(task_id)?;
         if let Some(state) = self.hot.task(&task).await? {
             return Ok(state);
         }
@@ -85,8 +84,7 @@ impl Service {
         req: UpdateTaskRequest,
     ) -> Result<TaskState> {
         actor.ensure_admin()?;
-        let task = TaskId::parse(task_id)?;
-        actor.ensure_task(&task)?;
+        let task = actor.task(task_id)?;
         let TaskRow { state, seq } = self
             .durable
             .update_task(

@@ -238,8 +238,17 @@ impl StoredRevision {
     }
 }
 
-/// An agent's durable record: (last seen, current task, tasks it collaborates on).
-pub type AgentRecord = (Option<DateTime<Utc>>, Option<String>, Vec<String>);
+/// Where an agent was last seen: its durable record (`DurableOps::agent`) and its hot
+/// presence (`HotOps::presence`) alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// When it last acted.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The task it last acted on (its current task).
+    pub task: Option<String>,
+    /// The tasks it collaborates on, sorted.
+    pub tasks: Vec<String>,
+}
 
 /// A step from the outbox, ready to insert.
 #[derive(Debug, Clone)]
@@ -280,6 +289,24 @@ pub struct DeadLetter {
     /// The entry's fields as a JSON object of strings.
     pub payload: String,
     pub error: String,
+}
+
+/// The dead letters, oldest first, as both SQL backends read them ([`DeadLetter::from_row`]).
+pub const DEAD_LETTERS: &str =
+    "SELECT source_id, kind, payload, error FROM dead_letters ORDER BY id";
+
+impl DeadLetter {
+    /// A row of [`DEAD_LETTERS`].
+    pub fn from_row(
+        (source_id, kind, payload, error): (String, Option<String>, String, String),
+    ) -> DeadLetter {
+        DeadLetter {
+            source_id,
+            kind,
+            payload,
+            error,
+        }
+    }
 }
 
 /// One batch of outbox records, written in one transaction.
@@ -435,7 +462,7 @@ pub trait DurableOps: Send + Sync + 'static {
     async fn collaborators(&self, task: &TaskId) -> Result<Vec<Collaborator>>;
 
     /// An agent's durable record, or `None` when the agent never joined anything.
-    async fn agent(&self, agent: &str) -> Result<Option<AgentRecord>>;
+    async fn agent(&self, agent: &str) -> Result<Option<Presence>>;
 
     /// Audit records matching `q`, newest first.
     async fn audit(&self, q: &AuditFilter<'_>) -> Result<Vec<AuditEntry>>;
@@ -563,8 +590,8 @@ pub trait DurableSync: Send + Sync + 'static {
     /// Records an entry that cannot be persisted. `true` when new.
     async fn insert_dead_letter(&self, dead: &DeadLetter) -> Result<bool>;
 
-    /// Dead letters, oldest first: (source id, kind, payload, error).
-    async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>>;
+    /// Dead letters, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
 
     /// Up to `limit` tasks whose feed mark is strictly after `after`, in mark order (keyset
     /// paging: call again from the last row until a short page). Only committed rows are

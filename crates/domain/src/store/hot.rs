@@ -149,8 +149,8 @@ pub struct Waiter<'a> {
     pub liveness: Duration,
 }
 
-/// An agent's hot presence: (last seen, last task, the tasks it collaborates on, sorted).
-pub type Presence = (Option<DateTime<Utc>>, Option<String>, Vec<String>);
+/// An agent's hot presence (the same record as its durable one).
+pub use super::durable::Presence;
 
 /// One outbox entry: its id and its fields.
 #[derive(Debug, Clone)]

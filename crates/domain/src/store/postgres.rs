@@ -9,7 +9,7 @@
 //! one (the one-statement CTEs below), so one change can never fail another.
 
 use super::durable::{
-    AgentActivity, AgentListFilter, AgentRecord, AuditFilter, Committed, DurableOps, FileChange,
+    AgentActivity, AgentListFilter, AuditFilter, Committed, DurableOps, FileChange, Presence,
     RevisionOp, StoredFile, StoredRevision, TaskListFilter, TaskRow, contains_pattern,
 };
 use super::group::{Batcher, GroupCommitStats, OwnedChange, for_each_job};
@@ -759,7 +759,7 @@ impl DurableOps for PgStore {
 
     /// An agent's durable record: (last seen, current task, tasks it collaborates on), or
     /// `None` when the agent never joined anything.
-    async fn agent(&self, agent: &str) -> Result<Option<AgentRecord>> {
+    async fn agent(&self, agent: &str) -> Result<Option<Presence>> {
         let row: Option<(Option<DateTime<Utc>>, Option<String>)> =
             sqlx::query_as("SELECT last_seen, current_task_id FROM agents WHERE id = $1")
                 .bind(agent)
@@ -774,7 +774,11 @@ impl DurableOps for PgStore {
         .bind(agent)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Some((last_seen, current, tasks)))
+        Ok(Some(Presence {
+            last_seen,
+            task: current,
+            tasks,
+        }))
     }
 
     /// Audit records matching `q`, newest first.

@@ -1220,7 +1220,11 @@ impl HotOps for RedisStore {
             .query_async(&mut c)
             .await?;
         tasks.sort();
-        Ok((seen.map(ms_to_time), task, tasks))
+        Ok(Presence {
+            last_seen: seen.map(ms_to_time),
+            task,
+            tasks,
+        })
     }
 }
 

@@ -28,9 +28,9 @@
 //!   (`invalid_argument`), before anything is written.
 
 use super::durable::{
-    AgentActivity, AgentListFilter, AgentRecord, AgentRow, AuditFilter, AuditRecord,
-    ChangeListener, Committed, DeadLetter, DurableOps, DurableSync, FeedMark, FeedRow, FileChange,
-    OutboxBatch, RevisionOp, StepRecord, StoredFile, StoredRevision, TaskListFilter, TaskRow,
+    AgentActivity, AgentListFilter, AgentRow, AuditFilter, AuditRecord, ChangeListener, Committed,
+    DEAD_LETTERS, DeadLetter, DurableOps, DurableSync, FeedMark, FeedRow, FileChange, OutboxBatch,
+    Presence, RevisionOp, StepRecord, StoredFile, StoredRevision, TaskListFilter, TaskRow,
     contains_pattern,
 };
 use super::group::{Batcher, GroupCommitStats, OwnedChange, for_each_job};
@@ -1083,7 +1083,7 @@ impl DurableOps for SqliteStore {
             .collect())
     }
 
-    async fn agent(&self, agent: &str) -> Result<Option<AgentRecord>> {
+    async fn agent(&self, agent: &str) -> Result<Option<Presence>> {
         no_nul([Some(agent)])?;
         let row: Option<(Option<DateTime<Utc>>, Option<String>)> =
             sqlx::query_as("SELECT last_seen, current_task_id FROM agents WHERE id = ?1")
@@ -1102,7 +1102,11 @@ impl DurableOps for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .db()?;
-        Ok(Some((last_seen, current, tasks)))
+        Ok(Some(Presence {
+            last_seen,
+            task: current,
+            tasks,
+        }))
     }
 
     async fn audit(&self, q: &AuditFilter<'_>) -> Result<Vec<AuditEntry>> {
@@ -1391,11 +1395,12 @@ impl DurableSync for SqliteStore {
         Ok(new)
     }
 
-    async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>> {
-        sqlx::query_as("SELECT source_id, kind, payload, error FROM dead_letters ORDER BY id")
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query_as(DEAD_LETTERS)
             .fetch_all(&self.reader)
             .await
-            .db()
+            .db()?;
+        Ok(rows.into_iter().map(DeadLetter::from_row).collect())
     }
 
     /// One writer: a row not committed yet can only commit with a higher `change_seq`, so

@@ -8,8 +8,8 @@
 //! running; and task deletions from the `task_deletions` tombstones a trigger writes.
 
 use super::durable::{
-    AgentRow, AuditRecord, ChangeListener, DeadLetter, DurableSync, FeedMark, FeedRow, OutboxBatch,
-    StepRecord,
+    AgentRow, AuditRecord, ChangeListener, DEAD_LETTERS, DeadLetter, DurableSync, FeedMark,
+    FeedRow, OutboxBatch, StepRecord,
 };
 use super::postgres::{PgStore, task_from_row};
 use crate::error::Result;
@@ -137,6 +137,39 @@ fn mark_of(r: &sqlx::postgres::PgRow) -> Result<FeedMark> {
     })
 }
 
+/// Up to `limit` rows of `table` (its `columns`, read by `row`) after `after` in
+/// `(change_xid, change_seq)` order, each with its mark and whether it is settled: the change
+/// feed of tasks and agents alike.
+async fn feed_after<T>(
+    store: &PgStore,
+    table: &str,
+    columns: &str,
+    after: FeedMark,
+    limit: usize,
+    row: impl Fn(&sqlx::postgres::PgRow) -> Result<T>,
+) -> Result<Vec<FeedRow<T>>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {columns}, change_seq, change_xid::text::bigint AS xid,
+                change_xid < pg_snapshot_xmin(pg_current_snapshot()) AS settled
+         FROM {table} WHERE (change_xid, change_seq) > ($1::text::xid8, $2)
+         ORDER BY change_xid, change_seq LIMIT $3"
+    ))
+    .bind(after.xid.to_string())
+    .bind(after.seq)
+    .bind(limit as i64)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(FeedRow {
+                mark: mark_of(r)?,
+                settled: r.try_get("settled")?,
+                row: row(r)?,
+            })
+        })
+        .collect()
+}
+
 #[async_trait]
 impl DurableSync for PgStore {
     /// Writes a whole batch (steps, audit records, dead letters) in one transaction; records
@@ -167,70 +200,45 @@ impl DurableSync for PgStore {
     }
 
     /// Dead letters, oldest first: (source id, kind, payload, error).
-    async fn dead_letters(&self) -> Result<Vec<(String, Option<String>, String, String)>> {
-        Ok(
-            sqlx::query_as("SELECT source_id, kind, payload, error FROM dead_letters ORDER BY id")
-                .fetch_all(self.pool())
-                .await?,
-        )
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query_as(DEAD_LETTERS).fetch_all(self.pool()).await?;
+        Ok(rows.into_iter().map(DeadLetter::from_row).collect())
     }
 
     /// Up to `limit` tasks after `after` in `(change_xid, change_seq)` order, each with
     /// whether it is settled (its transaction is older than the oldest one still running in
     /// this statement's snapshot: nothing can commit under it any more).
     async fn tasks_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<TaskState>>> {
-        let rows = sqlx::query(
-            "SELECT id, title, description, status, assigned_agent_id, complexity, created_at,
-                    updated_at, change_seq, change_xid::text::bigint AS xid,
-                    change_xid < pg_snapshot_xmin(pg_current_snapshot()) AS settled
-             FROM tasks WHERE (change_xid, change_seq) > ($1::text::xid8, $2)
-             ORDER BY change_xid, change_seq LIMIT $3",
+        feed_after(
+            self,
+            "tasks",
+            "id, title, description, status, assigned_agent_id, complexity, created_at, updated_at",
+            after,
+            limit,
+            task_from_row,
         )
-        .bind(after.xid.to_string())
-        .bind(after.seq)
-        .bind(limit as i64)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FeedRow {
-                    mark: mark_of(r)?,
-                    settled: r.try_get("settled")?,
-                    row: task_from_row(r)?,
-                })
-            })
-            .collect()
+        .await
     }
 
     /// Up to `limit` agents after `after` in `(change_xid, change_seq)` order (see
     /// [`DurableSync::tasks_after`]).
     async fn agents_after(&self, after: FeedMark, limit: usize) -> Result<Vec<FeedRow<AgentRow>>> {
-        let rows = sqlx::query(
-            "SELECT id, current_task_id, last_seen, updated_at, change_seq,
-                    change_xid::text::bigint AS xid,
-                    change_xid < pg_snapshot_xmin(pg_current_snapshot()) AS settled
-             FROM agents WHERE (change_xid, change_seq) > ($1::text::xid8, $2)
-             ORDER BY change_xid, change_seq LIMIT $3",
-        )
-        .bind(after.xid.to_string())
-        .bind(after.seq)
-        .bind(limit as i64)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FeedRow {
-                    mark: mark_of(r)?,
-                    settled: r.try_get("settled")?,
-                    row: AgentRow {
-                        id: r.try_get("id")?,
-                        current_task_id: r.try_get("current_task_id")?,
-                        last_seen: r.try_get("last_seen")?,
-                        updated_at: r.try_get("updated_at")?,
-                    },
+        feed_after(
+            self,
+            "agents",
+            "id, current_task_id, last_seen, updated_at",
+            after,
+            limit,
+            |r| {
+                Ok(AgentRow {
+                    id: r.try_get("id")?,
+                    current_task_id: r.try_get("current_task_id")?,
+                    last_seen: r.try_get("last_seen")?,
+                    updated_at: r.try_get("updated_at")?,
                 })
-            })
-            .collect()
+            },
+        )
+        .await
     }
 
     /// Tasks deleted after `since` that do not exist again (a re-created id keeps its cache):

@@ -422,7 +422,7 @@ async fn run_subscription(
     loop {
         let subscribed = tokio::select! {
             _ = closing.cancelled() => return,
-            s = service.hot.subscribe_updates() => s,
+            s = service.subscribe_updates() => s,
         };
         let mut sub = match subscribed {
             Ok(sub) => sub,

@@ -33,7 +33,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use mcp_domain::store::Hot;
+use mcp_domain::Service;
 use notify::Hub;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use sessions::SESSION_TTL;
@@ -58,11 +58,11 @@ pub struct McpState {
 
 impl McpState {
     /// `live` is the process's live-event hub, the source of resource-update notifications.
-    pub fn new(config: McpConfig, store: Hot, live: crate::live::Hub) -> McpState {
+    pub fn new(config: McpConfig, service: &Service, live: crate::live::Hub) -> McpState {
         let shutdown = CancellationToken::new();
         McpState {
             config,
-            hub: Hub::new(store, live, shutdown.clone()),
+            hub: Hub::new(service, live, shutdown.clone()),
             shutdown,
         }
     }

@@ -32,8 +32,9 @@ use super::resources::{ResourceUri, changed_by, message_recipients};
 use crate::live::{self, Delivery, Tap};
 use mcp_api::Event;
 use mcp_domain::AgentId;
+use mcp_domain::Service;
 use mcp_domain::TaskId;
-use mcp_domain::store::Hot;
+use mcp_domain::store::hot::McpSessions;
 use mcp_domain::store::hot::SubScope;
 use rmcp::model::{
     ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerJsonRpcMessage,
@@ -80,7 +81,10 @@ impl ListenName {
 
 /// The process's MCP subscribers and its event subscription.
 pub struct Hub {
-    store: Hot,
+    /// The MCP session state of the hot store (sessions, subscriptions, cancellations).
+    store: Arc<dyn McpSessions>,
+    /// The domain, for a task's members.
+    service: Service,
     /// The process's live-event hub, source of the events.
     live: live::Hub,
     listeners: Mutex<HashMap<u64, Listener>>,
@@ -97,9 +101,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(store: Hot, live: live::Hub, cancel: CancellationToken) -> Arc<Hub> {
+    pub fn new(service: &Service, live: live::Hub, cancel: CancellationToken) -> Arc<Hub> {
         Arc::new(Hub {
-            store,
+            store: service.mcp_sessions(),
+            service: service.clone(),
             live,
             listeners: Mutex::default(),
             streams: Mutex::default(),
@@ -111,7 +116,7 @@ impl Hub {
         })
     }
 
-    pub fn store(&self) -> &Hot {
+    pub fn store(&self) -> &Arc<dyn McpSessions> {
         &self.store
     }
 
@@ -281,7 +286,7 @@ impl Hub {
         let Ok(task) = TaskId::parse(&event.task_id) else {
             return Vec::new();
         };
-        match self.store.collaborators(&task).await {
+        match self.service.members(&task).await {
             Ok(members) => members
                 .into_iter()
                 .flatten()

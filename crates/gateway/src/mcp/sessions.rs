@@ -16,8 +16,7 @@
 use super::handler::CATCH_UP;
 use super::notify::{Hub, parse_position, start_message};
 use futures::{Stream, StreamExt};
-use mcp_domain::store::Hot;
-use mcp_domain::store::hot::McpSession;
+use mcp_domain::store::hot::{McpSession, McpSessions};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
@@ -43,11 +42,11 @@ tokio::task_local! {
 
 /// Session state in Redis (`mcp_session:{id}`), shared by every gateway instance.
 pub struct HotSessionStore {
-    store: Hot,
+    store: Arc<dyn McpSessions>,
 }
 
 impl HotSessionStore {
-    pub fn new(store: Hot) -> HotSessionStore {
+    pub fn new(store: Arc<dyn McpSessions>) -> HotSessionStore {
         HotSessionStore { store }
     }
 }

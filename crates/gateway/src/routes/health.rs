@@ -30,7 +30,7 @@ fn word(field: &str, backend: &str, ok: bool) -> String {
 
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     let r = s.service.health(Duration::from_secs(2)).await;
-    let (durable, hot) = (s.service.durable.backend(), s.service.hot.backend());
+    let (durable, hot) = s.service.backends();
     let serving = r.hot_ok && r.durable_ok && !r.hot_full;
     let status = match (serving, r.warnings.is_empty()) {
         (false, _) => "unhealthy",

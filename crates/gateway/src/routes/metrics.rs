@@ -1,7 +1,7 @@
 //! `GET /metrics` (Prometheus text format) and the layer that measures every routed request.
 //!
 //! Everything any crate of the process records with the `metrics` macros lands in one
-//! recorder (`mcp_sync::process::metrics_handle`): the sync loops' lag and outbox gauges when
+//! recorder (`mcp_process::metrics_handle`): the sync loops' lag and outbox gauges when
 //! they run in this process, lock conflicts from the domain, the live streams' watchers. A
 //! scrape first refreshes the gauges that describe the backends (Redis memory ratio, outbox
 //! length, reachability), bounded by a short timeout so a backend outage never hangs it.
@@ -25,7 +25,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         .await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        mcp_sync::process::render_metrics(),
+        mcp_process::render_metrics(),
     )
 }
 

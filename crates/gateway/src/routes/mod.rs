@@ -28,7 +28,7 @@ use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
     // Installs the process's metrics recorder before the first request is measured.
-    mcp_sync::process::metrics_handle();
+    mcp_process::metrics_handle();
     let max_body = state.max_body_bytes;
     Router::new()
         .merge(tools::router())

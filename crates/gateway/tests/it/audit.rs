@@ -60,8 +60,8 @@ async fn mutations_are_audited_with_the_token_agent_and_the_request_id() {
 
     // Lease and step records travel through the outbox: run the push loop once.
     let mut push = mcp_sync::PushLoop::new(
-        gw.service.durable.clone(),
-        gw.service.hot.clone(),
+        gw.stores.durable.clone(),
+        gw.stores.hot.clone(),
         mcp_sync::SyncSettings::default().push,
     );
     push.try_run_once().await.unwrap();

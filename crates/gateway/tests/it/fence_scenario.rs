@@ -259,7 +259,7 @@ async fn check_durable_order(gw: &TestGateway, ledger: &Ledger) {
     let mut by_path: BTreeMap<String, Vec<(i64, Option<i64>, String)>> = BTreeMap::new();
     for action in ["file_write", "file_edit", "delete_file"] {
         let entries = gw
-            .service
+            .stores
             .durable
             .audit(&AuditFilter {
                 task: Some("t"),

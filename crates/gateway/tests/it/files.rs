@@ -58,7 +58,7 @@ async fn write_then_read_round_trips_with_version_and_digest(gw: TestGateway) {
     assert_eq!(r["size"], w["bytes"]);
     // The durable store has it, not only the hot one.
     let stored = gw
-        .service
+        .stores
         .durable
         .file(
             &TaskId::parse("t1").unwrap(),
@@ -285,7 +285,7 @@ async fn twenty_racing_writers_with_one_expected_version_have_one_winner(gw: Tes
     // One committed change per version (each with its revision and audit record, in the same
     // transaction): the losers left nothing.
     let audited = gw
-        .service
+        .stores
         .durable
         .audit(&AuditFilter {
             task: Some("t"),

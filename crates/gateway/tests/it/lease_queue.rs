@@ -70,7 +70,7 @@ async fn until_waiting(gw: &TestGateway, path: &str, want: &[String]) {
 async fn acquired_by(gw: &TestGateway) -> Vec<String> {
     let task = mcp_domain::TaskId::parse("t").unwrap();
     let events = gw
-        .service
+        .stores
         .hot
         .events_after(&task, StreamId::ZERO, 10_000)
         .await

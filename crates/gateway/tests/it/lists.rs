@@ -41,8 +41,8 @@ pub fn run_sync(gw: &TestGateway) -> tokio_util::sync::DropGuard {
     let mut settings = mcp_sync::SyncSettings::default();
     settings.push.interval = Duration::from_millis(100);
     mcp_sync::spawn(
-        gw.service.durable.clone(),
-        gw.service.hot.clone(),
+        gw.stores.durable.clone(),
+        gw.stores.hot.clone(),
         settings,
         cancel.clone(),
     );

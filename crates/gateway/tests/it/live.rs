@@ -31,10 +31,10 @@ impl Peer {
     async fn spawn(config: &GatewayConfig, tweak: impl FnOnce(&mut GatewayConfig)) -> Peer {
         let mut config = config.clone();
         tweak(&mut config);
-        let service = mcp_gateway::connect(&config).await.expect("peer connects");
+        let stores = mcp_gateway::connect(&config).await.expect("peer connects");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(service, &config);
+        let state = AppState::new(stores.service(&config), &config);
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(mcp_gateway::serve_on(
             listener,
@@ -160,7 +160,7 @@ async fn create_task(gw: &TestGateway, task: &str) {
 /// The ids of the task's event stream, oldest first.
 async fn stream_ids(gw: &TestGateway, task: &str) -> Vec<String> {
     let task = mcp_domain::TaskId::parse(task).unwrap();
-    gw.service
+    gw.stores
         .hot
         .events_after(&task, StreamId::ZERO, 100_000)
         .await

@@ -842,7 +842,7 @@ async fn closing_a_session_drops_its_subscriptions() {
     use mcp_domain::TaskId;
     use mcp_domain::store::hot::SubScope;
     let gw = TestGateway::spawn().await;
-    let store = gw.service.hot.clone();
+    let store = gw.stores.hot.clone();
     let t1 = TaskId::parse("t1").unwrap();
     let ttl = Duration::from_secs(60);
     store

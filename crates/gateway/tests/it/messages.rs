@@ -134,7 +134,7 @@ async fn a_message_goes_round_trip(gw: TestGateway) {
     // The task's event: metadata only for a direct message.
     let task = mcp_domain::TaskId::parse("t1").unwrap();
     let events = gw
-        .service
+        .stores
         .hot
         .events_after(&task, mcp_api::StreamId::ZERO, 100)
         .await

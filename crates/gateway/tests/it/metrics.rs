@@ -363,7 +363,7 @@ async fn the_exposition_passes_the_promtool_lint() {
     assert_eq!(lint(&text), Vec::<String>::new(), "{text}");
 
     // Every family the workspace declares, recorded once (this process runs no sync loop).
-    use mcp_sync::process::{METRICS, MetricKind};
+    use mcp_process::{METRICS, MetricKind};
     for &(name, kind, _) in METRICS {
         match kind {
             MetricKind::Counter => metrics::counter!(name).increment(1),
@@ -381,7 +381,7 @@ async fn the_exposition_passes_the_promtool_lint() {
 /// Every metric the sources record is declared in `METRICS` (so it has HELP text).
 #[test]
 fn every_recorded_metric_is_declared() {
-    use mcp_sync::process::METRICS;
+    use mcp_process::METRICS;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut stack = vec![root.join("crates")];
     let mut used = std::collections::BTreeSet::new();
@@ -413,7 +413,7 @@ fn every_recorded_metric_is_declared() {
     for (name, file) in used {
         assert!(
             METRICS.iter().any(|(n, _, _)| *n == name),
-            "{name} (recorded in {file}) is not declared in mcp_sync::process::METRICS"
+            "{name} (recorded in {file}) is not declared in mcp_process::METRICS"
         );
     }
 }

@@ -5,7 +5,7 @@ use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_domain::store::durable::{
     AgentListFilter, AuditFilter, AuditRecord, DeadLetter, FeedMark, FileChange, OutboxBatch,
-    RevisionOp, StepRecord, TaskListFilter,
+    Presence, RevisionOp, StepRecord, TaskListFilter,
 };
 use mcp_domain::store::group::GroupCommitStats;
 use mcp_domain::{DomainError, FilePath, TaskId};
@@ -812,7 +812,11 @@ async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
         .map(|c| c.agent_id)
         .collect();
     assert_eq!(members, ["a1", "a2"]);
-    let (seen, current, tasks) = s.agent("a1").await.unwrap().unwrap();
+    let Presence {
+        last_seen: seen,
+        task: current,
+        tasks,
+    } = s.agent("a1").await.unwrap().unwrap();
     assert!(seen.is_some());
     assert_eq!(current.as_deref(), Some("u"));
     assert_eq!(tasks, ["t", "u"]);
@@ -830,7 +834,7 @@ async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
         .map(|c| c.agent_id)
         .collect();
     assert_eq!(members, ["a2"]);
-    assert_eq!(s.agent("a1").await.unwrap().unwrap().2, ["u"]);
+    assert_eq!(s.agent("a1").await.unwrap().unwrap().tasks, ["u"]);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let rejoined = s.join(&t, "a1", None).await.unwrap();
     assert!(rejoined > first, "a re-join starts a new session");
@@ -931,7 +935,7 @@ async fn outbox_records_land_once(f: &DurableFixture) {
     let dead = s.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
     assert!(!s.insert_dead_letter(&batch.dead[0]).await.unwrap());
-    assert_eq!(dead[0].0, "8-0");
+    assert_eq!(dead[0].source_id, "8-0");
 }
 
 async fn change_listeners_wake_on_task_and_agent_changes(f: &DurableFixture) {

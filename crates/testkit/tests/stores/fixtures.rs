@@ -46,6 +46,9 @@ pub struct HotFixture {
 
 pub struct ServiceFixture {
     pub service: Service,
+    /// The stores the service owns, for tests that look at them directly.
+    pub durable: Durable,
+    pub hot: Hot,
     /// The durable store itself, for statements a test runs as an orchestrator or an
     /// operator would (behind the gateway's back).
     pub raw: Raw,
@@ -200,6 +203,8 @@ pub async fn service(backend: Backend) -> ServiceFixture {
     };
     ServiceFixture {
         service: Service::new(durable.store.clone(), hot.store.clone(), Limits::default()),
+        durable: durable.store.clone(),
+        hot: hot.store.clone(),
         raw,
         _hot: hot,
         _durable: durable,
@@ -208,8 +213,7 @@ pub async fn service(backend: Backend) -> ServiceFixture {
 
 impl ServiceFixture {
     pub async fn hot_file(&self, task: &str, path: &str) -> Option<HotFile> {
-        self.service
-            .hot
+        self.hot
             .file(
                 &TaskId::parse(task).unwrap(),
                 &FilePath::parse(path).unwrap(),
@@ -223,7 +227,6 @@ impl ServiceFixture {
     pub async fn drop_hot_file(&self, task: &str, path: &str) {
         let (task, path) = (TaskId::parse(task).unwrap(), FilePath::parse(path).unwrap());
         let lease = self
-            .service
             .hot
             .lease_for_write(&task, &path, "nobody")
             .await

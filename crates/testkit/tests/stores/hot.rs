@@ -6,7 +6,8 @@ use mcp_api::responses::TaskState;
 use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
 use mcp_domain::store::hot::{
-    CacheFile, ClaimOutcome, Emit, McpSession, QueuePlace, Refreshed, SubScope, TaskRefresh, Waiter,
+    CacheFile, ClaimOutcome, Emit, McpSession, Presence, QueuePlace, Refreshed, SubScope,
+    TaskRefresh, Waiter,
 };
 use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
@@ -660,7 +661,11 @@ async fn presence_and_collaboration(f: &HotFixture) {
     let (t, u) = (task("t"), task("u"));
     let (a1, a2) = (AgentId::parse("a1").unwrap(), AgentId::parse("a2").unwrap());
     assert!(s.collaborators(&t).await.unwrap().is_none());
-    let (seen, current, tasks) = s.presence(&a1).await.unwrap();
+    let Presence {
+        last_seen: seen,
+        task: current,
+        tasks,
+    } = s.presence(&a1).await.unwrap();
     assert!(seen.is_none() && current.is_none() && tasks.is_empty());
     let joined = Utc::now() - TimeDelta::seconds(60);
     s.join(&t, &a1, joined).await.unwrap();
@@ -680,7 +685,11 @@ async fn presence_and_collaboration(f: &HotFixture) {
     s.emit(&emit(&t, "a1", json!({}))).await.unwrap();
     let members = s.collaborators(&t).await.unwrap().unwrap();
     assert!(members[0].last_active > members[0].joined_at);
-    let (seen, current, tasks) = s.presence(&a1).await.unwrap();
+    let Presence {
+        last_seen: seen,
+        task: current,
+        tasks,
+    } = s.presence(&a1).await.unwrap();
     assert!(seen.unwrap() > Utc::now() - TimeDelta::seconds(10));
     assert_eq!(current.as_deref(), Some("t"));
     assert_eq!(tasks, ["t", "u"]);
@@ -688,7 +697,7 @@ async fn presence_and_collaboration(f: &HotFixture) {
     s.emit(&emit(&t, "a3", json!({}))).await.unwrap();
     assert_eq!(s.collaborators(&t).await.unwrap().unwrap().len(), 2);
     let a3 = AgentId::parse("a3").unwrap();
-    assert!(s.presence(&a3).await.unwrap().0.is_some());
+    assert!(s.presence(&a3).await.unwrap().last_seen.is_some());
     s.leave(&t, &a1).await.unwrap();
     let ids: Vec<String> = s
         .collaborators(&t)
@@ -699,7 +708,7 @@ async fn presence_and_collaboration(f: &HotFixture) {
         .map(|c| c.agent_id)
         .collect();
     assert_eq!(ids, ["a2"]);
-    assert_eq!(s.presence(&a1).await.unwrap().2, ["u"]);
+    assert_eq!(s.presence(&a1).await.unwrap().tasks, ["u"]);
     s.leave(&t, &a2).await.unwrap();
     assert!(s.collaborators(&t).await.unwrap().is_none());
     // Presence moves forward only.
@@ -710,7 +719,11 @@ async fn presence_and_collaboration(f: &HotFixture) {
     s.refresh_agents(&[("a2".into(), 1, Some("t".into()))])
         .await
         .unwrap();
-    let (seen, current, _) = s.presence(&a2).await.unwrap();
+    let Presence {
+        last_seen: seen,
+        task: current,
+        ..
+    } = s.presence(&a2).await.unwrap();
     assert_eq!(seen.unwrap().timestamp_millis(), future.timestamp_millis());
     assert_eq!(current.as_deref(), Some("u"));
 }

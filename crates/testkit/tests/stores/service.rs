@@ -400,7 +400,7 @@ async fn presented_fences_must_be_the_writers_live_lease(f: &ServiceFixture) {
     assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
     let t = TaskId::parse("t").unwrap();
     let a = mcp_domain::FilePath::parse("a").unwrap();
-    assert!(f.service.durable.file(&t, &a).await.unwrap().is_none());
+    assert!(f.durable.file(&t, &a).await.unwrap().is_none());
     // The real holder.
     let claim = |who: &str, path: &str| {
         req::<ClaimFileRequest>(json!({"task_id": "t", "path": path, "agent_id": who}))
@@ -454,7 +454,7 @@ async fn presented_fences_must_be_the_writers_live_lease(f: &ServiceFixture) {
         .await
         .unwrap();
     assert_eq!(d.version, 3);
-    let row = f.service.durable.file(&t, &a).await.unwrap().unwrap();
+    let row = f.durable.file(&t, &a).await.unwrap().unwrap();
     assert!(row.deleted);
 }
 
@@ -563,7 +563,7 @@ async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
     }
     let mut settings = SyncSettings::default().push;
     settings.batch_size = 7;
-    let mut push = PushLoop::new(f.service.durable.clone(), f.service.hot.clone(), settings);
+    let mut push = PushLoop::new(f.durable.clone(), f.hot.clone(), settings);
     let mut moved = 0;
     for _ in 0..20 {
         moved += push.try_run_once().await.unwrap().persisted;
@@ -572,10 +572,9 @@ async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
         }
     }
     assert_eq!(moved, 30);
-    let depth = f.service.hot.outbox_depth("mcp-sync").await.unwrap();
+    let depth = f.hot.outbox_depth("mcp-sync").await.unwrap();
     assert_eq!((depth.length, depth.pending), (0, 0));
     let durable = f
-        .service
         .durable
         .steps_before(&TaskId::parse("t").unwrap(), None, 100)
         .await
@@ -604,14 +603,14 @@ async fn task_changes_reach_the_cache_and_the_watchers(f: &ServiceFixture) {
     .unwrap();
     assert_eq!(svc.task_state(&admin, "t").await.unwrap().title, "one");
     let mut pull = PullLoop::new(
-        f.service.durable.clone(),
-        f.service.hot.clone(),
+        f.durable.clone(),
+        f.hot.clone(),
         SyncSettings::default().pull,
     );
     pull.try_run_once().await.unwrap();
     let t = TaskId::parse("t").unwrap();
-    assert!(f.service.hot.sync_is_warm().await.unwrap());
-    let before = f.service.hot.events_tail(&t).await.unwrap();
+    assert!(f.hot.sync_is_warm().await.unwrap());
+    let before = f.hot.events_tail(&t).await.unwrap();
     svc.update_task(
         &admin,
         "t",
@@ -620,16 +619,16 @@ async fn task_changes_reach_the_cache_and_the_watchers(f: &ServiceFixture) {
     .await
     .unwrap();
     pull.try_run_once().await.unwrap();
-    assert_eq!(f.service.hot.task(&t).await.unwrap().unwrap().title, "two");
+    assert_eq!(f.hot.task(&t).await.unwrap().unwrap().title, "two");
     assert_eq!(svc.task_state(&admin, "t").await.unwrap().title, "two");
-    let tail = f.service.hot.events_tail(&t).await.unwrap();
+    let tail = f.hot.events_tail(&t).await.unwrap();
     assert_ne!(tail, before, "the change was announced");
 }
 
 fn pull_loop(f: &ServiceFixture) -> PullLoop {
     PullLoop::new(
-        f.service.durable.clone(),
-        f.service.hot.clone(),
+        f.durable.clone(),
+        f.hot.clone(),
         SyncSettings::default().pull,
     )
 }
@@ -646,10 +645,7 @@ async fn a_backdated_task_change_reaches_the_cache(f: &ServiceFixture) {
     let mut pull = pull_loop(f);
     pull.try_run_once().await.unwrap();
     let t = TaskId::parse("t").unwrap();
-    assert_eq!(
-        f.service.hot.task(&t).await.unwrap().unwrap().status,
-        "pending"
-    );
+    assert_eq!(f.hot.task(&t).await.unwrap().unwrap().status, "pending");
     f.raw
         .exec(
             "UPDATE tasks SET status = 'late', updated_at = now() - interval '3 seconds'
@@ -659,15 +655,15 @@ async fn a_backdated_task_change_reaches_the_cache(f: &ServiceFixture) {
              WHERE id = 't'",
         )
         .await;
-    let before = f.service.hot.events_tail(&t).await.unwrap();
+    let before = f.hot.events_tail(&t).await.unwrap();
     pull.try_run_once().await.unwrap();
     assert_eq!(
-        f.service.hot.task(&t).await.unwrap().unwrap().status,
+        f.hot.task(&t).await.unwrap().unwrap().status,
         "late",
         "the backdated change reached the cache"
     );
     assert_eq!(svc.task_state(&admin, "t").await.unwrap().status, "late");
-    let tail = f.service.hot.events_tail(&t).await.unwrap();
+    let tail = f.hot.events_tail(&t).await.unwrap();
     assert_ne!(tail, before, "the change was announced");
 }
 
@@ -730,8 +726,8 @@ async fn concurrent_task_changes_leave_the_cache_at_the_newest_state(f: &Service
     pull.try_run_once().await.unwrap();
     for i in 0..TASKS {
         let t = TaskId::parse(&format!("t{i}")).unwrap();
-        let durable = f.service.durable.task(&t).await.unwrap().unwrap().state;
-        let cached = f.service.hot.task(&t).await.unwrap().unwrap();
+        let durable = f.durable.task(&t).await.unwrap().unwrap().state;
+        let cached = f.hot.task(&t).await.unwrap().unwrap();
         assert_eq!(cached, durable, "task t{i}: the cache holds the newest row");
     }
 }

@@ -27,6 +27,11 @@ struct Group {
     pel: BTreeMap<StreamId, Pending>,
 }
 
+/// The group of that name, created (delivering from the stream's start) if missing.
+fn group_in<'a>(groups: &'a mut HashMap<String, Group>, name: &str) -> &'a mut Group {
+    groups.entry(name.to_owned()).or_insert_with(Group::new)
+}
+
 impl Group {
     fn new() -> Group {
         Group {
@@ -65,9 +70,7 @@ impl Outbox {
 
     /// Creates the group (delivering from the stream's start) unless it exists.
     pub(super) fn create_group(&mut self, group: &str) {
-        self.groups
-            .entry(group.to_owned())
-            .or_insert_with(Group::new);
+        group_in(&mut self.groups, group);
     }
 
     /// `XREADGROUP … >`: entries after the group's last-delivered id, now pending in
@@ -79,10 +82,7 @@ impl Outbox {
         count: usize,
         now: Instant,
     ) -> Vec<OutboxEntry> {
-        let g = self
-            .groups
-            .entry(group.to_owned())
-            .or_insert_with(Group::new);
+        let g = group_in(&mut self.groups, group);
         let mut out = Vec::new();
         for (id, fields) in self.stream.after(g.last_delivered).take(read_limit(count)) {
             g.last_delivered = *id;
@@ -108,10 +108,7 @@ impl Outbox {
         count: usize,
         now: Instant,
     ) -> Vec<OutboxEntry> {
-        let g = self
-            .groups
-            .entry(group.to_owned())
-            .or_insert_with(Group::new);
+        let g = group_in(&mut self.groups, group);
         let mut out = Vec::new();
         let limit = read_limit(count);
         for (id, p) in g.pel.iter_mut() {

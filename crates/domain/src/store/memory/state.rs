@@ -1085,11 +1085,11 @@ impl State {
             .get(agent.as_str())
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        (
-            rec.and_then(|r| r.last_seen).map(ms_to_time),
-            rec.and_then(|r| r.task.clone()),
+        Presence {
+            last_seen: rec.and_then(|r| r.last_seen).map(ms_to_time),
+            task: rec.and_then(|r| r.task.clone()),
             tasks,
-        )
+        }
     }
 
     /// The agent-refresh script, per agent: presence moves forward only.

@@ -739,12 +739,12 @@ async fn refresh_tasks_moves_the_cache_forward_only() {
             .len(),
         1
     );
-    let (seen, task_of, _) = store
+    let presence = store
         .presence(&AgentId::parse("sync").unwrap())
         .await
         .unwrap();
-    assert!(seen.is_some());
-    assert_eq!(task_of.as_deref(), Some("t1"));
+    assert!(presence.last_seen.is_some());
+    assert_eq!(presence.task.as_deref(), Some("t1"));
 }
 
 #[tokio::test]

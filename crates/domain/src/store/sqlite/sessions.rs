@@ -9,6 +9,23 @@ use crate::store::hot::{FiledSession, FiledSubscription, McpSession, McpSessionF
 use async_trait::async_trait;
 use sqlx::Row;
 
+impl SqliteStore {
+    /// Runs one statement on a subscription's four columns (`?1`-`?4`: session, scope, key,
+    /// uri) in its own write transaction.
+    async fn subscription_statement(&self, sql: &str, sub: &FiledSubscription) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(sql)
+            .bind(&sub.session)
+            .bind(&sub.scope)
+            .bind(&sub.key)
+            .bind(&sub.uri)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        tx.commit().await.db()
+    }
+}
+
 #[async_trait]
 impl McpSessionFile for SqliteStore {
     async fn file_session(&self, s: &FiledSession) -> Result<()> {
@@ -55,35 +72,21 @@ impl McpSessionFile for SqliteStore {
     }
 
     async fn file_subscription(&self, sub: &FiledSubscription) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
+        self.subscription_statement(
             "INSERT INTO mcp_subscriptions (session, scope, key, uri) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT DO NOTHING",
+            sub,
         )
-        .bind(&sub.session)
-        .bind(&sub.scope)
-        .bind(&sub.key)
-        .bind(&sub.uri)
-        .execute(&mut *tx)
         .await
-        .db()?;
-        tx.commit().await.db()
     }
 
     async fn unfile_subscription(&self, sub: &FiledSubscription) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
+        self.subscription_statement(
             "DELETE FROM mcp_subscriptions
              WHERE session = ?1 AND scope = ?2 AND key = ?3 AND uri = ?4",
+            sub,
         )
-        .bind(&sub.session)
-        .bind(&sub.scope)
-        .bind(&sub.key)
-        .bind(&sub.uri)
-        .execute(&mut *tx)
         .await
-        .db()?;
-        tx.commit().await.db()
     }
 
     async fn filed_sessions(

@@ -1,5 +1,6 @@
 //! Process plumbing shared by the `mcp-sync` and `mcp-gateway` binaries: waiting for a
-//! shutdown signal, starting logging, and the process's metrics recorder.
+//! shutdown signal, starting logging, and the process's metrics recorder (every metric family
+//! of the workspace is declared here, in [`METRICS`]).
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
