@@ -19,6 +19,25 @@ use serde_json::{Value, json};
 /// Most steps one page returns.
 pub const MAX_LOG_PAGE: usize = 1000;
 const STEP_ID_PLACEHOLDER: &str = "\u{0}step-id\u{0}";
+/// What follows the id placeholder in a step event built with a null step.
+const NULL_STEP: &str = "\",\"step\":null";
+
+/// The length of a value's JSON, counted without writing it anywhere.
+fn serialized_len(v: &serde_json::Map<String, Value>) -> Result<usize> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, v).map_err(DomainError::internal)?;
+    Ok(n.0)
+}
 
 /// Splits a stream id `"<ms>-<seq>"` into its numbers.
 pub fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
@@ -45,9 +64,7 @@ impl Service {
                 "step must be a JSON object".into(),
             ));
         };
-        let size = serde_json::to_vec(&step)
-            .map_err(DomainError::internal)?
-            .len();
+        let size = serialized_len(&step)?;
         // Postgres jsonb cannot hold U+0000; refused now rather than dead-lettered by the push.
         if step.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
             return Err(DomainError::InvalidArgument(
@@ -70,13 +87,20 @@ impl Service {
         step.insert("agent_id".into(), json!(actor.agent.as_str()));
         let step = Value::Object(step);
         let step_json = step.to_string();
+        // The event's data is `{"id": <stream id>, "step": <the step>}`: the envelope is built
+        // around a null step, which the step's JSON then replaces (the step is serialised
+        // once, never copied as a value).
         let (prefix, suffix) = crate::events::envelope_around(
             EventType::StepLogged,
             &task,
             actor.agent.as_str(),
-            json!({"id": STEP_ID_PLACEHOLDER, "step": step}),
+            json!({"id": STEP_ID_PLACEHOLDER, "step": null}),
             STEP_ID_PLACEHOLDER,
         );
+        let suffix = match suffix.strip_prefix(NULL_STEP) {
+            Some(rest) => format!("\",\"step\":{step_json}{rest}"),
+            None => return Err(DomainError::internal("the step event's envelope changed shape")),
+        };
         let (id, _event_id) = self
             .hot
             .log_step(
