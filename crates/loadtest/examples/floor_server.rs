@@ -77,7 +77,10 @@ async fn main() -> anyhow::Result<()> {
         .query_async(&mut redis)
         .await?;
     let app = Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "healthy"})) }))
+        .route(
+            "/health",
+            get(|| async { Json(json!({"status": "healthy"})) }),
+        )
         .route("/admin/tasks", post(ok))
         .route("/tools/file_write", post(ok))
         .route("/tools/file_read", post(read))

@@ -55,6 +55,26 @@ fn holds_nul(v: &Value) -> bool {
     }
 }
 
+/// The `step_logged` event of a step, split around its stream id (which only the hot store
+/// knows): its data is `{"id": <stream id>, "step": <the step>}`. The envelope is built
+/// around a null step, which the step's JSON text then replaces, so the step is serialised
+/// once and never copied as a value.
+fn step_event(task: &TaskId, agent: &str, step_json: &str) -> Result<(String, String)> {
+    let (prefix, suffix) = crate::events::envelope_around(
+        EventType::StepLogged,
+        task,
+        agent,
+        json!({"id": STEP_ID_PLACEHOLDER, "step": null}),
+        STEP_ID_PLACEHOLDER,
+    );
+    match suffix.strip_prefix(NULL_STEP) {
+        Some(rest) => Ok((prefix, format!("\",\"step\":{step_json}{rest}"))),
+        None => Err(DomainError::internal(
+            "the step event's envelope changed shape",
+        )),
+    }
+}
+
 impl Service {
     pub async fn log_step(&self, actor: &Actor, req: LogStepRequest) -> Result<LogStepResponse> {
         let task = TaskId::parse(&req.task_id)?;
@@ -87,20 +107,7 @@ impl Service {
         step.insert("agent_id".into(), json!(actor.agent.as_str()));
         let step = Value::Object(step);
         let step_json = step.to_string();
-        // The event's data is `{"id": <stream id>, "step": <the step>}`: the envelope is built
-        // around a null step, which the step's JSON then replaces (the step is serialised
-        // once, never copied as a value).
-        let (prefix, suffix) = crate::events::envelope_around(
-            EventType::StepLogged,
-            &task,
-            actor.agent.as_str(),
-            json!({"id": STEP_ID_PLACEHOLDER, "step": null}),
-            STEP_ID_PLACEHOLDER,
-        );
-        let suffix = match suffix.strip_prefix(NULL_STEP) {
-            Some(rest) => format!("\",\"step\":{step_json}{rest}"),
-            None => return Err(DomainError::internal("the step event's envelope changed shape")),
-        };
+        let (prefix, suffix) = step_event(&task, actor.agent.as_str(), &step_json)?;
         let (id, _event_id) = self
             .hot
             .log_step(
@@ -201,5 +208,32 @@ impl Service {
             task_id: task.to_string(),
             steps,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_event_is_the_envelope_of_its_step() {
+        let task = TaskId::parse("t-1").expect("task");
+        let step = json!({"action": "run \"x\"", "n": 3, "nested": {"a": [1, null]}});
+        let (prefix, suffix) = step_event(&task, "coder", &step.to_string()).expect("event");
+        let event: Value =
+            serde_json::from_str(&format!("{prefix}1700000000000-5{suffix}")).expect("json");
+        let (p, s) = crate::events::envelope_around(
+            EventType::StepLogged,
+            &task,
+            "coder",
+            json!({"id": STEP_ID_PLACEHOLDER, "step": step}),
+            STEP_ID_PLACEHOLDER,
+        );
+        let mut expected: Value =
+            serde_json::from_str(&format!("{p}1700000000000-5{s}")).expect("json");
+        expected["timestamp"] = event["timestamp"].clone();
+        assert_eq!(event, expected);
+        assert_eq!(event["data"]["step"], step);
+        assert_eq!(event["data"]["id"], "1700000000000-5");
     }
 }
