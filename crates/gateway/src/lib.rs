@@ -81,6 +81,14 @@ pub struct AppState {
     pub connections: edge::conn::ConnSettings,
 }
 
+/// The domain service alone, for handlers that need nothing else (`State<Service>`: a
+/// handler's state is cloned per request, and the whole `AppState` costs more to clone).
+impl axum::extract::FromRef<AppState> for Service {
+    fn from_ref(state: &AppState) -> Service {
+        state.service.clone()
+    }
+}
+
 /// The per-agent request rate: at most `requests` per fixed `window`, counted in Redis so
 /// that it holds across gateway instances.
 #[derive(Debug, Clone, Copy)]

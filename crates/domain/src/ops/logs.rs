@@ -18,6 +18,25 @@ use serde_json::{Value, json};
 /// Most steps one page returns.
 pub const MAX_LOG_PAGE: usize = 1000;
 const STEP_ID_PLACEHOLDER: &str = "\u{0}step-id\u{0}";
+/// What follows the id placeholder in a step event built with a null step.
+const NULL_STEP: &str = "\",\"step\":null";
+
+/// The length of a value's JSON, counted without writing it anywhere.
+fn serialized_len(v: &serde_json::Map<String, Value>) -> Result<usize> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, v).map_err(DomainError::internal)?;
+    Ok(n.0)
+}
 
 /// Splits a stream id `"<ms>-<seq>"` into its numbers.
 pub fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
@@ -35,6 +54,26 @@ fn holds_nul(v: &Value) -> bool {
     }
 }
 
+/// The `step_logged` event of a step, split around its stream id (which only the hot store
+/// knows): its data is `{"id": <stream id>, "step": <the step>}`. The envelope is built
+/// around a null step, which the step's JSON text then replaces, so the step is serialised
+/// once and never copied as a value.
+fn step_event(task: &TaskId, agent: &str, step_json: &str) -> Result<(String, String)> {
+    let (prefix, suffix) = crate::events::envelope_around(
+        EventType::StepLogged,
+        task,
+        agent,
+        json!({"id": STEP_ID_PLACEHOLDER, "step": null}),
+        STEP_ID_PLACEHOLDER,
+    );
+    match suffix.strip_prefix(NULL_STEP) {
+        Some(rest) => Ok((prefix, format!("\",\"step\":{step_json}{rest}"))),
+        None => Err(DomainError::internal(
+            "the step event's envelope changed shape",
+        )),
+    }
+}
+
 impl Service {
     pub async fn log_step(&self, actor: &Actor, req: LogStepRequest) -> Result<LogStepResponse> {
         let task = actor.write_task(&req.task_id)?;
@@ -43,9 +82,7 @@ impl Service {
                 "step must be a JSON object".into(),
             ));
         };
-        let size = serde_json::to_vec(&step)
-            .map_err(DomainError::internal)?
-            .len();
+        let size = serialized_len(&step)?;
         // Postgres jsonb cannot hold U+0000; refused now rather than dead-lettered by the push.
         if step.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
             return Err(DomainError::InvalidArgument(
@@ -68,13 +105,7 @@ impl Service {
         step.insert("agent_id".into(), json!(actor.agent.as_str()));
         let step = Value::Object(step);
         let step_json = step.to_string();
-        let (prefix, suffix) = crate::events::envelope_around(
-            EventType::StepLogged,
-            &task,
-            actor.agent.as_str(),
-            json!({"id": STEP_ID_PLACEHOLDER, "step": step}),
-            STEP_ID_PLACEHOLDER,
-        );
+        let (prefix, suffix) = step_event(&task, actor.agent.as_str(), &step_json)?;
         let (id, _event_id) = self
             .hot
             .log_step(
@@ -173,5 +204,32 @@ impl Service {
             task_id: task.to_string(),
             steps,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_event_is_the_envelope_of_its_step() {
+        let task = TaskId::parse("t-1").expect("task");
+        let step = json!({"action": "run \"x\"", "n": 3, "nested": {"a": [1, null]}});
+        let (prefix, suffix) = step_event(&task, "coder", &step.to_string()).expect("event");
+        let event: Value =
+            serde_json::from_str(&format!("{prefix}1700000000000-5{suffix}")).expect("json");
+        let (p, s) = crate::events::envelope_around(
+            EventType::StepLogged,
+            &task,
+            "coder",
+            json!({"id": STEP_ID_PLACEHOLDER, "step": step}),
+            STEP_ID_PLACEHOLDER,
+        );
+        let mut expected: Value =
+            serde_json::from_str(&format!("{p}1700000000000-5{s}")).expect("json");
+        expected["timestamp"] = event["timestamp"].clone();
+        assert_eq!(event, expected);
+        assert_eq!(event["data"]["step"], step);
+        assert_eq!(event["data"]["id"], "1700000000000-5");
     }
 }

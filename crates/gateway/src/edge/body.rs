@@ -213,7 +213,7 @@ impl LargeBodies {
 
 /// The middleware: 413 for a declared length over the limit, a place in the large-body
 /// budget for a large one, else the body watched.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 /// The matched route template of a request, carried out in the response's extensions.
 #[derive(Debug, Clone)]
-pub struct RouteTemplate(pub String);
+pub struct RouteTemplate(pub axum::extract::MatchedPath);
 
 /// Where the request's acting agent is written once known (shared with `Caller`).
 #[derive(Debug, Clone, Default)]
@@ -31,9 +31,10 @@ impl AgentSlot {
     }
 }
 
-/// The middleware; `enabled` is `ACCESS_LOG`.
+/// The middleware; `enabled` is `ACCESS_LOG`. A line the log filter drops (`RUST_LOG`
+/// below `info` for `access`) is not prepared either.
 pub async fn log(State(enabled): State<bool>, mut req: Request, next: Next) -> Response {
-    if !enabled {
+    if !enabled || !tracing::enabled!(target: "access", tracing::Level::INFO) {
         return next.run(req).await;
     }
     let slot = AgentSlot::default();

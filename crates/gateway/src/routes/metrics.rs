@@ -9,10 +9,12 @@
 use crate::AppState;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 pub fn router() -> Router<AppState> {
@@ -33,21 +35,58 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 /// `mcp_http_request_duration_seconds` by method, route template (never the raw path, so the
 /// label set stays small) and status. Streams are timed until their headers.
 pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let started = Instant::now();
     let mut response = next.run(req).await;
+    let status = response.status().as_u16();
+    let route_str = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, duration) = handles(&method, route_str, status);
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
     // For the access log, outside the router.
+    if let Some(route) = route {
+        response
+            .extensions_mut()
+            .insert(super::access::RouteTemplate(route));
+    }
     response
-        .extensions_mut()
-        .insert(super::access::RouteTemplate(route.clone()));
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("mcp_http_requests_total", &labels).increment(1);
-    metrics::histogram!("mcp_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
+}
+
+/// The metric handles of one label set (method, route template, status).
+type Handles = (metrics::Counter, metrics::Histogram);
+
+/// Handles by route template, then (method, status): a label set is registered once, on its
+/// first request. (Registering through the macros on every request built the key from three
+/// owned strings, hashed it, cloned it and looked it up: most of this layer's cost.)
+static HANDLES: LazyLock<RwLock<HashMap<String, Vec<(Method, u16, Handles)>>>> =
+    LazyLock::new(RwLock::default);
+
+fn handles(method: &Method, route: &str, status: u16) -> Handles {
+    let find = |map: &HashMap<String, Vec<(Method, u16, Handles)>>| {
+        map.get(route)?
+            .iter()
+            .find(|(m, s, _)| m == method && *s == status)
+            .map(|(_, _, h)| h.clone())
+    };
+    if let Some(h) = find(&HANDLES.read().unwrap_or_else(|p| p.into_inner())) {
+        return h;
+    }
+    let mut map = HANDLES.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = find(&map) {
+        return h;
+    }
+    let labels = [
+        ("method", method.as_str().to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    let h = (
+        metrics::counter!("mcp_http_requests_total", &labels),
+        metrics::histogram!("mcp_http_request_duration_seconds", &labels),
+    );
+    map.entry(route.to_owned())
+        .or_default()
+        .push((method.clone(), status, h.clone()));
+    h
 }

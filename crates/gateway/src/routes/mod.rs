@@ -7,6 +7,7 @@
 
 pub(crate) mod access;
 mod admin;
+pub(crate) mod answer;
 mod health;
 mod metrics;
 pub mod rebinding;
@@ -23,7 +24,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use mcp_api::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
@@ -44,11 +47,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.request_timeout,
             request_timeout,
         ))
+        // The layers' state is cloned for every request: an `Arc`, not the whole `AppState`.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            std::sync::Arc::new(state.clone()),
             crate::edge::body::guard,
         ))
         .layer(DefaultBodyLimit::max(max_body))
@@ -63,8 +67,24 @@ pub fn router(state: AppState) -> Router {
             access::log,
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .with_state(state)
+}
+
+/// The id of a request that came without `x-request-id`: a random (version 4) UUID, as
+/// `MakeRequestUuid` made, but from the thread's random generator rather than a `getrandom`
+/// system call per request.
+#[derive(Debug, Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = uuid::Uuid::encode_buffer();
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// CORS: off (no headers, so browsers refuse cross-origin calls) unless `CORS_ORIGINS` names
@@ -115,12 +135,12 @@ async fn method_not_allowed() -> ApiError {
 /// [`mcp_api::ToolRequest::wait`]) gets that much more time, through the
 /// [`RequestDeadline`] its extractor finds in the request.
 async fn request_timeout(
-    State(state): State<AppState>,
+    State(timeout): State<std::time::Duration>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let body = req.extensions().get::<BodyProgress>().cloned();
-    let deadline = RequestDeadline::new(state.request_timeout);
+    let deadline = RequestDeadline::new(timeout);
     req.extensions_mut().insert(deadline.clone());
     let run = next.run(req);
     tokio::pin!(run);

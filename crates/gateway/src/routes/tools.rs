@@ -2,12 +2,13 @@
 //! served by one generic handler: extract (authenticate, parse, resolve the actor), make the
 //! tool's one call to the domain ([`Perform`]), answer.
 
+use super::answer::JsonAnswer;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::ToolCall;
+use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
 use mcp_api::{Tool, for_each_tool, tools};
 use mcp_domain::{Actor, Service};
 use std::future::Future;
@@ -74,8 +75,8 @@ pub fn router() -> Router<AppState> {
 
 /// The one handler of every tool.
 async fn handle<T: Perform>(
-    State(s): State<AppState>,
+    State(service): State<Service>,
     c: ToolCall<T::Request>,
-) -> Result<Json<T::Response>, ApiError> {
-    Ok(Json(T::perform(&s.service, &c.actor, c.body).await?))
+) -> Result<JsonAnswer<T::Response>, ApiError> {
+    Ok(JsonAnswer(T::perform(&service, &c.actor, c.body).await?))
 }
