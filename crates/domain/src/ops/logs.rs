@@ -8,6 +8,7 @@
 use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
+use crate::ids::TaskId;
 use crate::store::hot::Emit;
 use chrono::{SecondsFormat, Utc};
 use mcp_api::requests::{LogStepRequest, SubscribeLogsRequest};
