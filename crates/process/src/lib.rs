@@ -46,7 +46,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0,
 ];
 
-/// Buckets of the push loop's batch sizes.
+/// Buckets of batch sizes (the push loop's, group commit's).
 const BATCH_BUCKETS: [f64; 10] = [
     1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
 ];
@@ -171,6 +171,16 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
             "When the sync loop last completed a run (Unix time), by loop.",
         ),
         (
+            "mcp_group_commit_batches_total",
+            Counter,
+            "Batches of durable changes committed in one transaction (group commit), by backend.",
+        ),
+        (
+            "mcp_group_commit_batch_size",
+            Histogram,
+            "Changes per group-commit batch, by backend.",
+        ),
+        (
             "mcp_sync_errors_total",
             Counter,
             "Failed runs of a sync loop, by loop.",
@@ -289,6 +299,12 @@ pub fn metrics_handle() -> &'static metrics_exporter_prometheus::PrometheusHandl
                     Matcher::Full("mcp_sync_batch_size".into()),
                     &BATCH_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("mcp_group_commit_batch_size".into()),
+                    &BATCH_BUCKETS,
+                )
             });
         // Both calls only fail on an empty bucket list, which the constants are not.
         let recorder = builder
@@ -299,6 +315,18 @@ pub fn metrics_handle() -> &'static metrics_exporter_prometheus::PrometheusHandl
             tracing::warn!("another metrics recorder is installed; /metrics stays empty");
         }
         describe_metrics();
+        // Histogram samples wait in the recorder until an upkeep folds them into their
+        // buckets; without a scraper they would pile up for ever (8 bytes a request).
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .ok();
         handle
     })
 }
