@@ -56,14 +56,16 @@ pub async fn track(req: Request, next: Next) -> Response {
 /// The metric handles of one label set (method, route template, status).
 type Handles = (metrics::Counter, metrics::Histogram);
 
+/// Route template → (method, status, handles) of each label set seen on it.
+type HandleMap = HashMap<String, Vec<(Method, u16, Handles)>>;
+
 /// Handles by route template, then (method, status): a label set is registered once, on its
 /// first request. (Registering through the macros on every request built the key from three
 /// owned strings, hashed it, cloned it and looked it up: most of this layer's cost.)
-static HANDLES: LazyLock<RwLock<HashMap<String, Vec<(Method, u16, Handles)>>>> =
-    LazyLock::new(RwLock::default);
+static HANDLES: LazyLock<RwLock<HandleMap>> = LazyLock::new(RwLock::default);
 
 fn handles(method: &Method, route: &str, status: u16) -> Handles {
-    let find = |map: &HashMap<String, Vec<(Method, u16, Handles)>>| {
+    let find = |map: &HandleMap| {
         map.get(route)?
             .iter()
             .find(|(m, s, _)| m == method && *s == status)
