@@ -202,52 +202,9 @@ async fn redis_rolled_back_mid_run_serves_no_stale_read_and_loses_no_write() {
     })
     .await
     .unwrap();
-    let http = reqwest::Client::new();
-    let acked = ledger.acked();
-    for p in 0..PATHS {
-        let path = format!("f{p}.txt");
-        let (durable, content): (i64, String) =
-            sqlx::query_as("SELECT version, content FROM files WHERE task_id = 't' AND path = $1")
-                .bind(&path)
-                .fetch_one(pg.pool())
-                .await
-                .unwrap();
-        let (acked_version, acked_content) = acked.get(&path).cloned().unwrap_or_default();
-        assert!(
-            durable >= acked_version,
-            "{path}: v{acked_version} acknowledged, Postgres holds v{durable} (a lost write)"
-        );
-        if durable == acked_version {
-            assert_eq!(content, acked_content, "{path}");
-        }
-        for gw in gws.iter() {
-            let got = call_tool(
-                &http,
-                gw,
-                "file_read",
-                &json!({"task_id": "t", "path": path}),
-            )
-            .await;
-            assert_eq!(got.0, 200, "{path} via {gw}: {}", got.1);
-            assert_eq!(
-                (got.1["version"].as_i64(), got.1["content"].as_str()),
-                (Some(durable), Some(content.as_str())),
-                "{path} via {gw}: the final read is not the durable version"
-            );
-        }
-        let fences: Vec<Option<i64>> = sqlx::query_scalar(
-            "SELECT fence FROM file_revisions WHERE task_id = 't' AND path = $1 ORDER BY version",
-        )
-        .bind(&path)
-        .fetch_all(pg.pool())
-        .await
-        .unwrap();
-        let fences: Vec<i64> = fences.into_iter().flatten().collect();
-        assert!(
-            fences.windows(2).all(|w| w[0] <= w[1]),
-            "{path}: writes accepted out of fence order: {fences:?}"
-        );
-    }
+    let paths: Vec<String> = (0..PATHS).map(|p| format!("f{p}.txt")).collect();
+    let bases: Vec<&str> = gws.iter().map(String::as_str).collect();
+    ledger.assert_durable(pg.pool(), "t", &paths, &bases).await;
     eprintln!(
         "rollback fault run: {total} writes acknowledged ({at_copy} at the copy, {before_kill} \
          before the kill), {} reads checked, 0 stale",

@@ -91,4 +91,64 @@ impl WriteLedger {
     pub fn acked(&self) -> HashMap<String, (i64, String)> {
         self.acked.lock().unwrap().clone()
     }
+
+    /// The end of a run: for each of `paths` of task `task`, Postgres holds the newest
+    /// acknowledged version or a newer one (no lost write), a read through each of `gateways`
+    /// answers the durable version, and the revisions carry non-decreasing fences.
+    pub async fn assert_durable(
+        &self,
+        pool: &sqlx::PgPool,
+        task: &str,
+        paths: &[String],
+        gateways: &[&str],
+    ) {
+        let http = reqwest::Client::new();
+        let acked = self.acked();
+        for path in paths {
+            let (durable, content): (i64, String) = sqlx::query_as(
+                "SELECT version, content FROM files WHERE task_id = $1 AND path = $2",
+            )
+            .bind(task)
+            .bind(path)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            let (acked_version, acked_content) = acked.get(path).cloned().unwrap_or_default();
+            assert!(
+                durable >= acked_version,
+                "{path}: v{acked_version} acknowledged, Postgres holds v{durable} (a lost write)"
+            );
+            if durable == acked_version {
+                assert_eq!(content, acked_content, "{path}");
+            }
+            for gw in gateways {
+                let got = call_tool(
+                    &http,
+                    gw,
+                    "file_read",
+                    &serde_json::json!({"task_id": task, "path": path}),
+                )
+                .await;
+                assert_eq!(got.0, 200, "{path} via {gw}: {}", got.1);
+                assert_eq!(
+                    (got.1["version"].as_i64(), got.1["content"].as_str()),
+                    (Some(durable), Some(content.as_str())),
+                    "{path} via {gw}: the final read is not the durable version"
+                );
+            }
+            let fences: Vec<Option<i64>> = sqlx::query_scalar(
+                "SELECT fence FROM file_revisions WHERE task_id = $1 AND path = $2 ORDER BY version",
+            )
+            .bind(task)
+            .bind(path)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            let fences: Vec<i64> = fences.into_iter().flatten().collect();
+            assert!(
+                fences.windows(2).all(|w| w[0] <= w[1]),
+                "{path}: writes accepted out of fence order: {fences:?}"
+            );
+        }
+    }
 }

@@ -273,50 +273,11 @@ async fn failover_under_load(min_replicas: u32) -> usize {
         "lease holders overlapped: {overlaps:?}"
     );
 
-    let http = reqwest::Client::new();
-    let acked = ledger.writes.acked();
-    for p in 0..PATHS {
-        let path = format!("f{p}.txt");
-        let (durable, content): (i64, String) =
-            sqlx::query_as("SELECT version, content FROM files WHERE task_id = 't' AND path = $1")
-                .bind(&path)
-                .fetch_one(gw.pg.pool())
-                .await
-                .unwrap();
-        let (acked_version, acked_content) = acked.get(&path).cloned().unwrap_or_default();
-        assert!(
-            durable >= acked_version,
-            "{path}: v{acked_version} acknowledged, Postgres holds v{durable} (a lost write)"
-        );
-        if durable == acked_version {
-            assert_eq!(content, acked_content, "{path}");
-        }
-        let got = call_tool(
-            &http,
-            &gw.base,
-            "file_read",
-            &json!({"task_id": "t", "path": path}),
-        )
+    let paths: Vec<String> = (0..PATHS).map(|p| format!("f{p}.txt")).collect();
+    ledger
+        .writes
+        .assert_durable(gw.pg.pool(), "t", &paths, &[&gw.base])
         .await;
-        assert_eq!(got.0, 200, "{path}: {}", got.1);
-        assert_eq!(
-            (got.1["version"].as_i64(), got.1["content"].as_str()),
-            (Some(durable), Some(content.as_str())),
-            "{path}: the final read is not the durable version"
-        );
-        let fences: Vec<Option<i64>> = sqlx::query_scalar(
-            "SELECT fence FROM file_revisions WHERE task_id = 't' AND path = $1 ORDER BY version",
-        )
-        .bind(&path)
-        .fetch_all(gw.pg.pool())
-        .await
-        .unwrap();
-        let fences: Vec<i64> = fences.into_iter().flatten().collect();
-        assert!(
-            fences.windows(2).all(|w| w[0] <= w[1]),
-            "{path}: writes accepted out of fence order: {fences:?}"
-        );
-    }
 
     // Steps reach Postgres through the outbox; wait for the push loop to drain it.
     for _ in 0..100 {
