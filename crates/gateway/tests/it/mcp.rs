@@ -899,11 +899,23 @@ fn unbound(state: &str) -> mcp_domain::store::hot::McpSession {
     }
 }
 
-/// `POST /mcp` with a raw body: (status, JSON body or `Null`, the session header).
+/// `POST /mcp` with a raw body, in `session` with protocol 2025-11-25: (status, JSON body or
+/// `Null`, the session header).
 async fn post_raw(
     gw: &TestGateway,
     body: &str,
     session: Option<&str>,
+) -> (u16, Value, Option<String>) {
+    post_mcp(gw, body, session, session.map(|_| "2025-11-25")).await
+}
+
+/// `POST /mcp` with a raw body, in `session`, with the protocol header `version` when given:
+/// (status, JSON body or `Null`, the session header).
+pub(crate) async fn post_mcp(
+    gw: &TestGateway,
+    body: &str,
+    session: Option<&str>,
+    version: Option<&str>,
 ) -> (u16, Value, Option<String>) {
     let mut r = gw
         .http
@@ -912,9 +924,10 @@ async fn post_raw(
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(s) = session {
-        r = r
-            .header("mcp-session-id", s)
-            .header("mcp-protocol-version", "2025-11-25");
+        r = r.header("mcp-session-id", s);
+    }
+    if let Some(v) = version {
+        r = r.header("mcp-protocol-version", v);
     }
     let r = r.send().await.expect("request");
     let status = r.status().as_u16();

@@ -25,31 +25,7 @@ async fn post(
     session: Option<&str>,
     version: Option<&str>,
 ) -> (u16, Value, Option<String>) {
-    let mut r = gw
-        .http
-        .post(format!("{}/mcp", gw.base))
-        .header("accept", "application/json, text/event-stream")
-        .json(body);
-    if let Some(s) = session {
-        r = r.header("mcp-session-id", s);
-    }
-    if let Some(v) = version {
-        r = r.header("mcp-protocol-version", v);
-    }
-    let r = r.send().await.expect("request");
-    let status = r.status().as_u16();
-    let session = r
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let text = r.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .find_map(|d| serde_json::from_str(d.trim()).ok())
-            .unwrap_or(Value::Null)
-    });
-    (status, body, session)
+    crate::mcp::post_mcp(gw, &body.to_string(), session, version).await
 }
 
 /// A session that asked for protocol `version` at `initialize`.
