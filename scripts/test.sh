@@ -125,6 +125,15 @@ fi
 install_mcp_clients
 export MCP_TEST_CLIENTS_REQUIRED=1
 
+# A cold build and run of the suite takes about 8 GB (the debug target directory, the MCP clients,
+# the tools' venv, the tests' temporary files). A full disk fails a link with "Bus error" or
+# "No space left on device" far from the cause: say it first.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_gb=$(df -Pk "$target_dir" | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "${free_gb:-0}" -lt 10 ]; then
+  echo "test.sh: WARNING: only ${free_gb} GB free on the disk of $target_dir; a cold build and test run needs about 8 GB (remove other target directories or worktrees)" >&2
+fi
 echo "test.sh: Postgres $DATABASE_URL, Redis $REDIS_URL" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -79,9 +79,15 @@ async fn run(gw: TestGateway) {
         ledger.holder_writes_ok + ledger.holder_writes_late,
         2 * AGENTS
     );
+    // A holder's write answered after its lease could have ended is not a lock-out (that is
+    // a violation above, decided per write); it only means the machine was slow. The run
+    // still has to exercise holders writing within their leases to prove anything.
     assert!(
-        ledger.holder_writes_late <= AGENTS / 20,
-        "{} holders' writes came after their lease: the machine is too slow for 1-2 s leases",
+        ledger.holder_writes_ok >= AGENTS,
+        "only {} of {} holders' writes were answered within their lease ({} after it): the \
+         machine is too slow for 1-2 s leases",
+        ledger.holder_writes_ok,
+        2 * AGENTS,
         ledger.holder_writes_late
     );
     check_durable_order(&gw, &ledger).await;
