@@ -151,7 +151,10 @@ pub enum WorkspaceMode {
     /// Through the gateway (`USE_MCP=true`).
     Gateway(ClientConfig),
     /// In a local directory (`USE_MCP` false or unset): `<root>/<task_id>/`.
-    Local { root: PathBuf },
+    Local {
+        /// The directory holding one folder per task.
+        root: PathBuf,
+    },
 }
 
 impl WorkspaceMode {

@@ -49,6 +49,7 @@ pub struct SseParser {
 }
 
 impl SseParser {
+    /// An empty parser.
     pub fn new() -> SseParser {
         SseParser::default()
     }
@@ -131,19 +132,30 @@ impl SseParser {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamStatus {
     /// Opening a connection (`attempt` 1 is the first of a run of attempts).
-    Connecting { attempt: u32 },
+    Connecting {
+        /// 1 for the first attempt of a run.
+        attempt: u32,
+    },
     /// A connection is open. `reconnect` when it replaces a lost one; `resumed_after` is the
     /// event id it resumes after (`Last-Event-ID`), if any.
     Connected {
+        /// Whether it replaces a lost connection.
         reconnect: bool,
+        /// The event id it resumes after (`Last-Event-ID`), if any.
         resumed_after: Option<String>,
     },
     /// The open connection was lost (why, in words); a reconnect follows.
-    Disconnected { reason: String },
+    Disconnected {
+        /// Why, in words.
+        reason: String,
+    },
     /// A connection attempt failed transiently; the next one starts after `delay`.
     Retrying {
+        /// The attempt that failed (1 is the first).
         attempt: u32,
+        /// How long until the next attempt.
         delay: Duration,
+        /// What went wrong, in words.
         error: String,
     },
 }
@@ -153,6 +165,7 @@ pub enum StreamStatus {
 pub struct StatusObserver(std::sync::Arc<dyn Fn(&StreamStatus) + Send + Sync>);
 
 impl StatusObserver {
+    /// Wraps a callback.
     pub fn new(f: impl Fn(&StreamStatus) + Send + Sync + 'static) -> StatusObserver {
         StatusObserver(std::sync::Arc::new(f))
     }

@@ -78,6 +78,9 @@
 //! # }
 //! ```
 
+// Every public item is documented.
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod config;
 pub mod error;

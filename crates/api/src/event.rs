@@ -14,16 +14,27 @@ use serde_json::Value;
 /// are kept verbatim in [`EventType::Other`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EventType {
+    /// A file was written (created or replaced).
     FileWritten,
+    /// A file was edited in place (`file_edit`).
     FileEdited,
+    /// A file was deleted.
     FileDeleted,
+    /// A lease was granted (`claim_file`).
     LockAcquired,
+    /// A lease was renewed, or claimed again by its holder.
     LockRenewed,
+    /// A lease was released: by its holder, by an admin's force, or because the waiter it was granted to had gone away.
     LockReleased,
+    /// An agent logged a step.
     StepLogged,
+    /// An agent joined the task's collaboration.
     AgentJoined,
+    /// An agent left the task's collaboration.
     AgentLeft,
+    /// The task was created.
     TaskCreated,
+    /// The task's fields changed.
     TaskUpdated,
     /// A file change refused because of another agent's work (lease, fence, version).
     WriteRefused,
@@ -105,11 +116,14 @@ pub struct Event {
     #[serde(rename = "type")]
     #[schemars(with = "String")]
     pub kind: EventType,
+    /// The task the event belongs to.
     pub task_id: String,
     /// The acting agent; absent on events from foreign publishers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// When the gateway emitted it.
     pub timestamp: DateTime<Utc>,
+    /// What changed: the event type's own fields (path, version, fence, step…).
     #[serde(default)]
     pub data: Value,
 }
@@ -119,7 +133,9 @@ pub struct Event {
 /// the events of one task.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
+    /// Milliseconds since the Unix epoch (the stream's clock).
     pub ms: u64,
+    /// Sequence number within that millisecond.
     pub seq: u64,
 }
 

@@ -29,6 +29,7 @@ pub enum CutoffReason {
 /// `cutoff` message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cutoff {
+    /// Why the stream was cut off.
     pub reason: CutoffReason,
     /// A sentence for humans.
     pub detail: String,
@@ -44,6 +45,7 @@ pub struct Cutoff {
 pub enum ClientMessage {
     /// Start receiving a task's events, replaying those after `since` first.
     Subscribe {
+        /// The task whose events to receive.
         task_id: String,
         /// A stream id; absent: only events from now on.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,9 +57,12 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_id: Option<String>,
     },
+    /// Stop receiving a task's events.
     Unsubscribe {
+        /// The task to stop.
         task_id: String,
     },
+    /// Asks for a `pong` (keep-alive).
     Ping,
 }
 
@@ -67,27 +72,40 @@ pub enum ClientMessage {
 pub enum ServerMessage {
     /// The subscription is live; events after `since` follow.
     Subscribed {
+        /// The task subscribed to.
         task_id: String,
+        /// The stream position the subscription starts after.
         since: String,
     },
+    /// The subscription ended at the client's request.
     Unsubscribed {
+        /// The task unsubscribed from.
         task_id: String,
     },
+    /// One of the task's events.
     Event {
+        /// The task it belongs to.
         task_id: String,
+        /// The event, as on the SSE stream.
         event: Event,
     },
+    /// The answer to a `ping`.
     Pong,
     /// A request was refused (`code` from the error table); `task_id` when it names one.
     Error {
+        /// The error code (the gateway's error table).
         code: String,
+        /// A sentence for humans.
         detail: String,
+        /// The task the refused request named, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task_id: Option<String>,
     },
     /// The server ended one subscription; subscribe again with `since: resume_from`.
     Cutoff {
+        /// The task whose subscription ended.
         task_id: String,
+        /// Why, and where to resume.
         #[serde(flatten)]
         cutoff: Cutoff,
     },

@@ -93,10 +93,14 @@ impl JsonSchema for Recipients {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Importance {
+    /// Can wait.
     Low,
+    /// The default.
     #[default]
     Normal,
+    /// Read soon.
     High,
+    /// Read now.
     Urgent,
 }
 
@@ -220,12 +224,15 @@ pub struct Message {
     pub from: String,
     /// The recipients as sent: agent ids, or `["*"]` for everyone on the task.
     pub to: Vec<String>,
+    /// A short summary line.
     pub subject: String,
+    /// The message itself (plain text or Markdown).
     pub body: String,
     /// The conversation it belongs to.
     pub thread_id: String,
     /// The message it answers, if any.
     pub reply_to: Option<i64>,
+    /// How urgent the sender says it is.
     pub importance: Importance,
     /// When the gateway stored it.
     pub sent_at: DateTime<Utc>,
@@ -275,6 +282,7 @@ pub struct AckMessageResponse {
     pub success: bool,
     /// The message's task.
     pub task_id: String,
+    /// The message acknowledged.
     pub message_id: i64,
     /// When the caller first acknowledged it (acknowledging again keeps it).
     pub read_at: DateTime<Utc>,

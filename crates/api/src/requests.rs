@@ -282,15 +282,19 @@ pub struct CreateTaskRequest {
     /// The task id; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// A short title.
     #[serde(default)]
     pub title: String,
+    /// A longer description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Defaults to `"pending"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// The agent the task is assigned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_agent_id: Option<String>,
+    /// An estimate of the task's complexity (any scale the team uses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complexity: Option<f64>,
 }
@@ -299,8 +303,10 @@ pub struct CreateTaskRequest {
 /// `null` clears a nullable field.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpdateTaskRequest {
+    /// A new title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// A new description; `null` clears it.
     #[serde(
         default,
         with = "double_option",
@@ -308,8 +314,10 @@ pub struct UpdateTaskRequest {
     )]
     #[schemars(with = "Option<String>")]
     pub description: Option<Option<String>>,
+    /// A new status (e.g. `in_progress`, `done`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// The agent to assign; `null` unassigns.
     #[serde(
         default,
         with = "double_option",
@@ -317,6 +325,7 @@ pub struct UpdateTaskRequest {
     )]
     #[schemars(with = "Option<String>")]
     pub assigned_agent_id: Option<Option<String>>,
+    /// A new complexity estimate; `null` clears it.
     #[serde(
         default,
         with = "double_option",

@@ -483,21 +483,30 @@ pub struct Health {
 /// The backends behind `/health`'s two stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthBackends {
+    /// The durable store: `postgres` or `sqlite`.
     pub durable: String,
+    /// The hot store: `redis` or `memory`.
     pub hot: String,
 }
 
 /// One audit record: who did what, where, with which version and fence, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
+    /// The record's id (grows with every record).
     pub id: i64,
+    /// When it was recorded.
     pub at: DateTime<Utc>,
     /// The acting agent (the token's agent when authentication is on).
     pub actor: String,
+    /// What was done: the tool or admin action (`file_write`, `claim_file`, …).
     pub action: String,
+    /// The task acted on, if any.
     pub task_id: Option<String>,
+    /// The path acted on, if any.
     pub path: Option<String>,
+    /// The file version the action produced, if any.
     pub version: Option<i64>,
+    /// The fence presented or granted, if any.
     pub fence: Option<i64>,
     /// The request's `x-request-id`.
     pub request_id: Option<String>,
@@ -506,6 +515,8 @@ pub struct AuditEntry {
 /// `GET /admin/audit`: matching records, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditLog {
+    /// Always `true` on a success answer.
     pub success: bool,
+    /// The matching records, newest first.
     pub entries: Vec<AuditEntry>,
 }

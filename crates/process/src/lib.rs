@@ -2,6 +2,9 @@
 //! shutdown signal, starting logging, and the process's metrics recorder (every metric family
 //! of the workspace is declared here, in [`METRICS`]).
 
+// Every public item is documented.
+#![warn(missing_docs)]
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -54,8 +57,11 @@ const BATCH_BUCKETS: [f64; 10] = [
 /// The kind of a metric family (its Prometheus `TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
+    /// A monotonically increasing count.
     Counter,
+    /// A value that goes up and down.
     Gauge,
+    /// A distribution in buckets.
     Histogram,
 }
 

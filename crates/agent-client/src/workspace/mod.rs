@@ -26,6 +26,7 @@ use std::future::Future;
 pub struct FileContent {
     /// The normalised path.
     pub path: String,
+    /// The file's text.
     pub content: String,
     /// The gateway's version; `None` in a local workspace.
     pub version: Option<i64>,
@@ -88,7 +89,9 @@ pub trait Workspace: Send + Sync {
 /// Either workspace, chosen at run time.
 #[derive(Debug, Clone)]
 pub enum DualWorkspace {
+    /// Through the gateway.
     Gateway(GatewayWorkspace),
+    /// In a local directory.
     Local(LocalWorkspace),
 }
 
