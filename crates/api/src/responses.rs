@@ -485,7 +485,7 @@ pub struct Health {
 pub struct HealthBackends {
     /// The durable store: `postgres` or `sqlite`.
     pub durable: String,
-    /// The hot store: `redis` or `memory`.
+    /// The hot store: `redis` or `in-process`.
     pub hot: String,
 }
 
