@@ -800,19 +800,34 @@ impl HotOps for RedisStore {
     }
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
-        let mut read = redis::cmd("HGETALL");
-        read.arg(self.keys.file(task, path));
-        let mut m: HashMap<String, String> =
-            self.guarded_read(read, &self.keys.file(task, path)).await?;
-        let Some(version) = m.get("version").and_then(|v| v.parse().ok()) else {
+        // Only the fields a read answers with (not `updated_by`/`updated_at`), into typed
+        // values: no map of owned field names per read.
+        let key = self.keys.file(task, path);
+        let mut read = redis::cmd("HMGET");
+        read.arg(&key)
+            .arg("version")
+            .arg("deleted")
+            .arg("content")
+            .arg("sha256")
+            .arg("size");
+        type Fields = (
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let (version, deleted, content, sha256, size): Fields =
+            self.guarded_read(read, &key).await?;
+        let Some(version) = version else {
             return Ok(None);
         };
         Ok(Some(HotFile {
             version,
-            deleted: m.get("deleted").is_some_and(|d| d == "1"),
-            content: m.remove("content").unwrap_or_default(),
-            sha256: m.remove("sha256").unwrap_or_default(),
-            size: m.get("size").and_then(|s| s.parse().ok()).unwrap_or(0),
+            deleted: deleted == Some(1),
+            content: content.unwrap_or_default(),
+            sha256: sha256.unwrap_or_default(),
+            size: size.unwrap_or(0),
         }))
     }
 
