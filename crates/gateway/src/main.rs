@@ -4,6 +4,10 @@ use clap::Parser;
 use mcp_gateway::config::{Cli, Command};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of the system allocator: see the dependency's note in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
