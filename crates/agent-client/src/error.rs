@@ -7,8 +7,9 @@ use mcp_api::{ErrorBody, ErrorCode};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-/// Everything a call can fail with.
+/// Everything a call can fail with. New kinds may be added: a `match` needs a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The gateway (or the local workspace, with the same codes) refused the request.
     #[error("{code} ({status}): {detail}")]
