@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Every error the gateway can answer with. The snake_case name is the wire `code`. Codes are
-/// only ever added: a `match` outside this crate needs a `_` arm (and a client reads a code it
-/// does not know as [`ErrorCode::Unknown`]).
+/// Every error the gateway can answer with. The snake_case name is the wire `code`.
+// Codes are only ever added, so the enum is non-exhaustive: a `match` outside this crate
+// needs a `_` arm, and a client reads a code it does not know as `ErrorCode::Unknown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
