@@ -110,6 +110,19 @@ impl Gateway {
         self.authed(self.http.get(format!("{}{path}", self.base)))
     }
 
+    /// The handshake request of a WebSocket on `GET /ws`, with the token.
+    pub fn ws_request(
+        &self,
+    ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/ws", self.base.replacen("http", "ws", 1));
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        if let Some(a) = &self.auth {
+            req.headers_mut().insert(AUTHORIZATION, a.clone());
+        }
+        Ok(req)
+    }
+
     /// `POST {path}` with the token (for the audit's reads, not timed).
     pub fn post_builder(&self, path: &str) -> reqwest::RequestBuilder {
         self.authed(self.http.post(format!("{}{path}", self.base)))

@@ -83,9 +83,17 @@ pub struct Config {
     /// Shared files (`contention`).
     #[arg(long, default_value_t = 4)]
     pub files: usize,
-    /// SSE subscribers (`watchers`).
+    /// SSE subscribers (`watchers`), opened at most `--connections` at a time.
     #[arg(long, default_value_t = 100)]
     pub watchers: usize,
+    /// How many of the `--watchers` watch through the WebSocket door (`GET /ws`, one
+    /// socket and one subscription each) instead of SSE (`watchers`).
+    #[arg(long, default_value_t = 0)]
+    pub ws_watchers: usize,
+    /// Seconds every watcher stays connected and idle before the gateway's memory is sampled
+    /// and the writers start (`watchers`).
+    #[arg(long, default_value_t = 0.0)]
+    pub idle: f64,
     /// Bearer token sent with every request (then bodies carry no `agent_id`).
     #[arg(long, env = "MCP_GATEWAY_TOKEN", hide_env_values = true)]
     #[serde(skip)]
@@ -446,15 +454,18 @@ pub fn render(r: &Report) -> String {
     if let Some(w) = &r.watchers {
         let _ = writeln!(
             s,
-            "watchers {}/{} connected; deliveries {}/{} (missing {}, duplicated {}); gateway RSS before {}, with watchers {}",
+            "watchers {}/{} connected in {:.1} s; deliveries {}/{} (missing {}, duplicated {}); gateway RSS before {}, idle watchers {}, with watchers {}, peak {}",
             w.connected,
             w.watchers,
+            w.connect_seconds,
             w.deliveries_received,
             w.deliveries_expected,
             w.deliveries_missing,
             w.deliveries_duplicated,
             shown(w.gateway_rss_mb_before, 1, " MiB"),
-            shown(w.gateway_rss_mb_with_watchers, 1, " MiB")
+            shown(w.gateway_rss_mb_idle, 1, " MiB"),
+            shown(w.gateway_rss_mb_with_watchers, 1, " MiB"),
+            shown(w.gateway_hwm_mb, 1, " MiB")
         );
     }
     for t in &r.triggers {

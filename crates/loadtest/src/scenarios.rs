@@ -2,7 +2,7 @@
 //! records every acknowledgement) until its work or its duration is done.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -306,6 +306,8 @@ pub async fn tool(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
 pub struct WatchReport {
     pub watchers: usize,
     pub connected: usize,
+    /// Seconds until every watcher had its response headers (or the wait gave up).
+    pub connect_seconds: f64,
     /// Steps acknowledged on the watched tasks.
     pub steps_written: u64,
     /// step_logged events expected in total (each watcher, every step of its task).
@@ -316,72 +318,83 @@ pub struct WatchReport {
     /// Deliveries of an id the watcher had already received.
     pub deliveries_duplicated: u64,
     pub gateway_rss_mb_before: Option<f64>,
+    /// Every watcher connected and idle for `--idle` seconds, before any event.
+    pub gateway_rss_mb_idle: Option<f64>,
     pub gateway_rss_mb_with_watchers: Option<f64>,
+    /// The gateway's peak resident memory (`VmHWM`) at the end of the run.
+    pub gateway_hwm_mb: Option<f64>,
+    /// The generator's open-file limit (raised to its hard limit at start).
+    pub open_file_limit: Option<u64>,
+}
+
+/// Raises this process's soft open-file limit to its hard limit (each watcher holds a
+/// socket); returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?;
+    rlimit::increase_nofile_limit(hard).ok()
 }
 
 /// `watchers` SSE subscribers (`GET /tasks/{id}/events?types=step_logged`) spread over the
-/// tasks while `agents` agents log steps at `rate` each for `duration`; every watcher must
-/// receive every step of its task, once.
+/// tasks (watcher `w` on task `w % tasks`), opened at most `connections` at a time. Once every
+/// one has its response headers they stay idle for `idle` seconds and the gateway's memory is
+/// sampled (`gateway_rss_mb_idle`); then `agents` agents log steps at `rate` each for
+/// `duration`, and every watcher must receive every step of its task, once. A watcher's task
+/// sleeps on its socket (no timer) until the run ends.
 pub async fn watchers(gw: &Gateway, cfg: &Config) -> anyhow::Result<WatchReport> {
     let mut rep = WatchReport {
         watchers: cfg.watchers,
         gateway_rss_mb_before: cfg.gateway_pid.and_then(rss_mb),
+        open_file_limit: raise_fd_limit(),
         ..Default::default()
     };
+    if let Some(limit) = rep.open_file_limit
+        && cfg.watchers as u64 + cfg.connections as u64 + 64 > limit
+    {
+        anyhow::bail!(
+            "{} watchers need more open files than this process may have ({limit}): raise `ulimit -Hn`",
+            cfg.watchers
+        );
+    }
     for t in 0..cfg.tasks {
         gw.create_task(&task_id(cfg, t)).await?;
     }
     let connected = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let opening = Arc::new(Semaphore::new(cfg.connections.max(1)));
+    let t_connect = Instant::now();
     let mut watchers = Vec::new();
     for w in 0..cfg.watchers {
         let task = task_id(cfg, w % cfg.tasks);
-        let req = gw.get_builder(&format!("/tasks/{task}/events?types=step_logged"));
         let connected = connected.clone();
-        let stop = stop.clone();
-        watchers.push(tokio::spawn(async move {
-            let mut ids: Vec<String> = Vec::new();
-            let Ok(resp) = req.timeout(Duration::from_secs(3600)).send().await else {
-                return (task, None);
-            };
-            if !resp.status().is_success() {
-                return (task, None);
-            }
-            connected.fetch_add(1, Ordering::Relaxed);
-            let mut stream = resp.bytes_stream();
-            let mut buf = Vec::new();
-            loop {
-                let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
-                match next {
-                    Ok(Some(Ok(chunk))) => {
-                        buf.extend_from_slice(&chunk);
-                        while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
-                            let msg: Vec<u8> = buf.drain(..pos + 2).collect();
-                            for line in String::from_utf8_lossy(&msg).lines() {
-                                if let Some(data) = line.strip_prefix("data: ")
-                                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
-                                    && let Some(id) = v["data"]["id"].as_str()
-                                {
-                                    ids.push(id.to_string());
-                                }
-                            }
-                        }
-                    }
-                    Ok(_) => break,
-                    Err(_) if stop.load(Ordering::Relaxed) => break,
-                    Err(_) => {}
-                }
-            }
-            (task, Some(ids))
-        }));
+        let stop = stop_rx.clone();
+        let opening = opening.clone();
+        if w < cfg.ws_watchers {
+            let req = gw.ws_request().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let agent = gw.send_agent.then(|| format!("watcher-{w}"));
+            watchers.push(tokio::spawn(async move {
+                let ids = ws_watcher(req, agent, task.clone(), opening, connected, stop).await;
+                (task, ids)
+            }));
+        } else {
+            let req = gw.get_builder(&format!("/tasks/{task}/events?types=step_logged"));
+            watchers.push(tokio::spawn(async move {
+                let ids = sse_watcher(req, opening, connected, stop).await;
+                (task, ids)
+            }));
+        }
     }
-    // Wait until every watcher has its response headers (or 30 s).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Wait until every watcher has its response headers (or 30 s + 10 ms a watcher).
+    let deadline = Instant::now()
+        + Duration::from_secs(30)
+        + Duration::from_millis(10).saturating_mul(cfg.watchers as u32);
     while (connected.load(Ordering::Relaxed) as usize) < cfg.watchers && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    rep.connect_seconds = t_connect.elapsed().as_secs_f64();
     rep.connected = connected.load(Ordering::Relaxed) as usize;
-    rep.gateway_rss_mb_with_watchers = cfg.gateway_pid.and_then(rss_mb);
+    tokio::time::sleep(Duration::from_secs_f64(cfg.idle.max(0.0))).await;
+    rep.gateway_rss_mb_idle = cfg.gateway_pid.and_then(rss_mb);
+    rep.gateway_rss_mb_with_watchers = rep.gateway_rss_mb_idle;
     // Writers: `agents` agents at `rate` each (open loop), until `duration`.
     let total_rate = (cfg.agents as f64 * cfg.rate).max(0.1);
     let interval = Duration::from_secs_f64(1.0 / total_rate);
@@ -420,7 +433,8 @@ pub async fn watchers(gw: &Gateway, cfg: &Config) -> anyhow::Result<WatchReport>
     }
     // Let the last events arrive: stop once no watcher has received anything for 200 ms.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    rep.gateway_hwm_mb = cfg.gateway_pid.and_then(hwm_mb);
     let written = gw.ledger.lock().expect("ledger").steps.clone();
     rep.steps_written = written.values().map(|v| v.len() as u64).sum();
     for w in watchers {
@@ -446,10 +460,143 @@ pub async fn watchers(gw: &Gateway, cfg: &Config) -> anyhow::Result<WatchReport>
     Ok(rep)
 }
 
+/// One SSE watcher: the ids of the `step_logged` events it received, `None` when it could
+/// not connect. Until the run ends it waits on its socket alone (no timer); then it drains
+/// until 200 ms of silence.
+async fn sse_watcher(
+    req: reqwest::RequestBuilder,
+    opening: Arc<Semaphore>,
+    connected: Arc<AtomicU64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<Vec<String>> {
+    let resp = {
+        let _permit = opening.acquire().await;
+        match req.timeout(Duration::from_secs(3600)).send().await {
+            Ok(resp) if resp.status().is_success() => resp,
+            _ => return None,
+        }
+    };
+    connected.fetch_add(1, Ordering::Relaxed);
+    let mut ids: Vec<String> = Vec::new();
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut stopping = false;
+    loop {
+        let next = if stopping {
+            match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                next = stream.next() => next,
+                _ = stop.wait_for(|s| *s) => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        let Some(Ok(chunk)) = next else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
+            let msg: Vec<u8> = buf.drain(..pos + 2).collect();
+            for line in String::from_utf8_lossy(&msg).lines() {
+                if let Some(data) = line.strip_prefix("data: ")
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
+                    && let Some(id) = v["data"]["id"].as_str()
+                {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+    }
+    Some(ids)
+}
+
+/// One WebSocket watcher (`GET /ws`, one socket with one subscription, as a console tab
+/// holds): connected once the server answered `subscribed`; otherwise as [`sse_watcher`].
+async fn ws_watcher(
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    agent: Option<String>,
+    task: String,
+    opening: Arc<Semaphore>,
+    connected: Arc<AtomicU64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<Vec<String>> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut subscribe = json!({"op": "subscribe", "task_id": task, "types": ["step_logged"]});
+    if let Some(agent) = agent {
+        subscribe["agent_id"] = json!(agent);
+    }
+    let mut socket = {
+        let _permit = opening.acquire().await;
+        let (mut socket, _) = tokio_tungstenite::connect_async(req).await.ok()?;
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .ok()?;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(60), socket.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let Message::Text(t) = msg {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).ok()?;
+                match v["op"].as_str() {
+                    Some("subscribed") => break,
+                    Some("error") => return None,
+                    _ => {}
+                }
+            }
+        }
+        socket
+    };
+    connected.fetch_add(1, Ordering::Relaxed);
+    let mut ids: Vec<String> = Vec::new();
+    let mut stopping = false;
+    loop {
+        // Reading also answers the server's pings.
+        let next = if stopping {
+            match tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                next = socket.next() => next,
+                _ = stop.wait_for(|s| *s) => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        let Some(Ok(msg)) = next else { break };
+        if let Message::Text(t) = msg
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str())
+            && v["op"] == "event"
+            && let Some(id) = v["event"]["id"].as_str()
+        {
+            ids.push(id.to_string());
+        }
+    }
+    let _ = socket.close(None).await;
+    Some(ids)
+}
+
 /// Resident memory of a process, MiB (Linux `/proc`).
 pub fn rss_mb(pid: u32) -> Option<f64> {
+    proc_status_mb(pid, "VmRSS:")
+}
+
+/// Peak resident memory of a process (`VmHWM`), MiB (Linux `/proc`).
+pub fn hwm_mb(pid: u32) -> Option<f64> {
+    proc_status_mb(pid, "VmHWM:")
+}
+
+fn proc_status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }

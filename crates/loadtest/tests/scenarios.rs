@@ -245,6 +245,13 @@ async fn watchers_receive_every_step_once() {
             "watchers",
             "--watchers",
             "20",
+            // 6 of them over WebSockets (`GET /ws`), the rest over SSE.
+            "--ws-watchers",
+            "6",
+            "--idle",
+            "0.2",
+            "--connections",
+            "4",
             "--tasks",
             "2",
             "--agents",
