@@ -575,7 +575,7 @@ async fn ws_watcher(
         if let Message::Text(t) = msg
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str())
             && v["op"] == "event"
-            && let Some(id) = v["event"]["id"].as_str()
+            && let Some(id) = v["event"]["data"]["id"].as_str()
         {
             ids.push(id.to_string());
         }
