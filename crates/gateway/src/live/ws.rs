@@ -35,6 +35,10 @@ use tokio_util::sync::CancellationToken;
 const OUT_QUEUE: usize = 64;
 /// Largest client message (they are small JSON objects).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// Bytes read from the socket at a time (a larger message is read in several). Tungstenite's
+/// default, 128 KiB, is zero-filled on the first read, so every socket held 128 KiB resident:
+/// 1.4 GiB for 10,000 idle sockets (issue #19, BENCHMARKS.md "Idle watchers at 10,000").
+const READ_BUFFER: usize = 4 * 1024;
 /// Close code "service restart": reconnect and resubscribe.
 const CLOSE_SERVICE_RESTART: u16 = 1012;
 /// Close code "policy violation": the socket's token expired; reconnect with a new one.
@@ -77,6 +81,7 @@ pub(super) async fn upgrade(
     let busy = hold.map(|Extension(h)| h.busy());
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let _busy = busy;
             session(s, caller, q.agent_id, socket).await
