@@ -22,8 +22,11 @@
 //!   least their cap of newest entries;
 //! * every emitted event is appended to the task's event stream and published, with the
 //!   entry id spliced in as `id`, to every [`UpdatesSource`];
-//! * outbox entries are delivered to one consumer of a group at a time, stay pending until
-//!   acknowledged, and can be claimed from an idle consumer.
+//! * a store with an outbox ([`HotOps::outbox`]: Redis, which lives apart from the durable
+//!   store) queues a step or an audit record in the same atomic step as its event; its
+//!   entries are delivered to one consumer of a group at a time, stay pending until
+//!   acknowledged, and can be claimed from an idle consumer. A store without one (in-process)
+//!   keeps no record for the durable store: the operations write it there themselves.
 
 use crate::error::Result;
 use crate::ids::{AgentId, TaskId};
@@ -33,10 +36,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
 use mcp_api::{Event, StreamId};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// An event to emit: the envelope (without id) and who/where, plus an optional audit record.
 pub struct Emit<'a> {
@@ -44,7 +44,8 @@ pub struct Emit<'a> {
     pub agent: &'a str,
     /// The envelope JSON object without `id`.
     pub envelope: String,
-    /// Audit record for the outbox (JSON), if this change is audited through the outbox.
+    /// Audit record for the outbox (JSON), if this change is audited through the outbox. Only
+    /// a store with an outbox ([`HotOps::outbox`]) is handed one; a store without one ignores it.
     pub audit: Option<String>,
     /// Cap of the task's event stream.
     pub events_cap: usize,
@@ -294,15 +295,19 @@ pub trait HotOps: Send + Sync + 'static {
     /// nothing it may evict), found by a write; `None` when a write succeeds.
     async fn refuses_writes(&self) -> Result<Option<String>>;
 
-    /// Entries waiting in the sync outbox (delivered to a pusher or not).
-    async fn outbox_length(&self) -> Result<u64>;
+    /// The sync outbox, where the store has one: a hot store that lives apart from the
+    /// durable store (Redis) queues steps and audit records there for the push loop. `None`:
+    /// the store lives in the gateway's process beside its durable store (embedded mode), and
+    /// the operations write those records to the durable store themselves, in the call that
+    /// acknowledges them ([`crate::Service`]).
+    fn outbox(&self) -> Option<&dyn Outbox>;
 
     /// Memory in use and the limit it is measured against (bytes).
     async fn memory_usage(&self) -> Result<(u64, u64)>;
 
     /// Appends the event to the task's stream, publishes it, touches the agent's presence and
-    /// (if it is a member) its collaboration activity, queues the audit record. Returns the
-    /// event id.
+    /// (if it is a member) its collaboration activity, queues the audit record (in the outbox,
+    /// where the store has one). Returns the event id.
     async fn emit(&self, e: &Emit<'_>) -> Result<String>;
 
     /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
@@ -395,8 +400,8 @@ pub trait HotOps: Send + Sync + 'static {
     /// holds more. Read from a per-task index, never by scanning every lease.
     async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)>;
 
-    /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
-    /// atomic step. The event's envelope is `e.envelope` + step id + `envelope_suffix` (the
+    /// Appends a step to the task's log stream and (where the store has one) to the outbox,
+    /// and emits its event, in one atomic step. The event's envelope is `e.envelope` + step id + `envelope_suffix` (the
     /// step id is only known inside). Returns (step id, event id).
     async fn log_step(
         &self,
@@ -455,10 +460,15 @@ pub trait HotOps: Send + Sync + 'static {
     async fn presence(&self, agent: &AgentId) -> Result<Presence>;
 }
 
-/// What the sync loops need from the hot store: the outbox consumer group and the ordered
-/// cache refresh.
+/// The sync outbox of a hot store that lives apart from the durable store ([`HotOps::outbox`]):
+/// a stream read through consumer groups by the push loop. Entries are delivered to one
+/// consumer of a group at a time, stay pending until acknowledged, and can be claimed from an
+/// idle consumer.
 #[async_trait]
-pub trait HotSync: Send + Sync + 'static {
+pub trait Outbox: Send + Sync {
+    /// Entries waiting in the outbox (delivered to a pusher or not).
+    async fn outbox_length(&self) -> Result<u64>;
+
     /// Creates the consumer group on the outbox (and the outbox), unless it exists.
     async fn outbox_create_group(&self, group: &str) -> Result<()>;
 
@@ -505,16 +515,11 @@ pub trait HotSync: Send + Sync + 'static {
 
     /// The outbox's length and the group's pending count.
     async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth>;
+}
 
-    /// Attaches a push loop to an outbox that lives in this process (the embedded mode's):
-    /// from then on, until the [`PusherLink`] is dropped, every added entry wakes the loop and
-    /// `log_step` answers only once the loop has persisted the step, so an acknowledged step
-    /// survives a crash of the process. `None` for an outbox in a server of its own (Redis),
-    /// which outlives the process and is read on the loop's interval.
-    fn attach_pusher(&self) -> Option<PusherLink> {
-        None
-    }
-
+/// What the sync loops need from the hot store: the ordered cache refresh.
+#[async_trait]
+pub trait HotSync: Send + Sync + 'static {
     /// Caches task rows that are newer (by change number) than the cache, emitting their events
     /// (as `agent`) when they carry an envelope. One answer per row, in order.
     async fn refresh_tasks(
@@ -657,36 +662,5 @@ pub trait McpSessions: Send + Sync + 'static {
     /// since its streams begin empty with each process.
     fn events_complete_since_ms(&self) -> Option<i64> {
         None
-    }
-}
-
-/// A push loop's attachment to an in-process outbox ([`HotSync::attach_pusher`]).
-pub struct PusherLink {
-    wake: Arc<Notify>,
-    attached: Arc<AtomicBool>,
-}
-
-impl PusherLink {
-    /// Attaches; `attached` stays true until the link is dropped.
-    pub fn new(wake: Arc<Notify>, attached: Arc<AtomicBool>) -> PusherLink {
-        attached.store(true, Ordering::SeqCst);
-        PusherLink { wake, attached }
-    }
-
-    /// Resolves once an entry was added since the last time it resolved.
-    pub async fn added(&self) {
-        self.wake.notified().await
-    }
-}
-
-impl Drop for PusherLink {
-    fn drop(&mut self) {
-        self.attached.store(false, Ordering::SeqCst);
-    }
-}
-
-impl std::fmt::Debug for PusherLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PusherLink").finish_non_exhaustive()
     }
 }

@@ -7,8 +7,8 @@
 
 use super::conn::{ConnSettings, RedisConn};
 use super::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Presence,
-    QueuePlace, UpdatesPing, UpdatesSource, Waiter, ms_to_time,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Outbox,
+    Presence, QueuePlace, UpdatesPing, UpdatesSource, Waiter, ms_to_time,
 };
 use super::keys::Keys;
 use crate::error::{DomainError, Result};
@@ -721,15 +721,8 @@ impl HotOps for RedisStore {
         }
     }
 
-    /// Entries waiting in the sync outbox (delivered to a pusher or not; on a cluster, in
-    /// every slot's outbox).
-    async fn outbox_length(&self) -> Result<u64> {
-        let mut c = self.conn.clone();
-        let mut n = 0;
-        for (_, stream) in self.outbox_streams().await? {
-            n += c.xlen::<_, u64>(stream).await?;
-        }
-        Ok(n)
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
     }
 
     /// Memory in use and the limit it is measured against (`maxmemory`, or the machine's

@@ -3,7 +3,6 @@
 //! the one lock, so none is observed half done. Entries are named by the Redis store's key
 //! names ([`Keys`] without prefix) where the Redis store gives them a TTL.
 
-use super::outbox::Outbox;
 use super::stream::{self, MAX_ID, Stream, invalid_id, parse_id};
 use super::ttl::{TtlMap, deadline};
 use super::{ENTRY_OVERHEAD, STRING_OVERHEAD};
@@ -93,7 +92,6 @@ struct EmitArgs<'a> {
     task: &'a TaskId,
     agent: &'a str,
     envelope: String,
-    audit: Option<&'a str>,
     events_cap: usize,
 }
 
@@ -121,7 +119,6 @@ pub(super) struct State {
     events: HashMap<String, Stream<String>>,
     /// Step-log streams (step JSON), by task.
     logs: HashMap<String, Stream<String>>,
-    outbox: Outbox,
     /// Collaboration members: task → agent → joined (ms).
     members: HashMap<String, HashMap<String, i64>>,
     /// Collaboration activity: task → agent → last active (ms).
@@ -173,7 +170,6 @@ impl State {
             sets: TtlMap::default(),
             events: HashMap::new(),
             logs: HashMap::new(),
-            outbox: Outbox::default(),
             members: HashMap::new(),
             activity: HashMap::new(),
             agents: HashMap::new(),
@@ -320,7 +316,6 @@ impl State {
             + sets
             + streams(&self.events)
             + streams(&self.logs)
-            + self.outbox.bytes()
             + hashes(&self.members)
             + hashes(&self.activity)
             + agents
@@ -330,8 +325,8 @@ impl State {
     // ----- events -----
 
     /// `emit.lua`: appends to the task's capped event stream, publishes with the id spliced
-    /// in, touches the agent's presence and (if a member) its collaboration activity, queues
-    /// the audit record (none when empty).
+    /// in, touches the agent's presence and (if a member) its collaboration activity. (No
+    /// outbox here: the operations write audit records to the durable store themselves.)
     fn emit_event(&mut self, a: EmitArgs<'_>, now: &Now) -> Result<String> {
         let task = a.task.as_str();
         let stream = self.events.entry(task.to_owned()).or_default();
@@ -353,15 +348,6 @@ impl State {
                 .or_default()
                 .insert(a.agent.to_owned(), now.ms);
         }
-        if let Some(audit) = a.audit.filter(|x| !x.is_empty()) {
-            self.outbox.add(
-                vec![
-                    ("kind".into(), "audit".into()),
-                    ("payload".into(), audit.to_owned()),
-                ],
-                now.ms,
-            )?;
-        }
         Ok(id.to_string())
     }
 
@@ -371,7 +357,6 @@ impl State {
                 task: e.task,
                 agent: e.agent,
                 envelope: e.envelope.clone(),
-                audit: e.audit.as_deref(),
                 events_cap: e.events_cap,
             },
             now,
@@ -385,7 +370,7 @@ impl State {
         step_json: &str,
         logs_cap: usize,
         now: &Now,
-    ) -> Result<(String, String, StreamId)> {
+    ) -> Result<(String, String)> {
         let task = e.task.as_str();
         let sid = self.logs.entry(task.to_owned()).or_default().add(
             step_json.to_owned(),
@@ -393,27 +378,16 @@ impl State {
             Some(logs_cap),
         )?;
         let sid = sid.to_string();
-        let outbox_id = self.outbox.add(
-            vec![
-                ("kind".into(), "step".into()),
-                ("task".into(), task.to_owned()),
-                ("sid".into(), sid.clone()),
-                ("agent".into(), e.agent.to_owned()),
-                ("step".into(), step_json.to_owned()),
-            ],
-            now.ms,
-        )?;
         let eid = self.emit_event(
             EmitArgs {
                 task: e.task,
                 agent: e.agent,
                 envelope: format!("{}{sid}{envelope_suffix}", e.envelope),
-                audit: e.audit.as_deref(),
                 events_cap: e.events_cap,
             },
             now,
         )?;
-        Ok((sid, eid, outbox_id))
+        Ok((sid, eid))
     }
 
     pub(super) fn steps_before(
@@ -994,7 +968,6 @@ impl State {
                         task: &r.id,
                         agent,
                         envelope: envelope.clone(),
-                        audit: None,
                         events_cap,
                     },
                     now,
@@ -1106,16 +1079,6 @@ impl State {
                 rec.task = Some(t.to_owned());
             }
         }
-    }
-
-    // ----- the outbox -----
-
-    pub(super) fn outbox_mut(&mut self) -> &mut Outbox {
-        &mut self.outbox
-    }
-
-    pub(super) fn outbox_len(&self) -> usize {
-        self.outbox.len()
     }
 
     // ----- MCP sessions -----
