@@ -536,28 +536,29 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
         s.events_tail(&t).await.unwrap().as_deref(),
         Some(ids[4].as_str())
     );
-    // Published in order per task, each with its stream id spliced in. (Order across tasks
-    // is not kept on a Redis Cluster: two tasks' events may come from two nodes.)
+    // Published in order per task, each as a typed event with its stream id. (Order across
+    // tasks is not kept on a Redis Cluster: two tasks' events may come from two nodes.)
     let mut others = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let (task_of, payload) = loop {
-            let (task_of, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        let got = loop {
+            let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
                 .await
                 .expect("published")
                 .expect("subscription alive");
-            if task_of == t {
-                break (task_of, payload);
+            if got.task == t {
+                break got;
             }
-            others.push(task_of);
+            others.push(got.task);
         };
-        assert_eq!(task_of, t);
-        let event: Event = serde_json::from_str(&payload).unwrap();
+        assert_eq!(got.task, t);
+        assert_eq!(got.id, Some(parsed[i]));
+        let event: Event = got.event;
         assert_eq!(event.id.as_deref(), Some(id.as_str()));
         assert_eq!(event.data, json!({"i": i}));
         assert_eq!(event.kind, EventType::FileWritten);
     }
     if others.is_empty() {
-        others.push(sub.next().await.unwrap().0);
+        others.push(sub.next().await.unwrap().task);
     }
     assert_eq!(others, [u]);
     // Replay strictly after a position, oldest first, bounded.
@@ -605,16 +606,16 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
             .log_step(&e, &tail, &json!({"n": i}).to_string(), 1000)
             .await
             .unwrap();
-        let (_, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        let event: Event = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap()
-            .unwrap();
-        let event: Event = serde_json::from_str(&payload).unwrap();
+            .unwrap()
+            .event;
         assert_eq!(event.id.as_deref(), Some(eid.as_str()));
         assert_eq!(
             event.data["step_id"],
             json!(sid),
-            "the step id is spliced in"
+            "the step id is in the event"
         );
         step_ids.push(sid);
     }
@@ -818,11 +819,11 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
     assert_eq!(s.task(&t).await.unwrap().unwrap(), v2);
     // One event per change, none for the others.
     for title in ["one", "two"] {
-        let (_, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        let event: Event = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap()
-            .unwrap();
-        let event: Event = serde_json::from_str(&payload).unwrap();
+            .unwrap()
+            .event;
         assert_eq!(event.data["title"], title);
     }
     assert_eq!(
@@ -1083,7 +1084,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     assert_eq!(listed[0].waiters, ["w1", "w2"]);
     // The release wakes the task's waiters; the path is promised to the first.
     s.release(&t, &p, "holder", false).await.unwrap().unwrap();
-    let (woken, _) = tokio::time::timeout(Duration::from_secs(5), wakes.next())
+    let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next())
         .await
         .expect("a wake-up")
         .expect("subscribed");

@@ -33,8 +33,8 @@ use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
     CacheFile, ClaimOutcome, Emit, FiledSession, FiledSubscription, HeldLease, HotFile, HotOps,
     HotSync, LISTEN_CANCEL_KEPT, Lease, McpSession, McpSessionFile, McpSessions, MessageSource,
-    Outbox, Presence, Refreshed, SubScope, Subscriber, TaskRefresh, UpdatesPing, UpdatesSource,
-    Waiter,
+    Outbox, Presence, Refreshed, SubScope, Subscriber, TaskEvent, TaskRefresh, UpdatesPing,
+    UpdatesSource, Waiter, WakeSource,
 };
 use crate::store::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -235,16 +235,24 @@ impl MessageSource for Messages {
     }
 }
 
-/// The subscription [`HotOps::subscribe_updates`] answers.
-struct Updates {
-    rx: broadcast::Receiver<(TaskId, String)>,
+/// The subscriptions [`HotOps::subscribe_updates`] (of [`state::Published`]) and
+/// [`HotOps::subscribe_lease_wakes`] (of (task, path)) answer.
+struct Updates<T> {
+    rx: broadcast::Receiver<T>,
     store: Weak<Inner>,
     lost: bool,
 }
 
-#[async_trait]
-impl UpdatesSource for Updates {
-    async fn next(&mut self) -> Option<(TaskId, String)> {
+impl<T: Clone + Send> Updates<T> {
+    fn new(rx: broadcast::Receiver<T>, store: &Arc<Inner>) -> Updates<T> {
+        Updates {
+            rx,
+            store: Arc::downgrade(store),
+            lost: false,
+        }
+    }
+
+    async fn recv(&mut self) -> Option<T> {
         if self.lost {
             return None;
         }
@@ -262,6 +270,42 @@ impl UpdatesSource for Updates {
         Box::new(Pinger {
             store: self.store.clone(),
         })
+    }
+}
+
+#[async_trait]
+impl UpdatesSource for Updates<state::Published> {
+    /// The event as the store appended it: its envelope read once, its id as it is.
+    async fn next(&mut self) -> Option<TaskEvent> {
+        loop {
+            let (task, id, envelope) = self.recv().await?;
+            match serde_json::from_str::<Event>(&envelope) {
+                Ok(mut event) => {
+                    event.id = Some(id.to_string());
+                    return Some(TaskEvent {
+                        task,
+                        id: Some(id),
+                        event,
+                    });
+                }
+                Err(e) => tracing::warn!(task = %task, %id, error = %e, "unreadable event skipped"),
+            }
+        }
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Updates::pinger(self)
+    }
+}
+
+#[async_trait]
+impl WakeSource for Updates<(TaskId, String)> {
+    async fn next(&mut self) -> Option<TaskId> {
+        self.recv().await.map(|(task, _)| task)
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Updates::pinger(self)
     }
 }
 
@@ -372,13 +416,9 @@ impl HotOps for MemoryStore {
         Ok(self.with(|s, now| s.leave_queue(task, path, ticket, now)))
     }
 
-    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn UpdatesSource>> {
+    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn WakeSource>> {
         let rx = self.with(|s, _| s.lease_wakes_receiver());
-        Ok(Box::new(Updates {
-            rx,
-            store: Arc::downgrade(&self.inner),
-            lost: false,
-        }))
+        Ok(Box::new(Updates::new(rx, &self.inner)))
     }
 
     async fn renew(
@@ -442,11 +482,7 @@ impl HotOps for MemoryStore {
 
     async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
         let rx = self.with(|s, _| s.updates_receiver());
-        Ok(Box::new(Updates {
-            rx,
-            store: Arc::downgrade(&self.inner),
-            lost: false,
-        }))
+        Ok(Box::new(Updates::new(rx, &self.inner)))
     }
 
     async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {

@@ -129,15 +129,14 @@ pub(super) struct State {
     agent_tasks: HashMap<String, BTreeSet<String>>,
     /// When the task cache was marked warm (ms).
     sync_warm: Option<i64>,
-    /// Where every emitted event is published.
-    updates: broadcast::Sender<(TaskId, String)>,
+    /// Where every emitted event is published: its task, its id and its envelope (no id).
+    updates: broadcast::Sender<Published>,
     last_sweep: Option<Instant>,
 }
 
-/// `string.sub(s, 2)`: the envelope without its leading `{`, byte-wise.
-fn without_first_byte(s: &str) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(s.as_bytes().get(1..).unwrap_or_default())
-}
+/// An emitted event as the in-process channel carries it: its task, its stream id and its
+/// envelope without id, each as it is (never spliced into one text).
+pub(super) type Published = (TaskId, StreamId, String);
 
 /// A TTL in whole seconds, as `EXPIRE`/`EX` take it.
 fn secs(ttl_secs: u64, now: Instant) -> Option<Instant> {
@@ -180,7 +179,7 @@ impl State {
         }
     }
 
-    pub(super) fn updates_receiver(&self) -> broadcast::Receiver<(TaskId, String)> {
+    pub(super) fn updates_receiver(&self) -> broadcast::Receiver<Published> {
         self.updates.subscribe()
     }
 
@@ -324,17 +323,17 @@ impl State {
 
     // ----- events -----
 
-    /// `emit.lua`: appends to the task's capped event stream, publishes with the id spliced
-    /// in, touches the agent's presence and (if a member) its collaboration activity. (No
+    /// `emit.lua`: appends to the task's capped event stream, publishes it (id and envelope), touches the agent's presence and (if a member) its collaboration activity. (No
     /// outbox here: the operations write audit records to the durable store themselves.)
     fn emit_event(&mut self, a: EmitArgs<'_>, now: &Now) -> Result<String> {
         let task = a.task.as_str();
         let stream = self.events.entry(task.to_owned()).or_default();
         let id = stream.next_id(now.ms)?;
-        let payload = format!("{{\"id\":\"{id}\",{}", without_first_byte(&a.envelope));
+        if self.updates.receiver_count() > 0 {
+            // No receiver is not an error: nobody listens.
+            let _ = self.updates.send((a.task.clone(), id, a.envelope.clone()));
+        }
         stream.push(id, a.envelope, Some(a.events_cap));
-        // No receiver is not an error: nobody listens.
-        let _ = self.updates.send((a.task.clone(), payload));
         let agent = self.agents.entry(a.agent.to_owned()).or_default();
         agent.last_seen = Some(now.ms);
         agent.task = Some(task.to_owned());
