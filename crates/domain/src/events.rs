@@ -1,8 +1,8 @@
 //! Building event envelopes (the JSON the hot store appends and publishes).
 
 use crate::ids::TaskId;
-use chrono::Utc;
-use mcp_api::{Event, EventType};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use mcp_api::{Event, EventType, StreamId};
 use serde_json::Value;
 
 /// The envelope without `id` (Redis assigns it when appending to the stream).
@@ -33,5 +33,94 @@ pub fn envelope_around(
     match full.split_once(inner) {
         Some((a, b)) => (a.to_owned(), b.to_owned()),
         None => (full, String::new()),
+    }
+}
+
+/// Reads a message published on a task channel: the gateway's own event (with its stream id),
+/// or a foreign one in the seed's shape `{"type","taskId","timestamp","data"}` (no id; a
+/// missing `taskId` is the channel's task, a missing or unreadable `timestamp` is now). `None`
+/// when it is not an event at all (no `type`). The Redis store reads each message with it
+/// once, where the message arrives ([`crate::store::hot::UpdatesSource`]).
+pub fn parse_published(task: &TaskId, payload: &str) -> Option<Event> {
+    let value: Value = serde_json::from_str(payload).ok()?;
+    let obj = value.as_object()?;
+    let kind = obj.get("type")?.as_str()?;
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(Event {
+        // Only a well-formed stream id is a position in the stream.
+        id: text("id").filter(|id| StreamId::parse(id).is_some()),
+        kind: EventType::parse(kind),
+        task_id: text("taskId").unwrap_or_else(|| task.to_string()),
+        agent_id: text("agentId"),
+        timestamp: obj
+            .get("timestamp")
+            .and_then(parse_timestamp)
+            .unwrap_or_else(Utc::now),
+        data: obj.get("data").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// RFC 3339; an ISO time without offset (Python's `isoformat()`), taken as UTC; or epoch
+/// milliseconds / seconds.
+fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|n| n.and_utc())
+            }),
+        Value::Number(n) => {
+            let n = n.as_f64()?;
+            let ms = if n > 1e11 { n } else { n * 1000.0 };
+            Utc.timestamp_millis_opt(ms as i64).single()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_api::EventType;
+
+    fn t() -> TaskId {
+        TaskId::parse("t1").unwrap()
+    }
+
+    #[test]
+    fn own_events_keep_their_stream_id() {
+        let e = parse_published(
+            &t(),
+            r#"{"id":"1700000000000-3","type":"file_written","taskId":"t1","agentId":"a","timestamp":"2024-01-01T00:00:00Z","data":{"path":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id.as_deref(), Some("1700000000000-3"));
+        assert_eq!(e.kind, EventType::FileWritten);
+        assert_eq!(e.agent_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn foreign_events_in_the_seed_shape_are_read_leniently() {
+        let e = parse_published(
+            &t(),
+            r#"{"type":"task_assigned","timestamp":"2024-05-01T10:00:00.123456","data":{"agent":"qa"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id, None);
+        assert_eq!(e.task_id, "t1");
+        assert_eq!(e.kind, EventType::Other("task_assigned".into()));
+        assert_eq!(e.timestamp.to_rfc3339(), "2024-05-01T10:00:00.123456+00:00");
+        let e = parse_published(
+            &t(),
+            r#"{"type":"x","id":"not-an-id","timestamp":1700000000}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id, None);
+        assert_eq!(e.timestamp.timestamp(), 1_700_000_000);
+        assert!(parse_published(&t(), r#"{"hello":1}"#).is_none());
+        assert!(parse_published(&t(), "not json").is_none());
     }
 }

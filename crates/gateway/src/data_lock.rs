@@ -1,6 +1,6 @@
 //! The embedded data directory's lock: one gateway process per SQLite file.
 //!
-//! In embedded mode the hot layer (leases, the outbox, the task cache) lives in the process,
+//! In embedded mode the hot layer (leases, event streams, the task cache) lives in the process,
 //! so two processes on one data directory would each grant the same lease to different agents
 //! and each run the sync loops over one SQLite file. At start the gateway takes an exclusive,
 //! non-blocking lock (`flock`, through `std::fs::File::try_lock`) on `mcp-gateway.lock` beside

@@ -368,10 +368,11 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
         .with_context(|| format!("binding {addr}"))?;
     let mode = if cfg.auth_enabled() { "on" } else { "off" };
     tracing::info!(%addr, authentication = mode, "mcp-gateway listening");
-    // The sync loops stop after the server has drained, then flush the outbox.
+    // The sync loops stop after the server has drained, then flush the outbox (a Redis one;
+    // the embedded mode has none: its steps are in SQLite before they are acknowledged).
     let sync_cancel = CancellationToken::new();
-    // An embedded store has no other process that could sync it (an in-process outbox and
-    // task cache; a local SQLite file that a separate mcp-sync cannot reach).
+    // An embedded store has no other process that could sync it (an in-process task cache;
+    // a local SQLite file that a separate mcp-sync cannot reach).
     let embedded = service.embedded();
     let run_sync = cfg.run_sync || embedded;
     if !cfg.run_sync && run_sync {

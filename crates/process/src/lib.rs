@@ -159,12 +159,12 @@ pub const METRICS: &[(&str, MetricKind, &str)] = {
         (
             "mcp_outbox_length",
             Gauge,
-            "Entries in the sync outbox (delivered to a pusher or not).",
+            "Entries in the sync outbox (delivered to a pusher or not). Absent in the embedded mode, which has no outbox.",
         ),
         (
             "mcp_outbox_pending",
             Gauge,
-            "Outbox entries delivered to a pusher and not yet acknowledged.",
+            "Outbox entries delivered to a pusher and not yet acknowledged. Absent in the embedded mode, which has no outbox.",
         ),
         (
             "mcp_sync_lag_seconds",

@@ -67,49 +67,25 @@ fn field<'a>(entry: &'a OutboxEntry, name: &str) -> Result<&'a str, String> {
 fn decode_step(entry: &OutboxEntry) -> Result<StepRecord, String> {
     let task = field(entry, "task")?;
     let sid = field(entry, "sid")?;
-    let (id_ms, id_seq) =
-        parse_stream_id(sid).ok_or_else(|| format!("sid '{sid}' is not a stream id"))?;
     let step: Value = serde_json::from_str(field(entry, "step")?)
         .map_err(|e| format!("step is not JSON: {e}"))?;
     if !step.is_object() {
         return Err("step is not a JSON object".into());
     }
-    Ok(StepRecord {
-        task_id: task.to_owned(),
-        stream_id: sid.to_owned(),
-        id_ms,
-        id_seq,
-        agent_id: entry.fields.get("agent").filter(|a| !a.is_empty()).cloned(),
+    StepRecord::logged(
+        task,
+        sid,
+        entry.fields.get("agent").map(String::as_str),
         step,
-        logged_at: ms_time(id_ms),
-    })
+    )
+    .ok_or_else(|| format!("sid '{sid}' is not a stream id"))
 }
 
 fn decode_audit(entry: &OutboxEntry) -> Result<AuditRecord, String> {
     let payload: Value = serde_json::from_str(field(entry, "payload")?)
         .map_err(|e| format!("payload is not JSON: {e}"))?;
-    let Some(obj) = payload.as_object() else {
-        return Err("payload is not a JSON object".into());
-    };
-    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
-    let actor = text("actor").ok_or("payload has no actor")?;
-    let action = text("action").ok_or("payload has no action")?;
-    let at = obj
-        .get("at")
-        .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
-        .unwrap_or_else(|| ms_time(parse_stream_id(&entry.id).map_or(0, |(ms, _)| ms)));
-    Ok(AuditRecord {
-        source_id: entry.id.clone(),
-        at,
-        actor,
-        action,
-        task_id: text("task_id"),
-        path: text("path"),
-        version: obj.get("version").and_then(Value::as_i64),
-        fence: obj.get("fence").and_then(Value::as_i64),
-        request_id: text("request_id"),
-        detail: payload.clone(),
-    })
+    let fallback = ms_time(parse_stream_id(&entry.id).map_or(0, |(ms, _)| ms));
+    AuditRecord::from_payload(entry.id.clone(), payload, fallback)
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! The push loop: Redis outbox → Postgres, losing nothing and writing nothing twice.
+//! The push loop: Redis outbox → Postgres, losing nothing and writing nothing twice. Only a
+//! hot store with an outbox ([`mcp_domain::store::hot::HotOps::outbox`]) has one to push: the
+//! embedded mode's in-process store has none (its steps and audit records are written to
+//! SQLite by the call that acknowledges them), and there the loop does nothing.
 //!
 //! One iteration reads a batch through the consumer group — first this consumer's own
 //! unacknowledged entries (a commit that failed), then entries another consumer left pending
@@ -15,7 +18,7 @@ use crate::Result;
 use crate::decode::{Decoded, dead_letter, decode};
 use mcp_domain::DomainError;
 use mcp_domain::store::durable::OutboxBatch;
-use mcp_domain::store::hot::{OutboxDepth, OutboxEntry};
+use mcp_domain::store::hot::{Outbox, OutboxDepth, OutboxEntry};
 use mcp_domain::store::{Durable, Hot};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -82,16 +85,26 @@ impl PushLoop {
         &self.settings
     }
 
+    /// The hot store's outbox; an error for a store without one (nothing to push).
+    fn outbox(&self) -> Result<&dyn Outbox> {
+        self.hot.outbox().ok_or_else(|| {
+            DomainError::Internal(
+                "the hot store has no outbox: its records are written to the durable store directly"
+                    .into(),
+            )
+            .into()
+        })
+    }
+
     async fn read_batch(&mut self) -> Result<(Vec<OutboxEntry>, usize)> {
         let s = &self.settings;
-        let mut entries = self
-            .hot
+        let outbox = self.outbox()?;
+        let mut entries = outbox
             .outbox_read_pending(&s.group, &s.consumer, s.batch_size)
             .await?;
         let mut claimed = 0;
         if entries.len() < s.batch_size {
-            let c = self
-                .hot
+            let c = outbox
                 .outbox_claim_idle(
                     &s.group,
                     &s.consumer,
@@ -103,8 +116,7 @@ impl PushLoop {
             entries.extend(c);
         }
         if entries.len() < s.batch_size {
-            let fresh = self
-                .hot
+            let fresh = outbox
                 .outbox_read_new(&s.group, &s.consumer, s.batch_size - entries.len())
                 .await?;
             entries.extend(fresh);
@@ -118,7 +130,9 @@ impl PushLoop {
     /// the entries are read again next time.
     pub async fn try_run_once(&mut self) -> Result<PushOutcome> {
         if !self.group_ready {
-            self.hot.outbox_create_group(&self.settings.group).await?;
+            self.outbox()?
+                .outbox_create_group(&self.settings.group)
+                .await?;
             self.group_ready = true;
         }
         let (entries, claimed) = self.read_batch().await?;
@@ -154,11 +168,13 @@ impl PushLoop {
                 }
             }
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-            self.hot.outbox_ack(&self.settings.group, &ids).await?;
+            self.outbox()?
+                .outbox_ack(&self.settings.group, &ids)
+                .await?;
         }
-        outcome.depth = self.hot.outbox_depth(&self.settings.group).await?;
+        outcome.depth = self.outbox()?.outbox_depth(&self.settings.group).await?;
         record_push_metrics(&outcome, oldest_ms);
-        // Routine batches (in the embedded mode, one per burst of steps) are in the metrics;
+        // Routine batches are in the metrics;
         // the log tells of takeovers and dead letters.
         if outcome.claimed > 0 || outcome.dead > 0 {
             tracing::info!(
@@ -189,7 +205,7 @@ impl PushLoop {
             return Ok(0);
         }
         let removed = self
-            .hot
+            .outbox()?
             .outbox_remove_dead_consumers(&s.group, &s.consumer, s.claim_idle)
             .await?;
         self.last_reap = Some(std::time::Instant::now());
@@ -233,11 +249,12 @@ impl PushLoop {
     }
 
     /// Runs until `cancel`, every `interval` and at once while the backlog is over a batch;
-    /// then flushes what the outbox holds.
+    /// then flushes what the outbox holds. Returns at once for a hot store without an outbox.
     pub async fn run(mut self, cancel: CancellationToken) {
+        if self.hot.outbox().is_none() {
+            return;
+        }
         let poll = self.settings.interval.min(Duration::from_millis(250));
-        // An in-process outbox wakes the loop at once and its writers wait for it.
-        let link = self.hot.attach_pusher();
         while !cancel.is_cancelled() {
             let full = match self.try_run_once().await {
                 Ok(o) => o.read >= self.settings.batch_size,
@@ -255,14 +272,15 @@ impl PushLoop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(poll) => {}
-                    Some(()) = async { link.as_ref()?.added().await; Some(()) } => break,
                 }
-                let backlog = self
-                    .hot
-                    .outbox_depth(&self.settings.group)
-                    .await
-                    .map(|d| d.length.saturating_sub(d.pending))
-                    .unwrap_or(0);
+                let backlog = match self.outbox() {
+                    Ok(o) => o
+                        .outbox_depth(&self.settings.group)
+                        .await
+                        .map(|d| d.length.saturating_sub(d.pending))
+                        .unwrap_or(0),
+                    Err(_) => 0,
+                };
                 if backlog >= self.settings.batch_size as u64 {
                     break;
                 }
@@ -273,6 +291,9 @@ impl PushLoop {
 
     /// Writes what the outbox holds before shutting down (bounded: a few batches).
     pub async fn flush(&mut self) {
+        if self.hot.outbox().is_none() {
+            return;
+        }
         for _ in 0..20 {
             match self.try_run_once().await {
                 Ok(o) if o.read > 0 => continue,

@@ -59,7 +59,13 @@ impl Service {
     /// times out reports its backend down and leaves the other gauges as they were.
     pub async fn export_backend_gauges(&self, timeout: Duration) {
         let memory = tokio::time::timeout(timeout, self.hot.memory_usage());
-        let outbox = tokio::time::timeout(timeout, self.hot.outbox_length());
+        // A hot store without an outbox (embedded mode) has no `mcp_outbox_length` at all.
+        let outbox = tokio::time::timeout(timeout, async {
+            match self.hot.outbox() {
+                Some(o) => o.outbox_length().await.map(Some),
+                None => Ok(None),
+            }
+        });
         let durable = tokio::time::timeout(timeout, self.durable.ping());
         let full = tokio::time::timeout(timeout, self.hot.refuses_writes());
         let (memory, outbox, durable, full) = tokio::join!(memory, outbox, durable, full);
@@ -77,7 +83,7 @@ impl Service {
             }
             _ => false,
         };
-        if let Ok(Ok(len)) = outbox {
+        if let Ok(Ok(Some(len))) = outbox {
             metrics::gauge!("mcp_outbox_length").set(len as f64);
         }
         let up = |ok: bool| if ok { 1.0 } else { 0.0 };

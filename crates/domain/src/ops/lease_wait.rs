@@ -145,7 +145,7 @@ impl LeaseWakes {
             loop {
                 tokio::select! {
                     m = sub.next() => match m {
-                        Some((task, _)) => self.ring(&task),
+                        Some(task) => self.ring(&task),
                         None => break,
                     },
                     _ = tick.tick() => {

@@ -2,13 +2,16 @@
 //!
 //! A step is appended to the task's capped Redis stream and to the sync outbox in one atomic
 //! script (with its event); the push loop persists it to Postgres idempotently on its stream
-//! id. Reading pages newest-first through the stream and continues into Postgres for steps
+//! id. A hot store without an outbox (the embedded mode's in-process one) only appends it and
+//! emits; the step is then written to the durable store (SQLite, group-committed with the
+//! other writes in flight) before the call answers, so an acknowledged step survives a crash. Reading pages newest-first through the stream and continues into Postgres for steps
 //! the stream no longer holds.
 
 use super::Service;
 use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
+use crate::store::durable::{OutboxBatch, StepRecord};
 use crate::store::hot::Emit;
 use chrono::{SecondsFormat, Utc};
 use mcp_api::requests::{LogStepRequest, SubscribeLogsRequest};
@@ -122,6 +125,19 @@ impl Service {
                 self.limits.logs_stream_cap,
             )
             .await?;
+        if self.hot.outbox().is_none() {
+            // No outbox to carry it (the embedded mode): durable before it is acknowledged.
+            let record =
+                StepRecord::logged(task.as_str(), &id, Some(actor.agent.as_str()), step.clone())
+                    .ok_or_else(|| {
+                        DomainError::internal(format!("step id {id:?} is not a stream id"))
+                    })?;
+            self.persist_direct(OutboxBatch {
+                steps: vec![record],
+                ..OutboxBatch::default()
+            })
+            .await?;
+        }
         Ok(LogStepResponse {
             success: true,
             task_id: task.to_string(),

@@ -30,6 +30,7 @@ use crate::actor::Actor;
 use crate::error::Result;
 use crate::ids::TaskId;
 use crate::inbox::InboxBell;
+use crate::store::durable::{AuditRecord, OutboxBatch};
 use crate::store::hot::{Emit, McpSessions, UpdatesSource};
 use crate::store::{Durable, Hot};
 use mcp_api::EventType;
@@ -144,7 +145,9 @@ impl Service {
         self.hot.collaborators(task).await
     }
 
-    /// Emits an event for a change that has no other Redis write to ride with.
+    /// Emits an event for a change that has no other Redis write to ride with. Its audit
+    /// record rides with it into the hot store's outbox, or, for a hot store without one (the
+    /// embedded mode), is written to the durable store before this answers.
     async fn emit(
         &self,
         actor: &Actor,
@@ -153,20 +156,48 @@ impl Service {
         data: Value,
         audit: Option<Value>,
     ) -> Result<String> {
-        self.hot
+        let audit = audit.map(|a| audit_record(actor, task, a));
+        let outbox = self.hot.outbox().is_some();
+        let id = self
+            .hot
             .emit(&Emit {
                 task,
                 agent: actor.agent.as_str(),
                 envelope: crate::events::envelope(kind, task, actor.agent.as_str(), data),
-                audit: audit.map(|a| audit_record(actor, task, a)),
+                audit: audit.as_ref().filter(|_| outbox).map(Value::to_string),
                 events_cap: self.limits.events_stream_cap,
             })
-            .await
+            .await?;
+        if let (false, Some(record)) = (outbox, audit) {
+            self.persist_direct(OutboxBatch {
+                audits: vec![direct_audit(record)?],
+                ..OutboxBatch::default()
+            })
+            .await?;
+        }
+        Ok(id)
+    }
+
+    /// Writes records straight to the durable store (a hot store without an outbox): the
+    /// batches of concurrent callers share one commit where the store groups them (SQLite).
+    async fn persist_direct(&self, batch: OutboxBatch) -> Result<()> {
+        self.durable.persist_outbox_batch(&batch).await
     }
 }
 
-/// An audit record for the outbox: the actor, the task, the time, and the action's fields.
-fn audit_record(actor: &Actor, task: &TaskId, fields: Value) -> String {
+/// An audit record written straight to the durable store, once: its idempotency key is a
+/// fresh `direct:<uuid>` (an outbox's entry ids are per process here, and would repeat).
+fn direct_audit(record: Value) -> Result<AuditRecord> {
+    AuditRecord::from_payload(
+        format!("direct:{}", uuid::Uuid::new_v4()),
+        record,
+        chrono::Utc::now(),
+    )
+    .map_err(crate::error::DomainError::internal)
+}
+
+/// An audit record: the actor, the task, the time, and the action's fields.
+fn audit_record(actor: &Actor, task: &TaskId, fields: Value) -> Value {
     let mut record = serde_json::json!({
         "actor": actor.agent.as_str(),
         "task_id": task.as_str(),
@@ -176,5 +207,5 @@ fn audit_record(actor: &Actor, task: &TaskId, fields: Value) -> String {
     if let (Some(r), Value::Object(f)) = (record.as_object_mut(), fields) {
         r.extend(f);
     }
-    record.to_string()
+    record
 }

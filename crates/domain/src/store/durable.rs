@@ -250,7 +250,7 @@ pub struct Presence {
     pub tasks: Vec<String>,
 }
 
-/// A step from the outbox, ready to insert.
+/// A step to insert: from the outbox (deployed mode), or straight from `log_step` (embedded).
 #[derive(Debug, Clone)]
 pub struct StepRecord {
     pub task_id: String,
@@ -264,10 +264,12 @@ pub struct StepRecord {
     pub logged_at: DateTime<Utc>,
 }
 
-/// An audit record from the outbox, ready to insert.
+/// An audit record to insert: from the outbox (deployed mode), or straight from the
+/// operation that audits (embedded).
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
-    /// The outbox entry id: the idempotency key.
+    /// The idempotency key: the outbox entry id, or (written straight, once) a fresh
+    /// `direct:<uuid>`.
     pub source_id: String,
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -279,6 +281,66 @@ pub struct AuditRecord {
     pub request_id: Option<String>,
     /// The whole record as it arrived.
     pub detail: Value,
+}
+
+impl StepRecord {
+    /// A step as the task's log stream holds it: its id there (`<ms>-<seq>`, which also tells
+    /// when it was logged), who logged it and the step object. `None` for an id that is not a
+    /// stream id.
+    pub fn logged(
+        task_id: &str,
+        stream_id: &str,
+        agent_id: Option<&str>,
+        step: Value,
+    ) -> Option<StepRecord> {
+        let (ms, seq) = stream_id.split_once('-')?;
+        let (id_ms, id_seq): (i64, i64) = (ms.parse().ok()?, seq.parse().ok()?);
+        Some(StepRecord {
+            task_id: task_id.to_owned(),
+            stream_id: stream_id.to_owned(),
+            id_ms,
+            id_seq,
+            agent_id: agent_id.filter(|a| !a.is_empty()).map(str::to_owned),
+            step,
+            logged_at: chrono::TimeZone::timestamp_millis_opt(&Utc, id_ms)
+                .single()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl AuditRecord {
+    /// An audit record from its JSON object (at least `actor` and `action`; `task_id`,
+    /// `path`, `version`, `fence`, `request_id` and `at` when it has them), under `source_id`;
+    /// `fallback_at` when it names no time. The reason when it is not one.
+    pub fn from_payload(
+        source_id: String,
+        payload: Value,
+        fallback_at: DateTime<Utc>,
+    ) -> std::result::Result<AuditRecord, String> {
+        let Some(obj) = payload.as_object() else {
+            return Err("payload is not a JSON object".into());
+        };
+        let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+        let actor = text("actor").ok_or("payload has no actor")?;
+        let action = text("action").ok_or("payload has no action")?;
+        let at = obj
+            .get("at")
+            .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
+            .unwrap_or(fallback_at);
+        Ok(AuditRecord {
+            source_id,
+            at,
+            actor,
+            action,
+            task_id: text("task_id"),
+            path: text("path"),
+            version: obj.get("version").and_then(Value::as_i64),
+            fence: obj.get("fence").and_then(Value::as_i64),
+            request_id: text("request_id"),
+            detail: payload,
+        })
+    }
 }
 
 /// An outbox entry that could not be persisted, kept for an operator.

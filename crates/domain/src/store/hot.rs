@@ -1,5 +1,15 @@
 //! The hot seam: caches, leases, streams, pub/sub, presence, the sync outbox and the MCP
-//! session state, and the records that cross it. Two backends implement it:
+//! session state, and the records that cross it. By capability:
+//! * [`HotOps`], in sections: the store itself (health, and whether it has an outbox), the
+//!   event log (typed [`TaskEvent`]s to every [`UpdatesSource`]), the step log, the file
+//!   cache, leases (lease wake-ups through a [`WakeSource`]), the rate limit, the task cache,
+//!   presence and collaboration;
+//! * [`Outbox`]: the sync outbox, only in a store that lives apart from its durable store
+//!   ([`HotOps::outbox`]);
+//! * [`HotSync`]: what the pull loop refreshes (task rows, agents' presence);
+//! * [`McpSessions`]: the MCP door's sessions, subscriptions and listen cancellations.
+//!
+//! Two backends implement it:
 //! [`super::redis::RedisStore`] (shared by every gateway instance) and
 //! [`super::memory::MemoryStore`] (embedded mode: one process). Both pass one behaviour suite
 //! (`crates/testkit/tests/stores/main.rs`).
@@ -20,10 +30,15 @@
 //!   checking in drops out after its liveness;
 //! * stream ids are `<ms>-<seq>` and strictly increase per stream; capped streams keep at
 //!   least their cap of newest entries;
-//! * every emitted event is appended to the task's event stream and published, with the
-//!   entry id spliced in as `id`, to every [`UpdatesSource`];
-//! * outbox entries are delivered to one consumer of a group at a time, stay pending until
-//!   acknowledged, and can be claimed from an idle consumer.
+//! * every emitted event is appended to the task's event stream and published to every
+//!   [`UpdatesSource`], which yields it as a typed [`TaskEvent`] whose id is the entry's id
+//!   (on the Redis channel, the seed's contract, it travels as the event's JSON with that
+//!   `id`; the in-process store hands over the id and the envelope as they are);
+//! * a store with an outbox ([`HotOps::outbox`]: Redis, which lives apart from the durable
+//!   store) queues a step or an audit record in the same atomic step as its event; its
+//!   entries are delivered to one consumer of a group at a time, stay pending until
+//!   acknowledged, and can be claimed from an idle consumer. A store without one (in-process)
+//!   keeps no record for the durable store: the operations write it there themselves.
 
 use crate::error::Result;
 use crate::ids::{AgentId, TaskId};
@@ -33,10 +48,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
 use mcp_api::{Event, StreamId};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// An event to emit: the envelope (without id) and who/where, plus an optional audit record.
 pub struct Emit<'a> {
@@ -44,7 +56,8 @@ pub struct Emit<'a> {
     pub agent: &'a str,
     /// The envelope JSON object without `id`.
     pub envelope: String,
-    /// Audit record for the outbox (JSON), if this change is audited through the outbox.
+    /// Audit record for the outbox (JSON), if this change is audited through the outbox. Only
+    /// a store with an outbox ([`HotOps::outbox`]) is handed one; a store without one ignores it.
     pub audit: Option<String>,
     /// Cap of the task's event stream.
     pub events_cap: usize,
@@ -244,15 +257,49 @@ pub fn ms_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// One event of a task's update channel, read once where it arrives (in the store's
+/// subscription, once per gateway process), never handed on as text.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    /// The task whose channel carried it.
+    pub task: TaskId,
+    /// Its position in the task's event stream (`event.id`, parsed); `None` for a message
+    /// another system published in the seed's shape (not in the stream, not replayable).
+    pub id: Option<StreamId>,
+    pub event: Event,
+}
+
+impl TaskEvent {
+    /// An event as published (its `id` already in `event.id`, when it has one).
+    pub fn new(task: TaskId, event: Event) -> TaskEvent {
+        TaskEvent {
+            id: event.id.as_deref().and_then(StreamId::parse),
+            task,
+            event,
+        }
+    }
+}
+
 /// The process-wide subscription to every task's update channel.
 #[async_trait]
 pub trait UpdatesSource: Send {
-    /// The next message: (its task, the payload as published). `None` once the subscription
-    /// is lost (the caller subscribes again and resynchronises its watchers).
-    async fn next(&mut self) -> Option<(TaskId, String)>;
+    /// The next event. Messages that are not events (no `type`) are skipped. `None` once the
+    /// subscription is lost (the caller subscribes again and resynchronises its watchers).
+    async fn next(&mut self) -> Option<TaskEvent>;
 
     /// A handle that checks the subscription is alive (a silent, half-open connection only
     /// shows itself when probed).
+    fn pinger(&self) -> Box<dyn UpdatesPing>;
+}
+
+/// The process-wide subscription to every task's lease wake-ups
+/// ([`HotOps::subscribe_lease_wakes`]).
+#[async_trait]
+pub trait WakeSource: Send {
+    /// The task of the next wake-up; `None` once the subscription is lost (subscribe again).
+    async fn next(&mut self) -> Option<TaskId>;
+
+    /// A handle that checks the subscription is alive.
     fn pinger(&self) -> Box<dyn UpdatesPing>;
 }
 
@@ -275,15 +322,13 @@ pub trait MessageSource: Send {
 /// What the operations ([`crate::Service`]) and the gateway need from the hot store.
 #[async_trait]
 pub trait HotOps: Send + Sync + 'static {
+    // ----- The store itself: what it is, whether it is up, what it can do. -----
+
     /// The backend's name as `/health` and the start-up log report it (`redis`, `in-process`).
     fn backend(&self) -> &'static str;
 
     /// Whether several gateway processes can share this store.
     fn shared(&self) -> bool;
-
-    /// The pub/sub channel a task's events are published on (the seed's
-    /// `task:{id}:updates`, under the deployment's key prefix).
-    fn channel(&self, task: &TaskId) -> String;
 
     async fn ping(&self) -> Result<()>;
 
@@ -294,16 +339,65 @@ pub trait HotOps: Send + Sync + 'static {
     /// nothing it may evict), found by a write; `None` when a write succeeds.
     async fn refuses_writes(&self) -> Result<Option<String>>;
 
-    /// Entries waiting in the sync outbox (delivered to a pusher or not).
-    async fn outbox_length(&self) -> Result<u64>;
-
     /// Memory in use and the limit it is measured against (bytes).
     async fn memory_usage(&self) -> Result<(u64, u64)>;
 
+    /// The sync outbox, where the store has one: a hot store that lives apart from the
+    /// durable store (Redis) queues steps and audit records there for the push loop. `None`:
+    /// the store lives in the gateway's process beside its durable store (embedded mode), and
+    /// the operations write those records to the durable store themselves, in the call that
+    /// acknowledges them ([`crate::Service`]).
+    fn outbox(&self) -> Option<&dyn Outbox>;
+
+    // ----- Event log: each task's capped event stream and its pub/sub channel. -----
+
+    /// The pub/sub channel a task's events are published on (the seed's
+    /// `task:{id}:updates`, under the deployment's key prefix).
+    fn channel(&self, task: &TaskId) -> String;
+
     /// Appends the event to the task's stream, publishes it, touches the agent's presence and
-    /// (if it is a member) its collaboration activity, queues the audit record. Returns the
-    /// event id.
+    /// (if it is a member) its collaboration activity, queues the audit record (in the outbox,
+    /// where the store has one). Returns the event id.
     async fn emit(&self, e: &Emit<'_>) -> Result<String>;
+
+    /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
+    /// (entry id, envelope JSON without `id`). The replay source of live streams.
+    async fn events_after(
+        &self,
+        task: &TaskId,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(String, String)>>;
+
+    /// The id of the task's newest event, `None` when its stream is empty or missing.
+    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>>;
+
+    /// A subscription to every task's update channel. The live-event hub holds one per
+    /// process.
+    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>>;
+
+    // ----- Step log: each task's capped stream of steps (and their events). -----
+
+    /// Appends a step to the task's log stream and (where the store has one) to the outbox,
+    /// and emits its event, in one atomic step. The event's envelope is `e.envelope` + step
+    /// id + `envelope_suffix` (the step id is only known inside). Returns (step id, event id).
+    async fn log_step(
+        &self,
+        e: &Emit<'_>,
+        envelope_suffix: &str,
+        step_json: &str,
+        logs_cap: usize,
+    ) -> Result<(String, String)>;
+
+    /// Newest-first page of steps strictly older than `before` (a stream id): (id, step JSON).
+    async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, String)>>;
+
+    // ----- File cache: hot copies of files, never moved backwards. -----
 
     /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
     /// in one atomic step.
@@ -318,6 +412,8 @@ pub trait HotOps: Send + Sync + 'static {
     async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()>;
 
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>>;
+
+    // ----- Leases: claims, wait queues, renewals, releases, the lease that governs a write. -----
 
     /// The lease that governs a write of the file by `writer`, if any, read before a durable
     /// change: another owner's lease on the file or on a directory above it (the write is
@@ -366,8 +462,8 @@ pub trait HotOps: Send + Sync + 'static {
     ) -> Result<Option<(String, i64)>>;
 
     /// A subscription to every task's lease wake-ups (a release, a waiter leaving the head
-    /// of a queue): (task, payload). A process with waiters holds one.
-    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn UpdatesSource>>;
+    /// of a queue). A process with waiters holds one.
+    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn WakeSource>>;
 
     /// Renews the owner's lease for `ttl`, or, when `None`, for the lease's own length (the
     /// length of its last grant or renewal; `fallback` for a lease that has none recorded).
@@ -395,44 +491,13 @@ pub trait HotOps: Send + Sync + 'static {
     /// holds more. Read from a per-task index, never by scanning every lease.
     async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)>;
 
-    /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
-    /// atomic step. The event's envelope is `e.envelope` + step id + `envelope_suffix` (the
-    /// step id is only known inside). Returns (step id, event id).
-    async fn log_step(
-        &self,
-        e: &Emit<'_>,
-        envelope_suffix: &str,
-        step_json: &str,
-        logs_cap: usize,
-    ) -> Result<(String, String)>;
-
-    /// Newest-first page of steps strictly older than `before` (a stream id): (id, step JSON).
-    async fn steps_before(
-        &self,
-        task: &TaskId,
-        before: Option<&str>,
-        count: usize,
-    ) -> Result<Vec<(String, String)>>;
-
-    /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
-    /// (entry id, envelope JSON without `id`). The replay source of live streams.
-    async fn events_after(
-        &self,
-        task: &TaskId,
-        after: StreamId,
-        count: usize,
-    ) -> Result<Vec<(String, String)>>;
-
-    /// The id of the task's newest event, `None` when its stream is empty or missing.
-    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>>;
-
-    /// A subscription to every task's update channel. The live-event hub holds one per
-    /// process.
-    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>>;
+    // ----- Rate limit: fixed windows shared by every instance. -----
 
     /// Counts one request of `subject` in its current fixed window of length `window`:
     /// (requests in the window so far, this one included; time until the window ends).
     async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)>;
+
+    // ----- Task cache: cached task rows, ordered by change number. -----
 
     /// The cached task row.
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>>;
@@ -441,6 +506,8 @@ pub trait HotOps: Send + Sync + 'static {
     /// number `seq` (a refill after a miss, or the admin API's own write, never puts back an
     /// older row than the pull loop cached).
     async fn cache_task(&self, task: &TaskState, seq: i64, ttl_secs: u64) -> Result<()>;
+
+    // ----- Presence and collaboration: who is in a task, who was seen when. -----
 
     /// Records membership (members, activity, the agent's task set).
     async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()>;
@@ -455,10 +522,15 @@ pub trait HotOps: Send + Sync + 'static {
     async fn presence(&self, agent: &AgentId) -> Result<Presence>;
 }
 
-/// What the sync loops need from the hot store: the outbox consumer group and the ordered
-/// cache refresh.
+/// The sync outbox of a hot store that lives apart from the durable store ([`HotOps::outbox`]):
+/// a stream read through consumer groups by the push loop. Entries are delivered to one
+/// consumer of a group at a time, stay pending until acknowledged, and can be claimed from an
+/// idle consumer.
 #[async_trait]
-pub trait HotSync: Send + Sync + 'static {
+pub trait Outbox: Send + Sync {
+    /// Entries waiting in the outbox (delivered to a pusher or not).
+    async fn outbox_length(&self) -> Result<u64>;
+
     /// Creates the consumer group on the outbox (and the outbox), unless it exists.
     async fn outbox_create_group(&self, group: &str) -> Result<()>;
 
@@ -505,16 +577,11 @@ pub trait HotSync: Send + Sync + 'static {
 
     /// The outbox's length and the group's pending count.
     async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth>;
+}
 
-    /// Attaches a push loop to an outbox that lives in this process (the embedded mode's):
-    /// from then on, until the [`PusherLink`] is dropped, every added entry wakes the loop and
-    /// `log_step` answers only once the loop has persisted the step, so an acknowledged step
-    /// survives a crash of the process. `None` for an outbox in a server of its own (Redis),
-    /// which outlives the process and is read on the loop's interval.
-    fn attach_pusher(&self) -> Option<PusherLink> {
-        None
-    }
-
+/// What the sync loops need from the hot store: the ordered cache refresh.
+#[async_trait]
+pub trait HotSync: Send + Sync + 'static {
     /// Caches task rows that are newer (by change number) than the cache, emitting their events
     /// (as `agent`) when they carry an envelope. One answer per row, in order.
     async fn refresh_tasks(
@@ -657,36 +724,5 @@ pub trait McpSessions: Send + Sync + 'static {
     /// since its streams begin empty with each process.
     fn events_complete_since_ms(&self) -> Option<i64> {
         None
-    }
-}
-
-/// A push loop's attachment to an in-process outbox ([`HotSync::attach_pusher`]).
-pub struct PusherLink {
-    wake: Arc<Notify>,
-    attached: Arc<AtomicBool>,
-}
-
-impl PusherLink {
-    /// Attaches; `attached` stays true until the link is dropped.
-    pub fn new(wake: Arc<Notify>, attached: Arc<AtomicBool>) -> PusherLink {
-        attached.store(true, Ordering::SeqCst);
-        PusherLink { wake, attached }
-    }
-
-    /// Resolves once an entry was added since the last time it resolved.
-    pub async fn added(&self) {
-        self.wake.notified().await
-    }
-}
-
-impl Drop for PusherLink {
-    fn drop(&mut self) {
-        self.attached.store(false, Ordering::SeqCst);
-    }
-}
-
-impl std::fmt::Debug for PusherLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PusherLink").finish_non_exhaustive()
     }
 }

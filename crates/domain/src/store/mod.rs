@@ -48,5 +48,5 @@ pub type Hot = Arc<dyn HotStore>;
 /// (`use mcp_domain::store::prelude::*`).
 pub mod prelude {
     pub use super::durable::{DurableMessages as _, DurableOps as _, DurableSync as _};
-    pub use super::hot::{HotOps as _, HotSync as _, McpSessions as _};
+    pub use super::hot::{HotOps as _, HotSync as _, McpSessions as _, Outbox as _};
 }

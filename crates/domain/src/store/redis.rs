@@ -7,8 +7,8 @@
 
 use super::conn::{ConnSettings, RedisConn};
 use super::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Presence,
-    QueuePlace, UpdatesPing, UpdatesSource, Waiter, ms_to_time,
+    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Outbox,
+    Presence, QueuePlace, TaskEvent, UpdatesPing, UpdatesSource, Waiter, WakeSource, ms_to_time,
 };
 use super::keys::Keys;
 use crate::error::{DomainError, Result};
@@ -588,11 +588,7 @@ impl RedisStore {
 
     /// A connection of its own, subscribed (`PSUBSCRIBE`) to `pattern`; when Redis goes away
     /// the subscription ends and its holder opens a new one.
-    async fn psubscribe(
-        &self,
-        pattern: String,
-        channels: Channels,
-    ) -> Result<Box<dyn UpdatesSource>> {
+    async fn psubscribe(&self, pattern: String, channels: Channels) -> Result<UpdatesSubscription> {
         let timeout = |cause: &str| DomainError::Unavailable {
             backend: "redis",
             cause: cause.into(),
@@ -602,13 +598,13 @@ impl RedisStore {
             .await
             .map_err(|_| timeout("PSUBSCRIBE timed out"))??;
         let (sink, stream) = pubsub.split();
-        Ok(Box::new(UpdatesSubscription {
+        Ok(UpdatesSubscription {
             sink,
             stream,
             keys: self.keys.clone(),
             channels,
             timeout: self.response_timeout,
-        }))
+        })
     }
 
     /// A connection of its own, subscribed (`SUBSCRIBE`) to one channel.
@@ -721,15 +717,8 @@ impl HotOps for RedisStore {
         }
     }
 
-    /// Entries waiting in the sync outbox (delivered to a pusher or not; on a cluster, in
-    /// every slot's outbox).
-    async fn outbox_length(&self) -> Result<u64> {
-        let mut c = self.conn.clone();
-        let mut n = 0;
-        for (_, stream) in self.outbox_streams().await? {
-            n += c.xlen::<_, u64>(stream).await?;
-        }
-        Ok(n)
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
     }
 
     /// Memory in use and the limit it is measured against (`maxmemory`, or the machine's
@@ -974,9 +963,11 @@ impl HotOps for RedisStore {
 
     /// A connection of its own, subscribed (`PSUBSCRIBE`) to every task's lease wake-up
     /// channel: the lease waiters of this process hold one while any of them waits.
-    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn UpdatesSource>> {
-        self.psubscribe(self.keys.lease_wake_pattern(), Channels::LeaseWakes)
-            .await
+    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn WakeSource>> {
+        let sub = self
+            .psubscribe(self.keys.lease_wake_pattern(), Channels::LeaseWakes)
+            .await?;
+        Ok(Box::new(sub))
     }
 
     /// Renews the owner's lease (for its own length when `ttl` is `None`: `ttl_ms` in the
@@ -1128,8 +1119,10 @@ impl HotOps for RedisStore {
     /// prefix. The live-event hub holds exactly one per process; when Redis goes away the
     /// subscription ends and the hub opens a new one.
     async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
-        self.psubscribe(self.keys.channel_pattern(), Channels::TaskUpdates)
-            .await
+        let sub = self
+            .psubscribe(self.keys.channel_pattern(), Channels::TaskUpdates)
+            .await?;
+        Ok(Box::new(sub))
     }
 
     /// Counts one request of `subject` in its current window of length `window`: (requests in
@@ -1261,10 +1254,10 @@ struct UpdatesSubscription {
     timeout: Duration,
 }
 
-#[async_trait]
-impl UpdatesSource for UpdatesSubscription {
-    /// Messages on channels that name no valid task are skipped.
-    async fn next(&mut self) -> Option<(TaskId, String)> {
+impl UpdatesSubscription {
+    /// The next message: its task and its payload. Messages on channels that name no valid
+    /// task are skipped.
+    async fn next_message(&mut self) -> Option<(TaskId, String)> {
         use futures::StreamExt;
         loop {
             let msg = self.stream.next().await?;
@@ -1281,11 +1274,42 @@ impl UpdatesSource for UpdatesSubscription {
         }
     }
 
-    fn pinger(&self) -> Box<dyn UpdatesPing> {
+    fn updates_pinger(&self) -> Box<dyn UpdatesPing> {
         Box::new(UpdatesPinger {
             sink: self.sink.clone(),
             timeout: self.timeout,
         })
+    }
+}
+
+#[async_trait]
+impl UpdatesSource for UpdatesSubscription {
+    /// Each message is read here, once per process: the channel carries the event's JSON with
+    /// its `id` (the seed's contract, shared with other publishers), parsed into a
+    /// [`TaskEvent`]; a message that is not an event is skipped.
+    async fn next(&mut self) -> Option<TaskEvent> {
+        loop {
+            let (task, payload) = self.next_message().await?;
+            match crate::events::parse_published(&task, &payload) {
+                Some(event) => return Some(TaskEvent::new(task, event)),
+                None => tracing::debug!(task = %task, "ignored a message that is not an event"),
+            }
+        }
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        self.updates_pinger()
+    }
+}
+
+#[async_trait]
+impl WakeSource for UpdatesSubscription {
+    async fn next(&mut self) -> Option<TaskId> {
+        self.next_message().await.map(|(task, _)| task)
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        self.updates_pinger()
     }
 }
 

@@ -294,6 +294,10 @@ fn check_dead(d: &DeadLetter) -> Result<()> {
 
 /// Inserts a step unless present; `true` when new. (Checked for NUL by the caller.)
 async fn insert_step_in(tx: &mut Transaction<'static, Sqlite>, s: &StepRecord) -> Result<bool> {
+    insert_step_at(tx, s).await
+}
+
+async fn insert_step_at(conn: &mut SqliteConnection, s: &StepRecord) -> Result<bool> {
     let r = sqlx::query(INSERT_STEP)
         .bind(&s.task_id)
         .bind(&s.stream_id)
@@ -302,7 +306,7 @@ async fn insert_step_in(tx: &mut Transaction<'static, Sqlite>, s: &StepRecord) -
         .bind(&s.agent_id)
         .bind(json_text(&s.step)?)
         .bind(ts(s.logged_at))
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .db()?;
     Ok(r.rows_affected() > 0)
@@ -310,6 +314,10 @@ async fn insert_step_in(tx: &mut Transaction<'static, Sqlite>, s: &StepRecord) -
 
 /// Inserts an outbox audit record unless present; `true` when new.
 async fn insert_audit_in(tx: &mut Transaction<'static, Sqlite>, a: &AuditRecord) -> Result<bool> {
+    insert_audit_at(tx, a).await
+}
+
+async fn insert_audit_at(conn: &mut SqliteConnection, a: &AuditRecord) -> Result<bool> {
     let r = sqlx::query(INSERT_OUTBOX_AUDIT)
         .bind(&a.source_id)
         .bind(ts(a.at))
@@ -321,7 +329,7 @@ async fn insert_audit_in(tx: &mut Transaction<'static, Sqlite>, a: &AuditRecord)
         .bind(a.fence)
         .bind(&a.request_id)
         .bind(json_text(&a.detail)?)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .db()?;
     Ok(r.rows_affected() > 0)
@@ -333,13 +341,17 @@ async fn insert_dead_in(
     d: &DeadLetter,
     at: &str,
 ) -> Result<bool> {
+    insert_dead_at(tx, d, at).await
+}
+
+async fn insert_dead_at(conn: &mut SqliteConnection, d: &DeadLetter, at: &str) -> Result<bool> {
     let r = sqlx::query(INSERT_DEAD)
         .bind(&d.source_id)
         .bind(&d.kind)
         .bind(&d.payload)
         .bind(&d.error)
         .bind(at)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .db()?;
     Ok(r.rows_affected() > 0)
@@ -351,12 +363,17 @@ async fn insert_dead_in(
 pub(crate) enum Write {
     Change(Box<OwnedChange>),
     Fence,
+    /// Steps, audit records and dead letters (checked for NUL before they are queued): the
+    /// push loop's batches, and in the embedded mode each `log_step` and audited event, so
+    /// that concurrent steps share one commit.
+    Records(Box<OutboxBatch>),
 }
 
 /// What a [`Write`] committed.
 pub(crate) enum Written {
     Change(Committed),
     Fence(i64),
+    Records,
 }
 
 /// At most this many writes per batch (the write lock is held for the whole batch).
@@ -385,6 +402,7 @@ async fn commit_batch(writer: SqlitePool, jobs: Vec<Write>) -> Vec<Result<Writte
             .map(Written::Fence)
             .map_err(Broken),
             Write::Change(c) => in_savepoint(&mut tx, &c.change()).await,
+            Write::Records(b) => records_in_savepoint(&mut tx, b).await,
         };
         match answer {
             Ok(a) => answers.push(Ok(a)),
@@ -427,6 +445,39 @@ async fn in_savepoint(
         Ok(done) => {
             sp.commit().await.db()?;
             Ok(Written::Change(done))
+        }
+        Err(e) => {
+            sp.rollback().await.db()?;
+            Err(Refused(e))
+        }
+    }
+}
+
+/// A batch of records in its own savepoint: all of it is written (records already present
+/// skipped) or, when a statement fails, none of it, and the other writes go on.
+async fn records_in_savepoint(
+    tx: &mut Transaction<'static, Sqlite>,
+    b: &OutboxBatch,
+) -> std::result::Result<Written, Failed> {
+    let mut sp = sqlx::Connection::begin(&mut **tx).await.db()?;
+    let at = ts(now());
+    let written: Result<()> = async {
+        for s in &b.steps {
+            insert_step_at(&mut sp, s).await?;
+        }
+        for a in &b.audits {
+            insert_audit_at(&mut sp, a).await?;
+        }
+        for d in &b.dead {
+            insert_dead_at(&mut sp, d, &at).await?;
+        }
+        Ok(())
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            sp.commit().await.db()?;
+            Ok(Written::Records)
         }
         Err(e) => {
             sp.rollback().await.db()?;
@@ -703,7 +754,9 @@ impl DurableOps for SqliteStore {
     async fn next_fence(&self) -> Result<i64> {
         match self.write(Write::Fence).await? {
             Written::Fence(fence) => Ok(fence),
-            Written::Change(_) => Err(DomainError::internal("sqlite: a fence answered a change")),
+            _ => Err(DomainError::internal(
+                "sqlite: a fence answered another write",
+            )),
         }
     }
 
@@ -724,7 +777,9 @@ impl DurableOps for SqliteStore {
             .await?
         {
             Written::Change(done) => Ok(done),
-            Written::Fence(_) => Err(DomainError::internal("sqlite: a change answered a fence")),
+            _ => Err(DomainError::internal(
+                "sqlite: a change answered another write",
+            )),
         }
     }
 
@@ -1356,19 +1411,11 @@ impl DurableSync for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        let at = ts(now());
-        for s in &batch.steps {
-            insert_step_in(&mut tx, s).await?;
-        }
-        for a in &batch.audits {
-            insert_audit_in(&mut tx, a).await?;
-        }
-        for d in &batch.dead {
-            insert_dead_in(&mut tx, d, &at).await?;
-        }
-        tx.commit().await.db()?;
-        Ok(())
+        // Group commit: batches that arrive together (concurrent steps of the embedded mode)
+        // share one transaction and one fsync with the file changes queued beside them.
+        self.write(Write::Records(Box::new(batch.clone())))
+            .await
+            .map(|_| ())
     }
 
     async fn insert_step(&self, step: &StepRecord) -> Result<bool> {

@@ -17,7 +17,9 @@
 //! `task_updated` event is emitted by the same script, so two sync processes racing on one
 //! row publish it once, and a late, older copy never overwrites a newer one.
 
-use super::hot::{HotSync, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh, cached_task_json};
+use super::hot::{
+    HotSync, Outbox, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh, cached_task_json,
+};
 use super::redis::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
@@ -245,7 +247,18 @@ impl RedisStore {
 }
 
 #[async_trait]
-impl HotSync for RedisStore {
+impl Outbox for RedisStore {
+    /// Entries waiting in the sync outbox (delivered to a pusher or not; on a cluster, in
+    /// every slot's outbox).
+    async fn outbox_length(&self) -> Result<u64> {
+        let mut c = self.connection();
+        let mut n = 0;
+        for (_, stream) in self.outbox_streams().await? {
+            n += c.xlen::<_, u64>(stream).await?;
+        }
+        Ok(n)
+    }
+
     /// Creates the consumer group on the outbox (and the stream), unless it exists (on a
     /// cluster, on every slot's outbox the index names; later ones get theirs when first
     /// read).
@@ -379,7 +392,10 @@ impl HotSync for RedisStore {
         }
         Ok(depth)
     }
+}
 
+#[async_trait]
+impl HotSync for RedisStore {
     /// Caches task rows that are newer than the cache (emitting their events when they carry
     /// an envelope), in one round trip. One answer per row, in order.
     async fn refresh_tasks(

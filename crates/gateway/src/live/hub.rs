@@ -20,11 +20,11 @@
 //! [`Hub::watch`](crate::live::Hub::watch) gives a [`Watch`](crate::live::Watch) (replay
 //! from a resume point, then live, no gap, no duplicate).
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use mcp_api::live::CutoffReason;
-use mcp_api::{Event, EventType, StreamId};
+use mcp_api::{Event, StreamId};
+use mcp_domain::events::parse_published;
+use mcp_domain::store::hot::TaskEvent;
 use mcp_domain::{Service, TaskId};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -68,6 +68,12 @@ pub struct LiveEvent {
 impl LiveEvent {
     pub fn new(event: Event) -> LiveEvent {
         let id = event.id.as_deref().and_then(StreamId::parse);
+        let json = serde_json::to_string(&event).expect("an event always serialises");
+        LiveEvent { id, event, json }
+    }
+
+    /// An event as the store's subscription yields it, with its id already typed.
+    pub fn of(id: Option<StreamId>, event: Event) -> LiveEvent {
         let json = serde_json::to_string(&event).expect("an event always serialises");
         LiveEvent { id, event, json }
     }
@@ -250,15 +256,21 @@ impl Hub {
         }
     }
 
-    /// Hands a published message to the task's watchers (what the subscription does with
-    /// each message; public so that tests can drive the hub without Redis timing).
+    /// Hands a message as published on the task's channel to its watchers (public so that
+    /// tests can drive the hub without Redis timing): read as the store's subscription reads
+    /// it ([`mcp_domain::events::parse_published`]), then dispatched like its events.
     pub fn dispatch(&self, task: &TaskId, payload: &str) {
-        self.inner.dispatch(task, payload);
+        match parse_published(task, payload) {
+            Some(event) => self.inner.dispatch(TaskEvent::new(task.clone(), event)),
+            None => tracing::debug!(task = %task, "ignored a message that is not an event"),
+        }
     }
 }
 
 impl Inner {
-    fn dispatch(&self, task: &TaskId, payload: &str) {
+    fn dispatch(&self, published: TaskEvent) {
+        let TaskEvent { task, id, event } = published;
+        let task = &task;
         let has_watchers = self
             .slots
             .lock()
@@ -269,11 +281,7 @@ impl Inner {
         if !has_watchers && !has_taps {
             return;
         }
-        let Some(event) = parse_published(task, payload) else {
-            tracing::debug!(task = %task, "ignored a message that is not an event");
-            return;
-        };
-        let delivery = Delivery::Event(Arc::new(LiveEvent::new(event)));
+        let delivery = Delivery::Event(Arc::new(LiveEvent::of(id, event)));
         if has_taps {
             let mut taps = self.taps.lock().expect("hub lock");
             taps.retain(|_, slot| self.offer(slot, &delivery));
@@ -458,9 +466,9 @@ async fn run_subscription(
             tokio::select! {
                 _ = closing.cancelled() => return,
                 msg = sub.next() => match msg {
-                    Some((task, payload)) => {
+                    Some(published) => {
                         let Some(inner) = hub.upgrade() else { return };
-                        inner.dispatch(&task, &payload);
+                        inner.dispatch(published);
                     }
                     None => {
                         tracing::warn!("live events: Redis subscription lost; reconnecting");
@@ -483,92 +491,5 @@ async fn run_subscription(
         if let Some(inner) = hub.upgrade() {
             inner.connected.store(false, Ordering::Relaxed);
         }
-    }
-}
-
-/// Reads a message published on a task channel: the gateway's own envelope (with its stream
-/// id), or a foreign one in the seed's shape `{"type","taskId","timestamp","data"}` (no id;
-/// a missing `taskId` is the channel's task, a missing or unreadable `timestamp` is now).
-/// `None` when it is not an event at all (no `type`).
-pub fn parse_published(task: &TaskId, payload: &str) -> Option<Event> {
-    let value: Value = serde_json::from_str(payload).ok()?;
-    let obj = value.as_object()?;
-    let kind = obj.get("type")?.as_str()?;
-    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
-    Some(Event {
-        // Only a well-formed stream id is a position in the stream.
-        id: text("id").filter(|id| StreamId::parse(id).is_some()),
-        kind: EventType::parse(kind),
-        task_id: text("taskId").unwrap_or_else(|| task.to_string()),
-        agent_id: text("agentId"),
-        timestamp: obj
-            .get("timestamp")
-            .and_then(parse_timestamp)
-            .unwrap_or_else(Utc::now),
-        data: obj.get("data").cloned().unwrap_or(Value::Null),
-    })
-}
-
-/// RFC 3339; an ISO time without offset (Python's `isoformat()`), taken as UTC; or epoch
-/// milliseconds / seconds.
-fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .ok()
-            .or_else(|| {
-                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                    .ok()
-                    .map(|n| n.and_utc())
-            }),
-        Value::Number(n) => {
-            let n = n.as_f64()?;
-            let ms = if n > 1e11 { n } else { n * 1000.0 };
-            Utc.timestamp_millis_opt(ms as i64).single()
-        }
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t() -> TaskId {
-        TaskId::parse("t1").unwrap()
-    }
-
-    #[test]
-    fn own_events_keep_their_stream_id() {
-        let e = parse_published(
-            &t(),
-            r#"{"id":"1700000000000-3","type":"file_written","taskId":"t1","agentId":"a","timestamp":"2024-01-01T00:00:00Z","data":{"path":"x"}}"#,
-        )
-        .unwrap();
-        assert_eq!(e.id.as_deref(), Some("1700000000000-3"));
-        assert_eq!(e.kind, EventType::FileWritten);
-        assert_eq!(e.agent_id.as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn foreign_events_in_the_seed_shape_are_read_leniently() {
-        let e = parse_published(
-            &t(),
-            r#"{"type":"task_assigned","timestamp":"2024-05-01T10:00:00.123456","data":{"agent":"qa"}}"#,
-        )
-        .unwrap();
-        assert_eq!(e.id, None);
-        assert_eq!(e.task_id, "t1");
-        assert_eq!(e.kind, EventType::Other("task_assigned".into()));
-        assert_eq!(e.timestamp.to_rfc3339(), "2024-05-01T10:00:00.123456+00:00");
-        let e = parse_published(
-            &t(),
-            r#"{"type":"x","id":"not-an-id","timestamp":1700000000}"#,
-        )
-        .unwrap();
-        assert_eq!(e.id, None);
-        assert_eq!(e.timestamp.timestamp(), 1_700_000_000);
-        assert!(parse_published(&t(), r#"{"hello":1}"#).is_none());
-        assert!(parse_published(&t(), "not json").is_none());
     }
 }

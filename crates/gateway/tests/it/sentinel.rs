@@ -281,7 +281,8 @@ async fn failover_under_load(min_replicas: u32) -> usize {
 
     // Steps reach Postgres through the outbox; wait for the push loop to drain it.
     for _ in 0..100 {
-        if gw.stores.hot.outbox_length().await.is_ok_and(|n| n == 0) {
+        let outbox = gw.stores.hot.outbox().expect("redis has an outbox");
+        if outbox.outbox_length().await.is_ok_and(|n| n == 0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -536,28 +536,29 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
         s.events_tail(&t).await.unwrap().as_deref(),
         Some(ids[4].as_str())
     );
-    // Published in order per task, each with its stream id spliced in. (Order across tasks
-    // is not kept on a Redis Cluster: two tasks' events may come from two nodes.)
+    // Published in order per task, each as a typed event with its stream id. (Order across
+    // tasks is not kept on a Redis Cluster: two tasks' events may come from two nodes.)
     let mut others = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let (task_of, payload) = loop {
-            let (task_of, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        let got = loop {
+            let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
                 .await
                 .expect("published")
                 .expect("subscription alive");
-            if task_of == t {
-                break (task_of, payload);
+            if got.task == t {
+                break got;
             }
-            others.push(task_of);
+            others.push(got.task);
         };
-        assert_eq!(task_of, t);
-        let event: Event = serde_json::from_str(&payload).unwrap();
+        assert_eq!(got.task, t);
+        assert_eq!(got.id, Some(parsed[i]));
+        let event: Event = got.event;
         assert_eq!(event.id.as_deref(), Some(id.as_str()));
         assert_eq!(event.data, json!({"i": i}));
         assert_eq!(event.kind, EventType::FileWritten);
     }
     if others.is_empty() {
-        others.push(sub.next().await.unwrap().0);
+        others.push(sub.next().await.unwrap().task);
     }
     assert_eq!(others, [u]);
     // Replay strictly after a position, oldest first, bounded.
@@ -583,7 +584,10 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
 async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
     let s = &f.store;
     let t = task("t");
-    s.outbox_create_group("g").await.unwrap();
+    let outbox = s.outbox();
+    if let Some(o) = outbox {
+        o.outbox_create_group("g").await.unwrap();
+    }
     let mut sub = s.subscribe_updates().await.unwrap();
     let mut step_ids = Vec::new();
     for i in 0..4 {
@@ -602,16 +606,16 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
             .log_step(&e, &tail, &json!({"n": i}).to_string(), 1000)
             .await
             .unwrap();
-        let (_, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        let event: Event = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap()
-            .unwrap();
-        let event: Event = serde_json::from_str(&payload).unwrap();
+            .unwrap()
+            .event;
         assert_eq!(event.id.as_deref(), Some(eid.as_str()));
         assert_eq!(
             event.data["step_id"],
             json!(sid),
-            "the step id is spliced in"
+            "the step id is in the event"
         );
         step_ids.push(sid);
     }
@@ -622,8 +626,13 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
     let older = s.steps_before(&t, Some(&step_ids[1]), 10).await.unwrap();
     assert_eq!(older.len(), 1);
     assert_eq!(older[0].0, step_ids[0]);
-    // Each step is in the outbox with what the push loop needs.
-    let entries = s.outbox_read_new("g", "c1", 100).await.unwrap();
+    // Each step is in the outbox with what the push loop needs (where the store has one: the
+    // in-process store has none, and keeps no record for the durable store).
+    let Some(o) = outbox else {
+        assert!(!s.shared());
+        return;
+    };
+    let entries = o.outbox_read_new("g", "c1", 100).await.unwrap();
     assert_eq!(entries.len(), 4);
     let first = &entries[0].fields;
     assert_eq!(first.get("kind").map(String::as_str), Some("step"));
@@ -634,7 +643,7 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
         first.get("step").map(String::as_str),
         Some(json!({"n": 0}).to_string().as_str())
     );
-    assert_eq!(s.outbox_length().await.unwrap(), 4);
+    assert_eq!(o.outbox_length().await.unwrap(), 4);
 }
 
 async fn streams_keep_at_least_their_cap(f: &HotFixture) {
@@ -810,11 +819,11 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
     assert_eq!(s.task(&t).await.unwrap().unwrap(), v2);
     // One event per change, none for the others.
     for title in ["one", "two"] {
-        let (_, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        let event: Event = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap()
-            .unwrap();
-        let event: Event = serde_json::from_str(&payload).unwrap();
+            .unwrap()
+            .event;
         assert_eq!(event.data["title"], title);
     }
     assert_eq!(
@@ -858,9 +867,14 @@ async fn task_rows_refresh_in_order(f: &HotFixture) {
 
 async fn outbox_group_delivers_once_and_hands_over(f: &HotFixture) {
     let s = &f.store;
+    let Some(o) = s.outbox() else {
+        // Only a store apart from its durable store has an outbox: the in-process one has none.
+        assert!(!s.shared());
+        return;
+    };
     let t = task("t");
-    s.outbox_create_group("g").await.unwrap();
-    s.outbox_create_group("g").await.unwrap();
+    o.outbox_create_group("g").await.unwrap();
+    o.outbox_create_group("g").await.unwrap();
     for i in 0..5 {
         s.emit(&Emit {
             audit: Some(json!({"action": "claim_file", "i": i}).to_string()),
@@ -869,9 +883,9 @@ async fn outbox_group_delivers_once_and_hands_over(f: &HotFixture) {
         .await
         .unwrap();
     }
-    let depth = s.outbox_depth("g").await.unwrap();
+    let depth = o.outbox_depth("g").await.unwrap();
     assert_eq!((depth.length, depth.pending), (5, 0));
-    let first = s.outbox_read_new("g", "c1", 3).await.unwrap();
+    let first = o.outbox_read_new("g", "c1", 3).await.unwrap();
     assert_eq!(first.len(), 3);
     assert_eq!(
         first[0].fields.get("kind").map(String::as_str),
@@ -879,11 +893,11 @@ async fn outbox_group_delivers_once_and_hands_over(f: &HotFixture) {
     );
     let payload: Value = serde_json::from_str(&first[0].fields["payload"]).unwrap();
     assert_eq!(payload["i"], 0);
-    let rest = s.outbox_read_new("g", "c2", 10).await.unwrap();
+    let rest = o.outbox_read_new("g", "c2", 10).await.unwrap();
     assert_eq!(rest.len(), 2, "never delivered twice");
-    assert!(s.outbox_read_new("g", "c1", 10).await.unwrap().is_empty());
-    assert_eq!(s.outbox_depth("g").await.unwrap().pending, 5);
-    let mine: Vec<String> = s
+    assert!(o.outbox_read_new("g", "c1", 10).await.unwrap().is_empty());
+    assert_eq!(o.outbox_depth("g").await.unwrap().pending, 5);
+    let mine: Vec<String> = o
         .outbox_read_pending("g", "c1", 10)
         .await
         .unwrap()
@@ -894,27 +908,27 @@ async fn outbox_group_delivers_once_and_hands_over(f: &HotFixture) {
     assert_eq!(mine, first_ids);
     // c2 crashed: after the idle time its entries are taken over.
     assert!(
-        s.outbox_claim_idle("g", "c1", Duration::from_secs(3600), 10)
+        o.outbox_claim_idle("g", "c1", Duration::from_secs(3600), 10)
             .await
             .unwrap()
             .is_empty()
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let taken = s
+    let taken = o
         .outbox_claim_idle("g", "c1", Duration::from_millis(10), 10)
         .await
         .unwrap();
     assert_eq!(taken.len(), 5, "every idle entry, c1's own included");
-    assert_eq!(s.outbox_read_pending("g", "c2", 10).await.unwrap().len(), 0);
+    assert_eq!(o.outbox_read_pending("g", "c2", 10).await.unwrap().len(), 0);
     let all: Vec<String> = taken.iter().map(|e| e.id.clone()).collect();
-    s.outbox_ack("g", &all[..4]).await.unwrap();
-    let depth = s.outbox_depth("g").await.unwrap();
+    o.outbox_ack("g", &all[..4]).await.unwrap();
+    let depth = o.outbox_depth("g").await.unwrap();
     assert_eq!((depth.length, depth.pending), (1, 1));
-    s.outbox_ack("g", &all[4..]).await.unwrap();
-    s.outbox_ack("g", &[]).await.unwrap();
-    let depth = s.outbox_depth("g").await.unwrap();
+    o.outbox_ack("g", &all[4..]).await.unwrap();
+    o.outbox_ack("g", &[]).await.unwrap();
+    let depth = o.outbox_depth("g").await.unwrap();
     assert_eq!((depth.length, depth.pending), (0, 0));
-    assert_eq!(s.outbox_length().await.unwrap(), 0);
+    assert_eq!(o.outbox_length().await.unwrap(), 0);
     // A group that was never created is created on first read, from the outbox's start.
     s.emit(&Emit {
         audit: Some("{}".into()),
@@ -922,7 +936,7 @@ async fn outbox_group_delivers_once_and_hands_over(f: &HotFixture) {
     })
     .await
     .unwrap();
-    assert_eq!(s.outbox_read_new("fresh", "c", 10).await.unwrap().len(), 1);
+    assert_eq!(o.outbox_read_new("fresh", "c", 10).await.unwrap().len(), 1);
 }
 
 async fn mcp_sessions_and_subscriptions(f: &HotFixture) {
@@ -1070,7 +1084,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     assert_eq!(listed[0].waiters, ["w1", "w2"]);
     // The release wakes the task's waiters; the path is promised to the first.
     s.release(&t, &p, "holder", false).await.unwrap().unwrap();
-    let (woken, _) = tokio::time::timeout(Duration::from_secs(5), wakes.next())
+    let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next())
         .await
         .expect("a wake-up")
         .expect("subscribed");

@@ -9,6 +9,7 @@ use mcp_api::requests::{
     FileReadRequest, FileRevisionRequest, FileWriteRequest, ListLeasesRequest, LogStepRequest,
     ReleaseFileRequest, UpdateTaskRequest,
 };
+use mcp_domain::store::durable::AuditFilter;
 use mcp_domain::{Actor, AgentId, DomainError, TaskId};
 use mcp_sync::{PullLoop, PushLoop, SyncSettings};
 use serde::de::DeserializeOwned;
@@ -23,6 +24,7 @@ crate::per_backend!(service; [deployed, embedded];
     presented_fences_must_be_the_writers_live_lease,
     an_expired_holder_cannot_overwrite_a_newer_holders_work,
     steps_move_from_the_hot_stream_to_the_durable_log,
+    lease_audit_records_reach_the_durable_log_once,
     task_changes_reach_the_cache_and_the_watchers,
     a_backdated_task_change_reaches_the_cache,
     concurrent_task_changes_leave_the_cache_at_the_newest_state,
@@ -561,19 +563,23 @@ async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
             .unwrap();
         ids.push(r.id);
     }
-    let mut settings = SyncSettings::default().push;
-    settings.batch_size = 7;
-    let mut push = PushLoop::new(f.durable.clone(), f.hot.clone(), settings);
-    let mut moved = 0;
-    for _ in 0..20 {
-        moved += push.try_run_once().await.unwrap().persisted;
-        if moved >= 30 {
-            break;
+    // Through the outbox and the push loop, where the hot store has an outbox (Redis); without
+    // one (in-process), each step was written to the durable store before it was acknowledged.
+    if let Some(o) = f.hot.outbox() {
+        let mut settings = SyncSettings::default().push;
+        settings.batch_size = 7;
+        let mut push = PushLoop::new(f.durable.clone(), f.hot.clone(), settings);
+        let mut moved = 0;
+        for _ in 0..20 {
+            moved += push.try_run_once().await.unwrap().persisted;
+            if moved >= 30 {
+                break;
+            }
         }
+        assert_eq!(moved, 30);
+        let depth = o.outbox_depth("mcp-sync").await.unwrap();
+        assert_eq!((depth.length, depth.pending), (0, 0));
     }
-    assert_eq!(moved, 30);
-    let depth = f.hot.outbox_depth("mcp-sync").await.unwrap();
-    assert_eq!((depth.length, depth.pending), (0, 0));
     let durable = f
         .durable
         .steps_before(&TaskId::parse("t").unwrap(), None, 100)
@@ -590,6 +596,47 @@ async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
     );
     assert_eq!(page.steps[0].step["n"], 5);
     assert_eq!(page.steps[0].step["agent_id"], "a1");
+}
+
+/// A claim and a release are audited once each: through the outbox and the push
+/// loop where the hot store has an outbox (Redis); without one (in-process), in the durable
+/// store before each call answers.
+async fn lease_audit_records_reach_the_durable_log_once(f: &ServiceFixture) {
+    let svc = &f.service;
+    let coder = agent("coder");
+    let claim = req::<ClaimFileRequest>(json!({"task_id": "t", "path": "a.py", "timeout_sec": 30}));
+    svc.claim_file(&coder, claim).await.unwrap();
+    svc.release_file(
+        &coder,
+        req::<ReleaseFileRequest>(json!({"task_id": "t", "path": "a.py"})),
+    )
+    .await
+    .unwrap();
+    if f.hot.outbox().is_some() {
+        let mut push = PushLoop::new(
+            f.durable.clone(),
+            f.hot.clone(),
+            SyncSettings::default().push,
+        );
+        push.try_run_once().await.unwrap();
+    }
+    let entries = f
+        .durable
+        .audit(&AuditFilter {
+            task: Some("t"),
+            tasks_in: None,
+            agent: None,
+            action: None,
+            since: None,
+            before_id: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let mut actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    actions.sort_unstable();
+    assert_eq!(actions, ["claim_file", "release_file"], "{entries:?}");
+    assert!(entries.iter().all(|e| e.actor == "coder"), "{entries:?}");
 }
 
 async fn task_changes_reach_the_cache_and_the_watchers(f: &ServiceFixture) {

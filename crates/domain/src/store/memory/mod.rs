@@ -11,15 +11,15 @@
 //! * Entries with a TTL (leases, hot file copies, cached task rows, rate windows, MCP sessions
 //!   and subscription sets) are absent once expired, on every access; expired entries nobody
 //!   reads are swept at most once a second, inside whatever call comes next.
-//! * The sync outbox has no server of its own to outlive a crash, so once a push loop is
-//!   attached ([`HotSync::attach_pusher`]) every added entry wakes it and `log_step` answers
-//!   only after its step is in the durable store: concurrent steps share one transaction.
+//! * There is no sync outbox ([`HotOps::outbox`] is `None`): the store lives in the process
+//!   beside its durable store, so the operations write each step and audit record to the
+//!   durable store themselves, in the call that acknowledges it ([`crate::Service`]); nothing
+//!   waits here for a push loop, and a crash loses no acknowledged step.
 //! * Pub/sub is a bounded broadcast channel. A subscriber that falls behind by more than its
 //!   capacity loses its subscription ([`UpdatesSource::next`] answers `None`), as a Redis
 //!   client dropped for its output buffer would: the live-event hub subscribes again and
 //!   resynchronises its watchers.
 
-mod outbox;
 mod state;
 mod stream;
 mod ttl;
@@ -33,8 +33,8 @@ use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
     CacheFile, ClaimOutcome, Emit, FiledSession, FiledSubscription, HeldLease, HotFile, HotOps,
     HotSync, LISTEN_CANCEL_KEPT, Lease, McpSession, McpSessionFile, McpSessions, MessageSource,
-    OutboxDepth, OutboxEntry, Presence, PusherLink, Refreshed, SubScope, Subscriber, TaskRefresh,
-    UpdatesPing, UpdatesSource, Waiter,
+    Outbox, Presence, Refreshed, SubScope, Subscriber, TaskEvent, TaskRefresh, UpdatesPing,
+    UpdatesSource, Waiter, WakeSource,
 };
 use crate::store::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -43,10 +43,9 @@ use mcp_api::responses::{Collaborator, TaskState};
 use mcp_api::{Event, StreamId};
 use state::{Now, State};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::broadcast;
 
 /// Messages a subscriber may fall behind by before it loses its subscription.
 pub const UPDATES_CAPACITY: usize = 4096;
@@ -58,17 +57,8 @@ const ENTRY_OVERHEAD: usize = 48;
 
 const BACKEND: &str = "in-process";
 
-/// How long `log_step` waits for the attached push loop before answering `unavailable`
-/// (the durable store is failing or slow; the step stays in the outbox and is pushed later).
-const PUSH_WAIT: Duration = Duration::from_secs(5);
-
 struct Inner {
     state: Mutex<State>,
-    /// The attached push loop ([`HotSync::attach_pusher`]), woken by every added entry.
-    pusher_wake: Arc<Notify>,
-    pusher_attached: Arc<AtomicBool>,
-    /// Bumped by every acknowledgement: waiting steps look again whether theirs was pushed.
-    acked: watch::Sender<u64>,
     /// Where MCP sessions are written through to, so they outlive the process (embedded
     /// mode: the SQLite file). Unset: they live as long as the process.
     session_file: OnceLock<Arc<dyn McpSessionFile>>,
@@ -116,9 +106,6 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new(capacity)),
-                pusher_wake: Arc::new(Notify::new()),
-                pusher_attached: Arc::new(AtomicBool::new(false)),
-                acked: watch::Sender::new(0),
                 session_file: OnceLock::new(),
                 filed_expiry: Mutex::default(),
                 started_ms: Utc::now().timestamp_millis(),
@@ -140,30 +127,6 @@ impl MemoryStore {
         let now = Now::get();
         state.maybe_sweep(now.at);
         f(&mut state, &now)
-    }
-
-    /// Wakes the attached push loop, if any, and waits until it has acknowledged the outbox
-    /// entry `id` (persisted it, or dead-lettered an entry the durable store refuses).
-    async fn await_push(&self, id: StreamId) -> Result<()> {
-        if !self.inner.pusher_attached.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        // Subscribed before looking, so an acknowledgement in between is not missed.
-        let mut acked = self.inner.acked.subscribe();
-        self.inner.pusher_wake.notify_one();
-        let deadline = tokio::time::Instant::now() + PUSH_WAIT;
-        while self.with(|s, _| s.outbox_mut().holds(&id)) {
-            if !matches!(
-                tokio::time::timeout_at(deadline, acked.changed()).await,
-                Ok(Ok(()))
-            ) {
-                return Err(DomainError::Unavailable {
-                    backend: "durable store",
-                    cause: format!("the push loop did not store step {id} within {PUSH_WAIT:?}"),
-                });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -272,16 +235,24 @@ impl MessageSource for Messages {
     }
 }
 
-/// The subscription [`HotOps::subscribe_updates`] answers.
-struct Updates {
-    rx: broadcast::Receiver<(TaskId, String)>,
+/// The subscriptions [`HotOps::subscribe_updates`] (of [`state::Published`]) and
+/// [`HotOps::subscribe_lease_wakes`] (of (task, path)) answer.
+struct Updates<T> {
+    rx: broadcast::Receiver<T>,
     store: Weak<Inner>,
     lost: bool,
 }
 
-#[async_trait]
-impl UpdatesSource for Updates {
-    async fn next(&mut self) -> Option<(TaskId, String)> {
+impl<T: Clone + Send> Updates<T> {
+    fn new(rx: broadcast::Receiver<T>, store: &Arc<Inner>) -> Updates<T> {
+        Updates {
+            rx,
+            store: Arc::downgrade(store),
+            lost: false,
+        }
+    }
+
+    async fn recv(&mut self) -> Option<T> {
         if self.lost {
             return None;
         }
@@ -299,6 +270,42 @@ impl UpdatesSource for Updates {
         Box::new(Pinger {
             store: self.store.clone(),
         })
+    }
+}
+
+#[async_trait]
+impl UpdatesSource for Updates<state::Published> {
+    /// The event as the store appended it: its envelope read once, its id as it is.
+    async fn next(&mut self) -> Option<TaskEvent> {
+        loop {
+            let (task, id, envelope) = self.recv().await?;
+            match serde_json::from_str::<Event>(&envelope) {
+                Ok(mut event) => {
+                    event.id = Some(id.to_string());
+                    return Some(TaskEvent {
+                        task,
+                        id: Some(id),
+                        event,
+                    });
+                }
+                Err(e) => tracing::warn!(task = %task, %id, error = %e, "unreadable event skipped"),
+            }
+        }
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Updates::pinger(self)
+    }
+}
+
+#[async_trait]
+impl WakeSource for Updates<(TaskId, String)> {
+    async fn next(&mut self) -> Option<TaskId> {
+        self.recv().await.map(|(task, _)| task)
+    }
+
+    fn pinger(&self) -> Box<dyn UpdatesPing> {
+        Updates::pinger(self)
     }
 }
 
@@ -346,8 +353,9 @@ impl HotOps for MemoryStore {
         Ok(None)
     }
 
-    async fn outbox_length(&self) -> Result<u64> {
-        Ok(self.with(|s, _| s.outbox_len() as u64))
+    /// None: the operations write steps and audit records to the durable store themselves.
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        None
     }
 
     async fn memory_usage(&self) -> Result<(u64, u64)> {
@@ -408,13 +416,9 @@ impl HotOps for MemoryStore {
         Ok(self.with(|s, now| s.leave_queue(task, path, ticket, now)))
     }
 
-    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn UpdatesSource>> {
+    async fn subscribe_lease_wakes(&self) -> Result<Box<dyn WakeSource>> {
         let rx = self.with(|s, _| s.lease_wakes_receiver());
-        Ok(Box::new(Updates {
-            rx,
-            store: Arc::downgrade(&self.inner),
-            lost: false,
-        }))
+        Ok(Box::new(Updates::new(rx, &self.inner)))
     }
 
     async fn renew(
@@ -451,10 +455,7 @@ impl HotOps for MemoryStore {
         step_json: &str,
         logs_cap: usize,
     ) -> Result<(String, String)> {
-        let (sid, eid, outbox_id) =
-            self.with(|s, now| s.log_step(e, envelope_suffix, step_json, logs_cap, now))?;
-        self.await_push(outbox_id).await?;
-        Ok((sid, eid))
+        self.with(|s, now| s.log_step(e, envelope_suffix, step_json, logs_cap, now))
     }
 
     async fn steps_before(
@@ -481,11 +482,7 @@ impl HotOps for MemoryStore {
 
     async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
         let rx = self.with(|s, _| s.updates_receiver());
-        Ok(Box::new(Updates {
-            rx,
-            store: Arc::downgrade(&self.inner),
-            lost: false,
-        }))
+        Ok(Box::new(Updates::new(rx, &self.inner)))
     }
 
     async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
@@ -521,73 +518,6 @@ impl HotOps for MemoryStore {
 
 #[async_trait]
 impl HotSync for MemoryStore {
-    async fn outbox_create_group(&self, group: &str) -> Result<()> {
-        self.with(|s, _| s.outbox_mut().create_group(group));
-        Ok(())
-    }
-
-    async fn outbox_read_pending(
-        &self,
-        group: &str,
-        consumer: &str,
-        count: usize,
-    ) -> Result<Vec<OutboxEntry>> {
-        Ok(self.with(|s, now| s.outbox_mut().read_pending(group, consumer, count, now.at)))
-    }
-
-    async fn outbox_read_new(
-        &self,
-        group: &str,
-        consumer: &str,
-        count: usize,
-    ) -> Result<Vec<OutboxEntry>> {
-        Ok(self.with(|s, now| s.outbox_mut().read_new(group, consumer, count, now.at)))
-    }
-
-    async fn outbox_claim_idle(
-        &self,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        count: usize,
-    ) -> Result<Vec<OutboxEntry>> {
-        self.with(|s, now| {
-            s.outbox_mut()
-                .claim_idle(group, consumer, min_idle, count, now.at)
-        })
-    }
-
-    /// Nothing to remove: here a consumer exists only through its pending entries (the
-    /// pending list names it), so one without any is already gone.
-    async fn outbox_remove_dead_consumers(
-        &self,
-        _group: &str,
-        _consumer: &str,
-        _min_idle: Duration,
-    ) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-
-    async fn outbox_ack(&self, group: &str, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.with(|s, _| s.outbox_mut().ack(group, ids))?;
-        self.inner.acked.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(())
-    }
-
-    fn attach_pusher(&self) -> Option<PusherLink> {
-        Some(PusherLink::new(
-            self.inner.pusher_wake.clone(),
-            self.inner.pusher_attached.clone(),
-        ))
-    }
-
-    async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth> {
-        Ok(self.with(|s, _| s.outbox_mut().depth(group)))
-    }
-
     async fn refresh_tasks(
         &self,
         rows: &[TaskRefresh<'_>],

@@ -3,7 +3,6 @@
 //! the one lock, so none is observed half done. Entries are named by the Redis store's key
 //! names ([`Keys`] without prefix) where the Redis store gives them a TTL.
 
-use super::outbox::Outbox;
 use super::stream::{self, MAX_ID, Stream, invalid_id, parse_id};
 use super::ttl::{TtlMap, deadline};
 use super::{ENTRY_OVERHEAD, STRING_OVERHEAD};
@@ -93,7 +92,6 @@ struct EmitArgs<'a> {
     task: &'a TaskId,
     agent: &'a str,
     envelope: String,
-    audit: Option<&'a str>,
     events_cap: usize,
 }
 
@@ -121,7 +119,6 @@ pub(super) struct State {
     events: HashMap<String, Stream<String>>,
     /// Step-log streams (step JSON), by task.
     logs: HashMap<String, Stream<String>>,
-    outbox: Outbox,
     /// Collaboration members: task → agent → joined (ms).
     members: HashMap<String, HashMap<String, i64>>,
     /// Collaboration activity: task → agent → last active (ms).
@@ -132,15 +129,14 @@ pub(super) struct State {
     agent_tasks: HashMap<String, BTreeSet<String>>,
     /// When the task cache was marked warm (ms).
     sync_warm: Option<i64>,
-    /// Where every emitted event is published.
-    updates: broadcast::Sender<(TaskId, String)>,
+    /// Where every emitted event is published: its task, its id and its envelope (no id).
+    updates: broadcast::Sender<Published>,
     last_sweep: Option<Instant>,
 }
 
-/// `string.sub(s, 2)`: the envelope without its leading `{`, byte-wise.
-fn without_first_byte(s: &str) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(s.as_bytes().get(1..).unwrap_or_default())
-}
+/// An emitted event as the in-process channel carries it: its task, its stream id and its
+/// envelope without id, each as it is (never spliced into one text).
+pub(super) type Published = (TaskId, StreamId, String);
 
 /// A TTL in whole seconds, as `EXPIRE`/`EX` take it.
 fn secs(ttl_secs: u64, now: Instant) -> Option<Instant> {
@@ -173,7 +169,6 @@ impl State {
             sets: TtlMap::default(),
             events: HashMap::new(),
             logs: HashMap::new(),
-            outbox: Outbox::default(),
             members: HashMap::new(),
             activity: HashMap::new(),
             agents: HashMap::new(),
@@ -184,7 +179,7 @@ impl State {
         }
     }
 
-    pub(super) fn updates_receiver(&self) -> broadcast::Receiver<(TaskId, String)> {
+    pub(super) fn updates_receiver(&self) -> broadcast::Receiver<Published> {
         self.updates.subscribe()
     }
 
@@ -320,7 +315,6 @@ impl State {
             + sets
             + streams(&self.events)
             + streams(&self.logs)
-            + self.outbox.bytes()
             + hashes(&self.members)
             + hashes(&self.activity)
             + agents
@@ -329,17 +323,17 @@ impl State {
 
     // ----- events -----
 
-    /// `emit.lua`: appends to the task's capped event stream, publishes with the id spliced
-    /// in, touches the agent's presence and (if a member) its collaboration activity, queues
-    /// the audit record (none when empty).
+    /// `emit.lua`: appends to the task's capped event stream, publishes it (id and envelope), touches the agent's presence and (if a member) its collaboration activity. (No
+    /// outbox here: the operations write audit records to the durable store themselves.)
     fn emit_event(&mut self, a: EmitArgs<'_>, now: &Now) -> Result<String> {
         let task = a.task.as_str();
         let stream = self.events.entry(task.to_owned()).or_default();
         let id = stream.next_id(now.ms)?;
-        let payload = format!("{{\"id\":\"{id}\",{}", without_first_byte(&a.envelope));
+        if self.updates.receiver_count() > 0 {
+            // No receiver is not an error: nobody listens.
+            let _ = self.updates.send((a.task.clone(), id, a.envelope.clone()));
+        }
         stream.push(id, a.envelope, Some(a.events_cap));
-        // No receiver is not an error: nobody listens.
-        let _ = self.updates.send((a.task.clone(), payload));
         let agent = self.agents.entry(a.agent.to_owned()).or_default();
         agent.last_seen = Some(now.ms);
         agent.task = Some(task.to_owned());
@@ -353,15 +347,6 @@ impl State {
                 .or_default()
                 .insert(a.agent.to_owned(), now.ms);
         }
-        if let Some(audit) = a.audit.filter(|x| !x.is_empty()) {
-            self.outbox.add(
-                vec![
-                    ("kind".into(), "audit".into()),
-                    ("payload".into(), audit.to_owned()),
-                ],
-                now.ms,
-            )?;
-        }
         Ok(id.to_string())
     }
 
@@ -371,7 +356,6 @@ impl State {
                 task: e.task,
                 agent: e.agent,
                 envelope: e.envelope.clone(),
-                audit: e.audit.as_deref(),
                 events_cap: e.events_cap,
             },
             now,
@@ -385,7 +369,7 @@ impl State {
         step_json: &str,
         logs_cap: usize,
         now: &Now,
-    ) -> Result<(String, String, StreamId)> {
+    ) -> Result<(String, String)> {
         let task = e.task.as_str();
         let sid = self.logs.entry(task.to_owned()).or_default().add(
             step_json.to_owned(),
@@ -393,27 +377,16 @@ impl State {
             Some(logs_cap),
         )?;
         let sid = sid.to_string();
-        let outbox_id = self.outbox.add(
-            vec![
-                ("kind".into(), "step".into()),
-                ("task".into(), task.to_owned()),
-                ("sid".into(), sid.clone()),
-                ("agent".into(), e.agent.to_owned()),
-                ("step".into(), step_json.to_owned()),
-            ],
-            now.ms,
-        )?;
         let eid = self.emit_event(
             EmitArgs {
                 task: e.task,
                 agent: e.agent,
                 envelope: format!("{}{sid}{envelope_suffix}", e.envelope),
-                audit: e.audit.as_deref(),
                 events_cap: e.events_cap,
             },
             now,
         )?;
-        Ok((sid, eid, outbox_id))
+        Ok((sid, eid))
     }
 
     pub(super) fn steps_before(
@@ -994,7 +967,6 @@ impl State {
                         task: &r.id,
                         agent,
                         envelope: envelope.clone(),
-                        audit: None,
                         events_cap,
                     },
                     now,
@@ -1106,16 +1078,6 @@ impl State {
                 rec.task = Some(t.to_owned());
             }
         }
-    }
-
-    // ----- the outbox -----
-
-    pub(super) fn outbox_mut(&mut self) -> &mut Outbox {
-        &mut self.outbox
-    }
-
-    pub(super) fn outbox_len(&self) -> usize {
-        self.outbox.len()
     }
 
     // ----- MCP sessions -----

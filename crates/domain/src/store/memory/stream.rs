@@ -123,18 +123,6 @@ impl<V> Stream<V> {
         Ok(id)
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub(super) fn get(&self, id: &StreamId) -> Option<&V> {
-        self.entries.get(id)
-    }
-
-    pub(super) fn remove(&mut self, id: &StreamId) -> Option<V> {
-        self.entries.remove(id)
-    }
-
     pub(super) fn last_entry(&self) -> Option<StreamId> {
         self.entries.last_key_value().map(|(id, _)| *id)
     }
@@ -152,11 +140,6 @@ impl<V> Stream<V> {
             (Bound::Included(start), Bound::Excluded(start))
         };
         self.entries.range((lo, hi))
-    }
-
-    /// Entries after `id`, oldest first.
-    pub(super) fn after(&self, id: StreamId) -> impl Iterator<Item = (&StreamId, &V)> {
-        self.entries.range((Bound::Excluded(id), Bound::Unbounded))
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &V> {

@@ -94,8 +94,8 @@ fn stream_ids_strictly_increase_within_one_millisecond() {
     };
     let back = id(&s.emit(&ev(&t, "a1", None), &earlier).unwrap());
     assert!(back > ids[4]);
-    // The step log and the outbox number their own entries.
-    let (sid, eid, _) = s
+    // The step log numbers its own entries.
+    let (sid, eid) = s
         .log_step(&ev(&t, "a1", None), "}", "{}", 10, &now)
         .unwrap();
     assert_eq!(
@@ -460,11 +460,13 @@ async fn subscribers_get_each_event_with_its_id() {
     let t = task("t1");
     let e = ev(&t, "a1", None);
     let eid = store.emit(&e).await.unwrap();
-    let (got, payload) = sub.next().await.unwrap();
-    assert_eq!(got, t);
-    assert_eq!(payload, format!("{{\"id\":\"{eid}\",{}", &e.envelope[1..]));
-    let event: Event = serde_json::from_str(&payload).unwrap();
-    assert_eq!(event.id, Some(eid));
+    let got = sub.next().await.unwrap();
+    assert_eq!(got.task, t);
+    assert_eq!(got.id, StreamId::parse(&eid));
+    let mut expected: Event = serde_json::from_str(&e.envelope).unwrap();
+    expected.id = Some(eid.clone());
+    assert_eq!(got.event, expected);
+    assert_eq!(got.event.id, Some(eid));
     assert!(sub.pinger().ping().await.is_ok());
 }
 
@@ -483,7 +485,7 @@ async fn a_lagging_subscriber_loses_its_subscription() {
     // A new subscription works.
     let mut fresh = store.subscribe_updates().await.unwrap();
     let eid = store.emit(&ev(&t, "a1", None)).await.unwrap();
-    assert!(fresh.next().await.unwrap().1.contains(&eid));
+    assert_eq!(fresh.next().await.unwrap().event.id, Some(eid));
 }
 
 #[tokio::test]
@@ -497,137 +499,7 @@ async fn a_dropped_store_ends_subscriptions_and_pings() {
 }
 
 #[tokio::test]
-async fn consumer_groups_deliver_once_keep_pending_and_claim_idle() {
-    let store = MemoryStore::new();
-    let t = task("t1");
-    for i in 0..3 {
-        store
-            .emit(&ev(&t, "a1", Some(&format!("{{\"n\":{i}}}"))))
-            .await
-            .unwrap();
-    }
-    // No group yet: reading creates it and delivers from the start.
-    let first = store.outbox_read_new("g", "c1", 2).await.unwrap();
-    assert_eq!(first.len(), 2);
-    assert_eq!(first[0].fields["kind"], "audit");
-    assert_eq!(first[0].fields["payload"], "{\"n\":0}");
-    let second = store.outbox_read_new("g", "c2", 10).await.unwrap();
-    assert_eq!(second.len(), 1);
-    assert_eq!(second[0].fields["payload"], "{\"n\":2}");
-    assert!(
-        store
-            .outbox_read_new("g", "c1", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let depth = store.outbox_depth("g").await.unwrap();
-    assert_eq!((depth.length, depth.pending), (3, 3));
-    // Another group sees everything.
-    assert_eq!(store.outbox_read_new("h", "c1", 0).await.unwrap().len(), 3);
-    assert_eq!(store.outbox_depth("nope").await.unwrap().pending, 0);
-
-    // Own pending entries, oldest first.
-    let ids = |v: &[OutboxEntry]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
-    let pending = store.outbox_read_pending("g", "c1", 10).await.unwrap();
-    assert_eq!(ids(&pending), ids(&first));
-    assert_eq!(
-        ids(&store.outbox_read_pending("g", "c1", 1).await.unwrap()),
-        ids(&first[..1])
-    );
-
-    // Nothing is idle long enough yet.
-    let idle = Duration::from_secs(30);
-    assert!(
-        store
-            .outbox_claim_idle("g", "c2", idle, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let later = Instant::now() + idle;
-    store.with(|s, _| {
-        let outbox = s.outbox_mut();
-        // Reading its own pending entries restarts their idle time.
-        outbox.read_pending("g", "c2", 10, later);
-        let claimed = outbox.claim_idle("g", "c2", idle, 10, later).unwrap();
-        assert_eq!(ids(&claimed), ids(&first));
-        // Delivered to c1 and read again as pending (twice or once), then claimed.
-        assert_eq!(outbox.deliveries("g", &first[0].id), Some(("c2".into(), 4)));
-        assert_eq!(outbox.deliveries("g", &first[1].id), Some(("c2".into(), 3)));
-        // Claimed entries are idle again from the claim on.
-        assert!(
-            outbox
-                .claim_idle("g", "c1", idle, 10, later)
-                .unwrap()
-                .is_empty()
-        );
-    });
-    assert!(
-        store
-            .outbox_read_pending("g", "c1", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .outbox_read_pending("g", "c2", 10)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
-    // min_idle 0 takes everything, at most `count`.
-    assert_eq!(
-        store
-            .outbox_claim_idle("g", "c3", Duration::ZERO, 2)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-    assert!(
-        store
-            .outbox_claim_idle("g", "c3", Duration::ZERO, 0)
-            .await
-            .is_err()
-    );
-
-    // An invalid id acknowledges nothing.
-    let mut all = ids(&second);
-    all.extend(ids(&first));
-    let mut bad = all.clone();
-    bad.push("nope".into());
-    assert!(store.outbox_ack("g", &bad).await.is_err());
-    assert_eq!(store.outbox_depth("g").await.unwrap().pending, 3);
-    store.outbox_ack("g", &all).await.unwrap();
-    let depth = store.outbox_depth("g").await.unwrap();
-    assert_eq!((depth.length, depth.pending), (0, 0));
-    assert_eq!(store.outbox_length().await.unwrap(), 0);
-
-    // The other group's pending entries are gone from the stream: not read again, and
-    // dropped when claimed.
-    assert!(
-        store
-            .outbox_read_pending("h", "c1", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(store.outbox_depth("h").await.unwrap().pending, 3);
-    assert!(
-        store
-            .outbox_claim_idle("h", "c2", Duration::ZERO, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(store.outbox_depth("h").await.unwrap().pending, 0);
-}
-
-#[tokio::test]
-async fn log_step_writes_log_outbox_and_event() {
+async fn log_step_writes_log_and_event_and_has_no_outbox() {
     let store = MemoryStore::new();
     let t = task("t1");
     let mut e = ev(&t, "a1", None);
@@ -640,19 +512,8 @@ async fn log_step_writes_log_outbox_and_event() {
         .log_step(&e, r#""}}"#, r#"{"n":2}"#, 10)
         .await
         .unwrap();
-    let out = store.outbox_read_new("g", "c", 10).await.unwrap();
-    assert_eq!(out.len(), 2);
-    let f = &out[0].fields;
-    assert_eq!(
-        (
-            &*f["kind"],
-            &*f["task"],
-            &*f["sid"],
-            &*f["agent"],
-            &*f["step"]
-        ),
-        ("step", "t1", sid.as_str(), "a1", r#"{"n":1}"#)
-    );
+    // No outbox: the operations write the step to the durable store themselves.
+    assert!(store.outbox().is_none());
     let events = store.events_after(&t, StreamId::ZERO, 10).await.unwrap();
     assert_eq!(
         events[0],
