@@ -444,7 +444,7 @@ constructors! {
 mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
     where
         T: Deserialize<'de>,
         D: Deserializer<'de>,
@@ -452,7 +452,7 @@ mod double_option {
         Option::<T>::deserialize(d).map(Some)
     }
 
-    pub fn serialize<T: Serialize, S: Serializer>(
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
         v: &Option<Option<T>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {

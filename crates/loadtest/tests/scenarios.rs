@@ -13,7 +13,7 @@ use tokio_util_cancel::Cancel;
 
 mod tokio_util_cancel {
     /// Stops the sync loops when the test ends.
-    pub struct Cancel(pub tokio::task::JoinHandle<()>);
+    pub(crate) struct Cancel(pub(crate) tokio::task::JoinHandle<()>);
     impl Drop for Cancel {
         fn drop(&mut self) {
             self.0.abort();

@@ -7,19 +7,19 @@ use mcp_testkit::TestGateway;
 use std::path::PathBuf;
 
 /// A gateway workspace, with the gateway it lives on.
-pub struct OnGateway {
+pub(crate) struct OnGateway {
     _gw: TestGateway,
     pub ws: mcp_agent_client::GatewayWorkspace,
 }
 
-pub async fn gateway_workspace() -> OnGateway {
+pub(crate) async fn gateway_workspace() -> OnGateway {
     let gw = TestGateway::spawn().await;
     let ws = crate::client_as(&gw, "suite").workspace("task-1");
     OnGateway { _gw: gw, ws }
 }
 
 /// A local workspace in a fresh temporary directory, removed on drop.
-pub struct OnDisk {
+pub(crate) struct OnDisk {
     root: PathBuf,
     pub ws: LocalWorkspace,
 }
@@ -30,7 +30,7 @@ impl Drop for OnDisk {
     }
 }
 
-pub fn local_workspace() -> OnDisk {
+pub(crate) fn local_workspace() -> OnDisk {
     let root = std::env::temp_dir().join(format!("mcp-ws-{}", uuid::Uuid::new_v4().simple()));
     let ws = LocalWorkspace::for_task(&root, "task-1").unwrap();
     OnDisk { root, ws }

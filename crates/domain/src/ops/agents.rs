@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use mcp_api::responses::AgentStatus;
 
 /// An agent not seen for this many activity windows is `offline` (1 h with the default 5 min).
-pub const OFFLINE_AFTER_WINDOWS: i64 = 12;
+pub(super) const OFFLINE_AFTER_WINDOWS: i64 = 12;
 
 impl Service {
     /// Any caller may ask about any agent, but the answer names only tasks in the caller's

@@ -12,7 +12,7 @@ use mcp_api::requests::AuditQuery;
 use mcp_api::responses::AuditLog;
 
 /// Most records one page returns.
-pub const MAX_AUDIT_PAGE: i64 = 1000;
+pub(super) const MAX_AUDIT_PAGE: i64 = 1000;
 
 impl Service {
     /// Audit records matching `q`, newest first. Admin only; an admin limited to some tasks

@@ -20,7 +20,7 @@ use mcp_api::{EventType, StreamId};
 use serde_json::{Value, json};
 
 /// Most steps one page returns.
-pub const MAX_LOG_PAGE: usize = 1000;
+pub(super) const MAX_LOG_PAGE: usize = 1000;
 const STEP_ID_PLACEHOLDER: &str = "\u{0}step-id\u{0}";
 /// What follows the id placeholder in a step event built with a null step.
 const NULL_STEP: &str = "\",\"step\":null";
@@ -43,7 +43,7 @@ fn serialized_len(v: &serde_json::Map<String, Value>) -> Result<usize> {
 }
 
 /// Splits a stream id `"<ms>-<seq>"` into its numbers.
-pub fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
+pub(super) fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }

@@ -41,7 +41,7 @@ pub const MAX_RECIPIENTS: usize = 100;
 pub const MAX_READ_LIMIT: usize = 500;
 const DEFAULT_READ_LIMIT: usize = 100;
 /// How often a long poll reads again when no ring came (a ring lost with its event).
-pub const RECHECK: Duration = Duration::from_secs(10);
+pub(super) const RECHECK: Duration = Duration::from_secs(10);
 
 impl Service {
     pub async fn send_message(

@@ -15,14 +15,14 @@ use std::time::Instant;
 
 /// The matched route template of a request, carried out in the response's extensions.
 #[derive(Debug, Clone)]
-pub struct RouteTemplate(pub axum::extract::MatchedPath);
+pub(crate) struct RouteTemplate(pub axum::extract::MatchedPath);
 
 /// Where the request's acting agent is written once known (shared with `Caller`).
 #[derive(Debug, Clone, Default)]
-pub struct AgentSlot(Arc<OnceLock<String>>);
+pub(crate) struct AgentSlot(Arc<OnceLock<String>>);
 
 impl AgentSlot {
-    pub fn set(&self, agent: &str) {
+    pub(crate) fn set(&self, agent: &str) {
         let _ = self.0.set(agent.to_owned());
     }
 
@@ -33,7 +33,7 @@ impl AgentSlot {
 
 /// The middleware; `enabled` is `ACCESS_LOG`. A line the log filter drops (`RUST_LOG`
 /// below `info` for `access`) is not prepared either.
-pub async fn log(State(enabled): State<bool>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn log(State(enabled): State<bool>, mut req: Request, next: Next) -> Response {
     if !enabled || !tracing::enabled!(target: "access", tracing::Level::INFO) {
         return next.run(req).await;
     }

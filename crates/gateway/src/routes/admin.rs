@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use mcp_api::requests::{AuditQuery, CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditLog, TaskState};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/tasks", post(create_task))
         .route("/admin/tasks/{task_id}", patch(update_task))

@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::any::Any;
 
 /// A tool's success body as JSON (`200`, `application/json`).
-pub struct JsonAnswer<T>(pub T);
+pub(crate) struct JsonAnswer<T>(pub T);
 
 /// A scratch buffer larger than this after an answer is given back, so that one large
 /// answer (an 8 MiB file) is not kept by every worker thread.
@@ -104,7 +104,7 @@ fn needs_escape(w: u64) -> bool {
 /// Appends `s` as a JSON string, quotes included: byte for byte what serde_json writes
 /// (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control characters as `\u00XX`,
 /// everything else, DEL and non-ASCII included, as it is).
-pub fn escape_json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.push(b'"');
     let mut start = 0; // the first byte not yet copied

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use mcp_api::responses::{Health, HealthBackends};
 use std::time::Duration;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))

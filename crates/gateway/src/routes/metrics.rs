@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
@@ -34,7 +34,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 /// Counts and times a routed request: `mcp_http_requests_total` and
 /// `mcp_http_request_duration_seconds` by method, route template (never the raw path, so the
 /// label set stays small) and status. Streams are timed until their headers.
-pub async fn track(req: Request, next: Next) -> Response {
+pub(super) async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let started = Instant::now();

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 type Reply<T> = Result<Json<T>, ApiError>;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/resources/tasks", get(list_tasks))
         .route("/resources/agents", get(list_agents))

@@ -15,7 +15,7 @@ use std::future::Future;
 
 /// A tool as the gateway performs it: the `Service` method the registry names for it. The
 /// REST routes and the MCP dispatch both go through here.
-pub trait Perform: Tool {
+pub(crate) trait Perform: Tool {
     /// Runs the tool's domain operation as `actor`.
     fn perform<'a>(
         service: &'a Service,
@@ -41,13 +41,13 @@ for_each_tool!(perform);
 
 /// Visits every tool of the registry with its [`Perform`] impl in reach (for generic code
 /// that needs one call per tool: the routes, the MCP list and dispatch).
-pub trait ToolVisitor {
+pub(crate) trait ToolVisitor {
     /// Called once per tool, in registry order.
     fn visit<T: Perform>(&mut self);
 }
 
 /// Calls `v.visit::<T>()` for every tool, in registry order.
-pub fn visit_tools<V: ToolVisitor>(v: &mut V) {
+pub(crate) fn visit_tools<V: ToolVisitor>(v: &mut V) {
     macro_rules! visit {
         ($($tool:ident => $method:ident { $($rest:tt)* }),* $(,)?) => {
             $(v.visit::<tools::$tool>();)*
@@ -57,7 +57,7 @@ pub fn visit_tools<V: ToolVisitor>(v: &mut V) {
 }
 
 /// The routes of every tool: `POST /tools/{name}` and `POST /tools/{alias}`.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     struct Routes(Router<AppState>);
     impl ToolVisitor for Routes {
         fn visit<T: Perform>(&mut self) {

@@ -36,7 +36,7 @@ async fn eventually(gw: &TestGateway, path: &str, done: impl Fn(&Value) -> bool)
 
 /// Runs the sync loops beside a test gateway (as `mcp-gateway` does by default), pushing the
 /// outbox every 100 ms, until the guard drops.
-pub fn run_sync(gw: &TestGateway) -> tokio_util::sync::DropGuard {
+pub(crate) fn run_sync(gw: &TestGateway) -> tokio_util::sync::DropGuard {
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut settings = mcp_sync::SyncSettings::default();
     settings.push.interval = Duration::from_millis(100);

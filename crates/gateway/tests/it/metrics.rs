@@ -87,7 +87,7 @@ async fn requests_conflicts_and_backends_are_exported() {
 /// are valid snake_case, with base units; counters end in `_total` and nothing else does;
 /// `_count`/`_sum`/`_bucket` only as a histogram's (or summary's) series; histograms have
 /// `le` buckets up to `+Inf` whose count is `_count`; every value is a number.
-pub fn lint(text: &str) -> Vec<String> {
+pub(crate) fn lint(text: &str) -> Vec<String> {
     use std::collections::{BTreeMap, BTreeSet};
     fn valid_name(n: &str) -> bool {
         let mut c = n.chars();

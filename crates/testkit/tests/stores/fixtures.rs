@@ -17,7 +17,7 @@ use std::time::Duration;
 /// lower-case names become the test names.
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy)]
-pub enum Backend {
+pub(crate) enum Backend {
     postgres,
     sqlite,
     redis,
@@ -34,17 +34,17 @@ pub enum Backend {
 /// directory removed).
 type Keep = Box<dyn Any + Send + Sync>;
 
-pub struct DurableFixture {
+pub(crate) struct DurableFixture {
     pub store: Durable,
     _keep: Keep,
 }
 
-pub struct HotFixture {
+pub(crate) struct HotFixture {
     pub store: Hot,
     _keep: Keep,
 }
 
-pub struct ServiceFixture {
+pub(crate) struct ServiceFixture {
     pub service: Service,
     /// The stores the service owns, for tests that look at them directly.
     pub durable: Durable,
@@ -58,14 +58,14 @@ pub struct ServiceFixture {
 
 /// A durable backend's own connection pool.
 #[derive(Clone)]
-pub enum Raw {
+pub(crate) enum Raw {
     Postgres(PgStore),
     Sqlite(SqliteStore),
 }
 
 impl Raw {
     /// Runs one statement: `pg` on Postgres, `sqlite` on SQLite (their dialects differ).
-    pub async fn exec(&self, pg: &str, sqlite: &str) {
+    pub(crate) async fn exec(&self, pg: &str, sqlite: &str) {
         match self {
             Raw::Postgres(s) => {
                 sqlx::query(pg).execute(s.pool()).await.expect(pg);
@@ -169,7 +169,7 @@ fn memory() -> HotFixture {
     }
 }
 
-pub async fn durable(backend: Backend) -> DurableFixture {
+pub(crate) async fn durable(backend: Backend) -> DurableFixture {
     match backend {
         Backend::postgres => postgres().await,
         Backend::sqlite => sqlite().await,
@@ -178,7 +178,7 @@ pub async fn durable(backend: Backend) -> DurableFixture {
 }
 
 /// A durable backend with its own connection pool (statements behind the store's back).
-pub async fn durable_raw(backend: Backend) -> (DurableFixture, Raw) {
+pub(crate) async fn durable_raw(backend: Backend) -> (DurableFixture, Raw) {
     match backend {
         Backend::postgres => postgres_raw().await,
         Backend::sqlite => sqlite_raw().await,
@@ -186,7 +186,7 @@ pub async fn durable_raw(backend: Backend) -> (DurableFixture, Raw) {
     }
 }
 
-pub async fn hot(backend: Backend) -> HotFixture {
+pub(crate) async fn hot(backend: Backend) -> HotFixture {
     match backend {
         Backend::redis => redis().await,
         Backend::redis_cluster => redis_cluster().await,
@@ -195,7 +195,7 @@ pub async fn hot(backend: Backend) -> HotFixture {
     }
 }
 
-pub async fn service(backend: Backend) -> ServiceFixture {
+pub(crate) async fn service(backend: Backend) -> ServiceFixture {
     let ((durable, raw), hot) = match backend {
         Backend::deployed => (postgres_raw().await, redis().await),
         Backend::embedded => (sqlite_raw().await, memory()),
@@ -212,7 +212,7 @@ pub async fn service(backend: Backend) -> ServiceFixture {
 }
 
 impl ServiceFixture {
-    pub async fn hot_file(&self, task: &str, path: &str) -> Option<HotFile> {
+    pub(crate) async fn hot_file(&self, task: &str, path: &str) -> Option<HotFile> {
         self.hot
             .file(
                 &TaskId::parse(task).unwrap(),
@@ -224,7 +224,7 @@ impl ServiceFixture {
 
     /// Drops a file's hot copy, as an expiry or a Redis restart would: a writer's check
     /// drops it when no lease is held.
-    pub async fn drop_hot_file(&self, task: &str, path: &str) {
+    pub(crate) async fn drop_hot_file(&self, task: &str, path: &str) {
         let (task, path) = (TaskId::parse(task).unwrap(), FilePath::parse(path).unwrap());
         let lease = self
             .hot
