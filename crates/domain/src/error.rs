@@ -391,7 +391,7 @@ impl From<redis::RedisError> for DomainError {
             || e.is_timeout()
             || e.is_unrecoverable_error()
             // A primary demoted to a replica (a failover in progress): nothing was written.
-            || crate::store::conn::is_read_only(&e)
+            || crate::store::redis::conn::is_read_only(&e)
             || matches!(
                 e.kind(),
                 redis::ErrorKind::BusyLoadingError

@@ -14,7 +14,7 @@
 //!   them this way when `RUN_SYNC` is on).
 //!
 //! Every SQL statement and Redis key the loops use lives in the domain's stores
-//! (`store::sync_pg`, `store::sync_redis`).
+//! (`store::postgres::sync`, `store::redis::sync`).
 
 pub mod config;
 pub mod decode;

@@ -12,18 +12,13 @@
 //! One behaviour suite (`crates/testkit/tests/stores/main.rs`) runs against every backend, so the
 //! embedded mode cannot drift from the deployed one.
 
-pub mod conn;
 pub mod durable;
 pub mod group;
 pub mod hot;
-pub mod keys;
-pub mod mcp;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
-pub mod sync_pg;
-pub mod sync_redis;
 
 use std::sync::Arc;
 

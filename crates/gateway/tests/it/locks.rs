@@ -47,7 +47,7 @@ async fn owner_reclaiming_refreshes_the_same_lease() {
     assert_eq!(again["timeout_sec"], 120);
     let ttl: i64 = redis::cmd("PTTL")
         .arg(
-            mcp_domain::store::keys::Keys::new(gw.redis.prefix.clone())
+            mcp_domain::store::redis::keys::Keys::new(gw.redis.prefix.clone())
                 .lock(&"t".parse_task(), &"a.py".parse_path()),
         )
         .query_async(&mut gw.redis.connection().await)

@@ -165,7 +165,7 @@ async fn durable_state(gw: &TestGateway) -> Vec<String> {
         out.extend(rows);
     }
     let mut c = gw.redis.connection().await;
-    let keys = mcp_domain::store::keys::Keys::new(gw.redis.prefix.clone());
+    let keys = mcp_domain::store::redis::keys::Keys::new(gw.redis.prefix.clone());
     let (t1, b) = (
         mcp_domain::TaskId::parse("t1").unwrap(),
         mcp_domain::FilePath::parse("b.txt").unwrap(),

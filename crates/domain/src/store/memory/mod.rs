@@ -36,7 +36,7 @@ use crate::store::hot::{
     Outbox, Presence, Refreshed, SubScope, Subscriber, TaskEvent, TaskRefresh, UpdatesPing,
     UpdatesSource, Waiter, WakeSource,
 };
-use crate::store::keys::{parse_session_record, session_record};
+use crate::store::redis::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::{Collaborator, TaskState};
@@ -337,7 +337,7 @@ impl HotOps for MemoryStore {
     }
 
     fn channel(&self, task: &TaskId) -> String {
-        crate::store::keys::Keys::default().channel(task)
+        crate::store::redis::keys::Keys::default().channel(task)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::store::hot::{
     CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, Lease, Presence, QueuePlace, Refreshed,
     SubScope, Subscriber, TaskRefresh, Waiter, cached_task_json, cached_task_seq, ms_to_time,
 };
-use crate::store::keys::{
+use crate::store::redis::keys::{
     Keys, parse_subscription_entry, session_entry, split_session_entry, subscription_entry,
 };
 use chrono::Utc;

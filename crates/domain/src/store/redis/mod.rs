@@ -5,12 +5,17 @@
 //! script, so it is atomic and one round trip; its keys share one hash slot (`keys.rs`), so
 //! the same scripts run on a Redis Cluster.
 
-use super::conn::{ConnSettings, RedisConn};
+pub mod conn;
+pub mod keys;
+pub mod mcp;
+pub mod sync;
+
+use self::conn::{ConnSettings, RedisConn};
+use self::keys::Keys;
 use super::hot::{
     CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Outbox,
     Presence, QueuePlace, TaskEvent, UpdatesPing, UpdatesSource, Waiter, WakeSource, ms_to_time,
 };
-use super::keys::Keys;
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
@@ -465,7 +470,7 @@ impl RedisStore {
     /// When it dropped something, `sync:warm` is dropped too, so the pull loop warms the task
     /// cache again.
     async fn rebuild_slot(&self, marker: &str) -> Result<()> {
-        let slot = super::keys::key_slot(marker.as_bytes());
+        let slot = keys::key_slot(marker.as_bytes());
         let mut inv = REBUILD_SLOT_SCRIPT.prepare_invoke();
         inv.key(marker).arg(slot);
         for p in self.keys.rebuilt_on_rollback() {

@@ -16,9 +16,9 @@
 //! Channels are not keys: plain `PUBLISH` reaches the subscribers of every cluster node.
 //! The channel `task:{id}:updates` keeps the seed's name.
 
-use super::hot::{McpSession, SubScope, Subscriber};
 use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
+use crate::store::hot::{McpSession, SubScope, Subscriber};
 
 /// Separates the fields of an MCP subscription index entry; ids, canonical keys and URIs
 /// never contain it.

@@ -17,12 +17,12 @@
 //! `task_updated` event is emitted by the same script, so two sync processes racing on one
 //! row publish it once, and a late, older copy never overwrites a newer one.
 
-use super::hot::{
-    HotSync, Outbox, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh, cached_task_json,
-};
-use super::redis::RedisStore;
+use super::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
+use crate::store::hot::{
+    HotSync, Outbox, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh, cached_task_json,
+};
 use async_trait::async_trait;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingReply, StreamReadReply};
 use redis::{AsyncCommands, Script};

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 pub mod hosts;
 mod messages;
+pub mod sync;
 
 use hosts::PgTargets;
 use std::sync::Arc;

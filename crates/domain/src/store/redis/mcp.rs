@@ -7,16 +7,16 @@
 //! Nothing here is durable truth: a lost session makes the client initialise again, a lost
 //! subscription stops its notifications. Everything carries a TTL.
 
-use super::hot::{
-    LISTEN_CANCEL_KEPT, McpSession, McpSessions, MessageSource, SubScope, Subscriber,
-};
+use super::RedisStore;
 use super::keys::{
     parse_session_record, parse_subscription_entry, session_entry, session_record,
     split_session_entry, subscription_entry,
 };
-use super::redis::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
+use crate::store::hot::{
+    LISTEN_CANCEL_KEPT, McpSession, McpSessions, MessageSource, SubScope, Subscriber,
+};
 use async_trait::async_trait;
 use mcp_api::Event;
 use redis::{AsyncCommands, Script};

@@ -7,12 +7,12 @@
 //! never `DESC LIMIT`), each row saying whether its transaction is older than every one still
 //! running; and task deletions from the `task_deletions` tombstones a trigger writes.
 
-use super::durable::{
+use super::{PgStore, task_from_row};
+use crate::error::Result;
+use crate::store::durable::{
     AgentRow, AuditRecord, ChangeListener, DEAD_LETTERS, DeadLetter, DurableSync, FeedMark,
     FeedRow, OutboxBatch, StepRecord,
 };
-use super::postgres::{PgStore, task_from_row};
-use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mcp_api::responses::TaskState;
