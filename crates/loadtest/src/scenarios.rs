@@ -460,6 +460,25 @@ pub async fn watchers(gw: &Gateway, cfg: &Config) -> anyhow::Result<WatchReport>
     Ok(rep)
 }
 
+/// A watcher's next item: until the run ends (`stop`) it waits on its connection alone (no
+/// timer); from then on (`stopping`) it drains, and `None` after 200 ms of silence.
+async fn next_until_quiet<S: futures::Stream + Unpin>(
+    s: &mut S,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    stopping: &mut bool,
+) -> Option<S::Item> {
+    if !*stopping {
+        tokio::select! {
+            next = s.next() => return next,
+            _ = stop.wait_for(|s| *s) => *stopping = true,
+        }
+    }
+    tokio::time::timeout(Duration::from_millis(200), s.next())
+        .await
+        .ok()
+        .flatten()
+}
+
 /// One SSE watcher: the ids of the `step_logged` events it received, `None` when it could
 /// not connect. Until the run ends it waits on its socket alone (no timer); then it drains
 /// until 200 ms of silence.
@@ -482,21 +501,9 @@ async fn sse_watcher(
     let mut buf = Vec::new();
     let mut stopping = false;
     loop {
-        let next = if stopping {
-            match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            }
-        } else {
-            tokio::select! {
-                next = stream.next() => next,
-                _ = stop.wait_for(|s| *s) => {
-                    stopping = true;
-                    continue;
-                }
-            }
+        let Some(Ok(chunk)) = next_until_quiet(&mut stream, &mut stop, &mut stopping).await else {
+            break;
         };
-        let Some(Ok(chunk)) = next else { break };
         buf.extend_from_slice(&chunk);
         while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
             let msg: Vec<u8> = buf.drain(..pos + 2).collect();
@@ -557,21 +564,9 @@ async fn ws_watcher(
     let mut stopping = false;
     loop {
         // Reading also answers the server's pings.
-        let next = if stopping {
-            match tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            }
-        } else {
-            tokio::select! {
-                next = socket.next() => next,
-                _ = stop.wait_for(|s| *s) => {
-                    stopping = true;
-                    continue;
-                }
-            }
+        let Some(Ok(msg)) = next_until_quiet(&mut socket, &mut stop, &mut stopping).await else {
+            break;
         };
-        let Some(Ok(msg)) = next else { break };
         if let Message::Text(t) = msg
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str())
             && v["op"] == "event"
