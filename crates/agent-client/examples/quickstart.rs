@@ -18,7 +18,7 @@ async fn main() -> Result<(), ClientError> {
 }
 
 /// Writes, reads, edits and leases a file of `task`, and logs what it did.
-pub(crate) async fn run(client: &GatewayClient, task: &str) -> Result<(), ClientError> {
+pub async fn run(client: &GatewayClient, task: &str) -> Result<(), ClientError> {
     // Any tool, typed by the registry: request and response types come with it.
     let written = client
         .call::<FileWrite>(FileWriteRequest::new(task, "src/app.py", "print('TODO')\n"))
