@@ -4,8 +4,9 @@
 //! script (with its event); the push loop persists it to Postgres idempotently on its stream
 //! id. A hot store without an outbox (the embedded mode's in-process one) only appends it and
 //! emits; the step is then written to the durable store (SQLite, group-committed with the
-//! other writes in flight) before the call answers, so an acknowledged step survives a crash. Reading pages newest-first through the stream and continues into Postgres for steps
-//! the stream no longer holds.
+//! other writes in flight) before the call answers, so an acknowledged step survives a crash.
+//! Reading pages newest-first through the stream and continues into Postgres for steps the
+//! stream no longer holds.
 
 use super::Service;
 use crate::actor::Actor;

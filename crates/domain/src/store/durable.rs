@@ -293,8 +293,8 @@ impl StepRecord {
         agent_id: Option<&str>,
         step: Value,
     ) -> Option<StepRecord> {
-        let (ms, seq) = stream_id.split_once('-')?;
-        let (id_ms, id_seq): (i64, i64) = (ms.parse().ok()?, seq.parse().ok()?);
+        let id = mcp_api::StreamId::parse(stream_id)?;
+        let (id_ms, id_seq) = (i64::try_from(id.ms).ok()?, i64::try_from(id.seq).ok()?);
         Some(StepRecord {
             task_id: task_id.to_owned(),
             stream_id: stream_id.to_owned(),
