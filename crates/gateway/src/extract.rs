@@ -113,8 +113,9 @@ impl Caller {
             },
         };
         match state.service.rate_check(&subject, limit.window).await {
-            Ok((n, _)) if n <= limit.requests => Ok(()),
-            Ok((_, rest)) => {
+            Ok(w) if w.count <= limit.requests => Ok(()),
+            Ok(w) => {
+                let rest = w.resets_in;
                 metrics::counter!("mcp_rate_limited_total").increment(1);
                 let secs = rest.as_millis().div_ceil(1000).max(1) as u64;
                 let mut e = ApiError::new(

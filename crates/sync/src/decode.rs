@@ -5,9 +5,9 @@
 //! `sid` (the step's id in `logs:{task}`), `agent`, `step` (a JSON object); and `audit` with
 //! `payload`, a JSON object with at least `actor` and `action`.
 
-use chrono::{DateTime, TimeZone, Utc};
+use mcp_api::StreamId;
 use mcp_domain::store::durable::{AuditRecord, DeadLetter, StepRecord};
-use mcp_domain::store::hot::OutboxEntry;
+use mcp_domain::store::hot::{OutboxEntry, ms_to_time};
 use serde_json::Value;
 
 /// What one entry becomes.
@@ -16,16 +16,6 @@ pub enum Decoded {
     Step(StepRecord),
     Audit(AuditRecord),
     Dead(DeadLetter),
-}
-
-/// Splits a stream id `"<ms>-<seq>"` into its numbers.
-pub fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
-fn ms_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 /// A dead letter for `entry`, with the reason.
@@ -72,19 +62,22 @@ fn decode_step(entry: &OutboxEntry) -> Result<StepRecord, String> {
     if !step.is_object() {
         return Err("step is not a JSON object".into());
     }
-    StepRecord::logged(
-        task,
-        sid,
-        entry.fields.get("agent").map(String::as_str),
-        step,
-    )
-    .ok_or_else(|| format!("sid '{sid}' is not a stream id"))
+    StreamId::parse(sid)
+        .and_then(|id| {
+            StepRecord::logged(
+                task,
+                id,
+                entry.fields.get("agent").map(String::as_str),
+                step,
+            )
+        })
+        .ok_or_else(|| format!("sid '{sid}' is not a stream id"))
 }
 
 fn decode_audit(entry: &OutboxEntry) -> Result<AuditRecord, String> {
     let payload: Value = serde_json::from_str(field(entry, "payload")?)
         .map_err(|e| format!("payload is not JSON: {e}"))?;
-    let fallback = ms_time(parse_stream_id(&entry.id).map_or(0, |(ms, _)| ms));
+    let fallback = ms_to_time(StreamId::parse(&entry.id).map_or(0, |id| id.ms as i64));
     AuditRecord::from_payload(entry.id.clone(), payload, fallback)
 }
 

@@ -35,7 +35,7 @@ use mcp_api::EventType;
 use mcp_api::responses::TaskState;
 use mcp_domain::TaskId;
 use mcp_domain::store::durable::{ChangeListener, FeedMark, FeedRow};
-use mcp_domain::store::hot::{Refreshed, TaskRefresh};
+use mcp_domain::store::hot::{AgentSeen, Refreshed, TaskRefresh};
 use mcp_domain::store::{Durable, Hot};
 use serde_json::json;
 use std::collections::HashMap;
@@ -324,16 +324,14 @@ impl PullLoop {
                 .await?;
             let short = rows.len() < self.settings.page_size;
             outcome.agents += rows.len();
-            let presence: Vec<(String, i64, Option<String>)> = rows
+            let presence: Vec<AgentSeen> = rows
                 .iter()
                 .filter_map(|r| {
                     let a = &r.row;
-                    a.last_seen.map(|s| {
-                        (
-                            a.id.clone(),
-                            s.timestamp_millis(),
-                            a.current_task_id.clone(),
-                        )
+                    a.last_seen.map(|s| AgentSeen {
+                        agent: a.id.clone(),
+                        last_seen_ms: s.timestamp_millis(),
+                        task: a.current_task_id.clone(),
                     })
                 })
                 .collect();

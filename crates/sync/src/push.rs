@@ -1,5 +1,5 @@
 //! The push loop: Redis outbox → Postgres, losing nothing and writing nothing twice. Only a
-//! hot store with an outbox ([`mcp_domain::store::hot::HotOps::outbox`]) has one to push: the
+//! hot store with an outbox ([`mcp_domain::store::hot::HotBackend::outbox`]) has one to push: the
 //! embedded mode's in-process store has none (its steps and audit records are written to
 //! SQLite by the call that acknowledges them), and there the loop does nothing.
 //!

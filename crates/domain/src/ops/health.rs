@@ -3,6 +3,7 @@
 //! every write: an outage).
 
 use super::Service;
+use crate::store::hot::MemoryUsage;
 use std::time::Duration;
 
 /// What `/health` reports.
@@ -74,7 +75,7 @@ impl Service {
                 .set(if full.is_some() { 1.0 } else { 0.0 });
         }
         let hot_up = match memory {
-            Ok(Ok((used, limit))) => {
+            Ok(Ok(MemoryUsage { used, limit })) => {
                 metrics::gauge!("mcp_redis_used_memory_bytes").set(used as f64);
                 if limit > 0 {
                     metrics::gauge!("mcp_redis_memory_ratio").set(used as f64 / limit as f64);

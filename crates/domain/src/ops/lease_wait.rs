@@ -1,7 +1,7 @@
 //! Waiting for a lease (`claim_file` with `wait_sec`): the wake-ups of this process's
 //! waiters, and the guard that takes a waiter out of its queue however its wait ends.
 //!
-//! The queue itself lives in the hot store (one per lease path, see `HotOps::claim`); a
+//! The queue itself lives in the hot store (one per lease path, see `Leases::claim`); a
 //! waiter checks it again when something may have changed:
 //! * a wake-up on its task's lease channel — a release, or a waiter leaving its queue — from
 //!   any gateway instance. One subscription per process ([`LeaseWakes`]), opened with the
@@ -16,6 +16,7 @@ use crate::actor::Actor;
 use crate::ids::TaskId;
 use crate::path::LeasePath;
 use crate::store::Hot;
+use crate::store::hot::Released;
 use mcp_api::EventType;
 use serde_json::json;
 use std::collections::HashMap;
@@ -218,7 +219,10 @@ async fn abandon(
 ) {
     match service.hot.leave_queue(task, path, ticket).await {
         Ok(None) => {}
-        Ok(Some((holder, fence))) => {
+        Ok(Some(Released {
+            owner: holder,
+            fence,
+        })) => {
             let data = json!({"path": path.as_str(), "owner": holder, "fence": fence,
                 "forced": false, "abandoned": true});
             let audit = json!({"action": "release_file", "path": path.as_str(), "fence": fence,

@@ -43,8 +43,8 @@ impl Service {
         let next_cursor = next_page(&mut tasks, limit, |t| cursor(t.last_activity, &t.task_id));
         for t in &mut tasks {
             let task = TaskId::parse(&t.task_id)?;
-            let (leases, _) = self.hot.leases(&task, MAX_LISTED_LEASES).await?;
-            t.lease_count = leases.len() as i64;
+            let page = self.hot.leases(&task, MAX_LISTED_LEASES).await?;
+            t.lease_count = page.leases.len() as i64;
         }
         Ok(TaskList {
             success: true,

@@ -31,15 +31,15 @@ impl Service {
         let entries = self.hot.events_after(task, after, count).await?;
         Ok(entries
             .into_iter()
-            .filter_map(|(id, envelope)| {
-                let sid = StreamId::parse(&id)?;
-                match serde_json::from_str::<Event>(&envelope) {
+            .filter_map(|entry| {
+                let id = entry.id;
+                match serde_json::from_str::<Event>(&entry.envelope) {
                     Ok(mut event) => {
-                        event.id = Some(id);
-                        Some((sid, event))
+                        event.id = Some(id.to_string());
+                        Some((id, event))
                     }
                     Err(e) => {
-                        tracing::warn!(task = %task, id, error = %e, "unreadable event skipped");
+                        tracing::warn!(task = %task, %id, error = %e, "unreadable event skipped");
                         None
                     }
                 }
@@ -51,11 +51,6 @@ impl Service {
     /// watcher that asks for no replay starts.
     pub async fn events_tail(&self, actor: &Actor, task: &TaskId) -> Result<StreamId> {
         actor.ensure_task(task)?;
-        Ok(self
-            .hot
-            .events_tail(task)
-            .await?
-            .and_then(|id| StreamId::parse(&id))
-            .unwrap_or(StreamId::ZERO))
+        Ok(self.hot.events_tail(task).await?.unwrap_or(StreamId::ZERO))
     }
 }

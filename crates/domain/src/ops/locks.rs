@@ -12,7 +12,9 @@ use crate::actor::Actor;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::LeasePath;
-use crate::store::hot::{ClaimOutcome, Lease, Waiter};
+use crate::store::hot::{
+    Claim, ClaimOutcome, Lease, LeasePage, NewFence, Released, Renewed, Waiter,
+};
 use mcp_api::EventType;
 use mcp_api::requests::{
     ClaimFileRequest, ListLeasesRequest, ReleaseFileRequest, RenewFileRequest,
@@ -136,25 +138,24 @@ impl Service {
         reentrant: bool,
         waiter: Option<&Waiter<'_>>,
     ) -> Result<Attempt> {
-        let mut outcome = self
-            .hot
-            .claim(task, path, owner, ttl, None, reentrant, waiter)
-            .await?;
+        let mut claim = Claim {
+            task,
+            path,
+            owner,
+            ttl,
+            fence: None,
+            reentrant,
+            waiter,
+        };
+        let mut outcome = self.hot.claim(&claim).await?;
         if let ClaimOutcome::NeedFence = outcome {
             let fence = self.durable.next_fence().await?;
             let token = uuid::Uuid::new_v4().to_string();
-            outcome = self
-                .hot
-                .claim(
-                    task,
-                    path,
-                    owner,
-                    ttl,
-                    Some((fence, &token)),
-                    reentrant,
-                    waiter,
-                )
-                .await?;
+            claim.fence = Some(NewFence {
+                fence,
+                token: &token,
+            });
+            outcome = self.hot.claim(&claim).await?;
         }
         Ok(match outcome {
             ClaimOutcome::Granted(lease) => Ok((lease, EventType::LockAcquired)),
@@ -271,7 +272,7 @@ impl Service {
             None => None,
         };
         let (fallback, _) = self.lease_ttl(None)?;
-        let (lease, length) = self
+        let Renewed { lease, length } = self
             .hot
             .renew(&task, &path, actor.agent.as_str(), ttl, fallback)
             .await?
@@ -301,7 +302,10 @@ impl Service {
         if req.force {
             actor.ensure_admin()?;
         }
-        let (holder, fence) = self
+        let Released {
+            owner: holder,
+            fence,
+        } = self
             .hot
             .release(&task, &path, actor.agent.as_str(), req.force)
             .await?
@@ -338,7 +342,10 @@ impl Service {
         req: ListLeasesRequest,
     ) -> Result<ListLeasesResponse> {
         let task = actor.task(&req.task_id)?;
-        let (mut leases, truncated) = self.hot.leases(&task, MAX_LISTED_LEASES).await?;
+        let LeasePage {
+            mut leases,
+            more: truncated,
+        } = self.hot.leases(&task, MAX_LISTED_LEASES).await?;
         leases.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(ListLeasesResponse {
             success: true,

@@ -43,12 +43,6 @@ fn serialized_len(v: &serde_json::Map<String, Value>) -> Result<usize> {
     Ok(n.0)
 }
 
-/// Splits a stream id `"<ms>-<seq>"` into its numbers.
-pub(super) fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
 /// Whether a JSON value holds a NUL character in any string or key.
 fn holds_nul(v: &Value) -> bool {
     match v {
@@ -111,7 +105,7 @@ impl Service {
         let step = Value::Object(step);
         let step_json = step.to_string();
         let (prefix, suffix) = step_event(&task, actor.agent.as_str(), &step_json)?;
-        let (id, _event_id) = self
+        let ids = self
             .hot
             .log_step(
                 &Emit {
@@ -128,11 +122,15 @@ impl Service {
             .await?;
         if self.hot.outbox().is_none() {
             // No outbox to carry it (the embedded mode): durable before it is acknowledged.
-            let record =
-                StepRecord::logged(task.as_str(), &id, Some(actor.agent.as_str()), step.clone())
-                    .ok_or_else(|| {
-                        DomainError::internal(format!("step id {id:?} is not a stream id"))
-                    })?;
+            let record = StepRecord::logged(
+                task.as_str(),
+                ids.step,
+                Some(actor.agent.as_str()),
+                step.clone(),
+            )
+            .ok_or_else(|| {
+                DomainError::internal(format!("step id {} is out of range", ids.step))
+            })?;
             self.persist_direct(OutboxBatch {
                 steps: vec![record],
                 ..OutboxBatch::default()
@@ -143,7 +141,7 @@ impl Service {
             success: true,
             task_id: task.to_string(),
             step,
-            id,
+            id: ids.step.to_string(),
         })
     }
 
@@ -193,28 +191,24 @@ impl Service {
                     .map_err(|why| DomainError::InvalidArgument(format!("before: {why}")))
             })
             .transpose()?;
-        let before_num = before.map(|b| (b.ms as i64, b.seq as i64));
-        let before = before.map(|b| b.to_string());
-        let mut steps: Vec<LoggedStep> = self
-            .hot
-            .steps_before(&task, before.as_deref(), limit)
-            .await?
+        let hot = self.hot.steps_before(&task, before, limit).await?;
+        let older_than = hot.last().map(|s| s.id).or(before);
+        let mut steps: Vec<LoggedStep> = hot
             .into_iter()
-            .map(|(id, s)| LoggedStep {
-                id,
-                step: serde_json::from_str(&s).unwrap_or(Value::String(s)),
+            .map(|s| LoggedStep {
+                id: s.id.to_string(),
+                step: serde_json::from_str(&s.json).unwrap_or(Value::String(s.json)),
             })
             .collect();
         if steps.len() < limit {
-            let older_than = steps
-                .last()
-                .and_then(|s| parse_stream_id(&s.id))
-                .or(before_num);
             let rest = self
                 .durable
                 .steps_before(&task, older_than, limit - steps.len())
                 .await?;
-            steps.extend(rest.into_iter().map(|(id, step)| LoggedStep { id, step }));
+            steps.extend(rest.into_iter().map(|s| LoggedStep {
+                id: s.id.to_string(),
+                step: s.step,
+            }));
         }
         steps.reverse();
         Ok(TaskLogs {

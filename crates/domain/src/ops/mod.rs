@@ -31,10 +31,10 @@ use crate::error::Result;
 use crate::ids::TaskId;
 use crate::inbox::InboxBell;
 use crate::store::durable::{AuditRecord, OutboxBatch};
-use crate::store::hot::{Emit, McpSessions, UpdatesSource};
+use crate::store::hot::{Emit, McpSessions, RateWindow, UpdatesSource};
 use crate::store::{Durable, Hot};
-use mcp_api::EventType;
 use mcp_api::responses::Collaborator;
+use mcp_api::{EventType, StreamId};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +123,7 @@ impl Service {
 
     /// Counts one request of `subject` in its fixed `window` (shared by every instance):
     /// the count in the window so far, and the time left in it.
-    pub async fn rate_check(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
+    pub async fn rate_check(&self, subject: &str, window: Duration) -> Result<RateWindow> {
         self.hot.rate_hit(subject, window).await
     }
 
@@ -155,7 +155,7 @@ impl Service {
         kind: EventType,
         data: Value,
         audit: Option<Value>,
-    ) -> Result<String> {
+    ) -> Result<StreamId> {
         let audit = audit.map(|a| audit_record(actor, task, a));
         let outbox = self.hot.outbox().is_some();
         let id = self

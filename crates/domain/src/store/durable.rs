@@ -22,6 +22,7 @@ use crate::ids::TaskId;
 use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mcp_api::StreamId;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
@@ -239,7 +240,7 @@ impl StoredRevision {
 }
 
 /// Where an agent was last seen: its durable record (`DurableOps::agent`) and its hot
-/// presence (`HotOps::presence`) alike.
+/// presence (`Collaboration::presence`) alike.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Presence {
     /// When it last acted.
@@ -283,21 +284,42 @@ pub struct AuditRecord {
     pub detail: Value,
 }
 
+/// A step as the durable step log answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistedStep {
+    pub id: StreamId,
+    pub step: Value,
+}
+
+/// A stream id as the step log's two columns (`id_ms`, `id_seq`); parts beyond them (never
+/// stored) as their largest value.
+pub fn stream_id_columns(id: StreamId) -> (i64, i64) {
+    let part = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
+    (part(id.ms), part(id.seq))
+}
+
+/// A stream id from the step log's two columns.
+pub fn stream_id_of_columns(ms: i64, seq: i64) -> StreamId {
+    StreamId {
+        ms: u64::try_from(ms).unwrap_or(0),
+        seq: u64::try_from(seq).unwrap_or(0),
+    }
+}
+
 impl StepRecord {
-    /// A step as the task's log stream holds it: its id there (`<ms>-<seq>`, which also tells
-    /// when it was logged), who logged it and the step object. `None` for an id that is not a
-    /// stream id.
+    /// A step as the task's log stream holds it: its id there (which also tells when it was
+    /// logged), who logged it and the step object. `None` for an id beyond what the step log
+    /// keeps (each part a signed 64-bit number).
     pub fn logged(
         task_id: &str,
-        stream_id: &str,
+        id: StreamId,
         agent_id: Option<&str>,
         step: Value,
     ) -> Option<StepRecord> {
-        let id = mcp_api::StreamId::parse(stream_id)?;
         let (id_ms, id_seq) = (i64::try_from(id.ms).ok()?, i64::try_from(id.seq).ok()?);
         Some(StepRecord {
             task_id: task_id.to_owned(),
-            stream_id: stream_id.to_owned(),
+            stream_id: id.to_string(),
             id_ms,
             id_seq,
             agent_id: agent_id.filter(|a| !a.is_empty()).map(str::to_owned),
@@ -529,13 +551,13 @@ pub trait DurableOps: Send + Sync + 'static {
     /// Audit records matching `q`, newest first.
     async fn audit(&self, q: &AuditFilter<'_>) -> Result<Vec<AuditEntry>>;
 
-    /// Newest-first persisted steps strictly older than `before` (stream id numbers).
+    /// Newest-first persisted steps strictly older than `before` (all of them without one).
     async fn steps_before(
         &self,
         task: &TaskId,
-        before: Option<(i64, i64)>,
+        before: Option<StreamId>,
         limit: usize,
-    ) -> Result<Vec<(String, Value)>>;
+    ) -> Result<Vec<PersistedStep>>;
 
     /// A page of tasks matching `q`, most recently active first, and how many match in all.
     async fn list_tasks(&self, q: &TaskListFilter<'_>) -> Result<(Vec<TaskSummary>, i64)>;

@@ -1,11 +1,16 @@
 //! The hot seam: caches, leases, streams, pub/sub, presence, the sync outbox and the MCP
-//! session state, and the records that cross it. By capability:
-//! * [`HotOps`], in sections: the store itself (health, and whether it has an outbox), the
-//!   event log (typed [`TaskEvent`]s to every [`UpdatesSource`]), the step log, the file
-//!   cache, leases (lease wake-ups through a [`WakeSource`]), the rate limit, the task cache,
-//!   presence and collaboration;
+//! session state, and the records that cross it. One trait per capability:
+//! * [`HotBackend`]: the store itself (what it is, its health, whether it has an outbox);
+//! * [`EventLog`]: each task's event stream, by [`StreamId`], and its live channel (typed
+//!   [`TaskEvent`]s to every [`UpdatesSource`]);
+//! * [`StepLog`]: each task's step stream;
+//! * [`FileCache`]: hot copies of files;
+//! * [`Leases`]: claims, wait queues, renewals, releases (wake-ups through a [`WakeSource`]);
+//! * [`RateLimit`], [`TaskCache`], [`Collaboration`] (presence and membership);
+//!
+//! [`HotOps`] names those together: what the operations need.
 //! * [`Outbox`]: the sync outbox, only in a store that lives apart from its durable store
-//!   ([`HotOps::outbox`]);
+//!   ([`HotBackend::outbox`]);
 //! * [`HotSync`]: what the pull loop refreshes (task rows, agents' presence);
 //! * [`McpSessions`]: the MCP door's sessions, subscriptions and listen cancellations.
 //!
@@ -34,7 +39,7 @@
 //!   [`UpdatesSource`], which yields it as a typed [`TaskEvent`] whose id is the entry's id
 //!   (on the Redis channel, the seed's contract, it travels as the event's JSON with that
 //!   `id`; the in-process store hands over the id and the envelope as they are);
-//! * a store with an outbox ([`HotOps::outbox`]: Redis, which lives apart from the durable
+//! * a store with an outbox ([`HotBackend::outbox`]: Redis, which lives apart from the durable
 //!   store) queues a step or an audit record in the same atomic step as its event; its
 //!   entries are delivered to one consumer of a group at a time, stay pending until
 //!   acknowledged, and can be claimed from an idle consumer. A store without one (in-process)
@@ -57,7 +62,7 @@ pub struct Emit<'a> {
     /// The envelope JSON object without `id`.
     pub envelope: String,
     /// Audit record for the outbox (JSON), if this change is audited through the outbox. Only
-    /// a store with an outbox ([`HotOps::outbox`]) is handed one; a store without one ignores it.
+    /// a store with an outbox ([`HotBackend::outbox`]) is handed one; a store without one ignores it.
     pub audit: Option<String>,
     /// Cap of the task's event stream.
     pub events_cap: usize,
@@ -293,7 +298,7 @@ pub trait UpdatesSource: Send {
 }
 
 /// The process-wide subscription to every task's lease wake-ups
-/// ([`HotOps::subscribe_lease_wakes`]).
+/// ([`Leases::subscribe_lease_wakes`]).
 #[async_trait]
 pub trait WakeSource: Send {
     /// The task of the next wake-up; `None` once the subscription is lost (subscribe again).
@@ -319,17 +324,35 @@ pub trait MessageSource: Send {
     fn pinger(&self) -> Box<dyn UpdatesPing>;
 }
 
-/// What the operations ([`crate::Service`]) and the gateway need from the hot store.
-#[async_trait]
-pub trait HotOps: Send + Sync + 'static {
-    // ----- The store itself: what it is, whether it is up, what it can do. -----
+/// What the operations ([`crate::Service`]) and the gateway need from the hot store: every
+/// capability below. A backend implements each; this trait only names them together.
+pub trait HotOps:
+    HotBackend + EventLog + StepLog + FileCache + Leases + RateLimit + TaskCache + Collaboration
+{
+}
+impl<T> HotOps for T where
+    T: HotBackend + EventLog + StepLog + FileCache + Leases + RateLimit + TaskCache + Collaboration
+{
+}
 
+/// Memory a hot store uses, and the limit it is measured against (bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub used: u64,
+    /// `maxmemory` (Redis), or the machine's memory when none is set; 0 when unknown.
+    pub limit: u64,
+}
+
+/// The store itself: what it is, whether it is up, what it can do.
+#[async_trait]
+pub trait HotBackend: Send + Sync + 'static {
     /// The backend's name as `/health` and the start-up log report it (`redis`, `in-process`).
     fn backend(&self) -> &'static str;
 
     /// Whether several gateway processes can share this store.
     fn shared(&self) -> bool;
 
+    /// Whether the store answers.
     async fn ping(&self) -> Result<()>;
 
     /// The eviction policy, when the backend has one and lets us read it.
@@ -339,8 +362,8 @@ pub trait HotOps: Send + Sync + 'static {
     /// nothing it may evict), found by a write; `None` when a write succeeds.
     async fn refuses_writes(&self) -> Result<Option<String>>;
 
-    /// Memory in use and the limit it is measured against (bytes).
-    async fn memory_usage(&self) -> Result<(u64, u64)>;
+    /// Memory in use and the limit it is measured against.
+    async fn memory_usage(&self) -> Result<MemoryUsage>;
 
     /// The sync outbox, where the store has one: a hot store that lives apart from the
     /// durable store (Redis) queues steps and audit records there for the push loop. `None`:
@@ -348,73 +371,150 @@ pub trait HotOps: Send + Sync + 'static {
     /// the operations write those records to the durable store themselves, in the call that
     /// acknowledges them ([`crate::Service`]).
     fn outbox(&self) -> Option<&dyn Outbox>;
+}
 
-    // ----- Event log: each task's capped event stream and its pub/sub channel. -----
+/// One entry of a task's event stream: its id and its envelope (JSON without `id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: StreamId,
+    pub envelope: String,
+}
 
+/// The event log: each task's capped event stream and its pub/sub channel.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
     /// The pub/sub channel a task's events are published on (the seed's
     /// `task:{id}:updates`, under the deployment's key prefix).
     fn channel(&self, task: &TaskId) -> String;
 
     /// Appends the event to the task's stream, publishes it, touches the agent's presence and
     /// (if it is a member) its collaboration activity, queues the audit record (in the outbox,
-    /// where the store has one). Returns the event id.
-    async fn emit(&self, e: &Emit<'_>) -> Result<String>;
+    /// where the store has one). Returns the event's id.
+    async fn emit(&self, e: &Emit<'_>) -> Result<StreamId>;
 
-    /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
-    /// (entry id, envelope JSON without `id`). The replay source of live streams.
+    /// Up to `count` entries of the task's event stream strictly after `after`, oldest first.
+    /// The replay source of live streams.
     async fn events_after(
         &self,
         task: &TaskId,
         after: StreamId,
         count: usize,
-    ) -> Result<Vec<(String, String)>>;
+    ) -> Result<Vec<StoredEvent>>;
 
     /// The id of the task's newest event, `None` when its stream is empty or missing.
-    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>>;
+    async fn events_tail(&self, task: &TaskId) -> Result<Option<StreamId>>;
 
     /// A subscription to every task's update channel. The live-event hub holds one per
     /// process.
     async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>>;
+}
 
-    // ----- Step log: each task's capped stream of steps (and their events). -----
+/// One step of a task's log: its id and its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredStep {
+    pub id: StreamId,
+    pub json: String,
+}
 
+/// What [`StepLog::log_step`] appended: the step's id in the task's log and its event's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepIds {
+    pub step: StreamId,
+    pub event: StreamId,
+}
+
+/// The step log: each task's capped stream of steps (and their events).
+#[async_trait]
+pub trait StepLog: Send + Sync + 'static {
     /// Appends a step to the task's log stream and (where the store has one) to the outbox,
     /// and emits its event, in one atomic step. The event's envelope is `e.envelope` + step
-    /// id + `envelope_suffix` (the step id is only known inside). Returns (step id, event id).
+    /// id + `envelope_suffix` (the step id is only known inside).
     async fn log_step(
         &self,
         e: &Emit<'_>,
         envelope_suffix: &str,
         step_json: &str,
         logs_cap: usize,
-    ) -> Result<(String, String)>;
+    ) -> Result<StepIds>;
 
-    /// Newest-first page of steps strictly older than `before` (a stream id): (id, step JSON).
+    /// Newest-first page of steps strictly older than `before` (all of them without one).
     async fn steps_before(
         &self,
         task: &TaskId,
-        before: Option<&str>,
+        before: Option<StreamId>,
         count: usize,
-    ) -> Result<Vec<(String, String)>>;
+    ) -> Result<Vec<StoredStep>>;
+}
 
-    // ----- File cache: hot copies of files, never moved backwards. -----
-
+/// The file cache: hot copies of files, never moved backwards.
+#[async_trait]
+pub trait FileCache: Send + Sync + 'static {
     /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
-    /// in one atomic step.
+    /// in one atomic step. Returns the event's id.
     async fn file_changed(
         &self,
         path: &FilePath,
         file: &CacheFile<'_>,
         e: &Emit<'_>,
-    ) -> Result<String>;
+    ) -> Result<StreamId>;
 
     /// Refills a file's hot copy after a miss (never backwards).
     async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()>;
 
+    /// A file's hot copy, if the cache holds one.
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>>;
+}
 
-    // ----- Leases: claims, wait queues, renewals, releases, the lease that governs a write. -----
+/// The fence a claim takes the lease with (the durable store's next number for the task) and
+/// the lease's token.
+#[derive(Debug, Clone, Copy)]
+pub struct NewFence<'a> {
+    pub fence: i64,
+    pub token: &'a str,
+}
 
+/// A claim of a lease ([`Leases::claim`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub task: &'a TaskId,
+    pub path: &'a LeasePath,
+    pub owner: &'a str,
+    pub ttl: Duration,
+    /// Needed to take a free lease; without it a free path answers `NeedFence`.
+    pub fence: Option<NewFence<'a>>,
+    /// Whether the owner's own lease is refreshed (a caller without an identity cannot prove
+    /// it is the holder: its claims are not).
+    pub reentrant: bool,
+    /// The claim's ticket in the path's wait queue, when it waits.
+    pub waiter: Option<&'a Waiter<'a>>,
+}
+
+/// A lease that was released: who held it and its fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub owner: String,
+    pub fence: i64,
+}
+
+/// A renewed lease and the length it was renewed for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renewed {
+    pub lease: Lease,
+    pub length: Duration,
+}
+
+/// A page of a task's live leases.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeasePage {
+    /// Soonest expiry first.
+    pub leases: Vec<HeldLease>,
+    /// Whether the task holds more than the page.
+    pub more: bool,
+}
+
+/// Leases: claims, wait queues, renewals, releases, the lease that governs a write.
+#[async_trait]
+pub trait Leases: Send + Sync + 'static {
     /// The lease that governs a write of the file by `writer`, if any, read before a durable
     /// change: another owner's lease on the file or on a directory above it (the write is
     /// refused), else the writer's own (the file's, or else the nearest directory's above
@@ -429,37 +529,27 @@ pub trait HotOps: Send + Sync + 'static {
 
     /// Claims a lease for `ttl`: free and with a fence → granted; held by `owner` →
     /// re-entrant (TTL refreshed, same fence and token) when `reentrant`, else refused like
-    /// another owner (a caller without an identity cannot prove it is the holder); held by
-    /// another, or a conflicting directory lease above it or (for a directory) any lease of
-    /// another beneath it → refused; free without a fence → `NeedFence`, nothing changed.
+    /// another owner; held by another, or a conflicting directory lease above it or (for a
+    /// directory) any lease of another beneath it → refused; free without a fence →
+    /// `NeedFence`, nothing changed.
     ///
     /// The path's wait queue: a `waiter` joins it (at its `arrival` when it has one) unless
     /// it is granted at once, and checks in (its liveness refreshed); waiters whose liveness
     /// lapsed are dropped from its head. While live waiters are queued, only the first may be
     /// granted (`NeedFence` is answered to it alone); anyone else is answered `Queued`. A
     /// grant (or a re-entrant claim) takes the waiter's ticket out of the queue.
-    #[allow(clippy::too_many_arguments)]
-    async fn claim(
-        &self,
-        task: &TaskId,
-        path: &LeasePath,
-        owner: &str,
-        ttl: Duration,
-        fence: Option<(i64, &str)>,
-        reentrant: bool,
-        waiter: Option<&Waiter<'_>>,
-    ) -> Result<ClaimOutcome>;
+    async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome>;
 
     /// Takes a waiter's ticket out of the path's queue (it gave up, timed out or went away).
     /// Should the lease have been granted to that very ticket (a grant whose answer never
-    /// reached the waiter), it is released too: `Some((owner, fence))`. When the waiter was
-    /// first in line, or a lease was released, the task's waiters are woken.
+    /// reached the waiter), it is released too and returned. When the waiter was first in
+    /// line, or a lease was released, the task's waiters are woken.
     async fn leave_queue(
         &self,
         task: &TaskId,
         path: &LeasePath,
         ticket: &str,
-    ) -> Result<Option<(String, i64)>>;
+    ) -> Result<Option<Released>>;
 
     /// A subscription to every task's lease wake-ups (a release, a waiter leaving the head
     /// of a queue). A process with waiters holds one.
@@ -467,7 +557,7 @@ pub trait HotOps: Send + Sync + 'static {
 
     /// Renews the owner's lease for `ttl`, or, when `None`, for the lease's own length (the
     /// length of its last grant or renewal; `fallback` for a lease that has none recorded).
-    /// `Ok((lease, length))`; `Err(holder)` when the caller does not hold it.
+    /// `Err(holder)` when the caller does not hold it.
     async fn renew(
         &self,
         task: &TaskId,
@@ -475,30 +565,42 @@ pub trait HotOps: Send + Sync + 'static {
         owner: &str,
         ttl: Option<Duration>,
         fallback: Duration,
-    ) -> Result<std::result::Result<(Lease, Duration), Option<String>>>;
+    ) -> Result<std::result::Result<Renewed, Option<String>>>;
 
     /// Releases the owner's lease (any lease with `force`) and wakes the task's waiters.
-    /// `Ok((holder, fence))` of the released lease, `Err(holder)` when not held by the caller.
+    /// `Err(holder)` when not held by the caller.
     async fn release(
         &self,
         task: &TaskId,
         path: &LeasePath,
         owner: &str,
         force: bool,
-    ) -> Result<std::result::Result<(String, i64), Option<String>>>;
+    ) -> Result<std::result::Result<Released, Option<String>>>;
 
-    /// The task's live leases, soonest expiry first: at most `limit`, and whether the task
-    /// holds more. Read from a per-task index, never by scanning every lease.
-    async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)>;
+    /// The task's live leases, soonest expiry first: at most `limit`. Read from a per-task
+    /// index, never by scanning every lease.
+    async fn leases(&self, task: &TaskId, limit: usize) -> Result<LeasePage>;
+}
 
-    // ----- Rate limit: fixed windows shared by every instance. -----
+/// One request counted in its rate window ([`RateLimit::rate_hit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Requests in the window so far, this one included.
+    pub count: u64,
+    /// Time until the window ends.
+    pub resets_in: Duration,
+}
 
-    /// Counts one request of `subject` in its current fixed window of length `window`:
-    /// (requests in the window so far, this one included; time until the window ends).
-    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)>;
+/// The rate limit: fixed windows shared by every instance.
+#[async_trait]
+pub trait RateLimit: Send + Sync + 'static {
+    /// Counts one request of `subject` in its current fixed window of length `window`.
+    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<RateWindow>;
+}
 
-    // ----- Task cache: cached task rows, ordered by change number. -----
-
+/// The task cache: cached task rows, ordered by change number.
+#[async_trait]
+pub trait TaskCache: Send + Sync + 'static {
     /// The cached task row.
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>>;
 
@@ -506,12 +608,15 @@ pub trait HotOps: Send + Sync + 'static {
     /// number `seq` (a refill after a miss, or the admin API's own write, never puts back an
     /// older row than the pull loop cached).
     async fn cache_task(&self, task: &TaskState, seq: i64, ttl_secs: u64) -> Result<()>;
+}
 
-    // ----- Presence and collaboration: who is in a task, who was seen when. -----
-
+/// Presence and collaboration: who is in a task, who was seen when.
+#[async_trait]
+pub trait Collaboration: Send + Sync + 'static {
     /// Records membership (members, activity, the agent's task set).
     async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()>;
 
+    /// Ends membership (members, activity, the agent's task set).
     async fn leave(&self, task: &TaskId, agent: &AgentId) -> Result<()>;
 
     /// The task's collaborators by join time then id, or `None` when the store holds no
@@ -522,7 +627,7 @@ pub trait HotOps: Send + Sync + 'static {
     async fn presence(&self, agent: &AgentId) -> Result<Presence>;
 }
 
-/// The sync outbox of a hot store that lives apart from the durable store ([`HotOps::outbox`]):
+/// The sync outbox of a hot store that lives apart from the durable store ([`HotBackend::outbox`]):
 /// a stream read through consumer groups by the push loop. Entries are delivered to one
 /// consumer of a group at a time, stay pending until acknowledged, and can be claimed from an
 /// idle consumer.
@@ -579,6 +684,16 @@ pub trait Outbox: Send + Sync {
     async fn outbox_depth(&self, group: &str) -> Result<OutboxDepth>;
 }
 
+/// An agent's presence as the durable store last saw it ([`HotSync::refresh_agents`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSeen {
+    pub agent: String,
+    /// When it last acted, in milliseconds since the epoch.
+    pub last_seen_ms: i64,
+    /// The task it last acted on.
+    pub task: Option<String>,
+}
+
 /// What the sync loops need from the hot store: the ordered cache refresh.
 #[async_trait]
 pub trait HotSync: Send + Sync + 'static {
@@ -595,8 +710,8 @@ pub trait HotSync: Send + Sync + 'static {
     /// Drops cached task rows (deleted tasks).
     async fn delete_cached_tasks(&self, ids: &[TaskId]) -> Result<()>;
 
-    /// Moves agents' presence forward (never backwards): (agent, last seen ms, task).
-    async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()>;
+    /// Moves agents' presence forward (never backwards).
+    async fn refresh_agents(&self, agents: &[AgentSeen]) -> Result<()>;
 
     /// Whether the task cache is known to be warm (the marker lives only as long as the
     /// store's data).

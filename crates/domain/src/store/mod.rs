@@ -3,8 +3,9 @@
 //! * the **durable store** ([`DurableStore`] = [`durable::DurableOps`] +
 //!   [`durable::DurableSync`] + [`durable::DurableMessages`]): the source of truth. [`postgres::PgStore`] for deployments,
 //!   [`sqlite::SqliteStore`] for the embedded mode;
-//! * the **hot store** ([`HotStore`] = [`hot::HotOps`] + [`hot::HotSync`] +
-//!   [`hot::McpSessions`]): caches, leases, streams, pub/sub, the sync outbox.
+//! * the **hot store** ([`HotStore`] = [`hot::HotOps`] (the capabilities the operations use,
+//!   one trait each) + [`hot::HotSync`] + [`hot::McpSessions`]): caches, leases, streams,
+//!   pub/sub, the sync outbox.
 //!   [`redis::RedisStore`] for deployments (shared by every gateway instance),
 //!   [`memory::MemoryStore`] for the embedded mode (one process).
 //!
@@ -43,5 +44,8 @@ pub type Hot = Arc<dyn HotStore>;
 /// (`use mcp_domain::store::prelude::*`).
 pub mod prelude {
     pub use super::durable::{DurableMessages as _, DurableOps as _, DurableSync as _};
-    pub use super::hot::{HotOps as _, HotSync as _, McpSessions as _, Outbox as _};
+    pub use super::hot::{
+        Collaboration as _, EventLog as _, FileCache as _, HotBackend as _, HotSync as _,
+        Leases as _, McpSessions as _, Outbox as _, RateLimit as _, StepLog as _, TaskCache as _,
+    };
 }

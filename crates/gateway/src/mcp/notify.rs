@@ -30,7 +30,7 @@
 
 use super::resources::{ResourceUri, changed_by, message_recipients};
 use crate::live::{self, Delivery, Tap};
-use mcp_api::Event;
+use mcp_api::{Event, StreamId};
 use mcp_domain::AgentId;
 use mcp_domain::Service;
 use mcp_domain::TaskId;
@@ -392,27 +392,21 @@ fn updated_message(uri: &str, event_id: Option<&str>) -> ServerSseMessage {
 const POSITION_PREFIX: char = 'u';
 
 /// The SSE id of a position in the task event streams: `u<ms>-<seq>`.
-pub fn position_id(ms: i64, seq: i64) -> String {
-    format!("{POSITION_PREFIX}{ms}-{seq}")
+pub fn position_id(position: StreamId) -> String {
+    format!("{POSITION_PREFIX}{position}")
 }
 
 /// The position a `Last-Event-ID` this module gave names; `None` for any other id.
-pub fn parse_position(id: &str) -> Option<(i64, i64)> {
-    parse_stream_id(id.strip_prefix(POSITION_PREFIX)?)
-}
-
-/// `<ms>-<seq>`, a stream entry id.
-fn parse_stream_id(id: &str) -> Option<(i64, i64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
+pub fn parse_position(id: &str) -> Option<StreamId> {
+    StreamId::parse(id.strip_prefix(POSITION_PREFIX)?)
 }
 
 /// The empty event that opens a session stream at `position`: the client's resume point
 /// until the first notification.
-pub fn start_message(position: (i64, i64)) -> ServerSseMessage {
+pub fn start_message(position: StreamId) -> ServerSseMessage {
     let mut message = ServerSseMessage::retry(Duration::ZERO);
     message.retry = None;
-    message.event_id = Some(position_id(position.0, position.1));
+    message.event_id = Some(position_id(position));
     message
 }
 
@@ -423,7 +417,7 @@ impl Hub {
     /// What a session stream resuming after `after` missed: a notification for each change
     /// to one of the session's subscribed resources after that position, oldest first, with
     /// their ids; and one for each subscribed agent resource.
-    pub async fn catch_up(&self, session: &str, after: (i64, i64)) -> Vec<ServerSseMessage> {
+    pub async fn catch_up(&self, session: &str, after: StreamId) -> Vec<ServerSseMessage> {
         let subscriptions = match self.store.session_subscriptions(session).await {
             Ok(s) => s,
             Err(e) => {
@@ -432,14 +426,14 @@ impl Hub {
             }
         };
         let mut by_task: HashMap<TaskId, Vec<(String, String)>> = HashMap::new();
-        let mut missed: Vec<((i64, i64), ServerSseMessage)> = Vec::new();
+        let mut missed: Vec<(StreamId, ServerSseMessage)> = Vec::new();
         // A position from before the store's event streams begin (the embedded gateway
         // restarted since): what changed then is not known, so each subscribed resource gets
         // one hint to re-read, then the events since the streams began.
         let before_streams = self
             .store
             .events_complete_since_ms()
-            .is_some_and(|since| after.0 < since);
+            .is_some_and(|since| i128::from(after.ms) < i128::from(since));
         if before_streams {
             for sub in &subscriptions {
                 missed.push((after, updated_message(&sub.uri, None)));
@@ -461,7 +455,11 @@ impl Hub {
         for (task, subs) in by_task {
             let events = match self
                 .store
-                .events_since(&task, after.0, CATCH_UP_EVENTS)
+                .events_since(
+                    &task,
+                    i64::try_from(after.ms).unwrap_or(i64::MAX),
+                    CATCH_UP_EVENTS,
+                )
                 .await
             {
                 Ok(e) => e,
@@ -471,7 +469,7 @@ impl Hub {
                 }
             };
             for event in events {
-                let Some(position) = event.id.as_deref().and_then(parse_stream_id) else {
+                let Some(position) = event.id.as_deref().and_then(StreamId::parse) else {
                     continue;
                 };
                 if position <= after {

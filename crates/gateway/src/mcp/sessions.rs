@@ -16,6 +16,7 @@
 use super::handler::CATCH_UP;
 use super::notify::{Hub, parse_position, start_message};
 use futures::{Stream, StreamExt};
+use mcp_api::StreamId;
 use mcp_domain::store::hot::{McpSession, McpSessions};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
@@ -97,7 +98,7 @@ impl GatewaySessions {
         &self,
         id: &SessionId,
         stream: impl Stream<Item = ServerSseMessage> + Send + Sync + 'static,
-        resume_after: Option<(i64, i64)>,
+        resume_after: Option<StreamId>,
     ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
         // Never before the hot store's event streams begin (the in-process store's begin
         // with its process), so a position from before them says "from an earlier process".
@@ -109,7 +110,10 @@ impl GatewaySessions {
         );
         // Attached before the catch-up is read: a change in between is told twice, not never.
         let updates = ReceiverStream::new(self.hub.attach_stream(id).await);
-        let mut first = vec![start_message((start, 0))];
+        let mut first = vec![start_message(StreamId {
+            ms: u64::try_from(start).unwrap_or(0),
+            seq: 0,
+        })];
         if let Some(after) = resume_after {
             first.extend(self.hub.catch_up(id, after).await);
         }

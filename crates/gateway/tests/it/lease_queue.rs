@@ -77,8 +77,8 @@ async fn acquired_by(gw: &TestGateway) -> Vec<String> {
         .unwrap();
     events
         .into_iter()
-        .filter_map(|(_, e)| {
-            let e: Value = serde_json::from_str(&e).unwrap();
+        .filter_map(|e| {
+            let e: Value = serde_json::from_str(&e.envelope).unwrap();
             (e["type"] == EventType::LockAcquired.as_str())
                 .then(|| e["agentId"].as_str().unwrap().to_owned())
         })

@@ -166,7 +166,7 @@ async fn stream_ids(gw: &TestGateway, task: &str) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|e| e.id.to_string())
         .collect()
 }
 

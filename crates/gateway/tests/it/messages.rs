@@ -141,7 +141,7 @@ async fn a_message_goes_round_trip(gw: TestGateway) {
         .expect("events");
     let sent_events: Vec<Value> = events
         .iter()
-        .map(|(_, e)| serde_json::from_str::<Value>(e).unwrap())
+        .map(|e| serde_json::from_str::<Value>(&e.envelope).unwrap())
         .filter(|e| e["type"] == "message_sent")
         .collect();
     assert_eq!(sent_events.len(), 2);

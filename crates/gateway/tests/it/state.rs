@@ -142,17 +142,37 @@ async fn every_change_is_published_with_its_stream_id() {
         )
         .await);
     let mut seen = Vec::new();
+    let mut published = Vec::new();
     while seen.len() < 6 {
         let msg = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
             .await
             .expect("event in time")
             .unwrap();
-        let event: mcp_api::Event =
-            serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+        let payload = msg.get_payload::<String>().unwrap();
+        let event: mcp_api::Event = serde_json::from_str(&payload).unwrap();
         assert_eq!(event.task_id, "t");
         assert_eq!(event.agent_id.as_deref(), Some("coder"));
         assert!(event.id.is_some());
         seen.push(event);
+        published.push(payload);
+    }
+    // The seed's contract, byte for byte: each message is the stream entry's envelope with
+    // its entry id as the first member, nothing else changed.
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{}events:{{t}}", gw.redis.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.ids.len(), 6);
+    for (entry, payload) in entries.ids.iter().zip(&published) {
+        let envelope: String = entry.get("e").unwrap();
+        assert_eq!(
+            *payload,
+            format!("{{\"id\":\"{}\",{}", entry.id, &envelope[1..])
+        );
     }
     let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
@@ -168,16 +188,11 @@ async fn every_change_is_published_with_its_stream_id() {
     );
     let ids: Vec<&String> = seen.iter().map(|e| e.id.as_ref().unwrap()).collect();
     let mut sorted = ids.clone();
-    sorted.sort_by_key(|i| mcp_domain_parse(i));
+    sorted.sort_by_key(|i| mcp_api::StreamId::parse(i).unwrap());
     assert_eq!(ids, sorted, "event ids are in order");
     assert_eq!(seen[3].data["step"]["k"], 1);
     assert!(seen[3].data["id"].as_str().unwrap().contains('-'));
     assert_eq!(seen[1].data["version"], 1);
-}
-
-fn mcp_domain_parse(id: &str) -> (i64, i64) {
-    let (a, b) = id.split_once('-').unwrap();
-    (a.parse().unwrap(), b.parse().unwrap())
 }
 
 #[tokio::test]

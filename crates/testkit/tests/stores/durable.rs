@@ -2,10 +2,11 @@
 
 use crate::fixtures::{DurableFixture, Raw, durable, durable_raw};
 use chrono::{Duration as TimeDelta, Utc};
+use mcp_api::StreamId;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_domain::store::durable::{
     AgentListFilter, AuditFilter, AuditRecord, DeadLetter, FeedMark, FileChange, OutboxBatch,
-    Presence, RevisionOp, StepRecord, TaskListFilter,
+    PersistedStep, Presence, RevisionOp, StepRecord, TaskListFilter,
 };
 use mcp_domain::store::group::GroupCommitStats;
 use mcp_domain::{DomainError, FilePath, TaskId};
@@ -916,12 +917,21 @@ async fn outbox_records_land_once(f: &DurableFixture) {
         .await
         .unwrap()
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|s| s.id.to_string())
         .collect();
     assert_eq!(newest, ["3-0", "2-0", "1-1", "1-0"]);
-    let page = s.steps_before(&task("t"), Some((2, 0)), 10).await.unwrap();
+    let page = s
+        .steps_before(&task("t"), Some(StreamId { ms: 2, seq: 0 }), 10)
+        .await
+        .unwrap();
     assert_eq!(page.len(), 2);
-    assert_eq!(page[0], ("1-1".to_owned(), json!({"n": 11})));
+    assert_eq!(
+        page[0],
+        PersistedStep {
+            id: StreamId { ms: 1, seq: 1 },
+            step: json!({"n": 11})
+        }
+    );
     let audits = s
         .audit(&AuditFilter {
             action: Some("claim_file"),

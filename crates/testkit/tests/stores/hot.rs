@@ -6,8 +6,8 @@ use mcp_api::responses::TaskState;
 use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
 use mcp_domain::store::hot::{
-    CacheFile, ClaimOutcome, Emit, McpSession, Presence, QueuePlace, Refreshed, SubScope,
-    TaskRefresh, Waiter,
+    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, LeasePage, McpSession, NewFence, Presence,
+    QueuePlace, RateWindow, Refreshed, Released, Renewed, StepIds, SubScope, TaskRefresh, Waiter,
 };
 use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
@@ -80,7 +80,7 @@ async fn hot_copies_never_move_backwards(f: &HotFixture) {
         .file_changed(&p, &cached(3, "three"), &emit(&t, "a1", json!({"v": 3})))
         .await
         .unwrap();
-    assert!(StreamId::parse(&id).is_some(), "{id}");
+    assert!(id > StreamId::ZERO, "{id}");
     assert_eq!(s.file(&t, &p).await.unwrap().unwrap().content, "three");
     // A late refresh after a newer commit: the event still goes out, the copy stays.
     s.file_changed(&p, &cached(2, "stale"), &emit(&t, "a1", json!({"v": 2})))
@@ -120,15 +120,18 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
     );
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(
-            &t,
-            &LeasePath::file(&p),
-            "a1",
+        s.claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
             ttl,
-            Some((7, "tok")),
-            true,
-            None
-        )
+            fence: Some(NewFence {
+                fence: 7,
+                token: "tok"
+            }),
+            reentrant: true,
+            waiter: None
+        })
         .await
         .unwrap(),
         ClaimOutcome::Granted(_)
@@ -154,21 +157,32 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &LeasePath::file(&p), "a1", ttl, None, true, None)
-            .await
-            .unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: None
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::NeedFence
     ));
     let granted = match s
-        .claim(
-            &t,
-            &LeasePath::file(&p),
-            "a1",
+        .claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
             ttl,
-            Some((5, "tok5")),
-            true,
-            None,
-        )
+            fence: Some(NewFence {
+                fence: 5,
+                token: "tok5",
+            }),
+            reentrant: true,
+            waiter: None,
+        })
         .await
         .unwrap()
     {
@@ -186,7 +200,15 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let expected = Utc::now() + TimeDelta::seconds(30);
     assert!((granted.expires_at - expected).num_seconds().abs() <= 2);
     match s
-        .claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
+        .claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
+            ttl: ttl * 2,
+            fence: None,
+            reentrant: true,
+            waiter: None,
+        })
         .await
         .unwrap()
     {
@@ -197,15 +219,18 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         other => panic!("{other:?}"),
     }
     match s
-        .claim(
-            &t,
-            &LeasePath::file(&p),
-            "a2",
+        .claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a2",
             ttl,
-            Some((6, "tok6")),
-            true,
-            None,
-        )
+            fence: Some(NewFence {
+                fence: 6,
+                token: "tok6",
+            }),
+            reentrant: true,
+            waiter: None,
+        })
         .await
         .unwrap()
     {
@@ -223,7 +248,10 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
             .unwrap(),
         Err(Some("a1".to_owned()))
     );
-    let (renewed, length) = s
+    let Renewed {
+        lease: renewed,
+        length,
+    } = s
         .renew(&t, &LeasePath::file(&p), "a1", Some(ttl), ttl)
         .await
         .unwrap()
@@ -235,7 +263,10 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         .await
         .unwrap()
         .unwrap();
-    let (kept, length) = s
+    let Renewed {
+        lease: kept,
+        length,
+    } = s
         .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
         .await
         .unwrap()
@@ -244,10 +275,18 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let left = (kept.expires_at - Utc::now()).num_seconds();
     assert!((85..=90).contains(&left), "{left}");
     // ... and a re-entrant claim sets the length the next renewal keeps.
-    s.claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
-        .await
-        .unwrap();
-    let (_, length) = s
+    s.claim(&Claim {
+        task: &t,
+        path: &LeasePath::file(&p),
+        owner: "a1",
+        ttl: ttl * 2,
+        fence: None,
+        reentrant: true,
+        waiter: None,
+    })
+    .await
+    .unwrap();
+    let Renewed { length, .. } = s
         .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
         .await
         .unwrap()
@@ -263,7 +302,10 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         s.release(&t, &LeasePath::file(&p), "a1", false)
             .await
             .unwrap(),
-        Ok(("a1".to_owned(), 5))
+        Ok(Released {
+            owner: "a1".to_owned(),
+            fence: 5
+        })
     );
     assert_eq!(
         s.release(&t, &LeasePath::file(&p), "a1", false)
@@ -278,68 +320,91 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         Err(None)
     );
     // Force release by anyone.
-    s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a1",
+    s.claim(&Claim {
+        task: &t,
+        path: &LeasePath::file(&p),
+        owner: "a1",
         ttl,
-        Some((8, "t8")),
-        true,
-        None,
-    )
+        fence: Some(NewFence {
+            fence: 8,
+            token: "t8",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
     .await
     .unwrap();
     assert_eq!(
         s.release(&t, &LeasePath::file(&p), "admin", true)
             .await
             .unwrap(),
-        Ok(("a1".to_owned(), 8))
+        Ok(Released {
+            owner: "a1".to_owned(),
+            fence: 8
+        })
     );
     // Expiry frees the path.
-    s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a1",
-        Duration::from_millis(200),
-        Some((9, "t9")),
-        true,
-        None,
-    )
+    s.claim(&Claim {
+        task: &t,
+        path: &LeasePath::file(&p),
+        owner: "a1",
+        ttl: Duration::from_millis(200),
+        fence: Some(NewFence {
+            fence: 9,
+            token: "t9",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     assert!(matches!(
-        s.claim(&t, &LeasePath::file(&p), "a2", ttl, None, true, None)
-            .await
-            .unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a2",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: None
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::NeedFence
     ));
     // Paths and tasks are independent leases.
     assert!(matches!(
-        s.claim(
-            &t,
-            &LeasePath::file(&path("b")),
-            "a3",
+        s.claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&path("b")),
+            owner: "a3",
             ttl,
-            Some((10, "t10")),
-            true,
-            None
-        )
+            fence: Some(NewFence {
+                fence: 10,
+                token: "t10"
+            }),
+            reentrant: true,
+            waiter: None
+        })
         .await
         .unwrap(),
         ClaimOutcome::Granted(_)
     ));
     assert!(matches!(
-        s.claim(
-            &task("u"),
-            &LeasePath::file(&path("b")),
-            "a4",
+        s.claim(&Claim {
+            task: &task("u"),
+            path: &LeasePath::file(&path("b")),
+            owner: "a4",
             ttl,
-            Some((11, "t11")),
-            true,
-            None
-        )
+            fence: Some(NewFence {
+                fence: 11,
+                token: "t11"
+            }),
+            reentrant: true,
+            waiter: None
+        })
         .await
         .unwrap(),
         ClaimOutcome::Granted(_)
@@ -350,37 +415,43 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     let s = &f.store;
     let t = task("t");
     let secs = Duration::from_secs;
-    assert_eq!(s.leases(&t, 10).await.unwrap(), (vec![], false));
+    assert_eq!(s.leases(&t, 10).await.unwrap(), LeasePage::default());
     let before = Utc::now() - TimeDelta::seconds(2);
     for (p, owner, fence, ttl) in [("a", "a1", 5, 30), ("b", "a2", 6, 10), ("d/e", "a1", 7, 20)] {
         assert!(matches!(
-            s.claim(
-                &t,
-                &LeasePath::file(&path(p)),
+            s.claim(&Claim {
+                task: &t,
+                path: &LeasePath::file(&path(p)),
                 owner,
-                secs(ttl),
-                Some((fence, "tok")),
-                true,
-                None
-            )
+                ttl: secs(ttl),
+                fence: Some(NewFence {
+                    fence,
+                    token: "tok"
+                }),
+                reentrant: true,
+                waiter: None
+            })
             .await
             .unwrap(),
             ClaimOutcome::Granted(_)
         ));
     }
     // Another task's lease of the same path is not this task's.
-    s.claim(
-        &task("t2"),
-        &LeasePath::file(&path("a")),
-        "a9",
-        secs(30),
-        Some((8, "x")),
-        true,
-        None,
-    )
+    s.claim(&Claim {
+        task: &task("t2"),
+        path: &LeasePath::file(&path("a")),
+        owner: "a9",
+        ttl: secs(30),
+        fence: Some(NewFence {
+            fence: 8,
+            token: "x",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
     .await
     .unwrap();
-    let (leases, more) = s.leases(&t, 10).await.unwrap();
+    let LeasePage { leases, more } = s.leases(&t, 10).await.unwrap();
     assert!(!more);
     let listed: Vec<(&str, &str, i64)> = leases
         .iter()
@@ -396,18 +467,18 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     // A re-entrant claim and a renewal move the expiry and keep the grant time.
     let granted_b = leases[0].acquired_at;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    s.claim(
-        &t,
-        &LeasePath::file(&path("b")),
-        "a2",
-        secs(60),
-        None,
-        true,
-        None,
-    )
+    s.claim(&Claim {
+        task: &t,
+        path: &LeasePath::file(&path("b")),
+        owner: "a2",
+        ttl: secs(60),
+        fence: None,
+        reentrant: true,
+        waiter: None,
+    })
     .await
     .unwrap();
-    let (leases, _) = s.leases(&t, 10).await.unwrap();
+    let LeasePage { leases, .. } = s.leases(&t, 10).await.unwrap();
     let b = leases.last().unwrap();
     assert_eq!((b.path.as_str(), b.acquired_at), ("b", granted_b));
     assert!(b.ttl_ms > 50_000, "{}", b.ttl_ms);
@@ -421,14 +492,14 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     .await
     .unwrap()
     .unwrap();
-    let (leases, _) = s.leases(&t, 10).await.unwrap();
+    let LeasePage { leases, .. } = s.leases(&t, 10).await.unwrap();
     assert_eq!(
         (leases[0].path.as_str(), leases[0].acquired_at),
         ("b", granted_b)
     );
     assert!(leases[0].ttl_ms <= 5_000);
     // A limit lists the soonest and says there are more.
-    let (two, more) = s.leases(&t, 2).await.unwrap();
+    let LeasePage { leases: two, more } = s.leases(&t, 2).await.unwrap();
     assert_eq!((two.len(), more), (2, true));
     // Released (by the holder or by force) and expired leases are gone.
     s.release(&t, &LeasePath::file(&path("b")), "a2", false)
@@ -439,23 +510,29 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
         .await
         .unwrap()
         .unwrap();
-    s.claim(
-        &t,
-        &LeasePath::file(&path("c")),
-        "a3",
-        Duration::from_millis(200),
-        Some((9, "t9")),
-        true,
-        None,
-    )
+    s.claim(&Claim {
+        task: &t,
+        path: &LeasePath::file(&path("c")),
+        owner: "a3",
+        ttl: Duration::from_millis(200),
+        fence: Some(NewFence {
+            fence: 9,
+            token: "t9",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
     .await
     .unwrap();
-    assert_eq!(s.leases(&t, 10).await.unwrap().0.len(), 2);
+    assert_eq!(s.leases(&t, 10).await.unwrap().leases.len(), 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (leases, more) = s.leases(&t, 10).await.unwrap();
+    let LeasePage { leases, more } = s.leases(&t, 10).await.unwrap();
     let paths: Vec<&str> = leases.iter().map(|l| l.path.as_str()).collect();
     assert_eq!((paths, more), (vec!["a"], false));
-    assert_eq!(s.leases(&task("t2"), 10).await.unwrap().0[0].owner, "a9");
+    assert_eq!(
+        s.leases(&task("t2"), 10).await.unwrap().leases[0].owner,
+        "a9"
+    );
 }
 
 /// Issue #14 item 16: a claim that says it may not re-enter (a caller without an identity)
@@ -466,15 +543,18 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     let granted = match s
-        .claim(
-            &t,
-            &LeasePath::file(&p),
-            "t",
+        .claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "t",
             ttl,
-            Some((3, "tok3")),
-            false,
-            None,
-        )
+            fence: Some(NewFence {
+                fence: 3,
+                token: "tok3",
+            }),
+            reentrant: false,
+            waiter: None,
+        })
         .await
         .unwrap()
     {
@@ -482,7 +562,15 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
         other => panic!("{other:?}"),
     };
     match s
-        .claim(&t, &LeasePath::file(&p), "t", ttl, None, false, None)
+        .claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "t",
+            ttl,
+            fence: None,
+            reentrant: false,
+            waiter: None,
+        })
         .await
         .unwrap()
     {
@@ -493,28 +581,47 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
         }
         other => panic!("{other:?}"),
     }
-    let (renewed, _) = s
+    let Renewed { lease: renewed, .. } = s
         .renew(&t, &LeasePath::file(&p), "t", Some(ttl), ttl)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(renewed.fence, 3);
     assert!(matches!(
-        s.claim(&t, &LeasePath::file(&p), "t", ttl, None, true, None)
-            .await
-            .unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "t",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: None
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::Reentrant(_)
     ));
     assert_eq!(
         s.release(&t, &LeasePath::file(&p), "t", false)
             .await
             .unwrap(),
-        Ok(("t".to_owned(), 3))
+        Ok(Released {
+            owner: "t".to_owned(),
+            fence: 3
+        })
     );
     assert!(matches!(
-        s.claim(&t, &LeasePath::file(&p), "t", ttl, None, false, None)
-            .await
-            .unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "t",
+            ttl,
+            fence: None,
+            reentrant: false,
+            waiter: None
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::NeedFence
     ));
 }
@@ -530,12 +637,9 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
         ids.push(s.emit(&emit(&t, "a1", json!({"i": i}))).await.unwrap());
     }
     s.emit(&emit(&u, "a1", json!({"i": 99}))).await.unwrap();
-    let parsed: Vec<StreamId> = ids.iter().map(|i| StreamId::parse(i).unwrap()).collect();
+    let parsed = ids.clone();
     assert!(parsed.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    assert_eq!(
-        s.events_tail(&t).await.unwrap().as_deref(),
-        Some(ids[4].as_str())
-    );
+    assert_eq!(s.events_tail(&t).await.unwrap(), Some(ids[4]));
     // Published in order per task, each as a typed event with its stream id. (Order across
     // tasks is not kept on a Redis Cluster: two tasks' events may come from two nodes.)
     let mut others = Vec::new();
@@ -553,7 +657,7 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
         assert_eq!(got.task, t);
         assert_eq!(got.id, Some(parsed[i]));
         let event: Event = got.event;
-        assert_eq!(event.id.as_deref(), Some(id.as_str()));
+        assert_eq!(event.id, Some(id.to_string()));
         assert_eq!(event.data, json!({"i": i}));
         assert_eq!(event.kind, EventType::FileWritten);
     }
@@ -563,16 +667,16 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
     assert_eq!(others, [u]);
     // Replay strictly after a position, oldest first, bounded.
     let after = s.events_after(&t, parsed[1], 2).await.unwrap();
-    let got: Vec<&str> = after.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(got, [ids[2].as_str(), ids[3].as_str()]);
-    let envelope: Value = serde_json::from_str(&after[0].1).unwrap();
+    let got: Vec<StreamId> = after.iter().map(|e| e.id).collect();
+    assert_eq!(got, [ids[2], ids[3]]);
+    let envelope: Value = serde_json::from_str(&after[0].envelope).unwrap();
     assert_eq!(envelope["data"], json!({"i": 2}));
     assert!(envelope.get("id").is_none(), "stored without id");
     assert!(s.events_after(&t, parsed[4], 10).await.unwrap().is_empty());
     // The MCP catch-up read: events at or after a time.
     let since = s.events_since(&t, parsed[3].ms as i64, 10).await.unwrap();
     assert!(since.len() >= 2);
-    assert_eq!(since.last().unwrap().id.as_deref(), Some(ids[4].as_str()));
+    assert_eq!(since.last().unwrap().id, Some(ids[4].to_string()));
     assert!(
         s.events_since(&t, parsed[4].ms as i64 + 60_000, 10)
             .await
@@ -602,7 +706,10 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
             envelope: head,
             ..emit(&t, "a1", Value::Null)
         };
-        let (sid, eid) = s
+        let StepIds {
+            step: sid,
+            event: eid,
+        } = s
             .log_step(&e, &tail, &json!({"n": i}).to_string(), 1000)
             .await
             .unwrap();
@@ -611,21 +718,21 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
             .unwrap()
             .unwrap()
             .event;
-        assert_eq!(event.id.as_deref(), Some(eid.as_str()));
+        assert_eq!(event.id, Some(eid.to_string()));
         assert_eq!(
             event.data["step_id"],
-            json!(sid),
+            json!(sid.to_string()),
             "the step id is in the event"
         );
         step_ids.push(sid);
     }
     let newest = s.steps_before(&t, None, 3).await.unwrap();
-    let got: Vec<&str> = newest.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(got, [&step_ids[3], &step_ids[2], &step_ids[1]]);
-    assert_eq!(newest[0].1, json!({"n": 3}).to_string());
-    let older = s.steps_before(&t, Some(&step_ids[1]), 10).await.unwrap();
+    let got: Vec<StreamId> = newest.iter().map(|s| s.id).collect();
+    assert_eq!(got, [step_ids[3], step_ids[2], step_ids[1]]);
+    assert_eq!(newest[0].json, json!({"n": 3}).to_string());
+    let older = s.steps_before(&t, Some(step_ids[1]), 10).await.unwrap();
     assert_eq!(older.len(), 1);
-    assert_eq!(older[0].0, step_ids[0]);
+    assert_eq!(older[0].id, step_ids[0]);
     // Each step is in the outbox with what the push loop needs (where the store has one: the
     // in-process store has none, and keeps no record for the durable store).
     let Some(o) = outbox else {
@@ -637,7 +744,7 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
     let first = &entries[0].fields;
     assert_eq!(first.get("kind").map(String::as_str), Some("step"));
     assert_eq!(first.get("task").map(String::as_str), Some("t"));
-    assert_eq!(first.get("sid"), Some(&step_ids[0]));
+    assert_eq!(first.get("sid"), Some(&step_ids[0].to_string()));
     assert_eq!(first.get("agent").map(String::as_str), Some("a1"));
     assert_eq!(
         first.get("step").map(String::as_str),
@@ -649,7 +756,7 @@ async fn steps_page_newest_first_and_reach_the_outbox(f: &HotFixture) {
 async fn streams_keep_at_least_their_cap(f: &HotFixture) {
     let s = &f.store;
     let t = task("t");
-    let mut last = String::new();
+    let mut last = StreamId::ZERO;
     for i in 0..300 {
         last = s
             .emit(&Emit {
@@ -662,7 +769,7 @@ async fn streams_keep_at_least_their_cap(f: &HotFixture) {
     let kept = s.events_after(&t, StreamId::ZERO, 1000).await.unwrap();
     assert!(kept.len() >= 10, "kept {}", kept.len());
     assert!(kept.len() < 300, "never trimmed");
-    assert_eq!(kept.last().unwrap().0, last);
+    assert_eq!(kept.last().unwrap().id, last);
 }
 
 async fn presence_and_collaboration(f: &HotFixture) {
@@ -722,12 +829,15 @@ async fn presence_and_collaboration(f: &HotFixture) {
     assert!(s.collaborators(&t).await.unwrap().is_none());
     // Presence moves forward only.
     let future = Utc::now() + TimeDelta::hours(1);
-    s.refresh_agents(&[("a2".into(), future.timestamp_millis(), Some("u".into()))])
+    let seen = |last_seen_ms: i64, task: &str| AgentSeen {
+        agent: "a2".into(),
+        last_seen_ms,
+        task: Some(task.into()),
+    };
+    s.refresh_agents(&[seen(future.timestamp_millis(), "u")])
         .await
         .unwrap();
-    s.refresh_agents(&[("a2".into(), 1, Some("t".into()))])
-        .await
-        .unwrap();
+    s.refresh_agents(&[seen(1, "t")]).await.unwrap();
     let Presence {
         last_seen: seen,
         task: current,
@@ -740,14 +850,17 @@ async fn presence_and_collaboration(f: &HotFixture) {
 async fn rate_windows_count_and_reset(f: &HotFixture) {
     let s = &f.store;
     let window = Duration::from_millis(400);
-    let (n1, left) = s.rate_hit("agent:a1", window).await.unwrap();
+    let RateWindow {
+        count: n1,
+        resets_in: left,
+    } = s.rate_hit("agent:a1", window).await.unwrap();
     assert_eq!(n1, 1);
     assert!(left <= window && left > Duration::ZERO, "{left:?}");
-    assert_eq!(s.rate_hit("agent:a1", window).await.unwrap().0, 2);
-    assert_eq!(s.rate_hit("agent:a2", window).await.unwrap().0, 1);
+    assert_eq!(s.rate_hit("agent:a1", window).await.unwrap().count, 2);
+    assert_eq!(s.rate_hit("agent:a2", window).await.unwrap().count, 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        s.rate_hit("agent:a1", window).await.unwrap().0,
+        s.rate_hit("agent:a1", window).await.unwrap().count,
         1,
         "a new window"
     );
@@ -1047,12 +1160,31 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
     let mut wakes = s.subscribe_lease_wakes().await.unwrap();
-    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
-        .await
-        .unwrap();
+    s.claim(&Claim {
+        task: &t,
+        path: &p,
+        owner: "holder",
+        ttl,
+        fence: Some(NewFence {
+            fence: 1,
+            token: "h",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
+    .await
+    .unwrap();
     // Two waiters join behind the holder, in order.
     let first = s
-        .claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
+        .claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w1",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&waiter("k1")),
+        })
         .await
         .unwrap();
     match &first {
@@ -1065,22 +1197,50 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     assert_eq!((p1.position, p1.waiters), (Some(1), 1));
     assert!(p1.arrival.is_some());
     let p2 = place(
-        &s.claim(&t, &p, "w2", ttl, None, true, Some(&waiter("k2")))
-            .await
-            .unwrap(),
+        &s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w2",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&waiter("k2")),
+        })
+        .await
+        .unwrap(),
     );
     assert_eq!((p2.position, p2.waiters), (Some(2), 2));
     assert!(p2.arrival > p1.arrival, "{p1:?} {p2:?}");
     // A check keeps the place; a claim without a ticket sees the queue, has no place.
     let again = place(
-        &s.claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
-            .await
-            .unwrap(),
+        &s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w1",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&waiter("k1")),
+        })
+        .await
+        .unwrap(),
     );
     assert_eq!((again.position, again.arrival), (Some(1), p1.arrival));
-    let bare = place(&s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap());
+    let bare = place(
+        &s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "x",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: None,
+        })
+        .await
+        .unwrap(),
+    );
     assert_eq!((bare.position, bare.waiters), (None, 2));
-    let (listed, _) = s.leases(&t, 10).await.unwrap();
+    let LeasePage { leases: listed, .. } = s.leases(&t, 10).await.unwrap();
     assert_eq!(listed[0].waiters, ["w1", "w2"]);
     // The release wakes the task's waiters; the path is promised to the first.
     s.release(&t, &p, "holder", false).await.unwrap().unwrap();
@@ -1092,7 +1252,18 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     for (who, ticket) in [("x", None), ("w2", Some("k2"))] {
         let w = ticket.map(waiter);
         match s
-            .claim(&t, &p, who, ttl, Some((9, "no")), true, w.as_ref())
+            .claim(&Claim {
+                task: &t,
+                path: &p,
+                owner: who,
+                ttl,
+                fence: Some(NewFence {
+                    fence: 9,
+                    token: "no",
+                }),
+                reentrant: true,
+                waiter: w.as_ref(),
+            })
             .await
             .unwrap()
         {
@@ -1101,39 +1272,68 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
         }
     }
     assert!(matches!(
-        s.claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
-            .await
-            .unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w1",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&waiter("k1"))
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::NeedFence
     ));
     let granted = s
-        .claim(
-            &t,
-            &p,
-            "w1",
+        .claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w1",
             ttl,
-            Some((2, "t2")),
-            true,
-            Some(&waiter("k1")),
-        )
+            fence: Some(NewFence {
+                fence: 2,
+                token: "t2",
+            }),
+            reentrant: true,
+            waiter: Some(&waiter("k1")),
+        })
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.fence == 2));
     // w1 is served and out of the queue: w2 is now first, behind w1's lease.
     let p2 = place(
-        &s.claim(&t, &p, "w2", ttl, None, true, Some(&waiter("k2")))
-            .await
-            .unwrap(),
+        &s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w2",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&waiter("k2")),
+        })
+        .await
+        .unwrap(),
     );
     assert_eq!((p2.position, p2.waiters), (Some(1), 1));
     // w2 gives up: the queue is empty, and a plain claim works once the path is free.
     assert_eq!(s.leave_queue(&t, &p, "k2").await.unwrap(), None);
     s.release(&t, &p, "w1", false).await.unwrap().unwrap();
     assert!(matches!(
-        s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "x",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: None
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::NeedFence
     ));
-    assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
+    assert!(s.leases(&t, 10).await.unwrap().leases.is_empty());
 }
 
 /// A waiter whose gateway stops checking in (it died) leaves the queue after its liveness,
@@ -1142,52 +1342,106 @@ async fn a_waiter_that_stops_checking_in_drops_out(f: &HotFixture) {
     let s = &f.store;
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
-    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
-        .await
-        .unwrap();
+    s.claim(&Claim {
+        task: &t,
+        path: &p,
+        owner: "holder",
+        ttl,
+        fence: Some(NewFence {
+            fence: 1,
+            token: "h",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
+    .await
+    .unwrap();
     let short = Waiter {
         liveness: Duration::from_millis(300),
         ..waiter("dead")
     };
-    s.claim(&t, &p, "ghost", ttl, None, true, Some(&short))
-        .await
-        .unwrap();
+    s.claim(&Claim {
+        task: &t,
+        path: &p,
+        owner: "ghost",
+        ttl,
+        fence: None,
+        reentrant: true,
+        waiter: Some(&short),
+    })
+    .await
+    .unwrap();
     let alive = place(
-        &s.claim(&t, &p, "w", ttl, None, true, Some(&waiter("live")))
-            .await
-            .unwrap(),
+        &s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&waiter("live")),
+        })
+        .await
+        .unwrap(),
     );
     assert_eq!(alive.position, Some(2));
     tokio::time::sleep(Duration::from_millis(600)).await;
     s.release(&t, &p, "holder", false).await.unwrap().unwrap();
     assert!(matches!(
-        s.claim(&t, &p, "w", ttl, None, true, Some(&waiter("live")))
-            .await
-            .unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&waiter("live"))
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::NeedFence
     ));
-    s.claim(
-        &t,
-        &p,
-        "w",
+    s.claim(&Claim {
+        task: &t,
+        path: &p,
+        owner: "w",
         ttl,
-        Some((2, "w")),
-        true,
-        Some(&waiter("live")),
-    )
+        fence: Some(NewFence {
+            fence: 2,
+            token: "w",
+        }),
+        reentrant: true,
+        waiter: Some(&waiter("live")),
+    })
     .await
     .unwrap();
-    s.claim(&t, &p, "late", ttl, None, true, Some(&waiter("late")))
-        .await
-        .unwrap();
+    s.claim(&Claim {
+        task: &t,
+        path: &p,
+        owner: "late",
+        ttl,
+        fence: None,
+        reentrant: true,
+        waiter: Some(&waiter("late")),
+    })
+    .await
+    .unwrap();
     // A waiter that checks in again after its liveness lapsed rejoins at its arrival.
     let mut lost = short;
     lost.arrival = Some(1);
     lost.liveness = Duration::from_secs(10);
     let back = place(
-        &s.claim(&t, &p, "ghost", ttl, None, true, Some(&lost))
-            .await
-            .unwrap(),
+        &s.claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "ghost",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: Some(&lost),
+        })
+        .await
+        .unwrap(),
     );
     assert_eq!(
         back.position,
@@ -1203,21 +1457,46 @@ async fn a_grant_whose_waiter_left_is_released(f: &HotFixture) {
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
     let granted = s
-        .claim(&t, &p, "w", ttl, Some((4, "t4")), true, Some(&waiter("k")))
+        .claim(&Claim {
+            task: &t,
+            path: &p,
+            owner: "w",
+            ttl,
+            fence: Some(NewFence {
+                fence: 4,
+                token: "t4",
+            }),
+            reentrant: true,
+            waiter: Some(&waiter("k")),
+        })
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(_)));
     assert_eq!(
         s.leave_queue(&t, &p, "k").await.unwrap(),
-        Some(("w".to_owned(), 4))
+        Some(Released {
+            owner: "w".to_owned(),
+            fence: 4
+        })
     );
-    assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
+    assert!(s.leases(&t, 10).await.unwrap().leases.is_empty());
     // A lease granted to another ticket (or to none) stays.
-    s.claim(&t, &p, "w", ttl, Some((5, "t5")), true, None)
-        .await
-        .unwrap();
+    s.claim(&Claim {
+        task: &t,
+        path: &p,
+        owner: "w",
+        ttl,
+        fence: Some(NewFence {
+            fence: 5,
+            token: "t5",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
+    .await
+    .unwrap();
     assert_eq!(s.leave_queue(&t, &p, "k").await.unwrap(), None);
-    assert_eq!(s.leases(&t, 10).await.unwrap().0.len(), 1);
+    assert_eq!(s.leases(&t, 10).await.unwrap().leases.len(), 1);
 }
 
 /// Issue #17 item 2: a directory lease conflicts with other owners' leases beneath it and
@@ -1227,14 +1506,36 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
     let t = task("t");
     let ttl = Duration::from_secs(30);
     let granted = s
-        .claim(&t, &dir("src"), "a1", ttl, Some((1, "d")), true, None)
+        .claim(&Claim {
+            task: &t,
+            path: &dir("src"),
+            owner: "a1",
+            ttl,
+            fence: Some(NewFence {
+                fence: 1,
+                token: "d",
+            }),
+            reentrant: true,
+            waiter: None,
+        })
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.path == "src/"));
     // Beneath it: another owner is refused, naming the directory lease; the owner is not.
     for (p, who) in [(file("src/api/a.py"), "a2"), (dir("src/api"), "a2")] {
         match s
-            .claim(&t, &p, who, ttl, Some((2, "x")), true, None)
+            .claim(&Claim {
+                task: &t,
+                path: &p,
+                owner: who,
+                ttl,
+                fence: Some(NewFence {
+                    fence: 2,
+                    token: "x",
+                }),
+                reentrant: true,
+                waiter: None,
+            })
             .await
             .unwrap()
         {
@@ -1245,15 +1546,18 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
         }
     }
     assert!(matches!(
-        s.claim(
-            &t,
-            &file("src/a.py"),
-            "a1",
+        s.claim(&Claim {
+            task: &t,
+            path: &file("src/a.py"),
+            owner: "a1",
             ttl,
-            Some((3, "own")),
-            true,
-            None
-        )
+            fence: Some(NewFence {
+                fence: 3,
+                token: "own"
+            }),
+            reentrant: true,
+            waiter: None
+        })
         .await
         .unwrap(),
         ClaimOutcome::Granted(_)
@@ -1289,20 +1593,34 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
         "a sibling with the same prefix is not beneath src/"
     );
     // Above it: a file lease beneath blocks the directory, and the root-most directory too.
-    s.claim(
-        &t,
-        &file("lib/x/y.py"),
-        "a2",
+    s.claim(&Claim {
+        task: &t,
+        path: &file("lib/x/y.py"),
+        owner: "a2",
         ttl,
-        Some((4, "y")),
-        true,
-        None,
-    )
+        fence: Some(NewFence {
+            fence: 4,
+            token: "y",
+        }),
+        reentrant: true,
+        waiter: None,
+    })
     .await
     .unwrap();
     for d in ["lib", "lib/x"] {
         match s
-            .claim(&t, &dir(d), "a1", ttl, Some((5, "z")), true, None)
+            .claim(&Claim {
+                task: &t,
+                path: &dir(d),
+                owner: "a1",
+                ttl,
+                fence: Some(NewFence {
+                    fence: 5,
+                    token: "z",
+                }),
+                reentrant: true,
+                waiter: None,
+            })
             .await
             .unwrap()
         {
@@ -1313,12 +1631,23 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
         }
     }
     assert!(matches!(
-        s.claim(&t, &dir("li"), "a1", ttl, Some((6, "li")), true, None)
-            .await
-            .unwrap(),
+        s.claim(&Claim {
+            task: &t,
+            path: &dir("li"),
+            owner: "a1",
+            ttl,
+            fence: Some(NewFence {
+                fence: 6,
+                token: "li"
+            }),
+            reentrant: true,
+            waiter: None
+        })
+        .await
+        .unwrap(),
         ClaimOutcome::Granted(_)
     ));
-    let (leases, _) = s.leases(&t, 10).await.unwrap();
+    let LeasePage { leases, .. } = s.leases(&t, 10).await.unwrap();
     let mut paths: Vec<&str> = leases.iter().map(|l| l.path.as_str()).collect();
     paths.sort();
     assert_eq!(paths, ["li/", "lib/x/y.py", "src/", "src/a.py"]);
@@ -1338,15 +1667,18 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
             .is_none()
     );
     assert!(matches!(
-        s.claim(
-            &t,
-            &file("src/b/c.py"),
-            "a2",
+        s.claim(&Claim {
+            task: &t,
+            path: &file("src/b/c.py"),
+            owner: "a2",
             ttl,
-            Some((7, "c")),
-            true,
-            None
-        )
+            fence: Some(NewFence {
+                fence: 7,
+                token: "c"
+            }),
+            reentrant: true,
+            waiter: None
+        })
         .await
         .unwrap(),
         ClaimOutcome::Granted(_)

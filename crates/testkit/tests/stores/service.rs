@@ -586,7 +586,7 @@ async fn steps_move_from_the_hot_stream_to_the_durable_log(f: &ServiceFixture) {
         .await
         .unwrap();
     assert_eq!(durable.len(), 30);
-    assert_eq!(durable[0].0, ids[29]);
+    assert_eq!(durable[0].id.to_string(), ids[29]);
     // Pages read the same whichever store serves them.
     let page = svc.task_logs(&a1, "t", Some(&ids[10]), 5).await.unwrap();
     let got: Vec<&str> = page.steps.iter().map(|s| s.id.as_str()).collect();

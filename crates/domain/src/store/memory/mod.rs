@@ -1,7 +1,7 @@
 //! The hot store of the embedded mode: everything [`super::redis::RedisStore`] keeps in Redis,
 //! kept in this process. It answers exactly as the Redis store does (the same scripts'
 //! semantics, the same edge cases); what differs is only what one process cannot share:
-//! [`HotOps::shared`] is false, and the data lives as long as the process.
+//! [`HotBackend::shared`] is false, and the data lives as long as the process.
 //!
 //! * One [`std::sync::Mutex`] guards the whole state and every method is one critical section
 //!   (never held across an `.await`): what a Lua script makes atomic in Redis is atomic here.
@@ -11,7 +11,7 @@
 //! * Entries with a TTL (leases, hot file copies, cached task rows, rate windows, MCP sessions
 //!   and subscription sets) are absent once expired, on every access; expired entries nobody
 //!   reads are swept at most once a second, inside whatever call comes next.
-//! * There is no sync outbox ([`HotOps::outbox`] is `None`): the store lives in the process
+//! * There is no sync outbox ([`HotBackend::outbox`] is `None`): the store lives in the process
 //!   beside its durable store, so the operations write each step and audit record to the
 //!   durable store themselves, in the call that acknowledges it ([`crate::Service`]); nothing
 //!   waits here for a push loop, and a crash loses no acknowledged step.
@@ -31,10 +31,12 @@ use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
-    CacheFile, ClaimOutcome, Emit, FiledSession, FiledSubscription, HeldLease, HotFile, HotOps,
-    HotSync, LISTEN_CANCEL_KEPT, Lease, McpSession, McpSessionFile, McpSessions, MessageSource,
-    Outbox, Presence, Refreshed, SubScope, Subscriber, TaskEvent, TaskRefresh, UpdatesPing,
-    UpdatesSource, Waiter, WakeSource,
+    AgentSeen, CacheFile, Claim, ClaimOutcome, Collaboration, Emit, EventLog, FileCache,
+    FiledSession, FiledSubscription, HotBackend, HotFile, HotSync, LISTEN_CANCEL_KEPT, Lease,
+    LeasePage, Leases, McpSession, McpSessionFile, McpSessions, MemoryUsage, MessageSource, Outbox,
+    Presence, RateLimit, RateWindow, Refreshed, Released, Renewed, StepIds, StepLog, StoredEvent,
+    StoredStep, SubScope, Subscriber, TaskCache, TaskEvent, TaskRefresh, UpdatesPing,
+    UpdatesSource, WakeSource,
 };
 use crate::store::redis::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -235,8 +237,8 @@ impl MessageSource for Messages {
     }
 }
 
-/// The subscriptions [`HotOps::subscribe_updates`] (of [`state::Published`]) and
-/// [`HotOps::subscribe_lease_wakes`] (of (task, path)) answer.
+/// The subscriptions [`EventLog::subscribe_updates`] (of [`state::Published`]) and
+/// [`Leases::subscribe_lease_wakes`] (of (task, path)) answer.
 struct Updates<T> {
     rx: broadcast::Receiver<T>,
     store: Weak<Inner>,
@@ -327,17 +329,13 @@ impl UpdatesPing for Pinger {
 }
 
 #[async_trait]
-impl HotOps for MemoryStore {
+impl HotBackend for MemoryStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
 
     fn shared(&self) -> bool {
         false
-    }
-
-    fn channel(&self, task: &TaskId) -> String {
-        crate::store::redis::keys::Keys::default().channel(task)
     }
 
     async fn ping(&self) -> Result<()> {
@@ -358,21 +356,74 @@ impl HotOps for MemoryStore {
         None
     }
 
-    async fn memory_usage(&self) -> Result<(u64, u64)> {
+    async fn memory_usage(&self) -> Result<MemoryUsage> {
         let used = self.with(|s, _| s.bytes() as u64);
-        Ok((used, total_memory()))
+        Ok(MemoryUsage {
+            used,
+            limit: total_memory(),
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    fn channel(&self, task: &TaskId) -> String {
+        crate::store::redis::keys::Keys::default().channel(task)
     }
 
-    async fn emit(&self, e: &Emit<'_>) -> Result<String> {
+    async fn emit(&self, e: &Emit<'_>) -> Result<StreamId> {
         self.with(|s, now| s.emit(e, now))
     }
 
+    async fn events_after(
+        &self,
+        task: &TaskId,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        self.with(|s, _| s.events_after(task, after, count))
+    }
+
+    async fn events_tail(&self, task: &TaskId) -> Result<Option<StreamId>> {
+        Ok(self.with(|s, _| s.events_tail(task)))
+    }
+
+    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
+        let rx = self.with(|s, _| s.updates_receiver());
+        Ok(Box::new(Updates::new(rx, &self.inner)))
+    }
+}
+
+#[async_trait]
+impl StepLog for MemoryStore {
+    async fn log_step(
+        &self,
+        e: &Emit<'_>,
+        envelope_suffix: &str,
+        step_json: &str,
+        logs_cap: usize,
+    ) -> Result<StepIds> {
+        self.with(|s, now| s.log_step(e, envelope_suffix, step_json, logs_cap, now))
+    }
+
+    async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<StreamId>,
+        count: usize,
+    ) -> Result<Vec<StoredStep>> {
+        self.with(|s, _| s.steps_before(task, before, count))
+    }
+}
+
+#[async_trait]
+impl FileCache for MemoryStore {
     async fn file_changed(
         &self,
         path: &FilePath,
         file: &CacheFile<'_>,
         e: &Emit<'_>,
-    ) -> Result<String> {
+    ) -> Result<StreamId> {
         self.with(|s, now| s.file_changed(path, file, e, now))
     }
 
@@ -384,7 +435,10 @@ impl HotOps for MemoryStore {
     async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
         Ok(self.with(|s, now| s.file(task, path, now)))
     }
+}
 
+#[async_trait]
+impl Leases for MemoryStore {
     async fn lease_for_write(
         &self,
         task: &TaskId,
@@ -394,17 +448,8 @@ impl HotOps for MemoryStore {
         Ok(self.with(|s, now| s.lease_for_write(task, path, writer, now)))
     }
 
-    async fn claim(
-        &self,
-        task: &TaskId,
-        path: &LeasePath,
-        owner: &str,
-        ttl: Duration,
-        fence: Option<(i64, &str)>,
-        reentrant: bool,
-        waiter: Option<&Waiter<'_>>,
-    ) -> Result<ClaimOutcome> {
-        Ok(self.with(|s, now| s.claim(task, path, owner, ttl, fence, reentrant, waiter, now)))
+    async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome> {
+        Ok(self.with(|s, now| s.claim(claim, now)))
     }
 
     async fn leave_queue(
@@ -412,7 +457,7 @@ impl HotOps for MemoryStore {
         task: &TaskId,
         path: &LeasePath,
         ticket: &str,
-    ) -> Result<Option<(String, i64)>> {
+    ) -> Result<Option<Released>> {
         Ok(self.with(|s, now| s.leave_queue(task, path, ticket, now)))
     }
 
@@ -428,7 +473,7 @@ impl HotOps for MemoryStore {
         owner: &str,
         ttl: Option<Duration>,
         fallback: Duration,
-    ) -> Result<std::result::Result<(Lease, Duration), Option<String>>> {
+    ) -> Result<std::result::Result<Renewed, Option<String>>> {
         // Every lease here was granted with its length recorded: no fallback is needed.
         let _ = fallback;
         Ok(self.with(|s, now| s.renew(task, path, owner, ttl, now)))
@@ -440,55 +485,24 @@ impl HotOps for MemoryStore {
         path: &LeasePath,
         owner: &str,
         force: bool,
-    ) -> Result<std::result::Result<(String, i64), Option<String>>> {
+    ) -> Result<std::result::Result<Released, Option<String>>> {
         Ok(self.with(|s, now| s.release(task, path, owner, force, now)))
     }
 
-    async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)> {
+    async fn leases(&self, task: &TaskId, limit: usize) -> Result<LeasePage> {
         Ok(self.with(|s, now| s.leases(task, limit, now)))
     }
+}
 
-    async fn log_step(
-        &self,
-        e: &Emit<'_>,
-        envelope_suffix: &str,
-        step_json: &str,
-        logs_cap: usize,
-    ) -> Result<(String, String)> {
-        self.with(|s, now| s.log_step(e, envelope_suffix, step_json, logs_cap, now))
-    }
-
-    async fn steps_before(
-        &self,
-        task: &TaskId,
-        before: Option<&str>,
-        count: usize,
-    ) -> Result<Vec<(String, String)>> {
-        self.with(|s, _| s.steps_before(task, before, count))
-    }
-
-    async fn events_after(
-        &self,
-        task: &TaskId,
-        after: StreamId,
-        count: usize,
-    ) -> Result<Vec<(String, String)>> {
-        self.with(|s, _| s.events_after(task, after, count))
-    }
-
-    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>> {
-        Ok(self.with(|s, _| s.events_tail(task)))
-    }
-
-    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
-        let rx = self.with(|s, _| s.updates_receiver());
-        Ok(Box::new(Updates::new(rx, &self.inner)))
-    }
-
-    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
+#[async_trait]
+impl RateLimit for MemoryStore {
+    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<RateWindow> {
         Ok(self.with(|s, now| s.rate_hit(subject, window, now)))
     }
+}
 
+#[async_trait]
+impl TaskCache for MemoryStore {
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
         Ok(self.with(|s, now| s.task(task, now)))
     }
@@ -496,7 +510,10 @@ impl HotOps for MemoryStore {
     async fn cache_task(&self, task: &TaskState, seq: i64, ttl_secs: u64) -> Result<()> {
         self.with(|s, now| s.cache_task(task, seq, ttl_secs, now))
     }
+}
 
+#[async_trait]
+impl Collaboration for MemoryStore {
     async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()> {
         self.with(|s, _| s.join(task, agent, joined_at.timestamp_millis()));
         Ok(())
@@ -536,7 +553,7 @@ impl HotSync for MemoryStore {
         Ok(())
     }
 
-    async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()> {
+    async fn refresh_agents(&self, agents: &[AgentSeen]) -> Result<()> {
         self.with(|s, _| s.refresh_agents(agents));
         Ok(())
     }

@@ -3,15 +3,16 @@
 //! the one lock, so none is observed half done. Entries are named by the Redis store's key
 //! names ([`Keys`] without prefix) where the Redis store gives them a TTL.
 
-use super::stream::{self, MAX_ID, Stream, invalid_id, parse_id};
+use super::stream::{self, MAX_ID, Stream};
 use super::ttl::{TtlMap, deadline};
 use super::{ENTRY_OVERHEAD, STRING_OVERHEAD};
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, Lease, Presence, QueuePlace, Refreshed,
-    SubScope, Subscriber, TaskRefresh, Waiter, cached_task_json, cached_task_seq, ms_to_time,
+    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, HeldLease, HotFile, Lease, LeasePage,
+    NewFence, Presence, QueuePlace, RateWindow, Refreshed, Released, Renewed, StepIds, StoredEvent,
+    StoredStep, SubScope, Subscriber, TaskRefresh, cached_task_json, cached_task_seq, ms_to_time,
 };
 use crate::store::redis::keys::{
     Keys, parse_subscription_entry, session_entry, split_session_entry, subscription_entry,
@@ -325,7 +326,7 @@ impl State {
 
     /// `emit.lua`: appends to the task's capped event stream, publishes it (id and envelope), touches the agent's presence and (if a member) its collaboration activity. (No
     /// outbox here: the operations write audit records to the durable store themselves.)
-    fn emit_event(&mut self, a: EmitArgs<'_>, now: &Now) -> Result<String> {
+    fn emit_event(&mut self, a: EmitArgs<'_>, now: &Now) -> Result<StreamId> {
         let task = a.task.as_str();
         let stream = self.events.entry(task.to_owned()).or_default();
         let id = stream.next_id(now.ms)?;
@@ -347,10 +348,10 @@ impl State {
                 .or_default()
                 .insert(a.agent.to_owned(), now.ms);
         }
-        Ok(id.to_string())
+        Ok(id)
     }
 
-    pub(super) fn emit(&mut self, e: &Emit<'_>, now: &Now) -> Result<String> {
+    pub(super) fn emit(&mut self, e: &Emit<'_>, now: &Now) -> Result<StreamId> {
         self.emit_event(
             EmitArgs {
                 task: e.task,
@@ -369,15 +370,14 @@ impl State {
         step_json: &str,
         logs_cap: usize,
         now: &Now,
-    ) -> Result<(String, String)> {
+    ) -> Result<StepIds> {
         let task = e.task.as_str();
         let sid = self.logs.entry(task.to_owned()).or_default().add(
             step_json.to_owned(),
             now.ms,
             Some(logs_cap),
         )?;
-        let sid = sid.to_string();
-        let eid = self.emit_event(
+        let event = self.emit_event(
             EmitArgs {
                 task: e.task,
                 agent: e.agent,
@@ -386,19 +386,19 @@ impl State {
             },
             now,
         )?;
-        Ok((sid, eid))
+        Ok(StepIds { step: sid, event })
     }
 
     pub(super) fn steps_before(
         &self,
         task: &TaskId,
-        before: Option<&str>,
+        before: Option<StreamId>,
         count: usize,
-    ) -> Result<Vec<(String, String)>> {
-        // `XREVRANGE logs (before - COUNT count`: the end is parsed (and checked) first.
+    ) -> Result<Vec<StoredStep>> {
+        // `XREVRANGE logs (before - COUNT count`: the end is checked first.
         let end = match before {
             None => MAX_ID,
-            Some(b) => stream::before(parse_id(b, u64::MAX).ok_or_else(invalid_id)?)?,
+            Some(b) => stream::before(b)?,
         };
         let Some(s) = self.logs.get(task.as_str()) else {
             return Ok(Vec::new());
@@ -406,7 +406,10 @@ impl State {
         Ok(s.range(StreamId::ZERO, end)
             .rev()
             .take(count)
-            .map(|(id, step)| (id.to_string(), step.clone()))
+            .map(|(id, step)| StoredStep {
+                id: *id,
+                json: step.clone(),
+            })
             .collect())
     }
 
@@ -415,22 +418,22 @@ impl State {
         task: &TaskId,
         after: StreamId,
         count: usize,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<StoredEvent>> {
         let start = stream::after(after)?;
         let Some(s) = self.events.get(task.as_str()) else {
             return Ok(Vec::new());
         };
         Ok(s.range(start, MAX_ID)
             .take(count)
-            .map(|(id, env)| (id.to_string(), env.clone()))
+            .map(|(id, env)| StoredEvent {
+                id: *id,
+                envelope: env.clone(),
+            })
             .collect())
     }
 
-    pub(super) fn events_tail(&self, task: &TaskId) -> Option<String> {
-        self.events
-            .get(task.as_str())
-            .and_then(Stream::last_entry)
-            .map(|id| id.to_string())
+    pub(super) fn events_tail(&self, task: &TaskId) -> Option<StreamId> {
+        self.events.get(task.as_str()).and_then(Stream::last_entry)
     }
 
     pub(super) fn events_since(&self, task: &TaskId, since_ms: i64, limit: usize) -> Vec<Event> {
@@ -489,7 +492,7 @@ impl State {
         f: &CacheFile<'_>,
         e: &Emit<'_>,
         now: &Now,
-    ) -> Result<String> {
+    ) -> Result<StreamId> {
         let key = self.keys.file(e.task, path);
         self.cache_file_at(&key, f, now);
         self.emit(e, now)
@@ -562,17 +565,16 @@ impl State {
 
     /// `claim.lua`.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn claim(
-        &mut self,
-        task: &TaskId,
-        path: &LeasePath,
-        owner: &str,
-        ttl: Duration,
-        fence: Option<(i64, &str)>,
-        reentrant: bool,
-        waiter: Option<&Waiter<'_>>,
-        now: &Now,
-    ) -> ClaimOutcome {
+    pub(super) fn claim(&mut self, c: &Claim<'_>, now: &Now) -> ClaimOutcome {
+        let Claim {
+            task,
+            path,
+            owner,
+            ttl,
+            fence,
+            reentrant,
+            waiter,
+        } = *c;
         let key = self.keys.lease(task, path);
         let queue_key = self.keys.lease_queue(task, path);
         let lock_prefix = self.keys.lock_prefix(task);
@@ -689,7 +691,7 @@ impl State {
                 queue: place,
             };
         }
-        let Some((fence, token)) = fence else {
+        let Some(NewFence { fence, token }) = fence else {
             return ClaimOutcome::NeedFence;
         };
         self.leases.insert(
@@ -736,7 +738,7 @@ impl State {
         path: &LeasePath,
         ticket: &str,
         now: &Now,
-    ) -> Option<(String, i64)> {
+    ) -> Option<Released> {
         let key = self.keys.lease(task, path);
         self.drop_ticket(task, &self.keys.lease_queue(task, path), ticket);
         let granted_to_it = self
@@ -744,7 +746,10 @@ impl State {
             .get(&key, now.at)
             .is_some_and(|l| l.ticket == ticket);
         let released = if granted_to_it {
-            self.leases.remove(&key, now.at).map(|l| (l.owner, l.fence))
+            self.leases.remove(&key, now.at).map(|l| Released {
+                owner: l.owner,
+                fence: l.fence,
+            })
         } else {
             None
         };
@@ -764,7 +769,7 @@ impl State {
         owner: &str,
         ttl: Option<Duration>,
         now: &Now,
-    ) -> std::result::Result<(Lease, Duration), Option<String>> {
+    ) -> std::result::Result<Renewed, Option<String>> {
         let key = self.keys.lease(task, path);
         let (lease, ttl_ms) = match self.leases.get_mut(&key, now.at) {
             None => return Err(None),
@@ -793,7 +798,10 @@ impl State {
             deadline(now.at, Duration::from_millis(ttl_ms)),
             now.at,
         );
-        Ok((lease, Duration::from_millis(ttl_ms)))
+        Ok(Renewed {
+            lease,
+            length: Duration::from_millis(ttl_ms),
+        })
     }
 
     /// `release.lua`.
@@ -804,7 +812,7 @@ impl State {
         owner: &str,
         force: bool,
         now: &Now,
-    ) -> std::result::Result<(String, i64), Option<String>> {
+    ) -> std::result::Result<Released, Option<String>> {
         let key = self.keys.lease(task, path);
         match self.leases.get(&key, now.at) {
             None => return Err(None),
@@ -816,7 +824,10 @@ impl State {
         match self.leases.remove(&key, now.at) {
             Some(l) => {
                 self.wake(task, &key);
-                Ok((l.owner, l.fence))
+                Ok(Released {
+                    owner: l.owner,
+                    fence: l.fence,
+                })
             }
             None => Err(None),
         }
@@ -825,7 +836,7 @@ impl State {
     /// `list_leases.lua`: the task's live leases, soonest expiry first, at most `limit`, and
     /// whether there are more, each with its live waiters. (Walks this process's leases;
     /// Redis reads a per-task index.)
-    pub(super) fn leases(&self, task: &TaskId, limit: usize, now: &Now) -> (Vec<HeldLease>, bool) {
+    pub(super) fn leases(&self, task: &TaskId, limit: usize, now: &Now) -> LeasePage {
         let prefix = self.keys.lock_prefix(task);
         let queue_prefix = self.keys.lease_queue_prefix(task);
         let waiter_prefix = self.keys.lease_waiter_prefix(task);
@@ -862,18 +873,13 @@ impl State {
         all.sort_by(|a, b| (a.expires_at, &a.path).cmp(&(b.expires_at, &b.path)));
         let more = all.len() > limit;
         all.truncate(limit);
-        (all, more)
+        LeasePage { leases: all, more }
     }
 
     // ----- rate windows, tasks -----
 
     /// The rate script: counts the hit, starts the window on its first hit.
-    pub(super) fn rate_hit(
-        &mut self,
-        subject: &str,
-        window: Duration,
-        now: &Now,
-    ) -> (u64, Duration) {
+    pub(super) fn rate_hit(&mut self, subject: &str, window: Duration, now: &Now) -> RateWindow {
         let key = self.keys.rate(subject);
         let window_ms = (window.as_millis().max(1)) as u64;
         let n = {
@@ -892,7 +898,10 @@ impl State {
                 window_ms
             }
         };
-        (n, Duration::from_millis(left))
+        RateWindow {
+            count: n,
+            resets_in: Duration::from_millis(left),
+        }
     }
 
     pub(super) fn task(&mut self, task: &TaskId, now: &Now) -> Option<TaskState> {
@@ -1065,8 +1074,13 @@ impl State {
     }
 
     /// The agent-refresh script, per agent: presence moves forward only.
-    pub(super) fn refresh_agents(&mut self, agents: &[(String, i64, Option<String>)]) {
-        for (agent, seen_ms, task) in agents {
+    pub(super) fn refresh_agents(&mut self, agents: &[AgentSeen]) {
+        for AgentSeen {
+            agent,
+            last_seen_ms: seen_ms,
+            task,
+        } in agents
+        {
             let rec = self.agents.get(agent.as_str());
             let cur = rec.and_then(|r| r.last_seen).unwrap_or(0);
             if *seen_ms <= cur {

@@ -26,33 +26,6 @@ pub(super) fn next_id(last: StreamId, now_ms: u64) -> Option<StreamId> {
     }
 }
 
-/// A number of a stream id as Redis reads it (`string2ull`): decimal digits, an optional `+`.
-fn parse_part(s: &str) -> Option<u64> {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// A stream id as a command argument: `<ms>-<seq>`, or `<ms>` with `missing_seq`.
-pub(super) fn parse_id(s: &str, missing_seq: u64) -> Option<StreamId> {
-    if s.len() > 127 {
-        return None;
-    }
-    let (ms, seq) = match s.split_once('-') {
-        Some((ms, seq)) => (parse_part(ms)?, parse_part(seq)?),
-        None => (parse_part(s)?, missing_seq),
-    };
-    Some(StreamId { ms, seq })
-}
-
-pub(super) fn invalid_id() -> DomainError {
-    DomainError::internal(
-        "in-process store: invalid stream ID specified as stream command argument",
-    )
-}
-
 /// The first id after `id` (an exclusive range start); an error after the last possible id.
 pub(super) fn after(id: StreamId) -> Result<StreamId> {
     match id.seq.checked_add(1) {

@@ -5,7 +5,7 @@
 use super::state::{Now, SWEEP_EVERY, State};
 use super::stream::next_id;
 use super::*;
-use crate::store::hot::{CacheFile, ms_to_time};
+use crate::store::hot::{CacheFile, NewFence, ms_to_time};
 use std::time::Instant;
 
 fn task(s: &str) -> TaskId {
@@ -41,10 +41,6 @@ fn file(version: i64, ttl_secs: u64) -> CacheFile<'static> {
     }
 }
 
-fn id(s: &str) -> StreamId {
-    StreamId::parse(s).unwrap()
-}
-
 #[test]
 fn new_needs_no_runtime_and_clones_share_state() {
     let a = MemoryStore::new();
@@ -75,7 +71,7 @@ fn stream_ids_strictly_increase_within_one_millisecond() {
     let now = Now::get();
     // The same instant for every call: one millisecond.
     let ids: Vec<StreamId> = (0..5)
-        .map(|_| id(&s.emit(&ev(&t, "a1", Some("{}")), &now).unwrap()))
+        .map(|_| s.emit(&ev(&t, "a1", Some("{}")), &now).unwrap())
         .collect();
     assert_eq!(ids[0].ms, now.ms as u64);
     for w in ids.windows(2) {
@@ -92,20 +88,20 @@ fn stream_ids_strictly_increase_within_one_millisecond() {
         at: now.at,
         ms: now.ms - 10_000,
     };
-    let back = id(&s.emit(&ev(&t, "a1", None), &earlier).unwrap());
+    let back = s.emit(&ev(&t, "a1", None), &earlier).unwrap();
     assert!(back > ids[4]);
     // The step log numbers its own entries.
-    let (sid, eid) = s
+    let ids = s
         .log_step(&ev(&t, "a1", None), "}", "{}", 10, &now)
         .unwrap();
     assert_eq!(
-        id(&sid),
+        ids.step,
         StreamId {
             ms: now.ms as u64,
             seq: 0
         }
     );
-    assert!(id(&eid) > back);
+    assert!(ids.event > back);
 }
 
 #[tokio::test]
@@ -114,12 +110,12 @@ async fn stream_ids_strictly_increase_through_the_store() {
     let t = task("t1");
     let mut last = StreamId::ZERO;
     for _ in 0..500 {
-        let next = id(&store.emit(&ev(&t, "a1", None)).await.unwrap());
+        let next = store.emit(&ev(&t, "a1", None)).await.unwrap();
         assert!(next > last, "{next} after {last}");
         last = next;
     }
     let tail = store.events_tail(&t).await.unwrap().unwrap();
-    assert_eq!(id(&tail), last);
+    assert_eq!(tail, last);
 }
 
 #[test]
@@ -133,11 +129,11 @@ fn capped_streams_keep_their_newest_entries_and_exist_once_emptied() {
         e.events_cap = 3;
         ids.push(s.emit(&e, &now).unwrap());
     }
-    let kept: Vec<String> = s
+    let kept: Vec<StreamId> = s
         .events_after(&t, StreamId::ZERO, 10)
         .unwrap()
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|e| e.id)
         .collect();
     assert_eq!(kept, ids[2..]);
     let u = task("t2");
@@ -162,31 +158,44 @@ fn leases_live_for_their_ttl() {
     let ttl = Duration::from_millis(60);
     let t0 = Now::get();
     let granted = s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a1",
-        ttl,
-        Some((1, "tok")),
-        true,
-        None,
+        &Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
+            ttl,
+            fence: Some(NewFence {
+                fence: 1,
+                token: "tok",
+            }),
+            reentrant: true,
+            waiter: None,
+        },
         &t0,
     );
     assert!(
         matches!(granted, ClaimOutcome::Granted(ref l) if l.expires_at == ms_to_time(t0.ms + 60))
     );
     let held = s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a2",
-        ttl,
-        Some((2, "x")),
-        true,
-        None,
+        &Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a2",
+            ttl,
+            fence: Some(NewFence {
+                fence: 2,
+                token: "x",
+            }),
+            reentrant: true,
+            waiter: None,
+        },
         &after_ms(&t0, 59),
     );
     assert!(matches!(held, ClaimOutcome::HeldByOther { ref owner, .. } if owner == "a1"));
     // Renewed at 40 ms: lives until 100.
-    let (renewed, length) = s
+    let Renewed {
+        lease: renewed,
+        length,
+    } = s
         .renew(&t, &LeasePath::file(&p), "a1", None, &after_ms(&t0, 40))
         .unwrap();
     assert_eq!(
@@ -195,13 +204,15 @@ fn leases_live_for_their_ttl() {
     );
     // Claimed again at 80 ms: re-entrant, same fence and token, lives until 140.
     let again = s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a1",
-        ttl,
-        None,
-        true,
-        None,
+        &Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: None,
+        },
         &after_ms(&t0, 80),
     );
     assert!(matches!(again, ClaimOutcome::Reentrant(ref l) if l.fence == 1 && l.token == "tok"));
@@ -223,26 +234,36 @@ fn leases_live_for_their_ttl() {
         Err(None)
     );
     let again = s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a2",
-        ttl,
-        Some((2, "x")),
-        true,
-        None,
+        &Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a2",
+            ttl,
+            fence: Some(NewFence {
+                fence: 2,
+                token: "x",
+            }),
+            reentrant: true,
+            waiter: None,
+        },
         &late,
     );
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
     // A zero TTL grants a lease that is gone at once, as PEXPIRE 0 deletes the key.
     let q = path("b.txt");
     let zero = s.claim(
-        &t,
-        &LeasePath::file(&q),
-        "a1",
-        Duration::ZERO,
-        Some((3, "z")),
-        true,
-        None,
+        &Claim {
+            task: &t,
+            path: &LeasePath::file(&q),
+            owner: "a1",
+            ttl: Duration::ZERO,
+            fence: Some(NewFence {
+                fence: 3,
+                token: "z",
+            }),
+            reentrant: true,
+            waiter: None,
+        },
         &late,
     );
     assert!(matches!(zero, ClaimOutcome::Granted(_)));
@@ -258,15 +279,18 @@ async fn leases_expire_on_the_clock() {
     let (t, p) = (task("t1"), path("a.txt"));
     let ttl = Duration::from_millis(50);
     let granted = store
-        .claim(
-            &t,
-            &LeasePath::file(&p),
-            "a1",
+        .claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
             ttl,
-            Some((1, "tok")),
-            true,
-            None,
-        )
+            fence: Some(NewFence {
+                fence: 1,
+                token: "tok",
+            }),
+            reentrant: true,
+            waiter: None,
+        })
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(_)));
@@ -280,15 +304,18 @@ async fn leases_expire_on_the_clock() {
     );
     assert!(store.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     let again = store
-        .claim(
-            &t,
-            &LeasePath::file(&p),
-            "a2",
+        .claim(&Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a2",
             ttl,
-            Some((2, "x")),
-            true,
-            None,
-        )
+            fence: Some(NewFence {
+                fence: 2,
+                token: "x",
+            }),
+            reentrant: true,
+            waiter: None,
+        })
         .await
         .unwrap();
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
@@ -331,19 +358,23 @@ fn hot_copies_and_task_rows_expire() {
 async fn rate_windows_expire() {
     let store = MemoryStore::new();
     let long = Duration::from_secs(60);
-    assert_eq!(store.rate_hit("a1", long).await.unwrap(), (1, long));
-    let (n, left) = store.rate_hit("a1", long).await.unwrap();
-    assert_eq!(n, 2);
-    assert!(left <= long);
-    assert_eq!(store.rate_hit("a2", long).await.unwrap().0, 1);
+    let first = |resets_in| RateWindow {
+        count: 1,
+        resets_in,
+    };
+    assert_eq!(store.rate_hit("a1", long).await.unwrap(), first(long));
+    let second = store.rate_hit("a1", long).await.unwrap();
+    assert_eq!(second.count, 2);
+    assert!(second.resets_in <= long);
+    assert_eq!(store.rate_hit("a2", long).await.unwrap().count, 1);
     let short = Duration::from_millis(50);
-    assert_eq!(store.rate_hit("a3", short).await.unwrap(), (1, short));
+    assert_eq!(store.rate_hit("a3", short).await.unwrap(), first(short));
     tokio::time::sleep(Duration::from_millis(80)).await;
-    assert_eq!(store.rate_hit("a3", short).await.unwrap(), (1, short));
+    assert_eq!(store.rate_hit("a3", short).await.unwrap(), first(short));
     // A zero window lasts a millisecond.
     assert_eq!(
         store.rate_hit("a4", Duration::ZERO).await.unwrap(),
-        (1, Duration::from_millis(1))
+        first(Duration::from_millis(1))
     );
 }
 
@@ -383,13 +414,18 @@ fn sweeping_removes_expired_entries() {
     let (t, p) = (task("t1"), path("a.txt"));
     let now = Now::get();
     s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a1",
-        Duration::from_millis(50),
-        Some((1, "x")),
-        true,
-        None,
+        &Claim {
+            task: &t,
+            path: &LeasePath::file(&p),
+            owner: "a1",
+            ttl: Duration::from_millis(50),
+            fence: Some(NewFence {
+                fence: 1,
+                token: "x",
+            }),
+            reentrant: true,
+            waiter: None,
+        },
         &now,
     );
     s.cache_file(&t, &p, &file(1, 1), &now);
@@ -433,13 +469,18 @@ fn calls_sweep_at_most_once_a_second() {
     let (t, p) = (task("t1"), path("a.txt"));
     store.with(|s, now| {
         s.claim(
-            &t,
-            &LeasePath::file(&p),
-            "a1",
-            Duration::from_millis(50),
-            Some((1, "x")),
-            true,
-            None,
+            &Claim {
+                task: &t,
+                path: &LeasePath::file(&p),
+                owner: "a1",
+                ttl: Duration::from_millis(50),
+                fence: Some(NewFence {
+                    fence: 1,
+                    token: "x",
+                }),
+                reentrant: true,
+                waiter: None,
+            },
             now,
         );
         s.rate_hit("a1", Duration::from_millis(50), now);
@@ -462,11 +503,10 @@ async fn subscribers_get_each_event_with_its_id() {
     let eid = store.emit(&e).await.unwrap();
     let got = sub.next().await.unwrap();
     assert_eq!(got.task, t);
-    assert_eq!(got.id, StreamId::parse(&eid));
+    assert_eq!(got.id, Some(eid));
     let mut expected: Event = serde_json::from_str(&e.envelope).unwrap();
-    expected.id = Some(eid.clone());
+    expected.id = Some(eid.to_string());
     assert_eq!(got.event, expected);
-    assert_eq!(got.event.id, Some(eid));
     assert!(sub.pinger().ping().await.is_ok());
 }
 
@@ -485,7 +525,7 @@ async fn a_lagging_subscriber_loses_its_subscription() {
     // A new subscription works.
     let mut fresh = store.subscribe_updates().await.unwrap();
     let eid = store.emit(&ev(&t, "a1", None)).await.unwrap();
-    assert_eq!(fresh.next().await.unwrap().event.id, Some(eid));
+    assert_eq!(fresh.next().await.unwrap().id, Some(eid));
 }
 
 #[tokio::test]
@@ -504,34 +544,48 @@ async fn log_step_writes_log_and_event_and_has_no_outbox() {
     let t = task("t1");
     let mut e = ev(&t, "a1", None);
     e.envelope = r#"{"type":"step_logged","data":{"id":""#.into();
-    let (sid, eid) = store
+    let StepIds {
+        step: sid,
+        event: eid,
+    } = store
         .log_step(&e, r#""}}"#, r#"{"n":1}"#, 10)
         .await
         .unwrap();
-    let (sid2, _) = store
+    let sid2 = store
         .log_step(&e, r#""}}"#, r#"{"n":2}"#, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .step;
     // No outbox: the operations write the step to the durable store themselves.
     assert!(store.outbox().is_none());
     let events = store.events_after(&t, StreamId::ZERO, 10).await.unwrap();
     assert_eq!(
         events[0],
-        (
-            eid,
-            format!(r#"{{"type":"step_logged","data":{{"id":"{sid}"}}}}"#)
-        )
+        StoredEvent {
+            id: eid,
+            envelope: format!(r#"{{"type":"step_logged","data":{{"id":"{sid}"}}}}"#)
+        }
     );
     // Newest first, strictly before.
     let steps = store.steps_before(&t, None, 10).await.unwrap();
-    assert_eq!(steps[0].0, sid2);
-    assert_eq!(steps[1].0, sid);
-    let older = store.steps_before(&t, Some(&sid2), 10).await.unwrap();
-    assert_eq!(older, vec![(sid.clone(), r#"{"n":1}"#.to_owned())]);
+    assert_eq!(steps[0].id, sid2);
+    assert_eq!(steps[1].id, sid);
+    let older = store.steps_before(&t, Some(sid2), 10).await.unwrap();
+    assert_eq!(
+        older,
+        vec![StoredStep {
+            id: sid,
+            json: r#"{"n":1}"#.to_owned()
+        }]
+    );
     assert!(store.steps_before(&t, None, 0).await.unwrap().is_empty());
-    // As XREVRANGE: nothing precedes 0-0, and a malformed id is refused.
-    assert!(store.steps_before(&t, Some("0-0"), 10).await.is_err());
-    assert!(store.steps_before(&t, Some("x-1"), 10).await.is_err());
+    // As XREVRANGE: nothing precedes 0-0.
+    assert!(
+        store
+            .steps_before(&t, Some(StreamId::ZERO), 10)
+            .await
+            .is_err()
+    );
     assert!(store.events_after(&t, stream::MAX_ID, 10).await.is_err());
 }
 
@@ -673,11 +727,11 @@ async fn events_since_reads_from_a_millisecond_with_ids() {
         all.iter()
             .map(|e| e.id.clone().unwrap())
             .collect::<Vec<_>>(),
-        vec![first.clone(), second.clone()]
+        vec![first.to_string(), second.to_string()]
     );
-    let from = id(&second).ms as i64;
+    let from = second.ms as i64;
     let tail = store.events_since(&t, from, 10).await.unwrap();
-    assert_eq!(tail.last().unwrap().id.as_deref(), Some(second.as_str()));
+    assert_eq!(tail.last().unwrap().id, Some(second.to_string()));
     assert!(
         store
             .events_since(&t, from + 1, 10)
@@ -691,7 +745,7 @@ async fn events_since_reads_from_a_millisecond_with_ids() {
 #[tokio::test]
 async fn memory_usage_grows_with_what_is_held() {
     let store = MemoryStore::new();
-    let (before, _) = store.memory_usage().await.unwrap();
+    let before = store.memory_usage().await.unwrap().used;
     let t = task("t1");
     store
         .cache_file(
@@ -704,10 +758,10 @@ async fn memory_usage_grows_with_what_is_held() {
         )
         .await
         .unwrap();
-    let (after, total) = store.memory_usage().await.unwrap();
-    assert!(after >= before + 10_000);
+    let after = store.memory_usage().await.unwrap();
+    assert!(after.used >= before + 10_000);
     if std::path::Path::new("/proc/meminfo").exists() {
-        assert!(total > 0);
+        assert!(after.limit > 0);
     }
     assert_eq!(store.backend(), "in-process");
     assert!(!store.shared());

@@ -9,8 +9,9 @@
 //! one (the one-statement CTEs below), so one change can never fail another.
 
 use super::durable::{
-    AgentActivity, AgentListFilter, AuditFilter, Committed, DurableOps, FileChange, Presence,
-    RevisionOp, StoredFile, StoredRevision, TaskListFilter, TaskRow, contains_pattern,
+    AgentActivity, AgentListFilter, AuditFilter, Committed, DurableOps, FileChange, PersistedStep,
+    Presence, RevisionOp, StoredFile, StoredRevision, TaskListFilter, TaskRow, contains_pattern,
+    stream_id_columns, stream_id_of_columns,
 };
 use super::group::{Batcher, GroupCommitStats, OwnedChange, for_each_job};
 use crate::error::{DomainError, Result};
@@ -18,6 +19,7 @@ use crate::ids::TaskId;
 use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mcp_api::StreamId;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
@@ -821,16 +823,15 @@ impl DurableOps for PgStore {
             .collect()
     }
 
-    /// Newest-first persisted steps strictly older than `before` (stream id numbers).
     async fn steps_before(
         &self,
         task: &TaskId,
-        before: Option<(i64, i64)>,
+        before: Option<StreamId>,
         limit: usize,
-    ) -> Result<Vec<(String, Value)>> {
-        let (ms, seq) = before.unwrap_or((i64::MAX, i64::MAX));
-        let rows: Vec<(String, Value)> = sqlx::query_as(
-            "SELECT stream_id, step FROM step_logs
+    ) -> Result<Vec<PersistedStep>> {
+        let (ms, seq) = before.map_or((i64::MAX, i64::MAX), stream_id_columns);
+        let rows: Vec<(i64, i64, Value)> = sqlx::query_as(
+            "SELECT id_ms, id_seq, step FROM step_logs
              WHERE task_id = $1 AND (id_ms, id_seq) < ($2, $3)
              ORDER BY id_ms DESC, id_seq DESC LIMIT $4",
         )
@@ -840,7 +841,13 @@ impl DurableOps for PgStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|(ms, seq, step)| PersistedStep {
+                id: stream_id_of_columns(ms, seq),
+                step,
+            })
+            .collect())
     }
 
     async fn list_tasks(&self, q: &TaskListFilter<'_>) -> Result<(Vec<TaskSummary>, i64)> {

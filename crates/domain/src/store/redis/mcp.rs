@@ -233,7 +233,7 @@ impl McpSessions for RedisStore {
             .into_iter()
             .filter_map(|(id, raw)| {
                 let mut event: Event = serde_json::from_str(&raw).ok()?;
-                event.id = Some(id);
+                event.id = Some(id.to_string());
                 Some(event)
             })
             .collect())

@@ -13,8 +13,10 @@ pub mod sync;
 use self::conn::{ConnSettings, RedisConn};
 use self::keys::Keys;
 use super::hot::{
-    CacheFile, ClaimOutcome, Emit, HeldLease, HotFile, HotOps, Lease, MessageSource, Outbox,
-    Presence, QueuePlace, TaskEvent, UpdatesPing, UpdatesSource, Waiter, WakeSource, ms_to_time,
+    CacheFile, Claim, ClaimOutcome, Collaboration, Emit, EventLog, FileCache, HeldLease,
+    HotBackend, HotFile, Lease, LeasePage, Leases, MemoryUsage, MessageSource, NewFence, Outbox,
+    Presence, QueuePlace, RateLimit, RateWindow, Released, Renewed, StepIds, StepLog, StoredEvent,
+    StoredStep, TaskCache, TaskEvent, UpdatesPing, UpdatesSource, WakeSource, ms_to_time,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
@@ -193,6 +195,11 @@ struct Replicas {
     min: u32,
     /// How long `WAIT` waits for them.
     timeout: Duration,
+}
+
+/// An entry id a script answered (`XADD`'s).
+fn stream_id(id: &str) -> Result<StreamId> {
+    StreamId::parse(id).ok_or_else(|| DomainError::internal(format!("not a stream id: {id:?}")))
 }
 
 fn parse_ms(s: &str) -> DateTime<Utc> {
@@ -643,7 +650,7 @@ impl RedisStore {
         end: &str,
         count: usize,
         field: &str,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<(StreamId, String)>> {
         let mut c = self.conn.clone();
         let reply: redis::streams::StreamRangeReply = redis::cmd(command)
             .arg(key)
@@ -658,24 +665,20 @@ impl RedisStore {
             .into_iter()
             .filter_map(|e| {
                 let value: Option<String> = e.get(field);
-                value.map(|v| (e.id, v))
+                Some((StreamId::parse(&e.id)?, value?))
             })
             .collect())
     }
 }
 
 #[async_trait]
-impl HotOps for RedisStore {
+impl HotBackend for RedisStore {
     fn backend(&self) -> &'static str {
         "redis"
     }
 
     fn shared(&self) -> bool {
         true
-    }
-
-    fn channel(&self, task: &TaskId) -> String {
-        self.keys.channel(task)
     }
 
     async fn ping(&self) -> Result<()> {
@@ -730,7 +733,7 @@ impl HotOps for RedisStore {
     /// memory when Redis has no limit), from `INFO memory`.
     /// On a cluster: the primary nearest its limit (the cluster client asks every primary
     /// and answers each one's `INFO`, by address).
-    async fn memory_usage(&self) -> Result<(u64, u64)> {
+    async fn memory_usage(&self) -> Result<MemoryUsage> {
         let mut c = self.conn.clone();
         let usage = |info: &str| {
             let field = |name: &str| {
@@ -743,12 +746,15 @@ impl HotOps for RedisStore {
                 0 => field("total_system_memory"),
                 m => m,
             };
-            (field("used_memory"), limit)
+            MemoryUsage {
+                used: field("used_memory"),
+                limit,
+            }
         };
         if self.keys.cluster() {
             let by_node: HashMap<String, String> =
                 redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-            let ratio = |&(used, limit): &(u64, u64)| used as f64 / limit.max(1) as f64;
+            let ratio = |m: &MemoryUsage| m.used as f64 / m.limit.max(1) as f64;
             return by_node
                 .values()
                 .map(|info| usage(info))
@@ -758,13 +764,98 @@ impl HotOps for RedisStore {
         let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
         Ok(usage(&info))
     }
+}
 
-    /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
-    async fn emit(&self, e: &Emit<'_>) -> Result<String> {
-        self.emitting(&self.emit_invocation(&EMIT_SCRIPT, e), e)
-            .await
+#[async_trait]
+impl EventLog for RedisStore {
+    fn channel(&self, task: &TaskId) -> String {
+        self.keys.channel(task)
     }
 
+    /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
+    async fn emit(&self, e: &Emit<'_>) -> Result<StreamId> {
+        let id: String = self
+            .emitting(&self.emit_invocation(&EMIT_SCRIPT, e), e)
+            .await?;
+        stream_id(&id)
+    }
+
+    async fn events_after(
+        &self,
+        task: &TaskId,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let from = format!("({after}");
+        let entries = self
+            .stream_range("XRANGE", self.keys.events(task), &from, "+", count, "e")
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, envelope)| StoredEvent { id, envelope })
+            .collect())
+    }
+
+    async fn events_tail(&self, task: &TaskId) -> Result<Option<StreamId>> {
+        let newest = self
+            .stream_range("XREVRANGE", self.keys.events(task), "+", "-", 1, "e")
+            .await?;
+        Ok(newest.into_iter().next().map(|(id, _)| id))
+    }
+
+    /// A connection of its own, subscribed (`PSUBSCRIBE`) to every task channel under this
+    /// prefix. The live-event hub holds exactly one per process; when Redis goes away the
+    /// subscription ends and the hub opens a new one.
+    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
+        let sub = self
+            .psubscribe(self.keys.channel_pattern(), Channels::TaskUpdates)
+            .await?;
+        Ok(Box::new(sub))
+    }
+}
+
+#[async_trait]
+impl StepLog for RedisStore {
+    /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
+    /// atomic step. `envelope` is split around the step id, which only Redis knows.
+    async fn log_step(
+        &self,
+        e: &Emit<'_>,
+        envelope_suffix: &str,
+        step_json: &str,
+        logs_cap: usize,
+    ) -> Result<StepIds> {
+        let mut inv = self.emit_invocation(&LOG_STEP_SCRIPT, e);
+        inv.key(self.keys.logs(e.task))
+            .arg(logs_cap)
+            .arg(step_json)
+            .arg(envelope_suffix);
+        let (step, event): (String, String) = self.emitting(&inv, e).await?;
+        Ok(StepIds {
+            step: stream_id(&step)?,
+            event: stream_id(&event)?,
+        })
+    }
+
+    async fn steps_before(
+        &self,
+        task: &TaskId,
+        before: Option<StreamId>,
+        count: usize,
+    ) -> Result<Vec<StoredStep>> {
+        let end = before.map_or_else(|| "+".to_owned(), |b| format!("({b}"));
+        let entries = self
+            .stream_range("XREVRANGE", self.keys.logs(task), &end, "-", count, "s")
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, json)| StoredStep { id, json })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl FileCache for RedisStore {
     /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
     /// in one atomic step.
     async fn file_changed(
@@ -772,13 +863,14 @@ impl HotOps for RedisStore {
         path: &FilePath,
         file: &CacheFile<'_>,
         e: &Emit<'_>,
-    ) -> Result<String> {
+    ) -> Result<StreamId> {
         let mut inv = self.emit_invocation(&FILE_CHANGED_SCRIPT, e);
         inv.key(self.keys.file(e.task, path))
             .arg(file.version)
             .arg(file.ttl_secs);
         push_file_fields(&mut inv, file);
-        self.emitting(&inv, e).await
+        let id: String = self.emitting(&inv, e).await?;
+        stream_id(&id)
     }
 
     /// Refills a file's hot copy after a miss (never backwards).
@@ -824,7 +916,10 @@ impl HotOps for RedisStore {
             size: size.unwrap_or(0),
         }))
     }
+}
 
+#[async_trait]
+impl Leases for RedisStore {
     /// The live lease on a path, if any, read before a durable change by `writer`; when the
     /// writer may write, the hot copy is dropped (see `writer_check.lua`).
     async fn lease_for_write(
@@ -864,19 +959,19 @@ impl HotOps for RedisStore {
         })
     }
 
-    async fn claim(
-        &self,
-        task: &TaskId,
-        path: &LeasePath,
-        owner: &str,
-        ttl: Duration,
-        fence: Option<(i64, &str)>,
-        reentrant: bool,
-        waiter: Option<&Waiter<'_>>,
-    ) -> Result<ClaimOutcome> {
+    async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome> {
+        let Claim {
+            task,
+            path,
+            owner,
+            ttl,
+            fence,
+            reentrant,
+            waiter,
+        } = *claim;
         let (fence_arg, token_arg) = match fence {
-            Some((f, t)) => (f.to_string(), t.to_owned()),
-            None => (String::new(), String::new()),
+            Some(NewFence { fence, token }) => (fence.to_string(), token),
+            None => (String::new(), ""),
         };
         let prefix = self.keys.lock_prefix(task);
         let mut inv = CLAIM_SCRIPT.prepare_invoke();
@@ -948,7 +1043,7 @@ impl HotOps for RedisStore {
         task: &TaskId,
         path: &LeasePath,
         ticket: &str,
-    ) -> Result<Option<(String, i64)>> {
+    ) -> Result<Option<Released>> {
         let mut inv = LEAVE_QUEUE_SCRIPT.prepare_invoke();
         inv.key(self.keys.lease(task, path))
             .key(self.keys.lease_index(task))
@@ -958,10 +1053,10 @@ impl HotOps for RedisStore {
             .arg(self.keys.lease_wake(task));
         let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
         Ok(match r.first().map(String::as_str) {
-            Some("released") => Some((
-                r.get(1).cloned().unwrap_or_default(),
-                r.get(2).and_then(|f| f.parse().ok()).unwrap_or(0),
-            )),
+            Some("released") => Some(Released {
+                owner: r.get(1).cloned().unwrap_or_default(),
+                fence: r.get(2).and_then(|f| f.parse().ok()).unwrap_or(0),
+            }),
             _ => None,
         })
     }
@@ -984,7 +1079,7 @@ impl HotOps for RedisStore {
         owner: &str,
         ttl: Option<Duration>,
         fallback: Duration,
-    ) -> Result<Result<(Lease, Duration), Option<String>>> {
+    ) -> Result<Result<Renewed, Option<String>>> {
         let mut inv = RENEW_SCRIPT.prepare_invoke();
         inv.key(self.keys.lease(task, path))
             .key(self.keys.lease_index(task))
@@ -996,29 +1091,27 @@ impl HotOps for RedisStore {
             .arg(fallback.as_millis() as u64);
         let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
         Ok(match r.first().map(String::as_str) {
-            Some("renewed") => Ok((
-                Lease {
+            Some("renewed") => Ok(Renewed {
+                lease: Lease {
                     path: path.to_string(),
                     owner: owner.to_owned(),
                     fence: r[1].parse().unwrap_or(0),
                     token: r[2].clone(),
                     expires_at: parse_ms(&r[3]),
                 },
-                Duration::from_millis(r.get(4).and_then(|t| t.parse().ok()).unwrap_or(0)),
-            )),
+                length: Duration::from_millis(r.get(4).and_then(|t| t.parse().ok()).unwrap_or(0)),
+            }),
             _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
         })
     }
 
-    /// Releases the owner's lease (any lease with `force`). `Ok(fence)` of the released lease,
-    /// `Err(holder)` when not held by the caller.
     async fn release(
         &self,
         task: &TaskId,
         path: &LeasePath,
         owner: &str,
         force: bool,
-    ) -> Result<Result<(String, i64), Option<String>>> {
+    ) -> Result<Result<Released, Option<String>>> {
         let mut inv = RELEASE_SCRIPT.prepare_invoke();
         inv.key(self.keys.lease(task, path))
             .key(self.keys.lease_index(task))
@@ -1027,14 +1120,17 @@ impl HotOps for RedisStore {
             .arg(self.keys.lease_wake(task));
         let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
         Ok(match r.first().map(String::as_str) {
-            Some("released") => Ok((r[1].clone(), r[2].parse().unwrap_or(0))),
+            Some("released") => Ok(Released {
+                owner: r[1].clone(),
+                fence: r[2].parse().unwrap_or(0),
+            }),
             _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
         })
     }
 
     /// The task's live leases from its lease index (`lua/list_leases.lua`), behind the
     /// rollback guard like every read of a lease.
-    async fn leases(&self, task: &TaskId, limit: usize) -> Result<(Vec<HeldLease>, bool)> {
+    async fn leases(&self, task: &TaskId, limit: usize) -> Result<LeasePage> {
         let prefix = self.keys.lock_prefix(task);
         let mut inv = LIST_LEASES_SCRIPT.prepare_invoke();
         inv.key(self.keys.lease_index(task))
@@ -1066,74 +1162,17 @@ impl HotOps for RedisStore {
             }
             rest = rest.get(6 + n..).unwrap_or_default();
         }
-        Ok((leases, more == "1"))
+        Ok(LeasePage {
+            leases,
+            more: more == "1",
+        })
     }
+}
 
-    /// Appends a step to the task's log stream and to the outbox, and emits its event, in one
-    /// atomic step. `envelope` is split around the step id, which only Redis knows.
-    /// Returns (step id, event id).
-    async fn log_step(
-        &self,
-        e: &Emit<'_>,
-        envelope_suffix: &str,
-        step_json: &str,
-        logs_cap: usize,
-    ) -> Result<(String, String)> {
-        let mut inv = self.emit_invocation(&LOG_STEP_SCRIPT, e);
-        inv.key(self.keys.logs(e.task))
-            .arg(logs_cap)
-            .arg(step_json)
-            .arg(envelope_suffix);
-        self.emitting(&inv, e).await
-    }
-
-    /// Newest-first page of steps strictly older than `before` (a stream id), from the stream.
-    async fn steps_before(
-        &self,
-        task: &TaskId,
-        before: Option<&str>,
-        count: usize,
-    ) -> Result<Vec<(String, String)>> {
-        let end = before.map_or_else(|| "+".to_owned(), |b| format!("({b}"));
-        self.stream_range("XREVRANGE", self.keys.logs(task), &end, "-", count, "s")
-            .await
-    }
-
-    /// Up to `count` entries of the task's event stream strictly after `after`, oldest first:
-    /// (entry id, envelope JSON without `id`). The replay source of live streams.
-    async fn events_after(
-        &self,
-        task: &TaskId,
-        after: StreamId,
-        count: usize,
-    ) -> Result<Vec<(String, String)>> {
-        let from = format!("({after}");
-        self.stream_range("XRANGE", self.keys.events(task), &from, "+", count, "e")
-            .await
-    }
-
-    /// The id of the task's newest event, `None` when its stream is empty or missing.
-    async fn events_tail(&self, task: &TaskId) -> Result<Option<String>> {
-        let newest = self
-            .stream_range("XREVRANGE", self.keys.events(task), "+", "-", 1, "e")
-            .await?;
-        Ok(newest.into_iter().next().map(|(id, _)| id))
-    }
-
-    /// A connection of its own, subscribed (`PSUBSCRIBE`) to every task channel under this
-    /// prefix. The live-event hub holds exactly one per process; when Redis goes away the
-    /// subscription ends and the hub opens a new one.
-    async fn subscribe_updates(&self) -> Result<Box<dyn UpdatesSource>> {
-        let sub = self
-            .psubscribe(self.keys.channel_pattern(), Channels::TaskUpdates)
-            .await?;
-        Ok(Box::new(sub))
-    }
-
-    /// Counts one request of `subject` in its current window of length `window`: (requests in
-    /// the window so far, this one included; time until the window ends). One script, so
-    /// concurrent requests on any gateway instance count exactly once each.
-    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<(u64, Duration)> {
+#[async_trait]
+impl RateLimit for RedisStore {
+    /// One script, so concurrent requests on any gateway instance count exactly once each.
+    async fn rate_hit(&self, subject: &str, window: Duration) -> Result<RateWindow> {
         let mut c = self.conn.clone();
         let (n, ttl_ms): (u64, i64) = RATE_SCRIPT
             .prepare_invoke()
@@ -1141,9 +1180,15 @@ impl HotOps for RedisStore {
             .arg(window.as_millis().max(1) as u64)
             .invoke_async(&mut c)
             .await?;
-        Ok((n, Duration::from_millis(ttl_ms.max(0) as u64)))
+        Ok(RateWindow {
+            count: n,
+            resets_in: Duration::from_millis(ttl_ms.max(0) as u64),
+        })
     }
+}
 
+#[async_trait]
+impl TaskCache for RedisStore {
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
         let mut read = redis::cmd("GET");
         read.arg(self.keys.task(task));
@@ -1164,7 +1209,10 @@ impl HotOps for RedisStore {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Collaboration for RedisStore {
     /// Records membership (members and activity in one transaction in the task's slot; the
     /// agent's task set, in the agent's slot, beside it).
     async fn join(&self, task: &TaskId, agent: &AgentId, joined_at: DateTime<Utc>) -> Result<()> {

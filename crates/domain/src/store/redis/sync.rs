@@ -21,7 +21,7 @@ use super::RedisStore;
 use crate::error::Result;
 use crate::ids::TaskId;
 use crate::store::hot::{
-    HotSync, Outbox, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh, cached_task_json,
+    AgentSeen, HotSync, Outbox, OutboxDepth, OutboxEntry, Refreshed, TaskRefresh, cached_task_json,
 };
 use async_trait::async_trait;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingReply, StreamReadReply};
@@ -453,16 +453,16 @@ impl HotSync for RedisStore {
     }
 
     /// Moves agents' presence forward from their durable rows: (agent, last seen ms, task).
-    async fn refresh_agents(&self, agents: &[(String, i64, Option<String>)]) -> Result<()> {
+    async fn refresh_agents(&self, agents: &[AgentSeen]) -> Result<()> {
         if agents.is_empty() {
             return Ok(());
         }
         let mut invocations = Vec::with_capacity(agents.len());
-        for (agent, seen_ms, task) in agents {
+        for a in agents {
             let mut inv = REFRESH_AGENT_SCRIPT.prepare_invoke();
-            inv.key(self.keys().agent(agent))
-                .arg(*seen_ms)
-                .arg(task.as_deref().unwrap_or(""));
+            inv.key(self.keys().agent(&a.agent))
+                .arg(a.last_seen_ms)
+                .arg(a.task.as_deref().unwrap_or(""));
             invocations.push(inv);
         }
         let _: Vec<i64> = self.invoke_all(&REFRESH_AGENT_SCRIPT, &invocations).await?;

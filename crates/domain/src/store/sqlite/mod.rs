@@ -30,8 +30,8 @@
 use super::durable::{
     AgentActivity, AgentListFilter, AgentRow, AuditFilter, AuditRecord, ChangeListener, Committed,
     DEAD_LETTERS, DeadLetter, DurableOps, DurableSync, FeedMark, FeedRow, FileChange, OutboxBatch,
-    Presence, RevisionOp, StepRecord, StoredFile, StoredRevision, TaskListFilter, TaskRow,
-    contains_pattern,
+    PersistedStep, Presence, RevisionOp, StepRecord, StoredFile, StoredRevision, TaskListFilter,
+    TaskRow, contains_pattern, stream_id_columns, stream_id_of_columns,
 };
 use super::group::{Batcher, GroupCommitStats, OwnedChange, for_each_job};
 use crate::error::{DomainError, Result};
@@ -39,6 +39,7 @@ use crate::ids::TaskId;
 use crate::path::FilePath;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use mcp_api::StreamId;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
@@ -1217,12 +1218,12 @@ impl DurableOps for SqliteStore {
     async fn steps_before(
         &self,
         task: &TaskId,
-        before: Option<(i64, i64)>,
+        before: Option<StreamId>,
         limit: usize,
-    ) -> Result<Vec<(String, Value)>> {
-        let (ms, seq) = before.unwrap_or((i64::MAX, i64::MAX));
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT stream_id, step FROM step_logs
+    ) -> Result<Vec<PersistedStep>> {
+        let (ms, seq) = before.map_or((i64::MAX, i64::MAX), stream_id_columns);
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT id_ms, id_seq, step FROM step_logs
              WHERE task_id = ?1 AND (id_ms, id_seq) < (?2, ?3)
              ORDER BY id_ms DESC, id_seq DESC LIMIT ?4",
         )
@@ -1234,11 +1235,12 @@ impl DurableOps for SqliteStore {
         .await
         .db()?;
         rows.into_iter()
-            .map(|(id, step)| {
+            .map(|(ms, seq, step)| {
+                let id = stream_id_of_columns(ms, seq);
                 let step = serde_json::from_str(&step).map_err(|e| {
                     DomainError::internal(format!("sqlite: step {id} is not JSON: {e}"))
                 })?;
-                Ok((id, step))
+                Ok(PersistedStep { id, step })
             })
             .collect()
     }

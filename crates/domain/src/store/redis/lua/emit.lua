@@ -4,7 +4,10 @@
 -- ARGV[1] pub/sub channel   ARGV[2] events stream cap   ARGV[3] envelope JSON (no "id")
 -- ARGV[4] agent id   ARGV[5] task id   ARGV[6] audit record JSON, or '' for none
 -- The event is appended to the task's capped stream (its entry id is the event id) and
--- published with that id spliced in; the task's collaboration activity is touched; an
+-- published with that id as its first member (the seed's `{"id","type",...}` shape; the
+-- envelope is serde_json's text of a non-empty object, so the prefix keeps it valid JSON
+-- and leaves every other byte as it is: docs/ARCHITECTURE.md, "file_write", says why not cjson
+-- or a PUBLISH from Rust); the task's collaboration activity is touched; an
 -- audit record goes to the outbox for the push loop. (The acting agent's presence lives in
 -- the agent's slot: RedisStore touches it beside the script, `lua/presence.lua`.)
 local function now_ms()
