@@ -5,8 +5,9 @@ use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::responses::TaskState;
 use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
+use mcp_domain::store::Hot;
 use mcp_domain::store::hot::{
-    CacheFile, ClaimOutcome, Emit, McpSession, Presence, QueuePlace, Refreshed, SubScope,
+    CacheFile, ClaimOutcome, Emit, Lease, McpSession, Presence, QueuePlace, Refreshed, SubScope,
     TaskRefresh, Waiter,
 };
 use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
@@ -119,20 +120,7 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
         "free: copy dropped"
     );
     let ttl = Duration::from_secs(30);
-    assert!(matches!(
-        s.claim(
-            &t,
-            &LeasePath::file(&p),
-            "a1",
-            ttl,
-            Some((7, "tok")),
-            true,
-            None
-        )
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &LeasePath::file(&p), "a1", ttl, Some((7, "tok"))).await);
     s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
     let other = s.lease_for_write(&t, &p, "a2").await.unwrap().unwrap();
     assert_eq!((other.owner.as_str(), other.fence), ("a1", 7));
@@ -154,61 +142,24 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&t, &LeasePath::file(&p), "a1", ttl, None, true, None)
-            .await
-            .unwrap(),
+        claim(s, &t, &LeasePath::file(&p), "a1", ttl, None).await,
         ClaimOutcome::NeedFence
     ));
-    let granted = match s
-        .claim(
-            &t,
-            &LeasePath::file(&p),
-            "a1",
-            ttl,
-            Some((5, "tok5")),
-            true,
-            None,
-        )
-        .await
-        .unwrap()
-    {
-        ClaimOutcome::Granted(l) => l,
-        other => panic!("{other:?}"),
-    };
+    let lease = granted(claim(s, &t, &LeasePath::file(&p), "a1", ttl, Some((5, "tok5"))).await);
     assert_eq!(
-        (
-            granted.owner.as_str(),
-            granted.fence,
-            granted.token.as_str()
-        ),
+        (lease.owner.as_str(), lease.fence, lease.token.as_str()),
         ("a1", 5, "tok5")
     );
     let expected = Utc::now() + TimeDelta::seconds(30);
-    assert!((granted.expires_at - expected).num_seconds().abs() <= 2);
-    match s
-        .claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
-        .await
-        .unwrap()
-    {
+    assert!((lease.expires_at - expected).num_seconds().abs() <= 2);
+    match claim(s, &t, &LeasePath::file(&p), "a1", ttl * 2, None).await {
         ClaimOutcome::Reentrant(l) => {
             assert_eq!((l.fence, l.token.as_str()), (5, "tok5"));
-            assert!(l.expires_at > granted.expires_at);
+            assert!(l.expires_at > lease.expires_at);
         }
         other => panic!("{other:?}"),
     }
-    match s
-        .claim(
-            &t,
-            &LeasePath::file(&p),
-            "a2",
-            ttl,
-            Some((6, "tok6")),
-            true,
-            None,
-        )
-        .await
-        .unwrap()
-    {
+    match claim(s, &t, &LeasePath::file(&p), "a2", ttl, Some((6, "tok6"))).await {
         ClaimOutcome::HeldByOther {
             owner, expires_at, ..
         } => {
@@ -244,9 +195,7 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let left = (kept.expires_at - Utc::now()).num_seconds();
     assert!((85..=90).contains(&left), "{left}");
     // ... and a re-entrant claim sets the length the next renewal keeps.
-    s.claim(&t, &LeasePath::file(&p), "a1", ttl * 2, None, true, None)
-        .await
-        .unwrap();
+    claim(s, &t, &LeasePath::file(&p), "a1", ttl * 2, None).await;
     let (_, length) = s
         .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
         .await
@@ -278,17 +227,7 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         Err(None)
     );
     // Force release by anyone.
-    s.claim(
-        &t,
-        &LeasePath::file(&p),
-        "a1",
-        ttl,
-        Some((8, "t8")),
-        true,
-        None,
-    )
-    .await
-    .unwrap();
+    claim(s, &t, &LeasePath::file(&p), "a1", ttl, Some((8, "t8"))).await;
     assert_eq!(
         s.release(&t, &LeasePath::file(&p), "admin", true)
             .await
@@ -296,54 +235,44 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         Ok(("a1".to_owned(), 8))
     );
     // Expiry frees the path.
-    s.claim(
+    claim(
+        s,
         &t,
         &LeasePath::file(&p),
         "a1",
         Duration::from_millis(200),
         Some((9, "t9")),
-        true,
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     assert!(matches!(
-        s.claim(&t, &LeasePath::file(&p), "a2", ttl, None, true, None)
-            .await
-            .unwrap(),
+        claim(s, &t, &LeasePath::file(&p), "a2", ttl, None).await,
         ClaimOutcome::NeedFence
     ));
     // Paths and tasks are independent leases.
-    assert!(matches!(
-        s.claim(
+    granted(
+        claim(
+            s,
             &t,
             &LeasePath::file(&path("b")),
             "a3",
             ttl,
             Some((10, "t10")),
-            true,
-            None
         )
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
-    assert!(matches!(
-        s.claim(
+        .await,
+    );
+    granted(
+        claim(
+            s,
             &task("u"),
             &LeasePath::file(&path("b")),
             "a4",
             ttl,
             Some((11, "t11")),
-            true,
-            None
         )
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+        .await,
+    );
 }
 
 async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
@@ -353,33 +282,28 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     assert_eq!(s.leases(&t, 10).await.unwrap(), (vec![], false));
     let before = Utc::now() - TimeDelta::seconds(2);
     for (p, owner, fence, ttl) in [("a", "a1", 5, 30), ("b", "a2", 6, 10), ("d/e", "a1", 7, 20)] {
-        assert!(matches!(
-            s.claim(
+        granted(
+            claim(
+                s,
                 &t,
                 &LeasePath::file(&path(p)),
                 owner,
                 secs(ttl),
                 Some((fence, "tok")),
-                true,
-                None
             )
-            .await
-            .unwrap(),
-            ClaimOutcome::Granted(_)
-        ));
+            .await,
+        );
     }
     // Another task's lease of the same path is not this task's.
-    s.claim(
+    claim(
+        s,
         &task("t2"),
         &LeasePath::file(&path("a")),
         "a9",
         secs(30),
         Some((8, "x")),
-        true,
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     let (leases, more) = s.leases(&t, 10).await.unwrap();
     assert!(!more);
     let listed: Vec<(&str, &str, i64)> = leases
@@ -396,17 +320,7 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     // A re-entrant claim and a renewal move the expiry and keep the grant time.
     let granted_b = leases[0].acquired_at;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    s.claim(
-        &t,
-        &LeasePath::file(&path("b")),
-        "a2",
-        secs(60),
-        None,
-        true,
-        None,
-    )
-    .await
-    .unwrap();
+    claim(s, &t, &LeasePath::file(&path("b")), "a2", secs(60), None).await;
     let (leases, _) = s.leases(&t, 10).await.unwrap();
     let b = leases.last().unwrap();
     assert_eq!((b.path.as_str(), b.acquired_at), ("b", granted_b));
@@ -439,17 +353,15 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
         .await
         .unwrap()
         .unwrap();
-    s.claim(
+    claim(
+        s,
         &t,
         &LeasePath::file(&path("c")),
         "a3",
         Duration::from_millis(200),
         Some((9, "t9")),
-        true,
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(s.leases(&t, 10).await.unwrap().0.len(), 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (leases, more) = s.leases(&t, 10).await.unwrap();
@@ -500,9 +412,7 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
         .unwrap();
     assert_eq!(renewed.fence, 3);
     assert!(matches!(
-        s.claim(&t, &LeasePath::file(&p), "t", ttl, None, true, None)
-            .await
-            .unwrap(),
+        claim(s, &t, &LeasePath::file(&p), "t", ttl, None).await,
         ClaimOutcome::Reentrant(_)
     ));
     assert_eq!(
@@ -1031,6 +941,28 @@ fn file(p: &str) -> LeasePath {
     LeasePath::parse(p, false).unwrap()
 }
 
+/// What `owner`'s claim of `p` for `ttl` answers: re-entrant, not queued, presenting
+/// `fence` (a fence and its token) once the store asked for one.
+async fn claim(
+    s: &Hot,
+    t: &TaskId,
+    p: &LeasePath,
+    owner: &str,
+    ttl: Duration,
+    fence: Option<(i64, &str)>,
+) -> ClaimOutcome {
+    s.claim(t, p, owner, ttl, fence, true, None).await.unwrap()
+}
+
+/// The lease a claim was granted (panics on anything else).
+#[track_caller]
+fn granted(outcome: ClaimOutcome) -> Lease {
+    match outcome {
+        ClaimOutcome::Granted(lease) => lease,
+        other => panic!("not granted: {other:?}"),
+    }
+}
+
 /// The place a refused claim answered (panics on anything else).
 fn place(outcome: &ClaimOutcome) -> QueuePlace {
     match outcome {
@@ -1047,9 +979,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
     let mut wakes = s.subscribe_lease_wakes().await.unwrap();
-    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
-        .await
-        .unwrap();
+    claim(s, &t, &p, "holder", ttl, Some((1, "h"))).await;
     // Two waiters join behind the holder, in order.
     let first = s
         .claim(&t, &p, "w1", ttl, None, true, Some(&waiter("k1")))
@@ -1078,7 +1008,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
             .unwrap(),
     );
     assert_eq!((again.position, again.arrival), (Some(1), p1.arrival));
-    let bare = place(&s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap());
+    let bare = place(&claim(s, &t, &p, "x", ttl, None).await);
     assert_eq!((bare.position, bare.waiters), (None, 2));
     let (listed, _) = s.leases(&t, 10).await.unwrap();
     assert_eq!(listed[0].waiters, ["w1", "w2"]);
@@ -1130,7 +1060,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     assert_eq!(s.leave_queue(&t, &p, "k2").await.unwrap(), None);
     s.release(&t, &p, "w1", false).await.unwrap().unwrap();
     assert!(matches!(
-        s.claim(&t, &p, "x", ttl, None, true, None).await.unwrap(),
+        claim(s, &t, &p, "x", ttl, None).await,
         ClaimOutcome::NeedFence
     ));
     assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
@@ -1142,9 +1072,7 @@ async fn a_waiter_that_stops_checking_in_drops_out(f: &HotFixture) {
     let s = &f.store;
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
-    s.claim(&t, &p, "holder", ttl, Some((1, "h")), true, None)
-        .await
-        .unwrap();
+    claim(s, &t, &p, "holder", ttl, Some((1, "h"))).await;
     let short = Waiter {
         liveness: Duration::from_millis(300),
         ..waiter("dead")
@@ -1213,9 +1141,7 @@ async fn a_grant_whose_waiter_left_is_released(f: &HotFixture) {
     );
     assert!(s.leases(&t, 10).await.unwrap().0.is_empty());
     // A lease granted to another ticket (or to none) stays.
-    s.claim(&t, &p, "w", ttl, Some((5, "t5")), true, None)
-        .await
-        .unwrap();
+    claim(s, &t, &p, "w", ttl, Some((5, "t5"))).await;
     assert_eq!(s.leave_queue(&t, &p, "k").await.unwrap(), None);
     assert_eq!(s.leases(&t, 10).await.unwrap().0.len(), 1);
 }
@@ -1226,38 +1152,18 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
     let s = &f.store;
     let t = task("t");
     let ttl = Duration::from_secs(30);
-    let granted = s
-        .claim(&t, &dir("src"), "a1", ttl, Some((1, "d")), true, None)
-        .await
-        .unwrap();
+    let granted = claim(s, &t, &dir("src"), "a1", ttl, Some((1, "d"))).await;
     assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.path == "src/"));
     // Beneath it: another owner is refused, naming the directory lease; the owner is not.
     for (p, who) in [(file("src/api/a.py"), "a2"), (dir("src/api"), "a2")] {
-        match s
-            .claim(&t, &p, who, ttl, Some((2, "x")), true, None)
-            .await
-            .unwrap()
-        {
+        match claim(s, &t, &p, who, ttl, Some((2, "x"))).await {
             ClaimOutcome::HeldByOther { owner, path, .. } => {
                 assert_eq!((owner.as_str(), path.as_str()), ("a1", "src/"), "{p}");
             }
             other => panic!("{p}: {other:?}"),
         }
     }
-    assert!(matches!(
-        s.claim(
-            &t,
-            &file("src/a.py"),
-            "a1",
-            ttl,
-            Some((3, "own")),
-            true,
-            None
-        )
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &file("src/a.py"), "a1", ttl, Some((3, "own"))).await);
     // Writes beneath it: another writer meets the directory lease; the owner writes under
     // its nearest own lease.
     let refused = s
@@ -1289,35 +1195,16 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
         "a sibling with the same prefix is not beneath src/"
     );
     // Above it: a file lease beneath blocks the directory, and the root-most directory too.
-    s.claim(
-        &t,
-        &file("lib/x/y.py"),
-        "a2",
-        ttl,
-        Some((4, "y")),
-        true,
-        None,
-    )
-    .await
-    .unwrap();
+    claim(s, &t, &file("lib/x/y.py"), "a2", ttl, Some((4, "y"))).await;
     for d in ["lib", "lib/x"] {
-        match s
-            .claim(&t, &dir(d), "a1", ttl, Some((5, "z")), true, None)
-            .await
-            .unwrap()
-        {
+        match claim(s, &t, &dir(d), "a1", ttl, Some((5, "z"))).await {
             ClaimOutcome::HeldByOther { owner, path, .. } => {
                 assert_eq!((owner.as_str(), path.as_str()), ("a2", "lib/x/y.py"), "{d}");
             }
             other => panic!("{d}: {other:?}"),
         }
     }
-    assert!(matches!(
-        s.claim(&t, &dir("li"), "a1", ttl, Some((6, "li")), true, None)
-            .await
-            .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &dir("li"), "a1", ttl, Some((6, "li"))).await);
     let (leases, _) = s.leases(&t, 10).await.unwrap();
     let mut paths: Vec<&str> = leases.iter().map(|l| l.path.as_str()).collect();
     paths.sort();
@@ -1337,18 +1224,5 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
             .unwrap()
             .is_none()
     );
-    assert!(matches!(
-        s.claim(
-            &t,
-            &file("src/b/c.py"),
-            "a2",
-            ttl,
-            Some((7, "c")),
-            true,
-            None
-        )
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &file("src/b/c.py"), "a2", ttl, Some((7, "c"))).await);
 }
