@@ -1152,8 +1152,8 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
     let s = &f.store;
     let t = task("t");
     let ttl = Duration::from_secs(30);
-    let granted = claim(s, &t, &dir("src"), "a1", ttl, Some((1, "d"))).await;
-    assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.path == "src/"));
+    let lease = granted(claim(s, &t, &dir("src"), "a1", ttl, Some((1, "d"))).await);
+    assert_eq!(lease.path, "src/");
     // Beneath it: another owner is refused, naming the directory lease; the owner is not.
     for (p, who) in [(file("src/api/a.py"), "a2"), (dir("src/api"), "a2")] {
         match claim(s, &t, &p, who, ttl, Some((2, "x"))).await {
