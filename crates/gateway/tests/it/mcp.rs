@@ -95,6 +95,53 @@ async fn connect_to(url: &str, generation: Generation, fresh_connections: bool) 
     (running, rx)
 }
 
+/// A 2026-07-28 client (stateless, `server/discover`) that handles nothing: for tests that
+/// only call tools, read resources and listen.
+#[derive(Clone)]
+pub(crate) struct Stateless;
+
+impl ClientHandler for Stateless {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("mcp-gateway-tests", "0"),
+        )
+        .with_protocol_version(ProtocolVersion::V_2026_07_28)
+    }
+}
+
+/// Connects a [`Stateless`] client to `gw`'s `/mcp`, sending `token` (when given) as the
+/// bearer token of every request.
+pub(crate) async fn connect_stateless(
+    gw: &TestGateway,
+    token: Option<&str>,
+) -> RunningService<RoleClient, Stateless> {
+    let mut headers = reqwest013::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest013::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    let http = reqwest013::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let transport = StreamableHttpClientTransport::with_client(
+        http,
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.base)),
+    );
+    Stateless
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("the MCP client connects")
+}
+
 async fn connect(gw: &TestGateway, generation: Generation) -> Connected {
     connect_to(&format!("{}/mcp", gw.base), generation, false).await
 }

@@ -4,6 +4,7 @@
 //! `subscriptions/listen` ends that listen, also when the cancellation reaches another
 //! instance than the one holding the stream.
 
+use crate::mcp::connect_stateless;
 use mcp_testkit::TestGateway;
 use rmcp::ClientHandler;
 use rmcp::model::{
@@ -135,35 +136,6 @@ async fn batches_are_served_in_2025_03_26_and_refused_in_later_revisions() {
     batches(TestGateway::spawn_embedded().await).await;
 }
 
-#[derive(Clone)]
-struct Client;
-
-impl ClientHandler for Client {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("mcp-gateway-tests", "0"),
-        )
-        .with_protocol_version(ProtocolVersion::V_2026_07_28)
-    }
-}
-
-async fn stateless_client(gw: &TestGateway) -> RunningService<RoleClient, Client> {
-    let transport = StreamableHttpClientTransport::with_client(
-        reqwest013::Client::new(),
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.base)),
-    );
-    Client
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
-        .await
-        .expect("the MCP client connects")
-}
-
 /// `notifications/cancelled` for `id`, sent by hand to `gw` (as a client would after
 /// reconnecting through a load balancer to another instance).
 async fn cancel(gw: &TestGateway, id: &rmcp::model::RequestId) {
@@ -208,7 +180,7 @@ async fn ends(subscription: &mut rmcp::service::Subscription) {
 async fn a_cancelled_listen_ends_on_the_instance_that_holds_it() {
     let a = TestGateway::spawn().await;
     let b = a.another_instance().await;
-    let client = stateless_client(&a).await;
+    let client = connect_stateless(&a, None).await;
     let uri = "workspace://t1/a.py";
     let filter = || {
         SubscriptionFilter::builder()
@@ -241,7 +213,7 @@ async fn a_cancelled_listen_ends_on_the_instance_that_holds_it() {
 
     // Embedded: one instance.
     let gw = TestGateway::spawn_embedded().await;
-    let client = stateless_client(&gw).await;
+    let client = connect_stateless(&gw, None).await;
     let mut listen = client.listen(filter()).await.expect("subscriptions/listen");
     cancel(&gw, listen.id()).await;
     ends(&mut listen).await;
