@@ -834,13 +834,8 @@ async fn a_files_history_and_an_earlier_lease_show_on_the_page() {
         log(&gw, task, n).await;
     }
     let mut redis = gw.redis.connection().await;
-    let kept: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{0}events:{{{0}task:{task}}}", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let events = format!("{0}events:{{{0}task:{task}}}", gw.redis.prefix);
+    let kept = crate::xrange(&mut redis, &events).await;
     assert!(
         kept.ids.iter().all(|e| {
             let v: Option<String> = e.get("e");

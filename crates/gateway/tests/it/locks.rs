@@ -1,6 +1,6 @@
 //! Leases: re-entrancy, conflicts, compare-and-act release/renew, fencing, expiry.
 
-use crate::{assert_error, ok};
+use crate::{assert_error, ok, stream_json};
 use mcp_testkit::TestGateway;
 use serde_json::{Value, json};
 
@@ -443,42 +443,18 @@ async fn lock_changes_are_events_and_audited_through_the_outbox() {
     ok(gw.tool("claim_file", req("coder", "a", json!({}))).await);
     ok(gw.tool("release_file", req("coder", "a", json!({}))).await);
     let mut conn = gw.redis.connection().await;
-    let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{0}events:{{{0}task:t}}", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let kinds: Vec<String> = events
-        .ids
-        .iter()
-        .map(|e| {
-            let raw: String = e.get("e").unwrap();
-            serde_json::from_str::<Value>(&raw).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let events = stream_json(
+        &mut conn,
+        &format!("{0}events:{{{0}task:t}}", gw.redis.prefix),
+        "e",
+    )
+    .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["lock_acquired", "lock_released"]);
-    let outbox: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}outbox", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let actions: Vec<String> = outbox
-        .ids
+    let outbox = stream_json(&mut conn, &format!("{}outbox", gw.redis.prefix), "payload").await;
+    let actions: Vec<&str> = outbox
         .iter()
-        .map(|e| {
-            let raw: String = e.get("payload").unwrap();
-            serde_json::from_str::<Value>(&raw).unwrap()["action"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["claim_file", "release_file"]);
 }

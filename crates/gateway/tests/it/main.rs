@@ -80,3 +80,29 @@ pub fn ok(got: (u16, Value)) -> Value {
     assert_eq!(got.1["success"], true, "{}", got.1);
     got.1
 }
+
+/// Every entry of the Redis stream `key`, oldest first.
+pub async fn xrange(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> redis::streams::StreamRangeReply {
+    redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// The JSON held in field `field` of every entry of the Redis stream `key` (the event stream
+/// keeps envelopes in `e`, the outbox records in `payload`), oldest first.
+pub async fn stream_json(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    field: &str,
+) -> Vec<Value> {
+    let reply = xrange(conn, key).await;
+    let raw = reply.ids.iter().map(|e| e.get::<String>(field).unwrap());
+    raw.map(|r| serde_json::from_str(&r).unwrap()).collect()
+}

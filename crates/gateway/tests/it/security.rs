@@ -177,13 +177,7 @@ async fn snapshot(gw: &TestGateway) -> Vec<String> {
                 format!("{v:?}")
             }
             "stream" => {
-                let v: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&k)
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut c)
-                    .await
-                    .unwrap();
+                let v = crate::xrange(&mut c, &k).await;
                 format!("{:?}", v.ids.iter().map(|e| &e.id).collect::<Vec<_>>())
             }
             other => other.to_owned(),

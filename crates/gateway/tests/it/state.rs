@@ -28,13 +28,7 @@ async fn log_step_sets_timestamp_task_and_agent_itself() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let outbox: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}outbox", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let outbox = crate::xrange(&mut conn, &format!("{}outbox", gw.redis.prefix)).await;
     assert_eq!(logged, 1);
     assert_eq!(outbox.ids.len(), 1);
     let sid: String = outbox.ids[0].get("sid").unwrap();
