@@ -103,15 +103,7 @@ async fn half_sent_heads_are_closed_and_health_answers_while_the_cap_is_full() {
     );
     // The gateway serves as before.
     assert_eq!(gw.get("/health").await.0, 200);
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::scrape(&gw).await;
     for reason in ["header_timeout", "evicted"] {
         assert!(
             text.contains(&format!(

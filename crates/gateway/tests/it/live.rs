@@ -181,12 +181,7 @@ async fn a_watcher_on_b_sees_every_write_made_through_a_in_order() {
         None,
     )
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", b.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::scrape_at(&b.base).await;
     assert!(metrics.contains("mcp_live_watchers"), "{metrics}");
     let before = stream_ids(&a, "t").await.len();
     let mut step_ids = vec![];
@@ -571,12 +566,7 @@ async fn a_slow_consumer_is_cut_off_resumably_with_a_bounded_queue() {
         "the stream ends after the cutoff"
     );
     assert_eq!(cutoff["reason"], "slow_consumer");
-    let metrics = reqwest::get(format!("{}/metrics", b.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::scrape_at(&b.base).await;
     assert!(
         metrics.contains(r#"mcp_live_cutoffs_total{reason="slow_consumer"}"#),
         "{metrics}"

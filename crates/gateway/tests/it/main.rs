@@ -106,3 +106,27 @@ pub async fn stream_json(
     let raw = reply.ids.iter().map(|e| e.get::<String>(field).unwrap());
     raw.map(|r| serde_json::from_str(&r).unwrap()).collect()
 }
+
+/// `GET /metrics`: the Prometheus text (asserting a 200 in the text format).
+pub async fn scrape(gw: &mcp_testkit::TestGateway) -> String {
+    scrape_at(&gw.base).await
+}
+
+/// [`scrape`] of the gateway at `base`.
+pub async fn scrape_at(base: &str) -> String {
+    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    r.text().await.unwrap()
+}
+
+/// The value of the sample whose name-and-labels part is exactly `series`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

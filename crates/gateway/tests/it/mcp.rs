@@ -468,15 +468,7 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
         .tool("file_read", json!({"task_id": "t1", "path": "src/a.py"}))
         .await;
     assert_eq!((status, body["version"].as_i64()), (200, Some(2)));
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = crate::scrape(&gw).await;
     for series in [
         r#"mcp_tool_calls_total{tool="file_write",outcome="ok"}"#,
         r#"mcp_tool_calls_total{tool="file_write",outcome="locked"}"#,
