@@ -10,7 +10,7 @@
 
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_testkit::ledger::{WriteLedger, call_tool};
-use mcp_testkit::{PrivateRedis, TestDb};
+use mcp_testkit::{PrivateRedis, TestDb, free_port};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -32,13 +32,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 async fn start_gateway(db: &TestDb, redis: &PrivateRedis, run_sync: bool) -> Gateway {

@@ -178,11 +178,7 @@ async fn health_text_and_json() {
 async fn usage_errors_and_an_unreachable_gateway() {
     let r = run_at("http://127.0.0.1:9", "cli", &["file", "read"], None).await;
     assert_eq!(r.code, 2, "{r:?}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mcp_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let r = run_at(&base, "cli", &["--json", "file", "read", "t1", "a"], None).await;
     assert_failed(&r, 6, "unavailable");
@@ -884,11 +880,7 @@ async fn the_demo_plays_a_coder_and_a_qa_through_a_conflict() {
 
 /// A port nobody listens on.
 fn dead_base() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mcp_testkit::free_port();
     format!("http://127.0.0.1:{port}")
 }
 
