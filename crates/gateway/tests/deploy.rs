@@ -102,9 +102,9 @@ fn compose_has_the_promised_services_and_guarantees() {
     let pg = service(&c, "postgres");
     assert!(health_test(pg).contains("pg_isready"));
     assert!(
-        strings(&pg["volumes"])
-            .iter()
-            .any(|v| v.ends_with(":/var/lib/postgresql/data"))
+        mounts_at(pg, ":/var/lib/postgresql/data"),
+        "{:?}",
+        pg["volumes"]
     );
 
     let redis = service(&c, "redis");
@@ -120,11 +120,7 @@ fn compose_has_the_promised_services_and_guarantees() {
     assert!(["everysec", "always"].contains(&flag("--appendfsync").as_str()));
     assert_eq!(flag("--maxmemory-policy"), "noeviction");
     assert!(health_test(redis).contains("ping"));
-    assert!(
-        strings(&redis["volumes"])
-            .iter()
-            .any(|v| v.ends_with(":/data"))
-    );
+    assert!(mounts_at(redis, ":/data"), "{:?}", redis["volumes"]);
 
     let migrate = service(&c, "migrate");
     assert_eq!(strings(&migrate["command"]), ["mcp-gateway", "migrate"]);
@@ -539,6 +535,11 @@ fn yaml_file(path: &str) -> Value {
 }
 
 /// The container path a compose service mounts `host` (relative to the repository) at.
+/// Whether service `s` mounts a volume at `target` (`:/data`: the container path).
+fn mounts_at(s: &Value, target: &str) -> bool {
+    strings(&s["volumes"]).iter().any(|v| v.ends_with(target))
+}
+
 fn mount_of(s: &Value, host: &str) -> String {
     strings(&s["volumes"])
         .iter()

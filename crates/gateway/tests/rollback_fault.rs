@@ -15,7 +15,7 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Writers per shared path (they contend for its lease) and shared paths.
 const PATHS: usize = 6;
@@ -54,17 +54,7 @@ async fn start_gateway(db: &TestDb, redis: &PrivateRedis, run_sync: bool) -> Gat
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !reqwest::get(format!("{}/health", gw.base))
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    mcp_testkit::wait_healthy(&gw.base, Duration::from_secs(60)).await;
     gw
 }
 

@@ -49,6 +49,21 @@ pub fn free_port() -> u16 {
     try_free_port().expect("a free port on 127.0.0.1")
 }
 
+/// Waits until the gateway at `base` answers `GET /health` with 200; panics after `within`.
+pub async fn wait_healthy(base: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while !reqwest::get(format!("{base}/health"))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn with_database(url: &str, db: &str) -> String {
     // Replace the path of the URL (the database name), keeping any query string.
     let (base, query) = match url.split_once('?') {

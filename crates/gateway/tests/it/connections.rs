@@ -218,17 +218,7 @@ async fn binary(limits: &str, log: &std::path::Path) -> Binary {
         _db: db,
         _redis: redis,
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !reqwest::get(format!("{}/health", b.base))
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    mcp_testkit::wait_healthy(&b.base, Duration::from_secs(60)).await;
     b
 }
 
