@@ -133,15 +133,12 @@ impl SseReader {
 }
 
 async fn log_step(base: &str, task: &str, n: usize) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{base}/tools/log_step"))
-        .json(&json!({"task_id": task, "step": {"n": n}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = crate::json_body(
+        reqwest::Client::new()
+            .post(format!("{base}/tools/log_step"))
+            .json(&json!({"task_id": task, "step": {"n": n}})),
+    )
+    .await;
     assert_eq!(r["success"], true, "{r}");
     r["id"].as_str().unwrap().to_owned()
 }
