@@ -186,14 +186,7 @@ fn compose_sets_only_variables_the_binaries_read() {
         ("migrate", &gateway),
         ("mcp-sync", &sync),
     ] {
-        let unknown: Vec<String> = env_keys(service(&c, name))
-            .into_iter()
-            .filter(|k| !known.contains(k))
-            .collect();
-        assert!(
-            unknown.is_empty(),
-            "{name} sets variables nothing reads: {unknown:?}"
-        );
+        reads_every_variable(&c, name, known);
     }
 }
 
@@ -518,14 +511,7 @@ fn the_ha_profile_runs_a_primary_a_replica_and_three_sentinels_behind_the_gatewa
     }
     let (gateway, sync_env) = (gateway_env(), sync_env());
     for (name, known) in [("mcp-gateway-ha", &gateway), ("mcp-sync-ha", &sync_env)] {
-        let unknown: Vec<String> = env_keys(service(&c, name))
-            .into_iter()
-            .filter(|k| !known.contains(k))
-            .collect();
-        assert!(
-            unknown.is_empty(),
-            "{name} sets variables nothing reads: {unknown:?}"
-        );
+        reads_every_variable(&c, name, known);
     }
 }
 
@@ -535,6 +521,20 @@ fn yaml_file(path: &str) -> Value {
 }
 
 /// The container path a compose service mounts `host` (relative to the repository) at.
+/// Asserts that service `name` of compose file `c` sets no variable outside `known` (what its
+/// binary reads).
+#[track_caller]
+fn reads_every_variable(c: &Value, name: &str, known: &BTreeSet<String>) {
+    let unknown: Vec<String> = env_keys(service(c, name))
+        .into_iter()
+        .filter(|k| !known.contains(k))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{name} sets variables nothing reads: {unknown:?}"
+    );
+}
+
 /// Whether service `s` mounts a volume at `target` (`:/data`: the container path).
 fn mounts_at(s: &Value, target: &str) -> bool {
     strings(&s["volumes"]).iter().any(|v| v.ends_with(target))
