@@ -221,21 +221,13 @@ async fn a_watcher_on_b_sees_every_write_made_through_a_in_order() {
 #[tokio::test]
 async fn bad_task_ids_and_resume_points_are_400() {
     let gw = TestGateway::spawn().await;
-    assert_error(
-        &gw.get("/tasks/bad%20id/events").await,
-        400,
-        "invalid_argument",
-    );
-    assert_error(
-        &gw.get("/tasks/t/events?since=yesterday").await,
-        400,
-        "invalid_argument",
-    );
-    assert_error(
-        &gw.get("/tasks/t/events?types=a%20b").await,
-        400,
-        "invalid_argument",
-    );
+    for (path, status, code) in [
+        ("/tasks/bad%20id/events", 400, "invalid_argument"),
+        ("/tasks/t/events?since=yesterday", 400, "invalid_argument"),
+        ("/tasks/t/events?types=a%20b", 400, "invalid_argument"),
+    ] {
+        assert_error(&gw.get(path).await, status, code);
+    }
     let r = gw
         .http
         .get(format!("{}/tasks/t/events", gw.base))
