@@ -138,16 +138,21 @@ async fn lease_length_is_validated(gw: TestGateway) {
         .await);
 }
 
-async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: TestGateway) {
+/// `slow` claims `f` for a second and writes `v1`, then pauses past its lease (real Redis TTLs
+/// cannot be paused: the test waits the second out). Its fence.
+async fn slow_writes_and_pauses(gw: &TestGateway) -> i64 {
     let old = ok(gw
         .tool("claim_file", req("slow", "f", json!({"timeout_sec": 1})))
         .await);
-    let old_fence = old["fence"].as_i64().unwrap();
     ok(gw
         .tool("file_write", req("slow", "f", json!({"content": "v1"})))
         .await);
-    // Real Redis TTLs cannot be paused: wait out the one-second lease.
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    old["fence"].as_i64().unwrap()
+}
+
+async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: TestGateway) {
+    let old_fence = slow_writes_and_pauses(&gw).await;
     let new = ok(gw
         .tool("claim_file", req("fast", "f", json!({"timeout_sec": 60})))
         .await);
@@ -284,14 +289,7 @@ async fn forged_fences_are_refused_and_never_lock_holders_out(gw: TestGateway) {
 }
 
 async fn a_pausing_holder_cannot_overwrite_a_newer_holders_work(gw: TestGateway) {
-    let old = ok(gw
-        .tool("claim_file", req("slow", "f", json!({"timeout_sec": 1})))
-        .await);
-    let old_fence = old["fence"].as_i64().unwrap();
-    ok(gw
-        .tool("file_write", req("slow", "f", json!({"content": "v1"})))
-        .await);
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let old_fence = slow_writes_and_pauses(&gw).await;
     ok(gw
         .tool("claim_file", req("fast", "f", json!({"timeout_sec": 1})))
         .await);
