@@ -135,3 +135,11 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 pub async fn json_body(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }
+
+/// A deployed and an embedded gateway, for a test that runs the same steps on both in turn.
+pub async fn both_modes() -> [mcp_testkit::TestGateway; 2] {
+    [
+        mcp_testkit::TestGateway::spawn().await,
+        mcp_testkit::TestGateway::spawn_embedded().await,
+    ]
+}

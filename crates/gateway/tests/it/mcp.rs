@@ -528,10 +528,7 @@ async fn write_until_notified(
 /// everyone on a task the agent is on (issue #17).
 #[tokio::test]
 async fn an_inbox_subscriber_hears_of_its_messages() {
-    for gw in [
-        TestGateway::spawn().await,
-        TestGateway::spawn_embedded().await,
-    ] {
+    for gw in crate::both_modes().await {
         let (client, mut updates) = connect(&gw, Generation::Sessions).await;
         #[allow(deprecated)]
         client
@@ -571,10 +568,7 @@ async fn an_inbox_subscriber_hears_of_its_messages() {
 
 #[tokio::test]
 async fn a_2025_11_25_subscriber_hears_of_a_rest_write() {
-    for gw in [
-        TestGateway::spawn().await,
-        TestGateway::spawn_embedded().await,
-    ] {
+    for gw in crate::both_modes().await {
         subscriber_hears_of_a_rest_write(gw).await;
     }
 }
@@ -594,10 +588,7 @@ async fn subscriber_hears_of_a_rest_write(gw: TestGateway) {
 #[tokio::test]
 async fn a_2026_07_28_listener_hears_of_a_rest_write() {
     // Listening before anything happened in the task (issue #14 item 12), in both modes.
-    for gw in [
-        TestGateway::spawn().await,
-        TestGateway::spawn_embedded().await,
-    ] {
+    for gw in crate::both_modes().await {
         listener_hears_of_a_rest_write(gw).await;
     }
 }
