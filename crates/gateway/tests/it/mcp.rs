@@ -95,6 +95,19 @@ async fn connect_to(url: &str, generation: Generation, fresh_connections: bool) 
     (running, rx)
 }
 
+/// A filter listening to one resource.
+pub(crate) fn watching(uri: &str) -> SubscriptionFilter {
+    SubscriptionFilter::builder()
+        .resource_subscription(uri)
+        .build()
+}
+
+/// Writes `content` to `a.py` in task `t1` over REST (the change listeners hear of).
+pub(crate) async fn write_a_py(gw: &TestGateway, content: &str) {
+    let body = json!({"task_id": "t1", "path": "a.py", "content": content});
+    assert_eq!(gw.tool("file_write", body).await.0, 200);
+}
+
 /// A 2026-07-28 client (stateless, `server/discover`) that handles nothing: for tests that
 /// only call tools, read resources and listen.
 #[derive(Clone)]
@@ -597,24 +610,14 @@ async fn listener_hears_of_a_rest_write(gw: TestGateway) {
     let (client, _) = connect(&gw, Generation::Stateless).await;
     let uri = "workspace://t1/a.py";
     let mut subscription = client
-        .listen(
-            SubscriptionFilter::builder()
-                .resource_subscription(uri)
-                .build(),
-        )
+        .listen(watching(uri))
         .await
         .expect("subscriptions/listen");
     assert_eq!(
         subscription.acknowledged().resource_subscriptions,
         Some(vec![uri.to_owned()])
     );
-    let (status, _) = gw
-        .tool(
-            "file_write",
-            json!({"task_id": "t1", "path": "a.py", "content": "x"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    write_a_py(&gw, "x").await;
     expect_update(&mut subscription, uri).await;
     subscription.cancel().await.expect("unsubscribe");
     client.cancel().await.expect("client stops");
@@ -690,21 +693,11 @@ async fn alternating_instances(generation: Generation) {
         }
         Generation::Stateless => {
             let mut subscription = client
-                .listen(
-                    SubscriptionFilter::builder()
-                        .resource_subscription(uri)
-                        .build(),
-                )
+                .listen(watching(uri))
                 .await
                 .expect("subscriptions/listen");
             for gw in [&a, &b] {
-                let (status, _) = gw
-                    .tool(
-                        "file_write",
-                        json!({"task_id": "t1", "path": "a.py", "content": "x"}),
-                    )
-                    .await;
-                assert_eq!(status, 200);
+                write_a_py(gw, "x").await;
                 let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
                     .await
                     .expect("a notification in time")
@@ -1126,20 +1119,10 @@ async fn a_2026_07_28_client_that_listens_again_hears_the_latest_change() {
     let gw = TestGateway::spawn().await;
     let (client, _) = connect(&gw, Generation::Stateless).await;
     let uri = "workspace://t1/a.py";
-    let filter = || {
-        SubscriptionFilter::builder()
-            .resource_subscription(uri)
-            .build()
-    };
+    let filter = || watching(uri);
     let mut first = client.listen(filter()).await.expect("subscriptions/listen");
     first.cancel().await.expect("stop listening");
-    let (status, _) = gw
-        .tool(
-            "file_write",
-            json!({"task_id": "t1", "path": "a.py", "content": "away"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    write_a_py(&gw, "away").await;
     let mut again = client.listen(filter()).await.expect("listen again");
     for content in ["", "live"] {
         if !content.is_empty() {

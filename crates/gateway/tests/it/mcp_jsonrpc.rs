@@ -4,17 +4,9 @@
 //! `subscriptions/listen` ends that listen, also when the cancellation reaches another
 //! instance than the one holding the stream.
 
-use crate::mcp::connect_stateless;
+use crate::mcp::{connect_stateless, watching, write_a_py};
 use mcp_testkit::TestGateway;
-use rmcp::ClientHandler;
-use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, SubscriptionFilter,
-};
-use rmcp::service::{
-    ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService, SubscriptionEnd,
-};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::service::SubscriptionEnd;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -182,11 +174,7 @@ async fn a_cancelled_listen_ends_on_the_instance_that_holds_it() {
     let b = a.another_instance().await;
     let client = connect_stateless(&a, None).await;
     let uri = "workspace://t1/a.py";
-    let filter = || {
-        SubscriptionFilter::builder()
-            .resource_subscription(uri)
-            .build()
-    };
+    let filter = || watching(uri);
     let mut first = client.listen(filter()).await.expect("subscriptions/listen");
     let mut second = client.listen(filter()).await.expect("subscriptions/listen");
     assert_ne!(first.id(), second.id());
@@ -194,13 +182,7 @@ async fn a_cancelled_listen_ends_on_the_instance_that_holds_it() {
     cancel(&b, first.id()).await;
     ends(&mut first).await;
     // The other listen goes on.
-    let (status, _) = a
-        .tool(
-            "file_write",
-            json!({"task_id": "t1", "path": "a.py", "content": "x"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    write_a_py(&a, "x").await;
     let next = tokio::time::timeout(Duration::from_secs(10), second.next())
         .await
         .expect("the other listen still hears")

@@ -4,17 +4,11 @@
 //! 2025-11-25 `GET /mcp` stream and a 2026-07-28 `subscriptions/listen`) end — all when the
 //! same token starts getting 401 on REST, not later.
 
-use crate::mcp::connect_stateless;
+use crate::mcp::{connect_stateless, watching};
 use futures::{SinkExt, StreamExt};
 use mcp_domain::Role;
 use mcp_gateway::auth::{Authenticator, LEEWAY_SECS};
 use mcp_testkit::TestGateway;
-use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, SubscriptionFilter,
-};
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -216,11 +210,7 @@ async fn a_2026_07_28_listen_ends() {
     let started = Instant::now();
     let client = connect_stateless(&gw, Some(&token)).await;
     let mut listen = client
-        .listen(
-            SubscriptionFilter::builder()
-                .resource_subscription("workspace://t1/a.py")
-                .build(),
-        )
+        .listen(watching("workspace://t1/a.py"))
         .await
         .expect("subscriptions/listen");
     // Nothing is written: whatever comes next is the end of the listen.
