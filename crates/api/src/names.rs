@@ -45,6 +45,33 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// Paths every door refuses (`invalid_path`): traversal, absolute and encoded forms, control
+/// characters, empty ones. The tests of the parser, of the gateway and of both client workspaces share this corpus.
+pub const REFUSED_PATHS: &[&str] = &[
+    "..",
+    "../x",
+    "a/../../b",
+    "a/..",
+    "/etc/passwd",
+    "//x",
+    "a\\b",
+    "..\\x",
+    "a\0b",
+    "a\nb",
+    "a\u{7f}",
+    "%2e%2e/x",
+    "%2E%2E/x",
+    "a/%2e%2e/b",
+    "%252e%252e/x",
+    "a%2fb",
+    "a%5cb",
+    "%2e",
+    "",
+    ".",
+    "./",
+    "///",
+];
+
 /// Normalises `raw`, or says in a sentence why it is refused (the `invalid_path` detail).
 pub fn normalise_path(raw: &str) -> Result<String, &'static str> {
     if raw.len() > 4 * MAX_PATH_BYTES {

@@ -395,9 +395,16 @@ macro_rules! declare_tools {
 
 for_each_tool!(declare_tools);
 
-/// Implements [`ToolRequest`] for request types with `task_id: String` and
-/// `agent_id: Option<String>` fields.
+/// Implements [`ToolRequest`] for request types with `task_id: String` (or, after
+/// `optional_task:`, `task_id: Option<String>`) and `agent_id: Option<String>` fields.
 macro_rules! tool_request {
+    (optional_task: $($t:ty),* $(,)?) => {$(
+        impl ToolRequest for $t {
+            fn task_id(&self) -> Option<&str> { self.task_id.as_deref() }
+            fn agent_id(&self) -> Option<&str> { self.agent_id.as_deref() }
+            fn agent_slot(&mut self) -> &mut Option<String> { &mut self.agent_id }
+        }
+    )*};
     ($($t:ty),* $(,)?) => {$(
         impl ToolRequest for $t {
             fn task_id(&self) -> Option<&str> { Some(&self.task_id) }
@@ -446,17 +453,7 @@ impl ToolRequest for ReadMessagesRequest {
     }
 }
 
-impl ToolRequest for AckMessageRequest {
-    fn task_id(&self) -> Option<&str> {
-        self.task_id.as_deref()
-    }
-    fn agent_id(&self) -> Option<&str> {
-        self.agent_id.as_deref()
-    }
-    fn agent_slot(&mut self) -> &mut Option<String> {
-        &mut self.agent_id
-    }
-}
+tool_request!(optional_task: AckMessageRequest);
 
 impl ToolRequest for FileWriteRequest {
     fn task_id(&self) -> Option<&str> {

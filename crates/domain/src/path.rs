@@ -121,31 +121,7 @@ mod tests {
 
     #[test]
     fn traversal_corpus_is_refused() {
-        let corpus = [
-            "..",
-            "../x",
-            "a/../../b",
-            "a/..",
-            "/etc/passwd",
-            "//x",
-            "a\\b",
-            "..\\x",
-            "a\0b",
-            "a\nb",
-            "a\u{7f}",
-            "%2e%2e/x",
-            "%2E%2E/x",
-            "a/%2e%2e/b",
-            "%252e%252e/x",
-            "a%2fb",
-            "a%5cb",
-            "%2e",
-            "",
-            ".",
-            "./",
-            "///",
-        ];
-        for bad in corpus {
+        for bad in mcp_api::names::REFUSED_PATHS {
             assert!(
                 matches!(FilePath::parse(bad), Err(DomainError::InvalidPath(_))),
                 "{bad:?} was accepted"

@@ -102,9 +102,9 @@ fn compose_has_the_promised_services_and_guarantees() {
     let pg = service(&c, "postgres");
     assert!(health_test(pg).contains("pg_isready"));
     assert!(
-        strings(&pg["volumes"])
-            .iter()
-            .any(|v| v.ends_with(":/var/lib/postgresql/data"))
+        mounts_at(pg, ":/var/lib/postgresql/data"),
+        "{:?}",
+        pg["volumes"]
     );
 
     let redis = service(&c, "redis");
@@ -120,11 +120,7 @@ fn compose_has_the_promised_services_and_guarantees() {
     assert!(["everysec", "always"].contains(&flag("--appendfsync").as_str()));
     assert_eq!(flag("--maxmemory-policy"), "noeviction");
     assert!(health_test(redis).contains("ping"));
-    assert!(
-        strings(&redis["volumes"])
-            .iter()
-            .any(|v| v.ends_with(":/data"))
-    );
+    assert!(mounts_at(redis, ":/data"), "{:?}", redis["volumes"]);
 
     let migrate = service(&c, "migrate");
     assert_eq!(strings(&migrate["command"]), ["mcp-gateway", "migrate"]);
@@ -190,14 +186,7 @@ fn compose_sets_only_variables_the_binaries_read() {
         ("migrate", &gateway),
         ("mcp-sync", &sync),
     ] {
-        let unknown: Vec<String> = env_keys(service(&c, name))
-            .into_iter()
-            .filter(|k| !known.contains(k))
-            .collect();
-        assert!(
-            unknown.is_empty(),
-            "{name} sets variables nothing reads: {unknown:?}"
-        );
+        reads_every_variable(&c, name, known);
     }
 }
 
@@ -522,14 +511,7 @@ fn the_ha_profile_runs_a_primary_a_replica_and_three_sentinels_behind_the_gatewa
     }
     let (gateway, sync_env) = (gateway_env(), sync_env());
     for (name, known) in [("mcp-gateway-ha", &gateway), ("mcp-sync-ha", &sync_env)] {
-        let unknown: Vec<String> = env_keys(service(&c, name))
-            .into_iter()
-            .filter(|k| !known.contains(k))
-            .collect();
-        assert!(
-            unknown.is_empty(),
-            "{name} sets variables nothing reads: {unknown:?}"
-        );
+        reads_every_variable(&c, name, known);
     }
 }
 
@@ -539,6 +521,25 @@ fn yaml_file(path: &str) -> Value {
 }
 
 /// The container path a compose service mounts `host` (relative to the repository) at.
+/// Asserts that service `name` of compose file `c` sets no variable outside `known` (what its
+/// binary reads).
+#[track_caller]
+fn reads_every_variable(c: &Value, name: &str, known: &BTreeSet<String>) {
+    let unknown: Vec<String> = env_keys(service(c, name))
+        .into_iter()
+        .filter(|k| !known.contains(k))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{name} sets variables nothing reads: {unknown:?}"
+    );
+}
+
+/// Whether service `s` mounts a volume at `target` (`:/data`: the container path).
+fn mounts_at(s: &Value, target: &str) -> bool {
+    strings(&s["volumes"]).iter().any(|v| v.ends_with(target))
+}
+
 fn mount_of(s: &Value, host: &str) -> String {
     strings(&s["volumes"])
         .iter()

@@ -5,7 +5,7 @@
 //! in-process hot layer, stream their events live, and keep the files and the persisted steps
 //! across a restart.
 
-use mcp_testkit::TestDir;
+use mcp_testkit::{TestDir, free_port};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -18,14 +18,6 @@ struct Embedded {
     child: Child,
     base: String,
     log: Arc<Mutex<Vec<String>>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Embedded {

@@ -10,7 +10,7 @@
 //! directory; as the `postgres` user when the test runs as root, which `initdb` refuses). The
 //! shared server is not touched. Without the binaries the tests say so and pass.
 
-use mcp_testkit::{TestDb, TestGateway, TestRedis};
+use mcp_testkit::{TestDb, TestGateway, TestRedis, free_port};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -40,14 +40,6 @@ fn bin() -> Option<PathBuf> {
         .and_then(|paths| std::env::split_paths(&paths).find(|d| d.join("initdb").exists()))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -57,21 +49,27 @@ fn is_root() -> bool {
 
 /// Runs one PostgreSQL program (as `postgres` when we are root); panics with its output on
 /// failure.
+/// A command running `path` as the `postgres` user (PostgreSQL refuses to run as root).
+fn as_postgres(path: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
 fn pg(program: &str, args: &[&str]) {
     let path = bin()
         .expect("PostgreSQL binaries")
         .join(program)
         .display()
         .to_string();
-    let out = if is_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--", &path])
-            .args(args)
-            .output()
-    } else {
-        Command::new(&path).args(args).output()
-    }
-    .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = as_postgres(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?}: {}{}",
@@ -224,14 +222,7 @@ impl Drop for PgPair {
             let Some(dir) = bin() else { return };
             let path = dir.join("pg_ctl").display().to_string();
             let args = ["-D", node.path(), "-m", "immediate", "-w", "stop"];
-            let _ = if is_root() {
-                Command::new("runuser")
-                    .args(["-u", "postgres", "--", &path])
-                    .args(args)
-                    .output()
-            } else {
-                Command::new(&path).args(args).output()
-            };
+            let _ = as_postgres(&path).args(args).output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -274,12 +265,27 @@ struct Tally {
     acked_at: Vec<Instant>,
 }
 
-/// `writers` concurrent writers, each writing new files until `stop`.
-fn start_writers(
-    gw: &TestGateway,
-    writers: usize,
+/// Concurrent writers, each writing new files until stopped, and what they were answered.
+struct Writers {
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> (Arc<Mutex<Tally>>, Vec<tokio::task::JoinHandle<()>>) {
+    tally: Arc<Mutex<Tally>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Stops the writers, waits for them and hands over their tally.
+    async fn finish(self) -> Tally {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.handles {
+            w.await.expect("a writer panicked");
+        }
+        std::mem::take(&mut *self.tally.lock().unwrap())
+    }
+}
+
+/// `writers` concurrent writers, each writing new files until stopped.
+fn start_writers(gw: &TestGateway, writers: usize) -> Writers {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let handles = (0..writers)
         .map(|w| {
@@ -320,7 +326,11 @@ fn start_writers(
             })
         })
         .collect();
-    (tally, handles)
+    Writers {
+        stop,
+        tally,
+        handles,
+    }
 }
 
 /// Every acknowledged write, read back from `url` (a single host): none may be missing.
@@ -395,10 +405,9 @@ async fn a_postgres_restart_under_writes_loses_no_acknowledged_write() {
     let Some(pair) = PgPair::start() else { return };
     let (gw, sync) = gateway(pair.url("gw")).await;
     let _sync = sync.drop_guard();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (tally, writers) = start_writers(&gw, 8, stop.clone());
+    let writers = start_writers(&gw, 8);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = tally.lock().unwrap().acked.len();
+    let before = writers.tally.lock().unwrap().acked.len();
     assert!(before > 0, "writes go through before the restart");
     wait_listening(&pair.primary.url("gw")).await;
 
@@ -408,13 +417,9 @@ async fn a_postgres_restart_under_writes_loses_no_acknowledged_write() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     pair.primary.start();
     let up = Instant::now();
-    let back = back_after(&tally, up, Duration::from_secs(15)).await;
+    let back = back_after(&writers.tally, up, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("a writer panicked");
-    }
-    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let tally = writers.finish().await;
     let acked = check_acked(&pair.primary.url("gw"), &tally).await;
     eprintln!(
         "restart: {acked} acknowledged writes, all present; refused {:?}; down for {:?}; \
@@ -432,10 +437,9 @@ async fn a_switchover_to_the_standby_is_followed_without_a_gateway_restart() {
     let Some(pair) = PgPair::start() else { return };
     let (gw, sync) = gateway(pair.url("gw")).await;
     let _sync = sync.drop_guard();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (tally, writers) = start_writers(&gw, 8, stop.clone());
+    let writers = start_writers(&gw, 8);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!tally.lock().unwrap().acked.is_empty());
+    assert!(!writers.tally.lock().unwrap().acked.is_empty());
     wait_listening(&pair.primary.url("gw")).await;
 
     // Switchover: the primary stops cleanly (its last WAL reaches the standby), the standby
@@ -444,13 +448,9 @@ async fn a_switchover_to_the_standby_is_followed_without_a_gateway_restart() {
     pair.primary.stop("fast");
     pg("pg_ctl", &["-D", pair.standby.path(), "-w", "promote"]);
     let promoted = Instant::now();
-    let back = back_after(&tally, promoted, Duration::from_secs(15)).await;
+    let back = back_after(&writers.tally, promoted, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("a writer panicked");
-    }
-    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let tally = writers.finish().await;
     let acked = check_acked(&pair.standby.url("gw"), &tally).await;
     eprintln!(
         "switchover: {acked} acknowledged writes, all on the new primary; refused {:?}; \

@@ -10,12 +10,12 @@
 
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_testkit::ledger::{WriteLedger, call_tool};
-use mcp_testkit::{PrivateRedis, TestDb};
+use mcp_testkit::{PrivateRedis, TestDb, free_port};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Writers per shared path (they contend for its lease) and shared paths.
 const PATHS: usize = 6;
@@ -32,13 +32,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 async fn start_gateway(db: &TestDb, redis: &PrivateRedis, run_sync: bool) -> Gateway {
@@ -61,17 +54,7 @@ async fn start_gateway(db: &TestDb, redis: &PrivateRedis, run_sync: bool) -> Gat
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !reqwest::get(format!("{}/health", gw.base))
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    mcp_testkit::wait_healthy(&gw.base, Duration::from_secs(60)).await;
     gw
 }
 

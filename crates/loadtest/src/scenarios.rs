@@ -128,6 +128,37 @@ async fn setup_files(gw: &Gateway, cfg: &Config, files: usize) -> anyhow::Result
     Ok(())
 }
 
+/// An open-loop schedule: requests go out at a fixed rate whatever the answers take (a slow
+/// gateway meets the load it would meet in production); the `i`-th is due at
+/// `start + i / rate`, until `duration` seconds have passed.
+struct OpenLoop {
+    start: tokio::time::Instant,
+    interval: Duration,
+    end: tokio::time::Instant,
+}
+
+impl OpenLoop {
+    fn new(rate: f64, duration: f64) -> Self {
+        let start = tokio::time::Instant::now();
+        OpenLoop {
+            start,
+            interval: Duration::from_secs_f64(1.0 / rate),
+            end: start + Duration::from_secs_f64(duration),
+        }
+    }
+
+    /// Sleeps until the `i`-th request is due and says when that was; `None` once the run is
+    /// over.
+    async fn due(&self, i: u64) -> Option<tokio::time::Instant> {
+        let due = self.start + self.interval.mul_f64(i as f64);
+        if due >= self.end {
+            return None;
+        }
+        tokio::time::sleep_until(due).await;
+        Some(due)
+    }
+}
+
 /// `agents` agents over `tasks` tasks, each calling `rate` times a second for `duration`,
 /// open loop (latency counted from the intended start, so a stalled gateway shows).
 /// Mix per agent, by its call number: 5/10 `file_read` of its file, 3/10 `log_step`,
@@ -136,19 +167,11 @@ async fn setup_files(gw: &Gateway, cfg: &Config, files: usize) -> anyhow::Result
 pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
     setup_files(gw, cfg, cfg.agents).await?;
     gw.stats.reset();
-    let total_rate = cfg.agents as f64 * cfg.rate;
-    let interval = Duration::from_secs_f64(1.0 / total_rate);
     let sem = Arc::new(Semaphore::new(cfg.connections.max(1)));
-    let start = tokio::time::Instant::now();
-    let end = start + Duration::from_secs_f64(cfg.duration);
+    let schedule = OpenLoop::new(cfg.agents as f64 * cfg.rate, cfg.duration);
     let mut i: u64 = 0;
     let mut jobs = tokio::task::JoinSet::new();
-    loop {
-        let due = start + interval.mul_f64(i as f64);
-        if due >= end {
-            break;
-        }
-        tokio::time::sleep_until(due).await;
+    while let Some(due) = schedule.due(i).await {
         let permit = sem.clone().acquire_owned().await?;
         let a = (i % cfg.agents as u64) as usize;
         let k = i / cfg.agents as u64;
@@ -396,18 +419,10 @@ pub async fn watchers(gw: &Gateway, cfg: &Config) -> anyhow::Result<WatchReport>
     rep.gateway_rss_mb_idle = cfg.gateway_pid.and_then(rss_mb);
     rep.gateway_rss_mb_with_watchers = rep.gateway_rss_mb_idle;
     // Writers: `agents` agents at `rate` each (open loop), until `duration`.
-    let total_rate = (cfg.agents as f64 * cfg.rate).max(0.1);
-    let interval = Duration::from_secs_f64(1.0 / total_rate);
-    let start = tokio::time::Instant::now();
-    let end = start + Duration::from_secs_f64(cfg.duration);
+    let schedule = OpenLoop::new((cfg.agents as f64 * cfg.rate).max(0.1), cfg.duration);
     let mut i = 0u64;
     let mut jobs = tokio::task::JoinSet::new();
-    loop {
-        let due = start + interval.mul_f64(i as f64);
-        if due >= end {
-            break;
-        }
-        tokio::time::sleep_until(due).await;
+    while let Some(due) = schedule.due(i).await {
         let gw = gw.clone();
         let a = (i % cfg.agents as u64) as usize;
         let task = task_id(cfg, a % cfg.tasks);

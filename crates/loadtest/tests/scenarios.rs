@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use mcp_loadtest::audit::{AuditOptions, audit};
 use mcp_loadtest::client::LeaseRecord;
-use mcp_loadtest::{Config, Gateway, Report, run};
+use mcp_loadtest::{Config, Gateway, Ledger, Report, run};
 use mcp_testkit::TestGateway;
 use tokio_util_cancel::Cancel;
 
@@ -40,7 +40,9 @@ fn with_loops(gw: TestGateway) -> (TestGateway, Cancel) {
     (gw, Cancel(loops))
 }
 
-async fn run_ok(gw: &TestGateway, args: &[&str]) -> (Report, mcp_loadtest::Ledger) {
+/// A quiet, audited run with `flags` (a command line, split at spaces) and `more` flags (values
+/// that are not literals); it must pass its audit without errors.
+async fn run_ok(gw: &TestGateway, flags: &str, more: &[&str]) -> (Report, Ledger) {
     let mut argv = vec![
         "mcp-loadtest",
         "--quiet",
@@ -49,7 +51,8 @@ async fn run_ok(gw: &TestGateway, args: &[&str]) -> (Report, mcp_loadtest::Ledge
         "--audit-wait",
         "15",
     ];
-    argv.extend_from_slice(args);
+    argv.extend(flags.split(' '));
+    argv.extend_from_slice(more);
     let cfg = Config::try_parse_from(argv).expect("flags");
     let (report, ledger) = run(cfg).await.expect("run");
     let text = mcp_loadtest::render(&report);
@@ -72,18 +75,8 @@ async fn waves_audit_clean_counting_steps_in_postgres() {
     let db = gw.db.url.clone();
     let (report, ledger) = run_ok(
         &gw,
-        &[
-            "--scenario",
-            "waves",
-            "--waves",
-            "2",
-            "--tasks",
-            "2",
-            "--steps",
-            "3",
-            "--database-url",
-            &db,
-        ],
+        "--scenario waves --waves 2 --tasks 2 --steps 3",
+        &["--database-url", &db],
     )
     .await;
     let audit = report.audit.unwrap();
@@ -115,20 +108,8 @@ async fn waves_with_a_bearer_token() {
     let db = gw.db.url.clone();
     let (report, _) = run_ok(
         &gw,
-        &[
-            "--scenario",
-            "waves",
-            "--waves",
-            "1",
-            "--tasks",
-            "2",
-            "--steps",
-            "2",
-            "--token",
-            &token,
-            "--database-url",
-            &db,
-        ],
+        "--scenario waves --waves 1 --tasks 2 --steps 2",
+        &["--token", &token, "--database-url", &db],
     )
     .await;
     assert_eq!(report.audit.unwrap().steps_checked, 8);
@@ -137,25 +118,7 @@ async fn waves_with_a_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_audit_clean_reading_steps_through_the_gateway() {
     let (gw, _loops) = gateway().await;
-    let (report, ledger) = run_ok(
-        &gw,
-        &[
-            "--scenario",
-            "steady",
-            "--agents",
-            "20",
-            "--tasks",
-            "3",
-            "--rate",
-            "5",
-            "--duration",
-            "2",
-            "--connections",
-            "8",
-            "--payload",
-            "512",
-        ],
-    )
+    let (report, ledger) = run_ok(&gw, "--scenario steady --agents 20 --tasks 3 --rate 5 --duration 2 --connections 8 --payload 512", &[])
     .await;
     assert_eq!(report.audit.as_ref().unwrap().steps_via, "gateway");
     assert!(!ledger.steps.is_empty());
@@ -181,27 +144,7 @@ async fn steady_over_a_redis_cluster_audits_clean() {
         .await,
     );
     let db = gw.db.url.clone();
-    let (report, ledger) = run_ok(
-        &gw,
-        &[
-            "--scenario",
-            "steady",
-            "--agents",
-            "20",
-            "--tasks",
-            "6",
-            "--rate",
-            "5",
-            "--duration",
-            "2",
-            "--connections",
-            "8",
-            "--payload",
-            "512",
-            "--database-url",
-            &db,
-        ],
-    )
+    let (report, ledger) = run_ok(&gw, "--scenario steady --agents 20 --tasks 6 --rate 5 --duration 2 --connections 8 --payload 512", &["--database-url", &db])
     .await;
     assert_eq!(report.audit.as_ref().unwrap().steps_via, "postgres");
     assert!(!ledger.steps.is_empty());
@@ -216,18 +159,8 @@ async fn contention_counts_conflicts_apart_and_fences_check_out() {
     let (gw, _loops) = gateway().await;
     let (report, ledger) = run_ok(
         &gw,
-        &[
-            "--scenario",
-            "contention",
-            "--agents",
-            "8",
-            "--files",
-            "2",
-            "--duration",
-            "1.5",
-            "--payload",
-            "256",
-        ],
+        "--scenario contention --agents 8 --files 2 --duration 1.5 --payload 256",
+        &[],
     )
     .await;
     assert!(ledger.leases.len() > 1);
@@ -238,32 +171,8 @@ async fn contention_counts_conflicts_apart_and_fences_check_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_receive_every_step_once() {
     let (gw, _loops) = gateway().await;
-    let (report, _) = run_ok(
-        &gw,
-        &[
-            "--scenario",
-            "watchers",
-            "--watchers",
-            "20",
-            // 6 of them over WebSockets (`GET /ws`), the rest over SSE.
-            "--ws-watchers",
-            "6",
-            "--idle",
-            "0.2",
-            "--connections",
-            "4",
-            "--tasks",
-            "2",
-            "--agents",
-            "4",
-            "--rate",
-            "10",
-            "--duration",
-            "1",
-            "--step-bytes",
-            "100",
-        ],
-    )
+    // 6 of the 20 watchers over WebSockets (`GET /ws`), the rest over SSE.
+    let (report, _) = run_ok(&gw, "--scenario watchers --watchers 20 --ws-watchers 6 --idle 0.2 --connections 4 --tasks 2 --agents 4 --rate 10 --duration 1 --step-bytes 100", &[])
     .await;
     let w = report.watchers.unwrap();
     assert_eq!(w.connected, 20);
@@ -283,18 +192,8 @@ async fn tool_scenario_runs_each_op() {
     ] {
         let (report, _) = run_ok(
             &gw,
-            &[
-                "--scenario",
-                "tool",
-                "--op",
-                op,
-                "--connections",
-                "4",
-                "--tasks",
-                "2",
-                "--duration",
-                "0.5",
-            ],
+            "--scenario tool --connections 4 --tasks 2 --duration 0.5",
+            &["--op", op],
         )
         .await;
         assert!(report.tools[tool].count > 0, "{op}");
@@ -309,18 +208,8 @@ async fn corrupted_audit_inputs_fail_the_audit() {
     let db = gw.db.url.clone();
     let (_, ledger) = run_ok(
         &gw,
-        &[
-            "--scenario",
-            "waves",
-            "--waves",
-            "1",
-            "--tasks",
-            "2",
-            "--steps",
-            "2",
-            "--database-url",
-            &db,
-        ],
+        "--scenario waves --waves 1 --tasks 2 --steps 2",
+        &["--database-url", &db],
     )
     .await;
     let client = Gateway::new(&gw.base, None, 4).unwrap();
@@ -333,31 +222,24 @@ async fn corrupted_audit_inputs_fail_the_audit() {
         "the honest ledger passes"
     );
 
+    // The audit must refuse `bad`, with a failure for which `says` holds.
+    let refuses = async |bad: &Ledger, says: &dyn Fn(&String) -> bool| {
+        let r = audit(&client, bad, &opts).await;
+        assert!(!r.ok);
+        assert!(r.failures.iter().any(says), "{:?}", r.failures);
+    };
+
     // A fabricated acknowledged version, higher than the stored one.
     let mut bad = ledger.clone();
     bad.writes[0].version += 5;
-    let r = audit(&client, &bad, &opts).await;
-    assert!(!r.ok);
-    assert!(
-        r.failures.iter().any(|f| f.contains("readable version")),
-        "{:?}",
-        r.failures
-    );
+    refuses(&bad, &|f| f.contains("readable version")).await;
 
     // A step id nobody logged.
     let mut bad = ledger.clone();
     let (task, ids) = bad.steps.iter_mut().next().unwrap();
     ids.push("1-0".into());
     let task = task.clone();
-    let r = audit(&client, &bad, &opts).await;
-    assert!(!r.ok);
-    assert!(
-        r.failures
-            .iter()
-            .any(|f| f.starts_with(&task) && f.contains("1-0")),
-        "{:?}",
-        r.failures
-    );
+    refuses(&bad, &|f| f.starts_with(&task) && f.contains("1-0")).await;
 
     // A second holder granted before the first one released.
     let mut bad = ledger.clone();
@@ -370,13 +252,7 @@ async fn corrupted_audit_inputs_fail_the_audit() {
         release_sent_us: None,
         ..first
     });
-    let r = audit(&client, &bad, &opts).await;
-    assert!(!r.ok);
-    assert!(
-        r.failures.iter().any(|f| f.contains("was granted fence")),
-        "{:?}",
-        r.failures
-    );
+    refuses(&bad, &|f| f.contains("was granted fence")).await;
 
     // A later version acknowledged with a lower fence.
     let mut bad = ledger.clone();
@@ -389,11 +265,5 @@ async fn corrupted_audit_inputs_fail_the_audit() {
     w.version += 1;
     w.fence = Some(w.fence.unwrap() - 1);
     bad.writes.push(w);
-    let r = audit(&client, &bad, &opts).await;
-    assert!(!r.ok);
-    assert!(
-        r.failures.iter().any(|f| f.contains("stale fence")),
-        "{:?}",
-        r.failures
-    );
+    refuses(&bad, &|f| f.contains("stale fence")).await;
 }

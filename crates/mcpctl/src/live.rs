@@ -8,6 +8,7 @@
 use crate::cli::LogsCommand;
 use crate::{Activity, EXIT_OK, Out, no_such_task, stream_observer, task_exists};
 use mcp_agent_client::{ClientError, Event, GatewayClient, LogsQuery, SubscribeOptions};
+use mcp_api::responses::TaskLogs;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::io::Write;
@@ -59,6 +60,19 @@ async fn note_if_unknown(c: &GatewayClient, task: &str, out: Out) -> Result<(), 
     Ok(())
 }
 
+/// A task's newest `limit` steps.
+async fn newest_steps(
+    c: &GatewayClient,
+    task: &str,
+    limit: usize,
+) -> Result<TaskLogs, ClientError> {
+    let query = LogsQuery {
+        before: None,
+        limit: Some(limit),
+    };
+    c.task_logs(task, &query).await
+}
+
 pub async fn logs(
     c: &GatewayClient,
     cmd: LogsCommand,
@@ -67,15 +81,7 @@ pub async fn logs(
 ) -> Result<u8, ClientError> {
     match cmd {
         LogsCommand::Tail { task, limit } => {
-            let logs = c
-                .task_logs(
-                    &task,
-                    &LogsQuery {
-                        before: None,
-                        limit: Some(limit),
-                    },
-                )
-                .await?;
+            let logs = newest_steps(c, &task, limit).await?;
             if logs.steps.is_empty() && !task_exists(c, &task).await? {
                 return Err(no_such_task(&task));
             }
@@ -102,15 +108,7 @@ pub async fn logs(
                 },
             );
             sub.connect_now().await?;
-            let logs = c
-                .task_logs(
-                    &task,
-                    &LogsQuery {
-                        before: None,
-                        limit: Some(limit),
-                    },
-                )
-                .await?;
+            let logs = newest_steps(c, &task, limit).await?;
             let mut seen = HashSet::new();
             for s in &logs.steps {
                 seen.insert(s.id.clone());

@@ -1,7 +1,7 @@
 //! End-to-end tests of the real `mcpctl` binary against a running gateway (real Postgres and
 //! Redis): each command's exit code, its text output and its `--json` output.
 
-use mcp_agent_client::{ClientConfig, GatewayClient};
+use mcp_agent_client::{ClientConfig, GatewayClient, GatewayWorkspace};
 use mcp_testkit::TestGateway;
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -20,6 +20,20 @@ impl Run {
     fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim())
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// One JSON value a line (a `--json` stream).
+    #[track_caller]
+    fn json_lines(&self) -> Vec<Value> {
+        let lines = self.stdout.lines();
+        lines.map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// The run, once it failed with exit `code` and (with `--json`) error `error_code`.
+    #[track_caller]
+    fn failed(self, code: i32, error_code: &str) -> Run {
+        assert_failed(&self, code, error_code);
+        self
     }
 
     #[track_caller]
@@ -64,11 +78,74 @@ async fn run_at(base: &str, agent: &str, args: &[&str], stdin: Option<&str>) -> 
 }
 
 async fn run(gw: &TestGateway, args: &[&str]) -> Run {
-    run_as(gw, "cli", args, None).await
+    As(gw, "cli").run(args).await
+}
+
+/// The `--json` answer of a run that succeeds.
+async fn ok_json(gw: &TestGateway, args: &[&str]) -> Value {
+    As(gw, "cli").json(args).await
+}
+
+/// The `--json` answer of a list command once its `total` reaches `min` (the lists follow
+/// the writes; polled for up to five seconds).
+async fn poll_total(gw: &TestGateway, args: &[&str], min: i64) -> Value {
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = ok_json(gw, args).await;
+        if listed["total"].as_i64() >= Some(min) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    listed
+}
+
+/// A fresh directory name under the system's temporary directory, and its display form.
+fn scratch_dir(label: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.display().to_string();
+    (dir, d)
+}
+
+/// A user of the CLI acting as one agent, with nothing on stdin.
+struct As<'a>(&'a TestGateway, &'a str);
+
+impl As<'_> {
+    async fn run(&self, args: &[&str]) -> Run {
+        run_as(self.0, self.1, args, None).await
+    }
+
+    /// The `--json` answer of a run that succeeds.
+    async fn json(&self, args: &[&str]) -> Value {
+        self.run(args).await.ok().json()
+    }
 }
 
 fn client(gw: &TestGateway, agent: &str) -> GatewayClient {
     GatewayClient::new(ClientConfig::new(gw.base.clone()).with_agent(agent)).unwrap()
+}
+
+/// Task `t1`'s workspace as `coder`, with `files` (path, content) written in order.
+async fn coder_workspace(gw: &TestGateway, files: &[(&str, &str)]) -> GatewayWorkspace {
+    use mcp_agent_client::Workspace;
+    let ws = client(gw, "coder").workspace("t1");
+    for (path, content) in files {
+        ws.write(path, content).await.unwrap();
+    }
+    ws
+}
+
+/// The string field `key` of every object in the JSON array `list`.
+#[track_caller]
+fn column<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = list.as_array().unwrap().iter();
+    items.map(|item| item[key].as_str().unwrap()).collect()
+}
+
+/// A checked-out file's content.
+#[track_caller]
+fn read(dir: &std::path::Path, path: &str) -> String {
+    std::fs::read_to_string(dir.join(path)).unwrap()
 }
 
 #[track_caller]
@@ -90,7 +167,7 @@ async fn health_text_and_json() {
         r.stdout.contains("redis connected, postgres connected"),
         "{r:?}"
     );
-    let j = run(&gw, &["health", "--json"]).await.ok().json();
+    let j = ok_json(&gw, &["health", "--json"]).await;
     assert_eq!(
         (j["redis"].as_str(), j["postgres"].as_str()),
         (Some("connected"), Some("connected"))
@@ -101,11 +178,7 @@ async fn health_text_and_json() {
 async fn usage_errors_and_an_unreachable_gateway() {
     let r = run_at("http://127.0.0.1:9", "cli", &["file", "read"], None).await;
     assert_eq!(r.code, 2, "{r:?}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mcp_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let r = run_at(&base, "cli", &["--json", "file", "read", "t1", "a"], None).await;
     assert_failed(&r, 6, "unavailable");
@@ -120,15 +193,13 @@ async fn usage_errors_and_an_unreachable_gateway() {
 #[tokio::test]
 async fn task_create_and_show() {
     let gw = TestGateway::spawn().await;
-    let j = run(
+    let j = ok_json(
         &gw,
         &[
             "task", "create", "--id", "t1", "--title", "Fix it", "--json",
         ],
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(
         (j["id"].as_str(), j["status"].as_str()),
         (Some("t1"), Some("pending"))
@@ -140,17 +211,12 @@ async fn task_create_and_show() {
     assert!(r.stdout.contains("title:       Fix it"), "{r:?}");
     assert!(r.stdout.contains("status:      pending"), "{r:?}");
     assert_eq!(
-        run(&gw, &["task", "show", "t1", "--json"])
-            .await
-            .ok()
-            .json()["title"],
+        ok_json(&gw, &["task", "show", "t1", "--json"]).await["title"],
         "Fix it"
     );
-    assert_failed(
-        &run(&gw, &["--json", "task", "show", "nope"]).await,
-        3,
-        "task_not_found",
-    );
+    run(&gw, &["--json", "task", "show", "nope"])
+        .await
+        .failed(3, "task_not_found");
 }
 
 #[tokio::test]
@@ -169,10 +235,7 @@ async fn file_commands() {
 
     let r = run(&gw, &["file", "read", "t1", "src/f.py"]).await.ok();
     assert_eq!(r.stdout, content, "read prints the content exactly");
-    let j = run(&gw, &["file", "read", "t1", "src/f.py", "--json"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["file", "read", "t1", "src/f.py", "--json"]).await;
     assert_eq!(
         (j["content"].as_str(), j["version"].as_i64()),
         (Some(content), Some(1))
@@ -218,63 +281,49 @@ async fn file_commands() {
     assert_eq!(lines.len(), 3, "{r:?}");
     assert!(lines[0].contains("PATH"));
     assert!(r.stdout.contains("src/f.py") && r.stdout.contains("README.md"));
-    let j = run(&gw, &["file", "ls", "t1", "src", "--json"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["file", "ls", "t1", "src", "--json"]).await;
     assert_eq!(j["files"].as_array().unwrap().len(), 1);
     assert_eq!(j["files"][0]["updated_by"], "cli");
 
-    assert_failed(
-        &run(
-            &gw,
-            &[
-                "--json",
-                "file",
-                "write",
-                "t1",
-                "src/f.py",
-                "--content",
-                "x",
-                "--expected-version",
-                "1",
-            ],
-        )
-        .await,
-        4,
-        "version_conflict",
-    );
-    assert_failed(
-        &run(
-            &gw,
-            &[
-                "--json",
-                "file",
-                "write",
-                "t1",
-                "../escape",
-                "--content",
-                "x",
-            ],
-        )
-        .await,
-        5,
-        "invalid_path",
-    );
+    run(
+        &gw,
+        &[
+            "--json",
+            "file",
+            "write",
+            "t1",
+            "src/f.py",
+            "--content",
+            "x",
+            "--expected-version",
+            "1",
+        ],
+    )
+    .await
+    .failed(4, "version_conflict");
+    run(
+        &gw,
+        &[
+            "--json",
+            "file",
+            "write",
+            "t1",
+            "../escape",
+            "--content",
+            "x",
+        ],
+    )
+    .await
+    .failed(5, "invalid_path");
 
-    let j = run(&gw, &["file", "rm", "t1", "README.md", "--json"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["file", "rm", "t1", "README.md", "--json"]).await;
     assert_eq!(j["deleted"], true);
     let r = run(&gw, &["file", "read", "t1", "README.md"]).await;
     assert_failed(&r, 3, "file_not_found");
     assert!(r.stderr.contains("file_not_found"), "{r:?}");
-    assert_failed(
-        &run(&gw, &["--json", "file", "rm", "t1", "README.md"]).await,
-        3,
-        "file_not_found",
-    );
+    run(&gw, &["--json", "file", "rm", "t1", "README.md"])
+        .await
+        .failed(3, "file_not_found");
 }
 
 /// Issue #17: `lock claim --recursive` leases a directory; `--wait` waits in the path's queue
@@ -282,109 +331,70 @@ async fn file_commands() {
 #[tokio::test]
 async fn lock_claim_waits_and_leases_directories() {
     let gw = TestGateway::spawn().await;
-    let j = run_as(
-        &gw,
-        "agent-a",
-        &["--json", "lock", "claim", "t1", "src", "--recursive"],
-        None,
-    )
-    .await
-    .ok()
-    .json();
+    let (agent_a, agent_b) = (As(&gw, "agent-a"), As(&gw, "agent-b"));
+    let j = agent_a
+        .json(&["--json", "lock", "claim", "t1", "src", "--recursive"])
+        .await;
     assert_eq!(
         (j["path"].as_str(), j["recursive"].as_bool()),
         (Some("src/"), Some(true))
     );
-    let r = run_as(
-        &gw,
-        "agent-b",
-        &["--json", "lock", "claim", "t1", "src/a.py"],
-        None,
-    )
-    .await;
+    let r = agent_b
+        .run(&["--json", "lock", "claim", "t1", "src/a.py"])
+        .await;
     assert_failed(&r, 4, "locked");
     assert_eq!(r.json()["error"]["lease_path"], "src/");
-    let waiting = run_as(
-        &gw,
-        "agent-b",
-        &["lock", "claim", "t1", "src/a.py", "--wait", "20"],
-        None,
-    );
+    let waiting = agent_b.run(&["lock", "claim", "t1", "src/a.py", "--wait", "20"]);
     let release = async {
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        run_as(
-            &gw,
-            "agent-a",
-            &["lock", "release", "t1", "src", "--recursive"],
-            None,
-        )
-        .await
-        .ok();
+        agent_a
+            .run(&["lock", "release", "t1", "src", "--recursive"])
+            .await
+            .ok();
     };
     let (r, ()) = tokio::join!(waiting, release);
     let r = r.ok();
     assert!(r.stdout.contains("locked src/a.py for agent-b"), "{r:?}");
     assert!(r.stdout.contains("after waiting"), "{r:?}");
-    let list = run_as(&gw, "agent-a", &["lock", "list", "t1"], None)
-        .await
-        .ok();
+    let list = agent_a.run(&["lock", "list", "t1"]).await.ok();
     assert!(list.stdout.contains("src/a.py"), "{list:?}");
 }
 
 #[tokio::test]
 async fn lock_commands() {
     let gw = TestGateway::spawn().await;
-    let j = run_as(
-        &gw,
-        "agent-a",
-        &["--json", "lock", "claim", "t1", "a.py", "--ttl", "30"],
-        None,
-    )
-    .await
-    .ok()
-    .json();
+    let (agent_a, agent_b) = (As(&gw, "agent-a"), As(&gw, "agent-b"));
+    let j = agent_a
+        .json(&["--json", "lock", "claim", "t1", "a.py", "--ttl", "30"])
+        .await;
     assert_eq!(
         (j["owner"].as_str(), j["timeout_sec"].as_i64()),
         (Some("agent-a"), Some(30))
     );
     let fence = j["fence"].as_i64().unwrap();
 
-    let r = run_as(
-        &gw,
-        "agent-b",
-        &["--json", "lock", "claim", "t1", "a.py"],
-        None,
-    )
-    .await;
+    let r = agent_b
+        .run(&["--json", "lock", "claim", "t1", "a.py"])
+        .await;
     assert_failed(&r, 4, "locked");
     assert_eq!(r.json()["error"]["holder"], "agent-a");
-    let r = run_as(
-        &gw,
-        "agent-b",
-        &["file", "write", "t1", "a.py", "--content", "x"],
-        None,
-    )
-    .await;
+    let r = agent_b
+        .run(&["file", "write", "t1", "a.py", "--content", "x"])
+        .await;
     assert_failed(&r, 4, "locked");
 
-    let r = run_as(
-        &gw,
-        "agent-a",
-        &["lock", "renew", "t1", "a.py", "--ttl", "40"],
-        None,
-    )
-    .await
-    .ok();
+    let r = agent_a
+        .run(&["lock", "renew", "t1", "a.py", "--ttl", "40"])
+        .await
+        .ok();
     assert!(
         r.stdout
             .contains(&format!("locked a.py for agent-a: 40 s, fence {fence}")),
         "{r:?}"
     );
     let fence_arg = fence.to_string();
-    run_as(
-        &gw,
-        "agent-a",
-        &[
+    agent_a
+        .run(&[
             "file",
             "write",
             "t1",
@@ -393,38 +403,24 @@ async fn lock_commands() {
             "mine",
             "--fence",
             &fence_arg,
-        ],
-        None,
-    )
-    .await
-    .ok();
+        ])
+        .await
+        .ok();
 
     assert_failed(
-        &run_as(
-            &gw,
-            "agent-b",
-            &["--json", "lock", "release", "t1", "a.py"],
-            None,
-        )
-        .await,
+        &agent_b
+            .run(&["--json", "lock", "release", "t1", "a.py"])
+            .await,
         4,
         "lock_not_held",
     );
-    let r = run_as(&gw, "agent-a", &["lock", "release", "t1", "a.py"], None)
-        .await
-        .ok();
+    let r = agent_a.run(&["lock", "release", "t1", "a.py"]).await.ok();
     assert_eq!(r.stdout.trim(), "released a.py");
-    run_as(&gw, "agent-b", &["lock", "claim", "t1", "a.py"], None)
-        .await
-        .ok();
+    agent_b.run(&["lock", "claim", "t1", "a.py"]).await.ok();
     assert_failed(
-        &run_as(
-            &gw,
-            "agent-b",
-            &["--json", "lock", "claim", "t1", "a.py", "--ttl", "0"],
-            None,
-        )
-        .await,
+        &agent_b
+            .run(&["--json", "lock", "claim", "t1", "a.py", "--ttl", "0"])
+            .await,
         5,
         "invalid_argument",
     );
@@ -463,22 +459,15 @@ async fn a_renewal_keeps_the_leases_length() {
 #[tokio::test]
 async fn file_history_show_and_diff() {
     let gw = TestGateway::spawn().await;
-    run_as(
-        &gw,
-        "coder",
-        &["file", "write", "t1", "a.py", "--content", "x = 1\ny = 2\n"],
-        None,
-    )
-    .await
-    .ok();
-    run_as(
-        &gw,
-        "qa",
-        &[
-            "file", "edit", "t1", "a.py", "--old", "y = 2", "--new", "y = 3",
-        ],
-        None,
-    )
+    let coder = As(&gw, "coder");
+    let qa = As(&gw, "qa");
+    coder
+        .run(&["file", "write", "t1", "a.py", "--content", "x = 1\ny = 2\n"])
+        .await
+        .ok();
+    qa.run(&[
+        "file", "edit", "t1", "a.py", "--old", "y = 2", "--new", "y = 3",
+    ])
     .await
     .ok();
 
@@ -497,10 +486,7 @@ async fn file_history_show_and_diff() {
     };
     assert_eq!(cols(lines[1]), ["2", "edit", "qa"], "{r:?}");
     assert_eq!(cols(lines[2]), ["1", "write", "coder"], "{r:?}");
-    let j = run(&gw, &["--json", "file", "history", "t1", "a.py", "-n", "1"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["--json", "file", "history", "t1", "a.py", "-n", "1"]).await;
     assert_eq!(
         (
             j["revisions"][0]["version"].as_i64(),
@@ -513,13 +499,11 @@ async fn file_history_show_and_diff() {
         .await
         .ok();
     assert_eq!(r.stdout, "x = 1\ny = 2\n");
-    let j = run(
+    let j = ok_json(
         &gw,
         &["--json", "file", "show", "t1", "a.py", "--version", "2"],
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(
         (j["content"].as_str(), j["agent_id"].as_str()),
         (Some("x = 1\ny = 3\n"), Some("qa"))
@@ -530,10 +514,7 @@ async fn file_history_show_and_diff() {
         .ok();
     assert!(r.stdout.starts_with("--- a/a.py\n+++ b/a.py\n"), "{r:?}");
     assert!(r.stdout.contains("-y = 2\n+y = 3\n"), "{r:?}");
-    let j = run(&gw, &["--json", "file", "diff", "t1", "a.py", "2", "1"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["--json", "file", "diff", "t1", "a.py", "2", "1"]).await;
     assert!(
         j["diff"].as_str().unwrap().contains("-y = 3\n+y = 2\n"),
         "{j}"
@@ -548,34 +529,25 @@ async fn file_history_show_and_diff() {
         3,
         "revision_not_found",
     );
-    assert_failed(
-        &run(&gw, &["--json", "file", "history", "t1", "nope.py"]).await,
-        3,
-        "file_not_found",
-    );
-    assert_failed(
-        &run(&gw, &["--json", "file", "history", "t1", "a.py", "-n", "0"]).await,
-        5,
-        "invalid_argument",
-    );
+    run(&gw, &["--json", "file", "history", "t1", "nope.py"])
+        .await
+        .failed(3, "file_not_found");
+    run(&gw, &["--json", "file", "history", "t1", "a.py", "-n", "0"])
+        .await
+        .failed(5, "invalid_argument");
 }
 
 #[tokio::test]
 async fn lock_list() {
     let gw = TestGateway::spawn().await;
+    let (agent_a, agent_b) = (As(&gw, "agent-a"), As(&gw, "agent-b"));
     let r = run(&gw, &["lock", "list", "t1"]).await.ok();
     assert_eq!(r.stdout.lines().count(), 1, "only the header: {r:?}");
-    run_as(
-        &gw,
-        "agent-a",
-        &["lock", "claim", "t1", "src/a.py", "--ttl", "30"],
-        None,
-    )
-    .await
-    .ok();
-    run_as(&gw, "agent-b", &["lock", "claim", "t1", "b.py"], None)
+    agent_a
+        .run(&["lock", "claim", "t1", "src/a.py", "--ttl", "30"])
         .await
         .ok();
+    agent_b.run(&["lock", "claim", "t1", "b.py"]).await.ok();
     let r = run(&gw, &["lock", "list", "t1"]).await.ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{r:?}");
@@ -591,21 +563,16 @@ async fn lock_list() {
         lines[2].starts_with("agent-a") && lines[2].ends_with("src/a.py"),
         "{r:?}"
     );
-    let j = run(&gw, &["--json", "lock", "list", "t1"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["--json", "lock", "list", "t1"]).await;
     let leases = j["leases"].as_array().unwrap();
     assert_eq!(
         (leases[1]["path"].as_str(), leases[1]["holder"].as_str()),
         (Some("src/a.py"), Some("agent-a"))
     );
     assert!(leases[1]["ttl_ms_left"].as_i64().unwrap() <= 30_000);
-    assert_failed(
-        &run(&gw, &["--json", "lock", "list", "bad id"]).await,
-        5,
-        "invalid_argument",
-    );
+    run(&gw, &["--json", "lock", "list", "bad id"])
+        .await
+        .failed(5, "invalid_argument");
 }
 
 #[tokio::test]
@@ -617,10 +584,7 @@ async fn logs_tail() {
             .await
             .unwrap();
     }
-    let j = run(&gw, &["logs", "tail", "t1", "-n", "2", "--json"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["logs", "tail", "t1", "-n", "2", "--json"]).await;
     let steps = j["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[1]["step"]["observation"], "pass 2");
@@ -646,22 +610,15 @@ async fn checkout_copies_the_files() {
     ws.write("gone.txt", "x").await.unwrap();
     ws.delete("gone.txt").await.unwrap();
 
-    let dir = std::env::temp_dir().join(format!("mcpctl-co-{}", uuid::Uuid::new_v4().simple()));
-    let d = dir.display().to_string();
+    let (dir, d) = scratch_dir("mcpctl-co");
     let r = run(&gw, &["checkout", "t1", &d]).await.ok();
     assert!(r.stdout.contains("checked out 3 file(s) of t1"), "{r:?}");
     assert!(
         r.stderr.contains("checkout: [3/3]"),
         "progress on stderr: {r:?}"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("src/main.rs")).unwrap(),
-        "fn main() {}\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("src/lib/mod.rs")).unwrap(),
-        "pub mod x;\n"
-    );
+    assert_eq!(read(&dir, "src/main.rs"), "fn main() {}\n");
+    assert_eq!(read(&dir, "src/lib/mod.rs"), "pub mod x;\n");
     assert!(!dir.join("gone.txt").exists());
 
     let sub = dir.join("only-src");
@@ -738,11 +695,7 @@ async fn watch_prints_live_events() {
     ws.write("a.py", "1").await.unwrap();
     ws.edit("a.py", "1", "2", false).await.unwrap();
     let r = finish(child).await.ok();
-    let events: Vec<Value> = r
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = r.json_lines();
     assert_eq!(events.len(), 2, "{r:?}");
     assert_eq!(
         (events[0]["type"].as_str(), events[1]["type"].as_str()),
@@ -788,11 +741,7 @@ async fn logs_follow_prints_past_then_new_steps_once() {
     log.log("after", json!({}), "new 1").await.unwrap();
     log.log("after", json!({}), "new 2").await.unwrap();
     let r = finish(child).await.ok();
-    let steps: Vec<Value> = r
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = r.json_lines();
     let observations: Vec<_> = steps
         .iter()
         .map(|s| s["step"]["observation"].as_str().unwrap())
@@ -804,22 +753,16 @@ async fn logs_follow_prints_past_then_new_steps_once() {
 #[tokio::test]
 async fn checkout_follow_keeps_the_directory_in_sync() {
     let gw = TestGateway::spawn().await;
-    let ws = client(&gw, "coder").workspace("t1");
+    let ws = coder_workspace(&gw, &[("keep.txt", "v1"), ("drop.txt", "bye")]).await;
     use mcp_agent_client::Workspace;
-    ws.write("keep.txt", "v1").await.unwrap();
-    ws.write("drop.txt", "bye").await.unwrap();
-    let dir = std::env::temp_dir().join(format!("mcpctl-fo-{}", uuid::Uuid::new_v4().simple()));
-    let d = dir.display().to_string();
+    let (dir, d) = scratch_dir("mcpctl-fo");
     let child = start_streaming(
         &gw,
         &["checkout", "t1", &d, "--follow", "--count", "3"],
         "following t1",
     )
     .await;
-    assert_eq!(
-        std::fs::read_to_string(dir.join("drop.txt")).unwrap(),
-        "bye"
-    );
+    assert_eq!(read(&dir, "drop.txt"), "bye");
 
     ws.write("src/new.rs", "fn new() {}").await.unwrap();
     ws.edit("keep.txt", "v1", "v2", false).await.unwrap();
@@ -827,11 +770,8 @@ async fn checkout_follow_keeps_the_directory_in_sync() {
     let r = finish(child).await.ok();
     assert!(r.stdout.contains("updated src/new.rs (version 1)"), "{r:?}");
     assert!(r.stdout.contains("removed drop.txt"), "{r:?}");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("src/new.rs")).unwrap(),
-        "fn new() {}"
-    );
-    assert_eq!(std::fs::read_to_string(dir.join("keep.txt")).unwrap(), "v2");
+    assert_eq!(read(&dir, "src/new.rs"), "fn new() {}");
+    assert_eq!(read(&dir, "keep.txt"), "v2");
     assert!(!dir.join("drop.txt").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -868,22 +808,14 @@ async fn the_token_is_sent_and_refusals_exit_7() {
     )
     .await;
     assert_failed(&r, 7, "forbidden");
-    let r = run_as(
-        &gw,
-        "",
-        &["--json", "--token", &token, "file", "read", "t2", "a"],
-        None,
-    )
-    .await;
+    let r = As(&gw, "")
+        .run(&["--json", "--token", &token, "file", "read", "t2", "a"])
+        .await;
     assert_failed(&r, 7, "forbidden");
-    let r = run_as(
-        &gw,
-        "",
-        &["--token", &token, "file", "read", "t1", "a"],
-        None,
-    )
-    .await
-    .ok();
+    let r = As(&gw, "")
+        .run(&["--token", &token, "file", "read", "t1", "a"])
+        .await
+        .ok();
     assert_eq!(r.stdout, "x");
     let r = run(
         &gw,
@@ -901,14 +833,11 @@ async fn the_token_is_sent_and_refusals_exit_7() {
 #[tokio::test]
 async fn the_demo_plays_a_coder_and_a_qa_through_a_conflict() {
     let gw = TestGateway::spawn_embedded().await;
-    let run = run_as(
-        &gw,
-        "someone",
-        &["demo", "--task", "demo-t", "--pace-ms", "0"],
-        None,
-    )
-    .await
-    .ok();
+    let someone = As(&gw, "someone");
+    let run = someone
+        .run(&["demo", "--task", "demo-t", "--pace-ms", "0"])
+        .await
+        .ok();
     assert!(
         run.stderr
             .contains(&format!("{}/ui/#/task/demo-t", gw.base)),
@@ -924,12 +853,7 @@ async fn the_demo_plays_a_coder_and_a_qa_through_a_conflict() {
     assert_eq!(file["version"], 3);
     assert!(file["content"].as_str().unwrap().contains("Hello, {name}!"));
     let (_, page) = gw.get("/resources/agents?task=demo-t").await;
-    let agents: Vec<&str> = page["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["agent_id"].as_str().unwrap())
-        .collect();
+    let agents = column(&page["agents"], "agent_id");
     assert!(
         agents.contains(&"coder") && agents.contains(&"qa"),
         "{page}"
@@ -956,11 +880,7 @@ async fn the_demo_plays_a_coder_and_a_qa_through_a_conflict() {
 
 /// A port nobody listens on.
 fn dead_base() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mcp_testkit::free_port();
     format!("http://127.0.0.1:{port}")
 }
 
@@ -970,8 +890,7 @@ fn dead_base() -> String {
 #[tokio::test]
 async fn streaming_commands_against_a_gateway_that_is_down_say_so_and_time_out() {
     let base = dead_base();
-    let dir = std::env::temp_dir().join(format!("mcpctl-down-{}", uuid::Uuid::new_v4().simple()));
-    let d = dir.display().to_string();
+    let (dir, d) = scratch_dir("mcpctl-down");
     for args in [
         vec!["watch", "t1", "--timeout", "2"],
         vec!["logs", "follow", "t1", "--timeout", "2"],
@@ -1105,12 +1024,9 @@ async fn a_watch_says_when_it_loses_the_gateway_and_where_it_resumed() {
 #[tokio::test]
 async fn checkout_keeps_local_edits_unless_forced() {
     let gw = TestGateway::spawn().await;
-    let ws = client(&gw, "coder").workspace("t1");
+    let ws = coder_workspace(&gw, &[("mine.txt", "v1"), ("theirs.txt", "v1")]).await;
     use mcp_agent_client::Workspace;
-    ws.write("mine.txt", "v1").await.unwrap();
-    ws.write("theirs.txt", "v1").await.unwrap();
-    let dir = std::env::temp_dir().join(format!("mcpctl-keep-{}", uuid::Uuid::new_v4().simple()));
-    let d = dir.display().to_string();
+    let (dir, d) = scratch_dir("mcpctl-keep");
     run(&gw, &["checkout", "t1", &d]).await.ok();
     // Unchanged on both sides: a second checkout is fine.
     run(&gw, &["checkout", "t1", &d]).await.ok();
@@ -1125,15 +1041,11 @@ async fn checkout_keeps_local_edits_unless_forced() {
         "{r:?}"
     );
     assert_eq!(
-        std::fs::read_to_string(dir.join("mine.txt")).unwrap(),
+        read(&dir, "mine.txt"),
         "my local edit",
         "the local edit survives"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("theirs.txt")).unwrap(),
-        "v1",
-        "nothing was written"
-    );
+    assert_eq!(read(&dir, "theirs.txt"), "v1", "nothing was written");
     let j = run(&gw, &["--json", "checkout", "t1", &d]).await;
     assert_failed(&j, 4, "local_changes");
     assert_eq!(j.json()["error"]["files"], json!(["mine.txt"]));
@@ -1148,11 +1060,8 @@ async fn checkout_keeps_local_edits_unless_forced() {
     // --force overwrites.
     let r = run(&gw, &["checkout", "t1", &d, "--force"]).await.ok();
     assert!(r.stdout.contains("checked out 2 file(s)"), "{r:?}");
-    assert_eq!(std::fs::read_to_string(dir.join("mine.txt")).unwrap(), "v2");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("theirs.txt")).unwrap(),
-        "v2"
-    );
+    assert_eq!(read(&dir, "mine.txt"), "v2");
+    assert_eq!(read(&dir, "theirs.txt"), "v2");
 
     // --follow: a change of a file edited locally is skipped with a warning.
     std::fs::write(dir.join("mine.txt"), "edited again").unwrap();
@@ -1184,14 +1093,8 @@ async fn checkout_keeps_local_edits_unless_forced() {
             .contains("warning: kept the local edits of mine.txt"),
         "{r:?}"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("mine.txt")).unwrap(),
-        "edited while following"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("theirs.txt")).unwrap(),
-        "v3"
-    );
+    assert_eq!(read(&dir, "mine.txt"), "edited while following");
+    assert_eq!(read(&dir, "theirs.txt"), "v3");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1201,8 +1104,7 @@ async fn checkout_keeps_local_edits_unless_forced() {
 #[tokio::test]
 async fn unknown_tasks_one_rule() {
     let gw = TestGateway::spawn().await;
-    let dir = std::env::temp_dir().join(format!("mcpctl-nope-{}", uuid::Uuid::new_v4().simple()));
-    let d = dir.display().to_string();
+    let (dir, d) = scratch_dir("mcpctl-nope");
     let r = run(&gw, &["--json", "checkout", "nope", &d]).await;
     assert_failed(&r, 3, "task_not_found");
     assert!(r.stderr.contains("no such task: nope"), "{r:?}");
@@ -1275,20 +1177,8 @@ async fn task_list_agents_and_audit() {
         .unwrap();
 
     // Durable activity, read back through the lists (polled: they follow the writes).
-    let mut listed = Value::Null;
-    for _ in 0..50 {
-        listed = run(&gw, &["--json", "task", "list"]).await.ok().json();
-        if listed["total"].as_i64() >= Some(2) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let ids: Vec<&str> = listed["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
+    let listed = poll_total(&gw, &["--json", "task", "list"], 2).await;
+    let ids = column(&listed["tasks"], "task_id");
     assert!(
         ids.contains(&"parser") && ids.contains(&"no-row"),
         "{listed}"
@@ -1306,27 +1196,12 @@ async fn task_list_agents_and_audit() {
         "{r:?}"
     );
     assert!(r.stderr.contains("task(s)"), "{r:?}");
-    let r = run(&gw, &["--json", "task", "list", "--q", "pars"])
-        .await
-        .ok()
-        .json();
+    let r = ok_json(&gw, &["--json", "task", "list", "--q", "pars"]).await;
     assert_eq!(r["tasks"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["tasks"][0]["task_id"], "parser");
 
-    let mut agents = Value::Null;
-    for _ in 0..50 {
-        agents = run(&gw, &["--json", "agents"]).await.ok().json();
-        if agents["total"].as_i64() >= Some(2) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let names: Vec<&str> = agents["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["agent_id"].as_str().unwrap())
-        .collect();
+    let agents = poll_total(&gw, &["--json", "agents"], 2).await;
+    let names = column(&agents["agents"], "agent_id");
     assert!(
         names.contains(&"coder") && names.contains(&"qa"),
         "{agents}"
@@ -1334,10 +1209,7 @@ async fn task_list_agents_and_audit() {
     let r = run(&gw, &["agents"]).await.ok();
     assert!(r.stdout.lines().any(|l| l.starts_with("coder")), "{r:?}");
 
-    let j = run(&gw, &["--json", "audit", "--task", "parser"])
-        .await
-        .ok()
-        .json();
+    let j = ok_json(&gw, &["--json", "audit", "--task", "parser"]).await;
     let entries = j["entries"].as_array().unwrap();
     assert!(
         entries.iter().any(|e| e["action"] == "file_write"
@@ -1439,7 +1311,7 @@ async fn at_a_terminal_checkout_draws_a_bar_and_the_demo_has_colour() {
     for i in 0..12 {
         ws.write(&format!("src/f{i}.rs"), "x").await.unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("mcpctl-tty-{}", uuid::Uuid::new_v4().simple()));
+    let (dir, _) = scratch_dir("mcpctl-tty");
     let (code, screen) =
         run_in_terminal(&gw, &["checkout", "t1", &dir.display().to_string()], &[]).await;
     assert_eq!(code, 0, "{screen}");
@@ -1490,6 +1362,8 @@ async fn at_a_terminal_checkout_draws_a_bar_and_the_demo_has_colour() {
 #[tokio::test]
 async fn send_and_inbox() {
     let gw = TestGateway::spawn().await;
+    let bob = As(&gw, "bob");
+    let carol = As(&gw, "carol");
     let sent = run_as(
         &gw,
         "alice",
@@ -1510,7 +1384,7 @@ async fn send_and_inbox() {
     assert!(sent.stdout.starts_with("sent message "), "{sent:?}");
     assert!(sent.stdout.contains("to bob, carol"), "{sent:?}");
 
-    let inbox = run_as(&gw, "bob", &["inbox"], None).await.ok();
+    let inbox = bob.run(&["inbox"]).await.ok();
     assert!(
         inbox
             .stdout
@@ -1521,12 +1395,10 @@ async fn send_and_inbox() {
     assert!(inbox.stderr.contains("cursor "), "{inbox:?}");
 
     // --ack: printed once, then no longer unread.
-    run_as(&gw, "bob", &["inbox", "--ack"], None).await.ok();
-    let empty = run_as(&gw, "bob", &["inbox", "--json"], None).await.ok();
+    bob.run(&["inbox", "--ack"]).await.ok();
+    let empty = bob.run(&["inbox", "--json"]).await.ok();
     assert_eq!(empty.json()["messages"], json!([]));
-    let all = run_as(&gw, "bob", &["inbox", "--all", "--json"], None)
-        .await
-        .ok();
+    let all = bob.run(&["inbox", "--all", "--json"]).await.ok();
     assert!(all.json()["messages"][0]["read_at"].is_string());
     let cursor = all.json()["cursor"].as_i64().unwrap().to_string();
 
@@ -1545,16 +1417,12 @@ async fn send_and_inbox() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert!(!waiting.is_finished());
-    let everyone = run_as(
-        &gw,
-        "carol",
-        &[
+    let everyone = carol
+        .run(&[
             "send", "t1", "--to", "*", "-s", "lunch", "-b", "now", "--json",
-        ],
-        None,
-    )
-    .await
-    .ok();
+        ])
+        .await
+        .ok();
     assert_eq!(everyone.json()["to"], json!(["*"]));
     let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
         .await
@@ -1564,14 +1432,10 @@ async fn send_and_inbox() {
     assert_eq!(got.json()["messages"][0]["subject"], "lunch");
 
     // Refusals: exit 5 for a bad argument.
-    let bad = run_as(&gw, "bob", &["inbox", "--wait", "61"], None).await;
+    let bad = bob.run(&["inbox", "--wait", "61"]).await;
     assert_failed(&bad, 5, "invalid_argument");
-    let bad = run_as(
-        &gw,
-        "bob",
-        &["send", "t1", "--to", "a b", "-s", "x", "-b", ""],
-        None,
-    )
-    .await;
+    let bad = bob
+        .run(&["send", "t1", "--to", "a b", "-s", "x", "-b", ""])
+        .await;
     assert_failed(&bad, 5, "invalid_argument");
 }

@@ -4,7 +4,7 @@
 
 use mcp_domain::store::postgres::PgStore;
 use mcp_domain::{Actor, AgentId};
-use mcp_testkit::{TestDb, TestRedis, TestStores};
+use mcp_testkit::{TestDb, TestRedis, TestStores, free_port};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,13 +24,6 @@ fn start(db: &TestDb, redis: &TestRedis, consumer: &str, metrics_port: u16) -> C
         .stderr(Stdio::null())
         .spawn()
         .expect("mcp-sync starts")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 async fn count(pg: &PgStore, sql: &str) -> i64 {

@@ -6,7 +6,7 @@
 //! passes by skipping). The WebDriver protocol is plain JSON over HTTP, so this speaks it with
 //! `reqwest` directly: new session, navigate, execute a script, screenshot, window size.
 
-use crate::TestDir;
+use crate::{TestDir, free_port};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -191,12 +191,4 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }

@@ -44,6 +44,26 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A port on 127.0.0.1 that was free a moment ago, for a child process to listen on.
+pub fn free_port() -> u16 {
+    try_free_port().expect("a free port on 127.0.0.1")
+}
+
+/// Waits until the gateway at `base` answers `GET /health` with 200; panics after `within`.
+pub async fn wait_healthy(base: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while !reqwest::get(format!("{base}/health"))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn with_database(url: &str, db: &str) -> String {
     // Replace the path of the URL (the database name), keeping any query string.
     let (base, query) = match url.split_once('?') {
@@ -678,7 +698,7 @@ impl Drop for PrivateSentinel {
     }
 }
 
-fn free_port() -> Option<u16> {
+fn try_free_port() -> Option<u16> {
     Some(
         std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
@@ -714,7 +734,7 @@ impl SentinelGroup {
         }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            let port = free_port()?;
+            let port = try_free_port()?;
             let dir = TestDir::new();
             let conf = dir.path.join("sentinel.conf");
             std::fs::write(
@@ -873,7 +893,9 @@ impl PrivateCluster {
         while nodes.len() < 3 {
             tries += 1;
             assert!(tries < 50, "no free port pairs for a cluster");
-            let Some(port) = free_port() else { continue };
+            let Some(port) = try_free_port() else {
+                continue;
+            };
             // The cluster bus listens on port + 10000.
             if port > 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
                 continue;

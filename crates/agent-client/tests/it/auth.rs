@@ -5,7 +5,7 @@
 use mcp_agent_client::{
     ClientConfig, ErrorCode, EventType, GatewayClient, SubscribeOptions, Workspace,
 };
-use mcp_api::requests::{ClaimFileRequest, CreateTaskRequest, FileWriteRequest};
+use mcp_api::requests::{CreateTaskRequest, FileWriteRequest};
 use mcp_testkit::{Role, TestGateway};
 use std::time::Duration;
 
@@ -74,14 +74,7 @@ async fn the_token_names_the_agent_and_scopes_the_tasks() {
 
     coder.workspace("t1").write("a.py", "x").await.unwrap();
     let lease = coder
-        .claim_file(ClaimFileRequest {
-            task_id: "t1".into(),
-            path: "a.py".into(),
-            timeout_sec: None,
-            wait_sec: None,
-            recursive: false,
-            agent_id: None,
-        })
+        .claim_file(crate::claim_req("t1", "a.py"))
         .await
         .unwrap();
     assert_eq!(lease.owner, "coder");

@@ -359,17 +359,7 @@ async fn the_bearer_token_is_sent_and_unknown_routes_are_refused() {
 async fn requests_without_an_agent_act_as_the_task() {
     let gw = TestGateway::spawn().await;
     let c = GatewayClient::new(ClientConfig::new(gw.base.clone())).unwrap();
-    let lease = c
-        .claim_file(ClaimFileRequest {
-            task_id: "t9".into(),
-            path: "a".into(),
-            timeout_sec: None,
-            wait_sec: None,
-            recursive: false,
-            agent_id: None,
-        })
-        .await
-        .unwrap();
+    let lease = c.claim_file(crate::claim_req("t9", "a")).await.unwrap();
     assert_eq!(lease.owner, "t9");
 }
 

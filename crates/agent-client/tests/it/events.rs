@@ -5,7 +5,8 @@
 
 use crate::client_as;
 use mcp_agent_client::{
-    ClientConfig, ErrorCode, EventType, GatewayClient, SubscribeOptions, Workspace,
+    ClientConfig, ErrorCode, EventType, GatewayClient, GatewayWorkspace, SubscribeOptions,
+    Workspace,
 };
 use mcp_testkit::TestGateway;
 use serde_json::json;
@@ -170,16 +171,23 @@ impl Drop for Relay {
     }
 }
 
-#[tokio::test]
-async fn the_subscription_resumes_by_itself_after_a_broken_connection() {
-    let gw = TestGateway::spawn().await;
+/// Task `t1`, a relay to `gw` (it can cut the connections through it), a `watcher` client
+/// connected through the relay, and `coder`'s workspace of `t1`, connected directly.
+async fn watched_through_a_relay(gw: &TestGateway) -> (Relay, GatewayClient, GatewayWorkspace) {
     let relay = Relay::to(gw.addr).await;
     let via_relay = GatewayClient::new(
         ClientConfig::new(format!("http://{}", relay.addr)).with_agent("watcher"),
     )
     .unwrap();
     create_task(&via_relay, "t1").await;
-    let writer = client_as(&gw, "coder").workspace("t1");
+    let writer = client_as(gw, "coder").workspace("t1");
+    (relay, via_relay, writer)
+}
+
+#[tokio::test]
+async fn the_subscription_resumes_by_itself_after_a_broken_connection() {
+    let gw = TestGateway::spawn().await;
+    let (relay, via_relay, writer) = watched_through_a_relay(&gw).await;
 
     let mut sub = via_relay.subscribe("t1", SubscribeOptions::default());
     sub.connect_now().await.unwrap();
@@ -237,13 +245,7 @@ async fn a_cut_off_slow_consumer_resumes_without_gap() {
 #[tokio::test]
 async fn a_connection_lost_before_the_first_event_resumes_without_gap() {
     let gw = TestGateway::spawn().await;
-    let relay = Relay::to(gw.addr).await;
-    let via_relay = GatewayClient::new(
-        ClientConfig::new(format!("http://{}", relay.addr)).with_agent("watcher"),
-    )
-    .unwrap();
-    create_task(&via_relay, "t1").await;
-    let writer = client_as(&gw, "coder").workspace("t1");
+    let (relay, via_relay, writer) = watched_through_a_relay(&gw).await;
 
     let mut sub = via_relay.subscribe(
         "t1",

@@ -27,3 +27,12 @@ pub fn client_with_retry(gw: &TestGateway, agent: &str, retry: RetryPolicy) -> G
     )
     .expect("client")
 }
+
+/// A plain claim of `path` in `task`: the default length, no wait, not recursive.
+pub fn claim_req(task: &str, path: &str) -> mcp_api::requests::ClaimFileRequest {
+    mcp_api::requests::ClaimFileRequest {
+        task_id: task.into(),
+        path: path.into(),
+        ..Default::default()
+    }
+}

@@ -108,11 +108,7 @@ async fn retries_give_up_after_their_bound_with_the_last_error() {
 #[tokio::test]
 async fn an_unreachable_gateway_is_retried_then_reported_as_unavailable() {
     // A port nothing listens on: bind, note it, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mcp_testkit::free_port();
     let c = GatewayClient::new(
         ClientConfig::new(format!("http://127.0.0.1:{port}")).with_retry(patient(2)),
     )

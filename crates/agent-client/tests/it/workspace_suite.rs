@@ -79,26 +79,8 @@ async fn missing_files_are_not_found(w: &impl Workspace) {
 async fn traversal_is_refused_everywhere(w: &impl Workspace) {
     let long_component = "x".repeat(256);
     let deep = vec!["d"; 33].join("/");
-    for bad in [
-        "..",
-        "../x",
-        "a/../../b",
-        "a/..",
-        "/etc/passwd",
-        "//x",
-        "a\\b",
-        "..\\x",
-        "a\0b",
-        "a\nb",
-        "%2e%2e/x",
-        "%252e%252e/x",
-        "a%2fb",
-        "",
-        ".",
-        "./",
-        long_component.as_str(),
-        deep.as_str(),
-    ] {
+    let generated = [long_component.as_str(), deep.as_str()];
+    for bad in mcp_api::names::REFUSED_PATHS.iter().chain(&generated) {
         assert_code(w.read(bad).await, ErrorCode::InvalidPath);
         assert_code(w.write(bad, "x").await, ErrorCode::InvalidPath);
         assert_code(w.edit(bad, "x", "y", false).await, ErrorCode::InvalidPath);

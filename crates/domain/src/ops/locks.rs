@@ -233,6 +233,16 @@ impl Service {
         }
     }
 
+    /// The `lock_not_held` error of a renewal or release by `actor`, who does not hold `path`
+    /// (`holder` does, if anyone).
+    fn not_held(path: &LeasePath, actor: &Actor, holder: Option<String>) -> DomainError {
+        DomainError::LockNotHeld {
+            path: path.to_string(),
+            agent: actor.agent.to_string(),
+            holder,
+        }
+    }
+
     /// The `locked` error of a refused claim.
     fn refusal(path: &LeasePath, refused: ClaimOutcome) -> DomainError {
         metrics::counter!("mcp_lock_conflicts_total", "op" => "claim").increment(1);
@@ -276,11 +286,7 @@ impl Service {
             .hot
             .renew(&task, &path, actor.agent.as_str(), ttl, fallback)
             .await?
-            .map_err(|holder| DomainError::LockNotHeld {
-                path: path.to_string(),
-                agent: actor.agent.to_string(),
-                holder,
-            })?;
+            .map_err(|holder| Self::not_held(&path, actor, holder))?;
         let timeout_sec = length.as_millis().div_ceil(1000) as i64;
         let data = json!({
             "path": path.as_str(), "owner": actor.agent.as_str(), "fence": lease.fence,
@@ -309,11 +315,7 @@ impl Service {
             .hot
             .release(&task, &path, actor.agent.as_str(), req.force)
             .await?
-            .map_err(|holder| DomainError::LockNotHeld {
-                path: path.to_string(),
-                agent: actor.agent.to_string(),
-                holder,
-            })?;
+            .map_err(|holder| Self::not_held(&path, actor, holder))?;
         let forced = holder != actor.agent.as_str();
         let data =
             json!({"path": path.as_str(), "owner": holder, "fence": fence, "forced": forced});

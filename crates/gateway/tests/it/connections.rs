@@ -103,15 +103,7 @@ async fn half_sent_heads_are_closed_and_health_answers_while_the_cap_is_full() {
     );
     // The gateway serves as before.
     assert_eq!(gw.get("/health").await.0, 200);
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::scrape(&gw).await;
     for reason in ["header_timeout", "evicted"] {
         assert!(
             text.contains(&format!(
@@ -226,17 +218,7 @@ async fn binary(limits: &str, log: &std::path::Path) -> Binary {
         _db: db,
         _redis: redis,
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !reqwest::get(format!("{}/health", b.base))
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    mcp_testkit::wait_healthy(&b.base, Duration::from_secs(60)).await;
     b
 }
 

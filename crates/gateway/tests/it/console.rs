@@ -146,17 +146,12 @@ async fn live_events_reach_the_open_page(gw: TestGateway) {
 
     // An edit shows its diff lines; the file appears in the files panel with its version.
     write_then_edit(&gw, task).await;
-    let (diff, _) = browser
-        .wait_for(
-            "the edit's diff",
-            "[...document.querySelectorAll('.ev[data-type=file_edited] pre.diff span')]\
-             .map(s => s.className + ' ' + s.textContent).join('\\n')",
-            PATIENCE,
-        )
-        .await;
-    let diff = diff.as_str().unwrap();
-    assert!(diff.contains("del -    return 1"), "{diff}");
-    assert!(diff.contains("add +    return 2"), "{diff}");
+    shows_the_edits_diff(
+        &browser,
+        "the edit's diff",
+        ".ev[data-type=file_edited] pre.diff span",
+    )
+    .await;
     browser
         .wait_for(
             "the file at version 2",
@@ -834,13 +829,8 @@ async fn a_files_history_and_an_earlier_lease_show_on_the_page() {
         log(&gw, task, n).await;
     }
     let mut redis = gw.redis.connection().await;
-    let kept: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{0}events:{{{0}task:{task}}}", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let events = format!("{0}events:{{{0}task:{task}}}", gw.redis.prefix);
+    let kept = crate::xrange(&mut redis, &events).await;
     assert!(
         kept.ids.iter().all(|e| {
             let v: Option<String> = e.get("e");
@@ -919,17 +909,7 @@ async fn a_files_history_and_an_earlier_lease_show_on_the_page() {
             json!([]),
         )
         .await;
-    let (diff, _) = browser
-        .wait_for(
-            "the diff of v1 and v2",
-            "[...document.querySelectorAll('#revision-diff span')]\
-             .map(s => s.className + ' ' + s.textContent).join('\\n')",
-            PATIENCE,
-        )
-        .await;
-    let diff = diff.as_str().unwrap();
-    assert!(diff.contains("del -    return 1"), "{diff}");
-    assert!(diff.contains("add +    return 2"), "{diff}");
+    shows_the_edits_diff(&browser, "the diff of v1 and v2", "#revision-diff span").await;
 
     // A new version reaches the open history without a reload.
     ok(gw
@@ -965,4 +945,17 @@ async fn write_then_edit(gw: &TestGateway, task: &str) {
                    "old_string": "return 1", "new_string": "return 2"}),
         )
         .await);
+}
+
+/// Waits until the diff lines under `selector` show the edit of [`write_then_edit`] (`what`
+/// names the wait in a failure).
+async fn shows_the_edits_diff(browser: &Browser, what: &str, selector: &str) {
+    let script = format!(
+        "[...document.querySelectorAll('{selector}')]\
+         .map(s => s.className + ' ' + s.textContent).join('\\n')"
+    );
+    let (diff, _) = browser.wait_for(what, &script, PATIENCE).await;
+    let diff = diff.as_str().unwrap();
+    assert!(diff.contains("del -    return 1"), "{diff}");
+    assert!(diff.contains("add +    return 2"), "{diff}");
 }

@@ -61,11 +61,7 @@ fn check_normalised(raw: &str, p: &FilePath) -> Result<(), TestCaseError> {
 
 #[test]
 fn path_normalisation_never_panics_and_never_leaves_the_namespace() {
-    let mut runner = TestRunner::new(Config {
-        cases: 20_000,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = proptest_runner(20_000);
     runner
         .run(&hostile_path(), |raw| {
             if let Ok(p) = FilePath::parse(&raw) {
@@ -157,11 +153,7 @@ fn random_paths_and_bodies_never_break_the_gateway_or_reach_another_task() {
     assert_eq!(secret.0, 200);
 
     // Random paths through every path-taking tool.
-    let mut runner = TestRunner::new(Config {
-        cases: 400,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = proptest_runner(400);
     runner
         .run(
             &(hostile_path(), proptest::sample::select(TOOLS)),
@@ -187,11 +179,7 @@ fn random_paths_and_bodies_never_break_the_gateway_or_reach_another_task() {
         .unwrap();
 
     // Random JSON bodies to every tool.
-    let mut runner = TestRunner::new(Config {
-        cases: 600,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = proptest_runner(600);
     runner
         .run(
             &(any_json(), proptest::sample::select(TOOLS)),
@@ -371,4 +359,13 @@ async fn the_traversal_corpus_is_refused_everywhere_a_path_is_accepted() {
         .await
         .unwrap();
     assert!(files.is_empty(), "{files:?}");
+}
+
+/// A proptest runner of `cases` cases that writes no file of failing cases.
+fn proptest_runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
 }

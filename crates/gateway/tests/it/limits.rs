@@ -124,10 +124,7 @@ async fn oversized_bodies_files_and_steps_get_413_and_leave_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(files, vec![("grow".to_owned(), 1)]);
-    let revisions: i64 = sqlx::query_scalar("SELECT count(*) FROM file_revisions")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let revisions = count(pool, "SELECT count(*) FROM file_revisions").await;
     assert_eq!(revisions, 1);
     let mut c = gw.redis.connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -192,12 +189,11 @@ async fn task_quotas_refuse_growth_but_allow_shrinking() {
             .unwrap();
     assert_eq!(usage, (3, 71));
     // A refused write left no revision behind.
-    let d_revisions: i64 = sqlx::query_scalar(
+    let d_revisions = count(
+        gw.pg.pool(),
         "SELECT count(*) FROM file_revisions WHERE task_id = 'q' AND path = 'd'",
     )
-    .fetch_one(gw.pg.pool())
-    .await
-    .unwrap();
+    .await;
     assert_eq!(d_revisions, 1);
 }
 
@@ -222,10 +218,11 @@ async fn concurrent_writers_cannot_overshoot_a_quota() {
         "{answers:?}"
     );
     assert_eq!(ok, 5);
-    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM files WHERE task_id = 'q'")
-        .fetch_one(gw.pg.pool())
-        .await
-        .unwrap();
+    let live = count(
+        gw.pg.pool(),
+        "SELECT count(*) FROM files WHERE task_id = 'q'",
+    )
+    .await;
     assert_eq!(live, 5);
 }
 
@@ -243,4 +240,9 @@ async fn without_authentication_loopback_callers_are_not_rate_limited() {
             .await;
         assert_eq!(r.0, 200, "{}", r.1);
     }
+}
+
+/// A `SELECT count(*) …` answered by `pool`.
+async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }

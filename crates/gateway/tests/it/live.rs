@@ -133,15 +133,12 @@ impl SseReader {
 }
 
 async fn log_step(base: &str, task: &str, n: usize) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{base}/tools/log_step"))
-        .json(&json!({"task_id": task, "step": {"n": n}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = crate::json_body(
+        reqwest::Client::new()
+            .post(format!("{base}/tools/log_step"))
+            .json(&json!({"task_id": task, "step": {"n": n}})),
+    )
+    .await;
     assert_eq!(r["success"], true, "{r}");
     r["id"].as_str().unwrap().to_owned()
 }
@@ -181,12 +178,7 @@ async fn a_watcher_on_b_sees_every_write_made_through_a_in_order() {
         None,
     )
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", b.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::scrape_at(&b.base).await;
     assert!(metrics.contains("mcp_live_watchers"), "{metrics}");
     let before = stream_ids(&a, "t").await.len();
     let mut step_ids = vec![];
@@ -229,21 +221,13 @@ async fn a_watcher_on_b_sees_every_write_made_through_a_in_order() {
 #[tokio::test]
 async fn bad_task_ids_and_resume_points_are_400() {
     let gw = TestGateway::spawn().await;
-    assert_error(
-        &gw.get("/tasks/bad%20id/events").await,
-        400,
-        "invalid_argument",
-    );
-    assert_error(
-        &gw.get("/tasks/t/events?since=yesterday").await,
-        400,
-        "invalid_argument",
-    );
-    assert_error(
-        &gw.get("/tasks/t/events?types=a%20b").await,
-        400,
-        "invalid_argument",
-    );
+    for (path, status, code) in [
+        ("/tasks/bad%20id/events", 400, "invalid_argument"),
+        ("/tasks/t/events?since=yesterday", 400, "invalid_argument"),
+        ("/tasks/t/events?types=a%20b", 400, "invalid_argument"),
+    ] {
+        assert_error(&gw.get(path).await, status, code);
+    }
     let r = gw
         .http
         .get(format!("{}/tasks/t/events", gw.base))
@@ -571,12 +555,7 @@ async fn a_slow_consumer_is_cut_off_resumably_with_a_bounded_queue() {
         "the stream ends after the cutoff"
     );
     assert_eq!(cutoff["reason"], "slow_consumer");
-    let metrics = reqwest::get(format!("{}/metrics", b.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::scrape_at(&b.base).await;
     assert!(
         metrics.contains(r#"mcp_live_cutoffs_total{reason="slow_consumer"}"#),
         "{metrics}"

@@ -1,6 +1,6 @@
 //! Leases: re-entrancy, conflicts, compare-and-act release/renew, fencing, expiry.
 
-use crate::{assert_error, ok};
+use crate::{assert_error, ok, stream_json};
 use mcp_testkit::TestGateway;
 use serde_json::{Value, json};
 
@@ -138,16 +138,21 @@ async fn lease_length_is_validated(gw: TestGateway) {
         .await);
 }
 
-async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: TestGateway) {
+/// `slow` claims `f` for a second and writes `v1`, then pauses past its lease (real Redis TTLs
+/// cannot be paused: the test waits the second out). Its fence.
+async fn slow_writes_and_pauses(gw: &TestGateway) -> i64 {
     let old = ok(gw
         .tool("claim_file", req("slow", "f", json!({"timeout_sec": 1})))
         .await);
-    let old_fence = old["fence"].as_i64().unwrap();
     ok(gw
         .tool("file_write", req("slow", "f", json!({"content": "v1"})))
         .await);
-    // Real Redis TTLs cannot be paused: wait out the one-second lease.
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    old["fence"].as_i64().unwrap()
+}
+
+async fn an_expired_lease_passes_on_and_the_old_holders_late_write_is_stale(gw: TestGateway) {
+    let old_fence = slow_writes_and_pauses(&gw).await;
     let new = ok(gw
         .tool("claim_file", req("fast", "f", json!({"timeout_sec": 60})))
         .await);
@@ -284,14 +289,7 @@ async fn forged_fences_are_refused_and_never_lock_holders_out(gw: TestGateway) {
 }
 
 async fn a_pausing_holder_cannot_overwrite_a_newer_holders_work(gw: TestGateway) {
-    let old = ok(gw
-        .tool("claim_file", req("slow", "f", json!({"timeout_sec": 1})))
-        .await);
-    let old_fence = old["fence"].as_i64().unwrap();
-    ok(gw
-        .tool("file_write", req("slow", "f", json!({"content": "v1"})))
-        .await);
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let old_fence = slow_writes_and_pauses(&gw).await;
     ok(gw
         .tool("claim_file", req("fast", "f", json!({"timeout_sec": 1})))
         .await);
@@ -443,42 +441,18 @@ async fn lock_changes_are_events_and_audited_through_the_outbox() {
     ok(gw.tool("claim_file", req("coder", "a", json!({}))).await);
     ok(gw.tool("release_file", req("coder", "a", json!({}))).await);
     let mut conn = gw.redis.connection().await;
-    let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{0}events:{{{0}task:t}}", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let kinds: Vec<String> = events
-        .ids
-        .iter()
-        .map(|e| {
-            let raw: String = e.get("e").unwrap();
-            serde_json::from_str::<Value>(&raw).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let events = stream_json(
+        &mut conn,
+        &format!("{0}events:{{{0}task:t}}", gw.redis.prefix),
+        "e",
+    )
+    .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["lock_acquired", "lock_released"]);
-    let outbox: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}outbox", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let actions: Vec<String> = outbox
-        .ids
+    let outbox = stream_json(&mut conn, &format!("{}outbox", gw.redis.prefix), "payload").await;
+    let actions: Vec<&str> = outbox
         .iter()
-        .map(|e| {
-            let raw: String = e.get("payload").unwrap();
-            serde_json::from_str::<Value>(&raw).unwrap()["action"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["claim_file", "release_file"]);
 }

@@ -80,3 +80,66 @@ pub fn ok(got: (u16, Value)) -> Value {
     assert_eq!(got.1["success"], true, "{}", got.1);
     got.1
 }
+
+/// Every entry of the Redis stream `key`, oldest first.
+pub async fn xrange(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> redis::streams::StreamRangeReply {
+    redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// The JSON held in field `field` of every entry of the Redis stream `key` (the event stream
+/// keeps envelopes in `e`, the outbox records in `payload`), oldest first.
+pub async fn stream_json(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    field: &str,
+) -> Vec<Value> {
+    let reply = xrange(conn, key).await;
+    let raw = reply.ids.iter().map(|e| e.get::<String>(field).unwrap());
+    raw.map(|r| serde_json::from_str(&r).unwrap()).collect()
+}
+
+/// `GET /metrics`: the Prometheus text (asserting a 200 in the text format).
+pub async fn scrape(gw: &mcp_testkit::TestGateway) -> String {
+    scrape_at(&gw.base).await
+}
+
+/// [`scrape`] of the gateway at `base`.
+pub async fn scrape_at(base: &str) -> String {
+    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    r.text().await.unwrap()
+}
+
+/// The value of the sample whose name-and-labels part is exactly `series`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Sends `request` and returns its JSON body (whatever the status).
+pub async fn json_body(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// A deployed and an embedded gateway, for a test that runs the same steps on both in turn.
+pub async fn both_modes() -> [mcp_testkit::TestGateway; 2] {
+    [
+        mcp_testkit::TestGateway::spawn().await,
+        mcp_testkit::TestGateway::spawn_embedded().await,
+    ]
+}

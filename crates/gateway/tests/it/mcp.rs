@@ -95,6 +95,66 @@ async fn connect_to(url: &str, generation: Generation, fresh_connections: bool) 
     (running, rx)
 }
 
+/// A filter listening to one resource.
+pub(crate) fn watching(uri: &str) -> SubscriptionFilter {
+    SubscriptionFilter::builder()
+        .resource_subscription(uri)
+        .build()
+}
+
+/// Writes `content` to `a.py` in task `t1` over REST (the change listeners hear of).
+pub(crate) async fn write_a_py(gw: &TestGateway, content: &str) {
+    let body = json!({"task_id": "t1", "path": "a.py", "content": content});
+    assert_eq!(gw.tool("file_write", body).await.0, 200);
+}
+
+/// A 2026-07-28 client (stateless, `server/discover`) that handles nothing: for tests that
+/// only call tools, read resources and listen.
+#[derive(Clone)]
+pub(crate) struct Stateless;
+
+impl ClientHandler for Stateless {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("mcp-gateway-tests", "0"),
+        )
+        .with_protocol_version(ProtocolVersion::V_2026_07_28)
+    }
+}
+
+/// Connects a [`Stateless`] client to `gw`'s `/mcp`, sending `token` (when given) as the
+/// bearer token of every request.
+pub(crate) async fn connect_stateless(
+    gw: &TestGateway,
+    token: Option<&str>,
+) -> RunningService<RoleClient, Stateless> {
+    let mut headers = reqwest013::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest013::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    let http = reqwest013::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let transport = StreamableHttpClientTransport::with_client(
+        http,
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.base)),
+    );
+    Stateless
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("the MCP client connects")
+}
+
 async fn connect(gw: &TestGateway, generation: Generation) -> Connected {
     connect_to(&format!("{}/mcp", gw.base), generation, false).await
 }
@@ -421,15 +481,7 @@ async fn every_tool_and_resource(gw: TestGateway, generation: Generation) {
         .tool("file_read", json!({"task_id": "t1", "path": "src/a.py"}))
         .await;
     assert_eq!((status, body["version"].as_i64()), (200, Some(2)));
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = crate::scrape(&gw).await;
     for series in [
         r#"mcp_tool_calls_total{tool="file_write",outcome="ok"}"#,
         r#"mcp_tool_calls_total{tool="file_write",outcome="locked"}"#,
@@ -489,10 +541,7 @@ async fn write_until_notified(
 /// everyone on a task the agent is on (issue #17).
 #[tokio::test]
 async fn an_inbox_subscriber_hears_of_its_messages() {
-    for gw in [
-        TestGateway::spawn().await,
-        TestGateway::spawn_embedded().await,
-    ] {
+    for gw in crate::both_modes().await {
         let (client, mut updates) = connect(&gw, Generation::Sessions).await;
         #[allow(deprecated)]
         client
@@ -532,10 +581,7 @@ async fn an_inbox_subscriber_hears_of_its_messages() {
 
 #[tokio::test]
 async fn a_2025_11_25_subscriber_hears_of_a_rest_write() {
-    for gw in [
-        TestGateway::spawn().await,
-        TestGateway::spawn_embedded().await,
-    ] {
+    for gw in crate::both_modes().await {
         subscriber_hears_of_a_rest_write(gw).await;
     }
 }
@@ -555,10 +601,7 @@ async fn subscriber_hears_of_a_rest_write(gw: TestGateway) {
 #[tokio::test]
 async fn a_2026_07_28_listener_hears_of_a_rest_write() {
     // Listening before anything happened in the task (issue #14 item 12), in both modes.
-    for gw in [
-        TestGateway::spawn().await,
-        TestGateway::spawn_embedded().await,
-    ] {
+    for gw in crate::both_modes().await {
         listener_hears_of_a_rest_write(gw).await;
     }
 }
@@ -567,24 +610,14 @@ async fn listener_hears_of_a_rest_write(gw: TestGateway) {
     let (client, _) = connect(&gw, Generation::Stateless).await;
     let uri = "workspace://t1/a.py";
     let mut subscription = client
-        .listen(
-            SubscriptionFilter::builder()
-                .resource_subscription(uri)
-                .build(),
-        )
+        .listen(watching(uri))
         .await
         .expect("subscriptions/listen");
     assert_eq!(
         subscription.acknowledged().resource_subscriptions,
         Some(vec![uri.to_owned()])
     );
-    let (status, _) = gw
-        .tool(
-            "file_write",
-            json!({"task_id": "t1", "path": "a.py", "content": "x"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    write_a_py(&gw, "x").await;
     expect_update(&mut subscription, uri).await;
     subscription.cancel().await.expect("unsubscribe");
     client.cancel().await.expect("client stops");
@@ -660,21 +693,11 @@ async fn alternating_instances(generation: Generation) {
         }
         Generation::Stateless => {
             let mut subscription = client
-                .listen(
-                    SubscriptionFilter::builder()
-                        .resource_subscription(uri)
-                        .build(),
-                )
+                .listen(watching(uri))
                 .await
                 .expect("subscriptions/listen");
             for gw in [&a, &b] {
-                let (status, _) = gw
-                    .tool(
-                        "file_write",
-                        json!({"task_id": "t1", "path": "a.py", "content": "x"}),
-                    )
-                    .await;
-                assert_eq!(status, 200);
+                write_a_py(gw, "x").await;
                 let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
                     .await
                     .expect("a notification in time")
@@ -1096,20 +1119,10 @@ async fn a_2026_07_28_client_that_listens_again_hears_the_latest_change() {
     let gw = TestGateway::spawn().await;
     let (client, _) = connect(&gw, Generation::Stateless).await;
     let uri = "workspace://t1/a.py";
-    let filter = || {
-        SubscriptionFilter::builder()
-            .resource_subscription(uri)
-            .build()
-    };
+    let filter = || watching(uri);
     let mut first = client.listen(filter()).await.expect("subscriptions/listen");
     first.cancel().await.expect("stop listening");
-    let (status, _) = gw
-        .tool(
-            "file_write",
-            json!({"task_id": "t1", "path": "a.py", "content": "away"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    write_a_py(&gw, "away").await;
     let mut again = client.listen(filter()).await.expect("listen again");
     for content in ["", "live"] {
         if !content.is_empty() {

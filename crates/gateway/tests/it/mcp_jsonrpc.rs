@@ -4,16 +4,9 @@
 //! `subscriptions/listen` ends that listen, also when the cancellation reaches another
 //! instance than the one holding the stream.
 
+use crate::mcp::{connect_stateless, watching, write_a_py};
 use mcp_testkit::TestGateway;
-use rmcp::ClientHandler;
-use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, SubscriptionFilter,
-};
-use rmcp::service::{
-    ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService, SubscriptionEnd,
-};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::service::SubscriptionEnd;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -135,35 +128,6 @@ async fn batches_are_served_in_2025_03_26_and_refused_in_later_revisions() {
     batches(TestGateway::spawn_embedded().await).await;
 }
 
-#[derive(Clone)]
-struct Client;
-
-impl ClientHandler for Client {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("mcp-gateway-tests", "0"),
-        )
-        .with_protocol_version(ProtocolVersion::V_2026_07_28)
-    }
-}
-
-async fn stateless_client(gw: &TestGateway) -> RunningService<RoleClient, Client> {
-    let transport = StreamableHttpClientTransport::with_client(
-        reqwest013::Client::new(),
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.base)),
-    );
-    Client
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
-        .await
-        .expect("the MCP client connects")
-}
-
 /// `notifications/cancelled` for `id`, sent by hand to `gw` (as a client would after
 /// reconnecting through a load balancer to another instance).
 async fn cancel(gw: &TestGateway, id: &rmcp::model::RequestId) {
@@ -208,13 +172,9 @@ async fn ends(subscription: &mut rmcp::service::Subscription) {
 async fn a_cancelled_listen_ends_on_the_instance_that_holds_it() {
     let a = TestGateway::spawn().await;
     let b = a.another_instance().await;
-    let client = stateless_client(&a).await;
+    let client = connect_stateless(&a, None).await;
     let uri = "workspace://t1/a.py";
-    let filter = || {
-        SubscriptionFilter::builder()
-            .resource_subscription(uri)
-            .build()
-    };
+    let filter = || watching(uri);
     let mut first = client.listen(filter()).await.expect("subscriptions/listen");
     let mut second = client.listen(filter()).await.expect("subscriptions/listen");
     assert_ne!(first.id(), second.id());
@@ -222,13 +182,7 @@ async fn a_cancelled_listen_ends_on_the_instance_that_holds_it() {
     cancel(&b, first.id()).await;
     ends(&mut first).await;
     // The other listen goes on.
-    let (status, _) = a
-        .tool(
-            "file_write",
-            json!({"task_id": "t1", "path": "a.py", "content": "x"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    write_a_py(&a, "x").await;
     let next = tokio::time::timeout(Duration::from_secs(10), second.next())
         .await
         .expect("the other listen still hears")
@@ -241,7 +195,7 @@ async fn a_cancelled_listen_ends_on_the_instance_that_holds_it() {
 
     // Embedded: one instance.
     let gw = TestGateway::spawn_embedded().await;
-    let client = stateless_client(&gw).await;
+    let client = connect_stateless(&gw, None).await;
     let mut listen = client.listen(filter()).await.expect("subscriptions/listen");
     cancel(&gw, listen.id()).await;
     ends(&mut listen).await;

@@ -379,6 +379,22 @@ async fn a_long_poll_wakes_on_a_message_on_the_same_instance(gw: TestGateway) {
 /// The acceptance test of issue #17: a long poll on instance B answers as soon as a message
 /// is sent on instance A (measured; the bound asserted is generous for a loaded machine, the
 /// numbers are in docs/BENCHMARKS.md).
+/// Bob's long poll (`read_messages`, 30 s) on `gw` for what came after `cursor`, in the
+/// background: (status, body, when it was answered).
+fn bobs_long_poll(gw: &TestGateway, cursor: i64) -> tokio::task::JoinHandle<(u16, Value, Instant)> {
+    let (http, base) = (gw.http.clone(), gw.base.clone());
+    tokio::spawn(async move {
+        let r = http
+            .post(format!("{base}/tools/read_messages"))
+            .json(&json!({"agent_id": "bob", "after": cursor, "wait_sec": 30}))
+            .send()
+            .await
+            .expect("poll");
+        let got = Instant::now();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap(), got)
+    })
+}
+
 #[tokio::test]
 async fn a_long_poll_on_one_instance_wakes_on_a_message_sent_through_another() {
     let a = TestGateway::spawn().await;
@@ -386,19 +402,7 @@ async fn a_long_poll_on_one_instance_wakes_on_a_message_sent_through_another() {
     let mut latencies = Vec::new();
     let mut cursor = 0;
     for round in 0..5 {
-        let poll = {
-            let (http, base) = (b.http.clone(), b.base.clone());
-            tokio::spawn(async move {
-                let r = http
-                    .post(format!("{base}/tools/read_messages"))
-                    .json(&json!({"agent_id": "bob", "after": cursor, "wait_sec": 30}))
-                    .send()
-                    .await
-                    .expect("poll");
-                let got = Instant::now();
-                (r.status().as_u16(), r.json::<Value>().await.unwrap(), got)
-            })
-        };
+        let poll = bobs_long_poll(&b, cursor);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             !poll.is_finished(),
@@ -622,19 +626,7 @@ async fn bench_send_to_long_poll_latency_across_instances() {
     let (mut from_send, mut from_answer) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut cursor = 0;
     for i in 0..n {
-        let poll = {
-            let (http, base) = (b.http.clone(), b.base.clone());
-            tokio::spawn(async move {
-                let r = http
-                    .post(format!("{base}/tools/read_messages"))
-                    .json(&json!({"agent_id": "bob", "after": cursor, "wait_sec": 30}))
-                    .send()
-                    .await
-                    .expect("poll");
-                let got = Instant::now();
-                (r.json::<Value>().await.unwrap(), got)
-            })
-        };
+        let poll = bobs_long_poll(&b, cursor);
         while b.service.inbox.waiting() == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -646,7 +638,7 @@ async fn bench_send_to_long_poll_latency_across_instances() {
             )
             .await);
         let answered = Instant::now();
-        let (body, got) = poll.await.unwrap();
+        let (_, body, got) = poll.await.unwrap();
         assert_eq!(body["messages"][0]["id"], sent["message_id"]);
         cursor = body["cursor"].as_i64().unwrap();
         from_send.push(got.saturating_duration_since(started));

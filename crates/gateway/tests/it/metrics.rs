@@ -1,32 +1,9 @@
 //! `GET /metrics`: the Prometheus text carries request counts and latency by route template
 //! and status, lock conflicts, and the backend gauges refreshed on each scrape.
 
-use crate::ok;
+use crate::{ok, sample, scrape};
 use mcp_testkit::TestGateway;
 use serde_json::json;
-
-/// The value of the sample whose name-and-labels part is exactly `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn scrape(gw: &TestGateway) -> String {
-    let r = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    r.text().await.unwrap()
-}
 
 #[tokio::test]
 async fn requests_conflicts_and_backends_are_exported() {

@@ -5,8 +5,8 @@
 //! static tokens beside them; and without an issuer, a 401 that says a static token is needed.
 
 use mcp_domain::Role;
-use mcp_testkit::TestGateway;
 use mcp_testkit::oauth::{CLIENT_SECRET, TestIssuer};
+use mcp_testkit::{Answer, TestGateway};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -36,6 +36,13 @@ async fn write(gw: &TestGateway, token: &str, task: &str) -> (u16, Value) {
         json!({"task_id": task, "path": "a.py", "content": "x"}),
     )
     .await
+}
+
+/// `file_read` of `a` in `t1` with `token`: the whole answer (the challenge is in a header).
+async fn read(gw: &TestGateway, token: &str) -> Answer {
+    let body = json!({"task_id": "t1", "path": "a"});
+    gw.call(Method::POST, "/tools/file_read", Some(token), Some(&body))
+        .await
 }
 
 #[tokio::test]
@@ -149,14 +156,7 @@ async fn tokens_that_fail_a_check_are_refused_with_the_reason() {
     );
     cases.push(("alg none", none));
     for (what, token) in cases {
-        let a = gw
-            .call(
-                Method::POST,
-                "/tools/file_read",
-                Some(&token),
-                Some(&json!({"task_id": "t1", "path": "a"})),
-            )
-            .await;
+        let a = read(&gw, &token).await;
         assert_eq!(a.status, 401, "{what}: {}", a.body);
         let challenge = a.headers["www-authenticate"].to_str().unwrap();
         assert!(
@@ -201,14 +201,7 @@ async fn the_issuer_being_down_is_a_503_not_a_401() {
         c.public_url = Some(PUBLIC.into());
     })
     .await;
-    let a = gw
-        .call(
-            Method::POST,
-            "/tools/file_read",
-            Some(&token),
-            Some(&json!({"task_id": "t1", "path": "a"})),
-        )
-        .await;
+    let a = read(&gw, &token).await;
     assert_eq!(
         (a.status, a.body["code"].as_str()),
         (503, Some("unavailable")),
@@ -257,31 +250,23 @@ async fn the_resource_metadata_and_the_challenge_lead_a_client_to_the_issuer() {
     // A client that follows them: metadata → issuer metadata → client_credentials → a call.
     let (_, doc) = gw.get("/.well-known/oauth-protected-resource/mcp").await;
     let as_url = doc["authorization_servers"][0].as_str().unwrap();
-    let meta: Value = gw
-        .http
-        .get(format!("{as_url}/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = crate::json_body(
+        gw.http
+            .get(format!("{as_url}/.well-known/openid-configuration")),
+    )
+    .await;
     issuer.set_client_claims("ci-bot", json!({"tasks": ["t1"]}));
-    let grant: Value = gw
-        .http
-        .post(meta["token_endpoint"].as_str().unwrap())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "ci-bot"),
-            ("client_secret", CLIENT_SECRET),
-            ("resource", RESOURCE),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let grant: Value = crate::json_body(
+        gw.http
+            .post(meta["token_endpoint"].as_str().unwrap())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "ci-bot"),
+                ("client_secret", CLIENT_SECRET),
+                ("resource", RESOURCE),
+            ]),
+    )
+    .await;
     let token = grant["access_token"].as_str().expect("a token");
     let (status, body) = write(&gw, token, "t1").await;
     assert_eq!(status, 200, "{body}");

@@ -4,7 +4,7 @@
 //! works again, with nothing acknowledged lost, once Redis has room. On a private
 //! `redis-server` (the shared one is never starved).
 
-use crate::{assert_error, ok};
+use crate::{assert_error, ok, sample, scrape};
 use mcp_testkit::{PrivateRedis, TestDb, TestGateway, TestRedis};
 use serde_json::{Value, json};
 
@@ -17,12 +17,6 @@ async fn config_set(redis: &PrivateRedis, name: &str, value: &str) {
         .query_async(&mut c)
         .await
         .expect("CONFIG SET");
-}
-
-/// The value of the sample whose name-and-labels part is exactly `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Asserts a refusal as an outage: 503, `unavailable`, `Retry-After: 1`.
@@ -139,15 +133,7 @@ async fn a_full_redis_is_an_outage_with_retry_after_health_and_metrics_and_loses
         "/health does not say why: {health}"
     );
 
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&gw).await;
     assert!(
         sample(&text, "mcp_backend_full_refusals_total{backend=\"redis\"}")
             .is_some_and(|n| n >= 3.0),
@@ -201,15 +187,7 @@ async fn a_full_redis_is_an_outage_with_retry_after_health_and_metrics_and_loses
     for id in &steps {
         assert!(ids.contains(id), "acknowledged step {id} lost: {logs}");
     }
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&gw).await;
     assert_eq!(
         sample(&text, "mcp_backend_full{backend=\"redis\"}"),
         Some(0.0)

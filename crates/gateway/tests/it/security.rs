@@ -177,13 +177,7 @@ async fn snapshot(gw: &TestGateway) -> Vec<String> {
                 format!("{v:?}")
             }
             "stream" => {
-                let v: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&k)
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut c)
-                    .await
-                    .unwrap();
+                let v = crate::xrange(&mut c, &k).await;
                 format!("{:?}", v.ids.iter().map(|e| &e.id).collect::<Vec<_>>())
             }
             other => other.to_owned(),
@@ -209,30 +203,34 @@ async fn setup(gw: &TestGateway) {
             .await;
         assert_eq!(a.status, 201, "{}", a.body);
     }
-    let w = gw
-        .tool_as(
-            &alice,
-            "file_write",
-            json!({"task_id": "t1", "path": "a.txt", "content": "hello"}),
-        )
-        .await;
-    assert_eq!(w.0, 200, "{}", w.1);
-    let c = gw
-        .tool_as(
-            &bob,
-            "claim_file",
-            json!({"task_id": "t1", "path": "c.txt"}),
-        )
-        .await;
-    assert_eq!(c.0, 200, "{}", c.1);
-    let w = gw
-        .tool_as(
-            &bob,
-            "file_write",
-            json!({"task_id": "t2", "path": "secret.txt", "content": "TOP-SECRET"}),
-        )
-        .await;
-    assert_eq!(w.0, 200, "{}", w.1);
+    ok_as(
+        gw,
+        &alice,
+        "file_write",
+        json!({"task_id": "t1", "path": "a.txt", "content": "hello"}),
+    )
+    .await;
+    ok_as(
+        gw,
+        &bob,
+        "claim_file",
+        json!({"task_id": "t1", "path": "c.txt"}),
+    )
+    .await;
+    ok_as(
+        gw,
+        &bob,
+        "file_write",
+        json!({"task_id": "t2", "path": "secret.txt", "content": "TOP-SECRET"}),
+    )
+    .await;
+}
+
+/// `tool` called with `token`, which must succeed: the answer's body.
+async fn ok_as(gw: &TestGateway, token: &str, tool: &str, body: Value) -> Value {
+    let (status, body) = gw.tool_as(token, tool, body).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[track_caller]
@@ -399,23 +397,21 @@ async fn the_token_agent_acts_and_another_agent_id_is_refused() {
     assert_eq!(snapshot(&gw).await, before);
 
     // Its own agent_id is fine, and the lease and the audit name the token's agent.
-    let c = gw
-        .tool_as(
-            &alice,
-            "claim_file",
-            json!({"task_id": "t1", "path": "z", "agent_id": "alice"}),
-        )
-        .await;
-    assert_eq!(c.0, 200, "{}", c.1);
-    assert_eq!(c.1["owner"], "alice");
-    let w = gw
-        .tool_as(
-            &alice,
-            "file_write",
-            json!({"task_id": "t1", "path": "z", "content": "mine"}),
-        )
-        .await;
-    assert_eq!(w.0, 200, "{}", w.1);
+    let c = ok_as(
+        &gw,
+        &alice,
+        "claim_file",
+        json!({"task_id": "t1", "path": "z", "agent_id": "alice"}),
+    )
+    .await;
+    assert_eq!(c["owner"], "alice");
+    ok_as(
+        &gw,
+        &alice,
+        "file_write",
+        json!({"task_id": "t1", "path": "z", "content": "mine"}),
+    )
+    .await;
     let (by,): (String,) =
         sqlx::query_as("SELECT updated_by FROM files WHERE task_id = 't1' AND path = 'z'")
             .fetch_one(gw.pg.pool())
@@ -469,14 +465,13 @@ async fn tokens_travel_in_the_header_or_a_get_query_and_legacy_tokens_work() {
         exp: Some(json!(chrono::Utc::now().timestamp() + 600)),
         ..Claims::default()
     });
-    let w = gw
-        .tool_as(
-            &legacy,
-            "file_write",
-            json!({"task_id": "t2", "path": "l.txt", "content": "legacy"}),
-        )
-        .await;
-    assert_eq!(w.0, 200, "{}", w.1);
+    ok_as(
+        &gw,
+        &legacy,
+        "file_write",
+        json!({"task_id": "t2", "path": "l.txt", "content": "legacy"}),
+    )
+    .await;
     let a = gw
         .call(Method::GET, "/admin/audit", Some(&legacy), None)
         .await;

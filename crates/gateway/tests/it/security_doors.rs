@@ -4,63 +4,25 @@
 //! refused per request (403, a WebSocket `error` message, an MCP tool error `forbidden`);
 //! nothing refused changes state.
 
+use crate::mcp::{Stateless, connect_stateless};
 use futures::{SinkExt, StreamExt};
 use mcp_domain::Role;
 use mcp_gateway::auth::{Authenticator, Claims, TaskScope};
 use mcp_testkit::TestGateway;
-use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    ProtocolVersion, ReadResourceRequestParams,
-};
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ReadResourceRequestParams};
+use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-#[derive(Clone)]
-struct Client;
-
-impl rmcp::ClientHandler for Client {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("security-tests", "0"),
-        )
-        .with_protocol_version(ProtocolVersion::V_2026_07_28)
-    }
-}
-
 /// An MCP client (2026-07-28, stateless) sending `token` with every request.
-async fn mcp_client(gw: &TestGateway, token: &str) -> RunningService<RoleClient, Client> {
-    let mut headers = reqwest013::header::HeaderMap::new();
-    headers.insert(
-        reqwest013::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    let http = reqwest013::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
-    let transport = StreamableHttpClientTransport::with_client(
-        http,
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.base)),
-    );
-    Client
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
-        .await
-        .expect("the MCP client connects")
+async fn mcp_client(gw: &TestGateway, token: &str) -> RunningService<RoleClient, Stateless> {
+    connect_stateless(gw, Some(token)).await
 }
 
 async fn mcp_call(
-    client: &RunningService<RoleClient, Client>,
+    client: &RunningService<RoleClient, Stateless>,
     tool: &str,
     a: Value,
 ) -> CallToolResult {

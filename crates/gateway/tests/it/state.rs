@@ -28,13 +28,7 @@ async fn log_step_sets_timestamp_task_and_agent_itself() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let outbox: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}outbox", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let outbox = crate::xrange(&mut conn, &format!("{}outbox", gw.redis.prefix)).await;
     assert_eq!(logged, 1);
     assert_eq!(outbox.ids.len(), 1);
     let sid: String = outbox.ids[0].get("sid").unwrap();
@@ -84,16 +78,16 @@ async fn logs_resource_pages_in_order(gw: TestGateway) {
         .map(|s| s["step"]["n"].as_i64().unwrap())
         .collect();
     assert_eq!(got, [2, 3]);
-    assert_error(
-        &gw.get("/resources/tasks/t/logs?limit=0").await,
-        400,
-        "invalid_argument",
-    );
-    assert_error(
-        &gw.get("/resources/tasks/t/logs?before=yesterday").await,
-        400,
-        "invalid_argument",
-    );
+    for (path, status, code) in [
+        ("/resources/tasks/t/logs?limit=0", 400, "invalid_argument"),
+        (
+            "/resources/tasks/t/logs?before=yesterday",
+            400,
+            "invalid_argument",
+        ),
+    ] {
+        assert_error(&gw.get(path).await, status, code);
+    }
     assert_eq!(
         ok(gw.get("/resources/tasks/other/logs").await)["steps"],
         json!([])
@@ -241,16 +235,12 @@ async fn collaboration_membership_and_agent_status() {
     assert_eq!(body["status"], "active");
     assert_eq!(body["tasks"], json!(["t"]));
     assert_eq!(body["current_task"], "t");
-    assert_error(
-        &gw.get("/resources/agents/nobody/status").await,
-        404,
-        "agent_not_found",
-    );
-    assert_error(
-        &gw.get("/resources/agents/bad%20id/status").await,
-        400,
-        "invalid_argument",
-    );
+    for (path, status, code) in [
+        ("/resources/agents/nobody/status", 404, "agent_not_found"),
+        ("/resources/agents/bad%20id/status", 400, "invalid_argument"),
+    ] {
+        assert_error(&gw.get(path).await, status, code);
+    }
 }
 
 #[tokio::test]

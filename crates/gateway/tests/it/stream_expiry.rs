@@ -4,16 +4,11 @@
 //! 2025-11-25 `GET /mcp` stream and a 2026-07-28 `subscriptions/listen`) end — all when the
 //! same token starts getting 401 on REST, not later.
 
+use crate::mcp::{connect_stateless, watching};
 use futures::{SinkExt, StreamExt};
 use mcp_domain::Role;
 use mcp_gateway::auth::{Authenticator, LEEWAY_SECS};
 use mcp_testkit::TestGateway;
-use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, SubscriptionFilter,
-};
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -208,52 +203,14 @@ async fn the_2025_11_25_notification_stream_ends() {
     assert!(text.contains(": token expired"), "{text}");
 }
 
-#[derive(Clone)]
-struct Client;
-
-impl rmcp::ClientHandler for Client {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("stream-expiry-tests", "0"),
-        )
-        .with_protocol_version(ProtocolVersion::V_2026_07_28)
-    }
-}
-
 #[tokio::test]
 async fn a_2026_07_28_listen_ends() {
     let gw = TestGateway::spawn_secured().await;
     let token = short_token(&gw, "agent-1");
     let started = Instant::now();
-    let mut headers = reqwest013::header::HeaderMap::new();
-    headers.insert(
-        reqwest013::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    let http = reqwest013::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
-    let transport = StreamableHttpClientTransport::with_client(
-        http,
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.base)),
-    );
-    let client = Client
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
-        .await
-        .expect("the MCP client connects");
+    let client = connect_stateless(&gw, Some(&token)).await;
     let mut listen = client
-        .listen(
-            SubscriptionFilter::builder()
-                .resource_subscription("workspace://t1/a.py")
-                .build(),
-        )
+        .listen(watching("workspace://t1/a.py"))
         .await
         .expect("subscriptions/listen");
     // Nothing is written: whatever comes next is the end of the listen.

@@ -1,9 +1,11 @@
 //! The durable store's contract (`store/durable.rs`), on every durable backend.
 
-use crate::fixtures::{DurableFixture, Raw, durable, durable_raw};
+use crate::fixtures::{DurableFixture, Raw, conflict, durable, durable_raw};
 use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::StreamId;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
+use mcp_api::responses::AuditEntry;
+use mcp_domain::store::Durable;
 use mcp_domain::store::durable::{
     AgentListFilter, AuditFilter, AuditRecord, DeadLetter, FeedMark, FileChange, OutboxBatch,
     PersistedStep, Presence, RevisionOp, StepRecord, TaskListFilter,
@@ -62,36 +64,54 @@ fn change<'a>(t: &'a TaskId, p: &'a FilePath, op: RevisionOp, content: &'a str) 
     }
 }
 
+/// `c` by the holder of fence `fence`.
+fn with_fence(fence: i64, c: FileChange<'_>) -> FileChange<'_> {
+    FileChange {
+        fence: Some(fence),
+        ..c
+    }
+}
+
+/// The paths of task `t`'s live files (and directories), in listing order.
+async fn live_paths(s: &Durable, t: &TaskId) -> Vec<String> {
+    let files = s.list_files(t, None).await.unwrap();
+    files.into_iter().map(|f| f.path).collect()
+}
+
+/// The agents collaborating on task `t`.
+async fn collaborators_of(s: &Durable, t: &TaskId) -> Vec<String> {
+    let rows = s.collaborators(t).await.unwrap();
+    rows.into_iter().map(|c| c.agent_id).collect()
+}
+
+/// The audit records `filter` selects.
+async fn audit_rows(s: &Durable, filter: AuditFilter<'_>) -> Vec<AuditEntry> {
+    s.audit(&filter).await.unwrap()
+}
+
+/// `c`, on the condition that the file is at version `v` (`0`: that it does not exist).
+fn at(v: i64, c: FileChange<'_>) -> FileChange<'_> {
+    FileChange {
+        expected_version: Some(v),
+        ..c
+    }
+}
+
 async fn versions_grow_and_conditions_hold(f: &DurableFixture) {
     let s = &f.store;
     let (t, p) = (task("t1"), path("src/a.py"));
     assert!(s.file(&t, &p).await.unwrap().is_none());
     let v1 = s
-        .change_file(&FileChange {
-            expected_version: Some(0),
-            ..change(&t, &p, RevisionOp::Write, "one")
-        })
+        .change_file(&at(0, change(&t, &p, RevisionOp::Write, "one")))
         .await
         .unwrap();
     assert_eq!(v1.version, 1);
     // Create-only on an existing file: refused, with the current version.
     let err = s
-        .change_file(&FileChange {
-            expected_version: Some(0),
-            ..change(&t, &p, RevisionOp::Write, "again")
-        })
+        .change_file(&at(0, change(&t, &p, RevisionOp::Write, "again")))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::VersionConflict {
-                expected: Some(0),
-                current: Some(1)
-            }
-        ),
-        "{err:?}"
-    );
+    assert_eq!(conflict(err), (Some(0), Some(1)));
     let v2 = s
         .change_file(&change(&t, &p, RevisionOp::Write, "two"))
         .await
@@ -108,22 +128,10 @@ async fn versions_grow_and_conditions_hold(f: &DurableFixture) {
         .unwrap();
     assert_eq!(v3.version, 3);
     let err = s
-        .change_file(&FileChange {
-            expected_version: Some(2),
-            ..change(&t, &p, RevisionOp::Edit, "late")
-        })
+        .change_file(&at(2, change(&t, &p, RevisionOp::Edit, "late")))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::VersionConflict {
-                expected: Some(2),
-                current: Some(3)
-            }
-        ),
-        "{err:?}"
-    );
+    assert_eq!(conflict(err), (Some(2), Some(3)));
     let stored = s.file(&t, &p).await.unwrap().unwrap();
     assert_eq!(
         (stored.version, stored.content.as_str(), stored.deleted),
@@ -146,28 +154,13 @@ async fn versions_grow_and_conditions_hold(f: &DurableFixture) {
     assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
     // An edit of a deleted file at its old version: conflict, no current version.
     let err = s
-        .change_file(&FileChange {
-            expected_version: Some(3),
-            ..change(&t, &p, RevisionOp::Edit, "x")
-        })
+        .change_file(&at(3, change(&t, &p, RevisionOp::Edit, "x")))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::VersionConflict {
-                expected: Some(3),
-                current: None
-            }
-        ),
-        "{err:?}"
-    );
+    assert_eq!(conflict(err), (Some(3), None));
     // Re-creating continues the versions.
     let v5 = s
-        .change_file(&FileChange {
-            expected_version: Some(0),
-            ..change(&t, &p, RevisionOp::Write, "back")
-        })
+        .change_file(&at(0, change(&t, &p, RevisionOp::Write, "back")))
         .await
         .unwrap();
     assert_eq!(v5.version, 5);
@@ -271,17 +264,14 @@ async fn fences_are_monotonic_and_refuse_stale_writers(f: &DurableFixture) {
     }
     let (t, p) = (task("t1"), path("a"));
     let high = s.next_fence().await.unwrap();
-    s.change_file(&FileChange {
-        fence: Some(high),
-        ..change(&t, &p, RevisionOp::Write, "x")
-    })
-    .await
-    .unwrap();
+    s.change_file(&with_fence(high, change(&t, &p, RevisionOp::Write, "x")))
+        .await
+        .unwrap();
     let err = s
-        .change_file(&FileChange {
-            fence: Some(high - 1),
-            ..change(&t, &p, RevisionOp::Write, "late")
-        })
+        .change_file(&with_fence(
+            high - 1,
+            change(&t, &p, RevisionOp::Write, "late"),
+        ))
         .await
         .unwrap_err();
     match err {
@@ -302,26 +292,17 @@ async fn fences_are_monotonic_and_refuse_stale_writers(f: &DurableFixture) {
     assert!(matches!(err, DomainError::StaleFence { .. }), "{err:?}");
     // The same fence again, and a conditional write without a lease, pass.
     let same = s
-        .change_file(&FileChange {
-            fence: Some(high),
-            ..change(&t, &p, RevisionOp::Write, "y")
-        })
+        .change_file(&with_fence(high, change(&t, &p, RevisionOp::Write, "y")))
         .await
         .unwrap();
     let free = s
-        .change_file(&FileChange {
-            expected_version: Some(2),
-            ..change(&t, &p, RevisionOp::Write, "z")
-        })
+        .change_file(&at(2, change(&t, &p, RevisionOp::Write, "z")))
         .await
         .unwrap();
     assert_eq!((same.version, free.version), (2, 3));
     // Deletes are fenced too.
     let err = s
-        .change_file(&FileChange {
-            fence: Some(1),
-            ..change(&t, &p, RevisionOp::Delete, "")
-        })
+        .change_file(&with_fence(1, change(&t, &p, RevisionOp::Delete, "")))
         .await
         .unwrap_err();
     assert!(matches!(err, DomainError::StaleFence { .. }), "{err:?}");
@@ -347,10 +328,10 @@ async fn blind_changes_of_a_fenced_file_need_a_lease_or_a_condition(f: &DurableF
     // Written under a lease.
     let p = path("fenced");
     let fence = s.next_fence().await.unwrap();
-    s.change_file(&FileChange {
-        fence: Some(fence),
-        ..change(&t, &p, RevisionOp::Write, "holder")
-    })
+    s.change_file(&with_fence(
+        fence,
+        change(&t, &p, RevisionOp::Write, "holder"),
+    ))
     .await
     .unwrap();
     for blind in [
@@ -368,57 +349,36 @@ async fn blind_changes_of_a_fenced_file_need_a_lease_or_a_condition(f: &DurableF
     assert_eq!((row.version, row.content.as_str()), (1, "holder"));
     // A conditional change passes when nothing changed, and conflicts when something did.
     let err = s
-        .change_file(&FileChange {
-            expected_version: Some(7),
-            ..change(&t, &p, RevisionOp::Write, "late")
-        })
+        .change_file(&at(7, change(&t, &p, RevisionOp::Write, "late")))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::VersionConflict {
-                current: Some(1),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_eq!(conflict(err).1, Some(1));
     let v2 = s
-        .change_file(&FileChange {
-            expected_version: Some(1),
-            ..change(&t, &p, RevisionOp::Edit, "edited")
-        })
+        .change_file(&at(1, change(&t, &p, RevisionOp::Edit, "edited")))
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
     // The fence is remembered across a conditional delete: re-creating the file blindly is
     // refused, re-creating it only-if-absent (`expected_version: 0`) is a condition and passes.
-    s.change_file(&FileChange {
-        expected_version: Some(2),
-        ..change(&t, &p, RevisionOp::Delete, "")
-    })
-    .await
-    .unwrap();
+    s.change_file(&at(2, change(&t, &p, RevisionOp::Delete, "")))
+        .await
+        .unwrap();
     let err = s
         .change_file(&change(&t, &p, RevisionOp::Write, "blind"))
         .await
         .unwrap_err();
     assert!(matches!(err, DomainError::LeaseRequired { .. }), "{err:?}");
     let v4 = s
-        .change_file(&FileChange {
-            expected_version: Some(0),
-            ..change(&t, &p, RevisionOp::Write, "again")
-        })
+        .change_file(&at(0, change(&t, &p, RevisionOp::Write, "again")))
         .await
         .unwrap();
     assert_eq!(v4.version, 4);
     // A newer holder's fence passes, without a condition.
     let next = s.next_fence().await.unwrap();
-    s.change_file(&FileChange {
-        fence: Some(next),
-        ..change(&t, &p, RevisionOp::Write, "next holder")
-    })
+    s.change_file(&with_fence(
+        next,
+        change(&t, &p, RevisionOp::Write, "next holder"),
+    ))
     .await
     .unwrap();
 }
@@ -513,11 +473,8 @@ async fn concurrent_conditional_writers_have_one_winner(f: &DurableFixture) {
         let (t, p) = (t.clone(), p.clone());
         writers.push(tokio::spawn(async move {
             let content = format!("writer {i}");
-            s.change_file(&FileChange {
-                expected_version: Some(1),
-                ..change(&t, &p, RevisionOp::Edit, &content)
-            })
-            .await
+            s.change_file(&at(1, change(&t, &p, RevisionOp::Edit, &content)))
+                .await
         }));
     }
     let mut won = 0;
@@ -569,13 +526,7 @@ async fn listing_respects_directories(f: &DurableFixture) {
     s.change_file(&change(&t, &path("src/gone.py"), RevisionOp::Delete, ""))
         .await
         .unwrap();
-    let all: Vec<String> = s
-        .list_files(&t, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.path)
-        .collect();
+    let all = live_paths(s, &t).await;
     assert_eq!(
         all,
         ["src", "src/a.py", "src/b/c.py", "srcx/d.py", "top.md"]
@@ -618,13 +569,14 @@ async fn every_change_is_audited_and_filterable(f: &DurableFixture) {
     s.change_file(&change(&task("other"), &p, RevisionOp::Write, "x"))
         .await
         .unwrap();
-    let all = s
-        .audit(&AuditFilter {
+    let all = audit_rows(
+        s,
+        AuditFilter {
             limit: 100,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(all.len(), 3);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     let write = all
@@ -635,55 +587,60 @@ async fn every_change_is_audited_and_filterable(f: &DurableFixture) {
     assert_eq!(write.path.as_deref(), Some("a"));
     assert_eq!((write.version, write.fence), (Some(1), Some(fence)));
     assert_eq!(write.request_id.as_deref(), Some("r1"));
-    let by_agent = s
-        .audit(&AuditFilter {
+    let by_agent = audit_rows(
+        s,
+        AuditFilter {
             agent: Some("a2"),
             limit: 100,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(by_agent.len(), 1);
     assert_eq!(by_agent[0].action, "delete_file");
     assert_eq!(by_agent[0].version, Some(2));
     let scope = vec!["other".to_owned()];
-    let scoped = s
-        .audit(&AuditFilter {
+    let scoped = audit_rows(
+        s,
+        AuditFilter {
             tasks_in: Some(&scope),
             limit: 100,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(scoped.len(), 1);
-    let page = s
-        .audit(&AuditFilter {
+    let page = audit_rows(
+        s,
+        AuditFilter {
             task: Some("t"),
             before_id: Some(all[0].id),
             limit: 1,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(page.len(), 1);
     assert!(page[0].id < all[0].id);
-    let recent = s
-        .audit(&AuditFilter {
+    let recent = audit_rows(
+        s,
+        AuditFilter {
             since: Some(Utc::now() + TimeDelta::hours(1)),
             limit: 100,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert!(recent.is_empty());
-    let actions = s
-        .audit(&AuditFilter {
+    let actions = audit_rows(
+        s,
+        AuditFilter {
             action: Some("file_write"),
             limit: 100,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(actions.len(), 2);
 }
 
@@ -782,14 +739,15 @@ async fn tasks_create_update_and_page(f: &DurableFixture) {
     let tail = s.tasks_after(page[3].mark, 10).await.unwrap();
     let order: Vec<&str> = tail.iter().map(|t| t.row.id.as_str()).collect();
     assert_eq!(order, ["t3"]);
-    let audits = s
-        .audit(&AuditFilter {
+    let audits = audit_rows(
+        s,
+        AuditFilter {
             task: Some("t1"),
             limit: 10,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let actions: Vec<&str> = audits.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["task_update", "task_create"]);
     assert_eq!(audits[1].request_id.as_deref(), Some("req-1"));
@@ -805,13 +763,7 @@ async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
     assert_eq!(first, again, "joining twice keeps the join time");
     s.join(&t, "a2", None).await.unwrap();
     s.join(&task("u"), "a1", None).await.unwrap();
-    let members: Vec<String> = s
-        .collaborators(&t)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.agent_id)
-        .collect();
+    let members = collaborators_of(s, &t).await;
     assert_eq!(members, ["a1", "a2"]);
     let Presence {
         last_seen: seen,
@@ -827,30 +779,25 @@ async fn collaboration_join_leave_rejoin(f: &DurableFixture) {
         "not a member any more"
     );
     assert!(!s.leave(&t, "ghost", None).await.unwrap());
-    let members: Vec<String> = s
-        .collaborators(&t)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.agent_id)
-        .collect();
+    let members = collaborators_of(s, &t).await;
     assert_eq!(members, ["a2"]);
     assert_eq!(s.agent("a1").await.unwrap().unwrap().tasks, ["u"]);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let rejoined = s.join(&t, "a1", None).await.unwrap();
     assert!(rejoined > first, "a re-join starts a new session");
-    let actions: Vec<String> = s
-        .audit(&AuditFilter {
+    let actions: Vec<String> = audit_rows(
+        s,
+        AuditFilter {
             task: Some("t"),
             agent: Some("a1"),
             limit: 10,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
+        },
+    )
+    .await
+    .into_iter()
+    .map(|a| a.action)
+    .collect();
     assert_eq!(
         actions,
         [
@@ -932,14 +879,15 @@ async fn outbox_records_land_once(f: &DurableFixture) {
             step: json!({"n": 11})
         }
     );
-    let audits = s
-        .audit(&AuditFilter {
+    let audits = audit_rows(
+        s,
+        AuditFilter {
             action: Some("claim_file"),
             limit: 10,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(audits.len(), 1);
     assert_eq!(audits[0].fence, Some(4));
     let dead = s.dead_letters().await.unwrap();
@@ -1270,10 +1218,10 @@ async fn group_commit_gives_each_change_its_own_verdict((f, raw): &(DurableFixtu
         .await
         .unwrap();
     let fence = s.next_fence().await.unwrap();
-    s.change_file(&FileChange {
-        fence: Some(fence),
-        ..change(&t, &fenced, RevisionOp::Write, "f1")
-    })
+    s.change_file(&with_fence(
+        fence,
+        change(&t, &fenced, RevisionOp::Write, "f1"),
+    ))
     .await
     .unwrap();
 
@@ -1409,27 +1357,22 @@ async fn group_commit_gives_each_change_its_own_verdict((f, raw): &(DurableFixtu
         after.batches - before.batches
     );
     // What committed is there with its revision and its audit record; the refused left none.
-    let live: Vec<String> = s
-        .list_files(&t, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.path)
-        .collect();
+    let live = live_paths(&s, &t).await;
     assert_eq!(live.len(), 5, "{live:?}");
     for p in &created {
         assert_eq!(s.revisions(&t, p, None, 10).await.unwrap().len(), 1);
     }
     assert_eq!(s.revisions(&t, &v, None, 10).await.unwrap().len(), 2);
     assert_eq!(s.revisions(&t, &fenced, None, 10).await.unwrap().len(), 1);
-    let audited = s
-        .audit(&AuditFilter {
+    let audited = audit_rows(
+        &s,
+        AuditFilter {
             task: Some("g"),
             limit: 100,
             ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     // The two changes before, the race's winner and the three new files.
     assert_eq!(audited.len(), 6, "{audited:?}");
 }

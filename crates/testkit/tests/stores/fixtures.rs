@@ -7,7 +7,7 @@ use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
 use mcp_domain::store::sqlite::{SqliteConfig, SqliteStore};
 use mcp_domain::store::{Durable, Hot};
-use mcp_domain::{FilePath, Limits, Service, TaskId};
+use mcp_domain::{DomainError, FilePath, Limits, Service, TaskId};
 use mcp_testkit::{PrivateCluster, TestDb, TestDir, TestRedis};
 use std::any::Any;
 use std::sync::Arc;
@@ -233,5 +233,14 @@ impl ServiceFixture {
             .unwrap();
         assert!(lease.is_none());
         assert!(self.hot_file(task.as_str(), path.as_str()).await.is_none());
+    }
+}
+
+/// The versions a `VersionConflict` names, `(expected, current)`; any other error fails the test.
+#[track_caller]
+pub(crate) fn conflict(err: DomainError) -> (Option<i64>, Option<i64>) {
+    match err {
+        DomainError::VersionConflict { expected, current } => (expected, current),
+        other => panic!("expected a version conflict, got {other:?}"),
     }
 }

@@ -5,9 +5,11 @@ use chrono::{Duration as TimeDelta, Utc};
 use mcp_api::responses::TaskState;
 use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
+use mcp_domain::store::Hot;
 use mcp_domain::store::hot::{
-    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, LeasePage, McpSession, NewFence, Presence,
-    QueuePlace, RateWindow, Refreshed, Released, Renewed, StepIds, SubScope, TaskRefresh, Waiter,
+    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, Lease, LeasePage, McpSession, NewFence,
+    Presence, QueuePlace, RateWindow, Refreshed, Released, Renewed, StepIds, SubScope, TaskRefresh,
+    Waiter,
 };
 use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
@@ -119,23 +121,7 @@ async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture
         "free: copy dropped"
     );
     let ttl = Duration::from_secs(30);
-    assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 7,
-                token: "tok"
-            }),
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &LeasePath::file(&p), "a1", ttl, Some((7, "tok"))).await);
     s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
     let other = s.lease_for_write(&t, &p, "a2").await.unwrap().unwrap();
     assert_eq!((other.owner.as_str(), other.fence), ("a1", 7));
@@ -157,83 +143,24 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
+        claim(s, &t, &LeasePath::file(&p), "a1", ttl, None).await,
         ClaimOutcome::NeedFence
     ));
-    let granted = match s
-        .claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 5,
-                token: "tok5",
-            }),
-            reentrant: true,
-            waiter: None,
-        })
-        .await
-        .unwrap()
-    {
-        ClaimOutcome::Granted(l) => l,
-        other => panic!("{other:?}"),
-    };
+    let lease = granted(claim(s, &t, &LeasePath::file(&p), "a1", ttl, Some((5, "tok5"))).await);
     assert_eq!(
-        (
-            granted.owner.as_str(),
-            granted.fence,
-            granted.token.as_str()
-        ),
+        (lease.owner.as_str(), lease.fence, lease.token.as_str()),
         ("a1", 5, "tok5")
     );
     let expected = Utc::now() + TimeDelta::seconds(30);
-    assert!((granted.expires_at - expected).num_seconds().abs() <= 2);
-    match s
-        .claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl: ttl * 2,
-            fence: None,
-            reentrant: true,
-            waiter: None,
-        })
-        .await
-        .unwrap()
-    {
+    assert!((lease.expires_at - expected).num_seconds().abs() <= 2);
+    match claim(s, &t, &LeasePath::file(&p), "a1", ttl * 2, None).await {
         ClaimOutcome::Reentrant(l) => {
             assert_eq!((l.fence, l.token.as_str()), (5, "tok5"));
-            assert!(l.expires_at > granted.expires_at);
+            assert!(l.expires_at > lease.expires_at);
         }
         other => panic!("{other:?}"),
     }
-    match s
-        .claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a2",
-            ttl,
-            fence: Some(NewFence {
-                fence: 6,
-                token: "tok6",
-            }),
-            reentrant: true,
-            waiter: None,
-        })
-        .await
-        .unwrap()
-    {
+    match claim(s, &t, &LeasePath::file(&p), "a2", ttl, Some((6, "tok6"))).await {
         ClaimOutcome::HeldByOther {
             owner, expires_at, ..
         } => {
@@ -275,17 +202,7 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     let left = (kept.expires_at - Utc::now()).num_seconds();
     assert!((85..=90).contains(&left), "{left}");
     // ... and a re-entrant claim sets the length the next renewal keeps.
-    s.claim(&Claim {
-        task: &t,
-        path: &LeasePath::file(&p),
-        owner: "a1",
-        ttl: ttl * 2,
-        fence: None,
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(s, &t, &LeasePath::file(&p), "a1", ttl * 2, None).await;
     let Renewed { length, .. } = s
         .renew(&t, &LeasePath::file(&p), "a1", None, ttl)
         .await
@@ -320,20 +237,7 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         Err(None)
     );
     // Force release by anyone.
-    s.claim(&Claim {
-        task: &t,
-        path: &LeasePath::file(&p),
-        owner: "a1",
-        ttl,
-        fence: Some(NewFence {
-            fence: 8,
-            token: "t8",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(s, &t, &LeasePath::file(&p), "a1", ttl, Some((8, "t8"))).await;
     assert_eq!(
         s.release(&t, &LeasePath::file(&p), "admin", true)
             .await
@@ -344,71 +248,44 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
         })
     );
     // Expiry frees the path.
-    s.claim(&Claim {
-        task: &t,
-        path: &LeasePath::file(&p),
-        owner: "a1",
-        ttl: Duration::from_millis(200),
-        fence: Some(NewFence {
-            fence: 9,
-            token: "t9",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(
+        s,
+        &t,
+        &LeasePath::file(&p),
+        "a1",
+        Duration::from_millis(200),
+        Some((9, "t9")),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a2",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
+        claim(s, &t, &LeasePath::file(&p), "a2", ttl, None).await,
         ClaimOutcome::NeedFence
     ));
     // Paths and tasks are independent leases.
-    assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&path("b")),
-            owner: "a3",
+    granted(
+        claim(
+            s,
+            &t,
+            &LeasePath::file(&path("b")),
+            "a3",
             ttl,
-            fence: Some(NewFence {
-                fence: 10,
-                token: "t10"
-            }),
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
-    assert!(matches!(
-        s.claim(&Claim {
-            task: &task("u"),
-            path: &LeasePath::file(&path("b")),
-            owner: "a4",
+            Some((10, "t10")),
+        )
+        .await,
+    );
+    granted(
+        claim(
+            s,
+            &task("u"),
+            &LeasePath::file(&path("b")),
+            "a4",
             ttl,
-            fence: Some(NewFence {
-                fence: 11,
-                token: "t11"
-            }),
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+            Some((11, "t11")),
+        )
+        .await,
+    );
 }
 
 async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
@@ -418,39 +295,28 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     assert_eq!(s.leases(&t, 10).await.unwrap(), LeasePage::default());
     let before = Utc::now() - TimeDelta::seconds(2);
     for (p, owner, fence, ttl) in [("a", "a1", 5, 30), ("b", "a2", 6, 10), ("d/e", "a1", 7, 20)] {
-        assert!(matches!(
-            s.claim(&Claim {
-                task: &t,
-                path: &LeasePath::file(&path(p)),
+        granted(
+            claim(
+                s,
+                &t,
+                &LeasePath::file(&path(p)),
                 owner,
-                ttl: secs(ttl),
-                fence: Some(NewFence {
-                    fence,
-                    token: "tok"
-                }),
-                reentrant: true,
-                waiter: None
-            })
-            .await
-            .unwrap(),
-            ClaimOutcome::Granted(_)
-        ));
+                secs(ttl),
+                Some((fence, "tok")),
+            )
+            .await,
+        );
     }
     // Another task's lease of the same path is not this task's.
-    s.claim(&Claim {
-        task: &task("t2"),
-        path: &LeasePath::file(&path("a")),
-        owner: "a9",
-        ttl: secs(30),
-        fence: Some(NewFence {
-            fence: 8,
-            token: "x",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(
+        s,
+        &task("t2"),
+        &LeasePath::file(&path("a")),
+        "a9",
+        secs(30),
+        Some((8, "x")),
+    )
+    .await;
     let LeasePage { leases, more } = s.leases(&t, 10).await.unwrap();
     assert!(!more);
     let listed: Vec<(&str, &str, i64)> = leases
@@ -467,17 +333,7 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
     // A re-entrant claim and a renewal move the expiry and keep the grant time.
     let granted_b = leases[0].acquired_at;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    s.claim(&Claim {
-        task: &t,
-        path: &LeasePath::file(&path("b")),
-        owner: "a2",
-        ttl: secs(60),
-        fence: None,
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(s, &t, &LeasePath::file(&path("b")), "a2", secs(60), None).await;
     let LeasePage { leases, .. } = s.leases(&t, 10).await.unwrap();
     let b = leases.last().unwrap();
     assert_eq!((b.path.as_str(), b.acquired_at), ("b", granted_b));
@@ -510,20 +366,15 @@ async fn a_tasks_live_leases_are_listed(f: &HotFixture) {
         .await
         .unwrap()
         .unwrap();
-    s.claim(&Claim {
-        task: &t,
-        path: &LeasePath::file(&path("c")),
-        owner: "a3",
-        ttl: Duration::from_millis(200),
-        fence: Some(NewFence {
-            fence: 9,
-            token: "t9",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(
+        s,
+        &t,
+        &LeasePath::file(&path("c")),
+        "a3",
+        Duration::from_millis(200),
+        Some((9, "t9")),
+    )
+    .await;
     assert_eq!(s.leases(&t, 10).await.unwrap().leases.len(), 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let LeasePage { leases, more } = s.leases(&t, 10).await.unwrap();
@@ -588,17 +439,7 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
         .unwrap();
     assert_eq!(renewed.fence, 3);
     assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "t",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
+        claim(s, &t, &LeasePath::file(&p), "t", ttl, None).await,
         ClaimOutcome::Reentrant(_)
     ));
     assert_eq!(
@@ -1144,6 +985,38 @@ fn file(p: &str) -> LeasePath {
     LeasePath::parse(p, false).unwrap()
 }
 
+/// What `owner`'s claim of `p` for `ttl` answers: re-entrant, not queued, presenting
+/// `fence` (a fence and its token) once the store asked for one.
+async fn claim(
+    s: &Hot,
+    t: &TaskId,
+    p: &LeasePath,
+    owner: &str,
+    ttl: Duration,
+    fence: Option<(i64, &str)>,
+) -> ClaimOutcome {
+    s.claim(&Claim {
+        task: t,
+        path: p,
+        owner,
+        ttl,
+        fence: fence.map(|(fence, token)| NewFence { fence, token }),
+        reentrant: true,
+        waiter: None,
+    })
+    .await
+    .unwrap()
+}
+
+/// The lease a claim was granted (panics on anything else).
+#[track_caller]
+fn granted(outcome: ClaimOutcome) -> Lease {
+    match outcome {
+        ClaimOutcome::Granted(lease) => lease,
+        other => panic!("not granted: {other:?}"),
+    }
+}
+
 /// The place a refused claim answered (panics on anything else).
 fn place(outcome: &ClaimOutcome) -> QueuePlace {
     match outcome {
@@ -1160,20 +1033,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
     let mut wakes = s.subscribe_lease_wakes().await.unwrap();
-    s.claim(&Claim {
-        task: &t,
-        path: &p,
-        owner: "holder",
-        ttl,
-        fence: Some(NewFence {
-            fence: 1,
-            token: "h",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(s, &t, &p, "holder", ttl, Some((1, "h"))).await;
     // Two waiters join behind the holder, in order.
     let first = s
         .claim(&Claim {
@@ -1226,19 +1086,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
         .unwrap(),
     );
     assert_eq!((again.position, again.arrival), (Some(1), p1.arrival));
-    let bare = place(
-        &s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "x",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: None,
-        })
-        .await
-        .unwrap(),
-    );
+    let bare = place(&claim(s, &t, &p, "x", ttl, None).await);
     assert_eq!((bare.position, bare.waiters), (None, 2));
     let LeasePage { leases: listed, .. } = s.leases(&t, 10).await.unwrap();
     assert_eq!(listed[0].waiters, ["w1", "w2"]);
@@ -1320,17 +1168,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     assert_eq!(s.leave_queue(&t, &p, "k2").await.unwrap(), None);
     s.release(&t, &p, "w1", false).await.unwrap().unwrap();
     assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "x",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
+        claim(s, &t, &p, "x", ttl, None).await,
         ClaimOutcome::NeedFence
     ));
     assert!(s.leases(&t, 10).await.unwrap().leases.is_empty());
@@ -1342,20 +1180,7 @@ async fn a_waiter_that_stops_checking_in_drops_out(f: &HotFixture) {
     let s = &f.store;
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
-    s.claim(&Claim {
-        task: &t,
-        path: &p,
-        owner: "holder",
-        ttl,
-        fence: Some(NewFence {
-            fence: 1,
-            token: "h",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(s, &t, &p, "holder", ttl, Some((1, "h"))).await;
     let short = Waiter {
         liveness: Duration::from_millis(300),
         ..waiter("dead")
@@ -1481,20 +1306,7 @@ async fn a_grant_whose_waiter_left_is_released(f: &HotFixture) {
     );
     assert!(s.leases(&t, 10).await.unwrap().leases.is_empty());
     // A lease granted to another ticket (or to none) stays.
-    s.claim(&Claim {
-        task: &t,
-        path: &p,
-        owner: "w",
-        ttl,
-        fence: Some(NewFence {
-            fence: 5,
-            token: "t5",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(s, &t, &p, "w", ttl, Some((5, "t5"))).await;
     assert_eq!(s.leave_queue(&t, &p, "k").await.unwrap(), None);
     assert_eq!(s.leases(&t, 10).await.unwrap().leases.len(), 1);
 }
@@ -1505,63 +1317,18 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
     let s = &f.store;
     let t = task("t");
     let ttl = Duration::from_secs(30);
-    let granted = s
-        .claim(&Claim {
-            task: &t,
-            path: &dir("src"),
-            owner: "a1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 1,
-                token: "d",
-            }),
-            reentrant: true,
-            waiter: None,
-        })
-        .await
-        .unwrap();
-    assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.path == "src/"));
+    let lease = granted(claim(s, &t, &dir("src"), "a1", ttl, Some((1, "d"))).await);
+    assert_eq!(lease.path, "src/");
     // Beneath it: another owner is refused, naming the directory lease; the owner is not.
     for (p, who) in [(file("src/api/a.py"), "a2"), (dir("src/api"), "a2")] {
-        match s
-            .claim(&Claim {
-                task: &t,
-                path: &p,
-                owner: who,
-                ttl,
-                fence: Some(NewFence {
-                    fence: 2,
-                    token: "x",
-                }),
-                reentrant: true,
-                waiter: None,
-            })
-            .await
-            .unwrap()
-        {
+        match claim(s, &t, &p, who, ttl, Some((2, "x"))).await {
             ClaimOutcome::HeldByOther { owner, path, .. } => {
                 assert_eq!((owner.as_str(), path.as_str()), ("a1", "src/"), "{p}");
             }
             other => panic!("{p}: {other:?}"),
         }
     }
-    assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &file("src/a.py"),
-            owner: "a1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 3,
-                token: "own"
-            }),
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &file("src/a.py"), "a1", ttl, Some((3, "own"))).await);
     // Writes beneath it: another writer meets the directory lease; the owner writes under
     // its nearest own lease.
     let refused = s
@@ -1593,60 +1360,16 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
         "a sibling with the same prefix is not beneath src/"
     );
     // Above it: a file lease beneath blocks the directory, and the root-most directory too.
-    s.claim(&Claim {
-        task: &t,
-        path: &file("lib/x/y.py"),
-        owner: "a2",
-        ttl,
-        fence: Some(NewFence {
-            fence: 4,
-            token: "y",
-        }),
-        reentrant: true,
-        waiter: None,
-    })
-    .await
-    .unwrap();
+    claim(s, &t, &file("lib/x/y.py"), "a2", ttl, Some((4, "y"))).await;
     for d in ["lib", "lib/x"] {
-        match s
-            .claim(&Claim {
-                task: &t,
-                path: &dir(d),
-                owner: "a1",
-                ttl,
-                fence: Some(NewFence {
-                    fence: 5,
-                    token: "z",
-                }),
-                reentrant: true,
-                waiter: None,
-            })
-            .await
-            .unwrap()
-        {
+        match claim(s, &t, &dir(d), "a1", ttl, Some((5, "z"))).await {
             ClaimOutcome::HeldByOther { owner, path, .. } => {
                 assert_eq!((owner.as_str(), path.as_str()), ("a2", "lib/x/y.py"), "{d}");
             }
             other => panic!("{d}: {other:?}"),
         }
     }
-    assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &dir("li"),
-            owner: "a1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 6,
-                token: "li"
-            }),
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &dir("li"), "a1", ttl, Some((6, "li"))).await);
     let LeasePage { leases, .. } = s.leases(&t, 10).await.unwrap();
     let mut paths: Vec<&str> = leases.iter().map(|l| l.path.as_str()).collect();
     paths.sort();
@@ -1666,21 +1389,5 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
             .unwrap()
             .is_none()
     );
-    assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &file("src/b/c.py"),
-            owner: "a2",
-            ttl,
-            fence: Some(NewFence {
-                fence: 7,
-                token: "c"
-            }),
-            reentrant: true,
-            waiter: None
-        })
-        .await
-        .unwrap(),
-        ClaimOutcome::Granted(_)
-    ));
+    granted(claim(s, &t, &file("src/b/c.py"), "a2", ttl, Some((7, "c"))).await);
 }

@@ -3,11 +3,10 @@
 //! sequence, steps that move from the hot stream to the durable log, the task cache the pull
 //! loop keeps).
 
-use crate::fixtures::{ServiceFixture, service};
+use crate::fixtures::{ServiceFixture, conflict, service};
 use mcp_api::requests::{
     ClaimFileRequest, CreateTaskRequest, DeleteFileRequest, FileEditRequest, FileHistoryRequest,
-    FileReadRequest, FileRevisionRequest, FileWriteRequest, ListLeasesRequest, LogStepRequest,
-    ReleaseFileRequest, UpdateTaskRequest,
+    FileRevisionRequest, FileWriteRequest, ListLeasesRequest, LogStepRequest, UpdateTaskRequest,
 };
 use mcp_domain::store::durable::AuditFilter;
 use mcp_domain::{Actor, AgentId, DomainError, TaskId};
@@ -38,6 +37,21 @@ fn req<T: DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap()
 }
 
+/// `agent` claims file `a` of task `t` for `secs` seconds.
+fn claim_a(agent: &str, secs: i64) -> ClaimFileRequest {
+    req(json!({"task_id": "t", "path": "a", "timeout_sec": secs, "agent_id": agent}))
+}
+
+/// An edit of `path` in task `t`, replacing `old` by `new`.
+fn edit_req(path: &str, old: &str, new: &str) -> FileEditRequest {
+    req(json!({"task_id": "t", "path": path, "old_string": old, "new_string": new}))
+}
+
+/// A request that names only a task and a path (a read, a delete, a history).
+fn on_path<T: DeserializeOwned>(task: &str, path: &str) -> T {
+    req(json!({"task_id": task, "path": path}))
+}
+
 async fn files_write_through_and_refill(f: &ServiceFixture) {
     let svc = &f.service;
     let a1 = agent("a1");
@@ -51,22 +65,11 @@ async fn files_write_through_and_refill(f: &ServiceFixture) {
         .await
         .unwrap();
     assert_eq!((w.path.as_str(), w.version), ("src/a.py", 1));
-    let r = svc
-        .file_read(
-            &a1,
-            req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})),
-        )
-        .await
-        .unwrap();
+    let r = svc.file_read(&a1, on_path("t", "src/a.py")).await.unwrap();
     assert_eq!((r.content.as_str(), r.version), ("x = 1\n", 1));
     assert_eq!(r.sha256, w.sha256);
     let e = svc
-        .file_edit(
-            &a1,
-            req::<FileEditRequest>(json!({
-                "task_id": "t", "path": "src/a.py", "old_string": "1", "new_string": "2"
-            })),
-        )
+        .file_edit(&a1, edit_req("src/a.py", "1", "2"))
         .await
         .unwrap();
     assert_eq!(e.version, 2);
@@ -74,13 +77,7 @@ async fn files_write_through_and_refill(f: &ServiceFixture) {
     let hot = f.hot_file("t", "src/a.py").await.unwrap();
     assert_eq!((hot.version, hot.content.as_str()), (2, "x = 2\n"));
     f.drop_hot_file("t", "src/a.py").await;
-    let r = svc
-        .file_read(
-            &a1,
-            req::<FileReadRequest>(json!({"task_id": "t", "path": "src/a.py"})),
-        )
-        .await
-        .unwrap();
+    let r = svc.file_read(&a1, on_path("t", "src/a.py")).await.unwrap();
     assert_eq!((r.content.as_str(), r.version), ("x = 2\n", 2));
     assert_eq!(
         f.hot_file("t", "src/a.py").await.unwrap().version,
@@ -96,23 +93,8 @@ async fn files_write_through_and_refill(f: &ServiceFixture) {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::VersionConflict {
-                current: Some(2),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let err = svc
-        .file_read(
-            &a1,
-            req::<FileReadRequest>(json!({"task_id": "t", "path": "nope"})),
-        )
-        .await
-        .unwrap_err();
+    assert_eq!(conflict(err).1, Some(2));
+    let err = svc.file_read(&a1, on_path("t", "nope")).await.unwrap_err();
     assert!(matches!(err, DomainError::FileNotFound(_)), "{err:?}");
 }
 
@@ -132,12 +114,7 @@ async fn every_version_is_readable_and_diffable(f: &ServiceFixture) {
         .unwrap();
     let e2 = svc.file_edit(&qa, edit("x = 1", "x = 10")).await.unwrap();
     svc.file_edit(&coder, edit("y = 2\n", "")).await.unwrap();
-    svc.delete_file(
-        &coder,
-        req::<DeleteFileRequest>(json!({"task_id": "t", "path": "a.py"})),
-    )
-    .await
-    .unwrap();
+    svc.delete_file(&coder, on_path("t", "a.py")).await.unwrap();
     svc.file_write(&qa, write("back\n")).await.unwrap();
 
     let history = |before: Option<i64>, limit: Option<i64>| {
@@ -298,12 +275,9 @@ async fn list_leases_shows_who_holds_what(f: &ServiceFixture) {
             .all(|l| l.ttl_ms_left > 0 && l.ttl_ms_left <= 30_000)
     );
     assert!(!l.truncated);
-    svc.release_file(
-        &agent("qa"),
-        req::<ReleaseFileRequest>(json!({"task_id": "t", "path": "a.py"})),
-    )
-    .await
-    .unwrap();
+    svc.release_file(&agent("qa"), on_path("t", "a.py"))
+        .await
+        .unwrap();
     let l = svc.list_leases(&agent("qa"), list()).await.unwrap();
     assert_eq!(l.leases.len(), 1);
     assert_eq!(l.leases[0].holder, "coder");
@@ -312,13 +286,8 @@ async fn list_leases_shows_who_holds_what(f: &ServiceFixture) {
 async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {
     let svc = &f.service;
     let (a1, a2) = (agent("a1"), agent("a2"));
-    let claim = |who: &str, secs: i64| {
-        req::<ClaimFileRequest>(
-            json!({"task_id": "t", "path": "a", "timeout_sec": secs, "agent_id": who}),
-        )
-    };
-    let first = svc.claim_file(&a1, claim("a1", 1)).await.unwrap();
-    let err = svc.claim_file(&a2, claim("a2", 30)).await.unwrap_err();
+    let first = svc.claim_file(&a1, claim_a("a1", 1)).await.unwrap();
+    let err = svc.claim_file(&a2, claim_a("a2", 30)).await.unwrap_err();
     assert!(matches!(err, DomainError::Locked { .. }), "{err:?}");
     let err = svc
         .file_write(
@@ -335,7 +304,7 @@ async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let second = svc.claim_file(&a2, claim("a2", 30)).await.unwrap();
+    let second = svc.claim_file(&a2, claim_a("a2", 30)).await.unwrap();
     assert!(second.fence > first.fence, "fences come from one sequence");
     svc.file_write(
         &a2,
@@ -360,13 +329,7 @@ async fn an_expired_holder_is_fenced_out(f: &ServiceFixture) {
         ),
         "{err:?}"
     );
-    let r = svc
-        .file_read(
-            &a1,
-            req::<FileReadRequest>(json!({"task_id": "t", "path": "a"})),
-        )
-        .await
-        .unwrap();
+    let r = svc.file_read(&a1, on_path("t", "a")).await.unwrap();
     assert_eq!(r.content, "a2");
 }
 
@@ -466,11 +429,6 @@ async fn presented_fences_must_be_the_writers_live_lease(f: &ServiceFixture) {
 async fn an_expired_holder_cannot_overwrite_a_newer_holders_work(f: &ServiceFixture) {
     let svc = &f.service;
     let (a1, a2) = (agent("a1"), agent("a2"));
-    let claim = |who: &str, secs: i64| {
-        req::<ClaimFileRequest>(
-            json!({"task_id": "t", "path": "a", "timeout_sec": secs, "agent_id": who}),
-        )
-    };
     let write = |content: &str, extra: Value| {
         let mut b = json!({"task_id": "t", "path": "a", "content": content});
         b.as_object_mut()
@@ -478,25 +436,25 @@ async fn an_expired_holder_cannot_overwrite_a_newer_holders_work(f: &ServiceFixt
             .extend(extra.as_object().unwrap().clone());
         req::<FileWriteRequest>(b)
     };
-    let old = svc.claim_file(&a1, claim("a1", 1)).await.unwrap();
-    svc.file_write(&a1, write("v1", json!({}))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    // The pausing holder's lease is gone: its old fence is no longer a live lease's.
-    let err = svc
-        .file_write(&a1, write("late", json!({"fence": old.fence})))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
-    let new = svc.claim_file(&a2, claim("a2", 1)).await.unwrap();
+    // The holder writes, then pauses past its lease: its old fence is no longer a live lease's.
+    let write_and_lapse = async |holder: &Actor, content: &str, stale_fence: i64| {
+        svc.file_write(holder, write(content, json!({})))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let err = svc
+            .file_write(&a1, write("late", json!({"fence": stale_fence})))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
+    };
+    let old = svc.claim_file(&a1, claim_a("a1", 1)).await.unwrap();
+    write_and_lapse(&a1, "v1", old.fence).await;
+    let new = svc.claim_file(&a2, claim_a("a2", 1)).await.unwrap();
     assert!(new.fence > old.fence);
-    svc.file_write(&a2, write("v2", json!({}))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    // Nobody holds it now. With the old fence, without a fence, or as a blind delete: refused.
-    let err = svc
-        .file_write(&a1, write("late", json!({"fence": old.fence})))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, DomainError::FenceNotHeld { .. }), "{err:?}");
+    // Nobody holds it now. With the old fence (above), without a fence, or as a blind delete:
+    // refused.
+    write_and_lapse(&a2, "v2", old.fence).await;
     let err = svc
         .file_write(&a1, write("late", json!({})))
         .await
@@ -505,47 +463,18 @@ async fn an_expired_holder_cannot_overwrite_a_newer_holders_work(f: &ServiceFixt
         DomainError::LeaseRequired { last_fence, .. } => assert_eq!(last_fence, new.fence),
         other => panic!("{other:?}"),
     }
-    let err = svc
-        .delete_file(
-            &a1,
-            req::<DeleteFileRequest>(json!({"task_id": "t", "path": "a"})),
-        )
-        .await
-        .unwrap_err();
+    let err = svc.delete_file(&a1, on_path("t", "a")).await.unwrap_err();
     assert!(matches!(err, DomainError::LeaseRequired { .. }), "{err:?}");
     // Conditional on the version it last saw (1): the newer holder's version 2 is there.
     let err = svc
         .file_write(&a1, write("late", json!({"expected_version": 1})))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::VersionConflict {
-                current: Some(2),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let r = svc
-        .file_read(
-            &a1,
-            req::<FileReadRequest>(json!({"task_id": "t", "path": "a"})),
-        )
-        .await
-        .unwrap();
+    assert_eq!(conflict(err).1, Some(2));
+    let r = svc.file_read(&a1, on_path("t", "a")).await.unwrap();
     assert_eq!((r.content.as_str(), r.version), ("v2", 2));
     // An edit is conditional: it passes on top of the newer holder's work.
-    let e = svc
-        .file_edit(
-            &a1,
-            req::<FileEditRequest>(json!({
-                "task_id": "t", "path": "a", "old_string": "v2", "new_string": "v3"
-            })),
-        )
-        .await
-        .unwrap();
+    let e = svc.file_edit(&a1, edit_req("a", "v2", "v3")).await.unwrap();
     assert_eq!(e.version, 3);
 }
 
@@ -606,12 +535,9 @@ async fn lease_audit_records_reach_the_durable_log_once(f: &ServiceFixture) {
     let coder = agent("coder");
     let claim = req::<ClaimFileRequest>(json!({"task_id": "t", "path": "a.py", "timeout_sec": 30}));
     svc.claim_file(&coder, claim).await.unwrap();
-    svc.release_file(
-        &coder,
-        req::<ReleaseFileRequest>(json!({"task_id": "t", "path": "a.py"})),
-    )
-    .await
-    .unwrap();
+    svc.release_file(&coder, on_path("t", "a.py"))
+        .await
+        .unwrap();
     if f.hot.outbox().is_some() {
         let mut push = PushLoop::new(
             f.durable.clone(),
