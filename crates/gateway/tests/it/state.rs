@@ -153,13 +153,11 @@ async fn every_change_is_published_with_its_stream_id() {
     // The seed's contract, byte for byte: each message is the stream entry's envelope with
     // its entry id as the first member, nothing else changed.
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}events:{{t}}", gw.redis.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let entries = crate::xrange(
+        &mut conn,
+        &format!("{0}events:{{{0}task:t}}", gw.redis.prefix),
+    )
+    .await;
     assert_eq!(entries.ids.len(), 6);
     for (entry, payload) in entries.ids.iter().zip(&published) {
         let envelope: String = entry.get("e").unwrap();

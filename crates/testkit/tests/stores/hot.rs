@@ -31,6 +31,7 @@ crate::per_backend!(hot; [redis, redis_cluster, memory];
     presence_and_collaboration,
     rate_windows_count_and_reset,
     task_rows_refresh_in_order,
+    one_refresh_applies_a_tasks_rows_in_order,
     outbox_group_delivers_once_and_hands_over,
     mcp_sessions_and_subscriptions,
 );
@@ -735,6 +736,36 @@ fn refresh(row: &TaskState, seq: i64) -> TaskRefresh<'_> {
         id,
         task: row,
     }
+}
+
+/// One refresh holding many rows of one task, on a store that has run no script yet (a
+/// fresh store, or one restarted: its script cache is empty): each row is applied after the
+/// one before it, so every newer row changes the cache and its event follows the previous
+/// one's. (On a Redis Cluster the rows once ran concurrently, and the retries after `NOSCRIPT`
+/// could overtake each other.)
+async fn one_refresh_applies_a_tasks_rows_in_order(f: &HotFixture) {
+    let s = &f.store;
+    let now = Utc::now();
+    let rows: Vec<TaskState> = (1..=40)
+        .map(|i| task_row("r", &format!("v{i}"), now))
+        .collect();
+    let refreshes: Vec<TaskRefresh<'_>> = rows
+        .iter()
+        .zip(1..)
+        .map(|(row, seq)| refresh(row, seq))
+        .collect();
+    let answers = s.refresh_tasks(&refreshes, "sync", 60, 100).await.unwrap();
+    assert_eq!(answers, vec![Refreshed::Changed; 40]);
+    let titles: Vec<Value> = s
+        .events_after(&task("r"), StreamId::ZERO, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.envelope).unwrap()["data"]["title"].clone())
+        .collect();
+    let expected: Vec<Value> = (1..=40).map(|i| json!(format!("v{i}"))).collect();
+    assert_eq!(titles, expected);
+    assert_eq!(s.task(&task("r")).await.unwrap().unwrap().title, "v40");
 }
 
 async fn task_rows_refresh_in_order(f: &HotFixture) {

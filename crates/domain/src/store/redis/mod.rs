@@ -960,16 +960,8 @@ impl Leases for RedisStore {
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome> {
-        let Claim {
-            task,
-            path,
-            owner,
-            ttl,
-            fence,
-            reentrant,
-            waiter,
-        } = *claim;
-        let (fence_arg, token_arg) = match fence {
+        let (task, path, owner, waiter) = (claim.task, claim.path, claim.owner, claim.waiter);
+        let (fence_arg, token_arg) = match claim.fence {
             Some(NewFence { fence, token }) => (fence.to_string(), token),
             None => (String::new(), ""),
         };
@@ -982,10 +974,10 @@ impl Leases for RedisStore {
             inv.key(format!("{prefix}{dir}"));
         }
         inv.arg(owner)
-            .arg(ttl.as_millis() as u64)
+            .arg(claim.ttl.as_millis() as u64)
             .arg(fence_arg)
             .arg(token_arg)
-            .arg(if reentrant { "1" } else { "0" })
+            .arg(if claim.reentrant { "1" } else { "0" })
             .arg(waiter.map_or("", |w| w.ticket))
             .arg(
                 waiter
