@@ -746,6 +746,9 @@ fn refresh(row: &TaskState, seq: i64) -> TaskRefresh<'_> {
 async fn one_refresh_applies_a_tasks_rows_in_order(f: &HotFixture) {
     let s = &f.store;
     let now = Utc::now();
+    // (A first read validates the hot layer, as a gateway's first request does: Redis
+    // rebuilds a layer it finds unvalidated, dropping caches written before.)
+    assert!(s.task(&task("r")).await.unwrap().is_none());
     let rows: Vec<TaskState> = (1..=40)
         .map(|i| task_row("r", &format!("v{i}"), now))
         .collect();

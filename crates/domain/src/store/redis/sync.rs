@@ -18,6 +18,7 @@
 //! row publish it once, and a late, older copy never overwrites a newer one.
 
 use super::RedisStore;
+use super::keys::key_slot;
 use crate::error::Result;
 use crate::ids::TaskId;
 use crate::store::hot::{
@@ -193,28 +194,42 @@ impl RedisStore {
         Ok(Vec::new())
     }
 
-    /// Runs invocations of `script` (each on its own keys), answers in order: one pipeline
-    /// on one server; on a cluster, whose pipelines must stay in one slot, each on its own
-    /// (concurrently: the cluster client sends them to their nodes at once).
+    /// Runs invocations of `script` (each on its own keys, in the hash slot given beside it),
+    /// in order, answers in order: one pipeline on one server. On a cluster, whose pipelines
+    /// must stay in one slot, the invocations of one slot run one after another and the slots
+    /// concurrently (the cluster client sends them to their nodes at once): run together, a
+    /// later invocation of a slot could overtake an earlier one (the retries after `NOSCRIPT`
+    /// of a script the node does not hold yet race).
     async fn invoke_all<T: redis::FromRedisValue>(
         &self,
         script: &Script,
-        invocations: &[redis::ScriptInvocation<'_>],
+        invocations: &[(u16, redis::ScriptInvocation<'_>)],
     ) -> Result<Vec<T>> {
         if self.keys().cluster() {
-            let runs = invocations.iter().map(|inv| {
+            let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
+            for (i, (slot, _)) in invocations.iter().enumerate() {
+                by_slot.entry(*slot).or_default().push(i);
+            }
+            let runs = by_slot.into_values().map(|indexes| {
                 let mut c = self.connection();
-                async move { inv.invoke_async::<T>(&mut c).await }
+                async move {
+                    let mut answers = Vec::with_capacity(indexes.len());
+                    for i in indexes {
+                        answers.push((i, invocations[i].1.invoke_async::<T>(&mut c).await?));
+                    }
+                    Ok::<_, redis::RedisError>(answers)
+                }
             });
-            return futures::future::join_all(runs)
-                .await
-                .into_iter()
-                .map(|r| r.map_err(Into::into))
-                .collect();
+            let mut answers: Vec<(usize, T)> = Vec::with_capacity(invocations.len());
+            for run in futures::future::join_all(runs).await {
+                answers.extend(run?);
+            }
+            answers.sort_by_key(|(i, _)| *i);
+            return Ok(answers.into_iter().map(|(_, a)| a).collect());
         }
         let mut pipe = redis::pipe();
         pipe.load_script(script).ignore();
-        for inv in invocations {
+        for (_, inv) in invocations {
             pipe.invoke_script(inv);
         }
         let mut c = self.connection();
@@ -428,7 +443,7 @@ impl HotSync for RedisStore {
                 .arg(r.seq)
                 .arg(ttl_secs)
                 .arg(if r.envelope.is_some() { "1" } else { "0" });
-            invocations.push(inv);
+            invocations.push((keys.task_slot(&r.id), inv));
         }
         let answers: Vec<i64> = self.invoke_all(&REFRESH_TASK_SCRIPT, &invocations).await?;
         Ok(answers
@@ -452,18 +467,20 @@ impl HotSync for RedisStore {
         Ok(())
     }
 
-    /// Moves agents' presence forward from their durable rows: (agent, last seen ms, task).
+    /// Moves agents' presence forward from their durable rows.
     async fn refresh_agents(&self, agents: &[AgentSeen]) -> Result<()> {
         if agents.is_empty() {
             return Ok(());
         }
         let mut invocations = Vec::with_capacity(agents.len());
         for a in agents {
+            let key = self.keys().agent(&a.agent);
+            let slot = key_slot(key.as_bytes());
             let mut inv = REFRESH_AGENT_SCRIPT.prepare_invoke();
-            inv.key(self.keys().agent(&a.agent))
+            inv.key(key)
                 .arg(a.last_seen_ms)
                 .arg(a.task.as_deref().unwrap_or(""));
-            invocations.push(inv);
+            invocations.push((slot, inv));
         }
         let _: Vec<i64> = self.invoke_all(&REFRESH_AGENT_SCRIPT, &invocations).await?;
         Ok(())
