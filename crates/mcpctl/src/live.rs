@@ -59,6 +59,7 @@ async fn note_if_unknown(c: &GatewayClient, task: &str, out: Out) -> Result<(), 
     Ok(())
 }
 
+/// `logs tail` (the newest steps) and `logs follow` (then new steps as they are logged).
 pub async fn logs(
     c: &GatewayClient,
     cmd: LogsCommand,
@@ -165,6 +166,8 @@ fn event_line(e: &Event) -> String {
     )
 }
 
+/// `watch`: prints `task`'s live events (only `types`, if any; after `since` first) until
+/// interrupted, `count` events or the deadline.
 pub async fn watch(
     c: &GatewayClient,
     task: &str,
