@@ -46,6 +46,7 @@ pub struct HotSessionStore {
 }
 
 impl HotSessionStore {
+    /// Over the hot store's MCP sessions.
     pub fn new(store: Arc<dyn McpSessions>) -> HotSessionStore {
         HotSessionStore { store }
     }
@@ -83,6 +84,7 @@ pub struct GatewaySessions {
 }
 
 impl GatewaySessions {
+    /// A manager whose sessions' standalone streams carry `hub`'s resource updates.
     pub fn new(hub: Arc<Hub>) -> GatewaySessions {
         GatewaySessions {
             inner: LocalSessionManager::default(),
