@@ -38,6 +38,7 @@ pub const MIN_SECRET_BYTES: usize = 16;
 pub struct Secret(String);
 
 impl Secret {
+    /// The secret itself, for signing and for length checks; never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -62,25 +63,33 @@ impl FromStr for Secret {
 pub enum TaskScope {
     /// `"*"` (any other single string names one task).
     One(String),
+    /// Task ids (a `"*"` among them: every task).
     List(Vec<String>),
 }
 
 /// A token's claims, as signed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Claims {
+    /// The agent the token acts as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// The agent, when `agent_id` is absent (the standard JWT subject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// Expiry, seconds since the epoch (required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<Value>,
+    /// Not valid before, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<Value>,
+    /// When it was issued, seconds since the epoch (informative; not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// The tasks it may touch; absent (a legacy token): every task, unless legacy tokens are
+    /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TaskScope>,
+    /// `agent`, `observer` or `admin`; absent: `agent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
 }
@@ -88,7 +97,9 @@ pub struct Claims {
 /// Who a valid token says the caller is.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The agent it acts as.
     pub agent: AgentId,
+    /// What it may do.
     pub role: Role,
     /// The tasks it may touch; `None`: every task.
     pub tasks: Option<Vec<String>>,
@@ -109,16 +120,22 @@ impl Identity {
 /// Why a token was refused. [`AuthError::reason`] labels `mcp_auth_refused_total`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// No bearer token on a request that needs one.
     #[error("authentication required: send 'Authorization: Bearer <token>'")]
     Missing,
+    /// Not a JWT, too long, or signed with an algorithm the verifier does not take.
     #[error("the bearer token is malformed")]
     Malformed,
+    /// The signature does not match.
     #[error("the token's signature is not valid")]
     Signature,
+    /// Past `exp` (and the leeway).
     #[error("the token has expired")]
     Expired,
+    /// Before `nbf` (less the leeway).
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// A claim is missing or invalid; the text says which.
     #[error("the token's claims are not acceptable: {0}")]
     Claims(&'static str),
     /// The authorization server's metadata or keys could not be fetched (a backend outage).
@@ -127,6 +144,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The `reason` label of `mcp_auth_refused_total`.
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
@@ -140,7 +158,8 @@ impl AuthError {
     }
 }
 
-pub fn role_name(role: Role) -> &'static str {
+/// The `role` claim naming `role`.
+fn role_name(role: Role) -> &'static str {
     match role {
         Role::Agent => "agent",
         Role::Observer => "observer",
@@ -148,6 +167,7 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// The role a `role` claim (or `mcp-gateway token --role`) names; `None` for an unknown name.
 pub fn parse_role(s: &str) -> Option<Role> {
     match s {
         "agent" => Some(Role::Agent),
@@ -198,6 +218,8 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// Signs and verifies with `key`; `accept_legacy`: a token without a `tasks` claim
+    /// reaches every task (`ACCEPT_LEGACY_TOKENS`) rather than being refused.
     pub fn new(key: Secret, accept_legacy: bool) -> Authenticator {
         Authenticator { key, accept_legacy }
     }
@@ -323,7 +345,9 @@ impl Authenticator {
 /// the operator's authorization server (`OAUTH_ISSUER`), either or both.
 #[derive(Debug, Default)]
 pub struct Tokens {
+    /// The HS256 verifier of `JWT_SECRET`, if set.
     pub static_key: Option<Authenticator>,
+    /// The authorization server's verifier, if `OAUTH_ISSUER` is set.
     pub oauth: Option<std::sync::Arc<crate::oauth::OAuth>>,
 }
 

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The `mcp-gateway` command line: a command and the configuration.
 #[derive(Debug, Parser)]
 #[command(
     name = "mcp-gateway",
@@ -15,12 +16,15 @@ use std::time::Duration;
     about = "Shared task state for cooperating AI agents"
 )]
 pub struct Cli {
+    /// What to do; `None`: serve.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The flags and environment variables every command reads.
     #[command(flatten)]
     pub config: GatewayConfig,
 }
 
+/// The commands of `mcp-gateway`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve HTTP (the default).
@@ -55,6 +59,7 @@ pub struct TokenArgs {
     pub ttl: String,
 }
 
+/// Every setting of the gateway: a flag each, with its environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
     /// Address to listen on.
@@ -292,6 +297,7 @@ pub struct GatewayConfig {
 /// Where the source of truth lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DurableBackend {
+    /// The Postgres server at this URL (`DATABASE_URL`).
     Postgres(String),
     /// The embedded mode's SQLite file.
     Sqlite(PathBuf),
@@ -338,10 +344,13 @@ impl GatewayConfig {
         set(&self.redis_url)
     }
 
+    /// Where to listen: the host and `MCP_GATEWAY_PORT`, else `PORT`, else 8001.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port.or(self.legacy_port).unwrap_or(8001))
     }
 
+    /// The domain's limits (sizes, stream caps, cache lifetimes, lease timeouts), as
+    /// configured.
     pub fn limits(&self) -> Limits {
         Limits {
             max_file_bytes: self.max_file_bytes,
@@ -358,11 +367,14 @@ impl GatewayConfig {
         }
     }
 
+    /// The largest request body: `MAX_BODY_BYTES`, else twice the largest file (room for its
+    /// JSON escaping) plus 64 KiB.
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
             .unwrap_or(2 * self.max_file_bytes + 64 * 1024)
     }
 
+    /// The upper bound of one request (`REQUEST_TIMEOUT_SECS`).
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub struct DataDirLock {
     /// Kept open: the lock lives as long as this descriptor.
     _file: File,
+    /// The lock file ([`lock_path`]), to name in messages.
     pub path: PathBuf,
 }
 

@@ -10,14 +10,19 @@ use mcp_api::{ErrorBody, ErrorCode};
 use mcp_domain::DomainError;
 use serde_json::{Map, Value};
 
+/// An error answer: its code picks the status, the body is `{"detail","code",...context}`.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The stable code (and through it the HTTP status).
     pub code: ErrorCode,
+    /// A sentence for people.
     pub detail: String,
+    /// Extra fields of the body (e.g. `retry_after`, also sent as `Retry-After` on 429/503).
     pub context: Map<String, Value>,
 }
 
 impl ApiError {
+    /// An error with no context.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
         ApiError {
             code,
@@ -26,6 +31,7 @@ impl ApiError {
         }
     }
 
+    /// A 503 `unavailable`, to be retried after a second.
     pub fn unavailable(detail: impl Into<String>) -> ApiError {
         let mut e = ApiError::new(ErrorCode::Unavailable, detail);
         e.context.insert("retry_after".into(), Value::from(1));

@@ -278,7 +278,9 @@ impl FromRequestParts<AppState> for Caller {
 
 /// A parsed JSON body and the actor it acts as.
 pub struct ToolCall<T> {
+    /// Who the call acts as (the caller, resolved).
     pub actor: Actor,
+    /// The request body.
     pub body: T,
 }
 

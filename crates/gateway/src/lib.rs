@@ -18,6 +18,9 @@
 //! * this file — start-up (the stores `DATABASE_URL`/`REDIS_URL` name, or the embedded ones;
 //!   migrations), [`serve`] with graceful shutdown.
 
+// Every public item is documented.
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod config;
 pub mod data_lock;
@@ -53,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The operations every door calls.
     pub service: Service,
     /// Upper bound of one request (503 past it).
     pub request_timeout: Duration,
@@ -93,7 +97,9 @@ impl axum::extract::FromRef<AppState> for Service {
 /// that it holds across gateway instances.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {
+    /// Requests allowed per window (`RATE_LIMIT_REQUESTS`).
     pub requests: u64,
+    /// The window (`RATE_LIMIT_WINDOW_SECS`).
     pub window: Duration,
 }
 
@@ -220,7 +226,9 @@ async fn open_durable(cfg: &GatewayConfig) -> anyhow::Result<(Durable, Option<Sq
 /// Both stores of a gateway: the [`Service`] owns them, and the built-in sync loops take them.
 #[derive(Clone)]
 pub struct Stores {
+    /// The durable store (Postgres, or the embedded SQLite file).
     pub durable: Durable,
+    /// The hot store (Redis, or the in-process one).
     pub hot: Hot,
 }
 

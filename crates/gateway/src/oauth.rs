@@ -49,11 +49,15 @@ pub struct OAuthConfig {
     pub audience: String,
     /// The gateway's public base URL (where the metadata is served).
     pub public_url: String,
+    /// The claim naming the agent (`OAUTH_AGENT_CLAIM`).
     pub agent_claim: String,
+    /// The claim listing the tasks a token reaches (`OAUTH_TASKS_CLAIM`).
     pub tasks_claim: String,
+    /// The claim naming the role (`OAUTH_ROLE_CLAIM`).
     pub role_claim: String,
     /// Issuer values (group or role names) → gateway roles.
     pub role_map: Vec<(String, Role)>,
+    /// Scopes announced in the metadata and in `WWW-Authenticate`.
     pub scopes_supported: Vec<String>,
     /// Least time between two key fetches caused by unknown key ids.
     pub min_refresh: Duration,
@@ -94,6 +98,7 @@ struct Keys {
 
 /// Verifies the issuer's tokens (see the module documentation).
 pub struct OAuth {
+    /// What it was configured with.
     pub config: OAuthConfig,
     http: reqwest::Client,
     keys: RwLock<Keys>,
@@ -110,6 +115,7 @@ impl std::fmt::Debug for OAuth {
 }
 
 impl OAuth {
+    /// A verifier for `config`; the issuer's metadata and keys are fetched when first needed.
     pub fn new(config: OAuthConfig) -> OAuth {
         OAuth {
             config,

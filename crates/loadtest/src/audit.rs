@@ -29,17 +29,24 @@ pub struct AuditOptions {
     pub wait: Duration,
 }
 
+/// The audit's verdict, with what it checked (part of the report).
 #[derive(Debug, Default, Serialize)]
 pub struct AuditResult {
+    /// No failure found.
     pub ok: bool,
+    /// Paths whose last acknowledged write was read back.
     pub paths_checked: usize,
+    /// Acknowledged writes checked.
     pub writes_checked: usize,
+    /// Acknowledged steps looked for.
     pub steps_checked: usize,
+    /// Lease records checked for order and overlap.
     pub leases_checked: usize,
     /// How the steps were counted: `postgres` or `gateway`.
     pub steps_via: String,
     /// The first problems found (at most 50), each a sentence.
     pub failures: Vec<String>,
+    /// Every problem found, also past the first 50.
     pub failure_count: usize,
 }
 
@@ -52,6 +59,7 @@ impl AuditResult {
     }
 }
 
+/// Checks what `ledger` holds against the gateway (and Postgres when `opts` names it).
 pub async fn audit(gw: &Gateway, ledger: &Ledger, opts: &AuditOptions) -> AuditResult {
     let mut r = AuditResult::default();
     check_leases(ledger, &mut r);

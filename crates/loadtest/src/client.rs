@@ -15,9 +15,13 @@ use crate::stats::{Outcome, Stats};
 /// A write (write or edit) the gateway acknowledged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WriteAck {
+    /// The task written to.
     pub task: String,
+    /// The file written.
     pub path: String,
+    /// The version the gateway answered (-1 if the answer had none).
     pub version: i64,
+    /// The content hash the gateway answered, which the audit reads back.
     pub sha256: String,
     /// The fence the write presented (writes made under a lease).
     pub fence: Option<i64>,
@@ -26,12 +30,17 @@ pub struct WriteAck {
 /// One lease granted to one holder, with the client's monotonic times around its calls.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// The task of the leased file.
     pub task: String,
+    /// The leased file.
     pub path: String,
+    /// The agent holding the lease.
     pub owner: String,
+    /// The fence the grant carried.
     pub fence: i64,
-    /// When the claim was sent and answered, µs since the run's start.
+    /// When the claim was sent, µs since the run's start.
     pub claim_sent_us: u64,
+    /// When the grant came back, µs since the run's start.
     pub claim_ack_us: u64,
     /// When the release was sent; `None` if the holder never released (the lease expires).
     pub release_sent_us: Option<u64>,
@@ -40,7 +49,9 @@ pub struct LeaseRecord {
 /// Everything acknowledged during a run: what the audit checks.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Ledger {
+    /// Acknowledged writes and edits, in the order their answers came.
     pub writes: Vec<WriteAck>,
+    /// Granted leases, in the order of their grants.
     pub leases: Vec<LeaseRecord>,
     /// Acknowledged steps: task → stream ids.
     pub steps: HashMap<String, Vec<String>>,
@@ -48,15 +59,19 @@ pub struct Ledger {
 
 /// The answer of one call.
 pub struct Answer {
+    /// The HTTP status code.
     pub status: u16,
+    /// The body as JSON, `Null` when it is not JSON.
     pub body: Value,
 }
 
 impl Answer {
+    /// Whether the status is a 2xx.
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
+    /// The error body's `code`, if any.
     pub fn code(&self) -> Option<&str> {
         self.body.get("code").and_then(Value::as_str)
     }
@@ -66,9 +81,12 @@ impl Answer {
 #[derive(Clone)]
 pub struct Gateway {
     http: reqwest::Client,
+    /// The gateway's base URL, without a trailing `/`.
     pub base: String,
     auth: Option<HeaderValue>,
+    /// The latencies and outcomes of the timed calls.
     pub stats: Arc<Stats>,
+    /// What the gateway acknowledged, for the audit.
     pub ledger: Arc<Mutex<Ledger>>,
     start: Instant,
     /// Whether 409 `locked` is an expected outcome here (contention) rather than an error.
@@ -78,6 +96,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A client of the gateway at `base`, sending `token` as a bearer token if given, keeping
+    /// up to `connections` idle connections; the run's clock starts now.
     pub fn new(base: &str, token: Option<&str>, connections: usize) -> anyhow::Result<Gateway> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(connections.max(1))
@@ -181,6 +201,7 @@ impl Gateway {
         r
     }
 
+    /// `POST /tools/{tool}`, timed from now.
     pub async fn tool(
         &self,
         tool: &'static str,
@@ -209,6 +230,8 @@ impl Gateway {
 
     // ---- The tools, recording their acknowledgements in the ledger. ----
 
+    /// `file_write` (under `fence` if given), timed from `since` or now; an acknowledged write
+    /// goes into the ledger.
     pub async fn file_write(
         &self,
         agent: &str,
@@ -227,6 +250,8 @@ impl Gateway {
         r
     }
 
+    /// `file_edit` replacing `old` with `new` (under `fence` if given), timed from now; an
+    /// acknowledged edit goes into the ledger.
     pub async fn file_edit(
         &self,
         agent: &str,
@@ -261,6 +286,7 @@ impl Gateway {
         }
     }
 
+    /// `file_read`, timed from `since` or now.
     pub async fn file_read(
         &self,
         agent: &str,
@@ -272,6 +298,8 @@ impl Gateway {
         self.tool_since("file_read", body, agent, since).await
     }
 
+    /// `log_step`, timed from `since` or now; an acknowledged step's stream id goes into the
+    /// ledger.
     pub async fn log_step(
         &self,
         agent: &str,
@@ -327,6 +355,7 @@ impl Gateway {
         Ok(Some((fence, l.leases.len() - 1)))
     }
 
+    /// `release_file` of the lease recorded at index `lease`, noting when it was sent.
     pub async fn release(
         &self,
         agent: &str,

@@ -10,6 +10,9 @@
 //! * here — the configuration, the run (a live progress line on a terminal), the report and the
 //!   verdict on the seed's rollback triggers.
 
+// Every public item is documented.
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod client;
 pub mod metrics;
@@ -25,6 +28,7 @@ use serde::Serialize;
 pub use client::{Gateway, Ledger};
 pub use scenarios::Op;
 
+/// The load a run generates (`--scenario`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
@@ -122,50 +126,80 @@ pub struct Config {
     pub quiet: bool,
 }
 
+/// The latencies of one tool (or of all), in the report.
 #[derive(Debug, Serialize)]
 pub struct ToolStats {
+    /// Calls answered.
     pub count: u64,
+    /// Calls answered per second of the run.
     pub rps: f64,
+    /// Median latency, ms (the upper edge of its histogram bucket, as the others).
     pub p50_ms: f64,
+    /// 95th percentile latency, ms.
     pub p95_ms: f64,
+    /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// Largest latency, ms.
     pub max_ms: f64,
 }
 
+/// One of the seed's rollback triggers, checked against the run.
 #[derive(Debug, Serialize)]
 pub struct Trigger {
+    /// What it checks, e.g. `p95 > 500 ms`.
     pub name: &'static str,
+    /// The limit, in the unit of `value`.
     pub threshold: f64,
+    /// What the run measured; `None` when it could not be measured (then it does not trip).
     pub value: Option<f64>,
+    /// `value` is past `threshold`.
     pub tripped: bool,
 }
 
+/// The outcome of a run: the JSON report (`--report`) and what [`render`] prints.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The run's flags (without the token and the database URL).
     pub config: Config,
+    /// Seconds of load (the configured duration for `steady` and `tool`, whose set-up is not
+    /// counted).
     pub elapsed_s: f64,
+    /// Calls answered, all outcomes.
     pub requests: u64,
+    /// `requests` per second of `elapsed_s`.
     pub throughput_rps: f64,
+    /// Latencies by tool.
     pub tools: BTreeMap<&'static str, ToolStats>,
+    /// Latencies of every tool together.
     pub all: ToolStats,
+    /// Failed calls by error code (`http_<status>` without one, `transport` without an answer).
     pub errors: BTreeMap<String, u64>,
+    /// Failed calls over answered calls, 0-1.
     pub error_rate: f64,
+    /// Expected 409 `locked` answers (contention), not counted as errors.
     pub lock_conflicts: u64,
+    /// The gateway's metrics before the load.
     pub metrics_before: metrics::Snapshot,
+    /// The gateway's metrics after the load.
     pub metrics_after: metrics::Snapshot,
     /// Highest `mcp_sync_lag_seconds` seen in the per-second scrapes during the run.
     pub sync_lag_max_seconds: Option<f64>,
+    /// Highest `mcp_redis_memory_ratio` seen in the scrapes during and after the run.
     pub redis_memory_ratio_max: Option<f64>,
+    /// The gateway's resident memory at the end of the load, MiB (with `--gateway-pid`).
     pub gateway_rss_mb: Option<f64>,
     /// CPU seconds used during the load (set-up included) by this generator and, with
     /// `--gateway-pid`, by the gateway: which side the two shared cores went to.
     pub cpu_seconds_generator: Option<f64>,
+    /// The gateway's CPU seconds over the same time (with `--gateway-pid`).
     pub cpu_seconds_gateway: Option<f64>,
+    /// What the watchers received (`watchers` scenario).
     pub watchers: Option<scenarios::WatchReport>,
     /// The seed's rollback triggers.
     pub triggers: Vec<Trigger>,
     /// `ok`, or `rollback` when a trigger tripped.
     pub verdict: &'static str,
+    /// The audit's verdict; `None` with `--no-audit`.
     pub audit: Option<audit::AuditResult>,
 }
 

@@ -10,6 +10,7 @@ use crate::client::Gateway;
 /// value under the bare name when a metric has several series.
 pub type Samples = BTreeMap<String, f64>;
 
+/// The samples of a Prometheus text exposition (comments and unparsable lines skipped).
 pub fn parse(text: &str) -> Samples {
     let mut out = Samples::new();
     for line in text.lines() {
@@ -31,6 +32,7 @@ pub fn parse(text: &str) -> Samples {
     out
 }
 
+/// `GET /metrics`, parsed; empty when the scrape fails.
 pub async fn scrape(gw: &Gateway) -> Samples {
     match gw.get_builder("/metrics").send().await {
         Ok(r) if r.status().is_success() => parse(&r.text().await.unwrap_or_default()),
@@ -41,15 +43,23 @@ pub async fn scrape(gw: &Gateway) -> Samples {
 /// The backend numbers of one scrape.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Snapshot {
+    /// `mcp_sync_lag_seconds{loop="push"}`: age of the newest change the push loop handled.
     pub sync_lag_push_seconds: Option<f64>,
+    /// `mcp_sync_lag_seconds{loop="pull"}`: age of the newest change the pull loop handled.
     pub sync_lag_pull_seconds: Option<f64>,
+    /// `mcp_outbox_length`: entries in the sync outbox (none in the embedded mode).
     pub outbox_length: Option<f64>,
+    /// `mcp_redis_memory_ratio`: memory used by Redis over its `maxmemory`, 0-1.
     pub redis_memory_ratio: Option<f64>,
+    /// `mcp_lock_conflicts_total`, all operations: claims and writes refused because
+    /// another owner held the lease.
     pub lock_conflicts_total: Option<f64>,
+    /// `mcp_live_watchers`: registered live watchers (SSE, WebSocket, MCP subscriptions).
     pub live_watchers: Option<f64>,
 }
 
 impl Snapshot {
+    /// Picks the numbers out of `s` (`None` for a metric the gateway did not export).
     pub fn of(s: &Samples) -> Snapshot {
         Snapshot {
             sync_lag_push_seconds: s.get("mcp_sync_lag_seconds{loop=\"push\"}").copied(),
@@ -61,6 +71,7 @@ impl Snapshot {
         }
     }
 
+    /// The larger of the two loops' lags.
     pub fn max_lag(&self) -> Option<f64> {
         match (self.sync_lag_push_seconds, self.sync_lag_pull_seconds) {
             (Some(a), Some(b)) => Some(a.max(b)),

@@ -28,7 +28,8 @@ fn step(bytes: usize, agent: &str, n: u64) -> serde_json::Value {
     json!({"action": "work", "agent": agent, "n": n, "pad": "x".repeat(bytes.saturating_sub(60))})
 }
 
-pub fn task_id(cfg: &Config, i: usize) -> String {
+/// The id of the run's `i`th task.
+fn task_id(cfg: &Config, i: usize) -> String {
     format!("lt-{}-t{i}", cfg.run_id)
 }
 
@@ -278,6 +279,8 @@ pub enum Op {
     FileWrite,
 }
 
+/// One tool (`--op`) in a closed loop by `--connections` workers for `--duration`, each on
+/// its own path (the set-up is not timed).
 pub async fn tool(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
     let workers = cfg.connections.max(1);
     setup_files(gw, cfg, workers).await?;
@@ -327,7 +330,9 @@ pub async fn tool(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
 /// What the watchers saw.
 #[derive(Debug, Default, Serialize)]
 pub struct WatchReport {
+    /// Watchers opened (`--watchers`).
     pub watchers: usize,
+    /// Of those, connected before the writers started.
     pub connected: usize,
     /// Seconds until every watcher had its response headers (or the wait gave up).
     pub connect_seconds: f64,
@@ -335,14 +340,17 @@ pub struct WatchReport {
     pub steps_written: u64,
     /// step_logged events expected in total (each watcher, every step of its task).
     pub deliveries_expected: u64,
+    /// step_logged events received in total.
     pub deliveries_received: u64,
     /// Expected deliveries that never arrived.
     pub deliveries_missing: u64,
     /// Deliveries of an id the watcher had already received.
     pub deliveries_duplicated: u64,
+    /// The gateway's resident memory before any watcher connected, MiB (with `--gateway-pid`).
     pub gateway_rss_mb_before: Option<f64>,
     /// Every watcher connected and idle for `--idle` seconds, before any event.
     pub gateway_rss_mb_idle: Option<f64>,
+    /// The larger of the idle sample and one taken after the writers finished.
     pub gateway_rss_mb_with_watchers: Option<f64>,
     /// The gateway's peak resident memory (`VmHWM`) at the end of the run.
     pub gateway_hwm_mb: Option<f64>,

@@ -57,6 +57,7 @@ impl Histogram {
         }
     }
 
+    /// Adds one sample.
     pub fn record(&mut self, d: Duration) {
         let us = d.as_micros() as u64;
         self.buckets[Self::index(us)] += 1;
@@ -64,6 +65,7 @@ impl Histogram {
         self.max_us = self.max_us.max(us);
     }
 
+    /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
@@ -72,6 +74,7 @@ impl Histogram {
         self.max_us = self.max_us.max(other.max_us);
     }
 
+    /// How many samples were recorded.
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -92,6 +95,7 @@ impl Histogram {
         self.max_ms()
     }
 
+    /// The largest sample (exact, not a bucket edge), in milliseconds; 0 when empty.
     pub fn max_ms(&self) -> f64 {
         self.max_us as f64 / 1000.0
     }
@@ -112,6 +116,7 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// The latencies of every tool in one histogram.
     pub fn all(&self) -> Histogram {
         let mut h = Histogram::default();
         for t in self.tools.values() {
@@ -120,6 +125,7 @@ impl Tally {
         h
     }
 
+    /// Failed calls, all codes.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
@@ -133,12 +139,16 @@ pub struct Stats {
 
 /// What one call came to.
 pub enum Outcome {
+    /// A success.
     Ok,
+    /// An expected `locked` conflict (counted in [`Tally::lock_conflicts`]).
     Conflict,
+    /// A failure, with its code as [`Tally::errors`] counts it.
     Error(String),
 }
 
 impl Stats {
+    /// Records one answered call of `tool`: its latency and its outcome.
     pub fn record(&self, tool: &'static str, took: Duration, outcome: &Outcome) {
         let mut t = self.inner.lock().expect("stats lock");
         t.calls += 1;
@@ -161,6 +171,7 @@ impl Stats {
         *self.inner.lock().expect("stats lock") = Tally::default();
     }
 
+    /// What was recorded, leaving an empty tally (at the end of the run).
     pub fn take(&self) -> Tally {
         std::mem::take(&mut *self.inner.lock().expect("stats lock"))
     }

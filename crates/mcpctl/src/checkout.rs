@@ -32,9 +32,13 @@ pub const MANIFEST: &str = ".mcpctl-checkout.json";
 /// What the command was asked for, besides the task and the directory.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Only files under this directory of the task.
     pub prefix: Option<String>,
+    /// Keep applying the gateway's changes until interrupted (or `count`).
     pub follow: bool,
+    /// With `follow`: stop after this many applied or skipped changes.
     pub count: Option<u64>,
+    /// Overwrite (and remove) files edited locally.
     pub force: bool,
 }
 
@@ -164,6 +168,8 @@ async fn remove(
     }
 }
 
+/// `checkout`: writes `task`'s files into `dir` (refusing to overwrite local edits without
+/// `force`), then, with `follow`, applies its changes as they happen.
 pub async fn checkout(
     c: &GatewayClient,
     task: &str,

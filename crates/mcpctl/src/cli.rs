@@ -22,8 +22,10 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "mcpctl", version, about, long_about)]
 pub struct Cli {
+    /// The options every command takes.
     #[command(flatten)]
     pub global: Global,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,6 +60,7 @@ pub struct Global {
     pub quiet: bool,
 }
 
+/// The commands of `mcpctl`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the gateway and its backends (exit 6 when unhealthy).
@@ -95,6 +98,7 @@ pub enum Command {
     Logs(LogsCommand),
     /// Print a task's live events as they happen (until interrupted, --count or --timeout).
     Watch {
+        /// The task to watch.
         task: String,
         /// Only these event types (comma-separated, e.g. `file_written,step_logged`).
         #[arg(long, value_delimiter = ',')]
@@ -108,6 +112,7 @@ pub enum Command {
     },
     /// Send a message to agents of a task, or to everyone on it (`--to '*'`).
     Send {
+        /// The task whose agents receive it.
         task: String,
         /// Recipients: agent ids (comma-separated), or `*` for everyone on the task.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -192,6 +197,7 @@ pub enum Command {
     /// Refuse a commit whose staged files another agent leases (the pre-commit hook that
     /// `mcpctl init git` installs): exit 4 naming the files and holders, 0 otherwise.
     Guard {
+        /// The repository's task, lease and gateway settings.
         #[command(flatten)]
         agent: AgentArgs,
     },
@@ -206,6 +212,7 @@ pub enum Command {
     /// warning). --force overwrites them. What checkout wrote is recorded in
     /// `.mcpctl-checkout.json` in the directory.
     Checkout {
+        /// The task whose files to copy.
         task: String,
         /// The directory to write into (created if missing).
         dir: PathBuf,
@@ -224,6 +231,7 @@ pub enum Command {
     },
 }
 
+/// `mcpctl task`.
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Create a task (admin API).
@@ -231,8 +239,10 @@ pub enum TaskCommand {
         /// The task id (generated when absent).
         #[arg(long)]
         id: Option<String>,
+        /// A short title.
         #[arg(long, default_value = "")]
         title: String,
+        /// A longer description.
         #[arg(long)]
         description: Option<String>,
         /// Initial status (default `pending`).
@@ -241,11 +251,15 @@ pub enum TaskCommand {
         /// Agent the task is assigned to.
         #[arg(long)]
         assign: Option<String>,
+        /// An estimate of the task's complexity (any scale the team uses).
         #[arg(long)]
         complexity: Option<f64>,
     },
     /// Show a task's state (its task row; exit 3 when it has none).
-    Show { task: String },
+    Show {
+        /// The task id.
+        task: String,
+    },
     /// List tasks, most recently active first (`GET /resources/tasks`).
     List {
         /// Only tasks whose id or title contains this text.
@@ -266,13 +280,21 @@ pub enum TaskCommand {
     },
 }
 
+/// `mcpctl file`.
 #[derive(Debug, Subcommand)]
 pub enum FileCommand {
     /// Print a file's content.
-    Read { task: String, path: String },
+    Read {
+        /// The task id.
+        task: String,
+        /// The path in the task.
+        path: String,
+    },
     /// Write a file from `--content` or standard input.
     Write {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
         /// The content; read from standard input when absent.
         #[arg(long)]
@@ -286,28 +308,38 @@ pub enum FileCommand {
     },
     /// Replace `--old` by `--new` in a file; prints the diff.
     Edit {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
+        /// The text to replace; it must occur exactly once unless --replace-all.
         #[arg(long)]
         old: String,
+        /// The replacement text.
         #[arg(long)]
         new: String,
         /// Replace every occurrence.
         #[arg(long)]
         replace_all: bool,
+        /// Only if the file is at this version.
         #[arg(long)]
         expected_version: Option<i64>,
+        /// Present this lease fence (from `lock claim`).
         #[arg(long)]
         fence: Option<i64>,
     },
     /// List files (optionally under a directory).
     Ls {
+        /// The task id.
         task: String,
+        /// Only files under this directory.
         prefix: Option<String>,
     },
     /// A file's revisions, newest first: version, op, agent, fence, size, time.
     History {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
         /// Only revisions older than this version (the previous page's last).
         #[arg(long)]
@@ -318,7 +350,9 @@ pub enum FileCommand {
     },
     /// Print a file's content at one version (a deleted version prints nothing).
     Show {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
         /// The version to print (see `file history`).
         #[arg(long)]
@@ -326,27 +360,38 @@ pub enum FileCommand {
     },
     /// Print the unified diff of a file from version FROM to version TO.
     Diff {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
+        /// The version to diff from.
         from: i64,
+        /// The version to diff to.
         to: i64,
     },
     /// Delete a file.
     Rm {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
+        /// Only if the file is at this version.
         #[arg(long)]
         expected_version: Option<i64>,
+        /// Present this lease fence (from `lock claim`).
         #[arg(long)]
         fence: Option<i64>,
     },
 }
 
+/// `mcpctl lock`.
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
     /// Take (or refresh) the lease on a path.
     Claim {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
         /// Lease length, seconds (the gateway's default when absent).
         #[arg(long)]
@@ -360,7 +405,9 @@ pub enum LockCommand {
     },
     /// Extend a lease you hold.
     Renew {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
         /// New lease length, seconds (the lease keeps its own length when absent).
         #[arg(long)]
@@ -371,8 +418,11 @@ pub enum LockCommand {
     },
     /// Release a lease you hold (`--force`: whoever holds it; admin only).
     Release {
+        /// The task id.
         task: String,
+        /// The path in the task.
         path: String,
+        /// Release it whoever holds it (admin only).
         #[arg(long)]
         force: bool,
         /// The lease is a directory lease.
@@ -381,13 +431,18 @@ pub enum LockCommand {
     },
     /// List a task's live leases: path (a directory's ends in `/`), holder, fence, expiry,
     /// time left, waiters.
-    List { task: String },
+    List {
+        /// The task id.
+        task: String,
+    },
 }
 
+/// `mcpctl logs`.
 #[derive(Debug, Subcommand)]
 pub enum LogsCommand {
     /// Print the newest steps, oldest first (exit 3 for a task that does not exist).
     Tail {
+        /// The task id.
         task: String,
         /// How many steps (1-1000).
         #[arg(long, short = 'n', default_value_t = 20)]
@@ -395,6 +450,7 @@ pub enum LogsCommand {
     },
     /// Print the newest steps, then new ones as they are logged (until interrupted).
     Follow {
+        /// The task id.
         task: String,
         /// How many past steps to print first.
         #[arg(long, short = 'n', default_value_t = 20)]
@@ -434,6 +490,7 @@ pub struct AgentArgs {
     pub hook_timeout: Option<String>,
 }
 
+/// `mcpctl hook`: one subcommand per coding agent.
 #[derive(Debug, Subcommand)]
 pub enum HookCommand {
     /// A Claude Code hook event on stdin, Claude Code's answer on stdout: PreToolUse of
@@ -441,11 +498,13 @@ pub enum HookCommand {
     /// another agent holds it), PostToolUse logs a step (and publishes with `--publish`),
     /// SessionStart joins the task, Stop and SessionEnd release the session's leases.
     Claude {
+        /// The repository's task, lease and gateway settings.
         #[command(flatten)]
         agent: AgentArgs,
     },
 }
 
+/// `mcpctl init`: one subcommand per tool to install hooks into.
 #[derive(Debug, Subcommand)]
 pub enum InitCommand {
     /// Write the hooks into `.claude/settings.json`, the gateway into `.mcp.json`, and
@@ -460,6 +519,7 @@ pub enum InitCommand {
         /// Seconds Claude Code waits for a hook before going on without it.
         #[arg(long, default_value_t = 10)]
         claude_timeout: u64,
+        /// The settings written into `.mcp-gateway.toml` when it is created.
         #[command(flatten)]
         agent: AgentArgs,
     },

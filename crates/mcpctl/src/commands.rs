@@ -40,6 +40,7 @@ pub async fn health(c: &GatewayClient, out: Out) -> Result<u8, ClientError> {
     })
 }
 
+/// `task create`, `task show` and `task list`.
 pub async fn task(c: &GatewayClient, cmd: TaskCommand, out: Out) -> Result<u8, ClientError> {
     let t = match cmd {
         TaskCommand::Create {
@@ -98,6 +99,7 @@ pub async fn task(c: &GatewayClient, cmd: TaskCommand, out: Out) -> Result<u8, C
     Ok(EXIT_OK)
 }
 
+/// The `file` commands: one client call each, printed.
 pub async fn file(c: &GatewayClient, cmd: FileCommand, out: Out) -> Result<u8, ClientError> {
     match cmd {
         FileCommand::Read { task, path } => {
@@ -298,6 +300,7 @@ pub async fn file(c: &GatewayClient, cmd: FileCommand, out: Out) -> Result<u8, C
     Ok(EXIT_OK)
 }
 
+/// The `lock` commands: one client call each, printed.
 pub async fn lock(c: &GatewayClient, cmd: LockCommand, out: Out) -> Result<u8, ClientError> {
     let lease = match cmd {
         LockCommand::Claim {

@@ -23,6 +23,9 @@
 //! `{"success": false, "error": {…}}` to stdout); the exit code says what kind of failure it
 //! was ([`exit_code`], documented in `--help`).
 
+// Every public item is documented.
+#![warn(missing_docs)]
+
 pub mod checkout;
 pub mod cli;
 pub mod coding;
@@ -86,7 +89,9 @@ pub fn exit_code(e: &ClientError) -> u8 {
 /// How to print.
 #[derive(Debug, Clone, Copy)]
 pub struct Out {
+    /// `--json`: print JSON instead of text.
     pub json: bool,
+    /// `--quiet`: no progress messages on stderr.
     pub quiet: bool,
 }
 
@@ -167,10 +172,12 @@ pub fn client(g: &cli::Global) -> Result<GatewayClient, ClientError> {
 pub struct Activity(Arc<Mutex<String>>);
 
 impl Activity {
+    /// Says what the command is doing now.
     pub fn set(&self, doing: impl Into<String>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = doing.into();
     }
 
+    /// What the command was last said to be doing.
     pub fn get(&self) -> String {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

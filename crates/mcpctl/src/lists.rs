@@ -31,6 +31,7 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
+/// `task list`: one page of tasks, a table (or the page as JSON) and the next cursor.
 pub async fn tasks(c: &GatewayClient, q: TaskListQuery, out: Out) -> Result<u8, ClientError> {
     let page = c.list_tasks(&q).await?;
     out.emit(&json(&page), || {
@@ -67,6 +68,7 @@ pub async fn tasks(c: &GatewayClient, q: TaskListQuery, out: Out) -> Result<u8, 
     Ok(EXIT_OK)
 }
 
+/// `agents`: one page of agents, a table (or the page as JSON) and the next cursor.
 pub async fn agents(c: &GatewayClient, q: AgentListQuery, out: Out) -> Result<u8, ClientError> {
     let page = c.list_agents(&q).await?;
     out.emit(&json(&page), || {
@@ -134,6 +136,7 @@ pub fn audit_query(
     })
 }
 
+/// `audit`: one page of audit records, newest first, a table (or the page as JSON).
 pub async fn audit(c: &GatewayClient, q: AuditQuery, out: Out) -> Result<u8, ClientError> {
     let limit = q.limit.unwrap_or(100);
     let log = c.audit(&q).await?;

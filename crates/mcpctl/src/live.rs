@@ -73,6 +73,7 @@ async fn newest_steps(
     c.task_logs(task, &query).await
 }
 
+/// `logs tail` (the newest steps) and `logs follow` (then new steps as they are logged).
 pub async fn logs(
     c: &GatewayClient,
     cmd: LogsCommand,
@@ -163,6 +164,8 @@ fn event_line(e: &Event) -> String {
     )
 }
 
+/// `watch`: prints `task`'s live events (only `types`, if any; after `since` first) until
+/// interrupted, `count` events or the deadline.
 pub async fn watch(
     c: &GatewayClient,
     task: &str,

@@ -12,17 +12,23 @@ use tokio::io::AsyncReadExt;
 
 /// What `mcpctl send` sends.
 pub struct Send {
+    /// The task whose agents receive it.
     pub task: String,
     /// Agent ids, or `*`.
     pub to: Vec<String>,
+    /// One line saying what it is about.
     pub subject: String,
     /// `None`: read from standard input.
     pub body: Option<String>,
+    /// The conversation; `None`: that of `reply_to`, else a new one.
     pub thread: Option<String>,
+    /// The id of the message this one answers.
     pub reply_to: Option<i64>,
+    /// How urgent it is; `None`: the gateway's default.
     pub importance: Option<Importance>,
 }
 
+/// `send`: sends the message and prints its id, recipients and thread.
 pub async fn send(c: &GatewayClient, s: Send, out: Out) -> Result<u8, ClientError> {
     let body = match s.body {
         Some(b) => b,
@@ -61,9 +67,13 @@ pub async fn send(c: &GatewayClient, s: Send, out: Out) -> Result<u8, ClientErro
 
 /// What `mcpctl inbox` reads.
 pub struct Inbox {
+    /// Only this task's messages; `None`: every task.
     pub task: Option<String>,
+    /// Only messages after this cursor.
     pub after: Option<i64>,
+    /// Seconds to wait for a message when none is there (a long poll).
     pub wait: Option<f64>,
+    /// Most messages to print; `None`: the gateway's default.
     pub limit: Option<usize>,
     /// Also messages already acknowledged.
     pub all: bool,
@@ -71,6 +81,8 @@ pub struct Inbox {
     pub ack: bool,
 }
 
+/// `inbox`: prints the messages (unread ones unless `all`) and, on stderr, the cursor of the
+/// next call; acknowledges them with `ack`.
 pub async fn inbox(c: &GatewayClient, i: Inbox, out: Out) -> Result<u8, ClientError> {
     let r = c
         .read_messages(ReadMessagesRequest {

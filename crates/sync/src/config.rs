@@ -5,6 +5,7 @@ use crate::{PullSettings, PushSettings, SyncSettings};
 use clap::{Args, Parser};
 use std::time::Duration;
 
+/// The `mcp-sync` binary's flags and environment variables.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "mcp-sync",
@@ -49,6 +50,7 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// Both loops' settings, from the flags.
     pub fn settings(&self) -> SyncSettings {
         self.loops
             .settings(self.task_cache_ttl, self.events_stream_maxlen)

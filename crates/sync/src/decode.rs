@@ -13,8 +13,11 @@ use serde_json::Value;
 /// What one entry becomes.
 #[derive(Debug, Clone)]
 pub enum Decoded {
+    /// A `step` entry: an execution step for `step_logs`.
     Step(StepRecord),
+    /// An `audit` entry: an audit record.
     Audit(AuditRecord),
+    /// A malformed entry, kept as a dead letter with the reason.
     Dead(DeadLetter),
 }
 

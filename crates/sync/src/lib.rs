@@ -16,6 +16,9 @@
 //! Every SQL statement and Redis key the loops use lives in the domain's stores
 //! (`store::postgres::sync`, `store::redis::sync`).
 
+// Every public item is documented.
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod decode;
 pub mod pull;
@@ -34,16 +37,20 @@ use tokio_util::sync::CancellationToken;
 /// The sync service's one error: a store failed (an outage is `DomainError::Unavailable`).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// A store call failed.
     #[error(transparent)]
     Store(#[from] DomainError),
 }
 
+/// The sync loops' result, failing with [`SyncError`].
 pub type Result<T, E = SyncError> = std::result::Result<T, E>;
 
 /// Both loops' settings.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
+    /// The push loop's settings (outbox → Postgres).
     pub push: PushSettings,
+    /// The pull loop's settings (Postgres → hot cache).
     pub pull: PullSettings,
 }
 

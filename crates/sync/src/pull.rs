@@ -112,6 +112,7 @@ fn lag_of(t: DateTime<Utc>) -> Duration {
 }
 
 impl PullLoop {
+    /// A pull loop from `durable` into `hot`; its first pull warms the whole cache.
     pub fn new(durable: Durable, hot: Hot, settings: PullSettings) -> PullLoop {
         PullLoop {
             durable,

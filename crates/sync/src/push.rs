@@ -71,6 +71,8 @@ fn is_outage(e: &DomainError) -> bool {
 }
 
 impl PushLoop {
+    /// A push loop from `hot`'s outbox to `durable`; it creates its consumer group on its
+    /// first iteration.
     pub fn new(durable: Durable, hot: Hot, settings: PushSettings) -> PushLoop {
         PushLoop {
             durable,
@@ -81,6 +83,7 @@ impl PushLoop {
         }
     }
 
+    /// The settings it was built with.
     pub fn settings(&self) -> &PushSettings {
         &self.settings
     }

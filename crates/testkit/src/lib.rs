@@ -13,6 +13,9 @@
 //! [`SentinelGroup`] a primary, a replica and three Sentinels (failovers);
 //! [`PrivateCluster`] a Redis Cluster of three primaries.
 
+// Every public item is documented.
+#![warn(missing_docs)]
+
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
 pub mod browser;
@@ -84,11 +87,14 @@ fn with_database(url: &str, db: &str) -> String {
 
 /// A fresh database, dropped (with its connections) when this guard drops.
 pub struct TestDb {
+    /// The database's name (`mcpgw_t_` and a UUID).
     pub name: String,
+    /// Its connection URL: [`database_url`] with this database.
     pub url: String,
 }
 
 impl TestDb {
+    /// Creates a database with a unique name on the [`database_url`] server.
     pub async fn create() -> TestDb {
         let name = format!("mcpgw_t_{}", uuid::Uuid::new_v4().simple());
         let url = with_database(&database_url(), &name);
@@ -126,15 +132,19 @@ impl Drop for TestDb {
 
 /// A unique Redis key prefix; its keys are deleted when this guard drops.
 pub struct TestRedis {
+    /// The Redis server.
     pub url: String,
+    /// The prefix of every key and channel of this test (`t`, a UUID and `:`).
     pub prefix: String,
 }
 
 impl TestRedis {
+    /// A fresh prefix on the [`redis_url`] server.
     pub fn new() -> TestRedis {
         TestRedis::on(redis_url())
     }
 
+    /// A fresh prefix on the server at `url` (e.g. a [`PrivateRedis`]).
     pub fn on(url: String) -> TestRedis {
         TestRedis {
             url,
@@ -142,6 +152,7 @@ impl TestRedis {
         }
     }
 
+    /// A new connection to the server (keys are not prefixed for you).
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url.as_str())
             .expect("redis url")
@@ -177,10 +188,12 @@ impl Drop for TestRedis {
 /// A fresh directory under the system's temporary directory, removed with everything in it
 /// when dropped (for SQLite files and the embedded gateway's `DATA_DIR`).
 pub struct TestDir {
+    /// The directory (it exists).
     pub path: std::path::PathBuf,
 }
 
 impl TestDir {
+    /// Creates a directory with a unique name.
     pub fn new() -> TestDir {
         let path = std::env::temp_dir().join(format!("mcp-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path).expect("create a temporary directory");
@@ -203,13 +216,18 @@ impl Drop for TestDir {
 /// The domain's stores over a fresh, migrated database and a fresh key prefix (for tests of
 /// the sync loops and of the stores themselves, below the HTTP layer).
 pub struct TestStores {
+    /// The durable store, migrated.
     pub pg: PgStore,
+    /// The hot store, under [`TestStores::redis`]'s prefix.
     pub hot: RedisStore,
+    /// The key prefix (its keys are deleted when this drops).
     pub redis: TestRedis,
+    /// The database (dropped when this drops).
     pub db: TestDb,
 }
 
 impl TestStores {
+    /// With at most 8 pooled Postgres connections.
     pub async fn new() -> TestStores {
         TestStores::with_pool(8).await
     }
@@ -252,20 +270,27 @@ impl TestStores {
 
 /// A gateway served on an ephemeral port, over its own database and key prefix.
 pub struct TestGateway {
+    /// The address it listens on (kept across [`TestGateway::restart`]).
     pub addr: SocketAddr,
+    /// `http://` and [`TestGateway::addr`], the prefix of every request URL.
     pub base: String,
+    /// The client [`TestGateway::tool`], [`TestGateway::get`] and [`TestGateway::call`] use.
     pub http: reqwest::Client,
+    /// The operations the gateway serves (a new one after each [`TestGateway::start`]).
     pub service: Service,
     /// The stores the service owns, for tests that look at them directly or run the sync
     /// loops beside the gateway.
     pub stores: mcp_gateway::Stores,
     /// A pool on the gateway's database, for tests that check rows directly.
     pub pg: PgStore,
+    /// The configuration it was started with, after the test's adjustments.
     pub config: GatewayConfig,
     shutdown: CancellationToken,
     /// The serving task, awaited by [`TestGateway::restart`] so the port is free again.
     server: tokio::task::JoinHandle<()>,
+    /// Its key prefix (unused by an embedded gateway).
     pub redis: TestRedis,
+    /// Its database (unused by an embedded gateway).
     pub db: TestDb,
     /// The data directory of an embedded gateway ([`TestGateway::spawn_embedded`]).
     pub data: Option<TestDir>,
@@ -276,12 +301,17 @@ pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
 /// An answer: status, headers, JSON body (`Null` when the body is not JSON).
 pub struct Answer {
+    /// The HTTP status code.
     pub status: u16,
+    /// The response headers.
     pub headers: reqwest::header::HeaderMap,
+    /// The body as JSON, `Null` when it is not JSON.
     pub body: Value,
 }
 
 impl TestGateway {
+    /// A gateway with authentication off and the default configuration, over a fresh
+    /// database and key prefix.
     pub async fn spawn() -> TestGateway {
         TestGateway::spawn_with(|_| {}).await
     }
@@ -545,6 +575,7 @@ impl Drop for TestGateway {
 
 /// A throwaway `redis-server` on a free port, which a test may stop and start again.
 pub struct PrivateRedis {
+    /// Its loopback port (the same after a restart).
     pub port: u16,
     child: Option<Child>,
     /// Extra server arguments, repeated at each restart (persistence, memory limits).
@@ -597,6 +628,7 @@ impl PrivateRedis {
         ])
     }
 
+    /// Its `redis://` URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -681,11 +713,13 @@ impl PrivateRedis {
 pub struct SentinelGroup {
     /// The servers: the first is the primary at the start, the second its replica.
     pub servers: Vec<PrivateRedis>,
+    /// The three Sentinels.
     pub sentinels: Vec<PrivateSentinel>,
 }
 
 /// One `redis-server --sentinel` process and its (rewritten by Sentinel) configuration file.
 pub struct PrivateSentinel {
+    /// Its loopback port.
     pub port: u16,
     child: Child,
     _dir: TestDir,
@@ -711,6 +745,8 @@ fn try_free_port() -> Option<u16> {
 impl SentinelGroup {
     /// The name the Sentinels know the primary by.
     pub const MASTER: &'static str = "mymaster";
+    /// The Sentinels' `down-after-milliseconds`: how long a server may not answer before it
+    /// is considered down.
     pub const DOWN_AFTER_MS: u64 = 1000;
 
     /// Starts the primary, the replica and three Sentinels (quorum 2) and waits until the
@@ -881,6 +917,7 @@ impl SentinelGroup {
 /// `redis-cli --cluster create`; killed when dropped. Its [`PrivateCluster::url`] is a
 /// `redis+cluster://` URL naming every node.
 pub struct PrivateCluster {
+    /// The three primaries.
     pub nodes: Vec<PrivateRedis>,
 }
 

@@ -315,6 +315,7 @@ impl Drop for Busy {
 pub struct ConnHold(Arc<Place>);
 
 impl ConnHold {
+    /// Marks the connection busy until the returned guard drops.
     pub fn busy(&self) -> Busy {
         Busy::new(self.0.clone())
     }

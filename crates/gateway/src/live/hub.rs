@@ -60,12 +60,14 @@ impl Default for HubConfig {
 pub struct LiveEvent {
     /// Its stream id; `None` for a foreign event that was only published.
     pub id: Option<StreamId>,
+    /// The envelope.
     pub event: Event,
     /// The envelope as JSON, serialised once.
     pub json: String,
 }
 
 impl LiveEvent {
+    /// An event, its id parsed from the envelope's `id`.
     pub fn new(event: Event) -> LiveEvent {
         let id = event.id.as_deref().and_then(StreamId::parse);
         let json = serde_json::to_string(&event).expect("an event always serialises");
@@ -82,6 +84,7 @@ impl LiveEvent {
 /// What a watcher's queue carries.
 #[derive(Debug, Clone)]
 pub enum Delivery {
+    /// An event of the watched task.
     Event(Arc<LiveEvent>),
     /// The hub was resubscribed after an outage: live events may have been missed, read
     /// the stream from your position.
@@ -99,6 +102,7 @@ pub struct HubStats {
     pub queued: usize,
     /// The largest number waiting in one queue now (never above `queue_capacity`).
     pub max_queued: usize,
+    /// Deliveries one queue holds ([`HubConfig::queue_capacity`]).
     pub queue_capacity: usize,
     /// Whether the Redis subscription is up.
     pub connected: bool,
@@ -239,6 +243,7 @@ impl Hub {
         }
     }
 
+    /// The counters, now.
     pub fn stats(&self) -> HubStats {
         let slots = self.inner.slots.lock().expect("hub lock");
         let queued: Vec<usize> = slots
@@ -368,6 +373,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The watched task.
     pub fn task(&self) -> &TaskId {
         &self.task
     }

@@ -33,6 +33,7 @@ const MAX_TYPES: usize = 64;
 /// What the live routes need: the hub and their knobs.
 #[derive(Clone)]
 pub struct LiveState {
+    /// The process's fan-out of live events to its watchers.
     pub hub: Hub,
     /// Interval of SSE keep-alive comments and WebSocket pings.
     pub keepalive: Duration,
@@ -40,6 +41,7 @@ pub struct LiveState {
     pub ws_max_subscriptions: usize,
 }
 
+/// The live routes: `GET /tasks/{task_id}/events` (SSE) and `GET /ws` (WebSocket).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tasks/{task_id}/events", get(sse::task_events))

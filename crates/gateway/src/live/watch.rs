@@ -43,6 +43,7 @@ pub enum StartAt {
 /// What a watch yields.
 #[derive(Debug, Clone)]
 pub enum WatchItem {
+    /// An event that passed the watch's filter.
     Event(Arc<LiveEvent>),
     /// The last item: the watch ended; resume with `cutoff.resume_from`.
     End(Cutoff),
@@ -108,6 +109,7 @@ impl Hub {
 }
 
 impl Watch {
+    /// The watched task.
     pub fn task(&self) -> &TaskId {
         &self.task
     }

@@ -40,6 +40,7 @@ pub struct GatewayMcp {
 }
 
 impl GatewayMcp {
+    /// A server over the gateway's state, its resource subscriptions in `hub`.
     pub fn new(state: AppState, hub: Arc<Hub>) -> GatewayMcp {
         GatewayMcp {
             state,

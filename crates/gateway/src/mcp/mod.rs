@@ -50,7 +50,9 @@ pub struct McpConfig {
 /// What `/mcp` keeps per gateway process.
 #[derive(Clone)]
 pub struct McpState {
+    /// `/mcp`'s settings.
     pub config: McpConfig,
+    /// The process's MCP subscribers (resource updates, cancellations).
     pub hub: Arc<Hub>,
     /// Ends the MCP streams when the gateway shuts down (they would hold the drain open).
     pub shutdown: CancellationToken,

@@ -68,7 +68,9 @@ struct Listener {
 /// is off, every caller is trusted and anonymous) and the JSON text of the request id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListenName {
+    /// The caller's agent; `None` with authentication off.
     pub agent: Option<String>,
+    /// The request id, as JSON text.
     pub request_id: String,
 }
 
@@ -101,6 +103,8 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// A hub over `service`'s session state and the process's live hub; `cancel` stops its
+    /// readers.
     pub fn new(service: &Service, live: live::Hub, cancel: CancellationToken) -> Arc<Hub> {
         Arc::new(Hub {
             store: service.mcp_sessions(),
@@ -116,6 +120,7 @@ impl Hub {
         })
     }
 
+    /// The hot store's MCP session state.
     pub fn store(&self) -> &Arc<dyn McpSessions> {
         &self.store
     }

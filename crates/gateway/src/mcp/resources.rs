@@ -20,11 +20,17 @@ const JSON: &str = "application/json";
 /// [`ResourceUri::key`] is one string per resource whatever spelling the client used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResourceUri {
+    /// `tasks://{id}/state`: the task row.
     TaskState(TaskId),
+    /// `tasks://{id}/logs`: the task's newest execution steps.
     TaskLogs(TaskId),
+    /// `tasks://{id}/files`: the task's file list.
     TaskFiles(TaskId),
+    /// `workspace://{id}/{path}`: one file's content.
     Workspace(TaskId, FilePath),
+    /// `agents://{id}/status`: an agent's health and current tasks.
     AgentStatus(AgentId),
+    /// `collaboration://{id}`: who is co-working on the task.
     Collaboration(TaskId),
     /// An agent's unread messages (the agent itself, or an admin).
     Inbox(AgentId),

@@ -47,6 +47,7 @@ pub struct HotSessionStore {
 }
 
 impl HotSessionStore {
+    /// Over the hot store's MCP sessions.
     pub fn new(store: Arc<dyn McpSessions>) -> HotSessionStore {
         HotSessionStore { store }
     }
@@ -84,6 +85,7 @@ pub struct GatewaySessions {
 }
 
 impl GatewaySessions {
+    /// A manager whose sessions' standalone streams carry `hub`'s resource updates.
     pub fn new(hub: Arc<Hub>) -> GatewaySessions {
         GatewaySessions {
             inner: LocalSessionManager::default(),

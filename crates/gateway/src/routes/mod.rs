@@ -29,6 +29,9 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+/// The whole HTTP surface: every area's routes, the fallbacks, and the layers in front of
+/// them (request timeout, body guard and limit, Host/Origin check, tracing, CORS, access
+/// log, request ids).
 pub fn router(state: AppState) -> Router {
     // Installs the process's metrics recorder before the first request is measured.
     mcp_process::metrics_handle();

@@ -48,13 +48,19 @@ pub const TOOL_MATCHER: &str = "Edit|Write|MultiEdit|NotebookEdit";
 /// The fields of a hook event this hook reads (Claude Code sends more).
 #[derive(Debug, Deserialize)]
 pub struct HookEvent {
+    /// The Claude Code session (its leases are recorded under it).
     #[serde(default)]
     pub session_id: String,
+    /// The session's working directory: where the repository is found and relative paths
+    /// start.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+    /// Which event: `PreToolUse`, `PostToolUse`, `SessionStart`, `Stop`, `SessionEnd`, ….
     pub hook_event_name: String,
+    /// The tool of a tool event (`Edit`, `Write`, …).
     #[serde(default)]
     pub tool_name: Option<String>,
+    /// The tool's arguments, among them the path it edits.
     #[serde(default)]
     pub tool_input: Option<Value>,
 }

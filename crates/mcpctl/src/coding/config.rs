@@ -45,6 +45,7 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// Its name in `.mcp-gateway.toml` and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Allow => "allow",
@@ -91,15 +92,23 @@ impl FileConfig {
 /// The resolved settings for one checkout.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The gateway's base URL.
     pub url: String,
+    /// The bearer token, if any (from the environment or `--token`, never from the file).
     pub token: Option<String>,
+    /// The agent the leases are claimed for.
     pub agent: String,
+    /// The task the repository maps to.
     pub task: String,
+    /// Lease length, seconds.
     pub lease_sec: i64,
+    /// Publish each edited file's new content to the gateway.
     pub publish: bool,
+    /// What to do with an edit when the gateway cannot decide.
     pub on_unreachable: Policy,
     /// Upper bound of one hook's (or the guard's) whole exchange with the gateway.
     pub timeout: Duration,
+    /// Release the session's leases when Claude Code stops (default true).
     pub release_on_stop: bool,
 }
 

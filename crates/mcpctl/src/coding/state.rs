@@ -15,7 +15,9 @@ use std::path::PathBuf;
 /// One lease a session holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// The task the lease is on.
     pub task_id: String,
+    /// The leased file's path in the task (relative to the repository's root).
     pub path: String,
     /// The holder the lease was claimed for (releases name it).
     pub agent: String,
