@@ -42,6 +42,17 @@ pub fn envelope_around(
 /// when it is not an event at all (no `type`). The Redis store reads each message with it
 /// once, where the message arrives ([`crate::store::hot::UpdatesSource`]).
 pub fn parse_published(task: &TaskId, payload: &str) -> Option<Event> {
+    if payload.trim_start().starts_with('{')
+        && let Ok(p) = serde_json::from_str::<Published>(payload)
+    {
+        return p.into_event(task);
+    }
+    parse_published_value(task, payload)
+}
+
+/// [`parse_published`] through a [`Value`]: what any message that [`Published`] does not
+/// read (a field of another type, a repeated key) is read by, as it always was.
+fn parse_published_value(task: &TaskId, payload: &str) -> Option<Event> {
     let value: Value = serde_json::from_str(payload).ok()?;
     let obj = value.as_object()?;
     let kind = obj.get("type")?.as_str()?;
@@ -58,6 +69,41 @@ pub fn parse_published(task: &TaskId, payload: &str) -> Option<Event> {
             .unwrap_or_else(Utc::now),
         data: obj.get("data").cloned().unwrap_or(Value::Null),
     })
+}
+
+/// The fields of a published event, read straight from its JSON: no map of the envelope
+/// is built and `data` is not copied out of one (issue #19: every event this process
+/// publishes comes back through its subscription). A message it cannot read (e.g. `id` not
+/// a string, a key twice) goes through [`parse_published_value`], so both read the same.
+#[derive(serde::Deserialize)]
+struct Published {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<String>,
+    #[serde(rename = "taskId")]
+    task_id: Option<String>,
+    #[serde(rename = "agentId")]
+    agent_id: Option<String>,
+    timestamp: Option<Value>,
+    data: Option<Value>,
+}
+
+impl Published {
+    fn into_event(self, task: &TaskId) -> Option<Event> {
+        let kind = EventType::parse(&self.kind?);
+        Some(Event {
+            id: self.id.filter(|id| StreamId::parse(id).is_some()),
+            kind,
+            task_id: self.task_id.unwrap_or_else(|| task.to_string()),
+            agent_id: self.agent_id,
+            timestamp: self
+                .timestamp
+                .as_ref()
+                .and_then(parse_timestamp)
+                .unwrap_or_else(Utc::now),
+            data: self.data.unwrap_or(Value::Null),
+        })
+    }
 }
 
 /// RFC 3339; an ISO time without offset (Python's `isoformat()`), taken as UTC; or epoch
@@ -88,6 +134,51 @@ mod tests {
 
     fn t() -> TaskId {
         TaskId::parse("t1").unwrap()
+    }
+
+    #[test]
+    fn the_direct_read_and_the_value_read_agree() {
+        let fixed = |mut e: Event| {
+            // A missing or unreadable timestamp is "now": not comparable.
+            e.timestamp = Utc.timestamp_millis_opt(0).unwrap();
+            e
+        };
+        for payload in [
+            r#"{"id":"1700000000000-3","type":"step_logged","taskId":"t1","agentId":"a","timestamp":"2024-01-01T00:00:00.5Z","data":{"id":"1700000000000-3","step":{"a":[1,null,"\u00e9"],"n":1e3}}}"#,
+            r#" {"type":"task_assigned","timestamp":"2024-05-01T10:00:00.123456","data":{"agent":"qa"},"extra":[1]}"#,
+            r#"{"type":"x","id":"not-an-id","timestamp":1700000000}"#,
+            r#"{"type":"x","id":null,"taskId":null,"agentId":null,"timestamp":null,"data":null}"#,
+            r#"{"type":"x","data":"text"}"#,
+        ] {
+            let direct: Published = serde_json::from_str(payload).expect(payload);
+            assert_eq!(
+                direct.into_event(&t()).map(fixed),
+                parse_published_value(&t(), payload).map(fixed),
+                "{payload}"
+            );
+        }
+        // Read through the Value (the direct read refuses them): the same answers as before.
+        for payload in [
+            r#"{"type":"x","id":5}"#,
+            r#"{"type":"a","type":"b","taskId":"t2"}"#,
+            r#"{"type":7}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Published>(payload).is_err(),
+                "{payload}"
+            );
+        }
+        let e = parse_published(&t(), r#"{"type":"a","type":"b","taskId":"t2"}"#).unwrap();
+        assert_eq!(
+            (e.kind, e.task_id.as_str()),
+            (EventType::Other("b".into()), "t2")
+        );
+        assert_eq!(
+            parse_published(&t(), r#"{"type":"x","id":5}"#).unwrap().id,
+            None
+        );
+        assert!(parse_published(&t(), r#"{"type":7}"#).is_none());
+        assert!(parse_published(&t(), r#"["x"]"#).is_none());
     }
 
     #[test]

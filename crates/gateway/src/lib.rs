@@ -53,9 +53,23 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// What every handler can reach.
+/// What every handler can reach: [`AppStateFields`] behind an `Arc`, so that a clone is one
+/// reference count. (axum's router clones the state of a route's every method handler and
+/// layer for each request it routes — 17 clones of the whole struct for one tool call, a
+/// few thousand instructions: issue #19.) Its fields are read through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateFields>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateFields;
+
+    fn deref(&self) -> &AppStateFields {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct AppStateFields {
     /// The operations every door calls.
     pub service: Service,
     /// Upper bound of one request (503 past it).
@@ -115,7 +129,7 @@ impl AppState {
             },
         );
         live::inbox::start(&hub, service.inbox.clone());
-        AppState {
+        AppState(Arc::new(AppStateFields {
             mcp: mcp::McpState::new(cfg.mcp(), &service, hub.clone()),
             service,
             request_timeout: cfg.request_timeout(),
@@ -154,7 +168,12 @@ impl AppState {
             rebinding: Arc::new(cfg.rebinding_guard()),
             access_log: cfg.access_log,
             connections: cfg.connections(),
-        }
+        }))
+    }
+
+    /// The fields, to adjust before the state is shared (cloned); `None` after.
+    pub fn fields_mut(&mut self) -> Option<&mut AppStateFields> {
+        Arc::get_mut(&mut self.0)
     }
 }
 
@@ -399,8 +418,11 @@ pub async fn serve(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::R
     });
     let mut state = AppState::new(service, &cfg);
     let reserve = edge::conn::FD_RESERVE + u64::from(cfg.pg_max_connections);
-    state.connections.max_connections =
-        edge::conn::effective_cap(cfg.max_connections, fd_limit, reserve);
+    state
+        .fields_mut()
+        .context("the state is not shared yet")?
+        .connections
+        .max_connections = edge::conn::effective_cap(cfg.max_connections, fd_limit, reserve);
     tracing::info!(
         max_connections = state.connections.max_connections,
         header_read_timeout_secs = state.connections.header_read_timeout.as_secs(),

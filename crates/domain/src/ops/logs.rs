@@ -22,25 +22,67 @@ use serde_json::{Value, json};
 
 /// Most steps one page returns.
 pub(super) const MAX_LOG_PAGE: usize = 1000;
-const STEP_ID_PLACEHOLDER: &str = "\u{0}step-id\u{0}";
-/// What follows the id placeholder in a step event built with a null step.
-const NULL_STEP: &str = "\",\"step\":null";
+/// How an envelope with null data ends (`data` is its last field).
+const NULL_DATA: &str = ",\"data\":null}";
 
-/// The length of a value's JSON, counted without writing it anywhere.
-fn serialized_len(v: &serde_json::Map<String, Value>) -> Result<usize> {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// Counts the bytes written to it.
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
     }
-    let mut n = Count(0);
-    serde_json::to_writer(&mut n, v).map_err(DomainError::internal)?;
-    Ok(n.0)
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The step as stored and published: the client's object with the server's fields set
+/// (`server`: sorted by key, each overriding a client field of its name), as JSON — byte for
+/// byte `serde_json`'s text of the object with those fields inserted (a `BTreeMap`: keys in
+/// order) — and the length of the client's object as JSON (what the size limit counts),
+/// both from one pass over the step (issue #19: it was serialised once to measure it and
+/// once more with the fields inserted).
+fn write_step(
+    client: &serde_json::Map<String, Value>,
+    server: &[(&str, &str); 3],
+) -> Result<(String, usize)> {
+    fn entry<V: serde::Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &V) -> Result<()> {
+        out.push(if out.is_empty() { b'{' } else { b',' });
+        serde_json::to_writer(&mut *out, key).map_err(DomainError::internal)?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, value).map_err(DomainError::internal)
+    }
+    let mut out = Vec::with_capacity(256);
+    // The client's object: its braces, and a comma between two entries.
+    let mut client_len = 2 + client.len().saturating_sub(1);
+    let mut server_fields = server.iter().peekable();
+    for (key, value) in client {
+        while let Some((k, v)) = server_fields.next_if(|(k, _)| *k < key.as_str()) {
+            entry(&mut out, k, v)?;
+        }
+        if server_fields
+            .peek()
+            .is_some_and(|(k, _)| *k == key.as_str())
+        {
+            // Overridden by the server's field (written next): counted, not written.
+            let mut n = Count(0);
+            serde_json::to_writer(&mut n, key).map_err(DomainError::internal)?;
+            serde_json::to_writer(&mut n, value).map_err(DomainError::internal)?;
+            client_len += n.0 + 1;
+            continue;
+        }
+        let before = out.len() + 1; // the brace or comma is not the entry's
+        entry(&mut out, key, value)?;
+        client_len += out.len() - before;
+    }
+    for (k, v) in server_fields {
+        entry(&mut out, k, v)?;
+    }
+    out.push(b'}');
+    let json = String::from_utf8(out).map_err(DomainError::internal)?;
+    Ok((json, client_len))
 }
 
 /// Whether a JSON value holds a NUL character in any string or key.
@@ -55,22 +97,23 @@ fn holds_nul(v: &Value) -> bool {
 
 /// The `step_logged` event of a step, split around its stream id (which only the hot store
 /// knows): its data is `{"id": <stream id>, "step": <the step>}`. The envelope is built
-/// around a null step, which the step's JSON text then replaces, so the step is serialised
-/// once and never copied as a value.
+/// with null data (its last field), which the data's text then replaces, so the step is
+/// serialised once and never copied as a value. (The same bytes as the envelope of that
+/// data split around a placeholder id, at a fifth of the instructions: issue #19.)
 fn step_event(task: &TaskId, agent: &str, step_json: &str) -> Result<(String, String)> {
-    let (prefix, suffix) = crate::events::envelope_around(
-        EventType::StepLogged,
-        task,
-        agent,
-        json!({"id": STEP_ID_PLACEHOLDER, "step": null}),
-        STEP_ID_PLACEHOLDER,
-    );
-    match suffix.strip_prefix(NULL_STEP) {
-        Some(rest) => Ok((prefix, format!("\",\"step\":{step_json}{rest}"))),
-        None => Err(DomainError::internal(
+    let mut prefix = crate::events::envelope(EventType::StepLogged, task, agent, Value::Null);
+    if !prefix.ends_with(NULL_DATA) {
+        return Err(DomainError::internal(
             "the step event's envelope changed shape",
-        )),
+        ));
     }
+    prefix.truncate(prefix.len() - "null}".len());
+    prefix.push_str("{\"id\":\"");
+    let mut suffix = String::with_capacity(step_json.len() + 16);
+    for part in ["\",\"step\":", step_json, "}}"] {
+        suffix.push_str(part);
+    }
+    Ok((prefix, suffix))
 }
 
 impl Service {
@@ -81,7 +124,16 @@ impl Service {
                 "step must be a JSON object".into(),
             ));
         };
-        let size = serialized_len(&step)?;
+        // Server-set fields: never trusted from the client.
+        let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        let (step_json, size) = write_step(
+            &step,
+            &[
+                ("agent_id", actor.agent.as_str()),
+                ("task_id", task.as_str()),
+                ("timestamp", &timestamp),
+            ],
+        )?;
         // Postgres jsonb cannot hold U+0000; refused now rather than dead-lettered by the push.
         if step.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
             return Err(DomainError::InvalidArgument(
@@ -95,15 +147,11 @@ impl Service {
                 limit: self.limits.max_step_bytes,
             });
         }
-        // Server-set fields: never trusted from the client.
-        step.insert(
-            "timestamp".into(),
-            json!(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)),
-        );
+        // The answer's (and the embedded mode's record's) copy of what `step_json` says.
+        step.insert("timestamp".into(), Value::String(timestamp));
         step.insert("task_id".into(), json!(task.as_str()));
         step.insert("agent_id".into(), json!(actor.agent.as_str()));
         let step = Value::Object(step);
-        let step_json = step.to_string();
         let (prefix, suffix) = step_event(&task, actor.agent.as_str(), &step_json)?;
         let ids = self
             .hot
@@ -222,6 +270,67 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STEP_ID_PLACEHOLDER: &str = "\u{0}step-id\u{0}";
+
+    /// The timestamp of an envelope, blanked (two envelopes are made at two instants).
+    fn untimed(s: &str) -> String {
+        let at = s.find("\"timestamp\":\"").expect("timestamp") + 13;
+        let end = at + s[at..].find('"').expect("end");
+        format!("{}T{}", &s[..at], &s[end..])
+    }
+
+    #[test]
+    fn a_step_event_is_byte_for_byte_the_envelope_split_around_a_placeholder() {
+        // How it was built before issue #19: the envelope of `{"id": placeholder, "step":
+        // null}` split around the placeholder, and `null` replaced by the step.
+        let task = TaskId::parse("t-1").expect("task");
+        let step = json!({"action": "run \"x\"", "é": "\u{1}", "n": 3.5, "z": {"a": [1, null]}});
+        let step_json = step.to_string();
+        let (p, s) = crate::events::envelope_around(
+            EventType::StepLogged,
+            &task,
+            "coder",
+            json!({"id": STEP_ID_PLACEHOLDER, "step": null}),
+            STEP_ID_PLACEHOLDER,
+        );
+        let s = s.strip_prefix("\",\"step\":null").expect("shape");
+        let (prefix, suffix) = step_event(&task, "coder", &step_json).expect("event");
+        assert_eq!(untimed(&prefix), untimed(&p));
+        assert_eq!(suffix, format!("\",\"step\":{step_json}{s}"));
+    }
+
+    #[test]
+    fn a_stored_step_is_byte_for_byte_the_object_with_the_server_fields_inserted() {
+        let server = [
+            ("agent_id", "coder"),
+            ("task_id", "t-1"),
+            ("timestamp", "2026-12-06T18:00:00.000001Z"),
+        ];
+        for client in [
+            json!({}),
+            json!({"action": "work", "agent": "a", "n": 1, "pad": "xxxx"}),
+            json!({"a": 1, "agent_id": "spoofed", "b": [true, null], "task": "t", "task_id": 5,
+                   "tasks": {"x": "\"\\\n"}, "timestamp": "then", "tz": 1.5, "é": "ü", "\u{1f}": -3}),
+            json!({"zzz": {"nested": {"deep": [1, 2, {"k": "v"}]}}}),
+            json!({"AGENT": 1, "_": 2, "agent_ic": 3, "agent_id_": 4, "timestamps": 5}),
+        ] {
+            let Value::Object(map) = client else {
+                unreachable!()
+            };
+            let (json, size) = write_step(&map, &server).expect("step");
+            assert_eq!(
+                size,
+                Value::Object(map.clone()).to_string().len(),
+                "{map:?}"
+            );
+            let mut inserted = map.clone();
+            for (k, v) in server {
+                inserted.insert(k.into(), json!(v));
+            }
+            assert_eq!(json, Value::Object(inserted).to_string());
+        }
+    }
 
     #[test]
     fn a_step_event_is_the_envelope_of_its_step() {

@@ -113,6 +113,16 @@ struct Slot {
     tx: mpsc::Sender<Delivery>,
     /// Set when the hub cut the watcher off for being slow.
     cut: Arc<AtomicBool>,
+    /// A tap's filter: the events it is offered (`None`: all). An event no watcher of its
+    /// task and no tap wants is dropped before it is serialised (issue #19: the inbox's tap,
+    /// always there, made every step pay for a serialisation and a wake-up it ignored).
+    wants: Option<fn(&Event) -> bool>,
+}
+
+impl Slot {
+    fn wants(&self, event: &Event) -> bool {
+        self.wants.is_none_or(|wants| wants(event))
+    }
 }
 
 pub(crate) struct Inner {
@@ -174,6 +184,7 @@ impl Hub {
                     Slot {
                         tx,
                         cut: cut.clone(),
+                        wants: None,
                     },
                 );
             }
@@ -202,6 +213,15 @@ impl Hub {
     /// `queue_capacity` (cut off like a watcher when full). Taps are not watchers: they do not
     /// count in [`HubStats::watchers`] and shutdown does not wait for them.
     pub fn tap(&self) -> Tap {
+        self.tap_where(None)
+    }
+
+    /// A tap offered only the events `wants` accepts ([`Delivery::Resync`] is always sent).
+    pub fn tap_filtered(&self, wants: fn(&Event) -> bool) -> Tap {
+        self.tap_where(Some(wants))
+    }
+
+    fn tap_where(&self, wants: Option<fn(&Event) -> bool>) -> Tap {
         let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
         let cut = Arc::new(AtomicBool::new(false));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +231,7 @@ impl Hub {
                 Slot {
                     tx,
                     cut: cut.clone(),
+                    wants,
                 },
             );
         }
@@ -282,14 +303,21 @@ impl Inner {
             .expect("hub lock")
             .get(task)
             .is_some_and(|m| !m.is_empty());
-        let has_taps = !self.taps.lock().expect("hub lock").is_empty();
+        let has_taps = self
+            .taps
+            .lock()
+            .expect("hub lock")
+            .values()
+            .any(|slot| slot.wants(&event));
         if !has_watchers && !has_taps {
             return;
         }
-        let delivery = Delivery::Event(Arc::new(LiveEvent::of(id, event)));
+        let live = Arc::new(LiveEvent::of(id, event));
+        let event = &live.event;
+        let delivery = Delivery::Event(live.clone());
         if has_taps {
             let mut taps = self.taps.lock().expect("hub lock");
-            taps.retain(|_, slot| self.offer(slot, &delivery));
+            taps.retain(|_, slot| !slot.wants(event) || self.offer(slot, &delivery));
         }
         let mut slots = self.slots.lock().expect("hub lock");
         let Some(watchers) = slots.get_mut(task) else {
