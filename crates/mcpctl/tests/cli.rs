@@ -5,15 +5,9 @@ use mcp_agent_client::{ClientConfig, GatewayClient, GatewayWorkspace};
 use mcp_testkit::TestGateway;
 use serde_json::{Value, json};
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
 
-/// What a run of the binary produced.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
+use common::Run;
 
 impl Run {
     #[track_caller]
@@ -63,18 +57,7 @@ async fn run_as(gw: &TestGateway, agent: &str, args: &[&str], stdin: Option<&str
 }
 
 async fn run_at(base: &str, agent: &str, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = command(base, agent, args).spawn().expect("mcpctl runs");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    common::run(command(base, agent, args), stdin.unwrap_or_default()).await
 }
 
 async fn run(gw: &TestGateway, args: &[&str]) -> Run {
@@ -673,10 +656,12 @@ async fn finish(child: tokio::process::Child) -> Run {
         .await
         .expect("mcpctl ends after --count")
         .unwrap();
+    // Its stderr was drained while it ran, and the run is not timed.
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::new(),
+        took: std::time::Duration::ZERO,
     }
 }
 

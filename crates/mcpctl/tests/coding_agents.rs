@@ -9,17 +9,10 @@ use mcp_testkit::{TestDir, TestGateway};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
 
-/// What a run of the binary produced.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
+mod common;
+use common::{Run, run};
 
 impl Run {
     /// The hook's answer (`Value::Null` when it printed nothing).
@@ -124,21 +117,6 @@ fn mcpctl(base: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> tokio:
         cmd.env(k, v);
     }
     cmd
-}
-
-async fn run(mut cmd: tokio::process::Command, stdin: &str) -> Run {
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("mcpctl runs");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: start.elapsed(),
-    }
 }
 
 /// One Claude Code session working in one worktree.
