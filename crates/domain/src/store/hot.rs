@@ -489,6 +489,45 @@ pub struct Claim<'a> {
     pub waiter: Option<&'a Waiter<'a>>,
 }
 
+impl<'a> Claim<'a> {
+    /// A re-entrant claim of `path` by `owner` for `ttl`, without a fence and not waiting.
+    pub fn new(task: &'a TaskId, path: &'a LeasePath, owner: &'a str, ttl: Duration) -> Self {
+        Claim {
+            task,
+            path,
+            owner,
+            ttl,
+            fence: None,
+            reentrant: true,
+            waiter: None,
+        }
+    }
+
+    /// The claim with the fence (and token) to take a free lease with.
+    pub fn fenced(self, fence: i64, token: &'a str) -> Self {
+        Claim {
+            fence: Some(NewFence { fence, token }),
+            ..self
+        }
+    }
+
+    /// The claim waiting in the path's queue with `waiter`'s ticket.
+    pub fn waiting(self, waiter: &'a Waiter<'a>) -> Self {
+        Claim {
+            waiter: Some(waiter),
+            ..self
+        }
+    }
+
+    /// The claim, refused like another owner's while the owner holds the lease.
+    pub fn not_reentrant(self) -> Self {
+        Claim {
+            reentrant: false,
+            ..self
+        }
+    }
+}
+
 /// A lease that was released: who held it and its fence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {

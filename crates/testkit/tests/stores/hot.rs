@@ -395,18 +395,11 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
     let (t, p) = (task("t"), path("a"));
     let ttl = Duration::from_secs(30);
     let granted = match s
-        .claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "t",
-            ttl,
-            fence: Some(NewFence {
-                fence: 3,
-                token: "tok3",
-            }),
-            reentrant: false,
-            waiter: None,
-        })
+        .claim(
+            &Claim::new(&t, &LeasePath::file(&p), "t", ttl)
+                .fenced(3, "tok3")
+                .not_reentrant(),
+        )
         .await
         .unwrap()
     {
@@ -414,15 +407,7 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
         other => panic!("{other:?}"),
     };
     match s
-        .claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "t",
-            ttl,
-            fence: None,
-            reentrant: false,
-            waiter: None,
-        })
+        .claim(&Claim::new(&t, &LeasePath::file(&p), "t", ttl).not_reentrant())
         .await
         .unwrap()
     {
@@ -453,17 +438,9 @@ async fn an_unidentified_claim_never_reenters(f: &HotFixture) {
         })
     );
     assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "t",
-            ttl,
-            fence: None,
-            reentrant: false,
-            waiter: None
-        })
-        .await
-        .unwrap(),
+        s.claim(&Claim::new(&t, &LeasePath::file(&p), "t", ttl).not_reentrant())
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
 }
@@ -1030,13 +1007,8 @@ async fn claim(
     fence: Option<(i64, &str)>,
 ) -> ClaimOutcome {
     s.claim(&Claim {
-        task: t,
-        path: p,
-        owner,
-        ttl,
         fence: fence.map(|(fence, token)| NewFence { fence, token }),
-        reentrant: true,
-        waiter: None,
+        ..Claim::new(t, p, owner, ttl)
     })
     .await
     .unwrap()
@@ -1070,15 +1042,7 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     claim(s, &t, &p, "holder", ttl, Some((1, "h"))).await;
     // Two waiters join behind the holder, in order.
     let first = s
-        .claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w1",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&waiter("k1")),
-        })
+        .claim(&Claim::new(&t, &p, "w1", ttl).waiting(&waiter("k1")))
         .await
         .unwrap();
     match &first {
@@ -1091,33 +1055,17 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
     assert_eq!((p1.position, p1.waiters), (Some(1), 1));
     assert!(p1.arrival.is_some());
     let p2 = place(
-        &s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w2",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&waiter("k2")),
-        })
-        .await
-        .unwrap(),
+        &s.claim(&Claim::new(&t, &p, "w2", ttl).waiting(&waiter("k2")))
+            .await
+            .unwrap(),
     );
     assert_eq!((p2.position, p2.waiters), (Some(2), 2));
     assert!(p2.arrival > p1.arrival, "{p1:?} {p2:?}");
     // A check keeps the place; a claim without a ticket sees the queue, has no place.
     let again = place(
-        &s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w1",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&waiter("k1")),
-        })
-        .await
-        .unwrap(),
+        &s.claim(&Claim::new(&t, &p, "w1", ttl).waiting(&waiter("k1")))
+            .await
+            .unwrap(),
     );
     assert_eq!((again.position, again.arrival), (Some(1), p1.arrival));
     let bare = place(&claim(s, &t, &p, "x", ttl, None).await);
@@ -1135,16 +1083,8 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
         let w = ticket.map(waiter);
         match s
             .claim(&Claim {
-                task: &t,
-                path: &p,
-                owner: who,
-                ttl,
-                fence: Some(NewFence {
-                    fence: 9,
-                    token: "no",
-                }),
-                reentrant: true,
                 waiter: w.as_ref(),
+                ..Claim::new(&t, &p, who, ttl).fenced(9, "no")
             })
             .await
             .unwrap()
@@ -1154,48 +1094,25 @@ async fn waiters_are_granted_in_arrival_order(f: &HotFixture) {
         }
     }
     assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w1",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&waiter("k1"))
-        })
-        .await
-        .unwrap(),
+        s.claim(&Claim::new(&t, &p, "w1", ttl).waiting(&waiter("k1")))
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
     let granted = s
-        .claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 2,
-                token: "t2",
-            }),
-            reentrant: true,
-            waiter: Some(&waiter("k1")),
-        })
+        .claim(
+            &Claim::new(&t, &p, "w1", ttl)
+                .fenced(2, "t2")
+                .waiting(&waiter("k1")),
+        )
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(ref l) if l.fence == 2));
     // w1 is served and out of the queue: w2 is now first, behind w1's lease.
     let p2 = place(
-        &s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w2",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&waiter("k2")),
-        })
-        .await
-        .unwrap(),
+        &s.claim(&Claim::new(&t, &p, "w2", ttl).waiting(&waiter("k2")))
+            .await
+            .unwrap(),
     );
     assert_eq!((p2.position, p2.waiters), (Some(1), 1));
     // w2 gives up: the queue is empty, and a plain claim works once the path is free.
@@ -1219,88 +1136,41 @@ async fn a_waiter_that_stops_checking_in_drops_out(f: &HotFixture) {
         liveness: Duration::from_millis(300),
         ..waiter("dead")
     };
-    s.claim(&Claim {
-        task: &t,
-        path: &p,
-        owner: "ghost",
-        ttl,
-        fence: None,
-        reentrant: true,
-        waiter: Some(&short),
-    })
-    .await
-    .unwrap();
-    let alive = place(
-        &s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&waiter("live")),
-        })
+    s.claim(&Claim::new(&t, &p, "ghost", ttl).waiting(&short))
         .await
-        .unwrap(),
+        .unwrap();
+    let alive = place(
+        &s.claim(&Claim::new(&t, &p, "w", ttl).waiting(&waiter("live")))
+            .await
+            .unwrap(),
     );
     assert_eq!(alive.position, Some(2));
     tokio::time::sleep(Duration::from_millis(600)).await;
     s.release(&t, &p, "holder", false).await.unwrap().unwrap();
     assert!(matches!(
-        s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&waiter("live"))
-        })
-        .await
-        .unwrap(),
+        s.claim(&Claim::new(&t, &p, "w", ttl).waiting(&waiter("live")))
+            .await
+            .unwrap(),
         ClaimOutcome::NeedFence
     ));
-    s.claim(&Claim {
-        task: &t,
-        path: &p,
-        owner: "w",
-        ttl,
-        fence: Some(NewFence {
-            fence: 2,
-            token: "w",
-        }),
-        reentrant: true,
-        waiter: Some(&waiter("live")),
-    })
+    s.claim(
+        &Claim::new(&t, &p, "w", ttl)
+            .fenced(2, "w")
+            .waiting(&waiter("live")),
+    )
     .await
     .unwrap();
-    s.claim(&Claim {
-        task: &t,
-        path: &p,
-        owner: "late",
-        ttl,
-        fence: None,
-        reentrant: true,
-        waiter: Some(&waiter("late")),
-    })
-    .await
-    .unwrap();
+    s.claim(&Claim::new(&t, &p, "late", ttl).waiting(&waiter("late")))
+        .await
+        .unwrap();
     // A waiter that checks in again after its liveness lapsed rejoins at its arrival.
     let mut lost = short;
     lost.arrival = Some(1);
     lost.liveness = Duration::from_secs(10);
     let back = place(
-        &s.claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "ghost",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: Some(&lost),
-        })
-        .await
-        .unwrap(),
+        &s.claim(&Claim::new(&t, &p, "ghost", ttl).waiting(&lost))
+            .await
+            .unwrap(),
     );
     assert_eq!(
         back.position,
@@ -1316,18 +1186,11 @@ async fn a_grant_whose_waiter_left_is_released(f: &HotFixture) {
     let (t, p) = (task("t"), file("a"));
     let ttl = Duration::from_secs(30);
     let granted = s
-        .claim(&Claim {
-            task: &t,
-            path: &p,
-            owner: "w",
-            ttl,
-            fence: Some(NewFence {
-                fence: 4,
-                token: "t4",
-            }),
-            reentrant: true,
-            waiter: Some(&waiter("k")),
-        })
+        .claim(
+            &Claim::new(&t, &p, "w", ttl)
+                .fenced(4, "t4")
+                .waiting(&waiter("k")),
+        )
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(_)));

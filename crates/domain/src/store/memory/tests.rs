@@ -5,7 +5,7 @@
 use super::state::{Now, SWEEP_EVERY, State};
 use super::stream::next_id;
 use super::*;
-use crate::store::hot::{CacheFile, NewFence, ms_to_time};
+use crate::store::hot::{CacheFile, ms_to_time};
 use std::time::Instant;
 
 fn task(s: &str) -> TaskId {
@@ -158,36 +158,14 @@ fn leases_live_for_their_ttl() {
     let ttl = Duration::from_millis(60);
     let t0 = Now::get();
     let granted = s.claim(
-        &Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 1,
-                token: "tok",
-            }),
-            reentrant: true,
-            waiter: None,
-        },
+        &Claim::new(&t, &LeasePath::file(&p), "a1", ttl).fenced(1, "tok"),
         &t0,
     );
     assert!(
         matches!(granted, ClaimOutcome::Granted(ref l) if l.expires_at == ms_to_time(t0.ms + 60))
     );
     let held = s.claim(
-        &Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a2",
-            ttl,
-            fence: Some(NewFence {
-                fence: 2,
-                token: "x",
-            }),
-            reentrant: true,
-            waiter: None,
-        },
+        &Claim::new(&t, &LeasePath::file(&p), "a2", ttl).fenced(2, "x"),
         &after_ms(&t0, 59),
     );
     assert!(matches!(held, ClaimOutcome::HeldByOther { ref owner, .. } if owner == "a1"));
@@ -204,15 +182,7 @@ fn leases_live_for_their_ttl() {
     );
     // Claimed again at 80 ms: re-entrant, same fence and token, lives until 140.
     let again = s.claim(
-        &Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl,
-            fence: None,
-            reentrant: true,
-            waiter: None,
-        },
+        &Claim::new(&t, &LeasePath::file(&p), "a1", ttl),
         &after_ms(&t0, 80),
     );
     assert!(matches!(again, ClaimOutcome::Reentrant(ref l) if l.fence == 1 && l.token == "tok"));
@@ -234,36 +204,14 @@ fn leases_live_for_their_ttl() {
         Err(None)
     );
     let again = s.claim(
-        &Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a2",
-            ttl,
-            fence: Some(NewFence {
-                fence: 2,
-                token: "x",
-            }),
-            reentrant: true,
-            waiter: None,
-        },
+        &Claim::new(&t, &LeasePath::file(&p), "a2", ttl).fenced(2, "x"),
         &late,
     );
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
     // A zero TTL grants a lease that is gone at once, as PEXPIRE 0 deletes the key.
     let q = path("b.txt");
     let zero = s.claim(
-        &Claim {
-            task: &t,
-            path: &LeasePath::file(&q),
-            owner: "a1",
-            ttl: Duration::ZERO,
-            fence: Some(NewFence {
-                fence: 3,
-                token: "z",
-            }),
-            reentrant: true,
-            waiter: None,
-        },
+        &Claim::new(&t, &LeasePath::file(&q), "a1", Duration::ZERO).fenced(3, "z"),
         &late,
     );
     assert!(matches!(zero, ClaimOutcome::Granted(_)));
@@ -279,18 +227,7 @@ async fn leases_expire_on_the_clock() {
     let (t, p) = (task("t1"), path("a.txt"));
     let ttl = Duration::from_millis(50);
     let granted = store
-        .claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl,
-            fence: Some(NewFence {
-                fence: 1,
-                token: "tok",
-            }),
-            reentrant: true,
-            waiter: None,
-        })
+        .claim(&Claim::new(&t, &LeasePath::file(&p), "a1", ttl).fenced(1, "tok"))
         .await
         .unwrap();
     assert!(matches!(granted, ClaimOutcome::Granted(_)));
@@ -304,18 +241,7 @@ async fn leases_expire_on_the_clock() {
     );
     assert!(store.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
     let again = store
-        .claim(&Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a2",
-            ttl,
-            fence: Some(NewFence {
-                fence: 2,
-                token: "x",
-            }),
-            reentrant: true,
-            waiter: None,
-        })
+        .claim(&Claim::new(&t, &LeasePath::file(&p), "a2", ttl).fenced(2, "x"))
         .await
         .unwrap();
     assert!(matches!(again, ClaimOutcome::Granted(ref l) if l.fence == 2));
@@ -414,18 +340,7 @@ fn sweeping_removes_expired_entries() {
     let (t, p) = (task("t1"), path("a.txt"));
     let now = Now::get();
     s.claim(
-        &Claim {
-            task: &t,
-            path: &LeasePath::file(&p),
-            owner: "a1",
-            ttl: Duration::from_millis(50),
-            fence: Some(NewFence {
-                fence: 1,
-                token: "x",
-            }),
-            reentrant: true,
-            waiter: None,
-        },
+        &Claim::new(&t, &LeasePath::file(&p), "a1", Duration::from_millis(50)).fenced(1, "x"),
         &now,
     );
     s.cache_file(&t, &p, &file(1, 1), &now);
@@ -469,18 +384,7 @@ fn calls_sweep_at_most_once_a_second() {
     let (t, p) = (task("t1"), path("a.txt"));
     store.with(|s, now| {
         s.claim(
-            &Claim {
-                task: &t,
-                path: &LeasePath::file(&p),
-                owner: "a1",
-                ttl: Duration::from_millis(50),
-                fence: Some(NewFence {
-                    fence: 1,
-                    token: "x",
-                }),
-                reentrant: true,
-                waiter: None,
-            },
+            &Claim::new(&t, &LeasePath::file(&p), "a1", Duration::from_millis(50)).fenced(1, "x"),
             now,
         );
         s.rate_hit("a1", Duration::from_millis(50), now);
