@@ -464,7 +464,7 @@ pub struct OutboxBatch {
 
 impl OutboxBatch {
     /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.steps.is_empty() && self.audits.is_empty() && self.dead.is_empty()
     }
 }
