@@ -14,9 +14,6 @@
 //! * [`patch`] — unified diffs: made for edits and between revisions, applied to read the
 //!   content of edits stored as a diff only.
 
-// Every public item is documented.
-#![warn(missing_docs)]
-
 pub mod actor;
 pub mod error;
 pub mod events;
