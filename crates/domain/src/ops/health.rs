@@ -9,7 +9,7 @@ use std::time::Duration;
 /// What `/health` reports.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
-    /// The hot store (Redis) answered `PING` in time.
+    /// The hot store (Redis, or the in-process one) answered its ping in time.
     pub hot_ok: bool,
     /// The durable store (Postgres or SQLite) answered in time.
     pub durable_ok: bool,
