@@ -18,7 +18,9 @@ pub enum Role {
 /// The acting agent of one request.
 #[derive(Debug, Clone)]
 pub struct Actor {
+    /// Who acts: the name written into leases, messages and the audit.
     pub agent: AgentId,
+    /// What the actor may do (reads only, reads and writes, or administration).
     pub role: Role,
     /// Tasks this actor may touch; `None` means every task.
     pub tasks: Option<Vec<String>>,
@@ -124,6 +126,7 @@ impl Actor {
         Ok(task)
     }
 
+    /// Refuses (`forbidden`) an actor without the admin role.
     pub fn ensure_admin(&self) -> Result<()> {
         if self.role != Role::Admin {
             return Err(DomainError::Forbidden(

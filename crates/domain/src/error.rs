@@ -10,53 +10,77 @@ use chrono::{DateTime, Utc};
 use mcp_api::ErrorCode;
 use serde_json::{Map, Value, json};
 
+/// Why an operation failed. Each variant maps to one [`ErrorCode`] ([`DomainError::code`]),
+/// and through `mcp-api`'s table to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
+    /// The request asks for something no state could grant: a malformed id, a value out of
+    /// range, a field missing (`invalid_argument`, 400).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A file path that `mcp_api::names::normalise_path` refuses (`invalid_path`, 400).
     #[error("invalid path: {0}")]
     InvalidPath(String),
+    /// The actor's role or task scope does not allow this (`forbidden`, 403).
     #[error("{0}")]
     Forbidden(String),
+    /// No task with this id (`task_not_found`, 404).
     #[error("task '{0}' not found")]
     TaskNotFound(String),
+    /// No live file at this path: never written, or deleted (`file_not_found`, 404).
     #[error("file '{0}' not found")]
     FileNotFound(String),
-    /// The file has revisions, but none at `version`.
+    /// The file has revisions, but none at `version` (`revision_not_found`, 404).
     #[error("'{path}' has no version {version} (its versions are 1 to {latest})")]
     RevisionNotFound {
+        /// The file's normalised path.
         path: String,
+        /// The version asked for.
         version: i64,
         /// The file's newest version.
         latest: i64,
     },
     /// A version stored (before revisions kept every version's content) as an edit's diff
-    /// only, behind more such diffs than one read replays.
+    /// only, behind more such diffs than one read replays (`too_large`, 413).
     #[error(
         "version {version} is stored as a diff behind more than {limit} diffs since the \
          file's last full copy, more than one read replays"
     )]
-    ReplayTooLong { version: i64, limit: usize },
+    ReplayTooLong {
+        /// The version asked for.
+        version: i64,
+        /// How many diffs one read replays at most.
+        limit: usize,
+    },
+    /// No agent with this id (`agent_not_found`, 404).
     #[error("agent '{0}' not found")]
     AgentNotFound(String),
-    /// No message with this id that the caller may read.
+    /// No message with this id that the caller may read (`message_not_found`, 404).
     #[error("no message {0} in your inbox")]
     MessageNotFound(i64),
+    /// `create_task` with the id of an existing task (`already_exists`, 409).
     #[error("task '{0}' already exists")]
     TaskExists(String),
+    /// A change's `expected_version` is not the file's current version
+    /// (`version_conflict`, 409).
     #[error(
         "version conflict: expected version {}, current version {}",
         show(expected),
         show(current)
     )]
     VersionConflict {
+        /// The version the change expected, `None` when it expected no file.
         expected: Option<i64>,
         /// The file's current version, `None` when it does not exist.
         current: Option<i64>,
     },
+    /// Another agent's lease covers the path: a claim or a change is refused
+    /// (`locked`, 409).
     #[error("{}", locked_detail(self))]
     Locked {
+        /// The path the caller asked for.
         path: String,
+        /// The agent that holds the conflicting lease.
         holder: String,
         /// When the conflicting lease ends; `None` while the path is free but being handed
         /// to the first of its waiters (then `holder` names that waiter).
@@ -69,52 +93,88 @@ pub enum DomainError {
         /// The caller's place in the queue when its wait ran out (1: next).
         queue_position: Option<u64>,
     },
+    /// A change's fence is older than the last fence the file was written under
+    /// (the fence rule, part 2; `stale_fence`, 409).
     #[error("stale fence {fence}: the file has seen fence {last_fence}")]
-    StaleFence { fence: i64, last_fence: i64 },
+    StaleFence {
+        /// The fence the change presented.
+        fence: i64,
+        /// The newest fence the file has been written under.
+        last_fence: i64,
+    },
     /// A presented fence that is not the fence of the writer's own live lease on the path
-    /// (the fence rule, part 1): forged, another path's or agent's, expired or released.
+    /// (the fence rule, part 1): forged, another path's or agent's, expired or released
+    /// (`stale_fence`, 409).
     #[error("{}", fence_not_held(*fence, *lease_fence))]
     FenceNotHeld {
+        /// The fence the change presented.
         fence: i64,
         /// The fence of the writer's live lease on the path, `None` when it holds none.
         lease_fence: Option<i64>,
     },
     /// A change with neither a fence nor `expected_version` of a file that has been written
-    /// under a lease, while nobody holds it (the fence rule, part 3).
+    /// under a lease, while nobody holds it (the fence rule, part 3; `lease_required`, 409).
     #[error(
         "'{path}' has been written under a lease (fence {last_fence}) and nobody holds it now: \
          claim the path, or write with expected_version"
     )]
-    LeaseRequired { path: String, last_fence: i64 },
+    LeaseRequired {
+        /// The file's normalised path.
+        path: String,
+        /// The newest fence the file has been written under.
+        last_fence: i64,
+    },
+    /// `renew_file` or `release_file` of a lease the caller does not hold
+    /// (`lock_not_held`, 409).
     #[error("lock on '{path}' is not held by {agent}")]
     LockNotHeld {
+        /// The lease's path.
         path: String,
+        /// The caller.
         agent: String,
         /// The current holder, if another agent holds it.
         holder: Option<String>,
     },
+    /// `file_edit`'s `old_string` is not in the file (`edit_no_match`, 409).
     #[error("old_string does not occur in the file")]
     EditNoMatch,
+    /// `file_edit`'s `old_string` occurs more than once and `replace_all` is off
+    /// (`edit_ambiguous`, 409).
     #[error("old_string occurs {count} times; give more context or set replace_all")]
-    EditAmbiguous { count: usize },
+    EditAmbiguous {
+        /// How many times it occurs.
+        count: usize,
+    },
+    /// Content, a message or a step over its size limit (`too_large`, 413).
     #[error("{what} is {actual} bytes, over the limit of {limit}")]
     TooLarge {
+        /// What was too large, for the sentence (`file`, `message body`, `step`).
         what: &'static str,
+        /// Its size in bytes.
         actual: usize,
+        /// The limit in bytes.
         limit: usize,
     },
+    /// A change would take the task past its file-count or byte quota
+    /// (`quota_exceeded`, 413).
     #[error("the task's {what} quota of {limit} would be exceeded")]
     QuotaExceeded {
         /// `files` or `bytes`.
         what: String,
+        /// The quota.
         limit: i64,
     },
+    /// A store cannot be reached: a lost connection, a timeout, a full Redis; the caller may
+    /// retry (`unavailable`, 503).
     #[error("{backend} is unavailable")]
     Unavailable {
+        /// Which store (`redis`, `postgres`, `sqlite`), for the sentence.
         backend: &'static str,
         /// Kept for the log line; never sent to a client.
         cause: String,
     },
+    /// Anything else, a bug or a backend answer nobody expects; the text is logged, never
+    /// sent (`internal`, 500).
     #[error("internal error")]
     Internal(String),
 }
@@ -167,6 +227,7 @@ fn show(v: &Option<i64>) -> String {
     v.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
+/// The domain's result: [`DomainError`] unless another error is named.
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 
 impl DomainError {

@@ -27,6 +27,7 @@ macro_rules! id_type {
                 parse_id($kind, raw).map(Self)
             }
 
+            /// The validated id as written.
             pub fn as_str(&self) -> &str {
                 &self.0
             }

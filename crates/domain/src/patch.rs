@@ -36,10 +36,15 @@ pub fn unified_diff(path: &str, old: &str, new: &str, deadline: Option<Instant>)
 /// Why a diff could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatchError {
+    /// The text is not a unified diff this module can read.
     #[error("malformed diff: {0}")]
     Malformed(String),
     #[error("the diff does not fit the text at line {line}")]
-    Mismatch { line: usize },
+    /// A context or removed line of the diff differs from the text it is applied to.
+    Mismatch {
+        /// The line of the text (1-based) where they differ.
+        line: usize,
+    },
 }
 
 /// One hunk: where it starts in the old text (0-based line index) and its lines.

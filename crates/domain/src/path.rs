@@ -17,6 +17,7 @@ impl FilePath {
             .map_err(|why| DomainError::InvalidPath(why.to_owned()))
     }
 
+    /// The normalised path.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -57,6 +58,7 @@ impl LeasePath {
         self.0.ends_with('/')
     }
 
+    /// The path; a directory lease's ends with `/`.
     pub fn as_str(&self) -> &str {
         &self.0
     }

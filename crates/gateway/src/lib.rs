@@ -18,9 +18,6 @@
 //! * this file — start-up (the stores `DATABASE_URL`/`REDIS_URL` name, or the embedded ones;
 //!   migrations), [`serve`] with graceful shutdown.
 
-// Every public item is documented.
-#![warn(missing_docs)]
-
 pub mod auth;
 pub mod config;
 pub mod data_lock;

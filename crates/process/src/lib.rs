@@ -2,9 +2,6 @@
 //! shutdown signal, starting logging, and the process's metrics recorder (every metric family
 //! of the workspace is declared here, in [`METRICS`]).
 
-// Every public item is documented.
-#![warn(missing_docs)]
-
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -13,9 +13,6 @@
 //! [`SentinelGroup`] a primary, a replica and three Sentinels (failovers);
 //! [`PrivateCluster`] a Redis Cluster of three primaries.
 
-// Every public item is documented.
-#![warn(missing_docs)]
-
 /// The roles a test token can carry ([`TestGateway::token`]).
 pub use mcp_domain::Role;
 pub mod browser;

@@ -11,6 +11,7 @@ use mcp_api::responses::{CollaborationResponse, CollaborationState};
 use serde_json::json;
 
 impl Service {
+    /// Joins the actor to the task's collaboration: durable first, then mirrored in the hot store.
     pub async fn join_collab(
         &self,
         actor: &Actor,
@@ -66,6 +67,7 @@ impl Service {
         })
     }
 
+    /// The `collaboration://{id}` resource: who has joined the task and who is active.
     pub async fn collaboration(&self, actor: &Actor, task_id: &str) -> Result<CollaborationState> {
         let task = actor.task(task_id)?;
         let members = match self.hot.collaborators(&task).await? {

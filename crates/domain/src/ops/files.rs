@@ -245,6 +245,7 @@ impl Service {
         })
     }
 
+    /// Reads a file's current content and version (the hot copy, else the durable store).
     pub async fn file_read(&self, actor: &Actor, req: FileReadRequest) -> Result<FileReadResponse> {
         let task = actor.task(&req.task_id)?;
         let path = FilePath::parse(&req.path)?;
@@ -260,6 +261,7 @@ impl Service {
         })
     }
 
+    /// Writes a whole file, conditionally on `expected_version` and the fence (module docs).
     pub async fn file_write(
         &self,
         actor: &Actor,
@@ -395,6 +397,7 @@ impl Service {
         }
     }
 
+    /// Deletes a file: a change like a write, which leaves a revision without content.
     pub async fn delete_file(
         &self,
         actor: &Actor,
@@ -438,6 +441,7 @@ impl Service {
         })
     }
 
+    /// Lists the task's files, optionally under one directory prefix.
     pub async fn list_files(
         &self,
         actor: &Actor,

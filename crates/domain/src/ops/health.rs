@@ -9,15 +9,19 @@ use std::time::Duration;
 /// What `/health` reports.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
+    /// The hot store (Redis, or the in-process one) answered its ping in time.
     pub hot_ok: bool,
+    /// The durable store (Postgres or SQLite) answered in time.
     pub durable_ok: bool,
     /// The hot store answers but refuses writes for lack of memory (a full Redis under
     /// `noeviction`); the reason is among the warnings.
     pub hot_full: bool,
+    /// What an operator should fix though the stores answer (an eviction policy that can drop leases, a full Redis).
     pub warnings: Vec<String>,
 }
 
 impl Service {
+    /// Pings both stores concurrently, each within `timeout`, and checks that Redis takes writes and will not evict leases.
     pub async fn health(&self, timeout: Duration) -> HealthReport {
         let hot = tokio::time::timeout(timeout, self.hot.ping());
         let durable = tokio::time::timeout(timeout, self.durable.ping());

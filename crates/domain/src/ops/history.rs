@@ -42,6 +42,7 @@ fn check_version(name: &str, v: i64) -> Result<()> {
 }
 
 impl Service {
+    /// Lists a file's revisions, newest first.
     pub async fn file_history(
         &self,
         actor: &Actor,
@@ -94,6 +95,7 @@ impl Service {
         })
     }
 
+    /// One revision of a file: its content, or its diff from an older version (`diff_from`).
     pub async fn file_revision(
         &self,
         actor: &Actor,

@@ -64,6 +64,7 @@ impl Service {
         }
     }
 
+    /// Grants a lease with a new fencing token, re-enters the actor's own, or waits (`wait_sec`) in the path's queue.
     pub async fn claim_file(&self, actor: &Actor, req: ClaimFileRequest) -> Result<LockResponse> {
         let task = actor.write_task(&req.task_id)?;
         let path = LeasePath::parse(&req.path, req.recursive)?;
@@ -272,6 +273,7 @@ impl Service {
         }
     }
 
+    /// Extends a lease the actor holds, by its own length or a new `timeout_sec`.
     pub async fn renew_file(&self, actor: &Actor, req: RenewFileRequest) -> Result<LockResponse> {
         let task = actor.write_task(&req.task_id)?;
         let path = LeasePath::parse(&req.path, req.recursive)?;
@@ -298,6 +300,7 @@ impl Service {
         Ok(Self::lock_response(&task, &path, lease, timeout_sec, None))
     }
 
+    /// Releases a lease the actor holds; `force` (admin only) releases another agent's.
     pub async fn release_file(
         &self,
         actor: &Actor,

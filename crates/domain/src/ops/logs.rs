@@ -117,6 +117,7 @@ fn step_event(task: &TaskId, agent: &str, step_json: &str) -> Result<(String, St
 }
 
 impl Service {
+    /// Appends a step to the task's log and emits it; the step is durable once it answers (module docs).
     pub async fn log_step(&self, actor: &Actor, req: LogStepRequest) -> Result<LogStepResponse> {
         let task = actor.write_task(&req.task_id)?;
         let Value::Object(mut step) = req.step else {
@@ -193,6 +194,7 @@ impl Service {
         })
     }
 
+    /// Tells the caller where to follow the task's events: the stream URL, and the Redis channel when the hot store is shared.
     pub async fn subscribe_logs(
         &self,
         actor: &Actor,

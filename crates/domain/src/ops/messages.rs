@@ -44,6 +44,7 @@ const DEFAULT_READ_LIMIT: usize = 100;
 pub(super) const RECHECK: Duration = Duration::from_secs(10);
 
 impl Service {
+    /// Sends a message to agents of a task (or `"*"`, everyone who may see it), durable before it answers.
     pub async fn send_message(
         &self,
         actor: &Actor,
@@ -132,6 +133,7 @@ impl Service {
         })
     }
 
+    /// Reads the actor's inbox after a cursor, waiting up to `wait_sec` for a message when it is empty.
     pub async fn read_messages(
         &self,
         actor: &Actor,
@@ -198,6 +200,7 @@ impl Service {
         })
     }
 
+    /// Marks a message of the actor's inbox as read.
     pub async fn ack_message(
         &self,
         actor: &Actor,

@@ -92,6 +92,7 @@ impl Default for Limits {
 pub struct Service {
     durable: Durable,
     hot: Hot,
+    /// Bounds on what one request may ask for (sizes, lease lengths, task quotas).
     pub limits: Limits,
     /// This process's long-polling `read_messages` calls, woken when a message arrives.
     pub inbox: Arc<InboxBell>,
@@ -100,6 +101,7 @@ pub struct Service {
 }
 
 impl Service {
+    /// The domain over these stores; the doors hold it in their state.
     pub fn new(durable: Durable, hot: Hot, limits: Limits) -> Service {
         Service {
             wakes: std::sync::Arc::new(lease_wait::LeaseWakes::new(hot.clone())),

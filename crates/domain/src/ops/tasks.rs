@@ -12,6 +12,7 @@ use mcp_api::responses::TaskState;
 use serde_json::json;
 
 impl Service {
+    /// The `tasks://{id}/state` resource: the task's state and its sequence number.
     pub async fn task_state(&self, actor: &Actor, task_id: &str) -> Result<TaskState> {
         let task = actor.task(task_id)?;
         if let Some(state) = self.hot.task(&task).await? {
@@ -52,6 +53,7 @@ impl Service {
         }
     }
 
+    /// Creates a task (admin only), with a new UUID when the request names no id.
     pub async fn create_task(&self, actor: &Actor, req: CreateTaskRequest) -> Result<TaskState> {
         actor.ensure_admin()?;
         let id = match req.id.as_deref() {
@@ -77,6 +79,7 @@ impl Service {
         Ok(state)
     }
 
+    /// Changes a task's state (admin only).
     pub async fn update_task(
         &self,
         actor: &Actor,

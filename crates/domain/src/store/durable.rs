@@ -30,8 +30,11 @@ use serde_json::Value;
 /// Which kind of change a revision records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevisionOp {
+    /// A whole new content (`file_write`).
     Write,
+    /// A replacement inside the content (`file_edit`); its revision keeps the diff too.
     Edit,
+    /// A delete (`delete_file`): the row becomes a tombstone and the revision has no content.
     Delete,
 }
 
@@ -67,13 +70,19 @@ impl RevisionOp {
 
 /// One conditional change of a file.
 pub struct FileChange<'a> {
+    /// The task the file belongs to.
     pub task: &'a TaskId,
+    /// The file's normalised path.
     pub path: &'a FilePath,
+    /// The kind of change, recorded in the revision and the audit.
     pub op: RevisionOp,
     /// New content ('' for a delete).
     pub content: &'a str,
+    /// Hex SHA-256 of `content`.
     pub sha256: &'a str,
+    /// Size of `content` in bytes.
     pub size: i64,
+    /// The writer, recorded as `updated_by`, in the revision and the audit.
     pub agent: &'a str,
     /// The writer's lease fence, when it holds the lease (the operation has checked that it
     /// is the fence of the writer's live lease). `None`: an unleased change, which a file
@@ -83,10 +92,12 @@ pub struct FileChange<'a> {
     pub expected_version: Option<i64>,
     /// Unified diff, stored for edits.
     pub diff: Option<&'a str>,
+    /// Correlates the audit record with the request's logs.
     pub request_id: Option<&'a str>,
     /// The task's quotas (live files, live bytes); `None`: unlimited. A change that grows the
     /// task past one is refused as `quota_exceeded`; shrinking changes always pass.
     pub max_task_files: Option<i64>,
+    /// The task's byte quota (see `max_task_files`).
     pub max_task_bytes: Option<i64>,
 }
 
@@ -127,14 +138,19 @@ impl FileChange<'_> {
 /// Which audit records to return (every field optional but `limit`).
 #[derive(Debug, Default)]
 pub struct AuditFilter<'a> {
+    /// Only this task's records.
     pub task: Option<&'a str>,
     /// Only these tasks (the caller's scope), when the caller does not see every task.
     pub tasks_in: Option<&'a [String]>,
+    /// Only this agent's records.
     pub agent: Option<&'a str>,
+    /// Only this action's (`file_write`, `claim_file`, …).
     pub action: Option<&'a str>,
+    /// Only records at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Records older than this id (paging).
     pub before_id: Option<i64>,
+    /// At most this many records.
     pub limit: i64,
 }
 
@@ -145,11 +161,13 @@ pub struct TaskListFilter<'a> {
     pub tasks_in: Option<&'a [String]>,
     /// Id or title contains this text (case-insensitive).
     pub text: Option<&'a str>,
+    /// Only tasks with this status.
     pub status: Option<&'a str>,
     /// Assigned to this agent, or with it in the session.
     pub agent: Option<&'a str>,
     /// Only tasks after this one in list order (its last activity and id): the cursor.
     pub after: Option<(DateTime<Utc>, &'a str)>,
+    /// At most this many tasks.
     pub limit: i64,
 }
 
@@ -164,15 +182,20 @@ pub struct AgentListFilter<'a> {
     pub task: Option<&'a str>,
     /// Only agents after this one in list order (last seen and id): the cursor.
     pub after: Option<(DateTime<Utc>, &'a str)>,
+    /// At most this many agents.
     pub limit: i64,
 }
 
 /// An agent's recorded activity: its last recorded action and its sessions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentActivity {
+    /// The agent's id.
     pub agent_id: String,
+    /// When it last acted.
     pub last_seen: DateTime<Utc>,
+    /// The task of its last action.
     pub last_task: Option<String>,
+    /// Its last recorded action.
     pub last_action: String,
     /// Tasks whose session it is in, by id.
     pub tasks: Vec<String>,
@@ -195,19 +218,28 @@ pub fn contains_pattern(text: &str) -> String {
 /// A committed change.
 #[derive(Debug, Clone, Copy)]
 pub struct Committed {
+    /// The file's version after the change.
     pub version: i64,
+    /// When the change committed (the store's clock).
     pub updated_at: DateTime<Utc>,
 }
 
 /// A file as stored.
 #[derive(Debug, Clone)]
 pub struct StoredFile {
+    /// The current version (a tombstone keeps the version of its delete).
     pub version: i64,
+    /// The content ('' for a tombstone).
     pub content: String,
+    /// Hex SHA-256 of the content.
     pub sha256: String,
+    /// Size of the content in bytes.
     pub size: i64,
+    /// The agent of the last change.
     pub updated_by: Option<String>,
+    /// When the last change committed.
     pub updated_at: DateTime<Utc>,
+    /// The file was deleted: this row is its tombstone.
     pub deleted: bool,
 }
 
@@ -217,12 +249,19 @@ pub struct StoredFile {
 /// version's with the diff applied. A delete carries no content.
 #[derive(Debug, Clone)]
 pub struct StoredRevision {
+    /// The version this revision made.
     pub version: i64,
+    /// The kind of change.
     pub op: RevisionOp,
+    /// The agent that made it.
     pub agent_id: Option<String>,
+    /// The lease fence it was made under, if any.
     pub fence: Option<i64>,
+    /// Size of the new content in bytes (none for a delete).
     pub size: Option<i64>,
+    /// Hex SHA-256 of the new content (none for a delete).
     pub sha256: Option<String>,
+    /// When it committed.
     pub created_at: DateTime<Utc>,
     /// The full content (loaded by [`DurableOps::revision_chain`] only).
     pub content: Option<String>,
@@ -254,14 +293,20 @@ pub struct Presence {
 /// A step to insert: from the outbox (deployed mode), or straight from `log_step` (embedded).
 #[derive(Debug, Clone)]
 pub struct StepRecord {
+    /// The task whose log holds the step.
     pub task_id: String,
     /// The step's id in the task's log stream (`<ms>-<seq>`), its idempotency key with the
     /// task.
     pub stream_id: String,
+    /// The stream id's milliseconds part (a column of its own, for ordering).
     pub id_ms: i64,
+    /// The stream id's sequence part.
     pub id_seq: i64,
+    /// Who logged it (`None` when nobody was named).
     pub agent_id: Option<String>,
+    /// The step object as logged.
     pub step: Value,
+    /// When it was logged (the stream id's milliseconds).
     pub logged_at: DateTime<Utc>,
 }
 
@@ -272,13 +317,21 @@ pub struct AuditRecord {
     /// The idempotency key: the outbox entry id, or (written straight, once) a fresh
     /// `direct:<uuid>`.
     pub source_id: String,
+    /// When the audited action happened.
     pub at: DateTime<Utc>,
+    /// Who acted.
     pub actor: String,
+    /// What was done (`file_write`, `claim_file`, …).
     pub action: String,
+    /// The task acted on, if any.
     pub task_id: Option<String>,
+    /// The file or lease path acted on, if any.
     pub path: Option<String>,
+    /// The file version the action made, if any.
     pub version: Option<i64>,
+    /// The lease fence involved, if any.
     pub fence: Option<i64>,
+    /// Correlates the record with the request's logs.
     pub request_id: Option<String>,
     /// The whole record as it arrived.
     pub detail: Value,
@@ -287,7 +340,9 @@ pub struct AuditRecord {
 /// A step as the durable step log answers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PersistedStep {
+    /// Its id in the task's log stream.
     pub id: StreamId,
+    /// The step object as logged.
     pub step: Value,
 }
 
@@ -368,10 +423,13 @@ impl AuditRecord {
 /// An outbox entry that could not be persisted, kept for an operator.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    /// The outbox entry's id.
     pub source_id: String,
+    /// The entry's kind (`step`, `audit`), when it named one.
     pub kind: Option<String>,
     /// The entry's fields as a JSON object of strings.
     pub payload: String,
+    /// Why it could not be persisted.
     pub error: String,
 }
 
@@ -396,13 +454,17 @@ impl DeadLetter {
 /// One batch of outbox records, written in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxBatch {
+    /// Steps to insert.
     pub steps: Vec<StepRecord>,
+    /// Audit records to insert.
     pub audits: Vec<AuditRecord>,
+    /// Entries that cannot be persisted, kept for an operator.
     pub dead: Vec<DeadLetter>,
 }
 
 impl OutboxBatch {
-    pub fn is_empty(&self) -> bool {
+    /// Whether there is nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
         self.steps.is_empty() && self.audits.is_empty() && self.dead.is_empty()
     }
 }
@@ -410,15 +472,20 @@ impl OutboxBatch {
 /// An agent row as the pull loop sees it.
 #[derive(Debug, Clone)]
 pub struct AgentRow {
+    /// The agent's id.
     pub id: String,
+    /// The task it last acted on.
     pub current_task_id: Option<String>,
+    /// When it last acted.
     pub last_seen: Option<DateTime<Utc>>,
+    /// When the row last changed.
     pub updated_at: DateTime<Utc>,
 }
 
 /// A task row with its change number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
+    /// The task as the wire shows it.
     pub state: TaskState,
     /// Grows with every committed change of the row, whoever made it and whatever its
     /// `updated_at` says (Postgres: `change_seq`, drawn from a sequence by a trigger; SQLite:
@@ -434,19 +501,23 @@ pub struct TaskRow {
 /// always 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FeedMark {
+    /// The writing transaction (always 0 on SQLite).
     pub xid: i64,
+    /// The row's change number (`change_seq`, see [`TaskRow::seq`]).
     pub seq: i64,
 }
 
 /// One row read from the change feed.
 #[derive(Debug, Clone)]
 pub struct FeedRow<T> {
+    /// Where the row is in the feed.
     pub mark: FeedMark,
     /// No change can commit under this mark any more: its transaction is older than every
     /// transaction still running when the row was read (Postgres: `change_xid <
     /// pg_snapshot_xmin(pg_current_snapshot())`; SQLite: always). Only over settled rows
     /// may a reader move its cursor; a row read but not settled is applied and read again.
     pub settled: bool,
+    /// The row as it was read.
     pub row: T,
 }
 
@@ -462,6 +533,7 @@ pub trait DurableOps: Send + Sync + 'static {
     /// Applies the schema migrations (idempotent).
     async fn migrate(&self) -> Result<()>;
 
+    /// Answers when the store can serve a query (for `/health`).
     async fn ping(&self) -> Result<()>;
 
     /// A new fencing token (monotonic for the whole deployment).
@@ -505,6 +577,7 @@ pub trait DurableOps: Send + Sync + 'static {
     /// Live files of a task, by path; only those under `prefix` (a directory) when given.
     async fn list_files(&self, task: &TaskId, prefix: Option<&FilePath>) -> Result<Vec<FileInfo>>;
 
+    /// A task's row with its change number; `None` when it does not exist.
     async fn task(&self, task: &TaskId) -> Result<Option<TaskRow>>;
 
     /// Task ids after `after` in id order, at most `limit` (a page of the task list).
@@ -569,19 +642,25 @@ pub trait DurableOps: Send + Sync + 'static {
 /// A message to store ([`DurableMessages::send_message`]).
 #[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
+    /// The task the message is sent on.
     pub task: &'a TaskId,
+    /// The sender.
     pub from: &'a str,
     /// `true`: to everyone who may see the task (`to` is then empty).
     pub broadcast: bool,
     /// The recipients (validated agent ids, without duplicates).
     pub to: &'a [String],
+    /// A one-line summary.
     pub subject: &'a str,
+    /// The text.
     pub body: &'a str,
     /// `None`: a new thread, named by the message's own id.
     pub thread_id: Option<&'a str>,
+    /// The message this one answers.
     pub reply_to: Option<i64>,
     /// `low`, `normal`, `high` or `urgent`.
     pub importance: &'a str,
+    /// Correlates the audit record with the request's logs.
     pub request_id: Option<&'a str>,
 }
 
@@ -591,16 +670,25 @@ pub struct StoredMessage {
     /// From one sequence; ids are assigned in commit order, so a reader that has seen id n
     /// never later finds a new message below n (its cursor is safe).
     pub id: i64,
+    /// The task it was sent on.
     pub task_id: String,
+    /// The sender.
     pub from: String,
+    /// Sent to everyone who may see the task.
     pub broadcast: bool,
     /// The recipients (empty for a broadcast).
     pub to: Vec<String>,
+    /// A one-line summary.
     pub subject: String,
+    /// The text.
     pub body: String,
+    /// The thread: the id of its first message, or the one the sender named.
     pub thread_id: String,
+    /// The message this one answers.
     pub reply_to: Option<i64>,
+    /// `low`, `normal`, `high` or `urgent`.
     pub importance: String,
+    /// When it was stored.
     pub sent_at: DateTime<Utc>,
     /// When the reader acknowledged it (`None`: unread, or no reader asked).
     pub read_at: Option<DateTime<Utc>>,
@@ -620,6 +708,7 @@ pub struct InboxQuery<'a> {
     pub after: i64,
     /// Only those the reader has not acknowledged.
     pub unread_only: bool,
+    /// At most this many messages.
     pub limit: i64,
 }
 

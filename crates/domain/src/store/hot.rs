@@ -57,7 +57,9 @@ use std::time::Duration;
 
 /// An event to emit: the envelope (without id) and who/where, plus an optional audit record.
 pub struct Emit<'a> {
+    /// The task whose stream and channel the event goes to.
     pub task: &'a TaskId,
+    /// The acting agent, whose presence (and collaboration activity) the event touches.
     pub agent: &'a str,
     /// The envelope JSON object without `id`.
     pub envelope: String,
@@ -71,22 +73,35 @@ pub struct Emit<'a> {
 /// A file's hot copy.
 #[derive(Debug, Clone)]
 pub struct HotFile {
+    /// The cached version (a tombstone keeps the version of its delete).
     pub version: i64,
+    /// The file was deleted: this copy is its tombstone.
     pub deleted: bool,
+    /// The content ('' for a tombstone).
     pub content: String,
+    /// Hex SHA-256 of the content.
     pub sha256: String,
+    /// Size of the content in bytes.
     pub size: i64,
 }
 
 /// A file's state to cache (also the tombstone of a deleted file).
 pub struct CacheFile<'a> {
+    /// The committed version; an older one than the cache holds is not cached.
     pub version: i64,
+    /// The file was deleted: cache a tombstone.
     pub deleted: bool,
+    /// The content ('' for a tombstone).
     pub content: &'a str,
+    /// Hex SHA-256 of the content.
     pub sha256: &'a str,
+    /// Size of the content in bytes.
     pub size: i64,
+    /// The agent of the change.
     pub updated_by: &'a str,
+    /// When the change committed.
     pub updated_at: DateTime<Utc>,
+    /// How long the copy stays cached.
     pub ttl_secs: u64,
 }
 
@@ -96,9 +111,13 @@ pub struct Lease {
     /// The path it covers ([`LeasePath`]: a directory's ends in `/`). For a write, the
     /// file's own lease or a directory lease above it.
     pub path: String,
+    /// The agent that holds it.
     pub owner: String,
+    /// The fencing token it was granted with; the writes made under it carry it.
     pub fence: i64,
+    /// A random id of this grant (`lock_token` on the wire); re-entrant claims keep it.
     pub token: String,
+    /// When it ends unless renewed.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -107,10 +126,13 @@ pub struct Lease {
 pub struct HeldLease {
     /// The normalised path.
     pub path: String,
+    /// The agent that holds it.
     pub owner: String,
+    /// The fencing token it was granted with.
     pub fence: i64,
     /// When it was granted (re-entrant claims and renewals keep it).
     pub acquired_at: DateTime<Utc>,
+    /// When it ends unless renewed.
     pub expires_at: DateTime<Utc>,
     /// Milliseconds until it expires, by the store's clock.
     pub ttl_ms: i64,
@@ -121,22 +143,28 @@ pub struct HeldLease {
 /// The answer of a claim.
 #[derive(Debug)]
 pub enum ClaimOutcome {
+    /// Free, and now the caller's, with the fence the claim brought.
     Granted(Lease),
     /// Already held by the same owner: refreshed.
     Reentrant(Lease),
     /// A conflicting lease of another owner: on the path, on a directory above it, or (for a
     /// directory) on a path beneath it.
     HeldByOther {
+        /// The agent that holds the conflicting lease.
         owner: String,
+        /// When the conflicting lease ends.
         expires_at: DateTime<Utc>,
         /// The conflicting lease's path.
         path: String,
+        /// The caller's place in the path's wait queue.
         queue: QueuePlace,
     },
     /// Nothing conflicts, but the path is promised to the waiters queued before the caller;
     /// `next` is the agent of the first of them.
     Queued {
+        /// The agent of the first waiter.
         next: String,
+        /// The caller's place in the path's wait queue.
         queue: QueuePlace,
     },
     /// Free, but a fence is needed to take it.
@@ -173,7 +201,9 @@ pub use super::durable::Presence;
 /// One outbox entry: its id and its fields.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
+    /// The entry's stream id, what it is acknowledged by.
     pub id: String,
+    /// The entry's fields (`kind` and the record's; see `mcp-sync`'s `decode.rs`).
     pub fields: HashMap<String, String>,
 }
 
@@ -189,11 +219,14 @@ pub struct OutboxDepth {
 /// A task row to cache; with an envelope (JSON without `id`) its event is emitted when the
 /// row is newer than the cache.
 pub struct TaskRefresh<'a> {
+    /// The task.
     pub id: TaskId,
+    /// The row as the durable store holds it.
     pub task: &'a TaskState,
     /// The row's change number ([`crate::store::durable::TaskRow::seq`]): "newer" is a higher
     /// one, never a later `updated_at` (a writer's clock).
     pub seq: i64,
+    /// The event to emit (JSON without `id`) when the row is cached, if any.
     pub envelope: Option<String>,
 }
 
@@ -233,7 +266,9 @@ pub enum Refreshed {
 /// Which index an MCP subscription lives in: the task's or the agent's.
 #[derive(Debug, Clone, Copy)]
 pub enum SubScope<'a> {
+    /// One task's subscriptions.
     Task(&'a TaskId),
+    /// One agent's subscriptions (its status and its inbox).
     Agent(&'a AgentId),
 }
 
@@ -250,6 +285,7 @@ impl SubScope<'_> {
 /// One MCP session's subscription to one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscriber {
+    /// The MCP session that subscribed.
     pub session: String,
     /// The resource's canonical key (normalised URI), what events are matched against.
     pub key: String,
@@ -271,6 +307,7 @@ pub struct TaskEvent {
     /// Its position in the task's event stream (`event.id`, parsed); `None` for a message
     /// another system published in the seed's shape (not in the stream, not replayable).
     pub id: Option<StreamId>,
+    /// The event, its `id` set when it has one.
     pub event: Event,
 }
 
@@ -311,6 +348,7 @@ pub trait WakeSource: Send {
 /// See [`UpdatesSource::pinger`].
 #[async_trait]
 pub trait UpdatesPing: Send {
+    /// Fails when the subscription's connection does not answer.
     async fn ping(&mut self) -> Result<()>;
 }
 
@@ -338,6 +376,7 @@ impl<T> HotOps for T where
 /// Memory a hot store uses, and the limit it is measured against (bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryUsage {
+    /// Bytes in use.
     pub used: u64,
     /// `maxmemory` (Redis), or the machine's memory when none is set; 0 when unknown.
     pub limit: u64,
@@ -376,7 +415,9 @@ pub trait HotBackend: Send + Sync + 'static {
 /// One entry of a task's event stream: its id and its envelope (JSON without `id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
+    /// Its id in the task's event stream.
     pub id: StreamId,
+    /// The event's JSON without `id`.
     pub envelope: String,
 }
 
@@ -412,14 +453,18 @@ pub trait EventLog: Send + Sync + 'static {
 /// One step of a task's log: its id and its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredStep {
+    /// Its id in the task's log stream.
     pub id: StreamId,
+    /// The step object as JSON.
     pub json: String,
 }
 
 /// What [`StepLog::log_step`] appended: the step's id in the task's log and its event's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepIds {
+    /// The step's id in the task's log stream.
     pub step: StreamId,
+    /// Its event's id in the task's event stream.
     pub event: StreamId,
 }
 
@@ -469,16 +514,22 @@ pub trait FileCache: Send + Sync + 'static {
 /// the lease's token.
 #[derive(Debug, Clone, Copy)]
 pub struct NewFence<'a> {
+    /// The fencing token, from the durable store's sequence.
     pub fence: i64,
+    /// A random id of the grant ([`Lease::token`]).
     pub token: &'a str,
 }
 
 /// A claim of a lease ([`Leases::claim`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
+    /// The task the path belongs to.
     pub task: &'a TaskId,
+    /// The file or directory to lease.
     pub path: &'a LeasePath,
+    /// Who claims.
     pub owner: &'a str,
+    /// How long the lease lives unless renewed.
     pub ttl: Duration,
     /// Needed to take a free lease; without it a free path answers `NeedFence`.
     pub fence: Option<NewFence<'a>>,
@@ -531,14 +582,18 @@ impl<'a> Claim<'a> {
 /// A lease that was released: who held it and its fence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
+    /// The agent that held it.
     pub owner: String,
+    /// The fencing token it was granted with.
     pub fence: i64,
 }
 
 /// A renewed lease and the length it was renewed for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Renewed {
+    /// The lease with its new expiry.
     pub lease: Lease,
+    /// The length it was renewed for (and keeps for its next renewal).
     pub length: Duration,
 }
 
@@ -726,6 +781,7 @@ pub trait Outbox: Send + Sync {
 /// An agent's presence as the durable store last saw it ([`HotSync::refresh_agents`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSeen {
+    /// The agent's id.
     pub agent: String,
     /// When it last acted, in milliseconds since the epoch.
     pub last_seen_ms: i64,
@@ -774,7 +830,9 @@ pub struct McpSession {
 /// A session as kept in a [`McpSessionFile`]: its id, its record and when it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiledSession {
+    /// The session id (`Mcp-Session-Id`).
     pub id: String,
+    /// The session's record.
     pub record: McpSession,
     /// Milliseconds since the epoch.
     pub expires_at_ms: i64,
@@ -783,9 +841,13 @@ pub struct FiledSession {
 /// A subscription as kept in a [`McpSessionFile`]: `scope` is `task:<id>` or `agent:<id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiledSubscription {
+    /// The session id.
     pub session: String,
+    /// `task:<id>` or `agent:<id>` ([`SubScope::filed`]).
     pub scope: String,
+    /// The resource's canonical key ([`Subscriber::key`]).
     pub key: String,
+    /// The URI as the client subscribed to it ([`Subscriber::uri`]).
     pub uri: String,
 }
 

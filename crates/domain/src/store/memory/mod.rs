@@ -98,6 +98,7 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::with_updates_capacity(UPDATES_CAPACITY)
     }

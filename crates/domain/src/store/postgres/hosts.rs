@@ -40,8 +40,10 @@ pub enum SessionAttrs {
 /// A parsed `DATABASE_URL`: one set of connect options per host, in the URL's order.
 #[derive(Debug, Clone)]
 pub struct PgTargets {
-    pub hosts: Vec<(String, PgConnectOptions)>,
-    pub attrs: SessionAttrs,
+    /// Each host as written in the URL, with its connect options.
+    pub(crate) hosts: Vec<(String, PgConnectOptions)>,
+    /// What a host must accept to be used (libpq's `target_session_attrs`).
+    pub(crate) attrs: SessionAttrs,
 }
 
 impl PgTargets {
@@ -162,7 +164,8 @@ pub struct Failover {
 }
 
 impl Failover {
-    pub fn new(targets: PgTargets) -> Arc<Failover> {
+    /// A watcher over these hosts, starting with the first.
+    pub(crate) fn new(targets: PgTargets) -> Arc<Failover> {
         Arc::new(Failover {
             targets,
             current: AtomicUsize::new(0),

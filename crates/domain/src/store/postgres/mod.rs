@@ -40,7 +40,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 /// How to reach Postgres.
 #[derive(Debug, Clone)]
 pub struct PgConfig {
+    /// `DATABASE_URL`, possibly with several hosts (see `hosts.rs`).
     pub url: String,
+    /// Upper bound of the pool's connections.
     pub max_connections: u32,
     /// How long a request waits for a pooled connection before failing as `unavailable`.
     pub acquire_timeout: Duration,
@@ -160,6 +162,7 @@ fn revision_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredRevision> {
     })
 }
 
+/// The durable store on Postgres: every SQL statement of the gateway, over one pool.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -436,6 +439,7 @@ impl PgStore {
         Ok(())
     }
 
+    /// The pool, for the sync loops and tests.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

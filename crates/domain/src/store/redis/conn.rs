@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 /// How to reach Redis: the URL and the bounds of connecting and of one command.
 #[derive(Debug, Clone)]
 pub struct ConnSettings {
+    /// `REDIS_URL`; its scheme chooses a single server, Sentinel or Cluster.
     pub url: String,
     /// Upper bound for one command's answer; past it the request fails as `unavailable`.
     pub response_timeout: Duration,
@@ -35,9 +36,11 @@ pub enum RedisConn {
     /// One server (`redis://`, `rediss://`, `unix://`): a connection manager that reconnects
     /// by itself after an outage; while Redis is away, commands fail fast.
     Single {
+        /// The managed connection every command goes through.
         conn: ConnectionManager,
         /// For connections of their own (pub/sub).
         client: redis::Client,
+        /// Bound for opening a pub/sub connection.
         connect_timeout: Duration,
     },
     /// A primary watched by Redis Sentinels (`redis+sentinel://`): see [`SentinelConn`].
@@ -47,10 +50,12 @@ pub enum RedisConn {
     /// hash slot: see `keys.rs`) to the primary of its slot and follows `MOVED`/`ASK` and
     /// failovers by itself.
     Cluster {
+        /// The cluster connection every command goes through.
         conn: redis::cluster_async::ClusterConnection,
         /// One client per seed node, for the pub/sub connection (plain `PUBLISH` on a cluster
         /// reaches the subscribers of every node, so any one node will do).
         seeds: Vec<redis::Client>,
+        /// Bound for opening a pub/sub connection.
         connect_timeout: Duration,
     },
 }
@@ -241,9 +246,12 @@ pub fn cluster_nodes(rest: &str) -> Result<Vec<String>> {
 /// names. The credentials are the data nodes' (the Sentinels are asked without any).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SentinelTarget {
-    pub sentinels: Vec<(String, u16)>,
-    pub master: String,
-    pub db: i64,
+    /// The Sentinels to ask, in the URL's order.
+    pub(crate) sentinels: Vec<(String, u16)>,
+    /// The master name the Sentinels watch.
+    pub(crate) master: String,
+    /// The database number (`SELECT`) on the data nodes.
+    pub(crate) db: i64,
     /// `user:password` or `:password` as written in the URL (percent-encoded), or empty.
     userinfo: String,
 }

@@ -33,6 +33,7 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Names for a single server or Sentinel, under `prefix`.
     pub fn new(prefix: impl Into<String>) -> Keys {
         Keys {
             prefix: prefix.into(),
@@ -48,6 +49,7 @@ impl Keys {
         }
     }
 
+    /// The prefix of every key and channel.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

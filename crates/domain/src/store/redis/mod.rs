@@ -155,6 +155,7 @@ static LEAVE_QUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
 /// How to reach Redis and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
+    /// `REDIS_URL`; its scheme chooses a single server, Sentinel or Cluster.
     pub url: String,
     /// Prefix of every key and channel (tests use a unique one each).
     pub key_prefix: String,
@@ -167,6 +168,7 @@ pub struct RedisConfig {
     pub min_replicas: u32,
 }
 
+/// The hot store on Redis: caches, leases, streams and the sync outbox (module docs).
 #[derive(Clone)]
 pub struct RedisStore {
     /// Every command goes through it; it also opens the pub/sub connections.
@@ -254,6 +256,7 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// The names of the store's keys and channels.
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
