@@ -32,6 +32,7 @@ use std::time::Duration;
 
 const EMIT: &str = include_str!("lua/emit.lua");
 const CACHE_FILE: &str = include_str!("lua/cache_file.lua");
+pub(super) const CACHED_TASK_SEQ: &str = include_str!("lua/cached_task_seq.lua");
 
 static EMIT_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{EMIT}\nreturn emit(ARGV[3])")));
@@ -60,19 +61,15 @@ return {sid, eid}
 /// loop's refresh, without the event). KEYS[1] the task's cache key; ARGV[1] the row (JSON
 /// with its `change_seq`), ARGV[2] its change number, ARGV[3] the TTL. Answers 1 when cached.
 static CACHE_TASK_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{CACHED_TASK_SEQ}\n{}",
         r#"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, row = pcall(cjson.decode, cur)
-  local held = 0
-  if ok and type(row) == 'table' then held = tonumber(row['change_seq']) or 0 end
-  if held >= tonumber(ARGV[2]) then return 0 end
-end
+local held = cached_task_seq(KEYS[1])
+if held and held >= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1
-"#,
-    )
+"#
+    ))
 });
 /// Touches an agent's presence (`lua/presence.lua`), beside the script of an event it caused.
 static PRESENCE_SCRIPT: LazyLock<Script> =

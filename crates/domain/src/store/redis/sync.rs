@@ -17,6 +17,7 @@
 //! `task_updated` event is emitted by the same script, so two sync processes racing on one
 //! row publish it once, and a late, older copy never overwrites a newer one.
 
+use super::CACHED_TASK_SEQ;
 use super::RedisStore;
 use super::keys::key_slot;
 use crate::error::Result;
@@ -37,20 +38,14 @@ const EMIT: &str = include_str!("lua/emit.lua");
 /// its event when asked. KEYS[1..4] and ARGV[1..6] are the emit fragment's; KEYS[5] the
 /// task's cache key (its name is the hash tag of the task's other keys: one slot); ARGV[7] the row (JSON with its `change_seq`), ARGV[8] its change number,
 /// ARGV[9] the TTL, ARGV[10] '1' to emit. Answers 1 (cached), 0 (same row held), -1 (a newer
-/// row held). (Change numbers stay far below 2^53, so Lua's numbers hold them exactly.)
+/// row held).
 static REFRESH_TASK_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{EMIT}\n{}",
+        "{EMIT}\n{CACHED_TASK_SEQ}\n{}",
         r#"
-local cur = redis.call('GET', KEYS[5])
-if cur then
-  local ok, row = pcall(cjson.decode, cur)
-  local held = 0
-  if ok and type(row) == 'table' then held = tonumber(row['change_seq']) or 0 end
-  local new = tonumber(ARGV[8])
-  if held == new then return 0 end
-  if held > new then return -1 end
-end
+local held, new = cached_task_seq(KEYS[5]), tonumber(ARGV[8])
+if held == new then return 0 end
+if held and held > new then return -1 end
 redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[9])
 if ARGV[10] == '1' then emit(ARGV[3]) end
 return 1
