@@ -55,20 +55,16 @@ pub fn parse_published(task: &TaskId, payload: &str) -> Option<Event> {
 fn parse_published_value(task: &TaskId, payload: &str) -> Option<Event> {
     let value: Value = serde_json::from_str(payload).ok()?;
     let obj = value.as_object()?;
-    let kind = obj.get("type")?.as_str()?;
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
-    Some(Event {
-        // Only a well-formed stream id is a position in the stream.
-        id: text("id").filter(|id| StreamId::parse(id).is_some()),
-        kind: EventType::parse(kind),
-        task_id: text("taskId").unwrap_or_else(|| task.to_string()),
+    Published {
+        kind: Some(text("type")?),
+        id: text("id"),
+        task_id: text("taskId"),
         agent_id: text("agentId"),
-        timestamp: obj
-            .get("timestamp")
-            .and_then(parse_timestamp)
-            .unwrap_or_else(Utc::now),
-        data: obj.get("data").cloned().unwrap_or(Value::Null),
-    })
+        timestamp: obj.get("timestamp").cloned(),
+        data: obj.get("data").cloned(),
+    }
+    .into_event(task)
 }
 
 /// The fields of a published event, read straight from its JSON: no map of the envelope
@@ -92,6 +88,7 @@ impl Published {
     fn into_event(self, task: &TaskId) -> Option<Event> {
         let kind = EventType::parse(&self.kind?);
         Some(Event {
+            // Only a well-formed stream id is a position in the stream.
             id: self.id.filter(|id| StreamId::parse(id).is_some()),
             kind,
             task_id: self.task_id.unwrap_or_else(|| task.to_string()),

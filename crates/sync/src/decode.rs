@@ -21,6 +21,12 @@ pub enum Decoded {
     Dead(DeadLetter),
 }
 
+/// The time (ms since the epoch) an outbox entry was added: the `<ms>` of its id
+/// `<ms>-<seq>` (on a Redis Cluster `<ms>-<seq>@<slot>`).
+pub(crate) fn entry_millis(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+}
+
 /// A dead letter for `entry`, with the reason.
 pub fn dead_letter(entry: &OutboxEntry, error: impl Into<String>) -> DeadLetter {
     let mut fields: Vec<(&String, &String)> = entry.fields.iter().collect();
@@ -80,7 +86,7 @@ fn decode_step(entry: &OutboxEntry) -> Result<StepRecord, String> {
 fn decode_audit(entry: &OutboxEntry) -> Result<AuditRecord, String> {
     let payload: Value = serde_json::from_str(field(entry, "payload")?)
         .map_err(|e| format!("payload is not JSON: {e}"))?;
-    let fallback = ms_to_time(StreamId::parse(&entry.id).map_or(0, |id| id.ms as i64));
+    let fallback = ms_to_time(entry_millis(&entry.id).map_or(0, |ms| ms as i64));
     AuditRecord::from_payload(entry.id.clone(), payload, fallback)
 }
 

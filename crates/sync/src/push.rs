@@ -15,7 +15,7 @@
 //! batch.
 
 use crate::Result;
-use crate::decode::{Decoded, dead_letter, decode};
+use crate::decode::{Decoded, dead_letter, decode, entry_millis};
 use mcp_domain::DomainError;
 use mcp_domain::store::durable::OutboxBatch;
 use mcp_domain::store::hot::{Outbox, OutboxDepth, OutboxEntry};
@@ -310,11 +310,6 @@ impl PushLoop {
     }
 }
 
-/// The time (ms since the epoch) a stream entry id `<ms>-<seq>` was added.
-fn entry_millis(id: &str) -> Option<u64> {
-    id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
-}
-
 /// Exports one iteration: batch size, entries persisted and dead-lettered, the outbox depth,
 /// and the lag (age of the oldest entry just committed; 0 when the outbox had nothing new).
 fn record_push_metrics(outcome: &PushOutcome, oldest_ms: Option<u64>) {
@@ -338,9 +333,14 @@ mod tests {
     #[test]
     fn entry_millis_reads_the_time_part() {
         assert_eq!(
-            super::entry_millis("1700000000123-4"),
+            crate::decode::entry_millis("1700000000123-4"),
             Some(1_700_000_000_123)
         );
-        assert_eq!(super::entry_millis("garbage"), None);
+        // A Redis Cluster's outbox ids carry their slot.
+        assert_eq!(
+            crate::decode::entry_millis("1700000000123-4@5"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(crate::decode::entry_millis("garbage"), None);
     }
 }

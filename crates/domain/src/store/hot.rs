@@ -312,13 +312,19 @@ pub struct TaskEvent {
 }
 
 impl TaskEvent {
-    /// An event as published (its `id` already in `event.id`, when it has one).
-    pub fn new(task: TaskId, event: Event) -> TaskEvent {
-        TaskEvent {
+    /// A message as published on `task`'s channel, read once
+    /// ([`crate::events::parse_published`]): its id is the event's `id`, when it has one.
+    /// `None` (logged) for a message that is not an event.
+    pub fn published(task: TaskId, payload: &str) -> Option<TaskEvent> {
+        let Some(event) = crate::events::parse_published(&task, payload) else {
+            tracing::debug!(task = %task, "ignored a message that is not an event");
+            return None;
+        };
+        Some(TaskEvent {
             id: event.id.as_deref().and_then(StreamId::parse),
             task,
             event,
-        }
+        })
     }
 }
 

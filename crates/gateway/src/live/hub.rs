@@ -22,7 +22,6 @@
 
 use mcp_api::live::CutoffReason;
 use mcp_api::{Event, StreamId};
-use mcp_domain::events::parse_published;
 use mcp_domain::store::hot::TaskEvent;
 use mcp_domain::{Service, TaskId};
 use std::collections::HashMap;
@@ -67,14 +66,7 @@ pub struct LiveEvent {
 }
 
 impl LiveEvent {
-    /// An event, its id parsed from the envelope's `id`.
-    pub fn new(event: Event) -> LiveEvent {
-        let id = event.id.as_deref().and_then(StreamId::parse);
-        let json = serde_json::to_string(&event).expect("an event always serialises");
-        LiveEvent { id, event, json }
-    }
-
-    /// An event as the store's subscription yields it, with its id already typed.
+    /// An event and its id in the task's stream (`None`: a foreign, published-only event).
     pub fn of(id: Option<StreamId>, event: Event) -> LiveEvent {
         let json = serde_json::to_string(&event).expect("an event always serialises");
         LiveEvent { id, event, json }
@@ -286,9 +278,8 @@ impl Hub {
     /// tests can drive the hub without Redis timing): read as the store's subscription reads
     /// it ([`mcp_domain::events::parse_published`]), then dispatched like its events.
     pub fn dispatch(&self, task: &TaskId, payload: &str) {
-        match parse_published(task, payload) {
-            Some(event) => self.inner.dispatch(TaskEvent::new(task.clone(), event)),
-            None => tracing::debug!(task = %task, "ignored a message that is not an event"),
+        if let Some(event) = TaskEvent::published(task.clone(), payload) {
+            self.inner.dispatch(event);
         }
     }
 }

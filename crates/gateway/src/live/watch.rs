@@ -159,7 +159,8 @@ impl Watch {
                     }
                     for (id, event) in page {
                         self.position = self.position.max(id);
-                        self.pending.push_back(Arc::new(LiveEvent::new(event)));
+                        self.pending
+                            .push_back(Arc::new(LiveEvent::of(Some(id), event)));
                     }
                 }
                 Mode::Live => match self.recv_until_deadline().await {

@@ -1341,9 +1341,8 @@ impl UpdatesSource for UpdatesSubscription {
     async fn next(&mut self) -> Option<TaskEvent> {
         loop {
             let (task, payload) = self.next_message().await?;
-            match crate::events::parse_published(&task, &payload) {
-                Some(event) => return Some(TaskEvent::new(task, event)),
-                None => tracing::debug!(task = %task, "ignored a message that is not an event"),
+            if let Some(event) = TaskEvent::published(task, &payload) {
+                return Some(event);
             }
         }
     }
