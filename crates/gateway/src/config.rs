@@ -363,6 +363,8 @@ impl GatewayConfig {
             max_lock_timeout_secs: self.max_lock_timeout,
             max_task_files: (self.max_task_files > 0).then_some(self.max_task_files),
             max_task_bytes: (self.max_task_bytes > 0).then_some(self.max_task_bytes),
+            // A change's commit ends within its request (or is cut off with it).
+            pending_write_ttl_secs: 2 * self.request_timeout_secs.max(5),
             ..Limits::default()
         }
     }

@@ -13,7 +13,7 @@ use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::path::FilePath;
 use crate::store::durable::{Committed, FileChange, RevisionOp};
-use crate::store::hot::{CacheFile, Emit};
+use crate::store::hot::{CacheFile, Emit, HotRead, PendingWrite};
 use mcp_api::EventType;
 use mcp_api::requests::{
     DeleteFileRequest, FileEditRequest, FileReadRequest, FileWriteRequest, ListFilesRequest,
@@ -78,17 +78,19 @@ impl Service {
     /// lease's, whether it presents it or not; none for an unleased write. A presented fence
     /// that is not its live lease's on this path (none held, or another fence) is refused
     /// (`stale_fence`), so a forged fence never reaches the database and never raises
-    /// `last_fence`. A path leased by another agent refuses the write (`locked`).
+    /// `last_fence`. A path leased by another agent refuses the write (`locked`). Unless the
+    /// path is another's, `write` is marked under way ([`Leases::lease_for_write`]).
     async fn writer_fence(
         &self,
         actor: &Actor,
         task: &TaskId,
         path: &FilePath,
         presented: Option<i64>,
+        write: &PendingWrite,
     ) -> Result<Option<i64>> {
         match self
             .hot
-            .lease_for_write(task, path, actor.agent.as_str())
+            .lease_for_write(task, path, actor.agent.as_str(), write)
             .await?
         {
             None => match presented {
@@ -132,12 +134,19 @@ impl Service {
         presented_fence: Option<i64>,
         diff: Option<&str>,
     ) -> Result<(Committed, String)> {
-        let fence = self
-            .writer_fence(actor, task, path, presented_fence)
-            .await?;
+        let write = PendingWrite::new(self.limits.pending_write_ttl_secs);
+        let fence = match self
+            .writer_fence(actor, task, path, presented_fence, &write)
+            .await
+        {
+            Err(e @ DomainError::FenceNotHeld { .. }) => {
+                return Err(self.abandoned(task, path, &write, e).await);
+            }
+            r => r?,
+        };
         let sha256 = sha256_hex(content);
         let size = content.len() as i64;
-        let committed = self
+        let committed = match self
             .durable
             .change_file(&FileChange {
                 task,
@@ -154,7 +163,14 @@ impl Service {
                 max_task_files: self.limits.max_task_files,
                 max_task_bytes: self.limits.max_task_bytes,
             })
-            .await?;
+            .await
+        {
+            Ok(c) => c,
+            // The change may have committed before the store failed: its mark stays until it
+            // lapses, and until then the file is read from the durable store.
+            Err(e @ (DomainError::Unavailable { .. } | DomainError::Internal(_))) => return Err(e),
+            Err(e) => return Err(self.abandoned(task, path, &write, e).await),
+        };
         let (kind, mut data) = match op {
             RevisionOp::Write => (
                 EventType::FileWritten,
@@ -185,6 +201,7 @@ impl Service {
                     updated_at: committed.updated_at,
                     ttl_secs: self.limits.file_cache_ttl_secs,
                 },
+                &write,
                 &Emit {
                     task,
                     agent: actor.agent.as_str(),
@@ -195,26 +212,45 @@ impl Service {
             )
             .await;
         if let Err(e) = refreshed {
-            // The change is durable and the stale hot copy was dropped before the commit, so
+            // The change is durable, and its mark keeps the file uncached until it lapses
+            // (the hot copy was dropped before the commit; no refill is taken meanwhile), so
             // reads stay correct; only this change's event is lost. Answer success.
             tracing::warn!(task = %task, path = %path, error = %e, "hot refresh after commit failed");
         }
         Ok((committed, sha256))
     }
 
+    /// Settles `write`, refused before it committed, so that the file may be cached again;
+    /// answers the refusal. (Should that fail too, the mark lapses by itself.)
+    async fn abandoned(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        write: &PendingWrite,
+        refusal: DomainError,
+    ) -> DomainError {
+        if let Err(e) = self.hot.write_abandoned(task, path, write).await {
+            tracing::warn!(task = %task, path = %path, error = %e, "a refused change's mark stays until it lapses");
+        }
+        refusal
+    }
+
     /// The file's current content: the hot copy, else Postgres (refilling the hot copy).
     async fn current(&self, task: &TaskId, path: &FilePath) -> Result<Current> {
-        if let Some(hot) = self.hot.file(task, path).await? {
-            if hot.deleted {
+        let refill = match self.hot.file(task, path).await? {
+            HotRead::Hit(hot) if hot.deleted => {
                 return Err(DomainError::FileNotFound(path.to_string()));
             }
-            return Ok(Current {
-                version: hot.version,
-                content: hot.content,
-                sha256: hot.sha256,
-                size: hot.size,
-            });
-        }
+            HotRead::Hit(hot) => {
+                return Ok(Current {
+                    version: hot.version,
+                    content: hot.content,
+                    sha256: hot.sha256,
+                    size: hot.size,
+                });
+            }
+            HotRead::Miss(refill) => refill,
+        };
         let Some(stored) = self.durable.file(task, path).await? else {
             return Err(DomainError::FileNotFound(path.to_string()));
         };
@@ -232,6 +268,7 @@ impl Service {
                     updated_at: stored.updated_at,
                     ttl_secs: self.limits.file_cache_ttl_secs,
                 },
+                &refill,
             )
             .await?;
         if stored.deleted {

@@ -64,6 +64,10 @@ pub struct Limits {
     pub max_task_files: Option<i64>,
     /// Most live bytes one task may hold; `None`: unlimited.
     pub max_task_bytes: Option<i64>,
+    /// How long a file change counts as under way at most, in seconds: longer than any
+    /// commit takes ([`crate::store::hot::PendingWrite`]). While it does, the file is read
+    /// from the durable store.
+    pub pending_write_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +84,7 @@ impl Default for Limits {
             active_window_secs: 300,
             max_task_files: Some(10_000),
             max_task_bytes: Some(1024 * 1024 * 1024),
+            pending_write_ttl_secs: 60,
         }
     }
 }

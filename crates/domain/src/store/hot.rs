@@ -85,6 +85,60 @@ pub struct HotFile {
     pub size: i64,
 }
 
+/// A hot read's answer ([`FileCache::file`]).
+#[derive(Debug, Clone)]
+pub enum HotRead {
+    /// The cache holds a copy.
+    Hit(HotFile),
+    /// It holds none: the reader reads the durable store and refills the cache with what it
+    /// read, presenting this ([`FileCache::cache_file`]).
+    Miss(Refill),
+}
+
+impl HotRead {
+    /// The copy, when the cache held one.
+    pub fn hit(self) -> Option<HotFile> {
+        match self {
+            HotRead::Hit(f) => Some(f),
+            HotRead::Miss(_) => None,
+        }
+    }
+}
+
+/// What a refill after a miss presents: the hot layer's era at the miss (on Redis, the
+/// validation marker: the server the layer was validated on). A refill from an era that
+/// ended — the server was replaced and the layer rebuilt while the reader was reading the
+/// durable store — is refused: what it read may predate a change whose refresh the old
+/// server took with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refill {
+    pub(crate) era: String,
+}
+
+/// A change of one file under way, from the check before its durable commit
+/// ([`Leases::lease_for_write`]) until it settles ([`FileCache::file_changed`] after the
+/// commit, [`FileCache::write_abandoned`] when refused). While any change of a file is under
+/// way the file has no hot copy and refills are refused, so that a refresh lost after the
+/// commit (a failover, a timeout, a cancelled request) cannot leave an older copy served. A
+/// change that never settles stops counting after `ttl_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingWrite {
+    /// A random id of this change.
+    pub token: u64,
+    /// How long it counts as under way at most (longer than any commit takes).
+    pub ttl_secs: u64,
+}
+
+impl PendingWrite {
+    /// A new change's mark, counting as under way for at most `ttl_secs`.
+    pub fn new(ttl_secs: u64) -> PendingWrite {
+        PendingWrite {
+            token: rand::random(),
+            ttl_secs: ttl_secs.max(1),
+        }
+    }
+}
+
 /// A file's state to cache (also the tombstone of a deleted file).
 pub struct CacheFile<'a> {
     /// The committed version; an older one than the cache holds is not cached.
@@ -500,20 +554,38 @@ pub trait StepLog: Send + Sync + 'static {
 /// The file cache: hot copies of files, never moved backwards.
 #[async_trait]
 pub trait FileCache: Send + Sync + 'static {
-    /// After a durable file change: refresh the hot copy (never backwards) and emit the event,
-    /// in one atomic step. Returns the event's id.
+    /// After a durable file change: settle `write` and, unless another change of the file is
+    /// still under way, refresh the hot copy (never backwards); emit the event; in one atomic
+    /// step. Returns the event's id.
     async fn file_changed(
         &self,
         path: &FilePath,
         file: &CacheFile<'_>,
+        write: &PendingWrite,
         e: &Emit<'_>,
     ) -> Result<StreamId>;
 
-    /// Refills a file's hot copy after a miss (never backwards).
-    async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()>;
+    /// Settles a change that did not commit (refused by the durable store).
+    async fn write_abandoned(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        write: &PendingWrite,
+    ) -> Result<()>;
 
-    /// A file's hot copy, if the cache holds one.
-    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>>;
+    /// Refills a file's hot copy after a miss, with what the reader read from the durable
+    /// store: never backwards, never while a change of the file is under way, never from an
+    /// era that ended ([`Refill`]).
+    async fn cache_file(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        file: &CacheFile<'_>,
+        refill: &Refill,
+    ) -> Result<()>;
+
+    /// A file's hot copy, or a miss with what its refill presents.
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<HotRead>;
 }
 
 /// The fence a claim takes the lease with (the durable store's next number for the task) and
@@ -618,13 +690,15 @@ pub trait Leases: Send + Sync + 'static {
     /// The lease that governs a write of the file by `writer`, if any, read before a durable
     /// change: another owner's lease on the file or on a directory above it (the write is
     /// refused), else the writer's own (the file's, or else the nearest directory's above
-    /// it). When the writer may write, the hot copy is dropped in the same step, so no reader
-    /// keeps serving the old version should the refresh after the commit fail.
+    /// it). When the writer may write, its change is marked under way ([`PendingWrite`]) and
+    /// the hot copy dropped in the same step, so no reader keeps serving, or refills, the old
+    /// version should the refresh after the commit be lost.
     async fn lease_for_write(
         &self,
         task: &TaskId,
         path: &FilePath,
         writer: &str,
+        write: &PendingWrite,
     ) -> Result<Option<Lease>>;
 
     /// Claims a lease for `ttl`: free and with a fence → granted; held by `owner` →

@@ -1,7 +1,7 @@
 //! One fixture per backend, each over fresh, isolated state: a new Postgres database, a new
 //! Redis key prefix, a new SQLite file in a temporary directory, a new in-process store.
 
-use mcp_domain::store::hot::HotFile;
+use mcp_domain::store::hot::{HotFile, PendingWrite};
 use mcp_domain::store::memory::MemoryStore;
 use mcp_domain::store::postgres::{PgConfig, PgStore};
 use mcp_domain::store::redis::{RedisConfig, RedisStore};
@@ -220,18 +220,24 @@ impl ServiceFixture {
             )
             .await
             .unwrap()
+            .hit()
     }
 
     /// Drops a file's hot copy, as an expiry or a Redis restart would: a writer's check
     /// drops it when no lease is held.
     pub(crate) async fn drop_hot_file(&self, task: &str, path: &str) {
         let (task, path) = (TaskId::parse(task).unwrap(), FilePath::parse(path).unwrap());
+        let write = PendingWrite::new(60);
         let lease = self
             .hot
-            .lease_for_write(&task, &path, "nobody")
+            .lease_for_write(&task, &path, "nobody", &write)
             .await
             .unwrap();
         assert!(lease.is_none());
+        self.hot
+            .write_abandoned(&task, &path, &write)
+            .await
+            .unwrap();
         assert!(self.hot_file(task.as_str(), path.as_str()).await.is_none());
     }
 }

@@ -7,9 +7,9 @@ use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
 use mcp_domain::store::Hot;
 use mcp_domain::store::hot::{
-    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, Lease, LeasePage, McpSession, NewFence,
-    Presence, QueuePlace, RateWindow, Refreshed, Released, Renewed, StepIds, SubScope, TaskRefresh,
-    Waiter,
+    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, HotRead, Lease, LeasePage, McpSession,
+    NewFence, PendingWrite, Presence, QueuePlace, RateWindow, Refill, Refreshed, Released, Renewed,
+    StepIds, SubScope, TaskRefresh, Waiter,
 };
 use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
@@ -18,6 +18,7 @@ use std::time::Duration;
 crate::per_backend!(hot; [redis, redis_cluster, memory];
     hot_copies_never_move_backwards,
     writers_drop_the_hot_copy_unless_another_holds_the_lease,
+    a_refill_never_hides_a_write_in_flight,
     leases_are_reentrant_exclusive_and_expire,
     an_unidentified_claim_never_reenters,
     a_tasks_live_leases_are_listed,
@@ -70,26 +71,39 @@ fn emit<'a>(t: &'a TaskId, agent: &'a str, data: Value) -> Emit<'a> {
 async fn hot_copies_never_move_backwards(f: &HotFixture) {
     let s = &f.store;
     let (t, p) = (task("t"), path("a"));
-    assert!(s.file(&t, &p).await.unwrap().is_none());
-    s.cache_file(&t, &p, &cached(2, "two")).await.unwrap();
-    s.cache_file(&t, &p, &cached(1, "one")).await.unwrap();
-    let f2 = s.file(&t, &p).await.unwrap().unwrap();
+    let r = missed(s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(2, "two"), &r).await.unwrap();
+    s.cache_file(&t, &p, &cached(1, "one"), &r).await.unwrap();
+    let f2 = s.file(&t, &p).await.unwrap().hit().unwrap();
     assert_eq!(
         (f2.version, f2.content.as_str(), f2.deleted),
         (2, "two", false)
     );
     assert_eq!((f2.sha256.as_str(), f2.size), ("sha", 3));
     let id = s
-        .file_changed(&p, &cached(3, "three"), &emit(&t, "a1", json!({"v": 3})))
+        .file_changed(
+            &p,
+            &cached(3, "three"),
+            &PendingWrite::new(60),
+            &emit(&t, "a1", json!({"v": 3})),
+        )
         .await
         .unwrap();
     assert!(id > StreamId::ZERO, "{id}");
-    assert_eq!(s.file(&t, &p).await.unwrap().unwrap().content, "three");
+    assert_eq!(
+        s.file(&t, &p).await.unwrap().hit().unwrap().content,
+        "three"
+    );
     // A late refresh after a newer commit: the event still goes out, the copy stays.
-    s.file_changed(&p, &cached(2, "stale"), &emit(&t, "a1", json!({"v": 2})))
-        .await
-        .unwrap();
-    assert_eq!(s.file(&t, &p).await.unwrap().unwrap().version, 3);
+    s.file_changed(
+        &p,
+        &cached(2, "stale"),
+        &PendingWrite::new(60),
+        &emit(&t, "a1", json!({"v": 2})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.file(&t, &p).await.unwrap().hit().unwrap().version, 3);
     assert_eq!(
         s.events_after(&t, StreamId::ZERO, 10).await.unwrap().len(),
         2
@@ -98,8 +112,8 @@ async fn hot_copies_never_move_backwards(f: &HotFixture) {
         deleted: true,
         ..cached(4, "")
     };
-    s.cache_file(&t, &p, &tomb).await.unwrap();
-    let gone = s.file(&t, &p).await.unwrap().unwrap();
+    s.cache_file(&t, &p, &tomb, &r).await.unwrap();
+    let gone = s.file(&t, &p).await.unwrap().hit().unwrap();
     assert!(gone.deleted);
     assert_eq!(gone.version, 4);
     // Expiry.
@@ -107,36 +121,115 @@ async fn hot_copies_never_move_backwards(f: &HotFixture) {
         ttl_secs: 1,
         ..cached(1, "x")
     };
-    s.cache_file(&t, &path("b"), &short).await.unwrap();
+    let rb = missed(s, &t, &path("b")).await;
+    s.cache_file(&t, &path("b"), &short, &rb).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(s.file(&t, &path("b")).await.unwrap().is_none(), "expired");
+    assert!(
+        s.file(&t, &path("b")).await.unwrap().hit().is_none(),
+        "expired"
+    );
 }
 
 async fn writers_drop_the_hot_copy_unless_another_holds_the_lease(f: &HotFixture) {
     let s = &f.store;
     let (t, p) = (task("t"), path("a"));
-    s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
-    assert!(s.lease_for_write(&t, &p, "a1").await.unwrap().is_none());
+    let r = missed(s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(1, "x"), &r).await.unwrap();
+    let w = PendingWrite::new(60);
+    assert!(s.lease_for_write(&t, &p, "a1", &w).await.unwrap().is_none());
     assert!(
-        s.file(&t, &p).await.unwrap().is_none(),
+        s.file(&t, &p).await.unwrap().hit().is_none(),
         "free: copy dropped"
     );
     let ttl = Duration::from_secs(30);
     granted(claim(s, &t, &LeasePath::file(&p), "a1", ttl, Some((7, "tok"))).await);
-    s.cache_file(&t, &p, &cached(1, "x")).await.unwrap();
-    let other = s.lease_for_write(&t, &p, "a2").await.unwrap().unwrap();
+    s.write_abandoned(&t, &p, &w).await.unwrap();
+    let r = missed(s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(1, "x"), &r).await.unwrap();
+    let other = s
+        .lease_for_write(&t, &p, "a2", &PendingWrite::new(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((other.owner.as_str(), other.fence), ("a1", 7));
     assert!(other.expires_at > Utc::now());
     assert!(
-        s.file(&t, &p).await.unwrap().is_some(),
+        s.file(&t, &p).await.unwrap().hit().is_some(),
         "refused writer keeps the copy"
     );
-    let own = s.lease_for_write(&t, &p, "a1").await.unwrap().unwrap();
+    let own = s
+        .lease_for_write(&t, &p, "a1", &PendingWrite::new(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(own.fence, 7);
     assert!(
-        s.file(&t, &p).await.unwrap().is_none(),
+        s.file(&t, &p).await.unwrap().hit().is_none(),
         "holder: copy dropped"
     );
+}
+
+/// A reader misses and reads the durable store (v1) just before a writer commits v2; the
+/// writer's refresh after its commit is lost (a Redis failover, a timeout, a cancelled
+/// request). The reader's refill of v1, landing after the writer began, must not be served:
+/// v2 was acknowledged.
+async fn a_refill_never_hides_a_write_in_flight(f: &HotFixture) {
+    let s = &f.store;
+    let (t, p) = (task("t"), path("a"));
+    let r = missed(s, &t, &p).await;
+    let w = PendingWrite::new(60);
+    assert!(s.lease_for_write(&t, &p, "a1", &w).await.unwrap().is_none());
+    s.cache_file(&t, &p, &cached(1, "one"), &r).await.unwrap();
+    let served = s.file(&t, &p).await.unwrap().hit();
+    assert!(
+        served.is_none(),
+        "a refill from before the write is served: v{:?}",
+        served.map(|f| f.version)
+    );
+    // Nor is a refill after a miss while the change is under way.
+    let r = missed(s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(1, "one"), &r).await.unwrap();
+    assert!(s.file(&t, &p).await.unwrap().hit().is_none());
+    // A second change settles while the first is still under way: no copy yet.
+    let w2 = PendingWrite::new(60);
+    assert!(
+        s.lease_for_write(&t, &p, "a2", &w2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.file_changed(&p, &cached(2, "two"), &w2, &emit(&t, "a2", json!({})))
+        .await
+        .unwrap();
+    assert!(s.file(&t, &p).await.unwrap().hit().is_none());
+    // The first is refused and settles: refills are taken again.
+    s.write_abandoned(&t, &p, &w).await.unwrap();
+    let r = missed(s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(2, "two"), &r).await.unwrap();
+    assert_eq!(s.file(&t, &p).await.unwrap().hit().unwrap().version, 2);
+    // A change that never settles (its refresh lost) stops counting when its mark lapses.
+    let lost = PendingWrite::new(1);
+    assert!(
+        s.lease_for_write(&t, &p, "a1", &lost)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r = missed(s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(3, "three"), &r).await.unwrap();
+    assert!(s.file(&t, &p).await.unwrap().hit().is_none());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = missed(s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(3, "three"), &r).await.unwrap();
+    assert_eq!(s.file(&t, &p).await.unwrap().hit().unwrap().version, 3);
+}
+
+/// The ticket a reader that missed holds.
+async fn missed(s: &Hot, t: &TaskId, p: &FilePath) -> Refill {
+    match s.file(t, p).await.unwrap() {
+        HotRead::Miss(r) => r,
+        HotRead::Hit(f) => panic!("a hot copy of v{}", f.version),
+    }
 }
 
 async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
@@ -259,7 +352,12 @@ async fn leases_are_reentrant_exclusive_and_expire(f: &HotFixture) {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(s.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
+    assert!(
+        s.lease_for_write(&t, &p, "a2", &PendingWrite::new(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         claim(s, &t, &LeasePath::file(&p), "a2", ttl, None).await,
         ClaimOutcome::NeedFence
@@ -1229,7 +1327,7 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
     // Writes beneath it: another writer meets the directory lease; the owner writes under
     // its nearest own lease.
     let refused = s
-        .lease_for_write(&t, &path("src/b/c.py"), "a2")
+        .lease_for_write(&t, &path("src/b/c.py"), "a2", &PendingWrite::new(60))
         .await
         .unwrap()
         .unwrap();
@@ -1238,19 +1336,19 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
         ("a1", "src/", 1)
     );
     let own = s
-        .lease_for_write(&t, &path("src/b/c.py"), "a1")
+        .lease_for_write(&t, &path("src/b/c.py"), "a1", &PendingWrite::new(60))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((own.path.as_str(), own.fence), ("src/", 1));
     let own_file = s
-        .lease_for_write(&t, &path("src/a.py"), "a1")
+        .lease_for_write(&t, &path("src/a.py"), "a1", &PendingWrite::new(60))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((own_file.path.as_str(), own_file.fence), ("src/a.py", 3));
     assert!(
-        s.lease_for_write(&t, &path("srcx/a.py"), "a2")
+        s.lease_for_write(&t, &path("srcx/a.py"), "a2", &PendingWrite::new(60))
             .await
             .unwrap()
             .is_none(),
@@ -1281,10 +1379,57 @@ async fn directory_leases_conflict_above_and_beneath(f: &HotFixture) {
         .unwrap()
         .unwrap();
     assert!(
-        s.lease_for_write(&t, &path("src/b/c.py"), "a2")
+        s.lease_for_write(&t, &path("src/b/c.py"), "a2", &PendingWrite::new(60))
             .await
             .unwrap()
             .is_none()
     );
     granted(claim(s, &t, &file("src/b/c.py"), "a2", ttl, Some((7, "c"))).await);
+}
+
+/// A reader misses on one Redis server and reads v1 from the durable store; a writer commits
+/// v2 and its refresh goes to that server, which is then lost (a failover to a replica that
+/// had not received it; here a restart without persistence) and the hot layer rebuilt on its
+/// successor. The reader's refill of v1 arrives after that: it must not be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_from_before_a_failover_is_refused() {
+    use mcp_domain::store::redis::{RedisConfig, RedisStore};
+    let mut server = mcp_testkit::PrivateRedis::start().expect("redis-server on the PATH");
+    let s: Hot = std::sync::Arc::new(
+        RedisStore::connect(&RedisConfig {
+            url: server.url(),
+            key_prefix: "t:".into(),
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            min_replicas: 0,
+        })
+        .await
+        .expect("redis"),
+    );
+    let (t, p) = (task("t"), path("a"));
+    let r = missed(&s, &t, &p).await;
+    server.stop();
+    assert!(server.restart(), "redis-server restarts");
+    // The first read on the new server rebuilds its hot layer (the connection may need a
+    // moment to come back).
+    let mut read = s.file(&t, &p).await;
+    for _ in 0..50 {
+        if read.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        read = s.file(&t, &p).await;
+    }
+    assert!(read.unwrap().hit().is_none());
+    s.cache_file(&t, &p, &cached(1, "one"), &r).await.unwrap();
+    let served = s.file(&t, &p).await.unwrap().hit();
+    assert!(
+        served.is_none(),
+        "a refill from before the failover is served: v{:?}",
+        served.map(|f| f.version)
+    );
+    // A refill after a miss in the new era is taken.
+    let r = missed(&s, &t, &p).await;
+    s.cache_file(&t, &p, &cached(1, "one"), &r).await.unwrap();
+    assert_eq!(s.file(&t, &p).await.unwrap().hit().unwrap().version, 1);
 }

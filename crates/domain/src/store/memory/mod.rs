@@ -32,11 +32,11 @@ use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
     AgentSeen, CacheFile, Claim, ClaimOutcome, Collaboration, Emit, EventLog, FileCache,
-    FiledSession, FiledSubscription, HotBackend, HotFile, HotSync, LISTEN_CANCEL_KEPT, Lease,
+    FiledSession, FiledSubscription, HotBackend, HotRead, HotSync, LISTEN_CANCEL_KEPT, Lease,
     LeasePage, Leases, McpSession, McpSessionFile, McpSessions, MemoryUsage, MessageSource, Outbox,
-    Presence, RateLimit, RateWindow, Refreshed, Released, Renewed, StepIds, StepLog, StoredEvent,
-    StoredStep, SubScope, Subscriber, TaskCache, TaskEvent, TaskRefresh, UpdatesPing,
-    UpdatesSource, WakeSource,
+    PendingWrite, Presence, RateLimit, RateWindow, Refill, Refreshed, Released, Renewed, StepIds,
+    StepLog, StoredEvent, StoredStep, SubScope, Subscriber, TaskCache, TaskEvent, TaskRefresh,
+    UpdatesPing, UpdatesSource, WakeSource,
 };
 use crate::store::redis::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -423,17 +423,34 @@ impl FileCache for MemoryStore {
         &self,
         path: &FilePath,
         file: &CacheFile<'_>,
+        write: &PendingWrite,
         e: &Emit<'_>,
     ) -> Result<StreamId> {
-        self.with(|s, now| s.file_changed(path, file, e, now))
+        self.with(|s, now| s.file_changed(path, file, write, e, now))
     }
 
-    async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()> {
+    async fn write_abandoned(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        write: &PendingWrite,
+    ) -> Result<()> {
+        self.with(|s, now| s.write_abandoned(task, path, write, now));
+        Ok(())
+    }
+
+    async fn cache_file(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        file: &CacheFile<'_>,
+        _refill: &Refill,
+    ) -> Result<()> {
         self.with(|s, now| s.cache_file(task, path, file, now));
         Ok(())
     }
 
-    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<HotRead> {
         Ok(self.with(|s, now| s.file(task, path, now)))
     }
 }
@@ -445,8 +462,9 @@ impl Leases for MemoryStore {
         task: &TaskId,
         path: &FilePath,
         writer: &str,
+        write: &PendingWrite,
     ) -> Result<Option<Lease>> {
-        Ok(self.with(|s, now| s.lease_for_write(task, path, writer, now)))
+        Ok(self.with(|s, now| s.lease_for_write(task, path, writer, write, now)))
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome> {

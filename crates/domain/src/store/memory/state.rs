@@ -10,9 +10,10 @@ use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
-    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, HeldLease, HotFile, Lease, LeasePage,
-    NewFence, Presence, QueuePlace, RateWindow, Refreshed, Released, Renewed, StepIds, StoredEvent,
-    StoredStep, SubScope, Subscriber, TaskRefresh, cached_task_json, cached_task_seq, ms_to_time,
+    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, HeldLease, HotFile, HotRead, Lease, LeasePage,
+    NewFence, PendingWrite, Presence, QueuePlace, RateWindow, Refill, Refreshed, Released, Renewed,
+    StepIds, StoredEvent, StoredStep, SubScope, Subscriber, TaskRefresh, cached_task_json,
+    cached_task_seq, ms_to_time,
 };
 use crate::store::redis::keys::{
     Keys, parse_subscription_entry, session_entry, split_session_entry, subscription_entry,
@@ -49,6 +50,13 @@ impl Now {
             ms: Utc::now().timestamp_millis(),
         }
     }
+}
+
+/// A file's entry, as its Redis hash: the hot copy, or the marks of the changes of the file
+/// under way (`writer_check.lua`), never both.
+enum FileSlot {
+    Copy(FileCopy),
+    Writing(Vec<u64>),
 }
 
 /// A file's hot copy: the fields of the Redis hash that are read back.
@@ -99,7 +107,7 @@ struct EmitArgs<'a> {
 pub(super) struct State {
     keys: Keys,
     /// Hot file copies, by `file:{task}:path`.
-    files: TtlMap<FileCopy>,
+    files: TtlMap<FileSlot>,
     /// Leases, by `lock:{task}:path` (a directory's path ends in `/`).
     leases: TtlMap<LeaseRec>,
     /// Wait queues, by `lockq:{task}:path`.
@@ -244,9 +252,11 @@ impl State {
             .iter()
             .map(|(k, f)| {
                 string_bytes(k)
-                    + string_bytes(&f.content)
-                    + string_bytes(&f.sha256)
                     + ENTRY_OVERHEAD
+                    + match f {
+                        FileSlot::Copy(f) => string_bytes(&f.content) + string_bytes(&f.sha256),
+                        FileSlot::Writing(w) => w.len() * STRING_OVERHEAD,
+                    }
             })
             .sum();
         let leases: usize = self
@@ -456,25 +466,32 @@ impl State {
 
     // ----- files and leases -----
 
-    /// `cache_file.lua`: replaces the hot copy unless it holds the same or a newer version.
+    /// `cache_file.lua`: replaces the hot copy unless it holds the same or a newer version,
+    /// or changes of the file are under way.
     fn cache_file_at(&mut self, key: &str, f: &CacheFile<'_>, now: &Now) {
-        let current = self.files.get(key, now.at).map_or(0, |c| c.version);
+        let current = match self.files.get(key, now.at) {
+            Some(FileSlot::Writing(_)) => return,
+            Some(FileSlot::Copy(c)) => c.version,
+            None => 0,
+        };
         if f.version <= current {
             return;
         }
         self.files.insert(
             key,
-            FileCopy {
+            FileSlot::Copy(FileCopy {
                 version: f.version,
                 deleted: f.deleted,
                 content: f.content.to_owned(),
                 sha256: f.sha256.to_owned(),
                 size: f.size,
-            },
+            }),
             secs(f.ttl_secs, now.at),
         );
     }
 
+    /// A refill after a miss. The in-process layer lives as long as the process: its era
+    /// never ends, so every [`Refill`] it handed out is current.
     pub(super) fn cache_file(
         &mut self,
         task: &TaskId,
@@ -486,27 +503,53 @@ impl State {
         self.cache_file_at(&key, f, now);
     }
 
+    /// Takes `write`'s mark off the file (`HDEL key w:<token>`).
+    fn settle(&mut self, key: &str, write: &PendingWrite, now: &Now) {
+        if let Some(FileSlot::Writing(w)) = self.files.get_mut(key, now.at) {
+            w.retain(|t| *t != write.token);
+            if w.is_empty() {
+                self.files.remove(key, now.at);
+            }
+        }
+    }
+
     pub(super) fn file_changed(
         &mut self,
         path: &FilePath,
         f: &CacheFile<'_>,
+        write: &PendingWrite,
         e: &Emit<'_>,
         now: &Now,
     ) -> Result<StreamId> {
         let key = self.keys.file(e.task, path);
+        self.settle(&key, write, now);
         self.cache_file_at(&key, f, now);
         self.emit(e, now)
     }
 
-    pub(super) fn file(&mut self, task: &TaskId, path: &FilePath, now: &Now) -> Option<HotFile> {
+    pub(super) fn write_abandoned(
+        &mut self,
+        task: &TaskId,
+        path: &FilePath,
+        write: &PendingWrite,
+        now: &Now,
+    ) {
         let key = self.keys.file(task, path);
-        self.files.get(&key, now.at).map(|f| HotFile {
-            version: f.version,
-            deleted: f.deleted,
-            content: f.content.clone(),
-            sha256: f.sha256.clone(),
-            size: f.size,
-        })
+        self.settle(&key, write, now);
+    }
+
+    pub(super) fn file(&mut self, task: &TaskId, path: &FilePath, now: &Now) -> HotRead {
+        let key = self.keys.file(task, path);
+        match self.files.get(&key, now.at) {
+            Some(FileSlot::Copy(f)) => HotRead::Hit(HotFile {
+                version: f.version,
+                deleted: f.deleted,
+                content: f.content.clone(),
+                sha256: f.sha256.clone(),
+                size: f.size,
+            }),
+            _ => HotRead::Miss(Refill { era: String::new() }),
+        }
     }
 
     /// `writer_check.lua`: another owner's lease on the file or a directory above it (the
@@ -516,6 +559,7 @@ impl State {
         task: &TaskId,
         path: &FilePath,
         writer: &str,
+        write: &PendingWrite,
         now: &Now,
     ) -> Option<Lease> {
         let file = LeasePath::file(path);
@@ -540,7 +584,19 @@ impl State {
             }
             own.get_or_insert(lease);
         }
-        self.files.remove(&self.keys.file(task, path), now.at);
+        let key = self.keys.file(task, path);
+        let until = secs(write.ttl_secs, now.at);
+        match self.files.get_mut(&key, now.at) {
+            Some(FileSlot::Writing(w)) => {
+                w.push(write.token);
+                // Extended, never shortened (`writer_check.lua`: `EXPIRE` when `TTL` is less).
+                let current = self.files.deadline_of(&key, now.at).flatten();
+                self.files.expire(&key, current.max(until), now.at);
+            }
+            _ => self
+                .files
+                .insert(&key, FileSlot::Writing(vec![write.token]), until),
+        }
         own
     }
 

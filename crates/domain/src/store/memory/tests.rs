@@ -5,7 +5,7 @@
 use super::state::{Now, SWEEP_EVERY, State};
 use super::stream::next_id;
 use super::*;
-use crate::store::hot::{CacheFile, ms_to_time};
+use crate::store::hot::{CacheFile, PendingWrite, Refill, ms_to_time};
 use std::time::Instant;
 
 fn task(s: &str) -> TaskId {
@@ -187,13 +187,16 @@ fn leases_live_for_their_ttl() {
     );
     assert!(matches!(again, ClaimOutcome::Reentrant(ref l) if l.fence == 1 && l.token == "tok"));
     let live = s
-        .lease_for_write(&t, &p, "a1", &after_ms(&t0, 139))
+        .lease_for_write(&t, &p, "a1", &PendingWrite::new(60), &after_ms(&t0, 139))
         .unwrap();
     assert_eq!(
         (live.owner.as_str(), live.fence, live.expires_at),
         ("a1", 1, ms_to_time(t0.ms + 140))
     );
-    assert_eq!(s.lease_for_write(&t, &p, "a1", &after_ms(&t0, 140)), None);
+    assert_eq!(
+        s.lease_for_write(&t, &p, "a1", &PendingWrite::new(60), &after_ms(&t0, 140)),
+        None
+    );
     let late = after_ms(&t0, 140);
     assert_eq!(
         s.renew(&t, &LeasePath::file(&p), "a1", Some(ttl), &late),
@@ -239,7 +242,13 @@ async fn leases_expire_on_the_clock() {
             .unwrap(),
         Err(None)
     );
-    assert!(store.lease_for_write(&t, &p, "a2").await.unwrap().is_none());
+    assert!(
+        store
+            .lease_for_write(&t, &p, "a2", &PendingWrite::new(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let again = store
         .claim(&Claim::new(&t, &LeasePath::file(&p), "a2", ttl).fenced(2, "x"))
         .await
@@ -255,7 +264,7 @@ fn hot_copies_and_task_rows_expire() {
     s.cache_file(&t, &p, &file(2, 5), &now);
     // Never backwards.
     s.cache_file(&t, &p, &file(1, 5), &now);
-    assert_eq!(s.file(&t, &p, &now).unwrap().version, 2);
+    assert_eq!(s.file(&t, &p, &now).hit().unwrap().version, 2);
     let row = TaskState {
         id: "t1".into(),
         title: "x".into(),
@@ -273,11 +282,11 @@ fn hot_copies_and_task_rows_expire() {
         at: now.at + Duration::from_secs(5),
         ms: now.ms + 5000,
     };
-    assert!(s.file(&t, &p, &later).is_none());
+    assert!(s.file(&t, &p, &later).hit().is_none());
     assert!(s.task(&t, &later).is_none());
     // An expired copy is no newer than anything: an older version may fill the cache again.
     s.cache_file(&t, &p, &file(1, 5), &later);
-    assert_eq!(s.file(&t, &p, &later).unwrap().version, 1);
+    assert_eq!(s.file(&t, &p, &later).hit().unwrap().version, 1);
 }
 
 #[tokio::test]
@@ -659,6 +668,7 @@ async fn memory_usage_grows_with_what_is_held() {
                 content: &"x".repeat(10_000),
                 ..file(1, 60)
             },
+            &Refill { era: String::new() },
         )
         .await
         .unwrap();

@@ -14,9 +14,10 @@ use self::conn::{ConnSettings, RedisConn};
 use self::keys::Keys;
 use super::hot::{
     CacheFile, Claim, ClaimOutcome, Collaboration, Emit, EventLog, FileCache, HeldLease,
-    HotBackend, HotFile, Lease, LeasePage, Leases, MemoryUsage, MessageSource, NewFence, Outbox,
-    Presence, QueuePlace, RateLimit, RateWindow, Released, Renewed, StepIds, StepLog, StoredEvent,
-    StoredStep, TaskCache, TaskEvent, UpdatesPing, UpdatesSource, WakeSource, ms_to_time,
+    HotBackend, HotFile, HotRead, Lease, LeasePage, Leases, MemoryUsage, MessageSource, NewFence,
+    Outbox, PendingWrite, Presence, QueuePlace, RateLimit, RateWindow, Refill, Released, Renewed,
+    StepIds, StepLog, StoredEvent, StoredStep, TaskCache, TaskEvent, UpdatesPing, UpdatesSource,
+    WakeSource, ms_to_time,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
@@ -38,12 +39,14 @@ static EMIT_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{EMIT}\nreturn emit(ARGV[3])")));
 static FILE_CHANGED_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{EMIT}\n{CACHE_FILE}\ncache_file(KEYS[5], ARGV[7], ARGV[8], 9)\nreturn emit(ARGV[3])"
+        "{EMIT}\n{CACHE_FILE}\nredis.call('HDEL', KEYS[5], 'w:' .. ARGV[9])\n\
+         cache_file(KEYS[5], ARGV[7], ARGV[8], 10)\nreturn emit(ARGV[3])"
     ))
 });
 static CACHE_FILE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{CACHE_FILE}\nreturn cache_file(KEYS[1], ARGV[1], ARGV[2], 3)"
+        "{CACHE_FILE}\nif redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end\n\
+         return cache_file(KEYS[1], ARGV[1], ARGV[2], 4)"
     ))
 });
 static LOG_STEP_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -112,7 +115,9 @@ static WRITER_CHECK_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| guarded_script(include_str!("lua/writer_check.lua")));
 /// The guard alone, run in one `MULTI` with a plain read ([`RedisStore::guarded_read`]), so
 /// that the value read does not pass through Lua (a large hot copy would be copied twice).
-static GUARD_SCRIPT: LazyLock<Script> = LazyLock::new(|| guarded_script("return 1"));
+/// The guard alone; answers the marker (the era a read was answered in, see [`Refill`]).
+static GUARD_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| guarded_script("return redis.call('GET', KEYS[#KEYS])"));
 static HOT_DROP_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/hot_drop.lua")));
 static REBUILD_SLOT_SCRIPT: LazyLock<Script> =
@@ -354,11 +359,12 @@ impl RedisStore {
     /// Runs `read` in one transaction (`MULTI`) after the guard, so it is answered only from
     /// a validated hot layer; otherwise as [`RedisStore::guarded`]: rebuild, then read again.
     /// `anchor`: the key `read` reads (on a cluster, the marker of its slot is used).
+    /// Answers the marker too: the era of the answer ([`Refill`]).
     async fn guarded_read<T: redis::FromRedisValue>(
         &self,
         read: redis::Cmd,
         anchor: &str,
-    ) -> Result<T> {
+    ) -> Result<(String, T)> {
         let marker = self.keys.hot_validated_for(anchor);
         let mut rebuilt = false;
         for _ in 0..4 {
@@ -368,11 +374,10 @@ impl RedisStore {
                 .arg(GUARD_SCRIPT.get_hash())
                 .arg(1)
                 .arg(&marker)
-                .ignore()
                 .add_command(read.clone());
             let mut c = self.conn.clone();
-            match pipe.query_async::<(T,)>(&mut c).await {
-                Ok((v,)) => return Ok(v),
+            match pipe.query_async::<(String, T)>(&mut c).await {
+                Ok(v) => return Ok(v),
                 Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                     let _: String = GUARD_SCRIPT.prepare_invoke().load_async(&mut c).await?;
                 }
@@ -862,30 +867,54 @@ impl FileCache for RedisStore {
         &self,
         path: &FilePath,
         file: &CacheFile<'_>,
+        write: &PendingWrite,
         e: &Emit<'_>,
     ) -> Result<StreamId> {
         let mut inv = self.emit_invocation(&FILE_CHANGED_SCRIPT, e);
         inv.key(self.keys.file(e.task, path))
             .arg(file.version)
-            .arg(file.ttl_secs);
+            .arg(file.ttl_secs)
+            .arg(write.token);
         push_file_fields(&mut inv, file);
         let id: String = self.emitting(&inv, e).await?;
         stream_id(&id)
     }
 
-    /// Refills a file's hot copy after a miss (never backwards).
-    async fn cache_file(&self, task: &TaskId, path: &FilePath, file: &CacheFile<'_>) -> Result<()> {
+    async fn write_abandoned(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        write: &PendingWrite,
+    ) -> Result<()> {
         let mut c = self.conn.clone();
+        let _: i64 = c
+            .hdel(self.keys.file(task, path), format!("w:{}", write.token))
+            .await?;
+        Ok(())
+    }
+
+    /// Refills a file's hot copy after a miss (see [`FileCache::cache_file`]).
+    async fn cache_file(
+        &self,
+        task: &TaskId,
+        path: &FilePath,
+        file: &CacheFile<'_>,
+        refill: &Refill,
+    ) -> Result<()> {
+        let mut c = self.conn.clone();
+        let key = self.keys.file(task, path);
         let mut inv = CACHE_FILE_SCRIPT.prepare_invoke();
-        inv.key(self.keys.file(task, path))
+        inv.key(&key)
+            .key(self.keys.hot_validated_for(&key))
             .arg(file.version)
-            .arg(file.ttl_secs);
+            .arg(file.ttl_secs)
+            .arg(&refill.era);
         push_file_fields(&mut inv, file);
         let _: i64 = inv.invoke_async(&mut c).await?;
         Ok(())
     }
 
-    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<Option<HotFile>> {
+    async fn file(&self, task: &TaskId, path: &FilePath) -> Result<HotRead> {
         // Only the fields a read answers with (not `updated_by`/`updated_at`), into typed
         // values: no map of owned field names per read.
         let key = self.keys.file(task, path);
@@ -903,12 +932,12 @@ impl FileCache for RedisStore {
             Option<String>,
             Option<i64>,
         );
-        let (version, deleted, content, sha256, size): Fields =
+        let (era, (version, deleted, content, sha256, size)): (_, Fields) =
             self.guarded_read(read, &key).await?;
         let Some(version) = version else {
-            return Ok(None);
+            return Ok(HotRead::Miss(Refill { era }));
         };
-        Ok(Some(HotFile {
+        Ok(HotRead::Hit(HotFile {
             version,
             deleted: deleted == Some(1),
             content: content.unwrap_or_default(),
@@ -927,6 +956,7 @@ impl Leases for RedisStore {
         task: &TaskId,
         path: &FilePath,
         writer: &str,
+        write: &PendingWrite,
     ) -> Result<Option<Lease>> {
         let lease_path = LeasePath::file(path);
         let mut inv = WRITER_CHECK_SCRIPT.prepare_invoke();
@@ -935,7 +965,7 @@ impl Leases for RedisStore {
         for dir in lease_path.ancestors() {
             inv.key(format!("{}{dir}", self.keys.lock_prefix(task)));
         }
-        inv.arg(writer);
+        inv.arg(writer).arg(write.token).arg(write.ttl_secs);
         let v: (
             Option<String>,
             Option<String>,
@@ -1184,7 +1214,7 @@ impl TaskCache for RedisStore {
     async fn task(&self, task: &TaskId) -> Result<Option<TaskState>> {
         let mut read = redis::cmd("GET");
         read.arg(self.keys.task(task));
-        let v: Option<String> = self.guarded_read(read, &self.keys.task(task)).await?;
+        let (_, v): (_, Option<String>) = self.guarded_read(read, &self.keys.task(task)).await?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 

@@ -1,8 +1,11 @@
 -- Before a durable file change: find the lease that governs the write and, if the writer may
--- write, drop the hot copy so that no reader can keep serving the old version should the
--- refresh after the commit fail. KEYS[1] the file's lease hash, KEYS[2] hot copy,
--- KEYS[3..#KEYS-1] the leases of the directories above the file, outermost first (the last
--- KEY is the rollback guard's marker). ARGV[1] writer.
+-- write, mark the change under way in place of the hot copy (a field `w:<token>` of the
+-- copy's hash; a hash holds either a copy or marks, never both), so that no reader can keep
+-- serving, or refill, the old version should the refresh after the commit be lost
+-- (`cache_file.lua`). KEYS[1] the file's lease hash, KEYS[2] hot copy, KEYS[3..#KEYS-1] the
+-- leases of the directories above the file, outermost first (the last KEY is the rollback
+-- guard's marker). ARGV[1] writer, ARGV[2] the change's token, ARGV[3] how long the mark
+-- lasts at most (s).
 -- Another owner's lease on the file or on a directory above it refuses the write: answers it.
 -- Else the writer's own: the file's, else the nearest directory's above it; else none.
 -- Answers {owner, fence, expires_at, lease key}, each false when there is no lease.
@@ -25,7 +28,13 @@ for i = #KEYS - 1, 3, -1 do
     end
   end
 end
-redis.call('DEL', KEYS[2])
+if redis.call('HEXISTS', KEYS[2], 'version') == 1 then
+  redis.call('DEL', KEYS[2])
+end
+redis.call('HSET', KEYS[2], 'w:' .. ARGV[2], 1)
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[3]) then
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
 if own then
   return own
 end
