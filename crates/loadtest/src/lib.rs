@@ -72,6 +72,12 @@ pub struct Config {
     /// Seconds of load (steady, contention, watchers, tool).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// `steady`: every agent makes the same kind of call in the same second (all read for
+    /// 5 s, then log steps for 3, then write, then claim: bursts of 1,000 writes in one
+    /// second with 1,000 agents). Without it each agent's ten-call cycle starts at its own
+    /// offset, so that every second carries the whole mix.
+    #[arg(long)]
+    pub phased: bool,
     /// File size in bytes.
     #[arg(long, default_value_t = 4096)]
     pub payload: usize,

@@ -165,6 +165,8 @@ impl OpenLoop {
 /// Mix per agent, by its call number: 5/10 `file_read` of its file, 3/10 `log_step`,
 /// 1/10 `file_write`, 1/10 `claim_file` + fenced `file_write` + `release_file` (of a second
 /// file: a file written under a lease takes no blind unleased write, `lease_required`).
+/// Agent `a`'s cycle is shifted by `a`, so every second carries the whole mix; `--phased`
+/// runs every agent's cycle in step (each second one kind of call).
 pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
     setup_files(gw, cfg, cfg.agents).await?;
     gw.stats.reset();
@@ -176,6 +178,7 @@ pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
         let permit = sem.clone().acquire_owned().await?;
         let a = (i % cfg.agents as u64) as usize;
         let k = i / cfg.agents as u64;
+        let kind = if cfg.phased { k } else { k + a as u64 } % 10;
         let gw = gw.clone();
         let task = task_id(cfg, a % cfg.tasks);
         let (bytes, step_bytes) = (cfg.payload, cfg.step_bytes);
@@ -184,7 +187,7 @@ pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
             let _p = permit;
             let agent = format!("agent-{a}");
             let path = format!("agents/agent-{a}.txt");
-            match k % 10 {
+            match kind {
                 0..=4 => {
                     let _ = gw.file_read(&agent, &task, &path, since).await;
                 }
