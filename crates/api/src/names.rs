@@ -86,8 +86,13 @@ pub fn normalise_path(raw: &str) -> Result<String, &'static str> {
     // Canonically equivalent spellings are one key. NFC only composes: it adds no '/', '.'
     // or '\\' (none of them has a decomposition or takes part in one), so the checks below
     // see what will be stored.
-    let nfc: String = raw.nfc().collect();
-    let raw = nfc.as_str();
+    // ASCII text is its own NFC: only the rest is composed (and copied).
+    let nfc: std::borrow::Cow<'_, str> = if raw.is_ascii() {
+        raw.into()
+    } else {
+        raw.nfc().collect::<String>().into()
+    };
+    let raw = nfc.as_ref();
     if raw.starts_with('/') {
         return Err("path must be relative to the task's namespace");
     }
@@ -167,6 +172,18 @@ fn decodes_to_something_dangerous(component: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ASCII fast path skips the NFC pass: every ASCII text is its own NFC form.
+    #[test]
+    fn ascii_is_its_own_nfc() {
+        let all: String = (0u8..128).map(char::from).collect();
+        assert_eq!(all.nfc().collect::<String>(), all);
+        for b in 0u8..128 {
+            let s = format!("a{}b/c", char::from(b));
+            assert_eq!(s.nfc().collect::<String>(), s);
+        }
+        assert_eq!(normalise_path("a/./b//c.txt").unwrap(), "a/b/c.txt");
+    }
 
     #[test]
     fn canonically_equivalent_spellings_are_one_path() {
