@@ -274,18 +274,15 @@ impl RedisStore {
     /// connection, and blocks that connection meanwhile); fewer than n confirmations within
     /// t (half `REDIS_TIMEOUT_MS`) answer `unavailable`: the write is on the primary and may
     /// still be kept, but it is not acknowledged as safe from a failover.
-    async fn confirmed<T: redis::FromRedisValue>(
-        &self,
-        inv: &redis::ScriptInvocation<'_>,
-    ) -> Result<T> {
+    async fn confirmed<T: redis::FromRedisValue>(&self, call: &ScriptCall<'_>) -> Result<T> {
         let Some(r) = &self.replicas else {
             let mut c = self.conn.clone();
-            return Ok(inv.invoke_async(&mut c).await?);
+            return Ok(call.invoke(&mut c).await?);
         };
         let mut c = r.conn.clone();
         for attempt in 0..2 {
             let mut pipe = redis::pipe();
-            pipe.invoke_script(inv)
+            pipe.add_command(call.cmd.clone())
                 .cmd("WAIT")
                 .arg(r.min)
                 .arg(r.timeout.as_millis().max(1) as u64);
@@ -304,7 +301,7 @@ impl RedisStore {
                     });
                 }
                 Err(e) if attempt == 0 && e.kind() == redis::ErrorKind::NoScriptError => {
-                    let _: String = inv.load_async(&mut c).await?;
+                    let _: String = call.script.load_async(&mut c).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -314,19 +311,46 @@ impl RedisStore {
         ))
     }
 
-    fn emit_invocation<'s>(&self, script: &'s Script, e: &Emit<'_>) -> redis::ScriptInvocation<'s> {
-        let mut inv = script.prepare_invoke();
-        inv.key(self.keys.events(e.task))
-            .key(self.keys.collab_members(e.task))
-            .key(self.keys.collab_activity(e.task))
-            .key(self.keys.outbox_of(e.task))
-            .arg(self.keys.channel(e.task))
+    /// An event script's call: its four keys, then `more_keys`, then its six arguments; the
+    /// caller adds the script's own arguments (`more_bytes`: about how many bytes they take).
+    fn emit_call<'s>(
+        &self,
+        script: &'s Script,
+        e: &Emit<'_>,
+        more_keys: &[&str],
+        more_bytes: usize,
+    ) -> ScriptCall<'s> {
+        let keys = [
+            self.keys.events(e.task),
+            self.keys.collab_members(e.task),
+            self.keys.collab_activity(e.task),
+            self.keys.outbox_of(e.task),
+        ];
+        let channel = self.keys.channel(e.task);
+        let audit = e.audit.as_deref().unwrap_or("");
+        let bytes = keys.iter().map(String::len).sum::<usize>()
+            + more_keys.iter().map(|k| k.len()).sum::<usize>()
+            + channel.len()
+            + e.envelope.len()
+            + e.agent.len()
+            + e.task.as_str().len()
+            + audit.len()
+            + 24
+            + more_bytes;
+        let mut call = ScriptCall::new(script, keys.len() + more_keys.len(), bytes);
+        for k in &keys {
+            call.arg(k);
+        }
+        for k in more_keys {
+            call.arg(k);
+        }
+        call.arg(channel)
             .arg(e.events_cap)
             .arg(e.envelope.as_str())
             .arg(e.agent)
             .arg(e.task.as_str())
-            .arg(e.audit.as_deref().unwrap_or(""));
-        inv
+            .arg(audit);
+        call
     }
 
     /// Runs a guarded script (see [`guarded_script`]; `hot:validated` is added as its last
@@ -401,11 +425,14 @@ impl RedisStore {
     /// on the multiplexed connection). Presence is a hint: its failure is not the event's.
     async fn emitting<T: redis::FromRedisValue>(
         &self,
-        inv: &redis::ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         e: &Emit<'_>,
     ) -> Result<T> {
         self.register_outbox(e.task).await?;
-        let (r, presence) = tokio::join!(self.confirmed(inv), self.touch_presence(e.agent, e.task));
+        let (r, presence) = tokio::join!(
+            self.confirmed(call),
+            self.touch_presence(e.agent, e.task)
+        );
         if let Err(err) = presence {
             tracing::debug!(error = %err, agent = e.agent, "presence not touched");
         }
@@ -780,7 +807,7 @@ impl EventLog for RedisStore {
     /// Appends the event to the task's stream, publishes it, touches presence. Returns its id.
     async fn emit(&self, e: &Emit<'_>) -> Result<StreamId> {
         let id: String = self
-            .emitting(&self.emit_invocation(&EMIT_SCRIPT, e), e)
+            .emitting(&self.emit_call(&EMIT_SCRIPT, e, &[], 0), e)
             .await?;
         stream_id(&id)
     }
@@ -830,12 +857,15 @@ impl StepLog for RedisStore {
         step_json: &str,
         logs_cap: usize,
     ) -> Result<StepIds> {
-        let mut inv = self.emit_invocation(&LOG_STEP_SCRIPT, e);
-        inv.key(self.keys.logs(e.task))
-            .arg(logs_cap)
-            .arg(step_json)
-            .arg(envelope_suffix);
-        let (step, event): (String, String) = self.emitting(&inv, e).await?;
+        let logs = self.keys.logs(e.task);
+        let mut call = self.emit_call(
+            &LOG_STEP_SCRIPT,
+            e,
+            &[&logs],
+            step_json.len() + envelope_suffix.len() + 24,
+        );
+        call.arg(logs_cap).arg(step_json).arg(envelope_suffix);
+        let (step, event): (String, String) = self.emitting(&call, e).await?;
         Ok(StepIds {
             step: stream_id(&step)?,
             event: stream_id(&event)?,
@@ -870,13 +900,12 @@ impl FileCache for RedisStore {
         write: &PendingWrite,
         e: &Emit<'_>,
     ) -> Result<StreamId> {
-        let mut inv = self.emit_invocation(&FILE_CHANGED_SCRIPT, e);
-        inv.key(self.keys.file(e.task, path))
-            .arg(file.version)
-            .arg(file.ttl_secs)
-            .arg(write.token);
-        push_file_fields(&mut inv, file);
-        let id: String = self.emitting(&inv, e).await?;
+        let key = self.keys.file(e.task, path);
+        let more = file.content.len() + file.sha256.len() + file.updated_by.len() + 128;
+        let mut call = self.emit_call(&FILE_CHANGED_SCRIPT, e, &[&key], more);
+        call.arg(file.version).arg(file.ttl_secs).arg(write.token);
+        push_file_fields(&mut call, file);
+        let id: String = self.emitting(&call, e).await?;
         stream_id(&id)
     }
 
@@ -1435,7 +1464,7 @@ impl UpdatesPing for UpdatesPinger {
     }
 }
 
-fn push_file_fields(inv: &mut redis::ScriptInvocation<'_>, f: &CacheFile<'_>) {
+fn push_file_fields(inv: &mut impl ScriptArgs, f: &CacheFile<'_>) {
     inv.arg("deleted")
         .arg(if f.deleted { "1" } else { "0" })
         .arg("content")
@@ -1450,7 +1479,97 @@ fn push_file_fields(inv: &mut redis::ScriptInvocation<'_>, f: &CacheFile<'_>) {
         .arg(f.updated_at.timestamp_millis());
 }
 
+/// A script's `EVALSHA` with its keys and arguments written straight into one command, in
+/// one buffer sized up front: a `redis::ScriptInvocation` keeps every key and argument in a
+/// `Vec` of its own and copies them all once more into the command it sends (issue #19).
+/// The same bytes on the wire.
+struct ScriptCall<'s> {
+    script: &'s Script,
+    cmd: redis::Cmd,
+}
+
+impl<'s> ScriptCall<'s> {
+    /// The call's first `keys` arguments are its keys (`numkeys`); `bytes`: about how many
+    /// bytes its keys and arguments take.
+    fn new(script: &'s Script, keys: usize, bytes: usize) -> ScriptCall<'s> {
+        let mut cmd = redis::Cmd::with_capacity(3 + keys + 8, bytes + 64);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+        ScriptCall { script, cmd }
+    }
+
+    /// Runs the call; when Redis does not know the script (`NOSCRIPT`), loads it and runs
+    /// the call once more (as `ScriptInvocation::invoke_async`).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        con: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match self.cmd.query_async(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                let _: String = self.script.load_async(con).await?;
+                self.cmd.query_async(con).await
+            }
+            r => r,
+        }
+    }
+}
+
+/// What [`push_file_fields`] writes to: a script invocation or a [`ScriptCall`].
+trait ScriptArgs {
+    /// Appends one argument.
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self;
+}
+
+impl ScriptArgs for ScriptCall<'_> {
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+}
+
+impl ScriptArgs for redis::ScriptInvocation<'_> {
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        redis::ScriptInvocation::arg(self, arg)
+    }
+}
+
 /// The guard's answer when the hot layer is not validated on the current server.
 fn is_rollback(e: &redis::RedisError) -> bool {
     e.code() == Some("ROLLBACK")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ScriptArgs, ScriptCall};
+    use redis::Script;
+
+    /// A [`ScriptCall`] sends what a `ScriptInvocation` sends (the script sees the same keys
+    /// and arguments), and loads a script Redis does not know yet. Against `REDIS_URL`.
+    #[tokio::test]
+    async fn script_call_is_a_script_invocation() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let mut con = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // A script no Redis has seen: the first call meets NOSCRIPT.
+        let body = format!(
+            "-- {}\nreturn {{#KEYS, KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], #ARGV}}",
+            uuid::Uuid::new_v4()
+        );
+        let script = Script::new(&body);
+        let content = "x\r\n\0\u{e9}".repeat(1000);
+        let mut call = ScriptCall::new(&script, 2, 16);
+        call.arg("k1").arg("{k}2");
+        call.arg(&content).arg(42_i64).arg("");
+        let ours: Vec<redis::Value> = call.invoke(&mut con).await.unwrap();
+        let mut inv = script.prepare_invoke();
+        inv.key("k1").key("{k}2").arg(&content).arg(42_i64).arg("");
+        let theirs: Vec<redis::Value> = inv.invoke_async(&mut con).await.unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours.len(), 7);
+        assert_eq!(ours[0], redis::Value::Int(2));
+        assert_eq!(ours[6], redis::Value::Int(3));
+        assert_eq!(ours[3], redis::Value::BulkString(content.into_bytes()));
+    }
 }
