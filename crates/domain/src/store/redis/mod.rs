@@ -429,10 +429,8 @@ impl RedisStore {
         e: &Emit<'_>,
     ) -> Result<T> {
         self.register_outbox(e.task).await?;
-        let (r, presence) = tokio::join!(
-            self.confirmed(call),
-            self.touch_presence(e.agent, e.task)
-        );
+        let (r, presence) =
+            tokio::join!(self.confirmed(call), self.touch_presence(e.agent, e.task));
         if let Err(err) = presence {
             tracing::debug!(error = %err, agent = e.agent, "presence not touched");
         }
