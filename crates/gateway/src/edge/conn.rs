@@ -475,6 +475,10 @@ async fn accept_error(e: std::io::Error, registry: &Arc<Registry>) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
+/// What the per-connection service answers a request with.
+type ServiceFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
+
 /// One connection: hyper's HTTP/1 server over the watched socket, and its watchdog.
 async fn connection(
     stream: TcpStream,
@@ -496,10 +500,14 @@ async fn connection(
         req.extensions_mut().insert(hold.clone());
         let busy = hold.busy();
         let app = app.clone();
-        async move {
+        // Boxed, so that it is freed when the response is ready: hyper keeps the place of
+        // its service's future for the connection's whole life (issue #19: every idle
+        // watcher paid for the router's future).
+        let answer: ServiceFuture = Box::pin(async move {
             let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
             Ok::<_, Infallible>(resp.map(|inner| Body::new(BusyBody { inner, _busy: busy })))
-        }
+        });
+        answer
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(io, service)

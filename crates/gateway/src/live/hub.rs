@@ -20,6 +20,7 @@
 //! [`Hub::watch`](crate::live::Hub::watch) gives a [`Watch`](crate::live::Watch) (replay
 //! from a resume point, then live, no gap, no duplicate).
 
+use super::queue::{self, RecvError, SendError};
 use mcp_api::live::CutoffReason;
 use mcp_api::{Event, StreamId};
 use mcp_domain::store::hot::TaskEvent;
@@ -28,7 +29,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How often the subscription's connection is probed with `PING`.
@@ -102,7 +102,7 @@ pub struct HubStats {
 
 /// A watcher's entry in the hub.
 struct Slot {
-    tx: mpsc::Sender<Delivery>,
+    tx: queue::Sender<Delivery>,
     /// Set when the hub cut the watcher off for being slow.
     cut: Arc<AtomicBool>,
     /// A tap's filter: the events it is offered (`None`: all). An event no watcher of its
@@ -165,7 +165,7 @@ impl Hub {
     /// `queue_capacity`. Subscribe BEFORE reading the stream for a replay, so that nothing
     /// falls between the two (a [`Watch`](crate::live::Watch) does this for you).
     pub fn subscribe(&self, task: &TaskId) -> Subscription {
-        let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
+        let (tx, rx) = queue::bounded(self.inner.config.queue_capacity);
         let cut = Arc::new(AtomicBool::new(false));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -214,7 +214,7 @@ impl Hub {
     }
 
     fn tap_where(&self, wants: Option<fn(&Event) -> bool>) -> Tap {
-        let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
+        let (tx, rx) = queue::bounded(self.inner.config.queue_capacity);
         let cut = Arc::new(AtomicBool::new(false));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if !self.inner.closing.is_cancelled() {
@@ -262,7 +262,7 @@ impl Hub {
         let queued: Vec<usize> = slots
             .values()
             .flat_map(|m| m.values())
-            .map(|s| s.tx.max_capacity() - s.tx.capacity())
+            .map(|s| s.tx.len())
             .collect();
         HubStats {
             watchers: self.inner.watchers.load(Ordering::Relaxed),
@@ -325,12 +325,12 @@ impl Inner {
     fn offer(&self, slot: &Slot, delivery: &Delivery) -> bool {
         match slot.tx.try_send(delivery.clone()) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(SendError::Full) => {
                 slot.cut.store(true, Ordering::Relaxed);
                 self.slow_cutoffs.fetch_add(1, Ordering::Relaxed);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(SendError::Closed) => false,
         }
     }
 
@@ -352,7 +352,7 @@ impl Inner {
 /// subscription open after the hub's owner dropped it): when the hub goes, the tap ends.
 pub struct Tap {
     id: u64,
-    rx: mpsc::Receiver<Delivery>,
+    rx: queue::Receiver<Delivery>,
     cut: Arc<AtomicBool>,
     hub: Weak<Inner>,
 }
@@ -386,7 +386,7 @@ impl Drop for Tap {
 pub struct Subscription {
     task: TaskId,
     id: u64,
-    rx: mpsc::Receiver<Delivery>,
+    rx: queue::Receiver<Delivery>,
     cut: Arc<AtomicBool>,
     hub: Arc<Inner>,
 }
@@ -407,8 +407,8 @@ impl Subscription {
     pub fn try_recv(&mut self) -> Result<Delivery, bool> {
         match self.rx.try_recv() {
             Ok(d) => Ok(d),
-            Err(mpsc::error::TryRecvError::Empty) => Err(false),
-            Err(mpsc::error::TryRecvError::Disconnected) => Err(true),
+            Err(RecvError::Empty) => Err(false),
+            Err(RecvError::Ended) => Err(true),
         }
     }
 

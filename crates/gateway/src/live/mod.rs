@@ -5,6 +5,7 @@
 //!   bounded per-watcher queues; slow watchers are cut off; reconnects after an outage.
 //! * [`watch`] — [`Watch`]: one watcher of one task (replay from a resume point, then live).
 //!   The reusable piece: SSE, WebSocket and MCP resource subscriptions all consume it.
+//! * `queue` — a watcher's bounded queue of deliveries (one sender, one receiver).
 //! * [`inbox`] — rings the process's inbox bell for `message_sent` events (long-polling
 //!   `read_messages` calls wake on messages sent through any instance).
 //! * [`sse`], [`ws`] — the two HTTP doors (thin: parse, authorise through
@@ -12,6 +13,7 @@
 
 pub mod hub;
 pub mod inbox;
+mod queue;
 mod sse;
 pub mod watch;
 mod ws;

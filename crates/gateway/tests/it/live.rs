@@ -676,6 +676,51 @@ async fn shutdown_closes_streams_with_a_reconnect_hint() {
 }
 
 #[tokio::test]
+async fn a_watcher_that_hangs_up_is_let_go_at_once_not_at_the_next_keep_alive() {
+    // The keep-alive comes once an hour: only the connection's read, which hyper keeps open
+    // while the stream is sent (vendor/hyper/PATCH.md), can notice the client going away.
+    let a = TestGateway::spawn().await;
+    let b = Peer::spawn(&a.config, |c| c.live_keepalive_secs = 3600).await;
+    create_task(&a, "t").await;
+    let watchers = || b.state.live.hub.stats().watchers;
+    for _ in 0..2 {
+        let addr = b.base.trim_start_matches("http://").to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!("GET /tasks/t/events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n =
+                tokio::time::timeout(HANG, tokio::io::AsyncReadExt::read(&mut socket, &mut byte))
+                    .await
+                    .expect("a response head")
+                    .unwrap();
+            assert_eq!(n, 1, "closed before the head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("text/event-stream"), "{head}");
+        assert_eq!(watchers(), 1);
+        drop(socket);
+        tokio::time::timeout(HANG, async {
+            while watchers() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the watcher let go after its client hung up");
+    }
+    // The stream still works for whoever stays.
+    let mut sse = SseReader::open(&format!("{}/tasks/t/events", b.base), None).await;
+    let id = log_step(&a.base, "t", 1).await;
+    assert_eq!(sse.next().await.unwrap().data["data"]["id"], id.as_str());
+}
+
+#[tokio::test]
 async fn the_hub_cuts_off_a_full_queue_and_never_holds_more_than_its_capacity() {
     use mcp_api::live::CutoffReason;
     use mcp_gateway::live::{Delivery, Hub, HubConfig};
