@@ -15,6 +15,7 @@
 //!   content of edits stored as a diff only.
 
 pub mod actor;
+pub(crate) mod digest;
 pub mod error;
 pub mod events;
 pub mod ids;

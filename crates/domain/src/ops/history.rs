@@ -10,8 +10,8 @@
 //! ([`DIFF_BUDGET`]); both contents are at most the file size limit, as every version was.
 
 use super::Service;
-use super::files::sha256_hex;
 use crate::actor::Actor;
+use crate::digest::sha256_hex;
 use crate::error::{DomainError, Result};
 use crate::ids::TaskId;
 use crate::patch;

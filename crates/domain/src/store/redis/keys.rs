@@ -320,8 +320,7 @@ impl Keys {
     /// The record of one cancellation of a listen (its time, ms; a short TTL), named by the
     /// SHA-256 of the cancellation's payload.
     pub fn mcp_listen_cancelled(&self, name: &str) -> String {
-        use sha2::Digest;
-        let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+        let digest = crate::digest::sha256_hex(name);
         format!("{}mcp_listen_cancelled:{digest}", self.prefix)
     }
 
