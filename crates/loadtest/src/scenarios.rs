@@ -178,7 +178,8 @@ pub async fn steady(gw: &Gateway, cfg: &Config) -> anyhow::Result<()> {
         let permit = sem.clone().acquire_owned().await?;
         let a = (i % cfg.agents as u64) as usize;
         let k = i / cfg.agents as u64;
-        let kind = if cfg.phased { k } else { k + a as u64 } % 10;
+        let shift = if cfg.phased { 0 } else { a as u64 };
+        let kind = (k + shift) % 10;
         let gw = gw.clone();
         let task = task_id(cfg, a % cfg.tasks);
         let (bytes, step_bytes) = (cfg.payload, cfg.step_bytes);

@@ -67,6 +67,15 @@ pub(crate) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     (Sender(shared.clone()), Receiver(shared))
 }
 
+/// Wakes the receiver if it waits, after letting the lock go.
+fn wake_receiver<T>(mut state: MutexGuard<'_, State<T>>) {
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
 impl<T> Sender<T> {
     /// Queues `item` without waiting.
     pub(crate) fn try_send(&self, item: T) -> Result<(), SendError> {
@@ -78,11 +87,7 @@ impl<T> Sender<T> {
             return Err(SendError::Full);
         }
         state.items.push_back(item);
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_receiver(state);
         Ok(())
     }
 
@@ -96,11 +101,7 @@ impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.sender_gone = true;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_receiver(state);
     }
 }
 
