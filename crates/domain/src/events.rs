@@ -3,19 +3,33 @@
 use crate::ids::TaskId;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use mcp_api::{Event, EventType, StreamId};
+use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
-/// The envelope without `id` (Redis assigns it when appending to the stream).
-pub fn envelope(kind: EventType, task: &TaskId, agent: &str, data: Value) -> String {
-    let event = Event {
-        id: None,
+/// The envelope without `id` (Redis assigns it when appending to the stream): an
+/// [`Event`]'s JSON, whatever serialises as its `data` (a typed struct, not only a [`Value`]
+/// map: issue #19).
+pub fn envelope(kind: EventType, task: &TaskId, agent: &str, data: impl Serialize) -> String {
+    /// [`Event`] as it is written: the same fields, in the same order, borrowed.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Outgoing<'a, D> {
+        #[serde(rename = "type")]
+        kind: EventType,
+        task_id: &'a str,
+        agent_id: &'a str,
+        timestamp: DateTime<Utc>,
+        data: D,
+    }
+    serde_json::to_string(&Outgoing {
         kind,
-        task_id: task.to_string(),
-        agent_id: Some(agent.to_owned()),
+        task_id: task.as_str(),
+        agent_id: agent,
         timestamp: Utc::now(),
         data,
-    };
-    serde_json::to_string(&event).expect("an event always serialises")
+    })
+    .expect("an event always serialises")
 }
 
 /// An envelope split around a placeholder, for values only Redis knows (a step's stream id):
@@ -48,6 +62,19 @@ pub fn parse_published(task: &TaskId, payload: &str) -> Option<Event> {
         return p.into_event(task);
     }
     parse_published_value(task, payload)
+}
+
+/// The `type` of a message published on a task channel, read without building the event
+/// (the envelope's other fields and `data` are skipped, not copied): `Some(Some(kind))`,
+/// `Some(None)` when it has no `type` (it is not an event), and `None` when it cannot be
+/// told so (not an object, a repeated or non-string `type`...): then it is read whole.
+pub fn published_kind(payload: &str) -> Option<Option<Cow<'_, str>>> {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<Cow<'a, str>>,
+    }
+    serde_json::from_str::<Kind>(payload).ok().map(|k| k.kind)
 }
 
 /// [`parse_published`] through a [`Value`]: what any message that [`Published`] does not
@@ -176,6 +203,91 @@ mod tests {
         );
         assert!(parse_published(&t(), r#"{"type":7}"#).is_none());
         assert!(parse_published(&t(), r#"["x"]"#).is_none());
+    }
+
+    /// What `published_kind` tells must be what the whole read would find: a kind it reads
+    /// is the event's kind, and a message it finds no `type` in is no event.
+    fn kind_agrees(payload: &str) {
+        match published_kind(payload) {
+            Some(Some(kind)) => assert_eq!(
+                parse_published(&t(), payload).map(|e| e.kind.as_str().to_owned()),
+                Some(kind.into_owned()),
+                "{payload}"
+            ),
+            Some(None) => assert!(parse_published(&t(), payload).is_none(), "{payload}"),
+            None => {}
+        }
+    }
+
+    #[test]
+    fn the_kind_is_read_without_the_event() {
+        let own = r#"{"id":"1700000000000-3","type":"step_logged","taskId":"t1","agentId":"a","timestamp":"2024-01-01T00:00:00Z","data":{"type":"not this","step":{"type":[1]}}}"#;
+        assert_eq!(published_kind(own), Some(Some("step_logged".into())));
+        let data_first = r#"{"data":{"type":"inner"},"type":"message_sent"}"#;
+        assert_eq!(
+            published_kind(data_first),
+            Some(Some("message_sent".into()))
+        );
+        assert_eq!(
+            published_kind(r#"{"type":"a\u0062"}"#),
+            Some(Some("ab".into()))
+        );
+        assert_eq!(published_kind(r#"{"data":{"type":"x"}}"#), Some(None));
+        // Not told: read whole (and found to be an event, or not).
+        for unsure in [
+            r#"{"type":"a","type":"b"}"#,
+            r#"{"type":7}"#,
+            "[1]",
+            "not json",
+        ] {
+            assert_eq!(published_kind(unsure), None, "{unsure}");
+        }
+        for payload in [
+            own,
+            data_first,
+            r#"{"data":{"type":"x"}}"#,
+            r#"{"type":"a\u0062"}"#,
+        ] {
+            kind_agrees(payload);
+        }
+    }
+
+    proptest::proptest! {
+        /// Objects of repeated, nested, mistyped and escaped `type`s, in any order.
+        #[test]
+        fn the_kind_read_alone_agrees_with_the_whole_read(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["type", "id", "data", "taskId", r"t\u0079pe"]),
+                    proptest::sample::select(vec![
+                        r#""message_sent""#, r#""step_\u006cogged""#, "7", "null",
+                        r#"{"type":"inner"}"#, r#"["type"]"#, r#""1700000000000-1""#,
+                    ]),
+                ),
+                0..5,
+            )
+        ) {
+            let body: Vec<String> =
+                fields.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect();
+            kind_agrees(&format!("{{{}}}", body.join(",")));
+        }
+    }
+
+    #[test]
+    fn an_envelope_is_the_events_json() {
+        let data = serde_json::json!({"path": "a\"b", "n": [1, null], "z": {"é": true}});
+        let text = envelope(EventType::FileWritten, &t(), "coder", &data);
+        let event: Event = serde_json::from_str(&text).expect("an event");
+        assert_eq!(
+            (event.id.as_deref(), &event.kind, event.task_id.as_str()),
+            (None, &EventType::FileWritten, "t1")
+        );
+        assert_eq!(
+            (event.agent_id.as_deref(), &event.data),
+            (Some("coder"), &data)
+        );
+        // Byte for byte what the event itself serialises to.
+        assert_eq!(serde_json::to_string(&event).expect("json"), text);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use mcp_api::requests::{
 use mcp_api::responses::{
     DeleteFileResponse, FileEditResponse, FileReadResponse, FileWriteResponse, ListFilesResponse,
 };
-use serde_json::json;
+use serde::Serialize;
 
 /// How often an edit is retried when another writer commits between its read and its write.
 /// Every lost race means another writer's change landed, so this bounds the wait of one edit
@@ -48,6 +48,22 @@ fn check_fence(fence: Option<i64>) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The data of a file's change event, in the order a map of it had (keys sorted): `diff`
+/// for an edit (null when there is none), `fence` when the writer presented one, `size`
+/// unless deleted. Written straight into the envelope: no map is built (issue #19).
+#[derive(Serialize)]
+struct FileEventData<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fence: Option<i64>,
+    path: &'a str,
+    sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<i64>,
+    version: i64,
 }
 
 /// A file's current content as read.
@@ -167,22 +183,19 @@ impl Service {
             Err(e @ (DomainError::Unavailable { .. } | DomainError::Internal(_))) => return Err(e),
             Err(e) => return Err(self.abandoned(task, path, &write, e).await),
         };
-        let (kind, mut data) = match op {
-            RevisionOp::Write => (
-                EventType::FileWritten,
-                json!({"path": path.as_str(), "size": size}),
-            ),
-            RevisionOp::Edit => (
-                EventType::FileEdited,
-                json!({"path": path.as_str(), "size": size, "diff": diff}),
-            ),
-            RevisionOp::Delete => (EventType::FileDeleted, json!({"path": path.as_str()})),
+        let kind = match op {
+            RevisionOp::Write => EventType::FileWritten,
+            RevisionOp::Edit => EventType::FileEdited,
+            RevisionOp::Delete => EventType::FileDeleted,
         };
-        data["version"] = json!(committed.version);
-        data["sha256"] = json!(sha256);
-        if let Some(f) = fence {
-            data["fence"] = json!(f);
-        }
+        let data = FileEventData {
+            diff: (op == RevisionOp::Edit).then_some(diff),
+            fence,
+            path: path.as_str(),
+            sha256: &sha256,
+            size: (op != RevisionOp::Delete).then_some(size),
+            version: committed.version,
+        };
         let refreshed = self
             .hot
             .file_changed(
@@ -491,5 +504,49 @@ impl Service {
             task_id: task.to_string(),
             files,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_change_events_data_is_the_json_its_map_was() {
+        let cases = [
+            (RevisionOp::Write, None, None),
+            (RevisionOp::Write, None, Some(7)),
+            (RevisionOp::Edit, Some("@@ -1 +1 @@\n-a\n+\"b\"\n"), Some(3)),
+            (RevisionOp::Edit, None, None),
+            (RevisionOp::Delete, None, Some(9)),
+        ];
+        for (op, diff, fence) in cases {
+            let (path, sha256, size, version) = ("dir/é.txt", "ab12", 42_i64, 5_i64);
+            // How the data was built before issue #19: a map.
+            let mut map = match op {
+                RevisionOp::Write => json!({"path": path, "size": size}),
+                RevisionOp::Edit => json!({"path": path, "size": size, "diff": diff}),
+                RevisionOp::Delete => json!({"path": path}),
+            };
+            map["version"] = json!(version);
+            map["sha256"] = json!(sha256);
+            if let Some(f) = fence {
+                map["fence"] = json!(f);
+            }
+            let data = FileEventData {
+                diff: (op == RevisionOp::Edit).then_some(diff),
+                fence,
+                path,
+                sha256,
+                size: (op != RevisionOp::Delete).then_some(size),
+                version,
+            };
+            assert_eq!(
+                serde_json::to_string(&data).expect("json"),
+                map.to_string(),
+                "{op:?}"
+            );
+        }
     }
 }

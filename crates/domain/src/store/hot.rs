@@ -382,12 +382,54 @@ impl TaskEvent {
     }
 }
 
+/// What a subscriber reads of the update channels. A message nobody wants is skipped before
+/// it is parsed (issue #19: every event this process publishes comes back through its own
+/// subscription, watched or not, and reading it cost as much as a tenth of a step).
+pub trait Interest: Sync {
+    /// Whether every event of `task` is wanted (someone watches the task).
+    fn task(&self, task: &TaskId) -> bool;
+    /// Whether an event of kind `kind` is wanted although its task is not.
+    fn kind(&self, kind: &str) -> bool;
+}
+
+impl dyn Interest + '_ {
+    /// Whether the message `payload`, published on `task`'s channel, is to be read: its task
+    /// is wanted, or its `type` ([`crate::events::published_kind`]) is, or its `type` cannot
+    /// be told without reading it whole. A message without a `type` is not an event: never.
+    pub fn wants(&self, task: &TaskId, payload: &str) -> bool {
+        self.task(task)
+            || match crate::events::published_kind(payload) {
+                Some(Some(kind)) => self.kind(&kind),
+                Some(None) => false,
+                None => true,
+            }
+    }
+}
+
+/// Every event ([`UpdatesSource::next`]).
+pub struct Everything;
+
+impl Interest for Everything {
+    fn task(&self, _: &TaskId) -> bool {
+        true
+    }
+    fn kind(&self, _: &str) -> bool {
+        true
+    }
+}
+
 /// The process-wide subscription to every task's update channel.
 #[async_trait]
 pub trait UpdatesSource: Send {
-    /// The next event. Messages that are not events (no `type`) are skipped. `None` once the
-    /// subscription is lost (the caller subscribes again and resynchronises its watchers).
-    async fn next(&mut self) -> Option<TaskEvent>;
+    /// The next event that `interest` wants; the others are skipped unread. Messages that are
+    /// not events (no `type`) are skipped. `None` once the subscription is lost (the caller
+    /// subscribes again and resynchronises its watchers).
+    async fn next_wanted(&mut self, interest: &dyn Interest) -> Option<TaskEvent>;
+
+    /// The next event, whatever it is.
+    async fn next(&mut self) -> Option<TaskEvent> {
+        self.next_wanted(&Everything).await
+    }
 
     /// A handle that checks the subscription is alive (a silent, half-open connection only
     /// shows itself when probed).

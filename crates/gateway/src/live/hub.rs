@@ -22,8 +22,8 @@
 
 use super::queue::{self, RecvError, SendError};
 use mcp_api::live::CutoffReason;
-use mcp_api::{Event, StreamId};
-use mcp_domain::store::hot::TaskEvent;
+use mcp_api::{Event, EventType, StreamId};
+use mcp_domain::store::hot::{Interest, TaskEvent};
 use mcp_domain::{Service, TaskId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -105,15 +105,16 @@ struct Slot {
     tx: queue::Sender<Delivery>,
     /// Set when the hub cut the watcher off for being slow.
     cut: Arc<AtomicBool>,
-    /// A tap's filter: the events it is offered (`None`: all). An event no watcher of its
-    /// task and no tap wants is dropped before it is serialised (issue #19: the inbox's tap,
-    /// always there, made every step pay for a serialisation and a wake-up it ignored).
-    wants: Option<fn(&Event) -> bool>,
+    /// A tap's filter: the one kind of event it is offered (`None`: all). An event no
+    /// watcher of its task and no tap wants is skipped before it is even parsed (issue #19:
+    /// the inbox's tap, always there, made every step pay for a parse, a serialisation and a
+    /// wake-up it ignored).
+    wants: Option<EventType>,
 }
 
 impl Slot {
-    fn wants(&self, event: &Event) -> bool {
-        self.wants.is_none_or(|wants| wants(event))
+    fn wants(&self, kind: &str) -> bool {
+        self.wants.as_ref().is_none_or(|k| k.as_str() == kind)
     }
 }
 
@@ -208,12 +209,12 @@ impl Hub {
         self.tap_where(None)
     }
 
-    /// A tap offered only the events `wants` accepts ([`Delivery::Resync`] is always sent).
-    pub fn tap_filtered(&self, wants: fn(&Event) -> bool) -> Tap {
-        self.tap_where(Some(wants))
+    /// A tap offered only the events of one kind ([`Delivery::Resync`] is always sent).
+    pub fn tap_of(&self, kind: EventType) -> Tap {
+        self.tap_where(Some(kind))
     }
 
-    fn tap_where(&self, wants: Option<fn(&Event) -> bool>) -> Tap {
+    fn tap_where(&self, wants: Option<EventType>) -> Tap {
         let (tx, rx) = queue::bounded(self.inner.config.queue_capacity);
         let cut = Arc::new(AtomicBool::new(false));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +300,7 @@ impl Inner {
             .lock()
             .expect("hub lock")
             .values()
-            .any(|slot| slot.wants(&event));
+            .any(|slot| slot.wants(event.kind.as_str()));
         if !has_watchers && !has_taps {
             return;
         }
@@ -308,7 +309,7 @@ impl Inner {
         let delivery = Delivery::Event(live.clone());
         if has_taps {
             let mut taps = self.taps.lock().expect("hub lock");
-            taps.retain(|_, slot| !slot.wants(event) || self.offer(slot, &delivery));
+            taps.retain(|_, slot| !slot.wants(event.kind.as_str()) || self.offer(slot, &delivery));
         }
         let mut slots = self.slots.lock().expect("hub lock");
         let Some(watchers) = slots.get_mut(task) else {
@@ -332,6 +333,21 @@ impl Inner {
             }
             Err(SendError::Closed) => false,
         }
+    }
+
+    /// The interest of the subscription: the tasks with watchers, and what taps want.
+    fn wants_task(&self, task: &TaskId) -> bool {
+        self.slots
+            .lock()
+            .expect("hub lock")
+            .get(task)
+            .is_some_and(|m| !m.is_empty())
+            || self
+                .taps
+                .lock()
+                .expect("hub lock")
+                .values()
+                .any(|slot| slot.wants.is_none())
     }
 
     /// Tells every watcher to catch up from the stream (after a resubscription).
@@ -442,6 +458,25 @@ impl Drop for Subscription {
     }
 }
 
+/// What the subscription reads: what the hub's watchers and taps want, while the hub lives.
+struct HubInterest(Weak<Inner>);
+
+impl Interest for HubInterest {
+    fn task(&self, task: &TaskId) -> bool {
+        self.0.upgrade().is_some_and(|hub| hub.wants_task(task))
+    }
+
+    fn kind(&self, kind: &str) -> bool {
+        self.0.upgrade().is_some_and(|hub| {
+            hub.taps
+                .lock()
+                .expect("hub lock")
+                .values()
+                .any(|slot| slot.wants(kind))
+        })
+    }
+}
+
 /// The subscription loop: subscribe, dispatch, probe; on loss, reconnect with back-off and
 /// resync every watcher. Ends when the hub closes or is dropped.
 async fn run_subscription(
@@ -484,13 +519,14 @@ async fn run_subscription(
             inner.connected.store(true, Ordering::Relaxed);
             inner.resync_all();
         }
+        let interest = HubInterest(hub.clone());
         let mut pinger = sub.pinger();
         let mut probe = tokio::time::interval(PING_INTERVAL);
         probe.reset();
         loop {
             tokio::select! {
                 _ = closing.cancelled() => return,
-                msg = sub.next() => match msg {
+                msg = sub.next_wanted(&interest) => match msg {
                     Some(published) => {
                         let Some(inner) = hub.upgrade() else { return };
                         inner.dispatch(published);

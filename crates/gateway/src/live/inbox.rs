@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 /// Taps `hub` (now, synchronously: events from here on are queued) and rings `bell` from it
 /// until the hub closes or is dropped.
 pub fn start(hub: &Hub, bell: Arc<InboxBell>) {
-    let tap = hub.tap_filtered(is_message);
+    let tap = hub.tap_of(EventType::MessageSent);
     tokio::spawn(run(Arc::downgrade(&hub.inner), hub.closing(), tap, bell));
 }
 
@@ -47,16 +47,11 @@ async fn run(
             None => {
                 let Some(inner) = hub.upgrade() else { return };
                 tracing::warn!(reason = ?tap.end_reason(), "inbox wake-ups lagged; re-tapping");
-                tap = Hub { inner }.tap_filtered(is_message);
+                tap = Hub { inner }.tap_of(EventType::MessageSent);
                 bell.ring_all();
             }
         }
     }
-}
-
-/// The events this tap is offered: only messages ring the bell.
-fn is_message(event: &mcp_api::Event) -> bool {
-    event.kind == EventType::MessageSent
 }
 
 /// Rings for one `message_sent` event's `data.to` (`["*"]`: everyone on the task).

@@ -7,9 +7,9 @@ use mcp_api::{Event, EventType, StreamId};
 use mcp_domain::events::envelope;
 use mcp_domain::store::Hot;
 use mcp_domain::store::hot::{
-    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, HotRead, Lease, LeasePage, McpSession,
-    NewFence, PendingWrite, Presence, QueuePlace, RateWindow, Refill, Refreshed, Released, Renewed,
-    StepIds, SubScope, TaskRefresh, Waiter,
+    AgentSeen, CacheFile, Claim, ClaimOutcome, Emit, HotRead, Interest, Lease, LeasePage,
+    McpSession, NewFence, PendingWrite, Presence, QueuePlace, RateWindow, Refill, Refreshed,
+    Released, Renewed, StepIds, SubScope, TaskRefresh, Waiter,
 };
 use mcp_domain::{AgentId, FilePath, LeasePath, TaskId};
 use serde_json::{Value, json};
@@ -27,6 +27,7 @@ crate::per_backend!(hot; [redis, redis_cluster, memory];
     a_grant_whose_waiter_left_is_released,
     directory_leases_conflict_above_and_beneath,
     events_are_appended_published_and_replayed,
+    a_subscription_reads_only_the_events_wanted,
     steps_page_newest_first_and_reach_the_outbox,
     streams_keep_at_least_their_cap,
     presence_and_collaboration,
@@ -599,6 +600,53 @@ async fn events_are_appended_published_and_replayed(f: &HotFixture) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Watched: task `w`, and `message_sent` events of any task.
+struct WatchedAndMessages;
+
+impl Interest for WatchedAndMessages {
+    fn task(&self, task: &TaskId) -> bool {
+        task.as_str() == "w"
+    }
+    fn kind(&self, kind: &str) -> bool {
+        kind == "message_sent"
+    }
+}
+
+async fn a_subscription_reads_only_the_events_wanted(f: &HotFixture) {
+    let s = &f.store;
+    let (w, u) = (task("w"), task("u"));
+    let mut sub = s.subscribe_updates().await.unwrap();
+    sub.pinger().ping().await.unwrap();
+    let message = |t, n: i64| Emit {
+        envelope: envelope(EventType::MessageSent, t, "a1", json!({"n": n})),
+        ..emit(t, "a1", Value::Null)
+    };
+    s.emit(&emit(&u, "a1", json!({"n": 1}))).await.unwrap();
+    s.emit(&message(&u, 2)).await.unwrap();
+    s.emit(&emit(&w, "a1", json!({"n": 3}))).await.unwrap();
+    s.emit(&emit(&u, "a1", json!({"n": 4}))).await.unwrap();
+    s.emit(&message(&u, 5)).await.unwrap();
+    // Each task's events come in order (tasks may interleave on a Redis Cluster): once `u`'s
+    // last message is here, every event of `u` before it has been read or skipped.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(5), sub.next_wanted(&WatchedAndMessages))
+            .await
+            .expect("published")
+            .expect("subscription alive");
+        got.push((e.task.to_string(), e.event.kind, e.event.data["n"].clone()));
+    }
+    got.sort_by_key(|(t, _, n)| (t.clone(), n.as_i64()));
+    assert_eq!(
+        got,
+        [
+            ("u".into(), EventType::MessageSent, json!(2)),
+            ("u".into(), EventType::MessageSent, json!(5)),
+            ("w".into(), EventType::FileWritten, json!(3)),
+        ]
     );
 }
 

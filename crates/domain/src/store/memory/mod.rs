@@ -32,11 +32,11 @@ use crate::ids::{AgentId, TaskId};
 use crate::path::{FilePath, LeasePath};
 use crate::store::hot::{
     AgentSeen, CacheFile, Claim, ClaimOutcome, Collaboration, Emit, EventLog, FileCache,
-    FiledSession, FiledSubscription, HotBackend, HotRead, HotSync, LISTEN_CANCEL_KEPT, Lease,
-    LeasePage, Leases, McpSession, McpSessionFile, McpSessions, MemoryUsage, MessageSource, Outbox,
-    PendingWrite, Presence, RateLimit, RateWindow, Refill, Refreshed, Released, Renewed, StepIds,
-    StepLog, StoredEvent, StoredStep, SubScope, Subscriber, TaskCache, TaskEvent, TaskRefresh,
-    UpdatesPing, UpdatesSource, WakeSource,
+    FiledSession, FiledSubscription, HotBackend, HotRead, HotSync, Interest, LISTEN_CANCEL_KEPT,
+    Lease, LeasePage, Leases, McpSession, McpSessionFile, McpSessions, MemoryUsage, MessageSource,
+    Outbox, PendingWrite, Presence, RateLimit, RateWindow, Refill, Refreshed, Released, Renewed,
+    StepIds, StepLog, StoredEvent, StoredStep, SubScope, Subscriber, TaskCache, TaskEvent,
+    TaskRefresh, UpdatesPing, UpdatesSource, WakeSource,
 };
 use crate::store::redis::keys::{parse_session_record, session_record};
 use async_trait::async_trait;
@@ -279,9 +279,12 @@ impl<T: Clone + Send> Updates<T> {
 #[async_trait]
 impl UpdatesSource for Updates<state::Published> {
     /// The event as the store appended it: its envelope read once, its id as it is.
-    async fn next(&mut self) -> Option<TaskEvent> {
+    async fn next_wanted(&mut self, interest: &dyn Interest) -> Option<TaskEvent> {
         loop {
             let (task, id, envelope) = self.recv().await?;
+            if !interest.wants(&task, &envelope) {
+                continue;
+            }
             match serde_json::from_str::<Event>(&envelope) {
                 Ok(mut event) => {
                     event.id = Some(id.to_string());

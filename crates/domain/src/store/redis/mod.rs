@@ -14,10 +14,10 @@ use self::conn::{ConnSettings, RedisConn};
 use self::keys::Keys;
 use super::hot::{
     CacheFile, Claim, ClaimOutcome, Collaboration, Emit, EventLog, FileCache, HeldLease,
-    HotBackend, HotFile, HotRead, Lease, LeasePage, Leases, MemoryUsage, MessageSource, NewFence,
-    Outbox, PendingWrite, Presence, QueuePlace, RateLimit, RateWindow, Refill, Released, Renewed,
-    StepIds, StepLog, StoredEvent, StoredStep, TaskCache, TaskEvent, UpdatesPing, UpdatesSource,
-    WakeSource, ms_to_time,
+    HotBackend, HotFile, HotRead, Interest, Lease, LeasePage, Leases, MemoryUsage, MessageSource,
+    NewFence, Outbox, PendingWrite, Presence, QueuePlace, RateLimit, RateWindow, Refill, Released,
+    Renewed, StepIds, StepLog, StoredEvent, StoredStep, TaskCache, TaskEvent, UpdatesPing,
+    UpdatesSource, WakeSource, ms_to_time,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use mcp_api::StreamId;
 use mcp_api::responses::{Collaborator, TaskState};
 use redis::{AsyncCommands, Script};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -1359,7 +1360,7 @@ struct UpdatesSubscription {
 impl UpdatesSubscription {
     /// The next message: its task and its payload. Messages on channels that name no valid
     /// task are skipped.
-    async fn next_message(&mut self) -> Option<(TaskId, String)> {
+    async fn next_message(&mut self) -> Option<(TaskId, redis::Msg)> {
         use futures::StreamExt;
         loop {
             let msg = self.stream.next().await?;
@@ -1368,17 +1369,9 @@ impl UpdatesSubscription {
                 Channels::TaskUpdates => self.keys.task_of_channel(channel),
                 Channels::LeaseWakes => self.keys.task_of_lease_wake(channel),
             };
-            let Some(task) = task else {
-                continue;
-            };
-            // Checked with `from_utf8` (a few instructions a byte less than the lossy scan
-            // for the valid UTF-8 that every event is); anything else is read lossily.
-            let bytes = msg.get_payload_bytes();
-            let payload = match std::str::from_utf8(bytes) {
-                Ok(text) => text.to_owned(),
-                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-            };
-            return Some((task, payload));
+            if let Some(task) = task {
+                return Some((task, msg));
+            }
         }
     }
 
@@ -1395,9 +1388,19 @@ impl UpdatesSource for UpdatesSubscription {
     /// Each message is read here, once per process: the channel carries the event's JSON with
     /// its `id` (the seed's contract, shared with other publishers), parsed into a
     /// [`TaskEvent`]; a message that is not an event is skipped.
-    async fn next(&mut self) -> Option<TaskEvent> {
+    async fn next_wanted(&mut self, interest: &dyn Interest) -> Option<TaskEvent> {
         loop {
-            let (task, payload) = self.next_message().await?;
+            let (task, msg) = self.next_message().await?;
+            // Checked with `from_utf8` (a few instructions a byte less than the lossy scan
+            // for the valid UTF-8 that every event is); anything else is read lossily.
+            let bytes = msg.get_payload_bytes();
+            let payload = match std::str::from_utf8(bytes) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(bytes),
+            };
+            if !interest.wants(&task, &payload) {
+                continue;
+            }
             if let Some(event) = TaskEvent::published(task, &payload) {
                 return Some(event);
             }
