@@ -88,17 +88,15 @@ fn write_answer<T: Serialize + 'static>(buf: &mut Vec<u8>, answer: &T) -> serde_
     Ok(())
 }
 
-/// Whether any of the 8 bytes of `w` must be escaped in a JSON string: a control character
-/// (below 0x20), `"` or `\`. (Exact: the classic "has a zero byte" and "has a byte below n"
-/// tests, each exact for bytes without the high bit, and bytes with it never qualify.)
-fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let ascii = !w & HIGH; // the high bit clear: a byte that may need escaping
-    let below_space = w.wrapping_sub(ONES * 0x20);
-    let quote = (w ^ (ONES * b'"' as u64)).wrapping_sub(ONES);
-    let backslash = (w ^ (ONES * b'\\' as u64)).wrapping_sub(ONES);
-    (below_space | quote | backslash) & ascii != 0
+/// Bytes tested at once for one that must be escaped: a fixed-size block whose test
+/// ([`needs_escape`]) the compiler turns into a few vector instructions (issue #19: the
+/// content of a `file_read` answer is most of what its answer writes).
+const BLOCK: usize = 32;
+
+/// Whether a byte must be escaped in a JSON string: a control character (below 0x20), `"`
+/// or `\`.
+fn needs_escape(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
 }
 
 /// Appends `s` as a JSON string, quotes included: byte for byte what serde_json writes
@@ -110,46 +108,47 @@ pub(crate) fn escape_json_str(out: &mut Vec<u8>, s: &str) {
     let mut start = 0; // the first byte not yet copied
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            if !needs_escape(w) {
-                i += 8;
+        if let Some(block) = bytes.get(i..i + BLOCK) {
+            // Every byte tested, none skipped early: this is what vectorises.
+            let any = block.iter().fold(false, |any, &b| any | needs_escape(b));
+            if !any {
+                i += BLOCK;
                 continue;
             }
         }
-        let b = bytes[i];
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..0x20 => {
-                out.extend_from_slice(&bytes[start..i]);
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 0xf) as usize],
-                ]);
-                i += 1;
-                start = i;
+        // A block with a byte to escape (or the tail): byte by byte.
+        let end = bytes.len().min(i + BLOCK);
+        while i < end {
+            let b = bytes[i];
+            i += 1;
+            if !needs_escape(b) {
                 continue;
             }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        i += 1;
-        start = i;
+            out.extend_from_slice(&bytes[start..i - 1]);
+            start = i;
+            let short: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                _ => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[(b >> 4) as usize],
+                        HEX[(b & 0xf) as usize],
+                    ]);
+                    continue;
+                }
+            };
+            out.extend_from_slice(short);
+        }
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -176,12 +175,15 @@ mod tests {
             "héllo wörld — ünïcödé 🦀 and more text after it".into(),
             "0123456789abcdef".repeat(300),
         ];
-        // Every byte value from 0 to 127 at every offset of an 8-byte window.
+        // Every byte value from 0 to 127 at every offset of a block, and of the tail after
+        // one, and two in one block.
         for c in 0u8..128 {
-            for at in 0..9 {
+            for at in 0..BLOCK + 9 {
                 let mut s = "x".repeat(at);
                 s.push(c as char);
-                s.push_str(&"y".repeat(17 - at));
+                s.push_str(&"y".repeat(BLOCK + 12 - at));
+                cases.push(s.clone());
+                s.insert(at / 2, '"');
                 cases.push(s);
             }
         }
