@@ -774,6 +774,12 @@ async fn presence_and_collaboration(f: &HotFixture) {
     assert!(seen.unwrap() > Utc::now() - TimeDelta::seconds(10));
     assert_eq!(current.as_deref(), Some("t"));
     assert_eq!(tasks, ["t", "u"]);
+    // Acting on another task moves the presence there at once (however recent the last
+    // touch: a store may skip touching it again for the same task).
+    s.emit(&emit(&u, "a1", json!({}))).await.unwrap();
+    assert_eq!(s.presence(&a1).await.unwrap().task.as_deref(), Some("u"));
+    s.emit(&emit(&t, "a1", json!({}))).await.unwrap();
+    assert_eq!(s.presence(&a1).await.unwrap().task.as_deref(), Some("t"));
     // A non-member's event touches presence only.
     s.emit(&emit(&t, "a3", json!({}))).await.unwrap();
     assert_eq!(s.collaborators(&t).await.unwrap().unwrap().len(), 2);

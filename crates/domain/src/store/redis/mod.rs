@@ -187,7 +187,19 @@ pub struct RedisStore {
     /// On a cluster: the outbox slots this process added to the index, and when (see
     /// [`RedisStore::register_outbox`]).
     outbox_registered: Arc<std::sync::Mutex<HashMap<u16, std::time::Instant>>>,
+    /// The presence this process last touched for each agent: the task and when (see
+    /// [`RedisStore::touch_presence`]).
+    presence_touched: Arc<std::sync::Mutex<HashMap<String, (TaskId, std::time::Instant)>>>,
 }
+
+/// How long an agent's presence touched by this process is taken as fresh: its next events
+/// on the same task within it do not touch it again (presence is a hint read in seconds;
+/// touching it was a second Redis command on every event: issue #19).
+const PRESENCE_FRESH: Duration = Duration::from_secs(1);
+
+/// Agents whose last touch [`RedisStore::presence_touched`] remembers, at most (then it
+/// starts again, empty).
+const PRESENCE_REMEMBERED: usize = 10_000;
 
 /// How long a slot this process added to a cluster's outbox index is taken to be there;
 /// after it, the next record of the slot adds it again (should a failover have lost it).
@@ -247,6 +259,7 @@ impl RedisStore {
             keys,
             rebuilding: Arc::default(),
             outbox_registered: Arc::default(),
+            presence_touched: Arc::default(),
         };
         // Validate (or rebuild) now rather than on the first request; should it fail, the
         // first guarded call does it. (A cluster's slots are validated one by one, when a
@@ -438,8 +451,27 @@ impl RedisStore {
         r
     }
 
-    /// Marks `agent` as seen now (Redis's clock), acting on `task`.
+    /// Marks `agent` as seen now (Redis's clock), acting on `task`; not again within
+    /// [`PRESENCE_FRESH`] of this process's last touch for the same task.
     async fn touch_presence(&self, agent: &str, task: &TaskId) -> Result<()> {
+        let now = std::time::Instant::now();
+        {
+            let mut touched = self
+                .presence_touched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some((last, at)) = touched.get_mut(agent) {
+                if last == task && now.duration_since(*at) < PRESENCE_FRESH {
+                    return Ok(());
+                }
+                (*last, *at) = (task.clone(), now);
+            } else {
+                if touched.len() >= PRESENCE_REMEMBERED {
+                    touched.clear();
+                }
+                touched.insert(agent.to_owned(), (task.clone(), now));
+            }
+        }
         let mut c = self.conn.clone();
         let _: i64 = PRESENCE_SCRIPT
             .key(self.keys.agent(agent))
