@@ -386,10 +386,25 @@ impl RedisStore {
         }
         self.rebuild_marked(&marker).await?;
         match inv.invoke_async(&mut c).await {
-            Err(e) if is_rollback(&e) => Err(DomainError::Unavailable {
-                backend: "redis",
-                cause: "the hot layer went back in time again during its rebuild".into(),
-            }),
+            Err(e) if is_rollback(&e) => Err(rolled_back_again()),
+            r => Ok(r?),
+        }
+    }
+
+    /// [`RedisStore::guarded`] for a [`ScriptCall`], whose last key is `marker`.
+    async fn guarded_call<T: redis::FromRedisValue>(
+        &self,
+        call: &ScriptCall<'_>,
+        marker: &str,
+    ) -> Result<T> {
+        let mut c = self.conn.clone();
+        match call.invoke(&mut c).await {
+            Err(e) if is_rollback(&e) => {}
+            r => return Ok(r?),
+        }
+        self.rebuild_marked(marker).await?;
+        match call.invoke(&mut c).await {
+            Err(e) if is_rollback(&e) => Err(rolled_back_again()),
             r => Ok(r?),
         }
     }
@@ -427,10 +442,7 @@ impl RedisStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(DomainError::Unavailable {
-            backend: "redis",
-            cause: "the hot layer went back in time again during its rebuild".into(),
-        })
+        Err(rolled_back_again())
     }
 
     /// Runs an event's script (through [`RedisStore::confirmed`]) and touches the acting
@@ -1019,20 +1031,26 @@ impl Leases for RedisStore {
         write: &PendingWrite,
     ) -> Result<Option<Lease>> {
         let lease_path = LeasePath::file(path);
-        let mut inv = WRITER_CHECK_SCRIPT.prepare_invoke();
-        inv.key(self.keys.lock(task, path))
-            .key(self.keys.file(task, path));
+        let (lock, file) = (self.keys.lock(task, path), self.keys.file(task, path));
+        let prefix = self.keys.lock_prefix(task);
+        let marker = self.keys.hot_validated_for(&lock);
+        let dirs = lease_path.ancestors().count();
+        let bytes = lock.len() * (2 + dirs) + file.len() + marker.len() + writer.len() + 64;
+        let mut call = ScriptCall::new(&WRITER_CHECK_SCRIPT, 3 + dirs, bytes);
+        call.arg(&lock).arg(&file);
         for dir in lease_path.ancestors() {
-            inv.key(format!("{}{dir}", self.keys.lock_prefix(task)));
+            call.arg(format!("{prefix}{dir}"));
         }
-        inv.arg(writer).arg(write.token).arg(write.ttl_secs);
+        call.arg(&marker)
+            .arg(writer)
+            .arg(write.token)
+            .arg(write.ttl_secs);
         let v: (
             Option<String>,
             Option<String>,
             Option<String>,
             Option<String>,
-        ) = self.guarded(inv, &self.keys.lock(task, path)).await?;
-        let prefix = self.keys.lock_prefix(task);
+        ) = self.guarded_call(&call, &marker).await?;
         Ok(match v {
             (Some(owner), Some(fence), expires, key) => Some(Lease {
                 path: key
@@ -1562,6 +1580,14 @@ impl ScriptArgs for ScriptCall<'_> {
 impl ScriptArgs for redis::ScriptInvocation<'_> {
     fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         redis::ScriptInvocation::arg(self, arg)
+    }
+}
+
+/// A guarded call that met the guard again after the hot layer's rebuild.
+fn rolled_back_again() -> DomainError {
+    DomainError::Unavailable {
+        backend: "redis",
+        cause: "the hot layer went back in time again during its rebuild".into(),
     }
 }
 
