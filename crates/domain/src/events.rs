@@ -80,21 +80,25 @@ pub fn published_kind(payload: &str) -> Option<Option<Cow<'_, str>>> {
     serde_json::from_str::<Kind>(payload).ok().map(|k| k.kind)
 }
 
-/// The kind of the gateway's own event as its scripts publish it, `{"id":"<stream
-/// id>","type":"<kind>",…`, read from its place: nothing after it can be another `type`
-/// (neither `"type"` nor a `\u` escape, which could spell one, occurs again), so the whole
-/// read would find this one. `None` for any other message (serde reads it then): issue #19,
-/// a step's kind read through serde cost 5,500 instructions.
+/// The kind of the gateway's own event as its scripts publish it (`{"id":"<stream
+/// id>","type":"<kind>",…`) or as the in-process store hands it over (without the `id`),
+/// read from its place: nothing after it can be another `type` (neither `"type"` nor a `\u`
+/// escape, which could spell one, occurs again), so the whole read would find this one.
+/// `None` for any other message (serde reads it then): issue #19, a step's kind read through
+/// serde cost 5,500 instructions.
 fn own_kind(payload: &str) -> Option<&str> {
-    let rest = payload.strip_prefix(r#"{"id":""#)?;
-    let id_end = rest.find('"')?;
-    if !rest[..id_end]
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b'-')
-    {
-        return None;
+    let mut rest = payload.strip_prefix('{')?;
+    if let Some(id) = rest.strip_prefix(r#""id":""#) {
+        let id_end = id.find('"')?;
+        if !id[..id_end]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-')
+        {
+            return None;
+        }
+        rest = id[id_end..].strip_prefix(r#"","#)?;
     }
-    let rest = rest[id_end..].strip_prefix(r#"","type":""#)?;
+    let rest = rest.strip_prefix(r#""type":""#)?;
     let kind_end = rest.find('"')?;
     let (kind, after) = rest.split_at(kind_end);
     let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
@@ -285,6 +289,14 @@ mod tests {
         let own = r#"{"id":"1700000000000-3","type":"file_written","taskId":"t1","agentId":"a","timestamp":"2024-01-01T00:00:00Z","data":{"path":"x","n":[1,{"k":null}]}}"#;
         assert_eq!(own_kind(own), Some("file_written"));
         kind_agrees(own);
+        let stored = envelope(
+            EventType::StepLogged,
+            &t(),
+            "a",
+            serde_json::json!({"n": 1}),
+        );
+        assert_eq!(own_kind(&stored), Some("step_logged"));
+        kind_agrees(&stored);
         // Anything after the kind that could be another `type` is left to serde.
         for (payload, kind) in [
             (
