@@ -42,6 +42,9 @@ pub struct RebindingGuard {
     origins: Vec<AllowedOrigin>,
     /// `CORS_ORIGINS=*`: the operator lets every origin call.
     any_origin: bool,
+    /// The last `Host` header found allowed, as it was sent: the same text is allowed again
+    /// without being parsed (nearly every request of a client sends the same; issue #19).
+    last_allowed_host: Arc<std::sync::RwLock<Option<Box<[u8]>>>>,
 }
 
 /// A host and optional port, normalised (lower case, no IPv6 brackets).
@@ -106,13 +109,29 @@ impl RebindingGuard {
             hosts,
             origins,
             any_origin,
+            last_allowed_host: Arc::default(),
         }
+    }
+
+    /// Whether `host` (a `Host` header's bytes) is the last one found allowed.
+    fn known_allowed(&self, host: &[u8]) -> bool {
+        let last = self.last_allowed_host.read();
+        last.as_ref()
+            .is_ok_and(|last| last.as_deref() == Some(host))
     }
 
     /// Whether a request with this target and these headers may proceed; the refusal
     /// otherwise (403 `forbidden`, or 400 for a missing or unreadable `Host`).
     pub fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
         if EXEMPT.contains(&uri.path()) {
+            return Ok(());
+        }
+        let host_header = headers.get(header::HOST).map(|h| h.as_bytes());
+        let origin_header = headers.get(header::ORIGIN);
+        if self.check_host
+            && origin_header.is_none()
+            && host_header.is_some_and(|h| self.known_allowed(h))
+        {
             return Ok(());
         }
         let host = request_authority(uri, headers);
@@ -129,8 +148,11 @@ impl RebindingGuard {
                     show(host)
                 )));
             }
+            if let (Some(sent), Ok(mut last)) = (host_header, self.last_allowed_host.write()) {
+                *last = Some(sent.into());
+            }
         }
-        let Some(origin) = headers.get(header::ORIGIN) else {
+        let Some(origin) = origin_header else {
             return Ok(());
         };
         let text = origin.to_str().unwrap_or("");
@@ -342,6 +364,23 @@ mod tests {
         // Probes and scrapers.
         assert!(passes(&g, "/health", Some("10.0.0.7:8001"), None));
         assert!(passes(&g, "/metrics", Some("mcp-gateway:8001"), None));
+    }
+
+    #[test]
+    fn a_host_found_allowed_is_remembered_and_nothing_else() {
+        let g = guard(false);
+        assert!(!passes(&g, "/x", Some("attacker.example"), None));
+        assert!(!passes(&g, "/x", Some("attacker.example"), None), "not remembered");
+        assert!(passes(&g, "/x", Some("localhost:8001"), None));
+        assert!(passes(&g, "/x", Some("localhost:8001"), None), "remembered");
+        assert!(!passes(&g, "/x", Some("attacker.example"), None));
+        assert!(passes(&g, "/x", Some("gw.example:8443"), None));
+        assert!(!passes(&g, "/x", Some("gw.example:8001"), None));
+        assert!(!passes(&g, "/x", Some("gw.example:84430"), None));
+        // The host remembered, a foreign origin is still refused.
+        let h = Some("localhost:8001");
+        assert!(!passes(&g, "/x", h, Some("https://attacker.example")));
+        assert!(passes(&g, "/x", h, None));
     }
 
     #[test]
