@@ -10,7 +10,8 @@ fresh database `mcp_callgrind_<id>` on PG_URL, default postgres://postgres@127.0
 a fresh key prefix `callgrind-<id>:` on REDIS_URL, default redis://127.0.0.1:6379, both
 removed afterwards; `--embedded`: a fresh DATA_DIR, no Postgres, no Redis). Then, for each of
 `file_read` (a 4 KiB file, hot), `log_step` (a ~200 B step) and `file_write` (4 KiB, the
-same path each time), over one keep-alive HTTP/1.1 connection, one request at a time:
+same path each time), and with `--tools claim_release` a `claim_file` + `release_file` pair of
+one path (a request there is the pair: a new grant with its fence, then its release), over one keep-alive HTTP/1.1 connection, one request at a time:
 
   1. a warm-up of N/5 requests (caches, lazily built state, connection pools);
   2. `callgrind_control --zero PID`;
@@ -38,7 +39,8 @@ ap.add_argument("--bin", default="target/release/mcp-gateway")
 ap.add_argument("--out", default=None)
 ap.add_argument("--top", type=int, default=25, help="functions kept in each top list")
 ap.add_argument("--run-sync", action="store_true", help="deployed mode: keep the sync loops in")
-ap.add_argument("--tools", default="file_read,log_step,file_write")
+ap.add_argument("--tools", default="file_read,log_step,file_write",
+                help="comma-separated: file_read, log_step, file_write, claim_release")
 args = ap.parse_args()
 
 out = args.out or tempfile.mkdtemp(prefix="mcp-callgrind.")
@@ -137,6 +139,13 @@ def request(tool, i):
     if tool == "file_write":
         return call("/tools/file_write", {"task_id": TASK, "path": "written.txt",
                                           "content": CONTENT, "agent_id": AGENT})
+    if tool == "claim_release":  # one pair: a new grant (a fence), then its release
+        status, body = call("/tools/claim_file", {"task_id": TASK, "path": "locks/cg.txt",
+                                                  "agent_id": AGENT, "timeout_sec": 30})
+        if status != 200:
+            return status, body
+        return call("/tools/release_file", {"task_id": TASK, "path": "locks/cg.txt",
+                                            "agent_id": AGENT})
     raise SystemExit(f"unknown tool {tool}")
 
 try:

@@ -50,6 +50,19 @@ pub fn envelope_around(
     }
 }
 
+/// JSON text split around the one JSON string `placeholder` stands for (its quotes too), for a
+/// value that only the hot store's script knows and writes in between (a lease's expiry or
+/// fence): `None` unless the placeholder's text occurs exactly once (a caller then builds
+/// the text when the value is known).
+pub fn split_around_value(text: &str, placeholder: &str) -> Option<(String, String)> {
+    let quoted = serde_json::to_string(placeholder).expect("a string serialises");
+    let (before, after) = text.split_once(quoted.as_str())?;
+    if after.contains(quoted.as_str()) {
+        return None;
+    }
+    Some((before.to_owned(), after.to_owned()))
+}
+
 /// Reads a message published on a task channel: the gateway's own event (with its stream id),
 /// or a foreign one in the seed's shape `{"type","taskId","timestamp","data"}` (no id; a
 /// missing `taskId` is the channel's task, a missing or unreadable `timestamp` is now). `None`

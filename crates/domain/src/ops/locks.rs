@@ -6,6 +6,7 @@
 //! stay monotonic across Redis restarts and gateway instances. A claim with `wait_sec` waits
 //! in the path's FIFO queue (`lease_wait.rs`).
 
+use super::LEASE_VALUE;
 use super::Service;
 use super::lease_wait::{MAX_WAIT_SECS, QueueGuard, WAIT_RECHECK, WAITER_LIVENESS};
 use crate::actor::Actor;
@@ -20,14 +21,22 @@ use mcp_api::requests::{
     ClaimFileRequest, ListLeasesRequest, ReleaseFileRequest, RenewFileRequest,
 };
 use mcp_api::responses::{LeaseInfo, ListLeasesResponse, LockResponse, ReleaseResponse};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// Most leases one `list_leases` answer lists (those expiring soonest; `truncated` says so).
 pub(super) const MAX_LISTED_LEASES: usize = 1_000;
 
-/// What one claim attempt came to: granted (the lease and its event), or refused.
-type Attempt = std::result::Result<(Lease, EventType), ClaimOutcome>;
+/// What one claim attempt came to: granted (the lease, its event, and whether the hot store
+/// already emitted that event with the grant), or refused.
+type Attempt = std::result::Result<(Lease, EventType, bool), ClaimOutcome>;
+
+/// What a claim's event says besides the lease: who claims, and the length asked for.
+#[derive(Clone, Copy)]
+struct Announce<'a> {
+    actor: &'a Actor,
+    timeout_sec: i64,
+}
 
 impl Service {
     /// The lease length asked for (or the default), validated.
@@ -97,9 +106,10 @@ impl Service {
         let reentrant = !actor.anonymous;
         let started = Instant::now();
         let mut guard = None;
-        let (lease, kind) = match wait {
+        let announce = Announce { actor, timeout_sec };
+        let (lease, kind, emitted) = match wait {
             None => self
-                .try_claim(task, path, owner, ttl, reentrant, None)
+                .try_claim(task, path, owner, ttl, reentrant, None, announce)
                 .await?
                 .map_err(|refused| Self::refusal(path, refused))?,
             Some(wait) => {
@@ -110,17 +120,21 @@ impl Service {
                     path: path.clone(),
                     ticket: Some(uuid::Uuid::new_v4().to_string()),
                 });
-                self.claim_waiting(g, owner, ttl, reentrant, started + wait)
+                self.claim_waiting(g, owner, ttl, reentrant, started + wait, announce)
                     .await?
             }
         };
-        let data = json!({
-            "path": path.as_str(), "owner": owner, "fence": lease.fence,
-            "expires_at": lease.expires_at, "timeout_sec": timeout_sec,
-            "recursive": path.is_dir(),
-        });
-        let audit = json!({"action": "claim_file", "path": path.as_str(), "fence": lease.fence});
-        self.emit(actor, task, kind, data, Some(audit)).await?;
+        if !emitted {
+            let data = claim_data(
+                path,
+                owner,
+                lease.fence,
+                json!(lease.expires_at),
+                timeout_sec,
+            );
+            let audit = claim_audit(path, lease.fence);
+            self.emit(actor, task, kind, data, Some(audit)).await?;
+        }
         // Answered: from here a dropped request keeps its lease (as any claim does).
         if let Some(g) = guard.as_mut() {
             g.disarm();
@@ -129,7 +143,16 @@ impl Service {
         Ok(Self::lock_response(task, path, lease, timeout_sec, waited))
     }
 
-    /// One attempt: the claim, and again with a fence when the path is free for the caller.
+    /// One attempt. On a shared hot store (Redis: a round trip saved) a claim that does not
+    /// wait takes its fence first and claims once with it (a refused or re-entrant claim
+    /// leaves the number unused: the sequence only has to rise); should the durable store not
+    /// answer, it claims without one, so a re-entrant claim or a refusal is still answered
+    /// from the hot store. Otherwise — a waiter (it checks in every few hundred milliseconds,
+    /// and would take a number each time), the in-process store, no fence — it claims first
+    /// and again with a fence when the path is free for the caller. The fenced claim
+    /// emits the grant's event in the same step where the hot store can
+    /// ([`crate::store::hot::Leases::claim_announcing`]).
+    #[allow(clippy::too_many_arguments)]
     async fn try_claim(
         &self,
         task: &TaskId,
@@ -138,6 +161,7 @@ impl Service {
         ttl: Duration,
         reentrant: bool,
         waiter: Option<&Waiter<'_>>,
+        announce: Announce<'_>,
     ) -> Result<Attempt> {
         let mut claim = Claim {
             task,
@@ -148,19 +172,35 @@ impl Service {
             reentrant,
             waiter,
         };
-        let mut outcome = self.hot.claim(&claim).await?;
-        if let ClaimOutcome::NeedFence = outcome {
-            let fence = self.durable.next_fence().await?;
-            let token = uuid::Uuid::new_v4().to_string();
-            claim.fence = Some(NewFence {
+        let token = uuid::Uuid::new_v4().to_string();
+        let mut fence = None;
+        if waiter.is_none() && self.hot.shared() {
+            match self.durable.next_fence().await {
+                Ok(f) => fence = Some(f),
+                Err(e) => tracing::debug!(error = %e, "no fence ahead of the claim"),
+            }
+        }
+        let (mut outcome, mut emitted);
+        loop {
+            claim.fence = fence.map(|fence| NewFence {
                 fence,
                 token: &token,
             });
-            outcome = self.hot.claim(&claim).await?;
+            let event = fence.and_then(|f| self.claim_event(task, path, owner, f, announce));
+            (outcome, emitted) = match &event {
+                Some(event) => self.hot.claim_announcing(&claim, event).await?,
+                None => (self.hot.claim(&claim).await?, false),
+            };
+            match outcome {
+                ClaimOutcome::NeedFence if fence.is_none() => {
+                    fence = Some(self.durable.next_fence().await?);
+                }
+                _ => break,
+            }
         }
         Ok(match outcome {
-            ClaimOutcome::Granted(lease) => Ok((lease, EventType::LockAcquired)),
-            ClaimOutcome::Reentrant(lease) => Ok((lease, EventType::LockRenewed)),
+            ClaimOutcome::Granted(lease) => Ok((lease, EventType::LockAcquired, emitted)),
+            ClaimOutcome::Reentrant(lease) => Ok((lease, EventType::LockRenewed, false)),
             ClaimOutcome::NeedFence => {
                 return Err(DomainError::internal("claim asked for a fence twice"));
             }
@@ -179,7 +219,8 @@ impl Service {
         ttl: Duration,
         reentrant: bool,
         deadline: Instant,
-    ) -> Result<(Lease, EventType)> {
+        announce: Announce<'_>,
+    ) -> Result<(Lease, EventType, bool)> {
         let ticket = guard.ticket.clone().unwrap_or_default();
         let bell = self.wakes.register(&guard.task);
         let mut arrival = None;
@@ -200,6 +241,7 @@ impl Service {
                     ttl,
                     reentrant,
                     Some(&waiter),
+                    announce,
                 )
                 .await;
             let refused = match attempt {
@@ -311,32 +353,56 @@ impl Service {
         if req.force {
             actor.ensure_admin()?;
         }
+        let agent = actor.agent.as_str();
+        // The owner's own release: its event (all of it known but the fence) goes with it.
+        let event = (!req.force)
+            .then(|| {
+                let fence = json!(LEASE_VALUE);
+                self.lease_event(
+                    actor,
+                    &task,
+                    EventType::LockReleased,
+                    release_data(&path, agent, &fence, false),
+                    release_audit("release_file", &path, &fence, agent),
+                )
+            })
+            .flatten();
+        let (released, emitted) = match &event {
+            Some(event) => {
+                self.hot
+                    .release_announcing(&task, &path, agent, event)
+                    .await?
+            }
+            None => (
+                self.hot.release(&task, &path, agent, req.force).await?,
+                false,
+            ),
+        };
         let Released {
             owner: holder,
             fence,
-        } = self
-            .hot
-            .release(&task, &path, actor.agent.as_str(), req.force)
-            .await?
-            .map_err(|holder| Self::not_held(&path, actor, holder))?;
-        let forced = holder != actor.agent.as_str();
-        let data =
-            json!({"path": path.as_str(), "owner": holder, "fence": fence, "forced": forced});
+        } = released.map_err(|holder| Self::not_held(&path, actor, holder))?;
+        let ok = ReleaseResponse {
+            success: true,
+            task_id: task.to_string(),
+            path: path.to_string(),
+            locked: false,
+        };
+        if emitted {
+            return Ok(ok);
+        }
+        let forced = holder != agent;
         let action = if forced {
             "force_release_file"
         } else {
             "release_file"
         };
-        let audit =
-            json!({"action": action, "path": path.as_str(), "fence": fence, "holder": holder});
+        let fence = json!(fence);
+        let data = release_data(&path, &holder, &fence, forced);
+        let audit = release_audit(action, &path, &fence, &holder);
         self.emit(actor, &task, EventType::LockReleased, data, Some(audit))
             .await?;
-        Ok(ReleaseResponse {
-            success: true,
-            task_id: task.to_string(),
-            path: path.to_string(),
-            locked: false,
-        })
+        Ok(ok)
     }
 
     /// The task's live leases, by path: holder, fence, grant and expiry times, time left (by
@@ -371,4 +437,54 @@ impl Service {
             truncated,
         })
     }
+
+    /// A fenced claim's event, for the hot store to emit with the grant (its expiry is the
+    /// value the claim's script fills in): see [`Service::lease_event`].
+    fn claim_event<'a>(
+        &self,
+        task: &'a TaskId,
+        path: &LeasePath,
+        owner: &str,
+        fence: i64,
+        announce: Announce<'a>,
+    ) -> Option<crate::store::hot::LeaseEvent<'a>> {
+        let expires_at = json!(LEASE_VALUE);
+        self.lease_event(
+            announce.actor,
+            task,
+            EventType::LockAcquired,
+            claim_data(path, owner, fence, expires_at, announce.timeout_sec),
+            claim_audit(path, fence),
+        )
+    }
+}
+
+/// A claim's event data (`lock_acquired`, `lock_renewed`).
+fn claim_data(
+    path: &LeasePath,
+    owner: &str,
+    fence: i64,
+    expires_at: Value,
+    timeout_sec: i64,
+) -> Value {
+    json!({
+        "path": path.as_str(), "owner": owner, "fence": fence,
+        "expires_at": expires_at, "timeout_sec": timeout_sec,
+        "recursive": path.is_dir(),
+    })
+}
+
+/// A claim's audit record fields.
+fn claim_audit(path: &LeasePath, fence: i64) -> Value {
+    json!({"action": "claim_file", "path": path.as_str(), "fence": fence})
+}
+
+/// A release's event data (`lock_released`).
+fn release_data(path: &LeasePath, holder: &str, fence: &Value, forced: bool) -> Value {
+    json!({"path": path.as_str(), "owner": holder, "fence": fence, "forced": forced})
+}
+
+/// A release's audit record fields.
+fn release_audit(action: &str, path: &LeasePath, fence: &Value, holder: &str) -> Value {
+    json!({"action": action, "path": path.as_str(), "fence": fence, "holder": holder})
 }

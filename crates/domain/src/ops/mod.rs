@@ -31,7 +31,7 @@ use crate::error::Result;
 use crate::ids::TaskId;
 use crate::inbox::InboxBell;
 use crate::store::durable::{AuditRecord, OutboxBatch};
-use crate::store::hot::{Emit, McpSessions, RateWindow, UpdatesSource};
+use crate::store::hot::{Emit, LeaseEvent, McpSessions, RateWindow, UpdatesSource};
 use crate::store::{Durable, Hot};
 use mcp_api::responses::Collaborator;
 use mcp_api::{EventType, StreamId};
@@ -185,12 +185,53 @@ impl Service {
         Ok(id)
     }
 
+    /// A lease's event for the hot store to emit in the lease's own script
+    /// ([`LeaseEvent`]): `data` and `audit` hold [`LEASE_VALUE`] where the value only that
+    /// script knows goes (the audit need not). `None` where the event is emitted the usual
+    /// way: a hot store without an outbox (its audit record goes to the durable store from
+    /// here, [`Service::emit`]), or a placeholder not found once.
+    fn lease_event<'a>(
+        &self,
+        actor: &'a Actor,
+        task: &'a TaskId,
+        kind: EventType,
+        data: Value,
+        audit: Value,
+    ) -> Option<LeaseEvent<'a>> {
+        self.hot.outbox()?;
+        let agent = actor.agent.as_str();
+        let envelope = crate::events::envelope(kind, task, agent, data);
+        let (envelope, envelope_after) = crate::events::split_around_value(&envelope, LEASE_VALUE)?;
+        let audit = audit_record(actor, task, audit).to_string();
+        let (audit, audit_after) = match crate::events::split_around_value(&audit, LEASE_VALUE) {
+            Some((before, after)) => (before, Some(after)),
+            // Present, but more than once.
+            None if audit.contains(r#""\u0000lease-value\u0000""#) => return None,
+            None => (audit, None),
+        };
+        Some(LeaseEvent {
+            emit: Emit {
+                task,
+                agent,
+                envelope,
+                audit: Some(audit),
+                events_cap: self.limits.events_stream_cap,
+            },
+            envelope_after,
+            audit_after,
+        })
+    }
+
     /// Writes records straight to the durable store (a hot store without an outbox): the
     /// batches of concurrent callers share one commit where the store groups them (SQLite).
     async fn persist_direct(&self, batch: OutboxBatch) -> Result<()> {
         self.durable.persist_outbox_batch(&batch).await
     }
 }
+
+/// Stands for the value a lease's event lacks until the lease's script runs
+/// ([`Service::lease_event`]); NULs never occur in paths, agent or task ids.
+pub(super) const LEASE_VALUE: &str = "\u{0}lease-value\u{0}";
 
 /// An audit record written straight to the durable store, once: its idempotency key is a
 /// fresh `direct:<uuid>` (an outbox's entry ids are per process here, and would repeat).

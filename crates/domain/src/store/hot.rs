@@ -699,6 +699,21 @@ impl<'a> Claim<'a> {
     }
 }
 
+/// A lease's event, to be emitted in the same atomic step as the grant or release that causes
+/// it, where the store can ([`Leases::claim_announcing`], [`Leases::release_announcing`]).
+/// Its envelope (and audit record) are complete but for one value that only that step knows,
+/// whose JSON text goes between the two halves: a grant's expiry (a JSON string), a release's
+/// fence (a number).
+pub struct LeaseEvent<'a> {
+    /// The event; its `envelope` is the text before the value, and so is its `audit` when
+    /// `audit_after` is given (else the audit record is complete as it is).
+    pub emit: Emit<'a>,
+    /// The envelope's text after the value.
+    pub envelope_after: String,
+    /// The audit record's text after the value, when the value is in it too.
+    pub audit_after: Option<String>,
+}
+
 /// A lease that was released: who held it and its fence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
@@ -756,6 +771,19 @@ pub trait Leases: Send + Sync + 'static {
     /// grant (or a re-entrant claim) takes the waiter's ticket out of the queue.
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome>;
 
+    /// [`Leases::claim`], and on a grant `event` emitted in the same atomic step (the value
+    /// it lacks: the lease's expiry). Answers whether it was emitted: a store that does not
+    /// fold it (the default, and Redis with `REDIS_MIN_REPLICAS`) leaves it to the caller, as
+    /// it does every event of an outcome other than a grant.
+    async fn claim_announcing(
+        &self,
+        claim: &Claim<'_>,
+        event: &LeaseEvent<'_>,
+    ) -> Result<(ClaimOutcome, bool)> {
+        let _ = event;
+        Ok((self.claim(claim).await?, false))
+    }
+
     /// Takes a waiter's ticket out of the path's queue (it gave up, timed out or went away).
     /// Should the lease have been granted to that very ticket (a grant whose answer never
     /// reached the waiter), it is released too and returned. When the waiter was first in
@@ -792,6 +820,20 @@ pub trait Leases: Send + Sync + 'static {
         owner: &str,
         force: bool,
     ) -> Result<std::result::Result<Released, Option<String>>>;
+
+    /// [`Leases::release`] of the owner's own lease (not forced), and on a release `event`
+    /// emitted in the same atomic step (the value it lacks: the lease's fence). Answers
+    /// whether it was emitted (see [`Leases::claim_announcing`]).
+    async fn release_announcing(
+        &self,
+        task: &TaskId,
+        path: &LeasePath,
+        owner: &str,
+        event: &LeaseEvent<'_>,
+    ) -> Result<(std::result::Result<Released, Option<String>>, bool)> {
+        let _ = event;
+        Ok((self.release(task, path, owner, false).await?, false))
+    }
 
     /// The task's live leases, soonest expiry first: at most `limit`. Read from a per-task
     /// index, never by scanning every lease.

@@ -457,6 +457,113 @@ async fn lock_changes_are_events_and_audited_through_the_outbox() {
     assert_eq!(actions, ["claim_file", "release_file"]);
 }
 
+/// A grant's and an owner's release's events ride in the lease's own script
+/// (`lua/lease_event.lua`, issue #19), which writes in the one value it alone knows (the
+/// expiry, the fence): they carry what the gateway's own events carry — the lease's fence and
+/// expiry as the claim answered them, the holder — in serde_json's text, and the audit
+/// records hold the fence as a number. A re-entrant claim's and a forced release's events are
+/// still the gateway's own; all of them land in the stream and the outbox in order.
+#[tokio::test]
+async fn lease_events_written_by_the_lease_scripts_are_the_gateways_events() {
+    let gw = TestGateway::spawn().await;
+    let t = |agent: &str, extra: Value| req(agent, "src/a.py", extra);
+    let claimed = ok(gw
+        .tool("claim_file", t("coder", json!({"timeout_sec": 30})))
+        .await);
+    let again = ok(gw
+        .tool("claim_file", t("coder", json!({"timeout_sec": 40})))
+        .await);
+    ok(gw.tool("release_file", t("coder", json!({}))).await);
+    let other = ok(gw
+        .tool("claim_file", t("tester", json!({"timeout_sec": 30})))
+        .await);
+    ok(gw
+        .tool("release_file", t("admin", json!({"force": true})))
+        .await);
+    let fence = claimed["fence"].as_i64().unwrap();
+    assert!(other["fence"].as_i64().unwrap() > fence);
+
+    let mut conn = gw.redis.connection().await;
+    let key = format!("{0}events:{{{0}task:t}}", gw.redis.prefix);
+    let raw: Vec<String> = crate::xrange(&mut conn, &key)
+        .await
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("e").unwrap())
+        .collect();
+    let events: Vec<Value> = raw
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "lock_acquired",
+            "lock_renewed",
+            "lock_released",
+            "lock_acquired",
+            "lock_released"
+        ]
+    );
+    for (text, e) in raw.iter().zip(&events) {
+        // serde_json's text of the data, in place (the script wrote the value as serde_json would).
+        assert!(text.contains(&e["data"].to_string()), "{text}");
+        assert_eq!(e["taskId"], "t");
+    }
+    let data: Vec<&Value> = events.iter().map(|e| &e["data"]).collect();
+    assert_eq!(
+        *data[0],
+        json!({"path": "src/a.py", "owner": "coder", "fence": fence,
+               "expires_at": claimed["expires_at"], "timeout_sec": 30, "recursive": false})
+    );
+    assert_eq!(data[1]["expires_at"], again["expires_at"]);
+    assert_eq!(
+        *data[2],
+        json!({"path": "src/a.py", "owner": "coder", "fence": fence, "forced": false})
+    );
+    assert_eq!(data[3]["expires_at"], other["expires_at"]);
+    assert_eq!(
+        *data[4],
+        json!({"path": "src/a.py", "owner": "tester", "fence": other["fence"], "forced": true})
+    );
+    let agents: Vec<&str> = events
+        .iter()
+        .map(|e| e["agentId"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["coder", "coder", "coder", "tester", "admin"]);
+
+    let raw: Vec<String> = crate::xrange(&mut conn, &format!("{}outbox", gw.redis.prefix))
+        .await
+        .ids
+        .iter()
+        .filter_map(|e| e.get::<String>("payload"))
+        .collect();
+    let audits: Vec<Value> = raw
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    for (text, a) in raw.iter().zip(&audits) {
+        assert_eq!(*text, a.to_string());
+        assert_eq!(a["task_id"], "t");
+        assert!(a["at"].is_string() && a["request_id"].is_string(), "{a}");
+    }
+    let brief: Vec<Value> = audits
+        .iter()
+        .map(|a| json!([a["action"], a["actor"], a["fence"], a.get("holder")]))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            json!(["claim_file", "coder", fence, null]),
+            json!(["claim_file", "coder", fence, null]),
+            json!(["release_file", "coder", fence, "coder"]),
+            json!(["claim_file", "tester", other["fence"], null]),
+            json!(["force_release_file", "admin", other["fence"], "tester"]),
+        ]
+    );
+}
+
 trait ParseHelpers {
     fn parse_task(&self) -> mcp_domain::TaskId;
     fn parse_path(&self) -> mcp_domain::FilePath;

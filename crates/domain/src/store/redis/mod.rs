@@ -14,10 +14,10 @@ use self::conn::{ConnSettings, RedisConn};
 use self::keys::Keys;
 use super::hot::{
     CacheFile, Claim, ClaimOutcome, Collaboration, Emit, EventLog, FileCache, HeldLease,
-    HotBackend, HotFile, HotRead, Interest, Lease, LeasePage, Leases, MemoryUsage, MessageSource,
-    NewFence, Outbox, PendingWrite, Presence, QueuePlace, RateLimit, RateWindow, Refill, Released,
-    Renewed, StepIds, StepLog, StoredEvent, StoredStep, TaskCache, TaskEvent, UpdatesPing,
-    UpdatesSource, WakeSource, ms_to_time,
+    HotBackend, HotFile, HotRead, Interest, Lease, LeaseEvent, LeasePage, Leases, MemoryUsage,
+    MessageSource, NewFence, Outbox, PendingWrite, Presence, QueuePlace, RateLimit, RateWindow,
+    Refill, Released, Renewed, StepIds, StepLog, StoredEvent, StoredStep, TaskCache, TaskEvent,
+    UpdatesPing, UpdatesSource, WakeSource, ms_to_time,
 };
 use crate::error::{DomainError, Result};
 use crate::ids::{AgentId, TaskId};
@@ -92,16 +92,33 @@ const LEASE_INDEX: &str = include_str!("lua/lease_index.lua");
 /// (KEYS[2], `lua/lease_index.lua`) in the same atomic step: `then` runs on the script's
 /// answer `r` (a lease's expiry is `r[4]`).
 fn lease_script(body: &str, then: &str) -> Script {
+    lease_script_with("", body, then)
+}
+
+/// [`lease_script`] with more fragments (`fragments`: functions `then` may call).
+fn lease_script_with(fragments: &str, body: &str, then: &str) -> Script {
     guarded_script(&format!(
-        "{LEASE_INDEX}\nlocal function lease_body()\n{body}\nend\n\
+        "{LEASE_INDEX}\n{fragments}\nlocal function lease_body()\n{body}\nend\n\
          local r = lease_body()\n{then}\nreturn r"
     ))
 }
 
+const LEASE_EVENT: &str = include_str!("lua/lease_event.lua");
+
+/// A [`lease_script`] that may also emit the lease's event (`lua/lease_event.lua`).
+fn lease_event_script(body: &str, then: &str) -> Script {
+    lease_script_with(&format!("{EMIT}\n{LEASE_EVENT}"), body, then)
+}
+
+/// `lua/claim.lua`; a grant emits its event when the call brings one (the expiry is its
+/// value), and answers the event's id as `r[5]`.
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    lease_script(
+    lease_event_script(
         include_str!("lua/claim.lua"),
-        "if r[1] == 'granted' or r[1] == 'reentrant' then index_lease(r[4]) end",
+        "if r[1] == 'granted' or r[1] == 'reentrant' then index_lease(r[4]) end\n\
+         if r[1] == 'granted' then\n\
+           r[5] = lease_event(3, 10, '\"' .. iso_ms(tonumber(r[4])) .. '\"') or nil\n\
+         end",
     )
 });
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -142,10 +159,15 @@ return {n, ttl}
 "#,
     )
 });
+/// `lua/release.lua`; a release emits its event when the call brings one (the fence is its
+/// value), and answers the event's id as `r[4]`.
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    lease_script(
+    lease_event_script(
         include_str!("lua/release.lua"),
-        "if r[1] == 'released' then unindex_lease() end",
+        "if r[1] == 'released' then\n\
+           unindex_lease()\n\
+           r[4] = lease_event(2, 3, r[3]) or nil\n\
+         end",
     )
 });
 static LEAVE_QUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -461,6 +483,150 @@ impl RedisStore {
             tracing::debug!(error = %err, agent = e.agent, "presence not touched");
         }
         r
+    }
+
+    /// The keys of a lease's event in a lease script (`lua/lease_event.lua`): as
+    /// [`RedisStore::emit_call`]'s, all in the task's slot.
+    fn lease_event_keys(&self, task: &TaskId) -> [String; 4] {
+        [
+            self.keys.events(task),
+            self.keys.collab_members(task),
+            self.keys.collab_activity(task),
+            self.keys.outbox_of(task),
+        ]
+    }
+
+    /// The arguments of a lease's event (`lua/lease_event.lua`).
+    fn lease_event_args(&self, inv: &mut redis::ScriptInvocation<'_>, ev: &LeaseEvent<'_>) {
+        let e = &ev.emit;
+        inv.arg(self.keys.channel(e.task))
+            .arg(e.events_cap)
+            .arg(e.envelope.as_str())
+            .arg(e.agent)
+            .arg(e.task.as_str())
+            .arg(e.audit.as_deref().unwrap_or(""))
+            .arg(ev.envelope_after.as_str())
+            .arg(ev.audit_after.as_deref().unwrap_or(""));
+    }
+
+    /// `lua/claim.lua`, with the grant's event when `event` is given; answers whether the
+    /// event was emitted (a grant).
+    async fn claim_call(
+        &self,
+        claim: &Claim<'_>,
+        event: Option<&LeaseEvent<'_>>,
+    ) -> Result<(ClaimOutcome, bool)> {
+        let (task, path, owner, waiter) = (claim.task, claim.path, claim.owner, claim.waiter);
+        let (fence_arg, token_arg) = match claim.fence {
+            Some(NewFence { fence, token }) => (fence.to_string(), token),
+            None => (String::new(), ""),
+        };
+        let prefix = self.keys.lock_prefix(task);
+        let mut inv = CLAIM_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lease(task, path))
+            .key(self.keys.lease_index(task))
+            .key(self.keys.lease_queue(task, path));
+        for k in self.lease_event_keys(task) {
+            inv.key(k);
+        }
+        for dir in path.ancestors() {
+            inv.key(format!("{prefix}{dir}"));
+        }
+        inv.arg(owner)
+            .arg(claim.ttl.as_millis() as u64)
+            .arg(fence_arg)
+            .arg(token_arg)
+            .arg(if claim.reentrant { "1" } else { "0" })
+            .arg(waiter.map_or("", |w| w.ticket))
+            .arg(
+                waiter
+                    .and_then(|w| w.arrival)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(waiter.map_or(0, |w| w.liveness.as_millis().max(1) as u64))
+            .arg(self.keys.lease_waiter_prefix(task))
+            .arg(if path.is_dir() { "1" } else { "0" });
+        if let Some(ev) = event {
+            self.lease_event_args(&mut inv, ev);
+        }
+        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
+        let lease = |r: &[String]| Lease {
+            path: path.to_string(),
+            owner: owner.to_owned(),
+            fence: r[1].parse().unwrap_or(0),
+            token: r[2].clone(),
+            expires_at: parse_ms(&r[3]),
+        };
+        let place = |r: &[String]| {
+            let num = |i: usize| r.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            QueuePlace {
+                position: Some(num(4)).filter(|p| *p > 0),
+                waiters: num(5),
+                arrival: r.get(6).and_then(|v| v.parse().ok()),
+            }
+        };
+        let emitted = event.is_some() && r.first().is_some_and(|a| a == "granted") && r.len() > 4;
+        let outcome = match r.first().map(String::as_str) {
+            Some("granted") => ClaimOutcome::Granted(lease(&r)),
+            Some("reentrant") => ClaimOutcome::Reentrant(lease(&r)),
+            Some("held") => ClaimOutcome::HeldByOther {
+                owner: r[1].clone(),
+                expires_at: parse_ms(r.get(2).map(String::as_str).unwrap_or("0")),
+                path: r
+                    .get(3)
+                    .and_then(|k| k.strip_prefix(prefix.as_str()))
+                    .unwrap_or(path.as_str())
+                    .to_owned(),
+                queue: place(&r),
+            },
+            Some("queued") => ClaimOutcome::Queued {
+                next: r[1].clone(),
+                queue: place(&r),
+            },
+            Some("need_fence") => ClaimOutcome::NeedFence,
+            other => {
+                return Err(DomainError::internal(format!(
+                    "claim script answered {other:?}"
+                )));
+            }
+        };
+        Ok((outcome, emitted))
+    }
+
+    /// `lua/release.lua`, with the release's event when `event` is given; answers whether
+    /// the event was emitted (a release).
+    async fn release_call(
+        &self,
+        task: &TaskId,
+        path: &LeasePath,
+        owner: &str,
+        force: bool,
+        event: Option<&LeaseEvent<'_>>,
+    ) -> Result<(std::result::Result<Released, Option<String>>, bool)> {
+        let mut inv = RELEASE_SCRIPT.prepare_invoke();
+        inv.key(self.keys.lease(task, path))
+            .key(self.keys.lease_index(task));
+        for k in self.lease_event_keys(task) {
+            inv.key(k);
+        }
+        inv.arg(owner)
+            .arg(if force { "1" } else { "0" })
+            .arg(self.keys.lease_wake(task));
+        if let Some(ev) = event {
+            self.lease_event_args(&mut inv, ev);
+        }
+        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
+        Ok(match r.first().map(String::as_str) {
+            Some("released") => (
+                Ok(Released {
+                    owner: r[1].clone(),
+                    fence: r[2].parse().unwrap_or(0),
+                }),
+                event.is_some() && r.len() > 3,
+            ),
+            _ => (Err(r.get(1).filter(|h| !h.is_empty()).cloned()), false),
+        })
     }
 
     /// Marks `agent` as seen now (Redis's clock), acting on `task`; not again within
@@ -1068,74 +1234,31 @@ impl Leases for RedisStore {
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome> {
-        let (task, path, owner, waiter) = (claim.task, claim.path, claim.owner, claim.waiter);
-        let (fence_arg, token_arg) = match claim.fence {
-            Some(NewFence { fence, token }) => (fence.to_string(), token),
-            None => (String::new(), ""),
-        };
-        let prefix = self.keys.lock_prefix(task);
-        let mut inv = CLAIM_SCRIPT.prepare_invoke();
-        inv.key(self.keys.lease(task, path))
-            .key(self.keys.lease_index(task))
-            .key(self.keys.lease_queue(task, path));
-        for dir in path.ancestors() {
-            inv.key(format!("{prefix}{dir}"));
+        Ok(self.claim_call(claim, None).await?.0)
+    }
+
+    /// The claim with its grant's event in the same script (`lua/lease_event.lua`), the
+    /// agent's presence touched beside it (as [`RedisStore::emitting`] does). With
+    /// `REDIS_MIN_REPLICAS` the event is left to the caller: the claim script is not followed
+    /// by `WAIT`.
+    async fn claim_announcing(
+        &self,
+        claim: &Claim<'_>,
+        event: &LeaseEvent<'_>,
+    ) -> Result<(ClaimOutcome, bool)> {
+        if self.replicas.is_some() {
+            return self.claim_call(claim, None).await;
         }
-        inv.arg(owner)
-            .arg(claim.ttl.as_millis() as u64)
-            .arg(fence_arg)
-            .arg(token_arg)
-            .arg(if claim.reentrant { "1" } else { "0" })
-            .arg(waiter.map_or("", |w| w.ticket))
-            .arg(
-                waiter
-                    .and_then(|w| w.arrival)
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
-            )
-            .arg(waiter.map_or(0, |w| w.liveness.as_millis().max(1) as u64))
-            .arg(self.keys.lease_waiter_prefix(task))
-            .arg(if path.is_dir() { "1" } else { "0" });
-        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
-        let lease = |r: &[String]| Lease {
-            path: path.to_string(),
-            owner: owner.to_owned(),
-            fence: r[1].parse().unwrap_or(0),
-            token: r[2].clone(),
-            expires_at: parse_ms(&r[3]),
-        };
-        let place = |r: &[String]| {
-            let num = |i: usize| r.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            QueuePlace {
-                position: Some(num(4)).filter(|p| *p > 0),
-                waiters: num(5),
-                arrival: r.get(6).and_then(|v| v.parse().ok()),
-            }
-        };
-        Ok(match r.first().map(String::as_str) {
-            Some("granted") => ClaimOutcome::Granted(lease(&r)),
-            Some("reentrant") => ClaimOutcome::Reentrant(lease(&r)),
-            Some("held") => ClaimOutcome::HeldByOther {
-                owner: r[1].clone(),
-                expires_at: parse_ms(r.get(2).map(String::as_str).unwrap_or("0")),
-                path: r
-                    .get(3)
-                    .and_then(|k| k.strip_prefix(prefix.as_str()))
-                    .unwrap_or(path.as_str())
-                    .to_owned(),
-                queue: place(&r),
-            },
-            Some("queued") => ClaimOutcome::Queued {
-                next: r[1].clone(),
-                queue: place(&r),
-            },
-            Some("need_fence") => ClaimOutcome::NeedFence,
-            other => {
-                return Err(DomainError::internal(format!(
-                    "claim script answered {other:?}"
-                )));
-            }
-        })
+        let e = &event.emit;
+        self.register_outbox(e.task).await?;
+        let (r, presence) = tokio::join!(
+            self.claim_call(claim, Some(event)),
+            self.touch_presence(e.agent, e.task)
+        );
+        if let Err(err) = presence {
+            tracing::debug!(error = %err, agent = e.agent, "presence not touched");
+        }
+        r
     }
 
     async fn leave_queue(
@@ -1212,20 +1335,31 @@ impl Leases for RedisStore {
         owner: &str,
         force: bool,
     ) -> Result<Result<Released, Option<String>>> {
-        let mut inv = RELEASE_SCRIPT.prepare_invoke();
-        inv.key(self.keys.lease(task, path))
-            .key(self.keys.lease_index(task))
-            .arg(owner)
-            .arg(if force { "1" } else { "0" })
-            .arg(self.keys.lease_wake(task));
-        let r: Vec<String> = self.guarded(inv, &self.keys.lease(task, path)).await?;
-        Ok(match r.first().map(String::as_str) {
-            Some("released") => Ok(Released {
-                owner: r[1].clone(),
-                fence: r[2].parse().unwrap_or(0),
-            }),
-            _ => Err(r.get(1).filter(|h| !h.is_empty()).cloned()),
-        })
+        Ok(self.release_call(task, path, owner, force, None).await?.0)
+    }
+
+    /// The release with its event in the same script (`lua/lease_event.lua`), the agent's
+    /// presence touched beside it; as [`RedisStore::claim_announcing`].
+    async fn release_announcing(
+        &self,
+        task: &TaskId,
+        path: &LeasePath,
+        owner: &str,
+        event: &LeaseEvent<'_>,
+    ) -> Result<(Result<Released, Option<String>>, bool)> {
+        if self.replicas.is_some() {
+            return self.release_call(task, path, owner, false, None).await;
+        }
+        let e = &event.emit;
+        self.register_outbox(e.task).await?;
+        let (r, presence) = tokio::join!(
+            self.release_call(task, path, owner, false, Some(event)),
+            self.touch_presence(e.agent, e.task)
+        );
+        if let Err(err) = presence {
+            tracing::debug!(error = %err, agent = e.agent, "presence not touched");
+        }
+        r
     }
 
     /// The task's live leases from its lease index (`lua/list_leases.lua`), behind the
@@ -1600,6 +1734,52 @@ fn is_rollback(e: &redis::RedisError) -> bool {
 mod tests {
     use super::{ScriptArgs, ScriptCall};
     use redis::Script;
+
+    /// A grant's event carries its expiry as `lua/lease_event.lua` writes it, byte for byte
+    /// what chrono (the event's serialisation everywhere else) writes: whole seconds without
+    /// a fraction, leap days, centuries, years before 1970. Against `REDIS_URL`.
+    #[tokio::test]
+    async fn the_scripts_expiry_is_chronos_text() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let mut con = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let script = Script::new(&format!(
+            "{}\nlocal out = {{}}\nfor i, ms in ipairs(ARGV) do out[i] = iso_ms(tonumber(ms)) end\n\
+             return out",
+            super::LEASE_EVENT
+        ));
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut samples = vec![
+            0,
+            1,
+            999,
+            1_000,
+            -1,
+            -86_400_000,
+            951_782_400_000,     // 2000-02-29
+            951_868_799_999,     // 2000-02-29T23:59:59.999
+            4_107_542_400_000,   // 2100-03-01
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            now,
+            now - now % 1_000,
+        ];
+        // Every day of four years (a leap year among them), at varying times of day.
+        let day = 86_400_000_i64;
+        samples.extend((0..1_461).map(|d| 1_704_067_200_000 + d * day + (d * 7_919_123) % day));
+        let mut inv = script.prepare_invoke();
+        for ms in &samples {
+            inv.arg(ms);
+        }
+        let ours: Vec<String> = inv.invoke_async(&mut con).await.unwrap();
+        for (ms, text) in samples.iter().zip(&ours) {
+            let at = chrono::DateTime::from_timestamp_millis(*ms).unwrap();
+            let chrono = serde_json::to_string(&at).unwrap();
+            assert_eq!(format!("\"{text}\""), chrono, "{ms} ms");
+        }
+    }
 
     /// A [`ScriptCall`] sends what a `ScriptInvocation` sends (the script sees the same keys
     /// and arguments), and loads a script Redis does not know yet. Against `REDIS_URL`.

@@ -1,14 +1,15 @@
 -- Claim a lease, fairly: a file's, or a directory's (its path ends in '/': it covers every
 -- path beneath it).
 -- KEYS[1] the lease hash, KEYS[2] the task's lease index, KEYS[3] the path's wait queue,
--- KEYS[4..#KEYS-1] the leases of the directories above the path (the last KEY is the
--- rollback guard's marker).
+-- KEYS[4..7] the keys of the grant's event (`lease_event.lua`), KEYS[8..#KEYS-1] the leases
+-- of the directories above the path (the last KEY is the rollback guard's marker).
 -- ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] fence ('' when the caller has none yet), ARGV[4]
 -- lease token, ARGV[5] '1' when a claim by the same owner may re-enter ('0' for a caller
 -- without an identity, which cannot prove it is the holder), ARGV[6] the waiter's ticket (''
 -- for a claim that does not wait), ARGV[7] the ticket's arrival ('' before its first check),
 -- ARGV[8] waiter liveness ms, ARGV[9] the task's waiter key prefix (+ ticket = its liveness
--- key, holding the waiting agent), ARGV[10] '1' for a directory.
+-- key, holding the waiting agent), ARGV[10] '1' for a directory, ARGV[11..18] the grant's
+-- event (`lease_event.lua`; none when ARGV[13] is empty or absent).
 -- The lease keeps its length (`ttl_ms`): a renewal that names none keeps it.
 -- Held by the same owner and re-entrant -> TTL refreshed, same fence and token (and the
 -- ticket leaves the queue). A conflict -> refused with the conflicting lease's owner, expiry
@@ -51,7 +52,7 @@ if owner then
 end
 -- The directories above it.
 if not conflict then
-  for i = 4, #KEYS - 1 do
+  for i = 8, #KEYS - 1 do
     local v = redis.call('HMGET', KEYS[i], 'owner', 'expires_at')
     if v[1] and not mine(v[1]) then
       conflict = {v[1], v[2], KEYS[i]}

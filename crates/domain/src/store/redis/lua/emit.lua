@@ -15,14 +15,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function emit(envelope)
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', envelope)
-  redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '",' .. string.sub(envelope, 2))
-  if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then
-    redis.call('HSET', KEYS[3], ARGV[4], now_ms())
+-- The same at other places: KEYS[k+1..k+4] and ARGV[a+1..a+4] in the roles above, the audit
+-- record given ('' for none). A lease's script emits its event this way (`lease_event.lua`).
+local function emit_at(k, a, envelope, audit)
+  local id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[a + 2], '*', 'e', envelope)
+  redis.call('PUBLISH', ARGV[a + 1], '{"id":"' .. id .. '",' .. string.sub(envelope, 2))
+  if redis.call('HEXISTS', KEYS[k + 2], ARGV[a + 4]) == 1 then
+    redis.call('HSET', KEYS[k + 3], ARGV[a + 4], now_ms())
   end
-  if ARGV[6] ~= '' then
-    redis.call('XADD', KEYS[4], '*', 'kind', 'audit', 'payload', ARGV[6])
+  if audit ~= '' then
+    redis.call('XADD', KEYS[k + 4], '*', 'kind', 'audit', 'payload', audit)
   end
   return id
+end
+
+local function emit(envelope)
+  return emit_at(0, 0, envelope, ARGV[6])
 end
