@@ -147,8 +147,9 @@ impl Service {
     /// wait takes its fence first and claims once with it (a refused or re-entrant claim
     /// leaves the number unused: the sequence only has to rise); should the durable store not
     /// answer, it claims without one, so a re-entrant claim or a refusal is still answered
-    /// from the hot store. Otherwise — a waiter (it checks in every few hundred milliseconds,
-    /// and would take a number each time), the in-process store, no fence — it claims first
+    /// from the hot store. Otherwise — a waiter (it checks in at every wake-up of its task's
+    /// leases and at least once a second, and would take a number each time), the in-process
+    /// store, no fence — it claims first
     /// and again with a fence when the path is free for the caller. The fenced claim
     /// emits the grant's event in the same step where the hot store can
     /// ([`crate::store::hot::Leases::claim_announcing`]).

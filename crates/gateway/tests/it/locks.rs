@@ -564,6 +564,41 @@ async fn lease_events_written_by_the_lease_scripts_are_the_gateways_events() {
     );
 }
 
+/// A claim takes its fence before it asks Redis (issue #19); when Postgres cannot give one, the
+/// claim still goes to Redis without it, so what needs no fence is answered as before: the
+/// holder's re-entrant claim (same fence) and another agent's refusal (`locked`, not an
+/// outage). Only a grant needs the sequence. (The sequence renamed away: a real failure of
+/// `nextval` on the gateway's own database.)
+#[tokio::test]
+async fn without_a_fence_from_postgres_a_held_lease_is_still_reentered_and_refused() {
+    use sqlx::Connection;
+    let gw = TestGateway::spawn().await;
+    let first = ok(gw.tool("claim_file", req("coder", "a.py", json!({}))).await);
+    let mut pg = sqlx::PgConnection::connect(&gw.db.url).await.unwrap();
+    sqlx::query("ALTER SEQUENCE lock_fence_seq RENAME TO lock_fence_seq_away")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let again = ok(gw.tool("claim_file", req("coder", "a.py", json!({}))).await);
+    assert_eq!(again["fence"], first["fence"]);
+    let refused = gw
+        .tool("claim_file", req("tester", "a.py", json!({})))
+        .await;
+    assert_error(&refused, 409, "locked");
+    let free = gw
+        .tool("claim_file", req("tester", "b.py", json!({})))
+        .await;
+    assert!(free.0 >= 500, "a grant without the sequence: {free:?}");
+    sqlx::query("ALTER SEQUENCE lock_fence_seq_away RENAME TO lock_fence_seq")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let granted = ok(gw
+        .tool("claim_file", req("tester", "b.py", json!({})))
+        .await);
+    assert!(granted["fence"].as_i64() > first["fence"].as_i64());
+}
+
 trait ParseHelpers {
     fn parse_task(&self) -> mcp_domain::TaskId;
     fn parse_path(&self) -> mcp_domain::FilePath;
