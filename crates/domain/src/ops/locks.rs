@@ -143,16 +143,10 @@ impl Service {
         Ok(Self::lock_response(task, path, lease, timeout_sec, waited))
     }
 
-    /// One attempt. On a shared hot store (Redis: a round trip saved) a claim that does not
-    /// wait takes its fence first and claims once with it (a refused or re-entrant claim
-    /// leaves the number unused: the sequence only has to rise); should the durable store not
-    /// answer, it claims without one, so a re-entrant claim or a refusal is still answered
-    /// from the hot store. Otherwise — a waiter (it checks in at every wake-up of its task's
-    /// leases and at least once a second, and would take a number each time), the in-process
-    /// store, no fence — it claims first
-    /// and again with a fence when the path is free for the caller. The fenced claim
-    /// emits the grant's event in the same step where the hot store can
-    /// ([`crate::store::hot::Leases::claim_announcing`]).
+    /// One attempt: the claim, and again with a fence when the path is free for the caller
+    /// (a refused or re-entrant claim never pays for a fence: under contention most claims
+    /// are refused). The fenced claim emits the grant's event in the same step where the hot
+    /// store can ([`crate::store::hot::Leases::claim_announcing`]).
     #[allow(clippy::too_many_arguments)]
     async fn try_claim(
         &self,
@@ -175,12 +169,6 @@ impl Service {
         };
         let token = uuid::Uuid::new_v4().to_string();
         let mut fence = None;
-        if waiter.is_none() && self.hot.shared() {
-            match self.durable.next_fence().await {
-                Ok(f) => fence = Some(f),
-                Err(e) => tracing::debug!(error = %e, "no fence ahead of the claim"),
-            }
-        }
         let (mut outcome, mut emitted);
         loop {
             claim.fence = fence.map(|fence| NewFence {

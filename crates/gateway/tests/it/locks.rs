@@ -564,10 +564,9 @@ async fn lease_events_written_by_the_lease_scripts_are_the_gateways_events() {
     );
 }
 
-/// A claim takes its fence before it asks Redis (issue #19); when Postgres cannot give one, the
-/// claim still goes to Redis without it, so what needs no fence is answered as before: the
-/// holder's re-entrant claim (same fence) and another agent's refusal (`locked`, not an
-/// outage). Only a grant needs the sequence. (The sequence renamed away: a real failure of
+/// Only a grant takes a fence: while Postgres cannot give one, what needs none is answered
+/// from Redis as ever — the holder's re-entrant claim (same fence) and another agent's refusal
+/// (`locked`, not an outage) — and a grant fails as an outage. (The sequence renamed away: a real failure of
 /// `nextval` on the gateway's own database.)
 #[tokio::test]
 async fn without_a_fence_from_postgres_a_held_lease_is_still_reentered_and_refused() {
