@@ -193,7 +193,6 @@ impl Registry {
             idle_since: AtomicU64::new(now),
             head_started: AtomicU64::new(NONE),
             changed: Notify::new(),
-            close: CancellationToken::new(),
             closed_for: Mutex::new(None),
         });
         open.insert(id, slot.clone());
@@ -231,10 +230,11 @@ struct Slot {
     idle_since: AtomicU64,
     /// When the first byte read since then arrived ([`NONE`]: none yet).
     head_started: AtomicU64,
-    /// Wakes the watchdog on every change of the above.
+    /// Wakes the watchdog on every change of the above, and on a close.
     changed: Notify,
-    /// Closes the connection (eviction).
-    close: CancellationToken,
+    /// Set to close the connection (eviction): the watchdog, woken, ends it. (A flag and the
+    /// watchdog's wake-up, not a `CancellationToken` of its own: issue #19, each idle
+    /// connection paid for the token's node and a future waiting on it.)
     closed_for: Mutex<Option<Closed>>,
 }
 
@@ -249,7 +249,7 @@ impl Slot {
 
     fn close(&self, why: Closed) {
         *self.closed_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-        self.close.cancel();
+        self.changed.notify_one();
     }
 
     /// A read returned bytes: the start of a next request's head, if nothing is in flight.
@@ -516,7 +516,6 @@ async fn connection(
     let reason = tokio::select! {
         _ = conn.as_mut() => return,
         why = watchdog(&slot, &settings) => Some(why),
-        _ = slot.close.cancelled() => *slot.closed_for.lock().unwrap_or_else(|e| e.into_inner()),
         _ = shutdown.cancelled() => None,
     };
     match reason {
@@ -534,12 +533,16 @@ async fn connection(
     }
 }
 
-/// Waits until the connection has been idle, or sending a head, for too long.
+/// Waits until the connection has been idle, or sending a head, for too long, or is closed
+/// ([`Slot::close`]).
 async fn watchdog(slot: &Slot, settings: &ConnSettings) -> Closed {
     loop {
         let changed = slot.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        if let Some(why) = *slot.closed_for.lock().unwrap_or_else(|e| e.into_inner()) {
+            return why;
+        }
         match slot.deadline(settings) {
             None => changed.await,
             Some((at, why)) => {

@@ -26,7 +26,6 @@ use crate::error::ApiError;
 use axum::Router;
 use axum::routing::get;
 use mcp_api::{ErrorCode, StreamId};
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// Most event types one filter may name.
@@ -71,11 +70,16 @@ pub fn parse_since(since: Option<&str>) -> Result<StartAt, ApiError> {
     }
 }
 
+/// An event-type filter's names, each once: a boxed slice, not a `HashSet` (held by every
+/// watcher for its life; at most [`MAX_TYPES`], usually one or two, so a scan is as quick as a
+/// hash; issue #19).
+pub type EventTypes = Box<[Box<str>]>;
+
 /// An event-type filter: names of `[a-z0-9_.:-]`, at most [`MAX_TYPES`]; none: no filter.
 pub fn parse_types<'a>(
     names: impl IntoIterator<Item = &'a str>,
-) -> Result<Option<HashSet<String>>, ApiError> {
-    let mut set = HashSet::new();
+) -> Result<Option<EventTypes>, ApiError> {
+    let mut set: Vec<Box<str>> = Vec::new();
     for name in names.into_iter().map(str::trim).filter(|n| !n.is_empty()) {
         let ok = name.len() <= 64
             && name
@@ -87,7 +91,9 @@ pub fn parse_types<'a>(
                 format!("invalid event type in types: '{name}'"),
             ));
         }
-        set.insert(name.to_owned());
+        if !set.iter().any(|n| &**n == name) {
+            set.push(name.into());
+        }
     }
     if set.len() > MAX_TYPES {
         return Err(ApiError::new(
@@ -95,7 +101,7 @@ pub fn parse_types<'a>(
             format!("types names more than {MAX_TYPES} event types"),
         ));
     }
-    Ok((!set.is_empty()).then_some(set))
+    Ok((!set.is_empty()).then(|| set.into_boxed_slice()))
 }
 
 #[cfg(test)]

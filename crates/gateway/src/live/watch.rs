@@ -15,14 +15,16 @@
 //! A watch opened with a bearer token ends when the token expires ([`Watch::end_at`]):
 //! nothing more is delivered, and the last item is a `token_expired` cutoff.
 
+use super::EventTypes;
 use super::hub::{Delivery, Hub, LiveEvent, Subscription};
 use mcp_api::StreamId;
 use mcp_api::live::{Cutoff, CutoffReason};
 use mcp_domain::{Actor, DomainError, TaskId};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Events read from the stream per `XRANGE`.
 const PAGE: usize = 256;
@@ -63,15 +65,17 @@ pub struct Watch {
     task: TaskId,
     sub: Subscription,
     /// Only these event types are yielded; `None`: all.
-    types: Option<HashSet<String>>,
+    types: Option<EventTypes>,
     position: StreamId,
     mode: Mode,
     /// Read but not yet yielded (a replay page, foreign events met while replaying).
     pending: VecDeque<Arc<LiveEvent>>,
     /// Set when the hub ended the subscription: yield what is pending, then end.
     ended: Option<CutoffReason>,
-    /// When the watcher's token expires: the watch ends then (`token_expired`).
-    deadline: Option<Instant>,
+    /// When the watcher's token expires: the watch ends then (`token_expired`). The timer
+    /// is boxed and made once: a watch without a token (and every idle SSE watcher's body,
+    /// which holds the watch and its pending `next`) does not carry a timer's room (issue #19).
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Hub {
@@ -83,7 +87,7 @@ impl Hub {
         actor: Actor,
         task: TaskId,
         start: StartAt,
-        types: Option<HashSet<String>>,
+        types: Option<EventTypes>,
     ) -> Result<Watch, DomainError> {
         let sub = self.subscribe(&task);
         let (position, mode) = match start {
@@ -116,7 +120,7 @@ impl Watch {
 
     /// Ends the watch at `deadline` (the expiry of the watcher's token; `None`: never).
     pub fn end_at(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline;
+        self.deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     }
 
     /// The position reached: every stream event up to it was yielded or filtered out.
@@ -128,7 +132,9 @@ impl Watch {
     /// (dropping a pending call may lose a replay page; drop the whole watch instead).
     pub async fn next(&mut self) -> Option<WatchItem> {
         loop {
-            if self.mode != Mode::Ended && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            if self.mode != Mode::Ended
+                && (self.deadline.as_ref()).is_some_and(|d| Instant::now() >= d.deadline())
+            {
                 return self.end(CutoffReason::TokenExpired);
             }
             if let Some(ev) = self.pending.pop_front() {
@@ -147,7 +153,9 @@ impl Watch {
                     if self.ended.is_some() {
                         continue;
                     }
-                    let page = match self.read_page().await {
+                    // Boxed: a replay is rare and its Redis call's future is large; unboxed,
+                    // every idle watcher's pending `next` would keep its room (issue #19).
+                    let page = match Box::pin(self.read_page()).await {
                         Ok(page) => page,
                         Err(e) => {
                             tracing::warn!(task = %self.task, error = %e, "live events: replay failed");
@@ -183,11 +191,11 @@ impl Watch {
 
     /// The next delivery, or `Err` when the deadline passes first.
     async fn recv_until_deadline(&mut self) -> Result<Option<Delivery>, ()> {
-        match self.deadline {
+        match self.deadline.as_mut() {
             None => Ok(self.sub.recv().await),
-            Some(d) => tokio::select! {
+            Some(sleep) => tokio::select! {
                 delivery = self.sub.recv() => Ok(delivery),
-                _ = tokio::time::sleep_until(d) => Err(()),
+                _ = sleep.as_mut() => Err(()),
             },
         }
     }
@@ -231,7 +239,7 @@ impl Watch {
     fn wanted(&self, ev: &LiveEvent) -> bool {
         self.types
             .as_ref()
-            .is_none_or(|t| t.contains(ev.event.kind.as_str()))
+            .is_none_or(|t| t.iter().any(|n| &**n == ev.event.kind.as_str()))
     }
 
     fn end(&mut self, reason: CutoffReason) -> Option<WatchItem> {
