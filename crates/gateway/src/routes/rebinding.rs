@@ -370,7 +370,10 @@ mod tests {
     fn a_host_found_allowed_is_remembered_and_nothing_else() {
         let g = guard(false);
         assert!(!passes(&g, "/x", Some("attacker.example"), None));
-        assert!(!passes(&g, "/x", Some("attacker.example"), None), "not remembered");
+        assert!(
+            !passes(&g, "/x", Some("attacker.example"), None),
+            "not remembered"
+        );
         assert!(passes(&g, "/x", Some("localhost:8001"), None));
         assert!(passes(&g, "/x", Some("localhost:8001"), None), "remembered");
         assert!(!passes(&g, "/x", Some("attacker.example"), None));
