@@ -167,25 +167,19 @@ impl Service {
             reentrant,
             waiter,
         };
-        let token = uuid::Uuid::new_v4().to_string();
-        let mut fence = None;
-        let (mut outcome, mut emitted);
-        loop {
-            claim.fence = fence.map(|fence| NewFence {
+        let mut outcome = self.hot.claim(&claim).await?;
+        let mut emitted = false;
+        if let ClaimOutcome::NeedFence = outcome {
+            let fence = self.durable.next_fence().await?;
+            let token = uuid::Uuid::new_v4().to_string();
+            claim.fence = Some(NewFence {
                 fence,
                 token: &token,
             });
-            let event = fence.and_then(|f| self.claim_event(task, path, owner, f, announce));
-            (outcome, emitted) = match &event {
-                Some(event) => self.hot.claim_announcing(&claim, event).await?,
+            (outcome, emitted) = match self.claim_event(task, path, owner, fence, announce) {
+                Some(event) => self.hot.claim_announcing(&claim, &event).await?,
                 None => (self.hot.claim(&claim).await?, false),
             };
-            match outcome {
-                ClaimOutcome::NeedFence if fence.is_none() => {
-                    fence = Some(self.durable.next_fence().await?);
-                }
-                _ => break,
-            }
         }
         Ok(match outcome {
             ClaimOutcome::Granted(lease) => Ok((lease, EventType::LockAcquired, emitted)),

@@ -206,7 +206,7 @@ impl Service {
         let (audit, audit_after) = match crate::events::split_around_value(&audit, LEASE_VALUE) {
             Some((before, after)) => (before, Some(after)),
             // Present, but more than once.
-            None if audit.contains(r#""\u0000lease-value\u0000""#) => return None,
+            None if audit.contains(&serde_json::to_string(LEASE_VALUE).ok()?) => return None,
             None => (audit, None),
         };
         Some(LeaseEvent {

@@ -289,18 +289,8 @@ impl Inner {
     fn dispatch(&self, published: TaskEvent) {
         let TaskEvent { task, id, event } = published;
         let task = &task;
-        let has_watchers = self
-            .slots
-            .lock()
-            .expect("hub lock")
-            .get(task)
-            .is_some_and(|m| !m.is_empty());
-        let has_taps = self
-            .taps
-            .lock()
-            .expect("hub lock")
-            .values()
-            .any(|slot| slot.wants(event.kind.as_str()));
+        let has_watchers = self.has_watchers(task);
+        let has_taps = self.taps_want(event.kind.as_str());
         if !has_watchers && !has_taps {
             return;
         }
@@ -337,17 +327,31 @@ impl Inner {
 
     /// The interest of the subscription: the tasks with watchers, and what taps want.
     fn wants_task(&self, task: &TaskId) -> bool {
-        self.slots
-            .lock()
-            .expect("hub lock")
-            .get(task)
-            .is_some_and(|m| !m.is_empty())
+        self.has_watchers(task)
             || self
                 .taps
                 .lock()
                 .expect("hub lock")
                 .values()
                 .any(|slot| slot.wants.is_none())
+    }
+
+    /// Whether `task` has watchers now.
+    fn has_watchers(&self, task: &TaskId) -> bool {
+        self.slots
+            .lock()
+            .expect("hub lock")
+            .get(task)
+            .is_some_and(|m| !m.is_empty())
+    }
+
+    /// Whether a tap takes events of `kind`.
+    fn taps_want(&self, kind: &str) -> bool {
+        self.taps
+            .lock()
+            .expect("hub lock")
+            .values()
+            .any(|slot| slot.wants(kind))
     }
 
     /// Tells every watcher to catch up from the stream (after a resubscription).
@@ -467,13 +471,7 @@ impl Interest for HubInterest {
     }
 
     fn kind(&self, kind: &str) -> bool {
-        self.0.upgrade().is_some_and(|hub| {
-            hub.taps
-                .lock()
-                .expect("hub lock")
-                .values()
-                .any(|slot| slot.wants(kind))
-        })
+        self.0.upgrade().is_some_and(|hub| hub.taps_want(kind))
     }
 }
 

@@ -476,9 +476,18 @@ impl RedisStore {
         call: &ScriptCall<'_>,
         e: &Emit<'_>,
     ) -> Result<T> {
+        self.beside_presence(e, self.confirmed(call)).await
+    }
+
+    /// Runs `script`, a script that emits `e` (its outbox slot registered first), with the
+    /// acting agent's presence touched beside it (see [`RedisStore::emitting`]).
+    async fn beside_presence<T>(
+        &self,
+        e: &Emit<'_>,
+        script: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         self.register_outbox(e.task).await?;
-        let (r, presence) =
-            tokio::join!(self.confirmed(call), self.touch_presence(e.agent, e.task));
+        let (r, presence) = tokio::join!(script, self.touch_presence(e.agent, e.task));
         if let Err(err) = presence {
             tracing::debug!(error = %err, agent = e.agent, "presence not touched");
         }
@@ -1249,16 +1258,8 @@ impl Leases for RedisStore {
         if self.replicas.is_some() {
             return self.claim_call(claim, None).await;
         }
-        let e = &event.emit;
-        self.register_outbox(e.task).await?;
-        let (r, presence) = tokio::join!(
-            self.claim_call(claim, Some(event)),
-            self.touch_presence(e.agent, e.task)
-        );
-        if let Err(err) = presence {
-            tracing::debug!(error = %err, agent = e.agent, "presence not touched");
-        }
-        r
+        self.beside_presence(&event.emit, self.claim_call(claim, Some(event)))
+            .await
     }
 
     async fn leave_queue(
@@ -1350,16 +1351,8 @@ impl Leases for RedisStore {
         if self.replicas.is_some() {
             return self.release_call(task, path, owner, false, None).await;
         }
-        let e = &event.emit;
-        self.register_outbox(e.task).await?;
-        let (r, presence) = tokio::join!(
-            self.release_call(task, path, owner, false, Some(event)),
-            self.touch_presence(e.agent, e.task)
-        );
-        if let Err(err) = presence {
-            tracing::debug!(error = %err, agent = e.agent, "presence not touched");
-        }
-        r
+        let release = self.release_call(task, path, owner, false, Some(event));
+        self.beside_presence(&event.emit, release).await
     }
 
     /// The task's live leases from its lease index (`lua/list_leases.lua`), behind the
@@ -1735,17 +1728,22 @@ mod tests {
     use super::{ScriptArgs, ScriptCall};
     use redis::Script;
 
+    /// A connection to `REDIS_URL`.
+    async fn connection() -> redis::aio::MultiplexedConnection {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     /// A grant's event carries its expiry as `lua/lease_event.lua` writes it, byte for byte
     /// what chrono (the event's serialisation everywhere else) writes: whole seconds without
     /// a fraction, leap days, centuries, years before 1970. Against `REDIS_URL`.
     #[tokio::test]
     async fn the_scripts_expiry_is_chronos_text() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let mut con = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut con = connection().await;
         let script = Script::new(&format!(
             "{}\nlocal out = {{}}\nfor i, ms in ipairs(ARGV) do out[i] = iso_ms(tonumber(ms)) end\n\
              return out",
@@ -1785,12 +1783,7 @@ mod tests {
     /// and arguments), and loads a script Redis does not know yet. Against `REDIS_URL`.
     #[tokio::test]
     async fn script_call_is_a_script_invocation() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let mut con = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut con = connection().await;
         // A script no Redis has seen: the first call meets NOSCRIPT.
         let body = format!(
             "-- {}\nreturn {{#KEYS, KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], #ARGV}}",
