@@ -476,3 +476,56 @@ async fn a_switchover_to_the_standby_is_followed_without_a_gateway_restart() {
         (200, Some("on the new primary"))
     );
 }
+
+/// Issue #19 hands out a connection used within the last second without pinging it first
+/// (`PING_AFTER_IDLE`), and keeps the batches' writing connection between batches: one that
+/// lay idle across a restart must still be pinged, found broken and replaced, not used — every
+/// read and write after the restart is answered as if nothing had happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_broken_while_idle_are_replaced_not_used() {
+    let Some(pair) = PgPair::start() else { return };
+    let (gw, _) = gateway(pair.primary.url("gw")).await;
+    let gw = &gw;
+    // A read of a file that does not exist asks Postgres (the hot layer has nothing).
+    let missing = |k: usize| {
+        gw.tool(
+            "file_read",
+            json!({"task_id": "idle", "path": format!("missing/{k}.txt")}),
+        )
+    };
+    let writes = |round: usize| {
+        futures::future::join_all((0..8).map(move |k| {
+            gw.tool(
+                "file_write",
+                json!({"task_id": "idle", "path": format!("r{round}/f{k}.txt"),
+                       "content": format!("round {round} write {k}")}),
+            )
+        }))
+    };
+    // The pool full (8 connections: the test gateway's `PG_MAX_CONNECTIONS`), all used, and
+    // the batches' connection kept.
+    for (status, body) in futures::future::join_all((0..16).map(missing)).await {
+        assert_eq!(status, 404, "{body}");
+    }
+    for (status, body) in writes(0).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    pair.primary.stop("fast");
+    pair.primary.start();
+    // Longer than `PING_AFTER_IDLE`: every connection is due a ping.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // One at a time: each takes the connection idle the longest, so all of them come round.
+    for k in 16..32 {
+        let (status, body) = missing(k).await;
+        assert_eq!(
+            status, 404,
+            "a connection broken while idle was used: {body}"
+        );
+    }
+    for (status, body) in writes(1).await {
+        assert_eq!(
+            status, 200,
+            "a connection broken while idle was used: {body}"
+        );
+    }
+}

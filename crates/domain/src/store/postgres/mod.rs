@@ -23,10 +23,11 @@ use mcp_api::StreamId;
 use mcp_api::requests::{CreateTaskRequest, UpdateTaskRequest};
 use mcp_api::responses::{AuditEntry, Collaborator, FileInfo, TaskState, TaskSummary};
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool, Row};
+use sqlx::{Connection, PgPool, Postgres, Row};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub mod hosts;
 mod messages;
@@ -177,9 +178,48 @@ pub struct PgStore {
 /// ids of 64 (more would slow every concurrent snapshot down).
 const MAX_BATCH: usize = 64;
 
+/// A pooled connection idle for this long is pinged before it is handed out
+/// ([`PgStore::connect`]); one used more recently is not.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// How often a batch that met a deadlock (with another gateway's batch) is tried again
 /// before its changes are answered `unavailable`.
 const BATCH_ATTEMPTS: usize = 3;
+
+/// The connection the batches of file changes go through, kept from one batch to the next
+/// (batches run one at a time): taking a connection from the pool and giving it back cost a
+/// ping each way (sqlx tests a connection it takes back), ~5,000 instructions a batch (issue
+/// #19). One kept idle for `PING_AFTER_IDLE` is pinged before it is used again, and replaced
+/// when it does not answer; one whose batch failed goes back to the pool.
+struct Writer {
+    pool: PgPool,
+    kept: std::sync::Mutex<Option<(PoolConnection<Postgres>, Instant)>>,
+}
+
+impl Writer {
+    fn new(pool: PgPool) -> Arc<Writer> {
+        Arc::new(Writer {
+            pool,
+            kept: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The kept connection when it is sound, else one from the pool.
+    async fn connection(&self) -> std::result::Result<PoolConnection<Postgres>, sqlx::Error> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((mut conn, used)) = kept
+            && (used.elapsed() < PING_AFTER_IDLE || conn.ping().await.is_ok())
+        {
+            return Ok(conn);
+        }
+        self.pool.acquire().await
+    }
+
+    /// Keeps `conn` for the next batch.
+    fn keep(&self, conn: PoolConnection<Postgres>) {
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some((conn, Instant::now()));
+    }
+}
 
 /// Applies a batch of changes in one transaction (`mcp_change_files`); each answer is its
 /// change's own. A batch the database refused as a whole (an error answer: nothing of it was
@@ -187,13 +227,20 @@ const BATCH_ATTEMPTS: usize = 3;
 /// by change, so that whatever made it fail fails only its own change. A batch whose outcome
 /// is unknown (the connection lost) is answered `unavailable`, change by change, and never
 /// made again.
-async fn commit_batch(pool: PgPool, jobs: Vec<OwnedChange>) -> Vec<Result<Committed>> {
-    let (pool, jobs) = (&pool, &jobs[..]);
+async fn commit_batch(writer: Arc<Writer>, jobs: Vec<OwnedChange>) -> Vec<Result<Committed>> {
+    let (pool, jobs) = (&writer.pool, &jobs[..]);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let failed = match change_files(pool, jobs).await {
-            Ok(answers) => return answers,
+        let failed = match writer.connection().await {
+            Ok(mut conn) => match change_files(&mut conn, jobs).await {
+                Ok(answers) => {
+                    writer.keep(conn);
+                    return answers;
+                }
+                // Back to the pool, which tests it as it takes it back.
+                Err(e) => e,
+            },
             Err(e) => e,
         };
         let refused_whole = matches!(&failed, sqlx::Error::Database(_));
@@ -218,7 +265,7 @@ async fn commit_batch(pool: PgPool, jobs: Vec<OwnedChange>) -> Vec<Result<Commit
 /// One call of `mcp_change_files` (the migration `…_group_commit.sql`) in its own transaction:
 /// an answer per change, in order.
 async fn change_files(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     jobs: &[OwnedChange],
 ) -> std::result::Result<Vec<Result<Committed>>, sqlx::Error> {
     let changes: Vec<FileChange<'_>> = jobs.iter().map(OwnedChange::change).collect();
@@ -254,7 +301,7 @@ async fn change_files(
     )
     .bind(opt(|c| c.max_task_files))
     .bind(opt(|c| c.max_task_bytes))
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     if rows.len() != changes.len() {
         let e = DomainError::internal(format!(
@@ -359,7 +406,22 @@ impl PgStore {
         };
         let options = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
-            .acquire_timeout(cfg.acquire_timeout);
+            .acquire_timeout(cfg.acquire_timeout)
+            // sqlx pings every connection it hands out (a round trip, and ~3,500 instructions
+            // before each batch and fence, issue #19). It also pings each one it takes back,
+            // and drops one that does not answer: a connection used within the last
+            // `PING_AFTER_IDLE` answered then, and is handed out as it is. One idle for longer
+            // may have been broken meanwhile (a restart, a failover): it is pinged, and
+            // replaced when it does not answer.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         if !targets.needs_failover() {
             let opts = quiet(
                 PgConnectOptions::from_str(&cfg.url)
@@ -386,7 +448,12 @@ impl PgStore {
     }
 
     fn new(pool: PgPool, failover: Option<Arc<hosts::Failover>>) -> PgStore {
-        let files = Batcher::new("postgres", MAX_BATCH, pool.clone(), commit_batch);
+        let files = Batcher::new(
+            "postgres",
+            MAX_BATCH,
+            Writer::new(pool.clone()),
+            commit_batch,
+        );
         PgStore {
             pool,
             _failover: failover,
