@@ -476,8 +476,10 @@ async fn accept_error(e: std::io::Error, registry: &Arc<Registry>) {
 }
 
 /// What the per-connection service answers a request with.
-type ServiceFuture =
-    Pin<Box<dyn std::future::Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
+/// The body is axum's, wrapped (not boxed again) to mark the connection busy until it ends.
+type ServiceFuture = Pin<
+    Box<dyn std::future::Future<Output = Result<hyper::Response<BusyBody>, Infallible>> + Send>,
+>;
 
 /// One connection: hyper's HTTP/1 server over the watched socket, and its watchdog.
 async fn connection(
@@ -505,7 +507,7 @@ async fn connection(
         // watcher paid for the router's future).
         let answer: ServiceFuture = Box::pin(async move {
             let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
-            Ok::<_, Infallible>(resp.map(|inner| Body::new(BusyBody { inner, _busy: busy })))
+            Ok::<_, Infallible>(resp.map(|inner| BusyBody { inner, _busy: busy }))
         });
         answer
     });

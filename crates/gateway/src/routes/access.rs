@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The matched route template of a request, carried out in the response's extensions.
 #[derive(Debug, Clone)]
@@ -33,9 +34,23 @@ impl AgentSlot {
 
 /// The middleware; `enabled` is `ACCESS_LOG`. A line the log filter drops (`RUST_LOG`
 /// below `info` for `access`) is not prepared either.
+///
+/// It is also the request's trace: a DEBUG span `request` (method, URI, version) around
+/// everything inside it, and an ERROR line `response failed` (status, latency) for every 5xx,
+/// whatever `ACCESS_LOG` says — what `tower_http`'s trace layer gave, without wrapping and
+/// boxing every response body (issue #19).
 pub(crate) async fn log(State(enabled): State<bool>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let span = tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        uri = %req.uri(),
+        version = ?req.version(),
+    );
     if !enabled || !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        return next.run(req).await;
+        let response = next.run(req).instrument(span.clone()).await;
+        failed(&span, &response, started);
+        return response;
     }
     let slot = AgentSlot::default();
     req.extensions_mut().insert(slot.clone());
@@ -46,8 +61,8 @@ pub(crate) async fn log(State(enabled): State<bool>, mut req: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_owned();
-    let started = Instant::now();
-    let response = next.run(req).await;
+    let response = next.run(req).instrument(span.clone()).await;
+    failed(&span, &response, started);
     let route = response
         .extensions()
         .get::<RouteTemplate>()
@@ -63,4 +78,16 @@ pub(crate) async fn log(State(enabled): State<bool>, mut req: Request, next: Nex
         "request"
     );
     response
+}
+
+/// The ERROR line of a 5xx answer, in the request's span.
+fn failed(span: &tracing::Span, response: &Response, started: Instant) {
+    if response.status().is_server_error() {
+        let _in = span.enter();
+        tracing::error!(
+            status = response.status().as_u16(),
+            latency_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            "response failed"
+        );
+    }
 }

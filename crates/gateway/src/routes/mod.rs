@@ -21,14 +21,13 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use mcp_api::ErrorCode;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
 
 /// The whole HTTP surface: every area's routes, the fallbacks, and the layers in front of
 /// them (request timeout, body guard and limit, Host/Origin check, tracing, CORS, access
@@ -65,9 +64,6 @@ pub fn router(state: AppState) -> Router {
             access::log,
         ))
         .layer(cors(&state.cors_origins))
-        // The trace layer wraps the body; the layers outside it take axum's `Body`.
-        .map_response(IntoResponse::into_response)
-        .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(
             state.rebinding.clone(),
             rebinding::guard,
