@@ -102,9 +102,9 @@ pub struct HubStats {
 
 /// A watcher's entry in the hub.
 struct Slot {
+    /// Its queue; a full one cuts the watcher off for being slow (the receiver sees it:
+    /// `queue::Receiver::overflowed`).
     tx: queue::Sender<Delivery>,
-    /// Set when the hub cut the watcher off for being slow.
-    cut: Arc<AtomicBool>,
     /// A tap's filter: the one kind of event it is offered (`None`: all). An event no
     /// watcher of its task and no tap wants is skipped before it is even parsed (issue #19:
     /// the inbox's tap, always there, made every step pay for a parse, a serialisation and a
@@ -167,19 +167,14 @@ impl Hub {
     /// falls between the two (a [`Watch`](crate::live::Watch) does this for you).
     pub fn subscribe(&self, task: &TaskId) -> Subscription {
         let (tx, rx) = queue::bounded(self.inner.config.queue_capacity);
-        let cut = Arc::new(AtomicBool::new(false));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut slots = self.inner.slots.lock().expect("hub lock");
             if !self.inner.closing.is_cancelled() {
-                slots.entry(task.clone()).or_default().insert(
-                    id,
-                    Slot {
-                        tx,
-                        cut: cut.clone(),
-                        wants: None,
-                    },
-                );
+                slots
+                    .entry(task.clone())
+                    .or_default()
+                    .insert(id, Slot { tx, wants: None });
             }
             // When closing, `tx` is dropped here: the subscription ends at once.
         }
@@ -189,7 +184,6 @@ impl Hub {
             task: task.clone(),
             id,
             rx,
-            cut,
             hub: self.inner.clone(),
         }
     }
@@ -216,22 +210,17 @@ impl Hub {
 
     fn tap_where(&self, wants: Option<EventType>) -> Tap {
         let (tx, rx) = queue::bounded(self.inner.config.queue_capacity);
-        let cut = Arc::new(AtomicBool::new(false));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if !self.inner.closing.is_cancelled() {
-            self.inner.taps.lock().expect("hub lock").insert(
-                id,
-                Slot {
-                    tx,
-                    cut: cut.clone(),
-                    wants,
-                },
-            );
+            self.inner
+                .taps
+                .lock()
+                .expect("hub lock")
+                .insert(id, Slot { tx, wants });
         }
         Tap {
             id,
             rx,
-            cut,
             hub: Arc::downgrade(&self.inner),
         }
     }
@@ -317,7 +306,6 @@ impl Inner {
         match slot.tx.try_send(delivery.clone()) {
             Ok(()) => true,
             Err(SendError::Full) => {
-                slot.cut.store(true, Ordering::Relaxed);
                 self.slow_cutoffs.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -373,7 +361,6 @@ impl Inner {
 pub struct Tap {
     id: u64,
     rx: queue::Receiver<Delivery>,
-    cut: Arc<AtomicBool>,
     hub: Weak<Inner>,
 }
 
@@ -386,7 +373,7 @@ impl Tap {
 
     /// Why the hub ended this tap.
     pub fn end_reason(&self) -> CutoffReason {
-        if self.cut.load(Ordering::Relaxed) {
+        if self.rx.overflowed() {
             CutoffReason::SlowConsumer
         } else {
             CutoffReason::Shutdown
@@ -407,7 +394,6 @@ pub struct Subscription {
     task: TaskId,
     id: u64,
     rx: queue::Receiver<Delivery>,
-    cut: Arc<AtomicBool>,
     hub: Arc<Inner>,
 }
 
@@ -434,7 +420,7 @@ impl Subscription {
 
     /// Why the hub ended this subscription.
     pub fn end_reason(&self) -> CutoffReason {
-        if self.cut.load(Ordering::Relaxed) {
+        if self.rx.overflowed() {
             CutoffReason::SlowConsumer
         } else {
             CutoffReason::Shutdown

@@ -16,6 +16,8 @@ struct State<T> {
     sender_gone: bool,
     /// The receiver is gone: nothing more is accepted.
     receiver_gone: bool,
+    /// An item was refused for the queue being full (the hub then cuts the receiver off).
+    overflowed: bool,
 }
 
 struct Shared<T> {
@@ -62,6 +64,7 @@ pub(crate) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             waker: None,
             sender_gone: false,
             receiver_gone: false,
+            overflowed: false,
         }),
     });
     (Sender(shared.clone()), Receiver(shared))
@@ -84,6 +87,7 @@ impl<T> Sender<T> {
             return Err(SendError::Closed);
         }
         if state.items.len() >= self.0.capacity {
+            state.overflowed = true;
             return Err(SendError::Full);
         }
         state.items.push_back(item);
@@ -140,6 +144,11 @@ impl<T> Receiver<T> {
     pub(crate) fn len(&self) -> usize {
         self.0.lock().items.len()
     }
+
+    /// Whether an item was ever refused for the queue being full.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.0.lock().overflowed
+    }
 }
 
 impl<T> Drop for Receiver<T> {
@@ -164,7 +173,9 @@ mod tests {
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         tx.try_send(3).unwrap();
+        assert!(!rx.overflowed());
         assert_eq!(tx.try_send(4), Err(SendError::Full));
+        assert!(rx.overflowed());
         assert_eq!(tx.len(), 3);
         assert_eq!(rx.recv().await, Some(1));
         tx.try_send(4).unwrap();
