@@ -91,3 +91,86 @@ fn failed(span: &tracing::Span, response: &Response, started: Instant) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    /// What the log filter lets through, as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Answers GET `uri` through the middleware (`ACCESS_LOG` = `access`) under the log
+    /// filter `filter`; what was logged.
+    async fn logged(filter: &str, access: bool, uri: &str) -> String {
+        let out = Captured::default();
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route("/ok", get(|| async { "fine" }))
+            .route(
+                "/broken",
+                get(|| async {
+                    tracing::warn!("the cause");
+                    StatusCode::SERVICE_UNAVAILABLE
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(access, log));
+        let request = axum::http::Request::get(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.oneshot(request).await.unwrap();
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_5xx_is_logged_at_error_with_the_access_log_on_or_off() {
+        for access in [true, false] {
+            let log = logged("warn", access, "/broken").await;
+            let failed: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("response failed"))
+                .collect();
+            assert_eq!(failed.len(), 1, "one line (ACCESS_LOG={access}): {log}");
+            assert!(
+                failed[0].contains("ERROR") && failed[0].contains("status=503"),
+                "{log}"
+            );
+            let log = logged("warn", access, "/ok").await;
+            assert!(!log.contains("response failed"), "{log}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn what_a_request_logs_is_inside_its_span_at_debug() {
+        let log = logged("debug", false, "/broken").await;
+        let cause = log.lines().find(|l| l.contains("the cause")).unwrap_or("");
+        assert!(
+            cause.contains("request{method=GET uri=/broken version=HTTP/1.1}"),
+            "{log}"
+        );
+        // Below DEBUG the span is not there.
+        let log = logged("warn", false, "/broken").await;
+        assert!(!log.contains("request{"), "{log}");
+    }
+}
