@@ -188,36 +188,56 @@ const BATCH_ATTEMPTS: usize = 3;
 
 /// The connection the batches of file changes go through, kept from one batch to the next
 /// (batches run one at a time): taking a connection from the pool and giving it back cost a
-/// ping each way (sqlx tests a connection it takes back), ~5,000 instructions a batch (issue
-/// #19). One kept idle for `PING_AFTER_IDLE` is pinged before it is used again, and replaced
-/// when it does not answer; one whose batch failed goes back to the pool.
+/// ping each way (sqlx tests a connection it takes back), a round trip and a few thousand
+/// instructions a batch (issue #19). One kept idle for `PING_AFTER_IDLE` is pinged before it
+/// is used again, and replaced when it does not answer; one whose batch failed goes back to the pool, and so does one
+/// kept for `KEEP_FOR` (the pool's rules — its lifetime, the host it connects to — then apply
+/// to it again).
 struct Writer {
     pool: PgPool,
-    kept: std::sync::Mutex<Option<(PoolConnection<Postgres>, Instant)>>,
+    kept: std::sync::Mutex<Option<Kept>>,
+    /// `KEEP_FOR`.
+    keep_for: Duration,
 }
 
+/// The kept connection, when it was taken from the pool and when it was last used.
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    taken: Instant,
+    used: Instant,
+}
+
+/// How long the batches keep one connection before giving it back to the pool.
+const KEEP_FOR: Duration = Duration::from_secs(60);
+
 impl Writer {
-    fn new(pool: PgPool) -> Arc<Writer> {
+    fn new(pool: PgPool, keep_for: Duration) -> Arc<Writer> {
         Arc::new(Writer {
             pool,
             kept: std::sync::Mutex::new(None),
+            keep_for,
         })
     }
 
-    /// The kept connection when it is sound, else one from the pool.
-    async fn connection(&self) -> std::result::Result<PoolConnection<Postgres>, sqlx::Error> {
+    /// The kept connection when it is sound, else one from the pool; and when it was taken
+    /// from the pool.
+    async fn connection(
+        &self,
+    ) -> std::result::Result<(PoolConnection<Postgres>, Instant), sqlx::Error> {
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((mut conn, used)) = kept
-            && (used.elapsed() < PING_AFTER_IDLE || conn.ping().await.is_ok())
+        if let Some(mut k) = kept
+            && k.taken.elapsed() < self.keep_for
+            && (k.used.elapsed() < PING_AFTER_IDLE || k.conn.ping().await.is_ok())
         {
-            return Ok(conn);
+            return Ok((k.conn, k.taken));
         }
-        self.pool.acquire().await
+        Ok((self.pool.acquire().await?, Instant::now()))
     }
 
-    /// Keeps `conn` for the next batch.
-    fn keep(&self, conn: PoolConnection<Postgres>) {
-        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some((conn, Instant::now()));
+    /// Keeps `conn` (taken from the pool at `taken`) for the next batch.
+    fn keep(&self, conn: PoolConnection<Postgres>, taken: Instant) {
+        let used = Instant::now();
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kept { conn, taken, used });
     }
 }
 
@@ -233,9 +253,9 @@ async fn commit_batch(writer: Arc<Writer>, jobs: Vec<OwnedChange>) -> Vec<Result
     loop {
         attempt += 1;
         let failed = match writer.connection().await {
-            Ok(mut conn) => match change_files(&mut conn, jobs).await {
+            Ok((mut conn, taken)) => match change_files(&mut conn, jobs).await {
                 Ok(answers) => {
-                    writer.keep(conn);
+                    writer.keep(conn, taken);
                     return answers;
                 }
                 // Back to the pool, which tests it as it takes it back.
@@ -451,7 +471,7 @@ impl PgStore {
         let files = Batcher::new(
             "postgres",
             MAX_BATCH,
-            Writer::new(pool.clone()),
+            Writer::new(pool.clone(), KEEP_FOR),
             commit_batch,
         );
         PgStore {
@@ -1037,5 +1057,49 @@ impl DurableOps for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok((agents, total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test command's `DATABASE_URL` (its `postgres` database: nothing is created).
+    async fn pool() -> PgPool {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .expect("Postgres (DATABASE_URL)")
+    }
+
+    async fn backend(conn: &mut PoolConnection<Postgres>) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_batches_keep_their_connection_then_give_it_back() {
+        let writer = Writer::new(pool().await, Duration::from_secs(60));
+        let (mut conn, taken) = writer.connection().await.unwrap();
+        let first = backend(&mut conn).await;
+        writer.keep(conn, taken);
+        let (mut conn, again) = writer.connection().await.unwrap();
+        assert_eq!((backend(&mut conn).await, again), (first, taken), "kept");
+        drop(conn);
+        // Not kept (a failed batch): the next batch takes one from the pool.
+        let (_conn, fresh) = writer.connection().await.unwrap();
+        assert!(fresh > taken);
+
+        // Kept for its time: given back, and one taken from the pool afresh.
+        let writer = Writer::new(pool().await, Duration::ZERO);
+        let (conn, taken) = writer.connection().await.unwrap();
+        writer.keep(conn, taken);
+        let (_conn, next) = writer.connection().await.unwrap();
+        assert!(next > taken, "taken afresh from the pool");
     }
 }
