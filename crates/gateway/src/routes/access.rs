@@ -47,49 +47,45 @@ pub(crate) async fn log(State(enabled): State<bool>, mut req: Request, next: Nex
         uri = %req.uri(),
         version = ?req.version(),
     );
-    if !enabled || !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        let response = next.run(req).instrument(span.clone()).await;
-        failed(&span, &response, started);
-        return response;
-    }
-    let slot = AgentSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let method = req.method().clone();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    // What the access line needs: the agent's slot, the method, the request id.
+    let line = (enabled && tracing::enabled!(target: "access", tracing::Level::INFO)).then(|| {
+        let slot = AgentSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        (slot, req.method().clone(), request_id)
+    });
     let response = next.run(req).instrument(span.clone()).await;
-    failed(&span, &response, started);
-    let route = response
-        .extensions()
-        .get::<RouteTemplate>()
-        .map_or("unmatched", |r| r.0.as_str());
-    tracing::info!(
-        target: "access",
-        method = %method,
-        route = %route,
-        status = response.status().as_u16(),
-        latency_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
-        request_id = %request_id,
-        agent = %slot.get(),
-        "request"
-    );
-    response
-}
-
-/// The ERROR line of a 5xx answer, in the request's span.
-fn failed(span: &tracing::Span, response: &Response, started: Instant) {
+    let latency_ms = || started.elapsed().as_secs_f64() * 1000.0;
     if response.status().is_server_error() {
         let _in = span.enter();
         tracing::error!(
             status = response.status().as_u16(),
-            latency_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            latency_ms = format_args!("{:.1}", latency_ms()),
             "response failed"
         );
     }
+    if let Some((slot, method, request_id)) = line {
+        let route = response
+            .extensions()
+            .get::<RouteTemplate>()
+            .map_or("unmatched", |r| r.0.as_str());
+        tracing::info!(
+            target: "access",
+            method = %method,
+            route = %route,
+            status = response.status().as_u16(),
+            latency_ms = format_args!("{:.1}", latency_ms()),
+            request_id = %request_id,
+            agent = %slot.get(),
+            "request"
+        );
+    }
+    response
 }
 
 #[cfg(test)]

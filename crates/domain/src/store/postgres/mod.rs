@@ -190,13 +190,13 @@ const BATCH_ATTEMPTS: usize = 3;
 /// (batches run one at a time): taking a connection from the pool and giving it back cost a
 /// ping each way (sqlx tests a connection it takes back), a round trip and a few thousand
 /// instructions a batch (issue #19). One kept idle for `PING_AFTER_IDLE` is pinged before it
-/// is used again, and replaced when it does not answer; one whose batch failed goes back to the pool, and so does one
-/// kept for `KEEP_FOR` (the pool's rules — its lifetime, the host it connects to — then apply
-/// to it again).
+/// is used again, and replaced when it does not answer; one whose batch failed goes back to
+/// the pool, and so does one kept for `KEEP_FOR` (the pool's rules — its lifetime, the host
+/// it connects to — then apply to it again).
 struct Writer {
     pool: PgPool,
     kept: std::sync::Mutex<Option<Kept>>,
-    /// `KEEP_FOR`.
+    /// How long one connection is kept (`KEEP_FOR`).
     keep_for: Duration,
 }
 
@@ -427,11 +427,11 @@ impl PgStore {
         let options = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.acquire_timeout)
-            // sqlx pings every connection it hands out (a round trip, and ~3,500 instructions
-            // before each batch and fence, issue #19). It also pings each one it takes back,
-            // and drops one that does not answer: a connection used within the last
-            // `PING_AFTER_IDLE` answered then, and is handed out as it is. One idle for longer
-            // may have been broken meanwhile (a restart, a failover): it is pinged, and
+            // By default sqlx pings every connection it hands out (a round trip, and ~3,500
+            // instructions, before every pooled query, issue #19). It also pings each one it
+            // takes back, and drops one that does not answer: a connection used within the
+            // last `PING_AFTER_IDLE` answered then, and is handed out as it is. One idle for
+            // longer may have been broken meanwhile (a restart, a failover): it is pinged, and
             // replaced when it does not answer.
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
